@@ -1,0 +1,416 @@
+//! What `export_plugins!` expands to: the package's registry of plugins,
+//! the generic glue from the author traits to the FFI trait objects, and
+//! the root module's entry points.
+//!
+//! The registry is a `static` of this SDK crate. Every package links its own
+//! copy of the SDK, so each `.so` has its own registry.
+
+use std::sync::{Arc, OnceLock};
+
+use abi_stable::erased_types::TD_Opaque;
+use abi_stable::library::{LibHeader, RootModuleResult};
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::std_types::{RBoxError, RErr, ROption, ROk, RResult, RStr, RString, RVec};
+use async_ffi::{FfiFuture, FutureExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::ffi::{
+    DiagnoserBox, DiagnoserFfi, DiagnoserFfi_TO, FindingFfi, MonitorBox, MonitorFfi,
+    MonitorFfi_TO, ObservationFfi, OutcomeFfi, Package, PackageAbout, PackageRef, PluginAbout,
+    PluginKind, RecovererBox, RecovererFfi, RecovererFfi_TO, SDK_VERSION,
+};
+use crate::finding::Recovery;
+use crate::observation::Observation;
+use crate::plugin::{Diagnoser, Error, Monitor, Push, Recoverer, PUSH_BACKLOG};
+use crate::runtime::{catch_panic, spawn, spawn_blocking};
+
+/// The plugins of one package, collected by `export_plugins!`.
+#[doc(hidden)]
+pub struct PackageBuilder {
+    name: &'static str,
+    version: &'static str,
+    init: Option<fn() -> Result<(), Error>>,
+    plugins: Vec<Entry>,
+}
+
+struct Entry {
+    kind: PluginKind,
+    name: &'static str,
+    description: &'static str,
+    sample_config: &'static str,
+    check_config: fn(&str) -> Result<(), String>,
+    create: Create,
+}
+
+enum Create {
+    Monitor(fn(&str) -> Result<MonitorBox, String>),
+    Diagnoser(fn(&str) -> Result<DiagnoserBox, String>),
+    Recoverer(fn(&str) -> Result<RecovererBox, String>),
+}
+
+impl PackageBuilder {
+    #[doc(hidden)]
+    pub fn new(name: &'static str, version: &'static str) -> Self {
+        PackageBuilder {
+            name,
+            version,
+            init: None,
+            plugins: Vec::new(),
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn init(&mut self, init: fn() -> Result<(), Error>) {
+        self.init = Some(init);
+    }
+
+    #[doc(hidden)]
+    pub fn monitor<M: Monitor>(&mut self) {
+        self.plugins.push(Entry {
+            kind: PluginKind::Monitor,
+            name: M::NAME,
+            description: M::DESCRIPTION,
+            sample_config: M::SAMPLE_CONFIG,
+            check_config: |json| parse_config::<M::Config>(json).map(drop),
+            create: Create::Monitor(new_monitor_instance::<M>),
+        });
+    }
+
+    #[doc(hidden)]
+    pub fn diagnoser<D: Diagnoser>(&mut self) {
+        self.plugins.push(Entry {
+            kind: PluginKind::Diagnoser,
+            name: D::NAME,
+            description: D::DESCRIPTION,
+            sample_config: D::SAMPLE_CONFIG,
+            check_config: |json| parse_config::<D::Config>(json).map(drop),
+            create: Create::Diagnoser(new_diagnoser_instance::<D>),
+        });
+    }
+
+    #[doc(hidden)]
+    pub fn recoverer<R: Recoverer>(&mut self) {
+        self.plugins.push(Entry {
+            kind: PluginKind::Recoverer,
+            name: R::NAME,
+            description: R::DESCRIPTION,
+            sample_config: R::SAMPLE_CONFIG,
+            check_config: |json| parse_config::<R::Config>(json).map(drop),
+            create: Create::Recoverer(new_recoverer_instance::<R>),
+        });
+    }
+}
+
+static PACKAGE: OnceLock<PackageBuilder> = OnceLock::new();
+
+/// The header `export_plugins!` exports: abi_stable reads it to check the
+/// ABI version and layout before calling `constructor`.
+#[doc(hidden)]
+pub const fn lib_header(constructor: extern "C" fn() -> RootModuleResult) -> LibHeader {
+    // SAFETY: `constructor` is the one `export_plugins!` defines, which
+    // returns `abi_stable::library::__call_root_module_loader(..)` of a
+    // function returning `PackageRef`, the module type named here.
+    unsafe {
+        LibHeader::from_constructor::<PackageRef>(
+            constructor,
+            abi_stable::library::CheckTypeLayout::Yes,
+        )
+    }
+}
+
+/// Builds the package's registry and runs its `init`, once, when the host
+/// loads the package. A panic or error in either is a load error in the host.
+#[doc(hidden)]
+pub fn root_module(build: impl FnOnce() -> PackageBuilder) -> Result<PackageRef, RBoxError> {
+    let package = catch_panic(build)
+        .and_then(|package| match package.init.map(catch_panic) {
+            Some(Ok(Err(err))) => Err(format!("package init failed: {err}")),
+            Some(Err(panic)) => Err(format!("package init {panic}")),
+            Some(Ok(Ok(()))) | None => Ok(package),
+        })
+        .map_err(|message| RBoxError::from_fmt(&message))?;
+    let _ = PACKAGE.set(package);
+    Ok(Package {
+        about,
+        plugins,
+        check_config,
+        new_monitor,
+        new_diagnoser,
+        new_recoverer,
+    }
+    .leak_into_prefix())
+}
+
+fn registry() -> Result<&'static PackageBuilder, String> {
+    PACKAGE
+        .get()
+        .ok_or_else(|| "plugin package was called before it was loaded".to_owned())
+}
+
+fn find(kind: PluginKind, name: &str) -> Result<&'static Entry, String> {
+    let package = registry()?;
+    package
+        .plugins
+        .iter()
+        .find(|entry| entry.kind == kind && entry.name == name)
+        .ok_or_else(|| format!("package {} has no {kind} named {name:?}", package.name))
+}
+
+extern "C" fn about() -> PackageAbout {
+    let (name, version) = registry().map_or(("?", "?"), |p| (p.name, p.version));
+    PackageAbout {
+        name: name.into(),
+        version: version.into(),
+        sdk_version: SDK_VERSION.into(),
+    }
+}
+
+extern "C" fn plugins() -> RVec<PluginAbout> {
+    let Ok(package) = registry() else {
+        return RVec::new();
+    };
+    package
+        .plugins
+        .iter()
+        .map(|entry| PluginAbout {
+            kind: entry.kind,
+            name: entry.name.into(),
+            description: entry.description.into(),
+            sample_config: entry.sample_config.into(),
+        })
+        .collect()
+}
+
+extern "C" fn check_config(kind: PluginKind, name: RStr<'_>, config_json: RStr<'_>) -> RResult<(), RString> {
+    catch_panic(|| (find(kind, name.as_str())?.check_config)(config_json.as_str()))
+        .and_then(|checked| checked)
+        .map_err(RString::from)
+        .into()
+}
+
+/// Runs an entry's constructor on the blocking pool (it may block, hang or
+/// panic without touching host threads).
+fn create<T: Send + 'static>(
+    kind: PluginKind,
+    name: RStr<'_>,
+    config_json: RStr<'_>,
+    pick: fn(&Create) -> Option<fn(&str) -> Result<T, String>>,
+) -> FfiFuture<RResult<T, RString>> {
+    let (name, config_json) = (name.to_string(), config_json.to_string());
+    spawn_blocking(move || {
+        let entry = find(kind, &name)?;
+        let constructor =
+            pick(&entry.create).ok_or_else(|| format!("{name:?} is not a {kind}"))?;
+        constructor(&config_json)
+    })
+}
+
+extern "C" fn new_monitor(name: RStr<'_>, config_json: RStr<'_>) -> FfiFuture<RResult<MonitorBox, RString>> {
+    create(PluginKind::Monitor, name, config_json, |c| match c {
+        Create::Monitor(f) => Some(*f),
+        _ => None,
+    })
+}
+
+extern "C" fn new_diagnoser(
+    name: RStr<'_>,
+    config_json: RStr<'_>,
+) -> FfiFuture<RResult<DiagnoserBox, RString>> {
+    create(PluginKind::Diagnoser, name, config_json, |c| match c {
+        Create::Diagnoser(f) => Some(*f),
+        _ => None,
+    })
+}
+
+extern "C" fn new_recoverer(
+    name: RStr<'_>,
+    config_json: RStr<'_>,
+) -> FfiFuture<RResult<RecovererBox, RString>> {
+    create(PluginKind::Recoverer, name, config_json, |c| match c {
+        Create::Recoverer(f) => Some(*f),
+        _ => None,
+    })
+}
+
+/// Deserializes a plugin config, with serde's message minus the JSON
+/// position (the user wrote TOML; the host points at the right line).
+fn parse_config<C: DeserializeOwned>(json: &str) -> Result<C, String> {
+    serde_json::from_str(json).map_err(|err| {
+        let message = err.to_string();
+        match message.rfind(" at line ") {
+            Some(cut) => message[..cut].to_owned(),
+            None => message,
+        }
+    })
+}
+
+fn new_monitor_instance<M: Monitor>(config_json: &str) -> Result<MonitorBox, String> {
+    let mut monitor = M::new(parse_config(config_json)?).map_err(|err| err.to_string())?;
+    let (sender, pushed) = mpsc::channel(PUSH_BACKLOG);
+    monitor.watch(Push::new(sender));
+    let instance = MonitorInstance {
+        monitor: Arc::new(Mutex::new(monitor)),
+        pushed: Arc::new(Mutex::new(pushed)),
+    };
+    Ok(MonitorFfi_TO::from_value(instance, TD_Opaque))
+}
+
+fn new_diagnoser_instance<D: Diagnoser>(config_json: &str) -> Result<DiagnoserBox, String> {
+    let diagnoser = D::new(parse_config(config_json)?).map_err(|err| err.to_string())?;
+    let instance = Shared(Arc::new(std::sync::Mutex::new(diagnoser)));
+    Ok(DiagnoserFfi_TO::from_value(instance, TD_Opaque))
+}
+
+fn new_recoverer_instance<R: Recoverer>(config_json: &str) -> Result<RecovererBox, String> {
+    let recoverer = R::new(parse_config(config_json)?).map_err(|err| err.to_string())?;
+    let instance = Shared(Arc::new(Mutex::new(recoverer)));
+    Ok(RecovererFfi_TO::from_value(instance, TD_Opaque))
+}
+
+/// A monitor and the receiving end of its pushes. Both sit behind async
+/// locks, so checks of one instance never overlap and a check is never
+/// blocked by a pending `next_push`.
+struct MonitorInstance<M> {
+    monitor: Arc<Mutex<M>>,
+    pushed: Arc<Mutex<mpsc::Receiver<Observation>>>,
+}
+
+impl<M: Monitor> MonitorFfi for MonitorInstance<M> {
+    fn check(&self) -> FfiFuture<RResult<ObservationFfi, RString>> {
+        let monitor = Arc::clone(&self.monitor);
+        spawn(async move {
+            let mut monitor = monitor.lock().await;
+            match monitor.check().await {
+                Ok(seen) => Ok(ObservationFfi::from(seen)),
+                Err(err) => Err(err.to_string()),
+            }
+        })
+    }
+
+    fn next_push(&self) -> FfiFuture<ROption<ObservationFfi>> {
+        let pushed = Arc::clone(&self.pushed);
+        let next = spawn(async move {
+            let next = pushed.lock().await.recv().await;
+            Ok(next.map(ObservationFfi::from))
+        });
+        async move {
+            match next.await {
+                ROk(Some(seen)) => ROption::RSome(seen),
+                ROk(None) | RErr(_) => ROption::RNone,
+            }
+        }
+        .into_ffi()
+    }
+}
+
+/// A plugin behind a lock shared with the task that is using it.
+struct Shared<L>(Arc<L>);
+
+impl<D: Diagnoser> DiagnoserFfi for Shared<std::sync::Mutex<D>> {
+    fn diagnose(
+        &self,
+        latest: ObservationFfi,
+        history: RVec<ObservationFfi>,
+    ) -> FfiFuture<RResult<RVec<FindingFfi>, RString>> {
+        let diagnoser = Arc::clone(&self.0);
+        spawn_blocking(move || {
+            let latest = Observation::from(latest);
+            let history: Vec<Observation> = history.into_iter().map(Observation::from).collect();
+            // A poisoned lock means an earlier call panicked; the state is
+            // the plugin's own, so carry on with it as the plugin left it.
+            let mut diagnoser = diagnoser.lock().unwrap_or_else(|poison| poison.into_inner());
+            let findings = diagnoser.diagnose(&latest, &history);
+            Ok(findings.into_iter().map(FindingFfi::from).collect())
+        })
+    }
+}
+
+impl<R: Recoverer> RecovererFfi for Shared<Mutex<R>> {
+    fn recover(&self, recovery_json: RString) -> FfiFuture<RResult<OutcomeFfi, RString>> {
+        let recoverer = Arc::clone(&self.0);
+        spawn(async move {
+            let recovery: Recovery = serde_json::from_str(&recovery_json)
+                .map_err(|err| format!("host sent a malformed recovery request: {err}"))?;
+            let mut recoverer = recoverer.lock().await;
+            match recoverer.recover(&recovery).await {
+                Ok(outcome) => Ok(OutcomeFfi::from(outcome)),
+                Err(err) => Err(err.to_string()),
+            }
+        })
+    }
+}
+
+/// Exports a plugin package: lists the crate's monitors, diagnosers and
+/// recoverers, and (optionally) a package `init` function run once when the
+/// host loads the `.so`. Call it once, at the crate root of a `cdylib`.
+///
+/// ```ignore
+/// healer_plugin_sdk::export_plugins! {
+///     monitors: [HttpMonitor],
+///     diagnosers: [HttpDiagnoser],
+///     recoverers: [],
+/// }
+/// ```
+///
+/// Every list is optional; `init: path::to::fn` may come first, a
+/// `fn() -> Result<(), healer_plugin_sdk::Error>`.
+#[macro_export]
+macro_rules! export_plugins {
+    (
+        $(init: $init:path,)?
+        $(monitors: [$($monitor:ty),* $(,)?] $(,)?)?
+        $(diagnosers: [$($diagnoser:ty),* $(,)?] $(,)?)?
+        $(recoverers: [$($recoverer:ty),* $(,)?] $(,)?)?
+    ) => {
+        /// The abi_stable root module loader the host looks up; the name is
+        /// abi_stable's `ROOT_MODULE_LOADER_NAME`.
+        #[no_mangle]
+        #[allow(non_upper_case_globals)]
+        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader = {
+            fn package() -> ::core::result::Result<
+                $crate::__private::PackageRef,
+                $crate::__private::RBoxError,
+            > {
+                $crate::__private::root_module(|| {
+                    let mut package = $crate::__private::PackageBuilder::new(
+                        env!("CARGO_PKG_NAME"),
+                        env!("CARGO_PKG_VERSION"),
+                    );
+                    $(package.init($init);)?
+                    $($(package.monitor::<$monitor>();)*)?
+                    $($(package.diagnoser::<$diagnoser>();)*)?
+                    $($(package.recoverer::<$recoverer>();)*)?
+                    package
+                })
+            }
+            extern "C" fn constructor() -> $crate::__private::RootModuleResult {
+                $crate::__private::call_root_module_loader(package)
+            }
+            $crate::__private::lib_header(constructor)
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_exported_symbol_is_the_one_abi_stable_looks_up() {
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
+    }
+
+    #[test]
+    fn config_errors_drop_the_json_position() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)] // only deserialized
+        struct Config {
+            url: String,
+        }
+        let err = super::parse_config::<Config>(r#"{"urll": "x"}"#).unwrap_err();
+        assert_eq!(err, "unknown field `urll`, expected `url`");
+    }
+}

@@ -1,0 +1,93 @@
+//! What a diagnoser concludes from observations, and what a recoverer is
+//! asked to fix and reports back.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::observation::{set_detail, Status};
+
+/// A diagnosed problem with a target, e.g. kind `http.status_5xx`.
+///
+/// Issues are keyed by (target, kind): the same kind found again is the same
+/// issue, not a new one. Recoverers are selected by globs on the kind
+/// (`on = ["http.*"]`), so name kinds `<area>.<problem>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Dotted problem name, e.g. `process.not_running`.
+    pub kind: String,
+    /// WARNING or CRITICAL (OK and UNKNOWN are accepted but unusual).
+    pub severity: Status,
+    /// One line for logs and alerts.
+    pub summary: String,
+    /// Anything a recoverer may need, `null` when empty.
+    #[serde(default)]
+    pub details: Value,
+}
+
+impl Finding {
+    /// A finding with the given severity.
+    pub fn new(kind: impl Into<String>, severity: Status, summary: impl Into<String>) -> Finding {
+        Finding {
+            kind: kind.into(),
+            severity,
+            summary: summary.into(),
+            details: Value::Null,
+        }
+    }
+
+    /// A CRITICAL finding.
+    pub fn critical(kind: impl Into<String>, summary: impl Into<String>) -> Finding {
+        Finding::new(kind, Status::Critical, summary)
+    }
+
+    /// A WARNING finding.
+    pub fn warning(kind: impl Into<String>, summary: impl Into<String>) -> Finding {
+        Finding::new(kind, Status::Warning, summary)
+    }
+
+    /// Adds one key to the details object.
+    pub fn detail(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        set_detail(&mut self.details, key.into(), value.into());
+        self
+    }
+}
+
+/// What a recoverer is asked to do: fix `finding` on `target`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recovery {
+    /// The target's name from the config (or the anomaly name for workflows).
+    pub target: String,
+    /// The problem to fix.
+    pub finding: Finding,
+    /// 1 for the first attempt at this issue, 2 for the second, ...
+    pub attempt: u32,
+    /// Parameters from the reflex map or workflow step (`{}` when none).
+    #[serde(default)]
+    pub params: Value,
+}
+
+/// What a successful recovery reports. A failed one returns an error instead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// One line: what was done.
+    pub summary: String,
+    /// Anything worth keeping in the history, `null` when empty.
+    #[serde(default)]
+    pub details: Value,
+}
+
+impl Outcome {
+    /// A successful recovery that did `summary`.
+    pub fn done(summary: impl Into<String>) -> Outcome {
+        Outcome {
+            summary: summary.into(),
+            details: Value::Null,
+        }
+    }
+
+    /// Adds one key to the details object.
+    pub fn detail(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        set_detail(&mut self.details, key.into(), value.into());
+        self
+    }
+}

@@ -1,0 +1,125 @@
+//! The three traits a plugin author implements: [`Monitor`], [`Diagnoser`]
+//! and [`Recoverer`]. They are plain Rust: no FFI types, no `unsafe`.
+//!
+//! Each has a typed `Config` (deserialized from the plugin's table in
+//! `healer.toml`; use `#[serde(deny_unknown_fields)]` so typos are caught),
+//! a `NAME` used in configs, a one-line `DESCRIPTION` and a commented
+//! `SAMPLE_CONFIG` that `healer plugins` prints.
+//!
+//! Async methods run on a Tokio runtime the package owns (one worker thread),
+//! never on the host's threads; blocking work belongs in
+//! [`tokio::task::spawn_blocking`], which this runtime also provides.
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::finding::{Finding, Outcome, Recovery};
+use crate::observation::Observation;
+
+/// The error type plugin methods return: any error converts into it with `?`,
+/// and a string becomes one with `.into()`.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Watches one target: the host calls [`check`](Monitor::check) on the
+/// target's schedule, and the monitor may also [`Push`] observations the
+/// moment something happens (a process exits, a file changes).
+///
+/// One instance serves one target and keeps its state between checks (a log
+/// scanner keeps its file offset). Checks of one instance never overlap.
+pub trait Monitor: Sized + Send + 'static {
+    /// The plugin's options, deserialized from its table in the config.
+    type Config: DeserializeOwned;
+    /// The name configs use to pick this plugin, e.g. `"http"`.
+    const NAME: &'static str;
+    /// One line for `healer plugins`.
+    const DESCRIPTION: &'static str;
+    /// A commented TOML sample listing every option with its default.
+    const SAMPLE_CONFIG: &'static str = "";
+
+    /// Creates an instance for one target. Runs on the package's blocking
+    /// pool, inside its runtime, so it may spawn tasks.
+    fn new(config: Self::Config) -> Result<Self, Error>;
+
+    /// Checks the target once. An `Err` becomes an UNKNOWN observation.
+    fn check(&mut self) -> impl Future<Output = Result<Observation, Error>> + Send;
+
+    /// Called once after [`new`](Monitor::new): keep `push` (or move it into a
+    /// spawned task) to report observations as events happen, between
+    /// scheduled checks. The default drops it: a polling-only monitor.
+    fn watch(&mut self, push: Push) {
+        drop(push);
+    }
+}
+
+/// Turns observations into findings: named problems that issues are opened
+/// for and recoverers are chosen by.
+pub trait Diagnoser: Sized + Send + 'static {
+    /// The plugin's options.
+    type Config: DeserializeOwned;
+    /// The name configs use to pick this plugin.
+    const NAME: &'static str;
+    /// One line for `healer plugins`.
+    const DESCRIPTION: &'static str;
+    /// A commented TOML sample listing every option with its default.
+    const SAMPLE_CONFIG: &'static str = "";
+
+    /// Creates an instance for one target.
+    fn new(config: Self::Config) -> Result<Self, Error>;
+
+    /// Diagnoses the latest observation; `history` holds the ones before it,
+    /// oldest first. No findings means healthy as far as this diagnoser knows.
+    /// Runs on the package's blocking pool, so it may do blocking work.
+    fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding>;
+}
+
+/// Fixes a finding: restarts a service, runs a command, calls a webhook.
+pub trait Recoverer: Sized + Send + 'static {
+    /// The plugin's options.
+    type Config: DeserializeOwned;
+    /// The name configs use to pick this plugin.
+    const NAME: &'static str;
+    /// One line for `healer plugins`.
+    const DESCRIPTION: &'static str;
+    /// A commented TOML sample listing every option with its default.
+    const SAMPLE_CONFIG: &'static str = "";
+
+    /// Creates an instance for one target or workflow step.
+    fn new(config: Self::Config) -> Result<Self, Error>;
+
+    /// Attempts the recovery. `Ok` means the action was carried out (the
+    /// next check tells whether it helped); `Err` means it failed.
+    fn recover(
+        &mut self,
+        recovery: &Recovery,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send;
+}
+
+/// How many pushed observations may wait for the host before new ones are
+/// dropped; a monitor that floods cannot grow the host's memory.
+pub(crate) const PUSH_BACKLOG: usize = 64;
+
+/// A handle a [`Monitor`] uses to report observations between checks.
+/// Cheap to clone; dropping every clone tells the host no more will come.
+#[derive(Clone, Debug)]
+pub struct Push {
+    sender: mpsc::Sender<Observation>,
+}
+
+impl Push {
+    pub(crate) fn new(sender: mpsc::Sender<Observation>) -> Push {
+        Push { sender }
+    }
+
+    /// Reports an observation now. Returns `false` if it was dropped because
+    /// the host is not keeping up or no longer listens.
+    pub fn send(&self, observation: Observation) -> bool {
+        self.sender.try_send(observation).is_ok()
+    }
+
+    /// Whether the host has stopped listening (the instance was dropped).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
