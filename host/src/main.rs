@@ -1,1 +1,7 @@
-fn main() {}
+//! The `healer` binary.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    healer::cli::run(healer::cli::Cli::parse())
+}

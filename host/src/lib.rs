@@ -1,0 +1,10 @@
+//! The healer host: loads plugin packages and (as it grows) runs the
+//! monitor -> diagnose -> recover loop. The binary is a thin `main` over
+//! [`cli`]; the library exists so tests and benchmarks can drive the parts.
+//!
+//! Data flows one way: config -> plugins -> engine -> issues -> store/api.
+//! See `docs/ARCHITECTURE.md` for the code map and invariants.
+
+pub mod cli;
+pub mod config;
+pub mod plugins;

@@ -1,0 +1,118 @@
+//! Scans a plugins directory: loads every `*.so` in name order, keeps going
+//! past bad files, and refuses a plugin name that two packages export.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use healer_plugin_sdk::ffi::PluginKind;
+use serde::Serialize;
+
+use super::loader::{load, LoadError, Package, PluginInfo};
+
+/// Every package found in a directory, and every file that failed.
+#[derive(Debug, Default, Serialize)]
+pub struct Catalog {
+    /// The directory scanned.
+    pub dir: PathBuf,
+    /// Packages that loaded, in file-name order.
+    pub packages: Vec<Package>,
+    /// One entry per problem: files that did not load, duplicate names,
+    /// invalid sample configs.
+    pub errors: Vec<LoadError>,
+}
+
+impl Serialize for Package {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Listed<'a> {
+            file: &'a Path,
+            name: &'a str,
+            version: &'a str,
+            sdk_version: &'a str,
+            plugins: &'a [PluginInfo],
+        }
+        Listed {
+            file: &self.file,
+            name: &self.name,
+            version: &self.version,
+            sdk_version: &self.sdk_version,
+            plugins: &self.plugins,
+        }
+        .serialize(s)
+    }
+}
+
+impl Catalog {
+    /// Loads every `*.so` directly in `dir`. Only an unreadable directory is
+    /// an error; bad files are collected in [`Catalog::errors`].
+    pub fn scan(dir: &Path) -> Result<Catalog, LoadError> {
+        let entries = std::fs::read_dir(dir).map_err(|err| {
+            LoadError::new(dir, format!("cannot read the plugins directory: {err}"))
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "so") && path.is_file())
+            .collect();
+        files.sort();
+
+        let mut catalog = Catalog {
+            dir: dir.to_owned(),
+            ..Catalog::default()
+        };
+        let mut owners: HashMap<(PluginKind, String), PathBuf> = HashMap::new();
+        for file in files {
+            match load(&file) {
+                Ok(mut package) => {
+                    package.plugins.retain(|plugin| {
+                        let key = (plugin.kind, plugin.name.clone());
+                        if let Some(first) = owners.get(&key) {
+                            catalog.errors.push(LoadError::new(
+                                &file,
+                                format!(
+                                    "{} {:?} is also exported by {}; plugin names must be unique, so this one is skipped",
+                                    plugin.kind,
+                                    plugin.name,
+                                    first.display()
+                                ),
+                            ));
+                            return false;
+                        }
+                        owners.insert(key, file.clone());
+                        true
+                    });
+                    catalog.errors.extend(check_samples(&package));
+                    catalog.packages.push(package);
+                }
+                Err(err) => catalog.errors.push(err),
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// The package exporting the plugin of this kind and name.
+    pub fn find(&self, kind: PluginKind, name: &str) -> Option<&Package> {
+        self.packages
+            .iter()
+            .find(|package| package.plugins.iter().any(|p| p.kind == kind && p.name == name))
+    }
+}
+
+/// Every plugin's sample config must be accepted by the plugin itself:
+/// users copy it, so a stale sample is a bug worth a line.
+fn check_samples(package: &Package) -> Vec<LoadError> {
+    package
+        .plugins
+        .iter()
+        .filter_map(|plugin| {
+            let problem = crate::config::plugin_table_to_json(&plugin.sample_config)
+                .and_then(|config| package.check_config(plugin.kind, &plugin.name, &config));
+            problem.err().map(|err| {
+                LoadError::new(
+                    &package.file,
+                    format!("{} {:?}: its sample config is rejected: {err}", plugin.kind, plugin.name),
+                )
+            })
+        })
+        .collect()
+}
