@@ -104,7 +104,13 @@ fn render_catalog(catalog: &Catalog, verbose: bool) -> String {
             package.file.display()
         );
         for plugin in &package.plugins {
-            let _ = writeln!(out, "  {:<10} {:<20} {}", plugin.kind.as_str(), plugin.name, plugin.description);
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<20} {}",
+                plugin.kind.as_str(),
+                plugin.name,
+                plugin.description
+            );
             if !plugin.sample_config.trim().is_empty() {
                 let _ = writeln!(out, "  {:<10} sample config:", "");
                 for line in plugin.sample_config.trim_end().lines() {

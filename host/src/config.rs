@@ -31,13 +31,18 @@ pub fn plugins_dir(config_path: &Path) -> Result<PathBuf, String> {
     let file: File = toml::from_str(&text)
         .map_err(|err| format!("{}: {}", config_path.display(), err.to_string().trim_end()))?;
     let base = config_path.parent().unwrap_or(Path::new("."));
-    Ok(base.join(file.healer.plugins_dir.unwrap_or_else(|| PathBuf::from("plugins"))))
+    Ok(base.join(
+        file.healer
+            .plugins_dir
+            .unwrap_or_else(|| PathBuf::from("plugins")),
+    ))
 }
 
 /// A plugin's config as written in TOML (e.g. its sample config), as the
 /// JSON object the plugin's package deserializes.
 pub fn plugin_table_to_json(toml_text: &str) -> Result<Value, String> {
-    let table: toml::Table = toml::from_str(toml_text).map_err(|err| err.to_string().trim_end().to_owned())?;
+    let table: toml::Table =
+        toml::from_str(toml_text).map_err(|err| err.to_string().trim_end().to_owned())?;
     serde_json::to_value(table).map_err(|err| err.to_string())
 }
 
@@ -50,7 +55,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("healer.toml");
         std::fs::write(&config, "[healer]\nplugins_dir = \"../lib/plugins\"\n").unwrap();
-        assert_eq!(plugins_dir(&config).unwrap(), dir.path().join("../lib/plugins"));
+        assert_eq!(
+            plugins_dir(&config).unwrap(),
+            dir.path().join("../lib/plugins")
+        );
         std::fs::write(&config, "").unwrap();
         assert_eq!(plugins_dir(&config).unwrap(), dir.path().join("plugins"));
     }
@@ -61,7 +69,10 @@ mod tests {
         let config = dir.path().join("healer.toml");
         std::fs::write(&config, "[healer]\nplugins_dir = \n").unwrap();
         let err = plugins_dir(&config).unwrap_err();
-        assert!(err.starts_with(&format!("{}: TOML parse error at line 2", config.display())), "{err}");
+        assert!(
+            err.starts_with(&format!("{}: TOML parse error at line 2", config.display())),
+            "{err}"
+        );
     }
 
     #[test]

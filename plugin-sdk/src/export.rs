@@ -10,15 +10,15 @@ use std::sync::{Arc, OnceLock};
 use abi_stable::erased_types::TD_Opaque;
 use abi_stable::library::{LibHeader, RootModuleResult};
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RBoxError, RErr, ROption, ROk, RResult, RStr, RString, RVec};
+use abi_stable::std_types::{RBoxError, RErr, ROk, ROption, RResult, RStr, RString, RVec};
 use async_ffi::{FfiFuture, FutureExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::ffi::{
-    DiagnoserBox, DiagnoserFfi, DiagnoserFfi_TO, FindingFfi, MonitorBox, MonitorFfi,
-    MonitorFfi_TO, ObservationFfi, OutcomeFfi, Package, PackageAbout, PackageRef, PluginAbout,
-    PluginKind, RecovererBox, RecovererFfi, RecovererFfi_TO, SDK_VERSION,
+    DiagnoserBox, DiagnoserFfi, DiagnoserFfi_TO, FindingFfi, MonitorBox, MonitorFfi, MonitorFfi_TO,
+    ObservationFfi, OutcomeFfi, Package, PackageAbout, PackageRef, PluginAbout, PluginKind,
+    RecovererBox, RecovererFfi, RecovererFfi_TO, SDK_VERSION,
 };
 use crate::finding::Recovery;
 use crate::observation::Observation;
@@ -182,7 +182,11 @@ extern "C" fn plugins() -> RVec<PluginAbout> {
         .collect()
 }
 
-extern "C" fn check_config(kind: PluginKind, name: RStr<'_>, config_json: RStr<'_>) -> RResult<(), RString> {
+extern "C" fn check_config(
+    kind: PluginKind,
+    name: RStr<'_>,
+    config_json: RStr<'_>,
+) -> RResult<(), RString> {
     catch_panic(|| (find(kind, name.as_str())?.check_config)(config_json.as_str()))
         .and_then(|checked| checked)
         .map_err(RString::from)
@@ -200,13 +204,15 @@ fn create<T: Send + 'static>(
     let (name, config_json) = (name.to_string(), config_json.to_string());
     spawn_blocking(move || {
         let entry = find(kind, &name)?;
-        let constructor =
-            pick(&entry.create).ok_or_else(|| format!("{name:?} is not a {kind}"))?;
+        let constructor = pick(&entry.create).ok_or_else(|| format!("{name:?} is not a {kind}"))?;
         constructor(&config_json)
     })
 }
 
-extern "C" fn new_monitor(name: RStr<'_>, config_json: RStr<'_>) -> FfiFuture<RResult<MonitorBox, RString>> {
+extern "C" fn new_monitor(
+    name: RStr<'_>,
+    config_json: RStr<'_>,
+) -> FfiFuture<RResult<MonitorBox, RString>> {
     create(PluginKind::Monitor, name, config_json, |c| match c {
         Create::Monitor(f) => Some(*f),
         _ => None,
@@ -319,7 +325,9 @@ impl<D: Diagnoser> DiagnoserFfi for Shared<std::sync::Mutex<D>> {
             let history: Vec<Observation> = history.into_iter().map(Observation::from).collect();
             // A poisoned lock means an earlier call panicked; the state is
             // the plugin's own, so carry on with it as the plugin left it.
-            let mut diagnoser = diagnoser.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut diagnoser = diagnoser
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             let findings = diagnoser.diagnose(&latest, &history);
             Ok(findings.into_iter().map(FindingFfi::from).collect())
         })

@@ -189,11 +189,16 @@ pub struct Package {
     /// Every plugin the package exports.
     pub plugins: extern "C" fn() -> RVec<PluginAbout>,
     /// Validates a plugin config (JSON) without creating anything.
-    pub check_config:
-        extern "C" fn(kind: PluginKind, name: RStr<'_>, config_json: RStr<'_>) -> RResult<(), RString>,
+    pub check_config: extern "C" fn(
+        kind: PluginKind,
+        name: RStr<'_>,
+        config_json: RStr<'_>,
+    ) -> RResult<(), RString>,
     /// Creates a monitor from its config (JSON).
-    pub new_monitor:
-        extern "C" fn(name: RStr<'_>, config_json: RStr<'_>) -> FfiFuture<RResult<MonitorBox, RString>>,
+    pub new_monitor: extern "C" fn(
+        name: RStr<'_>,
+        config_json: RStr<'_>,
+    ) -> FfiFuture<RResult<MonitorBox, RString>>,
     /// Creates a diagnoser from its config (JSON).
     pub new_diagnoser: extern "C" fn(
         name: RStr<'_>,

@@ -58,7 +58,7 @@ pub mod __private {
     pub use crate::export::{lib_header, root_module, PackageBuilder};
     pub use crate::ffi::PackageRef;
     pub use abi_stable::library::{
-        LibHeader, RootModuleResult, __call_root_module_loader as call_root_module_loader,
+        __call_root_module_loader as call_root_module_loader, LibHeader, RootModuleResult,
     };
     pub use abi_stable::std_types::RBoxError;
 }

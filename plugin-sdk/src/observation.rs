@@ -148,7 +148,10 @@ impl Observation {
 
     /// The value of the metric with this name, if the observation has one.
     pub fn metric_value(&self, name: &str) -> Option<f64> {
-        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+        self.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
     }
 }
 
@@ -183,13 +186,17 @@ mod tests {
 
     #[test]
     fn worst_status_is_the_maximum() {
-        let worst = [Status::Ok, Status::Critical, Status::Warning].into_iter().max();
+        let worst = [Status::Ok, Status::Critical, Status::Warning]
+            .into_iter()
+            .max();
         assert_eq!(worst, Some(Status::Critical));
     }
 
     #[test]
     fn details_become_an_object_when_the_first_key_is_added() {
-        let seen = Observation::ok("fine").detail("code", 200).detail("path", "/");
+        let seen = Observation::ok("fine")
+            .detail("code", 200)
+            .detail("path", "/");
         assert_eq!(seen.details, serde_json::json!({"code": 200, "path": "/"}));
     }
 

@@ -34,7 +34,9 @@ fn runtime() -> Result<&'static Runtime, String> {
     if let Some(runtime) = RUNTIME.get() {
         return Ok(runtime);
     }
-    let _only_one_builder = RUNTIME_INIT.lock().unwrap_or_else(|poison| poison.into_inner());
+    let _only_one_builder = RUNTIME_INIT
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
     if let Some(runtime) = RUNTIME.get() {
         return Ok(runtime);
     }
@@ -139,7 +141,9 @@ fn install_panic_hook() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         panic::set_hook(Box::new(|info| {
-            let at = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
             LAST_PANIC_AT.with(|last| *last.borrow_mut() = at);
         }));
     });
@@ -176,12 +180,17 @@ mod tests {
         let result = block_on(spawn(async { panic!("boom") as Result<(), String> }));
         let err = result.into_result().unwrap_err();
         assert!(err.starts_with("panicked at "), "{err}");
-        assert!(err.contains("runtime.rs") && err.ends_with(": boom"), "{err}");
+        assert!(
+            err.contains("runtime.rs") && err.ends_with(": boom"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_panicking_blocking_call_becomes_an_error() {
-        let result = block_on(spawn_blocking(|| -> Result<(), String> { panic!("bad {}", 1) }));
+        let result = block_on(spawn_blocking(|| -> Result<(), String> {
+            panic!("bad {}", 1)
+        }));
         assert!(result.into_result().unwrap_err().ends_with(": bad 1"));
     }
 
@@ -195,6 +204,9 @@ mod tests {
         });
         drop(future);
         let disconnected = rx.recv_timeout(std::time::Duration::from_secs(5));
-        assert_eq!(disconnected, Err(std::sync::mpsc::RecvTimeoutError::Disconnected));
+        assert_eq!(
+            disconnected,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        );
     }
 }

@@ -18,6 +18,7 @@ const PACKAGES: &[&str] = &[
     "healer-fixture-wrong-layout",
     "healer-fixture-init-panics",
     "healer-fixture-panicky",
+    "healer-fixture-typical",
 ];
 
 /// The workspace root (the parent of this crate).
@@ -47,9 +48,15 @@ pub fn built() -> &'static Path {
         let profile_dir = profile_dir();
         let target_dir = profile_dir.parent().expect("target/<profile>");
         let mut cargo = Command::new(env!("CARGO"));
-        cargo.current_dir(workspace_root()).arg("build").arg("--quiet");
+        cargo
+            .current_dir(workspace_root())
+            .arg("build")
+            .arg("--quiet");
         cargo.arg("--target-dir").arg(target_dir);
-        if profile_dir.file_name().is_some_and(|name| name == "release") {
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
             cargo.arg("--release");
         }
         for package in PACKAGES {

@@ -20,9 +20,16 @@ fn panicky() -> Package {
 async fn a_panic_in_a_constructor_is_an_error_value_and_the_host_goes_on() {
     let package = panicky();
 
-    let err = timeout(LIMIT, package.new_monitor("panics-in-new", &json!({}))).await.unwrap().err().unwrap();
+    let err = timeout(LIMIT, package.new_monitor("panics-in-new", &json!({})))
+        .await
+        .unwrap()
+        .err()
+        .unwrap();
 
-    assert!(err.starts_with("panicked at tests/fixtures/panicky/src/lib.rs:"), "{err}");
+    assert!(
+        err.starts_with("panicked at tests/fixtures/panicky/src/lib.rs:"),
+        "{err}"
+    );
     assert!(err.ends_with(": constructor exploded on purpose"), "{err}");
     let counter = package.new_monitor("counter", &json!({})).await.unwrap();
     assert_eq!(counter.check().await.unwrap().summary, "check 1");
@@ -31,7 +38,10 @@ async fn a_panic_in_a_constructor_is_an_error_value_and_the_host_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_a_check_is_an_error_value_and_the_next_check_runs() {
     let package = panicky();
-    let monitor = package.new_monitor("panics-in-check", &json!({})).await.unwrap();
+    let monitor = package
+        .new_monitor("panics-in-check", &json!({}))
+        .await
+        .unwrap();
 
     for _ in 0..3 {
         let err = timeout(LIMIT, monitor.check()).await.unwrap().unwrap_err();
@@ -44,11 +54,16 @@ async fn a_panic_in_a_check_is_an_error_value_and_the_next_check_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_check_times_out_and_the_package_keeps_serving_other_calls() {
     let package = panicky();
-    let hung = package.new_monitor("hangs-in-check", &json!({})).await.unwrap();
+    let hung = package
+        .new_monitor("hangs-in-check", &json!({}))
+        .await
+        .unwrap();
     let counter = package.new_monitor("counter", &json!({})).await.unwrap();
 
     for _ in 0..3 {
-        assert!(timeout(Duration::from_millis(100), hung.check()).await.is_err());
+        assert!(timeout(Duration::from_millis(100), hung.check())
+            .await
+            .is_err());
     }
     // Timed-out checks were dropped (and aborted in the package), so the
     // hung instance can be called again and other instances are unaffected.
@@ -63,10 +78,19 @@ async fn pushed_observations_arrive_between_checks() {
     let package = panicky();
     let ticker = package.new_monitor("ticker", &json!({})).await.unwrap();
 
-    let first = timeout(LIMIT, ticker.next_push()).await.unwrap().expect("a push");
-    let second = timeout(LIMIT, ticker.next_push()).await.unwrap().expect("a push");
+    let first = timeout(LIMIT, ticker.next_push())
+        .await
+        .unwrap()
+        .expect("a push");
+    let second = timeout(LIMIT, ticker.next_push())
+        .await
+        .unwrap()
+        .expect("a push");
 
-    assert_eq!((first.status, first.summary.as_str()), (Status::Warning, "tick 1"));
+    assert_eq!(
+        (first.status, first.summary.as_str()),
+        (Status::Warning, "tick 1")
+    );
     assert_eq!(second.summary, "tick 2");
     assert_eq!(ticker.check().await.unwrap().summary, "ticking");
 }
@@ -83,14 +107,21 @@ async fn the_example_monitor_checks_a_real_file() {
     let package = load(&package_file("healer-plugin-example")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flag");
-    let monitor = package.new_monitor("file-exists", &json!({ "path": path })).await.unwrap();
+    let monitor = package
+        .new_monitor("file-exists", &json!({ "path": path }))
+        .await
+        .unwrap();
 
     let missing = monitor.check().await.unwrap();
     std::fs::write(&path, "12345").unwrap();
     let present = monitor.check().await.unwrap();
 
     assert_eq!(missing.status, Status::Critical);
-    assert!(missing.summary.contains("No such file or directory"), "{}", missing.summary);
+    assert!(
+        missing.summary.contains("No such file or directory"),
+        "{}",
+        missing.summary
+    );
     assert_eq!(present.status, Status::Ok);
     assert_eq!(present.metric_value("size"), Some(5.0));
 }
@@ -99,11 +130,30 @@ async fn the_example_monitor_checks_a_real_file() {
 async fn an_invalid_plugin_config_is_refused_naming_the_field() {
     let package = load(&package_file("healer-plugin-example")).unwrap();
 
-    let checked = package.check_config(healer::plugins::PluginKind::Monitor, "file-exists", &json!({"pth": "/x"}));
-    let created = package.new_monitor("file-exists", &json!({"pth": "/x"})).await.err();
-    let unknown = package.new_monitor("no-such-plugin", &json!({})).await.err();
+    let checked = package.check_config(
+        healer::plugins::PluginKind::Monitor,
+        "file-exists",
+        &json!({"pth": "/x"}),
+    );
+    let created = package
+        .new_monitor("file-exists", &json!({"pth": "/x"}))
+        .await
+        .err();
+    let unknown = package
+        .new_monitor("no-such-plugin", &json!({}))
+        .await
+        .err();
 
-    assert_eq!(checked, Err("unknown field `pth`, expected `path`".to_owned()));
-    assert_eq!(created.as_deref(), Some("unknown field `pth`, expected `path`"));
-    assert_eq!(unknown.as_deref(), Some("package healer-plugin-example has no monitor named \"no-such-plugin\""));
+    assert_eq!(
+        checked,
+        Err("unknown field `pth`, expected `path`".to_owned())
+    );
+    assert_eq!(
+        created.as_deref(),
+        Some("unknown field `pth`, expected `path`")
+    );
+    assert_eq!(
+        unknown.as_deref(),
+        Some("package healer-plugin-example has no monitor named \"no-such-plugin\"")
+    );
 }

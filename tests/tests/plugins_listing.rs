@@ -9,13 +9,21 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn list_json(dir: &std::path::Path) -> (Value, i32) {
-    let output = run_healer(&["plugins", "--dir", dir.to_str().unwrap(), "--json"], LIMIT);
+    let output = run_healer(
+        &["plugins", "--dir", dir.to_str().unwrap(), "--json"],
+        LIMIT,
+    );
     let json = serde_json::from_str(&stdout(&output)).expect("--json prints JSON");
     (json, output.status.code().unwrap_or(-1))
 }
 
 fn plugin_names(package: &Value) -> Vec<&str> {
-    package["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect()
+    package["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -30,12 +38,27 @@ fn two_packages_in_one_directory_each_report_their_own_plugins() {
 
     let example = by_name("healer-plugin-example");
     assert_eq!(plugin_names(example), ["file-exists"]);
-    assert!(example["file"].as_str().unwrap().ends_with("libhealer_plugin_example.so"));
+    assert!(example["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("libhealer_plugin_example.so"));
     assert_eq!(example["sdk_version"], healer_plugin_sdk::ffi::SDK_VERSION);
 
     let panicky = by_name("healer-fixture-panicky");
-    assert_eq!(plugin_names(panicky), ["panics-in-new", "panics-in-check", "hangs-in-check", "counter", "ticker"]);
-    assert!(panicky["file"].as_str().unwrap().ends_with("libhealer_fixture_panicky.so"));
+    assert_eq!(
+        plugin_names(panicky),
+        [
+            "panics-in-new",
+            "panics-in-check",
+            "hangs-in-check",
+            "counter",
+            "ticker"
+        ]
+    );
+    assert!(panicky["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("libhealer_fixture_panicky.so"));
     assert_eq!(listing["errors"], serde_json::json!([]));
 }
 
@@ -46,10 +69,22 @@ fn the_listing_shows_kind_description_and_sample_config() {
     let text = stdout(&output);
 
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("healer-plugin-example 0.1.0 (SDK 1."), "{text}");
-    let plugin_line = text.lines().find(|l| l.contains("file-exists")).expect(&text);
-    assert!(plugin_line.trim_start().starts_with("monitor"), "{plugin_line}");
-    assert!(plugin_line.contains("CRITICAL while a file is missing"), "{plugin_line}");
+    assert!(
+        text.contains("healer-plugin-example 0.1.0 (SDK 1."),
+        "{text}"
+    );
+    let plugin_line = text
+        .lines()
+        .find(|l| l.contains("file-exists"))
+        .expect(&text);
+    assert!(
+        plugin_line.trim_start().starts_with("monitor"),
+        "{plugin_line}"
+    );
+    assert!(
+        plugin_line.contains("CRITICAL while a file is missing"),
+        "{plugin_line}"
+    );
     assert!(text.contains("path = \"/etc/hostname\""), "{text}");
 }
 
@@ -74,7 +109,11 @@ fn dir_with_good_and_bad_packages() -> tempfile::TempDir {
         "healer-fixture-wrong-layout",
         "healer-fixture-init-panics",
     ]);
-    std::fs::write(dir.path().join("x.so"), "this is a text file, not a library\n").unwrap();
+    std::fs::write(
+        dir.path().join("x.so"),
+        "this is a text file, not a library\n",
+    )
+    .unwrap();
     dir
 }
 
@@ -84,13 +123,26 @@ fn each_bad_package_costs_one_line_naming_the_file_and_the_reason() {
     let output = run_healer(&["plugins", "--dir", dir.path().to_str().unwrap()], LIMIT);
     let text = stdout(&output);
 
-    assert_eq!(output.status.code(), Some(1), "any load error makes the exit code 1:\n{text}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "any load error makes the exit code 1:\n{text}"
+    );
     assert!(text.contains("2 packages, 6 plugins, 5 errors"), "{text}");
     for (file, reason) in BAD_FILES {
         let path = dir.path().join(file);
-        let lines: Vec<&str> = text.lines().filter(|l| l.contains(path.to_str().unwrap())).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(path.to_str().unwrap()))
+            .collect();
         assert_eq!(lines.len(), 1, "one line for {file}:\n{text}");
-        assert!(lines[0].trim_start().starts_with(&format!("{}: {reason}", path.display())), "{}", lines[0]);
+        assert!(
+            lines[0]
+                .trim_start()
+                .starts_with(&format!("{}: {reason}", path.display())),
+            "{}",
+            lines[0]
+        );
     }
 }
 
@@ -100,24 +152,45 @@ fn json_listing_carries_the_same_errors_and_the_good_packages() {
     let (listing, code) = list_json(dir.path());
 
     assert_eq!(code, 1);
-    let names: Vec<&str> = listing["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = listing["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["healer-fixture-panicky", "healer-plugin-example"]);
     let errors = listing["errors"].as_array().unwrap();
     assert_eq!(errors.len(), BAD_FILES.len(), "{listing:#}");
     for (file, reason) in BAD_FILES {
         let path = dir.path().join(file);
-        let error = errors.iter().find(|e| e["file"] == path.to_str().unwrap()).expect(file);
-        assert!(error["reason"].as_str().unwrap().starts_with(reason), "{error}");
+        let error = errors
+            .iter()
+            .find(|e| e["file"] == path.to_str().unwrap())
+            .expect(file);
+        assert!(
+            error["reason"].as_str().unwrap().starts_with(reason),
+            "{error}"
+        );
     }
 }
 
 #[test]
 fn verbose_listing_shows_the_full_layout_comparison() {
     let dir = plugins_dir_with(&["healer-fixture-wrong-layout"]);
-    let quiet = stdout(&run_healer(&["plugins", "--dir", dir.path().to_str().unwrap()], LIMIT));
-    let verbose = stdout(&run_healer(&["plugins", "-v", "--dir", dir.path().to_str().unwrap()], LIMIT));
+    let quiet = stdout(&run_healer(
+        &["plugins", "--dir", dir.path().to_str().unwrap()],
+        LIMIT,
+    ));
+    let verbose = stdout(&run_healer(
+        &["plugins", "-v", "--dir", dir.path().to_str().unwrap()],
+        LIMIT,
+    ));
 
-    assert_eq!(quiet.lines().filter(|l| !l.trim().is_empty()).count(), 3, "{quiet}");
+    assert_eq!(
+        quiet.lines().filter(|l| !l.trim().is_empty()).count(),
+        3,
+        "{quiet}"
+    );
     assert!(verbose.lines().count() > 50, "{verbose}");
     assert!(verbose.contains("Error:mismatched package"), "{verbose}");
 }
@@ -134,7 +207,10 @@ fn the_same_plugin_name_in_two_packages_is_an_error_naming_both_files() {
     assert_eq!(errors.len(), 1, "{listing:#}");
     assert_eq!(errors[0]["file"], copy.to_str().unwrap());
     let reason = errors[0]["reason"].as_str().unwrap();
-    assert!(reason.contains("monitor \"file-exists\" is also exported by"), "{reason}");
+    assert!(
+        reason.contains("monitor \"file-exists\" is also exported by"),
+        "{reason}"
+    );
     assert!(reason.contains("libhealer_plugin_example.so"), "{reason}");
 }
 

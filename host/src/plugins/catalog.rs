@@ -92,9 +92,12 @@ impl Catalog {
 
     /// The package exporting the plugin of this kind and name.
     pub fn find(&self, kind: PluginKind, name: &str) -> Option<&Package> {
-        self.packages
-            .iter()
-            .find(|package| package.plugins.iter().any(|p| p.kind == kind && p.name == name))
+        self.packages.iter().find(|package| {
+            package
+                .plugins
+                .iter()
+                .any(|p| p.kind == kind && p.name == name)
+        })
     }
 }
 
@@ -110,7 +113,10 @@ fn check_samples(package: &Package) -> Vec<LoadError> {
             problem.err().map(|err| {
                 LoadError::new(
                     &package.file,
-                    format!("{} {:?}: its sample config is rejected: {err}", plugin.kind, plugin.name),
+                    format!(
+                        "{} {:?}: its sample config is rejected: {err}",
+                        plugin.kind, plugin.name
+                    ),
                 )
             })
         })

@@ -7,9 +7,7 @@
 //! target they concern.
 
 use abi_stable::std_types::{RStr, RString, RVec};
-use healer_plugin_sdk::ffi::{
-    DiagnoserBox, MonitorBox, ObservationFfi, PluginKind, RecovererBox,
-};
+use healer_plugin_sdk::ffi::{DiagnoserBox, MonitorBox, ObservationFfi, PluginKind, RecovererBox};
 use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use serde_json::Value;
 
@@ -28,22 +26,42 @@ impl Package {
     /// Creates a monitor instance from its config.
     pub async fn new_monitor(&self, name: &str, config: &Value) -> Result<MonitorHandle, String> {
         let json = config.to_string();
-        let created = (self.module.new_monitor())(RStr::from(name), RStr::from(json.as_str())).await;
-        created.into_result().map(MonitorHandle).map_err(RString::into_string)
+        let created =
+            (self.module.new_monitor())(RStr::from(name), RStr::from(json.as_str())).await;
+        created
+            .into_result()
+            .map(MonitorHandle)
+            .map_err(RString::into_string)
     }
 
     /// Creates a diagnoser instance from its config.
-    pub async fn new_diagnoser(&self, name: &str, config: &Value) -> Result<DiagnoserHandle, String> {
+    pub async fn new_diagnoser(
+        &self,
+        name: &str,
+        config: &Value,
+    ) -> Result<DiagnoserHandle, String> {
         let json = config.to_string();
-        let created = (self.module.new_diagnoser())(RStr::from(name), RStr::from(json.as_str())).await;
-        created.into_result().map(DiagnoserHandle).map_err(RString::into_string)
+        let created =
+            (self.module.new_diagnoser())(RStr::from(name), RStr::from(json.as_str())).await;
+        created
+            .into_result()
+            .map(DiagnoserHandle)
+            .map_err(RString::into_string)
     }
 
     /// Creates a recoverer instance from its config.
-    pub async fn new_recoverer(&self, name: &str, config: &Value) -> Result<RecovererHandle, String> {
+    pub async fn new_recoverer(
+        &self,
+        name: &str,
+        config: &Value,
+    ) -> Result<RecovererHandle, String> {
         let json = config.to_string();
-        let created = (self.module.new_recoverer())(RStr::from(name), RStr::from(json.as_str())).await;
-        created.into_result().map(RecovererHandle).map_err(RString::into_string)
+        let created =
+            (self.module.new_recoverer())(RStr::from(name), RStr::from(json.as_str())).await;
+        created
+            .into_result()
+            .map(RecovererHandle)
+            .map_err(RString::into_string)
     }
 }
 
@@ -61,7 +79,11 @@ impl MonitorHandle {
 
     /// The next observation the monitor pushes; `None` once it never will.
     pub async fn next_push(&self) -> Option<Observation> {
-        self.0.next_push().await.into_option().map(Observation::from)
+        self.0
+            .next_push()
+            .await
+            .into_option()
+            .map(Observation::from)
     }
 }
 
@@ -70,9 +92,18 @@ pub struct DiagnoserHandle(DiagnoserBox);
 
 impl DiagnoserHandle {
     /// Diagnoses `latest` given the observations before it, oldest first.
-    pub async fn diagnose(&self, latest: &Observation, history: &[Observation]) -> Result<Vec<Finding>, String> {
+    pub async fn diagnose(
+        &self,
+        latest: &Observation,
+        history: &[Observation],
+    ) -> Result<Vec<Finding>, String> {
         let history: RVec<ObservationFfi> = history.iter().map(ObservationFfi::from).collect();
-        match self.0.diagnose(ObservationFfi::from(latest), history).await.into_result() {
+        match self
+            .0
+            .diagnose(ObservationFfi::from(latest), history)
+            .await
+            .into_result()
+        {
             Ok(findings) => Ok(findings.into_iter().map(Finding::from).collect()),
             Err(err) => Err(err.into_string()),
         }
@@ -85,7 +116,8 @@ pub struct RecovererHandle(RecovererBox);
 impl RecovererHandle {
     /// Attempts a recovery.
     pub async fn recover(&self, recovery: &Recovery) -> Result<Outcome, String> {
-        let json = serde_json::to_string(recovery).map_err(|err| format!("cannot encode the recovery request: {err}"))?;
+        let json = serde_json::to_string(recovery)
+            .map_err(|err| format!("cannot encode the recovery request: {err}"))?;
         match self.0.recover(RString::from(json)).await.into_result() {
             Ok(outcome) => Ok(Outcome::from(outcome)),
             Err(err) => Err(err.into_string()),

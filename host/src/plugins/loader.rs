@@ -99,7 +99,8 @@ pub fn load(path: &Path) -> Result<Package, LoadError> {
     let raw: &'static RawLibrary = Box::leak(Box::new(raw));
     // SAFETY: `raw` is leaked above, so the library stays mapped for the
     // rest of the process and the `'static` header cannot dangle.
-    let header = unsafe { lib_header_from_raw_library(raw) }.map_err(|err| fail(header_failure(&err)))?;
+    let header =
+        unsafe { lib_header_from_raw_library(raw) }.map_err(|err| fail(header_failure(&err)))?;
 
     let consts = header.root_mod_consts();
     if consts.base_name().as_str() != PackageRef::BASE_NAME {
@@ -198,10 +199,17 @@ fn init_failure(path: &Path, err: LibraryError) -> LoadError {
                 Some(dump),
             )
         }
-        LibraryError::RootModule { err: RootModuleError::Returned(message), .. } => (message.to_string(), None),
-        LibraryError::RootModule { err: RootModuleError::Unwound, .. } => {
-            ("panicked while loading (its root module constructor unwound)".to_owned(), None)
-        }
+        LibraryError::RootModule {
+            err: RootModuleError::Returned(message),
+            ..
+        } => (message.to_string(), None),
+        LibraryError::RootModule {
+            err: RootModuleError::Unwound,
+            ..
+        } => (
+            "panicked while loading (its root module constructor unwound)".to_owned(),
+            None,
+        ),
         LibraryError::IncompatibleVersionNumber { actual_version, .. } => (
             format!("built against SDK {actual_version}, this host has SDK {SDK_VERSION}"),
             None,
@@ -225,7 +233,10 @@ fn last_layout_error(dump: &str) -> String {
     };
     let value_after = |label: &str| {
         let from = lines[at..].iter().position(|line| *line == label)? + at + 1;
-        lines.get(from).filter(|line| !line.is_empty() && !line.ends_with(':')).copied()
+        lines
+            .get(from)
+            .filter(|line| !line.is_empty() && !line.ends_with(':'))
+            .copied()
     };
     let reason = lines[at].trim_start_matches("Error:").trim();
     match (value_after("Expected:"), value_after("Found:")) {
@@ -247,14 +258,23 @@ mod tests {
     fn same_major_is_compatible_and_another_is_not() {
         assert!(check_abi_version(ABI_VERSION).is_ok());
         let err = check_abi_version("2.0.0").unwrap_err();
-        assert!(err.starts_with("built against SDK 2.x, this host has SDK 1."), "{err}");
+        assert!(
+            err.starts_with("built against SDK 2.x, this host has SDK 1."),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_last_layout_error_is_summarized_with_its_values() {
         let dump = "Layout of expected type:\n  ...\nError:field count\n  Expected:\n    6\n  Found:\n    5\n\nError:mismatched package\nExpected:\n    healer-plugin-sdk\nFound:\n    other\n";
-        assert_eq!(last_layout_error(dump), "mismatched package (expected healer-plugin-sdk, found other)");
-        assert_eq!(last_layout_error("Error:too many fields\n"), "too many fields");
+        assert_eq!(
+            last_layout_error(dump),
+            "mismatched package (expected healer-plugin-sdk, found other)"
+        );
+        assert_eq!(
+            last_layout_error("Error:too many fields\n"),
+            "too many fields"
+        );
         assert_eq!(last_layout_error("nothing useful"), "layout differs");
     }
 
@@ -265,7 +285,10 @@ mod tests {
         std::fs::write(&path, "this is not a library\n").unwrap();
         let err = load(&path).unwrap_err();
         assert_eq!(err.reason, "not a shared library (no ELF header)");
-        assert_eq!(err.to_string(), format!("{}: not a shared library (no ELF header)", path.display()));
+        assert_eq!(
+            err.to_string(),
+            format!("{}: not a shared library (no ELF header)", path.display())
+        );
     }
 
     #[test]

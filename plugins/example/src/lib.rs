@@ -1,20 +1,19 @@
-//! The smallest useful plugin: a monitor that is CRITICAL while a file is missing.
+//! A complete monitor plugin: CRITICAL while a file is missing.
 use healer_plugin_sdk::{export_plugins, Error, Monitor, Observation};
-use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     path: String,
 }
 
-pub struct FileExists(Config);
+pub struct FileExists(pub Config);
 
 impl Monitor for FileExists {
     type Config = Config;
     const NAME: &'static str = "file-exists";
-    const DESCRIPTION: &'static str = "CRITICAL while a file is missing; reports its size";
-    const SAMPLE_CONFIG: &'static str = "path = \"/etc/hostname\"  # file that must exist";
+    const DESCRIPTION: &'static str = "CRITICAL while a file is missing";
+    const SAMPLE_CONFIG: &'static str = "path = \"/etc/hostname\"  # the file that must exist";
 
     fn new(config: Config) -> Result<Self, Error> {
         Ok(FileExists(config))
@@ -22,7 +21,7 @@ impl Monitor for FileExists {
 
     async fn check(&mut self) -> Result<Observation, Error> {
         Ok(match std::fs::metadata(&self.0.path) {
-            Ok(meta) => Observation::ok(format!("{} exists", self.0.path)).metric("size", meta.len() as f64, "B"),
+            Ok(meta) => Observation::ok("present").metric("size", meta.len() as f64, "B"),
             Err(err) => Observation::critical(format!("{}: {err}", self.0.path)),
         })
     }
