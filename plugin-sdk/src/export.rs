@@ -43,10 +43,13 @@ struct Entry {
     create: Create,
 }
 
+/// Creates an instance from its config (JSON).
+type Constructor<T> = fn(&str) -> Result<T, String>;
+
 enum Create {
-    Monitor(fn(&str) -> Result<MonitorBox, String>),
-    Diagnoser(fn(&str) -> Result<DiagnoserBox, String>),
-    Recoverer(fn(&str) -> Result<RecovererBox, String>),
+    Monitor(Constructor<MonitorBox>),
+    Diagnoser(Constructor<DiagnoserBox>),
+    Recoverer(Constructor<RecovererBox>),
 }
 
 impl PackageBuilder {
@@ -199,7 +202,7 @@ fn create<T: Send + 'static>(
     kind: PluginKind,
     name: RStr<'_>,
     config_json: RStr<'_>,
-    pick: fn(&Create) -> Option<fn(&str) -> Result<T, String>>,
+    pick: fn(&Create) -> Option<Constructor<T>>,
 ) -> FfiFuture<RResult<T, RString>> {
     let (name, config_json) = (name.to_string(), config_json.to_string());
     spawn_blocking(move || {

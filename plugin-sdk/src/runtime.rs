@@ -12,9 +12,8 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::{Mutex, Once, OnceLock};
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use abi_stable::std_types::{RErr, ROk, RResult, RString};
 use async_ffi::{FfiFuture, FutureExt};
@@ -58,7 +57,7 @@ where
     F: Future<Output = Result<T, String>> + Send + 'static,
 {
     match runtime() {
-        Ok(runtime) => joined(runtime.spawn(CatchPanic(Box::pin(work)))),
+        Ok(runtime) => joined(runtime.spawn(catch_panic_async(work))),
         Err(err) => ready_err(err),
     }
 }
@@ -105,23 +104,21 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Polls the inner future under `catch_unwind`, so a panic is reported on
-/// the thread it happened on, where its location is still known.
-struct CatchPanic<F>(Pin<Box<F>>);
-
-impl<T, F> Future for CatchPanic<F>
+/// Polls `work` under `catch_unwind`, so a panic is reported on the thread
+/// it happened on, where its location is still known. Pinned in place: no
+/// allocation per call.
+async fn catch_panic_async<T, F>(work: F) -> Result<T, String>
 where
     F: Future<Output = Result<T, String>>,
 {
-    type Output = Result<T, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(move |cx| {
+        match panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
             Ok(poll) => poll,
             Err(payload) => Poll::Ready(Err(describe_panic(payload))),
         }
-    }
+    })
+    .await
 }
 
 /// Runs `f`, turning a panic into an error that says where and why.

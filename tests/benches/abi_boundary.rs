@@ -16,7 +16,9 @@
 //! - `marshal only`: Observation -> ObservationFfi -> Observation.
 //!
 //! The boundary overhead is `ABI - direct, scheduled`. Each figure is the
-//! median of several rounds; the machine is shared, so expect noise.
+//! median of several rounds, as wall time and as CPU time of the whole
+//! process (all threads) per check; the machine is shared, so wall times
+//! are noisy, CPU times less so.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -34,149 +36,211 @@ use serde::de::IgnoredAny;
 use tokio::sync::Mutex;
 
 const ROUNDS: usize = 7;
-const CALLS: u32 = 20_000;
+const CALLS: u32 = 64_000;
 const IN_FLIGHT: usize = 64;
 
 fn main() {
-    let host = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let package_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let host = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let package_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let package = load(&package_file("healer-fixture-typical")).expect("the fixture loads");
-    let monitor = host.block_on(package.new_monitor("typical", &serde_json::json!({}))).unwrap();
-    let monitor = Arc::new(monitor);
-    let direct = Arc::new(Mutex::new(Typical::new(IgnoredAny).unwrap()));
-    let sample = host.block_on(monitor.check()).unwrap();
+    let new_monitor = || {
+        Arc::new(
+            host.block_on(package.new_monitor("typical", &serde_json::json!({})))
+                .unwrap(),
+        )
+    };
+    let new_direct = || Arc::new(Mutex::new(Typical::new(IgnoredAny).unwrap()));
+    let sample = host.block_on(new_monitor().check()).unwrap();
     assert_eq!(sample.metrics.len(), 3);
 
-    println!("ns per check, median of {ROUNDS} rounds of {CALLS} checks\n");
-    println!("{:<44} {:>10}", "one check at a time", "ns/check");
+    println!("median of {ROUNDS} rounds of {CALLS} checks; ns per check\n");
+    println!("{:<44} {:>10} {:>10}", "one check at a time", "wall", "cpu");
 
     let mut inline = Typical::new(IgnoredAny).unwrap();
-    let inline_ns = median(|| {
-        let started = Instant::now();
-        for _ in 0..CALLS {
-            black_box(poll_ready(inline.check()).unwrap());
-        }
-        per_call(started)
-    });
-    row("direct, inline", inline_ns);
-
-    let marshal_ns = median(|| {
-        let started = Instant::now();
-        for _ in 0..CALLS {
-            let seen = black_box(sample.clone());
-            black_box(Observation::from(ObservationFfi::from(seen)));
-        }
-        per_call(started)
-    });
-    let clone_ns = median(|| {
-        let started = Instant::now();
-        for _ in 0..CALLS {
-            black_box(black_box(&sample).clone());
-        }
-        per_call(started)
-    });
-    row("marshal only (minus building the input)", marshal_ns - clone_ns);
-
-    let scheduled_ns = median(|| {
-        host.block_on(async {
-            let started = Instant::now();
-            for _ in 0..CALLS {
-                let direct = Arc::clone(&direct);
-                let seen = package_runtime.spawn(async move { direct.lock().await.check().await }).await;
-                black_box(seen.unwrap().unwrap());
-            }
-            per_call(started)
+    row(
+        "direct, inline",
+        median(|| {
+            measure(CALLS, || {
+                (0..CALLS).for_each(|_| drop(black_box(poll_ready(inline.check()))))
+            })
+        }),
+    );
+    let marshal = median(|| {
+        measure(CALLS, || {
+            (0..CALLS).for_each(|_| {
+                drop(black_box(Observation::from(ObservationFfi::from(
+                    black_box(&sample).clone(),
+                ))))
+            })
         })
     });
-    row("direct, scheduled like the SDK", scheduled_ns);
-
-    let abi_ns = median(|| {
-        host.block_on(async {
-            let started = Instant::now();
-            for _ in 0..CALLS {
-                black_box(monitor.check().await.unwrap());
-            }
-            per_call(started)
+    let clone = median(|| {
+        measure(CALLS, || {
+            (0..CALLS).for_each(|_| drop(black_box(black_box(&sample).clone())))
         })
     });
-    row("ABI", abi_ns);
-    row("boundary overhead (ABI - direct, scheduled)", abi_ns - scheduled_ns);
+    row("marshal only (there and back)", difference(marshal, clone));
 
-    println!("\n{:<44} {:>10}", format!("{IN_FLIGHT} checks in flight (64 instances)"), "ns/check");
-    let directs: Vec<_> = (0..IN_FLIGHT).map(|_| Arc::new(Mutex::new(Typical::new(IgnoredAny).unwrap()))).collect();
-    let monitors: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| Arc::new(host.block_on(package.new_monitor("typical", &serde_json::json!({}))).unwrap()))
-        .collect();
+    let direct = new_direct();
+    let scheduled = median(|| {
+        measure(CALLS, || {
+            host.block_on(async {
+                for _ in 0..CALLS {
+                    let direct = Arc::clone(&direct);
+                    let seen = package_runtime
+                        .spawn(async move { direct.lock().await.check().await })
+                        .await;
+                    black_box(seen.unwrap().unwrap());
+                }
+            })
+        })
+    });
+    row("direct, scheduled like the SDK", scheduled);
+    let monitor = new_monitor();
+    let abi = median(|| {
+        measure(CALLS, || {
+            host.block_on(async {
+                for _ in 0..CALLS {
+                    black_box(monitor.check().await.unwrap());
+                }
+            })
+        })
+    });
+    row("ABI", abi);
+    row(
+        "boundary overhead (ABI - direct, scheduled)",
+        difference(abi, scheduled),
+    );
+
+    println!(
+        "\n{:<44} {:>10} {:>10}",
+        format!("{IN_FLIGHT} checks in flight ({IN_FLIGHT} instances)"),
+        "wall",
+        "cpu"
+    );
     let per_instance = CALLS / IN_FLIGHT as u32;
-
+    let calls = per_instance * IN_FLIGHT as u32;
+    let directs: Vec<_> = (0..IN_FLIGHT).map(|_| new_direct()).collect();
     let scheduled_many = median(|| {
-        host.block_on(async {
-            let started = Instant::now();
-            let tasks: Vec<_> = directs
-                .iter()
-                .map(|direct| {
-                    let direct = Arc::clone(direct);
-                    let runtime = package_runtime.handle().clone();
-                    tokio::spawn(async move {
-                        for _ in 0..per_instance {
-                            let direct = Arc::clone(&direct);
-                            let seen = runtime.spawn(async move { direct.lock().await.check().await }).await;
-                            black_box(seen.unwrap().unwrap());
-                        }
+        measure(calls, || {
+            host.block_on(async {
+                let tasks: Vec<_> = directs
+                    .iter()
+                    .map(|direct| {
+                        let direct = Arc::clone(direct);
+                        let runtime = package_runtime.handle().clone();
+                        tokio::spawn(async move {
+                            for _ in 0..per_instance {
+                                let direct = Arc::clone(&direct);
+                                let seen = runtime
+                                    .spawn(async move { direct.lock().await.check().await })
+                                    .await;
+                                black_box(seen.unwrap().unwrap());
+                            }
+                        })
                     })
-                })
-                .collect();
-            for task in tasks {
-                task.await.unwrap();
-            }
-            started.elapsed().as_nanos() as f64 / (per_instance as f64 * IN_FLIGHT as f64)
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            })
         })
     });
     row("direct, scheduled like the SDK", scheduled_many);
-
+    let monitors: Vec<_> = (0..IN_FLIGHT).map(|_| new_monitor()).collect();
     let abi_many = median(|| {
-        host.block_on(async {
-            let started = Instant::now();
-            let tasks: Vec<_> = monitors
-                .iter()
-                .map(|monitor| {
-                    let monitor = Arc::clone(monitor);
-                    tokio::spawn(async move {
-                        for _ in 0..per_instance {
-                            black_box(monitor.check().await.unwrap());
-                        }
+        measure(calls, || {
+            host.block_on(async {
+                let tasks: Vec<_> = monitors
+                    .iter()
+                    .map(|monitor| {
+                        let monitor = Arc::clone(monitor);
+                        tokio::spawn(async move {
+                            for _ in 0..per_instance {
+                                black_box(monitor.check().await.unwrap());
+                            }
+                        })
                     })
-                })
-                .collect();
-            for task in tasks {
-                task.await.unwrap();
-            }
-            started.elapsed().as_nanos() as f64 / (per_instance as f64 * IN_FLIGHT as f64)
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            })
         })
     });
     row("ABI", abi_many);
-    row("boundary overhead (ABI - direct, scheduled)", abi_many - scheduled_many);
+    row(
+        "boundary overhead (ABI - direct, scheduled)",
+        difference(abi_many, scheduled_many),
+    );
 }
 
 fn poll_ready<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(value) => value,
         Poll::Pending => panic!("the typical check does no I/O and is ready at once"),
     }
 }
 
-fn per_call(started: Instant) -> f64 {
-    started.elapsed().as_nanos() as f64 / f64::from(CALLS)
+/// Process CPU time (all threads), in ns.
+fn cpu_ns() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill in.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    now.tv_sec as f64 * 1e9 + now.tv_nsec as f64
 }
 
-fn median(mut round: impl FnMut() -> f64) -> f64 {
+/// Wall and CPU ns per check of one round of `calls` checks.
+#[derive(Clone, Copy)]
+struct Cost {
+    wall: f64,
+    cpu: f64,
+}
+
+fn measure(calls: u32, round: impl FnOnce()) -> Cost {
+    let (started, cpu_started) = (Instant::now(), cpu_ns());
+    round();
+    Cost {
+        wall: started.elapsed().as_nanos() as f64 / f64::from(calls),
+        cpu: (cpu_ns() - cpu_started) / f64::from(calls),
+    }
+}
+
+fn median(mut round: impl FnMut() -> Cost) -> Cost {
     round(); // warm-up
-    let mut results: Vec<f64> = (0..ROUNDS).map(|_| round()).collect();
-    results.sort_by(f64::total_cmp);
-    results[ROUNDS / 2]
+    let mut results: Vec<Cost> = (0..ROUNDS).map(|_| round()).collect();
+    results.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    let wall = results[ROUNDS / 2].wall;
+    results.sort_by(|a, b| a.cpu.total_cmp(&b.cpu));
+    Cost {
+        wall,
+        cpu: results[ROUNDS / 2].cpu,
+    }
 }
 
-fn row(label: &str, ns: f64) {
-    println!("{label:<44} {ns:>10.0}");
+fn row(label: &str, cost: Cost) {
+    println!("{label:<44} {:>10.0} {:>10.0}", cost.wall, cost.cpu);
+}
+
+fn difference(a: Cost, b: Cost) -> Cost {
+    Cost {
+        wall: a.wall - b.wall,
+        cpu: a.cpu - b.cpu,
+    }
 }
