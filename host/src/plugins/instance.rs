@@ -6,7 +6,8 @@
 //! `panicked at src/lib.rs:12:5: message`); callers add which plugin and
 //! target they concern.
 
-use abi_stable::std_types::{RStr, RString, RVec};
+use abi_stable::std_types::{RResult, RStr, RString, RVec};
+use async_ffi::FfiFuture;
 use healer_plugin_sdk::ffi::{DiagnoserBox, MonitorBox, ObservationFfi, PluginKind, RecovererBox};
 use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use serde_json::Value;
@@ -25,13 +26,9 @@ impl Package {
 
     /// Creates a monitor instance from its config.
     pub async fn new_monitor(&self, name: &str, config: &Value) -> Result<MonitorHandle, String> {
-        let json = config.to_string();
-        let created =
-            (self.module.new_monitor())(RStr::from(name), RStr::from(json.as_str())).await;
-        created
-            .into_result()
+        create(self.module.new_monitor(), name, config)
+            .await
             .map(MonitorHandle)
-            .map_err(RString::into_string)
     }
 
     /// Creates a diagnoser instance from its config.
@@ -40,13 +37,9 @@ impl Package {
         name: &str,
         config: &Value,
     ) -> Result<DiagnoserHandle, String> {
-        let json = config.to_string();
-        let created =
-            (self.module.new_diagnoser())(RStr::from(name), RStr::from(json.as_str())).await;
-        created
-            .into_result()
+        create(self.module.new_diagnoser(), name, config)
+            .await
             .map(DiagnoserHandle)
-            .map_err(RString::into_string)
     }
 
     /// Creates a recoverer instance from its config.
@@ -55,14 +48,19 @@ impl Package {
         name: &str,
         config: &Value,
     ) -> Result<RecovererHandle, String> {
-        let json = config.to_string();
-        let created =
-            (self.module.new_recoverer())(RStr::from(name), RStr::from(json.as_str())).await;
-        created
-            .into_result()
+        create(self.module.new_recoverer(), name, config)
+            .await
             .map(RecovererHandle)
-            .map_err(RString::into_string)
     }
+}
+
+/// A package's constructor entry point for one kind of plugin.
+type Constructor<T> = extern "C" fn(RStr<'_>, RStr<'_>) -> FfiFuture<RResult<T, RString>>;
+
+async fn create<T>(constructor: Constructor<T>, name: &str, config: &Value) -> Result<T, String> {
+    let json = config.to_string();
+    let created = constructor(RStr::from(name), RStr::from(json.as_str())).await;
+    created.into_result().map_err(RString::into_string)
 }
 
 /// A monitor instance. Dropping it drops the plugin's instance.
