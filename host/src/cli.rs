@@ -56,9 +56,12 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
-    let dir = match dir.map_or_else(|| config::plugins_dir(&cli.config), Ok) {
-        Ok(dir) => dir,
-        Err(err) => return fail(&format!("{err} (or name a directory with --dir)")),
+    let dir = match dir {
+        Some(dir) => dir,
+        None => match config::Config::load(&cli.config) {
+            Ok(config) => config.healer.plugins_dir,
+            Err(errors) => return fail(&format!("{errors}\n(or name a plugins directory with --dir)")),
+        },
     };
     let catalog = match Catalog::scan(&dir) {
         Ok(catalog) => catalog,

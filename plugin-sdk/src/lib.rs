@@ -37,6 +37,7 @@
 //! The SDK's major version is the ABI version: the host refuses a package
 //! built against another major. See `docs/PLUGIN_AUTHORS.md`.
 
+mod duration;
 mod export;
 pub mod ffi;
 mod finding;
@@ -44,6 +45,7 @@ mod observation;
 mod plugin;
 mod runtime;
 
+pub use duration::Duration;
 pub use finding::{Finding, Outcome, Recovery};
 pub use observation::{Metric, Observation, Status};
 pub use plugin::{Diagnoser, Error, Monitor, Push, Recoverer};

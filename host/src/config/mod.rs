@@ -1,0 +1,560 @@
+//! The config file, `healer.toml`: its schema, defaults, and every check
+//! that needs no plugin. Only this module parses TOML.
+//!
+//! Errors name the file, line and column, say what is wrong, and suggest
+//! the right name where there is a close one. Validation collects every
+//! error instead of stopping at the first, like a compiler. Checking plugin
+//! names and plugin configs needs the loaded packages: see
+//! [`crate::plugins::Catalog::check_config`].
+
+mod source;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use healer_plugin_sdk::ffi::PluginKind;
+use healer_plugin_sdk::Duration;
+use serde::Deserialize;
+use serde_json::Value;
+use toml::Spanned;
+
+pub use source::Location;
+use source::{did_you_mean, with_hint, Source};
+
+/// Where the default config lives, relative to the working directory.
+pub const DEFAULT_CONFIG: &str = "config/healer.toml";
+
+/// A config that parsed and passed every check that needs no plugin.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[healer]`, with paths resolved against the config's directory.
+    pub healer: Healer,
+    /// `[[target]]` entries, in file order.
+    pub targets: Vec<Target>,
+    source: Source,
+}
+
+/// How the log is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[healer]`: host-wide settings and the defaults targets inherit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Healer {
+    /// The master switch: `false` makes `healer run` exit at once.
+    pub enabled: bool,
+    /// How often each target is checked (targets may override).
+    pub interval: Duration,
+    /// Deadline of every plugin call (targets may override).
+    pub timeout: Duration,
+    /// Recovery attempts per issue before it is escalated.
+    pub max_attempts: u32,
+    /// Consecutive failed checks before an issue opens (1 = at once).
+    pub fail_after: u32,
+    /// Consecutive healthy checks before an issue resolves.
+    pub resolve_after: u32,
+    /// Healthy time after which a resolved issue's attempt count is forgotten.
+    pub stable_after: Duration,
+    /// Wait before the second attempt; doubles after each attempt.
+    pub backoff: Duration,
+    /// The longest wait between attempts.
+    pub backoff_max: Duration,
+    /// How often an escalated target is re-probed.
+    pub escalated_interval: Duration,
+    /// Pause after a recovery before the check that verifies it.
+    pub grace: Duration,
+    /// Recoveries running at once, host-wide.
+    pub max_concurrent_recoveries: usize,
+    /// Observations kept per target for diagnosers.
+    pub history: usize,
+    /// Where plugin packages are loaded from.
+    pub plugins_dir: PathBuf,
+    /// Where state (the SQLite database) is kept.
+    pub state_dir: PathBuf,
+    /// The log file (besides stderr).
+    pub log_file: PathBuf,
+    /// `human` or `json`.
+    pub log_format: LogFormat,
+    /// `error`, `warn`, `info`, `debug` or `trace` (or a tracing filter).
+    pub log_level: String,
+}
+
+impl Default for Healer {
+    fn default() -> Healer {
+        Healer {
+            enabled: true,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            fail_after: 1,
+            resolve_after: 1,
+            stable_after: Duration::from_secs(300),
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            escalated_interval: Duration::from_secs(60),
+            grace: Duration::from_millis(500),
+            max_concurrent_recoveries: 4,
+            history: 10,
+            plugins_dir: PathBuf::from("plugins"),
+            state_dir: PathBuf::from("state"),
+            log_file: PathBuf::from("logs/healer.log"),
+            log_format: LogFormat::Human,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// How one target's checks and recoveries are paced.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Policy {
+    /// Time between scheduled checks.
+    pub interval: Duration,
+    /// Deadline of each plugin call.
+    pub timeout: Duration,
+    /// Attempts per issue before escalation.
+    pub max_attempts: u32,
+    /// Failed checks before an issue opens.
+    pub fail_after: u32,
+    /// Healthy checks before an issue resolves.
+    pub resolve_after: u32,
+    /// Healthy time before the attempt count is forgotten.
+    pub stable_after: Duration,
+    /// First wait between attempts.
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+    /// Re-probe interval while escalated.
+    pub escalated_interval: Duration,
+    /// Pause after a recovery before verifying it.
+    pub grace: Duration,
+}
+
+/// One `[[target]]`: what to watch and how to heal it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Unique name.
+    pub name: String,
+    /// `false` skips the target.
+    pub enabled: bool,
+    /// Pacing, with `[healer]` defaults filled in.
+    pub policy: Policy,
+    /// Targets that must be healthy before this one is recovered.
+    pub depends_on: Vec<String>,
+    /// The monitor.
+    pub monitor: PluginUse,
+    /// Diagnosers, in order.
+    pub diagnosers: Vec<PluginUse>,
+    /// Recoverers, tried in order (a ladder).
+    pub recoverers: Vec<RecovererUse>,
+    /// Where `[[target]]` starts.
+    pub at: Location,
+}
+
+/// A plugin named in the config, with its own config as JSON.
+#[derive(Clone, Debug)]
+pub struct PluginUse {
+    /// Monitor, diagnoser or recoverer.
+    pub kind: PluginKind,
+    /// The plugin's name.
+    pub plugin: String,
+    /// Its table minus healer's own keys (`plugin`, `on`), as JSON.
+    pub config: Value,
+    /// Where its table starts.
+    pub at: Location,
+    span: Range<usize>,
+}
+
+/// A recoverer and the finding kinds it handles.
+#[derive(Clone, Debug)]
+pub struct RecovererUse {
+    /// The recoverer.
+    pub plugin: PluginUse,
+    /// Globs on finding kinds, e.g. `process.*`; default `*`.
+    pub on: Vec<String>,
+    matcher: GlobSet,
+}
+
+impl RecovererUse {
+    /// Whether this recoverer handles findings of `kind`.
+    pub fn handles(&self, kind: &str) -> bool {
+        self.matcher.is_match(kind)
+    }
+}
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// Where in it, when known.
+    pub at: Option<Location>,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at {
+            Some(at) => write!(f, "{}:{at}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every error found in one config, in file order.
+#[derive(Clone, Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, err) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{err}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    healer: Healer,
+    #[serde(default, rename = "target")]
+    targets: Vec<Spanned<RawTarget>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Spanned<String>,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    max_attempts: Option<u32>,
+    fail_after: Option<u32>,
+    resolve_after: Option<u32>,
+    stable_after: Option<Duration>,
+    backoff: Option<Duration>,
+    backoff_max: Option<Duration>,
+    escalated_interval: Option<Duration>,
+    grace: Option<Duration>,
+    monitor: Spanned<toml::Table>,
+    #[serde(default)]
+    diagnose: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    recover: Vec<Spanned<toml::Table>>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads and checks the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                at: None,
+                message: format!("cannot read the config: {err}"),
+            }])
+        })?;
+        Config::parse(path, text)
+    }
+
+    /// Checks config `text` as if read from `path`.
+    pub fn parse(path: &Path, text: String) -> Result<Config, ConfigErrors> {
+        let source = Source::new(text);
+        let raw: RawConfig = toml::from_str(source.text()).map_err(|err| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                at: err.span().map(|span| source.locate(span.start)),
+                message: with_hint(err.message().trim()),
+            }])
+        })?;
+        let mut check = Checker { file: path, source: &source, errors: Vec::new() };
+        let mut healer = raw.healer;
+        check.healer(&healer);
+        let targets: Vec<Target> = raw.targets.into_iter().filter_map(|t| check.target(t, &healer)).collect();
+        check.names_and_dependencies(&targets);
+        if !check.errors.is_empty() {
+            let mut errors = check.errors;
+            errors.sort_by_key(|e| e.at.map(|at| (at.line, at.column)));
+            return Err(ConfigErrors(errors));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for dir in [&mut healer.plugins_dir, &mut healer.state_dir, &mut healer.log_file] {
+            *dir = base.join(&*dir);
+        }
+        Ok(Config { path: path.to_owned(), healer, targets, source })
+    }
+
+    /// An error located at `plugin`'s table, or at `key` inside it when the
+    /// plugin's message names a field (`unknown field `x``).
+    pub fn plugin_error(&self, plugin: &PluginUse, message: &str) -> ConfigError {
+        let field = source::unknown_field(message)
+            .or_else(|| message.strip_prefix("invalid value for `")?.split('`').next());
+        let at = match field {
+            Some(key) => self.source.key_in_table(plugin.span.clone(), key),
+            None => plugin.at,
+        };
+        ConfigError { file: self.path.clone(), at: Some(at), message: with_hint(message) }
+    }
+}
+
+/// Collects the errors of one config.
+struct Checker<'a> {
+    file: &'a Path,
+    source: &'a Source,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span_start: usize, message: String) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            at: Some(self.source.locate(span_start)),
+            message,
+        });
+    }
+
+    fn healer(&mut self, healer: &Healer) {
+        let at = self.source.text().find("[healer]").unwrap_or(0);
+        for (name, value) in [("max_attempts", healer.max_attempts), ("fail_after", healer.fail_after), ("resolve_after", healer.resolve_after)] {
+            if value == 0 {
+                self.error(at, format!("[healer] {name} must be at least 1"));
+            }
+        }
+        for (name, value) in [("interval", healer.interval), ("timeout", healer.timeout), ("escalated_interval", healer.escalated_interval)] {
+            if value.is_zero() {
+                self.error(at, format!("[healer] {name} must be longer than zero"));
+            }
+        }
+        if healer.max_concurrent_recoveries == 0 {
+            self.error(at, "[healer] max_concurrent_recoveries must be at least 1".to_owned());
+        }
+    }
+
+    fn target(&mut self, raw: Spanned<RawTarget>, healer: &Healer) -> Option<Target> {
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        let policy = Policy {
+            interval: raw.interval.unwrap_or(healer.interval),
+            timeout: raw.timeout.unwrap_or(healer.timeout),
+            max_attempts: raw.max_attempts.unwrap_or(healer.max_attempts),
+            fail_after: raw.fail_after.unwrap_or(healer.fail_after),
+            resolve_after: raw.resolve_after.unwrap_or(healer.resolve_after),
+            stable_after: raw.stable_after.unwrap_or(healer.stable_after),
+            backoff: raw.backoff.unwrap_or(healer.backoff),
+            backoff_max: raw.backoff_max.unwrap_or(healer.backoff_max),
+            escalated_interval: raw.escalated_interval.unwrap_or(healer.escalated_interval),
+            grace: raw.grace.unwrap_or(healer.grace),
+        };
+        let name = raw.name.get_ref().clone();
+        for (field, value) in [("max_attempts", policy.max_attempts), ("fail_after", policy.fail_after), ("resolve_after", policy.resolve_after)] {
+            if value == 0 {
+                self.error(at, format!("target {name:?}: {field} must be at least 1"));
+            }
+        }
+        for (field, value) in [("interval", policy.interval), ("timeout", policy.timeout)] {
+            if value.is_zero() {
+                self.error(at, format!("target {name:?}: {field} must be longer than zero"));
+            }
+        }
+        let monitor = self.plugin_use(PluginKind::Monitor, raw.monitor, false);
+        let diagnosers = raw.diagnose.into_iter().filter_map(|t| self.plugin_use(PluginKind::Diagnoser, t, false)).collect();
+        let recoverers = raw.recover.into_iter().filter_map(|t| self.recoverer_use(t)).collect();
+        Some(Target {
+            name,
+            enabled: raw.enabled,
+            policy,
+            depends_on: raw.depends_on.into_iter().map(Spanned::into_inner).collect(),
+            monitor: monitor?,
+            diagnosers,
+            recoverers,
+            at: self.source.locate(at),
+        })
+    }
+
+    fn plugin_use(&mut self, kind: PluginKind, table: Spanned<toml::Table>, allow_on: bool) -> Option<PluginUse> {
+        let span = table.span();
+        let mut table = table.into_inner();
+        let plugin = match table.remove("plugin") {
+            Some(toml::Value::String(name)) => name,
+            Some(_) => {
+                self.error(span.start, format!("the {kind}'s `plugin` must be a string naming a {kind} plugin"));
+                return None;
+            }
+            None => {
+                self.error(span.start, format!("this {kind} names no plugin: add `plugin = \"NAME\"` (`healer plugins` lists them)"));
+                return None;
+            }
+        };
+        if !allow_on && table.contains_key("on") {
+            let at = self.source.key_in_table(span.clone(), "on");
+            self.errors.push(ConfigError {
+                file: self.file.to_owned(),
+                at: Some(at),
+                message: format!("`on` selects findings for recoverers; a {kind} has no `on`"),
+            });
+        }
+        let config = match serde_json::to_value(&table) {
+            Ok(config) => config,
+            Err(err) => {
+                self.error(span.start, format!("the {kind}'s config cannot be passed to its plugin: {err}"));
+                return None;
+            }
+        };
+        Some(PluginUse { kind, plugin, config, at: self.source.locate(span.start), span })
+    }
+
+    fn recoverer_use(&mut self, table: Spanned<toml::Table>) -> Option<RecovererUse> {
+        let span = table.span();
+        let on: Vec<String> = match table.get_ref().get("on") {
+            None => vec!["*".to_owned()],
+            Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_str) => {
+                items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()
+            }
+            Some(_) => {
+                let at = self.source.key_in_table(span.clone(), "on");
+                self.errors.push(ConfigError {
+                    file: self.file.to_owned(),
+                    at: Some(at),
+                    message: "`on` must be a list of globs on finding kinds, e.g. on = [\"process.*\"]".to_owned(),
+                });
+                return None;
+            }
+        };
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &on {
+            match Glob::new(pattern) {
+                Ok(glob) => {
+                    builder.add(glob);
+                }
+                Err(err) => {
+                    let at = self.source.key_in_table(span.clone(), "on");
+                    self.errors.push(ConfigError {
+                        file: self.file.to_owned(),
+                        at: Some(at),
+                        message: format!("`on` pattern {pattern:?} is not a valid glob: {}", err.kind()),
+                    });
+                    return None;
+                }
+            }
+        }
+        let matcher = builder.build().ok()?;
+        let mut table = table.into_inner();
+        table.remove("on");
+        let plugin = self.plugin_use(PluginKind::Recoverer, Spanned::new(span, table), true)?;
+        Some(RecovererUse { plugin, on, matcher })
+    }
+
+    /// Unique names, known dependencies, no cycles.
+    fn names_and_dependencies(&mut self, targets: &[Target]) {
+        let mut first_at: HashMap<&str, Location> = HashMap::new();
+        for target in targets {
+            let valid = !target.name.is_empty()
+                && target.name.len() <= 64
+                && target.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !valid {
+                self.push(target.at, format!("target name {:?} must be 1 to 64 of A-Z a-z 0-9 - _ .", target.name));
+            }
+            if let Some(first) = first_at.get(target.name.as_str()) {
+                self.push(target.at, format!("a second target is named {:?} (the first is at line {}); names must be unique", target.name, first.line));
+            } else {
+                first_at.insert(&target.name, target.at);
+            }
+        }
+        for target in targets {
+            for dependency in &target.depends_on {
+                if dependency == &target.name {
+                    self.push(target.at, format!("target {:?} depends on itself", target.name));
+                } else if !first_at.contains_key(dependency.as_str()) {
+                    let hint = did_you_mean(dependency, first_at.keys().copied())
+                        .map(|guess| format!(" (did you mean \"{guess}\"?)"))
+                        .unwrap_or_default();
+                    self.push(target.at, format!("target {:?} depends on {dependency:?}, which is not a target{hint}", target.name));
+                }
+            }
+        }
+        if let Some(cycle) = find_cycle(targets) {
+            let at = targets.iter().find(|t| t.name == cycle[0]).map_or(Location { line: 1, column: 1 }, |t| t.at);
+            self.push(at, format!("depends_on forms a cycle: {}", cycle.join(" -> ")));
+        }
+    }
+
+    fn push(&mut self, at: Location, message: String) {
+        self.errors.push(ConfigError { file: self.file.to_owned(), at: Some(at), message });
+    }
+}
+
+/// A dependency cycle as target names, first repeated at the end.
+fn find_cycle(targets: &[Target]) -> Option<Vec<String>> {
+    let edges: HashMap<&str, &[String]> = targets.iter().map(|t| (t.name.as_str(), t.depends_on.as_slice())).collect();
+    let mut done: HashSet<&str> = HashSet::new();
+    for target in targets {
+        let mut path: Vec<&str> = Vec::new();
+        if let Some(cycle) = visit(&target.name, &edges, &mut path, &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+fn visit<'a>(
+    name: &'a str,
+    edges: &HashMap<&'a str, &'a [String]>,
+    path: &mut Vec<&'a str>,
+    done: &mut HashSet<&'a str>,
+) -> Option<Vec<String>> {
+    if let Some(at) = path.iter().position(|n| *n == name) {
+        let mut cycle: Vec<String> = path[at..].iter().map(|n| (*n).to_owned()).collect();
+        cycle.push(name.to_owned());
+        return Some(cycle);
+    }
+    if done.contains(name) {
+        return None;
+    }
+    path.push(name);
+    for next in edges.get(name).copied().unwrap_or_default() {
+        if let Some(cycle) = visit(next, edges, path, done) {
+            return Some(cycle);
+        }
+    }
+    path.pop();
+    done.insert(name);
+    None
+}
+
+/// A plugin's config as written in TOML (e.g. its sample config), as the
+/// JSON object the plugin's package deserializes.
+pub fn plugin_table_to_json(toml_text: &str) -> Result<Value, String> {
+    let table: toml::Table = toml::from_str(toml_text).map_err(|err| err.message().trim().to_owned())?;
+    serde_json::to_value(table).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests;

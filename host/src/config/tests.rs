@@ -1,0 +1,160 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, Vec<String>> {
+    Config::parse(Path::new("healer.toml"), text.to_owned())
+        .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
+}
+
+const MINIMAL: &str = r#"
+[[target]]
+name = "web"
+[target.monitor]
+plugin = "http"
+url = "http://127.0.0.1:8080/"
+"#;
+
+#[test]
+fn a_minimal_config_gets_the_documented_defaults() {
+    let config = parse(MINIMAL).unwrap();
+    let web = &config.targets[0];
+    assert_eq!(web.name, "web");
+    assert_eq!(web.policy.interval, Duration::from_secs(5));
+    assert_eq!(web.policy.max_attempts, 3);
+    assert_eq!((web.policy.fail_after, web.policy.resolve_after), (1, 1));
+    assert_eq!(web.monitor.plugin, "http");
+    assert_eq!(web.monitor.config, serde_json::json!({"url": "http://127.0.0.1:8080/"}));
+    assert!(config.healer.enabled);
+    assert_eq!(config.healer.plugins_dir, Path::new("plugins"));
+}
+
+#[test]
+fn targets_override_the_healer_defaults() {
+    let text = format!("[healer]\ninterval = \"2s\"\nmax_attempts = 5\n{MINIMAL}interval = 1\n");
+    // `interval = 1` above lands in the monitor table; put it on the target:
+    let text = text.replace("name = \"web\"", "name = \"web\"\ntimeout = \"250ms\"");
+    let config = parse(&text).unwrap();
+    let policy = config.targets[0].policy;
+    assert_eq!(policy.interval, Duration::from_secs(2));
+    assert_eq!(policy.timeout, Duration::from_millis(250));
+    assert_eq!(policy.max_attempts, 5);
+}
+
+#[test]
+fn paths_are_relative_to_the_config_file() {
+    let config = Config::parse(Path::new("/etc/healer/healer.toml"), "[healer]\nplugins_dir = \"lib\"\n".to_owned()).unwrap();
+    assert_eq!(config.healer.plugins_dir, Path::new("/etc/healer/lib"));
+    assert_eq!(config.healer.log_file, Path::new("/etc/healer/logs/healer.log"));
+}
+
+#[test]
+fn an_unknown_key_names_line_and_column_and_suggests_the_right_one() {
+    let errors = parse("[healer]\nintervall = \"5s\"\n").unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("healer.toml:2:1: unknown field `intervall`"), "{}", errors[0]);
+    assert!(errors[0].ends_with("(did you mean \"interval\"?)"), "{}", errors[0]);
+}
+
+#[test]
+fn a_bad_duration_says_what_a_duration_looks_like() {
+    let errors = parse("[healer]\ninterval = \"soon\"\n").unwrap_err();
+    assert!(errors[0].starts_with("healer.toml:2:12: invalid duration \"soon\""), "{}", errors[0]);
+}
+
+#[test]
+fn a_target_without_a_monitor_is_refused() {
+    let errors = parse("[[target]]\nname = \"x\"\n").unwrap_err();
+    assert!(errors[0].contains("missing field `monitor`"), "{}", errors[0]);
+}
+
+#[test]
+fn a_plugin_table_without_a_plugin_name_is_refused() {
+    let errors = parse("[[target]]\nname = \"x\"\n[target.monitor]\nurl = \"http://x\"\n").unwrap_err();
+    assert_eq!(errors, ["healer.toml:3:1: this monitor names no plugin: add `plugin = \"NAME\"` (`healer plugins` lists them)"]);
+}
+
+#[test]
+fn duplicate_target_names_point_at_both() {
+    let text = format!("{MINIMAL}{MINIMAL}");
+    let errors = parse(&text).unwrap_err();
+    assert_eq!(errors, ["healer.toml:8:1: a second target is named \"web\" (the first is at line 2); names must be unique"]);
+}
+
+#[test]
+fn unknown_dependencies_and_cycles_are_refused() {
+    let text = r#"
+[[target]]
+name = "app"
+depends_on = ["dbb"]
+monitor = { plugin = "http" }
+
+[[target]]
+name = "db"
+depends_on = ["cache"]
+monitor = { plugin = "process" }
+
+[[target]]
+name = "cache"
+depends_on = ["db"]
+monitor = { plugin = "process" }
+"#;
+    let errors = parse(text).unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "healer.toml:2:1: target \"app\" depends on \"dbb\", which is not a target (did you mean \"db\"?)",
+            "healer.toml:7:1: depends_on forms a cycle: db -> cache -> db",
+        ]
+    );
+}
+
+#[test]
+fn recoverers_select_findings_by_glob() {
+    let text = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.*\", \"http.status_5xx\"]\nargv = [\"true\"]\n");
+    let config = parse(&text).unwrap();
+    let recoverer = &config.targets[0].recoverers[0];
+    assert!(recoverer.handles("process.not_running"));
+    assert!(recoverer.handles("http.status_5xx"));
+    assert!(!recoverer.handles("http.timeout"));
+    assert_eq!(recoverer.plugin.config, serde_json::json!({"argv": ["true"]}));
+}
+
+#[test]
+fn a_recoverer_without_on_handles_every_finding() {
+    let text = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\n");
+    assert!(parse(&text).unwrap().targets[0].recoverers[0].handles("anything.at_all"));
+}
+
+#[test]
+fn a_bad_glob_is_refused_at_its_line() {
+    let text = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.[\"]\n");
+    let errors = parse(&text).unwrap_err();
+    assert!(errors[0].starts_with("healer.toml:9:1: `on` pattern \"process.[\" is not a valid glob"), "{}", errors[0]);
+}
+
+#[test]
+fn zero_attempts_or_interval_are_refused() {
+    let errors = parse("[healer]\nmax_attempts = 0\ninterval = \"0s\"\n").unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let text = "[[target]]\nname = \"a b\"\nmonitor = { url = 1 }\n[[target]]\nname = \"c\"\ndepends_on = [\"zz\"]\nmonitor = { plugin = \"x\" }\n";
+    let errors = parse(text).unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+#[test]
+fn plugin_errors_point_at_the_offending_key() {
+    let config = parse(MINIMAL).unwrap();
+    let monitor = &config.targets[0].monitor;
+    let err = config.plugin_error(monitor, "unknown field `url`, expected one of `urls`, `timeout`");
+    assert_eq!(err.at.map(|at| at.line), Some(6));
+    assert!(err.message.ends_with("(did you mean \"urls\"?)"), "{}", err.message);
+}
+
+#[test]
+fn toml_tables_become_json_objects() {
+    let json = plugin_table_to_json("url = \"http://x\"\ntimeout = 2\n# comment\n").unwrap();
+    assert_eq!(json, serde_json::json!({"url": "http://x", "timeout": 2}));
+}
