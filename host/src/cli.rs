@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config;
+use healer_plugin_sdk::Status;
+
+use crate::config::{self, Config};
+use crate::engine;
 use crate::plugins::Catalog;
 
 /// healer: a self-healing daemon for Linux services.
@@ -33,6 +36,24 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the healing loop over every enabled target until SIGTERM/SIGINT.
+    ///
+    /// Exits 0 at once when `[healer] enabled = false`, and 1 when the
+    /// config or a plugin config is invalid (with one line per problem).
+    Run,
+    /// Check the config and every plugin config without running anything
+    /// (like `nginx -t`). Exits 0 when all is well, 1 otherwise.
+    Check,
+    /// Check every target once, print a table, and exit with the worst
+    /// status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios codes).
+    Once {
+        /// Only this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Also run the recoveries that are due, as `run` would.
+        #[arg(long)]
+        recover: bool,
+    },
     /// List the plugin packages in the plugins directory: each package's
     /// file, name, version and SDK version, each plugin's kind, name,
     /// description and sample config, and every file that failed to load.
@@ -52,7 +73,146 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Plugins { ref dir, json } => plugins(&cli, dir.clone(), json),
+        Command::Run => with_runtime(daemon(&cli)),
+        Command::Check => check(&cli),
+        Command::Once { ref target, recover } => with_runtime(once(&cli, target.as_deref(), recover)),
     }
+}
+
+fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(work),
+        Err(err) => fail(&format!("cannot start the async runtime: {err}")),
+    }
+}
+
+/// The config, the plugins it needs, and every problem with either.
+fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
+    let config = Config::load(&cli.config).map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let catalog = Catalog::scan(&config.healer.plugins_dir).map_err(|err| vec![err.to_string()])?;
+    let mut problems: Vec<String> = catalog.errors.iter().map(|e| format!("warning: {e}")).collect();
+    let errors = catalog.check_config(&config);
+    if errors.is_empty() {
+        for warning in problems {
+            eprintln!("healer: {warning}");
+        }
+        Ok((config, catalog))
+    } else {
+        problems.extend(errors.iter().map(ToString::to_string));
+        Err(problems)
+    }
+}
+
+fn check(cli: &Cli) -> ExitCode {
+    match load(cli) {
+        Ok((config, catalog)) => {
+            let enabled = config.targets.iter().filter(|t| t.enabled).count();
+            let plugins: usize = catalog.packages.iter().map(|p| p.plugins.len()).sum();
+            println!(
+                "{}: OK, {} target{} ({enabled} enabled), {plugins} plugin{} in {} package{}",
+                config.path.display(),
+                config.targets.len(),
+                plural(config.targets.len()),
+                plural(plugins),
+                catalog.packages.len(),
+                plural(catalog.packages.len()),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn daemon(cli: &Cli) -> ExitCode {
+    let (config, catalog) = match load(cli) {
+        Ok(loaded) => loaded,
+        Err(problems) => return fail(&problems.join("\n")),
+    };
+    crate::log::init(&config.healer, cli.verbose);
+    if !config.healer.enabled {
+        tracing::info!(config = %config.path.display(), "healer is disabled ([healer] enabled = false); exiting");
+        return ExitCode::SUCCESS;
+    }
+    for error in &catalog.errors {
+        tracing::warn!(file = %error.file.display(), reason = %error.reason, "plugin package not loaded");
+    }
+    crate::reaper::become_subreaper();
+    let runners = match engine::build(&config, &catalog).await {
+        Ok(runners) => runners,
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("{error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::reaper::reap_orphans(shutdown.clone()));
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::info!("stopping");
+        let _ = stop.send(true);
+    });
+    tracing::info!(
+        config = %config.path.display(),
+        targets = runners.len(),
+        packages = catalog.packages.len(),
+        pid = std::process::id(),
+        "healer running"
+    );
+    engine::run(runners, config.healer.max_concurrent_recoveries, config.healer.history, shutdown).await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
+    let (mut config, catalog) = match load(cli) {
+        Ok(loaded) => loaded,
+        Err(problems) => return fail(&problems.join("\n")),
+    };
+    if let Some(only) = only {
+        if !config.targets.iter().any(|t| t.name == only) {
+            let names = config.targets.iter().map(|t| t.name.as_str());
+            let hint = config::did_you_mean(only, names).map_or_else(String::new, |g| format!(" (did you mean \"{g}\"?)"));
+            return fail(&format!("{}: no target is named {only:?}{hint}", config.path.display()));
+        }
+        config.targets.retain(|t| t.name == only);
+    }
+    if recover {
+        crate::log::init(&config.healer, cli.verbose);
+    }
+    let runners = match engine::build(&config, &catalog).await {
+        Ok(runners) => runners,
+        Err(errors) => return fail(&errors.join("\n")),
+    };
+    let mut results = engine::once(runners, recover, config.healer.history).await;
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let width = results.iter().map(|r| r.0.len()).max().unwrap_or(6).max(6);
+    println!("{:<width$}  {:<8}  SUMMARY", "TARGET", "STATUS");
+    let mut worst = Status::Ok;
+    for (name, seen, findings) in &results {
+        worst = worst.max(seen.status);
+        let findings = if findings.is_empty() { String::new() } else { format!("  [{}]", findings.join(", ")) };
+        println!("{name:<width$}  {:<8}  {}{findings}", seen.status.as_str(), seen.summary);
+    }
+    ExitCode::from(worst.exit_code() as u8)
 }
 
 fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {

@@ -253,6 +253,7 @@ mod tests {
             backoff_max: Written::from_secs(10),
             escalated_interval: Written::from_secs(60),
             grace: Written::from_millis(0),
+            recovery_timeout: Written::from_secs(1),
         }
     }
 

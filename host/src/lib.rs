@@ -7,5 +7,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod issues;
+pub mod log;
 pub mod plugins;
+pub mod reaper;

@@ -22,7 +22,8 @@ use serde_json::Value;
 use toml::Spanned;
 
 pub use source::Location;
-use source::{did_you_mean, with_hint, Source};
+pub use source::did_you_mean;
+use source::{with_hint, Source};
 
 /// Where the default config lives, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "config/healer.toml";
@@ -76,6 +77,8 @@ pub struct Healer {
     pub escalated_interval: Duration,
     /// Pause after a recovery before the check that verifies it.
     pub grace: Duration,
+    /// Deadline of one recovery attempt (each recoverer in the ladder).
+    pub recovery_timeout: Duration,
     /// Recoveries running at once, host-wide.
     pub max_concurrent_recoveries: usize,
     /// Observations kept per target for diagnosers.
@@ -106,6 +109,7 @@ impl Default for Healer {
             backoff_max: Duration::from_secs(300),
             escalated_interval: Duration::from_secs(60),
             grace: Duration::from_millis(500),
+            recovery_timeout: Duration::from_secs(60),
             max_concurrent_recoveries: 4,
             history: 10,
             plugins_dir: PathBuf::from("plugins"),
@@ -140,6 +144,8 @@ pub struct Policy {
     pub escalated_interval: Duration,
     /// Pause after a recovery before verifying it.
     pub grace: Duration,
+    /// Deadline of one recoverer call.
+    pub recovery_timeout: Duration,
 }
 
 /// One `[[target]]`: what to watch and how to heal it.
@@ -261,6 +267,7 @@ struct RawTarget {
     backoff_max: Option<Duration>,
     escalated_interval: Option<Duration>,
     grace: Option<Duration>,
+    recovery_timeout: Option<Duration>,
     monitor: Spanned<toml::Table>,
     #[serde(default)]
     diagnose: Vec<Spanned<toml::Table>>,
@@ -372,6 +379,7 @@ impl Checker<'_> {
             backoff_max: raw.backoff_max.unwrap_or(healer.backoff_max),
             escalated_interval: raw.escalated_interval.unwrap_or(healer.escalated_interval),
             grace: raw.grace.unwrap_or(healer.grace),
+            recovery_timeout: raw.recovery_timeout.unwrap_or(healer.recovery_timeout),
         };
         let name = raw.name.get_ref().clone();
         for (field, value) in [("max_attempts", policy.max_attempts), ("fail_after", policy.fail_after), ("resolve_after", policy.resolve_after)] {

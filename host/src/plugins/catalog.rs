@@ -8,6 +8,7 @@ use healer_plugin_sdk::ffi::PluginKind;
 use serde::Serialize;
 
 use super::loader::{load, LoadError, Package, PluginInfo};
+use crate::config::{did_you_mean, Config, ConfigError};
 
 /// Every package found in a directory, and every file that failed.
 #[derive(Debug, Default, Serialize)]
@@ -88,6 +89,41 @@ impl Catalog {
             }
         }
         Ok(catalog)
+    }
+
+    /// Checks every plugin the config names: that a loaded package exports
+    /// it, and that the plugin accepts its config.
+    pub fn check_config(&self, config: &Config) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for target in &config.targets {
+            let uses = std::iter::once(&target.monitor)
+                .chain(&target.diagnosers)
+                .chain(target.recoverers.iter().map(|r| &r.plugin));
+            for plugin in uses {
+                let Some(package) = self.find(plugin.kind, &plugin.plugin) else {
+                    let names = self.packages.iter().flat_map(|p| &p.plugins).filter(|p| p.kind == plugin.kind);
+                    let hint = did_you_mean(&plugin.plugin, names.map(|p| p.name.as_str()))
+                        .map_or_else(String::new, |guess| format!(" (did you mean \"{guess}\"?)"));
+                    errors.push(ConfigError {
+                        file: config.path.clone(),
+                        at: Some(plugin.at),
+                        message: format!(
+                            "unknown {} plugin {:?}{hint}; `healer plugins` lists those in {}",
+                            plugin.kind,
+                            plugin.plugin,
+                            self.dir.display()
+                        ),
+                    });
+                    continue;
+                };
+                if let Err(err) = package.check_config(plugin.kind, &plugin.plugin, &plugin.config) {
+                    let mut error = config.plugin_error(plugin, &err);
+                    error.message = format!("{} {:?}: {}", plugin.kind, plugin.plugin, error.message);
+                    errors.push(error);
+                }
+            }
+        }
+        errors
     }
 
     /// The package exporting the plugin of this kind and name.

@@ -1,0 +1,157 @@
+//! The healing loop: creates every target's plugin instances, then runs one
+//! task per target (monitor → diagnose → recover) until shut down.
+//!
+//! Targets never wait on each other: each has its own schedule, jittered so
+//! N targets do not fire in the same millisecond, and every plugin call has
+//! a deadline. What the targets share is small: a host-wide limit on
+//! concurrent recoveries, the set of targets with open issues (for
+//! `depends_on`), and a way to ask a dependent to re-check at once.
+
+mod target;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use healer_plugin_sdk::Observation;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::config::{Config, PluginUse, Target};
+use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle};
+
+pub use target::Cycle;
+
+/// A target with its plugin instances, ready to run.
+pub struct Runner {
+    target: Target,
+    monitor: Arc<MonitorHandle>,
+    diagnosers: Vec<(String, DiagnoserHandle)>,
+    recoverers: Vec<RecovererHandle>,
+}
+
+/// What targets share.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Targets that have open issues: their dependents are not recovered.
+    down: RwLock<HashSet<String>>,
+    /// Ask a target to check at once (a dependency of it just healed).
+    recheck: HashMap<String, mpsc::Sender<()>>,
+    /// Each target's dependents.
+    dependents: HashMap<String, Vec<String>>,
+}
+
+impl Shared {
+    pub(crate) fn set_down(&self, target: &str, down: bool) -> bool {
+        let mut set = self.down.write().unwrap_or_else(|poison| poison.into_inner());
+        if down {
+            set.insert(target.to_owned())
+        } else {
+            set.remove(target)
+        }
+    }
+
+    pub(crate) fn first_down<'a>(&self, targets: &'a [String]) -> Option<&'a str> {
+        let set = self.down.read().unwrap_or_else(|poison| poison.into_inner());
+        targets.iter().find(|t| set.contains(*t)).map(String::as_str)
+    }
+
+    pub(crate) fn recheck_dependents(&self, target: &str) {
+        for dependent in self.dependents.get(target).into_iter().flatten() {
+            if let Some(sender) = self.recheck.get(dependent) {
+                let _ = sender.try_send(());
+            }
+        }
+    }
+}
+
+/// Creates the plugin instances of every enabled target. Every failure is
+/// reported, naming the target and plugin.
+pub async fn build(config: &Config, catalog: &Catalog) -> Result<Vec<Runner>, Vec<String>> {
+    let mut runners = Vec::new();
+    let mut errors = Vec::new();
+    for target in config.targets.iter().filter(|t| t.enabled) {
+        match build_target(target, catalog).await {
+            Ok(runner) => runners.push(runner),
+            Err(err) => errors.push(err),
+        }
+    }
+    if errors.is_empty() {
+        Ok(runners)
+    } else {
+        Err(errors)
+    }
+}
+
+async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, String> {
+    let fail = |plugin: &PluginUse, err: String| {
+        format!("target {:?}: cannot create {} {:?}: {err}", target.name, plugin.kind, plugin.plugin)
+    };
+    let package = |plugin: &PluginUse| {
+        catalog
+            .find(plugin.kind, &plugin.plugin)
+            .ok_or_else(|| fail(plugin, format!("no loaded package exports it (in {})", catalog.dir.display())))
+    };
+    let monitor = package(&target.monitor)?
+        .new_monitor(&target.monitor.plugin, &target.monitor.config)
+        .await
+        .map_err(|err| fail(&target.monitor, err))?;
+    let mut diagnosers = Vec::new();
+    for plugin in &target.diagnosers {
+        let diagnoser = package(plugin)?.new_diagnoser(&plugin.plugin, &plugin.config).await.map_err(|e| fail(plugin, e))?;
+        diagnosers.push((plugin.plugin.clone(), diagnoser));
+    }
+    let mut recoverers = Vec::new();
+    for recoverer in &target.recoverers {
+        let plugin = &recoverer.plugin;
+        debug_assert_eq!(plugin.kind, PluginKind::Recoverer);
+        recoverers.push(package(plugin)?.new_recoverer(&plugin.plugin, &plugin.config).await.map_err(|e| fail(plugin, e))?);
+    }
+    Ok(Runner { target: target.clone(), monitor: Arc::new(monitor), diagnosers, recoverers })
+}
+
+/// Runs every target until `shutdown` becomes `true`.
+pub async fn run(runners: Vec<Runner>, max_concurrent_recoveries: usize, history: usize, shutdown: watch::Receiver<bool>) {
+    let limiter = Arc::new(Semaphore::new(max_concurrent_recoveries));
+    let mut shared = Shared::default();
+    let mut inboxes = HashMap::new();
+    for runner in &runners {
+        let (sender, inbox) = mpsc::channel(1);
+        shared.recheck.insert(runner.target.name.clone(), sender);
+        inboxes.insert(runner.target.name.clone(), inbox);
+        for dependency in &runner.target.depends_on {
+            shared.dependents.entry(dependency.clone()).or_default().push(runner.target.name.clone());
+        }
+    }
+    let shared = Arc::new(shared);
+    let tasks: Vec<_> = runners
+        .into_iter()
+        .filter_map(|runner| {
+            let inbox = inboxes.remove(&runner.target.name)?;
+            let cycle = Cycle::new(runner, Arc::clone(&shared), Arc::clone(&limiter), history);
+            Some(tokio::spawn(cycle.run(inbox, shutdown.clone())))
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// One check of every target, concurrently, with recovery if asked: what
+/// `healer once` prints.
+pub async fn once(runners: Vec<Runner>, recover: bool, history: usize) -> Vec<(String, Observation, Vec<String>)> {
+    let limiter = Arc::new(Semaphore::new(runners.len().max(1)));
+    let shared = Arc::new(Shared::default());
+    let tasks: Vec<_> = runners
+        .into_iter()
+        .map(|runner| {
+            let mut cycle = Cycle::new(runner, Arc::clone(&shared), Arc::clone(&limiter), history);
+            tokio::spawn(async move { cycle.once(recover).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        if let Ok(result) = task.await {
+            results.push(result);
+        }
+    }
+    results
+}
