@@ -75,12 +75,18 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plugins { ref dir, json } => plugins(&cli, dir.clone(), json),
         Command::Run => with_runtime(daemon(&cli)),
         Command::Check => check(&cli),
-        Command::Once { ref target, recover } => with_runtime(once(&cli, target.as_deref(), recover)),
+        Command::Once {
+            ref target,
+            recover,
+        } => with_runtime(once(&cli, target.as_deref(), recover)),
     }
 }
 
 fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime.block_on(work),
         Err(err) => fail(&format!("cannot start the async runtime: {err}")),
     }
@@ -88,9 +94,14 @@ fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 /// The config, the plugins it needs, and every problem with either.
 fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
-    let config = Config::load(&cli.config).map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let config = Config::load(&cli.config)
+        .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let catalog = Catalog::scan(&config.healer.plugins_dir).map_err(|err| vec![err.to_string()])?;
-    let mut problems: Vec<String> = catalog.errors.iter().map(|e| format!("warning: {e}")).collect();
+    let mut problems: Vec<String> = catalog
+        .errors
+        .iter()
+        .map(|e| format!("warning: {e}"))
+        .collect();
     let errors = catalog.check_config(&config);
     if errors.is_empty() {
         for warning in problems {
@@ -165,13 +176,22 @@ async fn daemon(cli: &Cli) -> ExitCode {
         pid = std::process::id(),
         "healer running"
     );
-    engine::run(runners, config.healer.max_concurrent_recoveries, config.healer.history, shutdown).await;
+    engine::run(
+        runners,
+        config.healer.max_concurrent_recoveries,
+        config.healer.history,
+        shutdown,
+    )
+    .await;
     ExitCode::SUCCESS
 }
 
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -190,8 +210,12 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
     if let Some(only) = only {
         if !config.targets.iter().any(|t| t.name == only) {
             let names = config.targets.iter().map(|t| t.name.as_str());
-            let hint = config::did_you_mean(only, names).map_or_else(String::new, |g| format!(" (did you mean \"{g}\"?)"));
-            return fail(&format!("{}: no target is named {only:?}{hint}", config.path.display()));
+            let hint = config::did_you_mean(only, names)
+                .map_or_else(String::new, |g| format!(" (did you mean \"{g}\"?)"));
+            return fail(&format!(
+                "{}: no target is named {only:?}{hint}",
+                config.path.display()
+            ));
         }
         config.targets.retain(|t| t.name == only);
     }
@@ -209,8 +233,16 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
     let mut worst = Status::Ok;
     for (name, seen, findings) in &results {
         worst = worst.max(seen.status);
-        let findings = if findings.is_empty() { String::new() } else { format!("  [{}]", findings.join(", ")) };
-        println!("{name:<width$}  {:<8}  {}{findings}", seen.status.as_str(), seen.summary);
+        let findings = if findings.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", findings.join(", "))
+        };
+        println!(
+            "{name:<width$}  {:<8}  {}{findings}",
+            seen.status.as_str(),
+            seen.summary
+        );
     }
     ExitCode::from(worst.exit_code() as u8)
 }
@@ -220,7 +252,11 @@ fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
         Some(dir) => dir,
         None => match config::Config::load(&cli.config) {
             Ok(config) => config.healer.plugins_dir,
-            Err(errors) => return fail(&format!("{errors}\n(or name a plugins directory with --dir)")),
+            Err(errors) => {
+                return fail(&format!(
+                    "{errors}\n(or name a plugins directory with --dir)"
+                ))
+            }
         },
     };
     let catalog = match Catalog::scan(&dir) {

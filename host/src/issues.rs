@@ -71,9 +71,17 @@ pub enum Transition {
     /// An issue's check passed `resolve_after` times.
     Resolved { kind: String, attempts: u32 },
     /// No more attempts will be made.
-    Escalated { kind: String, attempts: u32, reason: String },
+    Escalated {
+        kind: String,
+        attempts: u32,
+        reason: String,
+    },
     /// A finding was seen but has not yet failed `fail_after` times.
-    Soft { kind: String, failures: u32, needed: u32 },
+    Soft {
+        kind: String,
+        failures: u32,
+        needed: u32,
+    },
 }
 
 /// The issues of one target.
@@ -89,7 +97,12 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker with no issues.
     pub fn new(policy: Policy) -> Tracker {
-        Tracker { policy, issues: HashMap::new(), soft: HashMap::new(), remembered: HashMap::new() }
+        Tracker {
+            policy,
+            issues: HashMap::new(),
+            soft: HashMap::new(),
+            remembered: HashMap::new(),
+        }
     }
 
     /// The open issues.
@@ -109,13 +122,16 @@ impl Tracker {
 
     /// Whether any issue is escalated (the target is re-probed slowly).
     pub fn any_escalated(&self) -> bool {
-        self.issues.values().any(|issue| issue.state == State::Escalated)
+        self.issues
+            .values()
+            .any(|issue| issue.state == State::Escalated)
     }
 
     /// Feeds the findings of one check.
     pub fn observe(&mut self, findings: &[Finding], now: Instant) -> Vec<Transition> {
         let stable_after: Duration = self.policy.stable_after.into();
-        self.remembered.retain(|_, (_, resolved_at)| now.duration_since(*resolved_at) < stable_after);
+        self.remembered
+            .retain(|_, (_, resolved_at)| now.duration_since(*resolved_at) < stable_after);
         let mut transitions = Vec::new();
 
         for finding in findings {
@@ -137,11 +153,18 @@ impl Tracker {
             let failures = self.soft.entry(finding.kind.clone()).or_insert(0);
             *failures += 1;
             if *failures < self.policy.fail_after {
-                transitions.push(Transition::Soft { kind: finding.kind.clone(), failures: *failures, needed: self.policy.fail_after });
+                transitions.push(Transition::Soft {
+                    kind: finding.kind.clone(),
+                    failures: *failures,
+                    needed: self.policy.fail_after,
+                });
                 continue;
             }
             self.soft.remove(&finding.kind);
-            let attempts = self.remembered.remove(&finding.kind).map_or(0, |(attempts, _)| attempts);
+            let attempts = self
+                .remembered
+                .remove(&finding.kind)
+                .map_or(0, |(attempts, _)| attempts);
             let mut issue = Issue {
                 kind: finding.kind.clone(),
                 state: State::Open,
@@ -152,13 +175,19 @@ impl Tracker {
                 next_attempt_at: now,
                 attempting: false,
             };
-            transitions.push(Transition::Opened { kind: issue.kind.clone(), attempts });
+            transitions.push(Transition::Opened {
+                kind: issue.kind.clone(),
+                attempts,
+            });
             if attempts >= self.policy.max_attempts {
                 issue.state = State::Escalated;
                 transitions.push(Transition::Escalated {
                     kind: issue.kind.clone(),
                     attempts,
-                    reason: format!("came back within {} after {attempts} recovery attempts", self.policy.stable_after),
+                    reason: format!(
+                        "came back within {} after {attempts} recovery attempts",
+                        self.policy.stable_after
+                    ),
                 });
             }
             self.issues.insert(issue.kind.clone(), issue);
@@ -178,7 +207,10 @@ impl Tracker {
         for kind in healed {
             if let Some(issue) = self.issues.remove(&kind) {
                 self.remembered.insert(kind.clone(), (issue.attempts, now));
-                transitions.push(Transition::Resolved { kind, attempts: issue.attempts });
+                transitions.push(Transition::Resolved {
+                    kind,
+                    attempts: issue.attempts,
+                });
             }
         }
         transitions
@@ -225,7 +257,11 @@ impl Tracker {
             return None;
         }
         issue.state = State::Escalated;
-        Some(Transition::Escalated { kind: kind.to_owned(), attempts: issue.attempts, reason })
+        Some(Transition::Escalated {
+            kind: kind.to_owned(),
+            attempts: issue.attempts,
+            reason,
+        })
     }
 
     /// The wait after attempt `n`: `backoff`, doubled per attempt, capped.
@@ -271,13 +307,22 @@ mod tests {
     fn one_failed_check_opens_an_issue_by_default() {
         let mut tracker = Tracker::new(policy());
         let now = Instant::now();
-        assert_eq!(tracker.observe(&down(), now), [Transition::Opened { kind: "process.not_running".into(), attempts: 0 }]);
+        assert_eq!(
+            tracker.observe(&down(), now),
+            [Transition::Opened {
+                kind: "process.not_running".into(),
+                attempts: 0
+            }]
+        );
         assert_eq!(tracker.due(now), ["process.not_running"]);
     }
 
     #[test]
     fn fail_after_needs_that_many_consecutive_failures() {
-        let mut tracker = Tracker::new(Policy { fail_after: 3, ..policy() });
+        let mut tracker = Tracker::new(Policy {
+            fail_after: 3,
+            ..policy()
+        });
         let now = Instant::now();
         tracker.observe(&down(), now);
         tracker.observe(&[], now); // a blip resets the count
@@ -285,7 +330,10 @@ mod tests {
         tracker.observe(&down(), now);
         assert!(!tracker.has_issues());
         let transitions = tracker.observe(&down(), now);
-        assert!(matches!(transitions[0], Transition::Opened { .. }), "{transitions:?}");
+        assert!(
+            matches!(transitions[0], Transition::Opened { .. }),
+            "{transitions:?}"
+        );
     }
 
     #[test]
@@ -312,7 +360,10 @@ mod tests {
         }
         assert_eq!(attempts, [1, 2, 3]);
         assert!(escalated);
-        assert_eq!(tracker.issue("process.not_running").unwrap().state, State::Escalated);
+        assert_eq!(
+            tracker.issue("process.not_running").unwrap().state,
+            State::Escalated
+        );
     }
 
     #[test]
@@ -328,11 +379,20 @@ mod tests {
 
     #[test]
     fn resolve_after_needs_that_many_healthy_checks() {
-        let mut tracker = Tracker::new(Policy { resolve_after: 2, ..policy() });
+        let mut tracker = Tracker::new(Policy {
+            resolve_after: 2,
+            ..policy()
+        });
         let now = Instant::now();
         tracker.observe(&down(), now);
         assert!(tracker.observe(&[], now).is_empty());
-        assert_eq!(tracker.observe(&[], now), [Transition::Resolved { kind: "process.not_running".into(), attempts: 0 }]);
+        assert_eq!(
+            tracker.observe(&[], now),
+            [Transition::Resolved {
+                kind: "process.not_running".into(),
+                attempts: 0
+            }]
+        );
         assert!(!tracker.has_issues());
     }
 
@@ -345,12 +405,21 @@ mod tests {
         attempt(&mut tracker, now);
         tracker.observe(&[], now); // resolved after 2 attempts
         let later = now + Duration::from_secs(60);
-        assert_eq!(tracker.observe(&down(), later)[0], Transition::Opened { kind: "process.not_running".into(), attempts: 2 });
+        assert_eq!(
+            tracker.observe(&down(), later)[0],
+            Transition::Opened {
+                kind: "process.not_running".into(),
+                attempts: 2
+            }
+        );
         assert_eq!(attempt(&mut tracker, later), 3);
         tracker.observe(&[], later);
         // Back again, attempts exhausted: escalated at once, no restart storm.
         let transitions = tracker.observe(&down(), later + Duration::from_secs(1));
-        assert!(matches!(transitions[1], Transition::Escalated { attempts: 3, .. }), "{transitions:?}");
+        assert!(
+            matches!(transitions[1], Transition::Escalated { attempts: 3, .. }),
+            "{transitions:?}"
+        );
         assert!(tracker.due(later + Duration::from_secs(60)).is_empty());
     }
 
@@ -362,7 +431,13 @@ mod tests {
         attempt(&mut tracker, now);
         tracker.observe(&[], now);
         let much_later = now + Duration::from_secs(301);
-        assert_eq!(tracker.observe(&down(), much_later)[0], Transition::Opened { kind: "process.not_running".into(), attempts: 0 });
+        assert_eq!(
+            tracker.observe(&down(), much_later)[0],
+            Transition::Opened {
+                kind: "process.not_running".into(),
+                attempts: 0
+            }
+        );
     }
 
     #[test]
@@ -370,8 +445,13 @@ mod tests {
         let mut tracker = Tracker::new(policy());
         let now = Instant::now();
         tracker.observe(&down(), now);
-        assert!(tracker.escalate("process.not_running", "no recoverer".into()).is_some());
+        assert!(tracker
+            .escalate("process.not_running", "no recoverer".into())
+            .is_some());
         assert!(tracker.due(now).is_empty());
-        assert!(matches!(tracker.observe(&[], now)[0], Transition::Resolved { .. }));
+        assert!(matches!(
+            tracker.observe(&[], now)[0],
+            Transition::Resolved { .. }
+        ));
     }
 }

@@ -33,7 +33,10 @@ pub async fn reap_orphans(mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = shutdown.changed() => return,
         }
-        let zombies_now: HashSet<i32> = children().into_iter().filter(|&pid| is_zombie(pid)).collect();
+        let zombies_now: HashSet<i32> = children()
+            .into_iter()
+            .filter(|&pid| is_zombie(pid))
+            .collect();
         for &pid in zombies_now.intersection(&zombies_before) {
             if let Ok(status) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 debug!(pid, ?status, "reaped an orphaned child");
@@ -51,13 +54,20 @@ fn children() -> Vec<i32> {
     tasks
         .filter_map(Result::ok)
         .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| list.split_whitespace().filter_map(|pid| pid.parse().ok()).collect::<Vec<i32>>())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<i32>>()
+        })
         .collect()
 }
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }

@@ -34,7 +34,11 @@ impl Duration {
     pub fn parse(text: &str) -> Result<Duration, String> {
         humantime::parse_duration(text.trim())
             .map(Duration)
-            .map_err(|err| format!("invalid duration {text:?}: {err} (write e.g. \"5s\", \"250ms\", \"1m 30s\")"))
+            .map_err(|err| {
+                format!(
+                    "invalid duration {text:?}: {err} (write e.g. \"5s\", \"250ms\", \"1m 30s\")"
+                )
+            })
     }
 }
 
@@ -111,6 +115,9 @@ mod tests {
     #[test]
     fn prints_the_way_it_is_written() {
         assert_eq!(Duration::from_secs(90).to_string(), "1m 30s");
-        assert_eq!(serde_json::to_string(&Duration::from_millis(250)).unwrap(), "\"250ms\"");
+        assert_eq!(
+            serde_json::to_string(&Duration::from_millis(250)).unwrap(),
+            "\"250ms\""
+        );
     }
 }

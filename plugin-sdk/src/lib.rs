@@ -37,7 +37,9 @@
 //! The SDK's major version is the ABI version: the host refuses a package
 //! built against another major. See `docs/PLUGIN_AUTHORS.md`.
 
+mod bytes;
 mod duration;
+pub mod events;
 mod export;
 pub mod ffi;
 mod finding;
@@ -45,6 +47,7 @@ mod observation;
 mod plugin;
 mod runtime;
 
+pub use bytes::Bytes;
 pub use duration::Duration;
 pub use finding::{Finding, Outcome, Recovery};
 pub use observation::{Metric, Observation, Status};

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 const PACKAGES: &[&str] = &[
     "healer",
     "healer-plugin-example",
+    "healer-plugin-process",
+    "healer-plugin-command",
     "healer-fixture-no-root",
     "healer-fixture-other-sdk-major",
     "healer-fixture-wrong-layout",
@@ -138,4 +140,127 @@ pub fn run_bounded(command: &mut Command, limit: Duration) -> Output {
 /// Stdout as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A `healer run` daemon started for a test; stopped (SIGTERM, then
+/// SIGKILL) when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    /// The daemon's log file.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `healer run` on `config` (stderr goes to `<log>.stderr`).
+    pub fn start(config: &Path, log: &Path) -> Daemon {
+        let stderr = std::fs::File::create(log.with_extension("stderr")).expect("stderr file");
+        let child = Command::new(healer_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("healer starts");
+        Daemon {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log has a line containing every one of `parts`;
+    /// panics with the log after `limit`.
+    pub fn wait_for_log(&mut self, parts: &[&str], limit: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            let text = self.log_text();
+            if let Some(line) = text
+                .lines()
+                .find(|line| parts.iter().all(|p| line.contains(p)))
+            {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "healer exited ({status}) before logging {parts:?}; log:\n{text}\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no log line with {parts:?} within {limit:?}; log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many log lines contain every one of `parts`.
+    pub fn count_in_log(&self, parts: &[&str]) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|line| parts.iter().all(|p| line.contains(p)))
+            .count()
+    }
+
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `pid` is a live process (not a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Sends `signal` (e.g. "KILL", "STOP") to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Polls `probe` every 5 ms until it returns `Some`, or panics after `limit`.
+pub fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
-pub use source::Location;
 pub use source::did_you_mean;
+pub use source::Location;
 use source::{with_hint, Source};
 
 /// Where the default config lives, relative to the working directory.
@@ -302,10 +302,18 @@ impl Config {
                 message: with_hint(err.message().trim()),
             }])
         })?;
-        let mut check = Checker { file: path, source: &source, errors: Vec::new() };
+        let mut check = Checker {
+            file: path,
+            source: &source,
+            errors: Vec::new(),
+        };
         let mut healer = raw.healer;
         check.healer(&healer);
-        let targets: Vec<Target> = raw.targets.into_iter().filter_map(|t| check.target(t, &healer)).collect();
+        let targets: Vec<Target> = raw
+            .targets
+            .into_iter()
+            .filter_map(|t| check.target(t, &healer))
+            .collect();
         check.names_and_dependencies(&targets);
         if !check.errors.is_empty() {
             let mut errors = check.errors;
@@ -313,22 +321,39 @@ impl Config {
             return Err(ConfigErrors(errors));
         }
         let base = path.parent().unwrap_or(Path::new("."));
-        for dir in [&mut healer.plugins_dir, &mut healer.state_dir, &mut healer.log_file] {
+        for dir in [
+            &mut healer.plugins_dir,
+            &mut healer.state_dir,
+            &mut healer.log_file,
+        ] {
             *dir = base.join(&*dir);
         }
-        Ok(Config { path: path.to_owned(), healer, targets, source })
+        Ok(Config {
+            path: path.to_owned(),
+            healer,
+            targets,
+            source,
+        })
     }
 
     /// An error located at `plugin`'s table, or at `key` inside it when the
     /// plugin's message names a field (`unknown field `x``).
     pub fn plugin_error(&self, plugin: &PluginUse, message: &str) -> ConfigError {
-        let field = source::unknown_field(message)
-            .or_else(|| message.strip_prefix("invalid value for `")?.split('`').next());
+        let field = source::unknown_field(message).or_else(|| {
+            message
+                .strip_prefix("invalid value for `")?
+                .split('`')
+                .next()
+        });
         let at = match field {
             Some(key) => self.source.key_in_table(plugin.span.clone(), key),
             None => plugin.at,
         };
-        ConfigError { file: self.path.clone(), at: Some(at), message: with_hint(message) }
+        ConfigError {
+            file: self.path.clone(),
+            at: Some(at),
+            message: with_hint(message),
+        }
     }
 }
 
@@ -350,18 +375,29 @@ impl Checker<'_> {
 
     fn healer(&mut self, healer: &Healer) {
         let at = self.source.text().find("[healer]").unwrap_or(0);
-        for (name, value) in [("max_attempts", healer.max_attempts), ("fail_after", healer.fail_after), ("resolve_after", healer.resolve_after)] {
+        for (name, value) in [
+            ("max_attempts", healer.max_attempts),
+            ("fail_after", healer.fail_after),
+            ("resolve_after", healer.resolve_after),
+        ] {
             if value == 0 {
                 self.error(at, format!("[healer] {name} must be at least 1"));
             }
         }
-        for (name, value) in [("interval", healer.interval), ("timeout", healer.timeout), ("escalated_interval", healer.escalated_interval)] {
+        for (name, value) in [
+            ("interval", healer.interval),
+            ("timeout", healer.timeout),
+            ("escalated_interval", healer.escalated_interval),
+        ] {
             if value.is_zero() {
                 self.error(at, format!("[healer] {name} must be longer than zero"));
             }
         }
         if healer.max_concurrent_recoveries == 0 {
-            self.error(at, "[healer] max_concurrent_recoveries must be at least 1".to_owned());
+            self.error(
+                at,
+                "[healer] max_concurrent_recoveries must be at least 1".to_owned(),
+            );
         }
     }
 
@@ -382,24 +418,43 @@ impl Checker<'_> {
             recovery_timeout: raw.recovery_timeout.unwrap_or(healer.recovery_timeout),
         };
         let name = raw.name.get_ref().clone();
-        for (field, value) in [("max_attempts", policy.max_attempts), ("fail_after", policy.fail_after), ("resolve_after", policy.resolve_after)] {
+        for (field, value) in [
+            ("max_attempts", policy.max_attempts),
+            ("fail_after", policy.fail_after),
+            ("resolve_after", policy.resolve_after),
+        ] {
             if value == 0 {
                 self.error(at, format!("target {name:?}: {field} must be at least 1"));
             }
         }
         for (field, value) in [("interval", policy.interval), ("timeout", policy.timeout)] {
             if value.is_zero() {
-                self.error(at, format!("target {name:?}: {field} must be longer than zero"));
+                self.error(
+                    at,
+                    format!("target {name:?}: {field} must be longer than zero"),
+                );
             }
         }
         let monitor = self.plugin_use(PluginKind::Monitor, raw.monitor, false);
-        let diagnosers = raw.diagnose.into_iter().filter_map(|t| self.plugin_use(PluginKind::Diagnoser, t, false)).collect();
-        let recoverers = raw.recover.into_iter().filter_map(|t| self.recoverer_use(t)).collect();
+        let diagnosers = raw
+            .diagnose
+            .into_iter()
+            .filter_map(|t| self.plugin_use(PluginKind::Diagnoser, t, false))
+            .collect();
+        let recoverers = raw
+            .recover
+            .into_iter()
+            .filter_map(|t| self.recoverer_use(t))
+            .collect();
         Some(Target {
             name,
             enabled: raw.enabled,
             policy,
-            depends_on: raw.depends_on.into_iter().map(Spanned::into_inner).collect(),
+            depends_on: raw
+                .depends_on
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
             monitor: monitor?,
             diagnosers,
             recoverers,
@@ -407,13 +462,21 @@ impl Checker<'_> {
         })
     }
 
-    fn plugin_use(&mut self, kind: PluginKind, table: Spanned<toml::Table>, allow_on: bool) -> Option<PluginUse> {
+    fn plugin_use(
+        &mut self,
+        kind: PluginKind,
+        table: Spanned<toml::Table>,
+        allow_on: bool,
+    ) -> Option<PluginUse> {
         let span = table.span();
         let mut table = table.into_inner();
         let plugin = match table.remove("plugin") {
             Some(toml::Value::String(name)) => name,
             Some(_) => {
-                self.error(span.start, format!("the {kind}'s `plugin` must be a string naming a {kind} plugin"));
+                self.error(
+                    span.start,
+                    format!("the {kind}'s `plugin` must be a string naming a {kind} plugin"),
+                );
                 return None;
             }
             None => {
@@ -432,26 +495,38 @@ impl Checker<'_> {
         let config = match serde_json::to_value(&table) {
             Ok(config) => config,
             Err(err) => {
-                self.error(span.start, format!("the {kind}'s config cannot be passed to its plugin: {err}"));
+                self.error(
+                    span.start,
+                    format!("the {kind}'s config cannot be passed to its plugin: {err}"),
+                );
                 return None;
             }
         };
-        Some(PluginUse { kind, plugin, config, at: self.source.locate(span.start), span })
+        Some(PluginUse {
+            kind,
+            plugin,
+            config,
+            at: self.source.locate(span.start),
+            span,
+        })
     }
 
     fn recoverer_use(&mut self, table: Spanned<toml::Table>) -> Option<RecovererUse> {
         let span = table.span();
         let on: Vec<String> = match table.get_ref().get("on") {
             None => vec!["*".to_owned()],
-            Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_str) => {
-                items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()
-            }
+            Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_str) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect(),
             Some(_) => {
                 let at = self.source.key_in_table(span.clone(), "on");
                 self.errors.push(ConfigError {
                     file: self.file.to_owned(),
                     at: Some(at),
-                    message: "`on` must be a list of globs on finding kinds, e.g. on = [\"process.*\"]".to_owned(),
+                    message:
+                        "`on` must be a list of globs on finding kinds, e.g. on = [\"process.*\"]"
+                            .to_owned(),
                 });
                 return None;
             }
@@ -467,7 +542,10 @@ impl Checker<'_> {
                     self.errors.push(ConfigError {
                         file: self.file.to_owned(),
                         at: Some(at),
-                        message: format!("`on` pattern {pattern:?} is not a valid glob: {}", err.kind()),
+                        message: format!(
+                            "`on` pattern {pattern:?} is not a valid glob: {}",
+                            err.kind()
+                        ),
                     });
                     return None;
                 }
@@ -477,7 +555,11 @@ impl Checker<'_> {
         let mut table = table.into_inner();
         table.remove("on");
         let plugin = self.plugin_use(PluginKind::Recoverer, Spanned::new(span, table), true)?;
-        Some(RecovererUse { plugin, on, matcher })
+        Some(RecovererUse {
+            plugin,
+            on,
+            matcher,
+        })
     }
 
     /// Unique names, known dependencies, no cycles.
@@ -486,9 +568,18 @@ impl Checker<'_> {
         for target in targets {
             let valid = !target.name.is_empty()
                 && target.name.len() <= 64
-                && target.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                && target
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !valid {
-                self.push(target.at, format!("target name {:?} must be 1 to 64 of A-Z a-z 0-9 - _ .", target.name));
+                self.push(
+                    target.at,
+                    format!(
+                        "target name {:?} must be 1 to 64 of A-Z a-z 0-9 - _ .",
+                        target.name
+                    ),
+                );
             }
             if let Some(first) = first_at.get(target.name.as_str()) {
                 self.push(target.at, format!("a second target is named {:?} (the first is at line {}); names must be unique", target.name, first.line));
@@ -499,29 +590,51 @@ impl Checker<'_> {
         for target in targets {
             for dependency in &target.depends_on {
                 if dependency == &target.name {
-                    self.push(target.at, format!("target {:?} depends on itself", target.name));
+                    self.push(
+                        target.at,
+                        format!("target {:?} depends on itself", target.name),
+                    );
                 } else if !first_at.contains_key(dependency.as_str()) {
                     let hint = did_you_mean(dependency, first_at.keys().copied())
                         .map(|guess| format!(" (did you mean \"{guess}\"?)"))
                         .unwrap_or_default();
-                    self.push(target.at, format!("target {:?} depends on {dependency:?}, which is not a target{hint}", target.name));
+                    self.push(
+                        target.at,
+                        format!(
+                            "target {:?} depends on {dependency:?}, which is not a target{hint}",
+                            target.name
+                        ),
+                    );
                 }
             }
         }
         if let Some(cycle) = find_cycle(targets) {
-            let at = targets.iter().find(|t| t.name == cycle[0]).map_or(Location { line: 1, column: 1 }, |t| t.at);
-            self.push(at, format!("depends_on forms a cycle: {}", cycle.join(" -> ")));
+            let at = targets
+                .iter()
+                .find(|t| t.name == cycle[0])
+                .map_or(Location { line: 1, column: 1 }, |t| t.at);
+            self.push(
+                at,
+                format!("depends_on forms a cycle: {}", cycle.join(" -> ")),
+            );
         }
     }
 
     fn push(&mut self, at: Location, message: String) {
-        self.errors.push(ConfigError { file: self.file.to_owned(), at: Some(at), message });
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            at: Some(at),
+            message,
+        });
     }
 }
 
 /// A dependency cycle as target names, first repeated at the end.
 fn find_cycle(targets: &[Target]) -> Option<Vec<String>> {
-    let edges: HashMap<&str, &[String]> = targets.iter().map(|t| (t.name.as_str(), t.depends_on.as_slice())).collect();
+    let edges: HashMap<&str, &[String]> = targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.depends_on.as_slice()))
+        .collect();
     let mut done: HashSet<&str> = HashSet::new();
     for target in targets {
         let mut path: Vec<&str> = Vec::new();
@@ -560,7 +673,8 @@ fn visit<'a>(
 /// A plugin's config as written in TOML (e.g. its sample config), as the
 /// JSON object the plugin's package deserializes.
 pub fn plugin_table_to_json(toml_text: &str) -> Result<Value, String> {
-    let table: toml::Table = toml::from_str(toml_text).map_err(|err| err.message().trim().to_owned())?;
+    let table: toml::Table =
+        toml::from_str(toml_text).map_err(|err| err.message().trim().to_owned())?;
     serde_json::to_value(table).map_err(|err| err.to_string())
 }
 

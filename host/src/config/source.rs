@@ -40,7 +40,10 @@ impl Source {
     pub fn locate(&self, offset: usize) -> Location {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
-        let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+        let column = before
+            .rfind('\n')
+            .map_or(before.len(), |nl| before.len() - nl - 1)
+            + 1;
         Location { line, column }
     }
 
@@ -72,7 +75,10 @@ impl Source {
 }
 
 /// The candidate closest to `word`, if it is close enough to be a typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -137,13 +143,22 @@ mod tests {
         assert_eq!(source.key_in_table(header..header + 11, "urll").line, 5);
         let inline = "m = { plugin = \"x\", urll = 1 }\n";
         let source = Source::new(inline.to_owned());
-        assert_eq!(source.key_in_table(4..inline.len() - 1, "urll"), Location { line: 1, column: 21 });
+        assert_eq!(
+            source.key_in_table(4..inline.len() - 1, "urll"),
+            Location {
+                line: 1,
+                column: 21
+            }
+        );
     }
 
     #[test]
     fn suggests_close_names_only() {
         assert_eq!(did_you_mean("urll", ["url", "timeout"]), Some("url"));
-        assert_eq!(did_you_mean("intervall", ["interval", "timeout"]), Some("interval"));
+        assert_eq!(
+            did_you_mean("intervall", ["interval", "timeout"]),
+            Some("interval")
+        );
         assert_eq!(did_you_mean("zzz", ["url", "timeout"]), None);
     }
 
@@ -153,7 +168,10 @@ mod tests {
             with_hint("unknown field `urll`, expected one of `url`, `method`"),
             "unknown field `urll`, expected one of `url`, `method` (did you mean \"url\"?)"
         );
-        assert_eq!(with_hint("unknown field `pth`, expected `path`"), "unknown field `pth`, expected `path` (did you mean \"path\"?)");
+        assert_eq!(
+            with_hint("unknown field `pth`, expected `path`"),
+            "unknown field `pth`, expected `path` (did you mean \"path\"?)"
+        );
         assert_eq!(with_hint("missing field `url`"), "missing field `url`");
     }
 }

@@ -22,7 +22,10 @@ fn a_minimal_config_gets_the_documented_defaults() {
     assert_eq!(web.policy.max_attempts, 3);
     assert_eq!((web.policy.fail_after, web.policy.resolve_after), (1, 1));
     assert_eq!(web.monitor.plugin, "http");
-    assert_eq!(web.monitor.config, serde_json::json!({"url": "http://127.0.0.1:8080/"}));
+    assert_eq!(
+        web.monitor.config,
+        serde_json::json!({"url": "http://127.0.0.1:8080/"})
+    );
     assert!(config.healer.enabled);
     assert_eq!(config.healer.plugins_dir, Path::new("plugins"));
 }
@@ -41,34 +44,58 @@ fn targets_override_the_healer_defaults() {
 
 #[test]
 fn paths_are_relative_to_the_config_file() {
-    let config = Config::parse(Path::new("/etc/healer/healer.toml"), "[healer]\nplugins_dir = \"lib\"\n".to_owned()).unwrap();
+    let config = Config::parse(
+        Path::new("/etc/healer/healer.toml"),
+        "[healer]\nplugins_dir = \"lib\"\n".to_owned(),
+    )
+    .unwrap();
     assert_eq!(config.healer.plugins_dir, Path::new("/etc/healer/lib"));
-    assert_eq!(config.healer.log_file, Path::new("/etc/healer/logs/healer.log"));
+    assert_eq!(
+        config.healer.log_file,
+        Path::new("/etc/healer/logs/healer.log")
+    );
 }
 
 #[test]
 fn an_unknown_key_names_line_and_column_and_suggests_the_right_one() {
     let errors = parse("[healer]\nintervall = \"5s\"\n").unwrap_err();
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].starts_with("healer.toml:2:1: unknown field `intervall`"), "{}", errors[0]);
-    assert!(errors[0].ends_with("(did you mean \"interval\"?)"), "{}", errors[0]);
+    assert!(
+        errors[0].starts_with("healer.toml:2:1: unknown field `intervall`"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].ends_with("(did you mean \"interval\"?)"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
 fn a_bad_duration_says_what_a_duration_looks_like() {
     let errors = parse("[healer]\ninterval = \"soon\"\n").unwrap_err();
-    assert!(errors[0].starts_with("healer.toml:2:12: invalid duration \"soon\""), "{}", errors[0]);
+    assert!(
+        errors[0].starts_with("healer.toml:2:12: invalid duration \"soon\""),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
 fn a_target_without_a_monitor_is_refused() {
     let errors = parse("[[target]]\nname = \"x\"\n").unwrap_err();
-    assert!(errors[0].contains("missing field `monitor`"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("missing field `monitor`"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
 fn a_plugin_table_without_a_plugin_name_is_refused() {
-    let errors = parse("[[target]]\nname = \"x\"\n[target.monitor]\nurl = \"http://x\"\n").unwrap_err();
+    let errors =
+        parse("[[target]]\nname = \"x\"\n[target.monitor]\nurl = \"http://x\"\n").unwrap_err();
     assert_eq!(errors, ["healer.toml:3:1: this monitor names no plugin: add `plugin = \"NAME\"` (`healer plugins` lists them)"]);
 }
 
@@ -115,7 +142,10 @@ fn recoverers_select_findings_by_glob() {
     assert!(recoverer.handles("process.not_running"));
     assert!(recoverer.handles("http.status_5xx"));
     assert!(!recoverer.handles("http.timeout"));
-    assert_eq!(recoverer.plugin.config, serde_json::json!({"argv": ["true"]}));
+    assert_eq!(
+        recoverer.plugin.config,
+        serde_json::json!({"argv": ["true"]})
+    );
 }
 
 #[test]
@@ -128,7 +158,11 @@ fn a_recoverer_without_on_handles_every_finding() {
 fn a_bad_glob_is_refused_at_its_line() {
     let text = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.[\"]\n");
     let errors = parse(&text).unwrap_err();
-    assert!(errors[0].starts_with("healer.toml:9:1: `on` pattern \"process.[\" is not a valid glob"), "{}", errors[0]);
+    assert!(
+        errors[0].starts_with("healer.toml:9:1: `on` pattern \"process.[\" is not a valid glob"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
@@ -148,9 +182,16 @@ fn every_error_is_reported_not_just_the_first() {
 fn plugin_errors_point_at_the_offending_key() {
     let config = parse(MINIMAL).unwrap();
     let monitor = &config.targets[0].monitor;
-    let err = config.plugin_error(monitor, "unknown field `url`, expected one of `urls`, `timeout`");
+    let err = config.plugin_error(
+        monitor,
+        "unknown field `url`, expected one of `urls`, `timeout`",
+    );
     assert_eq!(err.at.map(|at| at.line), Some(6));
-    assert!(err.message.ends_with("(did you mean \"urls\"?)"), "{}", err.message);
+    assert!(
+        err.message.ends_with("(did you mean \"urls\"?)"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]

@@ -41,7 +41,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn set_down(&self, target: &str, down: bool) -> bool {
-        let mut set = self.down.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut set = self
+            .down
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         if down {
             set.insert(target.to_owned())
         } else {
@@ -50,8 +53,14 @@ impl Shared {
     }
 
     pub(crate) fn first_down<'a>(&self, targets: &'a [String]) -> Option<&'a str> {
-        let set = self.down.read().unwrap_or_else(|poison| poison.into_inner());
-        targets.iter().find(|t| set.contains(*t)).map(String::as_str)
+        let set = self
+            .down
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        targets
+            .iter()
+            .find(|t| set.contains(*t))
+            .map(String::as_str)
     }
 
     pub(crate) fn recheck_dependents(&self, target: &str) {
@@ -83,12 +92,21 @@ pub async fn build(config: &Config, catalog: &Catalog) -> Result<Vec<Runner>, Ve
 
 async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, String> {
     let fail = |plugin: &PluginUse, err: String| {
-        format!("target {:?}: cannot create {} {:?}: {err}", target.name, plugin.kind, plugin.plugin)
+        format!(
+            "target {:?}: cannot create {} {:?}: {err}",
+            target.name, plugin.kind, plugin.plugin
+        )
     };
     let package = |plugin: &PluginUse| {
-        catalog
-            .find(plugin.kind, &plugin.plugin)
-            .ok_or_else(|| fail(plugin, format!("no loaded package exports it (in {})", catalog.dir.display())))
+        catalog.find(plugin.kind, &plugin.plugin).ok_or_else(|| {
+            fail(
+                plugin,
+                format!(
+                    "no loaded package exports it (in {})",
+                    catalog.dir.display()
+                ),
+            )
+        })
     };
     let monitor = package(&target.monitor)?
         .new_monitor(&target.monitor.plugin, &target.monitor.config)
@@ -96,20 +114,38 @@ async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, Stri
         .map_err(|err| fail(&target.monitor, err))?;
     let mut diagnosers = Vec::new();
     for plugin in &target.diagnosers {
-        let diagnoser = package(plugin)?.new_diagnoser(&plugin.plugin, &plugin.config).await.map_err(|e| fail(plugin, e))?;
+        let diagnoser = package(plugin)?
+            .new_diagnoser(&plugin.plugin, &plugin.config)
+            .await
+            .map_err(|e| fail(plugin, e))?;
         diagnosers.push((plugin.plugin.clone(), diagnoser));
     }
     let mut recoverers = Vec::new();
     for recoverer in &target.recoverers {
         let plugin = &recoverer.plugin;
         debug_assert_eq!(plugin.kind, PluginKind::Recoverer);
-        recoverers.push(package(plugin)?.new_recoverer(&plugin.plugin, &plugin.config).await.map_err(|e| fail(plugin, e))?);
+        recoverers.push(
+            package(plugin)?
+                .new_recoverer(&plugin.plugin, &plugin.config)
+                .await
+                .map_err(|e| fail(plugin, e))?,
+        );
     }
-    Ok(Runner { target: target.clone(), monitor: Arc::new(monitor), diagnosers, recoverers })
+    Ok(Runner {
+        target: target.clone(),
+        monitor: Arc::new(monitor),
+        diagnosers,
+        recoverers,
+    })
 }
 
 /// Runs every target until `shutdown` becomes `true`.
-pub async fn run(runners: Vec<Runner>, max_concurrent_recoveries: usize, history: usize, shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    runners: Vec<Runner>,
+    max_concurrent_recoveries: usize,
+    history: usize,
+    shutdown: watch::Receiver<bool>,
+) {
     let limiter = Arc::new(Semaphore::new(max_concurrent_recoveries));
     let mut shared = Shared::default();
     let mut inboxes = HashMap::new();
@@ -118,7 +154,11 @@ pub async fn run(runners: Vec<Runner>, max_concurrent_recoveries: usize, history
         shared.recheck.insert(runner.target.name.clone(), sender);
         inboxes.insert(runner.target.name.clone(), inbox);
         for dependency in &runner.target.depends_on {
-            shared.dependents.entry(dependency.clone()).or_default().push(runner.target.name.clone());
+            shared
+                .dependents
+                .entry(dependency.clone())
+                .or_default()
+                .push(runner.target.name.clone());
         }
     }
     let shared = Arc::new(shared);
@@ -137,7 +177,11 @@ pub async fn run(runners: Vec<Runner>, max_concurrent_recoveries: usize, history
 
 /// One check of every target, concurrently, with recovery if asked: what
 /// `healer once` prints.
-pub async fn once(runners: Vec<Runner>, recover: bool, history: usize) -> Vec<(String, Observation, Vec<String>)> {
+pub async fn once(
+    runners: Vec<Runner>,
+    recover: bool,
+    history: usize,
+) -> Vec<(String, Observation, Vec<String>)> {
     let limiter = Arc::new(Semaphore::new(runners.len().max(1)));
     let shared = Arc::new(Shared::default());
     let tasks: Vec<_> = runners

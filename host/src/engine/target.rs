@@ -37,7 +37,12 @@ enum Step {
 }
 
 impl Cycle {
-    pub(crate) fn new(runner: Runner, shared: Arc<Shared>, limiter: Arc<Semaphore>, history_len: usize) -> Cycle {
+    pub(crate) fn new(
+        runner: Runner,
+        shared: Arc<Shared>,
+        limiter: Arc<Semaphore>,
+        history_len: usize,
+    ) -> Cycle {
         let tracker = Tracker::new(runner.target.policy);
         Cycle {
             runner,
@@ -57,7 +62,11 @@ impl Cycle {
     }
 
     /// Runs until `shutdown` changes.
-    pub(crate) async fn run(mut self, mut recheck: mpsc::Receiver<()>, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(
+        mut self,
+        mut recheck: mpsc::Receiver<()>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let policy = self.runner.target.policy;
         let (push_sender, mut pushes) = mpsc::channel(16);
         let monitor = Arc::clone(&self.runner.monitor);
@@ -85,7 +94,9 @@ impl Cycle {
             next = match step {
                 Step::Recovered => now + Duration::from(policy.grace),
                 Step::Checked if was_push => next,
-                Step::Checked if self.tracker.any_escalated() => now + Duration::from(policy.escalated_interval),
+                Step::Checked if self.tracker.any_escalated() => {
+                    now + Duration::from(policy.escalated_interval)
+                }
                 Step::Checked => now + Duration::from(policy.interval),
             };
         }
@@ -164,7 +175,11 @@ impl Cycle {
             if seen.status == Status::Ok {
                 return Vec::new();
             }
-            let kind = format!("{}.{}", self.runner.target.monitor.plugin, seen.status.as_str().to_lowercase());
+            let kind = format!(
+                "{}.{}",
+                self.runner.target.monitor.plugin,
+                seen.status.as_str().to_lowercase()
+            );
             return vec![Finding::new(kind, seen.status, seen.summary.clone())];
         }
         let deadline: Duration = self.runner.target.policy.timeout.into();
@@ -173,8 +188,12 @@ impl Cycle {
         for (plugin, diagnoser) in &self.runner.diagnosers {
             match timeout(deadline, diagnoser.diagnose(seen, history)).await {
                 Ok(Ok(found)) => findings.extend(found),
-                Ok(Err(err)) => warn!(target = %self.runner.target.name, diagnoser = %plugin, error = %err, "diagnoser failed"),
-                Err(_) => warn!(target = %self.runner.target.name, diagnoser = %plugin, "diagnoser timed out"),
+                Ok(Err(err)) => {
+                    warn!(target = %self.runner.target.name, diagnoser = %plugin, error = %err, "diagnoser failed")
+                }
+                Err(_) => {
+                    warn!(target = %self.runner.target.name, diagnoser = %plugin, "diagnoser timed out")
+                }
             }
         }
         findings
@@ -187,7 +206,8 @@ impl Cycle {
         for transition in self.tracker.observe(findings, Instant::now().into_std()) {
             self.log_transition(&transition);
         }
-        self.findings.retain(|kind, _| self.tracker.issue(kind).is_some());
+        self.findings
+            .retain(|kind, _| self.tracker.issue(kind).is_some());
         self.held.retain(|kind| self.tracker.issue(kind).is_some());
         let down = self.tracker.has_issues();
         let name = self.name().to_owned();
@@ -199,15 +219,25 @@ impl Cycle {
     fn log_transition(&self, transition: &Transition) {
         let name = self.name();
         match transition {
-            Transition::Soft { kind, failures, needed } => {
+            Transition::Soft {
+                kind,
+                failures,
+                needed,
+            } => {
                 info!(target = %name, kind = %kind, failures, needed, "finding seen; an issue opens after {needed} consecutive failed checks")
             }
             Transition::Opened { kind, attempts } => {
                 let summary = self.findings.get(kind).map_or("", |f| f.summary.as_str());
                 warn!(target = %name, kind = %kind, attempts, summary, "issue opened")
             }
-            Transition::Resolved { kind, attempts } => info!(target = %name, kind = %kind, attempts, "issue resolved"),
-            Transition::Escalated { kind, attempts, reason } => error!(
+            Transition::Resolved { kind, attempts } => {
+                info!(target = %name, kind = %kind, attempts, "issue resolved")
+            }
+            Transition::Escalated {
+                kind,
+                attempts,
+                reason,
+            } => error!(
                 target = %name,
                 kind = %kind,
                 attempts,
@@ -235,9 +265,14 @@ impl Cycle {
         }
         let mut acted = false;
         for kind in due {
-            let ladder: Vec<usize> = (0..target.recoverers.len()).filter(|&i| target.recoverers[i].handles(&kind)).collect();
+            let ladder: Vec<usize> = (0..target.recoverers.len())
+                .filter(|&i| target.recoverers[i].handles(&kind))
+                .collect();
             if ladder.is_empty() {
-                if let Some(transition) = self.tracker.escalate(&kind, format!("no recoverer of this target handles {kind}")) {
+                if let Some(transition) = self
+                    .tracker
+                    .escalate(&kind, format!("no recoverer of this target handles {kind}"))
+                {
                     self.log_transition(&transition);
                 }
                 continue;
@@ -251,24 +286,39 @@ impl Cycle {
             let attempt = self.tracker.attempt_started(&kind);
             let policy = target.policy;
             warn!(target = %target.name, kind = %kind, attempt = %format!("{attempt}/{}", policy.max_attempts), "recovery attempt");
-            let recovery = Recovery { target: target.name.clone(), finding, attempt, params: serde_json::json!({}) };
+            let recovery = Recovery {
+                target: target.name.clone(),
+                finding,
+                attempt,
+                params: serde_json::json!({}),
+            };
             let mut recovered = false;
             for i in ladder {
                 let plugin = &target.recoverers[i].plugin.plugin;
-                match timeout(policy.recovery_timeout.into(), self.runner.recoverers[i].recover(&recovery)).await {
+                match timeout(
+                    policy.recovery_timeout.into(),
+                    self.runner.recoverers[i].recover(&recovery),
+                )
+                .await
+                {
                     Ok(Ok(outcome)) => {
                         info!(target = %target.name, kind = %kind, recoverer = %plugin, attempt, summary = %outcome.summary, "recovery succeeded");
                         recovered = true;
                         break;
                     }
-                    Ok(Err(err)) => warn!(target = %target.name, kind = %kind, recoverer = %plugin, attempt, error = %err, "recoverer failed"),
-                    Err(_) => warn!(target = %target.name, kind = %kind, recoverer = %plugin, attempt, timeout = %policy.recovery_timeout, "recoverer timed out"),
+                    Ok(Err(err)) => {
+                        warn!(target = %target.name, kind = %kind, recoverer = %plugin, attempt, error = %err, "recoverer failed")
+                    }
+                    Err(_) => {
+                        warn!(target = %target.name, kind = %kind, recoverer = %plugin, attempt, timeout = %policy.recovery_timeout, "recoverer timed out")
+                    }
                 }
             }
             if !recovered {
                 warn!(target = %target.name, kind = %kind, attempt, "recovery attempt failed: no recoverer succeeded");
             }
-            self.tracker.attempt_finished(&kind, Instant::now().into_std());
+            self.tracker
+                .attempt_finished(&kind, Instant::now().into_std());
             acted = true;
         }
         acted

@@ -101,7 +101,11 @@ impl Catalog {
                 .chain(target.recoverers.iter().map(|r| &r.plugin));
             for plugin in uses {
                 let Some(package) = self.find(plugin.kind, &plugin.plugin) else {
-                    let names = self.packages.iter().flat_map(|p| &p.plugins).filter(|p| p.kind == plugin.kind);
+                    let names = self
+                        .packages
+                        .iter()
+                        .flat_map(|p| &p.plugins)
+                        .filter(|p| p.kind == plugin.kind);
                     let hint = did_you_mean(&plugin.plugin, names.map(|p| p.name.as_str()))
                         .map_or_else(String::new, |guess| format!(" (did you mean \"{guess}\"?)"));
                     errors.push(ConfigError {
@@ -116,9 +120,11 @@ impl Catalog {
                     });
                     continue;
                 };
-                if let Err(err) = package.check_config(plugin.kind, &plugin.plugin, &plugin.config) {
+                if let Err(err) = package.check_config(plugin.kind, &plugin.plugin, &plugin.config)
+                {
                     let mut error = config.plugin_error(plugin, &err);
-                    error.message = format!("{} {:?}: {}", plugin.kind, plugin.plugin, error.message);
+                    error.message =
+                        format!("{} {:?}: {}", plugin.kind, plugin.plugin, error.message);
                     errors.push(error);
                 }
             }

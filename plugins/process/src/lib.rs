@@ -1,0 +1,16 @@
+//! Process plugins: the `process` monitor finds a process by pidfile, name
+//! or command line, reports its pid, CPU and memory, and pushes an
+//! observation the moment it exits (pidfd); the `process` diagnoser turns
+//! that into findings: not running, memory or CPU above a limit for N
+//! samples, restart loop.
+
+mod diagnoser;
+mod monitor;
+
+pub use diagnoser::ProcessDiagnoser;
+pub use monitor::ProcessMonitor;
+
+healer_plugin_sdk::export_plugins! {
+    monitors: [ProcessMonitor],
+    diagnosers: [ProcessDiagnoser],
+}
