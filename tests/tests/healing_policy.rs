@@ -38,15 +38,27 @@ argv = ["sh", "-c", "echo attempt >> {attempts}"]
         dir = dir.path().display(),
         attempts = attempts.display()
     );
-    let mut daemon = Daemon::start(&write_config(dir.path(), plugins.path(), &body), &dir.path().join("healer.log"));
+    let mut daemon = Daemon::start(
+        &write_config(dir.path(), plugins.path(), &body),
+        &dir.path().join("healer.log"),
+    );
 
     let escalation = daemon.wait_for_log(&["issue escalated", "target=hopeless"], LIMIT);
     std::thread::sleep(Duration::from_secs(1)); // ten more check intervals
 
-    assert!(escalation.contains("ERROR") && escalation.contains("severity=\"CRITICAL\""), "{escalation}");
+    assert!(
+        escalation.contains("ERROR") && escalation.contains("severity=\"CRITICAL\""),
+        "{escalation}"
+    );
     assert!(escalation.contains("attempts=3"), "{escalation}");
-    assert_eq!(std::fs::read_to_string(&attempts).unwrap().lines().count(), 3);
-    assert_eq!(daemon.count_in_log(&["WARN recovery attempt", "target=hopeless"]), 3);
+    assert_eq!(
+        std::fs::read_to_string(&attempts).unwrap().lines().count(),
+        3
+    );
+    assert_eq!(
+        daemon.count_in_log(&["WARN recovery attempt", "target=hopeless"]),
+        3
+    );
     assert!(daemon.is_running());
 }
 
@@ -74,13 +86,22 @@ plugin = "command"
 argv = ["sh", "-c", "sleep 60 & echo $! > {d}/app.pid"]
 "#
     );
-    let mut daemon = Daemon::start(&write_config(dir.path(), plugins.path(), &body), &dir.path().join("healer.log"));
+    let mut daemon = Daemon::start(
+        &write_config(dir.path(), plugins.path(), &body),
+        &dir.path().join("healer.log"),
+    );
 
     let held = daemon.wait_for_log(&["recovery held", "target=app", "dependency=\"db\""], LIMIT);
     std::thread::sleep(Duration::from_millis(500));
     assert!(held.contains("caused upstream"), "{held}");
-    assert!(!dir.path().join("app.pid").exists(), "app was recovered while db was down");
-    assert_eq!(daemon.count_in_log(&["WARN recovery attempt", "target=app"]), 0);
+    assert!(
+        !dir.path().join("app.pid").exists(),
+        "app was recovered while db was down"
+    );
+    assert_eq!(
+        daemon.count_in_log(&["WARN recovery attempt", "target=app"]),
+        0
+    );
 
     std::fs::write(dir.path().join("db-may-start"), "").unwrap();
     daemon.wait_for_log(&["issue resolved", "target=db"], LIMIT);
@@ -110,7 +131,10 @@ monitor = { plugin = "hangs-in-check" }
 name = "healthy"
 monitor = { plugin = "counter" }
 "#;
-    let mut daemon = Daemon::start(&write_config(dir.path(), plugins.path(), body), &dir.path().join("healer.log"));
+    let mut daemon = Daemon::start(
+        &write_config(dir.path(), plugins.path(), body),
+        &dir.path().join("healer.log"),
+    );
 
     let panicked = daemon.wait_for_log(&["check failed", "target=panics"], LIMIT);
     let hung = daemon.wait_for_log(&["check timed out", "target=hangs"], LIMIT);
@@ -119,9 +143,17 @@ monitor = { plugin = "counter" }
     std::thread::sleep(Duration::from_secs(1));
     let after = daemon.count_in_log(&["checked", "target=healthy"]);
 
-    assert!(panicked.contains("panicked at tests/fixtures/panicky/src/lib.rs") && panicked.contains("check exploded on purpose"), "{panicked}");
+    assert!(
+        panicked.contains("panicked at tests/fixtures/panicky/src/lib.rs")
+            && panicked.contains("check exploded on purpose"),
+        "{panicked}"
+    );
     assert!(hung.contains("timeout=200ms"), "{hung}");
     // 100 ms interval: about 10 checks a second while its neighbours misbehave.
-    assert!(after - before >= 5, "healthy target checked only {} times in 1 s", after - before);
+    assert!(
+        after - before >= 5,
+        "healthy target checked only {} times in 1 s",
+        after - before
+    );
     assert!(daemon.is_running());
 }

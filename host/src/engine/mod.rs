@@ -9,7 +9,7 @@
 
 mod target;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use healer_plugin_sdk::Observation;
@@ -28,11 +28,24 @@ pub struct Runner {
     recoverers: Vec<RecovererHandle>,
 }
 
+/// What a dependent knows of a dependency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// Not checked yet since healer started.
+    Unchecked,
+    /// No open issue.
+    Healthy,
+    /// Has an open issue.
+    Down,
+}
+
 /// What targets share.
 #[derive(Default)]
 pub(crate) struct Shared {
-    /// Targets that have open issues: their dependents are not recovered.
-    down: RwLock<HashSet<String>>,
+    /// Every target's health; a dependent is recovered only while all its
+    /// dependencies are healthy (not down, and not unchecked: at start-up
+    /// the app must not be restarted before the database has been seen).
+    health: RwLock<HashMap<String, Health>>,
     /// Ask a target to check at once (a dependency of it just healed).
     recheck: HashMap<String, mpsc::Sender<()>>,
     /// Each target's dependents.
@@ -40,27 +53,32 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn set_down(&self, target: &str, down: bool) -> bool {
-        let mut set = self
-            .down
+    /// Records a target's health; returns whether it just became healthy.
+    pub(crate) fn set_health(&self, target: &str, down: bool) -> bool {
+        let mut health = self
+            .health
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        if down {
-            set.insert(target.to_owned())
-        } else {
-            set.remove(target)
-        }
+        let now = if down { Health::Down } else { Health::Healthy };
+        let before = health.insert(target.to_owned(), now);
+        now == Health::Healthy && before != Some(Health::Healthy)
     }
 
-    pub(crate) fn first_down<'a>(&self, targets: &'a [String]) -> Option<&'a str> {
-        let set = self
-            .down
+    /// The first of `targets` that is not healthy, and how it stands.
+    pub(crate) fn first_unhealthy<'a>(&self, targets: &'a [String]) -> Option<(&'a str, Health)> {
+        let health = self
+            .health
             .read()
             .unwrap_or_else(|poison| poison.into_inner());
         targets
             .iter()
-            .find(|t| set.contains(*t))
-            .map(String::as_str)
+            .map(|t| {
+                (
+                    t.as_str(),
+                    health.get(t).copied().unwrap_or(Health::Unchecked),
+                )
+            })
+            .find(|(_, h)| *h != Health::Healthy)
     }
 
     pub(crate) fn recheck_dependents(&self, target: &str) {

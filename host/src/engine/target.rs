@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, error, info, warn};
 
-use super::{Runner, Shared};
+use super::{Health, Runner, Shared};
 use crate::issues::{Tracker, Transition};
 
 /// The state of one target's healing loop.
@@ -211,7 +211,7 @@ impl Cycle {
         self.held.retain(|kind| self.tracker.issue(kind).is_some());
         let down = self.tracker.has_issues();
         let name = self.name().to_owned();
-        if self.shared.set_down(&name, down) && !down {
+        if self.shared.set_health(&name, down) {
             self.shared.recheck_dependents(&name);
         }
     }
@@ -255,10 +255,14 @@ impl Cycle {
             return false;
         }
         let target = &self.runner.target;
-        if let Some(dependency) = self.shared.first_down(&target.depends_on) {
+        if let Some((dependency, health)) = self.shared.first_unhealthy(&target.depends_on) {
+            let why = match health {
+                Health::Unchecked => "has not been checked yet",
+                _ => "has an open issue",
+            };
             for kind in due {
                 if self.held.insert(kind.clone()) {
-                    warn!(target = %target.name, kind = %kind, dependency, "recovery held: the finding is caused upstream, {dependency} has an open issue");
+                    warn!(target = %target.name, kind = %kind, dependency, "recovery held: the finding is caused upstream, {dependency} {why}");
                 }
             }
             return false;
