@@ -25,6 +25,10 @@ pub struct Cli {
     #[arg(short, long, global = true, default_value = config::DEFAULT_CONFIG, value_name = "FILE")]
     pub config: PathBuf,
 
+    /// Load plugins from this directory instead of the config's `plugins_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+
     /// Say more: full load diagnostics (layout dumps) and debug logs.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -94,8 +98,11 @@ fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 /// The config, the plugins it needs, and every problem with either.
 fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
-    let config = Config::load(&cli.config)
+    let mut config = Config::load(&cli.config)
         .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    if let Some(dir) = &cli.plugins_dir {
+        config.healer.plugins_dir.clone_from(dir);
+    }
     let catalog = Catalog::scan(&config.healer.plugins_dir).map_err(|err| vec![err.to_string()])?;
     let mut problems: Vec<String> = catalog
         .errors
@@ -248,7 +255,7 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
 }
 
 fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
-    let dir = match dir {
+    let dir = match dir.or_else(|| cli.plugins_dir.clone()) {
         Some(dir) => dir,
         None => match config::Config::load(&cli.config) {
             Ok(config) => config.healer.plugins_dir,

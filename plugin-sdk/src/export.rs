@@ -75,7 +75,9 @@ impl PackageBuilder {
             name: M::NAME,
             description: M::DESCRIPTION,
             sample_config: M::SAMPLE_CONFIG,
-            check_config: |json| parse_config::<M::Config>(json).map(drop),
+            check_config: |json| {
+                validate(|| M::new(parse_config(json)?).map_err(|e| e.to_string()))
+            },
             create: Create::Monitor(new_monitor_instance::<M>),
         });
     }
@@ -87,7 +89,9 @@ impl PackageBuilder {
             name: D::NAME,
             description: D::DESCRIPTION,
             sample_config: D::SAMPLE_CONFIG,
-            check_config: |json| parse_config::<D::Config>(json).map(drop),
+            check_config: |json| {
+                validate(|| D::new(parse_config(json)?).map_err(|e| e.to_string()))
+            },
             create: Create::Diagnoser(new_diagnoser_instance::<D>),
         });
     }
@@ -99,7 +103,9 @@ impl PackageBuilder {
             name: R::NAME,
             description: R::DESCRIPTION,
             sample_config: R::SAMPLE_CONFIG,
-            check_config: |json| parse_config::<R::Config>(json).map(drop),
+            check_config: |json| {
+                validate(|| R::new(parse_config(json)?).map_err(|e| e.to_string()))
+            },
             create: Create::Recoverer(new_recoverer_instance::<R>),
         });
     }
@@ -240,6 +246,15 @@ extern "C" fn new_recoverer(
         Create::Recoverer(f) => Some(*f),
         _ => None,
     })
+}
+
+/// Validates a config the way creating an instance would, then drops the
+/// instance: constructors must not start anything (that is what `watch` and
+/// the first `check` are for). Runs inside the package runtime, so a
+/// constructor that builds Tokio-based clients works here too.
+fn validate<T>(create: impl FnOnce() -> Result<T, String>) -> Result<(), String> {
+    let _inside = crate::runtime::enter()?;
+    create().map(drop)
 }
 
 /// Deserializes a plugin config, with serde's message minus the JSON

@@ -38,8 +38,10 @@ pub trait Monitor: Sized + Send + 'static {
     /// A commented TOML sample listing every option with its default.
     const SAMPLE_CONFIG: &'static str = "";
 
-    /// Creates an instance for one target. Runs on the package's blocking
-    /// pool, inside its runtime, so it may spawn tasks.
+    /// Creates an instance for one target, or says why the config is wrong.
+    /// `healer check` also calls it to validate configs and drops the
+    /// result, so start nothing here: spawn watchers in
+    /// [`watch`](Monitor::watch), open connections in the first `check`.
     fn new(config: Self::Config) -> Result<Self, Error>;
 
     /// Checks the target once. An `Err` becomes an UNKNOWN observation.

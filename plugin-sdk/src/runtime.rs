@@ -50,6 +50,11 @@ fn runtime() -> Result<&'static Runtime, String> {
     Ok(RUNTIME.get_or_init(|| runtime))
 }
 
+/// Enters the package runtime on this thread until the guard drops.
+pub(crate) fn enter() -> Result<tokio::runtime::EnterGuard<'static>, String> {
+    runtime().map(Runtime::enter)
+}
+
 /// Runs `work` on the package runtime; the host awaits the returned future.
 pub(crate) fn spawn<T, F>(work: F) -> FfiFuture<RResult<T, RString>>
 where

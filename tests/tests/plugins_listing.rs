@@ -31,7 +31,7 @@ fn two_packages_in_one_directory_each_report_their_own_plugins() {
     let dir = plugins_dir_with(&["healer-plugin-example", "healer-fixture-panicky"]);
     let (listing, code) = list_json(dir.path());
 
-    assert_eq!(code, 0, "{listing:#}");
+    assert_eq!(code, 1, "{listing:#}");
     let packages = listing["packages"].as_array().unwrap();
     assert_eq!(packages.len(), 2, "{listing:#}");
     let by_name = |name: &str| packages.iter().find(|p| p["name"] == name).unwrap();
@@ -59,7 +59,12 @@ fn two_packages_in_one_directory_each_report_their_own_plugins() {
         .as_str()
         .unwrap()
         .ends_with("libhealer_fixture_panicky.so"));
-    assert_eq!(listing["errors"], serde_json::json!([]));
+    // Listing validates each sample config by creating the plugin: the one
+    // whose constructor panics is reported, and only that one.
+    let errors = listing["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{listing:#}");
+    let reason = errors[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with(PANICKING_CONSTRUCTOR), "{reason}");
 }
 
 #[test]
@@ -87,6 +92,9 @@ fn the_listing_shows_kind_description_and_sample_config() {
     );
     assert!(text.contains("path = \"/etc/hostname\""), "{text}");
 }
+
+/// The line for the fixture plugin whose constructor panics.
+const PANICKING_CONSTRUCTOR: &str = "monitor \"panics-in-new\": its sample config is rejected: panicked at tests/fixtures/panicky/src/lib.rs:";
 
 /// Each bad file with the reason its line must give.
 const BAD_FILES: &[(&str, &str)] = &[
@@ -128,7 +136,7 @@ fn each_bad_package_costs_one_line_naming_the_file_and_the_reason() {
         Some(1),
         "any load error makes the exit code 1:\n{text}"
     );
-    assert!(text.contains("2 packages, 6 plugins, 5 errors"), "{text}");
+    assert!(text.contains("2 packages, 6 plugins, 6 errors"), "{text}");
     for (file, reason) in BAD_FILES {
         let path = dir.path().join(file);
         let lines: Vec<&str> = text
@@ -160,7 +168,14 @@ fn json_listing_carries_the_same_errors_and_the_good_packages() {
         .collect();
     assert_eq!(names, ["healer-fixture-panicky", "healer-plugin-example"]);
     let errors = listing["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), BAD_FILES.len(), "{listing:#}");
+    assert_eq!(errors.len(), BAD_FILES.len() + 1, "{listing:#}");
+    assert!(
+        errors.iter().any(|e| e["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(PANICKING_CONSTRUCTOR)),
+        "{listing:#}"
+    );
     for (file, reason) in BAD_FILES {
         let path = dir.path().join(file);
         let error = errors

@@ -336,6 +336,11 @@ impl Config {
         })
     }
 
+    /// Where `key` is written in `plugin`'s table (the table when absent).
+    pub fn key_location(&self, plugin: &PluginUse, key: &str) -> Location {
+        self.source.key_in_table(plugin.span.clone(), key)
+    }
+
     /// An error located at `plugin`'s table, or at `key` inside it when the
     /// plugin's message names a field (`unknown field `x``).
     pub fn plugin_error(&self, plugin: &PluginUse, message: &str) -> ConfigError {

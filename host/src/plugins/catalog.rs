@@ -106,11 +106,28 @@ impl Catalog {
                         .iter()
                         .flat_map(|p| &p.plugins)
                         .filter(|p| p.kind == plugin.kind);
-                    let hint = did_you_mean(&plugin.plugin, names.map(|p| p.name.as_str()))
-                        .map_or_else(String::new, |guess| format!(" (did you mean \"{guess}\"?)"));
+                    let other_kinds: Vec<&str> = self
+                        .packages
+                        .iter()
+                        .flat_map(|p| &p.plugins)
+                        .filter(|p| p.name == plugin.plugin)
+                        .map(|p| p.kind.as_str())
+                        .collect();
+                    let hint = if other_kinds.is_empty() {
+                        did_you_mean(&plugin.plugin, names.map(|p| p.name.as_str()))
+                            .map_or_else(String::new, |guess| {
+                                format!(" (did you mean \"{guess}\"?)")
+                            })
+                    } else {
+                        format!(
+                            " (that name is a {}, not a {})",
+                            other_kinds.join(" and a "),
+                            plugin.kind
+                        )
+                    };
                     errors.push(ConfigError {
                         file: config.path.clone(),
-                        at: Some(plugin.at),
+                        at: Some(config.key_location(plugin, "plugin")),
                         message: format!(
                             "unknown {} plugin {:?}{hint}; `healer plugins` lists those in {}",
                             plugin.kind,
