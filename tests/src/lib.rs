@@ -16,6 +16,7 @@ const PACKAGES: &[&str] = &[
     "healer-plugin-process",
     "healer-plugin-command",
     "healer-plugin-http",
+    "healer-plugin-logscan",
     "healer-fixture-no-root",
     "healer-fixture-other-sdk-major",
     "healer-fixture-wrong-layout",
