@@ -1,7 +1,6 @@
 //! Events a push monitor can wait for without polling. Each is a future to
 //! await inside a task spawned from [`Monitor::watch`](crate::Monitor::watch).
 
-use std::future::Future;
 use std::os::fd::OwnedFd;
 
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
@@ -11,20 +10,18 @@ use tokio::io::unix::AsyncFd;
 /// polling). Resolves at once if there is no such process, or if it is
 /// already a zombie. Must be awaited on the package's runtime (inside
 /// `check`, or a task spawned from `watch`).
-pub fn process_exit(pid: u32) -> impl Future<Output = ()> + Send {
-    async move {
-        let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-            return;
-        };
-        let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else {
-            return; // no such process (any more)
-        };
-        match register(pidfd) {
-            // A pidfd becomes readable when its process exits.
-            Some(pidfd) => drop(pidfd.readable().await),
-            // No reactor to wait with: report nothing rather than a false exit.
-            None => std::future::pending().await,
-        }
+pub async fn process_exit(pid: u32) {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else {
+        return; // no such process (any more)
+    };
+    match register(pidfd) {
+        // A pidfd becomes readable when its process exits.
+        Some(pidfd) => drop(pidfd.readable().await),
+        // No reactor to wait with: report nothing rather than a false exit.
+        None => std::future::pending().await,
     }
 }
 

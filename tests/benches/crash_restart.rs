@@ -43,18 +43,25 @@ argv = ["sh", "-c", "sleep 600 & echo $! > {pidfile}"]
         pidfile = pidfile.display(),
     );
     std::fs::write(dir.path().join("healer.toml"), config).unwrap();
-    let mut daemon = Daemon::start(&dir.path().join("healer.toml"), &dir.path().join("healer.log"));
+    let mut daemon = Daemon::start(
+        &dir.path().join("healer.toml"),
+        &dir.path().join("healer.log"),
+    );
     daemon.wait_for_log(&["issue resolved", "target=service"], LIMIT);
 
     let mut times = Vec::new();
     for _ in 0..KILLS {
-        let old = wait_until("the service runs", LIMIT, || read_pid(&pidfile).filter(|&p| is_alive(p)));
+        let old = wait_until("the service runs", LIMIT, || {
+            read_pid(&pidfile).filter(|&p| is_alive(p))
+        });
         // Kill at a random point of the check cycle.
         let random = std::collections::hash_map::RandomState::new().hash_one(times.len());
         std::thread::sleep(Duration::from_millis(1000 + random % 1000));
         let killed = Instant::now();
         signal(old, "KILL");
-        wait_until("restarted", LIMIT, || read_pid(&pidfile).filter(|&p| p != old && is_alive(p)));
+        wait_until("restarted", LIMIT, || {
+            read_pid(&pidfile).filter(|&p| p != old && is_alive(p))
+        });
         times.push(killed.elapsed());
     }
     if let Some(pid) = read_pid(&pidfile) {
