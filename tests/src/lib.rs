@@ -17,6 +17,8 @@ const PACKAGES: &[&str] = &[
     "healer-plugin-command",
     "healer-plugin-http",
     "healer-plugin-logscan",
+    "healer-plugin-nagios",
+    "healer-plugin-system",
     "healer-fixture-no-root",
     "healer-fixture-other-sdk-major",
     "healer-fixture-wrong-layout",

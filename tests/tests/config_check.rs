@@ -12,6 +12,7 @@ const PLUGINS: &[&str] = &[
     "healer-plugin-http",
     "healer-plugin-process",
     "healer-plugin-command",
+    "healer-plugin-system",
 ];
 
 #[test]
