@@ -281,3 +281,18 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// Writes `healer.toml` in `dir` for a test: fast pacing (100 ms checks,
+/// 50 ms backoff, 100 ms grace), debug logs to `dir/healer.log`, plugins
+/// from `plugins`, then `body` (targets, or `[healer]`-free extras).
+pub fn fast_config(dir: &Path, plugins: &Path, body: &str) -> PathBuf {
+    let config = format!(
+        "[healer]\ninterval = \"100ms\"\nbackoff = \"50ms\"\nbackoff_max = \"100ms\"\ngrace = \"100ms\"\n\
+         plugins_dir = \"{}\"\nlog_file = \"{}\"\nlog_level = \"debug\"\n{body}",
+        plugins.display(),
+        dir.join("healer.log").display()
+    );
+    let path = dir.join("healer.toml");
+    std::fs::write(&path, config).expect("the test config is written");
+    path
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use healer_e2e::{free_port, is_alive, plugins_dir_with, signal, wait_until, Daemon};
+use healer_e2e::{fast_config, free_port, is_alive, plugins_dir_with, signal, wait_until, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const SERVICE: &str = env!("CARGO_BIN_EXE_test-service");
@@ -75,17 +75,6 @@ impl Drop for Service {
     }
 }
 
-fn write_config(dir: &Path, plugins: &Path, body: &str) -> std::path::PathBuf {
-    let config = format!(
-        "[healer]\ninterval = \"100ms\"\nbackoff = \"100ms\"\ngrace = \"100ms\"\nplugins_dir = \"{}\"\nlog_file = \"{}\"\nlog_level = \"debug\"\n{body}",
-        plugins.display(),
-        dir.join("healer.log").display()
-    );
-    let path = dir.join("healer.toml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
 #[test]
 fn a_service_answering_500_is_diagnosed_recovered_and_resolved() {
     let plugins = plugins_dir_with(&["healer-plugin-http", "healer-plugin-command"]);
@@ -107,7 +96,7 @@ argv = ["sh", "-c", "echo 200 > {status}"]
         status = service.status.display()
     );
     let mut daemon = Daemon::start(
-        &write_config(dir.path(), plugins.path(), &body),
+        &fast_config(dir.path(), plugins.path(), &body),
         &dir.path().join("healer.log"),
     );
     daemon.wait_for_log(&["status changed", "target=web", "status=OK"], LIMIT);
@@ -168,7 +157,7 @@ monitor = {{ plugin = "counter" }}
         start = service.start_argv()
     );
     let mut daemon = Daemon::start(
-        &write_config(dir.path(), plugins.path(), &body),
+        &fast_config(dir.path(), plugins.path(), &body),
         &dir.path().join("healer.log"),
     );
     daemon.wait_for_log(&["status changed", "target=web", "status=OK"], LIMIT);

@@ -5,20 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use healer_e2e::{plugins_dir_with, Daemon};
+use healer_e2e::{fast_config, plugins_dir_with, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn write_config(dir: &Path, plugins: &Path, body: &str) -> std::path::PathBuf {
-    let config = format!(
-        "[healer]\ninterval = \"100ms\"\nbackoff = \"50ms\"\nbackoff_max = \"100ms\"\ngrace = \"50ms\"\nplugins_dir = \"{}\"\nlog_file = \"{}\"\nlog_level = \"debug\"\n{body}",
-        plugins.display(),
-        dir.join("healer.log").display()
-    );
-    let path = dir.join("healer.toml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
 
 #[test]
 fn a_recovery_that_never_helps_runs_exactly_max_attempts_times_then_escalates() {
@@ -39,7 +28,7 @@ argv = ["sh", "-c", "echo attempt >> {attempts}"]
         attempts = attempts.display()
     );
     let mut daemon = Daemon::start(
-        &write_config(dir.path(), plugins.path(), &body),
+        &fast_config(dir.path(), plugins.path(), &body),
         &dir.path().join("healer.log"),
     );
 
@@ -87,7 +76,7 @@ argv = ["sh", "-c", "sleep 60 & echo $! > {d}/app.pid"]
 "#
     );
     let mut daemon = Daemon::start(
-        &write_config(dir.path(), plugins.path(), &body),
+        &fast_config(dir.path(), plugins.path(), &body),
         &dir.path().join("healer.log"),
     );
 
@@ -132,7 +121,7 @@ name = "healthy"
 monitor = { plugin = "counter" }
 "#;
     let mut daemon = Daemon::start(
-        &write_config(dir.path(), plugins.path(), body),
+        &fast_config(dir.path(), plugins.path(), body),
         &dir.path().join("healer.log"),
     );
 

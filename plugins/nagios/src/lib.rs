@@ -106,11 +106,12 @@ healer_plugin_sdk::export_plugins! {
 mod tests {
     use super::*;
 
-    fn run(script: &str) -> Observation {
+    fn check(command: &[&str], timeout: Duration) -> Observation {
+        let command = command.iter().map(|s| (*s).to_owned()).collect();
         let config = Config {
-            command: vec!["sh".into(), "-c".into(), script.into()],
+            command,
             env: BTreeMap::new(),
-            timeout: Duration::from_secs(5),
+            timeout,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -119,6 +120,10 @@ mod tests {
         runtime
             .block_on(NagiosMonitor::new(config).unwrap().check())
             .unwrap()
+    }
+
+    fn run(script: &str) -> Observation {
+        check(&["sh", "-c", script], Duration::from_secs(5))
     }
 
     #[test]
@@ -138,18 +143,7 @@ mod tests {
 
     #[test]
     fn a_check_past_its_timeout_is_unknown() {
-        let config = Config {
-            command: vec!["sleep".into(), "5".into()],
-            env: BTreeMap::new(),
-            timeout: Duration::from_millis(100),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let seen = runtime
-            .block_on(NagiosMonitor::new(config).unwrap().check())
-            .unwrap();
+        let seen = check(&["sleep", "5"], Duration::from_millis(100));
         assert_eq!(seen.status, Status::Unknown);
         assert!(
             seen.summary.contains("did not finish within 100ms"),
@@ -160,18 +154,7 @@ mod tests {
 
     #[test]
     fn a_missing_check_is_unknown_naming_it() {
-        let config = Config {
-            command: vec!["/nonexistent/check_x".into()],
-            env: BTreeMap::new(),
-            timeout: Duration::from_secs(1),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let seen = runtime
-            .block_on(NagiosMonitor::new(config).unwrap().check())
-            .unwrap();
+        let seen = check(&["/nonexistent/check_x"], Duration::from_secs(1));
         assert_eq!(seen.status, Status::Unknown);
         assert!(
             seen.summary
