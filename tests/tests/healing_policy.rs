@@ -2,7 +2,6 @@
 //! and then escalated, dependencies hold their dependents' recovery, and a
 //! plugin that panics or hangs hurts nobody else.
 
-use std::path::Path;
 use std::time::Duration;
 
 use healer_e2e::{fast_config, plugins_dir_with, Daemon};
