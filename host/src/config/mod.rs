@@ -7,6 +7,7 @@
 //! names and plugin configs needs the loaded packages: see
 //! [`crate::plugins::Catalog::check_config`].
 
+mod intake;
 mod source;
 
 use std::collections::{HashMap, HashSet};
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
+pub use intake::{Intake, Reflex, Step, Workflow};
 pub use source::did_you_mean;
 pub use source::Location;
 use source::{with_hint, Source};
@@ -37,6 +39,12 @@ pub struct Config {
     pub healer: Healer,
     /// `[[target]]` entries, in file order.
     pub targets: Vec<Target>,
+    /// `[intake]`, when the file has one: the anomaly endpoint runs.
+    pub intake: Option<Intake>,
+    /// Reflexes in priority order: `[[reflex]]` entries, then the reflex map file's.
+    pub reflexes: Vec<Reflex>,
+    /// `[workflow.NAME]` entries.
+    pub workflows: std::collections::BTreeMap<String, Workflow>,
     source: Source,
 }
 
@@ -247,6 +255,11 @@ struct RawConfig {
     healer: Healer,
     #[serde(default, rename = "target")]
     targets: Vec<Spanned<RawTarget>>,
+    intake: Option<Intake>,
+    #[serde(default)]
+    reflex: Vec<intake::RawReflex>,
+    #[serde(default)]
+    workflow: std::collections::BTreeMap<String, Spanned<intake::RawWorkflow>>,
 }
 
 #[derive(Deserialize)]
@@ -315,12 +328,29 @@ impl Config {
             .filter_map(|t| check.target(t, &healer))
             .collect();
         check.names_and_dependencies(&targets);
+        let workflows = check.workflows(raw.workflow);
+        let mut reflexes = check.reflexes(raw.reflex, &workflows);
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut intake = raw.intake;
+        if let Some(intake) = &mut intake {
+            for file in [&mut intake.reflex_map, &mut intake.token_file]
+                .into_iter()
+                .flatten()
+            {
+                *file = base.join(&*file);
+            }
+            if let Some(map) = &intake.reflex_map {
+                reflexes.extend(check.seed_map(map, &workflows));
+            }
+        } else if !reflexes.is_empty() {
+            let at = check.source.text().find("[[reflex]]").unwrap_or(0);
+            check.error(at, "reflexes need the anomaly endpoint: add an [intake] table (bind = \"127.0.0.1:8000\" by default)".to_owned());
+        }
         if !check.errors.is_empty() {
             let mut errors = check.errors;
-            errors.sort_by_key(|e| e.at.map(|at| (at.line, at.column)));
+            errors.sort_by_key(|e| (e.file.clone(), e.at.map(|at| (at.line, at.column))));
             return Err(ConfigErrors(errors));
         }
-        let base = path.parent().unwrap_or(Path::new("."));
         for dir in [
             &mut healer.plugins_dir,
             &mut healer.state_dir,
@@ -332,6 +362,9 @@ impl Config {
             path: path.to_owned(),
             healer,
             targets,
+            intake,
+            reflexes,
+            workflows,
             source,
         })
     }

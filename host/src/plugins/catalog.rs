@@ -95,55 +95,56 @@ impl Catalog {
     /// it, and that the plugin accepts its config.
     pub fn check_config(&self, config: &Config) -> Vec<ConfigError> {
         let mut errors = Vec::new();
+        let mut plugin_uses = Vec::new();
         for target in &config.targets {
             let uses = std::iter::once(&target.monitor)
                 .chain(&target.diagnosers)
                 .chain(target.recoverers.iter().map(|r| &r.plugin));
-            for plugin in uses {
-                let Some(package) = self.find(plugin.kind, &plugin.plugin) else {
-                    let names = self
-                        .packages
-                        .iter()
-                        .flat_map(|p| &p.plugins)
-                        .filter(|p| p.kind == plugin.kind);
-                    let other_kinds: Vec<&str> = self
-                        .packages
-                        .iter()
-                        .flat_map(|p| &p.plugins)
-                        .filter(|p| p.name == plugin.plugin)
-                        .map(|p| p.kind.as_str())
-                        .collect();
-                    let hint = if other_kinds.is_empty() {
-                        did_you_mean(&plugin.plugin, names.map(|p| p.name.as_str()))
-                            .map_or_else(String::new, |guess| {
-                                format!(" (did you mean \"{guess}\"?)")
-                            })
-                    } else {
-                        format!(
-                            " (that name is a {}, not a {})",
-                            other_kinds.join(" and a "),
-                            plugin.kind
-                        )
-                    };
-                    errors.push(ConfigError {
-                        file: config.path.clone(),
-                        at: Some(config.key_location(plugin, "plugin")),
-                        message: format!(
-                            "unknown {} plugin {:?}{hint}; `healer plugins` lists those in {}",
-                            plugin.kind,
-                            plugin.plugin,
-                            self.dir.display()
-                        ),
-                    });
-                    continue;
+            plugin_uses.extend(uses);
+        }
+        for workflow in config.workflows.values() {
+            plugin_uses.extend(workflow.steps.iter().map(|step| &step.plugin));
+        }
+        for plugin in plugin_uses {
+            let Some(package) = self.find(plugin.kind, &plugin.plugin) else {
+                let names = self
+                    .packages
+                    .iter()
+                    .flat_map(|p| &p.plugins)
+                    .filter(|p| p.kind == plugin.kind);
+                let other_kinds: Vec<&str> = self
+                    .packages
+                    .iter()
+                    .flat_map(|p| &p.plugins)
+                    .filter(|p| p.name == plugin.plugin)
+                    .map(|p| p.kind.as_str())
+                    .collect();
+                let hint = if other_kinds.is_empty() {
+                    did_you_mean(&plugin.plugin, names.map(|p| p.name.as_str()))
+                        .map_or_else(String::new, |guess| format!(" (did you mean \"{guess}\"?)"))
+                } else {
+                    format!(
+                        " (that name is a {}, not a {})",
+                        other_kinds.join(" and a "),
+                        plugin.kind
+                    )
                 };
-                if let Err(err) = package.check_config(plugin.kind, &plugin.plugin, &plugin.config)
-                {
-                    let mut error = config.plugin_error(plugin, &err);
-                    error.message =
-                        format!("{} {:?}: {}", plugin.kind, plugin.plugin, error.message);
-                    errors.push(error);
-                }
+                errors.push(ConfigError {
+                    file: config.path.clone(),
+                    at: Some(config.key_location(plugin, "plugin")),
+                    message: format!(
+                        "unknown {} plugin {:?}{hint}; `healer plugins` lists those in {}",
+                        plugin.kind,
+                        plugin.plugin,
+                        self.dir.display()
+                    ),
+                });
+                continue;
+            };
+            if let Err(err) = package.check_config(plugin.kind, &plugin.plugin, &plugin.config) {
+                let mut error = config.plugin_error(plugin, &err);
+                error.message = format!("{} {:?}: {}", plugin.kind, plugin.plugin, error.message);
+                errors.push(error);
             }
         }
         errors

@@ -59,7 +59,8 @@ pub struct Webhook {
 impl Recoverer for Webhook {
     type Config = Config;
     const NAME: &'static str = "webhook";
-    const DESCRIPTION: &'static str = "POSTs {anomaly, params} as JSON to a URL (n8n); 2xx is success; HMAC signing, retries";
+    const DESCRIPTION: &'static str =
+        "POSTs {anomaly, params} as JSON to a URL (n8n); 2xx is success; HMAC signing, retries";
     const SAMPLE_CONFIG: &'static str = r#"url = "http://127.0.0.1:5678/webhook/healer"   # e.g. an n8n webhook
 headers = { "X-Source" = "healer" }             # extra headers (default none)
 # hmac_secret_env = "HEALER_WEBHOOK_SECRET"     # sign the body: header = "sha256=<hex HMAC-SHA256>"
@@ -71,15 +72,25 @@ retry_backoff = "500ms"                         # before the first retry; double
 "#;
 
     fn new(config: Config) -> Result<Self, Error> {
-        let url = reqwest::Url::parse(&config.url).map_err(|e| format!("invalid `url` {:?}: {e}", config.url))?;
+        let url = reqwest::Url::parse(&config.url)
+            .map_err(|e| format!("invalid `url` {:?}: {e}", config.url))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("`url` must be http or https, not {:?}", url.scheme()).into());
         }
         let secret = match (&config.hmac_secret_env, &config.hmac_secret_file) {
-            (Some(_), Some(_)) => return Err("give `hmac_secret_env` or `hmac_secret_file`, not both".into()),
-            (Some(var), None) => Some(std::env::var(var).map_err(|_| format!("`hmac_secret_env`: the environment variable {var} is not set"))?.into_bytes()),
+            (Some(_), Some(_)) => {
+                return Err("give `hmac_secret_env` or `hmac_secret_file`, not both".into())
+            }
+            (Some(var), None) => Some(
+                std::env::var(var)
+                    .map_err(|_| {
+                        format!("`hmac_secret_env`: the environment variable {var} is not set")
+                    })?
+                    .into_bytes(),
+            ),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("`hmac_secret_file` {}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("`hmac_secret_file` {}: {e}", path.display()))?;
                 Some(text.lines().next().unwrap_or("").trim().as_bytes().to_vec())
             }
             (None, None) => None,
@@ -89,7 +100,11 @@ retry_backoff = "500ms"                         # before the first retry; double
             .user_agent(concat!("healer-webhook/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Webhook { config, client, secret })
+        Ok(Webhook {
+            config,
+            client,
+            secret,
+        })
     }
 
     async fn recover(&mut self, recovery: &Recovery) -> Result<Outcome, Error> {
@@ -102,7 +117,11 @@ retry_backoff = "500ms"                         # before the first retry; double
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-            let mut request = self.client.post(&self.config.url).header("Content-Type", "application/json").body(body.clone());
+            let mut request = self
+                .client
+                .post(&self.config.url)
+                .header("Content-Type", "application/json")
+                .body(body.clone());
             for (name, value) in &self.config.headers {
                 request = request.header(name, value);
             }
@@ -112,22 +131,41 @@ retry_backoff = "500ms"                         # before the first retry; double
             match request.send().await {
                 Ok(response) if response.status().is_success() => {
                     let code = response.status().as_u16();
-                    return Ok(Outcome::done(format!("POST {} answered {code}", self.config.url)).detail("status_code", code).detail("tries", attempt + 1));
+                    return Ok(
+                        Outcome::done(format!("POST {} answered {code}", self.config.url))
+                            .detail("status_code", code)
+                            .detail("tries", attempt + 1),
+                    );
                 }
                 Ok(response) => last_error = format!("answered {}", response.status()),
-                Err(err) if err.is_timeout() => last_error = format!("no answer within {}", self.config.timeout),
+                Err(err) if err.is_timeout() => {
+                    last_error = format!("no answer within {}", self.config.timeout)
+                }
                 Err(err) if err.is_connect() => last_error = "cannot connect".to_owned(),
                 Err(err) => last_error = err.to_string(),
             }
         }
-        Err(format!("POST {} failed after {} tries: {last_error}", self.config.url, self.config.retries + 1).into())
+        Err(format!(
+            "POST {} failed after {} tries: {last_error}",
+            self.config.url,
+            self.config.retries + 1
+        )
+        .into())
     }
 }
 
 /// What the webhook receives: the anomaly (or finding) and the parameters.
 fn payload(recovery: &Recovery) -> serde_json::Value {
-    let params = if recovery.params.is_null() { serde_json::json!({}) } else { recovery.params.clone() };
-    let details = if recovery.finding.details.is_null() { serde_json::json!({}) } else { recovery.finding.details.clone() };
+    let params = if recovery.params.is_null() {
+        serde_json::json!({})
+    } else {
+        recovery.params.clone()
+    };
+    let details = if recovery.finding.details.is_null() {
+        serde_json::json!({})
+    } else {
+        recovery.finding.details.clone()
+    };
     serde_json::json!({
         "anomaly": {
             "name": recovery.finding.kind,
@@ -143,7 +181,8 @@ fn payload(recovery: &Recovery) -> serde_json::Value {
 
 /// `sha256=<hex of HMAC-SHA256(secret, body)>`, as GitHub-style receivers expect.
 fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -176,7 +215,8 @@ mod tests {
     fn the_payload_carries_anomaly_and_params() {
         let recovery = Recovery {
             target: "api_latency.coinbase.high".into(),
-            finding: healer_plugin_sdk::Finding::critical("api_latency.coinbase.high", "anomaly").detail("latency_ms", 5000),
+            finding: healer_plugin_sdk::Finding::critical("api_latency.coinbase.high", "anomaly")
+                .detail("latency_ms", 5000),
             attempt: 1,
             params: serde_json::json!({"service": "coinbase"}),
         };
