@@ -169,6 +169,24 @@ async fn daemon(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let intake = match &config.intake {
+        None => None,
+        Some(_) => match crate::intake::Intake::build(&config, &catalog).await {
+            Ok(intake) => match crate::intake::listen(&intake).await {
+                Ok(listener) => Some((intake, listener)),
+                Err(err) => {
+                    tracing::error!("{err}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!("{error}");
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::reaper::reap_orphans(shutdown.clone()));
     tokio::spawn(async move {
@@ -179,17 +197,30 @@ async fn daemon(cli: &Cli) -> ExitCode {
     tracing::info!(
         config = %config.path.display(),
         targets = runners.len(),
+        reflexes = config.reflexes.len(),
         packages = catalog.packages.len(),
         pid = std::process::id(),
         "healer running"
     );
+    let serving = intake.map(|(intake, listener)| {
+        tokio::spawn(crate::intake::serve(listener, intake, shutdown.clone()))
+    });
     engine::run(
         runners,
         config.healer.max_concurrent_recoveries,
         config.healer.history,
-        shutdown,
+        shutdown.clone(),
     )
     .await;
+    let mut shutdown = shutdown;
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    if let Some(serving) = serving {
+        let _ = serving.await;
+    }
     ExitCode::SUCCESS
 }
 

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod intake;
 pub mod issues;
 pub mod log;
 pub mod plugins;

@@ -1,0 +1,294 @@
+//! The intake's HTTP endpoints (axum): `POST /anomaly`, `POST
+//! /alertmanager`, `GET /healthz`. Input rules: JSON only (415), bodies up to
+//! 64 KiB (413), schema errors are 400 with a JSON error naming the field,
+//! and with a token configured every write endpoint requires it (401).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use super::Intake;
+
+/// The largest body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// The longest anomaly name accepted.
+const MAX_NAME: usize = 200;
+
+/// Binds the intake's address; a failure names it.
+pub async fn listen(intake: &Intake) -> Result<TcpListener, String> {
+    let bind = intake.settings.bind;
+    TcpListener::bind(bind)
+        .await
+        .map_err(|err| format!("[intake] cannot listen on {bind}: {err}"))
+}
+
+/// Serves the intake on `listener` until `shutdown` changes.
+pub async fn serve(
+    listener: TcpListener,
+    intake: Arc<Intake>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let address: Option<SocketAddr> = listener.local_addr().ok();
+    let app = Router::new()
+        .route("/anomaly", post(anomaly))
+        .route("/alertmanager", post(alertmanager))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: POST /anomaly, POST /alertmanager, GET /healthz",
+                None,
+            )
+        })
+        .with_state(intake);
+    info!(address = ?address, "intake listening");
+    let stopped = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::error!(error = %err, "intake stopped");
+    }
+}
+
+fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
+    let mut body = json!({"error": message});
+    if let Some(field) = field {
+        body["field"] = json!(field);
+    }
+    (status, Json(body)).into_response()
+}
+
+/// The checks every write endpoint makes; the body as JSON when they pass.
+async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
+    if let Some(token) = &intake.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.map(str::trim) != Some(token.as_str()) {
+            let message = if given.is_none() {
+                "this endpoint needs `Authorization: Bearer <token>`"
+            } else {
+                "wrong token"
+            };
+            let mut response = error(StatusCode::UNAUTHORIZED, message, None);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return Err(response);
+        }
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        let message =
+            format!("send JSON with `Content-Type: application/json` (got {content_type:?})");
+        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message, None));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the body is larger than {} KiB", MAX_BODY / 1024),
+            None,
+        )
+    };
+    if declared.is_some_and(|length| length > MAX_BODY) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| too_large())?;
+    serde_json::from_slice(&bytes).map_err(|err| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not valid JSON: {err}"),
+            None,
+        )
+    })
+}
+
+fn dry_run(query: Option<&str>) -> bool {
+    query
+        .unwrap_or("")
+        .split('&')
+        .any(|pair| matches!(pair, "dry_run" | "dry_run=true" | "dry_run=1"))
+}
+
+async fn anomaly(
+    State(intake): State<Arc<Intake>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let input = match accept(&intake, &headers, body).await {
+        Ok(input) => input,
+        Err(response) => return response,
+    };
+    let Some(object) = input.as_object() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object: {\"name\": \"...\", \"details\": {...}}",
+            None,
+        );
+    };
+    let name =
+        match object.get("name") {
+            Some(Value::String(name)) => name,
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "`name` must be a string",
+                    Some("name"),
+                )
+            }
+            None => return error(
+                StatusCode::BAD_REQUEST,
+                "`name` is missing: {\"name\": \"api_latency.coinbase.high\", \"details\": {...}}",
+                Some("name"),
+            ),
+        };
+    if let Err(message) = check_name(name) {
+        return error(StatusCode::BAD_REQUEST, &message, Some("name"));
+    }
+    let details = match object.get("details") {
+        None | Some(Value::Null) => json!({}),
+        Some(details @ Value::Object(_)) => details.clone(),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`details` must be a JSON object",
+                Some("details"),
+            )
+        }
+    };
+    let answer = intake.report(name, details, dry_run(query.as_deref()));
+    let status = if answer["status"] == "started" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(answer)).into_response()
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!("`name` must be 1 to {MAX_NAME} characters"));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._:-/".contains(*c)))
+    {
+        Some(bad) => Err(format!(
+            "`name` may hold A-Z a-z 0-9 . _ : - / only, not {bad:?}"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Alertmanager's webhook (payload version 4): each firing alert is an
+/// anomaly named by its `alertname`, acted on once per (fingerprint,
+/// startsAt); a resolved alert resolves its anomaly.
+async fn alertmanager(
+    State(intake): State<Arc<Intake>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let payload = match accept(&intake, &headers, body).await {
+        Ok(payload) => payload,
+        Err(response) => return response,
+    };
+    let Some(alerts) = payload.get("alerts").and_then(Value::as_array) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`alerts` is missing: this is not an Alertmanager webhook payload",
+            Some("alerts"),
+        );
+    };
+    let (mut started, mut duplicates, mut resolved, mut answers) = (0, 0, 0, Vec::new());
+    for (index, alert) in alerts.iter().enumerate() {
+        let Some(name) = alert.pointer("/labels/alertname").and_then(Value::as_str) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("alerts[{index}] has no labels.alertname"),
+                Some(&format!("alerts[{index}].labels.alertname")),
+            );
+        };
+        if let Err(message) = check_name(name) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &message,
+                Some(&format!("alerts[{index}].labels.alertname")),
+            );
+        }
+        let text = |key: &str| alert.get(key).and_then(Value::as_str).unwrap_or("");
+        if text("status") == "resolved" {
+            resolved += usize::from(intake.resolve(name));
+            continue;
+        }
+        let fingerprint = if text("fingerprint").is_empty() {
+            alert
+                .get("labels")
+                .map(Value::to_string)
+                .unwrap_or_default()
+        } else {
+            text("fingerprint").to_owned()
+        };
+        if !intake.first_sight(&fingerprint, text("startsAt")) {
+            duplicates += 1;
+            continue;
+        }
+        let details = json!({
+            "labels": alert.get("labels"),
+            "annotations": alert.get("annotations"),
+            "startsAt": text("startsAt"),
+            "fingerprint": fingerprint,
+            "generatorURL": text("generatorURL"),
+        });
+        let answer = intake.report(name, details, false);
+        started += usize::from(answer["status"] == "started");
+        answers.push(answer);
+    }
+    let truncated = payload
+        .get("truncatedAlerts")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if truncated > 0 {
+        info!(
+            truncated,
+            "Alertmanager truncated this group: only the alerts it sent were acted on"
+        );
+    }
+    Json(json!({
+        "status": "accepted",
+        "alerts": alerts.len(),
+        "started": started,
+        "duplicates": duplicates,
+        "resolved": resolved,
+        "truncated_alerts": truncated,
+        "results": answers,
+    }))
+    .into_response()
+}

@@ -1,0 +1,237 @@
+//! Storm control for anomalies: the same name while its workflow runs or
+//! within the cooldown is counted, not re-run; runs per name are limited
+//! like recovery attempts (forgotten after a quiet `stable_after`, or when
+//! Alertmanager says the alert resolved); runs per minute are limited per
+//! reflex and for all reflexes together. Pure, like `issues`.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Why a report did not start a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suppressed {
+    /// Its workflow is running.
+    Running,
+    /// It ran less than `cooldown` ago.
+    Cooldown,
+    /// It has run `max_attempts` times without a quiet period.
+    AttemptsExhausted,
+    /// Too many runs in the last minute.
+    RateLimited,
+}
+
+impl Suppressed {
+    /// The reason as the API reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suppressed::Running => "running",
+            Suppressed::Cooldown => "cooldown",
+            Suppressed::AttemptsExhausted => "attempts exhausted",
+            Suppressed::RateLimited => "rate limited",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Anomaly {
+    running: bool,
+    last_run: Option<Instant>,
+    last_report: Option<Instant>,
+    attempts: u32,
+    suppressed: u64,
+}
+
+/// Limits of the storm control.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub cooldown: Duration,
+    pub max_attempts: u32,
+    pub stable_after: Duration,
+    pub max_runs_per_minute: u32,
+}
+
+/// The storm state of every anomaly name.
+#[derive(Debug)]
+pub struct Storm {
+    limits: Limits,
+    anomalies: HashMap<String, Anomaly>,
+    runs: VecDeque<Instant>,
+    runs_by_reflex: HashMap<String, VecDeque<Instant>>,
+}
+
+/// A run may start: its attempt number.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Admitted {
+    pub attempt: u32,
+}
+
+impl Storm {
+    pub fn new(limits: Limits) -> Storm {
+        Storm {
+            limits,
+            anomalies: HashMap::new(),
+            runs: VecDeque::new(),
+            runs_by_reflex: HashMap::new(),
+        }
+    }
+
+    /// A report of `name`, matched by `reflex` (with its own per-minute
+    /// limit, 0 for none): admitted, or suppressed with the count so far.
+    pub fn report(
+        &mut self,
+        name: &str,
+        reflex: &str,
+        reflex_limit: u32,
+        now: Instant,
+    ) -> Result<Admitted, (Suppressed, u64)> {
+        let limits = self.limits;
+        let anomaly = self.anomalies.entry(name.to_owned()).or_default();
+        if anomaly
+            .last_report
+            .is_some_and(|at| now.duration_since(at) >= limits.stable_after)
+            && !anomaly.running
+        {
+            *anomaly = Anomaly::default();
+        }
+        anomaly.last_report = Some(now);
+        let reason = if anomaly.running {
+            Some(Suppressed::Running)
+        } else if anomaly
+            .last_run
+            .is_some_and(|at| now.duration_since(at) < limits.cooldown)
+        {
+            Some(Suppressed::Cooldown)
+        } else if anomaly.attempts >= limits.max_attempts {
+            Some(Suppressed::AttemptsExhausted)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            anomaly.suppressed += 1;
+            return Err((reason, anomaly.suppressed));
+        }
+        let minute = Duration::from_secs(60);
+        let recent = |runs: &mut VecDeque<Instant>| {
+            while runs
+                .front()
+                .is_some_and(|at| now.duration_since(*at) >= minute)
+            {
+                runs.pop_front();
+            }
+            runs.len() as u32
+        };
+        let global_full =
+            limits.max_runs_per_minute > 0 && recent(&mut self.runs) >= limits.max_runs_per_minute;
+        let per_reflex = self.runs_by_reflex.entry(reflex.to_owned()).or_default();
+        let reflex_full = reflex_limit > 0 && recent(per_reflex) >= reflex_limit;
+        let anomaly = self.anomalies.entry(name.to_owned()).or_default();
+        if global_full || reflex_full {
+            anomaly.suppressed += 1;
+            return Err((Suppressed::RateLimited, anomaly.suppressed));
+        }
+        self.runs.push_back(now);
+        per_reflex.push_back(now);
+        anomaly.running = true;
+        anomaly.last_run = Some(now);
+        anomaly.attempts += 1;
+        Ok(Admitted {
+            attempt: anomaly.attempts,
+        })
+    }
+
+    /// The run of `name` ended.
+    pub fn finished(&mut self, name: &str) {
+        if let Some(anomaly) = self.anomalies.get_mut(name) {
+            anomaly.running = false;
+        }
+    }
+
+    /// The anomaly is over (a resolved alert): its attempts are forgotten.
+    /// Returns whether there was anything to forget.
+    pub fn resolved(&mut self, name: &str) -> bool {
+        match self.anomalies.get_mut(name) {
+            Some(anomaly) if !anomaly.running => self.anomalies.remove(name).is_some(),
+            Some(anomaly) => {
+                anomaly.attempts = 0;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storm() -> Storm {
+        Storm::new(Limits {
+            cooldown: Duration::from_secs(60),
+            max_attempts: 2,
+            stable_after: Duration::from_secs(600),
+            max_runs_per_minute: 0,
+        })
+    }
+
+    #[test]
+    fn a_hundred_reports_at_once_start_one_run() {
+        let mut storm = storm();
+        let now = Instant::now();
+        let results: Vec<_> = (0..100).map(|_| storm.report("x", "x", 0, now)).collect();
+        assert_eq!(results[0], Ok(Admitted { attempt: 1 }));
+        assert!(results[1..]
+            .iter()
+            .all(|r| matches!(r, Err((Suppressed::Running, _)))));
+        assert_eq!(results[99], Err((Suppressed::Running, 99)));
+    }
+
+    #[test]
+    fn cooldown_then_attempts_then_quiet_resets() {
+        let mut storm = storm();
+        let t0 = Instant::now();
+        storm.report("x", "x", 0, t0).unwrap();
+        storm.finished("x");
+        assert!(matches!(
+            storm.report("x", "x", 0, t0 + Duration::from_secs(30)),
+            Err((Suppressed::Cooldown, _))
+        ));
+        assert_eq!(
+            storm.report("x", "x", 0, t0 + Duration::from_secs(61)),
+            Ok(Admitted { attempt: 2 })
+        );
+        storm.finished("x");
+        assert!(matches!(
+            storm.report("x", "x", 0, t0 + Duration::from_secs(200)),
+            Err((Suppressed::AttemptsExhausted, _))
+        ));
+        assert_eq!(
+            storm.report("x", "x", 0, t0 + Duration::from_secs(900)),
+            Ok(Admitted { attempt: 1 })
+        );
+    }
+
+    #[test]
+    fn a_resolved_alert_forgets_the_attempts() {
+        let mut storm = storm();
+        let t0 = Instant::now();
+        storm.report("x", "x", 0, t0).unwrap();
+        storm.finished("x");
+        assert!(storm.resolved("x"));
+        assert_eq!(
+            storm.report("x", "x", 0, t0 + Duration::from_secs(1)),
+            Ok(Admitted { attempt: 1 })
+        );
+    }
+
+    #[test]
+    fn runs_per_minute_are_limited_per_reflex() {
+        let mut storm = storm();
+        let now = Instant::now();
+        assert!(storm.report("a", "r", 1, now).is_ok());
+        assert!(matches!(
+            storm.report("b", "r", 1, now),
+            Err((Suppressed::RateLimited, 1))
+        ));
+        assert!(storm.report("c", "other", 1, now).is_ok());
+    }
+}
