@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "healer-plugin-logscan",
     "healer-plugin-nagios",
     "healer-plugin-system",
+    "healer-plugin-webhook",
     "healer-fixture-no-root",
     "healer-fixture-other-sdk-major",
     "healer-fixture-wrong-layout",
@@ -295,4 +296,142 @@ pub fn fast_config(dir: &Path, plugins: &Path, body: &str) -> PathBuf {
     let path = dir.join("healer.toml");
     std::fs::write(&path, config).expect("the test config is written");
     path
+}
+
+/// What a [`Receiver`] answers.
+#[derive(Clone, Copy, Debug)]
+pub enum Answer {
+    /// This status code, at once.
+    Status(u16),
+    /// Nothing: the connection is held open until the test ends.
+    Never,
+}
+
+/// A local HTTP server standing in for n8n: records every request body and
+/// answers as told.
+pub struct Receiver {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Receiver {
+    /// Starts a receiver that answers every request with `answer`.
+    pub fn start(answer: Answer) -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("bound").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let seen = std::sync::Arc::clone(&seen);
+                std::thread::spawn(move || serve_one(stream, answer, &seen));
+            }
+        });
+        Receiver { port, requests }
+    }
+
+    /// The URL of a path on it.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// (head, body) of every request so far.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+fn serve_one(
+    mut stream: std::net::TcpStream,
+    answer: Answer,
+    seen: &std::sync::Mutex<Vec<(String, String)>>,
+) {
+    use std::io::Write;
+    let Some((head, body)) = read_http_message(&mut stream) else {
+        return;
+    };
+    if let Ok(mut seen) = seen.lock() {
+        seen.push((head, body));
+    }
+    match answer {
+        Answer::Status(code) => {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+        }
+        Answer::Never => std::thread::sleep(Duration::from_secs(60)),
+    }
+}
+
+/// Reads one HTTP/1.1 message (head and a Content-Length body).
+fn read_http_message(stream: &mut impl Read) -> Option<(String, String)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((head, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Sends one HTTP/1.1 POST to 127.0.0.1:`port` and returns (status, body).
+pub fn post(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::Write;
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("the intake accepts connections");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout set");
+    let mut request = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    for (name, value) in extra_headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("request head sent");
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// [`post`] of JSON, parsing the JSON answer.
+pub fn post_json(port: u16, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = post(port, path, "application/json", &[], body.as_bytes());
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }

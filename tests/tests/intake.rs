@@ -1,0 +1,424 @@
+//! The AutoHealer intake over real HTTP on 127.0.0.1: the seed's curl
+//! example, both reflex map forms, failing webhooks, storms, Alertmanager,
+//! and bad requests, against the real daemon and a local receiver standing
+//! in for n8n.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use healer_e2e::{free_port, post, post_json, wait_until, Answer, Daemon, Receiver};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Starts the daemon with `[intake]` on `port` plus `body`, and waits until
+/// the intake answers. The plugins are copied into `dir/plugins`.
+fn start(dir: &Path, port: u16, intake_extra: &str, body: &str) -> Daemon {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for package in ["healer-plugin-webhook", "healer-plugin-command"] {
+        let file = healer_e2e::package_file(package);
+        std::fs::copy(&file, plugins.join(file.file_name().unwrap())).unwrap();
+    }
+    let config = format!(
+        "[healer]\nplugins_dir = \"{}\"\nlog_file = \"{}\"\n\n[intake]\nbind = \"127.0.0.1:{port}\"\n{intake_extra}\n{body}",
+        plugins.display(),
+        dir.join("healer.log").display()
+    );
+    std::fs::write(dir.join("healer.toml"), config).unwrap();
+    let mut daemon = Daemon::start(&dir.join("healer.toml"), &dir.join("healer.log"));
+    daemon.wait_for_log(&["intake listening"], LIMIT);
+    daemon
+}
+
+fn webhook_workflow(name: &str, url: &str, extra: &str) -> String {
+    format!("[workflow.{name}]\nsteps = [{{ plugin = \"webhook\", url = \"{url}\", retry_backoff = \"50ms\"{extra} }}]\n")
+}
+
+fn bodies(receiver: &Receiver) -> Vec<Value> {
+    receiver
+        .requests()
+        .iter()
+        .map(|(_, body)| serde_json::from_str(body).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_seeds_curl_example_triggers_the_mapped_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let n8n = Receiver::start(Answer::Status(200));
+    let body = format!(
+        "[[reflex]]\nmatch = \"api_latency.coinbase.high\"\nworkflow = \"run_coinbase_health_check_and_clear_cache\"\nparams = {{ exchange = \"coinbase\" }}\n\n{}",
+        webhook_workflow("run_coinbase_health_check_and_clear_cache", &n8n.url("/webhook/healer"), "")
+    );
+    let mut daemon = start(dir.path(), 8000, "", &body);
+
+    // The seed's example, byte for byte.
+    let curl = r#"curl -X POST "http://127.0.0.1:8000/anomaly" \
+-H "Content-Type: application/json" \
+-d '{
+  "name": "api_latency.coinbase.high",
+  "details": {
+    "latency_ms": 5000,
+    "region": "us-east-1"
+  }
+}'"#;
+    let output = Command::new("sh").arg("-c").arg(curl).output().unwrap();
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(answer["status"], "started", "{answer}");
+    assert_eq!(
+        answer["workflow"],
+        "run_coinbase_health_check_and_clear_cache"
+    );
+    assert!(answer["run_id"].as_str().unwrap().starts_with("run-"));
+    wait_until("n8n receives the anomaly", LIMIT, || {
+        (n8n.requests().len() == 1).then_some(())
+    });
+    let received = &bodies(&n8n)[0];
+    assert_eq!(received["anomaly"]["name"], "api_latency.coinbase.high");
+    assert_eq!(
+        received["anomaly"]["details"],
+        serde_json::json!({"latency_ms": 5000, "region": "us-east-1"})
+    );
+    assert_eq!(
+        received["params"],
+        serde_json::json!({"exchange": "coinbase"})
+    );
+    let record = daemon.wait_for_log(
+        &["event=\"auto_healer_action\"", "status=\"started\""],
+        LIMIT,
+    );
+    assert!(
+        record.contains("severity=\"CRITICAL\"")
+            && record.contains("anomaly=\"api_latency.coinbase.high\""),
+        "{record}"
+    );
+    assert!(
+        record.contains("workflow=run_coinbase_health_check_and_clear_cache")
+            && record.contains("latency_ms"),
+        "{record}"
+    );
+    daemon.wait_for_log(
+        &["event=\"auto_healer_action\"", "status=\"succeeded\""],
+        LIMIT,
+    );
+}
+
+#[test]
+fn the_seeds_yaml_reflex_map_and_toml_reflexes_both_work_and_unknown_names_run_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let n8n = Receiver::start(Answer::Status(200));
+    std::fs::write(
+        dir.path().join("reflex_map.yml"),
+        "anomalies:\n  - name: \"api_latency.coinbase.high\"\n    workflow: \"clear_cache\"\n    params:\n      service: \"coinbase\"\n  - name: \"disk.full\"\n    workflow: \"clear_cache\"\n",
+    )
+    .unwrap();
+    let body = format!(
+        "[[reflex]]\nmatch = \"queue.*.stuck\"\nworkflow = \"clear_cache\"\nparams = {{ from = \"toml\" }}\n\n{}",
+        webhook_workflow("clear_cache", &n8n.url("/hook"), "")
+    );
+    let port = free_port();
+    let mut daemon = start(dir.path(), port, "reflex_map = \"reflex_map.yml\"", &body);
+
+    let (_, yaml) = post_json(
+        port,
+        "/anomaly",
+        r#"{"name": "api_latency.coinbase.high", "details": {}}"#,
+    );
+    let (_, yaml_no_params) = post_json(port, "/anomaly", r#"{"name": "disk.full"}"#);
+    let (_, toml) = post_json(
+        port,
+        "/anomaly",
+        r#"{"name": "queue.orders.stuck", "details": {"depth": 9000}}"#,
+    );
+    let (status, unknown) = post_json(
+        port,
+        "/anomaly",
+        r#"{"name": "nobody.knows.this", "details": {}}"#,
+    );
+
+    assert_eq!(yaml["status"], "started", "{yaml}");
+    assert_eq!(yaml_no_params["status"], "started", "{yaml_no_params}");
+    assert_eq!(toml["status"], "started", "{toml}");
+    assert_eq!(
+        (status, unknown["status"].as_str()),
+        (200, Some("no_reflex")),
+        "{unknown}"
+    );
+    wait_until("three webhook calls", LIMIT, || {
+        (n8n.requests().len() == 3).then_some(())
+    });
+    let received = bodies(&n8n);
+    let params = |name: &str| {
+        received
+            .iter()
+            .find(|b| b["anomaly"]["name"] == name)
+            .map(|b| b["params"].clone())
+    };
+    assert_eq!(
+        params("api_latency.coinbase.high"),
+        Some(serde_json::json!({"service": "coinbase"}))
+    );
+    assert_eq!(params("disk.full"), Some(serde_json::json!({})));
+    assert_eq!(
+        params("queue.orders.stuck"),
+        Some(serde_json::json!({"from": "toml"}))
+    );
+    daemon.wait_for_log(
+        &[
+            "event=\"auto_healer_action\"",
+            "status=\"no_reflex\"",
+            "nobody.knows.this",
+        ],
+        LIMIT,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(n8n.requests().len(), 3, "the unknown anomaly ran nothing");
+}
+
+#[test]
+fn failing_webhooks_are_retried_and_the_final_failure_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let error_500 = Receiver::start(Answer::Status(500));
+    let silent = Receiver::start(Answer::Never);
+    let closed_port = free_port();
+    let body = format!(
+        "[[reflex]]\nmatch = \"a.500\"\nworkflow = \"w500\"\n[[reflex]]\nmatch = \"a.timeout\"\nworkflow = \"wtimeout\"\n[[reflex]]\nmatch = \"a.refused\"\nworkflow = \"wrefused\"\n\n{}{}{}",
+        webhook_workflow("w500", &error_500.url("/"), ""),
+        webhook_workflow("wtimeout", &silent.url("/"), ", timeout = \"200ms\""),
+        webhook_workflow("wrefused", &format!("http://127.0.0.1:{closed_port}/"), ""),
+    );
+    let port = free_port();
+    let mut daemon = start(dir.path(), port, "", &body);
+
+    for name in ["a.500", "a.timeout", "a.refused"] {
+        let (status, answer) = post_json(port, "/anomaly", &format!(r#"{{"name": "{name}"}}"#));
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (202, Some("started")),
+            "{answer}"
+        );
+    }
+
+    let failed_500 = daemon.wait_for_log(&["status=\"failed\"", "anomaly=\"a.500\""], LIMIT);
+    let failed_timeout =
+        daemon.wait_for_log(&["status=\"failed\"", "anomaly=\"a.timeout\""], LIMIT);
+    let failed_refused =
+        daemon.wait_for_log(&["status=\"failed\"", "anomaly=\"a.refused\""], LIMIT);
+    assert_eq!(error_500.requests().len(), 3, "1 try + 2 retries");
+    assert_eq!(silent.requests().len(), 3);
+    assert!(
+        failed_500.contains("failed after 3 tries: answered 500"),
+        "{failed_500}"
+    );
+    assert!(
+        failed_timeout.contains("failed after 3 tries: no answer within 200ms"),
+        "{failed_timeout}"
+    );
+    assert!(
+        failed_refused.contains("failed after 3 tries: cannot connect"),
+        "{failed_refused}"
+    );
+    let (status, health) = post_json(port, "/anomaly", r#"{"name": "still.serving"}"#);
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (200, Some("no_reflex"))
+    );
+}
+
+#[test]
+fn a_hundred_identical_anomalies_in_a_second_run_the_workflow_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let n8n = Receiver::start(Answer::Status(200));
+    let body = format!(
+        "[[reflex]]\nmatch = \"storm.*\"\nworkflow = \"w\"\n\n{}",
+        webhook_workflow("w", &n8n.url("/"), "")
+    );
+    let port = free_port();
+    let _daemon = start(dir.path(), port, "cooldown = \"60s\"", &body);
+
+    let started = std::time::Instant::now();
+    let answers: Vec<Value> = (0..100)
+        .map(|_| post_json(port, "/anomaly", r#"{"name": "storm.api.down"}"#).1)
+        .collect();
+    let took = started.elapsed();
+
+    let count = |status: &str| answers.iter().filter(|a| a["status"] == status).count();
+    assert!(took < Duration::from_secs(1), "100 reports took {took:?}");
+    assert_eq!(count("started"), 1, "{answers:?}");
+    assert_eq!(count("suppressed"), 99);
+    assert_eq!(answers.last().unwrap()["suppressed"], 99);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(n8n.requests().len(), 1);
+}
+
+fn alertmanager_payload(status: &str) -> String {
+    format!(
+        r#"{{"version": "4", "groupKey": "{{}}:{{alertname=\"HighErrorRate\"}}", "truncatedAlerts": 0, "status": "{status}",
+        "receiver": "healer", "groupLabels": {{"alertname": "HighErrorRate"}}, "commonLabels": {{}}, "commonAnnotations": {{}},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{{"status": "{status}", "labels": {{"alertname": "HighErrorRate", "service": "api", "severity": "page"}},
+          "annotations": {{"summary": "5xx above 5%"}}, "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+          "generatorURL": "http://prometheus:9090/graph", "fingerprint": "c0ffee1234"}}]}}"#
+    )
+}
+
+#[test]
+fn an_alertmanager_alert_opens_once_and_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let n8n = Receiver::start(Answer::Status(200));
+    let body = format!(
+        "[[reflex]]\nmatch = \"HighErrorRate\"\nworkflow = \"w\"\n\n{}",
+        webhook_workflow("w", &n8n.url("/"), "")
+    );
+    let port = free_port();
+    let mut daemon = start(dir.path(), port, "cooldown = \"0s\"", &body);
+
+    let (status, firing) = post_json(port, "/alertmanager", &alertmanager_payload("firing"));
+    let (_, resent) = post_json(port, "/alertmanager", &alertmanager_payload("firing"));
+    wait_until("the workflow runs", LIMIT, || {
+        (n8n.requests().len() == 1).then_some(())
+    });
+    daemon.wait_for_log(&["status=\"succeeded\"", "HighErrorRate"], LIMIT);
+    let (_, resolved) = post_json(port, "/alertmanager", &alertmanager_payload("resolved"));
+
+    assert_eq!(
+        (status, firing["started"].as_u64()),
+        (200, Some(1)),
+        "{firing}"
+    );
+    assert_eq!(
+        resent["duplicates"], 1,
+        "Alertmanager's re-send must not run it again: {resent}"
+    );
+    assert_eq!(resolved["resolved"], 1, "{resolved}");
+    daemon.wait_for_log(
+        &["issue resolved: the alert resolved", "HighErrorRate"],
+        LIMIT,
+    );
+    let received = &bodies(&n8n)[0];
+    assert_eq!(received["anomaly"]["details"]["labels"]["service"], "api");
+    assert_eq!(
+        received["anomaly"]["details"]["annotations"]["summary"],
+        "5xx above 5%"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(n8n.requests().len(), 1);
+}
+
+#[test]
+fn bad_requests_get_the_right_status_and_a_json_error_and_the_next_good_one_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let n8n = Receiver::start(Answer::Status(200));
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let body = format!(
+        "[[reflex]]\nmatch = \"good.*\"\nworkflow = \"w\"\n\n{}",
+        webhook_workflow("w", &n8n.url("/"), "")
+    );
+    let port = free_port();
+    let _daemon = start(
+        dir.path(),
+        port,
+        &format!("token_file = \"{}\"\ncooldown = \"0s\"", token.display()),
+        &body,
+    );
+    let auth = [("Authorization", "Bearer s3cret")];
+    let good = br#"{"name": "good.one", "details": {}}"#;
+    let huge = format!(
+        r#"{{"name": "good.one", "details": {{"blob": "{}"}}}}"#,
+        "x".repeat(1 << 20)
+    );
+
+    // (what, expected status, expected `field`, (status, body) answered)
+    type Case<'a> = (&'a str, u16, Option<&'a str>, (u16, String));
+    let cases: Vec<Case> = vec![
+        (
+            "wrong content type",
+            415,
+            None,
+            post(port, "/anomaly", "text/plain", &auth, good),
+        ),
+        (
+            "1 MiB body",
+            413,
+            None,
+            post(port, "/anomaly", "application/json", &auth, huge.as_bytes()),
+        ),
+        (
+            "broken JSON",
+            400,
+            None,
+            post(port, "/anomaly", "application/json", &auth, b"{\"name\": "),
+        ),
+        (
+            "missing name",
+            400,
+            Some("name"),
+            post(
+                port,
+                "/anomaly",
+                "application/json",
+                &auth,
+                br#"{"details": {}}"#,
+            ),
+        ),
+        (
+            "bad name",
+            400,
+            Some("name"),
+            post(
+                port,
+                "/anomaly",
+                "application/json",
+                &auth,
+                br#"{"name": "rm -rf /"}"#,
+            ),
+        ),
+        (
+            "details not an object",
+            400,
+            Some("details"),
+            post(
+                port,
+                "/anomaly",
+                "application/json",
+                &auth,
+                br#"{"name": "a", "details": 5}"#,
+            ),
+        ),
+        (
+            "no token",
+            401,
+            None,
+            post(port, "/anomaly", "application/json", &[], good),
+        ),
+        (
+            "wrong token",
+            401,
+            None,
+            post(
+                port,
+                "/anomaly",
+                "application/json",
+                &[("Authorization", "Bearer guess")],
+                good,
+            ),
+        ),
+    ];
+    for (index, (what, status, field, (got, body))) in cases.into_iter().enumerate() {
+        let error: Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what}: not JSON: {body}"));
+        assert_eq!(got, status, "{what}: {body}");
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {body}"
+        );
+        assert_eq!(error["field"].as_str(), field, "{what}: {body}");
+        let next = format!(r#"{{"name": "good.after.{index}"}}"#);
+        let (after, answer) = post(port, "/anomaly", "application/json", &auth, next.as_bytes());
+        assert_eq!(after, 202, "a good request after {what}: {answer}");
+    }
+}
