@@ -9,6 +9,15 @@ use clap::{Parser, Subcommand};
 
 use healer_plugin_sdk::Status;
 
+/// Prints a line to stdout; a closed pipe (`healer plugins | head`) is not
+/// an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use crate::config::{self, Config};
 use crate::engine;
 use crate::plugins::Catalog;
@@ -58,6 +67,26 @@ pub enum Command {
         #[arg(long)]
         recover: bool,
     },
+    /// Show what an anomaly of this name would start: the reflex that
+    /// matches (first match wins) and where it is written, the workflow, its
+    /// parameters and rendered steps. Runs nothing; exits 1 when no reflex
+    /// matches.
+    Explain {
+        /// The anomaly name, e.g. api_latency.coinbase.high.
+        name: String,
+    },
+    /// Post an anomaly to the running daemon's intake (`POST /anomaly`, at
+    /// the config's `[intake] bind`, with its token), and print the answer.
+    Send {
+        /// The anomaly name.
+        name: String,
+        /// A detail as key=value (repeatable); numbers and booleans stay typed.
+        #[arg(long = "detail", short = 'd', value_name = "KEY=VALUE")]
+        details: Vec<String>,
+        /// Only report what would run (`?dry_run=true`).
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List the plugin packages in the plugins directory: each package's
     /// file, name, version and SDK version, each plugin's kind, name,
     /// description and sample config, and every file that failed to load.
@@ -83,6 +112,12 @@ pub fn run(cli: Cli) -> ExitCode {
             ref target,
             recover,
         } => with_runtime(once(&cli, target.as_deref(), recover)),
+        Command::Explain { ref name } => explain(&cli, name),
+        Command::Send {
+            ref name,
+            ref details,
+            dry_run,
+        } => send(&cli, name, details, dry_run),
     }
 }
 
@@ -110,6 +145,14 @@ fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
         .map(|e| format!("warning: {e}"))
         .collect();
     let errors = catalog.check_config(&config);
+    let intake_error = config
+        .intake
+        .as_ref()
+        .and_then(|intake| crate::intake::Intake::token(intake).err());
+    if let Some(err) = intake_error {
+        problems.push(format!("{}: {err}", config.path.display()));
+        return Err(problems);
+    }
     if errors.is_empty() {
         for warning in problems {
             eprintln!("healer: {warning}");
@@ -121,12 +164,85 @@ fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
     }
 }
 
+fn explain(cli: &Cli, name: &str) -> ExitCode {
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(errors) => return fail(&errors.to_string()),
+    };
+    let Some(reflex) = config.reflexes.iter().find(|r| r.matches(name)) else {
+        let patterns: Vec<&str> = config.reflexes.iter().map(|r| r.pattern.as_str()).collect();
+        say!(
+            "{name}: no reflex matches, so nothing would run ({} reflexes: {})",
+            patterns.len(),
+            patterns.join(", ")
+        );
+        return ExitCode::FAILURE;
+    };
+    say!("{name}");
+    say!("  reflex    {} ({})", reflex.pattern, reflex.origin);
+    say!("  workflow  {}", reflex.workflow);
+    say!("  params    {}", reflex.params);
+    if let Some(workflow) = config.workflows.get(&reflex.workflow) {
+        for (index, step) in crate::intake::explain_steps(workflow).iter().enumerate() {
+            say!("  step {}    {step}", index + 1);
+        }
+    }
+    if config.intake.as_ref().is_some_and(|intake| !intake.actions) {
+        say!("  (the kill switch is on: [intake] actions = false, so it would only be recorded)");
+    }
+    ExitCode::SUCCESS
+}
+
+fn send(cli: &Cli, name: &str, details: &[String], dry_run: bool) -> ExitCode {
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(errors) => return fail(&errors.to_string()),
+    };
+    let Some(intake) = &config.intake else {
+        return fail(&format!(
+            "{}: there is no [intake] table, so no daemon listens for anomalies",
+            config.path.display()
+        ));
+    };
+    let mut map = serde_json::Map::new();
+    for pair in details {
+        match crate::intake::client::detail(pair) {
+            Ok((key, value)) => {
+                map.insert(key, value);
+            }
+            Err(err) => return fail(&err),
+        }
+    }
+    let token = match crate::intake::Intake::token(intake) {
+        Ok(token) => token,
+        Err(err) => return fail(&err),
+    };
+    let body = serde_json::json!({"name": name, "details": map}).to_string();
+    let path = if dry_run {
+        "/anomaly?dry_run=true"
+    } else {
+        "/anomaly"
+    };
+    match crate::intake::client::post_json(intake.bind, path, &body, token.as_deref()) {
+        Ok((status, answer)) => {
+            say!("{answer}");
+            if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("healer: the intake answered {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => fail(&err),
+    }
+}
+
 fn check(cli: &Cli) -> ExitCode {
     match load(cli) {
         Ok((config, catalog)) => {
             let enabled = config.targets.iter().filter(|t| t.enabled).count();
             let plugins: usize = catalog.packages.iter().map(|p| p.plugins.len()).sum();
-            println!(
+            say!(
                 "{}: OK, {} target{} ({enabled} enabled), {plugins} plugin{} in {} package{}",
                 config.path.display(),
                 config.targets.len(),
@@ -267,7 +383,7 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
     let mut results = engine::once(runners, recover, config.healer.history).await;
     results.sort_by(|a, b| a.0.cmp(&b.0));
     let width = results.iter().map(|r| r.0.len()).max().unwrap_or(6).max(6);
-    println!("{:<width$}  {:<8}  SUMMARY", "TARGET", "STATUS");
+    say!("{:<width$}  {:<8}  SUMMARY", "TARGET", "STATUS");
     let mut worst = Status::Ok;
     for (name, seen, findings) in &results {
         worst = worst.max(seen.status);
@@ -276,7 +392,7 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
         } else {
             format!("  [{}]", findings.join(", "))
         };
-        println!(
+        say!(
             "{name:<width$}  {:<8}  {}{findings}",
             seen.status.as_str(),
             seen.summary
@@ -303,11 +419,11 @@ fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
     };
     if json {
         match serde_json::to_string_pretty(&catalog) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => say!("{text}"),
             Err(err) => return fail(&format!("cannot encode the listing as JSON: {err}")),
         }
     } else {
-        print!("{}", render_catalog(&catalog, cli.verbose > 0));
+        say!("{}", render_catalog(&catalog, cli.verbose > 0).trim_end());
     }
     if catalog.errors.is_empty() {
         ExitCode::SUCCESS

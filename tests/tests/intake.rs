@@ -422,3 +422,61 @@ fn bad_requests_get_the_right_status_and_a_json_error_and_the_next_good_one_work
         assert_eq!(after, 202, "a good request after {what}: {answer}");
     }
 }
+
+#[test]
+fn send_explain_dry_run_and_the_kill_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let n8n = Receiver::start(Answer::Status(200));
+    let body = format!(
+        "[[reflex]]\nmatch = \"api.*.slow\"\nworkflow = \"w\"\nparams = {{ tier = \"gold\" }}\n\n{}",
+        webhook_workflow("w", &n8n.url("/"), "")
+    );
+    let port = free_port();
+    let _daemon = start(dir.path(), port, "actions = false", &body);
+    let config = dir.path().join("healer.toml");
+    let config = config.to_str().unwrap();
+
+    let explained =
+        healer_e2e::run_healer(&["explain", "--config", config, "api.checkout.slow"], LIMIT);
+    let unexplained = healer_e2e::run_healer(&["explain", "--config", config, "db.down"], LIMIT);
+    let dry = healer_e2e::run_healer(
+        &["send", "--config", config, "api.checkout.slow", "--dry-run"],
+        LIMIT,
+    );
+    let sent = healer_e2e::run_healer(
+        &[
+            "send",
+            "--config",
+            config,
+            "api.checkout.slow",
+            "-d",
+            "p99_ms=900",
+            "-d",
+            "region=eu",
+        ],
+        LIMIT,
+    );
+
+    let explanation = String::from_utf8_lossy(&explained.stdout);
+    assert_eq!(explained.status.code(), Some(0));
+    assert!(
+        explanation.contains("reflex    api.*.slow") && explanation.contains("{\"tier\":\"gold\"}"),
+        "{explanation}"
+    );
+    assert!(explanation.contains("kill switch is on"), "{explanation}");
+    assert_eq!(unexplained.status.code(), Some(1));
+    let dry: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(dry["status"], "dry_run");
+    assert_eq!(dry["steps"][0]["plugin"], "webhook");
+    assert_eq!(sent.status.code(), Some(0));
+    let sent: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert_eq!(
+        sent["status"], "would_run",
+        "the kill switch records instead of running: {sent}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        n8n.requests().is_empty(),
+        "nothing ran with the kill switch on"
+    );
+}

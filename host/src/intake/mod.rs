@@ -6,6 +6,7 @@
 //!
 //! Only this module and `api` know HTTP (`http.rs` here).
 
+pub mod client;
 mod http;
 mod storm;
 
@@ -44,40 +45,10 @@ impl Intake {
     pub async fn build(config: &Config, catalog: &Catalog) -> Result<Arc<Intake>, Vec<String>> {
         let settings = config.intake.clone().unwrap_or_default();
         let mut errors = Vec::new();
-        let token = match (&settings.token_env, &settings.token_file) {
-            (Some(var), _) => {
-                match std::env::var(var) {
-                    Ok(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
-                    _ => {
-                        errors.push(format!("[intake] token_env: the environment variable {var} is not set or empty"));
-                        None
-                    }
-                }
-            }
-            (None, Some(file)) => match std::fs::read_to_string(file) {
-                Ok(text) if !text.trim().is_empty() => {
-                    Some(text.lines().next().unwrap_or("").trim().to_owned())
-                }
-                Ok(_) => {
-                    errors.push(format!(
-                        "[intake] token_file {}: the file is empty",
-                        file.display()
-                    ));
-                    None
-                }
-                Err(err) => {
-                    errors.push(format!("[intake] token_file {}: {err}", file.display()));
-                    None
-                }
-            },
-            (None, None) => None,
-        };
-        if token.is_none() && !settings.bind.ip().is_loopback() && errors.is_empty() {
-            errors.push(format!(
-                "[intake] bind = \"{}\" reaches beyond this machine, so it needs a token: set token_env or token_file, or bind to 127.0.0.1",
-                settings.bind
-            ));
-        }
+        let token = Intake::token(&settings).unwrap_or_else(|err| {
+            errors.push(err);
+            None
+        });
         let mut workflows = HashMap::new();
         for workflow in config.workflows.values() {
             let mut steps = Vec::new();
@@ -118,6 +89,27 @@ impl Intake {
             runs: AtomicU64::new(0),
             seen_alerts: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// The token write endpoints require, if any: from `token_env` or
+    /// `token_file`. Also what `healer check` and `healer send` use.
+    pub fn token(settings: &Settings) -> Result<Option<String>, String> {
+        match (&settings.token_env, &settings.token_file) {
+            (Some(var), _) => match std::env::var(var) {
+                Ok(token) if !token.trim().is_empty() => Ok(Some(token.trim().to_owned())),
+                _ => Err(format!("[intake] token_env: the environment variable {var} is not set or empty")),
+            },
+            (None, Some(file)) => match std::fs::read_to_string(file) {
+                Ok(text) if !text.trim().is_empty() => Ok(Some(text.lines().next().unwrap_or("").trim().to_owned())),
+                Ok(_) => Err(format!("[intake] token_file {}: the file is empty", file.display())),
+                Err(err) => Err(format!("[intake] token_file {}: {err}", file.display())),
+            },
+            (None, None) if !settings.bind.ip().is_loopback() => Err(format!(
+                "[intake] bind = \"{}\" reaches beyond this machine, so it needs a token: set token_env or token_file, or bind to 127.0.0.1",
+                settings.bind
+            )),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The first reflex matching `name`.

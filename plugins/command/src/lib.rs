@@ -51,7 +51,7 @@ impl Recoverer for Command {
     type Config = CommandConfig;
     const NAME: &'static str = "command";
     const DESCRIPTION: &'static str =
-        "runs a command; exit 0 is success (HEALER_TARGET, HEALER_FINDING, ... in its env)";
+        "runs a command; exit 0 is success (HEALER_TARGET, HEALER_FINDING, HEALER_DETAILS, ... in its env)";
     const SAMPLE_CONFIG: &'static str = r#"argv = ["systemctl", "reload", "nginx"]  # no shell; use ["sh", "-c", "..."] for one
 env = { LANG = "C" }                     # extra environment (default none)
 # cwd = "/srv/app"                       # working directory (default healer's)

@@ -31,6 +31,8 @@ pub async fn run(spec: &Spec<'_>, recovery: &Recovery) -> Result<String, String>
         .env("HEALER_SEVERITY", recovery.finding.severity.as_str())
         .env("HEALER_SUMMARY", &recovery.finding.summary)
         .env("HEALER_ATTEMPT", recovery.attempt.to_string())
+        .env("HEALER_DETAILS", recovery.finding.details.to_string())
+        .env("HEALER_PARAMS", recovery.params.to_string())
         .stdin(Stdio::null())
         .kill_on_drop(spec.detach.is_none());
     if let Some(cwd) = spec.cwd {
