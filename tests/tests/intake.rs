@@ -480,3 +480,41 @@ fn send_explain_dry_run_and_the_kill_switch() {
         "nothing ran with the kill switch on"
     );
 }
+
+#[test]
+fn a_stalled_client_is_cut_off_and_others_are_served() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let n8n = Receiver::start(Answer::Status(200));
+    let body = format!(
+        "[[reflex]]\nmatch = \"x\"\nworkflow = \"w\"\n\n{}",
+        webhook_workflow("w", &n8n.url("/"), "")
+    );
+    let port = free_port();
+    let _daemon = start(dir.path(), port, "client_timeout = \"300ms\"", &body);
+
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"POST /anomaly HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest);
+    let (status, answer) = post_json(port, "/anomaly", r#"{"name": "x"}"#);
+
+    assert!(
+        closed.is_ok(),
+        "the server closed the stalled connection: {closed:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (202, Some("started")),
+        "{answer}"
+    );
+}

@@ -38,6 +38,9 @@ pub struct Intake {
     pub actions: bool,
     /// Deadline of each workflow step.
     pub step_timeout: Duration,
+    /// A client connection that makes no read progress this long is closed
+    /// (slow or stalled clients, idle keep-alives).
+    pub client_timeout: Duration,
 }
 
 impl Default for Intake {
@@ -53,6 +56,7 @@ impl Default for Intake {
             max_runs_per_minute: 60,
             actions: true,
             step_timeout: Duration::from_secs(30),
+            client_timeout: Duration::from_secs(10),
         }
     }
 }

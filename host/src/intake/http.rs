@@ -50,12 +50,16 @@ pub async fn serve(
                 None,
             )
         })
-        .with_state(intake);
+        .with_state(Arc::clone(&intake));
     info!(address = ?address, "intake listening");
     let stopped = async move {
         let _ = shutdown.changed().await;
     };
-    if let Err(err) = axum::serve(listener, app)
+    let guarded = super::guard::Guarded {
+        listener,
+        timeout: intake.settings.client_timeout.into(),
+    };
+    if let Err(err) = axum::serve(guarded, app)
         .with_graceful_shutdown(stopped)
         .await
     {

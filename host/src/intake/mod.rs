@@ -7,6 +7,7 @@
 //! Only this module and `api` know HTTP (`http.rs` here).
 
 pub mod client;
+mod guard;
 mod http;
 mod storm;
 
@@ -146,7 +147,19 @@ impl Intake {
         let attempt = match admitted {
             Ok(admitted) => admitted.attempt,
             Err((reason, count)) => {
-                if count == 1 || count % 100 == 0 {
+                if reason == storm::Suppressed::Escalated {
+                    error!(
+                        event = "auto_healer_action",
+                        status = "escalated",
+                        severity = "CRITICAL",
+                        anomaly = name,
+                        workflow = %workflow.name,
+                        attempts = self.settings.max_attempts,
+                        "anomaly escalated: its workflow ran {} times and it is still reported; no further runs until it is quiet for {} or its alert resolves",
+                        self.settings.max_attempts,
+                        self.settings.stable_after
+                    );
+                } else if count == 1 || count % 100 == 0 {
                     info!(
                         anomaly = name,
                         reason = reason.as_str(),

@@ -16,6 +16,9 @@ pub enum Suppressed {
     Cooldown,
     /// It has run `max_attempts` times without a quiet period.
     AttemptsExhausted,
+    /// As `AttemptsExhausted`, reported once, the first time: the moment
+    /// the anomaly is escalated.
+    Escalated,
     /// Too many runs in the last minute.
     RateLimited,
 }
@@ -26,7 +29,7 @@ impl Suppressed {
         match self {
             Suppressed::Running => "running",
             Suppressed::Cooldown => "cooldown",
-            Suppressed::AttemptsExhausted => "attempts exhausted",
+            Suppressed::AttemptsExhausted | Suppressed::Escalated => "attempts exhausted",
             Suppressed::RateLimited => "rate limited",
         }
     }
@@ -39,6 +42,7 @@ struct Anomaly {
     last_report: Option<Instant>,
     attempts: u32,
     suppressed: u64,
+    escalated: bool,
 }
 
 /// Limits of the storm control.
@@ -102,7 +106,11 @@ impl Storm {
         {
             Some(Suppressed::Cooldown)
         } else if anomaly.attempts >= limits.max_attempts {
-            Some(Suppressed::AttemptsExhausted)
+            Some(if std::mem::replace(&mut anomaly.escalated, true) {
+                Suppressed::AttemptsExhausted
+            } else {
+                Suppressed::Escalated
+            })
         } else {
             None
         };
@@ -202,6 +210,10 @@ mod tests {
         storm.finished("x");
         assert!(matches!(
             storm.report("x", "x", 0, t0 + Duration::from_secs(200)),
+            Err((Suppressed::Escalated, _))
+        ));
+        assert!(matches!(
+            storm.report("x", "x", 0, t0 + Duration::from_secs(201)),
             Err((Suppressed::AttemptsExhausted, _))
         ));
         assert_eq!(
