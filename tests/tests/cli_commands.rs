@@ -149,3 +149,30 @@ argv = ["sh", "-c", "sleep 60 & echo $! > {pidfile}"]
     assert_eq!(parent, daemon.pid());
     healer_e2e::signal(pid, "KILL");
 }
+
+#[test]
+fn binding_the_intake_beyond_loopback_without_a_token_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugins_dir_with(&[]);
+    let config = write(
+        dir.path(),
+        &format!(
+            "[healer]\nplugins_dir = \"{}\"\nlog_file = \"{}\"\n\n[intake]\nbind = \"0.0.0.0:{}\"\n",
+            plugins.path().display(),
+            dir.path().join("healer.log").display(),
+            healer_e2e::free_port()
+        ),
+    );
+
+    let run = run_healer(&["run", "--config", config.to_str().unwrap()], LIMIT);
+    let check = run_healer(&["check", "--config", config.to_str().unwrap()], LIMIT);
+
+    for (what, output) in [("run", run), ("check", check)] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains("reaches beyond this machine, so it needs a token"),
+            "{what}: {stderr}"
+        );
+    }
+}
