@@ -36,6 +36,25 @@ fn webhook_workflow(name: &str, url: &str, extra: &str) -> String {
     format!("[workflow.{name}]\nsteps = [{{ plugin = \"webhook\", url = \"{url}\", retry_backoff = \"50ms\"{extra} }}]\n")
 }
 
+/// A running daemon with one reflex: names matching `pattern` run workflow
+/// `w` with `params`, whose one step posts to a fresh receiver (200).
+struct OneReflex {
+    daemon: Daemon,
+    n8n: Receiver,
+    port: u16,
+}
+
+fn one_reflex(dir: &Path, pattern: &str, params: &str, intake_extra: &str) -> OneReflex {
+    let n8n = Receiver::start(Answer::Status(200));
+    let body = format!(
+        "[[reflex]]\nmatch = \"{pattern}\"\nworkflow = \"w\"\nparams = {{ {params} }}\n\n{}",
+        webhook_workflow("w", &n8n.url("/"), "")
+    );
+    let port = free_port();
+    let daemon = start(dir, port, intake_extra, &body);
+    OneReflex { daemon, n8n, port }
+}
+
 fn bodies(receiver: &Receiver) -> Vec<Value> {
     receiver
         .requests()
@@ -231,13 +250,12 @@ fn failing_webhooks_are_retried_and_the_final_failure_is_recorded() {
 #[test]
 fn a_hundred_identical_anomalies_in_a_second_run_the_workflow_once() {
     let dir = tempfile::tempdir().unwrap();
-    let n8n = Receiver::start(Answer::Status(200));
-    let body = format!(
-        "[[reflex]]\nmatch = \"storm.*\"\nworkflow = \"w\"\n\n{}",
-        webhook_workflow("w", &n8n.url("/"), "")
-    );
-    let port = free_port();
-    let _daemon = start(dir.path(), port, "cooldown = \"60s\"", &body);
+    let OneReflex {
+        daemon: _daemon,
+        n8n,
+        port,
+        ..
+    } = one_reflex(dir.path(), "storm.*", "", "cooldown = \"60s\"");
 
     let started = std::time::Instant::now();
     let answers: Vec<Value> = (0..100)
@@ -268,13 +286,11 @@ fn alertmanager_payload(status: &str) -> String {
 #[test]
 fn an_alertmanager_alert_opens_once_and_resolves() {
     let dir = tempfile::tempdir().unwrap();
-    let n8n = Receiver::start(Answer::Status(200));
-    let body = format!(
-        "[[reflex]]\nmatch = \"HighErrorRate\"\nworkflow = \"w\"\n\n{}",
-        webhook_workflow("w", &n8n.url("/"), "")
-    );
-    let port = free_port();
-    let mut daemon = start(dir.path(), port, "cooldown = \"0s\"", &body);
+    let OneReflex {
+        mut daemon,
+        n8n,
+        port,
+    } = one_reflex(dir.path(), "HighErrorRate", "", "cooldown = \"0s\"");
 
     let (status, firing) = post_json(port, "/alertmanager", &alertmanager_payload("firing"));
     let (_, resent) = post_json(port, "/alertmanager", &alertmanager_payload("firing"));
@@ -311,20 +327,14 @@ fn an_alertmanager_alert_opens_once_and_resolves() {
 #[test]
 fn bad_requests_get_the_right_status_and_a_json_error_and_the_next_good_one_works() {
     let dir = tempfile::tempdir().unwrap();
-    let n8n = Receiver::start(Answer::Status(200));
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
-    let body = format!(
-        "[[reflex]]\nmatch = \"good.*\"\nworkflow = \"w\"\n\n{}",
-        webhook_workflow("w", &n8n.url("/"), "")
-    );
-    let port = free_port();
-    let _daemon = start(
-        dir.path(),
+    let extra = format!("token_file = \"{}\"\ncooldown = \"0s\"", token.display());
+    let OneReflex {
+        daemon: _daemon,
         port,
-        &format!("token_file = \"{}\"\ncooldown = \"0s\"", token.display()),
-        &body,
-    );
+        ..
+    } = one_reflex(dir.path(), "good.*", "", &extra);
     let auth = [("Authorization", "Bearer s3cret")];
     let good = br#"{"name": "good.one", "details": {}}"#;
     let huge = format!(
@@ -426,13 +436,16 @@ fn bad_requests_get_the_right_status_and_a_json_error_and_the_next_good_one_work
 #[test]
 fn send_explain_dry_run_and_the_kill_switch() {
     let dir = tempfile::tempdir().unwrap();
-    let n8n = Receiver::start(Answer::Status(200));
-    let body = format!(
-        "[[reflex]]\nmatch = \"api.*.slow\"\nworkflow = \"w\"\nparams = {{ tier = \"gold\" }}\n\n{}",
-        webhook_workflow("w", &n8n.url("/"), "")
+    let OneReflex {
+        daemon: _daemon,
+        n8n,
+        ..
+    } = one_reflex(
+        dir.path(),
+        "api.*.slow",
+        "tier = \"gold\"",
+        "actions = false",
     );
-    let port = free_port();
-    let _daemon = start(dir.path(), port, "actions = false", &body);
     let config = dir.path().join("healer.toml");
     let config = config.to_str().unwrap();
 
@@ -485,13 +498,11 @@ fn send_explain_dry_run_and_the_kill_switch() {
 fn a_stalled_client_is_cut_off_and_others_are_served() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let n8n = Receiver::start(Answer::Status(200));
-    let body = format!(
-        "[[reflex]]\nmatch = \"x\"\nworkflow = \"w\"\n\n{}",
-        webhook_workflow("w", &n8n.url("/"), "")
-    );
-    let port = free_port();
-    let _daemon = start(dir.path(), port, "client_timeout = \"300ms\"", &body);
+    let OneReflex {
+        daemon: _daemon,
+        port,
+        ..
+    } = one_reflex(dir.path(), "x", "", "client_timeout = \"300ms\"");
 
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(10)))
