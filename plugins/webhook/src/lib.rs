@@ -109,7 +109,10 @@ retry_backoff = "500ms"                         # before the first retry; double
 
     async fn recover(&mut self, recovery: &Recovery) -> Result<Outcome, Error> {
         let body = serde_json::to_vec(&payload(recovery))?;
-        let signature = self.secret.as_ref().map(|secret| sign(secret, &body));
+        let signature = match &self.secret {
+            Some(secret) => Some(sign(secret, &body)?),
+            None => None,
+        };
         let mut wait: std::time::Duration = self.config.retry_backoff.into();
         let mut last_error = String::new();
         for attempt in 0..=self.config.retries {
@@ -180,11 +183,14 @@ fn payload(recovery: &Recovery) -> serde_json::Value {
 }
 
 /// `sha256=<hex of HMAC-SHA256(secret, body)>`, as GitHub-style receivers expect.
-fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+fn sign(secret: &[u8], body: &[u8]) -> Result<String, Error> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+        .map_err(|err| format!("cannot use the HMAC secret: {err}"))?;
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    Ok(format!(
+        "sha256={}",
+        hex::encode(mac.finalize().into_bytes())
+    ))
 }
 
 /// Installs rustls' `ring` provider for this package.
@@ -206,7 +212,7 @@ mod tests {
     fn signs_like_the_rfc_4231_test_vector() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
         assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
+            sign(b"Jefe", b"what do ya want for nothing?").unwrap(),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }
