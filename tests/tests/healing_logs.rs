@@ -83,7 +83,10 @@ argv = ["sh", "-c", "echo \"$HEALER_FINDING: $HEALER_SUMMARY\" >> {recovered}"]
 
     daemon.wait_for_log(&["issue opened", "kind=log.old_file"], LIMIT);
     daemon.wait_for_log(&["issue opened", "kind=log.new_file"], LIMIT);
+    // Both issues open in the same check and are recovered one after the
+    // other: wait for both before reading what the recoveries wrote.
     daemon.wait_for_log(&["recovery succeeded", "kind=log.new_file"], LIMIT);
+    daemon.wait_for_log(&["recovery succeeded", "kind=log.old_file"], LIMIT);
     let recoveries = std::fs::read_to_string(&recovered).unwrap();
     assert!(
         recoveries.contains("log.fatal: FATAL database connection lost"),

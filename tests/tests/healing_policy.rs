@@ -137,9 +137,10 @@ monitor = { plugin = "counter" }
         "{panicked}"
     );
     assert!(hung.contains("timeout=200ms"), "{hung}");
-    // 100 ms interval: about 10 checks a second while its neighbours misbehave.
+    // 100 ms interval: about 10 checks a second while its neighbours misbehave
+    // (at least 3 even on a loaded machine).
     assert!(
-        after - before >= 5,
+        after - before >= 3,
         "healthy target checked only {} times in 1 s",
         after - before
     );
