@@ -305,8 +305,14 @@ async fn daemon(cli: &Cli) -> ExitCode {
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::reaper::reap_orphans(shutdown.clone()));
+    let signals = Cli {
+        config: cli.config.clone(),
+        plugins_dir: cli.plugins_dir.clone(),
+        verbose: cli.verbose,
+        command: Command::Run,
+    };
     tokio::spawn(async move {
-        wait_for_stop_signal().await;
+        wait_for_stop_signal(&signals).await;
         tracing::info!("stopping");
         let _ = stop.send(true);
     });
@@ -340,19 +346,36 @@ async fn daemon(cli: &Cli) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_stop_signal() {
+/// Waits for SIGTERM or SIGINT. SIGHUP does not stop healer: it checks the
+/// config file anew and logs the verdict (live reload is not built yet, so
+/// applying a valid new config takes a restart; an invalid one is reported
+/// and the running config carries on either way).
+async fn wait_for_stop_signal(cli: &Cli) {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::warn!("cannot watch for signals; stop healer with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match load(cli) {
+                Ok(_) => tracing::warn!(
+                    config = %cli.config.display(),
+                    "SIGHUP: the config on disk is valid; live reload is not built yet, so restart healer to apply it"
+                ),
+                Err(problems) => tracing::error!(
+                    config = %cli.config.display(),
+                    problems = %problems.join("; "),
+                    "SIGHUP: the config on disk is rejected; the running config carries on"
+                ),
+            },
         }
-        _ => std::future::pending().await,
     }
 }
 

@@ -176,3 +176,33 @@ fn binding_the_intake_beyond_loopback_without_a_token_is_refused_at_start_up() {
         );
     }
 }
+
+#[test]
+fn sighup_checks_the_config_on_disk_and_never_stops_the_daemon() {
+    let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[healer]\ninterval = \"200ms\"\nplugins_dir = \"{}\"\nlog_file = \"{}\"\n\n[[target]]\nname = \"fine\"\nmonitor = {{ plugin = \"nagios\", command = [\"true\"] }}\n",
+        plugins.path().display(),
+        dir.path().join("healer.log").display()
+    );
+    let config = write(dir.path(), &text);
+    let mut daemon = Daemon::start(&config, &dir.path().join("healer.log"));
+    daemon.wait_for_log(&["healer running"], LIMIT);
+
+    healer_e2e::signal(daemon.pid(), "HUP");
+    let valid = daemon.wait_for_log(&["SIGHUP"], LIMIT);
+    std::fs::write(
+        &config,
+        text.replace("interval = \"200ms\"", "intervall = \"200ms\""),
+    )
+    .unwrap();
+    healer_e2e::signal(daemon.pid(), "HUP");
+    let rejected = daemon.wait_for_log(&["SIGHUP", "rejected"], LIMIT);
+
+    assert!(valid.contains("the config on disk is valid"), "{valid}");
+    assert!(rejected.contains("unknown field `intervall`"), "{rejected}");
+    assert!(daemon.is_running());
+    // The running config carries on: the target is still checked.
+    daemon.wait_for_log(&["status changed", "target=fine", "status=OK"], LIMIT);
+}
