@@ -120,21 +120,37 @@ impl Tracker {
         !self.issues.is_empty()
     }
 
-    /// Whether any issue is escalated (the target is re-probed slowly).
-    pub fn any_escalated(&self) -> bool {
-        self.issues
-            .values()
-            .any(|issue| issue.state == State::Escalated)
+    /// Whether every open issue is escalated (then, and only then, the target
+    /// is re-probed on the slow cadence: another issue may still be recovered).
+    pub fn all_escalated(&self) -> bool {
+        !self.issues.is_empty()
+            && self
+                .issues
+                .values()
+                .all(|issue| issue.state == State::Escalated)
     }
 
-    /// Feeds the findings of one check.
-    pub fn observe(&mut self, findings: &[Finding], now: Instant) -> Vec<Transition> {
+    /// Feeds the findings of one check. An inconclusive check (the check or a
+    /// diagnoser failed or timed out) can open and keep issues, but never
+    /// counts as healthy: nothing resolves on a check that could not tell.
+    pub fn observe(
+        &mut self,
+        findings: &[Finding],
+        now: Instant,
+        conclusive: bool,
+    ) -> Vec<Transition> {
         let stable_after: Duration = self.policy.stable_after.into();
         self.remembered
             .retain(|_, (_, resolved_at)| now.duration_since(*resolved_at) < stable_after);
         let mut transitions = Vec::new();
+        // Two diagnosers finding the same kind in one check is one failure.
+        let mut kinds = std::collections::HashSet::new();
+        let findings: Vec<&Finding> = findings
+            .iter()
+            .filter(|f| kinds.insert(f.kind.as_str()))
+            .collect();
 
-        for finding in findings {
+        for finding in findings.iter().copied() {
             if let Some(issue) = self.issues.get_mut(&finding.kind) {
                 issue.healthy = 0;
                 issue.severity = finding.severity;
@@ -194,6 +210,9 @@ impl Tracker {
         }
 
         let found = |kind: &str| findings.iter().any(|f| f.kind == kind);
+        if !conclusive {
+            return transitions;
+        }
         self.soft.retain(|kind, _| found(kind));
         let healed: Vec<String> = self
             .issues
@@ -308,7 +327,7 @@ mod tests {
         let mut tracker = Tracker::new(policy());
         let now = Instant::now();
         assert_eq!(
-            tracker.observe(&down(), now),
+            tracker.observe(&down(), now, true),
             [Transition::Opened {
                 kind: "process.not_running".into(),
                 attempts: 0
@@ -324,12 +343,12 @@ mod tests {
             ..policy()
         });
         let now = Instant::now();
-        tracker.observe(&down(), now);
-        tracker.observe(&[], now); // a blip resets the count
-        tracker.observe(&down(), now);
-        tracker.observe(&down(), now);
+        tracker.observe(&down(), now, true);
+        tracker.observe(&[], now, true); // a blip resets the count
+        tracker.observe(&down(), now, true);
+        tracker.observe(&down(), now, true);
         assert!(!tracker.has_issues());
-        let transitions = tracker.observe(&down(), now);
+        let transitions = tracker.observe(&down(), now, true);
         assert!(
             matches!(transitions[0], Transition::Opened { .. }),
             "{transitions:?}"
@@ -350,7 +369,7 @@ mod tests {
         let mut attempts = Vec::new();
         let mut escalated = false;
         for _ in 0..20 {
-            for transition in tracker.observe(&down(), now) {
+            for transition in tracker.observe(&down(), now, true) {
                 escalated |= matches!(transition, Transition::Escalated { attempts: 3, .. });
             }
             for _ in tracker.due(now) {
@@ -370,9 +389,9 @@ mod tests {
     fn the_backoff_holds_the_next_attempt() {
         let mut tracker = Tracker::new(policy());
         let now = Instant::now();
-        tracker.observe(&down(), now);
+        tracker.observe(&down(), now, true);
         attempt(&mut tracker, now);
-        tracker.observe(&down(), now + Duration::from_millis(500));
+        tracker.observe(&down(), now + Duration::from_millis(500), true);
         assert!(tracker.due(now + Duration::from_millis(500)).is_empty());
         assert_eq!(tracker.due(now + Duration::from_secs(1)).len(), 1);
     }
@@ -384,10 +403,10 @@ mod tests {
             ..policy()
         });
         let now = Instant::now();
-        tracker.observe(&down(), now);
-        assert!(tracker.observe(&[], now).is_empty());
+        tracker.observe(&down(), now, true);
+        assert!(tracker.observe(&[], now, true).is_empty());
         assert_eq!(
-            tracker.observe(&[], now),
+            tracker.observe(&[], now, true),
             [Transition::Resolved {
                 kind: "process.not_running".into(),
                 attempts: 0
@@ -400,22 +419,22 @@ mod tests {
     fn a_flapping_issue_keeps_its_attempt_count_until_stable() {
         let mut tracker = Tracker::new(policy());
         let now = Instant::now();
-        tracker.observe(&down(), now);
+        tracker.observe(&down(), now, true);
         attempt(&mut tracker, now);
         attempt(&mut tracker, now);
-        tracker.observe(&[], now); // resolved after 2 attempts
+        tracker.observe(&[], now, true); // resolved after 2 attempts
         let later = now + Duration::from_secs(60);
         assert_eq!(
-            tracker.observe(&down(), later)[0],
+            tracker.observe(&down(), later, true)[0],
             Transition::Opened {
                 kind: "process.not_running".into(),
                 attempts: 2
             }
         );
         assert_eq!(attempt(&mut tracker, later), 3);
-        tracker.observe(&[], later);
+        tracker.observe(&[], later, true);
         // Back again, attempts exhausted: escalated at once, no restart storm.
-        let transitions = tracker.observe(&down(), later + Duration::from_secs(1));
+        let transitions = tracker.observe(&down(), later + Duration::from_secs(1), true);
         assert!(
             matches!(transitions[1], Transition::Escalated { attempts: 3, .. }),
             "{transitions:?}"
@@ -427,12 +446,12 @@ mod tests {
     fn after_stable_after_the_count_starts_over() {
         let mut tracker = Tracker::new(policy());
         let now = Instant::now();
-        tracker.observe(&down(), now);
+        tracker.observe(&down(), now, true);
         attempt(&mut tracker, now);
-        tracker.observe(&[], now);
+        tracker.observe(&[], now, true);
         let much_later = now + Duration::from_secs(301);
         assert_eq!(
-            tracker.observe(&down(), much_later)[0],
+            tracker.observe(&down(), much_later, true)[0],
             Transition::Opened {
                 kind: "process.not_running".into(),
                 attempts: 0
@@ -441,16 +460,54 @@ mod tests {
     }
 
     #[test]
+    fn an_inconclusive_check_never_resolves_an_issue() {
+        let mut tracker = Tracker::new(policy());
+        let now = Instant::now();
+        tracker.observe(&down(), now, true);
+        assert!(tracker.observe(&[], now, false).is_empty());
+        assert!(tracker.has_issues());
+        assert!(matches!(
+            tracker.observe(&[], now, true)[0],
+            Transition::Resolved { .. }
+        ));
+    }
+
+    #[test]
+    fn the_same_kind_twice_in_one_check_is_one_failure() {
+        let mut tracker = Tracker::new(Policy {
+            fail_after: 2,
+            ..policy()
+        });
+        let twice = [down(), down()].concat();
+        assert!(matches!(
+            tracker.observe(&twice, Instant::now(), true)[0],
+            Transition::Soft { failures: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn the_slow_cadence_needs_every_issue_escalated() {
+        let mut tracker = Tracker::new(policy());
+        let now = Instant::now();
+        let two = [Finding::critical("a.x", "a"), Finding::critical("b.y", "b")];
+        tracker.observe(&two, now, true);
+        tracker.escalate("a.x", "no recoverer".into());
+        assert!(!tracker.all_escalated());
+        tracker.escalate("b.y", "no recoverer".into());
+        assert!(tracker.all_escalated());
+    }
+
+    #[test]
     fn an_escalated_issue_resolves_when_healthy_again() {
         let mut tracker = Tracker::new(policy());
         let now = Instant::now();
-        tracker.observe(&down(), now);
+        tracker.observe(&down(), now, true);
         assert!(tracker
             .escalate("process.not_running", "no recoverer".into())
             .is_some());
         assert!(tracker.due(now).is_empty());
         assert!(matches!(
-            tracker.observe(&[], now)[0],
+            tracker.observe(&[], now, true)[0],
             Transition::Resolved { .. }
         ));
     }

@@ -50,6 +50,9 @@ pub(crate) struct Shared {
     recheck: HashMap<String, mpsc::Sender<()>>,
     /// Each target's dependents.
     dependents: HashMap<String, Vec<String>>,
+    /// The targets that run; a disabled target is not watched, so it never
+    /// holds its dependents' recovery.
+    watched: std::collections::HashSet<String>,
 }
 
 impl Shared {
@@ -170,6 +173,7 @@ pub async fn run(
     for runner in &runners {
         let (sender, inbox) = mpsc::channel(1);
         shared.recheck.insert(runner.target.name.clone(), sender);
+        shared.watched.insert(runner.target.name.clone());
         inboxes.insert(runner.target.name.clone(), inbox);
         for dependency in &runner.target.depends_on {
             shared

@@ -94,7 +94,7 @@ impl Cycle {
             next = match step {
                 Step::Recovered => now + Duration::from(policy.grace),
                 Step::Checked if was_push => next,
-                Step::Checked if self.tracker.any_escalated() => {
+                Step::Checked if self.tracker.all_escalated() => {
                     now + Duration::from(policy.escalated_interval)
                 }
                 Step::Checked => now + Duration::from(policy.interval),
@@ -105,31 +105,31 @@ impl Cycle {
 
     /// One check (and diagnosis, and recovery if asked), for `healer once`.
     pub(crate) async fn once(&mut self, recover: bool) -> (String, Observation, Vec<String>) {
-        let seen = self.check().await;
-        let findings = self.diagnose(&seen).await;
+        let (seen, checked) = self.check().await;
+        let (findings, diagnosed) = self.diagnose(&seen, checked).await;
         let kinds = findings.iter().map(|f| f.kind.clone()).collect();
         if recover {
-            self.after_diagnosis(&findings);
+            self.after_diagnosis(&findings, checked && diagnosed);
             self.recover().await;
         }
         (self.name().to_owned(), seen, kinds)
     }
 
     async fn step(&mut self, pushed: Option<Observation>) -> Step {
-        let seen = match pushed {
+        let (seen, checked) = match pushed {
             Some(seen) => {
                 debug!(target = %self.name(), status = %seen.status, summary = %seen.summary, "pushed by the monitor");
-                seen
+                (seen, true)
             }
             None => self.check().await,
         };
         self.note_status(&seen);
-        let findings = self.diagnose(&seen).await;
+        let (findings, diagnosed) = self.diagnose(&seen, checked).await;
         self.history.push_back(seen);
         while self.history.len() > self.history_len {
             self.history.pop_front();
         }
-        self.after_diagnosis(&findings);
+        self.after_diagnosis(&findings, checked && diagnosed);
         if self.recover().await {
             Step::Recovered
         } else {
@@ -137,19 +137,23 @@ impl Cycle {
         }
     }
 
-    /// Runs the monitor's check within the target's deadline.
-    async fn check(&mut self) -> Observation {
+    /// Runs the monitor's check within the target's deadline; `false` when
+    /// the check itself failed (the observation is then UNKNOWN and says why).
+    async fn check(&mut self) -> (Observation, bool) {
         let policy = self.runner.target.policy;
         let plugin = &self.runner.target.monitor.plugin;
         match timeout(policy.timeout.into(), self.runner.monitor.check()).await {
-            Ok(Ok(seen)) => seen,
+            Ok(Ok(seen)) => (seen, true),
             Ok(Err(err)) => {
                 warn!(target = %self.name(), monitor = %plugin, error = %err, "check failed");
-                Observation::unknown(format!("check failed: {err}"))
+                (Observation::unknown(format!("check failed: {err}")), false)
             }
             Err(_) => {
                 warn!(target = %self.name(), monitor = %plugin, timeout = %policy.timeout, "check timed out");
-                Observation::unknown(format!("check timed out after {}", policy.timeout))
+                (
+                    Observation::unknown(format!("check timed out after {}", policy.timeout)),
+                    false,
+                )
             }
         }
     }
@@ -168,42 +172,55 @@ impl Cycle {
         }
     }
 
-    /// Findings from the diagnosers, or, with none configured, the
-    /// observation itself when it is not OK (`<monitor>.<status>`).
-    async fn diagnose(&mut self, seen: &Observation) -> Vec<Finding> {
-        if self.runner.diagnosers.is_empty() {
+    /// Findings from the diagnosers, or, with none configured (or when the
+    /// check itself failed, which diagnosers cannot interpret), the
+    /// observation itself when it is not OK (`<monitor>.<status>`). The flag
+    /// is `false` when a diagnoser failed: the findings may be incomplete.
+    async fn diagnose(&mut self, seen: &Observation, checked: bool) -> (Vec<Finding>, bool) {
+        if self.runner.diagnosers.is_empty() || !checked {
             if seen.status == Status::Ok {
-                return Vec::new();
+                return (Vec::new(), true);
             }
             let kind = format!(
                 "{}.{}",
                 self.runner.target.monitor.plugin,
                 seen.status.as_str().to_lowercase()
             );
-            return vec![Finding::new(kind, seen.status, seen.summary.clone())];
+            return (
+                vec![Finding::new(kind, seen.status, seen.summary.clone())],
+                true,
+            );
         }
         let deadline: Duration = self.runner.target.policy.timeout.into();
         let history = self.history.make_contiguous();
         let mut findings = Vec::new();
+        let mut complete = true;
         for (plugin, diagnoser) in &self.runner.diagnosers {
             match timeout(deadline, diagnoser.diagnose(seen, history)).await {
                 Ok(Ok(found)) => findings.extend(found),
                 Ok(Err(err)) => {
+                    complete = false;
                     warn!(target = %self.runner.target.name, diagnoser = %plugin, error = %err, "diagnoser failed")
                 }
                 Err(_) => {
+                    complete = false;
                     warn!(target = %self.runner.target.name, diagnoser = %plugin, "diagnoser timed out")
                 }
             }
         }
-        findings
+        (findings, complete)
     }
 
-    fn after_diagnosis(&mut self, findings: &[Finding]) {
+    /// Feeds the findings to the issues; `conclusive` is `false` when the
+    /// check or a diagnoser failed, and then nothing counts as healthy.
+    fn after_diagnosis(&mut self, findings: &[Finding], conclusive: bool) {
         for finding in findings {
             self.findings.insert(finding.kind.clone(), finding.clone());
         }
-        for transition in self.tracker.observe(findings, Instant::now().into_std()) {
+        for transition in self
+            .tracker
+            .observe(findings, Instant::now().into_std(), conclusive)
+        {
             self.log_transition(&transition);
         }
         self.findings
