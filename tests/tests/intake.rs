@@ -529,3 +529,67 @@ fn a_stalled_client_is_cut_off_and_others_are_served() {
         "{answer}"
     );
 }
+
+fn alert(name: &str, status: &str, fingerprint: &str) -> String {
+    format!(
+        r#"{{"status": "{status}", "labels": {{"alertname": "{name}"}}, "annotations": {{}}, "startsAt": "2026-11-23T10:00:00Z", "fingerprint": "{fingerprint}"}}"#
+    )
+}
+
+fn group(alerts: &[String]) -> String {
+    format!(
+        r#"{{"version": "4", "status": "firing", "truncatedAlerts": 0, "alerts": [{}]}}"#,
+        alerts.join(",")
+    )
+}
+
+#[test]
+fn a_bad_alert_does_not_sink_its_group_and_a_name_resolves_when_all_its_alerts_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let OneReflex {
+        mut daemon,
+        n8n,
+        port,
+    } = one_reflex(dir.path(), "HostDown", "", "cooldown = \"0s\"");
+
+    let (status, first) = post_json(
+        port,
+        "/alertmanager",
+        &group(&[
+            alert("bad name!", "firing", "f0"),
+            alert("HostDown", "firing", "f1"),
+            alert("HostDown", "firing", "f2"),
+        ]),
+    );
+    wait_until("one run", LIMIT, || {
+        (n8n.requests().len() == 1).then_some(())
+    });
+    daemon.wait_for_log(&["status=\"succeeded\"", "HostDown"], LIMIT);
+    // f2 was suppressed (f1's run was in flight), so a re-send runs it.
+    let (_, resent) = post_json(
+        port,
+        "/alertmanager",
+        &group(&[alert("HostDown", "firing", "f2")]),
+    );
+    let (_, one_resolved) = post_json(
+        port,
+        "/alertmanager",
+        &group(&[alert("HostDown", "resolved", "f1")]),
+    );
+    let (_, all_resolved) = post_json(
+        port,
+        "/alertmanager",
+        &group(&[alert("HostDown", "resolved", "f2")]),
+    );
+
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["started"], 1, "{first}");
+    assert_eq!(first["results"][0]["alert"], 0, "{first}");
+    assert_eq!(resent["duplicates"], 0, "{resent}");
+    assert_eq!(resent["started"], 1, "{resent}");
+    assert_eq!(
+        one_resolved["resolved"], 0,
+        "host2 still fires: {one_resolved}"
+    );
+    assert_eq!(all_resolved["resolved"], 1, "{all_resolved}");
+}

@@ -233,34 +233,30 @@ async fn alertmanager(
     };
     let (mut started, mut duplicates, mut resolved, mut answers) = (0, 0, 0, Vec::new());
     for (index, alert) in alerts.iter().enumerate() {
-        let Some(name) = alert.pointer("/labels/alertname").and_then(Value::as_str) else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("alerts[{index}] has no labels.alertname"),
-                Some(&format!("alerts[{index}].labels.alertname")),
-            );
+        // A bad alert is reported in its own result; the rest of the group
+        // is still acted on (Alertmanager does not retry a 4xx).
+        let name = alert.pointer("/labels/alertname").and_then(Value::as_str);
+        let Some(name) = name else {
+            answers.push(json!({"alert": index, "error": "no labels.alertname"}));
+            continue;
         };
         if let Err(message) = check_name(name) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &message,
-                Some(&format!("alerts[{index}].labels.alertname")),
-            );
-        }
-        let text = |key: &str| alert.get(key).and_then(Value::as_str).unwrap_or("");
-        if text("status") == "resolved" {
-            resolved += usize::from(intake.resolve(name));
+            answers.push(json!({"alert": index, "error": message, "field": "labels.alertname"}));
             continue;
         }
-        let fingerprint = if text("fingerprint").is_empty() {
-            alert
+        let text = |key: &str| alert.get(key).and_then(Value::as_str).unwrap_or("");
+        let fingerprint = match text("fingerprint") {
+            "" => alert
                 .get("labels")
                 .map(Value::to_string)
-                .unwrap_or_default()
-        } else {
-            text("fingerprint").to_owned()
+                .unwrap_or_default(),
+            given => given.to_owned(),
         };
-        if !intake.first_sight(&fingerprint, text("startsAt")) {
+        if text("status") == "resolved" {
+            resolved += usize::from(intake.resolve(name, &fingerprint));
+            continue;
+        }
+        if intake.already_acted_on(&fingerprint, text("startsAt")) {
             duplicates += 1;
             continue;
         }
@@ -272,6 +268,8 @@ async fn alertmanager(
             "generatorURL": text("generatorURL"),
         });
         let answer = intake.report(name, details, false);
+        let acted_on = answer["status"] == "started" || answer["status"] == "would_run";
+        intake.firing(name, &fingerprint, text("startsAt"), acted_on);
         started += usize::from(answer["status"] == "started");
         answers.push(answer);
     }

@@ -36,6 +36,8 @@ pub struct Intake {
     runs: AtomicU64,
     /// Alertmanager alerts already acted on: (fingerprint, startsAt) -> when.
     seen_alerts: Mutex<HashMap<(String, String), Instant>>,
+    /// Fingerprints of the alerts firing under each alert name.
+    firing: Mutex<HashMap<String, std::collections::HashSet<String>>>,
 }
 
 /// What a report led to; the HTTP answer is this as JSON.
@@ -89,6 +91,7 @@ impl Intake {
             storm: Mutex::new(Storm::new(limits)),
             runs: AtomicU64::new(0),
             seen_alerts: Mutex::new(HashMap::new()),
+            firing: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -284,8 +287,20 @@ impl Intake {
             .finished(name);
     }
 
-    /// An Alertmanager alert resolved: its anomaly's attempts are forgotten.
-    pub fn resolve(&self, name: &str) -> bool {
+    /// An Alertmanager alert of `name` with `fingerprint` resolved. The
+    /// anomaly resolves (its attempts are forgotten) once no other alert of
+    /// that name is still firing.
+    pub fn resolve(&self, name: &str, fingerprint: &str) -> bool {
+        {
+            let mut firing = self.firing.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(fingerprints) = firing.get_mut(name) {
+                fingerprints.remove(fingerprint);
+                if !fingerprints.is_empty() {
+                    return false;
+                }
+                firing.remove(name);
+            }
+        }
         let resolved = self
             .storm
             .lock()
@@ -298,13 +313,27 @@ impl Intake {
     }
 
     /// Whether this alert occurrence was already acted on (Alertmanager
-    /// re-sends on retries and repeat intervals). Remembered for a day.
-    pub fn first_sight(&self, fingerprint: &str, starts_at: &str) -> bool {
-        let mut seen = self.seen_alerts.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        seen.retain(|_, at| now.duration_since(*at).as_secs() < 86_400);
-        seen.insert((fingerprint.to_owned(), starts_at.to_owned()), now)
-            .is_none()
+    /// re-sends on retries and repeat intervals).
+    pub fn already_acted_on(&self, fingerprint: &str, starts_at: &str) -> bool {
+        let seen = self.seen_alerts.lock().unwrap_or_else(|p| p.into_inner());
+        seen.contains_key(&(fingerprint.to_owned(), starts_at.to_owned()))
+    }
+
+    /// Notes a firing alert; remembers its occurrence (for a day) only when
+    /// it was acted on, so one suppressed by a storm limit runs on a re-send.
+    pub fn firing(&self, name: &str, fingerprint: &str, starts_at: &str, acted_on: bool) {
+        self.firing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .insert(fingerprint.to_owned());
+        if acted_on {
+            let mut seen = self.seen_alerts.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            seen.retain(|_, at| now.duration_since(*at).as_secs() < 86_400);
+            seen.insert((fingerprint.to_owned(), starts_at.to_owned()), now);
+        }
     }
 }
 

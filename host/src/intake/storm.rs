@@ -61,7 +61,12 @@ pub struct Storm {
     anomalies: HashMap<String, Anomaly>,
     runs: VecDeque<Instant>,
     runs_by_reflex: HashMap<String, VecDeque<Instant>>,
+    reports: u64,
 }
+
+/// Every this many reports, names quiet for `stable_after` are forgotten, so
+/// a sender inventing names cannot grow the state without bound.
+const PRUNE_EVERY: u64 = 1024;
 
 /// A run may start: its attempt number.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,6 +81,7 @@ impl Storm {
             anomalies: HashMap::new(),
             runs: VecDeque::new(),
             runs_by_reflex: HashMap::new(),
+            reports: 0,
         }
     }
 
@@ -89,6 +95,14 @@ impl Storm {
         now: Instant,
     ) -> Result<Admitted, (Suppressed, u64)> {
         let limits = self.limits;
+        self.reports += 1;
+        if self.reports % PRUNE_EVERY == 0 {
+            self.anomalies.retain(|_, a| {
+                a.running
+                    || a.last_report
+                        .is_some_and(|at| now.duration_since(at) < limits.stable_after)
+            });
+        }
         let anomaly = self.anomalies.entry(name.to_owned()).or_default();
         if anomaly
             .last_report
@@ -145,6 +159,12 @@ impl Storm {
         Ok(Admitted {
             attempt: anomaly.attempts,
         })
+    }
+
+    /// How many names are tracked.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.anomalies.len()
     }
 
     /// The run of `name` ended.
@@ -233,6 +253,20 @@ mod tests {
             storm.report("x", "x", 0, t0 + Duration::from_secs(1)),
             Ok(Admitted { attempt: 1 })
         );
+    }
+
+    #[test]
+    fn names_quiet_past_stable_after_are_forgotten() {
+        let mut storm = storm();
+        let t0 = Instant::now();
+        for n in 0..(PRUNE_EVERY - 1) {
+            let name = format!("made.up.{n}");
+            let _ = storm.report(&name, "*", 0, t0);
+            storm.finished(&name);
+        }
+        assert_eq!(storm.tracked() as u64, PRUNE_EVERY - 1);
+        let _ = storm.report("fresh", "*", 0, t0 + Duration::from_secs(700));
+        assert_eq!(storm.tracked(), 1);
     }
 
     #[test]
