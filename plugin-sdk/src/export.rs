@@ -76,7 +76,8 @@ impl PackageBuilder {
             description: M::DESCRIPTION,
             sample_config: M::SAMPLE_CONFIG,
             check_config: |json| {
-                validate(|| M::new(parse_config(json)?).map_err(|e| e.to_string()))
+                let json = json.to_owned();
+                validate(move || M::new(parse_config(&json)?).map_err(|e| e.to_string()))
             },
             create: Create::Monitor(new_monitor_instance::<M>),
         });
@@ -90,7 +91,8 @@ impl PackageBuilder {
             description: D::DESCRIPTION,
             sample_config: D::SAMPLE_CONFIG,
             check_config: |json| {
-                validate(|| D::new(parse_config(json)?).map_err(|e| e.to_string()))
+                let json = json.to_owned();
+                validate(move || D::new(parse_config(&json)?).map_err(|e| e.to_string()))
             },
             create: Create::Diagnoser(new_diagnoser_instance::<D>),
         });
@@ -104,7 +106,8 @@ impl PackageBuilder {
             description: R::DESCRIPTION,
             sample_config: R::SAMPLE_CONFIG,
             check_config: |json| {
-                validate(|| R::new(parse_config(json)?).map_err(|e| e.to_string()))
+                let json = json.to_owned();
+                validate(move || R::new(parse_config(&json)?).map_err(|e| e.to_string()))
             },
             create: Create::Recoverer(new_recoverer_instance::<R>),
         });
@@ -248,13 +251,26 @@ extern "C" fn new_recoverer(
     })
 }
 
+/// How long `healer check` waits for a plugin's constructor.
+const VALIDATE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Validates a config the way creating an instance would, then drops the
 /// instance: constructors must not start anything (that is what `watch` and
-/// the first `check` are for). Runs inside the package runtime, so a
-/// constructor that builds Tokio-based clients works here too.
-fn validate<T>(create: impl FnOnce() -> Result<T, String>) -> Result<(), String> {
-    let _inside = crate::runtime::enter()?;
-    create().map(drop)
+/// the first `check` are for). The constructor runs on the package's
+/// blocking pool, never on the caller's thread, and is given
+/// `VALIDATE_DEADLINE`.
+fn validate<T: Send + 'static>(
+    create: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<(), String> {
+    let (sender, outcome) = std::sync::mpsc::channel();
+    crate::runtime::detach_blocking(move || {
+        let _ = sender.send(catch_panic(create).and_then(|created| created).map(drop));
+    })?;
+    outcome.recv_timeout(VALIDATE_DEADLINE).unwrap_or_else(|_| {
+        Err(format!(
+            "the plugin's constructor did not return within {VALIDATE_DEADLINE:?}"
+        ))
+    })
 }
 
 /// Deserializes a plugin config, with serde's message minus the JSON
@@ -343,9 +359,17 @@ impl<D: Diagnoser> DiagnoserFfi for Shared<std::sync::Mutex<D>> {
             let history: Vec<Observation> = history.into_iter().map(Observation::from).collect();
             // A poisoned lock means an earlier call panicked; the state is
             // the plugin's own, so carry on with it as the plugin left it.
-            let mut diagnoser = diagnoser
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            // A call still holding the lock hung past its deadline: fail
+            // fast instead of queueing blocking threads behind it.
+            let mut diagnoser = match diagnoser.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(poison)) => poison.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(
+                        "the previous diagnosis of this instance is still running".to_owned()
+                    )
+                }
+            };
             let findings = diagnoser.diagnose(&latest, &history);
             Ok(findings.into_iter().map(FindingFfi::from).collect())
         })

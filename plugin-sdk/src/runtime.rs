@@ -50,9 +50,10 @@ fn runtime() -> Result<&'static Runtime, String> {
     Ok(RUNTIME.get_or_init(|| runtime))
 }
 
-/// Enters the package runtime on this thread until the guard drops.
-pub(crate) fn enter() -> Result<tokio::runtime::EnterGuard<'static>, String> {
-    runtime().map(Runtime::enter)
+/// Runs blocking `work` on the package's blocking pool without waiting.
+pub(crate) fn detach_blocking(work: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    runtime()?.spawn_blocking(work);
+    Ok(())
 }
 
 /// Runs `work` on the package runtime; the host awaits the returned future.

@@ -146,3 +146,31 @@ monitor = { plugin = "counter" }
     );
     assert!(daemon.is_running());
 }
+
+#[test]
+fn a_diagnoser_stuck_in_blocking_code_fails_fast_instead_of_piling_up() {
+    let plugins = plugins_dir_with(&["healer-fixture-panicky"]);
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"
+[[target]]
+name = "stuck"
+timeout = "200ms"
+monitor = { plugin = "counter" }
+[[target.diagnose]]
+plugin = "blocks-forever"
+"#;
+    let mut daemon = Daemon::start(
+        &fast_config(dir.path(), plugins.path(), body),
+        &dir.path().join("healer.log"),
+    );
+
+    daemon.wait_for_log(&["diagnoser timed out", "target=stuck"], LIMIT);
+    let fast = daemon.wait_for_log(&["diagnoser failed", "target=stuck"], LIMIT);
+
+    assert!(
+        fast.contains("the previous diagnosis of this instance is still running"),
+        "{fast}"
+    );
+    daemon.wait_for_log(&["checked", "target=stuck", "check 10"], LIMIT);
+    assert!(daemon.is_running());
+}

@@ -52,7 +52,8 @@ fn two_packages_in_one_directory_each_report_their_own_plugins() {
             "panics-in-check",
             "hangs-in-check",
             "counter",
-            "ticker"
+            "ticker",
+            "blocks-forever"
         ]
     );
     assert!(panicky["file"]
@@ -136,7 +137,7 @@ fn each_bad_package_costs_one_line_naming_the_file_and_the_reason() {
         Some(1),
         "any load error makes the exit code 1:\n{text}"
     );
-    assert!(text.contains("2 packages, 6 plugins, 6 errors"), "{text}");
+    assert!(text.contains("2 packages, 7 plugins, 6 errors"), "{text}");
     for (file, reason) in BAD_FILES {
         let path = dir.path().join(file);
         let lines: Vec<&str> = text
