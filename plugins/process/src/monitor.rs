@@ -40,8 +40,9 @@ pub struct ProcessMonitor {
     find: Find,
     system: System,
     watch: bool,
-    /// The pid last seen running, for the exit watcher.
-    current: Arc<watch::Sender<Option<u32>>>,
+    /// The pid last seen running, for the exit watcher, and whether it was
+    /// the only match (only then does its exit mean "not running").
+    current: Arc<watch::Sender<Option<(u32, bool)>>>,
 }
 
 impl Monitor for ProcessMonitor {
@@ -111,8 +112,9 @@ watch = true                    # push an observation the moment it exits (pidfd
             return Ok(not_running(why));
         };
         let pid = process.pid().as_u32();
+        let alone = alive.len() == 1;
         self.current
-            .send_if_modified(|current| current.replace(pid) != Some(pid));
+            .send_if_modified(|current| current.replace((pid, alone)) != Some((pid, alone)));
         let rss = process.memory();
         let cpu = f64::from(process.cpu_usage());
         Ok(Observation::ok(format!(
@@ -136,7 +138,8 @@ watch = true                    # push an observation the moment it exits (pidfd
         let forget = Arc::clone(&self.current);
         tokio::spawn(async move {
             loop {
-                let pid = *current.borrow_and_update();
+                let watched = *current.borrow_and_update();
+                let pid = watched.map(|(pid, _)| pid);
                 let exited = async {
                     match pid {
                         Some(pid) => process_exit(pid).await,
@@ -146,9 +149,11 @@ watch = true                    # push an observation the moment it exits (pidfd
                 tokio::select! {
                     changed = current.changed() => if changed.is_err() { return },
                     () = exited => {
-                        let Some(pid) = pid else { continue };
-                        forget.send_if_modified(|seen| if *seen == Some(pid) { *seen = None; true } else { false });
-                        if !push.send(not_running(format!("pid {pid} exited"))) && push.is_closed() {
+                        let Some((pid, alone)) = watched else { continue };
+                        forget.send_if_modified(|seen| if *seen == Some((pid, alone)) { *seen = None; true } else { false });
+                        // With other matching processes alive, one exiting is
+                        // not an outage: the next check picks another to watch.
+                        if alone && !push.send(not_running(format!("pid {pid} exited"))) && push.is_closed() {
                             return;
                         }
                     }
