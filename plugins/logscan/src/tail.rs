@@ -6,6 +6,10 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// The longest line kept: a longer one is passed on cut at this length, so a
+/// file without newlines cannot grow the host's memory.
+const MAX_LINE: usize = 64 * 1024;
+
 /// The open file, where we are in it, and a partial last line.
 pub struct Tail {
     path: PathBuf,
@@ -63,8 +67,12 @@ impl Tail {
             }
             (Some((_, inode)), now) if now != Some(*inode) => {
                 // Rotated (renamed, or removed): finish the old file through
-                // the handle we hold, then start the new one from its top.
+                // the handle we hold (its last line even without a newline),
+                // then start the new one from its top.
                 self.drain(&mut lines, usize::MAX)?;
+                if !self.partial.is_empty() {
+                    lines.push(String::from_utf8_lossy(&self.partial).into_owned());
+                }
                 self.file = None;
                 self.offset = 0;
                 self.partial.clear();
@@ -124,6 +132,10 @@ impl Tail {
             }
             self.partial.extend_from_slice(&buffer[consumed..read]);
             self.offset += read as u64;
+            if self.partial.len() >= MAX_LINE {
+                lines.push(String::from_utf8_lossy(&self.partial[..MAX_LINE]).into_owned());
+                self.partial.clear();
+            }
         }
         Ok(())
     }
@@ -191,6 +203,35 @@ mod tests {
         assert!(tail.read(100).unwrap().is_empty());
         append(&path, "born with a line\n");
         assert_eq!(tail.read(100).unwrap(), ["born with a line"]);
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_at_max_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "");
+        let mut tail = Tail::new(path.clone(), false);
+        tail.read(10).unwrap();
+        append(&path, &"x".repeat(MAX_LINE * 2 + 10));
+        let lines = tail.read(10).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.len() == MAX_LINE));
+    }
+
+    #[test]
+    fn the_rotated_files_unterminated_last_line_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "");
+        let mut tail = Tail::new(path.clone(), false);
+        tail.read(10).unwrap();
+        append(&path, "complete\nno newline at the end");
+        std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
+        append(&path, "new\n");
+        assert_eq!(
+            tail.read(10).unwrap(),
+            ["complete", "no newline at the end", "new"]
+        );
     }
 
     #[test]
