@@ -19,7 +19,9 @@ macro_rules! say {
 }
 
 use crate::config::{self, Config};
+use crate::daemon::{self, Options};
 use crate::engine;
+use crate::events::Events;
 use crate::plugins::Catalog;
 
 /// healer: a self-healing daemon for Linux services.
@@ -106,7 +108,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Plugins { ref dir, json } => plugins(&cli, dir.clone(), json),
-        Command::Run => with_runtime(daemon(&cli)),
+        Command::Run => with_runtime(daemon::run(&cli.options())),
         Command::Check => check(&cli),
         Command::Once {
             ref target,
@@ -131,37 +133,18 @@ fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// The config, the plugins it needs, and every problem with either.
-fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
-    let mut config = Config::load(&cli.config)
-        .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    if let Some(dir) = &cli.plugins_dir {
-        config.healer.plugins_dir.clone_from(dir);
-    }
-    let catalog = Catalog::scan(&config.healer.plugins_dir).map_err(|err| vec![err.to_string()])?;
-    let mut problems: Vec<String> = catalog
-        .errors
-        .iter()
-        .map(|e| format!("warning: {e}"))
-        .collect();
-    let errors = catalog.check_config(&config);
-    let intake_error = config
-        .intake
-        .as_ref()
-        .and_then(|intake| crate::intake::Intake::token(intake).err());
-    if let Some(err) = intake_error {
-        problems.push(format!("{}: {err}", config.path.display()));
-        return Err(problems);
-    }
-    if errors.is_empty() {
-        for warning in problems {
-            eprintln!("healer: {warning}");
+impl Cli {
+    fn options(&self) -> Options {
+        Options {
+            config: self.config.clone(),
+            plugins_dir: self.plugins_dir.clone(),
+            verbose: self.verbose,
         }
-        Ok((config, catalog))
-    } else {
-        problems.extend(errors.iter().map(ToString::to_string));
-        Err(problems)
     }
+}
+
+fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
+    daemon::load(&cli.options())
 }
 
 fn explain(cli: &Cli, name: &str) -> ExitCode {
@@ -184,6 +167,7 @@ fn explain(cli: &Cli, name: &str) -> ExitCode {
     say!("  params    {}", reflex.params);
     if let Some(workflow) = config.workflows.get(&reflex.workflow) {
         for (index, step) in crate::intake::explain_steps(workflow).iter().enumerate() {
+            let step = serde_json::to_string(step).unwrap_or_default();
             say!("  step {}    {step}", index + 1);
         }
     }
@@ -262,123 +246,6 @@ fn check(cli: &Cli) -> ExitCode {
     }
 }
 
-async fn daemon(cli: &Cli) -> ExitCode {
-    let (config, catalog) = match load(cli) {
-        Ok(loaded) => loaded,
-        Err(problems) => return fail(&problems.join("\n")),
-    };
-    crate::log::init(&config.healer, cli.verbose);
-    if !config.healer.enabled {
-        tracing::info!(config = %config.path.display(), "healer is disabled ([healer] enabled = false); exiting");
-        return ExitCode::SUCCESS;
-    }
-    for error in &catalog.errors {
-        tracing::warn!(file = %error.file.display(), reason = %error.reason, "plugin package not loaded");
-    }
-    crate::reaper::become_subreaper();
-    let runners = match engine::build(&config, &catalog).await {
-        Ok(runners) => runners,
-        Err(errors) => {
-            for error in &errors {
-                tracing::error!("{error}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    let intake = match &config.intake {
-        None => None,
-        Some(_) => match crate::intake::Intake::build(&config, &catalog).await {
-            Ok(intake) => match crate::intake::listen(&intake).await {
-                Ok(listener) => Some((intake, listener)),
-                Err(err) => {
-                    tracing::error!("{err}");
-                    return ExitCode::FAILURE;
-                }
-            },
-            Err(errors) => {
-                for error in &errors {
-                    tracing::error!("{error}");
-                }
-                return ExitCode::FAILURE;
-            }
-        },
-    };
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(crate::reaper::reap_orphans(shutdown.clone()));
-    let signals = Cli {
-        config: cli.config.clone(),
-        plugins_dir: cli.plugins_dir.clone(),
-        verbose: cli.verbose,
-        command: Command::Run,
-    };
-    tokio::spawn(async move {
-        wait_for_stop_signal(&signals).await;
-        tracing::info!("stopping");
-        let _ = stop.send(true);
-    });
-    tracing::info!(
-        config = %config.path.display(),
-        targets = runners.len(),
-        reflexes = config.reflexes.len(),
-        packages = catalog.packages.len(),
-        pid = std::process::id(),
-        "healer running"
-    );
-    let serving = intake.map(|(intake, listener)| {
-        tokio::spawn(crate::intake::serve(listener, intake, shutdown.clone()))
-    });
-    engine::run(
-        runners,
-        config.healer.max_concurrent_recoveries,
-        config.healer.history,
-        shutdown.clone(),
-    )
-    .await;
-    let mut shutdown = shutdown;
-    while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            break;
-        }
-    }
-    if let Some(serving) = serving {
-        let _ = serving.await;
-    }
-    ExitCode::SUCCESS
-}
-
-/// Waits for SIGTERM or SIGINT. SIGHUP does not stop healer: it checks the
-/// config file anew and logs the verdict (live reload is not built yet, so
-/// applying a valid new config takes a restart; an invalid one is reported
-/// and the running config carries on either way).
-async fn wait_for_stop_signal(cli: &Cli) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::warn!("cannot watch for signals; stop healer with SIGKILL");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => match load(cli) {
-                Ok(_) => tracing::warn!(
-                    config = %cli.config.display(),
-                    "SIGHUP: the config on disk is valid; live reload is not built yet, so restart healer to apply it"
-                ),
-                Err(problems) => tracing::error!(
-                    config = %cli.config.display(),
-                    problems = %problems.join("; "),
-                    "SIGHUP: the config on disk is rejected; the running config carries on"
-                ),
-            },
-        }
-    }
-}
-
 async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
     let (mut config, catalog) = match load(cli) {
         Ok(loaded) => loaded,
@@ -399,11 +266,14 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
     if recover {
         crate::log::init(&config.healer, cli.verbose);
     }
-    let runners = match engine::build(&config, &catalog).await {
+    let runners = match engine::build(&config, &catalog, Default::default()).await {
         Ok(runners) => runners,
         Err(errors) => return fail(&errors.join("\n")),
     };
-    let mut results = engine::once(runners, recover, config.healer.history).await;
+    // `once` keeps no state: its issues start fresh and are not stored.
+    let events = Events::log_only();
+    let mut results = engine::once(runners, recover, config.healer.history, events.clone()).await;
+    events.finish(std::time::Duration::from_secs(1));
     results.sort_by(|a, b| a.0.cmp(&b.0));
     let width = results.iter().map(|r| r.0.len()).max().unwrap_or(6).max(6);
     say!("{:<width$}  {:<8}  SUMMARY", "TARGET", "STATUS");

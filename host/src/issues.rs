@@ -13,14 +13,17 @@
 //! tested exactly.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use healer_plugin_sdk::{Finding, Status};
+use serde::{Deserialize, Serialize};
 
+use crate::clock::Wall;
 use crate::config::Policy;
 
 /// Where an issue stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Found; no attempt made yet (or held by a dependency).
     Open,
@@ -29,6 +32,10 @@ pub enum State {
     /// Attempts exhausted (or nothing can recover it): no more attempts
     /// until it resolves.
     Escalated,
+    /// Healthy again. A tracker holds no resolved issues; its snapshot in
+    /// an event (and the store) says how the issue ended, and its attempt
+    /// count is remembered for `stable_after`.
+    Resolved,
 }
 
 impl State {
@@ -38,12 +45,26 @@ impl State {
             State::Open => "open",
             State::Recovering => "recovering",
             State::Escalated => "escalated",
+            State::Resolved => "resolved",
         }
+    }
+
+    /// The state written by [`State::as_str`].
+    pub fn parse(text: &str) -> Option<State> {
+        [
+            State::Open,
+            State::Recovering,
+            State::Escalated,
+            State::Resolved,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
     }
 }
 
-/// One open issue.
-#[derive(Clone, Debug)]
+/// One issue of one target. What events carry and the store keeps: every
+/// moment in it is wall-clock time, so it means the same after a restart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
     /// The finding kind, e.g. `process.not_running`.
     pub kind: String,
@@ -55,33 +76,73 @@ pub struct Issue {
     pub summary: String,
     /// Recovery attempts made, including those before a flap.
     pub attempts: u32,
-    /// Consecutive healthy checks since it was last seen.
-    pub healthy: u32,
+    /// When it opened.
+    pub opened_at: Wall,
     /// When the next attempt may start.
-    pub next_attempt_at: Instant,
+    pub next_attempt_at: Wall,
+    /// When it was escalated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_at: Option<Wall>,
+    /// When it resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Wall>,
+    /// Consecutive healthy checks since it was last seen.
+    #[serde(skip)]
+    healthy: u32,
     /// An attempt is running.
-    pub attempting: bool,
+    #[serde(skip)]
+    attempting: bool,
 }
 
-/// What changed; the engine logs each.
+impl Issue {
+    /// An issue as it was saved before a restart: `times` are when it
+    /// opened and when its next attempt is due, `ended` when it was
+    /// escalated and when it resolved.
+    pub fn saved(
+        kind: String,
+        state: State,
+        severity: Status,
+        summary: String,
+        attempts: u32,
+        times: [Wall; 2],
+        ended: [Option<Wall>; 2],
+    ) -> Issue {
+        let [opened_at, next_attempt_at] = times;
+        let [escalated_at, resolved_at] = ended;
+        Issue {
+            kind,
+            state,
+            severity,
+            summary,
+            attempts,
+            opened_at,
+            next_attempt_at,
+            escalated_at,
+            resolved_at,
+            healthy: 0,
+            attempting: false,
+        }
+    }
+}
+
+/// What changed; the engine emits an event for each.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transition {
-    /// A finding became an issue; `attempts` carried over from a flap.
-    Opened { kind: String, attempts: u32 },
+    /// A finding became an issue; its attempts carried over from a flap.
+    Opened(Issue),
     /// An issue's check passed `resolve_after` times.
-    Resolved { kind: String, attempts: u32 },
+    Resolved(Issue),
     /// No more attempts will be made.
-    Escalated {
-        kind: String,
-        attempts: u32,
-        reason: String,
-    },
+    Escalated { issue: Issue, reason: String },
     /// A finding was seen but has not yet failed `fail_after` times.
     Soft {
         kind: String,
         failures: u32,
         needed: u32,
     },
+    /// A resolved issue stayed healthy for `stable_after`: its attempt count
+    /// is forgotten, and a new issue of this kind starts from attempt 1.
+    Forgotten { kind: String },
 }
 
 /// The issues of one target.
@@ -91,7 +152,7 @@ pub struct Tracker {
     issues: HashMap<String, Issue>,
     soft: HashMap<String, u32>,
     /// Resolved issues' attempt counts and when they resolved.
-    remembered: HashMap<String, (u32, Instant)>,
+    remembered: HashMap<String, (u32, Wall)>,
 }
 
 impl Tracker {
@@ -103,6 +164,30 @@ impl Tracker {
             soft: HashMap::new(),
             remembered: HashMap::new(),
         }
+    }
+
+    /// Carries on from issues saved before a restart: open, recovering and
+    /// escalated ones as they were (attempts, backoff due time, escalation),
+    /// resolved ones as the flap memory while `stable_after` has not passed.
+    /// Returns how many open issues were restored.
+    pub fn restore(&mut self, saved: Vec<Issue>, now: Wall) -> usize {
+        let stable_after: Duration = self.policy.stable_after.into();
+        let mut restored = 0;
+        for mut issue in saved {
+            match (issue.state, issue.resolved_at) {
+                (State::Resolved, Some(at)) if now.since(at) < stable_after => {
+                    self.remembered.insert(issue.kind, (issue.attempts, at));
+                }
+                (State::Resolved, _) => {}
+                _ => {
+                    issue.healthy = 0;
+                    issue.attempting = false;
+                    self.issues.insert(issue.kind.clone(), issue);
+                    restored += 1;
+                }
+            }
+        }
+        restored
     }
 
     /// The open issues.
@@ -133,16 +218,16 @@ impl Tracker {
     /// Feeds the findings of one check. An inconclusive check (the check or a
     /// diagnoser failed or timed out) can open and keep issues, but never
     /// counts as healthy: nothing resolves on a check that could not tell.
-    pub fn observe(
-        &mut self,
-        findings: &[Finding],
-        now: Instant,
-        conclusive: bool,
-    ) -> Vec<Transition> {
+    pub fn observe(&mut self, findings: &[Finding], now: Wall, conclusive: bool) -> Vec<Transition> {
         let stable_after: Duration = self.policy.stable_after.into();
-        self.remembered
-            .retain(|_, (_, resolved_at)| now.duration_since(*resolved_at) < stable_after);
         let mut transitions = Vec::new();
+        self.remembered.retain(|kind, (_, resolved_at)| {
+            let keep = now.since(*resolved_at) < stable_after;
+            if !keep {
+                transitions.push(Transition::Forgotten { kind: kind.clone() });
+            }
+            keep
+        });
         // Two diagnosers finding the same kind in one check is one failure.
         let mut kinds = std::collections::HashSet::new();
         let findings: Vec<&Finding> = findings
@@ -158,9 +243,9 @@ impl Tracker {
                 let exhausted = issue.attempts >= self.policy.max_attempts && !issue.attempting;
                 if exhausted && issue.state == State::Recovering {
                     issue.state = State::Escalated;
+                    issue.escalated_at = Some(now);
                     transitions.push(Transition::Escalated {
-                        kind: issue.kind.clone(),
-                        attempts: issue.attempts,
+                        issue: issue.clone(),
                         reason: format!("still failing after {} recovery attempts", issue.attempts),
                     });
                 }
@@ -187,19 +272,19 @@ impl Tracker {
                 severity: finding.severity,
                 summary: finding.summary.clone(),
                 attempts,
-                healthy: 0,
+                opened_at: now,
                 next_attempt_at: now,
+                escalated_at: None,
+                resolved_at: None,
+                healthy: 0,
                 attempting: false,
             };
-            transitions.push(Transition::Opened {
-                kind: issue.kind.clone(),
-                attempts,
-            });
+            transitions.push(Transition::Opened(issue.clone()));
             if attempts >= self.policy.max_attempts {
                 issue.state = State::Escalated;
+                issue.escalated_at = Some(now);
                 transitions.push(Transition::Escalated {
-                    kind: issue.kind.clone(),
-                    attempts,
+                    issue: issue.clone(),
                     reason: format!(
                         "came back within {} after {attempts} recovery attempts",
                         self.policy.stable_after
@@ -224,12 +309,11 @@ impl Tracker {
             })
             .collect();
         for kind in healed {
-            if let Some(issue) = self.issues.remove(&kind) {
-                self.remembered.insert(kind.clone(), (issue.attempts, now));
-                transitions.push(Transition::Resolved {
-                    kind,
-                    attempts: issue.attempts,
-                });
+            if let Some(mut issue) = self.issues.remove(&kind) {
+                self.remembered.insert(kind, (issue.attempts, now));
+                issue.state = State::Resolved;
+                issue.resolved_at = Some(now);
+                transitions.push(Transition::Resolved(issue));
             }
         }
         transitions
@@ -237,7 +321,7 @@ impl Tracker {
 
     /// Issues that may be recovered now: not escalated, attempts left,
     /// backoff elapsed, no attempt running.
-    pub fn due(&self, now: Instant) -> Vec<String> {
+    pub fn due(&self, now: Wall) -> Vec<String> {
         let mut due: Vec<String> = self
             .issues
             .values()
@@ -249,36 +333,35 @@ impl Tracker {
         due
     }
 
-    /// Records the start of an attempt; returns its number (1-based).
-    pub fn attempt_started(&mut self, kind: &str) -> u32 {
-        let Some(issue) = self.issues.get_mut(kind) else {
-            return 0;
-        };
+    /// Records the start of an attempt; the issue as it now stands (its
+    /// `attempts` is this attempt's number, 1-based).
+    pub fn attempt_started(&mut self, kind: &str) -> Option<Issue> {
+        let issue = self.issues.get_mut(kind)?;
         issue.attempts += 1;
         issue.attempting = true;
         issue.state = State::Recovering;
-        issue.attempts
+        Some(issue.clone())
     }
 
     /// Records the end of an attempt; the next may start after the backoff.
-    pub fn attempt_finished(&mut self, kind: &str, now: Instant) {
+    pub fn attempt_finished(&mut self, kind: &str, now: Wall) -> Option<Issue> {
         let backoff = self.backoff(self.issues.get(kind).map_or(1, |i| i.attempts));
-        if let Some(issue) = self.issues.get_mut(kind) {
-            issue.attempting = false;
-            issue.next_attempt_at = now + backoff;
-        }
+        let issue = self.issues.get_mut(kind)?;
+        issue.attempting = false;
+        issue.next_attempt_at = now + backoff;
+        Some(issue.clone())
     }
 
     /// Escalates an issue that nothing can recover.
-    pub fn escalate(&mut self, kind: &str, reason: String) -> Option<Transition> {
+    pub fn escalate(&mut self, kind: &str, reason: String, now: Wall) -> Option<Transition> {
         let issue = self.issues.get_mut(kind)?;
         if issue.state == State::Escalated {
             return None;
         }
         issue.state = State::Escalated;
+        issue.escalated_at = Some(now);
         Some(Transition::Escalated {
-            kind: kind.to_owned(),
-            attempts: issue.attempts,
+            issue: issue.clone(),
             reason,
         })
     }
@@ -316,8 +399,17 @@ mod tests {
         vec![Finding::critical("process.not_running", "gone")]
     }
 
-    fn attempt(tracker: &mut Tracker, now: Instant) -> u32 {
-        let n = tracker.attempt_started("process.not_running");
+    fn opened(transitions: &[Transition]) -> Option<u32> {
+        transitions.iter().find_map(|t| match t {
+            Transition::Opened(issue) => Some(issue.attempts),
+            _ => None,
+        })
+    }
+
+    fn attempt(tracker: &mut Tracker, now: Wall) -> u32 {
+        let n = tracker
+            .attempt_started("process.not_running")
+            .map_or(0, |issue| issue.attempts);
         tracker.attempt_finished("process.not_running", now);
         n
     }
@@ -325,14 +417,9 @@ mod tests {
     #[test]
     fn one_failed_check_opens_an_issue_by_default() {
         let mut tracker = Tracker::new(policy());
-        let now = Instant::now();
-        assert_eq!(
-            tracker.observe(&down(), now, true),
-            [Transition::Opened {
-                kind: "process.not_running".into(),
-                attempts: 0
-            }]
-        );
+        let now = Wall::from_millis(1_000_000);
+        let transitions = tracker.observe(&down(), now, true);
+        assert_eq!(opened(&transitions), Some(0), "{transitions:?}");
         assert_eq!(tracker.due(now), ["process.not_running"]);
     }
 
@@ -342,7 +429,7 @@ mod tests {
             fail_after: 3,
             ..policy()
         });
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         tracker.observe(&down(), now, true);
         tracker.observe(&[], now, true); // a blip resets the count
         tracker.observe(&down(), now, true);
@@ -350,7 +437,7 @@ mod tests {
         assert!(!tracker.has_issues());
         let transitions = tracker.observe(&down(), now, true);
         assert!(
-            matches!(transitions[0], Transition::Opened { .. }),
+            opened(&transitions).is_some(),
             "{transitions:?}"
         );
     }
@@ -365,17 +452,18 @@ mod tests {
     #[test]
     fn exactly_max_attempts_then_escalation_and_nothing_more() {
         let mut tracker = Tracker::new(policy());
-        let mut now = Instant::now();
+        let mut now = Wall::from_millis(1_000_000);
         let mut attempts = Vec::new();
         let mut escalated = false;
         for _ in 0..20 {
             for transition in tracker.observe(&down(), now, true) {
-                escalated |= matches!(transition, Transition::Escalated { attempts: 3, .. });
+                escalated |=
+                    matches!(transition, Transition::Escalated { issue, .. } if issue.attempts == 3);
             }
             for _ in tracker.due(now) {
                 attempts.push(attempt(&mut tracker, now));
             }
-            now += Duration::from_secs(30);
+            now = now + Duration::from_secs(30);
         }
         assert_eq!(attempts, [1, 2, 3]);
         assert!(escalated);
@@ -388,7 +476,7 @@ mod tests {
     #[test]
     fn the_backoff_holds_the_next_attempt() {
         let mut tracker = Tracker::new(policy());
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         tracker.observe(&down(), now, true);
         attempt(&mut tracker, now);
         tracker.observe(&down(), now + Duration::from_millis(500), true);
@@ -402,15 +490,13 @@ mod tests {
             resolve_after: 2,
             ..policy()
         });
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         tracker.observe(&down(), now, true);
         assert!(tracker.observe(&[], now, true).is_empty());
-        assert_eq!(
-            tracker.observe(&[], now, true),
-            [Transition::Resolved {
-                kind: "process.not_running".into(),
-                attempts: 0
-            }]
+        let transitions = tracker.observe(&[], now, true);
+        assert!(
+            matches!(&transitions[..], [Transition::Resolved(issue)] if issue.attempts == 0 && issue.state == State::Resolved),
+            "{transitions:?}"
         );
         assert!(!tracker.has_issues());
     }
@@ -418,25 +504,19 @@ mod tests {
     #[test]
     fn a_flapping_issue_keeps_its_attempt_count_until_stable() {
         let mut tracker = Tracker::new(policy());
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         tracker.observe(&down(), now, true);
         attempt(&mut tracker, now);
         attempt(&mut tracker, now);
         tracker.observe(&[], now, true); // resolved after 2 attempts
         let later = now + Duration::from_secs(60);
-        assert_eq!(
-            tracker.observe(&down(), later, true)[0],
-            Transition::Opened {
-                kind: "process.not_running".into(),
-                attempts: 2
-            }
-        );
+        assert_eq!(opened(&tracker.observe(&down(), later, true)), Some(2));
         assert_eq!(attempt(&mut tracker, later), 3);
         tracker.observe(&[], later, true);
         // Back again, attempts exhausted: escalated at once, no restart storm.
         let transitions = tracker.observe(&down(), later + Duration::from_secs(1), true);
         assert!(
-            matches!(transitions[1], Transition::Escalated { attempts: 3, .. }),
+            matches!(&transitions[1], Transition::Escalated { issue, .. } if issue.attempts == 3),
             "{transitions:?}"
         );
         assert!(tracker.due(later + Duration::from_secs(60)).is_empty());
@@ -445,30 +525,31 @@ mod tests {
     #[test]
     fn after_stable_after_the_count_starts_over() {
         let mut tracker = Tracker::new(policy());
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         tracker.observe(&down(), now, true);
         attempt(&mut tracker, now);
         tracker.observe(&[], now, true);
         let much_later = now + Duration::from_secs(301);
+        let transitions = tracker.observe(&down(), much_later, true);
         assert_eq!(
-            tracker.observe(&down(), much_later, true)[0],
-            Transition::Opened {
-                kind: "process.not_running".into(),
-                attempts: 0
+            transitions[0],
+            Transition::Forgotten {
+                kind: "process.not_running".into()
             }
         );
+        assert_eq!(opened(&transitions), Some(0));
     }
 
     #[test]
     fn an_inconclusive_check_never_resolves_an_issue() {
         let mut tracker = Tracker::new(policy());
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         tracker.observe(&down(), now, true);
         assert!(tracker.observe(&[], now, false).is_empty());
         assert!(tracker.has_issues());
         assert!(matches!(
             tracker.observe(&[], now, true)[0],
-            Transition::Resolved { .. }
+            Transition::Resolved(_)
         ));
     }
 
@@ -480,7 +561,7 @@ mod tests {
         });
         let twice = [down(), down()].concat();
         assert!(matches!(
-            tracker.observe(&twice, Instant::now(), true)[0],
+            tracker.observe(&twice, Wall::from_millis(1_000_000), true)[0],
             Transition::Soft { failures: 1, .. }
         ));
     }
@@ -488,27 +569,77 @@ mod tests {
     #[test]
     fn the_slow_cadence_needs_every_issue_escalated() {
         let mut tracker = Tracker::new(policy());
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         let two = [Finding::critical("a.x", "a"), Finding::critical("b.y", "b")];
         tracker.observe(&two, now, true);
-        tracker.escalate("a.x", "no recoverer".into());
+        tracker.escalate("a.x", "no recoverer".into(), now);
         assert!(!tracker.all_escalated());
-        tracker.escalate("b.y", "no recoverer".into());
+        tracker.escalate("b.y", "no recoverer".into(), now);
         assert!(tracker.all_escalated());
     }
 
     #[test]
     fn an_escalated_issue_resolves_when_healthy_again() {
         let mut tracker = Tracker::new(policy());
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         tracker.observe(&down(), now, true);
         assert!(tracker
-            .escalate("process.not_running", "no recoverer".into())
+            .escalate("process.not_running", "no recoverer".into(), now)
             .is_some());
         assert!(tracker.due(now).is_empty());
         assert!(matches!(
             tracker.observe(&[], now, true)[0],
-            Transition::Resolved { .. }
+            Transition::Resolved(_)
         ));
+    }
+
+    #[test]
+    fn a_restored_tracker_carries_on_with_attempts_backoff_and_escalation() {
+        let now = Wall::from_millis(1_000_000);
+        let mut before = Tracker::new(policy());
+        before.observe(&down(), now, true);
+        attempt(&mut before, now);
+        attempt(&mut before, now);
+        let saved: Vec<Issue> = before.issues().cloned().collect();
+        assert_eq!(saved[0].next_attempt_at, now + Duration::from_secs(2));
+
+        let mut after = Tracker::new(policy());
+        assert_eq!(after.restore(saved, now + Duration::from_secs(1)), 1);
+        assert!(after.due(now + Duration::from_secs(1)).is_empty(), "the backoff still holds");
+        let later = now + Duration::from_secs(2);
+        assert_eq!(after.due(later), ["process.not_running"]);
+        assert_eq!(attempt(&mut after, later), 3);
+        let transitions = after.observe(&down(), later, true);
+        assert!(
+            matches!(&transitions[..], [Transition::Escalated { issue, .. }] if issue.escalated_at == Some(later)),
+            "{transitions:?}"
+        );
+
+        let mut again = Tracker::new(policy());
+        again.restore(after.issues().cloned().collect(), later);
+        assert!(again.all_escalated());
+        assert!(again.due(later + Duration::from_secs(3600)).is_empty());
+    }
+
+    #[test]
+    fn a_restored_resolved_issue_is_remembered_only_within_stable_after() {
+        let now = Wall::from_millis(1_000_000);
+        let mut before = Tracker::new(policy());
+        before.observe(&down(), now, true);
+        attempt(&mut before, now);
+        let transitions = before.observe(&[], now, true);
+        let Some(Transition::Resolved(resolved)) = transitions.into_iter().next() else {
+            panic!("not resolved");
+        };
+
+        let mut soon = Tracker::new(policy());
+        assert_eq!(soon.restore(vec![resolved.clone()], now + Duration::from_secs(60)), 0);
+        let back = soon.observe(&down(), now + Duration::from_secs(60), true);
+        assert_eq!(opened(&back), Some(1), "the flap memory survived the restart");
+
+        let mut late = Tracker::new(policy());
+        late.restore(vec![resolved], now + Duration::from_secs(301));
+        let back = late.observe(&down(), now + Duration::from_secs(301), true);
+        assert_eq!(opened(&back), Some(0));
     }
 }

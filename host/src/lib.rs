@@ -2,14 +2,19 @@
 //! monitor -> diagnose -> recover loop. The binary is a thin `main` over
 //! [`cli`]; the library exists so tests and benchmarks can drive the parts.
 //!
-//! Data flows one way: config -> plugins -> engine -> issues -> store/api.
+//! Data flows one way: config -> plugins -> engine/intake -> events ->
+//! log/store.
 //! See `docs/ARCHITECTURE.md` for the code map and invariants.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod engine;
+pub mod events;
 pub mod intake;
 pub mod issues;
 pub mod log;
 pub mod plugins;
 pub mod reaper;
+pub mod store;

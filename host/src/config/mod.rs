@@ -45,7 +45,32 @@ pub struct Config {
     pub reflexes: Vec<Reflex>,
     /// `[workflow.NAME]` entries.
     pub workflows: std::collections::BTreeMap<String, Workflow>,
+    /// `[store]`.
+    pub store: Store,
     source: Source,
+}
+
+/// `[store]`: the SQLite database in `state_dir` that carries issues,
+/// intake state and the event history across restarts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// `false` keeps all state in memory: nothing survives a restart.
+    pub enabled: bool,
+    /// Events older than this are deleted from the history.
+    pub keep_events_for: Duration,
+    /// At most this many events are kept in the history.
+    pub keep_events: u64,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store {
+            enabled: true,
+            keep_events_for: Duration::from_secs(14 * 86_400),
+            keep_events: 1_000_000,
+        }
+    }
 }
 
 /// How the log is written.
@@ -97,6 +122,8 @@ pub struct Healer {
     pub state_dir: PathBuf,
     /// The log file (besides stderr).
     pub log_file: PathBuf,
+    /// Every event as one JSON object per line, appended (none by default).
+    pub event_log: Option<PathBuf>,
     /// `human` or `json`.
     pub log_format: LogFormat,
     /// `error`, `warn`, `info`, `debug` or `trace` (or a tracing filter).
@@ -123,6 +150,7 @@ impl Default for Healer {
             plugins_dir: PathBuf::from("plugins"),
             state_dir: PathBuf::from("state"),
             log_file: PathBuf::from("logs/healer.log"),
+            event_log: None,
             log_format: LogFormat::Human,
             log_level: "info".to_owned(),
         }
@@ -260,6 +288,8 @@ struct RawConfig {
     reflex: Vec<intake::RawReflex>,
     #[serde(default)]
     workflow: std::collections::BTreeMap<String, Spanned<intake::RawWorkflow>>,
+    #[serde(default)]
+    store: Store,
 }
 
 #[derive(Deserialize)]
@@ -322,6 +352,7 @@ impl Config {
         };
         let mut healer = raw.healer;
         check.healer(&healer);
+        check.store(&raw.store);
         let targets: Vec<Target> = raw
             .targets
             .into_iter()
@@ -355,7 +386,10 @@ impl Config {
             &mut healer.plugins_dir,
             &mut healer.state_dir,
             &mut healer.log_file,
-        ] {
+        ]
+        .into_iter()
+        .chain(healer.event_log.as_mut())
+        {
             *dir = base.join(&*dir);
         }
         Ok(Config {
@@ -365,8 +399,14 @@ impl Config {
             intake,
             reflexes,
             workflows,
+            store: raw.store,
             source,
         })
+    }
+
+    /// The state database: `state_dir/healer.db`.
+    pub fn store_file(&self) -> PathBuf {
+        self.healer.state_dir.join(crate::store::FILE_NAME)
     }
 
     /// Where `key` is written in `plugin`'s table (the table when absent).
@@ -436,6 +476,16 @@ impl Checker<'_> {
                 at,
                 "[healer] max_concurrent_recoveries must be at least 1".to_owned(),
             );
+        }
+    }
+
+    fn store(&mut self, store: &Store) {
+        let at = self.source.text().find("[store]").unwrap_or(0);
+        if store.keep_events_for.is_zero() {
+            self.error(at, "[store] keep_events_for must be longer than zero".to_owned());
+        }
+        if store.keep_events == 0 {
+            self.error(at, "[store] keep_events must be at least 1".to_owned());
         }
     }
 

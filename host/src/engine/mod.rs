@@ -6,6 +6,10 @@
 //! a deadline. What the targets share is small: a host-wide limit on
 //! concurrent recoveries, the set of targets with open issues (for
 //! `depends_on`), and a way to ask a dependent to re-check at once.
+//!
+//! Each target starts from the issues the store saved before a restart
+//! (attempts, backoff due times, escalations), and every transition goes
+//! out as an event.
 
 mod target;
 
@@ -16,6 +20,8 @@ use healer_plugin_sdk::Observation;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::{Config, PluginUse, Target};
+use crate::events::Events;
+use crate::issues::Issue;
 use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle};
 
 pub use target::Cycle;
@@ -26,6 +32,18 @@ pub struct Runner {
     monitor: Arc<MonitorHandle>,
     diagnosers: Vec<(String, DiagnoserHandle)>,
     recoverers: Vec<RecovererHandle>,
+    /// Its issues as saved before a restart.
+    saved: Vec<Issue>,
+}
+
+impl Runner {
+    /// How many open (not resolved) issues it carries on from.
+    pub fn restored_issues(&self) -> usize {
+        self.saved
+            .iter()
+            .filter(|issue| issue.resolved_at.is_none())
+            .count()
+    }
 }
 
 /// What a dependent knows of a dependency.
@@ -93,14 +111,22 @@ impl Shared {
     }
 }
 
-/// Creates the plugin instances of every enabled target. Every failure is
-/// reported, naming the target and plugin.
-pub async fn build(config: &Config, catalog: &Catalog) -> Result<Vec<Runner>, Vec<String>> {
+/// Creates the plugin instances of every enabled target, each with the
+/// issues saved for it. Every failure is reported, naming the target and
+/// plugin.
+pub async fn build(
+    config: &Config,
+    catalog: &Catalog,
+    mut saved: HashMap<String, Vec<Issue>>,
+) -> Result<Vec<Runner>, Vec<String>> {
     let mut runners = Vec::new();
     let mut errors = Vec::new();
     for target in config.targets.iter().filter(|t| t.enabled) {
         match build_target(target, catalog).await {
-            Ok(runner) => runners.push(runner),
+            Ok(mut runner) => {
+                runner.saved = saved.remove(&target.name).unwrap_or_default();
+                runners.push(runner)
+            }
             Err(err) => errors.push(err),
         }
     }
@@ -157,6 +183,7 @@ async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, Stri
         monitor: Arc::new(monitor),
         diagnosers,
         recoverers,
+        saved: Vec::new(),
     })
 }
 
@@ -165,6 +192,7 @@ pub async fn run(
     runners: Vec<Runner>,
     max_concurrent_recoveries: usize,
     history: usize,
+    events: Events,
     shutdown: watch::Receiver<bool>,
 ) {
     let limiter = Arc::new(Semaphore::new(max_concurrent_recoveries));
@@ -188,7 +216,13 @@ pub async fn run(
         .into_iter()
         .filter_map(|runner| {
             let inbox = inboxes.remove(&runner.target.name)?;
-            let cycle = Cycle::new(runner, Arc::clone(&shared), Arc::clone(&limiter), history);
+            let cycle = Cycle::new(
+                runner,
+                Arc::clone(&shared),
+                Arc::clone(&limiter),
+                events.clone(),
+                history,
+            );
             Some(tokio::spawn(cycle.run(inbox, shutdown.clone())))
         })
         .collect();
@@ -203,13 +237,20 @@ pub async fn once(
     runners: Vec<Runner>,
     recover: bool,
     history: usize,
+    events: Events,
 ) -> Vec<(String, Observation, Vec<String>)> {
     let limiter = Arc::new(Semaphore::new(runners.len().max(1)));
     let shared = Arc::new(Shared::default());
     let tasks: Vec<_> = runners
         .into_iter()
         .map(|runner| {
-            let mut cycle = Cycle::new(runner, Arc::clone(&shared), Arc::clone(&limiter), history);
+            let mut cycle = Cycle::new(
+                runner,
+                Arc::clone(&shared),
+                Arc::clone(&limiter),
+                events.clone(),
+                history,
+            );
             tokio::spawn(async move { cycle.once(recover).await })
         })
         .collect();

@@ -1,6 +1,7 @@
 //! One target's loop: wait for the schedule, a push or a re-check request;
 //! check (with a deadline); diagnose; update the issues; recover what is
-//! due, trying the matching recoverers in order; repeat.
+//! due, trying the matching recoverers in order; repeat. Every transition
+//! is an event; nothing here writes the log or the store.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
@@ -10,9 +11,11 @@ use std::time::Duration;
 use healer_plugin_sdk::{Finding, Observation, Recovery, Status};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::debug;
 
 use super::{Health, Runner, Shared};
+use crate::clock::Wall;
+use crate::events::{Event, Events, Role, StepResult};
 use crate::issues::{Tracker, Transition};
 
 /// The state of one target's healing loop.
@@ -20,6 +23,7 @@ pub struct Cycle {
     runner: Runner,
     shared: Arc<Shared>,
     limiter: Arc<Semaphore>,
+    events: Events,
     tracker: Tracker,
     history: VecDeque<Observation>,
     history_len: usize,
@@ -41,13 +45,16 @@ impl Cycle {
         runner: Runner,
         shared: Arc<Shared>,
         limiter: Arc<Semaphore>,
+        events: Events,
         history_len: usize,
     ) -> Cycle {
-        let tracker = Tracker::new(runner.target.policy);
+        let mut tracker = Tracker::new(runner.target.policy);
+        tracker.restore(runner.saved.clone(), Wall::now());
         Cycle {
             runner,
             shared,
             limiter,
+            events,
             tracker,
             history: VecDeque::new(),
             history_len: history_len.max(1),
@@ -59,6 +66,10 @@ impl Cycle {
 
     fn name(&self) -> &str {
         &self.runner.target.name
+    }
+
+    fn emit(&self, event: Event) {
+        self.events.emit(event);
     }
 
     /// Runs until `shutdown` changes.
@@ -116,14 +127,12 @@ impl Cycle {
     }
 
     async fn step(&mut self, pushed: Option<Observation>) -> Step {
+        let was_push = pushed.is_some();
         let (seen, checked) = match pushed {
-            Some(seen) => {
-                debug!(target = %self.name(), status = %seen.status, summary = %seen.summary, "pushed by the monitor");
-                (seen, true)
-            }
+            Some(seen) => (seen, true),
             None => self.check().await,
         };
-        self.note_status(&seen);
+        self.note_status(&seen, was_push);
         let (findings, diagnosed) = self.diagnose(&seen, checked).await;
         self.history.push_back(seen);
         while self.history.len() > self.history_len {
@@ -144,12 +153,23 @@ impl Cycle {
         let plugin = &self.runner.target.monitor.plugin;
         match timeout(policy.timeout.into(), self.runner.monitor.check()).await {
             Ok(Ok(seen)) => (seen, true),
-            Ok(Err(err)) => {
-                warn!(target = %self.name(), monitor = %plugin, error = %err, "check failed");
-                (Observation::unknown(format!("check failed: {err}")), false)
+            Ok(Err(error)) => {
+                let summary = format!("check failed: {error}");
+                self.emit(Event::PluginFailed {
+                    target: self.name().to_owned(),
+                    role: Role::Monitor,
+                    plugin: plugin.clone(),
+                    error,
+                });
+                (Observation::unknown(summary), false)
             }
             Err(_) => {
-                warn!(target = %self.name(), monitor = %plugin, timeout = %policy.timeout, "check timed out");
+                self.emit(Event::PluginTimedOut {
+                    target: self.name().to_owned(),
+                    role: Role::Monitor,
+                    plugin: plugin.clone(),
+                    after: policy.timeout,
+                });
                 (
                     Observation::unknown(format!("check timed out after {}", policy.timeout)),
                     false,
@@ -158,18 +178,18 @@ impl Cycle {
         }
     }
 
-    fn note_status(&mut self, seen: &Observation) {
+    fn note_status(&mut self, seen: &Observation, pushed: bool) {
         let was = self.last_status.replace(seen.status);
-        if was == Some(seen.status) {
-            debug!(target = %self.name(), status = %seen.status, summary = %seen.summary, "checked");
+        if was == Some(seen.status) && !self.events.wants_every_check() {
             return;
         }
-        let was = was.map_or("none", Status::as_str);
-        if seen.status == Status::Ok {
-            info!(target = %self.name(), status = %seen.status, was, summary = %seen.summary, "status changed");
-        } else {
-            warn!(target = %self.name(), status = %seen.status, was, summary = %seen.summary, "status changed");
-        }
+        self.emit(Event::Checked {
+            target: self.name().to_owned(),
+            status: seen.status,
+            was,
+            summary: seen.summary.clone(),
+            pushed,
+        });
     }
 
     /// Findings from the diagnosers, or, with none configured (or when the
@@ -196,15 +216,26 @@ impl Cycle {
         let mut findings = Vec::new();
         let mut complete = true;
         for (plugin, diagnoser) in &self.runner.diagnosers {
+            let target = self.runner.target.name.clone();
             match timeout(deadline, diagnoser.diagnose(seen, history)).await {
                 Ok(Ok(found)) => findings.extend(found),
-                Ok(Err(err)) => {
+                Ok(Err(error)) => {
                     complete = false;
-                    warn!(target = %self.runner.target.name, diagnoser = %plugin, error = %err, "diagnoser failed")
+                    self.events.emit(Event::PluginFailed {
+                        target,
+                        role: Role::Diagnoser,
+                        plugin: plugin.clone(),
+                        error,
+                    });
                 }
                 Err(_) => {
                     complete = false;
-                    warn!(target = %self.runner.target.name, diagnoser = %plugin, "diagnoser timed out")
+                    self.events.emit(Event::PluginTimedOut {
+                        target,
+                        role: Role::Diagnoser,
+                        plugin: plugin.clone(),
+                        after: self.runner.target.policy.timeout,
+                    });
                 }
             }
         }
@@ -217,11 +248,8 @@ impl Cycle {
         for finding in findings {
             self.findings.insert(finding.kind.clone(), finding.clone());
         }
-        for transition in self
-            .tracker
-            .observe(findings, Instant::now().into_std(), conclusive)
-        {
-            self.log_transition(&transition);
+        for transition in self.tracker.observe(findings, Wall::now(), conclusive) {
+            self.emit_transition(transition);
         }
         self.findings
             .retain(|kind, _| self.tracker.issue(kind).is_some());
@@ -233,116 +261,144 @@ impl Cycle {
         }
     }
 
-    fn log_transition(&self, transition: &Transition) {
-        let name = self.name();
-        match transition {
+    fn emit_transition(&self, transition: Transition) {
+        let target = self.name().to_owned();
+        self.emit(match transition {
             Transition::Soft {
                 kind,
                 failures,
                 needed,
-            } => {
-                info!(target = %name, kind = %kind, failures, needed, "finding seen; an issue opens after {needed} consecutive failed checks")
-            }
-            Transition::Opened { kind, attempts } => {
-                let summary = self.findings.get(kind).map_or("", |f| f.summary.as_str());
-                warn!(target = %name, kind = %kind, attempts, summary, "issue opened")
-            }
-            Transition::Resolved { kind, attempts } => {
-                info!(target = %name, kind = %kind, attempts, "issue resolved")
-            }
-            Transition::Escalated {
+            } => Event::FindingSeen {
+                target,
                 kind,
-                attempts,
+                failures,
+                needed,
+            },
+            Transition::Opened(issue) => Event::IssueOpened { target, issue },
+            Transition::Resolved(issue) => Event::IssueResolved { target, issue },
+            Transition::Escalated { issue, reason } => Event::IssueEscalated {
+                target,
+                issue,
                 reason,
-            } => error!(
-                target = %name,
-                kind = %kind,
-                attempts,
-                reason = %reason,
-                severity = "CRITICAL",
-                "issue escalated: no further recovery until it resolves or an operator resets it"
-            ),
-        }
+            },
+            Transition::Forgotten { kind } => Event::IssueReset {
+                target,
+                kind,
+                reason: format!(
+                    "healthy for {}: the attempt count starts over",
+                    self.runner.target.policy.stable_after
+                ),
+            },
+        });
     }
 
     /// Recovers every issue that is due; returns whether any attempt ran.
     async fn recover(&mut self) -> bool {
-        let due = self.tracker.due(Instant::now().into_std());
+        let due = self.tracker.due(Wall::now());
         if due.is_empty() {
             return false;
         }
         let target = &self.runner.target;
         if let Some((dependency, health)) = self.shared.first_unhealthy(&target.depends_on) {
-            let why = match health {
+            let reason = match health {
                 Health::Unchecked => "has not been checked yet",
                 _ => "has an open issue",
             };
             for kind in due {
                 if self.held.insert(kind.clone()) {
-                    warn!(target = %target.name, kind = %kind, dependency, "recovery held: the finding is caused upstream, {dependency} {why}");
+                    self.events.emit(Event::RecoveryHeld {
+                        target: target.name.clone(),
+                        kind,
+                        dependency: dependency.to_owned(),
+                        reason: reason.to_owned(),
+                    });
                 }
             }
             return false;
         }
         let mut acted = false;
         for kind in due {
-            let ladder: Vec<usize> = (0..target.recoverers.len())
-                .filter(|&i| target.recoverers[i].handles(&kind))
-                .collect();
-            if ladder.is_empty() {
-                if let Some(transition) = self
-                    .tracker
-                    .escalate(&kind, format!("no recoverer of this target handles {kind}"))
-                {
-                    self.log_transition(&transition);
-                }
-                continue;
+            if self.attempt(&kind).await {
+                acted = true;
             }
-            let Some(finding) = self.findings.get(&kind).cloned() else {
-                continue;
-            };
-            let Ok(_permit) = self.limiter.acquire().await else {
-                return acted;
-            };
-            let attempt = self.tracker.attempt_started(&kind);
-            let policy = target.policy;
-            warn!(target = %target.name, kind = %kind, attempt = %format!("{attempt}/{}", policy.max_attempts), "recovery attempt");
-            let recovery = Recovery {
-                target: target.name.clone(),
-                finding,
-                attempt,
-                params: serde_json::json!({}),
-            };
-            let mut recovered = false;
-            for i in ladder {
-                let plugin = &target.recoverers[i].plugin.plugin;
-                match timeout(
-                    policy.recovery_timeout.into(),
-                    self.runner.recoverers[i].recover(&recovery),
-                )
-                .await
-                {
-                    Ok(Ok(outcome)) => {
-                        info!(target = %target.name, kind = %kind, recoverer = %plugin, attempt, summary = %outcome.summary, "recovery succeeded");
-                        recovered = true;
-                        break;
-                    }
-                    Ok(Err(err)) => {
-                        warn!(target = %target.name, kind = %kind, recoverer = %plugin, attempt, error = %err, "recoverer failed")
-                    }
-                    Err(_) => {
-                        warn!(target = %target.name, kind = %kind, recoverer = %plugin, attempt, timeout = %policy.recovery_timeout, "recoverer timed out")
-                    }
-                }
-            }
-            if !recovered {
-                warn!(target = %target.name, kind = %kind, attempt, "recovery attempt failed: no recoverer succeeded");
-            }
-            self.tracker
-                .attempt_finished(&kind, Instant::now().into_std());
-            acted = true;
         }
         acted
+    }
+
+    /// One recovery attempt of the issue of `kind`: its recoverers tried in
+    /// order until one succeeds. Returns whether an attempt was made.
+    async fn attempt(&mut self, kind: &str) -> bool {
+        let target = &self.runner.target;
+        let name = target.name.clone();
+        let ladder: Vec<usize> = (0..target.recoverers.len())
+            .filter(|&i| target.recoverers[i].handles(kind))
+            .collect();
+        if ladder.is_empty() {
+            let reason = format!("no recoverer of this target handles {kind}");
+            if let Some(transition) = self.tracker.escalate(kind, reason, Wall::now()) {
+                self.emit_transition(transition);
+            }
+            return false;
+        }
+        let Some(finding) = self.findings.get(kind).cloned() else {
+            return false;
+        };
+        let Ok(_permit) = self.limiter.acquire().await else {
+            return false;
+        };
+        let Some(issue) = self.tracker.attempt_started(kind) else {
+            return false;
+        };
+        let policy = target.policy;
+        let attempt = issue.attempts;
+        self.events.emit(Event::AttemptStarted {
+            target: name.clone(),
+            issue,
+            max_attempts: policy.max_attempts,
+        });
+        let recovery = Recovery {
+            target: name.clone(),
+            finding,
+            attempt,
+            params: serde_json::json!({}),
+        };
+        let mut recovered = false;
+        for i in ladder {
+            let recoverer = target.recoverers[i].plugin.plugin.clone();
+            let result = match timeout(
+                policy.recovery_timeout.into(),
+                self.runner.recoverers[i].recover(&recovery),
+            )
+            .await
+            {
+                Ok(Ok(outcome)) => StepResult::Succeeded {
+                    summary: outcome.summary,
+                },
+                Ok(Err(error)) => StepResult::Failed { error },
+                Err(_) => StepResult::TimedOut {
+                    after: policy.recovery_timeout,
+                },
+            };
+            recovered = result.succeeded();
+            self.events.emit(Event::RecovererFinished {
+                target: name.clone(),
+                kind: kind.to_owned(),
+                attempt,
+                recoverer,
+                result,
+            });
+            if recovered {
+                break;
+            }
+        }
+        if let Some(issue) = self.tracker.attempt_finished(kind, Wall::now()) {
+            self.events.emit(Event::AttemptFinished {
+                target: name,
+                issue,
+                recovered,
+            });
+        }
+        true
     }
 }
 

@@ -12,12 +12,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-use super::Intake;
+use super::{Answer, Intake};
 
 /// The largest body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -42,7 +43,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/anomaly", post(anomaly))
         .route("/alertmanager", post(alertmanager))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(|| async { Json(Health { status: "ok" }) }))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -67,11 +68,25 @@ pub async fn serve(
     }
 }
 
+/// `GET /healthz`.
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+/// Every refusal: what is wrong, and the field when one is to blame.
+#[derive(Serialize)]
+struct Refusal<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
 fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
-    let mut body = json!({"error": message});
-    if let Some(field) = field {
-        body["field"] = json!(field);
-    }
+    let body = Refusal {
+        error: message,
+        field,
+    };
     (status, Json(body)).into_response()
 }
 
@@ -178,7 +193,7 @@ async fn anomaly(
         return error(StatusCode::BAD_REQUEST, &message, Some("name"));
     }
     let details = match object.get("details") {
-        None | Some(Value::Null) => json!({}),
+        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
         Some(details @ Value::Object(_)) => details.clone(),
         Some(_) => {
             return error(
@@ -189,7 +204,7 @@ async fn anomaly(
         }
     };
     let answer = intake.report(name, details, dry_run(query.as_deref()));
-    let status = if answer["status"] == "started" {
+    let status = if matches!(answer, Answer::Started { .. }) {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
@@ -197,7 +212,8 @@ async fn anomaly(
     (status, Json(answer)).into_response()
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+/// An anomaly name (or Alertmanager alertname) healer accepts.
+pub(super) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(format!("`name` must be 1 to {MAX_NAME} characters"));
     }
@@ -212,9 +228,7 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Alertmanager's webhook (payload version 4): each firing alert is an
-/// anomaly named by its `alertname`, acted on once per (fingerprint,
-/// startsAt); a resolved alert resolves its anomaly.
+/// Alertmanager's webhook: see `alertmanager.rs`.
 async fn alertmanager(
     State(intake): State<Arc<Intake>>,
     headers: HeaderMap,
@@ -231,66 +245,9 @@ async fn alertmanager(
             Some("alerts"),
         );
     };
-    let (mut started, mut duplicates, mut resolved, mut answers) = (0, 0, 0, Vec::new());
-    for (index, alert) in alerts.iter().enumerate() {
-        // A bad alert is reported in its own result; the rest of the group
-        // is still acted on (Alertmanager does not retry a 4xx).
-        let name = alert.pointer("/labels/alertname").and_then(Value::as_str);
-        let Some(name) = name else {
-            answers.push(json!({"alert": index, "error": "no labels.alertname"}));
-            continue;
-        };
-        if let Err(message) = check_name(name) {
-            answers.push(json!({"alert": index, "error": message, "field": "labels.alertname"}));
-            continue;
-        }
-        let text = |key: &str| alert.get(key).and_then(Value::as_str).unwrap_or("");
-        let fingerprint = match text("fingerprint") {
-            "" => alert
-                .get("labels")
-                .map(Value::to_string)
-                .unwrap_or_default(),
-            given => given.to_owned(),
-        };
-        if text("status") == "resolved" {
-            resolved += usize::from(intake.resolve(name, &fingerprint));
-            continue;
-        }
-        if intake.already_acted_on(&fingerprint, text("startsAt")) {
-            duplicates += 1;
-            continue;
-        }
-        let details = json!({
-            "labels": alert.get("labels"),
-            "annotations": alert.get("annotations"),
-            "startsAt": text("startsAt"),
-            "fingerprint": fingerprint,
-            "generatorURL": text("generatorURL"),
-        });
-        let answer = intake.report(name, details, false);
-        let acted_on = answer["status"] == "started" || answer["status"] == "would_run";
-        intake.firing(name, &fingerprint, text("startsAt"), acted_on);
-        started += usize::from(answer["status"] == "started");
-        answers.push(answer);
-    }
     let truncated = payload
         .get("truncatedAlerts")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    if truncated > 0 {
-        info!(
-            truncated,
-            "Alertmanager truncated this group: only the alerts it sent were acted on"
-        );
-    }
-    Json(json!({
-        "status": "accepted",
-        "alerts": alerts.len(),
-        "started": started,
-        "duplicates": duplicates,
-        "resolved": resolved,
-        "truncated_alerts": truncated,
-        "results": answers,
-    }))
-    .into_response()
+    Json(intake.alertmanager(alerts, truncated)).into_response()
 }

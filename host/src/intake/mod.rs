@@ -1,11 +1,15 @@
 //! The AutoHealer intake: anomalies posted over HTTP are matched against
 //! the reflex map and start corrective workflows (webhooks to n8n,
 //! commands, restarts), with storm control, a kill switch and dry runs.
-//! Every action is recorded as the seed did: event `auto_healer_action`
-//! with the anomaly and workflow, at CRITICAL severity.
+//! Every action is an event; the log writes it as the seed did
+//! (`auto_healer_action` at CRITICAL) and the store keeps it.
 //!
-//! Only this module and `api` know HTTP (`http.rs` here).
+//! Only this module and `api` know HTTP (`http.rs` here). The storm state
+//! and the Alertmanager dedup are pure (`storm.rs`, `alerts.rs`) and carry
+//! on across restarts from what the store saved.
 
+mod alertmanager;
+pub mod alerts;
 pub mod client;
 mod guard;
 mod http;
@@ -14,16 +18,20 @@ mod storm;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use healer_plugin_sdk::{Finding, Recovery, Status};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::time::timeout;
-use tracing::{error, info, warn};
 
+use crate::clock::Wall;
 use crate::config::{Config, Intake as Settings, Reflex, Workflow};
+use crate::events::{Event, Events, Run, StepResult};
 use crate::plugins::{Catalog, RecovererHandle};
+pub use alertmanager::{AlertResult, AlertmanagerAnswer};
+pub use alerts::{Acted, Alerts};
 pub use http::{listen, serve};
+pub use storm::{AnomalyState, Suppressed};
 use storm::{Limits, Storm};
 
 /// The intake: settings, reflexes, workflows with their step instances.
@@ -33,19 +41,102 @@ pub struct Intake {
     reflexes: Vec<Reflex>,
     workflows: HashMap<String, (Workflow, Vec<Arc<RecovererHandle>>)>,
     storm: Mutex<Storm>,
+    alerts: Mutex<Alerts>,
+    /// The number of the last run; run ids go on from it after a restart.
     runs: AtomicU64,
-    /// Alertmanager alerts already acted on: (fingerprint, startsAt) -> when.
-    seen_alerts: Mutex<HashMap<(String, String), Instant>>,
-    /// Fingerprints of the alerts firing under each alert name.
-    firing: Mutex<HashMap<String, std::collections::HashSet<String>>>,
+    events: Events,
 }
 
-/// What a report led to; the HTTP answer is this as JSON.
-pub type Answer = Value;
+/// The intake's state as saved before a restart.
+#[derive(Debug)]
+pub struct Saved {
+    /// Each anomaly name's storm state.
+    pub anomalies: Vec<(String, AnomalyState)>,
+    /// Alertmanager occurrences acted on.
+    pub acted: Vec<Acted>,
+    /// (alert name, fingerprint) firing.
+    pub firing: Vec<(String, String)>,
+    /// The number of the last workflow run; `None` when unknown (the store
+    /// could not be read), then run numbers start from the clock.
+    pub last_run: Option<u64>,
+}
+
+impl Default for Saved {
+    /// Nothing saved: a first start (run numbers start from 1).
+    fn default() -> Saved {
+        Saved {
+            anomalies: Vec::new(),
+            acted: Vec::new(),
+            firing: Vec::new(),
+            last_run: Some(0),
+        }
+    }
+}
+
+/// What a report led to: the HTTP answer, as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Answer {
+    /// The workflow started (HTTP 202).
+    Started {
+        anomaly: String,
+        run_id: String,
+        workflow: String,
+        reflex: String,
+        attempt: u32,
+    },
+    /// The kill switch is on: recorded, not run.
+    WouldRun {
+        anomaly: String,
+        run_id: String,
+        workflow: String,
+        reflex: String,
+        attempt: u32,
+    },
+    /// Counted, not run.
+    Suppressed {
+        anomaly: String,
+        reason: &'static str,
+        suppressed: u64,
+        workflow: String,
+    },
+    /// No reflex matches: nothing runs.
+    NoReflex { anomaly: String, reason: String },
+    /// `?dry_run=true`: what would run.
+    DryRun {
+        anomaly: String,
+        reflex: String,
+        reflex_origin: String,
+        workflow: String,
+        params: Value,
+        steps: Vec<StepView>,
+    },
+}
+
+impl Answer {
+    /// Whether the workflow started, or would have with the kill switch off.
+    pub fn acted_on(&self) -> bool {
+        matches!(self, Answer::Started { .. } | Answer::WouldRun { .. })
+    }
+}
+
+/// A workflow step as a dry run and `healer explain` show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepView {
+    pub plugin: String,
+    pub config: Value,
+    pub continue_on_error: bool,
+}
 
 impl Intake {
-    /// Creates every workflow step's recoverer and reads the token.
-    pub async fn build(config: &Config, catalog: &Catalog) -> Result<Arc<Intake>, Vec<String>> {
+    /// Creates every workflow step's recoverer, reads the token, and
+    /// carries on from the `saved` state.
+    pub async fn build(
+        config: &Config,
+        catalog: &Catalog,
+        events: Events,
+        saved: Saved,
+    ) -> Result<Arc<Intake>, Vec<String>> {
         let settings = config.intake.clone().unwrap_or_default();
         let mut errors = Vec::new();
         let token = Intake::token(&settings).unwrap_or_else(|err| {
@@ -83,15 +174,21 @@ impl Intake {
             stable_after: settings.stable_after.into(),
             max_runs_per_minute: settings.max_runs_per_minute,
         };
+        let now = Wall::now();
+        let mut storm = Storm::new(limits);
+        storm.restore(saved.anomalies, now);
+        let mut alerts = Alerts::default();
+        alerts.restore(saved.acted, saved.firing, now);
+        let last_run = saved.last_run.unwrap_or(now.millis() / 1000);
         Ok(Arc::new(Intake {
             settings,
             token,
             reflexes: config.reflexes.clone(),
             workflows,
-            storm: Mutex::new(Storm::new(limits)),
-            runs: AtomicU64::new(0),
-            seen_alerts: Mutex::new(HashMap::new()),
-            firing: Mutex::new(HashMap::new()),
+            storm: Mutex::new(storm),
+            alerts: Mutex::new(alerts),
+            runs: AtomicU64::new(last_run),
+            events,
         }))
     }
 
@@ -123,225 +220,180 @@ impl Intake {
 
     /// Handles one anomaly report.
     pub fn report(self: &Arc<Self>, name: &str, details: Value, dry_run: bool) -> Answer {
-        let Some(reflex) = self.reflex_for(name) else {
-            warn!(event = "auto_healer_action", status = "no_reflex", anomaly = name, details = %details, "no reflex matches this anomaly; nothing runs");
-            return json!({"status": "no_reflex", "anomaly": name, "reason": format!("no reflex matches {name:?} ({} reflexes)", self.reflexes.len())});
-        };
-        let Some((workflow, _)) = self.workflows.get(&reflex.workflow) else {
-            return json!({"status": "no_reflex", "anomaly": name, "reason": format!("workflow {:?} is not defined", reflex.workflow)});
+        let reflex = self.reflex_for(name);
+        let workflow = reflex.and_then(|reflex| self.workflows.get(&reflex.workflow));
+        let (Some(reflex), Some((workflow, _))) = (reflex, workflow) else {
+            let reason = match reflex {
+                None => format!(
+                    "no reflex matches {name:?} ({} reflexes)",
+                    self.reflexes.len()
+                ),
+                Some(reflex) => format!("workflow {:?} is not defined", reflex.workflow),
+            };
+            self.events.emit(Event::NoReflex {
+                anomaly: name.to_owned(),
+                details,
+                reason: reason.clone(),
+            });
+            return Answer::NoReflex {
+                anomaly: name.to_owned(),
+                reason,
+            };
         };
         if dry_run {
-            return json!({
-                "status": "dry_run",
-                "anomaly": name,
-                "reflex": reflex.pattern,
-                "reflex_origin": reflex.origin,
-                "workflow": workflow.name,
-                "params": reflex.params,
-                "steps": explain_steps(workflow),
-            });
+            return Answer::DryRun {
+                anomaly: name.to_owned(),
+                reflex: reflex.pattern.clone(),
+                reflex_origin: reflex.origin.clone(),
+                workflow: workflow.name.clone(),
+                params: reflex.params.clone(),
+                steps: explain_steps(workflow),
+            };
         }
-        let admitted = self.storm.lock().unwrap_or_else(|p| p.into_inner()).report(
-            name,
-            &reflex.pattern,
-            reflex.max_runs_per_minute,
-            Instant::now(),
-        );
-        let attempt = match admitted {
+        let (verdict, state) = {
+            let mut storm = self.storm.lock().unwrap_or_else(|p| p.into_inner());
+            let verdict = storm.report(
+                name,
+                &reflex.pattern,
+                reflex.max_runs_per_minute,
+                Wall::now(),
+            );
+            (verdict, storm.state(name))
+        };
+        let attempt = match verdict {
             Ok(admitted) => admitted.attempt,
             Err((reason, count)) => {
-                if reason == storm::Suppressed::Escalated {
-                    error!(
-                        event = "auto_healer_action",
-                        status = "escalated",
-                        severity = "CRITICAL",
-                        anomaly = name,
-                        workflow = %workflow.name,
-                        attempts = self.settings.max_attempts,
-                        "anomaly escalated: its workflow ran {} times and it is still reported; no further runs until it is quiet for {} or its alert resolves",
-                        self.settings.max_attempts,
-                        self.settings.stable_after
-                    );
-                } else if count == 1 || count % 100 == 0 {
-                    info!(
-                        anomaly = name,
-                        reason = reason.as_str(),
-                        suppressed = count,
-                        "anomaly suppressed"
-                    );
+                if reason == Suppressed::Escalated {
+                    self.events.emit(Event::AnomalyEscalated {
+                        anomaly: name.to_owned(),
+                        workflow: workflow.name.clone(),
+                        attempts: state.attempts,
+                        state,
+                    });
+                } else {
+                    self.events.emit(Event::AnomalySuppressed {
+                        anomaly: name.to_owned(),
+                        workflow: workflow.name.clone(),
+                        reason,
+                        count,
+                        state,
+                    });
                 }
-                return json!({"status": "suppressed", "anomaly": name, "reason": reason.as_str(), "suppressed": count, "workflow": workflow.name});
+                return Answer::Suppressed {
+                    anomaly: name.to_owned(),
+                    reason: reason.as_str(),
+                    suppressed: count,
+                    workflow: workflow.name.clone(),
+                };
             }
         };
         let run_id = format!("run-{}", self.runs.fetch_add(1, Ordering::Relaxed) + 1);
-        let status = if self.settings.actions {
-            "started"
-        } else {
-            "would_run"
-        };
-        error!(
-            event = "auto_healer_action",
-            status,
-            severity = "CRITICAL",
-            anomaly = name,
-            details = %details,
-            workflow = %workflow.name,
-            params = %reflex.params,
-            reflex = %reflex.pattern,
-            run_id = %run_id,
+        let run = Run {
+            run_id: run_id.clone(),
+            anomaly: name.to_owned(),
+            details,
+            workflow: workflow.name.clone(),
+            params: reflex.params.clone(),
+            reflex: reflex.pattern.clone(),
             attempt,
-            "auto-healer action: {}",
-            if self.settings.actions { "workflow started" } else { "kill switch on: the workflow would have run" }
-        );
+        };
+        let (anomaly, workflow_name, reflex) =
+            (name.to_owned(), workflow.name.clone(), reflex.pattern.clone());
         if self.settings.actions {
-            let intake = Arc::clone(self);
-            let (name, params, run) = (name.to_owned(), reflex.params.clone(), run_id.clone());
-            let workflow_name = workflow.name.clone();
-            tokio::spawn(async move {
-                intake
-                    .run(&name, details, &workflow_name, params, attempt, &run)
-                    .await
+            self.events.emit(Event::WorkflowStarted {
+                run: run.clone(),
+                state,
             });
+            let intake = Arc::clone(self);
+            tokio::spawn(async move { intake.run(run).await });
+            Answer::Started {
+                anomaly,
+                run_id,
+                workflow: workflow_name,
+                reflex,
+                attempt,
+            }
         } else {
+            self.events.emit(Event::WouldRun { run, state });
             self.storm
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .finished(name);
+            Answer::WouldRun {
+                anomaly,
+                run_id,
+                workflow: workflow_name,
+                reflex,
+                attempt,
+            }
         }
-        json!({"status": status, "anomaly": name, "run_id": run_id, "workflow": workflow.name, "reflex": reflex.pattern, "attempt": attempt})
     }
 
-    async fn run(
-        &self,
-        name: &str,
-        details: Value,
-        workflow: &str,
-        params: Value,
-        attempt: u32,
-        run_id: &str,
-    ) {
-        let Some((definition, steps)) = self.workflows.get(workflow) else {
+    async fn run(&self, run: Run) {
+        let Some((definition, steps)) = self.workflows.get(&run.workflow) else {
             return;
         };
-        let finding = Finding {
-            kind: name.to_owned(),
-            severity: Status::Critical,
-            summary: format!("anomaly {name}"),
-            details: details.clone(),
-        };
         let recovery = Recovery {
-            target: name.to_owned(),
-            finding,
-            attempt,
-            params: params.clone(),
+            target: run.anomaly.clone(),
+            finding: Finding {
+                kind: run.anomaly.clone(),
+                severity: Status::Critical,
+                summary: format!("anomaly {}", run.anomaly),
+                details: run.details.clone(),
+            },
+            attempt: run.attempt,
+            params: run.params.clone(),
         };
         let mut failed = None;
         for (index, (step, handle)) in definition.steps.iter().zip(steps).enumerate() {
             let plugin = &step.plugin.plugin;
-            match timeout(self.settings.step_timeout.into(), handle.recover(&recovery)).await {
-                Ok(Ok(outcome)) => {
-                    info!(run_id, workflow, step = index + 1, plugin = %plugin, summary = %outcome.summary, "workflow step succeeded")
-                }
-                Ok(Err(err)) => {
-                    warn!(run_id, workflow, step = index + 1, plugin = %plugin, error = %err, "workflow step failed");
-                    if !step.continue_on_error {
-                        failed = Some(format!("step {} ({plugin}) failed: {err}", index + 1));
-                        break;
-                    }
-                }
-                Err(_) => {
-                    let err = format!(
-                        "step {} ({plugin}) timed out after {}",
-                        index + 1,
-                        self.settings.step_timeout
-                    );
-                    warn!(run_id, workflow, "{err}");
-                    if !step.continue_on_error {
-                        failed = Some(err);
-                        break;
-                    }
+            let result =
+                match timeout(self.settings.step_timeout.into(), handle.recover(&recovery)).await {
+                    Ok(Ok(outcome)) => StepResult::Succeeded {
+                        summary: outcome.summary,
+                    },
+                    Ok(Err(error)) => StepResult::Failed { error },
+                    Err(_) => StepResult::TimedOut {
+                        after: self.settings.step_timeout,
+                    },
+                };
+            let error = result.error();
+            self.events.emit(Event::WorkflowStep {
+                run_id: run.run_id.clone(),
+                workflow: run.workflow.clone(),
+                step: index + 1,
+                plugin: plugin.clone(),
+                result,
+            });
+            if let Some(error) = error {
+                if !step.continue_on_error {
+                    failed = Some(format!("step {} ({plugin}) failed: {error}", index + 1));
+                    break;
                 }
             }
         }
-        let status = if failed.is_some() {
-            "failed"
-        } else {
-            "succeeded"
-        };
-        error!(
-            event = "auto_healer_action",
-            status,
-            severity = "CRITICAL",
-            anomaly = name,
-            details = %details,
-            workflow,
-            params = %params,
-            run_id,
-            attempt,
-            error = failed.as_deref().unwrap_or(""),
-            "auto-healer action: workflow {status}"
-        );
+        let anomaly = run.anomaly.clone();
+        self.events.emit(Event::WorkflowFinished {
+            run,
+            succeeded: failed.is_none(),
+            error: failed,
+        });
         self.storm
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .finished(name);
-    }
-
-    /// An Alertmanager alert of `name` with `fingerprint` resolved. The
-    /// anomaly resolves (its attempts are forgotten) once no other alert of
-    /// that name is still firing.
-    pub fn resolve(&self, name: &str, fingerprint: &str) -> bool {
-        {
-            let mut firing = self.firing.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(fingerprints) = firing.get_mut(name) {
-                fingerprints.remove(fingerprint);
-                if !fingerprints.is_empty() {
-                    return false;
-                }
-                firing.remove(name);
-            }
-        }
-        let resolved = self
-            .storm
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .resolved(name);
-        if resolved {
-            info!(anomaly = name, "issue resolved: the alert resolved");
-        }
-        resolved
-    }
-
-    /// Whether this alert occurrence was already acted on (Alertmanager
-    /// re-sends on retries and repeat intervals).
-    pub fn already_acted_on(&self, fingerprint: &str, starts_at: &str) -> bool {
-        let seen = self.seen_alerts.lock().unwrap_or_else(|p| p.into_inner());
-        seen.contains_key(&(fingerprint.to_owned(), starts_at.to_owned()))
-    }
-
-    /// Notes a firing alert; remembers its occurrence (for a day) only when
-    /// it was acted on, so one suppressed by a storm limit runs on a re-send.
-    pub fn firing(&self, name: &str, fingerprint: &str, starts_at: &str, acted_on: bool) {
-        self.firing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_owned())
-            .or_default()
-            .insert(fingerprint.to_owned());
-        if acted_on {
-            let mut seen = self.seen_alerts.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            seen.retain(|_, at| now.duration_since(*at).as_secs() < 86_400);
-            seen.insert((fingerprint.to_owned(), starts_at.to_owned()), now);
-        }
+            .finished(&anomaly);
     }
 }
 
 /// A workflow's steps as a dry run shows them.
-pub fn explain_steps(workflow: &Workflow) -> Vec<Value> {
+pub fn explain_steps(workflow: &Workflow) -> Vec<StepView> {
     workflow
         .steps
         .iter()
-        .map(|step| json!({"plugin": step.plugin.plugin, "config": step.plugin.config, "continue_on_error": step.continue_on_error}))
+        .map(|step| StepView {
+            plugin: step.plugin.plugin.clone(),
+            config: step.plugin.config.clone(),
+            continue_on_error: step.continue_on_error,
+        })
         .collect()
 }

@@ -2,13 +2,21 @@
 //! within the cooldown is counted, not re-run; runs per name are limited
 //! like recovery attempts (forgotten after a quiet `stable_after`, or when
 //! Alertmanager says the alert resolved); runs per minute are limited per
-//! reflex and for all reflexes together. Pure, like `issues`.
+//! reflex and for all reflexes together. Pure, like `issues`; every moment
+//! is wall-clock time, so the state of each name (attempts, last run,
+//! escalation) means the same after a restart. The per-minute windows and
+//! whether a workflow is running are not kept across restarts.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Wall;
 
 /// Why a report did not start a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Suppressed {
     /// Its workflow is running.
     Running,
@@ -35,14 +43,24 @@ impl Suppressed {
     }
 }
 
-#[derive(Debug, Default)]
-struct Anomaly {
+/// Where one anomaly name stands: what events carry and the store keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnomalyState {
+    /// Runs since it was last quiet for `stable_after` (or resolved).
+    pub attempts: u32,
+    /// When its workflow last started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<Wall>,
+    /// When it was last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<Wall>,
+    /// Reports counted, not run.
+    pub suppressed: u64,
+    /// Its attempts are exhausted and that was reported.
+    pub escalated: bool,
+    /// Its workflow is running now (never true after a restart).
+    #[serde(skip)]
     running: bool,
-    last_run: Option<Instant>,
-    last_report: Option<Instant>,
-    attempts: u32,
-    suppressed: u64,
-    escalated: bool,
 }
 
 /// Limits of the storm control.
@@ -58,9 +76,9 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Storm {
     limits: Limits,
-    anomalies: HashMap<String, Anomaly>,
-    runs: VecDeque<Instant>,
-    runs_by_reflex: HashMap<String, VecDeque<Instant>>,
+    anomalies: HashMap<String, AnomalyState>,
+    runs: VecDeque<Wall>,
+    runs_by_reflex: HashMap<String, VecDeque<Wall>>,
     reports: u64,
 }
 
@@ -85,6 +103,28 @@ impl Storm {
         }
     }
 
+    /// Carries on from names saved before a restart; those quiet for
+    /// `stable_after` are forgotten. Returns how many were restored.
+    pub fn restore(&mut self, saved: Vec<(String, AnomalyState)>, now: Wall) -> usize {
+        let stable_after = self.limits.stable_after;
+        let before = self.anomalies.len();
+        for (name, mut state) in saved {
+            if state
+                .last_report
+                .is_some_and(|at| now.since(at) < stable_after)
+            {
+                state.running = false;
+                self.anomalies.insert(name, state);
+            }
+        }
+        self.anomalies.len() - before
+    }
+
+    /// Where `name` stands now.
+    pub fn state(&self, name: &str) -> AnomalyState {
+        self.anomalies.get(name).cloned().unwrap_or_default()
+    }
+
     /// A report of `name`, matched by `reflex` (with its own per-minute
     /// limit, 0 for none): admitted, or suppressed with the count so far.
     pub fn report(
@@ -92,7 +132,7 @@ impl Storm {
         name: &str,
         reflex: &str,
         reflex_limit: u32,
-        now: Instant,
+        now: Wall,
     ) -> Result<Admitted, (Suppressed, u64)> {
         let limits = self.limits;
         self.reports += 1;
@@ -100,23 +140,23 @@ impl Storm {
             self.anomalies.retain(|_, a| {
                 a.running
                     || a.last_report
-                        .is_some_and(|at| now.duration_since(at) < limits.stable_after)
+                        .is_some_and(|at| now.since(at) < limits.stable_after)
             });
         }
         let anomaly = self.anomalies.entry(name.to_owned()).or_default();
         if anomaly
             .last_report
-            .is_some_and(|at| now.duration_since(at) >= limits.stable_after)
+            .is_some_and(|at| now.since(at) >= limits.stable_after)
             && !anomaly.running
         {
-            *anomaly = Anomaly::default();
+            *anomaly = AnomalyState::default();
         }
         anomaly.last_report = Some(now);
         let reason = if anomaly.running {
             Some(Suppressed::Running)
         } else if anomaly
             .last_run
-            .is_some_and(|at| now.duration_since(at) < limits.cooldown)
+            .is_some_and(|at| now.since(at) < limits.cooldown)
         {
             Some(Suppressed::Cooldown)
         } else if anomaly.attempts >= limits.max_attempts {
@@ -133,10 +173,8 @@ impl Storm {
             return Err((reason, anomaly.suppressed));
         }
         let minute = Duration::from_secs(60);
-        let recent = |runs: &mut VecDeque<Instant>| {
-            while runs
-                .front()
-                .is_some_and(|at| now.duration_since(*at) >= minute)
+        let recent = |runs: &mut VecDeque<Wall>| {
+            while runs.front().is_some_and(|at| now.since(*at) >= minute)
             {
                 runs.pop_front();
             }
@@ -204,7 +242,7 @@ mod tests {
     #[test]
     fn a_hundred_reports_at_once_start_one_run() {
         let mut storm = storm();
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         let results: Vec<_> = (0..100).map(|_| storm.report("x", "x", 0, now)).collect();
         assert_eq!(results[0], Ok(Admitted { attempt: 1 }));
         assert!(results[1..]
@@ -216,7 +254,7 @@ mod tests {
     #[test]
     fn cooldown_then_attempts_then_quiet_resets() {
         let mut storm = storm();
-        let t0 = Instant::now();
+        let t0 = Wall::from_millis(1_000_000);
         storm.report("x", "x", 0, t0).unwrap();
         storm.finished("x");
         assert!(matches!(
@@ -245,7 +283,7 @@ mod tests {
     #[test]
     fn a_resolved_alert_forgets_the_attempts() {
         let mut storm = storm();
-        let t0 = Instant::now();
+        let t0 = Wall::from_millis(1_000_000);
         storm.report("x", "x", 0, t0).unwrap();
         storm.finished("x");
         assert!(storm.resolved("x"));
@@ -258,7 +296,7 @@ mod tests {
     #[test]
     fn names_quiet_past_stable_after_are_forgotten() {
         let mut storm = storm();
-        let t0 = Instant::now();
+        let t0 = Wall::from_millis(1_000_000);
         for n in 0..(PRUNE_EVERY - 1) {
             let name = format!("made.up.{n}");
             let _ = storm.report(&name, "*", 0, t0);
@@ -272,12 +310,35 @@ mod tests {
     #[test]
     fn runs_per_minute_are_limited_per_reflex() {
         let mut storm = storm();
-        let now = Instant::now();
+        let now = Wall::from_millis(1_000_000);
         assert!(storm.report("a", "r", 1, now).is_ok());
         assert!(matches!(
             storm.report("b", "r", 1, now),
             Err((Suppressed::RateLimited, 1))
         ));
         assert!(storm.report("c", "other", 1, now).is_ok());
+    }
+
+    #[test]
+    fn a_restored_storm_keeps_cooldown_and_attempts_and_forgets_quiet_names() {
+        let t0 = Wall::from_millis(1_000_000);
+        let mut before = storm();
+        before.report("x", "x", 0, t0).unwrap();
+        before.finished("x");
+        let saved = vec![("x".to_owned(), before.state("x"))];
+
+        let mut after = storm();
+        assert_eq!(after.restore(saved.clone(), t0 + Duration::from_secs(10)), 1);
+        assert!(matches!(
+            after.report("x", "x", 0, t0 + Duration::from_secs(30)),
+            Err((Suppressed::Cooldown, _))
+        ));
+        assert_eq!(
+            after.report("x", "x", 0, t0 + Duration::from_secs(61)),
+            Ok(Admitted { attempt: 2 })
+        );
+
+        let mut much_later = storm();
+        assert_eq!(much_later.restore(saved, t0 + Duration::from_secs(601)), 0);
     }
 }

@@ -1,0 +1,242 @@
+//! Starting and stopping healer: the config and the plugins it needs (what
+//! `run`, `check` and `once` share), then, for `run`, the event stream and
+//! its subscribers (log, event log, store), the state the store saved, the
+//! engine and the intake, and an orderly stop that writes out every event.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tracing::level_filters::LevelFilter;
+
+use crate::config::Config;
+use crate::events::{Event, Events, Journal, Log, Subscriber};
+use crate::plugins::Catalog;
+use crate::store::{Saved, Settings, Store};
+use crate::{engine, intake};
+
+/// How long a stop waits for the store to write what it holds.
+const FINISH_WITHIN: Duration = Duration::from_secs(5);
+
+/// What the command line says about where things are.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The config file.
+    pub config: PathBuf,
+    /// Load plugins from here instead of the config's `plugins_dir`.
+    pub plugins_dir: Option<PathBuf>,
+    /// `-v` count.
+    pub verbose: u8,
+}
+
+/// The config, the plugins it needs, and every problem with either.
+/// Warnings (packages that failed to load but are not needed) are printed
+/// to stderr when everything else is fine.
+pub fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
+    let mut config = Config::load(&options.config)
+        .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    if let Some(dir) = &options.plugins_dir {
+        config.healer.plugins_dir.clone_from(dir);
+    }
+    let catalog = Catalog::scan(&config.healer.plugins_dir).map_err(|err| vec![err.to_string()])?;
+    let mut problems: Vec<String> = catalog
+        .errors
+        .iter()
+        .map(|e| format!("warning: {e}"))
+        .collect();
+    let errors = catalog.check_config(&config);
+    let intake_error = config
+        .intake
+        .as_ref()
+        .and_then(|settings| intake::Intake::token(settings).err());
+    if let Some(err) = intake_error {
+        problems.push(format!("{}: {err}", config.path.display()));
+        return Err(problems);
+    }
+    if errors.is_empty() {
+        for warning in problems {
+            eprintln!("healer: {warning}");
+        }
+        Ok((config, catalog))
+    } else {
+        problems.extend(errors.iter().map(ToString::to_string));
+        Err(problems)
+    }
+}
+
+/// `healer run`: heals until SIGTERM or SIGINT.
+pub async fn run(options: &Options) -> ExitCode {
+    let (config, catalog) = match load(options) {
+        Ok(loaded) => loaded,
+        Err(problems) => return fail(&problems.join("\n")),
+    };
+    crate::log::init(&config.healer, options.verbose);
+    if !config.healer.enabled {
+        tracing::info!(config = %config.path.display(), "healer is disabled ([healer] enabled = false); exiting");
+        return ExitCode::SUCCESS;
+    }
+    for error in &catalog.errors {
+        tracing::warn!(file = %error.file.display(), reason = %error.reason, "plugin package not loaded");
+    }
+    crate::reaper::become_subreaper();
+    survive_file_size_limit();
+
+    let every_check =
+        config.healer.event_log.is_some() || LevelFilter::current() >= LevelFilter::DEBUG;
+    let (events, inbox) = Events::channel(every_check);
+    let mut subscribers: Vec<Box<dyn Subscriber>> = vec![Box::new(Log)];
+    if let Some(path) = &config.healer.event_log {
+        match Journal::open(path) {
+            Ok(journal) => subscribers.push(Box::new(journal)),
+            Err(err) => tracing::error!("{err}; events go on to the log and the store"),
+        }
+    }
+    let (store, saved) = if config.store.enabled {
+        let settings = Settings {
+            file: config.store_file(),
+            keep_for: config.store.keep_events_for.into(),
+            keep_events: config.store.keep_events,
+        };
+        let (store, saved) = Store::open(settings, events.clone());
+        (Some(store), saved)
+    } else {
+        (None, Saved::default())
+    };
+    if let Some(store) = &store {
+        subscribers.push(store.subscriber());
+    }
+    inbox.start(subscribers);
+
+    let code = heal(options, &config, &catalog, &events, saved).await;
+    events.finish(FINISH_WITHIN);
+    code
+}
+
+async fn heal(
+    options: &Options,
+    config: &Config,
+    catalog: &Catalog,
+    events: &Events,
+    saved: Saved,
+) -> ExitCode {
+    let restored_anomalies = saved.intake.anomalies.len();
+    let runners = match engine::build(config, catalog, saved.issues).await {
+        Ok(runners) => runners,
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("{error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let intake = match &config.intake {
+        None => None,
+        Some(_) => match intake::Intake::build(config, catalog, events.clone(), saved.intake).await
+        {
+            Ok(intake) => match intake::listen(&intake).await {
+                Ok(listener) => Some((intake, listener)),
+                Err(err) => {
+                    tracing::error!("{err}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!("{error}");
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::reaper::reap_orphans(shutdown.clone()));
+    let watcher = options.clone();
+    let stopping = events.clone();
+    tokio::spawn(async move {
+        wait_for_stop_signal(&watcher).await;
+        stopping.emit(Event::Stopping);
+        let _ = stop.send(true);
+    });
+    events.emit(Event::Started {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        config: config.path.clone(),
+        targets: runners.len(),
+        reflexes: config.reflexes.len(),
+        packages: catalog.packages.len(),
+        restored_issues: runners.iter().map(engine::Runner::restored_issues).sum(),
+        restored_anomalies,
+    });
+    let serving = intake.map(|(intake, listener)| {
+        tokio::spawn(intake::serve(listener, intake, shutdown.clone()))
+    });
+    engine::run(
+        runners,
+        config.healer.max_concurrent_recoveries,
+        config.healer.history,
+        events.clone(),
+        shutdown.clone(),
+    )
+    .await;
+    let mut shutdown = shutdown;
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    if let Some(serving) = serving {
+        let _ = serving.await;
+    }
+    ExitCode::SUCCESS
+}
+
+/// With a file size limit (RLIMIT_FSIZE) set, a write past it sends
+/// SIGXFSZ, which would kill healer; handled, the write fails with EFBIG
+/// instead, and the store reports it and retries.
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::from_raw(nix::libc::SIGXFSZ)) {
+        Ok(mut signals) => {
+            tokio::spawn(async move { while signals.recv().await.is_some() {} });
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot handle SIGXFSZ; a file size limit would stop healer"),
+    }
+}
+
+/// Waits for SIGTERM or SIGINT. SIGHUP does not stop healer: it checks the
+/// config file anew and logs the verdict (live reload is not built yet, so
+/// applying a valid new config takes a restart; an invalid one is reported
+/// and the running config carries on either way).
+async fn wait_for_stop_signal(options: &Options) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::warn!("cannot watch for signals; stop healer with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match load(options) {
+                Ok(_) => tracing::warn!(
+                    config = %options.config.display(),
+                    "SIGHUP: the config on disk is valid; live reload is not built yet, so restart healer to apply it"
+                ),
+                Err(problems) => tracing::error!(
+                    config = %options.config.display(),
+                    problems = %problems.join("; "),
+                    "SIGHUP: the config on disk is rejected; the running config carries on"
+                ),
+            },
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("healer: {message}");
+    ExitCode::FAILURE
+}

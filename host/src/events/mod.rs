@@ -1,0 +1,545 @@
+//! The one way out of the engine and the intake: a closed, typed [`Event`]
+//! for every transition, sent into one channel and handed, in order, to
+//! every subscriber: the log (human or JSON lines, and the seed's
+//! `auto_healer_action` record at CRITICAL), the event log file (one JSON
+//! object per line, what tests read), and the store.
+//!
+//! Emitting never blocks and never fails: [`Events::emit`] stamps the
+//! event with the wall-clock time and sends it to the dispatcher thread,
+//! which delivers it. A slow subscriber (a slow disk) delays other
+//! subscribers, never a check.
+//!
+//! Invariant: the engine and the intake write no transition anywhere else.
+//! They may still write `debug!` lines about their own mechanics.
+
+mod journal;
+mod to_log;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use healer_plugin_sdk::{Duration as Written, Status};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::Wall;
+use crate::intake::{AnomalyState, Suppressed};
+use crate::issues::Issue;
+
+pub use journal::Journal;
+pub use to_log::Log;
+
+/// Everything that happens in healer that anyone outside the engine and
+/// the intake may need to know.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// healer started (its state restored from the store, if any).
+    Started {
+        pid: u32,
+        version: String,
+        config: PathBuf,
+        targets: usize,
+        reflexes: usize,
+        packages: usize,
+        restored_issues: usize,
+        restored_anomalies: usize,
+    },
+    /// healer is stopping (SIGTERM or SIGINT).
+    Stopping,
+
+    /// A check of a target finished (by schedule, or pushed by its monitor).
+    /// Emitted on every status change; on every check only when a
+    /// subscriber asked for every check (the event log, debug logs).
+    Checked {
+        target: String,
+        status: Status,
+        /// The status before; none for the first check since start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        was: Option<Status>,
+        summary: String,
+        /// The monitor pushed it (a process exited) rather than being asked.
+        pushed: bool,
+    },
+    /// A monitor or diagnoser call failed; the check is inconclusive.
+    PluginFailed {
+        target: String,
+        role: Role,
+        plugin: String,
+        error: String,
+    },
+    /// A monitor or diagnoser call passed its deadline; the check is
+    /// inconclusive.
+    PluginTimedOut {
+        target: String,
+        role: Role,
+        plugin: String,
+        after: Written,
+    },
+    /// A finding was seen, but has not failed `fail_after` checks in a row yet.
+    FindingSeen {
+        target: String,
+        kind: String,
+        failures: u32,
+        needed: u32,
+    },
+    /// A finding became an issue.
+    IssueOpened { target: String, issue: Issue },
+    /// An issue is due for recovery, but a dependency is not healthy.
+    RecoveryHeld {
+        target: String,
+        kind: String,
+        dependency: String,
+        reason: String,
+    },
+    /// A recovery attempt started; `issue.attempts` is its number.
+    AttemptStarted {
+        target: String,
+        issue: Issue,
+        max_attempts: u32,
+    },
+    /// One recoverer of the ladder was tried.
+    RecovererFinished {
+        target: String,
+        kind: String,
+        attempt: u32,
+        recoverer: String,
+        #[serde(flatten)]
+        result: StepResult,
+    },
+    /// A recovery attempt ended; `issue.next_attempt_at` is when the next
+    /// may start.
+    AttemptFinished {
+        target: String,
+        issue: Issue,
+        recovered: bool,
+    },
+    /// An issue's target was healthy for `resolve_after` checks.
+    IssueResolved { target: String, issue: Issue },
+    /// No more recovery until the issue resolves or an operator resets it.
+    IssueEscalated {
+        target: String,
+        issue: Issue,
+        reason: String,
+    },
+    /// An issue's attempt count was forgotten: a new issue of this kind
+    /// starts from attempt 1.
+    IssueReset {
+        target: String,
+        kind: String,
+        reason: String,
+    },
+
+    /// An anomaly matched no reflex; nothing runs.
+    NoReflex {
+        anomaly: String,
+        details: Value,
+        reason: String,
+    },
+    /// An anomaly started its workflow.
+    WorkflowStarted {
+        #[serde(flatten)]
+        run: Run,
+        state: AnomalyState,
+    },
+    /// The kill switch is on: the workflow would have started.
+    WouldRun {
+        #[serde(flatten)]
+        run: Run,
+        state: AnomalyState,
+    },
+    /// One step of a workflow ran.
+    WorkflowStep {
+        run_id: String,
+        workflow: String,
+        step: usize,
+        plugin: String,
+        #[serde(flatten)]
+        result: StepResult,
+    },
+    /// A workflow ended.
+    WorkflowFinished {
+        #[serde(flatten)]
+        run: Run,
+        succeeded: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A report was counted, not run (running, cooldown, attempts
+    /// exhausted, rate limited).
+    AnomalySuppressed {
+        anomaly: String,
+        workflow: String,
+        reason: Suppressed,
+        /// Reports suppressed so far.
+        count: u64,
+        state: AnomalyState,
+    },
+    /// An anomaly's workflow ran `max_attempts` times and it is still
+    /// reported: no further runs until it is quiet or its alert resolves.
+    AnomalyEscalated {
+        anomaly: String,
+        workflow: String,
+        attempts: u32,
+        state: AnomalyState,
+    },
+    /// An anomaly is over (its alert resolved): its attempts are forgotten.
+    AnomalyResolved { anomaly: String },
+    /// A firing Alertmanager alert arrived.
+    AlertReceived {
+        alertname: String,
+        fingerprint: String,
+        starts_at: String,
+        /// This occurrence was acted on before (Alertmanager re-sends).
+        duplicate: bool,
+        /// Its anomaly ran (or would have run) its workflow now.
+        acted_on: bool,
+    },
+    /// A resolved Alertmanager alert arrived.
+    AlertResolved {
+        alertname: String,
+        fingerprint: String,
+        /// No other alert of this name is firing: the anomaly resolved.
+        anomaly_resolved: bool,
+    },
+
+    /// The store cannot write: healing goes on from memory, and the store
+    /// retries and catches up.
+    StoreDegraded { file: PathBuf, error: String },
+    /// The store writes again; `written` events were caught up, `dropped`
+    /// were lost while it could not (the oldest beyond its memory limit).
+    StoreRecovered {
+        file: PathBuf,
+        written: u64,
+        dropped: u64,
+    },
+    /// The database file was corrupt: moved aside (never deleted) and a new
+    /// one started.
+    StoreMovedAside {
+        file: PathBuf,
+        moved_to: PathBuf,
+        error: String,
+    },
+}
+
+/// Which plugin of a target a failure concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Monitor,
+    Diagnoser,
+}
+
+impl Role {
+    /// Lower-case name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Monitor => "monitor",
+            Role::Diagnoser => "diagnoser",
+        }
+    }
+}
+
+/// How a recoverer or a workflow step ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum StepResult {
+    Succeeded { summary: String },
+    Failed { error: String },
+    TimedOut { after: Written },
+}
+
+impl StepResult {
+    /// Whether it succeeded.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, StepResult::Succeeded { .. })
+    }
+
+    /// The error (or timeout) as one line; `None` on success.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            StepResult::Succeeded { .. } => None,
+            StepResult::Failed { error } => Some(error.clone()),
+            StepResult::TimedOut { after } => Some(format!("timed out after {after}")),
+        }
+    }
+}
+
+/// One workflow run: the seed's `auto_healer_action` record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub run_id: String,
+    pub anomaly: String,
+    pub details: Value,
+    pub workflow: String,
+    pub params: Value,
+    pub reflex: String,
+    pub attempt: u32,
+}
+
+impl Event {
+    /// The event's name, as in its `"event"` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Started { .. } => "started",
+            Event::Stopping => "stopping",
+            Event::Checked { .. } => "checked",
+            Event::PluginFailed { .. } => "plugin_failed",
+            Event::PluginTimedOut { .. } => "plugin_timed_out",
+            Event::FindingSeen { .. } => "finding_seen",
+            Event::IssueOpened { .. } => "issue_opened",
+            Event::RecoveryHeld { .. } => "recovery_held",
+            Event::AttemptStarted { .. } => "attempt_started",
+            Event::RecovererFinished { .. } => "recoverer_finished",
+            Event::AttemptFinished { .. } => "attempt_finished",
+            Event::IssueResolved { .. } => "issue_resolved",
+            Event::IssueEscalated { .. } => "issue_escalated",
+            Event::IssueReset { .. } => "issue_reset",
+            Event::NoReflex { .. } => "no_reflex",
+            Event::WorkflowStarted { .. } => "workflow_started",
+            Event::WouldRun { .. } => "would_run",
+            Event::WorkflowStep { .. } => "workflow_step",
+            Event::WorkflowFinished { .. } => "workflow_finished",
+            Event::AnomalySuppressed { .. } => "anomaly_suppressed",
+            Event::AnomalyEscalated { .. } => "anomaly_escalated",
+            Event::AnomalyResolved { .. } => "anomaly_resolved",
+            Event::AlertReceived { .. } => "alert_received",
+            Event::AlertResolved { .. } => "alert_resolved",
+            Event::StoreDegraded { .. } => "store_degraded",
+            Event::StoreRecovered { .. } => "store_recovered",
+            Event::StoreMovedAside { .. } => "store_moved_aside",
+        }
+    }
+
+    /// The target (or, for the intake, the anomaly) it concerns.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Event::Checked { target, .. }
+            | Event::PluginFailed { target, .. }
+            | Event::PluginTimedOut { target, .. }
+            | Event::FindingSeen { target, .. }
+            | Event::IssueOpened { target, .. }
+            | Event::RecoveryHeld { target, .. }
+            | Event::AttemptStarted { target, .. }
+            | Event::RecovererFinished { target, .. }
+            | Event::AttemptFinished { target, .. }
+            | Event::IssueResolved { target, .. }
+            | Event::IssueEscalated { target, .. }
+            | Event::IssueReset { target, .. } => Some(target),
+            Event::NoReflex { anomaly, .. }
+            | Event::AnomalySuppressed { anomaly, .. }
+            | Event::AnomalyEscalated { anomaly, .. }
+            | Event::AnomalyResolved { anomaly } => Some(anomaly),
+            Event::WorkflowStarted { run, .. }
+            | Event::WouldRun { run, .. }
+            | Event::WorkflowFinished { run, .. } => Some(&run.anomaly),
+            Event::AlertReceived { alertname, .. } | Event::AlertResolved { alertname, .. } => {
+                Some(alertname)
+            }
+            Event::WorkflowStep { .. }
+            | Event::Started { .. }
+            | Event::Stopping
+            | Event::StoreDegraded { .. }
+            | Event::StoreRecovered { .. }
+            | Event::StoreMovedAside { .. } => None,
+        }
+    }
+
+    /// Whether it is routine, frequent and kept out of the history: a
+    /// check whose status did not change, and the reports of a storm after
+    /// the first (one in a hundred is kept, with the count so far).
+    pub fn is_routine(&self) -> bool {
+        match self {
+            Event::Checked { status, was, .. } => *was == Some(*status),
+            Event::AnomalySuppressed { count, .. } => *count != 1 && count % 100 != 0,
+            _ => false,
+        }
+    }
+}
+
+/// An event and when it happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub at: Wall,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Where events go: the log, the event log file, the store, a test.
+pub trait Subscriber: Send {
+    /// One event, in order.
+    fn deliver(&mut self, record: &Record);
+    /// The end of a burst of events: write out what is buffered.
+    fn flush(&mut self) {}
+    /// healer is stopping: finish everything, within `limit`.
+    fn finish(&mut self, limit: Duration) {
+        let _ = limit;
+        self.flush();
+    }
+}
+
+enum Message {
+    Record(Record),
+    Finish(Duration, mpsc::SyncSender<()>),
+}
+
+/// The sending end of the event stream: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct Events {
+    sender: mpsc::Sender<Message>,
+    every_check: bool,
+}
+
+/// The receiving end, until [`Inbox::start`] hands it to the dispatcher.
+pub struct Inbox(mpsc::Receiver<Message>);
+
+impl Events {
+    /// A new stream. With `every_check`, every check is an event (for the
+    /// event log and debug logs); without, only status changes are.
+    /// Events emitted before [`Inbox::start`] wait in the channel.
+    pub fn channel(every_check: bool) -> (Events, Inbox) {
+        let (sender, receiver) = mpsc::channel();
+        (
+            Events {
+                sender,
+                every_check,
+            },
+            Inbox(receiver),
+        )
+    }
+
+    /// A stream delivered only to the log: for commands that run checks
+    /// without the daemon's other subscribers (`healer once`).
+    pub fn log_only() -> Events {
+        let (events, inbox) = Events::channel(false);
+        inbox.start(vec![Box::new(Log)]);
+        events
+    }
+
+    /// Sends an event, stamped now.
+    pub fn emit(&self, event: Event) {
+        let record = Record {
+            at: Wall::now(),
+            event,
+        };
+        // The dispatcher lives as long as any sender; a send fails only
+        // while the process exits.
+        let _ = self.sender.send(Message::Record(record));
+    }
+
+    /// Whether checks whose status did not change are wanted too.
+    pub fn wants_every_check(&self) -> bool {
+        self.every_check
+    }
+
+    /// Delivers everything emitted so far and lets every subscriber finish
+    /// (the store writes what it holds); waits at most `limit`. Returns
+    /// whether all of it was done in time.
+    pub fn finish(&self, limit: Duration) -> bool {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.sender.send(Message::Finish(limit, done)).is_err() {
+            return false;
+        }
+        wait.recv_timeout(limit + Duration::from_millis(500)).is_ok()
+    }
+}
+
+impl Inbox {
+    /// Starts the dispatcher thread: every event goes to every subscriber,
+    /// in the order emitted.
+    pub fn start(self, mut subscribers: Vec<Box<dyn Subscriber>>) {
+        let receiver = self.0;
+        let spawned = std::thread::Builder::new()
+            .name("healer-events".into())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut next = Some(first);
+                    // Deliver a burst, then flush once.
+                    let mut burst = 0;
+                    while let Some(message) = next.take() {
+                        match message {
+                            Message::Record(record) => {
+                                for subscriber in &mut subscribers {
+                                    subscriber.deliver(&record);
+                                }
+                            }
+                            Message::Finish(limit, done) => {
+                                for subscriber in &mut subscribers {
+                                    subscriber.finish(limit);
+                                }
+                                let _ = done.send(());
+                            }
+                        }
+                        burst += 1;
+                        if burst < 4096 {
+                            next = receiver.try_recv().ok();
+                        }
+                    }
+                    for subscriber in &mut subscribers {
+                        subscriber.flush();
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the event dispatcher thread; events are not delivered");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    struct Collect(Arc<Mutex<Vec<Record>>>);
+
+    impl Subscriber for Collect {
+        fn deliver(&mut self, record: &Record) {
+            self.0.lock().unwrap().push(record.clone());
+        }
+    }
+
+    #[test]
+    fn every_subscriber_gets_every_event_in_order() {
+        let (events, inbox) = Events::channel(false);
+        let (a, b) = (Arc::default(), Arc::default());
+        inbox.start(vec![
+            Box::new(Collect(Arc::clone(&a))),
+            Box::new(Collect(Arc::clone(&b))),
+        ]);
+        for n in 0..100 {
+            events.emit(Event::AnomalyResolved {
+                anomaly: format!("a{n}"),
+            });
+        }
+        assert!(events.finish(Duration::from_secs(5)));
+        for seen in [a, b] {
+            let seen = seen.lock().unwrap();
+            let names: Vec<_> = seen.iter().filter_map(|r| r.event.subject()).collect();
+            assert_eq!(names.len(), 100);
+            assert_eq!(names[0], "a0");
+            assert_eq!(names[99], "a99");
+        }
+    }
+
+    #[test]
+    fn an_event_reads_back_from_its_json_line() {
+        let record = Record {
+            at: Wall::from_millis(1_000),
+            event: Event::RecovererFinished {
+                target: "web".into(),
+                kind: "http.refused".into(),
+                attempt: 2,
+                recoverer: "command".into(),
+                result: StepResult::TimedOut {
+                    after: Written::from_secs(5),
+                },
+            },
+        };
+        let line = serde_json::to_string(&record).unwrap();
+        assert!(line.contains(r#""event":"recoverer_finished""#), "{line}");
+        assert!(line.contains(r#""result":"timed_out""#), "{line}");
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), record);
+    }
+}

@@ -1,0 +1,292 @@
+//! The log subscriber: each event as one `tracing` line, human or JSON as
+//! the log is set up. Escalations and the seed's `auto_healer_action`
+//! records are written at ERROR with `severity="CRITICAL"`, as the seed
+//! wrote them at CRITICAL.
+//!
+//! This is the only place where event wording lives: tests read events,
+//! not these lines, so the wording may change freely.
+
+use tracing::{debug, error, info, warn};
+
+use super::{Event, Record, StepResult, Subscriber};
+
+/// Writes every event to the log.
+pub struct Log;
+
+impl Subscriber for Log {
+    fn deliver(&mut self, record: &Record) {
+        write(&record.event);
+    }
+}
+
+fn write(event: &Event) {
+    match event {
+        Event::Started {
+            pid,
+            version,
+            config,
+            targets,
+            reflexes,
+            packages,
+            restored_issues,
+            restored_anomalies,
+        } => info!(
+            config = %config.display(),
+            targets,
+            reflexes,
+            packages,
+            restored_issues,
+            restored_anomalies,
+            pid,
+            version = %version,
+            "healer running"
+        ),
+        Event::Stopping => info!("stopping"),
+        Event::Checked {
+            target,
+            status,
+            was,
+            summary,
+            pushed,
+        } => {
+            if *was == Some(*status) {
+                debug!(target = %target, status = %status, summary = %summary, pushed, "checked");
+                return;
+            }
+            let was = was.map_or("none", |was| was.as_str());
+            if *status == healer_plugin_sdk::Status::Ok {
+                info!(target = %target, status = %status, was, summary = %summary, pushed, "status changed");
+            } else {
+                warn!(target = %target, status = %status, was, summary = %summary, pushed, "status changed");
+            }
+        }
+        Event::PluginFailed {
+            target,
+            role,
+            plugin,
+            error,
+        } => {
+            warn!(target = %target, role = role.as_str(), plugin = %plugin, error = %error, "{} failed", check_or_diagnosis(*role))
+        }
+        Event::PluginTimedOut {
+            target,
+            role,
+            plugin,
+            after,
+        } => {
+            warn!(target = %target, role = role.as_str(), plugin = %plugin, timeout = %after, "{} timed out", check_or_diagnosis(*role))
+        }
+        Event::FindingSeen {
+            target,
+            kind,
+            failures,
+            needed,
+        } => info!(
+            target = %target, kind = %kind, failures, needed,
+            "finding seen; an issue opens after {needed} consecutive failed checks"
+        ),
+        Event::IssueOpened { target, issue } => warn!(
+            target = %target, kind = %issue.kind, attempts = issue.attempts, summary = %issue.summary,
+            "issue opened"
+        ),
+        Event::RecoveryHeld {
+            target,
+            kind,
+            dependency,
+            reason,
+        } => warn!(
+            target = %target, kind = %kind, dependency = %dependency,
+            "recovery held: the finding is caused upstream, {dependency} {reason}"
+        ),
+        Event::AttemptStarted {
+            target,
+            issue,
+            max_attempts,
+        } => warn!(
+            target = %target, kind = %issue.kind, attempt = %format!("{}/{max_attempts}", issue.attempts),
+            "recovery attempt"
+        ),
+        Event::RecovererFinished {
+            target,
+            kind,
+            attempt,
+            recoverer,
+            result,
+        } => match result {
+            StepResult::Succeeded { summary } => info!(
+                target = %target, kind = %kind, recoverer = %recoverer, attempt, summary = %summary,
+                "recovery succeeded"
+            ),
+            StepResult::Failed { error } => warn!(
+                target = %target, kind = %kind, recoverer = %recoverer, attempt, error = %error,
+                "recoverer failed"
+            ),
+            StepResult::TimedOut { after } => warn!(
+                target = %target, kind = %kind, recoverer = %recoverer, attempt, timeout = %after,
+                "recoverer timed out"
+            ),
+        },
+        Event::AttemptFinished {
+            target,
+            issue,
+            recovered,
+        } => {
+            if !recovered {
+                warn!(target = %target, kind = %issue.kind, attempt = issue.attempts, "recovery attempt failed: no recoverer succeeded");
+            }
+        }
+        Event::IssueResolved { target, issue } => {
+            info!(target = %target, kind = %issue.kind, attempts = issue.attempts, "issue resolved")
+        }
+        Event::IssueEscalated {
+            target,
+            issue,
+            reason,
+        } => error!(
+            target = %target,
+            kind = %issue.kind,
+            attempts = issue.attempts,
+            reason = %reason,
+            severity = "CRITICAL",
+            "issue escalated: no further recovery until it resolves or an operator resets it"
+        ),
+        Event::IssueReset {
+            target,
+            kind,
+            reason,
+        } => debug!(target = %target, kind = %kind, reason = %reason, "attempt count reset"),
+        Event::NoReflex {
+            anomaly,
+            details,
+            reason,
+        } => warn!(
+            event = "auto_healer_action", status = "no_reflex", anomaly = %anomaly, details = %details, reason = %reason,
+            "no reflex matches this anomaly; nothing runs"
+        ),
+        Event::WorkflowStarted { run, .. } | Event::WouldRun { run, .. } => {
+            let started = matches!(event, Event::WorkflowStarted { .. });
+            error!(
+                event = "auto_healer_action",
+                status = if started { "started" } else { "would_run" },
+                severity = "CRITICAL",
+                anomaly = %run.anomaly,
+                details = %run.details,
+                workflow = %run.workflow,
+                params = %run.params,
+                reflex = %run.reflex,
+                run_id = %run.run_id,
+                attempt = run.attempt,
+                "auto-healer action: {}",
+                if started { "workflow started" } else { "kill switch on: the workflow would have run" }
+            );
+        }
+        Event::WorkflowStep {
+            run_id,
+            workflow,
+            step,
+            plugin,
+            result,
+        } => match result {
+            StepResult::Succeeded { summary } => info!(
+                run_id = %run_id, workflow = %workflow, step, plugin = %plugin, summary = %summary,
+                "workflow step succeeded"
+            ),
+            _ => warn!(
+                run_id = %run_id, workflow = %workflow, step, plugin = %plugin,
+                error = %result.error().unwrap_or_default(),
+                "workflow step failed"
+            ),
+        },
+        Event::WorkflowFinished {
+            run,
+            succeeded,
+            error,
+        } => {
+            let status = if *succeeded { "succeeded" } else { "failed" };
+            error!(
+                event = "auto_healer_action",
+                status,
+                severity = "CRITICAL",
+                anomaly = %run.anomaly,
+                details = %run.details,
+                workflow = %run.workflow,
+                params = %run.params,
+                run_id = %run.run_id,
+                attempt = run.attempt,
+                error = error.as_deref().unwrap_or(""),
+                "auto-healer action: workflow {status}"
+            );
+        }
+        Event::AnomalySuppressed {
+            anomaly,
+            workflow,
+            reason,
+            count,
+            ..
+        } => {
+            // A storm is counted, not logged line by line.
+            if *count == 1 || count % 100 == 0 {
+                info!(anomaly = %anomaly, workflow = %workflow, reason = reason.as_str(), suppressed = count, "anomaly suppressed");
+            }
+        }
+        Event::AnomalyEscalated {
+            anomaly,
+            workflow,
+            attempts,
+            ..
+        } => error!(
+            event = "auto_healer_action",
+            status = "escalated",
+            severity = "CRITICAL",
+            anomaly = %anomaly,
+            workflow = %workflow,
+            attempts,
+            "anomaly escalated: its workflow ran {attempts} times and it is still reported; no further runs until it is quiet or its alert resolves"
+        ),
+        Event::AnomalyResolved { anomaly } => {
+            info!(anomaly = %anomaly, "issue resolved: the alert resolved")
+        }
+        Event::AlertReceived {
+            alertname,
+            fingerprint,
+            starts_at,
+            duplicate,
+            acted_on,
+        } => {
+            if *duplicate {
+                info!(alertname = %alertname, fingerprint = %fingerprint, starts_at = %starts_at, "alert already acted on (Alertmanager re-sent it); nothing runs");
+            } else {
+                debug!(alertname = %alertname, fingerprint = %fingerprint, starts_at = %starts_at, acted_on, "alert received");
+            }
+        }
+        Event::AlertResolved {
+            alertname,
+            fingerprint,
+            anomaly_resolved,
+        } => debug!(alertname = %alertname, fingerprint = %fingerprint, anomaly_resolved, "alert resolved"),
+        Event::StoreDegraded { file, error } => error!(
+            file = %file.display(), error = %error,
+            "store: cannot write the database; healing goes on from memory and the store retries"
+        ),
+        Event::StoreRecovered {
+            file,
+            written,
+            dropped,
+        } => info!(file = %file.display(), written, dropped, "store: writing again, caught up"),
+        Event::StoreMovedAside {
+            file,
+            moved_to,
+            error,
+        } => error!(
+            file = %file.display(), moved_to = %moved_to.display(), error = %error,
+            "store: the database is corrupt; moved it aside and started a new one"
+        ),
+    }
+}
+
+fn check_or_diagnosis(role: super::Role) -> &'static str {
+    match role {
+        super::Role::Monitor => "check",
+        super::Role::Diagnoser => "diagnoser",
+    }
+}

@@ -1,0 +1,189 @@
+//! Alertmanager's webhook (payload version 4): each firing alert is an
+//! anomaly named by its `alertname`, acted on once per occurrence
+//! (fingerprint + `startsAt`); a resolved alert resolves its anomaly once
+//! every alert of that name seen firing has resolved. A bad alert is
+//! reported in its own result and the rest of the group is still acted on
+//! (Alertmanager does not retry a 4xx).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::{Answer, Intake};
+use crate::clock::Wall;
+use crate::events::Event;
+
+/// One alert of a group, as far as healer reads it.
+#[derive(Deserialize)]
+struct Alert {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    labels: Map<String, Value>,
+    #[serde(default)]
+    annotations: Value,
+    #[serde(default, rename = "startsAt")]
+    starts_at: String,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: String,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+/// The answer to one webhook call.
+#[derive(Debug, Serialize)]
+pub struct AlertmanagerAnswer {
+    /// Always `accepted`: per-alert problems are in `results`.
+    pub status: &'static str,
+    pub alerts: usize,
+    pub started: usize,
+    pub duplicates: usize,
+    pub resolved: usize,
+    pub truncated_alerts: u64,
+    pub results: Vec<AlertResult>,
+}
+
+/// What became of one firing alert.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum AlertResult {
+    /// It was reported as an anomaly.
+    Reported(Answer),
+    /// It could not be read.
+    Rejected {
+        alert: usize,
+        error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<&'static str>,
+    },
+}
+
+impl Intake {
+    /// Handles one Alertmanager webhook payload; `alerts` is its `alerts`
+    /// array, `truncated` its `truncatedAlerts`.
+    pub fn alertmanager(self: &Arc<Self>, alerts: &[Value], truncated: u64) -> AlertmanagerAnswer {
+        let mut answer = AlertmanagerAnswer {
+            status: "accepted",
+            alerts: alerts.len(),
+            started: 0,
+            duplicates: 0,
+            resolved: 0,
+            truncated_alerts: truncated,
+            results: Vec::new(),
+        };
+        for (index, raw) in alerts.iter().enumerate() {
+            let reject = |error: String, field: Option<&'static str>| AlertResult::Rejected {
+                alert: index,
+                error,
+                field,
+            };
+            let alert: Alert = match serde_json::from_value(raw.clone()) {
+                Ok(alert) => alert,
+                Err(err) => {
+                    answer
+                        .results
+                        .push(reject(format!("not an Alertmanager alert: {err}"), None));
+                    continue;
+                }
+            };
+            let Some(name) = alert.labels.get("alertname").and_then(Value::as_str) else {
+                answer
+                    .results
+                    .push(reject("no labels.alertname".to_owned(), None));
+                continue;
+            };
+            if let Err(message) = super::http::check_name(name) {
+                answer
+                    .results
+                    .push(reject(message, Some("labels.alertname")));
+                continue;
+            }
+            let fingerprint = match alert.fingerprint.as_str() {
+                "" => Value::Object(alert.labels.clone()).to_string(),
+                given => given.to_owned(),
+            };
+            if alert.status == "resolved" {
+                let resolved = self.alert_resolved(name, &fingerprint);
+                answer.resolved += usize::from(resolved);
+                continue;
+            }
+            let duplicate = self
+                .alerts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .already_acted_on(&fingerprint, &alert.starts_at);
+            if duplicate {
+                answer.duplicates += 1;
+                self.events.emit(Event::AlertReceived {
+                    alertname: name.to_owned(),
+                    fingerprint,
+                    starts_at: alert.starts_at,
+                    duplicate: true,
+                    acted_on: false,
+                });
+                continue;
+            }
+            let details = json!({
+                "labels": alert.labels,
+                "annotations": alert.annotations,
+                "startsAt": alert.starts_at,
+                "fingerprint": fingerprint,
+                "generatorURL": alert.generator_url,
+            });
+            let reported = self.report(name, details, false);
+            let acted_on = reported.acted_on();
+            self.alerts.lock().unwrap_or_else(|p| p.into_inner()).firing(
+                name,
+                &fingerprint,
+                &alert.starts_at,
+                acted_on,
+                Wall::now(),
+            );
+            self.events.emit(Event::AlertReceived {
+                alertname: name.to_owned(),
+                fingerprint,
+                starts_at: alert.starts_at,
+                duplicate: false,
+                acted_on,
+            });
+            answer.started += usize::from(matches!(reported, Answer::Started { .. }));
+            answer.results.push(AlertResult::Reported(reported));
+        }
+        if truncated > 0 {
+            tracing::info!(
+                truncated,
+                "Alertmanager truncated this group: only the alerts it sent were acted on"
+            );
+        }
+        answer
+    }
+
+    /// An alert of `name` with `fingerprint` resolved. The anomaly resolves
+    /// (its attempts are forgotten) once no other alert of that name seen
+    /// firing still is.
+    fn alert_resolved(&self, name: &str, fingerprint: &str) -> bool {
+        let last = self
+            .alerts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resolved(name, fingerprint);
+        let resolved = last
+            && self
+                .storm
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .resolved(name);
+        self.events.emit(Event::AlertResolved {
+            alertname: name.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            anomaly_resolved: resolved,
+        });
+        if resolved {
+            self.events.emit(Event::AnomalyResolved {
+                anomaly: name.to_owned(),
+            });
+        }
+        resolved
+    }
+}

@@ -1,0 +1,423 @@
+//! Durable state in SQLite: one file, `state_dir/healer.db`, in WAL mode.
+//! It keeps every issue (attempts, next attempt due, escalation), the
+//! intake's storm state and Alertmanager dedup, workflow runs, and the
+//! event history (with retention by age and by rows). At start, healer
+//! reads it back before its first check, so a restart never hands a
+//! failing service fresh attempts.
+//!
+//! The store is a subscriber of the event stream: it learns everything
+//! from events, and its own thread writes batches in transactions. A slow
+//! or full disk never delays a check. When the database cannot be written
+//! (read-only, disk full, I/O error) one `store_degraded` event says so,
+//! healing goes on from memory, and the store retries and catches up; a
+//! corrupt file is moved aside (never deleted) and a new one started.
+//!
+//! Only this module speaks SQL.
+
+mod failure;
+mod projection;
+pub mod schema;
+mod sql;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::clock::Wall;
+use crate::events::{Event, Events, Record, Subscriber};
+use crate::intake::{self, alerts::REMEMBER_FOR};
+use crate::issues::Issue;
+use failure::Failure;
+use projection::Projection;
+
+/// The database's file name inside `state_dir`.
+pub const FILE_NAME: &str = "healer.db";
+
+/// How often history and runs are pruned, and stale state dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// The first wait before retrying a failed write; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Where the database is and how much history it keeps.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The database file.
+    pub file: PathBuf,
+    /// History older than this is deleted (so are workflow runs, and
+    /// anomalies and firing alerts not heard of for this long).
+    pub keep_for: Duration,
+    /// At most this many events are kept.
+    pub keep_events: u64,
+}
+
+/// The state saved before a restart.
+#[derive(Debug, Default)]
+pub struct Saved {
+    /// Issues by target (resolved ones too: the flap memory).
+    pub issues: HashMap<String, Vec<Issue>>,
+    /// The intake's state.
+    pub intake: intake::Saved,
+}
+
+/// The running store: its writer thread and what it has yet to write.
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Wakes the writer: something to write, or stop.
+    wake: Condvar,
+    /// Wakes whoever waits for the writer to be idle.
+    idle: Condvar,
+}
+
+struct Inner {
+    projection: Projection,
+    writing: bool,
+    degraded: bool,
+    stop: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store {
+    /// Opens the database (creating, migrating, or moving a corrupt one
+    /// aside), reads the saved state and starts the writer thread. Never
+    /// fails: a database that cannot be used costs an event, and healer
+    /// runs from memory while the store keeps trying.
+    pub fn open(settings: Settings, events: Events) -> (Store, Saved) {
+        let (conn, loaded, degraded) = open_and_load(&settings.file, &events);
+        let mut projection = Projection::default();
+        let mut saved = Saved::default();
+        match loaded {
+            Some(loaded) => {
+                for (target, issues) in loaded.issues {
+                    for issue in &issues {
+                        projection
+                            .issues
+                            .load((target.clone(), issue.kind.clone()), issue.clone());
+                    }
+                    saved.issues.insert(target, issues);
+                }
+                for (name, state) in &loaded.anomalies {
+                    projection.anomalies.load(name.clone(), state.clone());
+                }
+                for (alertname, acted) in &loaded.acted {
+                    projection.acted.load(
+                        (acted.fingerprint.clone(), acted.starts_at.clone()),
+                        (alertname.clone(), acted.at),
+                    );
+                }
+                for (alertname, fingerprint, since) in &loaded.firing {
+                    projection
+                        .firing
+                        .load((alertname.clone(), fingerprint.clone()), *since);
+                }
+                saved.intake = intake::Saved {
+                    anomalies: loaded.anomalies,
+                    acted: loaded.acted.into_iter().map(|(_, acted)| acted).collect(),
+                    firing: loaded
+                        .firing
+                        .into_iter()
+                        .map(|(alertname, fingerprint, _)| (alertname, fingerprint))
+                        .collect(),
+                    last_run: Some(loaded.last_run),
+                };
+            }
+            None => saved.intake.last_run = None,
+        }
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                projection,
+                writing: false,
+                degraded: degraded.is_some(),
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            idle: Condvar::new(),
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            settings,
+            events,
+            conn,
+            degraded,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("healer-store".into())
+            .spawn(move || writer.run());
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the store's writer thread; state is kept in memory only");
+        }
+        (Store { shared }, saved)
+    }
+
+    /// The subscriber that feeds the store from the event stream.
+    pub fn subscriber(&self) -> Box<dyn Subscriber> {
+        Box::new(Feed(Arc::clone(&self.shared)))
+    }
+}
+
+/// Opens and reads the database, moving a corrupt one aside. Returns the
+/// connection (none when it cannot be written), the saved state (none when
+/// it could not be read) and the cause when degraded.
+fn open_and_load(
+    file: &Path,
+    events: &Events,
+) -> (Option<Connection>, Option<sql::Loaded>, Option<String>) {
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let opened = sql::connect(file).and_then(|conn| {
+        let loaded = sql::load(&conn)?;
+        Ok((conn, loaded))
+    });
+    let failure = match opened {
+        Ok((conn, loaded)) => return (Some(conn), Some(loaded), None),
+        Err(err) => failure::classify(err, file),
+    };
+    match failure {
+        Failure::Corrupt(error) => {
+            if move_aside(file, &error, events) {
+                if let Ok(conn) = sql::connect(file) {
+                    // The old state is in the moved file; run numbers must
+                    // not collide with the old runs, so they are not known.
+                    return (Some(conn), None, None);
+                }
+            }
+            let error = format!("{error}; it could not be replaced");
+            degrade(file, &error, events);
+            (None, None, Some(error))
+        }
+        Failure::Newer(error) => {
+            degrade(file, &error, events);
+            (None, None, Some(error))
+        }
+        Failure::Unavailable(error) => {
+            degrade(file, &error, events);
+            // Read what can be read, so a restart still carries on.
+            let loaded = sql::connect_read_only(file)
+                .ok()
+                .and_then(|conn| sql::load(&conn).ok());
+            (None, loaded, Some(error))
+        }
+    }
+}
+
+fn degrade(file: &Path, error: &str, events: &Events) {
+    events.emit(Event::StoreDegraded {
+        file: file.to_owned(),
+        error: error.to_owned(),
+    });
+}
+
+fn move_aside(file: &Path, error: &str, events: &Events) -> bool {
+    match failure::move_aside(file) {
+        Ok(moved_to) => {
+            events.emit(Event::StoreMovedAside {
+                file: file.to_owned(),
+                moved_to,
+                error: error.to_owned(),
+            });
+            true
+        }
+        Err(err) => {
+            degrade(
+                file,
+                &format!("{error}; moving it aside failed: {err}"),
+                events,
+            );
+            false
+        }
+    }
+}
+
+/// The subscriber side: takes events into the projection, wakes the writer.
+struct Feed(Arc<Shared>);
+
+impl Subscriber for Feed {
+    fn deliver(&mut self, record: &Record) {
+        let mut inner = self.0.lock();
+        let was_clean = inner.projection.is_clean();
+        inner.projection.apply(record);
+        if was_clean && !inner.projection.is_clean() {
+            self.0.wake.notify_one();
+        }
+    }
+
+    fn finish(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut inner = self.0.lock();
+        inner.stop = true;
+        self.0.wake.notify_one();
+        while !inner.degraded && (inner.writing || !inner.projection.is_clean()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            inner = self
+                .0
+                .idle
+                .wait_timeout(inner, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The writer thread.
+struct Writer {
+    shared: Arc<Shared>,
+    settings: Settings,
+    events: Events,
+    conn: Option<Connection>,
+    /// Why the database cannot be written, while it cannot.
+    degraded: Option<String>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut next_prune = Instant::now();
+        let mut retry = RETRY_FIRST;
+        loop {
+            let prune = Instant::now() >= next_prune;
+            let Some(batch) = self.next_batch(next_prune) else {
+                return;
+            };
+            let now = Wall::now();
+            let rows = batch.rows();
+            let written = self.write(&batch, prune.then_some(now));
+            let mut inner = self.shared.lock();
+            inner.writing = false;
+            match written {
+                Ok(()) => {
+                    if prune {
+                        next_prune = Instant::now() + PRUNE_EVERY;
+                    }
+                    retry = RETRY_FIRST;
+                    inner.degraded = false;
+                    if self.degraded.take().is_some() {
+                        let dropped = std::mem::take(&mut inner.projection.dropped);
+                        self.events.emit(Event::StoreRecovered {
+                            file: self.settings.file.clone(),
+                            written: rows,
+                            dropped,
+                        });
+                    }
+                    self.shared.idle.notify_all();
+                }
+                Err(failure) => {
+                    self.conn = None;
+                    inner.projection.give_back(batch);
+                    if let Failure::Corrupt(error) = &failure {
+                        if move_aside(&self.settings.file, error, &self.events) {
+                            inner.projection.rewrite_all();
+                            continue;
+                        }
+                    }
+                    let message = failure.message().to_owned();
+                    if self.degraded.as_deref() != Some(message.as_str()) {
+                        degrade(&self.settings.file, &message, &self.events);
+                    }
+                    self.degraded = Some(message);
+                    inner.degraded = true;
+                    self.shared.idle.notify_all();
+                    if inner.stop {
+                        return;
+                    }
+                    // Wait before retrying; a stop request cuts it short.
+                    let _ = self
+                        .shared
+                        .wake
+                        .wait_timeout_while(inner, retry, |inner| !inner.stop)
+                        .unwrap_or_else(|p| p.into_inner());
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Waits for something to write (or the time to prune) and takes it;
+    /// `None` once stopping with nothing left.
+    fn next_batch(&mut self, next_prune: Instant) -> Option<projection::Batch> {
+        let mut inner = self.shared.lock();
+        loop {
+            if !inner.projection.is_clean() {
+                break;
+            }
+            if inner.stop {
+                self.shared.idle.notify_all();
+                return None;
+            }
+            let now = Instant::now();
+            if now >= next_prune {
+                break;
+            }
+            inner = self
+                .shared
+                .wake
+                .wait_timeout(inner, next_prune - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if Instant::now() >= next_prune {
+            let now = Wall::now();
+            let keep_for = self.settings.keep_for;
+            inner
+                .projection
+                .anomalies
+                .prune(|state| state.last_report.is_none_or(|at| now.since(at) >= keep_for));
+            inner
+                .projection
+                .acted
+                .prune(|(_, at)| now.since(*at) >= REMEMBER_FOR);
+            inner
+                .projection
+                .firing
+                .prune(|since| now.since(*since) >= keep_for);
+        }
+        inner.writing = true;
+        Some(inner.projection.take())
+    }
+
+    /// Writes one batch (and prunes when `prune` says when it is).
+    fn write(&mut self, batch: &projection::Batch, prune: Option<Wall>) -> Result<(), Failure> {
+        let file = self.settings.file.clone();
+        let classify = |err: rusqlite::Error| failure::classify(err.into(), &file);
+        if self.conn.is_none() {
+            if let Some(dir) = file.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            self.conn = Some(sql::connect(&file).map_err(|err| failure::classify(err, &file))?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        sql::write(conn, batch).map_err(classify)?;
+        if let Some(now) = prune {
+            sql::prune(conn, self.settings.keep_for, self.settings.keep_events, now)
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the database at `file` read-only and counts its events: for
+/// `healer` commands and tests that look at the history.
+pub fn count_events(file: &Path) -> Result<u64, String> {
+    let conn = sql::connect_read_only(file).map_err(|err| match err {
+        schema::MigrationError::Newer(v) => format!("{}: schema {v}", file.display()),
+        schema::MigrationError::Sqlite(err) => format!("{}: {err}", file.display()),
+    })?;
+    sql::count_events(&conn).map_err(|err| format!("{}: {err}", file.display()))
+}

@@ -1,0 +1,379 @@
+//! What the store has to write, kept in memory between the event stream
+//! and the database: the current state that events describe (each issue,
+//! each anomaly's storm state, Alertmanager occurrences acted on and alerts
+//! firing) with the keys changed since the last write, and the history rows
+//! and workflow runs not yet written.
+//!
+//! State is keyed, so however long the database cannot be written, it
+//! takes no more memory than healer's own state: a key changed a thousand
+//! times is written once, with its latest value. History is capped: past
+//! [`MAX_PENDING`] rows the oldest are dropped and counted.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+
+use crate::clock::Wall;
+use crate::events::{Event, Record, Run};
+use crate::intake::AnomalyState;
+use crate::issues::Issue;
+
+/// History rows (and workflow runs) held while the database cannot be
+/// written; beyond it the oldest are dropped.
+pub const MAX_PENDING: usize = 200_000;
+
+/// One event for the history table.
+#[derive(Clone, Debug)]
+pub struct HistoryRow {
+    pub at: Wall,
+    pub event: &'static str,
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+/// One workflow run as the runs table keeps it.
+#[derive(Clone, Debug)]
+pub struct RunRow {
+    pub run: Run,
+    /// `started`, `would_run`, `succeeded` or `failed`.
+    pub status: &'static str,
+    pub started_at: Option<Wall>,
+    pub finished_at: Option<Wall>,
+    pub error: Option<String>,
+}
+
+/// A keyed map whose changed keys are tracked; a changed key with no value
+/// is a deletion.
+#[derive(Debug)]
+pub struct Tracked<K, V> {
+    current: HashMap<K, V>,
+    dirty: HashSet<K>,
+}
+
+impl<K, V> Default for Tracked<K, V> {
+    fn default() -> Self {
+        Tracked {
+            current: HashMap::new(),
+            dirty: HashSet::new(),
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash, V: Clone> Tracked<K, V> {
+    /// Starts from what was loaded: nothing to write.
+    pub fn load(&mut self, key: K, value: V) {
+        self.current.insert(key, value);
+    }
+
+    fn set(&mut self, key: K, value: V) {
+        self.dirty.insert(key.clone());
+        self.current.insert(key, value);
+    }
+
+    fn remove(&mut self, key: K) {
+        self.current.remove(&key);
+        self.dirty.insert(key);
+    }
+
+    /// Drops every entry `stale` says is old (and deletes it from the
+    /// database with the next write).
+    pub fn prune(&mut self, mut stale: impl FnMut(&V) -> bool) {
+        let old: Vec<K> = self
+            .current
+            .iter()
+            .filter(|(_, value)| stale(value))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in old {
+            self.remove(key);
+        }
+    }
+
+    /// The changed keys with their values, forgetting that they changed.
+    fn take(&mut self) -> Vec<(K, Option<V>)> {
+        self.dirty
+            .drain()
+            .map(|key| {
+                let value = self.current.get(&key).cloned();
+                (key, value)
+            })
+            .collect()
+    }
+
+    /// Marks keys changed again after a failed write; their values are
+    /// re-read at the next write, so a newer value is never overwritten.
+    fn retry(&mut self, keys: impl IntoIterator<Item = K>) {
+        self.dirty.extend(keys);
+    }
+
+    /// Marks every key changed (a new database file needs all of it).
+    fn rewrite_all(&mut self) {
+        self.dirty.extend(self.current.keys().cloned());
+    }
+}
+
+/// Everything the store knows and has yet to write.
+#[derive(Debug, Default)]
+pub struct Projection {
+    /// (target, kind) → the issue.
+    pub issues: Tracked<(String, String), Issue>,
+    /// Anomaly name → its storm state.
+    pub anomalies: Tracked<String, AnomalyState>,
+    /// (fingerprint, startsAt) → (alert name, when acted on).
+    pub acted: Tracked<(String, String), (String, Wall)>,
+    /// (alert name, fingerprint) → firing since.
+    pub firing: Tracked<(String, String), Wall>,
+    history: VecDeque<HistoryRow>,
+    runs: VecDeque<RunRow>,
+    /// History rows and runs dropped since the last successful write.
+    pub dropped: u64,
+}
+
+/// One write's worth: taken from the projection, given back if it fails.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub history: Vec<HistoryRow>,
+    pub runs: Vec<RunRow>,
+    pub issues: Vec<((String, String), Option<Issue>)>,
+    pub anomalies: Vec<(String, Option<AnomalyState>)>,
+    pub acted: Vec<((String, String), Option<(String, Wall)>)>,
+    pub firing: Vec<((String, String), Option<Wall>)>,
+}
+
+impl Batch {
+    /// How many events and runs it writes (for the catch-up figure).
+    pub fn rows(&self) -> u64 {
+        (self.history.len() + self.runs.len()) as u64
+    }
+}
+
+impl Projection {
+    /// Whether there is nothing to write.
+    pub fn is_clean(&self) -> bool {
+        self.history.is_empty()
+            && self.runs.is_empty()
+            && self.issues.dirty.is_empty()
+            && self.anomalies.dirty.is_empty()
+            && self.acted.dirty.is_empty()
+            && self.firing.dirty.is_empty()
+    }
+
+    /// Takes in one event: its history row (unless routine) and the state
+    /// it changes.
+    pub fn apply(&mut self, record: &Record) {
+        let at = record.at;
+        match &record.event {
+            Event::IssueOpened { target, issue }
+            | Event::AttemptStarted { target, issue, .. }
+            | Event::AttemptFinished { target, issue, .. }
+            | Event::IssueResolved { target, issue }
+            | Event::IssueEscalated { target, issue, .. } => {
+                self.issues
+                    .set((target.clone(), issue.kind.clone()), issue.clone());
+            }
+            Event::IssueReset { target, kind, .. } => {
+                self.issues.remove((target.clone(), kind.clone()));
+            }
+            Event::WorkflowStarted { run, state } | Event::WouldRun { run, state } => {
+                self.anomalies.set(run.anomaly.clone(), state.clone());
+                let started = matches!(record.event, Event::WorkflowStarted { .. });
+                self.push_run(RunRow {
+                    run: run.clone(),
+                    status: if started { "started" } else { "would_run" },
+                    started_at: Some(at),
+                    finished_at: (!started).then_some(at),
+                    error: None,
+                });
+            }
+            Event::WorkflowFinished {
+                run,
+                succeeded,
+                error,
+            } => self.push_run(RunRow {
+                run: run.clone(),
+                status: if *succeeded { "succeeded" } else { "failed" },
+                started_at: None,
+                finished_at: Some(at),
+                error: error.clone(),
+            }),
+            Event::AnomalySuppressed { anomaly, state, .. }
+            | Event::AnomalyEscalated { anomaly, state, .. } => {
+                self.anomalies.set(anomaly.clone(), state.clone());
+            }
+            Event::AnomalyResolved { anomaly } => self.anomalies.remove(anomaly.clone()),
+            Event::AlertReceived {
+                alertname,
+                fingerprint,
+                starts_at,
+                acted_on,
+                ..
+            } => {
+                let key = (alertname.clone(), fingerprint.clone());
+                if !self.firing.current.contains_key(&key) {
+                    self.firing.set(key, at);
+                }
+                if *acted_on {
+                    self.acted.set(
+                        (fingerprint.clone(), starts_at.clone()),
+                        (alertname.clone(), at),
+                    );
+                }
+            }
+            Event::AlertResolved {
+                alertname,
+                fingerprint,
+                ..
+            } => self.firing.remove((alertname.clone(), fingerprint.clone())),
+            _ => {}
+        }
+        if record.event.is_routine() {
+            return;
+        }
+        let body = serde_json::to_string(record).unwrap_or_else(|err| {
+            format!(r#"{{"event":"{}","unencodable":"{err}"}}"#, record.event.name())
+        });
+        self.history.push_back(HistoryRow {
+            at,
+            event: record.event.name(),
+            subject: record.event.subject().map(str::to_owned),
+            body,
+        });
+        while self.history.len() > MAX_PENDING {
+            self.history.pop_front();
+            self.dropped += 1;
+        }
+    }
+
+    fn push_run(&mut self, row: RunRow) {
+        self.runs.push_back(row);
+        while self.runs.len() > MAX_PENDING {
+            self.runs.pop_front();
+            self.dropped += 1;
+        }
+    }
+
+    /// Everything to write now.
+    pub fn take(&mut self) -> Batch {
+        Batch {
+            history: self.history.drain(..).collect(),
+            runs: self.runs.drain(..).collect(),
+            issues: self.issues.take(),
+            anomalies: self.anomalies.take(),
+            acted: self.acted.take(),
+            firing: self.firing.take(),
+        }
+    }
+
+    /// A write failed: what it held is written next time, ahead of what
+    /// came since (history keeps its order; state keys re-read their
+    /// latest values).
+    pub fn give_back(&mut self, batch: Batch) {
+        for row in batch.history.into_iter().rev() {
+            self.history.push_front(row);
+        }
+        for row in batch.runs.into_iter().rev() {
+            self.runs.push_front(row);
+        }
+        while self.history.len() > MAX_PENDING {
+            self.history.pop_front();
+            self.dropped += 1;
+        }
+        while self.runs.len() > MAX_PENDING {
+            self.runs.pop_front();
+            self.dropped += 1;
+        }
+        self.issues.retry(batch.issues.into_iter().map(|(k, _)| k));
+        self.anomalies
+            .retry(batch.anomalies.into_iter().map(|(k, _)| k));
+        self.acted.retry(batch.acted.into_iter().map(|(k, _)| k));
+        self.firing.retry(batch.firing.into_iter().map(|(k, _)| k));
+    }
+
+    /// A new database file: all current state is written to it.
+    pub fn rewrite_all(&mut self) {
+        self.issues.rewrite_all();
+        self.anomalies.rewrite_all();
+        self.acted.rewrite_all();
+        self.firing.rewrite_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use healer_plugin_sdk::Status;
+
+    fn checked(n: u64, status: Status, was: Status) -> Record {
+        Record {
+            at: Wall::from_millis(n),
+            event: Event::Checked {
+                target: "t".into(),
+                status,
+                was: Some(was),
+                summary: String::new(),
+                pushed: false,
+            },
+        }
+    }
+
+    fn reset(kind: &str) -> Record {
+        Record {
+            at: Wall::from_millis(0),
+            event: Event::IssueReset {
+                target: "t".into(),
+                kind: kind.into(),
+                reason: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn routine_checks_stay_out_of_the_history() {
+        let mut projection = Projection::default();
+        projection.apply(&checked(1, Status::Ok, Status::Ok));
+        assert!(projection.is_clean());
+        projection.apply(&checked(2, Status::Critical, Status::Ok));
+        assert_eq!(projection.take().history.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_in_order_and_history_is_capped() {
+        let mut projection = Projection::default();
+        for n in 0..3 {
+            projection.apply(&checked(n, Status::Critical, Status::Ok));
+        }
+        let batch = projection.take();
+        projection.apply(&checked(3, Status::Critical, Status::Ok));
+        projection.give_back(batch);
+        let order: Vec<u64> = projection
+            .take()
+            .history
+            .iter()
+            .map(|row| row.at.millis())
+            .collect();
+        assert_eq!(order, [0, 1, 2, 3]);
+
+        for n in 0..(MAX_PENDING as u64 + 10) {
+            projection.apply(&checked(n, Status::Critical, Status::Ok));
+        }
+        assert_eq!(projection.dropped, 10);
+        assert_eq!(projection.take().history[0].at.millis(), 10);
+    }
+
+    #[test]
+    fn a_key_changed_many_times_is_written_once_with_its_last_value() {
+        let mut projection = Projection::default();
+        projection.anomalies.load("gone".into(), AnomalyState::default());
+        for _ in 0..1000 {
+            projection.apply(&reset("k"));
+        }
+        projection.apply(&Record {
+            at: Wall::from_millis(0),
+            event: Event::AnomalyResolved {
+                anomaly: "gone".into(),
+            },
+        });
+        let batch = projection.take();
+        assert_eq!(batch.issues.len(), 1);
+        assert_eq!(batch.anomalies, [("gone".to_owned(), None)]);
+    }
+}

@@ -1,0 +1,124 @@
+//! The database schema and its migrations. The schema version is SQLite's
+//! `user_version`; each migration takes the database from one version to
+//! the next in one transaction. Migrations are never edited once released:
+//! a change is a new migration appended to [`MIGRATIONS`].
+
+use rusqlite::Connection;
+
+/// Version 1: issues and the event history.
+const V1: &str = "
+CREATE TABLE issues (
+    target          TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    severity        TEXT NOT NULL,
+    summary         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    opened_at       INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    escalated_at    INTEGER,
+    resolved_at     INTEGER,
+    PRIMARY KEY (target, kind)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    event   TEXT NOT NULL,
+    subject TEXT,
+    body    TEXT NOT NULL
+);
+CREATE INDEX events_by_time ON events (at);
+CREATE INDEX events_by_subject ON events (subject, at);
+";
+
+/// Version 2: the intake's state (storm control per anomaly name,
+/// Alertmanager occurrences acted on and alerts firing) and workflow runs.
+const V2: &str = "
+CREATE TABLE anomalies (
+    name        TEXT PRIMARY KEY,
+    attempts    INTEGER NOT NULL,
+    last_run    INTEGER,
+    last_report INTEGER,
+    suppressed  INTEGER NOT NULL,
+    escalated   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE alerts_acted (
+    fingerprint TEXT NOT NULL,
+    starts_at   TEXT NOT NULL,
+    alertname   TEXT NOT NULL,
+    acted_at    INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, starts_at)
+) WITHOUT ROWID;
+
+CREATE TABLE alerts_firing (
+    alertname   TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    since       INTEGER NOT NULL,
+    PRIMARY KEY (alertname, fingerprint)
+) WITHOUT ROWID;
+
+CREATE TABLE runs (
+    run_id      TEXT PRIMARY KEY,
+    number      INTEGER,
+    anomaly     TEXT NOT NULL,
+    workflow    TEXT NOT NULL,
+    reflex      TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    details     TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    started_at  INTEGER,
+    finished_at INTEGER,
+    error       TEXT
+);
+CREATE INDEX runs_by_time ON runs (started_at);
+";
+
+/// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.
+pub const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// The version this healer writes.
+pub const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// Why a database cannot be brought to [`LATEST`].
+#[derive(Debug)]
+pub enum MigrationError {
+    /// Written by a newer healer: left untouched.
+    Newer(u32),
+    /// SQLite failed.
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for MigrationError {
+    fn from(err: rusqlite::Error) -> MigrationError {
+        MigrationError::Sqlite(err)
+    }
+}
+
+/// The database's schema version (0 for a new, empty file).
+pub fn version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Brings the database to version `to`, one migration at a time; returns
+/// the version it was at.
+pub fn migrate_to(conn: &mut Connection, to: u32) -> Result<u32, MigrationError> {
+    let from = version(conn)?;
+    if from > LATEST {
+        return Err(MigrationError::Newer(from));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(to as usize).skip(from as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(from)
+}
+
+/// Brings the database to [`LATEST`].
+pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
+    migrate_to(conn, LATEST)
+}
