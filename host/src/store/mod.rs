@@ -412,12 +412,5 @@ impl Writer {
     }
 }
 
-/// Opens the database at `file` read-only and counts its events: for
-/// `healer` commands and tests that look at the history.
-pub fn count_events(file: &Path) -> Result<u64, String> {
-    let conn = sql::connect_read_only(file).map_err(|err| match err {
-        schema::MigrationError::Newer(v) => format!("{}: schema {v}", file.display()),
-        schema::MigrationError::Sqlite(err) => format!("{}: {err}", file.display()),
-    })?;
-    sql::count_events(&conn).map_err(|err| format!("{}: {err}", file.display()))
-}
+#[cfg(test)]
+mod tests;

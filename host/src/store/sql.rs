@@ -38,8 +38,13 @@ pub fn connect(file: &Path) -> Result<Connection, MigrationError> {
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     // The first statement reads the header: a file that is not a database
-    // fails here. (A file that cannot be written stays in its old mode;
-    // the first write then says why.)
+    // fails here, and one of a newer healer is left as it is.
+    let version = schema::version(&conn)?;
+    if version > schema::LATEST {
+        return Err(MigrationError::Newer(version));
+    }
+    // A file that cannot be written stays in its old journal mode; the
+    // first write then says why.
     let _mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -281,6 +286,7 @@ pub fn prune(
 }
 
 /// How many events the history holds.
+#[cfg(test)]
 pub fn count_events(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT COUNT(*) FROM events", [], |row| row.get::<_, i64>(0))
         .map(|n| u64::try_from(n).unwrap_or(0))
