@@ -153,7 +153,7 @@ async fn heal(
     let watcher = options.clone();
     let stopping = events.clone();
     tokio::spawn(async move {
-        wait_for_stop_signal(&watcher).await;
+        wait_for_stop_signal(&watcher, &stopping).await;
         stopping.emit(Event::Stopping);
         let _ = stop.send(true);
     });
@@ -207,7 +207,7 @@ fn survive_file_size_limit() {
 /// config file anew and logs the verdict (live reload is not built yet, so
 /// applying a valid new config takes a restart; an invalid one is reported
 /// and the running config carries on either way).
-async fn wait_for_stop_signal(options: &Options) {
+async fn wait_for_stop_signal(options: &Options, events: &Events) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -221,17 +221,10 @@ async fn wait_for_stop_signal(options: &Options) {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => match load(options) {
-                Ok(_) => tracing::warn!(
-                    config = %options.config.display(),
-                    "SIGHUP: the config on disk is valid; live reload is not built yet, so restart healer to apply it"
-                ),
-                Err(problems) => tracing::error!(
-                    config = %options.config.display(),
-                    problems = %problems.join("; "),
-                    "SIGHUP: the config on disk is rejected; the running config carries on"
-                ),
-            },
+            _ = hup.recv() => events.emit(Event::ConfigChecked {
+                config: options.config.clone(),
+                problems: load(options).err().unwrap_or_default(),
+            }),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::hash::BuildHasher;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use healer_e2e::{is_alive, plugins_dir_with, signal, wait_until, Daemon};
+use healer_e2e::{is_alive, plugins_dir_with, signal, test_paths, wait_until, Daemon, Event};
 
 const KILLS: usize = 10;
 const LIMIT: Duration = Duration::from_secs(30);
@@ -28,9 +28,7 @@ fn measure(watch: bool) -> Vec<Duration> {
 interval = "1s"
 max_attempts = 1000
 stable_after = "0s"
-plugins_dir = "{plugins}"
-log_file = "{log}"
-
+{paths}
 [[target]]
 name = "service"
 monitor = {{ plugin = "process", pidfile = "{pidfile}", watch = {watch} }}
@@ -38,16 +36,14 @@ monitor = {{ plugin = "process", pidfile = "{pidfile}", watch = {watch} }}
 plugin = "command"
 argv = ["sh", "-c", "sleep 600 & echo $! > {pidfile}"]
 "#,
-        plugins = plugins.path().display(),
-        log = dir.path().join("healer.log").display(),
+        paths = test_paths(plugins.path()),
         pidfile = pidfile.display(),
     );
     std::fs::write(dir.path().join("healer.toml"), config).unwrap();
-    let mut daemon = Daemon::start(
-        &dir.path().join("healer.toml"),
-        &dir.path().join("healer.log"),
-    );
-    daemon.wait_for_log(&["issue resolved", "target=service"], LIMIT);
+    let mut daemon = Daemon::start(&dir.path().join("healer.toml"));
+    daemon.wait_for("the first start", LIMIT, |e| {
+        matches!(e, Event::IssueResolved { .. })
+    });
 
     let mut times = Vec::new();
     for _ in 0..KILLS {

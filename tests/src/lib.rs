@@ -147,18 +147,26 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+pub use healer::events::{Event, Record, StepResult};
+
 /// A `healer run` daemon started for a test; stopped (SIGTERM, then
-/// SIGKILL) when dropped.
+/// SIGKILL) when dropped. Its log (`healer.log`), event log
+/// (`events.jsonl`) and stderr (`healer.stderr`) are in its config's
+/// directory; [`fast_config`] sets them up.
 pub struct Daemon {
     child: std::process::Child,
     /// The daemon's log file.
     pub log: PathBuf,
+    /// The daemon's event log: one JSON [`Record`] per line.
+    pub events: PathBuf,
 }
 
 impl Daemon {
-    /// Starts `healer run` on `config` (stderr goes to `<log>.stderr`).
-    pub fn start(config: &Path, log: &Path) -> Daemon {
-        let stderr = std::fs::File::create(log.with_extension("stderr")).expect("stderr file");
+    /// Starts `healer run` on `config`.
+    pub fn start(config: &Path) -> Daemon {
+        let dir = config.parent().expect("the config is in a directory");
+        let log = dir.join("healer.log");
+        let stderr = std::fs::File::create(dir.join("healer.stderr")).expect("stderr file");
         let child = Command::new(healer_bin())
             .args(["run", "--config"])
             .arg(config)
@@ -169,7 +177,8 @@ impl Daemon {
             .expect("healer starts");
         Daemon {
             child,
-            log: log.to_owned(),
+            log,
+            events: dir.join("events.jsonl"),
         }
     }
 
@@ -178,38 +187,45 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the log has a line containing every one of `parts`;
-    /// panics with the log after `limit`.
-    pub fn wait_for_log(&mut self, parts: &[&str], limit: Duration) -> String {
+    /// Every event so far, of this and earlier runs on the same event log
+    /// (a line being written is skipped).
+    pub fn records(&self) -> Vec<Record> {
+        read_records(&self.events)
+    }
+
+    /// Waits until an event matching `wanted` has been written; panics
+    /// (with the latest events) when healer exits first or after `limit`.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut wanted: impl FnMut(&Event) -> bool,
+    ) -> Event {
         let started = Instant::now();
         loop {
-            let text = self.log_text();
-            if let Some(line) = text
-                .lines()
-                .find(|line| parts.iter().all(|p| line.contains(p)))
-            {
-                return line.to_owned();
+            let records = self.records();
+            if let Some(found) = records.iter().find(|r| wanted(&r.event)) {
+                return found.event.clone();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
-                    "healer exited ({status}) before logging {parts:?}; log:\n{text}\nstderr:\n{}",
+                    "healer exited ({status}) before {what}; events:\n{}\nstderr:\n{}",
+                    tail(&records),
                     self.stderr()
                 );
             }
             assert!(
                 started.elapsed() < limit,
-                "no log line with {parts:?} within {limit:?}; log:\n{text}"
+                "{what}: not within {limit:?}; events:\n{}",
+                tail(&records)
             );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    /// How many log lines contain every one of `parts`.
-    pub fn count_in_log(&self, parts: &[&str]) -> usize {
-        self.log_text()
-            .lines()
-            .filter(|line| parts.iter().all(|p| line.contains(p)))
-            .count()
+    /// How many events so far match `wanted`.
+    pub fn count(&self, mut wanted: impl FnMut(&Event) -> bool) -> usize {
+        self.records().iter().filter(|r| wanted(&r.event)).count()
     }
 
     /// The daemon's pid.
@@ -222,9 +238,36 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    fn stderr(&self) -> String {
+    /// Kills the daemon with SIGKILL (no chance to write anything more)
+    /// and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What the daemon wrote to stderr.
+    pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.log.with_extension("stderr")).unwrap_or_default()
     }
+}
+
+/// The events of an event log file, skipping a line still being written.
+pub fn read_records(path: &Path) -> Vec<Record> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The last events, one per line, for a failure message.
+fn tail(records: &[Record]) -> String {
+    let from = records.len().saturating_sub(40);
+    records[from..]
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Drop for Daemon {
@@ -275,6 +318,18 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Opt
     }
 }
 
+/// The path of the state database of a daemon whose config is in `dir`.
+pub fn store_file(dir: &Path) -> PathBuf {
+    dir.join("state").join("healer.db")
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, limit: Duration) {
+    wait_until("the port accepts connections", limit, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the caller).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -283,15 +338,23 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The `[healer]` keys every test daemon needs: plugins from `plugins`,
+/// debug logs to `healer.log`, events to `events.jsonl`, the store in
+/// `state/`, all in the config's directory.
+pub fn test_paths(plugins: &Path) -> String {
+    format!(
+        "plugins_dir = \"{}\"\nlog_file = \"healer.log\"\nevent_log = \"events.jsonl\"\nstate_dir = \"state\"\nlog_level = \"debug\"\n",
+        plugins.display()
+    )
+}
+
 /// Writes `healer.toml` in `dir` for a test: fast pacing (100 ms checks,
-/// 50 ms backoff, 100 ms grace), debug logs to `dir/healer.log`, plugins
-/// from `plugins`, then `body` (targets, or `[healer]`-free extras).
+/// 50 ms backoff, 100 ms grace), [`test_paths`], then `body` (targets, or
+/// `[healer]`-free extras).
 pub fn fast_config(dir: &Path, plugins: &Path, body: &str) -> PathBuf {
     let config = format!(
-        "[healer]\ninterval = \"100ms\"\nbackoff = \"50ms\"\nbackoff_max = \"100ms\"\ngrace = \"100ms\"\n\
-         plugins_dir = \"{}\"\nlog_file = \"{}\"\nlog_level = \"debug\"\n{body}",
-        plugins.display(),
-        dir.join("healer.log").display()
+        "[healer]\ninterval = \"100ms\"\nbackoff = \"50ms\"\nbackoff_max = \"100ms\"\ngrace = \"100ms\"\n{}{body}",
+        test_paths(plugins)
     );
     let path = dir.join("healer.toml");
     std::fs::write(&path, config).expect("the test config is written");

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use healer_e2e::{plugins_dir_with, run_healer, Daemon};
+use healer_e2e::{plugins_dir_with, run_healer, Daemon, Event};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -107,7 +107,8 @@ fn json_log_lines_are_json_and_restarted_processes_are_healers_children() {
 interval = "200ms"
 log_format = "json"
 plugins_dir = "{plugins}"
-log_file = "{log}"
+log_file = "healer.log"
+event_log = "events.jsonl"
 
 [[target]]
 name = "service"
@@ -117,15 +118,20 @@ plugin = "command"
 argv = ["sh", "-c", "sleep 60 & echo $! > {pidfile}"]
 "#,
             plugins = plugins.path().display(),
-            log = dir.path().join("healer.log").display(),
             pidfile = pidfile.display(),
         ),
     );
-    let mut daemon = Daemon::start(&config, &dir.path().join("healer.log"));
-    let line = daemon.wait_for_log(&["recovery succeeded"], LIMIT);
-    daemon.wait_for_log(&["issue resolved"], LIMIT);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for("the issue resolves", LIMIT, |e| {
+        matches!(e, Event::IssueResolved { .. })
+    });
 
-    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    let log = daemon.log_text();
+    let line = log
+        .lines()
+        .find(|line| line.contains("recovery succeeded"))
+        .expect("the recovery is in the log");
+    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
     assert_eq!(event["level"], "INFO");
     assert_eq!(event["fields"]["target"], "service");
     assert_eq!(event["fields"]["message"], "recovery succeeded");
@@ -182,27 +188,48 @@ fn sighup_checks_the_config_on_disk_and_never_stops_the_daemon() {
     let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[healer]\ninterval = \"200ms\"\nplugins_dir = \"{}\"\nlog_file = \"{}\"\n\n[[target]]\nname = \"fine\"\nmonitor = {{ plugin = \"nagios\", command = [\"true\"] }}\n",
-        plugins.path().display(),
-        dir.path().join("healer.log").display()
+        "[healer]\ninterval = \"200ms\"\n{}\n[[target]]\nname = \"fine\"\nmonitor = {{ plugin = \"nagios\", command = [\"true\"] }}\n",
+        healer_e2e::test_paths(plugins.path())
     );
     let config = write(dir.path(), &text);
-    let mut daemon = Daemon::start(&config, &dir.path().join("healer.log"));
-    daemon.wait_for_log(&["healer running"], LIMIT);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for("healer running", LIMIT, |e| matches!(e, Event::Started { .. }));
+    let verdicts = |daemon: &Daemon| {
+        daemon
+            .records()
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::ConfigChecked { problems, .. } => Some(problems),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
 
     healer_e2e::signal(daemon.pid(), "HUP");
-    let valid = daemon.wait_for_log(&["SIGHUP"], LIMIT);
+    daemon.wait_for("the first verdict", LIMIT, |e| {
+        matches!(e, Event::ConfigChecked { .. })
+    });
     std::fs::write(
         &config,
         text.replace("interval = \"200ms\"", "intervall = \"200ms\""),
     )
     .unwrap();
     healer_e2e::signal(daemon.pid(), "HUP");
-    let rejected = daemon.wait_for_log(&["SIGHUP", "rejected"], LIMIT);
+    daemon.wait_for("the second verdict", LIMIT, |e| {
+        matches!(e, Event::ConfigChecked { problems, .. } if !problems.is_empty())
+    });
 
-    assert!(valid.contains("the config on disk is valid"), "{valid}");
-    assert!(rejected.contains("unknown field `intervall`"), "{rejected}");
+    let verdicts = verdicts(&daemon);
+    assert!(verdicts[0].is_empty(), "valid at first: {verdicts:?}");
+    assert!(
+        verdicts[1].iter().any(|p| p.contains("unknown field `intervall`")),
+        "{verdicts:?}"
+    );
     assert!(daemon.is_running());
     // The running config carries on: the target is still checked.
-    daemon.wait_for_log(&["status changed", "target=fine", "status=OK"], LIMIT);
+    let checks = |daemon: &Daemon| daemon.count(|e| matches!(e, Event::Checked { .. }));
+    let before = checks(&daemon);
+    healer_e2e::wait_until("another check", LIMIT, || {
+        (checks(&daemon) > before).then_some(())
+    });
 }

@@ -7,7 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use healer_e2e::{fast_config, free_port, is_alive, plugins_dir_with, signal, wait_until, Daemon};
+use healer_e2e::{
+    fast_config, free_port, is_alive, plugins_dir_with, signal, wait_until, Daemon, Event,
+    StepResult,
+};
+use healer_plugin_sdk::Status;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const SERVICE: &str = env!("CARGO_BIN_EXE_test-service");
@@ -95,34 +99,35 @@ argv = ["sh", "-c", "echo 200 > {status}"]
         port = service.port,
         status = service.status.display()
     );
-    let mut daemon = Daemon::start(
-        &fast_config(dir.path(), plugins.path(), &body),
-        &dir.path().join("healer.log"),
-    );
-    daemon.wait_for_log(&["status changed", "target=web", "status=OK"], LIMIT);
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
+    daemon.wait_for("web is OK", LIMIT, |e| {
+        matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "web")
+    });
 
     std::fs::write(&service.status, "500").unwrap();
 
-    let opened = daemon.wait_for_log(&["issue opened", "target=web"], LIMIT);
-    daemon.wait_for_log(
-        &["recovery succeeded", "target=web", "kind=http.status_5xx"],
-        LIMIT,
-    );
-    let resolved = daemon.wait_for_log(&["issue resolved", "target=web"], LIMIT);
-    assert!(
-        opened.contains("kind=http.status_5xx") && opened.contains("answered 500"),
-        "{opened}"
-    );
-    assert!(resolved.contains("kind=http.status_5xx"), "{resolved}");
-    daemon.wait_for_log(
-        &[
-            "status changed",
-            "target=web",
-            "status=OK",
-            "was=\"CRITICAL\"",
-        ],
-        LIMIT,
-    );
+    let opened = daemon.wait_for("an issue opens", LIMIT, |e| {
+        matches!(e, Event::IssueOpened { target, .. } if target == "web")
+    });
+    daemon.wait_for("the recovery", LIMIT, |e| {
+        matches!(e, Event::RecovererFinished { target, kind, result: StepResult::Succeeded { .. }, .. }
+            if target == "web" && kind == "http.status_5xx")
+    });
+    let resolved = daemon.wait_for("the issue resolves", LIMIT, |e| {
+        matches!(e, Event::IssueResolved { target, .. } if target == "web")
+    });
+    let Event::IssueOpened { issue, .. } = opened else {
+        unreachable!()
+    };
+    assert_eq!(issue.kind, "http.status_5xx");
+    assert!(issue.summary.contains("answered 500"), "{}", issue.summary);
+    let Event::IssueResolved { issue, .. } = resolved else {
+        unreachable!()
+    };
+    assert_eq!(issue.kind, "http.status_5xx");
+    daemon.wait_for("web is OK again", LIMIT, |e| {
+        matches!(e, Event::Checked { target, status: Status::Ok, was: Some(Status::Critical), .. } if target == "web")
+    });
 }
 
 #[test]
@@ -156,30 +161,29 @@ monitor = {{ plugin = "counter" }}
         pidfile = service.pidfile.display(),
         start = service.start_argv()
     );
-    let mut daemon = Daemon::start(
-        &fast_config(dir.path(), plugins.path(), &body),
-        &dir.path().join("healer.log"),
-    );
-    daemon.wait_for_log(&["status changed", "target=web", "status=OK"], LIMIT);
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
+    daemon.wait_for("web is OK", LIMIT, |e| {
+        matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "web")
+    });
     let frozen = service.pid().unwrap();
 
     signal(frozen, "STOP");
-    let neighbour_before = daemon.count_in_log(&["checked", "target=neighbour"]);
-    daemon.wait_for_log(&["issue opened", "target=web", "kind=http.timeout"], LIMIT);
-    daemon.wait_for_log(
-        &[
-            "recovery succeeded",
-            "target=web",
-            "recoverer=service-restart",
-        ],
-        LIMIT,
-    );
-    daemon.wait_for_log(
-        &["issue resolved", "target=web", "kind=http.timeout"],
-        LIMIT,
-    );
-    let neighbour_after = daemon.count_in_log(&["checked", "target=neighbour"]);
 
+    let neighbour_checks = |daemon: &Daemon| {
+        daemon.count(|e| matches!(e, Event::Checked { target, .. } if target == "neighbour"))
+    };
+    let neighbour_before = neighbour_checks(&daemon);
+    daemon.wait_for("a timeout issue", LIMIT, |e| {
+        matches!(e, Event::IssueOpened { target, issue } if target == "web" && issue.kind == "http.timeout")
+    });
+    daemon.wait_for("the restart", LIMIT, |e| {
+        matches!(e, Event::RecovererFinished { target, recoverer, result: StepResult::Succeeded { .. }, .. }
+            if target == "web" && recoverer == "service-restart")
+    });
+    daemon.wait_for("the issue resolves", LIMIT, |e| {
+        matches!(e, Event::IssueResolved { target, issue } if target == "web" && issue.kind == "http.timeout")
+    });
+    let neighbour_after = neighbour_checks(&daemon);
     let restarted = wait_until("a new service pid", LIMIT, || {
         service.pid().filter(|&p| p != frozen && is_alive(p))
     });

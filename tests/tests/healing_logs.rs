@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use healer_e2e::{plugins_dir_with, Daemon};
+use healer_e2e::{plugins_dir_with, test_paths, Daemon, Event, StepResult};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -30,10 +30,7 @@ fn a_fatal_line_is_recovered_and_a_rotation_loses_no_line() {
         r#"
 [healer]
 interval = "100ms"
-plugins_dir = "{plugins}"
-log_file = "{healer_log}"
-log_level = "debug"
-
+{paths}
 [[target]]
 name = "app-log"
 monitor = {{ plugin = "logscan", path = "{log}" }}
@@ -49,30 +46,32 @@ plugin = "command"
 on = ["log.*"]
 argv = ["sh", "-c", "echo \"$HEALER_FINDING: $HEALER_SUMMARY\" >> {recovered}"]
 "#,
-        plugins = plugins.path().display(),
-        healer_log = dir.path().join("healer.log").display(),
+        paths = test_paths(plugins.path()),
         log = log.display(),
         recovered = recovered.display(),
     );
     std::fs::write(dir.path().join("healer.toml"), config).unwrap();
-    let mut daemon = Daemon::start(
-        &dir.path().join("healer.toml"),
-        &dir.path().join("healer.log"),
-    );
-    daemon.wait_for_log(&["checked", "target=app-log", "0 new lines"], LIMIT);
+    let mut daemon = Daemon::start(&dir.path().join("healer.toml"));
+    daemon.wait_for("a check of the log", LIMIT, |e| {
+        matches!(e, Event::Checked { summary, .. } if summary.contains("0 new lines"))
+    });
 
     append(&log, "INFO all fine");
     append(&log, "FATAL database connection lost");
-    daemon.wait_for_log(
-        &[
-            "issue opened",
-            "kind=log.fatal",
-            "FATAL database connection lost",
-        ],
-        LIMIT,
-    );
-    daemon.wait_for_log(&["recovery succeeded", "kind=log.fatal"], LIMIT);
-    daemon.wait_for_log(&["issue resolved", "kind=log.fatal"], LIMIT);
+
+    daemon.wait_for("the FATAL line's issue", LIMIT, |e| {
+        matches!(e, Event::IssueOpened { issue, .. }
+            if issue.kind == "log.fatal" && issue.summary.contains("FATAL database connection lost"))
+    });
+    let recovered_kind = |kind: &'static str| {
+        move |e: &Event| {
+            matches!(e, Event::RecovererFinished { kind: k, result: StepResult::Succeeded { .. }, .. } if k == kind)
+        }
+    };
+    daemon.wait_for("its recovery", LIMIT, recovered_kind("log.fatal"));
+    daemon.wait_for("it resolves", LIMIT, |e| {
+        matches!(e, Event::IssueResolved { issue, .. } if issue.kind == "log.fatal")
+    });
 
     // Rotate like logrotate without copytruncate: the writer still holds the
     // old file and writes one more line there before reopening.
@@ -81,12 +80,15 @@ argv = ["sh", "-c", "echo \"$HEALER_FINDING: $HEALER_SUMMARY\" >> {recovered}"]
     writeln!(writer, "ERROR OLD-FILE written after the rename").unwrap();
     append(&log, "ERROR NEW-FILE first line of the new file");
 
-    daemon.wait_for_log(&["issue opened", "kind=log.old_file"], LIMIT);
-    daemon.wait_for_log(&["issue opened", "kind=log.new_file"], LIMIT);
+    for kind in ["log.old_file", "log.new_file"] {
+        daemon.wait_for("an issue for each line", LIMIT, |e| {
+            matches!(e, Event::IssueOpened { issue, .. } if issue.kind == kind)
+        });
+    }
     // Both issues open in the same check and are recovered one after the
     // other: wait for both before reading what the recoveries wrote.
-    daemon.wait_for_log(&["recovery succeeded", "kind=log.new_file"], LIMIT);
-    daemon.wait_for_log(&["recovery succeeded", "kind=log.old_file"], LIMIT);
+    daemon.wait_for("one recovery", LIMIT, recovered_kind("log.new_file"));
+    daemon.wait_for("the other", LIMIT, recovered_kind("log.old_file"));
     let recoveries = std::fs::read_to_string(&recovered).unwrap();
     assert!(
         recoveries.contains("log.fatal: FATAL database connection lost"),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use healer_e2e::{fast_config, plugins_dir_with, Daemon};
+use healer_e2e::{fast_config, plugins_dir_with, Daemon, Event, StepResult};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -26,26 +26,31 @@ argv = ["sh", "-c", "echo attempt >> {attempts}"]
         dir = dir.path().display(),
         attempts = attempts.display()
     );
-    let mut daemon = Daemon::start(
-        &fast_config(dir.path(), plugins.path(), &body),
-        &dir.path().join("healer.log"),
-    );
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
 
-    let escalation = daemon.wait_for_log(&["issue escalated", "target=hopeless"], LIMIT);
+    let escalation = daemon.wait_for("the escalation", LIMIT, |e| {
+        matches!(e, Event::IssueEscalated { target, .. } if target == "hopeless")
+    });
     std::thread::sleep(Duration::from_secs(1)); // ten more check intervals
 
-    assert!(
-        escalation.contains("ERROR") && escalation.contains("severity=\"CRITICAL\""),
-        "{escalation}"
-    );
-    assert!(escalation.contains("attempts=3"), "{escalation}");
+    let Event::IssueEscalated { issue, .. } = escalation else {
+        unreachable!()
+    };
+    assert_eq!(issue.attempts, 3);
+    assert!(issue.escalated_at.is_some());
     assert_eq!(
         std::fs::read_to_string(&attempts).unwrap().lines().count(),
         3
     );
     assert_eq!(
-        daemon.count_in_log(&["WARN recovery attempt", "target=hopeless"]),
+        daemon.count(|e| matches!(e, Event::AttemptStarted { target, .. } if target == "hopeless")),
         3
+    );
+    let log = daemon.log_text();
+    let line = log.lines().find(|l| l.contains("issue escalated")).unwrap();
+    assert!(
+        line.contains("ERROR") && line.contains("severity=\"CRITICAL\""),
+        "the log says it at CRITICAL: {line}"
     );
     assert!(daemon.is_running());
 }
@@ -74,27 +79,31 @@ plugin = "command"
 argv = ["sh", "-c", "sleep 60 & echo $! > {d}/app.pid"]
 "#
     );
-    let mut daemon = Daemon::start(
-        &fast_config(dir.path(), plugins.path(), &body),
-        &dir.path().join("healer.log"),
-    );
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
 
-    let held = daemon.wait_for_log(&["recovery held", "target=app", "dependency=\"db\""], LIMIT);
+    daemon.wait_for("app's recovery held by db", LIMIT, |e| {
+        matches!(e, Event::RecoveryHeld { target, dependency, .. } if target == "app" && dependency == "db")
+    });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(held.contains("caused upstream"), "{held}");
     assert!(
         !dir.path().join("app.pid").exists(),
         "app was recovered while db was down"
     );
     assert_eq!(
-        daemon.count_in_log(&["WARN recovery attempt", "target=app"]),
+        daemon.count(|e| matches!(e, Event::AttemptStarted { target, .. } if target == "app")),
         0
     );
 
     std::fs::write(dir.path().join("db-may-start"), "").unwrap();
-    daemon.wait_for_log(&["issue resolved", "target=db"], LIMIT);
-    daemon.wait_for_log(&["recovery succeeded", "target=app"], LIMIT);
-    daemon.wait_for_log(&["issue resolved", "target=app"], LIMIT);
+    for target in ["db", "app"] {
+        daemon.wait_for("the issue resolves", LIMIT, |e| {
+            matches!(e, Event::IssueResolved { target: t, .. } if t == target)
+        });
+    }
+    assert_eq!(
+        daemon.count(|e| matches!(e, Event::RecovererFinished { target, result: StepResult::Succeeded { .. }, .. } if target == "app")),
+        1
+    );
     for pidfile in ["db.pid", "app.pid"] {
         let pid = std::fs::read_to_string(dir.path().join(pidfile)).unwrap();
         healer_e2e::signal(pid.trim().parse().unwrap(), "KILL");
@@ -119,24 +128,36 @@ monitor = { plugin = "hangs-in-check" }
 name = "healthy"
 monitor = { plugin = "counter" }
 "#;
-    let mut daemon = Daemon::start(
-        &fast_config(dir.path(), plugins.path(), body),
-        &dir.path().join("healer.log"),
-    );
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), body));
 
-    let panicked = daemon.wait_for_log(&["check failed", "target=panics"], LIMIT);
-    let hung = daemon.wait_for_log(&["check timed out", "target=hangs"], LIMIT);
-    daemon.wait_for_log(&["checked", "target=healthy", "check 5"], LIMIT);
-    let before = daemon.count_in_log(&["checked", "target=healthy"]);
+    let panicked = daemon.wait_for("the panic reported", LIMIT, |e| {
+        matches!(e, Event::PluginFailed { target, .. } if target == "panics")
+    });
+    let hung = daemon.wait_for("the hang reported", LIMIT, |e| {
+        matches!(e, Event::PluginTimedOut { target, .. } if target == "hangs")
+    });
+    let healthy_checks = |daemon: &Daemon| {
+        daemon.count(|e| matches!(e, Event::Checked { target, .. } if target == "healthy"))
+    };
+    daemon.wait_for("five healthy checks", LIMIT, |e| {
+        matches!(e, Event::Checked { target, summary, .. } if target == "healthy" && summary.contains("check 5"))
+    });
+    let before = healthy_checks(&daemon);
     std::thread::sleep(Duration::from_secs(1));
-    let after = daemon.count_in_log(&["checked", "target=healthy"]);
+    let after = healthy_checks(&daemon);
 
+    let Event::PluginFailed { error, .. } = panicked else {
+        unreachable!()
+    };
     assert!(
-        panicked.contains("panicked at tests/fixtures/panicky/src/lib.rs")
-            && panicked.contains("check exploded on purpose"),
-        "{panicked}"
+        error.contains("panicked at tests/fixtures/panicky/src/lib.rs")
+            && error.contains("check exploded on purpose"),
+        "{error}"
     );
-    assert!(hung.contains("timeout=200ms"), "{hung}");
+    let Event::PluginTimedOut { after: waited, .. } = hung else {
+        unreachable!()
+    };
+    assert_eq!(waited.to_string(), "200ms");
     // 100 ms interval: about 10 checks a second while its neighbours misbehave
     // (at least 3 even on a loaded machine).
     assert!(
@@ -159,18 +180,24 @@ monitor = { plugin = "counter" }
 [[target.diagnose]]
 plugin = "blocks-forever"
 "#;
-    let mut daemon = Daemon::start(
-        &fast_config(dir.path(), plugins.path(), body),
-        &dir.path().join("healer.log"),
-    );
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), body));
 
-    daemon.wait_for_log(&["diagnoser timed out", "target=stuck"], LIMIT);
-    let fast = daemon.wait_for_log(&["diagnoser failed", "target=stuck"], LIMIT);
+    daemon.wait_for("the diagnoser times out", LIMIT, |e| {
+        matches!(e, Event::PluginTimedOut { target, .. } if target == "stuck")
+    });
+    let fast = daemon.wait_for("the next diagnosis fails fast", LIMIT, |e| {
+        matches!(e, Event::PluginFailed { target, .. } if target == "stuck")
+    });
 
+    let Event::PluginFailed { error, .. } = fast else {
+        unreachable!()
+    };
     assert!(
-        fast.contains("the previous diagnosis of this instance is still running"),
-        "{fast}"
+        error.contains("the previous diagnosis of this instance is still running"),
+        "{error}"
     );
-    daemon.wait_for_log(&["checked", "target=stuck", "check 10"], LIMIT);
+    daemon.wait_for("ten checks", LIMIT, |e| {
+        matches!(e, Event::Checked { target, summary, .. } if target == "stuck" && summary.contains("check 10"))
+    });
     assert!(daemon.is_running());
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use healer_e2e::{is_alive, plugins_dir_with, signal, wait_until, Daemon};
+use healer_e2e::{is_alive, plugins_dir_with, signal, test_paths, wait_until, Daemon, Event, StepResult};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -20,10 +20,7 @@ fn supervising_config(dir: &Path, plugins: &Path, watch: bool) -> std::path::Pat
         r#"
 [healer]
 interval = "200ms"
-plugins_dir = "{plugins}"
-log_file = "{log}"
-log_level = "debug"
-
+{paths}
 [[target]]
 name = "service"
 [target.monitor]
@@ -37,8 +34,7 @@ plugin = "command"
 on = ["process.not_running"]
 argv = ["sh", "-c", "sleep 120 & echo $! > {pidfile}"]
 "#,
-        plugins = plugins.display(),
-        log = dir.join("healer.log").display(),
+        paths = test_paths(plugins),
         pidfile = pidfile.display(),
     );
     let path = dir.join("healer.toml");
@@ -52,10 +48,12 @@ fn a_process_killed_with_sigkill_is_restarted_with_a_new_pid() {
     let dir = tempfile::tempdir().unwrap();
     let config = supervising_config(dir.path(), plugins.path(), true);
     let pidfile = dir.path().join("service.pid");
-    let mut daemon = Daemon::start(&config, &dir.path().join("healer.log"));
+    let mut daemon = Daemon::start(&config);
 
     // Nothing runs yet: healer starts it, then sees it healthy.
-    daemon.wait_for_log(&["issue resolved", "target=service"], LIMIT);
+    daemon.wait_for("the first start", LIMIT, |e| {
+        matches!(e, Event::IssueResolved { target, .. } if target == "service")
+    });
     let first = wait_until("the service runs", LIMIT, || {
         read_pid(&pidfile).filter(|&p| is_alive(p))
     });
@@ -69,14 +67,10 @@ fn a_process_killed_with_sigkill_is_restarted_with_a_new_pid() {
 
     println!("time to recovery after kill -9: {recovery_time:?}");
     assert_ne!(first, second);
-    daemon.wait_for_log(
-        &[
-            "recovery succeeded",
-            "target=service",
-            "kind=process.not_running",
-        ],
-        LIMIT,
-    );
+    daemon.wait_for("the restart recorded", LIMIT, |e| {
+        matches!(e, Event::RecovererFinished { target, kind, attempt: 2, result: StepResult::Succeeded { .. }, .. }
+            if target == "service" && kind == "process.not_running")
+    });
     assert!(daemon.is_running());
     signal(second, "KILL");
 }

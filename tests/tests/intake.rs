@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use healer_e2e::{free_port, post, post_json, wait_until, Answer, Daemon, Receiver};
+use healer_e2e::{
+    free_port, post, post_json, test_paths, wait_for_port, wait_until, Answer, Daemon, Event,
+    Receiver,
+};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -22,14 +25,25 @@ fn start(dir: &Path, port: u16, intake_extra: &str, body: &str) -> Daemon {
         std::fs::copy(&file, plugins.join(file.file_name().unwrap())).unwrap();
     }
     let config = format!(
-        "[healer]\nplugins_dir = \"{}\"\nlog_file = \"{}\"\n\n[intake]\nbind = \"127.0.0.1:{port}\"\n{intake_extra}\n{body}",
-        plugins.display(),
-        dir.join("healer.log").display()
+        "[healer]\n{}\n[intake]\nbind = \"127.0.0.1:{port}\"\n{intake_extra}\n{body}",
+        test_paths(&plugins)
     );
     std::fs::write(dir.join("healer.toml"), config).unwrap();
-    let mut daemon = Daemon::start(&dir.join("healer.toml"), &dir.join("healer.log"));
-    daemon.wait_for_log(&["intake listening"], LIMIT);
+    let daemon = Daemon::start(&dir.join("healer.toml"));
+    wait_for_port(port, LIMIT);
     daemon
+}
+
+/// The `auto_healer_action` run of `anomaly` that finished.
+fn finished(daemon: &mut Daemon, anomaly: &str) -> (bool, Option<String>) {
+    match daemon.wait_for("the workflow finishes", LIMIT, |e| {
+        matches!(e, Event::WorkflowFinished { run, .. } if run.anomaly == anomaly)
+    }) {
+        Event::WorkflowFinished {
+            succeeded, error, ..
+        } => (succeeded, error),
+        _ => unreachable!(),
+    }
 }
 
 fn webhook_workflow(name: &str, url: &str, extra: &str) -> String {
@@ -105,23 +119,30 @@ fn the_seeds_curl_example_triggers_the_mapped_workflow() {
         received["params"],
         serde_json::json!({"exchange": "coinbase"})
     );
-    let record = daemon.wait_for_log(
-        &["event=\"auto_healer_action\"", "status=\"started\""],
-        LIMIT,
+    let started = daemon.wait_for("the workflow starts", LIMIT, |e| {
+        matches!(e, Event::WorkflowStarted { .. })
+    });
+    let Event::WorkflowStarted { run, .. } = started else {
+        unreachable!()
+    };
+    assert_eq!(run.anomaly, "api_latency.coinbase.high");
+    assert_eq!(run.workflow, "run_coinbase_health_check_and_clear_cache");
+    assert_eq!(run.details["latency_ms"], 5000);
+    assert_eq!(
+        finished(&mut daemon, "api_latency.coinbase.high"),
+        (true, None)
     );
+    // The seed's record, in the log, at CRITICAL.
+    let log = daemon.log_text();
+    let record = log
+        .lines()
+        .find(|l| l.contains("event=\"auto_healer_action\"") && l.contains("status=\"started\""))
+        .expect("the seed's auto_healer_action record is logged");
     assert!(
         record.contains("severity=\"CRITICAL\"")
-            && record.contains("anomaly=\"api_latency.coinbase.high\""),
-        "{record}"
-    );
-    assert!(
-        record.contains("workflow=run_coinbase_health_check_and_clear_cache")
+            && record.contains("anomaly=api_latency.coinbase.high")
             && record.contains("latency_ms"),
         "{record}"
-    );
-    daemon.wait_for_log(
-        &["event=\"auto_healer_action\"", "status=\"succeeded\""],
-        LIMIT,
     );
 }
 
@@ -185,14 +206,9 @@ fn the_seeds_yaml_reflex_map_and_toml_reflexes_both_work_and_unknown_names_run_n
         params("queue.orders.stuck"),
         Some(serde_json::json!({"from": "toml"}))
     );
-    daemon.wait_for_log(
-        &[
-            "event=\"auto_healer_action\"",
-            "status=\"no_reflex\"",
-            "nobody.knows.this",
-        ],
-        LIMIT,
-    );
+    daemon.wait_for("the unknown anomaly recorded", LIMIT, |e| {
+        matches!(e, Event::NoReflex { anomaly, .. } if anomaly == "nobody.knows.this")
+    });
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(n8n.requests().len(), 3, "the unknown anomaly ran nothing");
 }
@@ -221,11 +237,14 @@ fn failing_webhooks_are_retried_and_the_final_failure_is_recorded() {
         );
     }
 
-    let failed_500 = daemon.wait_for_log(&["status=\"failed\"", "anomaly=\"a.500\""], LIMIT);
-    let failed_timeout =
-        daemon.wait_for_log(&["status=\"failed\"", "anomaly=\"a.timeout\""], LIMIT);
-    let failed_refused =
-        daemon.wait_for_log(&["status=\"failed\"", "anomaly=\"a.refused\""], LIMIT);
+    let failed = |daemon: &mut Daemon, anomaly: &str| {
+        let (succeeded, error) = finished(daemon, anomaly);
+        assert!(!succeeded, "{anomaly}");
+        error.unwrap_or_default()
+    };
+    let failed_500 = failed(&mut daemon, "a.500");
+    let failed_timeout = failed(&mut daemon, "a.timeout");
+    let failed_refused = failed(&mut daemon, "a.refused");
     assert_eq!(error_500.requests().len(), 3, "1 try + 2 retries");
     assert_eq!(silent.requests().len(), 3);
     assert!(
@@ -297,7 +316,7 @@ fn an_alertmanager_alert_opens_once_and_resolves() {
     wait_until("the workflow runs", LIMIT, || {
         (n8n.requests().len() == 1).then_some(())
     });
-    daemon.wait_for_log(&["status=\"succeeded\"", "HighErrorRate"], LIMIT);
+    assert_eq!(finished(&mut daemon, "HighErrorRate"), (true, None));
     let (_, resolved) = post_json(port, "/alertmanager", &alertmanager_payload("resolved"));
 
     assert_eq!(
@@ -310,10 +329,9 @@ fn an_alertmanager_alert_opens_once_and_resolves() {
         "Alertmanager's re-send must not run it again: {resent}"
     );
     assert_eq!(resolved["resolved"], 1, "{resolved}");
-    daemon.wait_for_log(
-        &["issue resolved: the alert resolved", "HighErrorRate"],
-        LIMIT,
-    );
+    daemon.wait_for("the anomaly resolves", LIMIT, |e| {
+        matches!(e, Event::AnomalyResolved { anomaly } if anomaly == "HighErrorRate")
+    });
     let received = &bodies(&n8n)[0];
     assert_eq!(received["anomaly"]["details"]["labels"]["service"], "api");
     assert_eq!(
@@ -564,7 +582,7 @@ fn a_bad_alert_does_not_sink_its_group_and_a_name_resolves_when_all_its_alerts_d
     wait_until("one run", LIMIT, || {
         (n8n.requests().len() == 1).then_some(())
     });
-    daemon.wait_for_log(&["status=\"succeeded\"", "HostDown"], LIMIT);
+    assert_eq!(finished(&mut daemon, "HostDown"), (true, None));
     // f2 was suppressed (f1's run was in flight), so a re-send runs it.
     let (_, resent) = post_json(
         port,

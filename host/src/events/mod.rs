@@ -48,6 +48,12 @@ pub enum Event {
     },
     /// healer is stopping (SIGTERM or SIGINT).
     Stopping,
+    /// SIGHUP: the config on disk was checked; the running config carries
+    /// on either way (no `problems`: it is valid, and a restart applies it).
+    ConfigChecked {
+        config: PathBuf,
+        problems: Vec<String>,
+    },
 
     /// A check of a target finished (by schedule, or pushed by its monitor).
     /// Emitted on every status change; on every check only when a
@@ -284,6 +290,7 @@ impl Event {
         match self {
             Event::Started { .. } => "started",
             Event::Stopping => "stopping",
+            Event::ConfigChecked { .. } => "config_checked",
             Event::Checked { .. } => "checked",
             Event::PluginFailed { .. } => "plugin_failed",
             Event::PluginTimedOut { .. } => "plugin_timed_out",
@@ -340,6 +347,7 @@ impl Event {
             Event::WorkflowStep { .. }
             | Event::Started { .. }
             | Event::Stopping
+            | Event::ConfigChecked { .. }
             | Event::StoreDegraded { .. }
             | Event::StoreRecovered { .. }
             | Event::StoreMovedAside { .. } => None,

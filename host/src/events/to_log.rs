@@ -42,6 +42,13 @@ fn write(event: &Event) {
             "healer running"
         ),
         Event::Stopping => info!("stopping"),
+        Event::ConfigChecked { config, problems } => {
+            if problems.is_empty() {
+                warn!(config = %config.display(), "SIGHUP: the config on disk is valid; live reload is not built yet, so restart healer to apply it");
+            } else {
+                error!(config = %config.display(), problems = %problems.join("; "), "SIGHUP: the config on disk is rejected; the running config carries on");
+            }
+        }
         Event::Checked {
             target,
             status,
