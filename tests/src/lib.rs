@@ -272,6 +272,9 @@ fn tail(records: &[Record]) -> String {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let started = Instant::now();
@@ -497,4 +500,132 @@ pub fn post_json(port: u16, path: &str, body: &str) -> (u16, serde_json::Value) 
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
+}
+
+/// A real Prometheus Alertmanager (Debian's `prometheus-alertmanager`) on
+/// 127.0.0.1, routing every alert to one webhook, with short group and
+/// repeat intervals so re-sends come within seconds. Killed when dropped.
+pub struct Alertmanager {
+    /// Its API port on 127.0.0.1.
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+/// Where Debian installs Alertmanager.
+pub const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+impl Alertmanager {
+    /// Starts it, sending webhooks to `webhook_url`; panics (never skips)
+    /// when it is not installed.
+    pub fn start(webhook_url: &str) -> Alertmanager {
+        assert!(
+            Path::new(ALERTMANAGER).exists(),
+            "{ALERTMANAGER} is missing: install Debian's prometheus-alertmanager (apt-get install -y prometheus-alertmanager; .ci/run does)"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: healer\n  group_by: ['alertname']\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: 2s\n\
+                 receivers:\n  - name: healer\n    webhook_configs:\n      - url: {webhook_url}\n        send_resolved: true\n"
+            ),
+        )
+        .expect("the Alertmanager config is written");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("alertmanager.log")).expect("log file");
+        let child = Command::new(ALERTMANAGER)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("Alertmanager starts");
+        wait_until("Alertmanager is ready", Duration::from_secs(20), || {
+            let (status, _) = get(port, "/-/ready");
+            (status == 200).then_some(())
+        });
+        Alertmanager {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Posts alerts to its API (`POST /api/v2/alerts`), as Prometheus does.
+    pub fn fire(&self, alerts: &serde_json::Value) {
+        let (status, body) = post(
+            self.port,
+            "/api/v2/alerts",
+            "application/json",
+            &[],
+            alerts.to_string().as_bytes(),
+        );
+        assert_eq!(status, 200, "Alertmanager refused the alerts: {body}");
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends one HTTP/1.1 GET to 127.0.0.1:`port`; (0, "") when nothing answers.
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Runs `query` (one integer) on a daemon's state database, read-only,
+/// while the daemon may be writing it; `None` while it cannot be read.
+pub fn store_number(dir: &Path, query: &str) -> Option<i64> {
+    let conn = rusqlite::Connection::open_with_flags(
+        store_file(dir),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    conn.query_row(query, [], |row| row.get(0)).ok()
+}
+
+/// The events after the `n`-th start (1-based) of healer on this event log.
+pub fn after_start(records: &[Record], n: usize) -> Vec<Event> {
+    records
+        .iter()
+        .skip_while({
+            let mut starts = 0;
+            move |r| {
+                if matches!(r.event, Event::Started { .. }) {
+                    starts += 1;
+                }
+                starts < n
+            }
+        })
+        .map(|r| r.event.clone())
+        .collect()
 }
