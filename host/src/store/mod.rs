@@ -325,11 +325,11 @@ impl Writer {
                             continue;
                         }
                     }
-                    let message = failure.message().to_owned();
-                    if self.degraded.as_deref() != Some(message.as_str()) {
-                        degrade(&self.settings.file, &message, &self.events);
+                    // One event per outage, not one per retry.
+                    if self.degraded.is_none() {
+                        degrade(&self.settings.file, failure.message(), &self.events);
                     }
-                    self.degraded = Some(message);
+                    self.degraded = Some(failure.message().to_owned());
                     inner.degraded = true;
                     self.shared.idle.notify_all();
                     if inner.stop {

@@ -1,0 +1,223 @@
+//! The store fails, healing does not: with the database made read-only
+//! (immutable) or its disk full (a tiny tmpfs filled to the last byte),
+//! healer says so in one event naming the file and the cause, keeps
+//! restarting a killed process from memory, and once the database can be
+//! written again catches up: the events of that time are in the store.
+//!
+//! Both need root (chattr +i, mount), as CI runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use healer_e2e::{
+    fast_config, is_alive, plugins_dir_with, signal, store_file, store_number, wait_until, Daemon,
+    Event,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A target that keeps `sleep` running through a pidfile.
+fn supervised(dir: &Path) -> String {
+    format!(
+        r#"
+[[target]]
+name = "service"
+monitor = {{ plugin = "process", pidfile = "{dir}/service.pid" }}
+[[target.recover]]
+plugin = "command"
+argv = ["sh", "-c", "sleep 120 & echo $! > {dir}/service.pid"]
+"#,
+        dir = dir.display()
+    )
+}
+
+fn service_pid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("service.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&pid| is_alive(pid))
+}
+
+/// Kills the service and waits until healer has started a new one and
+/// seen it healthy.
+fn kill_and_see_it_restarted(daemon: &mut Daemon, dir: &Path) {
+    let resolved = |daemon: &Daemon| daemon.count(|e| matches!(e, Event::IssueResolved { .. }));
+    let before = resolved(daemon);
+    let old = wait_until("the service runs", LIMIT, || service_pid(dir));
+    signal(old, "KILL");
+    wait_until("healer restarts the service", LIMIT, || {
+        service_pid(dir).filter(|&pid| pid != old)
+    });
+    wait_until("healer sees it healthy again", LIMIT, || {
+        (resolved(daemon) > before).then_some(())
+    });
+    assert!(daemon.is_running());
+}
+
+fn resolutions_stored(dir: &Path) -> i64 {
+    store_number(
+        dir,
+        "SELECT COUNT(*) FROM events WHERE event = 'issue_resolved' AND subject = 'service'",
+    )
+    .unwrap_or(-1)
+}
+
+/// Runs a command that must succeed.
+fn run(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().unwrap();
+    assert!(status.success(), "{program} {args:?} failed ({status})");
+}
+
+/// The database and its write-ahead log, to make immutable (and mutable
+/// again). Not its shared-memory index: SQLite maps that file, and a write
+/// to a mapped immutable file is SIGBUS, which no process survives.
+fn database_files(dir: &Path) -> Vec<PathBuf> {
+    let file = store_file(dir);
+    ["", "-wal"]
+        .iter()
+        .map(|suffix| PathBuf::from(format!("{}{suffix}", file.display())))
+        .filter(|path| path.exists())
+        .collect()
+}
+
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    fn set(files: Vec<PathBuf>) -> Immutable {
+        for file in &files {
+            run("chattr", &["+i", file.to_str().unwrap()]);
+        }
+        Immutable(files)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let _ = Command::new("chattr")
+                .args(["-i", file.to_str().unwrap()])
+                .status();
+        }
+    }
+}
+
+fn degraded(daemon: &mut Daemon) -> (PathBuf, String) {
+    match daemon.wait_for("the store says it cannot write", LIMIT, |e| {
+        matches!(e, Event::StoreDegraded { .. })
+    }) {
+        Event::StoreDegraded { file, error } => (file, error),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_read_only_database_costs_one_event_and_the_store_catches_up() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    // In the build directory, on a file system that has `chattr +i`.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = fast_config(dir.path(), plugins.path(), &supervised(dir.path()));
+    let mut daemon = Daemon::start(&config);
+    wait_until("the first start is stored", LIMIT, || {
+        (resolutions_stored(dir.path()) == 1).then_some(())
+    });
+
+    let immutable = Immutable::set(database_files(dir.path()));
+    kill_and_see_it_restarted(&mut daemon, dir.path());
+    let (file, error) = degraded(&mut daemon);
+    kill_and_see_it_restarted(&mut daemon, dir.path());
+    assert_eq!(resolutions_stored(dir.path()), 1, "nothing written meanwhile");
+
+    drop(immutable);
+    daemon.wait_for("the store writes again", LIMIT, |e| {
+        matches!(e, Event::StoreRecovered { .. })
+    });
+    wait_until("the missed events are stored", LIMIT, || {
+        (resolutions_stored(dir.path()) == 3).then_some(())
+    });
+
+    assert_eq!(file, store_file(dir.path()));
+    assert!(
+        error.contains("cannot be written: Operation not permitted"),
+        "the cause: {error}"
+    );
+    assert_eq!(
+        daemon.count(|e| matches!(e, Event::StoreDegraded { .. })),
+        1,
+        "one event, not one per retry"
+    );
+    assert!(daemon.is_running());
+}
+
+/// A tmpfs of `size` mounted at `at`, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        run(
+            "mount",
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str().unwrap()],
+        );
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .args(["-l", self.0.to_str().unwrap()])
+            .status();
+    }
+}
+
+/// Writes zeros to `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    let mut byte = [0u8; 1];
+    while file.write_all(&byte).is_ok() {
+        byte[0] = 0;
+    }
+    let _ = file.sync_all();
+}
+
+#[test]
+fn a_full_disk_costs_one_event_and_the_store_catches_up() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let tmpfs = Tmpfs::mount(&dir.path().join("state"), "4m");
+    let config = fast_config(dir.path(), plugins.path(), &supervised(dir.path()));
+    let mut daemon = Daemon::start(&config);
+    wait_until("the first start is stored", LIMIT, || {
+        (resolutions_stored(dir.path()) == 1).then_some(())
+    });
+
+    let filler = dir.path().join("state").join("filler");
+    fill(&filler);
+    kill_and_see_it_restarted(&mut daemon, dir.path());
+    let (file, error) = degraded(&mut daemon);
+    kill_and_see_it_restarted(&mut daemon, dir.path());
+
+    std::fs::remove_file(&filler).unwrap();
+    daemon.wait_for("the store writes again", LIMIT, |e| {
+        matches!(e, Event::StoreRecovered { .. })
+    });
+    wait_until("the missed events are stored", LIMIT, || {
+        (resolutions_stored(dir.path()) == 3).then_some(())
+    });
+
+    assert_eq!(file, store_file(dir.path()));
+    assert!(
+        error.contains("full"),
+        "the cause names the full disk: {error}"
+    );
+    assert_eq!(daemon.count(|e| matches!(e, Event::StoreDegraded { .. })), 1);
+    assert!(daemon.is_running());
+    drop(daemon);
+    drop(tmpfs);
+}
