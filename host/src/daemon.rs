@@ -119,7 +119,6 @@ async fn heal(
     events: &Events,
     saved: Saved,
 ) -> ExitCode {
-    let restored_anomalies = saved.intake.anomalies.len();
     let runners = match engine::build(config, catalog, saved.issues).await {
         Ok(runners) => runners,
         Err(errors) => {
@@ -165,11 +164,12 @@ async fn heal(
         reflexes: config.reflexes.len(),
         packages: catalog.packages.len(),
         restored_issues: runners.iter().map(engine::Runner::restored_issues).sum(),
-        restored_anomalies,
+        restored_anomalies: intake
+            .as_ref()
+            .map_or(0, |(intake, _)| intake.restored_anomalies()),
     });
-    let serving = intake.map(|(intake, listener)| {
-        tokio::spawn(intake::serve(listener, intake, shutdown.clone()))
-    });
+    let serving = intake
+        .map(|(intake, listener)| tokio::spawn(intake::serve(listener, intake, shutdown.clone())));
     engine::run(
         runners,
         config.healer.max_concurrent_recoveries,
@@ -199,7 +199,9 @@ fn survive_file_size_limit() {
         Ok(mut signals) => {
             tokio::spawn(async move { while signals.recv().await.is_some() {} });
         }
-        Err(err) => tracing::warn!(error = %err, "cannot handle SIGXFSZ; a file size limit would stop healer"),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot handle SIGXFSZ; a file size limit would stop healer")
+        }
     }
 }
 

@@ -218,7 +218,12 @@ impl Tracker {
     /// Feeds the findings of one check. An inconclusive check (the check or a
     /// diagnoser failed or timed out) can open and keep issues, but never
     /// counts as healthy: nothing resolves on a check that could not tell.
-    pub fn observe(&mut self, findings: &[Finding], now: Wall, conclusive: bool) -> Vec<Transition> {
+    pub fn observe(
+        &mut self,
+        findings: &[Finding],
+        now: Wall,
+        conclusive: bool,
+    ) -> Vec<Transition> {
         let stable_after: Duration = self.policy.stable_after.into();
         let mut transitions = Vec::new();
         self.remembered.retain(|kind, (_, resolved_at)| {
@@ -436,10 +441,7 @@ mod tests {
         tracker.observe(&down(), now, true);
         assert!(!tracker.has_issues());
         let transitions = tracker.observe(&down(), now, true);
-        assert!(
-            opened(&transitions).is_some(),
-            "{transitions:?}"
-        );
+        assert!(opened(&transitions).is_some(), "{transitions:?}");
     }
 
     #[test]
@@ -457,8 +459,7 @@ mod tests {
         let mut escalated = false;
         for _ in 0..20 {
             for transition in tracker.observe(&down(), now, true) {
-                escalated |=
-                    matches!(transition, Transition::Escalated { issue, .. } if issue.attempts == 3);
+                escalated |= matches!(transition, Transition::Escalated { issue, .. } if issue.attempts == 3);
             }
             for _ in tracker.due(now) {
                 attempts.push(attempt(&mut tracker, now));
@@ -605,7 +606,10 @@ mod tests {
 
         let mut after = Tracker::new(policy());
         assert_eq!(after.restore(saved, now + Duration::from_secs(1)), 1);
-        assert!(after.due(now + Duration::from_secs(1)).is_empty(), "the backoff still holds");
+        assert!(
+            after.due(now + Duration::from_secs(1)).is_empty(),
+            "the backoff still holds"
+        );
         let later = now + Duration::from_secs(2);
         assert_eq!(after.due(later), ["process.not_running"]);
         assert_eq!(attempt(&mut after, later), 3);
@@ -633,9 +637,16 @@ mod tests {
         };
 
         let mut soon = Tracker::new(policy());
-        assert_eq!(soon.restore(vec![resolved.clone()], now + Duration::from_secs(60)), 0);
+        assert_eq!(
+            soon.restore(vec![resolved.clone()], now + Duration::from_secs(60)),
+            0
+        );
         let back = soon.observe(&down(), now + Duration::from_secs(60), true);
-        assert_eq!(opened(&back), Some(1), "the flap memory survived the restart");
+        assert_eq!(
+            opened(&back),
+            Some(1),
+            "the flap memory survived the restart"
+        );
 
         let mut late = Tracker::new(policy());
         late.restore(vec![resolved], now + Duration::from_secs(301));

@@ -537,7 +537,10 @@ impl Alertmanager {
         let log = std::fs::File::create(dir.path().join("alertmanager.log")).expect("log file");
         let child = Command::new(ALERTMANAGER)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
             .stdin(Stdio::null())

@@ -193,7 +193,9 @@ fn sighup_checks_the_config_on_disk_and_never_stops_the_daemon() {
     );
     let config = write(dir.path(), &text);
     let mut daemon = Daemon::start(&config);
-    daemon.wait_for("healer running", LIMIT, |e| matches!(e, Event::Started { .. }));
+    daemon.wait_for("healer running", LIMIT, |e| {
+        matches!(e, Event::Started { .. })
+    });
     let verdicts = |daemon: &Daemon| {
         daemon
             .records()
@@ -215,14 +217,18 @@ fn sighup_checks_the_config_on_disk_and_never_stops_the_daemon() {
     )
     .unwrap();
     healer_e2e::signal(daemon.pid(), "HUP");
-    daemon.wait_for("the second verdict", LIMIT, |e| {
-        matches!(e, Event::ConfigChecked { problems, .. } if !problems.is_empty())
-    });
+    daemon.wait_for(
+        "the second verdict",
+        LIMIT,
+        |e| matches!(e, Event::ConfigChecked { problems, .. } if !problems.is_empty()),
+    );
 
     let verdicts = verdicts(&daemon);
     assert!(verdicts[0].is_empty(), "valid at first: {verdicts:?}");
     assert!(
-        verdicts[1].iter().any(|p| p.contains("unknown field `intervall`")),
+        verdicts[1]
+            .iter()
+            .any(|p| p.contains("unknown field `intervall`")),
         "{verdicts:?}"
     );
     assert!(daemon.is_running());

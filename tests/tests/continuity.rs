@@ -16,7 +16,9 @@ fn attempts_started(events: &[Event], target: &str) -> Vec<u32> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::AttemptStarted { target: t, issue, .. } if t == target => Some(issue.attempts),
+            Event::AttemptStarted {
+                target: t, issue, ..
+            } if t == target => Some(issue.attempts),
             _ => None,
         })
         .collect()
@@ -46,9 +48,11 @@ argv = ["sh", "-c", "echo $HEALER_ATTEMPT >> {ran}"]
     );
     let config = fast_config(dir.path(), plugins.path(), &body);
     let mut daemon = Daemon::start(&config);
-    daemon.wait_for("attempt 2 finished", LIMIT, |e| {
-        matches!(e, Event::AttemptFinished { issue, .. } if issue.attempts == 2)
-    });
+    daemon.wait_for(
+        "attempt 2 finished",
+        LIMIT,
+        |e| matches!(e, Event::AttemptFinished { issue, .. } if issue.attempts == 2),
+    );
     wait_until("attempt 2 is in the store", LIMIT, || {
         store_number(
             dir.path(),
@@ -65,9 +69,11 @@ argv = ["sh", "-c", "echo $HEALER_ATTEMPT >> {ran}"]
         "killed between attempts 2 and 3"
     );
     let mut daemon = Daemon::start(&config);
-    daemon.wait_for("the escalation after the restart", LIMIT, |e| {
-        matches!(e, Event::IssueEscalated { target, .. } if target == "hopeless")
-    });
+    daemon.wait_for(
+        "the escalation after the restart",
+        LIMIT,
+        |e| matches!(e, Event::IssueEscalated { target, .. } if target == "hopeless"),
+    );
     std::thread::sleep(Duration::from_millis(500)); // five more checks
 
     let after = after_start(&daemon.records(), 2);
@@ -172,9 +178,11 @@ argv = ["true"]
         .spawn()
         .unwrap();
     std::fs::write(&pidfile, service.id().to_string()).unwrap();
-    let resolved = daemon.wait_for("the issue resolves", LIMIT, |e| {
-        matches!(e, Event::IssueResolved { target, .. } if target == "broken")
-    });
+    let resolved = daemon.wait_for(
+        "the issue resolves",
+        LIMIT,
+        |e| matches!(e, Event::IssueResolved { target, .. } if target == "broken"),
+    );
     let _ = service.kill();
     let _ = service.wait();
     let Event::IssueResolved { issue, .. } = resolved else {
@@ -241,7 +249,13 @@ steps = [{{ plugin = "webhook", url = "{url}" }}]
     // Alertmanager re-sends the group (its retry, then every repeat
     // interval): the same occurrence, answered as a duplicate.
     daemon.wait_for("a re-send after the restart", LIMIT, |e| {
-        matches!(e, Event::AlertReceived { duplicate: true, .. })
+        matches!(
+            e,
+            Event::AlertReceived {
+                duplicate: true,
+                ..
+            }
+        )
     });
     let (_, again) = post_json(port, "/anomaly", r#"{"name": "api.checkout.slow"}"#);
     std::thread::sleep(Duration::from_millis(500));
@@ -254,7 +268,13 @@ steps = [{{ plugin = "webhook", url = "{url}" }}]
         "nothing ran again after the restart: {after:?}"
     );
     assert!(
-        !after.iter().any(|e| matches!(e, Event::AlertReceived { duplicate: false, .. })),
+        !after.iter().any(|e| matches!(
+            e,
+            Event::AlertReceived {
+                duplicate: false,
+                ..
+            }
+        )),
         "every re-send was a duplicate: {after:?}"
     );
     assert_eq!(

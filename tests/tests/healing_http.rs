@@ -100,22 +100,28 @@ argv = ["sh", "-c", "echo 200 > {status}"]
         status = service.status.display()
     );
     let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
-    daemon.wait_for("web is OK", LIMIT, |e| {
-        matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "web")
-    });
+    daemon.wait_for(
+        "web is OK",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "web"),
+    );
 
     std::fs::write(&service.status, "500").unwrap();
 
-    let opened = daemon.wait_for("an issue opens", LIMIT, |e| {
-        matches!(e, Event::IssueOpened { target, .. } if target == "web")
-    });
+    let opened = daemon.wait_for(
+        "an issue opens",
+        LIMIT,
+        |e| matches!(e, Event::IssueOpened { target, .. } if target == "web"),
+    );
     daemon.wait_for("the recovery", LIMIT, |e| {
         matches!(e, Event::RecovererFinished { target, kind, result: StepResult::Succeeded { .. }, .. }
             if target == "web" && kind == "http.status_5xx")
     });
-    let resolved = daemon.wait_for("the issue resolves", LIMIT, |e| {
-        matches!(e, Event::IssueResolved { target, .. } if target == "web")
-    });
+    let resolved = daemon.wait_for(
+        "the issue resolves",
+        LIMIT,
+        |e| matches!(e, Event::IssueResolved { target, .. } if target == "web"),
+    );
     let Event::IssueOpened { issue, .. } = opened else {
         unreachable!()
     };
@@ -162,9 +168,11 @@ monitor = {{ plugin = "counter" }}
         start = service.start_argv()
     );
     let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
-    daemon.wait_for("web is OK", LIMIT, |e| {
-        matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "web")
-    });
+    daemon.wait_for(
+        "web is OK",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "web"),
+    );
     let frozen = service.pid().unwrap();
 
     signal(frozen, "STOP");

@@ -52,9 +52,11 @@ argv = ["sh", "-c", "echo \"$HEALER_FINDING: $HEALER_SUMMARY\" >> {recovered}"]
     );
     std::fs::write(dir.path().join("healer.toml"), config).unwrap();
     let mut daemon = Daemon::start(&dir.path().join("healer.toml"));
-    daemon.wait_for("a check of the log", LIMIT, |e| {
-        matches!(e, Event::Checked { summary, .. } if summary.contains("0 new lines"))
-    });
+    daemon.wait_for(
+        "a check of the log",
+        LIMIT,
+        |e| matches!(e, Event::Checked { summary, .. } if summary.contains("0 new lines")),
+    );
 
     append(&log, "INFO all fine");
     append(&log, "FATAL database connection lost");
@@ -63,15 +65,13 @@ argv = ["sh", "-c", "echo \"$HEALER_FINDING: $HEALER_SUMMARY\" >> {recovered}"]
         matches!(e, Event::IssueOpened { issue, .. }
             if issue.kind == "log.fatal" && issue.summary.contains("FATAL database connection lost"))
     });
-    let recovered_kind = |kind: &'static str| {
-        move |e: &Event| {
-            matches!(e, Event::RecovererFinished { kind: k, result: StepResult::Succeeded { .. }, .. } if k == kind)
-        }
-    };
+    let recovered_kind = |kind: &'static str| move |e: &Event| matches!(e, Event::RecovererFinished { kind: k, result: StepResult::Succeeded { .. }, .. } if k == kind);
     daemon.wait_for("its recovery", LIMIT, recovered_kind("log.fatal"));
-    daemon.wait_for("it resolves", LIMIT, |e| {
-        matches!(e, Event::IssueResolved { issue, .. } if issue.kind == "log.fatal")
-    });
+    daemon.wait_for(
+        "it resolves",
+        LIMIT,
+        |e| matches!(e, Event::IssueResolved { issue, .. } if issue.kind == "log.fatal"),
+    );
 
     // Rotate like logrotate without copytruncate: the writer still holds the
     // old file and writes one more line there before reopening.
@@ -81,9 +81,11 @@ argv = ["sh", "-c", "echo \"$HEALER_FINDING: $HEALER_SUMMARY\" >> {recovered}"]
     append(&log, "ERROR NEW-FILE first line of the new file");
 
     for kind in ["log.old_file", "log.new_file"] {
-        daemon.wait_for("an issue for each line", LIMIT, |e| {
-            matches!(e, Event::IssueOpened { issue, .. } if issue.kind == kind)
-        });
+        daemon.wait_for(
+            "an issue for each line",
+            LIMIT,
+            |e| matches!(e, Event::IssueOpened { issue, .. } if issue.kind == kind),
+        );
     }
     // Both issues open in the same check and are recovered one after the
     // other: wait for both before reading what the recoveries wrote.

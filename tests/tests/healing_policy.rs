@@ -28,9 +28,11 @@ argv = ["sh", "-c", "echo attempt >> {attempts}"]
     );
     let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
 
-    let escalation = daemon.wait_for("the escalation", LIMIT, |e| {
-        matches!(e, Event::IssueEscalated { target, .. } if target == "hopeless")
-    });
+    let escalation = daemon.wait_for(
+        "the escalation",
+        LIMIT,
+        |e| matches!(e, Event::IssueEscalated { target, .. } if target == "hopeless"),
+    );
     std::thread::sleep(Duration::from_secs(1)); // ten more check intervals
 
     let Event::IssueEscalated { issue, .. } = escalation else {
@@ -96,9 +98,11 @@ argv = ["sh", "-c", "sleep 60 & echo $! > {d}/app.pid"]
 
     std::fs::write(dir.path().join("db-may-start"), "").unwrap();
     for target in ["db", "app"] {
-        daemon.wait_for("the issue resolves", LIMIT, |e| {
-            matches!(e, Event::IssueResolved { target: t, .. } if t == target)
-        });
+        daemon.wait_for(
+            "the issue resolves",
+            LIMIT,
+            |e| matches!(e, Event::IssueResolved { target: t, .. } if t == target),
+        );
     }
     assert_eq!(
         daemon.count(|e| matches!(e, Event::RecovererFinished { target, result: StepResult::Succeeded { .. }, .. } if target == "app")),
@@ -130,12 +134,16 @@ monitor = { plugin = "counter" }
 "#;
     let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), body));
 
-    let panicked = daemon.wait_for("the panic reported", LIMIT, |e| {
-        matches!(e, Event::PluginFailed { target, .. } if target == "panics")
-    });
-    let hung = daemon.wait_for("the hang reported", LIMIT, |e| {
-        matches!(e, Event::PluginTimedOut { target, .. } if target == "hangs")
-    });
+    let panicked = daemon.wait_for(
+        "the panic reported",
+        LIMIT,
+        |e| matches!(e, Event::PluginFailed { target, .. } if target == "panics"),
+    );
+    let hung = daemon.wait_for(
+        "the hang reported",
+        LIMIT,
+        |e| matches!(e, Event::PluginTimedOut { target, .. } if target == "hangs"),
+    );
     let healthy_checks = |daemon: &Daemon| {
         daemon.count(|e| matches!(e, Event::Checked { target, .. } if target == "healthy"))
     };
@@ -182,12 +190,16 @@ plugin = "blocks-forever"
 "#;
     let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), body));
 
-    daemon.wait_for("the diagnoser times out", LIMIT, |e| {
-        matches!(e, Event::PluginTimedOut { target, .. } if target == "stuck")
-    });
-    let fast = daemon.wait_for("the next diagnosis fails fast", LIMIT, |e| {
-        matches!(e, Event::PluginFailed { target, .. } if target == "stuck")
-    });
+    daemon.wait_for(
+        "the diagnoser times out",
+        LIMIT,
+        |e| matches!(e, Event::PluginTimedOut { target, .. } if target == "stuck"),
+    );
+    let fast = daemon.wait_for(
+        "the next diagnosis fails fast",
+        LIMIT,
+        |e| matches!(e, Event::PluginFailed { target, .. } if target == "stuck"),
+    );
 
     let Event::PluginFailed { error, .. } = fast else {
         unreachable!()

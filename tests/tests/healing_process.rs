@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use healer_e2e::{is_alive, plugins_dir_with, signal, test_paths, wait_until, Daemon, Event, StepResult};
+use healer_e2e::{
+    is_alive, plugins_dir_with, signal, test_paths, wait_until, Daemon, Event, StepResult,
+};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -51,9 +53,11 @@ fn a_process_killed_with_sigkill_is_restarted_with_a_new_pid() {
     let mut daemon = Daemon::start(&config);
 
     // Nothing runs yet: healer starts it, then sees it healthy.
-    daemon.wait_for("the first start", LIMIT, |e| {
-        matches!(e, Event::IssueResolved { target, .. } if target == "service")
-    });
+    daemon.wait_for(
+        "the first start",
+        LIMIT,
+        |e| matches!(e, Event::IssueResolved { target, .. } if target == "service"),
+    );
     let first = wait_until("the service runs", LIMIT, || {
         read_pid(&pidfile).filter(|&p| is_alive(p))
     });

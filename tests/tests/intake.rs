@@ -36,9 +36,11 @@ fn start(dir: &Path, port: u16, intake_extra: &str, body: &str) -> Daemon {
 
 /// The `auto_healer_action` run of `anomaly` that finished.
 fn finished(daemon: &mut Daemon, anomaly: &str) -> (bool, Option<String>) {
-    match daemon.wait_for("the workflow finishes", LIMIT, |e| {
-        matches!(e, Event::WorkflowFinished { run, .. } if run.anomaly == anomaly)
-    }) {
+    match daemon.wait_for(
+        "the workflow finishes",
+        LIMIT,
+        |e| matches!(e, Event::WorkflowFinished { run, .. } if run.anomaly == anomaly),
+    ) {
         Event::WorkflowFinished {
             succeeded, error, ..
         } => (succeeded, error),
@@ -206,9 +208,11 @@ fn the_seeds_yaml_reflex_map_and_toml_reflexes_both_work_and_unknown_names_run_n
         params("queue.orders.stuck"),
         Some(serde_json::json!({"from": "toml"}))
     );
-    daemon.wait_for("the unknown anomaly recorded", LIMIT, |e| {
-        matches!(e, Event::NoReflex { anomaly, .. } if anomaly == "nobody.knows.this")
-    });
+    daemon.wait_for(
+        "the unknown anomaly recorded",
+        LIMIT,
+        |e| matches!(e, Event::NoReflex { anomaly, .. } if anomaly == "nobody.knows.this"),
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(n8n.requests().len(), 3, "the unknown anomaly ran nothing");
 }
@@ -329,9 +333,11 @@ fn an_alertmanager_alert_opens_once_and_resolves() {
         "Alertmanager's re-send must not run it again: {resent}"
     );
     assert_eq!(resolved["resolved"], 1, "{resolved}");
-    daemon.wait_for("the anomaly resolves", LIMIT, |e| {
-        matches!(e, Event::AnomalyResolved { anomaly } if anomaly == "HighErrorRate")
-    });
+    daemon.wait_for(
+        "the anomaly resolves",
+        LIMIT,
+        |e| matches!(e, Event::AnomalyResolved { anomaly } if anomaly == "HighErrorRate"),
+    );
     let received = &bodies(&n8n)[0];
     assert_eq!(received["anomaly"]["details"]["labels"]["service"], "api");
     assert_eq!(

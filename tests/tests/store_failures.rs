@@ -128,7 +128,11 @@ fn a_read_only_database_costs_one_event_and_the_store_catches_up() {
     kill_and_see_it_restarted(&mut daemon, dir.path());
     let (file, error) = degraded(&mut daemon);
     kill_and_see_it_restarted(&mut daemon, dir.path());
-    assert_eq!(resolutions_stored(dir.path()), 1, "nothing written meanwhile");
+    assert_eq!(
+        resolutions_stored(dir.path()),
+        1,
+        "nothing written meanwhile"
+    );
 
     drop(immutable);
     daemon.wait_for("the store writes again", LIMIT, |e| {
@@ -159,7 +163,14 @@ impl Tmpfs {
         std::fs::create_dir_all(at).unwrap();
         run(
             "mount",
-            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str().unwrap()],
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                at.to_str().unwrap(),
+            ],
         );
         Tmpfs(at.to_owned())
     }
@@ -216,7 +227,10 @@ fn a_full_disk_costs_one_event_and_the_store_catches_up() {
         error.contains("full"),
         "the cause names the full disk: {error}"
     );
-    assert_eq!(daemon.count(|e| matches!(e, Event::StoreDegraded { .. })), 1);
+    assert_eq!(
+        daemon.count(|e| matches!(e, Event::StoreDegraded { .. })),
+        1
+    );
     assert!(daemon.is_running());
     drop(daemon);
     drop(tmpfs);

@@ -482,7 +482,10 @@ impl Checker<'_> {
     fn store(&mut self, store: &Store) {
         let at = self.source.text().find("[store]").unwrap_or(0);
         if store.keep_events_for.is_zero() {
-            self.error(at, "[store] keep_events_for must be longer than zero".to_owned());
+            self.error(
+                at,
+                "[store] keep_events_for must be longer than zero".to_owned(),
+            );
         }
         if store.keep_events == 0 {
             self.error(at, "[store] keep_events must be at least 1".to_owned());

@@ -128,11 +128,17 @@ impl Cycle {
 
     async fn step(&mut self, pushed: Option<Observation>) -> Step {
         let was_push = pushed.is_some();
+        let started = Instant::now();
         let (seen, checked) = match pushed {
             Some(seen) => (seen, true),
             None => self.check().await,
         };
-        self.note_status(&seen, was_push);
+        let took = if was_push {
+            Duration::ZERO
+        } else {
+            started.elapsed()
+        };
+        self.note_status(&seen, was_push, took);
         let (findings, diagnosed) = self.diagnose(&seen, checked).await;
         self.history.push_back(seen);
         while self.history.len() > self.history_len {
@@ -178,7 +184,7 @@ impl Cycle {
         }
     }
 
-    fn note_status(&mut self, seen: &Observation, pushed: bool) {
+    fn note_status(&mut self, seen: &Observation, pushed: bool, took: Duration) {
         let was = self.last_status.replace(seen.status);
         if was == Some(seen.status) && !self.events.wants_every_check() {
             return;
@@ -189,6 +195,7 @@ impl Cycle {
             was,
             summary: seen.summary.clone(),
             pushed,
+            took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         });
     }
 

@@ -30,7 +30,10 @@ impl Journal {
                 file: BufWriter::new(file),
                 failing: false,
             }),
-            Err(err) => Err(format!("cannot open the event log {}: {err}", path.display())),
+            Err(err) => Err(format!(
+                "cannot open the event log {}: {err}",
+                path.display()
+            )),
         }
     }
 

@@ -67,6 +67,9 @@ pub enum Event {
         summary: String,
         /// The monitor pushed it (a process exited) rather than being asked.
         pushed: bool,
+        /// How long the check took, in microseconds (0 when pushed).
+        #[serde(default)]
+        took_us: u64,
     },
     /// A monitor or diagnoser call failed; the check is inconclusive.
     PluginFailed {
@@ -449,7 +452,8 @@ impl Events {
         if self.sender.send(Message::Finish(limit, done)).is_err() {
             return false;
         }
-        wait.recv_timeout(limit + Duration::from_millis(500)).is_ok()
+        wait.recv_timeout(limit + Duration::from_millis(500))
+            .is_ok()
     }
 }
 

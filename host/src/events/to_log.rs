@@ -55,9 +55,10 @@ fn write(event: &Event) {
             was,
             summary,
             pushed,
+            took_us,
         } => {
             if *was == Some(*status) {
-                debug!(target = %target, status = %status, summary = %summary, pushed, "checked");
+                debug!(target = %target, status = %status, summary = %summary, pushed, took_us, "checked");
                 return;
             }
             let was = was.map_or("none", |was| was.as_str());
@@ -270,7 +271,9 @@ fn write(event: &Event) {
             alertname,
             fingerprint,
             anomaly_resolved,
-        } => debug!(alertname = %alertname, fingerprint = %fingerprint, anomaly_resolved, "alert resolved"),
+        } => {
+            debug!(alertname = %alertname, fingerprint = %fingerprint, anomaly_resolved, "alert resolved")
+        }
         Event::StoreDegraded { file, error } => error!(
             file = %file.display(), error = %error,
             "store: cannot write the database; healing goes on from memory and the store retries"

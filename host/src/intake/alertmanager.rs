@@ -133,13 +133,10 @@ impl Intake {
             });
             let reported = self.report(name, details, false);
             let acted_on = reported.acted_on();
-            self.alerts.lock().unwrap_or_else(|p| p.into_inner()).firing(
-                name,
-                &fingerprint,
-                &alert.starts_at,
-                acted_on,
-                Wall::now(),
-            );
+            self.alerts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .firing(name, &fingerprint, &alert.starts_at, acted_on, Wall::now());
             self.events.emit(Event::AlertReceived {
                 alertname: name.to_owned(),
                 fingerprint,

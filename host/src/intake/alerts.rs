@@ -69,8 +69,7 @@ impl Alerts {
             .or_default()
             .insert(fingerprint.to_owned());
         if acted_on {
-            self.acted
-                .retain(|_, at| now.since(*at) < REMEMBER_FOR);
+            self.acted.retain(|_, at| now.since(*at) < REMEMBER_FOR);
             self.acted
                 .insert((fingerprint.to_owned(), starts_at.to_owned()), now);
         }

@@ -45,6 +45,8 @@ pub struct Intake {
     /// The number of the last run; run ids go on from it after a restart.
     runs: AtomicU64,
     events: Events,
+    /// Anomaly names whose storm state was carried over from before a restart.
+    restored: usize,
 }
 
 /// The intake's state as saved before a restart.
@@ -176,7 +178,7 @@ impl Intake {
         };
         let now = Wall::now();
         let mut storm = Storm::new(limits);
-        storm.restore(saved.anomalies, now);
+        let restored = storm.restore(saved.anomalies, now);
         let mut alerts = Alerts::default();
         alerts.restore(saved.acted, saved.firing, now);
         let last_run = saved.last_run.unwrap_or(now.millis() / 1000);
@@ -189,7 +191,13 @@ impl Intake {
             alerts: Mutex::new(alerts),
             runs: AtomicU64::new(last_run),
             events,
+            restored,
         }))
+    }
+
+    /// How many anomaly names carried on from before a restart.
+    pub fn restored_anomalies(&self) -> usize {
+        self.restored
     }
 
     /// The token write endpoints require, if any: from `token_env` or
@@ -297,8 +305,11 @@ impl Intake {
             reflex: reflex.pattern.clone(),
             attempt,
         };
-        let (anomaly, workflow_name, reflex) =
-            (name.to_owned(), workflow.name.clone(), reflex.pattern.clone());
+        let (anomaly, workflow_name, reflex) = (
+            name.to_owned(),
+            workflow.name.clone(),
+            reflex.pattern.clone(),
+        );
         if self.settings.actions {
             self.events.emit(Event::WorkflowStarted {
                 run: run.clone(),

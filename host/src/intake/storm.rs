@@ -136,7 +136,7 @@ impl Storm {
     ) -> Result<Admitted, (Suppressed, u64)> {
         let limits = self.limits;
         self.reports += 1;
-        if self.reports % PRUNE_EVERY == 0 {
+        if self.reports.is_multiple_of(PRUNE_EVERY) {
             self.anomalies.retain(|_, a| {
                 a.running
                     || a.last_report
@@ -174,8 +174,7 @@ impl Storm {
         }
         let minute = Duration::from_secs(60);
         let recent = |runs: &mut VecDeque<Wall>| {
-            while runs.front().is_some_and(|at| now.since(*at) >= minute)
-            {
+            while runs.front().is_some_and(|at| now.since(*at) >= minute) {
                 runs.pop_front();
             }
             runs.len() as u32
@@ -328,7 +327,10 @@ mod tests {
         let saved = vec![("x".to_owned(), before.state("x"))];
 
         let mut after = storm();
-        assert_eq!(after.restore(saved.clone(), t0 + Duration::from_secs(10)), 1);
+        assert_eq!(
+            after.restore(saved.clone(), t0 + Duration::from_secs(10)),
+            1
+        );
         assert!(matches!(
             after.report("x", "x", 0, t0 + Duration::from_secs(30)),
             Err((Suppressed::Cooldown, _))

@@ -71,7 +71,7 @@ fn probe(file: &Path) -> Option<String> {
     }
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty())?;
     let fs = nix::sys::statvfs::statvfs(dir).ok()?;
-    let free = u64::from(fs.blocks_available()).saturating_mul(fs.fragment_size());
+    let free = fs.blocks_available().saturating_mul(fs.fragment_size());
     (free < NEARLY_FULL).then(|| {
         format!(
             "the file system holding {} is full ({free} bytes free)",

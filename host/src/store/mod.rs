@@ -42,6 +42,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Events arriving within this of the previous write are written together:
+/// fewer, larger transactions. It is also the most a `kill -9` can lose.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
 /// Where the database is and how much history it keeps.
 #[derive(Clone, Debug)]
@@ -152,6 +155,7 @@ impl Store {
             events,
             conn,
             degraded,
+            last_write: Instant::now(),
         };
         let spawned = std::thread::Builder::new()
             .name("healer-store".into())
@@ -283,6 +287,8 @@ struct Writer {
     conn: Option<Connection>,
     /// Why the database cannot be written, while it cannot.
     degraded: Option<String>,
+    /// When the last batch was taken.
+    last_write: Instant,
 }
 
 impl Writer {
@@ -306,13 +312,22 @@ impl Writer {
                     }
                     retry = RETRY_FIRST;
                     inner.degraded = false;
+                    let dropped = std::mem::take(&mut inner.projection.dropped);
                     if self.degraded.take().is_some() {
-                        let dropped = std::mem::take(&mut inner.projection.dropped);
                         self.events.emit(Event::StoreRecovered {
                             file: self.settings.file.clone(),
                             written: rows,
                             dropped,
                         });
+                    } else if dropped > 0 {
+                        // Writing works, but events came faster than it for
+                        // long enough to fill the memory kept for them.
+                        let error = format!(
+                            "fell behind: the {dropped} oldest events waiting to be written were dropped from the history (at most {} wait)",
+                            projection::MAX_PENDING
+                        );
+                        degrade(&self.settings.file, &error, &self.events);
+                        self.degraded = Some(error);
                     }
                     self.shared.idle.notify_all();
                 }
@@ -370,6 +385,19 @@ impl Writer {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        // Gather what comes within the batch window into one transaction
+        // (a stop request writes at once).
+        let gather_until = self.last_write + BATCH_WINDOW;
+        let now = Instant::now();
+        if now < gather_until && !inner.stop {
+            inner = self
+                .shared
+                .wake
+                .wait_timeout_while(inner, gather_until - now, |inner| !inner.stop)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        self.last_write = Instant::now();
         if Instant::now() >= next_prune {
             let now = Wall::now();
             let keep_for = self.settings.keep_for;

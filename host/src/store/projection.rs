@@ -21,6 +21,13 @@ use crate::issues::Issue;
 /// written; beyond it the oldest are dropped.
 pub const MAX_PENDING: usize = 200_000;
 
+/// A key of two names: (target, kind), (fingerprint, startsAt) or
+/// (alert name, fingerprint).
+pub type Pair = (String, String);
+
+/// Who an Alertmanager occurrence was acted on for (the alert name), and when.
+pub type ActedOn = (String, Wall);
+
 /// One event for the history table.
 #[derive(Clone, Debug)]
 pub struct HistoryRow {
@@ -115,13 +122,13 @@ impl<K: Clone + Eq + Hash, V: Clone> Tracked<K, V> {
 #[derive(Debug, Default)]
 pub struct Projection {
     /// (target, kind) → the issue.
-    pub issues: Tracked<(String, String), Issue>,
+    pub issues: Tracked<Pair, Issue>,
     /// Anomaly name → its storm state.
     pub anomalies: Tracked<String, AnomalyState>,
     /// (fingerprint, startsAt) → (alert name, when acted on).
-    pub acted: Tracked<(String, String), (String, Wall)>,
+    pub acted: Tracked<Pair, ActedOn>,
     /// (alert name, fingerprint) → firing since.
-    pub firing: Tracked<(String, String), Wall>,
+    pub firing: Tracked<Pair, Wall>,
     history: VecDeque<HistoryRow>,
     runs: VecDeque<RunRow>,
     /// History rows and runs dropped since the last successful write.
@@ -133,10 +140,10 @@ pub struct Projection {
 pub struct Batch {
     pub history: Vec<HistoryRow>,
     pub runs: Vec<RunRow>,
-    pub issues: Vec<((String, String), Option<Issue>)>,
+    pub issues: Vec<(Pair, Option<Issue>)>,
     pub anomalies: Vec<(String, Option<AnomalyState>)>,
-    pub acted: Vec<((String, String), Option<(String, Wall)>)>,
-    pub firing: Vec<((String, String), Option<Wall>)>,
+    pub acted: Vec<(Pair, Option<ActedOn>)>,
+    pub firing: Vec<(Pair, Option<Wall>)>,
 }
 
 impl Batch {
@@ -229,7 +236,10 @@ impl Projection {
             return;
         }
         let body = serde_json::to_string(record).unwrap_or_else(|err| {
-            format!(r#"{{"event":"{}","unencodable":"{err}"}}"#, record.event.name())
+            format!(
+                r#"{{"event":"{}","unencodable":"{err}"}}"#,
+                record.event.name()
+            )
         });
         self.history.push_back(HistoryRow {
             at,
@@ -311,6 +321,7 @@ mod tests {
                 was: Some(was),
                 summary: String::new(),
                 pushed: false,
+                took_us: 0,
             },
         }
     }
@@ -362,7 +373,9 @@ mod tests {
     #[test]
     fn a_key_changed_many_times_is_written_once_with_its_last_value() {
         let mut projection = Projection::default();
-        projection.anomalies.load("gone".into(), AnomalyState::default());
+        projection
+            .anomalies
+            .load("gone".into(), AnomalyState::default());
         for _ in 0..1000 {
             projection.apply(&reset("k"));
         }

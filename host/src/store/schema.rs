@@ -109,7 +109,12 @@ pub fn migrate_to(conn: &mut Connection, to: u32) -> Result<u32, MigrationError>
     if from > LATEST {
         return Err(MigrationError::Newer(from));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().take(to as usize).skip(from as usize) {
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(to as usize)
+        .skip(from as usize)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as u32 + 1)?;

@@ -72,8 +72,9 @@ pub fn connect_read_only(file: &Path) -> Result<Connection, MigrationError> {
 pub fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut insert =
-            tx.prepare_cached("INSERT INTO events (at, event, subject, body) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (at, event, subject, body) VALUES (?1, ?2, ?3, ?4)",
+        )?;
         for row in &batch.history {
             insert.execute(params![ms(row.at), row.event, row.subject, row.body])?;
         }
@@ -111,7 +112,8 @@ pub fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
             "INSERT OR REPLACE INTO issues (target, kind, state, severity, summary, attempts, opened_at, next_attempt_at, escalated_at, resolved_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
-        let mut drop_issue = tx.prepare_cached("DELETE FROM issues WHERE target = ?1 AND kind = ?2")?;
+        let mut drop_issue =
+            tx.prepare_cached("DELETE FROM issues WHERE target = ?1 AND kind = ?2")?;
         for ((target, kind), issue) in &batch.issues {
             match issue {
                 Some(issue) => put_issue.execute(params![
@@ -150,8 +152,8 @@ pub fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
         let mut put_acted = tx.prepare_cached(
             "INSERT OR REPLACE INTO alerts_acted (fingerprint, starts_at, alertname, acted_at) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        let mut drop_acted =
-            tx.prepare_cached("DELETE FROM alerts_acted WHERE fingerprint = ?1 AND starts_at = ?2")?;
+        let mut drop_acted = tx
+            .prepare_cached("DELETE FROM alerts_acted WHERE fingerprint = ?1 AND starts_at = ?2")?;
         for ((fingerprint, starts_at), acted) in &batch.acted {
             match acted {
                 Some((alertname, at)) => {
@@ -163,8 +165,9 @@ pub fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
         let mut put_firing = tx.prepare_cached(
             "INSERT OR REPLACE INTO alerts_firing (alertname, fingerprint, since) VALUES (?1, ?2, ?3)",
         )?;
-        let mut drop_firing =
-            tx.prepare_cached("DELETE FROM alerts_firing WHERE alertname = ?1 AND fingerprint = ?2")?;
+        let mut drop_firing = tx.prepare_cached(
+            "DELETE FROM alerts_firing WHERE alertname = ?1 AND fingerprint = ?2",
+        )?;
         for ((alertname, fingerprint), since) in &batch.firing {
             match since {
                 Some(since) => put_firing.execute(params![alertname, fingerprint, ms(*since)])?,
@@ -250,9 +253,7 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     })?;
     loaded.acted = rows.collect::<rusqlite::Result<_>>()?;
     let mut firing = conn.prepare("SELECT alertname, fingerprint, since FROM alerts_firing")?;
-    let rows = firing.query_map([], |row| {
-        Ok((row.get(0)?, row.get(1)?, wall(row.get(2)?)))
-    })?;
+    let rows = firing.query_map([], |row| Ok((row.get(0)?, row.get(1)?, wall(row.get(2)?))))?;
     loaded.firing = rows.collect::<rusqlite::Result<_>>()?;
     let last: Option<i64> = conn
         .query_row("SELECT MAX(number) FROM runs", [], |row| row.get(0))
@@ -288,6 +289,8 @@ pub fn prune(
 /// How many events the history holds.
 #[cfg(test)]
 pub fn count_events(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT COUNT(*) FROM events", [], |row| row.get::<_, i64>(0))
-        .map(|n| u64::try_from(n).unwrap_or(0))
+    conn.query_row("SELECT COUNT(*) FROM events", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|n| u64::try_from(n).unwrap_or(0))
 }

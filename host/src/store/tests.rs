@@ -25,14 +25,17 @@ fn open(file: &Path) -> (Events, Inbox, Store, Saved, Arc<Mutex<Vec<Record>>>) {
     let settings = Settings {
         file: file.to_owned(),
         keep_for: Duration::from_secs(86_400),
-        keep_events: 1_000,
+        keep_events: 100_000,
     };
     let (store, saved) = Store::open(settings, events.clone());
     (events, inbox, store, saved, Arc::default())
 }
 
 fn started(events: Events, inbox: Inbox, store: &Store, seen: &Arc<Mutex<Vec<Record>>>) -> Events {
-    inbox.start(vec![store.subscriber(), Box::new(Collect(Arc::clone(seen)))]);
+    inbox.start(vec![
+        store.subscriber(),
+        Box::new(Collect(Arc::clone(seen))),
+    ]);
     events
 }
 
@@ -49,7 +52,11 @@ fn issue(attempts: u32) -> Issue {
 }
 
 fn names(seen: &Arc<Mutex<Vec<Record>>>) -> Vec<&'static str> {
-    seen.lock().unwrap().iter().map(|r| r.event.name()).collect()
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.event.name())
+        .collect()
 }
 
 #[test]
@@ -165,7 +172,10 @@ fn a_corrupt_file_is_moved_aside_and_a_new_database_started() {
         "the corrupt file is kept as it was"
     );
     let seen = seen.lock().unwrap();
-    let Event::StoreMovedAside { file: named, error, .. } = &seen[0].event else {
+    let Event::StoreMovedAside {
+        file: named, error, ..
+    } = &seen[0].event
+    else {
         panic!("{:?}", seen[0]);
     };
     assert_eq!(named, &file);
@@ -193,7 +203,10 @@ fn a_database_from_a_newer_healer_is_left_untouched() {
     });
     events.finish(Duration::from_secs(1));
 
-    assert!(std::fs::read(&file).unwrap() == before, "the file was changed");
+    assert!(
+        std::fs::read(&file).unwrap() == before,
+        "the file was changed"
+    );
     let seen = seen.lock().unwrap();
     let Event::StoreDegraded { error, .. } = &seen[0].event else {
         panic!("{:?}", seen[0]);
@@ -210,10 +223,19 @@ fn history_is_kept_by_rows_and_routine_checks_are_not_kept() {
     for n in 0..1_500 {
         events.emit(Event::Checked {
             target: "t".into(),
-            status: if n % 2 == 0 { Status::Ok } else { Status::Critical },
-            was: Some(if n % 2 == 0 { Status::Critical } else { Status::Ok }),
+            status: if n % 2 == 0 {
+                Status::Ok
+            } else {
+                Status::Critical
+            },
+            was: Some(if n % 2 == 0 {
+                Status::Critical
+            } else {
+                Status::Ok
+            }),
             summary: String::new(),
             pushed: false,
+            took_us: 0,
         });
         events.emit(Event::Checked {
             target: "t".into(),
@@ -221,6 +243,7 @@ fn history_is_kept_by_rows_and_routine_checks_are_not_kept() {
             was: Some(Status::Ok),
             summary: String::new(),
             pushed: false,
+            took_us: 0,
         });
     }
     assert!(events.finish(Duration::from_secs(5)));
@@ -229,6 +252,12 @@ fn history_is_kept_by_rows_and_routine_checks_are_not_kept() {
     assert_eq!(stored, 1_500, "routine checks are not history");
     sql::prune(&conn, Duration::from_secs(86_400), 1_000, Wall::now()).unwrap();
     assert_eq!(sql::count_events(&conn).unwrap(), 1_000);
-    sql::prune(&conn, Duration::from_millis(1), 1_000, Wall::now() + Duration::from_secs(1)).unwrap();
+    sql::prune(
+        &conn,
+        Duration::from_millis(1),
+        1_000,
+        Wall::now() + Duration::from_secs(1),
+    )
+    .unwrap();
     assert_eq!(sql::count_events(&conn).unwrap(), 0, "and by age");
 }
