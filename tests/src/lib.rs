@@ -478,6 +478,12 @@ pub fn post(
         .write_all(request.as_bytes())
         .expect("request head sent");
     let _ = stream.write_all(body);
+    read_response(&mut stream)
+}
+
+/// Reads an HTTP/1.1 response to its end: (status, body); status 0 when
+/// there is none.
+fn read_response(stream: &mut impl Read) -> (u16, String) {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).into_owned();
@@ -590,19 +596,7 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
         stream,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     );
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    read_response(&mut stream)
 }
 
 /// Runs `query` (one integer) on a daemon's state database, read-only,

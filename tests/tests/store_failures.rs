@@ -104,55 +104,68 @@ impl Drop for Immutable {
     }
 }
 
-fn degraded(daemon: &mut Daemon) -> (PathBuf, String) {
-    match daemon.wait_for("the store says it cannot write", LIMIT, |e| {
-        matches!(e, Event::StoreDegraded { .. })
-    }) {
-        Event::StoreDegraded { file, error } => (file, error),
-        _ => unreachable!(),
-    }
-}
-
-#[test]
-fn a_read_only_database_costs_one_event_and_the_store_catches_up() {
+/// What both tests share: healer keeps a service alive; `break_it` makes
+/// the database unwritable; the service is killed twice and healer
+/// restarts it both times, from memory; `mend` makes the database
+/// writable again and the store catches up. Returns the cause the one
+/// `store_degraded` event gave.
+fn heals_through_a_store_outage(
+    dir: &Path,
+    break_it: impl FnOnce(),
+    mend: impl FnOnce(),
+) -> String {
     let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
-    // In the build directory, on a file system that has `chattr +i`.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let config = fast_config(dir.path(), plugins.path(), &supervised(dir.path()));
+    let config = fast_config(dir, plugins.path(), &supervised(dir));
     let mut daemon = Daemon::start(&config);
     wait_until("the first start is stored", LIMIT, || {
-        (resolutions_stored(dir.path()) == 1).then_some(())
+        (resolutions_stored(dir) == 1).then_some(())
     });
 
-    let immutable = Immutable::set(database_files(dir.path()));
-    kill_and_see_it_restarted(&mut daemon, dir.path());
-    let (file, error) = degraded(&mut daemon);
-    kill_and_see_it_restarted(&mut daemon, dir.path());
-    assert_eq!(
-        resolutions_stored(dir.path()),
-        1,
-        "nothing written meanwhile"
-    );
+    break_it();
+    kill_and_see_it_restarted(&mut daemon, dir);
+    let degraded = daemon.wait_for("the store says it cannot write", LIMIT, |e| {
+        matches!(e, Event::StoreDegraded { .. })
+    });
+    kill_and_see_it_restarted(&mut daemon, dir);
+    assert_eq!(resolutions_stored(dir), 1, "nothing written meanwhile");
 
-    drop(immutable);
+    mend();
     daemon.wait_for("the store writes again", LIMIT, |e| {
         matches!(e, Event::StoreRecovered { .. })
     });
     wait_until("the missed events are stored", LIMIT, || {
-        (resolutions_stored(dir.path()) == 3).then_some(())
+        (resolutions_stored(dir) == 3).then_some(())
     });
 
-    assert_eq!(file, store_file(dir.path()));
-    assert!(
-        error.contains("cannot be written: Operation not permitted"),
-        "the cause: {error}"
-    );
     assert_eq!(
         daemon.count(|e| matches!(e, Event::StoreDegraded { .. })),
         1,
         "one event, not one per retry"
     );
     assert!(daemon.is_running());
+    let Event::StoreDegraded { file, error } = degraded else {
+        unreachable!()
+    };
+    assert_eq!(file, store_file(dir));
+    error
+}
+
+#[test]
+fn a_read_only_database_costs_one_event_and_the_store_catches_up() {
+    // In the build directory, on a file system that has `chattr +i`.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let immutable = std::cell::RefCell::new(None);
+
+    let error = heals_through_a_store_outage(
+        dir.path(),
+        || *immutable.borrow_mut() = Some(Immutable::set(database_files(dir.path()))),
+        || drop(immutable.borrow_mut().take()),
+    );
+
+    assert!(
+        error.contains("cannot be written: Operation not permitted"),
+        "the cause: {error}"
+    );
 }
 
 /// A tmpfs of `size` mounted at `at`, unmounted when dropped.
@@ -199,39 +212,18 @@ fn fill(path: &Path) {
 
 #[test]
 fn a_full_disk_costs_one_event_and_the_store_catches_up() {
-    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
     let dir = tempfile::tempdir().unwrap();
-    let tmpfs = Tmpfs::mount(&dir.path().join("state"), "4m");
-    let config = fast_config(dir.path(), plugins.path(), &supervised(dir.path()));
-    let mut daemon = Daemon::start(&config);
-    wait_until("the first start is stored", LIMIT, || {
-        (resolutions_stored(dir.path()) == 1).then_some(())
-    });
-
+    let _tmpfs = Tmpfs::mount(&dir.path().join("state"), "4m");
     let filler = dir.path().join("state").join("filler");
-    fill(&filler);
-    kill_and_see_it_restarted(&mut daemon, dir.path());
-    let (file, error) = degraded(&mut daemon);
-    kill_and_see_it_restarted(&mut daemon, dir.path());
 
-    std::fs::remove_file(&filler).unwrap();
-    daemon.wait_for("the store writes again", LIMIT, |e| {
-        matches!(e, Event::StoreRecovered { .. })
-    });
-    wait_until("the missed events are stored", LIMIT, || {
-        (resolutions_stored(dir.path()) == 3).then_some(())
-    });
+    let error = heals_through_a_store_outage(
+        dir.path(),
+        || fill(&filler),
+        || std::fs::remove_file(&filler).unwrap(),
+    );
 
-    assert_eq!(file, store_file(dir.path()));
     assert!(
         error.contains("full"),
         "the cause names the full disk: {error}"
     );
-    assert_eq!(
-        daemon.count(|e| matches!(e, Event::StoreDegraded { .. })),
-        1
-    );
-    assert!(daemon.is_running());
-    drop(daemon);
-    drop(tmpfs);
 }
