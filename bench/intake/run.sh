@@ -9,6 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work="$root/target/bench-intake"
 mkdir -p "$work"
+rm -rf "$work/state"   # a fresh store each run
 duration=${DURATION:-10s}
 connections=${CONNECTIONS:-50}
 

@@ -227,3 +227,41 @@ fn a_full_disk_costs_one_event_and_the_store_catches_up() {
         "the cause names the full disk: {error}"
     );
 }
+
+#[test]
+fn a_corrupt_database_is_moved_aside_and_healing_starts_on_a_new_one() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(
+        store_file(dir.path()),
+        "this is not a database\n".repeat(512),
+    )
+    .unwrap();
+    let config = fast_config(dir.path(), plugins.path(), &supervised(dir.path()));
+
+    let mut daemon = Daemon::start(&config);
+    let moved = daemon.wait_for("the corrupt file moved aside", LIMIT, |e| {
+        matches!(e, Event::StoreMovedAside { .. })
+    });
+    wait_until("the new database holds the first start", LIMIT, || {
+        (resolutions_stored(dir.path()) == 1).then_some(())
+    });
+
+    let Event::StoreMovedAside {
+        file,
+        moved_to,
+        error,
+    } = moved
+    else {
+        unreachable!()
+    };
+    assert_eq!(file, store_file(dir.path()));
+    assert!(error.contains("not a database"), "{error}");
+    assert!(
+        std::fs::read_to_string(&moved_to).unwrap() == "this is not a database\n".repeat(512),
+        "kept as it was, at {}",
+        moved_to.display()
+    );
+    assert!(daemon.is_running());
+}
