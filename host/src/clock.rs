@@ -38,6 +38,14 @@ impl Wall {
     pub fn since(self, earlier: Wall) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
+
+    /// Whether this is less than `span` away from `now`, before or after
+    /// it. A moment recorded before the clock was set back lies in the
+    /// future; this keeps it from holding anything for longer than `span`
+    /// past the moment the clock reaches it again.
+    pub fn within(self, span: Duration, now: Wall) -> bool {
+        now.since(self) < span && self.since(now) < span
+    }
 }
 
 impl std::ops::Add<Duration> for Wall {
@@ -97,6 +105,16 @@ mod tests {
         let text = serde_json::to_string(&wall).unwrap();
         assert_eq!(text, "\"2026-11-23T10:00:05.250Z\"");
         assert_eq!(serde_json::from_str::<Wall>(&text).unwrap(), wall);
+    }
+
+    #[test]
+    fn within_holds_either_side_of_now() {
+        let now = Wall::from_millis(10_000);
+        let span = Duration::from_secs(2);
+        assert!(Wall::from_millis(9_000).within(span, now));
+        assert!(Wall::from_millis(11_000).within(span, now));
+        assert!(!Wall::from_millis(7_000).within(span, now));
+        assert!(!Wall::from_millis(13_000).within(span, now));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::level_filters::LevelFilter;
@@ -92,10 +93,17 @@ pub async fn run(options: &Options) -> ExitCode {
         }
     }
     let (store, saved) = if config.store.enabled {
+        let file = config.store_file();
         let settings = Settings {
-            file: config.store_file(),
+            // Events name the file as a person can find it from anywhere.
+            file: std::path::absolute(&file).unwrap_or(file),
             keep_for: config.store.keep_events_for.into(),
             keep_events: config.store.keep_events,
+            forget_anomalies_after: config
+                .intake
+                .as_ref()
+                .map_or(config.store.keep_events_for, |intake| intake.stable_after)
+                .into(),
         };
         let (store, saved) = Store::open(settings, events.clone());
         (Some(store), saved)
@@ -168,8 +176,14 @@ async fn heal(
             .as_ref()
             .map_or(0, |(intake, _)| intake.restored_anomalies()),
     });
-    let serving = intake
-        .map(|(intake, listener)| tokio::spawn(intake::serve(listener, intake, shutdown.clone())));
+    let serving = intake.map(|(intake, listener)| {
+        let serving = tokio::spawn(intake::serve(
+            listener,
+            Arc::clone(&intake),
+            shutdown.clone(),
+        ));
+        (intake, serving)
+    });
     engine::run(
         runners,
         config.healer.max_concurrent_recoveries,
@@ -184,8 +198,15 @@ async fn heal(
             break;
         }
     }
-    if let Some(serving) = serving {
+    if let Some((intake, serving)) = serving {
         let _ = serving.await;
+        let unfinished = intake.drain(FINISH_WITHIN).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                unfinished,
+                "stopping with workflows still running; their ends are not recorded"
+            );
+        }
     }
     ExitCode::SUCCESS
 }

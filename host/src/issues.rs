@@ -245,8 +245,10 @@ impl Tracker {
                 issue.healthy = 0;
                 issue.severity = finding.severity;
                 issue.summary.clone_from(&finding.summary);
+                // Not only after a failed attempt: an issue restored (or
+                // reopened) with no attempts left must not wait forever.
                 let exhausted = issue.attempts >= self.policy.max_attempts && !issue.attempting;
-                if exhausted && issue.state == State::Recovering {
+                if exhausted && issue.state != State::Escalated {
                     issue.state = State::Escalated;
                     issue.escalated_at = Some(now);
                     transitions.push(Transition::Escalated {
@@ -325,13 +327,16 @@ impl Tracker {
     }
 
     /// Issues that may be recovered now: not escalated, attempts left,
-    /// backoff elapsed, no attempt running.
+    /// backoff elapsed, no attempt running. A due time further away than
+    /// the longest backoff was set before the clock was set back: it is due.
     pub fn due(&self, now: Wall) -> Vec<String> {
+        let longest: Duration = self.policy.backoff_max.into();
         let mut due: Vec<String> = self
             .issues
             .values()
             .filter(|i| i.state != State::Escalated && !i.attempting)
-            .filter(|i| i.attempts < self.policy.max_attempts && i.next_attempt_at <= now)
+            .filter(|i| i.attempts < self.policy.max_attempts)
+            .filter(|i| i.next_attempt_at <= now || i.next_attempt_at.since(now) > longest)
             .map(|i| i.kind.clone())
             .collect();
         due.sort();
@@ -339,12 +344,16 @@ impl Tracker {
     }
 
     /// Records the start of an attempt; the issue as it now stands (its
-    /// `attempts` is this attempt's number, 1-based).
-    pub fn attempt_started(&mut self, kind: &str) -> Option<Issue> {
+    /// `attempts` is this attempt's number, 1-based). The next attempt is
+    /// due a backoff from now already, so one interrupted by a crash is
+    /// not followed by another at once after the restart.
+    pub fn attempt_started(&mut self, kind: &str, now: Wall) -> Option<Issue> {
+        let backoff = self.backoff(self.issues.get(kind)?.attempts + 1);
         let issue = self.issues.get_mut(kind)?;
         issue.attempts += 1;
         issue.attempting = true;
         issue.state = State::Recovering;
+        issue.next_attempt_at = now + backoff;
         Some(issue.clone())
     }
 
@@ -413,7 +422,7 @@ mod tests {
 
     fn attempt(tracker: &mut Tracker, now: Wall) -> u32 {
         let n = tracker
-            .attempt_started("process.not_running")
+            .attempt_started("process.not_running", now)
             .map_or(0, |issue| issue.attempts);
         tracker.attempt_finished("process.not_running", now);
         n
@@ -652,5 +661,55 @@ mod tests {
         late.restore(vec![resolved], now + Duration::from_secs(301));
         let back = late.observe(&down(), now + Duration::from_secs(301), true);
         assert_eq!(opened(&back), Some(0));
+    }
+
+    #[test]
+    fn a_restored_open_issue_with_no_attempts_left_is_escalated() {
+        let now = Wall::from_millis(1_000_000);
+        let mut tracker = Tracker::new(policy());
+        let saved = Issue::saved(
+            "process.not_running".into(),
+            State::Open,
+            Status::Critical,
+            "gone".into(),
+            3,
+            [now, now],
+            [None, None],
+        );
+        tracker.restore(vec![saved], now);
+        assert!(tracker.due(now).is_empty());
+        let transitions = tracker.observe(&down(), now, true);
+        assert!(
+            matches!(&transitions[..], [Transition::Escalated { issue, .. }] if issue.attempts == 3),
+            "{transitions:?}"
+        );
+    }
+
+    #[test]
+    fn an_attempt_cut_short_by_a_crash_still_waits_its_backoff() {
+        let now = Wall::from_millis(1_000_000);
+        let mut tracker = Tracker::new(policy());
+        tracker.observe(&down(), now, true);
+        tracker.attempt_started("process.not_running", now);
+        // healer is killed here, before the attempt finishes.
+        let saved: Vec<Issue> = tracker.issues().cloned().collect();
+        let mut restarted = Tracker::new(policy());
+        restarted.restore(saved, now);
+        assert!(restarted.due(now + Duration::from_millis(500)).is_empty());
+        assert_eq!(restarted.due(now + Duration::from_secs(1)).len(), 1);
+    }
+
+    #[test]
+    fn a_clock_set_back_holds_an_attempt_no_longer_than_the_longest_backoff() {
+        let now = Wall::from_millis(10_000_000);
+        let mut tracker = Tracker::new(policy());
+        tracker.observe(&down(), now, true);
+        attempt(&mut tracker, now);
+        let set_back = Wall::from_millis(now.millis() - 3_600_000);
+        assert_eq!(
+            tracker.due(set_back).len(),
+            1,
+            "due an hour ahead: the clock moved"
+        );
     }
 }

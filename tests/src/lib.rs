@@ -245,6 +245,24 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// Stops the daemon with SIGTERM, as an operator would, and waits (at
+    /// most 10 s) until it has exited; its store is then written and can
+    /// be read. Returns whether it exited by itself in time.
+    pub fn stop(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
     /// What the daemon wrote to stderr.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.log.with_extension("stderr")).unwrap_or_default()
@@ -599,8 +617,14 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
     read_response(&mut stream)
 }
 
-/// Runs `query` (one integer) on a daemon's state database, read-only,
-/// while the daemon may be writing it; `None` while it cannot be read.
+/// How long to wait after an event before killing healer, so the store
+/// has written it: its batch window is 50 ms, a write takes a few.
+pub const STORE_WRITES_WITHIN: Duration = Duration::from_secs(1);
+
+/// Runs `query` (one integer) on the state database of a daemon whose
+/// config is in `dir`. healer holds its database exclusively while it
+/// runs: read it after [`Daemon::stop`] or [`Daemon::kill`]. `None` when it
+/// cannot be read.
 pub fn store_number(dir: &Path, query: &str) -> Option<i64> {
     let conn = rusqlite::Connection::open_with_flags(
         store_file(dir),

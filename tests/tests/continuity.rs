@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use healer::clock::Wall;
 use healer_e2e::{
     after_start, fast_config, free_port, plugins_dir_with, post_json, store_number, wait_for_port,
-    wait_until, Alertmanager, Answer, Daemon, Event, Receiver,
+    wait_until, Alertmanager, Answer, Daemon, Event, Receiver, STORE_WRITES_WITHIN,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -29,15 +30,15 @@ fn a_restart_after_attempt_two_carries_on_with_attempt_three_then_escalates() {
     let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
     let dir = tempfile::tempdir().unwrap();
     let ran = dir.path().join("attempts");
-    // A recovery that never helps; 2 s between attempts leaves time to
+    // A recovery that never helps; 3 s between attempts leaves time to
     // kill healer between attempt 2 and attempt 3.
     let body = format!(
         r#"
 [[target]]
 name = "hopeless"
 max_attempts = 3
-backoff = "2s"
-backoff_max = "2s"
+backoff = "3s"
+backoff_max = "3s"
 monitor = {{ plugin = "process", pidfile = "{dir}/never.pid" }}
 [[target.recover]]
 plugin = "command"
@@ -53,13 +54,7 @@ argv = ["sh", "-c", "echo $HEALER_ATTEMPT >> {ran}"]
         LIMIT,
         |e| matches!(e, Event::AttemptFinished { issue, .. } if issue.attempts == 2),
     );
-    wait_until("attempt 2 is in the store", LIMIT, || {
-        store_number(
-            dir.path(),
-            "SELECT attempts FROM issues WHERE target = 'hopeless' AND state = 'recovering'",
-        )
-        .filter(|&n| n == 2)
-    });
+    std::thread::sleep(STORE_WRITES_WITHIN);
 
     daemon.kill();
     let before = daemon.records();
@@ -68,6 +63,16 @@ argv = ["sh", "-c", "echo $HEALER_ATTEMPT >> {ran}"]
         [1, 2],
         "killed between attempts 2 and 3"
     );
+    let stored = |column: &str| {
+        store_number(
+            dir.path(),
+            &format!(
+                "SELECT {column} FROM issues WHERE target = 'hopeless' AND state = 'recovering'"
+            ),
+        )
+    };
+    assert_eq!(stored("attempts"), Some(2), "attempt 2 is in the store");
+    let due = Wall::from_millis(stored("next_attempt_at").unwrap() as u64);
     let mut daemon = Daemon::start(&config);
     daemon.wait_for(
         "the escalation after the restart",
@@ -88,6 +93,16 @@ argv = ["sh", "-c", "echo $HEALER_ATTEMPT >> {ran}"]
         attempts_started(&after, "hopeless"),
         [3],
         "the next attempt is 3; attempt 1 is never seen again"
+    );
+    let third = daemon
+        .records()
+        .into_iter()
+        .find(|r| matches!(&r.event, Event::AttemptStarted { issue, .. } if issue.attempts == 3))
+        .unwrap();
+    assert!(
+        third.at >= due,
+        "attempt 3 waited for its backoff across the restart: due {due}, started {}",
+        third.at
     );
     let escalated = after.iter().find_map(|e| match e {
         Event::IssueEscalated { issue, .. } => Some(issue.attempts),
@@ -121,14 +136,16 @@ argv = ["true"]
     daemon.wait_for("the escalation", LIMIT, |e| {
         matches!(e, Event::IssueEscalated { .. })
     });
-    wait_until("the escalation is in the store", LIMIT, || {
+    std::thread::sleep(STORE_WRITES_WITHIN);
+    daemon.kill();
+    assert_eq!(
         store_number(
             dir.path(),
             "SELECT COUNT(*) FROM issues WHERE target = 'broken' AND state = 'escalated' AND escalated_at IS NOT NULL",
-        )
-        .filter(|&n| n == 1)
-    });
-    daemon.kill();
+        ),
+        Some(1),
+        "the escalation is in the store"
+    );
 
     let mut daemon = Daemon::start(&config);
     let checked_after_restart = |daemon: &Daemon| {
@@ -234,28 +251,47 @@ steps = [{{ plugin = "webhook", url = "{url}" }}]
     wait_until("two webhook calls", LIMIT, || {
         (n8n.requests().len() == 2).then_some(())
     });
-    wait_until("the alert and the anomaly are in the store", LIMIT, || {
-        let acted = store_number(dir.path(), "SELECT COUNT(*) FROM alerts_acted")?;
-        let anomalies = store_number(
-            dir.path(),
-            "SELECT COUNT(*) FROM anomalies WHERE name = 'api.checkout.slow' AND last_run IS NOT NULL",
-        )?;
-        (acted == 1 && anomalies == 1).then_some(())
+    wait_until("both runs finished", LIMIT, || {
+        let finished = daemon
+            .records()
+            .iter()
+            .filter(|r| matches!(r.event, Event::WorkflowFinished { .. }))
+            .count();
+        (finished == 2).then_some(())
     });
+    std::thread::sleep(STORE_WRITES_WITHIN);
 
     daemon.kill();
-    let mut daemon = Daemon::start(&config);
+    assert_eq!(
+        store_number(dir.path(), "SELECT COUNT(*) FROM alerts_acted"),
+        Some(1),
+        "the alert acted on is in the store"
+    );
+    assert_eq!(
+        store_number(
+            dir.path(),
+            "SELECT COUNT(*) FROM anomalies WHERE name = 'api.checkout.slow' AND last_run IS NOT NULL",
+        ),
+        Some(1),
+        "the anomaly's last run is in the store"
+    );
+    let daemon = Daemon::start(&config);
     wait_for_port(port, LIMIT);
     // Alertmanager re-sends the group (its retry, then every repeat
     // interval): the same occurrence, answered as a duplicate.
-    daemon.wait_for("a re-send after the restart", LIMIT, |e| {
-        matches!(
-            e,
-            Event::AlertReceived {
-                duplicate: true,
-                ..
-            }
-        )
+    wait_until("a re-send after the restart", LIMIT, || {
+        after_start(&daemon.records(), 2)
+            .iter()
+            .any(|e| {
+                matches!(
+                    e,
+                    Event::AlertReceived {
+                        duplicate: true,
+                        ..
+                    }
+                )
+            })
+            .then_some(())
     });
     let (_, again) = post_json(port, "/anomaly", r#"{"name": "api.checkout.slow"}"#);
     std::thread::sleep(Duration::from_millis(500));

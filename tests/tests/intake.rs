@@ -142,7 +142,7 @@ fn the_seeds_curl_example_triggers_the_mapped_workflow() {
         .expect("the seed's auto_healer_action record is logged");
     assert!(
         record.contains("severity=\"CRITICAL\"")
-            && record.contains("anomaly=api_latency.coinbase.high")
+            && record.contains("anomaly=\"api_latency.coinbase.high\"")
             && record.contains("latency_ms"),
         "{record}"
     );

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use healer_e2e::{
     fast_config, is_alive, plugins_dir_with, signal, store_file, store_number, wait_until, Daemon,
-    Event,
+    Event, STORE_WRITES_WITHIN,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -71,12 +71,10 @@ fn run(program: &str, args: &[&str]) {
     assert!(status.success(), "{program} {args:?} failed ({status})");
 }
 
-/// The database and its write-ahead log, to make immutable (and mutable
-/// again). Not its shared-memory index: SQLite maps that file, and a write
-/// to a mapped immutable file is SIGBUS, which no process survives.
+/// Every file of the database, to make immutable (and mutable again).
 fn database_files(dir: &Path) -> Vec<PathBuf> {
     let file = store_file(dir);
-    ["", "-wal"]
+    ["", "-wal", "-shm"]
         .iter()
         .map(|suffix| PathBuf::from(format!("{}{suffix}", file.display())))
         .filter(|path| path.exists())
@@ -107,7 +105,8 @@ impl Drop for Immutable {
 /// What both tests share: healer keeps a service alive; `break_it` makes
 /// the database unwritable; the service is killed twice and healer
 /// restarts it both times, from memory; `mend` makes the database
-/// writable again and the store catches up. Returns the cause the one
+/// writable again and the store catches up: once healer is stopped, the
+/// database holds all three starts. Returns the cause the one
 /// `store_degraded` event gave.
 fn heals_through_a_store_outage(
     dir: &Path,
@@ -117,9 +116,10 @@ fn heals_through_a_store_outage(
     let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
     let config = fast_config(dir, plugins.path(), &supervised(dir));
     let mut daemon = Daemon::start(&config);
-    wait_until("the first start is stored", LIMIT, || {
-        (resolutions_stored(dir) == 1).then_some(())
+    daemon.wait_for("the first start", LIMIT, |e| {
+        matches!(e, Event::IssueResolved { .. })
     });
+    std::thread::sleep(STORE_WRITES_WITHIN);
 
     break_it();
     kill_and_see_it_restarted(&mut daemon, dir);
@@ -127,22 +127,24 @@ fn heals_through_a_store_outage(
         matches!(e, Event::StoreDegraded { .. })
     });
     kill_and_see_it_restarted(&mut daemon, dir);
-    assert_eq!(resolutions_stored(dir), 1, "nothing written meanwhile");
 
     mend();
-    daemon.wait_for("the store writes again", LIMIT, |e| {
+    let recovered = daemon.wait_for("the store writes again", LIMIT, |e| {
         matches!(e, Event::StoreRecovered { .. })
     });
-    wait_until("the missed events are stored", LIMIT, || {
-        (resolutions_stored(dir) == 3).then_some(())
-    });
-
     assert_eq!(
         daemon.count(|e| matches!(e, Event::StoreDegraded { .. })),
         1,
         "one event, not one per retry"
     );
     assert!(daemon.is_running());
+    assert!(daemon.stop(), "healer stops cleanly");
+
+    assert_eq!(resolutions_stored(dir), 3, "the missed events are stored");
+    let Event::StoreRecovered { written, .. } = recovered else {
+        unreachable!()
+    };
+    assert!(written > 0, "it caught up: {written}");
     let Event::StoreDegraded { file, error } = degraded else {
         unreachable!()
     };
@@ -244,9 +246,15 @@ fn a_corrupt_database_is_moved_aside_and_healing_starts_on_a_new_one() {
     let moved = daemon.wait_for("the corrupt file moved aside", LIMIT, |e| {
         matches!(e, Event::StoreMovedAside { .. })
     });
-    wait_until("the new database holds the first start", LIMIT, || {
-        (resolutions_stored(dir.path()) == 1).then_some(())
+    daemon.wait_for("the first start", LIMIT, |e| {
+        matches!(e, Event::IssueResolved { .. })
     });
+    assert!(daemon.stop());
+    assert_eq!(
+        resolutions_stored(dir.path()),
+        1,
+        "the new database holds the first start"
+    );
 
     let Event::StoreMovedAside {
         file,
@@ -263,5 +271,4 @@ fn a_corrupt_database_is_moved_aside_and_healing_starts_on_a_new_one() {
         "kept as it was, at {}",
         moved_to.display()
     );
-    assert!(daemon.is_running());
 }

@@ -353,7 +353,7 @@ impl Cycle {
         let Ok(_permit) = self.limiter.acquire().await else {
             return false;
         };
-        let Some(issue) = self.tracker.attempt_started(kind) else {
+        let Some(issue) = self.tracker.attempt_started(kind, Wall::now()) else {
             return false;
         };
         let policy = target.policy;

@@ -191,6 +191,8 @@ pub enum Event {
         anomaly: String,
         workflow: String,
         attempts: u32,
+        /// How long it must be quiet before it may run again.
+        quiet_for: Written,
         state: AnomalyState,
     },
     /// An anomaly is over (its alert resolved): its attempts are forgotten.
@@ -383,15 +385,20 @@ pub trait Subscriber: Send {
     fn deliver(&mut self, record: &Record);
     /// The end of a burst of events: write out what is buffered.
     fn flush(&mut self) {}
-    /// healer is stopping: finish everything, within `limit`.
-    fn finish(&mut self, limit: Duration) {
+    /// Write out everything delivered so far, within `limit`, and go on.
+    fn sync(&mut self, limit: Duration) {
         let _ = limit;
         self.flush();
+    }
+    /// healer is stopping: finish everything, within `limit`.
+    fn finish(&mut self, limit: Duration) {
+        self.sync(limit);
     }
 }
 
 enum Message {
     Record(Record),
+    Sync(Duration, mpsc::SyncSender<()>),
     Finish(Duration, mpsc::SyncSender<()>),
 }
 
@@ -444,12 +451,23 @@ impl Events {
         self.every_check
     }
 
+    /// Delivers everything emitted so far and waits (at most `limit`)
+    /// until every subscriber has written it out (the store has committed
+    /// it); the stream goes on. Returns whether that was done in time.
+    pub fn sync(&self, limit: Duration) -> bool {
+        self.ask(limit, Message::Sync)
+    }
+
     /// Delivers everything emitted so far and lets every subscriber finish
-    /// (the store writes what it holds); waits at most `limit`. Returns
-    /// whether all of it was done in time.
+    /// (the store writes what it holds and closes the database); waits at
+    /// most `limit`. Returns whether all of it was done in time.
     pub fn finish(&self, limit: Duration) -> bool {
+        self.ask(limit, Message::Finish)
+    }
+
+    fn ask(&self, limit: Duration, message: fn(Duration, mpsc::SyncSender<()>) -> Message) -> bool {
         let (done, wait) = mpsc::sync_channel(1);
-        if self.sender.send(Message::Finish(limit, done)).is_err() {
+        if self.sender.send(message(limit, done)).is_err() {
             return false;
         }
         wait.recv_timeout(limit + Duration::from_millis(500))
@@ -475,6 +493,12 @@ impl Inbox {
                                 for subscriber in &mut subscribers {
                                     subscriber.deliver(&record);
                                 }
+                            }
+                            Message::Sync(limit, done) => {
+                                for subscriber in &mut subscribers {
+                                    subscriber.sync(limit);
+                                }
+                                let _ = done.send(());
                             }
                             Message::Finish(limit, done) => {
                                 for subscriber in &mut subscribers {

@@ -168,7 +168,7 @@ fn write(event: &Event) {
             details,
             reason,
         } => warn!(
-            event = "auto_healer_action", status = "no_reflex", anomaly = %anomaly, details = %details, reason = %reason,
+            event = "auto_healer_action", status = "no_reflex", anomaly = anomaly.as_str(), details = %details, reason = %reason,
             "no reflex matches this anomaly; nothing runs"
         ),
         Event::WorkflowStarted { run, .. } | Event::WouldRun { run, .. } => {
@@ -177,7 +177,7 @@ fn write(event: &Event) {
                 event = "auto_healer_action",
                 status = if started { "started" } else { "would_run" },
                 severity = "CRITICAL",
-                anomaly = %run.anomaly,
+                anomaly = run.anomaly.as_str(),
                 details = %run.details,
                 workflow = %run.workflow,
                 params = %run.params,
@@ -215,11 +215,11 @@ fn write(event: &Event) {
                 event = "auto_healer_action",
                 status,
                 severity = "CRITICAL",
-                anomaly = %run.anomaly,
+                anomaly = run.anomaly.as_str(),
                 details = %run.details,
-                workflow = %run.workflow,
+                workflow = run.workflow.as_str(),
                 params = %run.params,
-                run_id = %run.run_id,
+                run_id = run.run_id.as_str(),
                 attempt = run.attempt,
                 error = error.as_deref().unwrap_or(""),
                 "auto-healer action: workflow {status}"
@@ -234,25 +234,29 @@ fn write(event: &Event) {
         } => {
             // A storm is counted, not logged line by line.
             if *count == 1 || count % 100 == 0 {
-                info!(anomaly = %anomaly, workflow = %workflow, reason = reason.as_str(), suppressed = count, "anomaly suppressed");
+                info!(anomaly = anomaly.as_str(), workflow = %workflow, reason = reason.as_str(), suppressed = count, "anomaly suppressed");
             }
         }
         Event::AnomalyEscalated {
             anomaly,
             workflow,
             attempts,
+            quiet_for,
             ..
         } => error!(
             event = "auto_healer_action",
             status = "escalated",
             severity = "CRITICAL",
-            anomaly = %anomaly,
+            anomaly = anomaly.as_str(),
             workflow = %workflow,
             attempts,
-            "anomaly escalated: its workflow ran {attempts} times and it is still reported; no further runs until it is quiet or its alert resolves"
+            "anomaly escalated: its workflow ran {attempts} times and it is still reported; no further runs until it is quiet for {quiet_for} or its alert resolves"
         ),
         Event::AnomalyResolved { anomaly } => {
-            info!(anomaly = %anomaly, "issue resolved: the alert resolved")
+            info!(
+                anomaly = anomaly.as_str(),
+                "issue resolved: the alert resolved"
+            )
         }
         Event::AlertReceived {
             alertname,

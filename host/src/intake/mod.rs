@@ -16,7 +16,7 @@ mod http;
 mod storm;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use healer_plugin_sdk::{Finding, Recovery, Status};
@@ -47,6 +47,9 @@ pub struct Intake {
     events: Events,
     /// Anomaly names whose storm state was carried over from before a restart.
     restored: usize,
+    /// Workflows running now, and a wake-up when the last one ends.
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
 }
 
 /// The intake's state as saved before a restart.
@@ -192,7 +195,25 @@ impl Intake {
             runs: AtomicU64::new(last_run),
             events,
             restored,
+            running: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Waits (at most `limit`) for the workflows still running, so their
+    /// ends are recorded before healer stops; returns how many still run.
+    pub async fn drain(&self, limit: std::time::Duration) -> usize {
+        let all_done = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.running.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = timeout(limit, all_done).await;
+        self.running.load(Ordering::Acquire)
     }
 
     /// How many anomaly names carried on from before a restart.
@@ -276,6 +297,7 @@ impl Intake {
                         anomaly: name.to_owned(),
                         workflow: workflow.name.clone(),
                         attempts: state.attempts,
+                        quiet_for: self.settings.stable_after,
                         state,
                     });
                 } else {
@@ -316,7 +338,13 @@ impl Intake {
                 state,
             });
             let intake = Arc::clone(self);
-            tokio::spawn(async move { intake.run(run).await });
+            self.running.fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(async move {
+                intake.run(run).await;
+                if intake.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    intake.idle.notify_waiters();
+                }
+            });
             Answer::Started {
                 anomaly,
                 run_id,

@@ -146,7 +146,7 @@ impl Storm {
         let anomaly = self.anomalies.entry(name.to_owned()).or_default();
         if anomaly
             .last_report
-            .is_some_and(|at| now.since(at) >= limits.stable_after)
+            .is_some_and(|at| !at.within(limits.stable_after, now))
             && !anomaly.running
         {
             *anomaly = AnomalyState::default();
@@ -156,7 +156,7 @@ impl Storm {
             Some(Suppressed::Running)
         } else if anomaly
             .last_run
-            .is_some_and(|at| now.since(at) < limits.cooldown)
+            .is_some_and(|at| at.within(limits.cooldown, now))
         {
             Some(Suppressed::Cooldown)
         } else if anomaly.attempts >= limits.max_attempts {
@@ -342,5 +342,19 @@ mod tests {
 
         let mut much_later = storm();
         assert_eq!(much_later.restore(saved, t0 + Duration::from_secs(601)), 0);
+    }
+
+    #[test]
+    fn a_clock_set_back_holds_a_cooldown_no_longer_than_the_cooldown() {
+        let mut storm = storm();
+        let t0 = Wall::from_millis(10_000_000);
+        storm.report("x", "x", 0, t0).unwrap();
+        storm.finished("x");
+        let an_hour_back = Wall::from_millis(t0.millis() - 3_600_000);
+        assert_eq!(
+            storm.report("x", "x", 0, an_hour_back),
+            Ok(Admitted { attempt: 1 }),
+            "a run an hour in the future is not a cooldown: the clock moved"
+        );
     }
 }

@@ -69,6 +69,9 @@ fn probe(file: &Path) -> Option<String> {
             return Some(format!("{} cannot be written: {err}", path.display()));
         }
     }
+    if let Some(limited) = at_file_size_limit(file) {
+        return Some(limited);
+    }
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty())?;
     let fs = nix::sys::statvfs::statvfs(dir).ok()?;
     let free = fs.blocks_available().saturating_mul(fs.fragment_size());
@@ -78,6 +81,27 @@ fn probe(file: &Path) -> Option<String> {
             dir.display()
         )
     })
+}
+
+/// A file of the database at the process's file size limit (RLIMIT_FSIZE),
+/// where writes fail with EFBIG.
+fn at_file_size_limit(file: &Path) -> Option<String> {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    let (limit, _) = getrlimit(Resource::RLIMIT_FSIZE).ok()?;
+    if limit == RLIM_INFINITY {
+        return None;
+    }
+    [file.to_owned(), with_suffix(file, "-wal")]
+        .into_iter()
+        .find_map(|path| {
+            let size = std::fs::metadata(&path).ok()?.len();
+            (size.saturating_add(NEARLY_FULL) >= limit).then(|| {
+                format!(
+                    "{} is {size} bytes, at healer's file size limit (RLIMIT_FSIZE) of {limit} bytes",
+                    path.display()
+                )
+            })
+        })
 }
 
 fn with_suffix(file: &Path, suffix: &str) -> PathBuf {

@@ -52,10 +52,14 @@ pub struct Settings {
     /// The database file.
     pub file: PathBuf,
     /// History older than this is deleted (so are workflow runs, and
-    /// anomalies and firing alerts not heard of for this long).
+    /// firing alerts not heard of for this long).
     pub keep_for: Duration,
     /// At most this many events are kept.
     pub keep_events: u64,
+    /// An anomaly's storm state is forgotten when it has not been reported
+    /// for this long: the intake's `stable_after`, after which it would
+    /// start over anyway.
+    pub forget_anomalies_after: Duration,
 }
 
 /// The state saved before a restart.
@@ -85,6 +89,8 @@ struct Inner {
     writing: bool,
     degraded: bool,
     stop: bool,
+    /// The writer has stopped and closed the database (released its lock).
+    closed: bool,
 }
 
 impl Shared {
@@ -145,6 +151,7 @@ impl Store {
                 writing: false,
                 degraded: degraded.is_some(),
                 stop: false,
+                closed: false,
             }),
             wake: Condvar::new(),
             idle: Condvar::new(),
@@ -174,7 +181,8 @@ impl Store {
 
 /// Opens and reads the database, moving a corrupt one aside. Returns the
 /// connection (none when it cannot be written), the saved state (none when
-/// it could not be read) and the cause when degraded.
+/// it could not be read) and the cause when degraded; emits at most one
+/// event of each kind.
 fn open_and_load(
     file: &Path,
     events: &Events,
@@ -190,32 +198,31 @@ fn open_and_load(
         Ok((conn, loaded)) => return (Some(conn), Some(loaded), None),
         Err(err) => failure::classify(err, file),
     };
-    match failure {
-        Failure::Corrupt(error) => {
-            if move_aside(file, &error, events) {
-                if let Ok(conn) = sql::connect(file) {
-                    // The old state is in the moved file; run numbers must
-                    // not collide with the old runs, so they are not known.
-                    return (Some(conn), None, None);
-                }
-            }
-            let error = format!("{error}; it could not be replaced");
-            degrade(file, &error, events);
-            (None, None, Some(error))
-        }
-        Failure::Newer(error) => {
-            degrade(file, &error, events);
-            (None, None, Some(error))
-        }
+    let (error, loaded) = match failure {
+        Failure::Corrupt(error) => match move_aside(file, &error, events) {
+            Ok(()) => match sql::connect(file) {
+                // The old state is in the moved file; run numbers must not
+                // collide with the old runs, so they are not known.
+                Ok(conn) => return (Some(conn), None, None),
+                Err(err) => (failure::classify(err, file).message().to_owned(), None),
+            },
+            Err(error) => (error, None),
+        },
+        Failure::Newer(error) => (error, None),
         Failure::Unavailable(error) => {
-            degrade(file, &error, events);
             // Read what can be read, so a restart still carries on.
             let loaded = sql::connect_read_only(file)
                 .ok()
                 .and_then(|conn| sql::load(&conn).ok());
-            (None, loaded, Some(error))
+            (error, loaded)
         }
-    }
+    };
+    let said = match &loaded {
+        Some(_) => format!("{error}; the saved state was read, and healer carries on from it"),
+        None => format!("{error}; no saved state could be read, so healer starts from nothing"),
+    };
+    degrade(file, &said, events);
+    (None, loaded, Some(error))
 }
 
 fn degrade(file: &Path, error: &str, events: &Events) {
@@ -225,7 +232,9 @@ fn degrade(file: &Path, error: &str, events: &Events) {
     });
 }
 
-fn move_aside(file: &Path, error: &str, events: &Events) -> bool {
+/// Moves a corrupt database aside (with an event); the reason when it
+/// cannot be.
+fn move_aside(file: &Path, error: &str, events: &Events) -> Result<(), String> {
     match failure::move_aside(file) {
         Ok(moved_to) => {
             events.emit(Event::StoreMovedAside {
@@ -233,16 +242,9 @@ fn move_aside(file: &Path, error: &str, events: &Events) -> bool {
                 moved_to,
                 error: error.to_owned(),
             });
-            true
+            Ok(())
         }
-        Err(err) => {
-            degrade(
-                file,
-                &format!("{error}; moving it aside failed: {err}"),
-                events,
-            );
-            false
-        }
+        Err(err) => Err(format!("{error}; moving it aside failed: {err}")),
     }
 }
 
@@ -259,12 +261,34 @@ impl Subscriber for Feed {
         }
     }
 
+    /// Waits until everything delivered is written (or the database turns
+    /// out not to be writable), within `limit`.
+    fn sync(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut inner = self.0.lock();
+        self.0.wake.notify_one();
+        while !inner.degraded && (inner.writing || !inner.projection.is_clean()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            inner = self
+                .0
+                .idle
+                .wait_timeout(inner, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Writes what is left (unless the database cannot be written) and
+    /// closes it, within `limit`.
     fn finish(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let mut inner = self.0.lock();
         inner.stop = true;
         self.0.wake.notify_one();
-        while !inner.degraded && (inner.writing || !inner.projection.is_clean()) {
+        while !inner.closed {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -292,7 +316,17 @@ struct Writer {
 }
 
 impl Writer {
+    /// Writes until stopped, then closes the database and says so.
     fn run(mut self) {
+        self.serve();
+        drop(self.conn.take());
+        let shared = Arc::clone(&self.shared);
+        drop(self);
+        shared.lock().closed = true;
+        shared.idle.notify_all();
+    }
+
+    fn serve(&mut self) {
         let mut next_prune = Instant::now();
         let mut retry = RETRY_FIRST;
         loop {
@@ -303,6 +337,11 @@ impl Writer {
             let now = Wall::now();
             let rows = batch.rows();
             let written = self.write(&batch, prune.then_some(now));
+            if written.is_err() {
+                // Closing may checkpoint (disk I/O): not under the lock the
+                // event dispatcher needs.
+                self.conn = None;
+            }
             let mut inner = self.shared.lock();
             inner.writing = false;
             match written {
@@ -332,12 +371,15 @@ impl Writer {
                     self.shared.idle.notify_all();
                 }
                 Err(failure) => {
-                    self.conn = None;
                     inner.projection.give_back(batch);
+                    let mut failure = failure;
                     if let Failure::Corrupt(error) = &failure {
-                        if move_aside(&self.settings.file, error, &self.events) {
-                            inner.projection.rewrite_all();
-                            continue;
+                        match move_aside(&self.settings.file, error, &self.events) {
+                            Ok(()) => {
+                                inner.projection.rewrite_all();
+                                continue;
+                            }
+                            Err(error) => failure = Failure::Unavailable(error),
                         }
                     }
                     // One event per outage, not one per retry.
@@ -401,10 +443,11 @@ impl Writer {
         if Instant::now() >= next_prune {
             let now = Wall::now();
             let keep_for = self.settings.keep_for;
+            let forget = self.settings.forget_anomalies_after;
             inner
                 .projection
                 .anomalies
-                .prune(|state| state.last_report.is_none_or(|at| now.since(at) >= keep_for));
+                .prune(|state| state.last_report.is_none_or(|at| now.since(at) >= forget));
             inner
                 .projection
                 .acted
@@ -412,13 +455,14 @@ impl Writer {
             inner
                 .projection
                 .firing
-                .prune(|since| now.since(*since) >= keep_for);
+                .prune(|seen_at| now.since(*seen_at) >= keep_for);
         }
         inner.writing = true;
         Some(inner.projection.take())
     }
 
-    /// Writes one batch (and prunes when `prune` says when it is).
+    /// Writes one batch (and applies the retention when `prune` says when
+    /// it is).
     fn write(&mut self, batch: &projection::Batch, prune: Option<Wall>) -> Result<(), Failure> {
         let file = self.settings.file.clone();
         let classify = |err: rusqlite::Error| failure::classify(err.into(), &file);
@@ -431,12 +475,12 @@ impl Writer {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        sql::write(conn, batch).map_err(classify)?;
-        if let Some(now) = prune {
-            sql::prune(conn, self.settings.keep_for, self.settings.keep_events, now)
-                .map_err(classify)?;
-        }
-        Ok(())
+        let retention = prune.map(|now| sql::Retention {
+            keep_for: self.settings.keep_for,
+            keep_events: self.settings.keep_events,
+            now,
+        });
+        sql::write(conn, batch, retention).map_err(classify)
     }
 }
 

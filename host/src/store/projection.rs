@@ -127,7 +127,7 @@ pub struct Projection {
     pub anomalies: Tracked<String, AnomalyState>,
     /// (fingerprint, startsAt) → (alert name, when acted on).
     pub acted: Tracked<Pair, ActedOn>,
-    /// (alert name, fingerprint) → firing since.
+    /// (alert name, fingerprint) → last heard of, firing.
     pub firing: Tracked<Pair, Wall>,
     history: VecDeque<HistoryRow>,
     runs: VecDeque<RunRow>,
@@ -214,10 +214,10 @@ impl Projection {
                 acted_on,
                 ..
             } => {
-                let key = (alertname.clone(), fingerprint.clone());
-                if !self.firing.current.contains_key(&key) {
-                    self.firing.set(key, at);
-                }
+                // When it was last heard of: Alertmanager re-sends a firing
+                // alert, so one not heard of for long is stale.
+                self.firing
+                    .set((alertname.clone(), fingerprint.clone()), at);
                 if *acted_on {
                     self.acted.set(
                         (fingerprint.clone(), starts_at.clone()),

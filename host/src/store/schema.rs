@@ -33,7 +33,8 @@ CREATE INDEX events_by_subject ON events (subject, at);
 ";
 
 /// Version 2: the intake's state (storm control per anomaly name,
-/// Alertmanager occurrences acted on and alerts firing) and workflow runs.
+/// Alertmanager occurrences acted on and alerts firing), workflow runs and
+/// the run counter.
 const V2: &str = "
 CREATE TABLE anomalies (
     name        TEXT PRIMARY KEY,
@@ -55,7 +56,7 @@ CREATE TABLE alerts_acted (
 CREATE TABLE alerts_firing (
     alertname   TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
-    since       INTEGER NOT NULL,
+    seen_at     INTEGER NOT NULL,
     PRIMARY KEY (alertname, fingerprint)
 ) WITHOUT ROWID;
 
@@ -74,6 +75,12 @@ CREATE TABLE runs (
     error       TEXT
 );
 CREATE INDEX runs_by_time ON runs (started_at);
+
+-- Counters that retention never deletes (the last workflow run number).
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.

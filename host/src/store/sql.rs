@@ -1,7 +1,15 @@
 //! The SQL: opening a connection the way healer needs it, writing one
-//! batch in one transaction, reading the saved state back at start, and
-//! the retention of history and runs. Times are milliseconds since the
-//! Unix epoch.
+//! batch (and, when due, the retention of history and runs) in one
+//! transaction, and reading the saved state back at start. Times are
+//! milliseconds since the Unix epoch.
+//!
+//! The connection holds the database exclusively (`locking_mode =
+//! EXCLUSIVE`, set before WAL mode): in WAL mode SQLite then keeps its
+//! index in memory instead of mapping a `-shm` file, so nothing another
+//! process does to a file (making it immutable, truncating it) can turn a
+//! write into SIGBUS; and a second healer on the same `state_dir` finds
+//! the database locked instead of interleaving its writes. Other processes
+//! can read the database once healer has stopped.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +45,7 @@ pub fn connect(file: &Path) -> Result<Connection, MigrationError> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     // The first statement reads the header: a file that is not a database
     // fails here, and one of a newer healer is left as it is.
     let version = schema::version(&conn)?;
@@ -61,6 +70,7 @@ pub fn connect_read_only(file: &Path) -> Result<Connection, MigrationError> {
         file,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     let version = schema::version(&conn)?;
     if version != schema::LATEST {
         return Err(MigrationError::Newer(version));
@@ -68,8 +78,24 @@ pub fn connect_read_only(file: &Path) -> Result<Connection, MigrationError> {
     Ok(conn)
 }
 
-/// Writes one batch in one transaction: all of it, or (on error) none.
-pub fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
+/// History and runs to delete, with the batch they are written with.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// History and runs older than this are deleted...
+    pub keep_for: Duration,
+    /// ...and history beyond the newest this many rows.
+    pub keep_events: u64,
+    pub now: Wall,
+}
+
+/// Writes one batch, and applies `retention` when given, in one
+/// transaction: all of it, or (on error) none, so a retried batch is
+/// never written twice.
+pub fn write(
+    conn: &mut Connection,
+    batch: &Batch,
+    retention: Option<Retention>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut insert = tx.prepare_cached(
@@ -93,6 +119,13 @@ pub fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
                 .run_id
                 .strip_prefix("run-")
                 .and_then(|n| n.parse().ok());
+            if let Some(number) = number {
+                tx.prepare_cached(
+                    "INSERT INTO counters (name, value) VALUES ('last_run', ?1)
+                     ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                )?
+                .execute(params![number])?;
+            }
             run.execute(params![
                 row.run.run_id,
                 number,
@@ -163,17 +196,22 @@ pub fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
             };
         }
         let mut put_firing = tx.prepare_cached(
-            "INSERT OR REPLACE INTO alerts_firing (alertname, fingerprint, since) VALUES (?1, ?2, ?3)",
+            "INSERT OR REPLACE INTO alerts_firing (alertname, fingerprint, seen_at) VALUES (?1, ?2, ?3)",
         )?;
         let mut drop_firing = tx.prepare_cached(
             "DELETE FROM alerts_firing WHERE alertname = ?1 AND fingerprint = ?2",
         )?;
-        for ((alertname, fingerprint), since) in &batch.firing {
-            match since {
-                Some(since) => put_firing.execute(params![alertname, fingerprint, ms(*since)])?,
+        for ((alertname, fingerprint), seen_at) in &batch.firing {
+            match seen_at {
+                Some(seen_at) => {
+                    put_firing.execute(params![alertname, fingerprint, ms(*seen_at)])?
+                }
                 None => drop_firing.execute(params![alertname, fingerprint])?,
             };
         }
+    }
+    if let Some(retention) = retention {
+        prune(&tx, retention)?;
     }
     tx.commit()
 }
@@ -252,13 +290,16 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
         ))
     })?;
     loaded.acted = rows.collect::<rusqlite::Result<_>>()?;
-    let mut firing = conn.prepare("SELECT alertname, fingerprint, since FROM alerts_firing")?;
+    let mut firing = conn.prepare("SELECT alertname, fingerprint, seen_at FROM alerts_firing")?;
     let rows = firing.query_map([], |row| Ok((row.get(0)?, row.get(1)?, wall(row.get(2)?))))?;
     loaded.firing = rows.collect::<rusqlite::Result<_>>()?;
     let last: Option<i64> = conn
-        .query_row("SELECT MAX(number) FROM runs", [], |row| row.get(0))
-        .optional()?
-        .flatten();
+        .query_row(
+            "SELECT value FROM counters WHERE name = 'last_run'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
     loaded.last_run = last.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
     Ok(loaded)
 }
@@ -266,14 +307,10 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
 /// Deletes history older than `keep_for` and beyond the newest
 /// `keep_events` rows, and workflow runs older than `keep_for`. Returns the
 /// number of rows deleted.
-pub fn prune(
-    conn: &Connection,
-    keep_for: Duration,
-    keep_events: u64,
-    now: Wall,
-) -> rusqlite::Result<usize> {
-    let cutoff = ms(now).saturating_sub(i64::try_from(keep_for.as_millis()).unwrap_or(i64::MAX));
-    let keep = i64::try_from(keep_events).unwrap_or(i64::MAX);
+pub fn prune(conn: &Connection, retention: Retention) -> rusqlite::Result<usize> {
+    let cutoff = ms(retention.now)
+        .saturating_sub(i64::try_from(retention.keep_for.as_millis()).unwrap_or(i64::MAX));
+    let keep = i64::try_from(retention.keep_events).unwrap_or(i64::MAX);
     let mut deleted = conn.execute("DELETE FROM events WHERE at < ?1", params![cutoff])?;
     deleted += conn.execute(
         "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",

@@ -26,6 +26,7 @@ fn open(file: &Path) -> (Events, Inbox, Store, Saved, Arc<Mutex<Vec<Record>>>) {
         file: file.to_owned(),
         keep_for: Duration::from_secs(86_400),
         keep_events: 100_000,
+        forget_anomalies_after: Duration::from_secs(600),
     };
     let (store, saved) = Store::open(settings, events.clone());
     (events, inbox, store, saved, Arc::default())
@@ -37,6 +38,15 @@ fn started(events: Events, inbox: Inbox, store: &Store, seen: &Arc<Mutex<Vec<Rec
         Box::new(Collect(Arc::clone(seen))),
     ]);
     events
+}
+
+/// What a store opened on `file` reads back; the store is then stopped,
+/// so its lock on the file is released.
+fn saved_state(file: &Path) -> Saved {
+    let (events, inbox, store, saved, seen) = open(file);
+    let events = started(events, inbox, &store, &seen);
+    assert!(events.finish(Duration::from_secs(5)));
+    saved
 }
 
 fn issue(attempts: u32) -> Issue {
@@ -95,7 +105,7 @@ fn issues_and_intake_state_written_are_read_back_after_a_restart() {
     });
     assert!(events.finish(Duration::from_secs(5)));
 
-    let (_, _, _, saved, _) = open(&file);
+    let saved = saved_state(&file);
     assert_eq!(saved.issues["web"], [issue(2)]);
     assert_eq!(saved.intake.anomalies[0].0, "disk.full");
     assert_eq!(saved.intake.anomalies[0].1.attempts, 1);
@@ -122,13 +132,13 @@ fn a_database_of_the_first_version_is_migrated_and_keeps_its_issues() {
         )
         .unwrap();
         conn.execute(
-            "INSERT INTO events (at, event, subject, body) VALUES (1000, 'issue_opened', 'db', '{}')",
-            [],
+            "INSERT INTO events (at, event, subject, body) VALUES (?1, 'issue_opened', 'db', '{}')",
+            params![Wall::now().millis() as i64],
         )
         .unwrap();
     }
 
-    let (_, _, _, saved, _) = open(&file);
+    let saved = saved_state(&file);
 
     let conn = Connection::open(&file).unwrap();
     assert_eq!(schema::version(&conn).unwrap(), schema::LATEST);
@@ -181,7 +191,7 @@ fn a_corrupt_file_is_moved_aside_and_a_new_database_started() {
     assert_eq!(named, &file);
     assert!(error.contains("not a database"), "{error}");
     drop(seen);
-    let (_, _, _, saved, _) = open(&file);
+    let saved = saved_state(&file);
     assert_eq!(saved.issues["web"].len(), 1, "the new database works");
 }
 
@@ -250,14 +260,159 @@ fn history_is_kept_by_rows_and_routine_checks_are_not_kept() {
     let conn = Connection::open(&file).unwrap();
     let stored = sql::count_events(&conn).unwrap();
     assert_eq!(stored, 1_500, "routine checks are not history");
-    sql::prune(&conn, Duration::from_secs(86_400), 1_000, Wall::now()).unwrap();
+    let retention = |keep_for, now| sql::Retention {
+        keep_for,
+        keep_events: 1_000,
+        now,
+    };
+    sql::prune(&conn, retention(Duration::from_secs(86_400), Wall::now())).unwrap();
     assert_eq!(sql::count_events(&conn).unwrap(), 1_000);
-    sql::prune(
-        &conn,
-        Duration::from_millis(1),
-        1_000,
-        Wall::now() + Duration::from_secs(1),
+    let later = Wall::now() + Duration::from_secs(1);
+    sql::prune(&conn, retention(Duration::from_millis(1), later)).unwrap();
+    assert_eq!(sql::count_events(&conn).unwrap(), 0, "and by age");
+}
+
+fn workflow_started(anomaly: &str, last_report: Wall) -> Event {
+    let mut state = AnomalyState::default();
+    state.attempts = 1;
+    state.last_run = Some(last_report);
+    state.last_report = Some(last_report);
+    Event::WorkflowStarted {
+        run: Run {
+            run_id: format!("run-{anomaly}"),
+            anomaly: anomaly.into(),
+            details: serde_json::json!({}),
+            workflow: "w".into(),
+            params: serde_json::json!({}),
+            reflex: "*".into(),
+            attempt: 1,
+        },
+        state,
+    }
+}
+
+#[test]
+fn a_batch_whose_retention_fails_is_never_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(FILE_NAME);
+    {
+        // Fault injection: an old event due for deletion, and deletions
+        // that fail.
+        let mut conn = Connection::open(&file).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (at, event, subject, body) VALUES (1000, 'started', NULL, '{}');
+             CREATE TRIGGER no_deletes BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'deleting is broken'); END;",
+        )
+        .unwrap();
+    }
+
+    let (events, inbox, store, _, seen) = open(&file);
+    let events = started(events, inbox, &store, &seen);
+    events.emit(Event::IssueOpened {
+        target: "web".into(),
+        issue: issue(0),
+    });
+    std::thread::sleep(Duration::from_millis(1_200)); // several retries
+    events.finish(Duration::from_secs(5));
+
+    let conn = Connection::open(&file).unwrap();
+    assert_eq!(
+        sql::count_events(&conn).unwrap(),
+        1,
+        "nothing was written, let alone twice"
+    );
+    let degraded: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StoreDegraded { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(degraded.len(), 1, "{degraded:?}");
+    assert!(degraded[0].contains("deleting is broken"), "{degraded:?}");
+}
+
+#[test]
+fn a_corrupt_file_that_cannot_be_moved_costs_one_event() {
+    struct Mutable<'a>(&'a Path);
+    impl Drop for Mutable<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(FILE_NAME);
+    std::fs::write(&file, vec![0x5a; 8192]).unwrap();
+    let status = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "chattr +i (needs root)");
+    let _mutable = Mutable(dir.path());
+
+    let (events, inbox, store, saved, seen) = open(&file);
+    let events = started(events, inbox, &store, &seen);
+    events.emit(Event::IssueOpened {
+        target: "web".into(),
+        issue: issue(0),
+    });
+    std::thread::sleep(Duration::from_millis(1_200)); // several retries
+    events.finish(Duration::from_secs(5));
+
+    assert!(saved.issues.is_empty());
+    assert_eq!(names(&seen), ["store_degraded", "issue_opened"]);
+    let seen = seen.lock().unwrap();
+    let Event::StoreDegraded { error, .. } = &seen[0].event else {
+        unreachable!()
+    };
+    assert!(
+        error.contains("not a database") && error.contains("moving it aside failed"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_anomaly_quiet_past_the_intakes_stable_after_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(FILE_NAME);
+    let (events, inbox, store, _, seen) = open(&file);
+    let events = started(events, inbox, &store, &seen);
+    // History is kept for a day, but an anomaly is forgotten after 10
+    // quiet minutes: make it 20 minutes quiet.
+    events.emit(workflow_started("quiet", Wall::now()));
+    events.finish(Duration::from_secs(5));
+    let conn = Connection::open(&file).unwrap();
+    let stale = Wall::from_millis(Wall::now().millis() - 20 * 60 * 1000);
+    conn.execute(
+        "UPDATE anomalies SET last_report = ?1 WHERE name = 'quiet'",
+        params![stale.millis() as i64],
     )
     .unwrap();
-    assert_eq!(sql::count_events(&conn).unwrap(), 0, "and by age");
+    drop(conn);
+
+    let (events, inbox, store, saved, seen) = open(&file);
+    assert_eq!(
+        saved.intake.anomalies.len(),
+        1,
+        "read back, for the intake to judge"
+    );
+    let events = started(events, inbox, &store, &seen);
+    events.emit(workflow_started("fresh", Wall::now()));
+    events.finish(Duration::from_secs(5));
+
+    let saved = saved_state(&file);
+    let names: Vec<_> = saved
+        .intake
+        .anomalies
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(names, ["fresh"]);
 }
