@@ -92,6 +92,17 @@ pub async fn run(options: &Options) -> ExitCode {
             Err(err) => tracing::error!("{err}; events go on to the log and the store"),
         }
     }
+    let _state_lock = if config.store.enabled {
+        match crate::store::lock_state_dir(&config.healer.state_dir) {
+            Ok(lock) => Some(lock),
+            Err(err) => {
+                tracing::error!("{err}");
+                return fail(&err);
+            }
+        }
+    } else {
+        None
+    };
     let (store, saved) = if config.store.enabled {
         let file = config.store_file();
         let settings = Settings {

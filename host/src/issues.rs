@@ -225,6 +225,12 @@ impl Tracker {
         conclusive: bool,
     ) -> Vec<Transition> {
         let stable_after: Duration = self.policy.stable_after.into();
+        // A due time further ahead than the longest backoff was set before
+        // the clock was set back: wait no longer than that from now.
+        let latest = now + self.policy.backoff_max.into();
+        for issue in self.issues.values_mut() {
+            issue.next_attempt_at = issue.next_attempt_at.min(latest);
+        }
         let mut transitions = Vec::new();
         self.remembered.retain(|kind, (_, resolved_at)| {
             let keep = now.since(*resolved_at) < stable_after;
@@ -327,16 +333,13 @@ impl Tracker {
     }
 
     /// Issues that may be recovered now: not escalated, attempts left,
-    /// backoff elapsed, no attempt running. A due time further away than
-    /// the longest backoff was set before the clock was set back: it is due.
+    /// backoff elapsed, no attempt running.
     pub fn due(&self, now: Wall) -> Vec<String> {
-        let longest: Duration = self.policy.backoff_max.into();
         let mut due: Vec<String> = self
             .issues
             .values()
             .filter(|i| i.state != State::Escalated && !i.attempting)
-            .filter(|i| i.attempts < self.policy.max_attempts)
-            .filter(|i| i.next_attempt_at <= now || i.next_attempt_at.since(now) > longest)
+            .filter(|i| i.attempts < self.policy.max_attempts && i.next_attempt_at <= now)
             .map(|i| i.kind.clone())
             .collect();
         due.sort();
@@ -704,12 +707,18 @@ mod tests {
         let now = Wall::from_millis(10_000_000);
         let mut tracker = Tracker::new(policy());
         tracker.observe(&down(), now, true);
-        attempt(&mut tracker, now);
+        attempt(&mut tracker, now); // the next is due 1 s later
         let set_back = Wall::from_millis(now.millis() - 3_600_000);
+        tracker.observe(&down(), set_back, true);
+        assert!(
+            tracker.due(set_back).is_empty(),
+            "the backoff is not skipped"
+        );
+        assert!(tracker.due(set_back + Duration::from_secs(9)).is_empty());
         assert_eq!(
-            tracker.due(set_back).len(),
+            tracker.due(set_back + Duration::from_secs(10)).len(),
             1,
-            "due an hour ahead: the clock moved"
+            "due after at most backoff_max (10 s), not an hour"
         );
     }
 }

@@ -246,14 +246,15 @@ impl Daemon {
     }
 
     /// Stops the daemon with SIGTERM, as an operator would, and waits (at
-    /// most 10 s) until it has exited; its store is then written and can
-    /// be read. Returns whether it exited by itself in time.
+    /// most 20 s: it lets running workflows and the store finish) until it
+    /// has exited; its store is then written and can be read. Returns
+    /// whether it exited by itself in time.
     pub fn stop(&mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
+        while started.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.success();
             }

@@ -136,8 +136,7 @@ argv = ["true"]
     daemon.wait_for("the escalation", LIMIT, |e| {
         matches!(e, Event::IssueEscalated { .. })
     });
-    std::thread::sleep(STORE_WRITES_WITHIN);
-    daemon.kill();
+    assert!(daemon.stop(), "an operator restarts healer");
     assert_eq!(
         store_number(
             dir.path(),
@@ -259,9 +258,7 @@ steps = [{{ plugin = "webhook", url = "{url}" }}]
             .count();
         (finished == 2).then_some(())
     });
-    std::thread::sleep(STORE_WRITES_WITHIN);
-
-    daemon.kill();
+    assert!(daemon.stop(), "an operator restarts healer");
     assert_eq!(
         store_number(dir.path(), "SELECT COUNT(*) FROM alerts_acted"),
         Some(1),

@@ -272,3 +272,82 @@ fn a_corrupt_database_is_moved_aside_and_healing_starts_on_a_new_one() {
         moved_to.display()
     );
 }
+
+#[test]
+fn a_database_that_cannot_be_written_at_start_is_still_read() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let body = format!(
+        r#"
+[[target]]
+name = "hopeless"
+max_attempts = 3
+backoff = "1s"
+backoff_max = "1s"
+monitor = {{ plugin = "process", pidfile = "{}/never.pid" }}
+[[target.recover]]
+plugin = "command"
+argv = ["true"]
+"#,
+        dir.path().display()
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for(
+        "attempt 2 finished",
+        LIMIT,
+        |e| matches!(e, Event::AttemptFinished { issue, .. } if issue.attempts == 2),
+    );
+    assert!(daemon.stop());
+
+    // The database and its directory: not even a new write-ahead log can
+    // be created.
+    let mut files = database_files(dir.path());
+    files.push(dir.path().join("state"));
+    let _immutable = Immutable::set(files);
+    let mut daemon = Daemon::start(&config);
+    let next = wait_until("the next attempt after the restart", LIMIT, || {
+        healer_e2e::after_start(&daemon.records(), 2)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::AttemptStarted { issue, .. } => Some(issue.attempts),
+                _ => None,
+            })
+    });
+
+    assert_eq!(next, 3, "carried on from the read-only database");
+    // Said at start, before the `started` event (the first run had none).
+    let said = match daemon.wait_for("the store says it cannot write", LIMIT, |e| {
+        matches!(e, Event::StoreDegraded { .. })
+    }) {
+        Event::StoreDegraded { error, .. } => error,
+        _ => unreachable!(),
+    };
+    assert!(
+        said.contains("cannot be written: Operation not permitted")
+            && said.contains("the saved state was read"),
+        "{said}"
+    );
+    assert!(daemon.is_running());
+}
+
+#[test]
+fn a_second_healer_on_the_same_state_dir_is_refused() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_config(dir.path(), plugins.path(), &supervised(dir.path()));
+    let mut first = Daemon::start(&config);
+    first.wait_for("the first healer runs", LIMIT, |e| {
+        matches!(e, Event::Started { .. })
+    });
+
+    let second = healer_e2e::run_healer(&["run", "--config", config.to_str().unwrap()], LIMIT);
+
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("in use by another healer (pid {})", first.pid())),
+        "{stderr}"
+    );
+    assert!(first.is_running());
+}

@@ -385,10 +385,12 @@ pub trait Subscriber: Send {
     fn deliver(&mut self, record: &Record);
     /// The end of a burst of events: write out what is buffered.
     fn flush(&mut self) {}
-    /// Write out everything delivered so far, within `limit`, and go on.
-    fn sync(&mut self, limit: Duration) {
+    /// Write out everything delivered so far, within `limit`, and go on;
+    /// whether it was.
+    fn sync(&mut self, limit: Duration) -> bool {
         let _ = limit;
         self.flush();
+        true
     }
     /// healer is stopping: finish everything, within `limit`.
     fn finish(&mut self, limit: Duration) {
@@ -398,8 +400,8 @@ pub trait Subscriber: Send {
 
 enum Message {
     Record(Record),
-    Sync(Duration, mpsc::SyncSender<()>),
-    Finish(Duration, mpsc::SyncSender<()>),
+    Sync(Duration, mpsc::SyncSender<bool>),
+    Finish(Duration, mpsc::SyncSender<bool>),
 }
 
 /// The sending end of the event stream: cheap to clone, never blocks.
@@ -453,7 +455,8 @@ impl Events {
 
     /// Delivers everything emitted so far and waits (at most `limit`)
     /// until every subscriber has written it out (the store has committed
-    /// it); the stream goes on. Returns whether that was done in time.
+    /// it); the stream goes on. Returns whether all of it was written in
+    /// time (not, for one, while the store cannot write).
     pub fn sync(&self, limit: Duration) -> bool {
         self.ask(limit, Message::Sync)
     }
@@ -465,13 +468,17 @@ impl Events {
         self.ask(limit, Message::Finish)
     }
 
-    fn ask(&self, limit: Duration, message: fn(Duration, mpsc::SyncSender<()>) -> Message) -> bool {
+    fn ask(
+        &self,
+        limit: Duration,
+        message: fn(Duration, mpsc::SyncSender<bool>) -> Message,
+    ) -> bool {
         let (done, wait) = mpsc::sync_channel(1);
         if self.sender.send(message(limit, done)).is_err() {
             return false;
         }
         wait.recv_timeout(limit + Duration::from_millis(500))
-            .is_ok()
+            .unwrap_or(false)
     }
 }
 
@@ -495,16 +502,17 @@ impl Inbox {
                                 }
                             }
                             Message::Sync(limit, done) => {
+                                let mut written = true;
                                 for subscriber in &mut subscribers {
-                                    subscriber.sync(limit);
+                                    written &= subscriber.sync(limit);
                                 }
-                                let _ = done.send(());
+                                let _ = done.send(written);
                             }
                             Message::Finish(limit, done) => {
                                 for subscriber in &mut subscribers {
                                     subscriber.finish(limit);
                                 }
-                                let _ = done.send(());
+                                let _ = done.send(true);
                             }
                         }
                         burst += 1;

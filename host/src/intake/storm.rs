@@ -146,7 +146,9 @@ impl Storm {
         let anomaly = self.anomalies.entry(name.to_owned()).or_default();
         if anomaly
             .last_report
-            .is_some_and(|at| !at.within(limits.stable_after, now))
+            // Quiet only when it truly was: a report stamped in the future
+            // (the clock was set back) never hands out fresh runs.
+            .is_some_and(|at| now.since(at) >= limits.stable_after)
             && !anomaly.running
         {
             *anomaly = AnomalyState::default();
@@ -156,6 +158,8 @@ impl Storm {
             Some(Suppressed::Running)
         } else if anomaly
             .last_run
+            // A run stamped more than a cooldown in the future (the clock
+            // was set back) holds no longer than one cooldown.
             .is_some_and(|at| at.within(limits.cooldown, now))
         {
             Some(Suppressed::Cooldown)
@@ -174,7 +178,7 @@ impl Storm {
         }
         let minute = Duration::from_secs(60);
         let recent = |runs: &mut VecDeque<Wall>| {
-            while runs.front().is_some_and(|at| now.since(*at) >= minute) {
+            while runs.front().is_some_and(|at| !at.within(minute, now)) {
                 runs.pop_front();
             }
             runs.len() as u32
@@ -353,8 +357,17 @@ mod tests {
         let an_hour_back = Wall::from_millis(t0.millis() - 3_600_000);
         assert_eq!(
             storm.report("x", "x", 0, an_hour_back),
-            Ok(Admitted { attempt: 1 }),
-            "a run an hour in the future is not a cooldown: the clock moved"
+            Ok(Admitted { attempt: 2 }),
+            "a run an hour in the future is not a cooldown, and no reason to start over"
         );
+    }
+
+    #[test]
+    fn a_clock_set_back_empties_the_rate_window() {
+        let mut storm = storm();
+        let t0 = Wall::from_millis(10_000_000);
+        assert!(storm.report("a", "r", 1, t0).is_ok());
+        let an_hour_back = Wall::from_millis(t0.millis() - 3_600_000);
+        assert!(storm.report("b", "r", 1, an_hour_back).is_ok());
     }
 }

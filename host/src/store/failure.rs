@@ -104,7 +104,8 @@ fn at_file_size_limit(file: &Path) -> Option<String> {
         })
 }
 
-fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
+/// `file` with `suffix` appended to its name (`healer.db` → `healer.db-wal`).
+pub fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)

@@ -169,6 +169,7 @@ impl Store {
             .spawn(move || writer.run());
         if let Err(err) = spawned {
             tracing::error!(error = %err, "cannot start the store's writer thread; state is kept in memory only");
+            shared.lock().closed = true;
         }
         (Store { shared }, saved)
     }
@@ -213,7 +214,8 @@ fn open_and_load(
             // Read what can be read, so a restart still carries on.
             let loaded = sql::connect_read_only(file)
                 .ok()
-                .and_then(|conn| sql::load(&conn).ok());
+                .and_then(|conn| sql::load(&conn).ok())
+                .or_else(|| read_a_copy(file));
             (error, loaded)
         }
     };
@@ -223,6 +225,28 @@ fn open_and_load(
     };
     degrade(file, &said, events);
     (None, loaded, Some(error))
+}
+
+/// Reads the saved state from a copy of the database (and its write-ahead
+/// log) in the temporary directory: SQLite cannot read a WAL database in a
+/// directory where it may not create its index (a read-only file system),
+/// but a copy it can.
+fn read_a_copy(file: &Path) -> Option<sql::Loaded> {
+    let dir = std::env::temp_dir().join(format!("healer-state-{}", std::process::id()));
+    let copy = dir.join(FILE_NAME);
+    let read = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::copy(file, &copy))
+        .ok()
+        .and_then(|_| {
+            let wal = failure::with_suffix(file, "-wal");
+            if wal.exists() {
+                std::fs::copy(&wal, failure::with_suffix(&copy, "-wal")).ok()?;
+            }
+            let conn = sql::connect(&copy).ok()?;
+            sql::load(&conn).ok()
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    read
 }
 
 fn degrade(file: &Path, error: &str, events: &Events) {
@@ -248,6 +272,60 @@ fn move_aside(file: &Path, error: &str, events: &Events) -> Result<(), String> {
     }
 }
 
+/// The lock that makes one healer the only one on a `state_dir`; held
+/// until dropped (or the process ends, however it ends).
+pub struct StateLock {
+    _held: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// Locks `state_dir` for this healer (`state_dir/healer.lock`, holding its
+/// pid). Fails only when another healer holds it; a lock file that cannot
+/// be created (a read-only or full disk) costs a warning, and the store
+/// reports what it cannot do itself.
+pub fn lock_state_dir(dir: &Path) -> Result<StateLock, String> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("healer.lock");
+    let opened = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+    });
+    let file = match opened {
+        Ok(file) => file,
+        Err(err) => {
+            tracing::warn!(file = %path.display(), error = %err, "cannot create the state lock; another healer on this state_dir would not be noticed");
+            return Ok(StateLock { _held: None });
+        }
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            let _ = locked.set_len(0);
+            let _ = locked.rewind();
+            let _ = write!(locked, "{}", std::process::id());
+            Ok(StateLock {
+                _held: Some(locked),
+            })
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(format!(
+                "{}: in use by another healer (pid {}); stop it, or give this one its own [healer] state_dir",
+                dir.display(),
+                pid.trim()
+            ))
+        }
+        Err((_, err)) => {
+            tracing::warn!(file = %path.display(), error = %err, "cannot lock the state directory; another healer on this state_dir would not be noticed");
+            Ok(StateLock { _held: None })
+        }
+    }
+}
+
 /// The subscriber side: takes events into the projection, wakes the writer.
 struct Feed(Arc<Shared>);
 
@@ -262,8 +340,8 @@ impl Subscriber for Feed {
     }
 
     /// Waits until everything delivered is written (or the database turns
-    /// out not to be writable), within `limit`.
-    fn sync(&mut self, limit: Duration) {
+    /// out not to be writable), within `limit`; whether it was written.
+    fn sync(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut inner = self.0.lock();
         self.0.wake.notify_one();
@@ -279,6 +357,7 @@ impl Subscriber for Feed {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        !inner.degraded && !inner.writing && inner.projection.is_clean()
     }
 
     /// Writes what is left (unless the database cannot be written) and
@@ -315,15 +394,23 @@ struct Writer {
     last_write: Instant,
 }
 
+/// Says the writer has closed the database when it ends, by returning or
+/// by a panic, so `finish` never waits for a writer that is gone.
+struct Closed(Arc<Shared>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.idle.notify_all();
+    }
+}
+
 impl Writer {
     /// Writes until stopped, then closes the database and says so.
     fn run(mut self) {
+        let _closed = Closed(Arc::clone(&self.shared));
         self.serve();
         drop(self.conn.take());
-        let shared = Arc::clone(&self.shared);
-        drop(self);
-        shared.lock().closed = true;
-        shared.idle.notify_all();
     }
 
     fn serve(&mut self) {
@@ -480,7 +567,20 @@ impl Writer {
             keep_events: self.settings.keep_events,
             now,
         });
-        sql::write(conn, batch, retention).map_err(classify)
+        match sql::write(conn, batch, retention) {
+            Ok(()) => Ok(()),
+            // Deleting old history can wait; writing the batch cannot.
+            Err(err) if retention.is_some() => {
+                sql::write(conn, batch, None).map_err(classify)?;
+                tracing::error!(
+                    file = %file.display(),
+                    error = %err,
+                    "store: deleting old history failed; events are still written, and the history grows until it works"
+                );
+                Ok(())
+            }
+            Err(err) => Err(classify(err)),
+        }
     }
 }
 

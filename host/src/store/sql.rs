@@ -64,13 +64,15 @@ pub fn connect(file: &Path) -> Result<Connection, MigrationError> {
 }
 
 /// Opens the database read-only, to read the saved state when it cannot
-/// be written.
+/// be written. In normal locking mode: a connection that may not write
+/// cannot take the exclusive lock, and SQLite reads a WAL database it
+/// cannot write with its index in memory. Close it before a writer opens.
 pub fn connect_read_only(file: &Path) -> Result<Connection, MigrationError> {
     let conn = Connection::open_with_flags(
         file,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    conn.busy_timeout(Duration::from_secs(1))?;
     let version = schema::version(&conn)?;
     if version != schema::LATEST {
         return Err(MigrationError::Newer(version));
