@@ -383,6 +383,18 @@ pub fn fast_config(dir: &Path, plugins: &Path, body: &str) -> PathBuf {
     path
 }
 
+/// A `[[target]]` named `hopeless` whose process never runs (its pidfile
+/// is never written) and whose recovery, `argv` (a TOML array), never
+/// helps; three attempts, `backoff` apart.
+pub fn hopeless_target(dir: &Path, backoff: &str, argv: &str) -> String {
+    format!(
+        "\n[[target]]\nname = \"hopeless\"\nmax_attempts = 3\nbackoff = \"{backoff}\"\nbackoff_max = \"{backoff}\"\n\
+         monitor = {{ plugin = \"process\", pidfile = \"{}/never.pid\" }}\n\
+         [[target.recover]]\nplugin = \"command\"\nargv = {argv}\n",
+        dir.display()
+    )
+}
+
 /// What a [`Receiver`] answers.
 #[derive(Clone, Copy, Debug)]
 pub enum Answer {

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use healer::clock::Wall;
 use healer_e2e::{
-    after_start, fast_config, free_port, plugins_dir_with, post_json, store_number, wait_for_port,
-    wait_until, Alertmanager, Answer, Daemon, Event, Receiver, STORE_WRITES_WITHIN,
+    after_start, fast_config, free_port, hopeless_target, plugins_dir_with, post_json,
+    store_number, wait_for_port, wait_until, Alertmanager, Answer, Daemon, Event, Receiver,
+    STORE_WRITES_WITHIN,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -32,20 +33,13 @@ fn a_restart_after_attempt_two_carries_on_with_attempt_three_then_escalates() {
     let ran = dir.path().join("attempts");
     // A recovery that never helps; 3 s between attempts leaves time to
     // kill healer between attempt 2 and attempt 3.
-    let body = format!(
-        r#"
-[[target]]
-name = "hopeless"
-max_attempts = 3
-backoff = "3s"
-backoff_max = "3s"
-monitor = {{ plugin = "process", pidfile = "{dir}/never.pid" }}
-[[target.recover]]
-plugin = "command"
-argv = ["sh", "-c", "echo $HEALER_ATTEMPT >> {ran}"]
-"#,
-        dir = dir.path().display(),
-        ran = ran.display()
+    let body = hopeless_target(
+        dir.path(),
+        "3s",
+        &format!(
+            r#"["sh", "-c", "echo $HEALER_ATTEMPT >> {}"]"#,
+            ran.display()
+        ),
     );
     let config = fast_config(dir.path(), plugins.path(), &body);
     let mut daemon = Daemon::start(&config);

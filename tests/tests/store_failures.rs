@@ -277,20 +277,7 @@ fn a_corrupt_database_is_moved_aside_and_healing_starts_on_a_new_one() {
 fn a_database_that_cannot_be_written_at_start_is_still_read() {
     let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let body = format!(
-        r#"
-[[target]]
-name = "hopeless"
-max_attempts = 3
-backoff = "1s"
-backoff_max = "1s"
-monitor = {{ plugin = "process", pidfile = "{}/never.pid" }}
-[[target.recover]]
-plugin = "command"
-argv = ["true"]
-"#,
-        dir.path().display()
-    );
+    let body = healer_e2e::hopeless_target(dir.path(), "1s", r#"["true"]"#);
     let config = fast_config(dir.path(), plugins.path(), &body);
     let mut daemon = Daemon::start(&config);
     daemon.wait_for(

@@ -342,32 +342,32 @@ impl Subscriber for Feed {
     /// Waits until everything delivered is written (or the database turns
     /// out not to be writable), within `limit`; whether it was written.
     fn sync(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut inner = self.0.lock();
-        self.0.wake.notify_one();
-        while !inner.degraded && (inner.writing || !inner.projection.is_clean()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            inner = self
-                .0
-                .idle
-                .wait_timeout(inner, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        !inner.degraded && !inner.writing && inner.projection.is_clean()
+        let written = |inner: &Inner| !inner.writing && inner.projection.is_clean();
+        let inner = self.wait(limit, false, |inner| inner.degraded || written(inner));
+        !inner.degraded && written(&inner)
     }
 
     /// Writes what is left (unless the database cannot be written) and
     /// closes it, within `limit`.
     fn finish(&mut self, limit: Duration) {
+        drop(self.wait(limit, true, |inner| inner.closed));
+    }
+}
+
+impl Feed {
+    /// Wakes the writer (asking it to stop, with `stop`) and waits at most
+    /// `limit` until `done`.
+    fn wait(
+        &self,
+        limit: Duration,
+        stop: bool,
+        done: impl Fn(&Inner) -> bool,
+    ) -> MutexGuard<'_, Inner> {
         let deadline = Instant::now() + limit;
         let mut inner = self.0.lock();
-        inner.stop = true;
+        inner.stop |= stop;
         self.0.wake.notify_one();
-        while !inner.closed {
+        while !done(&inner) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -379,6 +379,7 @@ impl Subscriber for Feed {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        inner
     }
 }
 
