@@ -81,6 +81,7 @@ pub async fn run(options: &Options) -> ExitCode {
     }
     crate::reaper::become_subreaper();
     survive_file_size_limit();
+    raise_open_files_limit();
 
     let every_check =
         config.healer.event_log.is_some() || LevelFilter::current() >= LevelFilter::DEBUG;
@@ -220,6 +221,21 @@ async fn heal(
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Raises the soft limit on open files to the hard one: every check,
+/// recovery and intake connection takes descriptors, and running out
+/// (EMFILE) must not be what stops healer from seeing.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open files limit (RLIMIT_NOFILE) to the hard limit"),
+            Err(err) => tracing::warn!(limit = soft, hard, error = %err, "cannot raise the open files limit (RLIMIT_NOFILE)"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open files limit (RLIMIT_NOFILE), already the hard limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot read the open files limit (RLIMIT_NOFILE)"),
+    }
 }
 
 /// With a file size limit (RLIMIT_FSIZE) set, a write past it sends

@@ -227,12 +227,20 @@ pub struct RecovererUse {
     /// Globs on finding kinds, e.g. `process.*`; default `*`.
     pub on: Vec<String>,
     matcher: GlobSet,
+    /// Only the globs that name an UNKNOWN kind (end in `.unknown`).
+    unknown_matcher: GlobSet,
 }
 
 impl RecovererUse {
-    /// Whether this recoverer handles findings of `kind`.
-    pub fn handles(&self, kind: &str) -> bool {
-        self.matcher.is_match(kind)
+    /// Whether this recoverer handles findings of `kind`. An `unknown`
+    /// finding (healer could not tell) is handled only by a glob that names
+    /// an `*.unknown` kind itself: `on = ["*"]` never acts on UNKNOWN.
+    pub fn handles(&self, kind: &str, unknown: bool) -> bool {
+        if unknown {
+            self.unknown_matcher.is_match(kind)
+        } else {
+            self.matcher.is_match(kind)
+        }
     }
 }
 
@@ -623,9 +631,13 @@ impl Checker<'_> {
             }
         };
         let mut builder = GlobSetBuilder::new();
+        let mut unknown_builder = GlobSetBuilder::new();
         for pattern in &on {
             match Glob::new(pattern) {
                 Ok(glob) => {
+                    if pattern.ends_with(".unknown") {
+                        unknown_builder.add(glob.clone());
+                    }
                     builder.add(glob);
                 }
                 Err(err) => {
@@ -643,6 +655,7 @@ impl Checker<'_> {
             }
         }
         let matcher = builder.build().ok()?;
+        let unknown_matcher = unknown_builder.build().ok()?;
         let mut table = table.into_inner();
         table.remove("on");
         let plugin = self.plugin_use(PluginKind::Recoverer, Spanned::new(span, table), true)?;
@@ -650,6 +663,7 @@ impl Checker<'_> {
             plugin,
             on,
             matcher,
+            unknown_matcher,
         })
     }
 

@@ -139,9 +139,9 @@ fn recoverers_select_findings_by_glob() {
     let text = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.*\", \"http.status_5xx\"]\nargv = [\"true\"]\n");
     let config = parse(&text).unwrap();
     let recoverer = &config.targets[0].recoverers[0];
-    assert!(recoverer.handles("process.not_running"));
-    assert!(recoverer.handles("http.status_5xx"));
-    assert!(!recoverer.handles("http.timeout"));
+    assert!(recoverer.handles("process.not_running", false));
+    assert!(recoverer.handles("http.status_5xx", false));
+    assert!(!recoverer.handles("http.timeout", false));
     assert_eq!(
         recoverer.plugin.config,
         serde_json::json!({"argv": ["true"]})
@@ -149,9 +149,27 @@ fn recoverers_select_findings_by_glob() {
 }
 
 #[test]
-fn a_recoverer_without_on_handles_every_finding() {
+fn a_recoverer_without_on_handles_every_finding_but_unknown_ones() {
     let text = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\n");
-    assert!(parse(&text).unwrap().targets[0].recoverers[0].handles("anything.at_all"));
+    let config = parse(&text).unwrap();
+    let recoverer = &config.targets[0].recoverers[0];
+    assert!(recoverer.handles("anything.at_all", false));
+    assert!(!recoverer.handles("process.unknown", true));
+}
+
+#[test]
+fn only_a_glob_naming_an_unknown_kind_acts_on_unknown() {
+    let text = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.*\", \"*.unknown\"]\n");
+    let config = parse(&text).unwrap();
+    let recoverer = &config.targets[0].recoverers[0];
+    assert!(recoverer.handles("process.unknown", true));
+    assert!(recoverer.handles("nagios.unknown", true));
+    let narrow = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.*\"]\n");
+    let config = parse(&narrow).unwrap();
+    assert!(
+        !config.targets[0].recoverers[0].handles("process.unknown", true),
+        "`process.*` does not name an UNKNOWN kind"
+    );
 }
 
 #[test]

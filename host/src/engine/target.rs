@@ -120,8 +120,9 @@ impl Cycle {
         let (findings, diagnosed) = self.diagnose(&seen, checked).await;
         let kinds = findings.iter().map(|f| f.kind.clone()).collect();
         if recover {
-            self.after_diagnosis(&findings, checked && diagnosed);
-            self.recover().await;
+            let conclusive = checked && diagnosed && seen.status != Status::Unknown;
+            self.after_diagnosis(&findings, conclusive);
+            self.recover(conclusive).await;
         }
         (self.name().to_owned(), seen, kinds)
     }
@@ -139,13 +140,18 @@ impl Cycle {
             started.elapsed()
         };
         self.note_status(&seen, was_push, took);
+        let seen_status = seen.status;
         let (findings, diagnosed) = self.diagnose(&seen, checked).await;
         self.history.push_back(seen);
         while self.history.len() > self.history_len {
             self.history.pop_front();
         }
-        self.after_diagnosis(&findings, checked && diagnosed);
-        if self.recover().await {
+        // Never act on false evidence: a check that could not tell (it
+        // failed, timed out, or said UNKNOWN) resolves nothing, and only
+        // recoverers that asked for UNKNOWN act after it.
+        let conclusive = checked && diagnosed && seen_status != Status::Unknown;
+        self.after_diagnosis(&findings, conclusive);
+        if self.recover(conclusive).await {
             Step::Recovered
         } else {
             Step::Checked
@@ -204,7 +210,9 @@ impl Cycle {
     /// observation itself when it is not OK (`<monitor>.<status>`). The flag
     /// is `false` when a diagnoser failed: the findings may be incomplete.
     async fn diagnose(&mut self, seen: &Observation, checked: bool) -> (Vec<Finding>, bool) {
-        if self.runner.diagnosers.is_empty() || !checked {
+        // An UNKNOWN observation is `<monitor>.unknown`: no diagnoser can
+        // read evidence into it that is not there.
+        if self.runner.diagnosers.is_empty() || !checked || seen.status == Status::Unknown {
             if seen.status == Status::Ok {
                 return (Vec::new(), true);
             }
@@ -300,8 +308,13 @@ impl Cycle {
     }
 
     /// Recovers every issue that is due; returns whether any attempt ran.
-    async fn recover(&mut self) -> bool {
-        let due = self.tracker.due(Wall::now());
+    /// After an inconclusive check only UNKNOWN issues may be acted on (by
+    /// the recoverers that asked for them): the others' evidence is stale.
+    async fn recover(&mut self, conclusive: bool) -> bool {
+        let mut due = self.tracker.due(Wall::now());
+        if !conclusive {
+            due.retain(|kind| is_unknown(kind));
+        }
         if due.is_empty() {
             return false;
         }
@@ -337,9 +350,25 @@ impl Cycle {
     async fn attempt(&mut self, kind: &str) -> bool {
         let target = &self.runner.target;
         let name = target.name.clone();
+        let Some(finding) = self.findings.get(kind).cloned() else {
+            return false;
+        };
+        let unknown = is_unknown(kind) || finding.severity == Status::Unknown;
         let ladder: Vec<usize> = (0..target.recoverers.len())
-            .filter(|&i| target.recoverers[i].handles(kind))
+            .filter(|&i| target.recoverers[i].handles(kind, unknown))
             .collect();
+        if ladder.is_empty() && unknown {
+            // healer cannot tell what is wrong: nothing acts, nothing is
+            // escalated; the issue resolves when checks can tell again.
+            if self.held.insert(kind.to_owned()) {
+                self.events.emit(Event::RecoveryWithheld {
+                    target: name,
+                    kind: kind.to_owned(),
+                    reason: "its evidence is UNKNOWN, and no recoverer's `on` names an *.unknown kind".to_owned(),
+                });
+            }
+            return false;
+        }
         if ladder.is_empty() {
             let reason = format!("no recoverer of this target handles {kind}");
             if let Some(transition) = self.tracker.escalate(kind, reason, Wall::now()) {
@@ -347,9 +376,6 @@ impl Cycle {
             }
             return false;
         }
-        let Some(finding) = self.findings.get(kind).cloned() else {
-            return false;
-        };
         let Ok(_permit) = self.limiter.acquire().await else {
             return false;
         };
@@ -407,6 +433,11 @@ impl Cycle {
         }
         true
     }
+}
+
+/// Whether a finding kind says healer could not tell (`<monitor>.unknown`).
+fn is_unknown(kind: &str) -> bool {
+    kind.ends_with(".unknown")
 }
 
 /// A random share of `interval`, so targets do not all fire at once.

@@ -102,6 +102,13 @@ pub enum Event {
         dependency: String,
         reason: String,
     },
+    /// An issue is due, but nothing may act on it: its evidence is UNKNOWN
+    /// (healer could not tell) and no recoverer asked for UNKNOWN kinds.
+    RecoveryWithheld {
+        target: String,
+        kind: String,
+        reason: String,
+    },
     /// A recovery attempt started; `issue.attempts` is its number.
     AttemptStarted {
         target: String,
@@ -302,6 +309,7 @@ impl Event {
             Event::FindingSeen { .. } => "finding_seen",
             Event::IssueOpened { .. } => "issue_opened",
             Event::RecoveryHeld { .. } => "recovery_held",
+            Event::RecoveryWithheld { .. } => "recovery_withheld",
             Event::AttemptStarted { .. } => "attempt_started",
             Event::RecovererFinished { .. } => "recoverer_finished",
             Event::AttemptFinished { .. } => "attempt_finished",
@@ -333,6 +341,7 @@ impl Event {
             | Event::FindingSeen { target, .. }
             | Event::IssueOpened { target, .. }
             | Event::RecoveryHeld { target, .. }
+            | Event::RecoveryWithheld { target, .. }
             | Event::AttemptStarted { target, .. }
             | Event::RecovererFinished { target, .. }
             | Event::AttemptFinished { target, .. }

@@ -106,6 +106,14 @@ fn write(event: &Event) {
             target = %target, kind = %kind, dependency = %dependency,
             "recovery held: the finding is caused upstream, {dependency} {reason}"
         ),
+        Event::RecoveryWithheld {
+            target,
+            kind,
+            reason,
+        } => warn!(
+            target = %target, kind = %kind,
+            "recovery withheld: {reason}"
+        ),
         Event::AttemptStarted {
             target,
             issue,
