@@ -20,6 +20,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Duration(pub std::time::Duration);
 
 impl Duration {
+    /// The longest duration a config may give: a year and a day. Anything
+    /// longer is a typo (or `"1e30s"`), and would overflow the arithmetic
+    /// of deadlines and schedules.
+    pub const MAX: Duration = Duration::from_secs(366 * 86_400);
+
     /// This many seconds.
     pub const fn from_secs(secs: u64) -> Duration {
         Duration(std::time::Duration::from_secs(secs))
@@ -30,15 +35,23 @@ impl Duration {
         Duration(std::time::Duration::from_millis(millis))
     }
 
-    /// Parses `"5s"`, `"250ms"`, `"1m 30s"`.
+    /// Parses `"5s"`, `"250ms"`, `"1m 30s"`; at most [`Duration::MAX`].
     pub fn parse(text: &str) -> Result<Duration, String> {
-        humantime::parse_duration(text.trim())
-            .map(Duration)
-            .map_err(|err| {
-                format!(
-                    "invalid duration {text:?}: {err} (write e.g. \"5s\", \"250ms\", \"1m 30s\")"
-                )
-            })
+        let parsed = humantime::parse_duration(text.trim()).map_err(|err| {
+            format!("invalid duration {text:?}: {err} (write e.g. \"5s\", \"250ms\", \"1m 30s\")")
+        })?;
+        Duration(parsed).at_most_max(text)
+    }
+
+    fn at_most_max(self, written: &str) -> Result<Duration, String> {
+        if self <= Duration::MAX {
+            Ok(self)
+        } else {
+            Err(format!(
+                "invalid duration {written:?}: longer than the longest allowed, {}",
+                Duration::MAX
+            ))
+        }
     }
 }
 
@@ -79,7 +92,12 @@ impl<'de> Deserialize<'de> for Duration {
         match Written::deserialize(d)? {
             Written::Text(text) => Duration::parse(&text).map_err(serde::de::Error::custom),
             Written::Seconds(secs) if secs.is_finite() && secs >= 0.0 => {
-                Ok(Duration(std::time::Duration::from_secs_f64(secs)))
+                let written = secs.to_string();
+                let duration = std::time::Duration::try_from_secs_f64(secs)
+                    .unwrap_or(std::time::Duration::MAX);
+                Duration(duration)
+                    .at_most_max(&written)
+                    .map_err(serde::de::Error::custom)
             }
             Written::Seconds(secs) => Err(serde::de::Error::custom(format!(
                 "invalid duration {secs}: durations are zero or more seconds"
@@ -110,6 +128,15 @@ mod tests {
         assert!(err.contains("invalid duration \"5 parsecs\""), "{err}");
         assert!(err.contains("write e.g. \"5s\""), "{err}");
         assert!(parse("-1").is_err());
+    }
+
+    #[test]
+    fn refuses_what_no_config_means_instead_of_overflowing() {
+        for written in ["\"1e30s\"", "1e30", "\"99999999999999999999s\"", "\"367days\"", "1e300"] {
+            let err = parse(written).unwrap_err();
+            assert!(err.contains("invalid duration"), "{written}: {err}");
+        }
+        assert_eq!(parse("\"366days\"").unwrap(), Duration::MAX);
     }
 
     #[test]
