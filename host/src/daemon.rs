@@ -230,11 +230,22 @@ fn raise_open_files_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open files limit (RLIMIT_NOFILE) to the hard limit"),
-            Err(err) => tracing::warn!(limit = soft, hard, error = %err, "cannot raise the open files limit (RLIMIT_NOFILE)"),
+            Ok(()) => tracing::info!(
+                from = soft,
+                to = hard,
+                "raised the open files limit (RLIMIT_NOFILE) to the hard limit"
+            ),
+            Err(err) => {
+                tracing::warn!(limit = soft, hard, error = %err, "cannot raise the open files limit (RLIMIT_NOFILE)")
+            }
         },
-        Ok((soft, _)) => tracing::info!(limit = soft, "open files limit (RLIMIT_NOFILE), already the hard limit"),
-        Err(err) => tracing::warn!(error = %err, "cannot read the open files limit (RLIMIT_NOFILE)"),
+        Ok((soft, _)) => tracing::info!(
+            limit = soft,
+            "open files limit (RLIMIT_NOFILE), already the hard limit"
+        ),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the open files limit (RLIMIT_NOFILE)")
+        }
     }
 }
 

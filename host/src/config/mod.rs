@@ -84,104 +84,168 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[healer]`: host-wide settings and the defaults targets inherit.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Healer {
-    /// The master switch: `false` makes `healer run` exit at once.
-    pub enabled: bool,
-    /// How often each target is checked (targets may override).
-    pub interval: Duration,
-    /// Deadline of every plugin call (targets may override).
-    pub timeout: Duration,
-    /// Recovery attempts per issue before it is escalated.
-    pub max_attempts: u32,
-    /// Consecutive failed checks before an issue opens (1 = at once).
-    pub fail_after: u32,
-    /// Consecutive healthy checks before an issue resolves.
-    pub resolve_after: u32,
-    /// Healthy time after which a resolved issue's attempt count is forgotten.
-    pub stable_after: Duration,
-    /// Wait before the second attempt; doubles after each attempt.
-    pub backoff: Duration,
-    /// The longest wait between attempts.
-    pub backoff_max: Duration,
-    /// How often an escalated target is re-probed.
-    pub escalated_interval: Duration,
-    /// Pause after a recovery before the check that verifies it.
-    pub grace: Duration,
-    /// Deadline of one recovery attempt (each recoverer in the ladder).
-    pub recovery_timeout: Duration,
-    /// Recoveries running at once, host-wide.
-    pub max_concurrent_recoveries: usize,
-    /// Observations kept per target for diagnosers.
-    pub history: usize,
-    /// Where plugin packages are loaded from.
-    pub plugins_dir: PathBuf,
-    /// Where state (the SQLite database) is kept.
-    pub state_dir: PathBuf,
-    /// The log file (besides stderr).
-    pub log_file: PathBuf,
-    /// Every event as one JSON object per line, appended (none by default).
-    pub event_log: Option<PathBuf>,
-    /// `human` or `json`.
-    pub log_format: LogFormat,
-    /// `error`, `warn`, `info`, `debug` or `trace` (or a tracing filter).
-    pub log_level: String,
-}
-
-impl Default for Healer {
-    fn default() -> Healer {
-        Healer {
-            enabled: true,
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(10),
-            max_attempts: 3,
-            fail_after: 1,
-            resolve_after: 1,
-            stable_after: Duration::from_secs(300),
-            backoff: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
-            escalated_interval: Duration::from_secs(60),
-            grace: Duration::from_millis(500),
-            recovery_timeout: Duration::from_secs(60),
-            max_concurrent_recoveries: 4,
-            history: 10,
-            plugins_dir: PathBuf::from("plugins"),
-            state_dir: PathBuf::from("state"),
-            log_file: PathBuf::from("logs/healer.log"),
-            event_log: None,
-            log_format: LogFormat::Human,
-            log_level: "info".to_owned(),
+/// Declares the pacing keys once. Each becomes a field of [`Policy`] (what
+/// a target runs with, with its default), of `[healer]` (the defaults every
+/// target inherits) and of `[[target]]` (an override); the merge comes with
+/// them, and [`Policy::problems`] checks every merged policy, so a rule
+/// holds the same for `[healer]` and for a target's own value.
+macro_rules! pacing {
+    ($( $(#[doc = $doc:literal])* $key:ident: $ty:ty = $default:expr, )*) => {
+        /// How one target's checks and recoveries are paced: `[healer]`'s
+        /// values, overridden per target.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub struct Policy {
+            $( $(#[doc = $doc])* pub $key: $ty, )*
         }
-    }
+
+        impl Default for Policy {
+            fn default() -> Policy {
+                Policy { $( $key: $default, )* }
+            }
+        }
+
+        /// `[healer]`: host-wide settings and the pacing defaults targets
+        /// inherit.
+        #[derive(Clone, Debug, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Healer {
+            /// The master switch: `false` makes `healer run` exit at once.
+            pub enabled: bool,
+            /// Recoveries running at once, host-wide.
+            pub max_concurrent_recoveries: usize,
+            /// Observations kept per target for diagnosers.
+            pub history: usize,
+            /// Where plugin packages are loaded from.
+            pub plugins_dir: PathBuf,
+            /// Where state (the SQLite database) is kept.
+            pub state_dir: PathBuf,
+            /// The log file (besides stderr).
+            pub log_file: PathBuf,
+            /// Every event as one JSON object per line, appended (none by default).
+            pub event_log: Option<PathBuf>,
+            /// `human` or `json`.
+            pub log_format: LogFormat,
+            /// `error`, `warn`, `info`, `debug` or `trace` (or a tracing filter).
+            pub log_level: String,
+            $( $(#[doc = $doc])* pub $key: $ty, )*
+        }
+
+        impl Default for Healer {
+            fn default() -> Healer {
+                let policy = Policy::default();
+                Healer {
+                    enabled: true,
+                    max_concurrent_recoveries: 4,
+                    history: 10,
+                    plugins_dir: PathBuf::from("plugins"),
+                    state_dir: PathBuf::from("state"),
+                    log_file: PathBuf::from("logs/healer.log"),
+                    event_log: None,
+                    log_format: LogFormat::Human,
+                    log_level: "info".to_owned(),
+                    $( $key: policy.$key, )*
+                }
+            }
+        }
+
+        impl Healer {
+            /// The pacing every target starts from.
+            pub fn policy(&self) -> Policy {
+                Policy { $( $key: self.$key, )* }
+            }
+        }
+
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawTarget {
+            name: Spanned<String>,
+            #[serde(default = "enabled_by_default")]
+            enabled: bool,
+            #[serde(default)]
+            depends_on: Vec<Spanned<String>>,
+            monitor: Spanned<toml::Table>,
+            #[serde(default)]
+            diagnose: Vec<Spanned<toml::Table>>,
+            #[serde(default)]
+            recover: Vec<Spanned<toml::Table>>,
+            $( $key: Option<$ty>, )*
+        }
+
+        impl RawTarget {
+            /// `defaults` with this target's own values.
+            fn policy(&self, defaults: Policy) -> Policy {
+                Policy { $( $key: self.$key.unwrap_or(defaults.$key), )* }
+            }
+
+            /// The pacing keys this target writes itself.
+            fn overrides(&self) -> Vec<&'static str> {
+                let mut written = Vec::new();
+                $( if self.$key.is_some() { written.push(stringify!($key)); } )*
+                written
+            }
+        }
+    };
 }
 
-/// How one target's checks and recoveries are paced.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Policy {
-    /// Time between scheduled checks.
-    pub interval: Duration,
-    /// Deadline of each plugin call.
-    pub timeout: Duration,
-    /// Attempts per issue before escalation.
-    pub max_attempts: u32,
-    /// Failed checks before an issue opens.
-    pub fail_after: u32,
-    /// Healthy checks before an issue resolves.
-    pub resolve_after: u32,
-    /// Healthy time before the attempt count is forgotten.
-    pub stable_after: Duration,
-    /// First wait between attempts.
-    pub backoff: Duration,
-    /// Longest wait between attempts.
-    pub backoff_max: Duration,
-    /// Re-probe interval while escalated.
-    pub escalated_interval: Duration,
-    /// Pause after a recovery before verifying it.
-    pub grace: Duration,
-    /// Deadline of one recoverer call.
-    pub recovery_timeout: Duration,
+pacing! {
+    /// How often each target is checked.
+    interval: Duration = Duration::from_secs(5),
+    /// Deadline of every check and diagnosis.
+    timeout: Duration = Duration::from_secs(10),
+    /// Recovery attempts per issue before it is escalated.
+    max_attempts: u32 = 3,
+    /// Consecutive failed checks before an issue opens (1 = at once).
+    fail_after: u32 = 1,
+    /// Consecutive healthy checks before an issue resolves.
+    resolve_after: u32 = 1,
+    /// Healthy time after which a resolved issue's attempt count is forgotten.
+    stable_after: Duration = Duration::from_secs(300),
+    /// Wait before the second attempt; doubles after each attempt.
+    backoff: Duration = Duration::from_secs(1),
+    /// The longest wait between attempts.
+    backoff_max: Duration = Duration::from_secs(300),
+    /// How often a target whose issues are all escalated is re-probed.
+    escalated_interval: Duration = Duration::from_secs(60),
+    /// Pause after a recovery before the check that verifies it.
+    grace: Duration = Duration::from_millis(500),
+    /// Deadline of one recovery attempt (each recoverer in the ladder).
+    recovery_timeout: Duration = Duration::from_secs(60),
+}
+
+impl Policy {
+    /// What is wrong with this policy, each as (the key to blame, why).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("max_attempts", self.max_attempts),
+            ("fail_after", self.fail_after),
+            ("resolve_after", self.resolve_after),
+        ] {
+            if value == 0 {
+                problems.push((key, format!("{key} must be at least 1")));
+            }
+        }
+        for (key, value) in [
+            ("interval", self.interval),
+            ("timeout", self.timeout),
+            ("escalated_interval", self.escalated_interval),
+            ("recovery_timeout", self.recovery_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push((key, format!("{key} must be longer than zero")));
+            }
+        }
+        if self.backoff > self.backoff_max {
+            problems.push((
+                "backoff",
+                format!(
+                    "backoff ({}) must not be longer than backoff_max ({})",
+                    self.backoff, self.backoff_max
+                ),
+            ));
+        }
+        problems
+    }
 }
 
 /// One `[[target]]`: what to watch and how to heal it.
@@ -298,32 +362,6 @@ struct RawConfig {
     workflow: std::collections::BTreeMap<String, Spanned<intake::RawWorkflow>>,
     #[serde(default)]
     store: Store,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTarget {
-    name: Spanned<String>,
-    #[serde(default = "enabled_by_default")]
-    enabled: bool,
-    #[serde(default)]
-    depends_on: Vec<Spanned<String>>,
-    interval: Option<Duration>,
-    timeout: Option<Duration>,
-    max_attempts: Option<u32>,
-    fail_after: Option<u32>,
-    resolve_after: Option<u32>,
-    stable_after: Option<Duration>,
-    backoff: Option<Duration>,
-    backoff_max: Option<Duration>,
-    escalated_interval: Option<Duration>,
-    grace: Option<Duration>,
-    recovery_timeout: Option<Duration>,
-    monitor: Spanned<toml::Table>,
-    #[serde(default)]
-    diagnose: Vec<Spanned<toml::Table>>,
-    #[serde(default)]
-    recover: Vec<Spanned<toml::Table>>,
 }
 
 fn enabled_by_default() -> bool {
@@ -461,23 +499,8 @@ impl Checker<'_> {
 
     fn healer(&mut self, healer: &Healer) {
         let at = self.source.text().find("[healer]").unwrap_or(0);
-        for (name, value) in [
-            ("max_attempts", healer.max_attempts),
-            ("fail_after", healer.fail_after),
-            ("resolve_after", healer.resolve_after),
-        ] {
-            if value == 0 {
-                self.error(at, format!("[healer] {name} must be at least 1"));
-            }
-        }
-        for (name, value) in [
-            ("interval", healer.interval),
-            ("timeout", healer.timeout),
-            ("escalated_interval", healer.escalated_interval),
-        ] {
-            if value.is_zero() {
-                self.error(at, format!("[healer] {name} must be longer than zero"));
-            }
+        for (_, problem) in healer.policy().problems() {
+            self.error(at, format!("[healer] {problem}"));
         }
         if healer.max_concurrent_recoveries == 0 {
             self.error(
@@ -501,37 +524,20 @@ impl Checker<'_> {
     }
 
     fn target(&mut self, raw: Spanned<RawTarget>, healer: &Healer) -> Option<Target> {
-        let at = raw.span().start;
+        let span = raw.span();
+        let at = span.start;
         let raw = raw.into_inner();
-        let policy = Policy {
-            interval: raw.interval.unwrap_or(healer.interval),
-            timeout: raw.timeout.unwrap_or(healer.timeout),
-            max_attempts: raw.max_attempts.unwrap_or(healer.max_attempts),
-            fail_after: raw.fail_after.unwrap_or(healer.fail_after),
-            resolve_after: raw.resolve_after.unwrap_or(healer.resolve_after),
-            stable_after: raw.stable_after.unwrap_or(healer.stable_after),
-            backoff: raw.backoff.unwrap_or(healer.backoff),
-            backoff_max: raw.backoff_max.unwrap_or(healer.backoff_max),
-            escalated_interval: raw.escalated_interval.unwrap_or(healer.escalated_interval),
-            grace: raw.grace.unwrap_or(healer.grace),
-            recovery_timeout: raw.recovery_timeout.unwrap_or(healer.recovery_timeout),
-        };
         let name = raw.name.get_ref().clone();
-        for (field, value) in [
-            ("max_attempts", policy.max_attempts),
-            ("fail_after", policy.fail_after),
-            ("resolve_after", policy.resolve_after),
-        ] {
-            if value == 0 {
-                self.error(at, format!("target {name:?}: {field} must be at least 1"));
-            }
-        }
-        for (field, value) in [("interval", policy.interval), ("timeout", policy.timeout)] {
-            if value.is_zero() {
-                self.error(
-                    at,
-                    format!("target {name:?}: {field} must be longer than zero"),
-                );
+        // Checked after merging: the target's own values are blamed here,
+        // the inherited ones at [healer].
+        let policy = raw.policy(healer.policy());
+        let written = raw.overrides();
+        for (key, problem) in policy.problems() {
+            let mine =
+                written.contains(&key) || (key == "backoff" && written.contains(&"backoff_max"));
+            if mine {
+                let key_at = self.source.key_in_table(span.clone(), key);
+                self.push(key_at, format!("target {name:?}: {problem}"));
             }
         }
         let monitor = self.plugin_use(PluginKind::Monitor, raw.monitor, false);

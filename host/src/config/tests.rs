@@ -159,12 +159,15 @@ fn a_recoverer_without_on_handles_every_finding_but_unknown_ones() {
 
 #[test]
 fn only_a_glob_naming_an_unknown_kind_acts_on_unknown() {
-    let text = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.*\", \"*.unknown\"]\n");
+    let text = format!(
+        "{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.*\", \"*.unknown\"]\n"
+    );
     let config = parse(&text).unwrap();
     let recoverer = &config.targets[0].recoverers[0];
     assert!(recoverer.handles("process.unknown", true));
     assert!(recoverer.handles("nagios.unknown", true));
-    let narrow = format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.*\"]\n");
+    let narrow =
+        format!("{MINIMAL}[[target.recover]]\nplugin = \"command\"\non = [\"process.*\"]\n");
     let config = parse(&narrow).unwrap();
     assert!(
         !config.targets[0].recoverers[0].handles("process.unknown", true),
@@ -216,4 +219,47 @@ fn plugin_errors_point_at_the_offending_key() {
 fn toml_tables_become_json_objects() {
     let json = plugin_table_to_json("url = \"http://x\"\ntimeout = 2\n# comment\n").unwrap();
     assert_eq!(json, serde_json::json!({"url": "http://x", "timeout": 2}));
+}
+
+#[test]
+fn a_targets_own_pacing_is_checked_like_the_defaults() {
+    let text = "\n[[target]]\nname = \"web\"\nescalated_interval = \"0s\"\nbackoff = \"10m\"\nmonitor = { plugin = \"http\" }\n";
+    let errors = parse(text).unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "healer.toml:4:1: target \"web\": escalated_interval must be longer than zero",
+            "healer.toml:5:1: target \"web\": backoff (10m) must not be longer than backoff_max (5m)",
+        ]
+    );
+}
+
+#[test]
+fn an_inherited_problem_is_blamed_on_healer_once() {
+    let target = |name: &str| {
+        format!("\n[[target]]\nname = \"{name}\"\nmonitor = {{ plugin = \"http\" }}\n")
+    };
+    let text = format!(
+        "[healer]\nescalated_interval = \"0s\"\n{}{}",
+        target("web"),
+        target("api")
+    );
+    let errors = parse(&text).unwrap_err();
+    assert_eq!(
+        errors,
+        ["healer.toml:1:1: [healer] escalated_interval must be longer than zero"]
+    );
+}
+
+#[test]
+fn an_absurd_duration_is_refused_at_its_line() {
+    for written in ["\"1e30s\"", "1e30"] {
+        let text = format!("{MINIMAL}[healer]\ninterval = {written}\n");
+        let errors = parse(&text).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("healer.toml:8:12: invalid duration"),
+            "{written}: {errors:?}"
+        );
+    }
 }

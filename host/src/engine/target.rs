@@ -364,7 +364,9 @@ impl Cycle {
                 self.events.emit(Event::RecoveryWithheld {
                     target: name,
                     kind: kind.to_owned(),
-                    reason: "its evidence is UNKNOWN, and no recoverer's `on` names an *.unknown kind".to_owned(),
+                    reason:
+                        "its evidence is UNKNOWN, and no recoverer's `on` names an *.unknown kind"
+                            .to_owned(),
                 });
             }
             return false;
