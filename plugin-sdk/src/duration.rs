@@ -132,7 +132,13 @@ mod tests {
 
     #[test]
     fn refuses_what_no_config_means_instead_of_overflowing() {
-        for written in ["\"1e30s\"", "1e30", "\"99999999999999999999s\"", "\"367days\"", "1e300"] {
+        for written in [
+            "\"1e30s\"",
+            "1e30",
+            "\"99999999999999999999s\"",
+            "\"367days\"",
+            "1e300",
+        ] {
             let err = parse(written).unwrap_err();
             assert!(err.contains("invalid duration"), "{written}: {err}");
         }
