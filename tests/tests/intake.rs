@@ -526,7 +526,7 @@ fn a_stalled_client_is_cut_off_and_others_are_served() {
         daemon: _daemon,
         port,
         ..
-    } = one_reflex(dir.path(), "x", "", "client_timeout = \"300ms\"");
+    } = one_reflex(dir.path(), "x", "", "request_timeout = \"300ms\"");
 
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(10)))

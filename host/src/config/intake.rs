@@ -38,9 +38,12 @@ pub struct Intake {
     pub actions: bool,
     /// Deadline of each workflow step.
     pub step_timeout: Duration,
-    /// A client connection that makes no read progress this long is closed
-    /// (slow or stalled clients, idle keep-alives).
-    pub client_timeout: Duration,
+    /// A request's head and body must arrive within this, from its first
+    /// byte, however they trickle; an idle connection is closed after it.
+    #[serde(alias = "client_timeout")]
+    pub request_timeout: Duration,
+    /// Open connections at most; a new one beyond it closes the oldest.
+    pub max_connections: usize,
 }
 
 impl Default for Intake {
@@ -56,7 +59,8 @@ impl Default for Intake {
             max_runs_per_minute: 60,
             actions: true,
             step_timeout: Duration::from_secs(30),
-            client_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_connections: 256,
         }
     }
 }

@@ -409,6 +409,9 @@ impl Config {
         let mut reflexes = check.reflexes(raw.reflex, &workflows);
         let base = path.parent().unwrap_or(Path::new("."));
         let mut intake = raw.intake;
+        if let Some(intake) = &intake {
+            check.intake(intake);
+        }
         if let Some(intake) = &mut intake {
             for file in [&mut intake.reflex_map, &mut intake.token_file]
                 .into_iter()
@@ -507,6 +510,26 @@ impl Checker<'_> {
                 at,
                 "[healer] max_concurrent_recoveries must be at least 1".to_owned(),
             );
+        }
+    }
+
+    fn intake(&mut self, intake: &Intake) {
+        let at = self.source.text().find("[intake]").unwrap_or(0);
+        for (key, zero) in [
+            ("max_attempts", intake.max_attempts == 0),
+            ("max_connections", intake.max_connections == 0),
+        ] {
+            if zero {
+                self.error(at, format!("[intake] {key} must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            ("request_timeout", intake.request_timeout),
+            ("step_timeout", intake.step_timeout),
+        ] {
+            if value.is_zero() {
+                self.error(at, format!("[intake] {key} must be longer than zero"));
+            }
         }
     }
 

@@ -12,16 +12,22 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{debug, info, warn};
 
+use super::guard::{Connections, Guarded};
 use super::{Answer, Intake};
 
 /// The largest body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The most a connection buffers for a request head (hyper's read buffer).
+const MAX_HEAD: usize = 16 * 1024;
 /// The longest anomaly name accepted.
 const MAX_NAME: usize = 200;
 
@@ -53,18 +59,55 @@ pub async fn serve(
         })
         .with_state(Arc::clone(&intake));
     info!(address = ?address, "intake listening");
-    let stopped = async move {
-        let _ = shutdown.changed().await;
-    };
-    let guarded = super::guard::Guarded {
-        listener,
-        timeout: intake.settings.client_timeout.into(),
-    };
-    if let Err(err) = axum::serve(guarded, app)
-        .with_graceful_shutdown(stopped)
+    let settings = &intake.settings;
+    let request_timeout: std::time::Duration = settings.request_timeout.into();
+    let connections = Connections::new(settings.max_connections);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut evictions: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of descriptors (EMFILE) or the like: the connection
+                // waits in the kernel's backlog; try again shortly.
+                debug!(error = %err, "intake: cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (slot, evicted) = connections.admit();
+        if evicted > 0 {
+            evictions += evicted as u64;
+            if evictions == 1 || evictions.is_multiple_of(1000) {
+                warn!(
+                    max_connections = settings.max_connections,
+                    evicted_so_far = evictions,
+                    "intake: too many connections; the oldest are closed to make room"
+                );
+            }
+        }
+        let io = TokioIo::new(Guarded::new(stream, slot, request_timeout));
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(request_timeout)
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(io, service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(request_timeout, graceful.shutdown())
         .await
+        .is_err()
     {
-        tracing::error!(error = %err, "intake stopped");
+        debug!("intake: connections still open at shutdown were closed");
     }
 }
 
