@@ -263,9 +263,7 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
         }
         config.targets.retain(|t| t.name == only);
     }
-    if recover {
-        crate::log::init(&config.healer, cli.verbose);
-    }
+    let _logging = recover.then(|| crate::log::init(&config.healer, cli.verbose));
     let runners = match engine::build(&config, &catalog, Default::default()).await {
         Ok(runners) => runners,
         Err(errors) => return fail(&errors.join("\n")),

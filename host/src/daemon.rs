@@ -71,7 +71,7 @@ pub async fn run(options: &Options) -> ExitCode {
         Ok(loaded) => loaded,
         Err(problems) => return fail(&problems.join("\n")),
     };
-    crate::log::init(&config.healer, options.verbose);
+    let logging = Arc::new(crate::log::init(&config.healer, options.verbose));
     if !config.healer.enabled {
         tracing::info!(config = %config.path.display(), "healer is disabled ([healer] enabled = false); exiting");
         return ExitCode::SUCCESS;
@@ -86,7 +86,7 @@ pub async fn run(options: &Options) -> ExitCode {
     let every_check =
         config.healer.event_log.is_some() || LevelFilter::current() >= LevelFilter::DEBUG;
     let (events, inbox) = Events::channel(every_check);
-    let mut subscribers: Vec<Box<dyn Subscriber>> = vec![Box::new(Log)];
+    let mut subscribers: Vec<Box<dyn Subscriber>> = vec![Box::new(Log::default())];
     if let Some(path) = &config.healer.event_log {
         match Journal::open(path) {
             Ok(journal) => subscribers.push(Box::new(journal)),
@@ -127,6 +127,7 @@ pub async fn run(options: &Options) -> ExitCode {
     }
     inbox.start(subscribers);
 
+    tokio::spawn(watch_the_log(Arc::clone(&logging)));
     let code = heal(options, &config, &catalog, &events, saved).await;
     events.finish(FINISH_WITHIN);
     code
@@ -223,6 +224,38 @@ async fn heal(
     ExitCode::SUCCESS
 }
 
+/// Reopens the log file on SIGUSR1 (logrotate's `postrotate`), and says
+/// when log lines had to be dropped because a destination was too slow.
+async fn watch_the_log(logging: Arc<crate::log::Logging>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(usr1) => Some(usr1),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch for SIGUSR1; the log file is not reopened on it");
+            None
+        }
+    };
+    let mut reported = 0;
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            Some(()) = async { match usr1.as_mut() { Some(usr1) => usr1.recv().await, None => std::future::pending().await } } => {
+                match logging.reopen() {
+                    Ok(()) => tracing::info!("SIGUSR1: the log file was reopened"),
+                    Err(err) => tracing::error!(error = %err, "SIGUSR1: cannot reopen the log file; logging on to the old one"),
+                }
+            }
+            _ = every.tick() => {
+                let dropped = logging.dropped();
+                if dropped > reported {
+                    tracing::warn!(dropped = dropped - reported, total = dropped, "log lines were dropped: a log destination could not keep up");
+                    reported = dropped;
+                }
+            }
+        }
+    }
+}
+
 /// Raises the soft limit on open files to the hard one: every check,
 /// recovery and intake connection takes descriptors, and running out
 /// (EMFILE) must not be what stops healer from seeing.
@@ -284,7 +317,12 @@ async fn wait_for_stop_signal(options: &Options, events: &Events) {
             _ = int.recv() => return,
             _ = hup.recv() => events.emit(Event::ConfigChecked {
                 config: options.config.clone(),
-                problems: load(options).err().unwrap_or_default(),
+                problems: load(options)
+                    .err()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|problem| crate::redact::text_of(problem))
+                    .collect(),
             }),
         }
     }

@@ -17,4 +17,5 @@ pub mod issues;
 pub mod log;
 pub mod plugins;
 pub mod reaper;
+pub mod redact;
 pub mod store;

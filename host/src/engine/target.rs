@@ -166,6 +166,7 @@ impl Cycle {
         match timeout(policy.timeout.into(), self.runner.monitor.check()).await {
             Ok(Ok(seen)) => (seen, true),
             Ok(Err(error)) => {
+                let error = crate::redact::text_of(&error);
                 let summary = format!("check failed: {error}");
                 self.emit(Event::PluginFailed {
                     target: self.name().to_owned(),
@@ -240,7 +241,7 @@ impl Cycle {
                         target,
                         role: Role::Diagnoser,
                         plugin: plugin.clone(),
-                        error,
+                        error: crate::redact::text_of(&error),
                     });
                 }
                 Err(_) => {
@@ -406,10 +407,8 @@ impl Cycle {
             )
             .await
             {
-                Ok(Ok(outcome)) => StepResult::Succeeded {
-                    summary: outcome.summary,
-                },
-                Ok(Err(error)) => StepResult::Failed { error },
+                Ok(Ok(outcome)) => StepResult::success(&outcome.summary),
+                Ok(Err(error)) => StepResult::failure(&error),
                 Err(_) => StepResult::TimedOut {
                     after: policy.recovery_timeout,
                 },

@@ -269,6 +269,20 @@ pub enum StepResult {
 }
 
 impl StepResult {
+    /// Success, with what the plugin said (credentials in URLs redacted).
+    pub fn success(summary: &str) -> StepResult {
+        StepResult::Succeeded {
+            summary: crate::redact::text_of(summary),
+        }
+    }
+
+    /// Failure, with the plugin's error (credentials in URLs redacted).
+    pub fn failure(error: &str) -> StepResult {
+        StepResult::Failed {
+            error: crate::redact::text_of(error),
+        }
+    }
+
     /// Whether it succeeded.
     pub fn succeeded(&self) -> bool {
         matches!(self, StepResult::Succeeded { .. })
@@ -442,7 +456,7 @@ impl Events {
     /// without the daemon's other subscribers (`healer once`).
     pub fn log_only() -> Events {
         let (events, inbox) = Events::channel(false);
-        inbox.start(vec![Box::new(Log)]);
+        inbox.start(vec![Box::new(Log::default())]);
         events
     }
 

@@ -14,6 +14,21 @@ use super::{Answer, Intake};
 use crate::clock::Wall;
 use crate::events::Event;
 
+/// The longest fingerprint or `startsAt` accepted (Alertmanager's are 16
+/// and about 30 characters).
+const MAX_KEY: usize = 64;
+
+/// A fingerprint for an alert that has none: a digest of its labels (in
+/// key order), so the same alert always gets the same one.
+fn fingerprint_of(labels: &Map<String, Value>) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(Value::Object(labels.clone()).to_string().as_bytes());
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// One alert of a group, as far as healer reads it.
 #[derive(Deserialize)]
 struct Alert {
@@ -100,9 +115,28 @@ impl Intake {
                 continue;
             }
             let fingerprint = match alert.fingerprint.as_str() {
-                "" => Value::Object(alert.labels.clone()).to_string(),
-                given => given.to_owned(),
+                "" => fingerprint_of(&alert.labels),
+                given
+                    if given.len() <= MAX_KEY
+                        && given.chars().all(|c| c.is_ascii_alphanumeric()) =>
+                {
+                    given.to_owned()
+                }
+                _ => {
+                    answer.results.push(reject(
+                        format!("`fingerprint` must be 1 to {MAX_KEY} letters and digits"),
+                        Some("fingerprint"),
+                    ));
+                    continue;
+                }
             };
+            if alert.starts_at.len() > MAX_KEY {
+                answer.results.push(reject(
+                    format!("`startsAt` must be at most {MAX_KEY} characters"),
+                    Some("startsAt"),
+                ));
+                continue;
+            }
             if alert.status == "resolved" {
                 let resolved = self.alert_resolved(name, &fingerprint);
                 answer.resolved += usize::from(resolved);
@@ -132,18 +166,22 @@ impl Intake {
                 "generatorURL": alert.generator_url,
             });
             let reported = self.report(name, details, false);
-            let acted_on = reported.acted_on();
-            self.alerts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .firing(name, &fingerprint, &alert.starts_at, acted_on, Wall::now());
-            self.events.emit(Event::AlertReceived {
-                alertname: name.to_owned(),
-                fingerprint,
-                starts_at: alert.starts_at,
-                duplicate: false,
-                acted_on,
-            });
+            // Only alerts a reflex matches are remembered: the others
+            // start nothing, and a sender could invent them without end.
+            if !matches!(reported, Answer::NoReflex { .. }) {
+                let acted_on = reported.acted_on();
+                self.alerts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .firing(name, &fingerprint, &alert.starts_at, acted_on, Wall::now());
+                self.events.emit(Event::AlertReceived {
+                    alertname: name.to_owned(),
+                    fingerprint,
+                    starts_at: alert.starts_at,
+                    duplicate: false,
+                    acted_on,
+                });
+            }
             answer.started += usize::from(matches!(reported, Answer::Started { .. }));
             answer.results.push(AlertResult::Reported(reported));
         }

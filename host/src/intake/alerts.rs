@@ -5,9 +5,11 @@
 //! an anomaly resolves only when every alert of its name has.
 //!
 //! Occurrences are remembered for a day, in wall-clock time, and survive a
-//! restart through the store.
+//! restart through the store. Both are bounded: at most [`MAX_TRACKED`]
+//! occurrences and as many firing fingerprints; beyond that the oldest are
+//! forgotten first (down to 90 %).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::clock::Wall;
@@ -15,13 +17,18 @@ use crate::clock::Wall;
 /// How long an acted-on occurrence is remembered.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(86_400);
 
+/// The most occurrences, and the most firing fingerprints, kept.
+pub const MAX_TRACKED: usize = 10_000;
+
 /// Alertmanager alerts seen.
 #[derive(Debug, Default)]
 pub struct Alerts {
     /// (fingerprint, startsAt) acted on, and when.
     acted: HashMap<(String, String), Wall>,
-    /// Fingerprints firing under each alert name.
-    firing: HashMap<String, HashSet<String>>,
+    /// Fingerprints firing under each alert name, and when last heard of.
+    firing: HashMap<String, HashMap<String, Wall>>,
+    /// How many fingerprints `firing` holds.
+    firing_count: usize,
 }
 
 /// One occurrence acted on, as saved.
@@ -34,7 +41,7 @@ pub struct Acted {
 
 impl Alerts {
     /// Carries on from what was saved before a restart.
-    pub fn restore(&mut self, acted: Vec<Acted>, firing: Vec<(String, String)>, now: Wall) {
+    pub fn restore(&mut self, acted: Vec<Acted>, firing: Vec<(String, String, Wall)>, now: Wall) {
         for occurrence in acted {
             if now.since(occurrence.at) < REMEMBER_FOR {
                 self.acted.insert(
@@ -43,9 +50,10 @@ impl Alerts {
                 );
             }
         }
-        for (name, fingerprint) in firing {
-            self.firing.entry(name).or_default().insert(fingerprint);
+        for (name, fingerprint, seen_at) in firing {
+            self.note_firing(name, fingerprint, seen_at);
         }
+        self.bound(now);
     }
 
     /// Whether this occurrence was already acted on.
@@ -54,8 +62,9 @@ impl Alerts {
             .contains_key(&(fingerprint.to_owned(), starts_at.to_owned()))
     }
 
-    /// Notes a firing alert; remembers its occurrence only when it was
-    /// acted on, so one suppressed by a storm limit runs on a re-send.
+    /// Notes a firing alert whose name a reflex matches; remembers its
+    /// occurrence only when it was acted on, so one suppressed by a storm
+    /// limit runs on a re-send.
     pub fn firing(
         &mut self,
         name: &str,
@@ -64,14 +73,54 @@ impl Alerts {
         acted_on: bool,
         now: Wall,
     ) {
-        self.firing
-            .entry(name.to_owned())
-            .or_default()
-            .insert(fingerprint.to_owned());
+        self.note_firing(name.to_owned(), fingerprint.to_owned(), now);
         if acted_on {
-            self.acted.retain(|_, at| now.since(*at) < REMEMBER_FOR);
             self.acted
                 .insert((fingerprint.to_owned(), starts_at.to_owned()), now);
+        }
+        self.bound(now);
+    }
+
+    fn note_firing(&mut self, name: String, fingerprint: String, seen_at: Wall) {
+        let fingerprints = self.firing.entry(name).or_default();
+        if fingerprints.insert(fingerprint, seen_at).is_none() {
+            self.firing_count += 1;
+        }
+    }
+
+    /// Forgets occurrences past their day, then the oldest of each beyond
+    /// the caps.
+    fn bound(&mut self, now: Wall) {
+        if self.acted.len() > MAX_TRACKED {
+            self.acted.retain(|_, at| now.since(*at) < REMEMBER_FOR);
+            let mut oldest: Vec<(Wall, (String, String))> =
+                self.acted.iter().map(|(k, at)| (*at, k.clone())).collect();
+            oldest.sort_unstable();
+            let excess = self.acted.len().saturating_sub(MAX_TRACKED * 9 / 10);
+            for (_, key) in oldest.into_iter().take(excess) {
+                self.acted.remove(&key);
+            }
+        }
+        if self.firing_count > MAX_TRACKED {
+            let mut oldest: Vec<(Wall, String, String)> = self
+                .firing
+                .iter()
+                .flat_map(|(name, fps)| {
+                    fps.iter()
+                        .map(move |(fp, at)| (*at, name.clone(), fp.clone()))
+                })
+                .collect();
+            oldest.sort_unstable();
+            let excess = self.firing_count.saturating_sub(MAX_TRACKED * 9 / 10);
+            for (_, name, fingerprint) in oldest.into_iter().take(excess) {
+                if let Some(fingerprints) = self.firing.get_mut(&name) {
+                    fingerprints.remove(&fingerprint);
+                    if fingerprints.is_empty() {
+                        self.firing.remove(&name);
+                    }
+                }
+            }
+            self.firing_count = self.firing.values().map(HashMap::len).sum();
         }
     }
 
@@ -82,7 +131,11 @@ impl Alerts {
         let Some(fingerprints) = self.firing.get_mut(name) else {
             return false;
         };
-        if !fingerprints.remove(fingerprint) || !fingerprints.is_empty() {
+        if fingerprints.remove(fingerprint).is_none() {
+            return false;
+        }
+        self.firing_count -= 1;
+        if !fingerprints.is_empty() {
             return false;
         }
         self.firing.remove(name);
@@ -133,5 +186,25 @@ mod tests {
         assert!(alerts.resolved("X", "b"));
         assert!(!alerts.resolved("X", "b"), "already resolved");
         assert!(!alerts.resolved("Unknown", "z"));
+        assert_eq!(alerts.firing_count, 0);
+    }
+
+    #[test]
+    fn fingerprints_and_occurrences_are_bounded_oldest_first() {
+        let t0 = Wall::from_millis(1_000_000);
+        let mut alerts = Alerts::default();
+        for n in 0..(MAX_TRACKED + 3_000) {
+            let at = t0 + Duration::from_millis(n as u64);
+            alerts.firing("X", &format!("fp{n}"), "t", true, at);
+        }
+        assert!(alerts.acted.len() <= MAX_TRACKED);
+        assert!(alerts.firing_count <= MAX_TRACKED);
+        assert_eq!(alerts.firing_count, alerts.firing["X"].len());
+        assert!(
+            !alerts.already_acted_on("fp0", "t"),
+            "the oldest went first"
+        );
+        let newest = format!("fp{}", MAX_TRACKED + 2_999);
+        assert!(alerts.already_acted_on(&newest, "t"));
     }
 }

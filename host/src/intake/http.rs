@@ -192,11 +192,25 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Valu
     })
 }
 
-fn dry_run(query: Option<&str>) -> bool {
-    query
-        .unwrap_or("")
-        .split('&')
-        .any(|pair| matches!(pair, "dry_run" | "dry_run=true" | "dry_run=1"))
+/// `?dry_run=true` or `?dry_run=false`; anything else is refused.
+fn dry_run(query: Option<&str>) -> Result<bool, String> {
+    let mut dry = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "dry_run" {
+            dry = match value {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(format!(
+                        "`dry_run` must be true or false, not {:?}",
+                        other.chars().take(40).collect::<String>()
+                    ))
+                }
+            };
+        }
+    }
+    Ok(dry)
 }
 
 async fn anomaly(
@@ -246,7 +260,11 @@ async fn anomaly(
             )
         }
     };
-    let answer = intake.report(name, details, dry_run(query.as_deref()));
+    let dry_run = match dry_run(query.as_deref()) {
+        Ok(dry_run) => dry_run,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message, Some("dry_run")),
+    };
+    let answer = intake.report(name, details, dry_run);
     let status = if matches!(answer, Answer::Started { .. }) {
         StatusCode::ACCEPTED
     } else {

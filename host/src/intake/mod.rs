@@ -31,7 +31,7 @@ use crate::plugins::{Catalog, RecovererHandle};
 pub use alertmanager::{AlertResult, AlertmanagerAnswer};
 pub use alerts::{Acted, Alerts};
 pub use http::{listen, serve};
-pub use storm::{AnomalyState, Suppressed};
+pub use storm::{AnomalyState, Suppressed, MAX_TRACKED};
 use storm::{Limits, Storm};
 
 /// The intake: settings, reflexes, workflows with their step instances.
@@ -59,8 +59,8 @@ pub struct Saved {
     pub anomalies: Vec<(String, AnomalyState)>,
     /// Alertmanager occurrences acted on.
     pub acted: Vec<Acted>,
-    /// (alert name, fingerprint) firing.
-    pub firing: Vec<(String, String)>,
+    /// (alert name, fingerprint, last heard of) firing.
+    pub firing: Vec<(String, String, Wall)>,
     /// The number of the last workflow run; `None` when unknown (the store
     /// could not be read), then run numbers start from the clock.
     pub last_run: Option<u64>,
@@ -388,10 +388,8 @@ impl Intake {
             let plugin = &step.plugin.plugin;
             let result =
                 match timeout(self.settings.step_timeout.into(), handle.recover(&recovery)).await {
-                    Ok(Ok(outcome)) => StepResult::Succeeded {
-                        summary: outcome.summary,
-                    },
-                    Ok(Err(error)) => StepResult::Failed { error },
+                    Ok(Ok(outcome)) => StepResult::success(&outcome.summary),
+                    Ok(Err(error)) => StepResult::failure(&error),
                     Err(_) => StepResult::TimedOut {
                         after: self.settings.step_timeout,
                     },
@@ -424,14 +422,15 @@ impl Intake {
     }
 }
 
-/// A workflow's steps as a dry run shows them.
+/// A workflow's steps as a dry run and `healer explain` show them, secrets
+/// redacted.
 pub fn explain_steps(workflow: &Workflow) -> Vec<StepView> {
     workflow
         .steps
         .iter()
         .map(|step| StepView {
             plugin: step.plugin.plugin.clone(),
-            config: step.plugin.config.clone(),
+            config: crate::redact::config(&step.plugin.config),
             continue_on_error: step.continue_on_error,
         })
         .collect()

@@ -86,6 +86,12 @@ pub struct Storm {
 /// a sender inventing names cannot grow the state without bound.
 const PRUNE_EVERY: u64 = 1024;
 
+/// The most anomaly names tracked at once. Beyond it the least recently
+/// reported (not running) are forgotten, down to 90 %: a sender inventing
+/// names that a wildcard reflex matches costs bounded memory, and forgotten
+/// names can run again only within the per-minute limits.
+pub const MAX_TRACKED: usize = 10_000;
+
 /// A run may start: its attempt number.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Admitted {
@@ -142,6 +148,9 @@ impl Storm {
                     || a.last_report
                         .is_some_and(|at| now.since(at) < limits.stable_after)
             });
+        }
+        if self.anomalies.len() >= MAX_TRACKED && !self.anomalies.contains_key(name) {
+            self.forget_least_recent();
         }
         let anomaly = self.anomalies.entry(name.to_owned()).or_default();
         if anomaly
@@ -206,6 +215,23 @@ impl Storm {
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.anomalies.len()
+    }
+
+    /// Forgets the least recently reported names (not running) until 90 %
+    /// of [`MAX_TRACKED`] are left.
+    fn forget_least_recent(&mut self) {
+        let keep = MAX_TRACKED * 9 / 10;
+        let mut idle: Vec<(Wall, String)> = self
+            .anomalies
+            .iter()
+            .filter(|(_, a)| !a.running)
+            .map(|(name, a)| (a.last_report.unwrap_or(Wall::from_millis(0)), name.clone()))
+            .collect();
+        idle.sort_unstable();
+        let excess = self.anomalies.len().saturating_sub(keep);
+        for (_, name) in idle.into_iter().take(excess) {
+            self.anomalies.remove(&name);
+        }
     }
 
     /// The run of `name` ended.
@@ -369,5 +395,26 @@ mod tests {
         assert!(storm.report("a", "r", 1, t0).is_ok());
         let an_hour_back = Wall::from_millis(t0.millis() - 3_600_000);
         assert!(storm.report("b", "r", 1, an_hour_back).is_ok());
+    }
+
+    #[test]
+    fn invented_names_are_bounded_and_the_least_recent_forgotten_first() {
+        let mut storm = storm();
+        let t0 = Wall::from_millis(1_000_000);
+        storm.report("old.but.real", "*", 0, t0).ok();
+        storm.finished("old.but.real");
+        for n in 0..(MAX_TRACKED + 5_000) {
+            let at = t0 + Duration::from_millis(1 + n as u64);
+            let name = format!("made.up.{n}");
+            let _ = storm.report(&name, "*", 0, at);
+            storm.finished(&name);
+        }
+        assert!(storm.tracked() <= MAX_TRACKED, "{}", storm.tracked());
+        assert!(
+            !storm.anomalies.contains_key("old.but.real"),
+            "the least recent went first"
+        );
+        let newest = format!("made.up.{}", MAX_TRACKED + 4_999);
+        assert!(storm.anomalies.contains_key(&newest));
     }
 }

@@ -135,11 +135,7 @@ impl Store {
                 saved.intake = intake::Saved {
                     anomalies: loaded.anomalies,
                     acted: loaded.acted.into_iter().map(|(_, acted)| acted).collect(),
-                    firing: loaded
-                        .firing
-                        .into_iter()
-                        .map(|(alertname, fingerprint, _)| (alertname, fingerprint))
-                        .collect(),
+                    firing: loaded.firing,
                     last_run: Some(loaded.last_run),
                 };
             }

@@ -21,6 +21,10 @@ use crate::issues::Issue;
 /// written; beyond it the oldest are dropped.
 pub const MAX_PENDING: usize = 200_000;
 
+/// Anomaly names, occurrences and firing alerts kept: what the intake
+/// itself keeps at most.
+const MAX_INTAKE: usize = crate::intake::MAX_TRACKED;
+
 /// A key of two names: (target, kind), (fingerprint, startsAt) or
 /// (alert name, fingerprint).
 pub type Pair = (String, String);
@@ -91,6 +95,24 @@ impl<K: Clone + Eq + Hash, V: Clone> Tracked<K, V> {
             .map(|(key, _)| key.clone())
             .collect();
         for key in old {
+            self.remove(key);
+        }
+    }
+
+    /// Beyond `max` entries, forgets the oldest by `when` (down to 90 %):
+    /// the same bound as the intake's own state.
+    fn keep_newest(&mut self, max: usize, when: impl Fn(&V) -> Wall) {
+        if self.current.len() <= max {
+            return;
+        }
+        let mut oldest: Vec<(Wall, K)> = self
+            .current
+            .iter()
+            .map(|(key, value)| (when(value), key.clone()))
+            .collect();
+        oldest.sort_unstable_by_key(|(at, _)| *at);
+        let excess = self.current.len().saturating_sub(max * 9 / 10);
+        for (_, key) in oldest.into_iter().take(excess) {
             self.remove(key);
         }
     }
@@ -232,6 +254,7 @@ impl Projection {
             } => self.firing.remove((alertname.clone(), fingerprint.clone())),
             _ => {}
         }
+        self.bound();
         if record.event.is_routine() {
             return;
         }
@@ -251,6 +274,15 @@ impl Projection {
             self.history.pop_front();
             self.dropped += 1;
         }
+    }
+
+    /// Keeps the intake's state no larger than the intake keeps it.
+    fn bound(&mut self) {
+        let oldest = Wall::from_millis(0);
+        self.anomalies
+            .keep_newest(MAX_INTAKE, |state| state.last_report.unwrap_or(oldest));
+        self.acted.keep_newest(MAX_INTAKE, |(_, at)| *at);
+        self.firing.keep_newest(MAX_INTAKE, |seen_at| *seen_at);
     }
 
     fn push_run(&mut self, row: RunRow) {
