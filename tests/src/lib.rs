@@ -164,10 +164,24 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `healer run` on `config`.
     pub fn start(config: &Path) -> Daemon {
+        Daemon::start_under(config, &[])
+    }
+
+    /// Starts `healer run` on `config` under a wrapper command, e.g.
+    /// `["prlimit", "--nofile=1024:1024"]`.
+    pub fn start_under(config: &Path, wrapper: &[&str]) -> Daemon {
         let dir = config.parent().expect("the config is in a directory");
         let log = dir.join("healer.log");
         let stderr = std::fs::File::create(dir.join("healer.stderr")).expect("stderr file");
-        let child = Command::new(healer_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(healer_bin());
+                command
+            }
+            None => Command::new(healer_bin()),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .stdin(Stdio::null())
@@ -613,6 +627,72 @@ impl Drop for Alertmanager {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The resident set size of process `pid`, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// An HTTP/1.1 client on one keep-alive connection, for tests that send
+/// many requests.
+pub struct KeepAlive {
+    stream: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl KeepAlive {
+    /// Connects to 127.0.0.1:`port`.
+    pub fn connect(port: u16) -> KeepAlive {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout set");
+        KeepAlive {
+            stream: std::io::BufReader::new(stream),
+        }
+    }
+
+    /// POSTs JSON `body` to `path`; (status, body).
+    pub fn post_json(&mut self, path: &str, body: &str) -> (u16, String) {
+        use std::io::{BufRead, Write};
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .expect("request sent");
+        let mut status = 0;
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).unwrap_or(0) == 0 {
+                return (0, String::new());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
+                status = code.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            } else if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut answer = vec![0u8; length];
+        let _ = self.stream.read_exact(&mut answer);
+        (status, String::from_utf8_lossy(&answer).into_owned())
     }
 }
 

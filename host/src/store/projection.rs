@@ -19,7 +19,7 @@ use crate::issues::Issue;
 
 /// History rows (and workflow runs) held while the database cannot be
 /// written; beyond it the oldest are dropped.
-pub const MAX_PENDING: usize = 200_000;
+pub const MAX_PENDING: usize = 100_000;
 
 /// Anomaly names, occurrences and firing alerts kept: what the intake
 /// itself keeps at most.
