@@ -38,6 +38,7 @@
 //! built against another major. See `docs/PLUGIN_AUTHORS.md`.
 
 mod bytes;
+pub mod command;
 mod duration;
 pub mod events;
 mod export;

@@ -1,0 +1,783 @@
+//! The one way a plugin runs a program (a recovery command, a Nagios check):
+//! a clean environment, its own process group, a deadline that kills the
+//! whole group, and output captured with bounded memory.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), healer_plugin_sdk::command::RunError> {
+//! use std::time::Duration;
+//! use healer_plugin_sdk::command::Command;
+//!
+//! let output = Command::new("systemctl")
+//!     .args(["reload", "nginx"])
+//!     .timeout(Duration::from_secs(30))
+//!     .run()
+//!     .await?;
+//! if output.code != 0 {
+//!     println!("failed: {}", output.last_stderr_line().unwrap_or_default());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! **Environment.** The child's environment is cleared; it gets only
+//!
+//! 1. `PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`
+//!    (fixed; not the parent's `PATH`),
+//! 2. `LANG`, copied from healer's own environment when it is set,
+//! 3. the `HEALER_*` variables of [`Command::recovery`]: `HEALER_TARGET`,
+//!    `HEALER_FINDING`, `HEALER_SEVERITY`, `HEALER_SUMMARY`,
+//!    `HEALER_ATTEMPT`, `HEALER_DETAILS`, `HEALER_DETAILS_FILE`,
+//!    `HEALER_PARAMS`,
+//! 4. the configured variables of [`Command::env`], last, so they may
+//!    override any of the above (`PATH` and `LANG` included).
+//!
+//! Nothing else of healer's environment reaches the child: its secrets (the
+//! intake token, webhook HMAC secrets) live there.
+//!
+//! **Bounded values.** `HEALER_TARGET`, `HEALER_FINDING` and
+//! `HEALER_SUMMARY` are cut at [`MAX_ENV_VALUE`] bytes (4 KiB, on a
+//! character boundary). `HEALER_DETAILS` and `HEALER_PARAMS` are the JSON
+//! when it is at most 4 KiB long, else the small valid JSON
+//! `{"truncated":true,"bytes":N}` (N the full length). The full details
+//! are always in the file named by `HEALER_DETAILS_FILE` (mode 0600,
+//! removed when the command has finished, or after the grace period of a
+//! detached command).
+//!
+//! **Processes.** stdin is `/dev/null`. The child leads a new process
+//! group. When it runs past its timeout, or when the future of
+//! [`Command::run`] is dropped before it exited (the host drops a plugin
+//! call that passes its deadline), the whole group is killed with SIGKILL:
+//! no grandchild survives. After a normal exit nothing is killed: starting
+//! a daemon may be the point of a recovery.
+//!
+//! **Output.** stdout and stderr go to unnamed temporary files (unlinked at
+//! once), not pipes: a daemon the command starts in the background never
+//! holds a pipe of healer's, and the result is the exit of the program, not
+//! the end of its output. Once it exited, only a bounded part is read back
+//! ([`Output`]: the first [`STDOUT_HEAD`] bytes of stdout, the last
+//! [`OUTPUT_TAIL`] bytes of each, and the byte counts), so healer's memory
+//! does not depend on what the command prints. (What a background daemon
+//! keeps writing to the inherited stdout or stderr goes to that unlinked
+//! file until it exits: give a daemon its own log.)
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use rustix::process::{kill_process_group, Pid, Signal};
+
+use crate::finding::Recovery;
+
+/// The child's `PATH`, unless the configured environment sets another.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How much of the start of stdout [`Output::stdout_head`] keeps.
+pub const STDOUT_HEAD: usize = 16 * 1024;
+
+/// How much of the end of stdout and of stderr [`Output`] keeps.
+pub const OUTPUT_TAIL: usize = 4 * 1024;
+
+/// The longest `HEALER_*` value; longer ones are cut or summarized.
+pub const MAX_ENV_VALUE: usize = 4 * 1024;
+
+/// How long to wait for a killed child to be reaped.
+const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// A program to run; see the module documentation for what it gets.
+#[derive(Clone, Debug)]
+pub struct Command {
+    program: String,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    healer: Vec<(&'static str, String)>,
+    details: Option<String>,
+    cwd: Option<PathBuf>,
+    timeout: Duration,
+}
+
+/// What a program that exited printed, bounded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// The exit code (a death by signal is a [`RunError::Signal`] instead).
+    pub code: i32,
+    /// The first [`STDOUT_HEAD`] bytes of stdout.
+    pub stdout_head: Vec<u8>,
+    /// The last [`OUTPUT_TAIL`] bytes of stdout.
+    pub stdout_tail: Vec<u8>,
+    /// The last [`OUTPUT_TAIL`] bytes of stderr.
+    pub stderr_tail: Vec<u8>,
+    /// How many bytes the program wrote to stdout in all.
+    pub stdout_bytes: u64,
+    /// How many bytes the program wrote to stderr in all.
+    pub stderr_bytes: u64,
+}
+
+/// Why a program did not run to an exit code; one line naming the program.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunError {
+    /// It could not be started (ENOENT, EACCES, EMFILE, ...).
+    CannotStart { program: String, error: io::Error },
+    /// It ran past its timeout; its process group was killed.
+    TimedOut { program: String, after: Duration },
+    /// It died of a signal.
+    Signal { program: String, signal: i32 },
+    /// Detached, it exited within its grace period.
+    ExitedEarly {
+        program: String,
+        within: Duration,
+        status: ExitStatus,
+    },
+    /// Waiting for it failed; its process group was killed.
+    Wait { program: String, error: io::Error },
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::CannotStart { program, error } => {
+                write!(f, "cannot start {program:?}: {error}")
+            }
+            RunError::TimedOut { program, after } => write!(
+                f,
+                "{program:?} timed out after {after:?} (its process group was killed)"
+            ),
+            RunError::Signal { program, signal } => {
+                write!(f, "{program:?} was killed by signal {signal}")
+            }
+            RunError::ExitedEarly {
+                program,
+                within,
+                status,
+            } => write!(f, "{program:?} exited within {within:?} ({status})"),
+            RunError::Wait { program, error } => {
+                write!(
+                    f,
+                    "cannot wait for {program:?}: {error} (its process group was killed)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl Command {
+    /// Runs `program` (looked up in [`PATH`], or the configured `PATH`);
+    /// no shell is involved. The default timeout is 30 s.
+    pub fn new(program: impl Into<String>) -> Command {
+        Command {
+            program: program.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            healer: Vec::new(),
+            details: None,
+            cwd: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The configured environment: set last, so it may override anything.
+    pub fn env(mut self, vars: &BTreeMap<String, String>) -> Command {
+        self.env
+            .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
+
+    /// The working directory (default: healer's).
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Command {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// How long [`run`](Command::run) waits before killing the group.
+    pub fn timeout(mut self, timeout: Duration) -> Command {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Passes `recovery` as the `HEALER_*` variables and the details file.
+    pub fn recovery(mut self, recovery: &Recovery) -> Command {
+        let finding = &recovery.finding;
+        let details = finding.details.to_string();
+        self.healer = vec![
+            ("HEALER_TARGET", cut(&recovery.target)),
+            ("HEALER_FINDING", cut(&finding.kind)),
+            ("HEALER_SEVERITY", finding.severity.as_str().to_owned()),
+            ("HEALER_SUMMARY", cut(&finding.summary)),
+            ("HEALER_ATTEMPT", recovery.attempt.to_string()),
+            ("HEALER_DETAILS", bounded_json(&details)),
+            ("HEALER_PARAMS", bounded_json(&recovery.params.to_string())),
+        ];
+        self.details = Some(details);
+        self
+    }
+
+    /// Runs the program to its exit, or kills its process group at the
+    /// timeout (or when this future is dropped first).
+    pub async fn run(self) -> Result<Output, RunError> {
+        let cannot_start = |error| self.cannot_start(error);
+        let stdout = tempfile::tempfile().map_err(|e| cannot_start(output_file(e)))?;
+        let stderr = tempfile::tempfile().map_err(|e| cannot_start(output_file(e)))?;
+        let details = self.details_file()?;
+        let mut child = {
+            let mut command = self.prepare(details.as_ref());
+            command
+                .stdout(child_end(&stdout).map_err(|e| cannot_start(output_file(e)))?)
+                .stderr(child_end(&stderr).map_err(|e| cannot_start(output_file(e)))?);
+            command.spawn().map_err(cannot_start)?
+            // `command` drops here, closing healer's copies of the child's ends.
+        };
+        let mut group = Group::of(&child);
+        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(error)) => {
+                group.kill();
+                let _ = tokio::time::timeout(REAP_AFTER_KILL, child.wait()).await;
+                return Err(RunError::Wait {
+                    program: self.program,
+                    error,
+                });
+            }
+            Err(_) => {
+                group.kill();
+                let _ = tokio::time::timeout(REAP_AFTER_KILL, child.wait()).await;
+                return Err(RunError::TimedOut {
+                    program: self.program,
+                    after: self.timeout,
+                });
+            }
+        };
+        group.exited();
+        drop(details);
+        let Some(code) = status.code() else {
+            return Err(RunError::Signal {
+                program: self.program,
+                signal: status.signal().unwrap_or(0),
+            });
+        };
+        let (stdout_head, stdout_tail, stdout_bytes) =
+            read_bounded(&stdout, STDOUT_HEAD, OUTPUT_TAIL);
+        let (_, stderr_tail, stderr_bytes) = read_bounded(&stderr, 0, OUTPUT_TAIL);
+        Ok(Output {
+            code,
+            stdout_head,
+            stdout_tail,
+            stderr_tail,
+            stdout_bytes,
+            stderr_bytes,
+        })
+    }
+
+    /// Starts the program with stdout and stderr on `/dev/null` and returns
+    /// its pid if it is still running after `grace`; it is then left
+    /// running. It exiting within `grace` is an error; this future dropped
+    /// within `grace` kills its group (its outcome was never reported).
+    pub async fn start_detached(self, grace: Duration) -> Result<u32, RunError> {
+        let details = self.details_file()?;
+        let mut child = {
+            let mut command = self.prepare(details.as_ref());
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+            command.spawn().map_err(|e| self.cannot_start(e))?
+        };
+        let pid = child.id().unwrap_or(0);
+        let mut group = Group::of(&child);
+        match tokio::time::timeout(grace, child.wait()).await {
+            Err(_) => {
+                group.exited();
+                Ok(pid)
+            }
+            Ok(Ok(status)) => {
+                group.exited();
+                Err(RunError::ExitedEarly {
+                    program: self.program,
+                    within: grace,
+                    status,
+                })
+            }
+            Ok(Err(error)) => {
+                group.kill();
+                Err(RunError::Wait {
+                    program: self.program,
+                    error,
+                })
+            }
+        }
+    }
+
+    /// The command with the environment, stdin, process group and cwd set.
+    fn prepare(&self, details: Option<&tempfile::NamedTempFile>) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", PATH)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(lang) = std::env::var_os("LANG") {
+            command.env("LANG", lang);
+        }
+        for (name, value) in &self.healer {
+            command.env(name, value);
+        }
+        if let Some(file) = details {
+            command.env("HEALER_DETAILS_FILE", file.path());
+        }
+        command.envs(&self.env);
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        command
+    }
+
+    /// The full details in a 0600 file, removed when the result is dropped.
+    fn details_file(&self) -> Result<Option<tempfile::NamedTempFile>, RunError> {
+        let Some(details) = &self.details else {
+            return Ok(None);
+        };
+        let write = || -> io::Result<tempfile::NamedTempFile> {
+            let mut file = tempfile::Builder::new()
+                .prefix("healer-details-")
+                .suffix(".json")
+                .tempfile()?;
+            file.write_all(details.as_bytes())?;
+            file.flush()?;
+            Ok(file)
+        };
+        write().map(Some).map_err(|error| {
+            self.cannot_start(io::Error::new(
+                error.kind(),
+                format!("cannot write its details file: {error}"),
+            ))
+        })
+    }
+
+    fn cannot_start(&self, error: io::Error) -> RunError {
+        let error = match &self.cwd {
+            Some(cwd) => io::Error::new(error.kind(), format!("{error} (cwd {})", cwd.display())),
+            None => error,
+        };
+        RunError::CannotStart {
+            program: self.program.clone(),
+            error,
+        }
+    }
+}
+
+impl Output {
+    /// The first [`STDOUT_HEAD`] bytes of stdout as text (invalid UTF-8
+    /// replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout_head).into_owned()
+    }
+
+    /// Whether stdout was longer than [`STDOUT_HEAD`].
+    pub fn stdout_cut(&self) -> bool {
+        self.stdout_bytes > self.stdout_head.len() as u64
+    }
+
+    /// The last line with text on it that the program wrote to stderr.
+    pub fn last_stderr_line(&self) -> Option<String> {
+        String::from_utf8_lossy(&self.stderr_tail)
+            .lines()
+            .rev()
+            .find(|line| !line.trim().is_empty())
+            .map(|line| line.trim().to_owned())
+    }
+}
+
+/// The child's process group, killed when dropped unless it exited.
+struct Group(Option<Pid>);
+
+impl Group {
+    fn of(child: &tokio::process::Child) -> Group {
+        // Pid 1 (or 0) as a group would mean "every process": never.
+        let pid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .filter(|&pid| pid > 1)
+            .and_then(Pid::from_raw);
+        Group(pid)
+    }
+
+    /// The leader exited normally: leave the group alone.
+    fn exited(&mut self) {
+        self.0 = None;
+    }
+
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // ESRCH (the group is already gone) is what we wanted anyway.
+            let _ = kill_process_group(pgid, Signal::KILL);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The child's end of an output file (the same open file, so its writes
+/// are what healer reads back).
+fn child_end(file: &File) -> io::Result<Stdio> {
+    file.try_clone().map(Stdio::from)
+}
+
+fn output_file(error: io::Error) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!("cannot create a temporary file for its output: {error}"),
+    )
+}
+
+/// The first `head` and last `tail` bytes of `file`, and its length.
+fn read_bounded(file: &File, head: usize, tail: usize) -> (Vec<u8>, Vec<u8>, u64) {
+    let len = file.metadata().map_or(0, |meta| meta.len());
+    let head_len = len.min(head as u64);
+    let tail_len = len.min(tail as u64);
+    (
+        read_at(file, 0, head_len as usize),
+        read_at(file, len - tail_len, tail_len as usize),
+        len,
+    )
+}
+
+fn read_at(file: &File, offset: u64, len: usize) -> Vec<u8> {
+    let mut buffer = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buffer[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    buffer.truncate(filled);
+    buffer
+}
+
+/// `text` without NULs, cut at [`MAX_ENV_VALUE`] bytes on a char boundary.
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(MAX_ENV_VALUE);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].replace('\0', "")
+}
+
+/// `json` if it is at most [`MAX_ENV_VALUE`] bytes, else a valid summary.
+fn bounded_json(json: &str) -> String {
+    if json.len() <= MAX_ENV_VALUE {
+        json.to_owned()
+    } else {
+        format!("{{\"truncated\":true,\"bytes\":{}}}", json.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Finding;
+    use std::time::Instant;
+
+    fn sh(script: &str) -> Command {
+        Command::new("sh")
+            .args(["-c", script])
+            .timeout(Duration::from_secs(10))
+    }
+
+    fn recovery(details: serde_json::Value) -> Recovery {
+        let mut finding = Finding::critical("http.status_5xx", "answered 503");
+        finding.details = details;
+        Recovery {
+            target: "web".into(),
+            finding,
+            attempt: 2,
+            params: serde_json::json!({"service": "web"}),
+        }
+    }
+
+    /// The pid a script wrote to `path`, waiting for it a bounded time.
+    fn pid_in(path: &std::path::Path) -> u32 {
+        let started = Instant::now();
+        loop {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+            {
+                return pid;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no pid written"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether `pid` is a live process (not gone, not a zombie).
+    fn alive(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !matches!(
+                stat.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next()),
+                Some('Z' | 'X')
+            ),
+            Err(_) => false,
+        }
+    }
+
+    fn gone_within(pid: u32, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if !alive(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn stdout_lines(output: &Output) -> Vec<String> {
+        output.stdout_text().lines().map(str::to_owned).collect()
+    }
+
+    #[tokio::test]
+    async fn the_environment_is_cleared_but_for_the_allowlist() {
+        // std's `set_var` and its spawning share a lock; this test process
+        // starts no thread that reads the environment through libc.
+        std::env::set_var("HEALER_TEST_PARENT_SECRET", "hunter2");
+        let env = BTreeMap::from([("EXTRA".to_owned(), "yes".to_owned())]);
+        let output = Command::new("env")
+            .env(&env)
+            .recovery(&recovery(serde_json::json!({"code": 503})))
+            .run()
+            .await
+            .unwrap();
+        let lines = stdout_lines(&output);
+        let names: Vec<&str> = lines
+            .iter()
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .collect();
+        assert!(!output.stdout_text().contains("hunter2"), "{lines:?}");
+        assert!(lines.contains(&format!("PATH={PATH}")), "{lines:?}");
+        assert!(lines.contains(&"EXTRA=yes".to_owned()), "{lines:?}");
+        assert!(
+            lines.contains(&"HEALER_DETAILS={\"code\":503}".to_owned()),
+            "{lines:?}"
+        );
+        let mut expected = vec![
+            "EXTRA",
+            "HEALER_ATTEMPT",
+            "HEALER_DETAILS",
+            "HEALER_DETAILS_FILE",
+            "HEALER_FINDING",
+            "HEALER_PARAMS",
+            "HEALER_SEVERITY",
+            "HEALER_SUMMARY",
+            "HEALER_TARGET",
+            "PATH",
+        ];
+        if std::env::var_os("LANG").is_some() {
+            expected.push("LANG");
+        }
+        let mut names = names;
+        names.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+    }
+
+    #[tokio::test]
+    async fn the_configured_environment_may_override_path() {
+        let env = BTreeMap::from([("PATH".to_owned(), "/opt/bin:/usr/bin:/bin".to_owned())]);
+        let output = sh("echo $PATH").env(&env).run().await.unwrap();
+        assert_eq!(output.stdout_text(), "/opt/bin:/usr/bin:/bin\n");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let script = format!("sleep 1000 & echo $! > {}; sleep 1000", pidfile.display());
+        let started = Instant::now();
+        let err = sh(&script)
+            .timeout(Duration::from_secs(1))
+            .run()
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            err.to_string(),
+            "\"sh\" timed out after 1s (its process group was killed)"
+        );
+        let grandchild = pid_in(&pidfile);
+        assert!(
+            gone_within(grandchild, Duration::from_secs(5)),
+            "the background sleep {grandchild} survived"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let script = format!("sleep 1000 & echo $! > {}; sleep 1000", pidfile.display());
+        let mut running = Box::pin(sh(&script).timeout(Duration::from_secs(1000)).run());
+        let started = Instant::now();
+        let grandchild = loop {
+            tokio::select! {
+                finished = &mut running => panic!("the command finished: {finished:?}"),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if let Ok(Ok(pid)) = std::fs::read_to_string(&pidfile).map(|t| t.trim().parse()) {
+                break pid;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no pid written"
+            );
+        };
+        // The host drops a plugin call that passes its deadline.
+        drop(running);
+        assert!(
+            gone_within(grandchild, Duration::from_secs(5)),
+            "the background sleep {grandchild} survived"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_normal_exit_leaves_a_started_daemon_running_and_does_not_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("daemon.pid");
+        // The daemon keeps stdout and stderr open: with pipes, this would
+        // wait for it.
+        let script = format!("sleep 30 & echo $! > {}; echo started", pidfile.display());
+        let started = Instant::now();
+        let output = sh(&script).run().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(output.code, 0);
+        assert_eq!(output.stdout_text(), "started\n");
+        let daemon = pid_in(&pidfile);
+        assert!(alive(daemon), "the daemon {daemon} was killed");
+        let _ = rustix::process::kill_process(Pid::from_raw(daemon as i32).unwrap(), Signal::KILL);
+    }
+
+    #[tokio::test]
+    async fn a_hundred_megabytes_of_output_are_captured_bounded() {
+        let output = sh("head -c 100000000 /dev/zero; printf 'the end' >&2; printf 'last'")
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(output.stdout_bytes, 100_000_004);
+        assert_eq!(output.stdout_head.len(), STDOUT_HEAD);
+        assert_eq!(output.stdout_tail.len(), OUTPUT_TAIL);
+        assert!(output.stdout_tail.ends_with(b"last"));
+        assert!(output.stdout_cut());
+        assert_eq!(output.stderr_bytes, 7);
+        assert_eq!(output.last_stderr_line().as_deref(), Some("the end"));
+    }
+
+    #[tokio::test]
+    async fn the_details_file_holds_the_full_details_and_is_removed_after() {
+        let big = "x".repeat(10_000);
+        let recovery = recovery(serde_json::json!({ "big": big }));
+        let output = sh(r#"echo "$HEALER_DETAILS_FILE"; stat -c %a "$HEALER_DETAILS_FILE"; echo "$HEALER_DETAILS"; cat "$HEALER_DETAILS_FILE""#)
+            .recovery(&recovery)
+            .run()
+            .await
+            .unwrap();
+        let lines = stdout_lines(&output);
+        assert_eq!(lines[1], "600");
+        let full = recovery.finding.details.to_string();
+        assert_eq!(
+            lines[2],
+            format!("{{\"truncated\":true,\"bytes\":{}}}", full.len())
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&lines[2]).is_ok());
+        assert_eq!(lines[3], full);
+        assert!(
+            !std::path::Path::new(&lines[0]).exists(),
+            "{} was left behind",
+            lines[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn long_values_are_cut_at_4_kib() {
+        let mut recovery = recovery(serde_json::Value::Null);
+        recovery.finding.summary = "é".repeat(5000);
+        let output = sh(r#"printf %s "$HEALER_SUMMARY" | wc -c; echo "$HEALER_DETAILS""#)
+            .recovery(&recovery)
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(stdout_lines(&output), ["4096", "null"]);
+    }
+
+    #[tokio::test]
+    async fn errors_are_one_line_naming_the_program() {
+        let missing = Command::new("/nonexistent/program")
+            .run()
+            .await
+            .unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .starts_with("cannot start \"/nonexistent/program\": No such file"),
+            "{missing}"
+        );
+        let killed = sh("kill -9 $$").run().await.unwrap_err();
+        assert_eq!(killed.to_string(), "\"sh\" was killed by signal 9");
+        let failed = sh("echo first >&2; echo 'disk full' >&2; echo >&2; exit 3")
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(failed.code, 3);
+        assert_eq!(failed.last_stderr_line().as_deref(), Some("disk full"));
+    }
+
+    #[tokio::test]
+    async fn a_detached_command_is_left_running_after_its_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("daemon.pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+        let pid = sh(&script)
+            .start_detached(Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert_eq!(pid, pid_in(&pidfile));
+        assert!(alive(pid));
+        let _ = rustix::process::kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL);
+        let early = sh("exit 1")
+            .start_detached(Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            early.to_string(),
+            "\"sh\" exited within 5s (exit status: 1)"
+        );
+    }
+}
