@@ -416,6 +416,8 @@ pub enum Answer {
     Status(u16),
     /// Nothing: the connection is held open until the test ends.
     Never,
+    /// 302 Found, to `http://127.0.0.1:<port>/elsewhere`.
+    RedirectTo(u16),
 }
 
 /// A local HTTP server standing in for n8n: records every request body and
@@ -473,6 +475,12 @@ fn serve_one(
             );
         }
         Answer::Never => std::thread::sleep(Duration::from_secs(60)),
+        Answer::RedirectTo(port) => {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{port}/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
     }
 }
 
