@@ -1,17 +1,16 @@
 //! Recoverers that run programs: `command` runs one command (argv, env,
 //! timeout; exit 0 = success), `service-restart` restarts a service through
 //! systemd, or with stop/start commands where there is no systemd (the
-//! seed's ServiceRestartRecovery).
-
-mod run;
+//! seed's ServiceRestartRecovery). Both run programs through
+//! [`healer_plugin_sdk::command`]: a cleared environment, their own process
+//! group killed at the timeout, bounded output.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use healer_plugin_sdk::command;
 use healer_plugin_sdk::{Duration, Error, Outcome, Recoverer, Recovery};
 use serde::Deserialize;
-
-use run::{run, Spec};
 
 /// Options of the `command` recoverer.
 #[derive(Deserialize)]
@@ -19,7 +18,7 @@ use run::{run, Spec};
 pub struct CommandConfig {
     /// Program and arguments; no shell is involved (use `["sh", "-c", ...]`).
     argv: Vec<String>,
-    /// Extra environment variables.
+    /// Added to the cleared environment (see `healer_plugin_sdk::command`).
     #[serde(default)]
     env: BTreeMap<String, String>,
     /// Working directory.
@@ -53,7 +52,7 @@ impl Recoverer for Command {
     const DESCRIPTION: &'static str =
         "runs a command; exit 0 is success (HEALER_TARGET, HEALER_FINDING, HEALER_DETAILS, ... in its env)";
     const SAMPLE_CONFIG: &'static str = r#"argv = ["systemctl", "reload", "nginx"]  # no shell; use ["sh", "-c", "..."] for one
-env = { LANG = "C" }                     # extra environment (default none)
+env = { LANG = "C" }                     # added to the cleared environment (default none)
 # cwd = "/srv/app"                       # working directory (default healer's)
 timeout = "30s"                          # killed and failed after this long
 detach = false                           # true: start it and do not wait (a foreground service)
@@ -129,47 +128,206 @@ timeout = "30s"                           # per command
 
     async fn recover(&mut self, recovery: &Recovery) -> Result<Outcome, Error> {
         let no_env = BTreeMap::new();
-        let timeout: std::time::Duration = self.0.timeout.into();
+        let spec = |argv| Spec {
+            argv,
+            env: &no_env,
+            cwd: None,
+            timeout: self.0.timeout.into(),
+            detach: None,
+        };
         if let Some(unit) = &self.0.unit {
-            let argv = vec!["systemctl".to_owned(), "restart".to_owned(), unit.clone()];
-            let spec = Spec {
-                argv: &argv,
-                env: &no_env,
-                cwd: None,
-                timeout,
-                detach: None,
-            };
-            return run(&spec, recovery)
+            let argv = ["systemctl".to_owned(), "restart".to_owned(), unit.clone()];
+            return run(&spec(&argv), recovery)
                 .await
                 .map(|_| Outcome::done(format!("restarted {unit}")))
                 .map_err(Error::from);
         }
         let mut stopped = String::from("no stop command");
         if !self.0.stop.is_empty() {
-            let spec = Spec {
-                argv: &self.0.stop,
-                env: &no_env,
-                cwd: None,
-                timeout,
-                detach: None,
-            };
-            stopped = run(&spec, recovery)
+            stopped = run(&spec(&self.0.stop), recovery)
                 .await
                 .unwrap_or_else(|err| format!("stop failed (ignored): {err}"));
         }
-        let detach = self.0.detach.then_some(default_grace().into());
-        let spec = Spec {
-            argv: &self.0.start,
-            env: &no_env,
-            cwd: None,
-            timeout,
-            detach,
+        let start = Spec {
+            detach: self.0.detach.then_some(default_grace().into()),
+            ..spec(&self.0.start)
         };
-        let started = run(&spec, recovery).await?;
+        let started = run(&start, recovery).await?;
         Ok(Outcome::done(format!("{stopped}; {started}")))
     }
 }
 
+/// What to run.
+struct Spec<'a> {
+    argv: &'a [String],
+    env: &'a BTreeMap<String, String>,
+    cwd: Option<&'a Path>,
+    timeout: std::time::Duration,
+    /// Do not wait; succeed if it still runs after this long.
+    detach: Option<std::time::Duration>,
+}
+
+/// Runs `spec` for `recovery`; `Ok` is a one-line summary of what ran, `Err`
+/// one line saying why it failed (for a failed exit, the last line of
+/// stderr).
+async fn run(spec: &Spec<'_>, recovery: &Recovery) -> Result<String, String> {
+    let (program, args) = spec.argv.split_first().ok_or("empty argv")?;
+    let mut command = command::Command::new(program.as_str())
+        .args(args)
+        .env(spec.env)
+        .timeout(spec.timeout)
+        .recovery(recovery);
+    if let Some(cwd) = spec.cwd {
+        command = command.cwd(cwd);
+    }
+    let shown = spec.argv.join(" ");
+    if let Some(grace) = spec.detach {
+        let pid = command
+            .start_detached(grace)
+            .await
+            .map_err(|err| err.to_string())?;
+        return Ok(format!("started `{shown}` (pid {pid})"));
+    }
+    let output = command.run().await.map_err(|err| err.to_string())?;
+    if output.code == 0 {
+        return Ok(format!("ran `{shown}`"));
+    }
+    let last = output
+        .last_stderr_line()
+        .unwrap_or_else(|| "no output on stderr".to_owned());
+    Err(format!(
+        "`{shown}` failed (exit code {}): {last}",
+        output.code
+    ))
+}
+
 healer_plugin_sdk::export_plugins! {
     recoverers: [Command, ServiceRestart],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use healer_plugin_sdk::Finding;
+    use std::time::Instant;
+
+    fn recovery() -> Recovery {
+        Recovery {
+            target: "web".into(),
+            finding: Finding::critical("http.status_5xx", "503"),
+            attempt: 2,
+            params: serde_json::Value::Null,
+        }
+    }
+
+    fn command(config: serde_json::Value) -> Command {
+        Command::new(serde_json::from_value(config).unwrap()).unwrap()
+    }
+
+    async fn run_sh(script: &str, timeout: &str) -> Result<Outcome, String> {
+        command(serde_json::json!({"argv": ["sh", "-c", script], "timeout": timeout}))
+            .recover(&recovery())
+            .await
+            .map_err(|err| err.to_string())
+    }
+
+    #[tokio::test]
+    async fn exit_zero_is_success_and_the_finding_is_in_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("seen");
+        let script = format!(
+            "echo $HEALER_TARGET $HEALER_FINDING $HEALER_ATTEMPT $GREETING > {}",
+            out.display()
+        );
+        let outcome = command(serde_json::json!({
+            "argv": ["sh", "-c", script],
+            "env": {"GREETING": "hello"},
+        }))
+        .recover(&recovery())
+        .await
+        .unwrap();
+        assert!(outcome.summary.starts_with("ran `sh -c"), "{outcome:?}");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "web http.status_5xx 2 hello\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_reports_the_exit_code_and_the_last_stderr_line() {
+        let err = run_sh("echo first >&2; echo disk full >&2; exit 3", "5s")
+            .await
+            .unwrap_err();
+        assert!(err.ends_with("failed (exit code 3): disk full"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_the_output_does_not_stall_the_result() {
+        let started = Instant::now();
+        assert!(run_sh("sleep 5 & exit 0", "4s").await.is_ok());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_timeout_is_killed_and_fails() {
+        let err = run_sh("sleep 5", "100ms").await.unwrap_err();
+        assert_eq!(
+            err,
+            "\"sh\" timed out after 100ms (its process group was killed)"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_parents_environment_does_not_reach_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let script = format!("env > {}", out.display());
+        run_sh(&script, "5s").await.unwrap();
+        let seen = std::fs::read_to_string(&out).unwrap();
+        // The shell sets PWD, SHLVL and `_` itself.
+        let allowed = ["LANG", "PATH", "PWD", "SHLVL", "_"];
+        for (name, _) in std::env::vars() {
+            if !allowed.contains(&name.as_str()) {
+                assert!(!seen.contains(&format!("\n{name}=")), "{name} leaked");
+            }
+        }
+        assert!(seen.contains(&format!("PATH={}", command::PATH)), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn service_restart_ignores_a_failed_stop_and_starts_detached() {
+        let restart = ServiceRestart::new(
+            serde_json::from_value(serde_json::json!({
+                "stop": ["sh", "-c", "echo not running >&2; exit 1"],
+                "start": ["sh", "-c", "exec sleep 30"],
+                "detach": true,
+            }))
+            .unwrap(),
+        );
+        let outcome = restart.unwrap().recover(&recovery()).await.unwrap();
+        assert!(
+            outcome
+                .summary
+                .starts_with("stop failed (ignored): `sh -c echo not running >&2; exit 1` failed (exit code 1): not running; started `sh -c exec sleep 30` (pid "),
+            "{}",
+            outcome.summary
+        );
+        let pid: i32 = outcome
+            .summary
+            .rsplit("(pid ")
+            .next()
+            .unwrap()
+            .trim_end_matches(')')
+            .parse()
+            .unwrap();
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
 }
