@@ -1,6 +1,6 @@
 //! The `process` diagnoser.
 
-use healer_plugin_sdk::{Bytes, Diagnoser, Error, Finding, Observation};
+use healer_plugin_sdk::{Bytes, Diagnoser, Error, Finding, Observation, Status};
 use serde::Deserialize;
 
 /// Options of the `process` diagnoser.
@@ -47,6 +47,11 @@ max_restarts = 5     # process.restart_loop after this many pid changes in the h
 
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding> {
         let mut findings = Vec::new();
+        // The monitor could not look: that is no evidence of anything (the
+        // host reports it as `process.unknown`).
+        if latest.status == Status::Unknown {
+            return findings;
+        }
         if latest.details.get("running") == Some(&serde_json::Value::Bool(false)) {
             findings.push(Finding::critical(
                 "process.not_running",
@@ -124,6 +129,15 @@ mod tests {
         let seen = Observation::critical("not running: pid 4 exited").detail("running", false);
         let findings = diagnoser(serde_json::json!({})).diagnose(&seen, &[]);
         assert_eq!(findings[0].kind, "process.not_running");
+    }
+
+    #[test]
+    fn an_unknown_observation_is_no_finding() {
+        // Even one that (wrongly) says it is not running.
+        let seen = Observation::unknown("cannot tell: cannot read pidfile x: Too many open files")
+            .detail("running", false);
+        let findings = diagnoser(serde_json::json!({"max_restarts": 1})).diagnose(&seen, &[]);
+        assert!(findings.is_empty(), "{findings:?}");
     }
 
     #[test]

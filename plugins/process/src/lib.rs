@@ -6,6 +6,7 @@
 
 mod diagnoser;
 mod monitor;
+mod proc;
 
 pub use diagnoser::ProcessDiagnoser;
 pub use monitor::ProcessMonitor;

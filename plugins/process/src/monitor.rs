@@ -1,4 +1,7 @@
-//! The `process` monitor.
+//! The `process` monitor. It says "not running" (CRITICAL) only on evidence:
+//! the pidfile does not exist, or no process (or only a zombie) has the pid
+//! or matches. When healer cannot look (the pidfile or `/proc` cannot be
+//! read: EMFILE, EACCES, ...), the check is UNKNOWN, never CRITICAL.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +11,9 @@ use healer_plugin_sdk::tokio::sync::watch;
 use healer_plugin_sdk::{tokio, Error, Monitor, Observation, Push};
 use regex::Regex;
 use serde::Deserialize;
-use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use crate::proc::Proc;
 
 /// Options of the `process` monitor.
 #[derive(Deserialize)]
@@ -38,6 +43,7 @@ enum Find {
 /// Watches one process.
 pub struct ProcessMonitor {
     find: Find,
+    proc: Proc,
     system: System,
     watch: bool,
     /// The pid last seen running, for the exit watcher, and whether it was
@@ -68,6 +74,7 @@ watch = true                    # push an observation the moment it exits (pidfd
         let (current, _) = watch::channel(None);
         Ok(ProcessMonitor {
             find,
+            proc: Proc::new(),
             system: System::new().map_err(|e| format!("cannot read the process table: {e}"))?,
             watch: config.watch,
             current: Arc::new(current),
@@ -75,59 +82,13 @@ watch = true                    # push an observation the moment it exits (pidfd
     }
 
     async fn check(&mut self) -> Result<Observation, Error> {
-        let found = match &self.find {
-            Find::Pidfile(path) => match std::fs::read_to_string(path) {
-                Ok(text) => match text.lines().next().unwrap_or("").trim().parse::<u32>() {
-                    Ok(pid) => Ok(vec![pid]),
-                    Err(_) => Err(format!("pidfile {} holds no pid", path.display())),
-                },
-                Err(err) => Err(format!("pidfile {}: {err}", path.display())),
-            },
-            Find::Name(_) | Find::Cmdline(_) => Ok(self.search()),
-        };
-        let pids = match found {
-            Ok(pids) => pids,
-            Err(why) => {
-                self.current.send_replace(None);
-                return Ok(not_running(why));
-            }
-        };
-        let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
-        let refresh: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
-        self.system
-            .refresh_processes_specifics(ProcessesToUpdate::Some(&refresh), true, kind);
-        let alive: Vec<&sysinfo::Process> = refresh
-            .iter()
-            .filter_map(|pid| self.system.process(*pid))
-            .filter(|p| !matches!(p.status(), ProcessStatus::Zombie | ProcessStatus::Dead))
-            .collect();
-        let Some(process) = alive.first() else {
+        let seen = self.look();
+        // Stop watching only on evidence; while UNKNOWN, an exit of the
+        // pid last seen is still news.
+        if seen.status == healer_plugin_sdk::Status::Critical {
             self.current.send_replace(None);
-            let why = match &self.find {
-                Find::Pidfile(path) => {
-                    format!("pid {} from {} is not running", pids[0], path.display())
-                }
-                _ => format!("no running process matches {}", self.describe()),
-            };
-            return Ok(not_running(why));
-        };
-        let pid = process.pid().as_u32();
-        let alone = alive.len() == 1;
-        self.current
-            .send_if_modified(|current| current.replace((pid, alone)) != Some((pid, alone)));
-        let rss = process.memory();
-        let cpu = f64::from(process.cpu_usage());
-        Ok(Observation::ok(format!(
-            "pid {pid} running, rss {:.1} MiB, cpu {cpu:.1}%",
-            rss as f64 / 1048576.0
-        ))
-        .metric("pid", f64::from(pid), "")
-        .metric("rss", rss as f64, "B")
-        .metric("cpu", cpu, "%")
-        .metric("uptime", process.run_time() as f64, "s")
-        .metric("count", alive.len() as f64, "")
-        .detail("running", true)
-        .detail("pid", pid))
+        }
+        Ok(seen)
     }
 
     fn watch(&mut self, push: Push) {
@@ -136,6 +97,7 @@ watch = true                    # push an observation the moment it exits (pidfd
         }
         let mut current = self.current.subscribe();
         let forget = Arc::clone(&self.current);
+        let proc = self.proc.clone();
         tokio::spawn(async move {
             loop {
                 let watched = *current.borrow_and_update();
@@ -150,6 +112,16 @@ watch = true                    # push an observation the moment it exits (pidfd
                     changed = current.changed() => if changed.is_err() { return },
                     () = exited => {
                         let Some((pid, alone)) = watched else { continue };
+                        // `process_exit` also resolves when it cannot watch
+                        // (no pidfd: EMFILE): only a process that is gone
+                        // is an exit; otherwise the scheduled checks tell.
+                        if proc.running(pid) != Ok(false) {
+                            tokio::select! {
+                                changed = current.changed() => if changed.is_err() { return },
+                                () = tokio::time::sleep(RETRY_WATCH) => {}
+                            }
+                            continue;
+                        }
                         forget.send_if_modified(|seen| if *seen == Some((pid, alone)) { *seen = None; true } else { false });
                         // With other matching processes alive, one exiting is
                         // not an outage: the next check picks another to watch.
@@ -163,33 +135,120 @@ watch = true                    # push an observation the moment it exits (pidfd
     }
 }
 
+/// How long a watcher that could not watch waits before it tries again.
+const RETRY_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ProcessMonitor {
-    fn search(&mut self) -> Vec<u32> {
-        let kind = ProcessRefreshKind::nothing().with_cmd(UpdateKind::OnlyIfNotSet);
-        self.system
-            .refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
-        let me = std::process::id();
-        let mut pids: Vec<u32> = self
-            .system
-            .processes()
-            .values()
-            .filter(|p| p.pid().as_u32() != me && p.thread_kind().is_none())
-            .filter(|p| match &self.find {
-                Find::Name(name) => p.name() == name.as_str(),
-                Find::Cmdline(regex) => {
-                    let cmdline: Vec<String> = p
-                        .cmd()
-                        .iter()
-                        .map(|a| a.to_string_lossy().into_owned())
-                        .collect();
-                    !cmdline.is_empty() && regex.is_match(&cmdline.join(" "))
+    /// One look for the process: OK with its figures, CRITICAL on evidence
+    /// that it is not running, UNKNOWN when healer could not look.
+    fn look(&mut self) -> Observation {
+        let pids = match self.candidates() {
+            Ok(Ok(pids)) => pids,
+            Ok(Err(absent)) => return not_running(absent),
+            Err(why) => return Observation::unknown(format!("cannot tell: {why}")),
+        };
+        let mut alive = Vec::new();
+        let mut unreadable = None;
+        for &pid in &pids {
+            match self.proc.running(pid) {
+                Ok(true) => alive.push(pid),
+                Ok(false) => {}
+                Err(why) => unreadable = unreadable.or(Some(why)),
+            }
+        }
+        let Some(&pid) = alive.first() else {
+            if let Some(why) = unreadable {
+                return Observation::unknown(format!("cannot tell: {why}"));
+            }
+            return not_running(match &self.find {
+                Find::Pidfile(path) => {
+                    format!("pid {} from {} is not running", pids[0], path.display())
                 }
-                Find::Pidfile(_) => false,
-            })
-            .map(|p| p.pid().as_u32())
-            .collect();
-        pids.sort_unstable();
-        pids
+                _ => format!("no running process matches {}", self.describe()),
+            });
+        };
+        let alone = alive.len() == 1;
+        self.current
+            .send_if_modified(|current| current.replace((pid, alone)) != Some((pid, alone)));
+        let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
+        let refresh = [Pid::from_u32(pid)];
+        self.system
+            .refresh_processes_specifics(ProcessesToUpdate::Some(&refresh), true, kind);
+        let running = Observation::ok(format!("pid {pid} running"))
+            .metric("pid", f64::from(pid), "")
+            .detail("running", true)
+            .detail("pid", pid);
+        let Some(process) = self.system.process(refresh[0]) else {
+            // Running (we just read it), but its figures could not be read.
+            return running
+                .metric("count", alive.len() as f64, "")
+                .detail("statistics", "unavailable");
+        };
+        let rss = process.memory();
+        let cpu = f64::from(process.cpu_usage());
+        Observation {
+            summary: format!(
+                "pid {pid} running, rss {:.1} MiB, cpu {cpu:.1}%",
+                rss as f64 / 1048576.0
+            ),
+            ..running
+        }
+        .metric("rss", rss as f64, "B")
+        .metric("cpu", cpu, "%")
+        .metric("uptime", process.run_time() as f64, "s")
+        .metric("count", alive.len() as f64, "")
+    }
+
+    /// The pids to look at (`Ok(Ok)`), evidence that there is none
+    /// (`Ok(Err)`: the pidfile does not exist), or why healer cannot tell.
+    fn candidates(&self) -> Result<Result<Vec<u32>, String>, String> {
+        let path = match &self.find {
+            Find::Pidfile(path) => path,
+            Find::Name(_) | Find::Cmdline(_) => return self.search().map(Ok),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => match text.lines().next().unwrap_or("").trim().parse::<u32>() {
+                Ok(pid) => Ok(Ok(vec![pid])),
+                // Being written, or garbage: neither says the service is down.
+                Err(_) => Err(format!("pidfile {} holds no pid", path.display())),
+            },
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Err(format!("pidfile {} does not exist", path.display())))
+            }
+            Err(err) => Err(format!("cannot read pidfile {}: {err}", path.display())),
+        }
+    }
+
+    /// The pids whose name or command line match; an error when a process
+    /// could not be read and none matched (it might have been the one).
+    fn search(&self) -> Result<Vec<u32>, String> {
+        let me = std::process::id();
+        let mut pids = Vec::new();
+        let mut unreadable = None;
+        for pid in self.proc.pids()? {
+            if pid == me {
+                continue;
+            }
+            let matches = match &self.find {
+                Find::Name(name) => self
+                    .proc
+                    .stat(pid)
+                    .map(|stat| stat.is_some_and(|stat| !stat.kernel_thread && stat.comm == *name)),
+                Find::Cmdline(regex) => self.proc.cmdline(pid).map(|cmdline| {
+                    cmdline.is_some_and(|cmdline| !cmdline.is_empty() && regex.is_match(&cmdline))
+                }),
+                Find::Pidfile(_) => Ok(false),
+            };
+            match matches {
+                Ok(true) => pids.push(pid),
+                Ok(false) => {}
+                Err(why) => unreadable = unreadable.or(Some(why)),
+            }
+        }
+        match unreadable {
+            Some(why) if pids.is_empty() => Err(why),
+            _ => Ok(pids),
+        }
     }
 
     fn describe(&self) -> String {
@@ -203,4 +262,143 @@ impl ProcessMonitor {
 
 fn not_running(why: String) -> Observation {
     Observation::critical(format!("not running: {why}")).detail("running", false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use healer_plugin_sdk::Status;
+
+    fn monitor(config: serde_json::Value) -> ProcessMonitor {
+        ProcessMonitor::new(serde_json::from_value(config).unwrap()).unwrap()
+    }
+
+    fn pidfile(path: &std::path::Path) -> ProcessMonitor {
+        monitor(serde_json::json!({ "pidfile": path, "watch": false }))
+    }
+
+    #[test]
+    fn a_missing_pidfile_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = pidfile(&dir.path().join("absent.pid")).look();
+        assert_eq!(seen.status, Status::Critical);
+        assert!(
+            seen.summary.ends_with("absent.pid does not exist"),
+            "{}",
+            seen.summary
+        );
+        assert_eq!(seen.details["running"], false);
+    }
+
+    #[test]
+    fn a_pidfile_naming_no_process_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stale.pid");
+        std::fs::write(&path, format!("{}\n", u32::MAX - 1)).unwrap();
+        let seen = pidfile(&path).look();
+        assert_eq!(seen.status, Status::Critical);
+        assert!(seen.summary.contains("is not running"), "{}", seen.summary);
+    }
+
+    #[test]
+    fn a_pidfile_that_cannot_be_read_is_unknown_not_critical() {
+        // Tests run as root, which mode 000 does not stop: a directory
+        // (EISDIR) and a path through a file (ENOTDIR) are the same kind of
+        // error as EACCES or EMFILE, an error of the looking.
+        let dir = tempfile::tempdir().unwrap();
+        let directory = dir.path().join("dir.pid");
+        std::fs::create_dir(&directory).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "1").unwrap();
+        for path in [directory, file.join("through.pid")] {
+            let seen = pidfile(&path).look();
+            assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
+            assert!(
+                seen.summary.starts_with("cannot tell: cannot read pidfile"),
+                "{}",
+                seen.summary
+            );
+            assert!(seen.details.get("running").is_none(), "{:?}", seen.details);
+        }
+    }
+
+    #[test]
+    fn a_pidfile_without_a_pid_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.pid");
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(pidfile(&path).look().status, Status::Unknown);
+    }
+
+    #[test]
+    fn a_running_process_is_ok_with_its_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("me.pid");
+        std::fs::write(&path, std::process::id().to_string()).unwrap();
+        let seen = pidfile(&path).look();
+        assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+        assert_eq!(
+            seen.metric_value("pid"),
+            Some(f64::from(std::process::id()))
+        );
+        assert!(seen.metric_value("rss").is_some_and(|rss| rss > 0.0));
+    }
+
+    #[test]
+    fn a_command_line_search_finds_the_process_and_no_match_is_not_running() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("123.4567")
+            .spawn()
+            .unwrap();
+        let seen =
+            monitor(serde_json::json!({ "cmdline": "^sleep 123\\.4567$", "watch": false })).look();
+        let none = monitor(serde_json::json!({ "name": "no-such-process", "watch": false })).look();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+        assert_eq!(seen.metric_value("pid"), Some(f64::from(child.id())));
+        assert_eq!(none.status, Status::Critical);
+        assert_eq!(
+            none.summary,
+            "not running: no running process matches name \"no-such-process\""
+        );
+    }
+
+    #[test]
+    fn a_proc_that_cannot_be_read_is_unknown_not_critical() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("42/stat")).unwrap();
+        std::fs::create_dir_all(root.path().join("42/cmdline")).unwrap();
+        for config in [
+            serde_json::json!({ "name": "nginx", "watch": false }),
+            serde_json::json!({ "cmdline": "nginx", "watch": false }),
+        ] {
+            let mut watched = monitor(config);
+            watched.proc = Proc::at(root.path().to_owned());
+            let seen = watched.look();
+            assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
+            assert!(seen.summary.contains("42/"), "{}", seen.summary);
+        }
+        let mut unlisted = monitor(serde_json::json!({ "name": "nginx", "watch": false }));
+        unlisted.proc = Proc::at(root.path().join("missing"));
+        let seen = unlisted.look();
+        assert_eq!(seen.status, Status::Unknown);
+        assert!(
+            seen.summary.starts_with("cannot tell: cannot list"),
+            "{}",
+            seen.summary
+        );
+    }
+
+    #[test]
+    fn a_pid_whose_proc_entry_cannot_be_read_is_unknown() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("42/stat")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, "42").unwrap();
+        let mut watched = pidfile(&path);
+        watched.proc = Proc::at(root.path().to_owned());
+        assert_eq!(watched.look().status, Status::Unknown);
+    }
 }
