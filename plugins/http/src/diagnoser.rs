@@ -35,7 +35,9 @@ impl Diagnoser for HttpDiagnoser {
     }
 
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding> {
-        if latest.status == Status::Ok {
+        // UNKNOWN: healer could not ask (DNS, a local socket error): that is
+        // no evidence about the service (the host reports `http.unknown`).
+        if matches!(latest.status, Status::Ok | Status::Unknown) {
             return Vec::new();
         }
         let error = latest.details.get("error").and_then(|e| e.as_str());
@@ -100,6 +102,16 @@ mod tests {
             Some("http.slow")
         );
         assert_eq!(kind_of(Observation::ok("fine")), None);
+    }
+
+    #[test]
+    fn an_unknown_observation_is_no_finding() {
+        let seen = Observation::unknown("cannot resolve example.invalid: failed to lookup")
+            .detail("error", "dns");
+        assert_eq!(kind_of(seen), None);
+        let seen = Observation::unknown("cannot connect: Too many open files (os error 24)")
+            .detail("error", "connect");
+        assert_eq!(kind_of(seen), None);
     }
 
     #[test]
