@@ -42,9 +42,16 @@ impl Tail {
         self.rotations
     }
 
-    /// Complete lines appended since the last read, at most `max`.
-    pub fn read(&mut self, max: usize) -> io::Result<Vec<String>> {
-        let mut lines = Vec::new();
+    /// Complete lines appended since the last read: at most `max_lines`,
+    /// and no more once `max_bytes` are reached (one line may pass it by
+    /// up to [`MAX_LINE`]); the rest waits for the next read.
+    pub fn read(&mut self, max_lines: usize, max_bytes: usize) -> io::Result<Vec<String>> {
+        let mut batch = Batch {
+            lines: Vec::new(),
+            bytes: 0,
+            max_lines,
+            max_bytes,
+        };
         let current = match std::fs::metadata(&self.path) {
             Ok(meta) => Some(meta.ino()),
             Err(err) if err.kind() == io::ErrorKind::NotFound => None,
@@ -53,7 +60,7 @@ impl Tail {
         match (&self.file, current) {
             (None, None) => {
                 self.from_start = true;
-                return Ok(lines);
+                return Ok(batch.lines);
             }
             (None, Some(_)) => {
                 let file = File::open(&self.path)?;
@@ -68,10 +75,13 @@ impl Tail {
             (Some((_, inode)), now) if now != Some(*inode) => {
                 // Rotated (renamed, or removed): finish the old file through
                 // the handle we hold (its last line even without a newline),
-                // then start the new one from its top.
-                self.drain(&mut lines, usize::MAX)?;
+                // over as many reads as it takes, then start the new one
+                // from its top.
+                if !self.drain(&mut batch)? {
+                    return Ok(batch.lines);
+                }
                 if !self.partial.is_empty() {
-                    lines.push(String::from_utf8_lossy(&self.partial).into_owned());
+                    batch.push(String::from_utf8_lossy(&self.partial).into_owned());
                 }
                 self.file = None;
                 self.offset = 0;
@@ -95,49 +105,70 @@ impl Tail {
                 self.partial.clear();
             }
         }
-        self.drain(&mut lines, max)?;
-        Ok(lines)
+        self.drain(&mut batch)?;
+        Ok(batch.lines)
     }
 
-    fn drain(&mut self, lines: &mut Vec<String>, max: usize) -> io::Result<()> {
+    /// Reads lines into `batch` until it is full or the file ends; whether
+    /// it reached the end.
+    fn drain(&mut self, batch: &mut Batch) -> io::Result<bool> {
         let Some((file, _)) = &mut self.file else {
-            return Ok(());
+            return Ok(true);
         };
         file.seek(SeekFrom::Start(self.offset))?;
         let mut buffer = [0u8; 64 * 1024];
-        while lines.len() < max {
+        while !batch.full() {
             let read = file.read(&mut buffer)?;
             if read == 0 {
-                break;
+                return Ok(true);
             }
             let mut consumed = 0;
             for (at, byte) in buffer[..read].iter().enumerate() {
                 if *byte == b'\n' {
                     self.partial.extend_from_slice(&buffer[consumed..at]);
-                    lines.push(
+                    batch.push(
                         String::from_utf8_lossy(&self.partial)
                             .trim_end_matches('\r')
                             .to_owned(),
                     );
                     self.partial.clear();
                     consumed = at + 1;
-                    if lines.len() >= max {
+                    if batch.full() {
                         break;
                     }
                 }
             }
-            if lines.len() >= max {
+            if batch.full() {
                 self.offset += consumed as u64;
-                return Ok(());
+                return Ok(false);
             }
             self.partial.extend_from_slice(&buffer[consumed..read]);
             self.offset += read as u64;
             if self.partial.len() >= MAX_LINE {
-                lines.push(String::from_utf8_lossy(&self.partial[..MAX_LINE]).into_owned());
+                batch.push(String::from_utf8_lossy(&self.partial[..MAX_LINE]).into_owned());
                 self.partial.clear();
             }
         }
-        Ok(())
+        Ok(false)
+    }
+}
+
+/// The lines of one read and what they may grow to.
+struct Batch {
+    lines: Vec<String>,
+    bytes: usize,
+    max_lines: usize,
+    max_bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, line: String) {
+        self.bytes += line.len() + 1;
+        self.lines.push(line);
+    }
+
+    fn full(&self) -> bool {
+        self.lines.len() >= self.max_lines || self.bytes >= self.max_bytes
     }
 }
 
@@ -145,6 +176,9 @@ impl Tail {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// No byte limit to speak of.
+    const ANY: usize = usize::MAX;
 
     fn append(path: &Path, text: &str) {
         std::fs::OpenOptions::new()
@@ -162,11 +196,11 @@ mod tests {
         let path = dir.path().join("app.log");
         append(&path, "old line\n");
         let mut tail = Tail::new(path.clone(), false);
-        assert!(tail.read(100).unwrap().is_empty());
+        assert!(tail.read(100, ANY).unwrap().is_empty());
         append(&path, "one\ntw");
-        assert_eq!(tail.read(100).unwrap(), ["one"]);
+        assert_eq!(tail.read(100, ANY).unwrap(), ["one"]);
         append(&path, "o\n");
-        assert_eq!(tail.read(100).unwrap(), ["two"]);
+        assert_eq!(tail.read(100, ANY).unwrap(), ["two"]);
     }
 
     #[test]
@@ -175,7 +209,7 @@ mod tests {
         let path = dir.path().join("app.log");
         append(&path, "");
         let mut tail = Tail::new(path.clone(), false);
-        tail.read(100).unwrap();
+        tail.read(100, ANY).unwrap();
         let mut writer = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -185,7 +219,7 @@ mod tests {
         writer.write_all(b"late line in the old file\n").unwrap();
         append(&path, "first line of the new file\n");
         assert_eq!(
-            tail.read(100).unwrap(),
+            tail.read(100, ANY).unwrap(),
             [
                 "before rotation",
                 "late line in the old file",
@@ -200,9 +234,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.log");
         let mut tail = Tail::new(path.clone(), false);
-        assert!(tail.read(100).unwrap().is_empty());
+        assert!(tail.read(100, ANY).unwrap().is_empty());
         append(&path, "born with a line\n");
-        assert_eq!(tail.read(100).unwrap(), ["born with a line"]);
+        assert_eq!(tail.read(100, ANY).unwrap(), ["born with a line"]);
     }
 
     #[test]
@@ -211,9 +245,9 @@ mod tests {
         let path = dir.path().join("app.log");
         append(&path, "");
         let mut tail = Tail::new(path.clone(), false);
-        tail.read(10).unwrap();
+        tail.read(10, ANY).unwrap();
         append(&path, &"x".repeat(MAX_LINE * 2 + 10));
-        let lines = tail.read(10).unwrap();
+        let lines = tail.read(10, ANY).unwrap();
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l.len() == MAX_LINE));
     }
@@ -224,12 +258,12 @@ mod tests {
         let path = dir.path().join("app.log");
         append(&path, "");
         let mut tail = Tail::new(path.clone(), false);
-        tail.read(10).unwrap();
+        tail.read(10, ANY).unwrap();
         append(&path, "complete\nno newline at the end");
         std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
         append(&path, "new\n");
         assert_eq!(
-            tail.read(10).unwrap(),
+            tail.read(10, ANY).unwrap(),
             ["complete", "no newline at the end", "new"]
         );
     }
@@ -240,11 +274,40 @@ mod tests {
         let path = dir.path().join("app.log");
         append(&path, "");
         let mut tail = Tail::new(path.clone(), false);
-        tail.read(100).unwrap();
+        tail.read(100, ANY).unwrap();
         append(&path, "a long line before truncation\n");
-        tail.read(100).unwrap();
+        tail.read(100, ANY).unwrap();
         std::fs::write(&path, "fresh\n").unwrap();
-        assert_eq!(tail.read(100).unwrap(), ["fresh"]);
+        assert_eq!(tail.read(100, ANY).unwrap(), ["fresh"]);
+    }
+
+    #[test]
+    fn at_most_max_bytes_per_read_the_rest_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "");
+        let mut tail = Tail::new(path.clone(), false);
+        tail.read(10, ANY).unwrap();
+        append(&path, "aaaa\nbbbb\ncccc\n");
+        // Five bytes a line with its newline: the second line reaches 10.
+        assert_eq!(tail.read(100, 10).unwrap(), ["aaaa", "bbbb"]);
+        assert_eq!(tail.read(100, 10).unwrap(), ["cccc"]);
+    }
+
+    #[test]
+    fn a_rotated_file_is_finished_over_several_reads_before_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "");
+        let mut tail = Tail::new(path.clone(), false);
+        tail.read(10, ANY).unwrap();
+        append(&path, "1\n2\n3\n");
+        std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
+        append(&path, "new\n");
+        assert_eq!(tail.read(2, ANY).unwrap(), ["1", "2"]);
+        assert_eq!(tail.rotations(), 0);
+        assert_eq!(tail.read(2, ANY).unwrap(), ["3", "new"]);
+        assert_eq!(tail.rotations(), 1);
     }
 
     #[test]
@@ -253,9 +316,9 @@ mod tests {
         let path = dir.path().join("app.log");
         append(&path, "");
         let mut tail = Tail::new(path.clone(), false);
-        tail.read(10).unwrap();
+        tail.read(10, ANY).unwrap();
         append(&path, "1\n2\n3\n");
-        assert_eq!(tail.read(2).unwrap(), ["1", "2"]);
-        assert_eq!(tail.read(2).unwrap(), ["3"]);
+        assert_eq!(tail.read(2, ANY).unwrap(), ["1", "2"]);
+        assert_eq!(tail.read(2, ANY).unwrap(), ["3"]);
     }
 }
