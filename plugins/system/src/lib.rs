@@ -3,8 +3,13 @@
 //! must hold for N samples in a row (one busy second is not an incident);
 //! the `system` diagnoser names each breach: `system.cpu_high`,
 //! `system.memory_high`, `system.disk_full`, `system.load_high`.
+//!
+//! sysinfo keeps its last figures when it cannot read the kernel's (EMFILE,
+//! EACCES), so the monitor first reads those files itself: a check that
+//! cannot is UNKNOWN, never a breach made of stale or zero figures.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use healer_plugin_sdk::{Diagnoser, Error, Finding, Monitor, Observation, Status};
 use serde::Deserialize;
@@ -45,6 +50,8 @@ pub struct SystemMonitor {
     disks: Disks,
     /// Consecutive checks above its WARNING level, per measurement.
     streaks: BTreeMap<String, u32>,
+    /// The kernel files the figures come from, read first.
+    sources: Vec<PathBuf>,
 }
 
 impl Monitor for SystemMonitor {
@@ -88,12 +95,27 @@ for_samples = 3                                       # a level counts after thi
             system,
             disks,
             streaks: BTreeMap::new(),
+            sources: ["/proc/stat", "/proc/meminfo"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
         })
     }
 
     async fn check(&mut self) -> Result<Observation, Error> {
+        for source in &self.sources {
+            if let Err(err) = std::fs::read(source) {
+                let why = format!("cannot tell: cannot read {}: {err}", source.display());
+                return Ok(Observation::unknown(why));
+            }
+        }
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
+        if self.system.total_memory() == 0 {
+            return Ok(Observation::unknown(
+                "cannot tell: no memory figures could be read",
+            ));
+        }
         self.disks.refresh(true);
         let mut measured: Vec<(String, f64, &'static str, Option<Levels>)> = Vec::new();
         measured.push((
@@ -209,6 +231,10 @@ impl Diagnoser for SystemDiagnoser {
     }
 
     fn diagnose(&mut self, latest: &Observation, _history: &[Observation]) -> Vec<Finding> {
+        // Figures that could not be read are no breach.
+        if latest.status == Status::Unknown {
+            return Vec::new();
+        }
         let breaches = latest
             .details
             .get("breaches")
@@ -277,6 +303,35 @@ mod tests {
         assert_eq!(seen.status, Status::Warning);
         let findings = SystemDiagnoser.diagnose(&seen, &[]);
         assert_eq!(findings[0].kind, "system.memory_high");
+    }
+
+    #[test]
+    fn kernel_figures_that_cannot_be_read_are_unknown_and_keep_the_streaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut watched = monitor(
+            serde_json::json!({"memory_percent": {"warning": 0.0, "critical": 100.0}, "for_samples": 2}),
+        );
+        assert_eq!(check(&mut watched).status, Status::Ok);
+        // A directory where the file should be: EISDIR, like EMFILE or
+        // EACCES an error of the reading, not a figure.
+        let sources = std::mem::replace(&mut watched.sources, vec![dir.path().to_owned()]);
+        let seen = check(&mut watched);
+        assert_eq!(seen.status, Status::Unknown);
+        assert!(
+            seen.summary.starts_with("cannot tell: cannot read "),
+            "{}",
+            seen.summary
+        );
+        assert!(SystemDiagnoser.diagnose(&seen, &[]).is_empty());
+        watched.sources = sources;
+        assert_eq!(check(&mut watched).status, Status::Warning);
+    }
+
+    #[test]
+    fn an_unknown_observation_is_no_finding() {
+        let seen = Observation::unknown("cannot tell")
+            .detail("breaches", vec!["memory 100.0% above 90.0%"]);
+        assert!(SystemDiagnoser.diagnose(&seen, &[]).is_empty());
     }
 
     #[test]
