@@ -22,7 +22,8 @@ impl Monitor for FileExists {
     async fn check(&mut self) -> Result<Observation, Error> {
         Ok(match std::fs::metadata(&self.0.path) {
             Ok(meta) => Observation::ok("present").metric("size", meta.len() as f64, "B"),
-            Err(err) => Observation::critical(format!("{}: {err}", self.0.path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observation::critical("missing"),
+            Err(e) => Observation::unknown(format!("{}: {e}", self.0.path)), // cannot tell
         })
     }
 }
