@@ -1,14 +1,26 @@
 //! The `webhook` recoverer: POSTs `{"anomaly": {...}, "params": {...}}` as
 //! JSON to a URL (an n8n webhook, or anything that speaks HTTP), optionally
-//! signed with HMAC-SHA256, retried with backoff; any 2xx answer is success.
+//! signed with HMAC-SHA256 over a timestamp and the body (so a captured
+//! request cannot be replayed later), retried with backoff; any 2xx answer
+//! is success. Redirects are not followed: a 3xx is a failure naming where
+//! it pointed. No secret (the HMAC secret, header values, a password in the
+//! URL) ever appears in what the plugin reports.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use healer_plugin_sdk::{Duration, Error, Outcome, Recoverer, Recovery};
 use hmac::{Hmac, KeyInit, Mac};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use serde::Deserialize;
 use sha2::Sha256;
+
+/// The header carrying the Unix time (seconds) the signature covers.
+pub const TIMESTAMP_HEADER: &str = "X-Healer-Timestamp";
+
+/// How far a receiver accepts a timestamp from its own clock (see [`verify`]).
+pub const MAX_SKEW_SECS: u64 = 300;
 
 /// Options of the `webhook` recoverer.
 #[derive(Deserialize)]
@@ -17,7 +29,7 @@ pub struct Config {
     url: String,
     #[serde(default)]
     headers: BTreeMap<String, String>,
-    /// Sign the body with HMAC-SHA256 using the secret in this environment variable...
+    /// Sign timestamp and body with HMAC-SHA256 using the secret in this environment variable...
     hmac_secret_env: Option<String>,
     /// ...or in this file (first line).
     hmac_secret_file: Option<PathBuf>,
@@ -53,7 +65,13 @@ fn default_backoff() -> Duration {
 pub struct Webhook {
     config: Config,
     client: reqwest::Client,
+    headers: HeaderMap,
+    signature_header: HeaderName,
     secret: Option<Vec<u8>>,
+    /// The URL as it may be shown: its credentials replaced by `***`.
+    shown_url: String,
+    /// Every secret value, scrubbed from each message as a last resort.
+    secrets: Vec<String>,
 }
 
 impl Recoverer for Webhook {
@@ -61,9 +79,9 @@ impl Recoverer for Webhook {
     const NAME: &'static str = "webhook";
     const DESCRIPTION: &'static str =
         "POSTs {anomaly, params} as JSON to a URL (n8n); 2xx is success; HMAC signing, retries";
-    const SAMPLE_CONFIG: &'static str = r#"url = "http://127.0.0.1:5678/webhook/healer"   # e.g. an n8n webhook
+    const SAMPLE_CONFIG: &'static str = r#"url = "http://127.0.0.1:5678/webhook/healer"   # e.g. an n8n webhook; redirects are not followed
 headers = { "X-Source" = "healer" }             # extra headers (default none)
-# hmac_secret_env = "HEALER_WEBHOOK_SECRET"     # sign the body: header = "sha256=<hex HMAC-SHA256>"
+# hmac_secret_env = "HEALER_WEBHOOK_SECRET"     # sign: X-Healer-Timestamp, and "sha256=<hex HMAC-SHA256 of timestamp.body>"
 # hmac_secret_file = "/etc/healer/webhook.key"  # or read the secret from a file
 signature_header = "X-Healer-Signature"
 timeout = "5s"                                  # per request
@@ -72,11 +90,28 @@ retry_backoff = "500ms"                         # before the first retry; double
 "#;
 
     fn new(config: Config) -> Result<Self, Error> {
-        let url = reqwest::Url::parse(&config.url)
-            .map_err(|e| format!("invalid `url` {:?}: {e}", config.url))?;
+        // The URL may hold a password: errors describe it, never quote it.
+        let url = reqwest::Url::parse(&config.url).map_err(|e| format!("invalid `url`: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("`url` must be http or https, not {:?}", url.scheme()).into());
         }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`headers`: {name:?} is not a valid header name"))?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                format!("`headers`: the value of {name} is not a valid header value")
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let signature_header =
+            HeaderName::from_bytes(config.signature_header.as_bytes()).map_err(|_| {
+                format!(
+                    "`signature_header`: {:?} is not a valid header name",
+                    config.signature_header
+                )
+            })?;
         let secret = match (&config.hmac_secret_env, &config.hmac_secret_file) {
             (Some(_), Some(_)) => {
                 return Err("give `hmac_secret_env` or `hmac_secret_file`, not both".into())
@@ -95,24 +130,42 @@ retry_backoff = "500ms"                         # before the first retry; double
             }
             (None, None) => None,
         };
+        // Short header values are mostly not secrets ("healer", "1"), and
+        // scrubbing them would garble messages; no message quotes a header.
+        let mut secrets: Vec<String> = config
+            .headers
+            .values()
+            .filter(|value| value.len() >= 8)
+            .cloned()
+            .collect();
+        secrets.extend(
+            secret
+                .as_deref()
+                .map(|s| String::from_utf8_lossy(s).into_owned()),
+        );
+        secrets.extend(url.password().map(str::to_owned));
+        if url.password().is_none() && !url.username().is_empty() {
+            secrets.push(url.username().to_owned());
+        }
         let client = reqwest::Client::builder()
             .timeout(config.timeout.into())
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("healer-webhook/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Webhook {
+            shown_url: redact_url(&url),
             config,
             client,
+            headers,
+            signature_header,
             secret,
+            secrets,
         })
     }
 
     async fn recover(&mut self, recovery: &Recovery) -> Result<Outcome, Error> {
         let body = serde_json::to_vec(&payload(recovery))?;
-        let signature = match &self.secret {
-            Some(secret) => Some(sign(secret, &body)?),
-            None => None,
-        };
         let mut wait: std::time::Duration = self.config.retry_backoff.into();
         let mut last_error = String::new();
         for attempt in 0..=self.config.retries {
@@ -123,38 +176,114 @@ retry_backoff = "500ms"                         # before the first retry; double
             let mut request = self
                 .client
                 .post(&self.config.url)
-                .header("Content-Type", "application/json")
+                .headers(self.headers.clone())
+                .header(CONTENT_TYPE, "application/json")
                 .body(body.clone());
-            for (name, value) in &self.config.headers {
-                request = request.header(name, value);
-            }
-            if let Some(signature) = &signature {
-                request = request.header(&self.config.signature_header, signature);
+            if let Some(secret) = &self.secret {
+                let timestamp = unix_now();
+                let signature = sign(secret, timestamp, &body)?;
+                request = request
+                    .header(TIMESTAMP_HEADER, timestamp.to_string())
+                    .header(self.signature_header.clone(), signature);
             }
             match request.send().await {
                 Ok(response) if response.status().is_success() => {
                     let code = response.status().as_u16();
-                    return Ok(
-                        Outcome::done(format!("POST {} answered {code}", self.config.url))
-                            .detail("status_code", code)
-                            .detail("tries", attempt + 1),
+                    let done = format!("POST {} answered {code}", self.shown_url);
+                    return Ok(Outcome::done(self.scrub(done))
+                        .detail("status_code", code)
+                        .detail("tries", attempt + 1));
+                }
+                Ok(response) if response.status().is_redirection() => {
+                    // Following it would send the body (and its signature)
+                    // somewhere nobody configured: fail, and say where.
+                    let to = response
+                        .headers()
+                        .get(LOCATION)
+                        .map(|location| self.location(location))
+                        .unwrap_or_else(|| "no Location".to_owned());
+                    let failed = format!(
+                        "POST {} answered {}, a redirect to {to}: redirects are not followed",
+                        self.shown_url,
+                        response.status()
                     );
+                    return Err(self.scrub(failed).into());
                 }
                 Ok(response) => last_error = format!("answered {}", response.status()),
                 Err(err) if err.is_timeout() => {
                     last_error = format!("no answer within {}", self.config.timeout)
                 }
-                Err(err) if err.is_connect() => last_error = "cannot connect".to_owned(),
-                Err(err) => last_error = err.to_string(),
+                Err(err) if err.is_connect() => {
+                    last_error = format!("cannot connect: {}", innermost(&err))
+                }
+                Err(err) => last_error = innermost(&err),
             }
         }
-        Err(format!(
+        let failed = format!(
             "POST {} failed after {} tries: {last_error}",
-            self.config.url,
+            self.shown_url,
             self.config.retries + 1
-        )
-        .into())
+        );
+        Err(self.scrub(failed).into())
     }
+}
+
+impl Webhook {
+    /// A Location header as it may be shown: absolute, credentials
+    /// redacted, at most 300 bytes.
+    fn location(&self, location: &HeaderValue) -> String {
+        let text = String::from_utf8_lossy(location.as_bytes());
+        let shown = reqwest::Url::parse(&self.config.url)
+            .and_then(|base| base.join(&text))
+            .map_or_else(|_| text.into_owned(), |url| redact_url(&url));
+        let mut end = shown.len().min(300);
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown[..end].to_owned()
+    }
+
+    /// `text` with every known secret replaced by `***` (a last resort:
+    /// messages are built from redacted parts already).
+    fn scrub(&self, mut text: String) -> String {
+        for secret in &self.secrets {
+            if secret.len() >= 4 {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
+    }
+}
+
+/// `url` with the password (or a lone user name, which may be a token)
+/// replaced by `***`: `http://user:***@host/`.
+fn redact_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    } else if !shown.username().is_empty() {
+        let _ = shown.set_username("***");
+    }
+    shown.to_string()
+}
+
+/// The innermost cause of `err` (reqwest's own message names the URL).
+fn innermost(err: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if std::ptr::addr_eq(cause, err) {
+        "request failed".to_owned()
+    } else {
+        cause.to_string()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// What the webhook receives: the anomaly (or finding) and the parameters.
@@ -182,15 +311,55 @@ fn payload(recovery: &Recovery) -> serde_json::Value {
     })
 }
 
-/// `sha256=<hex of HMAC-SHA256(secret, body)>`, as GitHub-style receivers expect.
-fn sign(secret: &[u8], body: &[u8]) -> Result<String, Error> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
-        .map_err(|err| format!("cannot use the HMAC secret: {err}"))?;
+fn mac(secret: &[u8]) -> Result<Hmac<Sha256>, Error> {
+    <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+        .map_err(|err| format!("cannot use the HMAC secret: {err}").into())
+}
+
+/// The signature header's value: `sha256=<hex of HMAC-SHA256(secret,
+/// "<timestamp>.<body>")>`.
+pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> Result<String, Error> {
+    let mut mac = mac(secret)?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
     Ok(format!(
         "sha256={}",
         hex::encode(mac.finalize().into_bytes())
     ))
+}
+
+/// The receiver's rule (plugins/webhook/README.md): recompute the HMAC over
+/// `"<timestamp>.<body>"`, compare in constant time, and refuse a timestamp
+/// more than [`MAX_SKEW_SECS`] from `now` (Unix seconds), so a captured
+/// request re-sent later fails.
+pub fn verify(
+    secret: &[u8],
+    timestamp: &str,
+    body: &[u8],
+    signature: &str,
+    now: u64,
+) -> Result<(), String> {
+    let sent: u64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| format!("{TIMESTAMP_HEADER} is not a Unix time: {timestamp:?}"))?;
+    if now.abs_diff(sent) > MAX_SKEW_SECS {
+        return Err(format!(
+            "{TIMESTAMP_HEADER} {sent} is more than {MAX_SKEW_SECS} s from now ({now})"
+        ));
+    }
+    let tag = signature
+        .trim()
+        .strip_prefix("sha256=")
+        .and_then(|hex| hex::decode(hex).ok())
+        .ok_or("the signature is not sha256=<hex>")?;
+    let mut mac = mac(secret).map_err(|err| err.to_string())?;
+    mac.update(timestamp.trim().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&tag)
+        .map_err(|_| "the signature does not match".to_owned())
 }
 
 /// Installs rustls' `ring` provider for this package.
@@ -207,28 +376,252 @@ healer_plugin_sdk::export_plugins! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
 
-    #[test]
-    fn signs_like_the_rfc_4231_test_vector() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?").unwrap(),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+    /// A request's head and body.
+    type Request = (String, Vec<u8>);
+
+    /// A test receiver on 127.0.0.1: answers every request with `answer`
+    /// and keeps each request's head and body.
+    struct Receiver {
+        port: u16,
+        requests: Arc<Mutex<Vec<Request>>>,
     }
 
-    #[test]
-    fn the_payload_carries_anomaly_and_params() {
-        let recovery = Recovery {
+    impl Receiver {
+        fn start(answer: String) -> Receiver {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let kept = Arc::clone(&requests);
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { return };
+                    if let Some(request) = read_request(&mut stream) {
+                        kept.lock().unwrap().push(request);
+                    }
+                    let _ = stream.write_all(answer.as_bytes());
+                }
+            });
+            Receiver { port, requests }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("http://127.0.0.1:{}{path}", self.port)
+        }
+
+        fn requests(&self) -> Vec<Request> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    fn read_request(stream: &mut TcpStream) -> Option<Request> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let length: usize = header(&head, "content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).ok()?;
+        Some((head, body))
+    }
+
+    fn header(head: &str, name: &str) -> Option<String> {
+        head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+
+    fn status(line: &str, extra: &str) -> String {
+        format!("HTTP/1.1 {line}\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n")
+    }
+
+    fn recovery() -> Recovery {
+        Recovery {
             target: "api_latency.coinbase.high".into(),
             finding: healer_plugin_sdk::Finding::critical("api_latency.coinbase.high", "anomaly")
                 .detail("latency_ms", 5000),
             attempt: 1,
             params: serde_json::json!({"service": "coinbase"}),
-        };
-        let body = payload(&recovery);
-        assert_eq!(body["anomaly"]["name"], "api_latency.coinbase.high");
-        assert_eq!(body["anomaly"]["details"]["latency_ms"], 5000);
-        assert_eq!(body["params"]["service"], "coinbase");
+        }
+    }
+
+    fn call(config: serde_json::Value) -> Result<Outcome, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut webhook = Webhook::new(serde_json::from_value(config).unwrap()).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(webhook.recover(&recovery()))
+            .map_err(|err| err.to_string())
+    }
+
+    fn secret_file(dir: &tempfile::TempDir, secret: &str) -> PathBuf {
+        let path = dir.path().join("webhook.key");
+        std::fs::write(&path, format!("{secret}\n")).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let mut rfc = mac(b"Jefe").unwrap();
+        rfc.update(b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(rfc.finalize().into_bytes()),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let mut signed = mac(b"Jefe").unwrap();
+        signed.update(b"1700000000.{\"a\":1}");
+        assert_eq!(
+            sign(b"Jefe", 1_700_000_000, b"{\"a\":1}").unwrap(),
+            format!("sha256={}", hex::encode(signed.finalize().into_bytes()))
+        );
+    }
+
+    #[test]
+    fn a_signature_verifies_now_and_fails_when_replayed_ten_minutes_later() {
+        let now = 1_700_000_000;
+        let body = br#"{"anomaly":{}}"#;
+        let signature = sign(b"s3cret", now, body).unwrap();
+        let timestamp = now.to_string();
+        assert_eq!(
+            verify(b"s3cret", &timestamp, body, &signature, now + 60),
+            Ok(())
+        );
+        let replayed = verify(b"s3cret", &timestamp, body, &signature, now + 600);
+        assert!(replayed.unwrap_err().contains("more than 300 s"));
+        assert!(verify(b"s3cret", &timestamp, b"{}", &signature, now).is_err());
+        assert!(verify(b"other", &timestamp, body, &signature, now).is_err());
+        // A fresh timestamp on the old signature does not verify either.
+        let later = (now + 600).to_string();
+        assert!(verify(b"s3cret", &later, body, &signature, now + 600).is_err());
+    }
+
+    #[test]
+    fn a_signed_request_carries_a_timestamp_and_a_signature_that_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = Receiver::start(status("200 OK", ""));
+        let outcome = call(serde_json::json!({
+            "url": receiver.url("/hook"),
+            "hmac_secret_file": secret_file(&dir, "s3cret-key"),
+        }))
+        .unwrap();
+        assert_eq!(
+            outcome.summary,
+            format!("POST {} answered 200", receiver.url("/hook"))
+        );
+        let (head, body) = receiver.requests().remove(0);
+        let timestamp = header(&head, TIMESTAMP_HEADER).expect("a timestamp header");
+        let signature = header(&head, "X-Healer-Signature").expect("a signature header");
+        assert_eq!(
+            verify(b"s3cret-key", &timestamp, &body, &signature, unix_now()),
+            Ok(())
+        );
+        let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent["anomaly"]["name"], "api_latency.coinbase.high");
+        assert_eq!(sent["anomaly"]["details"]["latency_ms"], 5000);
+        assert_eq!(sent["params"]["service"], "coinbase");
+    }
+
+    #[test]
+    fn a_redirect_is_a_failure_naming_the_location_and_is_not_followed() {
+        let second = Receiver::start(status("200 OK", ""));
+        let location = format!("location: {}\r\n", second.url("/elsewhere"));
+        let first = Receiver::start(status("302 Found", &location));
+        let err = call(serde_json::json!({
+            "url": first.url("/hook"),
+            "retries": 2,
+            "retry_backoff": "10ms",
+        }))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "POST {} answered 302 Found, a redirect to {}: redirects are not followed",
+                first.url("/hook"),
+                second.url("/elsewhere")
+            )
+        );
+        assert_eq!(first.requests().len(), 1, "a redirect is not retried");
+        assert!(second.requests().is_empty(), "the redirect was followed");
+    }
+
+    #[test]
+    fn no_secret_appears_in_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = call(serde_json::json!({
+            "url": format!("http://healer:pa55word@127.0.0.1:{closed}/hook"),
+            "headers": {"Authorization": "Bearer t0ken-value"},
+            "hmac_secret_file": secret_file(&dir, "hmac-s3cret"),
+            "retries": 0,
+        }))
+        .unwrap_err();
+        assert!(err.starts_with(&format!("POST http://healer:***@127.0.0.1:{closed}/hook failed after 1 tries: cannot connect")), "{err}");
+        for secret in ["pa55word", "t0ken-value", "hmac-s3cret"] {
+            assert!(!err.contains(secret), "{secret} in {err}");
+        }
+        let receiver = Receiver::start(status("500 Internal Server Error", ""));
+        let url = receiver
+            .url("/hook")
+            .replace("http://", "http://s3cret-token@");
+        let err = call(serde_json::json!({ "url": url, "retries": 0 })).unwrap_err();
+        assert!(err.contains("http://***@127.0.0.1"), "{err}");
+        assert!(!err.contains("s3cret-token"), "{err}");
+        assert!(err.ends_with("answered 500 Internal Server Error"), "{err}");
+    }
+
+    #[test]
+    fn no_secret_appears_in_a_success_or_a_redirect() {
+        let elsewhere = "http://user:l0cation-pass@127.0.0.1:9/x";
+        let receiver = Receiver::start(status(
+            "307 Temporary Redirect",
+            &format!("location: {elsewhere}\r\n"),
+        ));
+        let url = receiver
+            .url("/hook")
+            .replace("http://", "http://healer:pa55word@");
+        let err = call(serde_json::json!({ "url": url, "retries": 0 })).unwrap_err();
+        assert!(err.contains("http://healer:***@127.0.0.1"), "{err}");
+        assert!(
+            err.contains("a redirect to http://user:***@127.0.0.1:9/x"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("pa55word") && !err.contains("l0cation-pass"),
+            "{err}"
+        );
+        let ok = Receiver::start(status("200 OK", ""));
+        let url = ok
+            .url("/hook")
+            .replace("http://", "http://healer:pa55word@");
+        let outcome = call(serde_json::json!({ "url": url })).unwrap();
+        assert!(!outcome.summary.contains("pa55word"), "{}", outcome.summary);
+    }
+
+    #[test]
+    fn an_invalid_url_is_refused_without_quoting_it() {
+        let config = serde_json::json!({ "url": "http://user:pa55word@[::1" });
+        let err = Webhook::new(serde_json::from_value(config).unwrap())
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("pa55word"), "{err}");
     }
 }
