@@ -8,14 +8,21 @@ use tokio::io::unix::AsyncFd;
 
 /// Resolves when process `pid` exits, the moment it does (Linux pidfd, no
 /// polling). Resolves at once if there is no such process, or if it is
-/// already a zombie. Must be awaited on the package's runtime (inside
-/// `check`, or a task spawned from `watch`).
+/// already a zombie; never resolves when the process cannot be watched
+/// (e.g. out of descriptors): a failure to look is not an exit. Must be
+/// awaited on the package's runtime (inside `check`, or a task spawned from
+/// `watch`).
 pub async fn process_exit(pid: u32) {
     let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return;
     };
-    let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else {
-        return; // no such process (any more)
+    let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(pidfd) => pidfd,
+        // No such process (any more): that is an exit.
+        Err(rustix::io::Errno::SRCH) => return,
+        // healer cannot watch (too many open files, ...): that is no
+        // evidence of anything; the scheduled checks still look.
+        Err(_) => return std::future::pending().await,
     };
     match register(pidfd) {
         // A pidfd becomes readable when its process exits.

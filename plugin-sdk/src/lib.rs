@@ -26,7 +26,13 @@
 //!     async fn check(&mut self) -> Result<Observation, Error> {
 //!         Ok(match std::fs::metadata(&self.0.path) {
 //!             Ok(_) => Observation::ok("present"),
-//!             Err(err) => Observation::critical(err.to_string()),
+//!             // Only "it is not there" is evidence; any other error means
+//!             // the monitor could not look: UNKNOWN, which healer never
+//!             // acts on.
+//!             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+//!                 Observation::critical("missing")
+//!             }
+//!             Err(err) => Observation::unknown(format!("cannot look: {err}")),
 //!         })
 //!     }
 //! }
