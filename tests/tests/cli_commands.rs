@@ -239,3 +239,36 @@ fn sighup_checks_the_config_on_disk_and_never_stops_the_daemon() {
         (checks(&daemon) > before).then_some(())
     });
 }
+
+#[test]
+fn sigusr1_reopens_the_log_file_after_logrotate_moved_it() {
+    let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[healer]\ninterval = \"100ms\"\n{}\n[[target]]\nname = \"flip\"\nmonitor = {{ plugin = \"nagios\", command = [\"sh\", \"-c\", \"test $(( $(date +%s%N) / 100000000 % 2 )) = 0\"] }}\n",
+        healer_e2e::test_paths(plugins.path())
+    );
+    let config = write(dir.path(), &text);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for("healer running", LIMIT, |e| {
+        matches!(e, Event::Started { .. })
+    });
+    let log = dir.path().join("healer.log");
+    let rotated = dir.path().join("healer.log.1");
+    healer_e2e::wait_until("something is logged", LIMIT, || {
+        (std::fs::metadata(&log).map_or(0, |m| m.len()) > 0).then_some(())
+    });
+
+    std::fs::rename(&log, &rotated).unwrap();
+    healer_e2e::signal(daemon.pid(), "USR1");
+    healer_e2e::wait_until("a new log file with new lines", LIMIT, || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|text| text.contains("status changed"))
+            .map(|_| ())
+    });
+
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(new.contains("SIGUSR1: the log file was reopened"), "{new}");
+    assert!(daemon.is_running());
+}
