@@ -147,11 +147,15 @@ pub enum Event {
         reason: String,
     },
 
-    /// An anomaly matched no reflex; nothing runs.
+    /// An anomaly matched no reflex; nothing runs. Recorded at most once
+    /// per name every 10 s (100 for all names): `left_out` says how many
+    /// such reports were only counted since the last recorded one.
     NoReflex {
         anomaly: String,
         details: Value,
         reason: String,
+        #[serde(default)]
+        left_out: u64,
     },
     /// An anomaly started its workflow.
     WorkflowStarted {
@@ -392,6 +396,24 @@ impl Event {
             _ => false,
         }
     }
+}
+
+/// The most of a sender's details an event keeps, as JSON text.
+pub const MAX_DETAILS: usize = 1024;
+
+/// `details` as an event keeps them: whole up to [`MAX_DETAILS`] bytes of
+/// JSON, else a note of their size with the start of their text. The work
+/// itself (a workflow's steps) always gets them whole.
+pub fn bounded(details: &Value) -> Value {
+    let text = details.to_string();
+    if text.len() <= MAX_DETAILS {
+        return details.clone();
+    }
+    let mut cut = MAX_DETAILS / 2;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    serde_json::json!({"truncated": true, "bytes": text.len(), "start": &text[..cut]})
 }
 
 /// An event and when it happened.

@@ -6,76 +6,17 @@
 //! This is the only place where event wording lives: tests read events,
 //! not these lines, so the wording may change freely.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
 use tracing::{debug, error, info, warn};
 
 use super::{Event, Record, StepResult, Subscriber};
 
-/// `no_reflex` lines for one anomaly name: at most one per this long, with
-/// a count of those left out.
-const NO_REFLEX_EVERY: Duration = Duration::from_secs(10);
-/// Names remembered for that; beyond it the memory starts over.
-const NO_REFLEX_NAMES: usize = 1_000;
-
 /// Writes every event to the log.
 #[derive(Default)]
-pub struct Log {
-    /// Per anomaly name: when its last `no_reflex` line was written, and
-    /// how many were left out since.
-    no_reflex: HashMap<String, (Instant, u64)>,
-}
+pub struct Log;
 
 impl Subscriber for Log {
     fn deliver(&mut self, record: &Record) {
-        if let Event::NoReflex { anomaly, .. } = &record.event {
-            if let Some(left_out) = self.left_out(anomaly) {
-                write_no_reflex(&record.event, left_out);
-            }
-            return;
-        }
         write(&record.event);
-    }
-}
-
-impl Log {
-    /// `None` when this `no_reflex` line is left out; else how many were
-    /// left out before it.
-    fn left_out(&mut self, anomaly: &str) -> Option<u64> {
-        let now = Instant::now();
-        if self.no_reflex.len() >= NO_REFLEX_NAMES && !self.no_reflex.contains_key(anomaly) {
-            self.no_reflex.clear();
-        }
-        match self.no_reflex.get_mut(anomaly) {
-            Some((last, skipped)) if now.duration_since(*last) < NO_REFLEX_EVERY => {
-                *skipped += 1;
-                None
-            }
-            Some((last, skipped)) => {
-                *last = now;
-                Some(std::mem::take(skipped))
-            }
-            None => {
-                self.no_reflex.insert(anomaly.to_owned(), (now, 0));
-                Some(0)
-            }
-        }
-    }
-}
-
-fn write_no_reflex(event: &Event, left_out: u64) {
-    if let Event::NoReflex {
-        anomaly,
-        details,
-        reason,
-    } = event
-    {
-        warn!(
-            event = "auto_healer_action", status = "no_reflex", anomaly = anomaly.as_str(), details = %details, reason = %reason,
-            left_out,
-            "no reflex matches this anomaly; nothing runs"
-        );
     }
 }
 
@@ -231,7 +172,16 @@ fn write(event: &Event) {
             kind,
             reason,
         } => debug!(target = %target, kind = %kind, reason = %reason, "attempt count reset"),
-        Event::NoReflex { .. } => write_no_reflex(event, 0),
+        Event::NoReflex {
+            anomaly,
+            details,
+            reason,
+            left_out,
+        } => warn!(
+            event = "auto_healer_action", status = "no_reflex", anomaly = anomaly.as_str(), details = %details, reason = %reason,
+            left_out,
+            "no reflex matches this anomaly; nothing runs"
+        ),
         Event::WorkflowStarted { run, .. } | Event::WouldRun { run, .. } => {
             let started = matches!(event, Event::WorkflowStarted { .. });
             error!(
@@ -363,28 +313,5 @@ fn check_or_diagnosis(role: super::Role) -> &'static str {
     match role {
         super::Role::Monitor => "check",
         super::Role::Diagnoser => "diagnoser",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeated_no_reflex_lines_for_one_name_are_counted_not_written() {
-        let mut log = Log::default();
-        assert_eq!(log.left_out("a.b"), Some(0));
-        for _ in 0..5 {
-            assert_eq!(log.left_out("a.b"), None);
-        }
-        assert_eq!(log.left_out("other"), Some(0), "names are counted apart");
-        if let Some((last, _)) = log.no_reflex.get_mut("a.b") {
-            *last -= NO_REFLEX_EVERY;
-        }
-        assert_eq!(
-            log.left_out("a.b"),
-            Some(5),
-            "the next line says 5 were left out"
-        );
     }
 }

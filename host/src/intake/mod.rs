@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod client;
 mod guard;
 mod http;
+mod quiet;
 mod storm;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct Intake {
     workflows: HashMap<String, (Workflow, Vec<Arc<RecovererHandle>>)>,
     storm: Mutex<Storm>,
     alerts: Mutex<Alerts>,
+    /// How often reports that start nothing are recorded.
+    quiet: Mutex<quiet::Quiet>,
     /// The number of the last run; run ids go on from it after a restart.
     runs: AtomicU64,
     events: Events,
@@ -192,6 +195,7 @@ impl Intake {
             workflows,
             storm: Mutex::new(storm),
             alerts: Mutex::new(alerts),
+            quiet: Mutex::new(quiet::Quiet::new(std::time::Instant::now())),
             runs: AtomicU64::new(last_run),
             events,
             restored,
@@ -259,11 +263,19 @@ impl Intake {
                 ),
                 Some(reflex) => format!("workflow {:?} is not defined", reflex.workflow),
             };
-            self.events.emit(Event::NoReflex {
-                anomaly: name.to_owned(),
-                details,
-                reason: reason.clone(),
-            });
+            let recorded = self
+                .quiet
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(name, std::time::Instant::now());
+            if let Some(left_out) = recorded {
+                self.events.emit(Event::NoReflex {
+                    anomaly: name.to_owned(),
+                    details: crate::events::bounded(&details),
+                    reason: reason.clone(),
+                    left_out,
+                });
+            }
             return Answer::NoReflex {
                 anomaly: name.to_owned(),
                 reason,
@@ -318,12 +330,15 @@ impl Intake {
             }
         };
         let run_id = format!("run-{}", self.runs.fetch_add(1, Ordering::Relaxed) + 1);
+        // What the workflow gets; its record (events, log, store) has the
+        // details bounded and the params' secrets redacted.
+        let work = (details, reflex.params.clone());
         let run = Run {
             run_id: run_id.clone(),
             anomaly: name.to_owned(),
-            details,
+            details: crate::events::bounded(&work.0),
             workflow: workflow.name.clone(),
-            params: reflex.params.clone(),
+            params: crate::redact::config(&work.1),
             reflex: reflex.pattern.clone(),
             attempt,
         };
@@ -340,7 +355,7 @@ impl Intake {
             let intake = Arc::clone(self);
             self.running.fetch_add(1, Ordering::AcqRel);
             tokio::spawn(async move {
-                intake.run(run).await;
+                intake.run(run, work).await;
                 if intake.running.fetch_sub(1, Ordering::AcqRel) == 1 {
                     intake.idle.notify_waiters();
                 }
@@ -368,7 +383,9 @@ impl Intake {
         }
     }
 
-    async fn run(&self, run: Run) {
+    /// Runs a workflow's steps with the anomaly's full `details` and
+    /// `params`; `run` is its record.
+    async fn run(&self, run: Run, (details, params): (Value, Value)) {
         let Some((definition, steps)) = self.workflows.get(&run.workflow) else {
             return;
         };
@@ -378,10 +395,10 @@ impl Intake {
                 kind: run.anomaly.clone(),
                 severity: Status::Critical,
                 summary: format!("anomaly {}", run.anomaly),
-                details: run.details.clone(),
+                details,
             },
             attempt: run.attempt,
-            params: run.params.clone(),
+            params,
         };
         let mut failed = None;
         for (index, (step, handle)) in definition.steps.iter().zip(steps).enumerate() {

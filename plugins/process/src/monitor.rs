@@ -350,6 +350,15 @@ mod tests {
             .arg("123.4567")
             .spawn()
             .unwrap();
+        // `spawn` returns once the child forked; its command line is the
+        // test binary's until `execve` has run. Wait (bounded) for sleep.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read(&cmdline).is_ok_and(|line| line.starts_with(b"sleep\0"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let seen =
             monitor(serde_json::json!({ "cmdline": "^sleep 123\\.4567$", "watch": false })).look();
         let none = monitor(serde_json::json!({ "name": "no-such-process", "watch": false })).look();
