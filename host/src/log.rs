@@ -19,7 +19,7 @@ use tracing_subscriber::{fmt, EnvFilter, Layer};
 use crate::config::{Healer, LogFormat};
 
 /// Lines queued per destination before new ones are dropped.
-const QUEUE: usize = 16_384;
+const QUEUE: usize = 8_192;
 
 /// The running log: keep it until the process ends (dropping it writes out
 /// what is queued).

@@ -16,7 +16,8 @@ mod journal;
 mod to_log;
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use healer_plugin_sdk::{Duration as Written, Status};
@@ -396,7 +397,29 @@ impl Event {
             _ => false,
         }
     }
+
+    /// Whether it may be left out when the stream is flooded (more than
+    /// [`HIGH_WATER`] events waiting): routine checks and the intake's
+    /// repeats, which outside input can produce at any rate. Transitions
+    /// (issues, attempts, workflows run) are never left out.
+    pub fn is_sheddable(&self) -> bool {
+        self.is_routine()
+            || matches!(
+                self,
+                Event::NoReflex { .. }
+                    | Event::AnomalySuppressed { .. }
+                    | Event::AlertReceived {
+                        acted_on: false,
+                        ..
+                    }
+            )
+    }
 }
+
+/// Events waiting for the dispatcher beyond which sheddable ones are left
+/// out (and counted) instead of queued: a flood of reports cannot grow
+/// healer's memory without bound while a subscriber (a slow disk) lags.
+pub const HIGH_WATER: usize = 10_000;
 
 /// The most of a sender's details an event keeps, as JSON text.
 pub const MAX_DETAILS: usize = 1024;
@@ -454,10 +477,19 @@ enum Message {
 pub struct Events {
     sender: mpsc::Sender<Message>,
     every_check: bool,
+    load: Arc<Load>,
+}
+
+/// How full the stream is: events sent and not yet delivered, and
+/// sheddable events left out since the last warning.
+#[derive(Default)]
+struct Load {
+    queued: AtomicUsize,
+    shed: AtomicU64,
 }
 
 /// The receiving end, until [`Inbox::start`] hands it to the dispatcher.
-pub struct Inbox(mpsc::Receiver<Message>);
+pub struct Inbox(mpsc::Receiver<Message>, Arc<Load>);
 
 impl Events {
     /// A new stream. With `every_check`, every check is an event (for the
@@ -465,12 +497,14 @@ impl Events {
     /// Events emitted before [`Inbox::start`] wait in the channel.
     pub fn channel(every_check: bool) -> (Events, Inbox) {
         let (sender, receiver) = mpsc::channel();
+        let load = Arc::new(Load::default());
         (
             Events {
                 sender,
                 every_check,
+                load: Arc::clone(&load),
             },
-            Inbox(receiver),
+            Inbox(receiver, load),
         )
     }
 
@@ -482,8 +516,14 @@ impl Events {
         events
     }
 
-    /// Sends an event, stamped now.
+    /// Sends an event, stamped now; a sheddable one is left out (and
+    /// counted) while [`HIGH_WATER`] events are waiting.
     pub fn emit(&self, event: Event) {
+        if self.load.queued.load(Ordering::Relaxed) >= HIGH_WATER && event.is_sheddable() {
+            self.load.shed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.load.queued.fetch_add(1, Ordering::Relaxed);
         let record = Record {
             at: Wall::now(),
             event,
@@ -531,7 +571,7 @@ impl Inbox {
     /// Starts the dispatcher thread: every event goes to every subscriber,
     /// in the order emitted.
     pub fn start(self, mut subscribers: Vec<Box<dyn Subscriber>>) {
-        let receiver = self.0;
+        let Inbox(receiver, load) = self;
         let spawned = std::thread::Builder::new()
             .name("healer-events".into())
             .spawn(move || {
@@ -542,6 +582,7 @@ impl Inbox {
                     while let Some(message) = next.take() {
                         match message {
                             Message::Record(record) => {
+                                load.queued.fetch_sub(1, Ordering::Relaxed);
                                 for subscriber in &mut subscribers {
                                     subscriber.deliver(&record);
                                 }
@@ -568,6 +609,13 @@ impl Inbox {
                     for subscriber in &mut subscribers {
                         subscriber.flush();
                     }
+                    let shed = load.shed.swap(0, Ordering::Relaxed);
+                    if shed > 0 {
+                        tracing::warn!(
+                            left_out = shed,
+                            "healer's event stream was flooded: {shed} routine events (unchanged checks, repeated reports) were left out of the log and the store"
+                        );
+                    }
                 }
             });
         if let Err(err) = spawned {
@@ -579,7 +627,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     struct Collect(Arc<Mutex<Vec<Record>>>);
 
@@ -610,6 +658,35 @@ mod tests {
             assert_eq!(names[0], "a0");
             assert_eq!(names[99], "a99");
         }
+    }
+
+    #[test]
+    fn a_flooded_stream_leaves_out_repeats_but_never_a_transition() {
+        let (events, inbox) = Events::channel(false);
+        let resolved = |n: usize| Event::AnomalyResolved {
+            anomaly: format!("a{n}"),
+        };
+        for n in 0..HIGH_WATER {
+            events.emit(resolved(n));
+        }
+        for n in 0..50 {
+            events.emit(Event::NoReflex {
+                anomaly: format!("flood{n}"),
+                details: Value::Null,
+                reason: "no reflex".into(),
+                left_out: 0,
+            });
+        }
+        events.emit(resolved(HIGH_WATER));
+        let seen = Arc::default();
+        inbox.start(vec![Box::new(Collect(Arc::clone(&seen)))]);
+        assert!(events.finish(Duration::from_secs(30)));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), HIGH_WATER + 1);
+        assert!(seen
+            .iter()
+            .all(|r| matches!(r.event, Event::AnomalyResolved { .. })));
+        assert_eq!(events.load.shed.load(Ordering::Relaxed), 0, "warned of");
     }
 
     #[test]

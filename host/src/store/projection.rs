@@ -7,7 +7,8 @@
 //! State is keyed, so however long the database cannot be written, it
 //! takes no more memory than healer's own state: a key changed a thousand
 //! times is written once, with its latest value. History is capped: past
-//! [`MAX_PENDING`] rows the oldest are dropped and counted.
+//! [`MAX_PENDING`] rows or [`MAX_PENDING_BYTES`] of text the oldest are
+//! dropped and counted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -20,6 +21,9 @@ use crate::issues::Issue;
 /// History rows (and workflow runs) held while the database cannot be
 /// written; beyond it the oldest are dropped.
 pub const MAX_PENDING: usize = 100_000;
+
+/// The most history text held while the database cannot be written.
+pub const MAX_PENDING_BYTES: usize = 32 << 20;
 
 /// Anomaly names, occurrences and firing alerts kept: what the intake
 /// itself keeps at most.
@@ -152,6 +156,8 @@ pub struct Projection {
     /// (alert name, fingerprint) → last heard of, firing.
     pub firing: Tracked<Pair, Wall>,
     history: VecDeque<HistoryRow>,
+    /// The text of `history`, in bytes.
+    history_bytes: usize,
     runs: VecDeque<RunRow>,
     /// History rows and runs dropped since the last successful write.
     pub dropped: u64,
@@ -264,14 +270,24 @@ impl Projection {
                 record.event.name()
             )
         });
+        self.history_bytes += body.len();
         self.history.push_back(HistoryRow {
             at,
             event: record.event.name(),
             subject: record.event.subject().map(str::to_owned),
             body,
         });
-        while self.history.len() > MAX_PENDING {
-            self.history.pop_front();
+        self.trim_history();
+    }
+
+    /// Drops the oldest history past [`MAX_PENDING`] rows or
+    /// [`MAX_PENDING_BYTES`].
+    fn trim_history(&mut self) {
+        while self.history.len() > MAX_PENDING || self.history_bytes > MAX_PENDING_BYTES {
+            let Some(row) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= row.body.len();
             self.dropped += 1;
         }
     }
@@ -295,6 +311,7 @@ impl Projection {
 
     /// Everything to write now.
     pub fn take(&mut self) -> Batch {
+        self.history_bytes = 0;
         Batch {
             history: self.history.drain(..).collect(),
             runs: self.runs.drain(..).collect(),
@@ -310,15 +327,13 @@ impl Projection {
     /// latest values).
     pub fn give_back(&mut self, batch: Batch) {
         for row in batch.history.into_iter().rev() {
+            self.history_bytes += row.body.len();
             self.history.push_front(row);
         }
         for row in batch.runs.into_iter().rev() {
             self.runs.push_front(row);
         }
-        while self.history.len() > MAX_PENDING {
-            self.history.pop_front();
-            self.dropped += 1;
-        }
+        self.trim_history();
         while self.runs.len() > MAX_PENDING {
             self.runs.pop_front();
             self.dropped += 1;
@@ -400,6 +415,24 @@ mod tests {
         }
         assert_eq!(projection.dropped, 10);
         assert_eq!(projection.take().history[0].at.millis(), 10);
+    }
+
+    #[test]
+    fn pending_history_is_capped_by_its_size_too() {
+        let mut projection = Projection::default();
+        for n in 0..40 {
+            let mut record = checked(n, Status::Critical, Status::Ok);
+            if let Event::Checked { summary, .. } = &mut record.event {
+                *summary = "x".repeat(1 << 20);
+            }
+            projection.apply(&record);
+        }
+        assert!(projection.history_bytes <= MAX_PENDING_BYTES);
+        assert!(projection.dropped >= 8, "{}", projection.dropped);
+        let batch = projection.take();
+        assert_eq!(batch.history.last().map(|row| row.at.millis()), Some(39));
+        projection.give_back(batch);
+        assert!(projection.history_bytes <= MAX_PENDING_BYTES);
     }
 
     #[test]
