@@ -164,7 +164,7 @@ fn explain(cli: &Cli, name: &str) -> ExitCode {
     say!("{name}");
     say!("  reflex    {} ({})", reflex.pattern, reflex.origin);
     say!("  workflow  {}", reflex.workflow);
-    say!("  params    {}", reflex.params);
+    say!("  params    {}", crate::redact::config(&reflex.params));
     if let Some(workflow) = config.workflows.get(&reflex.workflow) {
         for (index, step) in crate::intake::explain_steps(workflow).iter().enumerate() {
             let step = serde_json::to_string(step).unwrap_or_default();

@@ -3,7 +3,8 @@
 //! the event log and the store) passes through here first.
 //!
 //! Redacted: the credentials of a URL (`https://<redacted>@host/`, in any
-//! string, however embedded), every value under `headers` and `env`, and
+//! string, however embedded) and its query parameters that name a secret
+//! (`?access_token=<redacted>`), every value under `headers` and `env`, and
 //! every value whose key names a secret (`secret`, `hmac_secret`, `token`,
 //! `password`, `api_key`, `authorization`, `private_key`, ...).
 
@@ -24,6 +25,10 @@ const SECRET_WORDS: &[&str] = &[
     "credential",
     "private_key",
 ];
+
+/// Words that make a URL query parameter's value a secret, beyond
+/// [`SECRET_WORDS`]: `?key=`, `?auth=`, `?sig=`, `?signature=`.
+const SECRET_QUERY_WORDS: &[&str] = &["key", "auth", "sig"];
 
 /// Keys whose every value is a secret: request headers, child environments.
 const SECRET_TABLES: &[&str] = &["headers", "env"];
@@ -60,7 +65,8 @@ fn entry(key: &str, value: &Value) -> Value {
     config(value)
 }
 
-/// `text` with the credentials of every URL in it replaced.
+/// `text` with the credentials of every URL in it, and its query
+/// parameters that name a secret, replaced.
 pub fn text_of(text: &str) -> String {
     if !text.contains("://") {
         return text.to_owned();
@@ -83,9 +89,40 @@ pub fn text_of(text: &str) -> String {
             None => out.push_str(authority),
         }
         rest = &after[authority_end..];
+        let url_end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+            .unwrap_or(rest.len());
+        let (url, after_url) = rest.split_at(url_end);
+        out.push_str(&query_of(url));
+        rest = after_url;
     }
     out.push_str(rest);
     out
+}
+
+/// The path, query and fragment of a URL with the values of secret query
+/// parameters replaced.
+fn query_of(path: &str) -> String {
+    let Some(start) = path.find('?') else {
+        return path.to_owned();
+    };
+    let end = path[start..].find('#').map_or(path.len(), |at| start + at);
+    let pairs: Vec<String> = path[start + 1..end]
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if names_a_secret(name) => format!("{name}={REDACTED}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}{}", &path[..start], pairs.join("&"), &path[end..])
+}
+
+fn names_a_secret(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_WORDS
+        .iter()
+        .chain(SECRET_QUERY_WORDS)
+        .any(|word| lower.contains(word))
 }
 
 #[cfg(test)]
@@ -129,5 +166,18 @@ mod tests {
             "POST http://<redacted>@127.0.0.1:9/x failed; retry http://127.0.0.1/ ok"
         );
         assert_eq!(text_of("no url here"), "no url here");
+    }
+
+    #[test]
+    fn query_parameters_that_name_a_secret_lose_their_values() {
+        assert_eq!(
+            text_of("GET https://h.example/x?access_token=abc&page=2&api_key=k#top failed"),
+            "GET https://h.example/x?access_token=<redacted>&page=2&api_key=<redacted>#top failed"
+        );
+        assert_eq!(
+            config(&json!({"url": "http://127.0.0.1:9/?sig=s1&x=1"})),
+            json!({"url": "http://127.0.0.1:9/?sig=<redacted>&x=1"})
+        );
+        assert_eq!(text_of("http://h/?q=1"), "http://h/?q=1");
     }
 }

@@ -43,10 +43,11 @@ fn a_dry_run_and_the_logs_never_show_a_secret() {
 [[reflex]]
 match = "deploy.*"
 workflow = "notify"
+params = {{ api_token = "p4r4m-s3cret" }}
 
 [workflow.notify]
 steps = [
-  {{ plugin = "webhook", url = "http://n8n:pa55word@127.0.0.1:{closed}/hook", headers = {{ "X-Api-Key" = "k3y-s3cret" }}, retries = 0 }},
+  {{ plugin = "webhook", url = "http://n8n:pa55word@127.0.0.1:{closed}/hook?access_token=qu3ry-s3cret", headers = {{ "X-Api-Key" = "k3y-s3cret" }}, retries = 0, continue_on_error = true }},
   {{ plugin = "command", argv = ["true"], env = {{ DB_PASSWORD = "hunter2" }} }},
 ]
 "#
@@ -55,9 +56,10 @@ steps = [
 
     let (status, dry) = post_json(port, "/anomaly?dry_run=true", r#"{"name": "deploy.web"}"#);
     let (_, ran) = post_json(port, "/anomaly", r#"{"name": "deploy.web"}"#);
-    let finished = daemon.wait_for("the workflow fails", LIMIT, |e| {
+    let finished = daemon.wait_for("the workflow finishes", LIMIT, |e| {
         matches!(e, Event::WorkflowFinished { .. })
     });
+    let steps = daemon.count(|e| matches!(e, Event::WorkflowStep { .. }));
     drop(daemon);
 
     assert_eq!(status, 200, "{dry}");
@@ -66,7 +68,8 @@ steps = [
     let Event::WorkflowFinished { error, .. } = finished else {
         unreachable!()
     };
-    assert!(error.is_some(), "the webhook to a closed port failed");
+    assert!(error.is_none(), "the failed webhook may fail: {error:?}");
+    assert_eq!(steps, 2, "the webhook failed and the command ran");
     let shown = dry.to_string();
     assert!(shown.contains("<redacted>"), "{shown}");
     for (what, text) in [
@@ -84,7 +87,13 @@ steps = [
             std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap(),
         ),
     ] {
-        for secret in ["pa55word", "k3y-s3cret", "hunter2"] {
+        for secret in [
+            "pa55word",
+            "k3y-s3cret",
+            "hunter2",
+            "p4r4m-s3cret",
+            "qu3ry-s3cret",
+        ] {
             assert!(!text.contains(secret), "{secret} is in {what}");
         }
     }
@@ -179,5 +188,100 @@ fn a_flood_of_invented_names_and_fingerprints_costs_bounded_memory() {
         FLOOD_RSS_GROWTH >> 20
     );
     assert!(status == 200 || status == 202);
+    assert!(daemon.is_running());
+}
+
+/// Sends `request` on a new connection and reads the answer (or the close)
+/// for at most 10 s.
+fn exchange(port: u16, request: &[u8], then_wait: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    std::thread::sleep(then_wait);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_chunked_body_past_64_kib_is_413_and_a_stalled_body_is_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, port, _plugins) = daemon_with_intake(dir.path(), "request_timeout = \"1s\"\n");
+
+    // No Content-Length to refuse up front: the limit stops the read.
+    let chunk = format!(r#"{{"name": "big", "details": {{"blob": "{}"#, "x".repeat(70_000));
+    let chunked = format!(
+        "POST /anomaly HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    let answer = exchange(port, chunked.as_bytes(), Duration::ZERO);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Half a body, then nothing: the deadline ends it, and says so.
+    let stalled = b"POST /anomaly HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\": ";
+    let started = std::time::Instant::now();
+    let answer = exchange(port, stalled, Duration::ZERO);
+    println!("a stalled body, answered in {:?}: {answer:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+}
+
+#[test]
+fn concurrent_reports_with_large_details_cost_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // No reflex matches: every report is a no_reflex, the cheapest answer
+    // and the one anyone on the port can produce at will.
+    let (mut daemon, port, _plugins) = daemon_with_intake(dir.path(), "");
+    let details = "y".repeat(60_000);
+    let mut warm = KeepAlive::connect(port);
+    for n in 0..100 {
+        warm.post_json(
+            "/anomaly",
+            &format!(r#"{{"name": "warm.{n}", "details": {{"blob": "{details}"}}}}"#),
+        );
+    }
+    let before = rss(daemon.pid());
+
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let details = details.clone();
+            std::thread::spawn(move || {
+                let mut connection = KeepAlive::connect(port);
+                for n in 0..2_500 {
+                    let body = format!(
+                        r#"{{"name": "big.{client}.{n}", "details": {{"blob": "{details}"}}}}"#
+                    );
+                    let (status, answer) = connection.post_json("/anomaly", &body);
+                    assert_eq!(status, 200, "{answer}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let after = rss(daemon.pid());
+
+    let grown = after.saturating_sub(before);
+    println!(
+        "RSS before {} MiB, after 10,000 reports of 60 KB from 4 clients {} MiB (+{} MiB)",
+        before >> 20,
+        after >> 20,
+        grown >> 20
+    );
+    assert!(
+        grown < FLOOD_RSS_GROWTH,
+        "RSS grew by {} MiB (bound {} MiB)",
+        grown >> 20,
+        FLOOD_RSS_GROWTH >> 20
+    );
     assert!(daemon.is_running());
 }

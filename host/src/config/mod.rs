@@ -235,15 +235,9 @@ impl Policy {
                 problems.push((key, format!("{key} must be longer than zero")));
             }
         }
-        if self.backoff > self.backoff_max {
-            problems.push((
-                "backoff",
-                format!(
-                    "backoff ({}) must not be longer than backoff_max ({})",
-                    self.backoff, self.backoff_max
-                ),
-            ));
-        }
+        // A `backoff` longer than `backoff_max` is not an error: every wait
+        // is held to `backoff_max`, so a target may raise one without the
+        // other.
         problems
     }
 }
@@ -556,9 +550,7 @@ impl Checker<'_> {
         let policy = raw.policy(healer.policy());
         let written = raw.overrides();
         for (key, problem) in policy.problems() {
-            let mine =
-                written.contains(&key) || (key == "backoff" && written.contains(&"backoff_max"));
-            if mine {
+            if written.contains(&key) {
                 let key_at = self.source.key_in_table(span.clone(), key);
                 self.push(key_at, format!("target {name:?}: {problem}"));
             }

@@ -130,7 +130,18 @@ fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
         error: message,
         field,
     };
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        // The rest of the body was never read: the connection cannot
+        // carry another request, so it ends with this answer.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The checks every write endpoint makes; the body as JSON when they pass.
@@ -182,7 +193,20 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Valu
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|err| {
+            let err = err.into_inner();
+            if err.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                // The connection's deadline ended the body, or the client
+                // went away mid-body: not a size problem.
+                error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive within request_timeout",
+                    None,
+                )
+            }
+        })?;
     serde_json::from_slice(&bytes).map_err(|err| {
         error(
             StatusCode::BAD_REQUEST,

@@ -287,7 +287,7 @@ impl Intake {
                 reflex: reflex.pattern.clone(),
                 reflex_origin: reflex.origin.clone(),
                 workflow: workflow.name.clone(),
-                params: reflex.params.clone(),
+                params: crate::redact::config(&reflex.params),
                 steps: explain_steps(workflow),
             };
         }
