@@ -45,9 +45,12 @@
 //! **Processes.** stdin is `/dev/null`. The child leads a new process
 //! group. When it runs past its timeout, or when the future of
 //! [`Command::run`] is dropped before it exited (the host drops a plugin
-//! call that passes its deadline), the whole group is killed with SIGKILL:
-//! no grandchild survives. After a normal exit nothing is killed: starting
-//! a daemon may be the point of a recovery.
+//! call that passes its deadline), the whole group is killed with SIGKILL,
+//! and so is every descendant of the child found in `/proc`, also one that
+//! left the group (`setsid`): no grandchild survives. (A grandchild whose
+//! parent had already exited belongs to init, and is out of reach.) After a
+//! normal exit nothing is killed: starting a daemon may be the point of a
+//! recovery.
 //!
 //! **Output.** stdout and stderr go to unnamed temporary files (unlinked at
 //! once), not pipes: a daemon the command starts in the background never
@@ -59,7 +62,7 @@
 //! keeps writing to the inherited stdout or stderr goes to that unlinked
 //! file until it exits: give a daemon its own log.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write as _};
@@ -69,7 +72,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::{kill_process, kill_process_group, Pid, Signal};
 
 use crate::finding::Recovery;
 
@@ -421,12 +424,77 @@ impl Group {
         self.0 = None;
     }
 
+    /// Kills the group and every descendant of its leader, also those that
+    /// left the group (`setsid`, `setpgid`). They are stopped first, so
+    /// none forks or exits (its children would go to init, out of reach)
+    /// while /proc is walked; then all are killed.
     fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            // ESRCH (the group is already gone) is what we wanted anyway.
-            let _ = kill_process_group(pgid, Signal::KILL);
+        let Some(leader) = self.0.take() else {
+            return;
+        };
+        // ESRCH (already gone) is what we wanted anyway, here and below.
+        let _ = kill_process_group(leader, Signal::STOP);
+        let mut stopped = BTreeSet::new();
+        for _ in 0..MAX_WALKS {
+            let new: Vec<Pid> = descendants(leader)
+                .into_iter()
+                .filter(|&pid| stopped.insert(pid))
+                .filter_map(Pid::from_raw)
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            for pid in new {
+                let _ = kill_process(pid, Signal::STOP);
+            }
+        }
+        for pid in stopped.into_iter().filter_map(Pid::from_raw) {
+            let _ = kill_process(pid, Signal::KILL);
+        }
+        let _ = kill_process_group(leader, Signal::KILL);
+    }
+}
+
+/// How often [`Group::kill`] walks /proc for descendants it has not stopped
+/// yet (each walk finds those forked before the previous stops landed).
+const MAX_WALKS: usize = 16;
+
+/// The live descendants of `leader`, found by their parent pids in
+/// `/proc/<pid>/stat`, transitively. Empty when /proc cannot be read: the
+/// group is still killed.
+fn descendants(leader: Pid) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if let Some(ppid) = parent_of(pid) {
+            children.entry(ppid).or_default().push(pid);
         }
     }
+    let mut found = Vec::new();
+    let mut next = vec![leader.as_raw_pid()];
+    while let Some(parent) = next.pop() {
+        for &child in children.get(&parent).into_iter().flatten() {
+            // A cycle cannot happen, but a pid reused mid-walk must not loop.
+            if child != leader.as_raw_pid() && !found.contains(&child) {
+                found.push(child);
+                next.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// The parent pid in `/proc/<pid>/stat` (`pid (comm) state ppid ...`; comm
+/// may hold spaces and parentheses, so it ends at the last `)`).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(1)?.parse().ok()
 }
 
 impl Drop for Group {
@@ -633,6 +701,47 @@ mod tests {
         assert!(
             gone_within(grandchild, Duration::from_secs(5)),
             "the background sleep {grandchild} survived"
+        );
+    }
+
+    // Multi-threaded: the test thread blocks (pid_in) while `run` goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_timeout_kills_a_descendant_that_left_the_group_with_setsid() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("escaped.pid");
+        let script = format!(
+            "setsid sleep 1000 & echo $! > {}; sleep 1000",
+            pidfile.display()
+        );
+        let running = tokio::spawn(sh(&script).timeout(Duration::from_secs(2)).run());
+        let escaped = pid_in(&pidfile);
+        // It really left: a session of its own (sid == its pid), running sleep.
+        let started = Instant::now();
+        while !std::fs::read_to_string(format!("/proc/{escaped}/stat"))
+            .is_ok_and(|stat| stat.starts_with(&format!("{escaped} (sleep) ")))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{escaped} never ran sleep"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        assert_eq!(
+            fields[3],
+            escaped.to_string(),
+            "not a session leader: {stat}"
+        );
+        let err = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("run returned")
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, RunError::TimedOut { .. }), "{err}");
+        assert!(
+            gone_within(escaped, Duration::from_secs(5)),
+            "the setsid sleep {escaped} survived"
         );
     }
 
