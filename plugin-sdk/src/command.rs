@@ -52,6 +52,10 @@
 //! normal exit nothing is killed: starting a daemon may be the point of a
 //! recovery.
 //!
+//! **Limits.** The child's soft limit of open files is at most
+//! [`MAX_OPEN_FILES`] (1024): healer raises its own to the hard limit, and
+//! a program using `select()` breaks with more.
+//!
 //! **Output.** stdout and stderr go to unnamed temporary files (unlinked at
 //! once), not pipes: a daemon the command starts in the background never
 //! holds a pipe of healer's, and the result is the exit of the program, not
@@ -72,7 +76,9 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use rustix::process::{kill_process, kill_process_group, Pid, Signal};
+use rustix::process::{
+    getrlimit, kill_process, kill_process_group, setrlimit, Pid, Resource, Rlimit, Signal,
+};
 
 use crate::finding::Recovery;
 
@@ -87,6 +93,10 @@ pub const OUTPUT_TAIL: usize = 4 * 1024;
 
 /// The longest `HEALER_*` value; longer ones are cut or summarized.
 pub const MAX_ENV_VALUE: usize = 4 * 1024;
+
+/// The child's soft limit of open files, at most (`select()` cannot watch
+/// descriptors past 1023).
+pub const MAX_OPEN_FILES: u64 = 1024;
 
 /// How long to wait for a killed child to be reaped.
 const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
@@ -346,6 +356,15 @@ impl Command {
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
+        // SAFETY: the hook runs in the child between fork and exec, where
+        // only async-signal-safe calls are allowed: it makes two system
+        // calls (getrlimit, setrlimit), and neither allocates nor locks.
+        unsafe {
+            command.pre_exec(|| {
+                lower_open_files();
+                Ok(())
+            });
+        }
         command
     }
 
@@ -501,6 +520,25 @@ impl Drop for Group {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Lowers this process's soft limit of open files to [`MAX_OPEN_FILES`]
+/// (never raises it). Async-signal-safe: system calls only.
+fn lower_open_files() {
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    if limit.current.is_some_and(|soft| soft <= MAX_OPEN_FILES) {
+        return;
+    }
+    // Lowering the soft limit cannot fail; were it to, the child would
+    // still run, only with healer's limit.
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(MAX_OPEN_FILES),
+            maximum: limit.maximum,
+        },
+    );
 }
 
 /// The child's end of an output file (the same open file, so its writes
@@ -792,6 +830,25 @@ mod tests {
         let daemon = pid_in(&pidfile);
         assert!(alive(daemon), "the daemon {daemon} was killed");
         let _ = rustix::process::kill_process(Pid::from_raw(daemon as i32).unwrap(), Signal::KILL);
+    }
+
+    #[tokio::test]
+    async fn the_child_gets_at_most_1024_open_files_though_healer_has_more() {
+        // As healer does at start-up: the soft limit up to the hard one.
+        let hard = getrlimit(Resource::Nofile).maximum;
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: hard,
+                maximum: hard,
+            },
+        )
+        .unwrap();
+        let expected = hard.map_or(MAX_OPEN_FILES, |hard| hard.min(MAX_OPEN_FILES));
+        let output = sh("ulimit -n").run().await.unwrap();
+        let soft: u64 = output.stdout_text().trim().parse().unwrap();
+        assert!(soft <= MAX_OPEN_FILES, "the child's soft limit is {soft}");
+        assert_eq!(soft, expected, "hard limit {hard:?}");
     }
 
     #[tokio::test]
