@@ -3,11 +3,13 @@
 //! its subscribers (log, event log, store), the state the store saved, the
 //! engine and the intake, and an orderly stop that writes out every event.
 
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::level_filters::LevelFilter;
 
 use crate::config::Config;
@@ -67,6 +69,7 @@ pub fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
 
 /// `healer run`: heals until SIGTERM or SIGINT.
 pub async fn run(options: &Options) -> ExitCode {
+    let signals = Signals::register();
     let (config, catalog) = match load(options) {
         Ok(loaded) => loaded,
         Err(problems) => return fail(&problems.join("\n")),
@@ -127,8 +130,9 @@ pub async fn run(options: &Options) -> ExitCode {
     }
     inbox.start(subscribers);
 
-    tokio::spawn(watch_the_log(Arc::clone(&logging)));
-    let code = heal(options, &config, &catalog, &events, saved).await;
+    tokio::spawn(watch_the_log(Arc::clone(&logging), signals.usr1));
+    let stop_signals = (signals.term, signals.int, signals.hup);
+    let code = heal(options, &config, &catalog, &events, saved, stop_signals).await;
     events.finish(FINISH_WITHIN);
     code
 }
@@ -139,6 +143,7 @@ async fn heal(
     catalog: &Catalog,
     events: &Events,
     saved: Saved,
+    stop_signals: StopSignals,
 ) -> ExitCode {
     let runners = match engine::build(config, catalog, saved.issues).await {
         Ok(runners) => runners,
@@ -173,7 +178,7 @@ async fn heal(
     let watcher = options.clone();
     let stopping = events.clone();
     tokio::spawn(async move {
-        wait_for_stop_signal(&watcher, &stopping).await;
+        wait_for_stop_signal(&watcher, &stopping, stop_signals).await;
         stopping.emit(Event::Stopping);
         let _ = stop.send(true);
     });
@@ -224,11 +229,35 @@ async fn heal(
     ExitCode::SUCCESS
 }
 
+/// The signals healer handles, registered before anything else: one sent
+/// while the config and plugins load is then neither fatal (the default
+/// action of SIGHUP and SIGUSR1 is to terminate) nor lost (a SIGTERM is
+/// acted on once healing starts).
+struct Signals {
+    term: io::Result<Signal>,
+    int: io::Result<Signal>,
+    hup: io::Result<Signal>,
+    usr1: io::Result<Signal>,
+}
+
+/// SIGTERM, SIGINT and SIGHUP, for [`wait_for_stop_signal`].
+type StopSignals = (io::Result<Signal>, io::Result<Signal>, io::Result<Signal>);
+
+impl Signals {
+    fn register() -> Signals {
+        Signals {
+            term: signal(SignalKind::terminate()),
+            int: signal(SignalKind::interrupt()),
+            hup: signal(SignalKind::hangup()),
+            usr1: signal(SignalKind::user_defined1()),
+        }
+    }
+}
+
 /// Reopens the log file on SIGUSR1 (logrotate's `postrotate`), and says
 /// when log lines had to be dropped because a destination was too slow.
-async fn watch_the_log(logging: Arc<crate::log::Logging>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut usr1 = match signal(SignalKind::user_defined1()) {
+async fn watch_the_log(logging: Arc<crate::log::Logging>, usr1: io::Result<Signal>) {
+    let mut usr1 = match usr1 {
         Ok(usr1) => Some(usr1),
         Err(err) => {
             tracing::warn!(error = %err, "cannot watch for SIGUSR1; the log file is not reopened on it");
@@ -286,7 +315,6 @@ fn raise_open_files_limit() {
 /// SIGXFSZ, which would kill healer; handled, the write fails with EFBIG
 /// instead, and the store reports it and retries.
 fn survive_file_size_limit() {
-    use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::from_raw(nix::libc::SIGXFSZ)) {
         Ok(mut signals) => {
             tokio::spawn(async move { while signals.recv().await.is_some() {} });
@@ -301,13 +329,8 @@ fn survive_file_size_limit() {
 /// config file anew and logs the verdict (live reload is not built yet, so
 /// applying a valid new config takes a restart; an invalid one is reported
 /// and the running config carries on either way).
-async fn wait_for_stop_signal(options: &Options, events: &Events) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn wait_for_stop_signal(options: &Options, events: &Events, signals: StopSignals) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
         tracing::warn!("cannot watch for signals; stop healer with SIGKILL");
         return std::future::pending().await;
     };

@@ -39,7 +39,7 @@ fn kill_and_see_it_restarted(daemon: &Daemon, pidfile: &Path) {
     });
 }
 
-/// Connections that each send half a request, then a byte every 2 s (a
+/// Connections that each send half a request, then a byte every 500 ms (a
 /// slow-loris attack), until dropped.
 struct SlowLoris {
     stop: Arc<AtomicBool>,

@@ -218,18 +218,22 @@ impl Storm {
     }
 
     /// Forgets the least recently reported names (not running) until 90 %
-    /// of [`MAX_TRACKED`] are left.
+    /// of [`MAX_TRACKED`] are left; escalated names go last, so a flood of
+    /// invented names cannot wipe out an escalation.
     fn forget_least_recent(&mut self) {
         let keep = MAX_TRACKED * 9 / 10;
-        let mut idle: Vec<(Wall, String)> = self
+        let mut idle: Vec<(bool, Wall, String)> = self
             .anomalies
             .iter()
             .filter(|(_, a)| !a.running)
-            .map(|(name, a)| (a.last_report.unwrap_or(Wall::from_millis(0)), name.clone()))
+            .map(|(name, a)| {
+                let last = a.last_report.unwrap_or(Wall::from_millis(0));
+                (a.escalated, last, name.clone())
+            })
             .collect();
         idle.sort_unstable();
         let excess = self.anomalies.len().saturating_sub(keep);
-        for (_, name) in idle.into_iter().take(excess) {
+        for (_, _, name) in idle.into_iter().take(excess) {
             self.anomalies.remove(&name);
         }
     }
@@ -416,5 +420,25 @@ mod tests {
         );
         let newest = format!("made.up.{}", MAX_TRACKED + 4_999);
         assert!(storm.anomalies.contains_key(&newest));
+    }
+
+    #[test]
+    fn a_flood_of_invented_names_does_not_wipe_out_an_escalation() {
+        let mut storm = storm();
+        let t0 = Wall::from_millis(1_000_000);
+        let mut at = t0;
+        // Run it to exhaustion, cooldowns passed, until it is escalated.
+        while !storm.anomalies.get("real").is_some_and(|a| a.escalated) {
+            at = at + Duration::from_secs(61);
+            let _ = storm.report("real", "*", 0, at);
+            storm.finished("real");
+        }
+        for n in 0..(MAX_TRACKED + 5_000) {
+            let name = format!("made.up.{n}");
+            let _ = storm.report(&name, "*", 0, at + Duration::from_millis(1 + n as u64));
+            storm.finished(&name);
+        }
+        assert!(storm.tracked() <= MAX_TRACKED, "{}", storm.tracked());
+        assert!(storm.anomalies.get("real").is_some_and(|a| a.escalated));
     }
 }

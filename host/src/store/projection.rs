@@ -105,11 +105,11 @@ impl<K: Clone + Eq + Hash, V: Clone> Tracked<K, V> {
 
     /// Beyond `max` entries, forgets the oldest by `when` (down to 90 %):
     /// the same bound as the intake's own state.
-    fn keep_newest(&mut self, max: usize, when: impl Fn(&V) -> Wall) {
+    fn keep_newest<O: Ord + Copy>(&mut self, max: usize, when: impl Fn(&V) -> O) {
         if self.current.len() <= max {
             return;
         }
-        let mut oldest: Vec<(Wall, K)> = self
+        let mut oldest: Vec<(O, K)> = self
             .current
             .iter()
             .map(|(key, value)| (when(value), key.clone()))
@@ -295,8 +295,10 @@ impl Projection {
     /// Keeps the intake's state no larger than the intake keeps it.
     fn bound(&mut self) {
         let oldest = Wall::from_millis(0);
-        self.anomalies
-            .keep_newest(MAX_INTAKE, |state| state.last_report.unwrap_or(oldest));
+        // As the intake forgets: escalated names last.
+        self.anomalies.keep_newest(MAX_INTAKE, |state| {
+            (state.escalated, state.last_report.unwrap_or(oldest))
+        });
         self.acted.keep_newest(MAX_INTAKE, |(_, at)| *at);
         self.firing.keep_newest(MAX_INTAKE, |seen_at| *seen_at);
     }
