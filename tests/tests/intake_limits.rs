@@ -19,6 +19,24 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// allocator slack.
 const FLOOD_RSS_GROWTH: u64 = 64 * 1024 * 1024;
 
+/// Prints the growth of healer's RSS from `before` to `after` (`what` was
+/// posted in between) and holds it under [`FLOOD_RSS_GROWTH`].
+fn assert_grew_within_bound(before: u64, after: u64, what: &str) {
+    let grown = after.saturating_sub(before);
+    println!(
+        "RSS before {} MiB, after {what} {} MiB (+{} MiB)",
+        before >> 20,
+        after >> 20,
+        grown >> 20
+    );
+    assert!(
+        grown < FLOOD_RSS_GROWTH,
+        "RSS grew by {} MiB (bound {} MiB)",
+        grown >> 20,
+        FLOOD_RSS_GROWTH >> 20
+    );
+}
+
 /// A daemon with `[intake]` on a free port plus `body`; the plugins
 /// directory lives as long as the returned value.
 fn daemon_with_intake(dir: &std::path::Path, body: &str) -> (Daemon, u16, tempfile::TempDir) {
@@ -174,19 +192,7 @@ fn a_flood_of_invented_names_and_fingerprints_costs_bounded_memory() {
     let after = rss(daemon.pid());
     let (status, _) = client.post_json("/anomaly", r#"{"name": "flood.still.answered"}"#);
 
-    let grown = after.saturating_sub(before);
-    println!(
-        "RSS before {} MiB, after 120,000 names and 100,000 fingerprints {} MiB (+{} MiB)",
-        before >> 20,
-        after >> 20,
-        grown >> 20
-    );
-    assert!(
-        grown < FLOOD_RSS_GROWTH,
-        "RSS grew by {} MiB (bound {} MiB)",
-        grown >> 20,
-        FLOOD_RSS_GROWTH >> 20
-    );
+    assert_grew_within_bound(before, after, "120,000 names and 100,000 fingerprints");
     assert!(status == 200 || status == 202);
     assert!(daemon.is_running());
 }
@@ -270,18 +276,6 @@ fn concurrent_reports_with_large_details_cost_bounded_memory() {
     }
     let after = rss(daemon.pid());
 
-    let grown = after.saturating_sub(before);
-    println!(
-        "RSS before {} MiB, after 10,000 reports of 60 KB from 4 clients {} MiB (+{} MiB)",
-        before >> 20,
-        after >> 20,
-        grown >> 20
-    );
-    assert!(
-        grown < FLOOD_RSS_GROWTH,
-        "RSS grew by {} MiB (bound {} MiB)",
-        grown >> 20,
-        FLOOD_RSS_GROWTH >> 20
-    );
+    assert_grew_within_bound(before, after, "10,000 reports of 60 KB from 4 clients");
     assert!(daemon.is_running());
 }
