@@ -114,6 +114,14 @@ impl Push {
         Push { sender }
     }
 
+    /// A `Push` whose observations arrive on the returned receiver (up to
+    /// the host's backlog of 64): to test a monitor's `watch` without the
+    /// host.
+    pub fn channel() -> (Push, mpsc::Receiver<Observation>) {
+        let (sender, pushed) = mpsc::channel(PUSH_BACKLOG);
+        (Push { sender }, pushed)
+    }
+
     /// Reports an observation now. Returns `false` if it was dropped because
     /// the host is not keeping up or no longer listens.
     pub fn send(&self, observation: Observation) -> bool {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use healer_plugin_sdk::events::process_exit;
+use healer_plugin_sdk::events::watch_process_exit;
 use healer_plugin_sdk::tokio::sync::watch;
 use healer_plugin_sdk::{tokio, Error, Monitor, Observation, Push};
 use regex::Regex;
@@ -101,20 +101,22 @@ watch = true                    # push an observation the moment it exits (pidfd
         tokio::spawn(async move {
             loop {
                 let watched = *current.borrow_and_update();
-                let pid = watched.map(|(pid, _)| pid);
                 let exited = async {
-                    match pid {
-                        Some(pid) => process_exit(pid).await,
+                    match watched {
+                        Some((pid, _)) => watch_process_exit(pid).await,
                         None => std::future::pending().await,
                     }
                 };
                 tokio::select! {
                     changed = current.changed() => if changed.is_err() { return },
-                    () = exited => {
+                    // `Err`: the process could not be watched (no pidfd:
+                    // EMFILE, ...). That is no exit; look in /proc, and
+                    // watch again after a while.
+                    _watched = exited => {
                         let Some((pid, alone)) = watched else { continue };
-                        // `process_exit` also resolves when it cannot watch
-                        // (no pidfd: EMFILE): only a process that is gone
-                        // is an exit; otherwise the scheduled checks tell.
+                        // Only a process /proc confirms gone is an exit (not
+                        // a failure to watch, not a reused pid); otherwise
+                        // the scheduled checks tell, and we watch again.
                         if proc.running(pid) != Ok(false) {
                             tokio::select! {
                                 changed = current.changed() => if changed.is_err() { return },
@@ -135,7 +137,8 @@ watch = true                    # push an observation the moment it exits (pidfd
     }
 }
 
-/// How long a watcher that could not watch waits before it tries again.
+/// How long a watcher that could not watch, or saw an exit /proc does not
+/// confirm, waits before it looks and watches again.
 const RETRY_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ProcessMonitor {
@@ -268,6 +271,7 @@ fn not_running(why: String) -> Observation {
 mod tests {
     use super::*;
     use healer_plugin_sdk::Status;
+    use std::time::Duration;
 
     fn monitor(config: serde_json::Value) -> ProcessMonitor {
         ProcessMonitor::new(serde_json::from_value(config).unwrap()).unwrap()
@@ -396,6 +400,157 @@ mod tests {
             seen.summary.starts_with("cannot tell: cannot list"),
             "{}",
             seen.summary
+        );
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_exit_is_pushed_the_moment_the_process_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, child.id().to_string()).unwrap();
+        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
+        assert_eq!(watched.look().status, Status::Ok);
+        let (push, mut pushed) = healer_plugin_sdk::Push::channel();
+        let seen = runtime().block_on(async {
+            watched.watch(push);
+            let early = tokio::time::timeout(Duration::from_millis(300), pushed.recv()).await;
+            assert!(early.is_err(), "pushed while running: {early:?}");
+            child.kill().unwrap();
+            tokio::time::timeout(Duration::from_secs(5), pushed.recv()).await
+        });
+        child.wait().unwrap();
+        let seen = seen.expect("pushed within 5 s").expect("an observation");
+        assert_eq!(seen.status, Status::Critical);
+        assert_eq!(
+            seen.summary,
+            format!("not running: pid {} exited", child.id())
+        );
+    }
+
+    #[test]
+    fn a_watch_that_cannot_be_set_up_is_retried_and_only_a_confirmed_exit_is_pushed() {
+        // No pidfd for a pid past i32::MAX (like one refused for EMFILE):
+        // the watcher looks in /proc, which says running, and tries again.
+        let pid = 3_000_000_000u32;
+        let root = tempfile::tempdir().unwrap();
+        let stat = root.path().join(format!("{pid}/stat"));
+        std::fs::create_dir_all(stat.parent().unwrap()).unwrap();
+        std::fs::write(
+            &stat,
+            format!("{pid} (app) S 1 {pid} {pid} 0 -1 4194560 0 0"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, pid.to_string()).unwrap();
+        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
+        watched.proc = Proc::at(root.path().to_owned());
+        assert_eq!(watched.look().status, Status::Ok);
+        let (push, mut pushed) = healer_plugin_sdk::Push::channel();
+        runtime().block_on(async {
+            watched.watch(push);
+            // Longer than RETRY_WATCH: at least one more try, no push.
+            let early = tokio::time::timeout(RETRY_WATCH * 2, pushed.recv()).await;
+            assert!(early.is_err(), "pushed while /proc says running: {early:?}");
+            std::fs::write(
+                &stat,
+                format!("{pid} (app) Z 1 {pid} {pid} 0 -1 4194560 0 0"),
+            )
+            .unwrap();
+            let seen = tokio::time::timeout(RETRY_WATCH * 5, pushed.recv())
+                .await
+                .expect("pushed once /proc says it is gone")
+                .expect("an observation");
+            assert_eq!(seen.status, Status::Critical);
+            assert_eq!(seen.summary, format!("not running: pid {pid} exited"));
+        });
+    }
+
+    /// Runs the test `name` alone in a copy of this test binary, with
+    /// `HEALER_TEST_ALONE` set and at most 64 open files; whether it passed
+    /// (within 30 s). For tests that use up what is per process.
+    fn passes_alone_with_64_open_files(name: &str) -> bool {
+        let mut copy = std::process::Command::new("sh")
+            .args(["-c", "ulimit -n 64 && exec \"$@\"", "sh"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env("HEALER_TEST_ALONE", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while copy.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = copy.kill();
+                panic!("{name} ran for 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = copy.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        output.status.success() && stdout.contains("1 passed")
+    }
+
+    #[test]
+    fn out_of_descriptors_the_watcher_retries_and_pushes_the_exit_once_it_can_look() {
+        if std::env::var_os("HEALER_TEST_ALONE").is_none() {
+            assert!(passes_alone_with_64_open_files(
+                "monitor::tests::out_of_descriptors_the_watcher_retries_and_pushes_the_exit_once_it_can_look"
+            ));
+            return;
+        }
+        let runtime = runtime();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, child.id().to_string()).unwrap();
+        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
+        assert_eq!(watched.look().status, Status::Ok);
+        let (push, mut pushed) = healer_plugin_sdk::Push::channel();
+        // Use up every descriptor: no pidfd, no /proc.
+        let mut held = Vec::new();
+        let exhausted = loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(_) if held.len() > 64 => break false,
+                Ok(file) => held.push(file),
+                Err(err) => break err.raw_os_error() == Some(24),
+            }
+        };
+        let blind = runtime.block_on(async {
+            watched.watch(push);
+            child.kill().unwrap();
+            tokio::time::timeout(RETRY_WATCH * 2, pushed.recv()).await
+        });
+        drop(held);
+        let seen =
+            runtime.block_on(async { tokio::time::timeout(RETRY_WATCH * 5, pushed.recv()).await });
+        child.wait().unwrap();
+        assert!(exhausted, "the limit of open files held");
+        assert!(blind.is_err(), "pushed without looking: {blind:?}");
+        let seen = seen
+            .expect("pushed once it could look")
+            .expect("an observation");
+        assert_eq!(
+            seen.summary,
+            format!("not running: pid {} exited", child.id())
         );
     }
 
