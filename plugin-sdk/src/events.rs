@@ -1,10 +1,12 @@
 //! Events a push monitor can wait for without polling. Each is a future to
 //! await inside a task spawned from [`Monitor::watch`](crate::Monitor::watch).
+//! And [`process_exists`], to confirm that a process is gone before saying
+//! so.
 
 use std::io;
 use std::os::fd::OwnedFd;
 
-use rustix::process::{pidfd_open, Pid, PidfdFlags};
+use rustix::process::{pidfd_open, test_kill_process, Pid, PidfdFlags};
 use tokio::io::unix::AsyncFd;
 
 /// Resolves with `Ok` when process `pid` exits, the moment it does (Linux
@@ -57,6 +59,23 @@ pub async fn watch_process_exit(pid: u32) -> io::Result<()> {
 pub async fn process_exit(pid: u32) {
     if watch_process_exit(pid).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Whether process `pid` exists (`kill(pid, 0)`; a zombie exists too):
+/// `Ok(false)` only on evidence (ESRCH, or a number that is no pid),
+/// `Ok(true)` also when it may not be signalled (EPERM). Ask this before
+/// taking a missing `/proc/<pid>` as "gone": `/proc` may hide processes
+/// (`hidepid`) or belong to another pid namespace.
+pub fn process_exists(pid: u32) -> io::Result<bool> {
+    // Pid 0 (or a negative one) would ask about process groups: no pid.
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Ok(false);
+    };
+    match test_kill_process(pid) {
+        Ok(()) | Err(rustix::io::Errno::PERM) => Ok(true),
+        Err(rustix::io::Errno::SRCH) => Ok(false),
+        Err(errno) => Err(errno.into()),
     }
 }
 
@@ -127,6 +146,29 @@ mod tests {
                 assert!(never.await.is_err(), "process_exit({pid}) resolved");
             }
         });
+    }
+
+    #[test]
+    fn only_a_pid_no_process_has_is_said_not_to_exist() {
+        assert!(process_exists(std::process::id()).unwrap());
+        // Pid 1 exists; as root it may be signalled, else EPERM: both exist.
+        assert!(process_exists(1).unwrap());
+        for pid in [0, u32::MAX, i32::MAX as u32] {
+            assert!(!process_exists(pid).unwrap(), "{pid}");
+        }
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let started = Instant::now();
+        // Exited but not reaped: a zombie still exists.
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.contains(") Z "))
+        {
+            assert!(started.elapsed() < Duration::from_secs(10), "never exited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(process_exists(pid).unwrap());
+        child.wait().unwrap();
+        assert!(!process_exists(pid).unwrap());
     }
 
     /// Set by [`a_watch_without_descriptors_is_an_error_not_an_exit`] in the

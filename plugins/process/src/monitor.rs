@@ -555,6 +555,21 @@ mod tests {
     }
 
     #[test]
+    fn a_process_hidden_from_proc_is_unknown_not_critical() {
+        // This process runs; a /proc that does not show it (hidepid, another
+        // pid namespace) is no evidence that it stopped.
+        let root = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, std::process::id().to_string()).unwrap();
+        let mut watched = pidfile(&path);
+        watched.proc = Proc::at(root.path().to_owned());
+        let seen = watched.look();
+        assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
+        assert!(seen.summary.contains("exists"), "{}", seen.summary);
+    }
+
+    #[test]
     fn a_pid_whose_proc_entry_cannot_be_read_is_unknown() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("42/stat")).unwrap();

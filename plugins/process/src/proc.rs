@@ -1,9 +1,13 @@
 //! Reading `/proc`, telling "there is no such process" (evidence that a
 //! service is down) from "healer could not look" (EMFILE, EACCES, ...: no
-//! evidence at all, so UNKNOWN).
+//! evidence at all, so UNKNOWN). A missing `/proc/<pid>` is "no such
+//! process" only when `kill(pid, 0)` agrees: `/proc` may hide processes
+//! (`hidepid`) or be another pid namespace's.
 
 use std::io;
 use std::path::PathBuf;
+
+use healer_plugin_sdk::events::process_exists;
 
 /// `PF_KTHREAD` in the flags of `/proc/<pid>/stat`.
 const KERNEL_THREAD: u64 = 0x0020_0000;
@@ -98,7 +102,18 @@ impl Proc {
         let path = self.root.join(pid.to_string()).join(file);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
-            Err(err) if gone(&err) => Ok(None),
+            Err(err) if gone(&err) => match process_exists(pid) {
+                Ok(false) => Ok(None),
+                Ok(true) => Err(format!(
+                    "cannot read {}: {err}, yet process {pid} exists \
+                     (/proc mounted with hidepid, or another pid namespace's?)",
+                    path.display()
+                )),
+                Err(why) => Err(format!(
+                    "cannot read {}: {err}, and cannot tell whether process {pid} exists: {why}",
+                    path.display()
+                )),
+            },
             Err(err) => Err(format!("cannot read {}: {err}", path.display())),
         }
     }
@@ -139,6 +154,35 @@ mod tests {
         let err = Proc::at(root.path().to_owned()).running(42).unwrap_err();
         assert!(err.starts_with("cannot read "), "{err}");
         assert!(err.contains("42/stat"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_entry_of_a_process_that_exists_is_no_evidence() {
+        // This process exists; a /proc that does not show it (hidepid,
+        // another pid namespace) is no evidence that it is gone.
+        let root = tempfile::tempdir().unwrap();
+        let proc = Proc::at(root.path().to_owned());
+        let me = std::process::id();
+        let err = proc.running(me).unwrap_err();
+        assert!(err.contains(&format!("yet process {me} exists")), "{err}");
+        assert!(proc.cmdline(me).is_err());
+    }
+
+    #[test]
+    fn a_missing_entry_of_a_pid_no_process_has_is_evidence() {
+        let root = tempfile::tempdir().unwrap();
+        let proc = Proc::at(root.path().to_owned());
+        // An unused pid: the highest below pid_max that kill(pid, 0) says
+        // no process has.
+        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .map_or(32768, |max| max.trim().parse().unwrap_or(32768));
+        let unused = (pid_max / 2..pid_max)
+            .rev()
+            .find(|&pid| process_exists(pid).is_ok_and(|exists| !exists))
+            .expect("an unused pid");
+        assert!(!proc.running(unused).unwrap());
+        assert!(proc.stat(unused).unwrap().is_none());
+        assert!(proc.cmdline(unused).unwrap().is_none());
     }
 
     #[test]
