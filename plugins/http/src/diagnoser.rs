@@ -23,7 +23,7 @@ impl Diagnoser for HttpDiagnoser {
     type Config = Config;
     const NAME: &'static str = "http";
     const DESCRIPTION: &'static str =
-        "http.status_5xx, .status_4xx, .timeout, .refused, .slow, .body_mismatch, .error";
+        "http.status_5xx, .status_4xx, .timeout, .refused, .certificate, .slow, .body_mismatch, .error";
     const SAMPLE_CONFIG: &'static str =
         "slow_for_samples = 3  # http.slow after this many slow answers in a row\n";
 
@@ -56,6 +56,7 @@ impl Diagnoser for HttpDiagnoser {
             (Some("body_mismatch"), _) => "http.body_mismatch",
             (Some("timeout"), _) => "http.timeout",
             (Some("refused"), _) => "http.refused",
+            (Some("certificate"), _) => "http.certificate",
             (_, Some(500..=599)) => "http.status_5xx",
             (_, Some(400..=499)) => "http.status_4xx",
             (_, Some(_)) => "http.status_unexpected",
@@ -100,6 +101,10 @@ mod tests {
         assert_eq!(
             kind_of(Observation::warning("x").detail("error", "slow")).as_deref(),
             Some("http.slow")
+        );
+        assert_eq!(
+            kind_of(Observation::critical("x").detail("error", "certificate")).as_deref(),
+            Some("http.certificate")
         );
         assert_eq!(kind_of(Observation::ok("fine")), None);
     }

@@ -1,8 +1,8 @@
 //! HTTP plugins: the `http` monitor requests a URL and reports status code,
-//! latency and body size (keep-alive connections, async: many checks in
+//! latency and body size (a new connection per check, async: many checks in
 //! flight need no extra threads); the `http` diagnoser names what went
 //! wrong: `http.status_5xx`, `.status_4xx`, `.timeout`, `.refused`,
-//! `.slow`, `.body_mismatch`, `.error`.
+//! `.certificate`, `.slow`, `.body_mismatch`, `.error`.
 
 mod diagnoser;
 mod monitor;

@@ -1,8 +1,11 @@
 //! The `http` monitor. CRITICAL only on an answer (or the lack of one) from
 //! the service: a status not accepted, a body that does not match, no answer
-//! within the timeout, a connection refused, reset or closed unanswered.
-//! What healer itself could not do (resolve the name, open a socket, set up
-//! TLS) is UNKNOWN.
+//! within the timeout, a connection refused, reset or closed unanswered, a
+//! TLS certificate that does not verify. What healer itself could not do
+//! (resolve the name, open a socket, any other TLS failure) is UNKNOWN.
+//!
+//! Each check opens a new connection: a pooled one would hide a server that
+//! no longer accepts any. The URL is shown redacted ([`redact_url`]).
 
 use std::collections::BTreeMap;
 use std::error::Error as _;
@@ -60,6 +63,8 @@ pub struct HttpMonitor {
     lookup: Lookup,
     method: reqwest::Method,
     body_regex: Option<Regex>,
+    /// The URL as it may be shown: see [`redact_url`].
+    shown_url: String,
     config: Config,
 }
 
@@ -81,8 +86,9 @@ tls_verify = true              # check the server's certificate
     fn new(config: Config) -> Result<Self, Error> {
         let method = reqwest::Method::from_bytes(config.method.to_uppercase().as_bytes())
             .map_err(|_| format!("invalid `method` {:?}", config.method))?;
-        reqwest::Url::parse(&config.url)
-            .map_err(|err| format!("invalid `url` {:?}: {err}", config.url))?;
+        // The URL may hold a password or a token: errors never quote it.
+        let url =
+            reqwest::Url::parse(&config.url).map_err(|err| format!("invalid `url`: {err}"))?;
         let body_regex = match &config.body_regex {
             Some(text) => {
                 Some(Regex::new(text).map_err(|err| format!("invalid `body_regex`: {err}"))?)
@@ -94,6 +100,9 @@ tls_verify = true              # check the server's certificate
             .timeout(config.timeout.into())
             .dns_resolver(lookup.clone())
             .tls_danger_accept_invalid_certs(!config.tls_verify)
+            // A new connection per check: an idle pooled one could answer
+            // for a server that accepts no new connections any more.
+            .pool_max_idle_per_host(0)
             .user_agent(concat!("healer-http/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
@@ -102,6 +111,7 @@ tls_verify = true              # check the server's certificate
             lookup,
             method,
             body_regex,
+            shown_url: redact_url(&url),
             config,
         })
     }
@@ -118,7 +128,7 @@ tls_verify = true              # check the server's certificate
         self.lookup.under_way.store(false, Ordering::Relaxed);
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(err) => return Ok(failed(&self.config, &self.lookup, &err)),
+            Err(err) => return Ok(self.failed(&err)),
         };
         let code = response.status().as_u16();
         let mut body = Vec::new();
@@ -128,7 +138,7 @@ tls_verify = true              # check the server's certificate
                     body.extend_from_slice(&chunk[..chunk.len().min(MAX_BODY - body.len())])
                 }
                 Ok(None) => break,
-                Err(err) => return Ok(failed(&self.config, &self.lookup, &err)),
+                Err(err) => return Ok(self.failed(&err)),
             }
         }
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -138,7 +148,7 @@ tls_verify = true              # check the server's certificate
                 .metric("latency", latency_ms, "ms")
                 .metric("body_bytes", body.len() as f64, "B")
                 .detail("status_code", code)
-                .detail("url", self.config.url.clone())
+                .detail("url", self.shown_url.clone())
         };
         let expected = if self.config.expect_status.is_empty() {
             (200..400).contains(&code)
@@ -172,48 +182,170 @@ tls_verify = true              # check the server's certificate
     }
 }
 
-/// A request that got no (complete) answer: CRITICAL when the service
-/// refused, reset or did not answer in time, UNKNOWN when healer could not
-/// ask (DNS, local socket errors, TLS set-up, ...).
-fn failed(config: &Config, lookup: &Lookup, err: &reqwest::Error) -> Observation {
-    let io_kind = |kinds: &[std::io::ErrorKind]| {
-        causes(err)
-            .filter_map(|e| e.downcast_ref::<std::io::Error>())
-            .any(|e| kinds.contains(&e.kind()))
+impl HttpMonitor {
+    /// A request that got no (complete) answer: CRITICAL when the service
+    /// refused, reset or did not answer in time, or presented a certificate
+    /// that does not verify; UNKNOWN when healer could not ask (DNS, local
+    /// socket errors, any other TLS failure, ...).
+    fn failed(&self, err: &reqwest::Error) -> Observation {
+        let config = &self.config;
+        let io_kind = |kinds: &[std::io::ErrorKind]| {
+            causes(err)
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| kinds.contains(&e.kind()))
+        };
+        let dns = causes(err).find_map(|e| e.downcast_ref::<LookupFailed>());
+        let closed = causes(err)
+            .filter_map(|e| e.downcast_ref::<hyper::Error>())
+            .any(hyper::Error::is_incomplete_message);
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+        let (seen, kind) = if let Some(dns) = dns {
+            (Observation::unknown(dns.to_string()), "dns")
+        } else if err.is_timeout() && self.lookup.under_way.load(Ordering::Relaxed) {
+            let host = reqwest::Url::parse(&config.url)
+                .ok()
+                .and_then(|url| url.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            let why = format!(
+                "cannot resolve {host}: no answer from DNS within {}",
+                config.timeout
+            );
+            (Observation::unknown(why), "dns")
+        } else if err.is_timeout() {
+            let why = format!("no answer within {}", config.timeout);
+            (Observation::critical(why), "timeout")
+        } else if io_kind(&[ConnectionRefused]) {
+            (Observation::critical("connection refused"), "refused")
+        } else if let Some(bad) = causes(err).find_map(bad_certificate) {
+            let why = format!("the server's TLS certificate does not verify: {bad}");
+            (Observation::critical(why), "certificate")
+        } else if closed || io_kind(&[ConnectionReset, ConnectionAborted]) {
+            let why = format!("the connection was closed unanswered: {}", innermost(err));
+            (Observation::critical(why), "reset")
+        } else if err.is_connect() {
+            let why = format!("cannot connect: {}", innermost(err));
+            (Observation::unknown(why), "connect")
+        } else {
+            let why = format!("request failed: {}", innermost(err));
+            (Observation::unknown(why), "error")
+        };
+        seen.detail("error", kind)
+            .detail("url", self.shown_url.clone())
+    }
+}
+
+/// The certificate error in `err`, when it says the server presented a bad
+/// certificate (expired or not yet valid, an unknown issuer, another name,
+/// revoked, malformed, badly signed, not for a server): evidence about the
+/// service. `None` for every other TLS error (a protocol or local failure,
+/// a revocation list of healer's, an algorithm healer does not support),
+/// which says nothing about the service.
+fn bad_certificate<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::CertificateError> {
+    // rustls' error reaches reqwest inside io::Errors (one in another),
+    // whose `source` skips the error they wrap: unwrap them.
+    let mut inner = err;
+    let tls = loop {
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            break tls;
+        }
+        inner = inner.downcast_ref::<std::io::Error>()?.get_ref()?;
     };
-    let dns = causes(err).find_map(|e| e.downcast_ref::<LookupFailed>());
-    let closed = causes(err)
-        .filter_map(|e| e.downcast_ref::<hyper::Error>())
-        .any(hyper::Error::is_incomplete_message);
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    let (seen, kind) = if let Some(dns) = dns {
-        (Observation::unknown(dns.to_string()), "dns")
-    } else if err.is_timeout() && lookup.under_way.load(Ordering::Relaxed) {
-        let host = reqwest::Url::parse(&config.url)
-            .ok()
-            .and_then(|url| url.host_str().map(str::to_owned))
-            .unwrap_or_default();
-        let why = format!(
-            "cannot resolve {host}: no answer from DNS within {}",
-            config.timeout
-        );
-        (Observation::unknown(why), "dns")
-    } else if err.is_timeout() {
-        let why = format!("no answer within {}", config.timeout);
-        (Observation::critical(why), "timeout")
-    } else if io_kind(&[ConnectionRefused]) {
-        (Observation::critical("connection refused"), "refused")
-    } else if closed || io_kind(&[ConnectionReset, ConnectionAborted]) {
-        let why = format!("the connection was closed unanswered: {}", innermost(err));
-        (Observation::critical(why), "reset")
-    } else if err.is_connect() {
-        let why = format!("cannot connect: {}", innermost(err));
-        (Observation::unknown(why), "connect")
-    } else {
-        let why = format!("request failed: {}", innermost(err));
-        (Observation::unknown(why), "error")
+    let rustls::Error::InvalidCertificate(certificate) = tls else {
+        return None;
     };
-    seen.detail("error", kind).detail("url", config.url.clone())
+    use rustls::CertificateError as E;
+    match certificate {
+        E::BadEncoding
+        | E::Expired
+        | E::ExpiredContext { .. }
+        | E::NotValidYet
+        | E::NotValidYetContext { .. }
+        | E::Revoked
+        | E::UnhandledCriticalExtension
+        | E::UnknownIssuer
+        | E::BadSignature
+        | E::NotValidForName
+        | E::NotValidForNameContext { .. }
+        | E::InvalidPurpose
+        | E::InvalidPurposeContext { .. }
+        | E::InvalidOcspResponse
+        | E::ApplicationVerificationFailure => Some(certificate),
+        _ => None,
+    }
+}
+
+/// `url` as it may be shown, in details and summaries: the password (or a
+/// lone user name, which may be a token) replaced by `***`, as the webhook
+/// plugin does (`http://user:***@host/`), and the value of each query
+/// parameter whose name holds a secret word ([`SECRET_WORDS`]) too
+/// (`?api_key=***`).
+fn redact_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    } else if !shown.username().is_empty() {
+        let _ = shown.set_username("***");
+    }
+    if let Some(query) = url.query() {
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if secret_name(name) => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown.set_query(Some(&redacted.join("&")));
+    }
+    shown.to_string()
+}
+
+/// Words that make a query parameter's value secret, wherever they appear
+/// in its name (case-insensitive): `access_token`, `X-Amz-Signature`, ...
+const SECRET_WORDS: [&str; 8] = [
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "key",
+    "auth",
+    "signature",
+    "credential",
+];
+
+fn secret_name(name: &str) -> bool {
+    let name = percent_decoded(name).to_lowercase();
+    SECRET_WORDS.iter().any(|word| name.contains(word))
+}
+
+/// `text` with `%XX` escapes and `+` decoded (invalid escapes kept as
+/// they are), as a query parameter's name is read.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// The system resolver, telling its failures apart from the service's and
@@ -259,10 +391,19 @@ impl Resolve for Lookup {
     }
 }
 
+/// The innermost cause of `err`; `err` itself (its URL redacted) when it
+/// has none.
 fn innermost(err: &reqwest::Error) -> String {
-    causes(err)
-        .last()
-        .map_or_else(|| err.to_string(), ToString::to_string)
+    match causes(err).last() {
+        Some(cause) => cause.to_string(),
+        None => {
+            let text = err.to_string();
+            match err.url() {
+                Some(url) => text.replace(url.as_str(), &redact_url(url)),
+                None => text,
+            }
+        }
+    }
 }
 
 /// The chain of errors under `err`.
@@ -407,5 +548,223 @@ mod tests {
             "body_regex": "ok",
         }));
         assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+    }
+
+    /// A self-signed certificate (CN healer-test-server, for localhost and
+    /// 127.0.0.1, valid from 2000 to 2100) and its key: made for these tests
+    /// only (`openssl ca -selfsign`), trusted by nobody.
+    const SELF_SIGNED_CERT: &str = r#"-----BEGIN CERTIFICATE-----
+MIIBjDCCATGgAwIBAgIBATAKBggqhkjOPQQDAjAdMRswGQYDVQQDDBJoZWFsZXIt
+dGVzdC1zZXJ2ZXIwIBcNMDAwMTAxMDAwMDAwWhgPMjEwMDAxMDEwMDAwMDBaMB0x
+GzAZBgNVBAMMEmhlYWxlci10ZXN0LXNlcnZlcjBZMBMGByqGSM49AgEGCCqGSM49
+AwEHA0IABK5XjvUfJgx5Mw/wMpL4lG2gMadgR/zGW2bRfHzZJwLBAjHB52CBNEkw
+GmXORCXFgOfUZTsTd9BjWVj2p/0iqDyjYDBeMAwGA1UdEwEB/wQCMAAwGgYDVR0R
+BBMwEYIJbG9jYWxob3N0hwR/AAABMBMGA1UdJQQMMAoGCCsGAQUFBwMBMB0GA1Ud
+DgQWBBSgjTt1uma+p+Fj+Ku1ICbZEisHzTAKBggqhkjOPQQDAgNJADBGAiEAuZIf
+ZBOnrRmtEtmqUMJdKeCSGMFWZGn+RiZWBeZq/1cCIQCRl7tLdYBdNUm1QF4aRhSG
+H45/SCTOViEvuD8Lsu6q8A==
+-----END CERTIFICATE-----"#;
+    const SELF_SIGNED_KEY: &str = r#"-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgHUeNqJ8sAslBpsJJ
+4Lo52qDG0A1qeVUsBNlx3CJs8k6hRANCAASuV471HyYMeTMP8DKS+JRtoDGnYEf8
+xltm0Xx82ScCwQIxwedggTRJMBplzkQlxYDn1GU7E3fQY1lY9qf9Iqg8
+-----END PRIVATE KEY-----"#;
+
+    /// An HTTPS server on 127.0.0.1 presenting [`SELF_SIGNED_CERT`] that
+    /// answers 200 to each request, on its own thread; its URL.
+    fn tls_server() -> String {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(SELF_SIGNED_CERT.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(SELF_SIGNED_KEY.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let config = std::sync::Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/health", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(connection, stream);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                // A client that refuses the certificate ends the handshake:
+                // the read fails, and the next connection is served.
+                while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                if head.ends_with(b"\r\n\r\n") {
+                    let _ = tls.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                }
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_certificate_that_does_not_verify_is_critical() {
+        let url = tls_server();
+        let seen = check(serde_json::json!({ "url": url, "timeout": "3s" }));
+        assert_eq!(seen.status, Status::Critical, "{}", seen.summary);
+        assert_eq!(seen.details["error"], "certificate");
+        assert!(
+            seen.summary
+                .starts_with("the server's TLS certificate does not verify: "),
+            "{}",
+            seen.summary
+        );
+        assert!(seen.summary.contains("UnknownIssuer"), "{}", seen.summary);
+        // The same server, its certificate not checked: TLS itself works.
+        let seen = check(serde_json::json!({ "url": url, "tls_verify": false, "timeout": "3s" }));
+        assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+    }
+
+    #[test]
+    fn a_tls_failure_that_is_no_certificate_error_is_unknown() {
+        // HTTPS to a server that speaks plain HTTP (it answers 400 at once):
+        // the handshake fails on a record that is no TLS, not on a
+        // certificate.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/health", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        });
+        let seen = check(serde_json::json!({ "url": url, "timeout": "3s" }));
+        assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
+        assert_eq!(seen.details["error"], "connect", "{}", seen.summary);
+    }
+
+    #[test]
+    fn certificate_errors_of_the_server_are_told_from_other_tls_errors() {
+        use rustls::CertificateError as E;
+        // As hyper-rustls and reqwest hand it on: an io::Error in another.
+        let in_io = |error: rustls::Error| {
+            let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+            std::io::Error::other(inner)
+        };
+        for bad in [
+            E::Expired,
+            E::NotValidYet,
+            E::UnknownIssuer,
+            E::NotValidForName,
+            E::BadSignature,
+            E::Revoked,
+        ] {
+            let err = in_io(rustls::Error::InvalidCertificate(bad.clone()));
+            assert_eq!(bad_certificate(&err), Some(&bad));
+            let err = rustls::Error::InvalidCertificate(bad.clone());
+            assert_eq!(bad_certificate(&err), Some(&bad));
+        }
+        for other in [
+            rustls::Error::InvalidCertificate(E::UnknownRevocationStatus),
+            rustls::Error::General("no CA certificates".into()),
+            rustls::Error::NoCertificatesPresented,
+        ] {
+            assert_eq!(bad_certificate(&in_io(other.clone())), None, "{other}");
+        }
+        let local = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(bad_certificate(&local), None);
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_password_and_secret_query_values() {
+        let shown = |url: &str| redact_url(&reqwest::Url::parse(url).unwrap());
+        assert_eq!(
+            shown("https://healer:pa55word@example.com/health"),
+            "https://healer:***@example.com/health"
+        );
+        assert_eq!(
+            shown("https://t0ken-only@example.com/"),
+            "https://***@example.com/"
+        );
+        assert_eq!(
+            shown("https://example.com/h?access_token=abc&page=2&API_KEY=xyz&X-Amz-Signature=s1g&passwd=p&auth=a&client_secret=c&credentials=k&password=q"),
+            "https://example.com/h?access_token=***&page=2&API_KEY=***&X-Amz-Signature=***&passwd=***&auth=***&client_secret=***&credentials=***&password=***"
+        );
+        // Encoded names are read decoded; other parameters stay as written.
+        assert_eq!(
+            shown("http://example.com/?%74oken=abc&q=a%20b&flag&empty="),
+            "http://example.com/?%74oken=***&q=a%20b&flag&empty="
+        );
+        assert_eq!(
+            shown("http://example.com/health"),
+            "http://example.com/health"
+        );
+    }
+
+    #[test]
+    fn no_secret_of_the_url_appears_in_an_observation() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let refused = check(serde_json::json!({
+            "url": format!("http://healer:pa55word@127.0.0.1:{port}/?token=t0ken-value"),
+        }));
+        let answered = check(serde_json::json!({
+            "url": server(answer("503 Service Unavailable", b""))
+                .replace("http://", "http://healer:pa55word@")
+                + "?api_key=t0ken-value&page=1",
+        }));
+        for seen in [refused, answered] {
+            let shown = format!("{} {}", seen.summary, seen.details);
+            assert!(!shown.contains("pa55word"), "{shown}");
+            assert!(!shown.contains("t0ken-value"), "{shown}");
+            let url = seen.details["url"].as_str().unwrap();
+            assert!(url.starts_with("http://healer:***@127.0.0.1:"), "{url}");
+            assert!(url.contains("=***"), "{url}");
+        }
+    }
+
+    #[test]
+    fn each_check_opens_a_new_connection() {
+        // A server that answers each connection once and keeps it open:
+        // a pooled connection would be reused and the second accept never
+        // happen.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/health", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepted.clone();
+        std::thread::spawn(move || {
+            let mut open = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                open.push(stream);
+            }
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut monitor =
+            HttpMonitor::new(serde_json::from_value(serde_json::json!({ "url": url })).unwrap())
+                .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            let seen = runtime.block_on(monitor.check()).unwrap();
+            assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 }
