@@ -4,7 +4,7 @@
 //! request cannot be replayed later), retried with backoff; any 2xx answer
 //! is success. Redirects are not followed: a 3xx is a failure naming where
 //! it pointed. No secret (the HMAC secret, header values, a password in the
-//! URL) ever appears in what the plugin reports.
+//! URL, its query string) ever appears in what the plugin reports.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -116,17 +116,24 @@ retry_backoff = "500ms"                         # before the first retry; double
             (Some(_), Some(_)) => {
                 return Err("give `hmac_secret_env` or `hmac_secret_file`, not both".into())
             }
-            (Some(var), None) => Some(
-                std::env::var(var)
-                    .map_err(|_| {
-                        format!("`hmac_secret_env`: the environment variable {var} is not set")
-                    })?
-                    .into_bytes(),
-            ),
+            (Some(var), None) => {
+                let secret = std::env::var(var).map_err(|_| {
+                    format!("`hmac_secret_env`: the environment variable {var} is not set")
+                })?;
+                if secret.is_empty() {
+                    return Err(empty_secret("hmac_secret_env", &format!("{var} is empty")));
+                }
+                Some(secret.into_bytes())
+            }
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("`hmac_secret_file` {}: {e}", path.display()))?;
-                Some(text.lines().next().unwrap_or("").trim().as_bytes().to_vec())
+                let secret = text.lines().next().unwrap_or("").trim();
+                if secret.is_empty() {
+                    let why = format!("the first line of {} is empty", path.display());
+                    return Err(empty_secret("hmac_secret_file", &why));
+                }
+                Some(secret.as_bytes().to_vec())
             }
             (None, None) => None,
         };
@@ -255,8 +262,9 @@ impl Webhook {
     }
 }
 
-/// `url` with the password (or a lone user name, which may be a token)
-/// replaced by `***`: `http://user:***@host/`.
+/// `url` without its query string and fragment (they may carry a token),
+/// and with the password (or a lone user name, which may be a token)
+/// replaced by `***`: `http://user:***@host/path`.
 fn redact_url(url: &reqwest::Url) -> String {
     let mut shown = url.clone();
     if shown.password().is_some() {
@@ -264,7 +272,15 @@ fn redact_url(url: &reqwest::Url) -> String {
     } else if !shown.username().is_empty() {
         let _ = shown.set_username("***");
     }
+    shown.set_query(None);
+    shown.set_fragment(None);
     shown.to_string()
+}
+
+/// Refuses an empty HMAC secret: signing with it would look like
+/// protection and be none.
+fn empty_secret(field: &str, why: &str) -> Error {
+    format!("`{field}`: the HMAC secret is empty ({why}); remove `{field}` or set a secret").into()
 }
 
 /// The innermost cause of `err` (reqwest's own message names the URL).
@@ -614,6 +630,89 @@ mod tests {
             .replace("http://", "http://healer:pa55word@");
         let outcome = call(serde_json::json!({ "url": url })).unwrap();
         assert!(!outcome.summary.contains("pa55word"), "{}", outcome.summary);
+    }
+
+    #[test]
+    fn the_url_is_shown_without_its_query_string() {
+        let ok = Receiver::start(status("200 OK", ""));
+        let url = ok
+            .url("/hook?token=s3cret-token&source=healer")
+            .replace("http://", "http://healer:pa55word@");
+        let outcome = call(serde_json::json!({ "url": url })).unwrap();
+        assert_eq!(
+            outcome.summary,
+            format!(
+                "POST http://healer:***@127.0.0.1:{}/hook answered 200",
+                ok.port
+            )
+        );
+        // The request itself still carries the query.
+        let (head, _) = ok.requests().remove(0);
+        assert!(
+            head.starts_with("POST /hook?token=s3cret-token&source=healer "),
+            "{head}"
+        );
+        let failing = Receiver::start(status("500 Internal Server Error", ""));
+        let err = call(serde_json::json!({
+            "url": failing.url("/hook?sig=s3cret-token#frag"),
+            "retries": 0,
+        }))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "POST http://127.0.0.1:{}/hook failed after 1 tries: answered 500 Internal Server Error",
+                failing.port
+            )
+        );
+        let redirect = Receiver::start(status(
+            "302 Found",
+            "location: http://127.0.0.1:9/elsewhere?key=l0cation-token\r\n",
+        ));
+        let err =
+            call(serde_json::json!({ "url": redirect.url("/hook"), "retries": 0 })).unwrap_err();
+        assert!(
+            err.contains("a redirect to http://127.0.0.1:9/elsewhere: "),
+            "{err}"
+        );
+        assert!(!err.contains("l0cation-token"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_hmac_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = |config: serde_json::Value| {
+            Webhook::new(serde_json::from_value(config).unwrap())
+                .err()
+                .map(|err| err.to_string())
+        };
+        let path = secret_file(&dir, "  ");
+        assert_eq!(
+            new(serde_json::json!({ "url": "http://127.0.0.1:9/", "hmac_secret_file": path })),
+            Some(format!(
+                "`hmac_secret_file`: the HMAC secret is empty (the first line of {} is empty); \
+                 remove `hmac_secret_file` or set a secret",
+                path.display()
+            ))
+        );
+        // A variable no other test reads or sets.
+        std::env::set_var("HEALER_TEST_WEBHOOK_EMPTY_SECRET", "");
+        assert_eq!(
+            new(serde_json::json!({
+                "url": "http://127.0.0.1:9/",
+                "hmac_secret_env": "HEALER_TEST_WEBHOOK_EMPTY_SECRET",
+            })),
+            Some(
+                "`hmac_secret_env`: the HMAC secret is empty (HEALER_TEST_WEBHOOK_EMPTY_SECRET \
+                 is empty); remove `hmac_secret_env` or set a secret"
+                    .to_owned()
+            )
+        );
+        let path = secret_file(&dir, "s3cret");
+        assert_eq!(
+            new(serde_json::json!({ "url": "http://127.0.0.1:9/", "hmac_secret_file": path })),
+            None
+        );
     }
 
     #[test]
