@@ -218,7 +218,10 @@ fn a_chunked_body_past_64_kib_is_413_and_a_stalled_body_is_408() {
     let (_daemon, port, _plugins) = daemon_with_intake(dir.path(), "request_timeout = \"1s\"\n");
 
     // No Content-Length to refuse up front: the limit stops the read.
-    let chunk = format!(r#"{{"name": "big", "details": {{"blob": "{}"#, "x".repeat(70_000));
+    let chunk = format!(
+        r#"{{"name": "big", "details": {{"blob": "{}"#,
+        "x".repeat(70_000)
+    );
     let chunked = format!(
         "POST /anomaly HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
         chunk.len()
@@ -230,7 +233,10 @@ fn a_chunked_body_past_64_kib_is_413_and_a_stalled_body_is_408() {
     let stalled = b"POST /anomaly HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\": ";
     let started = std::time::Instant::now();
     let answer = exchange(port, stalled, Duration::ZERO);
-    println!("a stalled body, answered in {:?}: {answer:?}", started.elapsed());
+    println!(
+        "a stalled body, answered in {:?}: {answer:?}",
+        started.elapsed()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "cut off after {:?}",

@@ -227,9 +227,7 @@ fn a_targets_own_pacing_is_checked_like_the_defaults() {
     let errors = parse(text).unwrap_err();
     assert_eq!(
         errors,
-        [
-            "healer.toml:4:1: target \"web\": escalated_interval must be longer than zero",
-        ]
+        ["healer.toml:4:1: target \"web\": escalated_interval must be longer than zero",]
     );
 }
 

@@ -137,9 +137,10 @@ fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
     ) {
         // The rest of the body was never read: the connection cannot
         // carry another request, so it ends with this answer.
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
     response
 }
@@ -191,22 +192,20 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Valu
     if declared.is_some_and(|length| length > MAX_BODY) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|err| {
-            let err = err.into_inner();
-            if err.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                // The connection's deadline ended the body, or the client
-                // went away mid-body: not a size problem.
-                error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the body did not arrive within request_timeout",
-                    None,
-                )
-            }
-        })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|err| {
+        let err = err.into_inner();
+        if err.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            // The connection's deadline ended the body, or the client
+            // went away mid-body: not a size problem.
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive within request_timeout",
+                None,
+            )
+        }
+    })?;
     serde_json::from_slice(&bytes).map_err(|err| {
         error(
             StatusCode::BAD_REQUEST,
