@@ -89,7 +89,7 @@ pub async fn run(options: &Options) -> ExitCode {
     let every_check =
         config.healer.event_log.is_some() || LevelFilter::current() >= LevelFilter::DEBUG;
     let (events, inbox) = Events::channel(every_check);
-    let mut subscribers: Vec<Box<dyn Subscriber>> = vec![Box::new(Log::default())];
+    let mut subscribers: Vec<Box<dyn Subscriber>> = vec![Box::new(Log)];
     if let Some(path) = &config.healer.event_log {
         match Journal::open(path) {
             Ok(journal) => subscribers.push(Box::new(journal)),

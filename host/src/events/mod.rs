@@ -512,7 +512,7 @@ impl Events {
     /// without the daemon's other subscribers (`healer once`).
     pub fn log_only() -> Events {
         let (events, inbox) = Events::channel(false);
-        inbox.start(vec![Box::new(Log::default())]);
+        inbox.start(vec![Box::new(Log)]);
         events
     }
 
