@@ -38,5 +38,5 @@ load() { # label port anomaly
 }
 load "seed FastAPI, matched anomaly (logs every action)" 8001 api_latency.coinbase.high
 load "healer, matched anomaly (one run, then counted as suppressed)" 8002 api_latency.coinbase.high
-load "healer, unknown anomaly (no_reflex, logged every time)" 8002 nobody.knows.this
+load "healer, unknown anomaly (no_reflex, recorded once per 10 s)" 8002 nobody.knows.this
 echo "healer RSS after the load: $(ps -o rss= -p "$healer") KiB; seed RSS: $(ps -o rss= -p "$seed") KiB"
