@@ -23,20 +23,23 @@ fn read_pid(pidfile: &Path) -> Option<u32> {
 }
 
 /// Kills the service and waits until healer has started a new one and
-/// seen it healthy.
-fn kill_and_see_it_restarted(daemon: &Daemon, pidfile: &Path) {
+/// seen it healthy; how long the restart took.
+fn kill_and_see_it_restarted(daemon: &Daemon, pidfile: &Path) -> Duration {
     let resolved = || daemon.count(|e| matches!(e, Event::IssueResolved { .. }));
     let before = resolved();
     let old = wait_until("the service runs", LIMIT, || {
         read_pid(pidfile).filter(|&p| is_alive(p))
     });
+    let killed = Instant::now();
     signal(old, "KILL");
     wait_until("healer restarts the service", LIMIT, || {
         read_pid(pidfile).filter(|&p| p != old && is_alive(p))
     });
+    let restarted_in = killed.elapsed();
     wait_until("healer sees it healthy", LIMIT, || {
         (resolved() > before).then_some(())
     });
+    restarted_in
 }
 
 /// Connections that each send half a request, then a byte every 500 ms (a
@@ -141,11 +144,14 @@ bind = "127.0.0.1:{port}"
     let asked = Instant::now();
     let (status, answer) = post_json(port, "/anomaly", r#"{"name": "nobody.knows.this"}"#);
     let answered_in = asked.elapsed();
-    kill_and_see_it_restarted(&daemon, &pidfile);
+    let healed_in = kill_and_see_it_restarted(&daemon, &pidfile);
     std::thread::sleep(Duration::from_secs(3));
     let opened = attack.stop();
     let attack_ended = Wall::now();
 
+    println!(
+        "{opened} trickling connections: a good request answered in {answered_in:?}, a kill -9 restarted in {healed_in:?}"
+    );
     assert!(opened >= 1_000, "the attack opened {opened} connections");
     assert_eq!(status, 200, "{answer}");
     assert!(
@@ -180,8 +186,9 @@ bind = "127.0.0.1:{port}"
 
     // After it: three real kills in a row are all healed.
     std::thread::sleep(Duration::from_millis(3_500)); // stable_after
-    for _ in 0..3 {
-        kill_and_see_it_restarted(&daemon, &pidfile);
+    for n in 1..=3 {
+        let healed_in = kill_and_see_it_restarted(&daemon, &pidfile);
+        println!("after the attack, kill {n} of 3 restarted in {healed_in:?}");
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(
