@@ -35,8 +35,9 @@ impl Diagnoser for HttpDiagnoser {
     }
 
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding> {
-        // UNKNOWN: healer could not ask (DNS, a local socket error): that is
-        // no evidence about the service (the host reports `http.unknown`).
+        // UNKNOWN: healer could not ask (DNS, a local socket error) or judged
+        // a certificate on its own clock or CA store: that is no evidence
+        // about the service (the host reports `http.unknown`).
         if matches!(latest.status, Status::Ok | Status::Unknown) {
             return Vec::new();
         }
@@ -116,6 +117,13 @@ mod tests {
         assert_eq!(kind_of(seen), None);
         let seen = Observation::unknown("cannot connect: Too many open files (os error 24)")
             .detail("error", "connect");
+        assert_eq!(kind_of(seen), None);
+        // A certificate judged on this machine's clock or CA store.
+        let seen = Observation::unknown(
+            "the TLS certificate of https://example.com/ has expired \
+             (judged by this machine's clock): certificate expired",
+        )
+        .detail("error", "certificate");
         assert_eq!(kind_of(seen), None);
     }
 

@@ -1,8 +1,11 @@
 //! The `http` monitor. CRITICAL only on an answer (or the lack of one) from
 //! the service: a status not accepted, a body that does not match, no answer
 //! within the timeout, a connection refused, reset or closed unanswered, a
-//! TLS certificate that does not verify. What healer itself could not do
-//! (resolve the name, open a socket, any other TLS failure) is UNKNOWN.
+//! TLS certificate that is bad whatever this machine's clock and trust
+//! (issued for another name, badly signed, malformed).
+//! What healer itself could not do or judge (resolve the name, open a
+//! socket, a certificate judged on this machine's clock or CA store, any
+//! other TLS failure) is UNKNOWN.
 //!
 //! Each check opens a new connection: a pooled one would hide a server that
 //! no longer accepts any. The URL is shown redacted ([`redact_url`]).
@@ -84,36 +87,7 @@ tls_verify = true              # check the server's certificate
 "#;
 
     fn new(config: Config) -> Result<Self, Error> {
-        let method = reqwest::Method::from_bytes(config.method.to_uppercase().as_bytes())
-            .map_err(|_| format!("invalid `method` {:?}", config.method))?;
-        // The URL may hold a password or a token: errors never quote it.
-        let url =
-            reqwest::Url::parse(&config.url).map_err(|err| format!("invalid `url`: {err}"))?;
-        let body_regex = match &config.body_regex {
-            Some(text) => {
-                Some(Regex::new(text).map_err(|err| format!("invalid `body_regex`: {err}"))?)
-            }
-            None => None,
-        };
-        let lookup = Lookup::default();
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout.into())
-            .dns_resolver(lookup.clone())
-            .tls_danger_accept_invalid_certs(!config.tls_verify)
-            // A new connection per check: an idle pooled one could answer
-            // for a server that accepts no new connections any more.
-            .pool_max_idle_per_host(0)
-            .user_agent(concat!("healer-http/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
-        Ok(HttpMonitor {
-            client,
-            lookup,
-            method,
-            body_regex,
-            shown_url: redact_url(&url),
-            config,
-        })
+        HttpMonitor::trusting(config, Vec::new())
     }
 
     async fn check(&mut self) -> Result<Observation, Error> {
@@ -183,10 +157,48 @@ tls_verify = true              # check the server's certificate
 }
 
 impl HttpMonitor {
+    /// The monitor, its client trusting `roots` besides this machine's CA
+    /// store (only tests add any).
+    fn trusting(config: Config, roots: Vec<reqwest::Certificate>) -> Result<Self, Error> {
+        let method = reqwest::Method::from_bytes(config.method.to_uppercase().as_bytes())
+            .map_err(|_| format!("invalid `method` {:?}", config.method))?;
+        // The URL may hold a password or a token: errors never quote it.
+        let url =
+            reqwest::Url::parse(&config.url).map_err(|err| format!("invalid `url`: {err}"))?;
+        let body_regex = match &config.body_regex {
+            Some(text) => {
+                Some(Regex::new(text).map_err(|err| format!("invalid `body_regex`: {err}"))?)
+            }
+            None => None,
+        };
+        let lookup = Lookup::default();
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout.into())
+            .dns_resolver(lookup.clone())
+            .tls_danger_accept_invalid_certs(!config.tls_verify)
+            .tls_certs_merge(roots)
+            // A new connection per check: an idle pooled one could answer
+            // for a server that accepts no new connections any more.
+            .pool_max_idle_per_host(0)
+            .user_agent(concat!("healer-http/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
+        Ok(HttpMonitor {
+            client,
+            lookup,
+            method,
+            body_regex,
+            shown_url: redact_url(&url),
+            config,
+        })
+    }
+
     /// A request that got no (complete) answer: CRITICAL when the service
     /// refused, reset or did not answer in time, or presented a certificate
-    /// that does not verify; UNKNOWN when healer could not ask (DNS, local
-    /// socket errors, any other TLS failure, ...).
+    /// that is bad whatever this machine's clock and trust; UNKNOWN when
+    /// healer could not ask (DNS, local socket errors, any other TLS
+    /// failure, ...) or judged the certificate on its own clock or CA store
+    /// (expired, not valid yet, an unknown issuer, ...).
     fn failed(&self, err: &reqwest::Error) -> Observation {
         let config = &self.config;
         let io_kind = |kinds: &[std::io::ErrorKind]| {
@@ -216,9 +228,17 @@ impl HttpMonitor {
             (Observation::critical(why), "timeout")
         } else if io_kind(&[ConnectionRefused]) {
             (Observation::critical("connection refused"), "refused")
-        } else if let Some(bad) = causes(err).find_map(bad_certificate) {
-            let why = format!("the server's TLS certificate does not verify: {bad}");
-            (Observation::critical(why), "certificate")
+        } else if let Some((bad, verdict)) = causes(err).find_map(bad_certificate) {
+            let seen = match verdict {
+                Verdict::Server => Observation::critical(format!(
+                    "the server's TLS certificate does not verify: {bad}"
+                )),
+                Verdict::Local(what) => Observation::unknown(format!(
+                    "the TLS certificate of {} {what}: {bad}",
+                    self.shown_url
+                )),
+            };
+            (seen, "certificate")
         } else if closed || io_kind(&[ConnectionReset, ConnectionAborted]) {
             let why = format!("the connection was closed unanswered: {}", innermost(err));
             (Observation::critical(why), "reset")
@@ -234,15 +254,26 @@ impl HttpMonitor {
     }
 }
 
-/// The certificate error in `err`, when it says the server presented a bad
-/// certificate (expired or not yet valid, an unknown issuer, another name,
-/// revoked, malformed, badly signed, not for a server): evidence about the
-/// service. `None` for every other TLS error (a protocol or local failure,
-/// a revocation list of healer's, an algorithm healer does not support),
-/// which says nothing about the service.
+/// Whose evidence a certificate error is.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// The server's certificate is bad whatever this machine's clock, CA
+    /// store or revocation lists: CRITICAL.
+    Server,
+    /// Judged on this machine's own state (its clock, CA store, revocation
+    /// lists) or healer's own verifier: UNKNOWN, as a wrong clock or a
+    /// missing CA would make a good service look bad. What was found and how.
+    Local(&'static str),
+}
+
+/// The certificate error in `err`, when the server's certificate was
+/// refused, and whose evidence it is ([`Verdict`]). `None` for every other
+/// TLS error (a protocol or local failure, a revocation status or list
+/// healer cannot read, an algorithm healer does not support), which says
+/// nothing about the service.
 fn bad_certificate<'a>(
     err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::CertificateError> {
+) -> Option<(&'a rustls::CertificateError, Verdict)> {
     // rustls' error reaches reqwest inside io::Errors (one in another),
     // whose `source` skips the error they wrap: unwrap them.
     let mut inner = err;
@@ -255,23 +286,43 @@ fn bad_certificate<'a>(
     let rustls::Error::InvalidCertificate(certificate) = tls else {
         return None;
     };
+    Some((certificate, verdict(certificate)?))
+}
+
+/// Whose evidence `certificate` is; `None` when it says nothing about the
+/// server's certificate.
+fn verdict(certificate: &rustls::CertificateError) -> Option<Verdict> {
     use rustls::CertificateError as E;
+    let local = |what| Some(Verdict::Local(what));
     match certificate {
+        // The same on any machine: what the server presented is wrong.
+        // (The platform verifier reqwest uses on Linux hands a wrong
+        // purpose on as an opaque `Other` error: UNKNOWN, `connect`.)
         E::BadEncoding
-        | E::Expired
-        | E::ExpiredContext { .. }
-        | E::NotValidYet
-        | E::NotValidYetContext { .. }
-        | E::Revoked
-        | E::UnhandledCriticalExtension
-        | E::UnknownIssuer
         | E::BadSignature
         | E::NotValidForName
         | E::NotValidForNameContext { .. }
         | E::InvalidPurpose
-        | E::InvalidPurposeContext { .. }
-        | E::InvalidOcspResponse
-        | E::ApplicationVerificationFailure => Some(certificate),
+        | E::InvalidPurposeContext { .. } => Some(Verdict::Server),
+        // Validity dates are read on this machine's clock.
+        E::Expired | E::ExpiredContext { .. } => {
+            local("has expired (judged by this machine's clock)")
+        }
+        E::NotValidYet | E::NotValidYetContext { .. } => {
+            local("is not valid yet (judged by this machine's clock)")
+        }
+        // The issuer is looked for in this machine's CA store.
+        E::UnknownIssuer => {
+            local("has an issuer this machine does not trust (judged by this machine's CA store)")
+        }
+        E::Revoked => local("is revoked (judged by this machine's revocation lists)"),
+        E::UnhandledCriticalExtension => {
+            local("has a critical extension healer's verifier does not handle")
+        }
+        E::InvalidOcspResponse => {
+            local("has an OCSP response that was refused (judged by this machine's clock)")
+        }
+        E::ApplicationVerificationFailure => local("was refused by healer's own verifier"),
         _ => None,
     }
 }
@@ -450,8 +501,19 @@ mod tests {
     }
 
     fn check(config: serde_json::Value) -> Observation {
+        check_trusting(config, &[])
+    }
+
+    /// One check, the client trusting `roots` (PEM) besides this machine's
+    /// CA store.
+    fn check_trusting(config: serde_json::Value, roots: &[&str]) -> Observation {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut monitor = HttpMonitor::new(serde_json::from_value(config).unwrap()).unwrap();
+        let roots = roots
+            .iter()
+            .map(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+            .collect();
+        let mut monitor =
+            HttpMonitor::trusting(serde_json::from_value(config).unwrap(), roots).unwrap();
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -570,9 +632,54 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgHUeNqJ8sAslBpsJJ
 xltm0Xx82ScCwQIxwedggTRJMBplzkQlxYDn1GU7E3fQY1lY9qf9Iqg8
 -----END PRIVATE KEY-----"#;
 
-    /// An HTTPS server on 127.0.0.1 presenting [`SELF_SIGNED_CERT`] that
+    /// A CA made for these tests only (CN healer-test-ca, valid from 2000 to
+    /// 2100, `openssl ca -selfsign`), trusted only where a test says so.
+    const TEST_CA: &str = r#"-----BEGIN CERTIFICATE-----
+MIIBZjCCAQugAwIBAgIBATAKBggqhkjOPQQDAjAZMRcwFQYDVQQDDA5oZWFsZXIt
+dGVzdC1jYTAgFw0wMDAxMDEwMDAwMDBaGA8yMTAwMDEwMTAwMDAwMFowGTEXMBUG
+A1UEAwwOaGVhbGVyLXRlc3QtY2EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQX
+7ncSpolWA1i2KXh4pBKERTP8JlntxPjsTd2A17oz8fOv3y0SsTBOtik8wNngu02x
+eJoEObVqNCjKSPIshtzbo0IwQDAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQE
+AwIBBjAdBgNVHQ4EFgQU4C9RrM9qvNGSEV8xIsgocyKso8QwCgYIKoZIzj0EAwID
+SQAwRgIhAOOrIuiRzxTQqAD+eC6D7jltNXYI8YsqD4BRe5TO07tkAiEA0+WIyjJm
+lZksuP7pUoqVm1eJB6/oT2BlZlk3tqpdRCw=
+-----END CERTIFICATE-----"#;
+    /// Issued by [`TEST_CA`] for `other.example` only (valid from 2000 to
+    /// 2100), for a server: presented by 127.0.0.1, it is for another name.
+    const OTHER_NAME_CERT: &str = r#"-----BEGIN CERTIFICATE-----
+MIIBpDCCAUugAwIBAgIBAjAKBggqhkjOPQQDAjAZMRcwFQYDVQQDDA5oZWFsZXIt
+dGVzdC1jYTAgFw0wMDAxMDEwMDAwMDBaGA8yMTAwMDEwMTAwMDAwMFowHDEaMBgG
+A1UEAwwRaGVhbGVyLXRlc3Qtb3RoZXIwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AATdmSUhyUFrSQu1SgiYn7JUDkMlbki4VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/
+NxPplncthuhXdmKN6p9oE7rPo38wfTAMBgNVHRMBAf8EAjAAMBgGA1UdEQQRMA+C
+DW90aGVyLmV4YW1wbGUwEwYDVR0lBAwwCgYIKwYBBQUHAwEwHQYDVR0OBBYEFCNq
+V74OONVeqXp29thJeD3WAuqRMB8GA1UdIwQYMBaAFOAvUazParzRkhFfMSLIKHMi
+rKPEMAoGCCqGSM49BAMCA0cAMEQCIGBxM1ehK07fUuR6MB4owzIp7OF/t+Q5PSCV
+CdbKbwm7AiAy+rox2/kIJ66fKuHP47PIVCZuvjAtKHIz1KbDbCAcWQ==
+-----END CERTIFICATE-----"#;
+    /// Issued by [`TEST_CA`] for localhost and 127.0.0.1, for a server,
+    /// valid in 2000 only: expired on any sane clock.
+    const EXPIRED_CERT: &str = r#"-----BEGIN CERTIFICATE-----
+MIIBqTCCAU6gAwIBAgIBAzAKBggqhkjOPQQDAjAZMRcwFQYDVQQDDA5oZWFsZXIt
+dGVzdC1jYTAeFw0wMDAxMDEwMDAwMDBaFw0wMTAxMDEwMDAwMDBaMB4xHDAaBgNV
+BAMME2hlYWxlci10ZXN0LWV4cGlyZWQwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AATdmSUhyUFrSQu1SgiYn7JUDkMlbki4VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/
+NxPplncthuhXdmKN6p9oE7rPo4GBMH8wDAYDVR0TAQH/BAIwADAaBgNVHREEEzAR
+gglsb2NhbGhvc3SHBH8AAAEwEwYDVR0lBAwwCgYIKwYBBQUHAwEwHQYDVR0OBBYE
+FCNqV74OONVeqXp29thJeD3WAuqRMB8GA1UdIwQYMBaAFOAvUazParzRkhFfMSLI
+KHMirKPEMAoGCCqGSM49BAMCA0kAMEYCIQCCDBb3GDZucupBZrhidN1l9Cc0WN07
+rXxJFe3iRht/uQIhAPfjf2CvLTBD7ao8JFDvYGgrB8JeOFTekTUKNR4krzFc
+-----END CERTIFICATE-----"#;
+    /// The key of [`OTHER_NAME_CERT`] and [`EXPIRED_CERT`].
+    const ISSUED_KEY: &str = r#"-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgP11qanfmHxJsUn1j
+Q1AssForI4o5rJSnvbuP1qIxLnWhRANCAATdmSUhyUFrSQu1SgiYn7JUDkMlbki4
+VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/NxPplncthuhXdmKN6p9oE7rP
+-----END PRIVATE KEY-----"#;
+
+    /// An HTTPS server on 127.0.0.1 presenting `cert` (with `key`) that
     /// answers 200 to each request, on its own thread; its URL.
-    fn tls_server() -> String {
+    fn tls_server(cert: &str, key: &str) -> String {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -581,8 +688,8 @@ xltm0Xx82ScCwQIxwedggTRJMBplzkQlxYDn1GU7E3fQY1lY9qf9Iqg8
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                vec![CertificateDer::from_pem_slice(SELF_SIGNED_CERT.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(SELF_SIGNED_KEY.as_bytes()).unwrap(),
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
             )
             .unwrap();
         let config = std::sync::Arc::new(config);
@@ -613,9 +720,56 @@ xltm0Xx82ScCwQIxwedggTRJMBplzkQlxYDn1GU7E3fQY1lY9qf9Iqg8
     }
 
     #[test]
-    fn a_certificate_that_does_not_verify_is_critical() {
-        let url = tls_server();
+    fn a_certificate_of_an_issuer_this_machine_does_not_trust_is_unknown_not_critical() {
+        // Self-signed: its issuer is in no CA store. That is judged on this
+        // machine's CA store, which may lack a CA the service rightly uses.
+        let url = tls_server(SELF_SIGNED_CERT, SELF_SIGNED_KEY);
         let seen = check(serde_json::json!({ "url": url, "timeout": "3s" }));
+        assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
+        assert_eq!(seen.details["error"], "certificate");
+        let expected = format!(
+            "the TLS certificate of {url} has an issuer this machine does not trust \
+             (judged by this machine's CA store): "
+        );
+        assert!(seen.summary.starts_with(&expected), "{}", seen.summary);
+        assert!(seen.summary.contains("UnknownIssuer"), "{}", seen.summary);
+        // The same server, its certificate not checked: TLS itself works.
+        let seen = check(serde_json::json!({ "url": url, "tls_verify": false, "timeout": "3s" }));
+        assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+        // Trusting its certificate as a CA, the request is answered: the
+        // issuer was all that was wrong.
+        let seen = check_trusting(
+            serde_json::json!({ "url": url, "timeout": "3s" }),
+            &[SELF_SIGNED_CERT],
+        );
+        assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+    }
+
+    #[test]
+    fn an_expired_certificate_is_unknown_not_critical() {
+        // Issued by a CA the client trusts, for 127.0.0.1, but valid in 2000
+        // only: expired on this machine's clock, which may be wrong.
+        let url = tls_server(EXPIRED_CERT, ISSUED_KEY);
+        let seen = check_trusting(
+            serde_json::json!({ "url": url, "timeout": "3s" }),
+            &[TEST_CA],
+        );
+        assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
+        assert_eq!(seen.details["error"], "certificate");
+        let expected =
+            format!("the TLS certificate of {url} has expired (judged by this machine's clock): ");
+        assert!(seen.summary.starts_with(&expected), "{}", seen.summary);
+    }
+
+    #[test]
+    fn a_certificate_for_another_name_is_critical() {
+        // Issued by a CA the client trusts, in date, but for other.example:
+        // wrong on any machine.
+        let url = tls_server(OTHER_NAME_CERT, ISSUED_KEY);
+        let seen = check_trusting(
+            serde_json::json!({ "url": url, "timeout": "3s" }),
+            &[TEST_CA],
+        );
         assert_eq!(seen.status, Status::Critical, "{}", seen.summary);
         assert_eq!(seen.details["error"], "certificate");
         assert!(
@@ -624,10 +778,7 @@ xltm0Xx82ScCwQIxwedggTRJMBplzkQlxYDn1GU7E3fQY1lY9qf9Iqg8
             "{}",
             seen.summary
         );
-        assert!(seen.summary.contains("UnknownIssuer"), "{}", seen.summary);
-        // The same server, its certificate not checked: TLS itself works.
-        let seen = check(serde_json::json!({ "url": url, "tls_verify": false, "timeout": "3s" }));
-        assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+        assert!(seen.summary.contains("other.example"), "{}", seen.summary);
     }
 
     #[test]
@@ -655,6 +806,7 @@ xltm0Xx82ScCwQIxwedggTRJMBplzkQlxYDn1GU7E3fQY1lY9qf9Iqg8
             let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
             std::io::Error::other(inner)
         };
+        let local = |error: &E| matches!(verdict(error), Some(Verdict::Local(_)));
         for bad in [
             E::Expired,
             E::NotValidYet,
@@ -664,9 +816,40 @@ xltm0Xx82ScCwQIxwedggTRJMBplzkQlxYDn1GU7E3fQY1lY9qf9Iqg8
             E::Revoked,
         ] {
             let err = in_io(rustls::Error::InvalidCertificate(bad.clone()));
-            assert_eq!(bad_certificate(&err), Some(&bad));
+            assert_eq!(bad_certificate(&err).map(|(e, _)| e), Some(&bad));
             let err = rustls::Error::InvalidCertificate(bad.clone());
-            assert_eq!(bad_certificate(&err), Some(&bad));
+            assert_eq!(bad_certificate(&err).map(|(e, _)| e), Some(&bad));
+        }
+        // Judged on this machine's clock, CA store or revocation lists, or
+        // by healer's own verifier: no evidence about the server.
+        let now = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(1));
+        for judged in [
+            E::Expired,
+            E::ExpiredContext {
+                time: now,
+                not_after: now,
+            },
+            E::NotValidYet,
+            E::NotValidYetContext {
+                time: now,
+                not_before: now,
+            },
+            E::UnknownIssuer,
+            E::Revoked,
+            E::UnhandledCriticalExtension,
+            E::InvalidOcspResponse,
+            E::ApplicationVerificationFailure,
+        ] {
+            assert!(local(&judged), "{judged:?}");
+        }
+        // Wrong whatever this machine's state.
+        for wrong in [
+            E::BadEncoding,
+            E::BadSignature,
+            E::NotValidForName,
+            E::InvalidPurpose,
+        ] {
+            assert_eq!(verdict(&wrong), Some(Verdict::Server), "{wrong:?}");
         }
         for other in [
             rustls::Error::InvalidCertificate(E::UnknownRevocationStatus),
