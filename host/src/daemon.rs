@@ -70,6 +70,7 @@ pub fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
 /// `healer run`: heals until SIGTERM or SIGINT.
 pub async fn run(options: &Options) -> ExitCode {
     let signals = Signals::register();
+    let starting = WhileStarting::watch(signals.term, signals.int);
     let (config, catalog) = match load(options) {
         Ok(loaded) => loaded,
         Err(problems) => return fail(&problems.join("\n")),
@@ -131,7 +132,7 @@ pub async fn run(options: &Options) -> ExitCode {
     inbox.start(subscribers);
 
     tokio::spawn(watch_the_log(Arc::clone(&logging), signals.usr1));
-    let stop_signals = (signals.term, signals.int, signals.hup);
+    let stop_signals = (starting, signals.hup);
     let code = heal(options, &config, &catalog, &events, saved, stop_signals).await;
     events.finish(FINISH_WITHIN);
     code
@@ -177,8 +178,10 @@ async fn heal(
     tokio::spawn(crate::reaper::reap_orphans(shutdown.clone()));
     let watcher = options.clone();
     let stopping = events.clone();
+    let (starting, hup) = stop_signals;
+    let stop_signals = starting.hand_over().await;
     tokio::spawn(async move {
-        wait_for_stop_signal(&watcher, &stopping, stop_signals).await;
+        wait_for_stop_signal(&watcher, &stopping, stop_signals, hup).await;
         stopping.emit(Event::Stopping);
         let _ = stop.send(true);
     });
@@ -229,10 +232,9 @@ async fn heal(
     ExitCode::SUCCESS
 }
 
-/// The signals healer handles, registered before anything else: one sent
-/// while the config and plugins load is then neither fatal (the default
-/// action of SIGHUP and SIGUSR1 is to terminate) nor lost (a SIGTERM is
-/// acted on once healing starts).
+/// The signals healer handles, registered before anything else: a SIGHUP
+/// or SIGUSR1 sent while the config and plugins load is then not fatal
+/// (their default action is to terminate).
 struct Signals {
     term: io::Result<Signal>,
     int: io::Result<Signal>,
@@ -240,8 +242,45 @@ struct Signals {
     usr1: io::Result<Signal>,
 }
 
-/// SIGTERM, SIGINT and SIGHUP, for [`wait_for_stop_signal`].
-type StopSignals = (io::Result<Signal>, io::Result<Signal>, io::Result<Signal>);
+/// What [`heal`] needs to stop: SIGTERM and SIGINT (watched while
+/// starting), and SIGHUP.
+type StopSignals = (WhileStarting, io::Result<Signal>);
+
+/// SIGTERM and SIGINT while healer starts stop it at once (nothing runs
+/// yet that needs a clean stop, and loading may take long); once healing
+/// starts, [`WhileStarting::hand_over`] passes them on for a clean stop.
+struct WhileStarting {
+    ready: tokio::sync::oneshot::Sender<()>,
+    watching: tokio::task::JoinHandle<Option<(Signal, Signal)>>,
+}
+
+impl WhileStarting {
+    fn watch(term: io::Result<Signal>, int: io::Result<Signal>) -> WhileStarting {
+        let (ready, mut handed_over) = tokio::sync::oneshot::channel();
+        let watching = tokio::spawn(async move {
+            let (Ok(mut term), Ok(mut int)) = (term, int) else {
+                return None;
+            };
+            tokio::select! {
+                _ = term.recv() => stopped_while_starting("SIGTERM"),
+                _ = int.recv() => stopped_while_starting("SIGINT"),
+                _ = &mut handed_over => Some((term, int)),
+            }
+        });
+        WhileStarting { ready, watching }
+    }
+
+    /// Healing starts: the stop signals, from now on for a clean stop.
+    async fn hand_over(self) -> Option<(Signal, Signal)> {
+        let _ = self.ready.send(());
+        self.watching.await.ok().flatten()
+    }
+}
+
+fn stopped_while_starting(signal: &str) -> ! {
+    eprintln!("healer: {signal} while starting; stopped before the first check");
+    std::process::exit(0)
+}
 
 impl Signals {
     fn register() -> Signals {
@@ -329,16 +368,28 @@ fn survive_file_size_limit() {
 /// config file anew and logs the verdict (live reload is not built yet, so
 /// applying a valid new config takes a restart; an invalid one is reported
 /// and the running config carries on either way).
-async fn wait_for_stop_signal(options: &Options, events: &Events, signals: StopSignals) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
-        tracing::warn!("cannot watch for signals; stop healer with SIGKILL");
+async fn wait_for_stop_signal(
+    options: &Options,
+    events: &Events,
+    stop: Option<(Signal, Signal)>,
+    hup: io::Result<Signal>,
+) {
+    let Some((mut term, mut int)) = stop else {
+        tracing::warn!("cannot watch for SIGTERM and SIGINT; stop healer with SIGKILL");
         return std::future::pending().await;
+    };
+    let mut hup = match hup {
+        Ok(hup) => Some(hup),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch for SIGHUP; it is ignored");
+            None
+        }
     };
     loop {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => events.emit(Event::ConfigChecked {
+            Some(()) = async { match hup.as_mut() { Some(hup) => hup.recv().await, None => std::future::pending().await } } => events.emit(Event::ConfigChecked {
                 config: options.config.clone(),
                 problems: load(options)
                     .err()

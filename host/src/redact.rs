@@ -65,12 +65,17 @@ fn entry(key: &str, value: &Value) -> Value {
     config(value)
 }
 
-/// `text` with the credentials of every URL in it, and its query
+/// `text` with the credentials of every URL in it, and the values of query
 /// parameters that name a secret, replaced.
 pub fn text_of(text: &str) -> String {
-    if !text.contains("://") {
+    if !text.contains("://") && !text.contains('=') {
         return text.to_owned();
     }
+    secret_parameters(&credentials(text))
+}
+
+/// `text` with the user part of every URL's authority replaced.
+fn credentials(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
@@ -89,32 +94,40 @@ pub fn text_of(text: &str) -> String {
             None => out.push_str(authority),
         }
         rest = &after[authority_end..];
-        let url_end = rest
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
-            .unwrap_or(rest.len());
-        let (url, after_url) = rest.split_at(url_end);
-        out.push_str(&query_of(url));
-        rest = after_url;
     }
     out.push_str(rest);
     out
 }
 
-/// The path, query and fragment of a URL with the values of secret query
-/// parameters replaced.
-fn query_of(path: &str) -> String {
-    let Some(start) = path.find('?') else {
-        return path.to_owned();
-    };
-    let end = path[start..].find('#').map_or(path.len(), |at| start + at);
-    let pairs: Vec<String> = path[start + 1..end]
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if names_a_secret(name) => format!("{name}={REDACTED}"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{}?{}{}", &path[..start], pairs.join("&"), &path[end..])
+/// `text` with the value of every `?name=value` or `&name=value` whose
+/// name names a secret replaced, wherever it stands (a URL inside
+/// another's query is covered too). A value ends at `&`, `#`, a quote,
+/// `<`, `>` or whitespace.
+fn secret_parameters(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(['?', '&']) {
+        let (before, after) = rest.split_at(at + 1);
+        out.push_str(before);
+        rest = after;
+        let name_end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%')))
+            .unwrap_or(after.len());
+        let (name, tail) = after.split_at(name_end);
+        if name.is_empty() || !tail.starts_with('=') || !names_a_secret(name) {
+            continue;
+        }
+        let value = &tail[1..];
+        let value_end = value
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | '#' | '"' | '\'' | '<' | '>'))
+            .unwrap_or(value.len());
+        out.push_str(name);
+        out.push('=');
+        out.push_str(REDACTED);
+        rest = &value[value_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn names_a_secret(name: &str) -> bool {
@@ -179,5 +192,21 @@ mod tests {
             json!({"url": "http://127.0.0.1:9/?sig=<redacted>&x=1"})
         );
         assert_eq!(text_of("http://h/?q=1"), "http://h/?q=1");
+    }
+
+    #[test]
+    fn a_url_inside_another_or_right_after_one_is_redacted_too() {
+        assert_eq!(
+            text_of("see http://a/login?next=http://user:pw@b/x?token=t0k"),
+            "see http://a/login?next=http://<redacted>@b/x?token=<redacted>"
+        );
+        assert_eq!(
+            text_of("http://a/x,http://u:p@b/"),
+            "http://a/x,http://<redacted>@b/"
+        );
+        assert_eq!(
+            text_of("(GET http://a/?sig=abc&x=1)"),
+            "(GET http://a/?sig=<redacted>&x=1)"
+        );
     }
 }

@@ -213,7 +213,7 @@ fn exchange(port: u16, request: &[u8], then_wait: Duration) -> String {
 }
 
 #[test]
-fn a_chunked_body_past_64_kib_is_413_and_a_stalled_body_is_408() {
+fn a_chunked_body_past_64_kib_is_413_a_broken_one_400_and_a_stalled_one_408() {
     let dir = tempfile::tempdir().unwrap();
     let (_daemon, port, _plugins) = daemon_with_intake(dir.path(), "request_timeout = \"1s\"\n");
 
@@ -228,6 +228,11 @@ fn a_chunked_body_past_64_kib_is_413_and_a_stalled_body_is_408() {
     );
     let answer = exchange(port, chunked.as_bytes(), Duration::ZERO);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // A broken chunk size is a bad request, not a timeout.
+    let broken = b"POST /anomaly HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n";
+    let answer = exchange(port, broken, Duration::ZERO);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
     // Half a body, then nothing: the deadline ends it, and says so.
     let stalled = b"POST /anomaly HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\": ";

@@ -196,13 +196,17 @@ impl Intake {
 
     /// An alert of `name` with `fingerprint` resolved. The anomaly resolves
     /// (its attempts are forgotten) once no other alert of that name seen
-    /// firing still is.
+    /// firing still is. An alert never seen firing changes nothing and is
+    /// not recorded: resolutions of invented fingerprints cost nothing.
     fn alert_resolved(&self, name: &str, fingerprint: &str) -> bool {
-        let last = self
+        let Some(last) = self
             .alerts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .resolved(name, fingerprint);
+            .resolved(name, fingerprint)
+        else {
+            return false;
+        };
         let resolved = last
             && self
                 .storm

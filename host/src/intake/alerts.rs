@@ -124,22 +124,18 @@ impl Alerts {
         }
     }
 
-    /// An alert of `name` resolved. Returns whether that resolves the
-    /// anomaly: this fingerprint was seen firing and no other alert of the
-    /// name still is.
-    pub fn resolved(&mut self, name: &str, fingerprint: &str) -> bool {
-        let Some(fingerprints) = self.firing.get_mut(name) else {
-            return false;
-        };
-        if fingerprints.remove(fingerprint).is_none() {
-            return false;
-        }
+    /// An alert of `name` resolved. `None` when this fingerprint was never
+    /// seen firing (nothing to do, nothing to record); else whether that
+    /// resolves the anomaly: no other alert of the name still fires.
+    pub fn resolved(&mut self, name: &str, fingerprint: &str) -> Option<bool> {
+        let fingerprints = self.firing.get_mut(name)?;
+        fingerprints.remove(fingerprint)?;
         self.firing_count -= 1;
         if !fingerprints.is_empty() {
-            return false;
+            return Some(false);
         }
         self.firing.remove(name);
-        true
+        Some(true)
     }
 }
 
@@ -181,11 +177,11 @@ mod tests {
         let mut alerts = Alerts::default();
         alerts.firing("X", "a", "t", true, now);
         alerts.firing("X", "b", "t", true, now);
-        assert!(!alerts.resolved("X", "a"));
-        assert!(!alerts.resolved("X", "never-seen"));
-        assert!(alerts.resolved("X", "b"));
-        assert!(!alerts.resolved("X", "b"), "already resolved");
-        assert!(!alerts.resolved("Unknown", "z"));
+        assert_eq!(alerts.resolved("X", "a"), Some(false));
+        assert_eq!(alerts.resolved("X", "never-seen"), None);
+        assert_eq!(alerts.resolved("X", "b"), Some(true));
+        assert_eq!(alerts.resolved("X", "b"), None, "already resolved");
+        assert_eq!(alerts.resolved("Unknown", "z"), None);
         assert_eq!(alerts.firing_count, 0);
     }
 

@@ -135,14 +135,18 @@ fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
         status,
         StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
     ) {
-        // The rest of the body was never read: the connection cannot
-        // carry another request, so it ends with this answer.
-        response.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
+        close_after(&mut response);
     }
     response
+}
+
+/// The rest of the body was never read: the connection cannot carry
+/// another request, so it ends with this answer.
+fn close_after(response: &mut Response) {
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
 }
 
 /// The checks every write endpoint makes; the body as JSON when they pass.
@@ -196,14 +200,20 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Valu
         let err = err.into_inner();
         if err.is::<http_body_util::LengthLimitError>() {
             too_large()
-        } else {
-            // The connection's deadline ended the body, or the client
-            // went away mid-body: not a size problem.
+        } else if timed_out(&*err) {
             error(
                 StatusCode::REQUEST_TIMEOUT,
                 "the body did not arrive within request_timeout",
                 None,
             )
+        } else {
+            let mut response = error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body cannot be read: {err}"),
+                None,
+            );
+            close_after(&mut response);
+            response
         }
     })?;
     serde_json::from_slice(&bytes).map_err(|err| {
@@ -213,6 +223,22 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Valu
             None,
         )
     })
+}
+
+/// Whether the connection's deadline (an `io::Error` of kind `TimedOut`
+/// from the guard) is what ended a body, anywhere in the chain of causes.
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// `?dry_run=true` or `?dry_run=false`; anything else is refused.

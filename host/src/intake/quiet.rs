@@ -1,9 +1,10 @@
 //! How often a report that starts nothing (an anomaly no reflex matches) is
 //! recorded. Each is answered; but a flood of them must not become a flood
 //! of log lines, events and history rows. Per name, the first is recorded
-//! and then at most one per [`EVERY`], saying how many were left out; and
-//! for all names together at most [`AT_MOST`] per [`EVERY`]. Pure, like
-//! `storm`, with bounded memory.
+//! and then at most one per [`EVERY`]; for all names together at most
+//! [`AT_MOST`] per [`EVERY`]. Each one recorded says how many reports (of
+//! any name) were left out since the one before. Pure, like `storm`, with
+//! bounded memory.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,10 +19,11 @@ const NAMES: usize = 1_000;
 /// The limiter.
 #[derive(Debug)]
 pub struct Quiet {
-    names: HashMap<String, (Instant, u64)>,
+    /// When each name was last recorded.
+    names: HashMap<String, Instant>,
     window: Instant,
     recorded: u32,
-    /// Reports left out because of the global limit, since one was recorded.
+    /// Reports left out since one was recorded.
     left_out: u64,
 }
 
@@ -46,22 +48,17 @@ impl Quiet {
         if self.names.len() >= NAMES && !self.names.contains_key(name) {
             self.names.clear();
         }
-        let (last, skipped) = self
+        let due = self
             .names
-            .entry(name.to_owned())
-            .or_insert((now - EVERY * 2, 0));
-        let due = now.duration_since(*last) >= EVERY;
+            .get(name)
+            .is_none_or(|last| now.duration_since(*last) >= EVERY);
         if !due || self.recorded >= AT_MOST {
-            *skipped += 1;
-            if due {
-                self.left_out += 1;
-            }
+            self.left_out += 1;
             return None;
         }
-        *last = now;
+        self.names.insert(name.to_owned(), now);
         self.recorded += 1;
-        let left_out = std::mem::take(skipped) + std::mem::take(&mut self.left_out);
-        Some(left_out)
+        Some(std::mem::take(&mut self.left_out))
     }
 }
 
@@ -89,5 +86,10 @@ mod tests {
             .count();
         assert_eq!(recorded, AT_MOST as usize);
         assert!(quiet.names.len() <= NAMES);
+        assert_eq!(
+            quiet.record("next", t0 + EVERY),
+            Some(10_000 - u64::from(AT_MOST)),
+            "each left out counted once"
+        );
     }
 }
