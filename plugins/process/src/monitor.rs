@@ -108,7 +108,10 @@ watch = true                    # push an observation the moment it exits (pidfd
                     }
                 };
                 tokio::select! {
-                    changed = current.changed() => if changed.is_err() { return },
+                    // An exit first, even when a check has meanwhile moved
+                    // on to another pid: whether it still counts is told
+                    // below, against the pid current now.
+                    biased;
                     // `Err`: the process could not be watched (no pidfd:
                     // EMFILE, ...). That is no exit; look in /proc, and
                     // watch again after a while.
@@ -124,13 +127,20 @@ watch = true                    # push an observation the moment it exits (pidfd
                             }
                             continue;
                         }
-                        forget.send_if_modified(|seen| if *seen == Some((pid, alone)) { *seen = None; true } else { false });
+                        let still = forget.send_if_modified(|seen| if *seen == Some((pid, alone)) { *seen = None; true } else { false });
+                        // A check has meanwhile moved on to another pid (the
+                        // service restarted): this exit is old news. Watch
+                        // what is current now.
+                        if !still {
+                            continue;
+                        }
                         // With other matching processes alive, one exiting is
                         // not an outage: the next check picks another to watch.
                         if alone && !push.send(not_running(format!("pid {pid} exited"))) && push.is_closed() {
                             return;
                         }
                     }
+                    changed = current.changed() => if changed.is_err() { return },
                 }
             }
         });
@@ -435,6 +445,64 @@ mod tests {
         assert_eq!(
             seen.summary,
             format!("not running: pid {} exited", child.id())
+        );
+    }
+
+    #[test]
+    fn the_exit_of_a_pid_a_check_has_moved_on_from_is_not_pushed() {
+        // The service restarted: a check found the new pid while the old
+        // one's exit was on its way to the watcher. That exit is no outage.
+        let sleep = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let (mut old, mut new) = (sleep(), sleep());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, old.id().to_string()).unwrap();
+        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
+        assert_eq!(watched.look().status, Status::Ok);
+        let (push, mut pushed) = healer_plugin_sdk::Push::channel();
+        let (early, late) = runtime().block_on(async {
+            watched.watch(push);
+            // Let the watcher set up its watch of the old pid.
+            let early = tokio::time::timeout(Duration::from_millis(300), pushed.recv()).await;
+            // This future watches the old pid too: its exit wakes it and the
+            // watcher at once, and (current-thread runtime) this future runs
+            // first. So the pidfile and a check move on to the new pid after
+            // the watcher's exit fired and before the watcher runs.
+            let mut exit = std::pin::pin!(watch_process_exit(old.id()));
+            std::future::poll_fn(|cx| {
+                assert!(
+                    std::future::Future::poll(exit.as_mut(), cx).is_pending(),
+                    "old pid not running"
+                );
+                std::task::Poll::Ready(())
+            })
+            .await;
+            old.kill().unwrap();
+            exit.await.unwrap();
+            std::fs::write(&path, new.id().to_string()).unwrap();
+            let seen = watched.look();
+            assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+            assert_eq!(seen.metric_value("pid"), Some(f64::from(new.id())));
+            let stale = tokio::time::timeout(Duration::from_millis(500), pushed.recv()).await;
+            assert!(stale.is_err(), "pushed the old pid's exit: {stale:?}");
+            // The new pid is watched: its exit is pushed.
+            new.kill().unwrap();
+            let late = tokio::time::timeout(Duration::from_secs(5), pushed.recv()).await;
+            (early, late)
+        });
+        old.wait().unwrap();
+        new.wait().unwrap();
+        assert!(early.is_err(), "pushed while running: {early:?}");
+        let seen = late.expect("pushed within 5 s").expect("an observation");
+        assert_eq!(seen.status, Status::Critical);
+        assert_eq!(
+            seen.summary,
+            format!("not running: pid {} exited", new.id())
         );
     }
 
