@@ -48,9 +48,11 @@
 //! call that passes its deadline), the whole group is killed with SIGKILL,
 //! and so is every descendant of the child found in `/proc`, also one that
 //! left the group (`setsid`): no grandchild survives. (A grandchild whose
-//! parent had already exited belongs to init, and is out of reach.) After a
-//! normal exit nothing is killed: starting a daemon may be the point of a
-//! recovery.
+//! parent had already exited is no descendant of the child any more: it was
+//! reparented to healer, which the host makes a child subreaper
+//! (`PR_SET_CHILD_SUBREAPER`), not to init. It is killed only if it is still
+//! in the group; the host reaps it when it exits.) After a normal exit
+//! nothing is killed: starting a daemon may be the point of a recovery.
 //!
 //! **Limits.** The child's soft limit of open files is at most
 //! [`MAX_OPEN_FILES`] (1024): healer raises its own to the hard limit, and
@@ -72,7 +74,7 @@ use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -445,8 +447,9 @@ impl Group {
 
     /// Kills the group and every descendant of its leader, also those that
     /// left the group (`setsid`, `setpgid`). They are stopped first, so
-    /// none forks or exits (its children would go to init, out of reach)
-    /// while /proc is walked; then all are killed.
+    /// none forks or exits (its children would be reparented to healer, the
+    /// subreaper, out of the tree walked) while /proc is walked; then all
+    /// are killed.
     fn kill(&mut self) {
         let Some(leader) = self.0.take() else {
             return;
@@ -478,10 +481,63 @@ impl Group {
 /// yet (each walk finds those forked before the previous stops landed).
 const MAX_WALKS: usize = 16;
 
-/// The live descendants of `leader`, found by their parent pids in
-/// `/proc/<pid>/stat`, transitively. Empty when /proc cannot be read: the
-/// group is still killed.
+/// The live descendants of `leader`, transitively: from the kernel's lists
+/// of children ([`listed_descendants`]), or, where those cannot be read, by
+/// the parent pid of every process ([`scanned_descendants`]). Empty when
+/// /proc cannot be read: the group is still killed.
 fn descendants(leader: Pid) -> Vec<i32> {
+    listed_descendants(Path::new("/proc"), leader.as_raw_pid())
+        .unwrap_or_else(|| scanned_descendants(leader))
+}
+
+/// The descendants of `leader` in the `task/<tid>/children` lists under
+/// `proc` (each thread's children; reliable once they are all stopped, as
+/// [`Group::kill`] has them), without reading every process in /proc.
+/// `None` when a list that should be there cannot be read: a kernel without
+/// them (`CONFIG_PROC_CHILDREN`), or out of descriptors.
+fn listed_descendants(proc: &Path, leader: i32) -> Option<Vec<i32>> {
+    let mut found = Vec::new();
+    let mut next = vec![leader];
+    while let Some(parent) = next.pop() {
+        for child in children_of(proc, parent)? {
+            // A cycle cannot happen, but a pid reused mid-walk must not loop.
+            if child != leader && !found.contains(&child) {
+                found.push(child);
+                next.push(child);
+            }
+        }
+    }
+    Some(found)
+}
+
+/// The children of `pid` in the lists of its threads under `proc`; none for
+/// a process or thread that is gone (its children went to the subreaper);
+/// `None` when a list cannot be read.
+fn children_of(proc: &Path, pid: i32) -> Option<Vec<i32>> {
+    let process = proc.join(pid.to_string());
+    let tasks = match std::fs::read_dir(process.join("task")) {
+        Ok(tasks) => tasks,
+        Err(_) if !process.exists() => return Some(Vec::new()),
+        Err(_) => return None,
+    };
+    let mut children = Vec::new();
+    for task in tasks {
+        let task = task.ok()?.path();
+        match std::fs::read_to_string(task.join("children")) {
+            Ok(list) => children.extend(
+                list.split_whitespace()
+                    .filter_map(|pid| pid.parse::<i32>().ok()),
+            ),
+            Err(_) if !task.exists() => {}
+            Err(_) => return None,
+        }
+    }
+    Some(children)
+}
+
+/// The live descendants of `leader`, found by their parent pids in
+/// `/proc/<pid>/stat`, transitively: every process is read.
+fn scanned_descendants(leader: Pid) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -781,6 +837,81 @@ mod tests {
             gone_within(escaped, Duration::from_secs(5)),
             "the setsid sleep {escaped} survived"
         );
+    }
+
+    #[test]
+    fn the_children_lists_are_walked_and_a_missing_list_falls_back_to_the_scan() {
+        // 10 has threads 10 and 13; 12 is gone (its children went to the
+        // subreaper); 16 lacks the lists (a kernel without them).
+        let proc = tempfile::tempdir().unwrap();
+        for (pid, tid, children) in [
+            (10, 10, Some("11 12 ")),
+            (10, 13, Some("14")),
+            (11, 11, Some("")),
+            (14, 14, Some("15\n")),
+            (15, 15, Some("")),
+            (16, 16, None),
+        ] {
+            let task = proc.path().join(format!("{pid}/task/{tid}"));
+            std::fs::create_dir_all(&task).unwrap();
+            if let Some(children) = children {
+                std::fs::write(task.join("children"), children).unwrap();
+            }
+        }
+        let mut found = listed_descendants(proc.path(), 10).unwrap();
+        found.sort_unstable();
+        assert_eq!(found, [11, 12, 14, 15]);
+        assert_eq!(listed_descendants(proc.path(), 12), Some(Vec::new()));
+        assert_eq!(listed_descendants(proc.path(), 16), None);
+        std::fs::write(proc.path().join("15/task/15/children"), "16").unwrap();
+        assert_eq!(listed_descendants(proc.path(), 10), None);
+    }
+
+    #[test]
+    fn the_children_lists_find_what_the_scan_finds_and_all_of_it_is_killed() {
+        use std::os::unix::process::CommandExt as _;
+        // A background sleep, one in a session of its own, and a subshell
+        // with a sleep of its own: four descendants, one a grandchild.
+        let mut leader = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 1000 & setsid sleep 1000 & (sleep 1000 & wait) & wait",
+            ])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(leader.id() as i32).unwrap();
+        let sleeping = |pids: &[i32]| {
+            pids.iter()
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|comm| comm == "sleep\n")
+                })
+                .count()
+        };
+        let started = Instant::now();
+        let mut scanned = scanned_descendants(pid);
+        while scanned.len() < 4 || sleeping(&scanned) < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "descendants never all started: {scanned:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            scanned = scanned_descendants(pid);
+        }
+        let mut listed = listed_descendants(Path::new("/proc"), pid.as_raw_pid())
+            .expect("this kernel lists children");
+        listed.sort_unstable();
+        scanned.sort_unstable();
+        assert_eq!(listed, scanned);
+        Group(Some(pid)).kill();
+        let _ = leader.wait();
+        for &descendant in &listed {
+            assert!(
+                gone_within(descendant as u32, Duration::from_secs(5)),
+                "{descendant} survived"
+            );
+        }
     }
 
     #[tokio::test]
