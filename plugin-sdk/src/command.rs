@@ -801,19 +801,27 @@ mod tests {
     // Multi-threaded: the test thread blocks (pid_in) while `run` goes on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_timeout_kills_a_descendant_that_left_the_group_with_setsid() {
+        // The timeout must not fire before the test has seen the escaped
+        // process run sleep in a session of its own (a busy machine may take
+        // seconds to fork and exec): 10 s, well past that.
+        const TIMEOUT: Duration = Duration::from_secs(10);
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("escaped.pid");
         let script = format!(
             "setsid sleep 1000 & echo $! > {}; sleep 1000",
             pidfile.display()
         );
-        let running = tokio::spawn(sh(&script).timeout(Duration::from_secs(2)).run());
+        let running = tokio::spawn(sh(&script).timeout(TIMEOUT).run());
         let escaped = pid_in(&pidfile);
         // It really left: a session of its own (sid == its pid), running sleep.
         let started = Instant::now();
         while !std::fs::read_to_string(format!("/proc/{escaped}/stat"))
             .is_ok_and(|stat| stat.starts_with(&format!("{escaped} (sleep) ")))
         {
+            assert!(
+                !running.is_finished(),
+                "the timeout fired before {escaped} ran sleep"
+            );
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "{escaped} never ran sleep"
@@ -827,7 +835,7 @@ mod tests {
             escaped.to_string(),
             "not a session leader: {stat}"
         );
-        let err = tokio::time::timeout(Duration::from_secs(10), running)
+        let err = tokio::time::timeout(TIMEOUT + REAP_AFTER_KILL + Duration::from_secs(5), running)
             .await
             .expect("run returned")
             .unwrap()
