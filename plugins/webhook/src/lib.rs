@@ -695,23 +695,65 @@ mod tests {
                 path.display()
             ))
         );
-        // A variable no other test reads or sets.
-        std::env::set_var("HEALER_TEST_WEBHOOK_EMPTY_SECRET", "");
+        let path = secret_file(&dir, "s3cret");
         assert_eq!(
-            new(serde_json::json!({
+            new(serde_json::json!({ "url": "http://127.0.0.1:9/", "hmac_secret_file": path })),
+            None
+        );
+    }
+
+    /// Set (empty) in the copy of this test binary that
+    /// [`an_empty_hmac_secret_in_the_environment_is_refused`] runs.
+    const EMPTY_SECRET: &str = "HEALER_TEST_WEBHOOK_EMPTY_SECRET";
+
+    #[test]
+    fn an_empty_hmac_secret_in_the_environment_is_refused() {
+        if std::env::var_os(EMPTY_SECRET).is_none() {
+            // Setting a variable here would race other tests' threads that
+            // read the environment through libc (getenv in glibc's resolver,
+            // ...): run this test alone in a copy of this binary whose
+            // environment has it from the start.
+            let name = "tests::an_empty_hmac_secret_in_the_environment_is_refused";
+            let mut copy = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
+                .env(EMPTY_SECRET, "")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let started = std::time::Instant::now();
+            while copy.try_wait().unwrap().is_none() {
+                if started.elapsed() > std::time::Duration::from_secs(30) {
+                    let _ = copy.kill();
+                    panic!("the copy ran for 30 s");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let output = copy.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success() && stdout.contains("1 passed"),
+                "{stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return;
+        }
+        let err = Webhook::new(
+            serde_json::from_value(serde_json::json!({
                 "url": "http://127.0.0.1:9/",
-                "hmac_secret_env": "HEALER_TEST_WEBHOOK_EMPTY_SECRET",
-            })),
+                "hmac_secret_env": EMPTY_SECRET,
+            }))
+            .unwrap(),
+        )
+        .err()
+        .map(|err| err.to_string());
+        assert_eq!(
+            err,
             Some(
                 "`hmac_secret_env`: the HMAC secret is empty (HEALER_TEST_WEBHOOK_EMPTY_SECRET \
                  is empty); remove `hmac_secret_env` or set a secret"
                     .to_owned()
             )
-        );
-        let path = secret_file(&dir, "s3cret");
-        assert_eq!(
-            new(serde_json::json!({ "url": "http://127.0.0.1:9/", "hmac_secret_file": path })),
-            None
         );
     }
 
