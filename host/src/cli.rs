@@ -102,12 +102,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Internal: started by healer itself to load plugin packages away
+    /// from the daemon. `--probe FILE` loads one package and answers
+    /// whether it loaded.
+    #[command(hide = true)]
+    Worker {
+        /// The package file to probe.
+        #[arg(long, value_name = "FILE")]
+        probe: PathBuf,
+    },
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Plugins { ref dir, json } => plugins(&cli, dir.clone(), json),
+        Command::Worker { ref probe } => crate::worker::probe(probe),
         Command::Run => with_runtime(daemon::run(&cli.options())),
         Command::Check => check(&cli),
         Command::Once {

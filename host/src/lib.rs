@@ -19,3 +19,4 @@ pub mod plugins;
 pub mod reaper;
 pub mod redact;
 pub mod store;
+pub mod worker;

@@ -26,6 +26,10 @@ const PACKAGES: &[&str] = &[
     "healer-fixture-init-panics",
     "healer-fixture-panicky",
     "healer-fixture-typical",
+    "healer-fixture-ctor-aborts",
+    "healer-fixture-ctor-segfaults",
+    "healer-fixture-ctor-exits",
+    "healer-fixture-ctor-hangs",
 ];
 
 /// The workspace root (the parent of this crate).

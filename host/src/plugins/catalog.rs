@@ -1,5 +1,7 @@
-//! Scans a plugins directory: loads every `*.so` in name order, keeps going
-//! past bad files, and refuses a plugin name that two packages export.
+//! Scans a plugins directory: checks that healer may trust it, probes every
+//! `*.so` in a short-lived child (in parallel), loads those that probed
+//! clean in name order, keeps going past bad files (one line each), and
+//! refuses a plugin name that two packages export.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,7 +9,9 @@ use std::path::{Path, PathBuf};
 use healer_plugin_sdk::ffi::PluginKind;
 use serde::Serialize;
 
-use super::loader::{load, LoadError, Package, PluginInfo};
+use super::identity;
+use super::loader::{load_opened, LoadError, Package, PluginInfo};
+use super::probe::{probe_all, PROBE_WITHIN};
 use crate::config::{did_you_mean, Config, ConfigError};
 
 /// Every package found in a directory, and every file that failed.
@@ -30,6 +34,7 @@ impl Serialize for Package {
             name: &'a str,
             version: &'a str,
             sdk_version: &'a str,
+            sha256: Option<&'a str>,
             plugins: &'a [PluginInfo],
         }
         Listed {
@@ -37,6 +42,7 @@ impl Serialize for Package {
             name: &self.name,
             version: &self.version,
             sdk_version: &self.sdk_version,
+            sha256: self.sha256.as_deref(),
             plugins: &self.plugins,
         }
         .serialize(s)
@@ -44,16 +50,19 @@ impl Serialize for Package {
 }
 
 impl Catalog {
-    /// Loads every `*.so` directly in `dir`. Only an unreadable directory is
-    /// an error; bad files are collected in [`Catalog::errors`].
-    pub fn scan(dir: &Path) -> Result<Catalog, LoadError> {
+    /// Loads every `*.so` directly in `dir`, each probed first by `healer
+    /// worker --probe` (the binary at `exe`). Only a directory that cannot
+    /// be read or trusted is an error; bad files are collected in
+    /// [`Catalog::errors`].
+    pub fn scan_with(dir: &Path, exe: &Path) -> Result<Catalog, LoadError> {
+        identity::check_dir(dir).map_err(|reason| LoadError::new(dir, reason))?;
         let entries = std::fs::read_dir(dir).map_err(|err| {
             LoadError::new(dir, format!("cannot read the plugins directory: {err}"))
         })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "so") && path.is_file())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "so"))
             .collect();
         files.sort();
 
@@ -61,9 +70,37 @@ impl Catalog {
             dir: dir.to_owned(),
             ..Catalog::default()
         };
-        let mut owners: HashMap<(PluginKind, String), PathBuf> = HashMap::new();
+        let mut resolved = Vec::new();
         for file in files {
-            match load(&file) {
+            match identity::resolve(&file) {
+                Ok(target) => resolved.push((file, target)),
+                Err(reason) => catalog.errors.push(LoadError::new(&file, reason)),
+            }
+        }
+        let targets: Vec<PathBuf> = resolved.iter().map(|(_, target)| target.clone()).collect();
+        let verdicts = probe_all(exe, &targets, PROBE_WITHIN);
+        let mut owners: HashMap<(PluginKind, String), PathBuf> = HashMap::new();
+        for ((file, target), verdict) in resolved.into_iter().zip(verdicts) {
+            let loaded = match verdict {
+                Ok(probed) => identity::open(&target)
+                    .map_err(|reason| LoadError::new(&file, reason))
+                    .and_then(|opened| {
+                        if opened.identity == probed {
+                            load_opened(opened, &file)
+                        } else {
+                            Err(LoadError::new(
+                                &file,
+                                "changed while it was being probed; not loaded (it is probed again on the next scan)",
+                            ))
+                        }
+                    }),
+                Err(refusal) => Err(LoadError {
+                    file: file.clone(),
+                    reason: refusal.reason,
+                    detail: refusal.detail,
+                }),
+            };
+            match loaded {
                 Ok(mut package) => {
                     package.plugins.retain(|plugin| {
                         let key = (plugin.kind, plugin.name.clone());
@@ -89,6 +126,17 @@ impl Catalog {
             }
         }
         Ok(catalog)
+    }
+
+    /// [`Catalog::scan_with`] this very binary as the prober.
+    pub fn scan(dir: &Path) -> Result<Catalog, LoadError> {
+        let exe = std::env::current_exe().map_err(|err| {
+            LoadError::new(
+                dir,
+                format!("cannot find healer's own binary to probe plugins with: {err}"),
+            )
+        })?;
+        Catalog::scan_with(dir, &exe)
     }
 
     /// Checks every plugin the config names: that a loaded package exports

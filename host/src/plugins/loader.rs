@@ -13,6 +13,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 
 use abi_stable::library::{
@@ -20,6 +21,8 @@ use abi_stable::library::{
 };
 use healer_plugin_sdk::ffi::{PackageRef, PluginKind, ABI_VERSION, SDK_VERSION};
 use serde::Serialize;
+
+use super::identity::Opened;
 
 /// A loaded package: its file, who built it, and what it exports.
 #[derive(Clone)]
@@ -34,6 +37,8 @@ pub struct Package {
     pub sdk_version: String,
     /// Its plugins, in the order it exports them.
     pub plugins: Vec<PluginInfo>,
+    /// The file's SHA-256 (lowercase hex), when loaded from a checked file.
+    pub sha256: Option<String>,
     pub(super) module: PackageRef,
 }
 
@@ -89,9 +94,31 @@ impl LoadError {
     }
 }
 
-/// Loads the package at `path`.
+/// Loads the package at `path` into this process, as it is: no probe, no
+/// trust checks (the worker's probe and tests use this; the host loads
+/// through [`load_opened`]).
 pub fn load(path: &Path) -> Result<Package, LoadError> {
-    let fail = |reason: String| LoadError::new(path, reason);
+    load_from(path, path)
+}
+
+/// Loads the package file that `opened` holds open (checked, and probed
+/// clean), through `/proc/self/fd/N`: the file loaded is the file checked,
+/// whatever happened to `shown` (its name in the plugins directory) since.
+pub fn load_opened(opened: Opened, shown: &Path) -> Result<Package, LoadError> {
+    let Opened { file, identity } = opened;
+    // The descriptor stays open for the life of the process: the dynamic
+    // linker knows the library by this name, and a reused number would
+    // hand a later package this one.
+    let fd = file.into_raw_fd();
+    let through = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    let mut package = load_from(&through, shown)?;
+    package.sha256 = Some(identity.sha256);
+    Ok(package)
+}
+
+/// Loads `path`, naming `shown` in errors and in the package.
+fn load_from(path: &Path, shown: &Path) -> Result<Package, LoadError> {
+    let fail = |reason: String| LoadError::new(shown, reason);
     check_elf_magic(path).map_err(fail)?;
 
     let raw = RawLibrary::load_at(path).map_err(|err| fail(open_failure(path, &err)))?;
@@ -113,7 +140,7 @@ pub fn load(path: &Path) -> Result<Package, LoadError> {
 
     let module = header
         .init_root_module::<PackageRef>()
-        .map_err(|err| init_failure(path, err))?;
+        .map_err(|err| init_failure(shown, err))?;
 
     let about = (module.about())();
     let plugins = (module.plugins())()
@@ -126,11 +153,12 @@ pub fn load(path: &Path) -> Result<Package, LoadError> {
         })
         .collect();
     Ok(Package {
-        file: path.to_owned(),
+        file: shown.to_owned(),
         name: about.name.into_string(),
         version: about.version.into_string(),
         sdk_version: about.sdk_version.into_string(),
         plugins,
+        sha256: None,
         module,
     })
 }

@@ -6,10 +6,12 @@
 //! and handles with async methods.
 
 mod catalog;
+pub mod identity;
 mod instance;
 mod loader;
+pub mod probe;
 
 pub use catalog::Catalog;
 pub use healer_plugin_sdk::ffi::PluginKind;
 pub use instance::{DiagnoserHandle, MonitorHandle, RecovererHandle};
-pub use loader::{load, LoadError, Package, PluginInfo};
+pub use loader::{load, load_opened, LoadError, Package, PluginInfo};

@@ -1,0 +1,252 @@
+//! Probing: before healer loads a package file, a short-lived
+//! `healer worker --probe FILE` loads it first, in its own process group
+//! and with a deadline. A library constructor that aborts, crashes, calls
+//! `exit` or never returns takes that child down, not healer; the file is
+//! named with the reason and skipped. Only a file that probed clean is
+//! loaded for real, and only if it is still the same file (device, inode,
+//! size, mtime, sha256).
+//!
+//! The child answers with one line, [`ANSWER`] followed by a JSON
+//! [`Verdict`]; anything else it prints (a constructor may print) is
+//! ignored.
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::Identity;
+
+/// How long a package may take to load in its probe.
+pub const PROBE_WITHIN: Duration = Duration::from_secs(5);
+
+/// Probes run at once, at most.
+const AT_ONCE: usize = 16;
+
+/// The most of a probe's output read (a hostile constructor may print
+/// without end).
+const MAX_OUTPUT: u64 = 1 << 20;
+
+/// What starts the probe's answer line.
+pub const ANSWER: &str = "HEALER-PROBE ";
+
+/// A probe's answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The package loaded and checked out; this was the file.
+    Loaded(Identity),
+    /// The package was refused, for the reason given (a [`LoadError`]'s).
+    ///
+    /// [`LoadError`]: super::LoadError
+    Refused {
+        reason: String,
+        detail: Option<String>,
+    },
+}
+
+/// Why a probe says no: one line, and the loader's full text if any.
+#[derive(Debug, PartialEq)]
+pub struct Refusal {
+    pub reason: String,
+    pub detail: Option<String>,
+}
+
+impl Refusal {
+    fn new(reason: String) -> Refusal {
+        Refusal {
+            reason,
+            detail: None,
+        }
+    }
+}
+
+/// Probes each file with `healer` (the binary at `exe`), at most
+/// [`AT_ONCE`] at a time, each within `limit`; the results in order.
+pub fn probe_all(exe: &Path, files: &[PathBuf], limit: Duration) -> Vec<Result<Identity, Refusal>> {
+    let mut results = Vec::with_capacity(files.len());
+    for batch in files.chunks(AT_ONCE) {
+        let started: Vec<_> = batch.iter().map(|file| Probe::start(exe, file)).collect();
+        let deadline = Instant::now() + limit;
+        for probe in started {
+            results.push(probe.and_then(|probe| probe.finish(deadline, limit)));
+        }
+    }
+    results
+}
+
+/// One probe under way.
+struct Probe {
+    child: Child,
+    stdout: mpsc::Receiver<Vec<u8>>,
+    stderr: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Probe {
+    fn start(exe: &Path, file: &Path) -> Result<Probe, Refusal> {
+        let mut child = Command::new(exe)
+            .arg("worker")
+            .arg("--probe")
+            .arg(file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group: whatever a constructor forks is killed with it.
+            .process_group(0)
+            .spawn()
+            .map_err(|err| {
+                Refusal::new(format!(
+                    "cannot be probed: starting {} worker --probe failed: {err}",
+                    exe.display()
+                ))
+            })?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            let (sender, receiver) = mpsc::channel();
+            if let Some(pipe) = pipe {
+                std::thread::spawn(move || {
+                    let mut bytes = Vec::new();
+                    let _ = pipe.take(MAX_OUTPUT).read_to_end(&mut bytes);
+                    let _ = sender.send(bytes);
+                });
+            }
+            receiver
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        Ok(Probe {
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn finish(mut self, deadline: Instant, limit: Duration) -> Result<Identity, Refusal> {
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Ok(None) | Err(_) => break None,
+            }
+        };
+        // The whole group: a hung constructor, and anything it forked.
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+        // A descendant that left the group may hold the pipes: wait briefly.
+        let grace = Duration::from_millis(200);
+        let stdout = self.stdout.recv_timeout(grace).unwrap_or_default();
+        let stderr = self.stderr.recv_timeout(grace).unwrap_or_default();
+        let Some(status) = status else {
+            return Err(Refusal::new(format!(
+                "did not finish loading within {} (a library constructor that never returns?); its probe was killed",
+                humantime::format_duration(limit)
+            )));
+        };
+        verdict_of(status, &stdout, &stderr)
+    }
+}
+
+/// What a finished probe said, or why it said nothing.
+fn verdict_of(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Result<Identity, Refusal> {
+    let stdout = String::from_utf8_lossy(stdout);
+    let answer = stdout
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix(ANSWER))
+        .and_then(|json| serde_json::from_str::<Verdict>(json).ok());
+    match answer {
+        Some(Verdict::Loaded(identity)) if status.success() => Ok(identity),
+        Some(Verdict::Refused { reason, detail }) => Err(Refusal { reason, detail }),
+        _ => {
+            let said = last_line(stderr)
+                .map(|line| format!(" (it printed: {line})"))
+                .unwrap_or_default();
+            let reason = match (status.signal(), status.code()) {
+                (Some(signal), _) => format!(
+                    "crashed while loading: killed by {}{}{said}",
+                    signal_name(signal),
+                    if status.core_dumped() {
+                        " (core dumped)"
+                    } else {
+                        ""
+                    }
+                ),
+                (None, Some(code)) => format!(
+                    "exited with status {code} while loading, before it could be checked (a library constructor that calls exit?){said}"
+                ),
+                (None, None) => format!("its probe ended without an answer{said}"),
+            };
+            Err(Refusal::new(reason))
+        }
+    }
+}
+
+/// `SIGSEGV` for 11: the name operators know.
+pub fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
+}
+
+fn last_line(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.lines().rev().find(|line| !line.trim().is_empty())?;
+    Some(line.trim().chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn an_answer_among_a_constructors_chatter_is_found() {
+        let identity = Identity {
+            dev: 1,
+            inode: 2,
+            size: 3,
+            mtime_ns: 4,
+            sha256: "ab".into(),
+        };
+        let line = format!(
+            "hello from a constructor\n{ANSWER}{}\n",
+            serde_json::to_string(&Verdict::Loaded(identity.clone())).unwrap()
+        );
+        assert_eq!(verdict_of(exited(0), line.as_bytes(), b""), Ok(identity));
+    }
+
+    #[test]
+    fn a_probe_that_dies_or_exits_without_answering_is_named_for_it() {
+        let aborted = verdict_of(ExitStatus::from_raw(6), b"", b"fatal: oops\n").unwrap_err();
+        assert_eq!(
+            aborted.reason,
+            "crashed while loading: killed by SIGABRT (it printed: fatal: oops)"
+        );
+        let exited = verdict_of(exited(0), b"bye\n", b"").unwrap_err();
+        assert!(
+            exited
+                .reason
+                .starts_with("exited with status 0 while loading"),
+            "{}",
+            exited.reason
+        );
+    }
+}
