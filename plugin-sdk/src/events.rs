@@ -171,40 +171,15 @@ mod tests {
         assert!(!process_exists(pid).unwrap());
     }
 
-    /// Set by [`a_watch_without_descriptors_is_an_error_not_an_exit`] in the
-    /// copy of this test binary it runs.
-    const NO_FDS: &str = "HEALER_TEST_EVENTS_NO_FDS";
-
     #[test]
     fn a_watch_without_descriptors_is_an_error_not_an_exit() {
-        if std::env::var_os(NO_FDS).is_none() {
+        if !crate::testing::is_alone() {
             // The limit of open files is per process: run this test alone
             // in a child process, so no other test runs out of descriptors.
-            let mut copy = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "events::tests::a_watch_without_descriptors_is_an_error_not_an_exit",
-                    "--test-threads=1",
-                ])
-                .env(NO_FDS, "1")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let started = Instant::now();
-            while copy.try_wait().unwrap().is_none() {
-                if started.elapsed() > Duration::from_secs(30) {
-                    let _ = copy.kill();
-                    panic!("the copy ran for 30 s");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let output = copy.wait_with_output().unwrap();
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(
-                output.status.success() && stdout.contains("1 passed"),
-                "{stdout}{}",
-                String::from_utf8_lossy(&output.stderr)
+            crate::testing::run_alone(
+                &[],
+                "events::tests::a_watch_without_descriptors_is_an_error_not_an_exit",
+                &[],
             );
             return;
         }

@@ -53,6 +53,7 @@ mod finding;
 mod observation;
 mod plugin;
 mod runtime;
+pub mod testing;
 
 pub use bytes::Bytes;
 pub use duration::Duration;

@@ -545,39 +545,15 @@ mod tests {
         });
     }
 
-    /// Runs the test `name` alone in a copy of this test binary, with
-    /// `HEALER_TEST_ALONE` set and at most 64 open files; whether it passed
-    /// (within 30 s). For tests that use up what is per process.
-    fn passes_alone_with_64_open_files(name: &str) -> bool {
-        let mut copy = std::process::Command::new("sh")
-            .args(["-c", "ulimit -n 64 && exec \"$@\"", "sh"])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--test-threads=1"])
-            .env("HEALER_TEST_ALONE", "1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = std::time::Instant::now();
-        while copy.try_wait().unwrap().is_none() {
-            if started.elapsed() > Duration::from_secs(30) {
-                let _ = copy.kill();
-                panic!("{name} ran for 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let output = copy.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
-        output.status.success() && stdout.contains("1 passed")
-    }
-
     #[test]
     fn out_of_descriptors_the_watcher_retries_and_pushes_the_exit_once_it_can_look() {
-        if std::env::var_os("HEALER_TEST_ALONE").is_none() {
-            assert!(passes_alone_with_64_open_files(
-                "monitor::tests::out_of_descriptors_the_watcher_retries_and_pushes_the_exit_once_it_can_look"
-            ));
+        if !healer_plugin_sdk::testing::is_alone() {
+            // Alone, with at most 64 open files: it uses them all up.
+            healer_plugin_sdk::testing::run_alone(
+                &["sh", "-c", "ulimit -n 64 && exec \"$@\"", "sh"],
+                "monitor::tests::out_of_descriptors_the_watcher_retries_and_pushes_the_exit_once_it_can_look",
+                &[],
+            );
             return;
         }
         let runtime = runtime();

@@ -708,33 +708,15 @@ mod tests {
 
     #[test]
     fn an_empty_hmac_secret_in_the_environment_is_refused() {
-        if std::env::var_os(EMPTY_SECRET).is_none() {
+        if !healer_plugin_sdk::testing::is_alone() {
             // Setting a variable here would race other tests' threads that
             // read the environment through libc (getenv in glibc's resolver,
             // ...): run this test alone in a copy of this binary whose
             // environment has it from the start.
-            let name = "tests::an_empty_hmac_secret_in_the_environment_is_refused";
-            let mut copy = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", name, "--test-threads=1"])
-                .env(EMPTY_SECRET, "")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let started = std::time::Instant::now();
-            while copy.try_wait().unwrap().is_none() {
-                if started.elapsed() > std::time::Duration::from_secs(30) {
-                    let _ = copy.kill();
-                    panic!("the copy ran for 30 s");
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let output = copy.wait_with_output().unwrap();
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(
-                output.status.success() && stdout.contains("1 passed"),
-                "{stdout}{}",
-                String::from_utf8_lossy(&output.stderr)
+            healer_plugin_sdk::testing::run_alone(
+                &[],
+                "tests::an_empty_hmac_secret_in_the_environment_is_refused",
+                &[(EMPTY_SECRET, "")],
             );
             return;
         }
