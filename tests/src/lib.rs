@@ -326,6 +326,11 @@ impl Drop for Daemon {
     }
 }
 
+/// The pid a pidfile names, if it names one.
+pub fn read_pid(pidfile: &Path) -> Option<u32> {
+    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+}
+
 /// Whether `pid` is a live process (not a zombie).
 pub fn is_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

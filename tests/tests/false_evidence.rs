@@ -12,15 +12,11 @@ use std::time::{Duration, Instant};
 
 use healer::clock::Wall;
 use healer_e2e::{
-    fast_config, free_port, is_alive, plugins_dir_with, post_json, signal, wait_for_port,
+    fast_config, free_port, is_alive, plugins_dir_with, post_json, read_pid, signal, wait_for_port,
     wait_until, Daemon, Event, Record,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn read_pid(pidfile: &Path) -> Option<u32> {
-    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
-}
 
 /// Kills the service and waits until healer has started a new one and
 /// seen it healthy; how long the restart took.

@@ -6,14 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use healer_e2e::{
-    is_alive, plugins_dir_with, signal, test_paths, wait_until, Daemon, Event, StepResult,
+    is_alive, plugins_dir_with, read_pid, signal, test_paths, wait_until, Daemon, Event, StepResult,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn read_pid(pidfile: &Path) -> Option<u32> {
-    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
-}
 
 /// A config that keeps `sleep 120` alive through a pidfile.
 fn supervising_config(dir: &Path, plugins: &Path, watch: bool) -> std::path::PathBuf {

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use healer_e2e::{
-    fast_config, is_alive, package_file, plugins_dir_with, run_healer, signal, stdout, wait_until,
-    Daemon, Event,
+    fast_config, is_alive, package_file, plugins_dir_with, read_pid, run_healer, signal, stdout,
+    wait_until, Daemon, Event,
 };
 use healer_plugin_sdk::Status;
 
@@ -104,10 +104,7 @@ argv = ["sh", "-c", "sleep 600 & echo $! > {pidfile}"]
     signal(service.id(), "KILL");
     let _ = service.wait();
     let restarted = wait_until("healer restarts the service", LIMIT, || {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok())
-            .filter(|&pid| pid != service.id() && is_alive(pid))
+        read_pid(&pidfile).filter(|&pid| pid != service.id() && is_alive(pid))
     });
 
     assert!(daemon.is_running());

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use healer_e2e::{
-    fast_config, is_alive, plugins_dir_with, signal, store_file, store_number, wait_until, Daemon,
-    Event, STORE_WRITES_WITHIN,
+    fast_config, is_alive, plugins_dir_with, read_pid, signal, store_file, store_number,
+    wait_until, Daemon, Event, STORE_WRITES_WITHIN,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -33,12 +33,7 @@ argv = ["sh", "-c", "sleep 120 & echo $! > {dir}/service.pid"]
 }
 
 fn service_pid(dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(dir.join("service.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&pid| is_alive(pid))
+    read_pid(&dir.join("service.pid")).filter(|&pid| is_alive(pid))
 }
 
 /// Kills the service and waits until healer has started a new one and
