@@ -307,7 +307,7 @@ async fn watch_the_log(logging: Arc<crate::log::Logging>, usr1: io::Result<Signa
     let mut every = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
-            Some(()) = async { match usr1.as_mut() { Some(usr1) => usr1.recv().await, None => std::future::pending().await } } => {
+            Some(()) = next(&mut usr1) => {
                 match logging.reopen() {
                     Ok(()) => tracing::info!("SIGUSR1: the log file was reopened"),
                     Err(err) => tracing::error!(error = %err, "SIGUSR1: cannot reopen the log file; logging on to the old one"),
@@ -389,7 +389,7 @@ async fn wait_for_stop_signal(
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            Some(()) = async { match hup.as_mut() { Some(hup) => hup.recv().await, None => std::future::pending().await } } => events.emit(Event::ConfigChecked {
+            Some(()) = next(&mut hup) => events.emit(Event::ConfigChecked {
                 config: options.config.clone(),
                 problems: load(options)
                     .err()
@@ -399,6 +399,14 @@ async fn wait_for_stop_signal(
                     .collect(),
             }),
         }
+    }
+}
+
+/// The next delivery of `signal`; never, when it could not be watched.
+async fn next(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -104,29 +104,8 @@ impl Probe {
                     exe.display()
                 ))
             })?;
-        let drain = |pipe: Option<Box<dyn Read + Send>>| {
-            let (sender, receiver) = mpsc::channel();
-            if let Some(pipe) = pipe {
-                std::thread::spawn(move || {
-                    let mut bytes = Vec::new();
-                    let _ = pipe.take(MAX_OUTPUT).read_to_end(&mut bytes);
-                    let _ = sender.send(bytes);
-                });
-            }
-            receiver
-        };
-        let stdout = drain(
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
-        let stderr = drain(
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
         Ok(Probe {
             child,
             stdout,
@@ -160,6 +139,20 @@ impl Probe {
         };
         verdict_of(status, &stdout, &stderr)
     }
+}
+
+/// Reads `pipe` to its end (at most [`MAX_OUTPUT`]) on a thread; what was
+/// read arrives on the receiver.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
+    let (sender, receiver) = mpsc::channel();
+    if let Some(pipe) = pipe {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.take(MAX_OUTPUT).read_to_end(&mut bytes);
+            let _ = sender.send(bytes);
+        });
+    }
+    receiver
 }
 
 /// What a finished probe said, or why it said nothing.
