@@ -107,9 +107,18 @@ pub enum Command {
     /// whether it loaded.
     #[command(hide = true)]
     Worker {
-        /// The package file to probe.
+        /// Load this package file, answer one line and exit.
+        #[arg(long, value_name = "FILE", conflicts_with = "serve")]
+        probe: Option<PathBuf>,
+        /// Load this package file and serve its calls on descriptor 3.
+        #[arg(long, value_name = "FILE", requires_all = ["identity", "shown_as"])]
+        serve: Option<PathBuf>,
+        /// The file as probed (JSON), for --serve.
+        #[arg(long, value_name = "JSON")]
+        identity: Option<String>,
+        /// The file's name in the plugins directory, for --serve.
         #[arg(long, value_name = "FILE")]
-        probe: PathBuf,
+        shown_as: Option<PathBuf>,
     },
 }
 
@@ -117,9 +126,20 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Plugins { ref dir, json } => plugins(&cli, dir.clone(), json),
-        Command::Worker { ref probe } => crate::worker::probe(probe),
+        Command::Worker {
+            ref probe,
+            ref serve,
+            ref identity,
+            ref shown_as,
+        } => match (probe, serve, identity, shown_as) {
+            (Some(file), _, _, _) => crate::worker::probe(file),
+            (None, Some(file), Some(identity), Some(shown)) => {
+                crate::plugins::serve::serve(file, identity, shown)
+            }
+            _ => fail("healer worker is started by healer itself (--probe FILE or --serve FILE)"),
+        },
         Command::Run => with_runtime(daemon::run(&cli.options())),
-        Command::Check => check(&cli),
+        Command::Check => with_runtime(check(&cli)),
         Command::Once {
             ref target,
             recover,
@@ -153,8 +173,8 @@ impl Cli {
     }
 }
 
-fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
-    daemon::load(&cli.options())
+async fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
+    daemon::load(&cli.options()).await
 }
 
 fn explain(cli: &Cli, name: &str) -> ExitCode {
@@ -231,8 +251,8 @@ fn send(cli: &Cli, name: &str, details: &[String], dry_run: bool) -> ExitCode {
     }
 }
 
-fn check(cli: &Cli) -> ExitCode {
-    match load(cli) {
+async fn check(cli: &Cli) -> ExitCode {
+    match load(cli).await {
         Ok((config, catalog)) => {
             let enabled = config.targets.iter().filter(|t| t.enabled).count();
             let plugins: usize = catalog.packages.iter().map(|p| p.plugins.len()).sum();
@@ -257,7 +277,7 @@ fn check(cli: &Cli) -> ExitCode {
 }
 
 async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
-    let (mut config, catalog) = match load(cli) {
+    let (mut config, catalog) = match load(cli).await {
         Ok(loaded) => loaded,
         Err(problems) => return fail(&problems.join("\n")),
     };
@@ -280,6 +300,7 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
     };
     // `once` keeps no state: its issues start fresh and are not stored.
     let events = Events::log_only();
+    catalog.report_to(&events);
     let mut results = engine::once(runners, recover, config.healer.history, events.clone()).await;
     events.finish(std::time::Duration::from_secs(1));
     results.sort_by(|a, b| a.0.cmp(&b.0));
@@ -303,18 +324,20 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
 }
 
 fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
-    let dir = match dir.or_else(|| cli.plugins_dir.clone()) {
-        Some(dir) => dir,
-        None => match config::Config::load(&cli.config) {
-            Ok(config) => config.healer.plugins_dir,
-            Err(errors) => {
-                return fail(&format!(
-                    "{errors}\n(or name a plugins directory with --dir)"
-                ))
-            }
-        },
+    // The config says where the plugins are and pins their sha256; with
+    // --dir, a config that does not load is no reason not to list.
+    let config = config::Config::load(&cli.config);
+    let dir = match (dir.or_else(|| cli.plugins_dir.clone()), &config) {
+        (Some(dir), _) => dir,
+        (None, Ok(config)) => config.healer.plugins_dir.clone(),
+        (None, Err(errors)) => {
+            return fail(&format!(
+                "{errors}\n(or name a plugins directory with --dir)"
+            ))
+        }
     };
-    let catalog = match Catalog::scan(&dir) {
+    let plugins = config.map(|config| config.plugins).unwrap_or_default();
+    let catalog = match Catalog::scan(&dir, &plugins) {
         Ok(catalog) => catalog,
         Err(err) => return fail(&err.to_string()),
     };
@@ -326,7 +349,7 @@ fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
     } else {
         say!("{}", render_catalog(&catalog, cli.verbose > 0).trim_end());
     }
-    if catalog.errors.is_empty() {
+    if catalog.errors.is_empty() && catalog.warnings.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -339,7 +362,7 @@ fn render_catalog(catalog: &Catalog, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {} package{}, {} plugin{}, {} error{}",
+        "{}: {} package{}, {} plugin{}, {} error{}{}",
         catalog.dir.display(),
         catalog.packages.len(),
         plural(catalog.packages.len()),
@@ -347,6 +370,10 @@ fn render_catalog(catalog: &Catalog, verbose: bool) -> String {
         plural(plugin_count),
         catalog.errors.len(),
         plural(catalog.errors.len()),
+        match catalog.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning{}", plural(n)),
+        }
     );
     for package in &catalog.packages {
         let _ = writeln!(
@@ -356,6 +383,12 @@ fn render_catalog(catalog: &Catalog, verbose: bool) -> String {
             package.version,
             package.sdk_version,
             package.file.display()
+        );
+        let _ = writeln!(
+            out,
+            "  sha256 {}  isolation {}",
+            package.sha256.as_deref().unwrap_or("-"),
+            package.isolation.as_str()
         );
         for plugin in &package.plugins {
             let _ = writeln!(
@@ -373,9 +406,15 @@ fn render_catalog(catalog: &Catalog, verbose: bool) -> String {
             }
         }
     }
-    if !catalog.errors.is_empty() {
-        let _ = writeln!(out, "\nerrors:");
-        for err in &catalog.errors {
+    for (title, problems) in [
+        ("errors (not loaded)", &catalog.errors),
+        ("warnings (loaded)", &catalog.warnings),
+    ] {
+        if problems.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{title}:");
+        for err in problems {
             let _ = writeln!(out, "  {err}");
             if let (true, Some(detail)) = (verbose, &err.detail) {
                 for line in detail.lines() {

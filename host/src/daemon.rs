@@ -35,19 +35,21 @@ pub struct Options {
 /// The config, the plugins it needs, and every problem with either.
 /// Warnings (packages that failed to load but are not needed) are printed
 /// to stderr when everything else is fine.
-pub fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
+pub async fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
     let mut config = Config::load(&options.config)
         .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     if let Some(dir) = &options.plugins_dir {
         config.healer.plugins_dir.clone_from(dir);
     }
-    let catalog = Catalog::scan(&config.healer.plugins_dir).map_err(|err| vec![err.to_string()])?;
+    let catalog = Catalog::scan(&config.healer.plugins_dir, &config.plugins)
+        .map_err(|err| vec![err.to_string()])?;
     let mut problems: Vec<String> = catalog
         .errors
         .iter()
+        .chain(&catalog.warnings)
         .map(|e| format!("warning: {e}"))
         .collect();
-    let errors = catalog.check_config(&config);
+    let errors = catalog.check_config(&config).await;
     let intake_error = config
         .intake
         .as_ref()
@@ -71,7 +73,7 @@ pub fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
 pub async fn run(options: &Options) -> ExitCode {
     let signals = Signals::register();
     let starting = WhileStarting::watch(signals.term, signals.int);
-    let (config, catalog) = match load(options) {
+    let (config, catalog) = match load(options).await {
         Ok(loaded) => loaded,
         Err(problems) => return fail(&problems.join("\n")),
     };
@@ -83,6 +85,9 @@ pub async fn run(options: &Options) -> ExitCode {
     for error in &catalog.errors {
         tracing::warn!(file = %error.file.display(), reason = %error.reason, "plugin package not loaded");
     }
+    for warning in &catalog.warnings {
+        tracing::warn!(file = %warning.file.display(), reason = %warning.reason, "plugin package loaded, with a problem");
+    }
     crate::reaper::become_subreaper();
     survive_file_size_limit();
     raise_open_files_limit();
@@ -90,6 +95,7 @@ pub async fn run(options: &Options) -> ExitCode {
     let every_check =
         config.healer.event_log.is_some() || LevelFilter::current() >= LevelFilter::DEBUG;
     let (events, inbox) = Events::channel(every_check);
+    catalog.report_to(&events);
     let mut subscribers: Vec<Box<dyn Subscriber>> = vec![Box::new(Log)];
     if let Some(path) = &config.healer.event_log {
         match Journal::open(path) {
@@ -392,6 +398,7 @@ async fn wait_for_stop_signal(
             Some(()) = next(&mut hup) => events.emit(Event::ConfigChecked {
                 config: options.config.clone(),
                 problems: load(options)
+                    .await
                     .err()
                     .unwrap_or_default()
                     .iter()

@@ -1,14 +1,18 @@
 //! `healer worker`: the same binary, started by healer itself, to load
-//! plugin packages away from the daemon. `--probe FILE` loads one package
-//! in this short-lived process and answers one line (see
-//! [`crate::plugins::probe`]): a constructor that aborts, crashes, exits or
-//! hangs takes down only this process.
+//! plugin packages away from the daemon.
+//!
+//! - `--probe FILE` loads one package in this short-lived process, checks
+//!   each plugin's sample config, and answers one line (see
+//!   [`crate::plugins::probe`]): a constructor that aborts, crashes, exits
+//!   or hangs takes down only this process.
+//! - `--serve FILE` loads the package healer probed and serves its plugin
+//!   calls (see [`crate::plugins::serve`]).
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::plugins::probe::{Verdict, ANSWER};
-use crate::plugins::{identity, load_opened};
+use crate::plugins::probe::{Probed, Verdict, ANSWER};
+use crate::plugins::{identity, load_opened, Package};
 
 /// `healer worker --probe FILE`.
 pub fn probe(file: &Path) -> ExitCode {
@@ -25,7 +29,17 @@ pub fn probe(file: &Path) -> ExitCode {
         Ok(opened) => {
             let identity = opened.identity.clone();
             match load_opened(opened, file) {
-                Ok(_) => Verdict::Loaded(identity),
+                Ok(package) => {
+                    let problems = sample_problems(&package);
+                    Verdict::Loaded(Probed {
+                        identity,
+                        name: package.name,
+                        version: package.version,
+                        sdk_version: package.sdk_version,
+                        plugins: package.plugins,
+                        problems,
+                    })
+                }
                 Err(err) => Verdict::Refused {
                     reason: err.reason,
                     detail: err.detail,
@@ -43,4 +57,32 @@ pub fn probe(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every plugin's sample config must be accepted by the plugin itself:
+/// users copy it, so a stale sample is a bug worth a line.
+fn sample_problems(package: &Package) -> Vec<String> {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    package
+        .plugins
+        .iter()
+        .filter(|plugin| !plugin.sample_config.trim().is_empty())
+        .filter_map(|plugin| {
+            let problem =
+                crate::config::plugin_table_to_json(&plugin.sample_config).and_then(|config| {
+                    runtime.block_on(package.check_config(plugin.kind, &plugin.name, &config))
+                });
+            problem.err().map(|err| {
+                format!(
+                    "{} {:?}: its sample config is rejected: {err}",
+                    plugin.kind, plugin.name
+                )
+            })
+        })
+        .collect()
 }

@@ -150,6 +150,7 @@ pub fn root_module(build: impl FnOnce() -> PackageBuilder) -> Result<PackageRef,
         new_monitor,
         new_diagnoser,
         new_recoverer,
+        heartbeat,
     }
     .leak_into_prefix())
 }
@@ -249,6 +250,10 @@ extern "C" fn new_recoverer(
         Create::Recoverer(f) => Some(*f),
         _ => None,
     })
+}
+
+extern "C" fn heartbeat() -> FfiFuture<RResult<(), RString>> {
+    spawn(async { Ok(()) })
 }
 
 /// How long `healer check` waits for a plugin's constructor.

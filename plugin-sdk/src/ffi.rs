@@ -210,6 +210,11 @@ pub struct Package {
         name: RStr<'_>,
         config_json: RStr<'_>,
     ) -> FfiFuture<RResult<RecovererBox, RString>>,
+    /// Runs nothing on the package's own runtime and answers: a plugin
+    /// worker asks it every second, so a task that spins and holds the
+    /// runtime's thread is noticed. Since SDK 1.1; missing (`None`) in
+    /// packages built before.
+    pub heartbeat: extern "C" fn() -> FfiFuture<RResult<(), RString>>,
 }
 
 impl RootModule for PackageRef {

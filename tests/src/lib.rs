@@ -30,6 +30,7 @@ const PACKAGES: &[&str] = &[
     "healer-fixture-ctor-segfaults",
     "healer-fixture-ctor-exits",
     "healer-fixture-ctor-hangs",
+    "healer-fixture-hostile",
 ];
 
 /// The workspace root (the parent of this crate).

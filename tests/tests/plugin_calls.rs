@@ -126,11 +126,13 @@ async fn the_example_monitor_checks_a_real_file() {
 async fn an_invalid_plugin_config_is_refused_naming_the_field() {
     let package = load(&package_file("healer-plugin-example")).unwrap();
 
-    let checked = package.check_config(
-        healer::plugins::PluginKind::Monitor,
-        "file-exists",
-        &json!({"pth": "/x"}),
-    );
+    let checked = package
+        .check_config(
+            healer::plugins::PluginKind::Monitor,
+            "file-exists",
+            &json!({"pth": "/x"}),
+        )
+        .await;
     let created = package
         .new_monitor("file-exists", &json!({"pth": "/x"}))
         .await

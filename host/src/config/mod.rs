@@ -8,6 +8,7 @@
 //! [`crate::plugins::Catalog::check_config`].
 
 mod intake;
+mod plugins;
 mod source;
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +24,7 @@ use serde_json::Value;
 use toml::Spanned;
 
 pub use intake::{Intake, Reflex, Step, Workflow};
+pub use plugins::{PackagePolicy, PackageSettings, Plugins, Size};
 pub use source::did_you_mean;
 pub use source::Location;
 use source::{with_hint, Source};
@@ -47,6 +49,8 @@ pub struct Config {
     pub workflows: std::collections::BTreeMap<String, Workflow>,
     /// `[store]`.
     pub store: Store,
+    /// `[plugins]`.
+    pub plugins: Plugins,
     source: Source,
 }
 
@@ -356,6 +360,8 @@ struct RawConfig {
     workflow: std::collections::BTreeMap<String, Spanned<intake::RawWorkflow>>,
     #[serde(default)]
     store: Store,
+    #[serde(default)]
+    plugins: Plugins,
 }
 
 fn enabled_by_default() -> bool {
@@ -393,6 +399,10 @@ impl Config {
         let mut healer = raw.healer;
         check.healer(&healer);
         check.store(&raw.store);
+        let plugins_at = check.source.text().find("[plugins").unwrap_or(0);
+        for problem in raw.plugins.problems() {
+            check.error(plugins_at, problem);
+        }
         let targets: Vec<Target> = raw
             .targets
             .into_iter()
@@ -443,6 +453,7 @@ impl Config {
             reflexes,
             workflows,
             store: raw.store,
+            plugins: raw.plugins,
             source,
         })
     }

@@ -227,6 +227,38 @@ pub enum Event {
         anomaly_resolved: bool,
     },
 
+    /// A plugin worker ended without being asked to: it crashed, was
+    /// killed, missed its heartbeat or broke the protocol. Its calls in
+    /// flight ended as UNKNOWN; it is started again on next use, after a
+    /// backoff. `crashes` counts those within `within`.
+    PluginWorkerCrashed {
+        package: String,
+        file: PathBuf,
+        reason: String,
+        in_flight: usize,
+        crashes: u32,
+        within: Written,
+    },
+    /// A plugin worker was started again after a crash.
+    PluginWorkerRestarted {
+        package: String,
+        file: PathBuf,
+        pid: u32,
+    },
+    /// A package's worker crashed `crashes` times within `within`: its
+    /// plugins are not called (their targets are UNKNOWN, nothing recovers
+    /// on their word) until its file changes or healer restarts.
+    PluginQuarantined {
+        package: String,
+        file: PathBuf,
+        crashes: u32,
+        within: Written,
+        reason: String,
+    },
+    /// A quarantined package's file changed and probed clean: it is
+    /// served again.
+    PluginQuarantineLifted { package: String, file: PathBuf },
+
     /// The store cannot write: healing goes on from memory, and the store
     /// retries and catches up.
     StoreDegraded { file: PathBuf, error: String },
@@ -348,6 +380,10 @@ impl Event {
             Event::StoreDegraded { .. } => "store_degraded",
             Event::StoreRecovered { .. } => "store_recovered",
             Event::StoreMovedAside { .. } => "store_moved_aside",
+            Event::PluginWorkerCrashed { .. } => "plugin_worker_crashed",
+            Event::PluginWorkerRestarted { .. } => "plugin_worker_restarted",
+            Event::PluginQuarantined { .. } => "plugin_quarantined",
+            Event::PluginQuarantineLifted { .. } => "plugin_quarantine_lifted",
         }
     }
 
@@ -384,6 +420,10 @@ impl Event {
             | Event::StoreDegraded { .. }
             | Event::StoreRecovered { .. }
             | Event::StoreMovedAside { .. } => None,
+            Event::PluginWorkerCrashed { package, .. }
+            | Event::PluginWorkerRestarted { package, .. }
+            | Event::PluginQuarantined { package, .. }
+            | Event::PluginQuarantineLifted { package, .. } => Some(package),
         }
     }
 

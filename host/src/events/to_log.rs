@@ -289,6 +289,35 @@ fn write(event: &Event) {
         } => {
             debug!(alertname = %alertname, fingerprint = %fingerprint, anomaly_resolved, "alert resolved")
         }
+        Event::PluginWorkerCrashed {
+            package,
+            file,
+            reason,
+            in_flight,
+            crashes,
+            within,
+        } => error!(
+            package = %package, file = %file.display(), reason = %reason, in_flight, crashes, within = %within,
+            "plugin worker crashed; its calls in flight are UNKNOWN, and it restarts on next use"
+        ),
+        Event::PluginWorkerRestarted { package, file, pid } => {
+            info!(package = %package, file = %file.display(), pid, "plugin worker restarted")
+        }
+        Event::PluginQuarantined {
+            package,
+            file,
+            crashes,
+            within,
+            reason,
+        } => error!(
+            package = %package, file = %file.display(), crashes, within = %within, last = %reason,
+            severity = "CRITICAL",
+            "plugin package quarantined: its targets are UNKNOWN until the file changes or healer restarts"
+        ),
+        Event::PluginQuarantineLifted { package, file } => info!(
+            package = %package, file = %file.display(),
+            "plugin package changed and probed clean: quarantine lifted"
+        ),
         Event::StoreDegraded { file, error } => error!(
             file = %file.display(), error = %error,
             "store: cannot write the database; healing goes on from memory and the store retries"

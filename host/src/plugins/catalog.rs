@@ -11,8 +11,11 @@ use serde::Serialize;
 
 use super::identity;
 use super::loader::{load_opened, LoadError, Package, PluginInfo};
-use super::probe::{probe_all, PROBE_WITHIN};
-use crate::config::{did_you_mean, Config, ConfigError};
+use super::probe::{probe_all, Probed, PROBE_WITHIN};
+use super::remote::Remote;
+use super::Isolation;
+use crate::config::{did_you_mean, Config, ConfigError, PackagePolicy, Plugins};
+use crate::events::Events;
 
 /// Every package found in a directory, and every file that failed.
 #[derive(Debug, Default, Serialize)]
@@ -21,9 +24,11 @@ pub struct Catalog {
     pub dir: PathBuf,
     /// Packages that loaded, in file-name order.
     pub packages: Vec<Package>,
-    /// One entry per problem: files that did not load, duplicate names,
-    /// invalid sample configs.
+    /// Files that did not load, one entry each.
     pub errors: Vec<LoadError>,
+    /// Packages that loaded with a problem: a plugin name another package
+    /// exports (skipped), a sample config its plugin rejects.
+    pub warnings: Vec<LoadError>,
 }
 
 impl Serialize for Package {
@@ -35,6 +40,7 @@ impl Serialize for Package {
             version: &'a str,
             sdk_version: &'a str,
             sha256: Option<&'a str>,
+            isolation: &'static str,
             plugins: &'a [PluginInfo],
         }
         Listed {
@@ -43,6 +49,7 @@ impl Serialize for Package {
             version: &self.version,
             sdk_version: &self.sdk_version,
             sha256: self.sha256.as_deref(),
+            isolation: self.isolation.as_str(),
             plugins: &self.plugins,
         }
         .serialize(s)
@@ -51,10 +58,11 @@ impl Serialize for Package {
 
 impl Catalog {
     /// Loads every `*.so` directly in `dir`, each probed first by `healer
-    /// worker --probe` (the binary at `exe`). Only a directory that cannot
-    /// be read or trusted is an error; bad files are collected in
-    /// [`Catalog::errors`].
-    pub fn scan_with(dir: &Path, exe: &Path) -> Result<Catalog, LoadError> {
+    /// worker --probe` (the binary at `exe`), and set up as `plugins` says:
+    /// served by a worker (the default) or loaded here. Only a directory
+    /// that cannot be read or trusted is an error; bad files are collected
+    /// in [`Catalog::errors`].
+    pub fn scan_with(dir: &Path, exe: &Path, plugins: &Plugins) -> Result<Catalog, LoadError> {
         identity::check_dir(dir).map_err(|reason| LoadError::new(dir, reason))?;
         let entries = std::fs::read_dir(dir).map_err(|err| {
             LoadError::new(dir, format!("cannot read the plugins directory: {err}"))
@@ -72,28 +80,29 @@ impl Catalog {
         };
         let mut resolved = Vec::new();
         for file in files {
-            match identity::resolve(&file) {
-                Ok(target) => resolved.push((file, target)),
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let policy = plugins.policy(&name);
+            let checked = identity::resolve(&file).and_then(|target| match &policy.sha256 {
+                Some(pin) => check_pin(&target, pin, &name).map(|()| target),
+                None => Ok(target),
+            });
+            match checked {
+                Ok(target) => resolved.push((file, target, policy)),
                 Err(reason) => catalog.errors.push(LoadError::new(&file, reason)),
             }
         }
-        let targets: Vec<PathBuf> = resolved.iter().map(|(_, target)| target.clone()).collect();
+        let targets: Vec<PathBuf> = resolved
+            .iter()
+            .map(|(_, target, _)| target.clone())
+            .collect();
         let verdicts = probe_all(exe, &targets, PROBE_WITHIN);
         let mut owners: HashMap<(PluginKind, String), PathBuf> = HashMap::new();
-        for ((file, target), verdict) in resolved.into_iter().zip(verdicts) {
+        for ((file, target, policy), verdict) in resolved.into_iter().zip(verdicts) {
             let loaded = match verdict {
-                Ok(probed) => identity::open(&target)
-                    .map_err(|reason| LoadError::new(&file, reason))
-                    .and_then(|opened| {
-                        if opened.identity == probed {
-                            load_opened(opened, &file)
-                        } else {
-                            Err(LoadError::new(
-                                &file,
-                                "changed while it was being probed; not loaded (it is probed again on the next scan)",
-                            ))
-                        }
-                    }),
+                Ok(probed) => set_up(&file, &target, exe, &policy, probed),
                 Err(refusal) => Err(LoadError {
                     file: file.clone(),
                     reason: refusal.reason,
@@ -101,11 +110,11 @@ impl Catalog {
                 }),
             };
             match loaded {
-                Ok(mut package) => {
+                Ok((mut package, problems)) => {
                     package.plugins.retain(|plugin| {
                         let key = (plugin.kind, plugin.name.clone());
                         if let Some(first) = owners.get(&key) {
-                            catalog.errors.push(LoadError::new(
+                            catalog.warnings.push(LoadError::new(
                                 &file,
                                 format!(
                                     "{} {:?} is also exported by {}; plugin names must be unique, so this one is skipped",
@@ -119,7 +128,11 @@ impl Catalog {
                         owners.insert(key, file.clone());
                         true
                     });
-                    catalog.errors.extend(check_samples(&package));
+                    catalog.warnings.extend(
+                        problems
+                            .into_iter()
+                            .map(|problem| LoadError::new(&file, problem)),
+                    );
                     catalog.packages.push(package);
                 }
                 Err(err) => catalog.errors.push(err),
@@ -128,20 +141,28 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// [`Catalog::scan_with`] this very binary as the prober.
-    pub fn scan(dir: &Path) -> Result<Catalog, LoadError> {
+    /// [`Catalog::scan_with`] this very binary as the prober and worker.
+    pub fn scan(dir: &Path, plugins: &Plugins) -> Result<Catalog, LoadError> {
         let exe = std::env::current_exe().map_err(|err| {
             LoadError::new(
                 dir,
                 format!("cannot find healer's own binary to probe plugins with: {err}"),
             )
         })?;
-        Catalog::scan_with(dir, &exe)
+        Catalog::scan_with(dir, &exe, plugins)
+    }
+
+    /// Where every package reports what happens to it (worker crashes,
+    /// restarts, quarantines).
+    pub fn report_to(&self, events: &Events) {
+        for package in &self.packages {
+            package.backend.report_to(events);
+        }
     }
 
     /// Checks every plugin the config names: that a loaded package exports
     /// it, and that the plugin accepts its config.
-    pub fn check_config(&self, config: &Config) -> Vec<ConfigError> {
+    pub async fn check_config(&self, config: &Config) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let mut plugin_uses = Vec::new();
         for target in &config.targets {
@@ -189,7 +210,10 @@ impl Catalog {
                 });
                 continue;
             };
-            if let Err(err) = package.check_config(plugin.kind, &plugin.plugin, &plugin.config) {
+            if let Err(err) = package
+                .check_config(plugin.kind, &plugin.plugin, &plugin.config)
+                .await
+            {
                 let mut error = config.plugin_error(plugin, &err);
                 error.message = format!("{} {:?}: {}", plugin.kind, plugin.plugin, error.message);
                 errors.push(error);
@@ -209,24 +233,59 @@ impl Catalog {
     }
 }
 
-/// Every plugin's sample config must be accepted by the plugin itself:
-/// users copy it, so a stale sample is a bug worth a line.
-fn check_samples(package: &Package) -> Vec<LoadError> {
-    package
-        .plugins
-        .iter()
-        .filter_map(|plugin| {
-            let problem = crate::config::plugin_table_to_json(&plugin.sample_config)
-                .and_then(|config| package.check_config(plugin.kind, &plugin.name, &config));
-            problem.err().map(|err| {
-                LoadError::new(
-                    &package.file,
-                    format!(
-                        "{} {:?}: its sample config is rejected: {err}",
-                        plugin.kind, plugin.name
-                    ),
-                )
-            })
-        })
-        .collect()
+/// Refuses a file whose SHA-256 is not the one the config pins, before
+/// anything of it runs.
+fn check_pin(target: &Path, pin: &str, name: &str) -> Result<(), String> {
+    let opened = identity::open(target)?;
+    if opened.identity.sha256.eq_ignore_ascii_case(pin) {
+        Ok(())
+    } else {
+        Err(format!(
+            "its sha256 is {}, but [plugins.package.{name:?}] pins {pin}; not loaded (update the pin if the new file is trusted)",
+            opened.identity.sha256
+        ))
+    }
+}
+
+/// A package that probed clean, set up to run where its policy says; with
+/// the problems the probe found in its sample configs.
+fn set_up(
+    file: &Path,
+    target: &Path,
+    exe: &Path,
+    policy: &PackagePolicy,
+    probed: Probed,
+) -> Result<(Package, Vec<String>), LoadError> {
+    if let Some(pin) = &policy.sha256 {
+        if !probed.identity.sha256.eq_ignore_ascii_case(pin) {
+            return Err(LoadError::new(
+                file,
+                "changed while it was being probed (its sha256 no longer matches the pin); not loaded",
+            ));
+        }
+    }
+    let problems = probed.problems;
+    let package = match policy.isolation {
+        Isolation::InProcess => {
+            let opened = identity::open(target).map_err(|reason| LoadError::new(file, reason))?;
+            if opened.identity != probed.identity {
+                return Err(LoadError::new(
+                    file,
+                    "changed while it was being probed; not loaded (it is probed again on the next scan)",
+                ));
+            }
+            load_opened(opened, file)?
+        }
+        Isolation::Process => Package {
+            file: file.to_owned(),
+            name: probed.name,
+            version: probed.version,
+            sdk_version: probed.sdk_version,
+            plugins: probed.plugins,
+            sha256: Some(probed.identity.sha256.clone()),
+            isolation: Isolation::Process,
+            backend: Remote::new(file, target, probed.identity, exe, policy.limits),
+        },
+    };
+    Ok((package, problems))
 }

@@ -31,6 +31,21 @@ pub struct Identity {
     pub sha256: String,
 }
 
+impl Identity {
+    /// Whether `path` still is this file by its metadata (no hashing):
+    /// same device, inode, size and mtime.
+    pub fn still_at(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok_and(|meta| {
+            (meta.dev(), meta.ino(), meta.size(), mtime_ns(&meta))
+                == (self.dev, self.inode, self.size, self.mtime_ns)
+        })
+    }
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
 /// A package file opened for checking and loading.
 #[derive(Debug)]
 pub struct Opened {
@@ -69,7 +84,7 @@ pub fn open(path: &Path) -> Result<Opened, String> {
         dev: meta.dev(),
         inode: meta.ino(),
         size: meta.size(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        mtime_ns: mtime_ns(&meta),
         sha256: hex::encode(hasher.finalize()),
     };
     Ok(Opened { file, identity })

@@ -1,32 +1,92 @@
-//! Safe handles to plugin instances living in a package, and the calls
-//! that create them. Each call returns a future the caller may time out and
-//! drop: the plugin-side work is then aborted.
+//! The one way healer calls plugins: a package's [`Backend`] creates
+//! [`Instance`]s, and the typed handles the engine holds wrap them. Two
+//! backends implement it: [`InProcess`] (the package is loaded in this
+//! process; a trusted, measured opt-in) and
+//! [`Remote`](super::remote::Remote) (the package is served by a `healer
+//! worker` process; the default). The engine cannot tell them apart.
 //!
-//! Errors are plain strings written by the plugin or the SDK (a panic reads
-//! `panicked at src/lib.rs:12:5: message`); callers add which plugin and
-//! target they concern.
+//! Every call returns a future the caller may time out and drop: the
+//! plugin-side work is then aborted. Errors are plain strings written by
+//! the plugin, the SDK or the worker's supervisor (a panic reads `panicked
+//! at src/lib.rs:12:5: message`); callers add which plugin and target they
+//! concern.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use async_ffi::FfiFuture;
-use healer_plugin_sdk::ffi::{DiagnoserBox, MonitorBox, ObservationFfi, PluginKind, RecovererBox};
+use healer_plugin_sdk::ffi::{
+    DiagnoserBox, MonitorBox, ObservationFfi, PackageRef, PluginKind, RecovererBox,
+};
 use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use serde_json::Value;
 
 use super::loader::Package;
+use crate::events::Events;
+
+/// A plugin call under way.
+pub type Call<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a package's plugins run.
+pub trait Backend: Send + Sync {
+    /// Whether `config` (JSON text) is valid for the named plugin, without
+    /// keeping anything.
+    fn check_config<'a>(
+        &'a self,
+        kind: PluginKind,
+        name: &'a str,
+        config: &'a str,
+    ) -> Call<'a, Result<(), String>>;
+
+    /// Creates an instance of the named plugin from its config.
+    fn create<'a>(
+        &'a self,
+        kind: PluginKind,
+        name: &'a str,
+        config: &'a str,
+    ) -> Call<'a, Result<Box<dyn Instance>, String>>;
+
+    /// Answers once the package's own runtime has run a task.
+    fn heartbeat(&self) -> Call<'_, Result<(), String>>;
+
+    /// Where the backend reports what happens to it (worker crashes).
+    fn report_to(&self, _events: &Events) {}
+}
+
+/// One plugin instance. Only the calls of its kind are ever made.
+pub trait Instance: Send + Sync {
+    /// A monitor's check.
+    fn check(&self) -> Call<'_, Result<Observation, String>>;
+    /// A monitor's next pushed observation; `None` once it never will.
+    fn next_push(&self) -> Call<'_, Option<Observation>>;
+    /// A diagnoser's findings on `latest` after `history` (oldest first).
+    fn diagnose<'a>(
+        &'a self,
+        latest: &'a Observation,
+        history: &'a [Observation],
+    ) -> Call<'a, Result<Vec<Finding>, String>>;
+    /// A recoverer's attempt.
+    fn recover<'a>(&'a self, recovery: &'a Recovery) -> Call<'a, Result<Outcome, String>>;
+}
 
 impl Package {
     /// Whether `config` is a valid config for the named plugin, without
     /// creating anything.
-    pub fn check_config(&self, kind: PluginKind, name: &str, config: &Value) -> Result<(), String> {
-        let json = config.to_string();
-        (self.module.check_config())(kind, RStr::from(name), RStr::from(json.as_str()))
-            .into_result()
-            .map_err(RString::into_string)
+    pub async fn check_config(
+        &self,
+        kind: PluginKind,
+        name: &str,
+        config: &Value,
+    ) -> Result<(), String> {
+        self.backend
+            .check_config(kind, name, &config.to_string())
+            .await
     }
 
     /// Creates a monitor instance from its config.
     pub async fn new_monitor(&self, name: &str, config: &Value) -> Result<MonitorHandle, String> {
-        create(self.module.new_monitor(), name, config)
+        self.create(PluginKind::Monitor, name, config)
             .await
             .map(MonitorHandle)
     }
@@ -37,7 +97,7 @@ impl Package {
         name: &str,
         config: &Value,
     ) -> Result<DiagnoserHandle, String> {
-        create(self.module.new_diagnoser(), name, config)
+        self.create(PluginKind::Diagnoser, name, config)
             .await
             .map(DiagnoserHandle)
     }
@@ -48,45 +108,38 @@ impl Package {
         name: &str,
         config: &Value,
     ) -> Result<RecovererHandle, String> {
-        create(self.module.new_recoverer(), name, config)
+        self.create(PluginKind::Recoverer, name, config)
             .await
             .map(RecovererHandle)
     }
-}
 
-/// A package's constructor entry point for one kind of plugin.
-type Constructor<T> = extern "C" fn(RStr<'_>, RStr<'_>) -> FfiFuture<RResult<T, RString>>;
-
-async fn create<T>(constructor: Constructor<T>, name: &str, config: &Value) -> Result<T, String> {
-    let json = config.to_string();
-    let created = constructor(RStr::from(name), RStr::from(json.as_str())).await;
-    created.into_result().map_err(RString::into_string)
+    async fn create(
+        &self,
+        kind: PluginKind,
+        name: &str,
+        config: &Value,
+    ) -> Result<Box<dyn Instance>, String> {
+        self.backend.create(kind, name, &config.to_string()).await
+    }
 }
 
 /// A monitor instance. Dropping it drops the plugin's instance.
-pub struct MonitorHandle(MonitorBox);
+pub struct MonitorHandle(Box<dyn Instance>);
 
 impl MonitorHandle {
     /// Runs one check.
     pub async fn check(&self) -> Result<Observation, String> {
-        match self.0.check().await.into_result() {
-            Ok(seen) => Ok(Observation::from(seen)),
-            Err(err) => Err(err.into_string()),
-        }
+        self.0.check().await
     }
 
     /// The next observation the monitor pushes; `None` once it never will.
     pub async fn next_push(&self) -> Option<Observation> {
-        self.0
-            .next_push()
-            .await
-            .into_option()
-            .map(Observation::from)
+        self.0.next_push().await
     }
 }
 
 /// A diagnoser instance.
-pub struct DiagnoserHandle(DiagnoserBox);
+pub struct DiagnoserHandle(Box<dyn Instance>);
 
 impl DiagnoserHandle {
     /// Diagnoses `latest` given the observations before it, oldest first.
@@ -95,30 +148,150 @@ impl DiagnoserHandle {
         latest: &Observation,
         history: &[Observation],
     ) -> Result<Vec<Finding>, String> {
-        let history: RVec<ObservationFfi> = history.iter().map(ObservationFfi::from).collect();
-        match self
-            .0
-            .diagnose(ObservationFfi::from(latest), history)
-            .await
-            .into_result()
-        {
-            Ok(findings) => Ok(findings.into_iter().map(Finding::from).collect()),
-            Err(err) => Err(err.into_string()),
-        }
+        self.0.diagnose(latest, history).await
     }
 }
 
 /// A recoverer instance.
-pub struct RecovererHandle(RecovererBox);
+pub struct RecovererHandle(Box<dyn Instance>);
 
 impl RecovererHandle {
     /// Attempts a recovery.
     pub async fn recover(&self, recovery: &Recovery) -> Result<Outcome, String> {
-        let json = serde_json::to_string(recovery)
-            .map_err(|err| format!("cannot encode the recovery request: {err}"))?;
-        match self.0.recover(RString::from(json)).await.into_result() {
-            Ok(outcome) => Ok(Outcome::from(outcome)),
-            Err(err) => Err(err.into_string()),
+        self.0.recover(recovery).await
+    }
+}
+
+/// A package loaded in this process: calls go straight through the ABI.
+pub struct InProcess(pub(super) PackageRef);
+
+/// A package's constructor entry point for one kind of plugin.
+type Constructor<T> = extern "C" fn(RStr<'_>, RStr<'_>) -> FfiFuture<RResult<T, RString>>;
+
+async fn create<T>(constructor: Constructor<T>, name: &str, config: &str) -> Result<T, String> {
+    let created = constructor(RStr::from(name), RStr::from(config)).await;
+    created.into_result().map_err(RString::into_string)
+}
+
+impl Backend for InProcess {
+    fn check_config<'a>(
+        &'a self,
+        kind: PluginKind,
+        name: &'a str,
+        config: &'a str,
+    ) -> Call<'a, Result<(), String>> {
+        let checked = (self.0.check_config())(kind, RStr::from(name), RStr::from(config))
+            .into_result()
+            .map_err(RString::into_string);
+        Box::pin(std::future::ready(checked))
+    }
+
+    fn create<'a>(
+        &'a self,
+        kind: PluginKind,
+        name: &'a str,
+        config: &'a str,
+    ) -> Call<'a, Result<Box<dyn Instance>, String>> {
+        let module = self.0;
+        Box::pin(async move {
+            let instance = match kind {
+                PluginKind::Monitor => {
+                    Local::Monitor(create(module.new_monitor(), name, config).await?)
+                }
+                PluginKind::Diagnoser => {
+                    Local::Diagnoser(create(module.new_diagnoser(), name, config).await?)
+                }
+                PluginKind::Recoverer => {
+                    Local::Recoverer(create(module.new_recoverer(), name, config).await?)
+                }
+            };
+            Ok(Box::new(instance) as Box<dyn Instance>)
+        })
+    }
+
+    fn heartbeat(&self) -> Call<'_, Result<(), String>> {
+        match self.0.heartbeat() {
+            // Built before SDK 1.1: nothing to ask.
+            None => Box::pin(std::future::ready(Ok(()))),
+            Some(heartbeat) => Box::pin(async move {
+                heartbeat()
+                    .await
+                    .into_result()
+                    .map_err(RString::into_string)
+            }),
         }
+    }
+}
+
+/// An instance living in this process.
+enum Local {
+    Monitor(MonitorBox),
+    Diagnoser(DiagnoserBox),
+    Recoverer(RecovererBox),
+}
+
+fn not_a(kind: &str) -> String {
+    format!("this plugin is not a {kind}")
+}
+
+impl Instance for Local {
+    fn check(&self) -> Call<'_, Result<Observation, String>> {
+        Box::pin(async move {
+            let Local::Monitor(monitor) = self else {
+                return Err(not_a("monitor"));
+            };
+            match monitor.check().await.into_result() {
+                Ok(seen) => Ok(Observation::from(seen)),
+                Err(err) => Err(err.into_string()),
+            }
+        })
+    }
+
+    fn next_push(&self) -> Call<'_, Option<Observation>> {
+        Box::pin(async move {
+            let Local::Monitor(monitor) = self else {
+                return None;
+            };
+            monitor
+                .next_push()
+                .await
+                .into_option()
+                .map(Observation::from)
+        })
+    }
+
+    fn diagnose<'a>(
+        &'a self,
+        latest: &'a Observation,
+        history: &'a [Observation],
+    ) -> Call<'a, Result<Vec<Finding>, String>> {
+        Box::pin(async move {
+            let Local::Diagnoser(diagnoser) = self else {
+                return Err(not_a("diagnoser"));
+            };
+            let history: RVec<ObservationFfi> = history.iter().map(ObservationFfi::from).collect();
+            match diagnoser
+                .diagnose(ObservationFfi::from(latest), history)
+                .await
+                .into_result()
+            {
+                Ok(findings) => Ok(findings.into_iter().map(Finding::from).collect()),
+                Err(err) => Err(err.into_string()),
+            }
+        })
+    }
+
+    fn recover<'a>(&'a self, recovery: &'a Recovery) -> Call<'a, Result<Outcome, String>> {
+        Box::pin(async move {
+            let Local::Recoverer(recoverer) = self else {
+                return Err(not_a("recoverer"));
+            };
+            let json = serde_json::to_string(recovery)
+                .map_err(|err| format!("cannot encode the recovery request: {err}"))?;
+            match recoverer.recover(RString::from(json)).await.into_result() {
+                Ok(outcome) => Ok(Outcome::from(outcome)),
+                Err(err) => Err(err.into_string()),
+            }
+        })
     }
 }

@@ -15,14 +15,17 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use abi_stable::library::{
     lib_header_from_raw_library, LibraryError, RawLibrary, RootModule, RootModuleError,
 };
 use healer_plugin_sdk::ffi::{PackageRef, PluginKind, ABI_VERSION, SDK_VERSION};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::identity::Opened;
+use super::instance::{Backend, InProcess};
+use super::Isolation;
 
 /// A loaded package: its file, who built it, and what it exports.
 #[derive(Clone)]
@@ -39,7 +42,9 @@ pub struct Package {
     pub plugins: Vec<PluginInfo>,
     /// The file's SHA-256 (lowercase hex), when loaded from a checked file.
     pub sha256: Option<String>,
-    pub(super) module: PackageRef,
+    /// Where its plugins run.
+    pub isolation: Isolation,
+    pub(super) backend: Arc<dyn Backend>,
 }
 
 impl fmt::Debug for Package {
@@ -49,15 +54,16 @@ impl fmt::Debug for Package {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("plugins", &self.plugins)
+            .field("isolation", &self.isolation)
             .finish_non_exhaustive()
     }
 }
 
 /// One plugin of a package, as `healer plugins` lists it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PluginInfo {
     /// `monitor`, `diagnoser` or `recoverer`.
-    #[serde(serialize_with = "kind_as_str")]
+    #[serde(serialize_with = "kind_as_str", deserialize_with = "kind_from_str")]
     pub kind: PluginKind,
     /// The name configs use.
     pub name: String,
@@ -69,6 +75,18 @@ pub struct PluginInfo {
 
 fn kind_as_str<S: serde::Serializer>(kind: &PluginKind, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(kind.as_str())
+}
+
+fn kind_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PluginKind, D::Error> {
+    let name = String::deserialize(d)?;
+    [
+        PluginKind::Monitor,
+        PluginKind::Diagnoser,
+        PluginKind::Recoverer,
+    ]
+    .into_iter()
+    .find(|kind| kind.as_str() == name)
+    .ok_or_else(|| serde::de::Error::custom(format!("no plugin kind {name:?}")))
 }
 
 /// Why a file in the plugins directory is not usable.
@@ -159,7 +177,8 @@ fn load_from(path: &Path, shown: &Path) -> Result<Package, LoadError> {
         sdk_version: about.sdk_version.into_string(),
         plugins,
         sha256: None,
-        module,
+        isolation: Isolation::InProcess,
+        backend: Arc::new(InProcess(module)),
     })
 }
 

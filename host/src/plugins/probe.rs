@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::identity::Identity;
+use super::PluginInfo;
 
 /// How long a package may take to load in its probe.
 pub const PROBE_WITHIN: Duration = Duration::from_secs(5);
@@ -38,8 +39,8 @@ pub const ANSWER: &str = "HEALER-PROBE ";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// The package loaded and checked out; this was the file.
-    Loaded(Identity),
+    /// The package loaded and checked out.
+    Loaded(Probed),
     /// The package was refused, for the reason given (a [`LoadError`]'s).
     ///
     /// [`LoadError`]: super::LoadError
@@ -47,6 +48,20 @@ pub enum Verdict {
         reason: String,
         detail: Option<String>,
     },
+}
+
+/// What a clean probe saw: the file, the package, and what is wrong with
+/// its sample configs (each sample is checked by its own plugin, in the
+/// probe, so healer need not load the package to list it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Probed {
+    pub identity: Identity,
+    pub name: String,
+    pub version: String,
+    pub sdk_version: String,
+    pub plugins: Vec<PluginInfo>,
+    /// One line per plugin whose sample config its plugin rejects.
+    pub problems: Vec<String>,
 }
 
 /// Why a probe says no: one line, and the loader's full text if any.
@@ -67,7 +82,7 @@ impl Refusal {
 
 /// Probes each file with `healer` (the binary at `exe`), at most
 /// [`AT_ONCE`] at a time, each within `limit`; the results in order.
-pub fn probe_all(exe: &Path, files: &[PathBuf], limit: Duration) -> Vec<Result<Identity, Refusal>> {
+pub fn probe_all(exe: &Path, files: &[PathBuf], limit: Duration) -> Vec<Result<Probed, Refusal>> {
     let mut results = Vec::with_capacity(files.len());
     for batch in files.chunks(AT_ONCE) {
         let started: Vec<_> = batch.iter().map(|file| Probe::start(exe, file)).collect();
@@ -113,7 +128,7 @@ impl Probe {
         })
     }
 
-    fn finish(mut self, deadline: Instant, limit: Duration) -> Result<Identity, Refusal> {
+    fn finish(mut self, deadline: Instant, limit: Duration) -> Result<Probed, Refusal> {
         let status = loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => break Some(status),
@@ -156,7 +171,7 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
 }
 
 /// What a finished probe said, or why it said nothing.
-fn verdict_of(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Result<Identity, Refusal> {
+fn verdict_of(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Result<Probed, Refusal> {
     let stdout = String::from_utf8_lossy(stdout);
     let answer = stdout
         .lines()
@@ -164,7 +179,7 @@ fn verdict_of(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Result<Identi
         .find_map(|line| line.strip_prefix(ANSWER))
         .and_then(|json| serde_json::from_str::<Verdict>(json).ok());
     match answer {
-        Some(Verdict::Loaded(identity)) if status.success() => Ok(identity),
+        Some(Verdict::Loaded(probed)) if status.success() => Ok(probed),
         Some(Verdict::Refused { reason, detail }) => Err(Refusal { reason, detail }),
         _ => {
             let said = last_line(stderr)
@@ -212,18 +227,25 @@ mod tests {
 
     #[test]
     fn an_answer_among_a_constructors_chatter_is_found() {
-        let identity = Identity {
-            dev: 1,
-            inode: 2,
-            size: 3,
-            mtime_ns: 4,
-            sha256: "ab".into(),
+        let probed = Probed {
+            identity: Identity {
+                dev: 1,
+                inode: 2,
+                size: 3,
+                mtime_ns: 4,
+                sha256: "ab".into(),
+            },
+            name: "p".into(),
+            version: "1.0.0".into(),
+            sdk_version: "1.1.0".into(),
+            plugins: Vec::new(),
+            problems: Vec::new(),
         };
         let line = format!(
             "hello from a constructor\n{ANSWER}{}\n",
-            serde_json::to_string(&Verdict::Loaded(identity.clone())).unwrap()
+            serde_json::to_string(&Verdict::Loaded(probed.clone())).unwrap()
         );
-        assert_eq!(verdict_of(exited(0), line.as_bytes(), b""), Ok(identity));
+        assert_eq!(verdict_of(exited(0), line.as_bytes(), b""), Ok(probed));
     }
 
     #[test]

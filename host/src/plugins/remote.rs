@@ -1,0 +1,886 @@
+//! A package served by a `healer worker` process: healer's side of the
+//! socketpair, and the supervision of the worker.
+//!
+//! The worker is started on first use and again, after a capped backoff,
+//! on the first use after it ended. It ends (and is killed, with its whole
+//! process group) when it exits or is killed by a signal, closes its
+//! socket, sends something that is not a message, or misses its heartbeat
+//! (a ping it answers only once the package's own runtime has run a task,
+//! so a plugin task that spins is noticed). Every call in flight then ends
+//! as an error naming the reason ("plugin worker crashed in libfoo.so:
+//! killed by SIGSEGV"), which the engine records as UNKNOWN. After
+//! `crash_limit` crashes within `crash_window` the package is quarantined:
+//! its calls fail at once until its file changes (and probes clean again)
+//! or healer restarts.
+//!
+//! Instances are numbered by healer and created in the worker on first
+//! use; after a restart each is created again, from the config it was
+//! created with, on its next call. A push monitor's pushes flow back on
+//! the socket, and its `next_push` waits across a restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use healer_plugin_sdk::{Duration as Written, Finding, Observation, Outcome, Recovery};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::process::{Child, ChildStderr};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LinesCodec, LinesCodecError};
+
+use super::identity::Identity;
+use super::instance::{Backend, Call as Pending, Instance};
+use super::probe::{probe_all, signal_name, PROBE_WITHIN};
+use super::wire::{self, Answer, Call, FromWorker, Seen, ToWorker};
+use super::PluginKind;
+use crate::events::{Event, Events};
+
+/// The descriptor a worker finds its end of the socketpair on.
+pub const WORKER_FD: RawFd = 3;
+
+/// How often a worker is pinged.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// The wait before the first restart; it doubles with each crash within
+/// the window.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest wait before a restart.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Observations a monitor may push ahead of healer (as in-process).
+const PUSH_BACKLOG: usize = 64;
+
+/// What a worker may use, and how much crashing it is allowed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WorkerLimits {
+    /// Address space of the worker, in bytes (RLIMIT_AS); 0 for none.
+    pub memory: u64,
+    /// Crashes within `crash_window` that quarantine the package.
+    pub crash_limit: u32,
+    /// See `crash_limit`.
+    pub crash_window: Duration,
+    /// A worker that has not answered a ping for this long is stuck.
+    pub stuck_after: Duration,
+}
+
+impl Default for WorkerLimits {
+    fn default() -> WorkerLimits {
+        WorkerLimits {
+            memory: 1 << 30,
+            crash_limit: 3,
+            crash_window: Duration::from_secs(600),
+            stuck_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A package served by worker processes, one at a time.
+pub struct Remote {
+    /// The file name in the plugins directory, as messages name it.
+    name: String,
+    /// The file in the plugins directory.
+    shown: PathBuf,
+    /// The checked file the worker loads (the symlink's target).
+    target: PathBuf,
+    /// healer's own binary.
+    exe: PathBuf,
+    limits: WorkerLimits,
+    state: Mutex<State>,
+    /// Wakes push monitors waiting for a worker to come back.
+    restarted: Notify,
+    ids: AtomicU64,
+    events: OnceLock<Events>,
+    me: Weak<Remote>,
+}
+
+struct State {
+    /// The file as last probed clean.
+    identity: Identity,
+    conn: Option<Arc<Conn>>,
+    /// Workers started so far.
+    generation: u64,
+    /// When each crash within the window happened.
+    crashes: VecDeque<Instant>,
+    /// No start before this, after a crash.
+    retry_at: Option<Instant>,
+    last_crash: Option<String>,
+    /// Why the package is quarantined, when it is.
+    quarantined: Option<String>,
+}
+
+/// One running worker.
+struct Conn {
+    generation: u64,
+    pid: u32,
+    out: mpsc::UnboundedSender<Bytes>,
+    open: Mutex<Open>,
+    /// Stop the worker: the package is no longer used.
+    stop: Notify,
+}
+
+#[derive(Default)]
+struct Open {
+    calls: HashMap<u64, oneshot::Sender<Result<Answer, String>>>,
+    pushes: HashMap<u64, mpsc::Sender<Option<Observation>>>,
+    /// Set once the worker has ended: why.
+    ended: Option<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl Conn {
+    fn send(&self, message: &ToWorker) {
+        let _ = self.out.send(wire::encode(message));
+    }
+
+    fn deliver(&self, message: FromWorker) {
+        let mut open = lock(&self.open);
+        match message {
+            FromWorker::Reply { id, answer } => {
+                if let Some(waiting) = open.calls.remove(&id) {
+                    let _ = waiting.send(answer);
+                }
+            }
+            FromWorker::Push { instance, seen } => {
+                let last = seen.is_none();
+                if let Some(pushes) = open.pushes.get(&instance) {
+                    // A full backlog drops the observation, as in-process.
+                    let _ = pushes.try_send(seen.map(Observation::from));
+                }
+                if last {
+                    open.pushes.remove(&instance);
+                }
+            }
+            FromWorker::Pong { .. } => {}
+        }
+    }
+
+    /// Ends every call in flight with `message` and closes every push
+    /// stream; returns how many calls were in flight.
+    fn end(&self, message: &str) -> usize {
+        let mut open = lock(&self.open);
+        open.ended = Some(message.to_owned());
+        open.pushes.clear();
+        let calls = std::mem::take(&mut open.calls);
+        let in_flight = calls.len();
+        for (_, waiting) in calls {
+            let _ = waiting.send(Err(message.to_owned()));
+        }
+        in_flight
+    }
+}
+
+impl Remote {
+    /// A package to be served from `target` (checked and probed clean as
+    /// `identity`), shown as `shown`, by workers of the binary `exe`.
+    pub fn new(
+        shown: &Path,
+        target: &Path,
+        identity: Identity,
+        exe: &Path,
+        limits: WorkerLimits,
+    ) -> Arc<Remote> {
+        Arc::new_cyclic(|me| Remote {
+            name: shown.file_name().map_or_else(
+                || shown.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            shown: shown.to_owned(),
+            target: target.to_owned(),
+            exe: exe.to_owned(),
+            limits,
+            state: Mutex::new(State {
+                identity,
+                conn: None,
+                generation: 0,
+                crashes: VecDeque::new(),
+                retry_at: None,
+                last_crash: None,
+                quarantined: None,
+            }),
+            restarted: Notify::new(),
+            ids: AtomicU64::new(1),
+            events: OnceLock::new(),
+            me: me.clone(),
+        })
+    }
+
+    fn emit(&self, event: Event) {
+        match self.events.get() {
+            Some(events) => events.emit(event),
+            None => tracing::warn!(?event, "plugin worker"),
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The running worker, started if it is due.
+    async fn connection(&self) -> Result<Arc<Conn>, String> {
+        {
+            let mut state = lock(&self.state);
+            if let Some(conn) = &state.conn {
+                return Ok(Arc::clone(conn));
+            }
+            match &state.quarantined {
+                Some(why) if state.identity.still_at(&self.target) => return Err(why.clone()),
+                Some(_) => {}
+                None => {
+                    if let Some(at) = state.retry_at {
+                        let now = Instant::now();
+                        if at > now {
+                            return Err(format!(
+                                "plugin worker for {} is restarting after a crash ({}); next start in {}",
+                                self.name,
+                                state.last_crash.as_deref().unwrap_or("?"),
+                                humantime::format_duration(round_ms(at - now))
+                            ));
+                        }
+                    }
+                    return self.start(&mut state);
+                }
+            }
+        }
+        // Quarantined, and the file changed since: probe the new one.
+        self.reprobe().await?;
+        let mut state = lock(&self.state);
+        match &state.conn {
+            Some(conn) => Ok(Arc::clone(conn)),
+            None => self.start(&mut state),
+        }
+    }
+
+    /// Probes the file again after it changed; lifts the quarantine when it
+    /// probes clean.
+    async fn reprobe(&self) -> Result<(), String> {
+        let (exe, target) = (self.exe.clone(), self.target.clone());
+        let verdict = tokio::task::spawn_blocking(move || {
+            probe_all(&exe, std::slice::from_ref(&target), PROBE_WITHIN).pop()
+        })
+        .await
+        .ok()
+        .flatten();
+        let mut state = lock(&self.state);
+        match verdict {
+            Some(Ok(probed)) => {
+                state.identity = probed.identity;
+                state.quarantined = None;
+                state.crashes.clear();
+                state.retry_at = None;
+                drop(state);
+                self.emit(Event::PluginQuarantineLifted {
+                    package: self.name.clone(),
+                    file: self.shown.clone(),
+                });
+                Ok(())
+            }
+            other => {
+                let reason = match other {
+                    Some(Err(refusal)) => refusal.reason,
+                    _ => "its probe did not answer".to_owned(),
+                };
+                let why = format!(
+                    "plugin package {} is quarantined: its file changed, but the new one is refused: {reason}",
+                    self.name
+                );
+                // Remember this file, so it is probed again only once it
+                // changes again.
+                if let Ok(meta) = std::fs::symlink_metadata(&self.target) {
+                    use std::os::unix::fs::MetadataExt;
+                    state.identity.dev = meta.dev();
+                    state.identity.inode = meta.ino();
+                    state.identity.size = meta.size();
+                    state.identity.mtime_ns =
+                        i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+                }
+                state.quarantined = Some(why.clone());
+                Err(why)
+            }
+        }
+    }
+
+    /// Starts a worker; called with the state locked and no worker running.
+    fn start(&self, state: &mut State) -> Result<Arc<Conn>, String> {
+        let fail = |what: &str, err: io::Error| {
+            format!(
+                "cannot start a plugin worker for {}: {what}: {err}",
+                self.name
+            )
+        };
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|err| fail("socketpair", err))?;
+        let identity = serde_json::to_string(&state.identity).unwrap_or_default();
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .arg("worker")
+            .arg("--serve")
+            .arg(&self.target)
+            .arg("--identity")
+            .arg(identity)
+            .arg("--shown-as")
+            .arg(&self.shown)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own group: whatever a plugin forks is killed with it.
+            .process_group(0)
+            .kill_on_drop(true)
+            // glibc reserves 64 MiB of address space per thread arena;
+            // under an RLIMIT_AS that would be the limit, not the plugin.
+            .env("MALLOC_ARENA_MAX", "2");
+        let (fd, memory) = (theirs.as_raw_fd(), self.limits.memory);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes only async-signal-safe calls (fcntl, dup2, setrlimit) on
+        // values copied in; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || hand_over(fd, memory));
+        }
+        let mut child = command.spawn().map_err(|err| fail("spawn", err))?;
+        let said = child
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(relay_stderr(self.name.clone(), stderr)));
+        drop(theirs);
+        ours.set_nonblocking(true)
+            .map_err(|err| fail("socket", err))?;
+        let stream = tokio::net::UnixStream::from_std(ours).map_err(|err| fail("socket", err))?;
+        let (read, write) = stream.into_split();
+        let (out, outbox) = mpsc::unbounded_channel();
+        state.generation += 1;
+        let pid = child.id().unwrap_or(0);
+        let conn = Arc::new(Conn {
+            generation: state.generation,
+            pid,
+            out,
+            open: Mutex::new(Open::default()),
+            stop: Notify::new(),
+        });
+        tokio::spawn(wire::write_frames(write, outbox));
+        let frames = FramedRead::new(read, wire::codec());
+        tokio::spawn(supervise(
+            self.me.clone(),
+            self.limits.stuck_after,
+            Arc::clone(&conn),
+            (child, said),
+            frames,
+        ));
+        state.conn = Some(Arc::clone(&conn));
+        if state.generation > 1 {
+            self.emit(Event::PluginWorkerRestarted {
+                package: self.name.clone(),
+                file: self.shown.clone(),
+                pid,
+            });
+        }
+        self.restarted.notify_waiters();
+        Ok(conn)
+    }
+}
+
+/// Reads the worker's messages and watches it until it ends, or until its
+/// package is no longer used.
+async fn supervise(
+    remote: Weak<Remote>,
+    stuck_after: Duration,
+    conn: Arc<Conn>,
+    (mut child, said): (Child, Option<JoinHandle<Option<String>>>),
+    mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping: Option<(u64, Instant)> = None;
+    let mut seq = 0;
+    let mut exited = None;
+    let reason = loop {
+        tokio::select! {
+            frame = frames.next() => match frame {
+                Some(Ok(bytes)) => match wire::decode::<FromWorker>(&bytes) {
+                    Ok(FromWorker::Pong { seq }) => {
+                        if ping.is_some_and(|(sent, _)| sent == seq) {
+                            ping = None;
+                        }
+                    }
+                    Ok(message) => conn.deliver(message),
+                    Err(err) => break format!("broke the protocol: it sent {err}"),
+                },
+                Some(Err(err)) => break format!("broke the protocol: {err}"),
+                None => {
+                    // Closed: a worker that died says how.
+                    match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+                        Ok(Ok(status)) => {
+                            exited = Some(status);
+                            break describe_exit(status);
+                        }
+                        _ => break "closed its socket".to_owned(),
+                    }
+                }
+            },
+            status = child.wait() => match status {
+                Ok(status) => {
+                    exited = Some(status);
+                    break describe_exit(status);
+                }
+                Err(err) => break format!("cannot be waited for: {err}"),
+            },
+            () = conn.stop.notified() => break String::new(),
+            _ = tick.tick() => match ping {
+                Some((_, sent)) if sent.elapsed() >= stuck_after => {
+                    break format!(
+                        "stopped answering: no heartbeat for {} (a plugin task that spins or blocks the package's runtime?)",
+                        humantime::format_duration(stuck_after)
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    seq += 1;
+                    ping = Some((seq, Instant::now()));
+                    conn.send(&ToWorker::Ping { seq });
+                }
+            },
+        }
+    };
+    // The whole group: the worker, and whatever a plugin forked.
+    if conn.pid > 0 {
+        let group = nix::unistd::Pid::from_raw(conn.pid as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    if exited.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    }
+    // Its last words on stderr often say why ("memory allocation of
+    // 268435456 bytes failed").
+    let last_words = match said {
+        Some(said) => tokio::time::timeout(Duration::from_millis(500), said)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten(),
+        None => None,
+    };
+    let reason = match last_words {
+        Some(line) if !reason.is_empty() => format!("{reason} (it printed: {line})"),
+        _ => reason,
+    };
+    match remote.upgrade() {
+        Some(remote) if !reason.is_empty() => remote.crashed(&conn, reason),
+        _ => {
+            conn.end("plugin worker stopped: its package is no longer used");
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if let Some(conn) = &lock(&self.state).conn {
+            conn.stop.notify_one();
+        }
+    }
+}
+
+impl Remote {
+    /// Records a crash: the worker is gone, its calls fail, and the package
+    /// is quarantined if it crashed too often.
+    fn crashed(&self, conn: &Conn, reason: String) {
+        let now = Instant::now();
+        let window = self.limits.crash_window;
+        let (crashes, quarantined) = {
+            let mut state = lock(&self.state);
+            if state
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.generation == conn.generation)
+            {
+                state.conn = None;
+            }
+            state.crashes.push_back(now);
+            while state
+                .crashes
+                .front()
+                .is_some_and(|at| now.duration_since(*at) > window)
+            {
+                state.crashes.pop_front();
+            }
+            let crashes = u32::try_from(state.crashes.len()).unwrap_or(u32::MAX);
+            let backoff = FIRST_BACKOFF
+                .saturating_mul(1 << crashes.saturating_sub(1).min(16))
+                .min(MAX_BACKOFF);
+            state.retry_at = Some(now + backoff);
+            state.last_crash = Some(reason.clone());
+            let quarantined = crashes >= self.limits.crash_limit && state.quarantined.is_none();
+            if quarantined {
+                state.quarantined = Some(format!(
+                    "plugin package {} is quarantined: its worker crashed {crashes} times within {} (last: {reason}); replace the file, or restart healer, to try it again",
+                    self.name,
+                    humantime::format_duration(window)
+                ));
+            }
+            (crashes, quarantined)
+        };
+        let message = format!("plugin worker crashed in {}: {reason}", self.name);
+        let in_flight = conn.end(&message);
+        self.emit(Event::PluginWorkerCrashed {
+            package: self.name.clone(),
+            file: self.shown.clone(),
+            reason: reason.clone(),
+            in_flight,
+            crashes,
+            within: Written(window),
+        });
+        if quarantined {
+            self.emit(Event::PluginQuarantined {
+                package: self.name.clone(),
+                file: self.shown.clone(),
+                crashes,
+                within: Written(window),
+                reason,
+            });
+        }
+        self.restarted.notify_waiters();
+    }
+
+    /// Waits until a worker may be started again (or one was).
+    async fn until_retry(&self) {
+        let wait = {
+            let state = lock(&self.state);
+            match (state.quarantined.is_some(), state.retry_at) {
+                (true, _) => Duration::from_secs(1),
+                (false, Some(at)) => at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(10)),
+                (false, None) => Duration::from_millis(10),
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.restarted.notified() => {}
+        }
+    }
+
+    /// Makes one call on `conn` and waits for its answer.
+    async fn call_on(&self, conn: &Conn, call: Call) -> Result<Answer, String> {
+        let id = self.next_id();
+        let (sender, answer) = oneshot::channel();
+        {
+            let mut open = lock(&conn.open);
+            if let Some(ended) = &open.ended {
+                return Err(ended.clone());
+            }
+            open.calls.insert(id, sender);
+        }
+        let mut waiting = Waiting {
+            conn,
+            id,
+            answered: false,
+        };
+        conn.send(&ToWorker::Call { id, call });
+        let answer = answer.await;
+        waiting.answered = true;
+        answer.unwrap_or_else(|_| Err(format!("plugin worker for {} went away", self.name)))
+    }
+}
+
+/// A call healer waits for: if healer stops waiting (the call timed out),
+/// the worker is told to drop it.
+struct Waiting<'a> {
+    conn: &'a Conn,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            lock(&self.conn.open).calls.remove(&self.id);
+            self.conn.send(&ToWorker::Cancel { id: self.id });
+        }
+    }
+}
+
+/// Logs what a worker prints on stderr (a plugin's own prints, a Rust
+/// panic or allocation failure message), one warning per line of at most
+/// 1 KiB; returns the last line that says something (not a backtrace).
+async fn relay_stderr(package: String, stderr: ChildStderr) -> Option<String> {
+    let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(1024));
+    let mut last = None;
+    loop {
+        match lines.next().await {
+            Some(Ok(line)) => {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                tracing::warn!(package = %package, "plugin worker printed: {line}");
+                if !is_backtrace(&line) {
+                    last = Some(line.trim().to_owned());
+                }
+            }
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => continue,
+            Some(Err(_)) | None => return last,
+        }
+    }
+}
+
+/// A line of a Rust backtrace, or its notes: not what went wrong.
+fn is_backtrace(line: &str) -> bool {
+    let line = line.trim_start();
+    line.starts_with("note:")
+        || line.starts_with("stack backtrace:")
+        || line.starts_with("at ")
+        || line
+            .split_once(':')
+            .is_some_and(|(frame, _)| !frame.is_empty() && frame.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// "killed by SIGSEGV", "exited with status 0".
+fn describe_exit(status: ExitStatus) -> String {
+    match (status.signal(), status.code()) {
+        (Some(signal), _) => format!(
+            "killed by {}{}",
+            signal_name(signal),
+            if status.core_dumped() {
+                " (core dumped)"
+            } else {
+                ""
+            }
+        ),
+        (None, Some(code)) => format!("exited with status {code}"),
+        (None, None) => "ended".to_owned(),
+    }
+}
+
+fn round_ms(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// In the child, before exec: its end of the socketpair becomes
+/// [`WORKER_FD`] (open across exec), and its address space is limited.
+fn hand_over(fd: RawFd, memory: u64) -> io::Result<()> {
+    // SAFETY: fcntl, dup2 and setrlimit are async-signal-safe and take
+    // only plain values; `fd` is open in the child (inherited).
+    unsafe {
+        if fd == WORKER_FD {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        } else if libc::dup2(fd, WORKER_FD) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if memory > 0 {
+            let limit = libc::rlimit {
+                rlim_cur: memory,
+                rlim_max: memory,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Backend for Remote {
+    fn check_config<'a>(
+        &'a self,
+        kind: PluginKind,
+        name: &'a str,
+        config: &'a str,
+    ) -> Pending<'a, Result<(), String>> {
+        Box::pin(async move {
+            let conn = self.connection().await?;
+            let call = Call::CheckConfig {
+                kind: kind.into(),
+                name: name.to_owned(),
+                config: config.to_owned(),
+            };
+            self.call_on(&conn, call).await.map(drop)
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        kind: PluginKind,
+        name: &'a str,
+        config: &'a str,
+    ) -> Pending<'a, Result<Box<dyn Instance>, String>> {
+        Box::pin(async move {
+            let remote = self
+                .me
+                .upgrade()
+                .ok_or_else(|| "the plugin package was unloaded".to_owned())?;
+            let instance = RemoteInstance {
+                remote,
+                kind,
+                name: name.to_owned(),
+                config: config.to_owned(),
+                placed: tokio::sync::Mutex::new(None),
+                fresh: Mutex::new(None),
+                pushed: tokio::sync::Mutex::new(None),
+            };
+            instance.place().await?;
+            Ok(Box::new(instance) as Box<dyn Instance>)
+        })
+    }
+
+    fn heartbeat(&self) -> Pending<'_, Result<(), String>> {
+        Box::pin(async move { self.connection().await.map(drop) })
+    }
+
+    fn report_to(&self, events: &Events) {
+        let _ = self.events.set(events.clone());
+    }
+}
+
+/// An instance in a worker, created again in each new worker.
+struct RemoteInstance {
+    remote: Arc<Remote>,
+    kind: PluginKind,
+    name: String,
+    config: String,
+    /// (worker generation, instance number) where it exists now.
+    placed: tokio::sync::Mutex<Option<(u64, u64)>>,
+    /// The push stream of its newest placement, not yet taken by
+    /// `next_push`.
+    fresh: Mutex<Option<mpsc::Receiver<Option<Observation>>>>,
+    /// The push stream `next_push` reads.
+    pushed: tokio::sync::Mutex<Option<mpsc::Receiver<Option<Observation>>>>,
+}
+
+impl RemoteInstance {
+    /// The running worker and this instance's number in it, creating the
+    /// instance there first if this worker has not seen it.
+    async fn place(&self) -> Result<(Arc<Conn>, u64), String> {
+        let mut placed = self.placed.lock().await;
+        let conn = self.remote.connection().await?;
+        if let Some((generation, id)) = *placed {
+            if generation == conn.generation {
+                return Ok((conn, id));
+            }
+        }
+        let id = self.remote.next_id();
+        if self.kind == PluginKind::Monitor {
+            let (sender, receiver) = mpsc::channel(PUSH_BACKLOG);
+            lock(&conn.open).pushes.insert(id, sender);
+            *lock(&self.fresh) = Some(receiver);
+        }
+        let call = Call::Create {
+            instance: id,
+            kind: self.kind.into(),
+            name: self.name.clone(),
+            config: self.config.clone(),
+        };
+        self.remote.call_on(&conn, call).await?;
+        *placed = Some((conn.generation, id));
+        Ok((conn, id))
+    }
+
+    async fn call(&self, call: impl FnOnce(u64) -> Call) -> Result<Answer, String> {
+        let (conn, id) = self.place().await?;
+        self.remote.call_on(&conn, call(id)).await
+    }
+}
+
+fn unexpected<T>(answer: Answer) -> Result<T, String> {
+    Err(format!(
+        "plugin worker answered with the wrong kind of reply: {answer:?}"
+    ))
+}
+
+impl Instance for RemoteInstance {
+    fn check(&self) -> Pending<'_, Result<Observation, String>> {
+        Box::pin(async move {
+            match self.call(|instance| Call::Check { instance }).await? {
+                Answer::Seen(seen) => Ok(Observation::from(seen)),
+                other => unexpected(other),
+            }
+        })
+    }
+
+    fn next_push(&self) -> Pending<'_, Option<Observation>> {
+        Box::pin(async move {
+            let mut current = self.pushed.lock().await;
+            loop {
+                if current.is_none() {
+                    *current = lock(&self.fresh).take();
+                }
+                match current.as_mut() {
+                    Some(pushes) => match pushes.recv().await {
+                        Some(Some(seen)) => return Some(seen),
+                        // The monitor will never push.
+                        Some(None) => return None,
+                        // Its worker ended: wait for the next one.
+                        None => *current = None,
+                    },
+                    None => {
+                        let placed = self.place().await.is_ok();
+                        if !placed || lock(&self.fresh).is_none() {
+                            self.remote.until_retry().await;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn diagnose<'a>(
+        &'a self,
+        latest: &'a Observation,
+        history: &'a [Observation],
+    ) -> Pending<'a, Result<Vec<Finding>, String>> {
+        Box::pin(async move {
+            let call = |instance| Call::Diagnose {
+                instance,
+                latest: Seen::from(latest),
+                history: history.iter().map(Seen::from).collect(),
+            };
+            match self.call(call).await? {
+                Answer::Findings(found) => Ok(found.into_iter().map(Finding::from).collect()),
+                other => unexpected(other),
+            }
+        })
+    }
+
+    fn recover<'a>(&'a self, recovery: &'a Recovery) -> Pending<'a, Result<Outcome, String>> {
+        Box::pin(async move {
+            let recovery = serde_json::to_string(recovery)
+                .map_err(|err| format!("cannot encode the recovery request: {err}"))?;
+            match self
+                .call(|instance| Call::Recover { instance, recovery })
+                .await?
+            {
+                Answer::Outcome { summary, details } => Ok(Outcome {
+                    summary,
+                    details: wire::details_from_text(&details),
+                }),
+                other => unexpected(other),
+            }
+        })
+    }
+}
+
+impl Drop for RemoteInstance {
+    fn drop(&mut self) {
+        let Ok(placed) = self.placed.try_lock() else {
+            return;
+        };
+        let Some((generation, instance)) = *placed else {
+            return;
+        };
+        let state = lock(&self.remote.state);
+        if let Some(conn) = state.conn.as_ref().filter(|c| c.generation == generation) {
+            lock(&conn.open).pushes.remove(&instance);
+            conn.send(&ToWorker::Drop { instance });
+        }
+    }
+}

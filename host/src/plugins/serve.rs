@@ -1,0 +1,229 @@
+//! `healer worker --serve FILE`: the worker's side. It loads the one
+//! package healer probed (only if the file is still the one probed), then
+//! serves healer's calls from its socketpair on [`WORKER_FD`] until healer
+//! closes it or dies (the worker is killed with healer: PR_SET_PDEATHSIG).
+//!
+//! Each call runs as its own task, so many are in flight at once; a
+//! cancelled call's task is aborted. A ping is answered once the package's
+//! runtime has run a task. Monitor instances forward what they push.
+
+use std::collections::HashMap;
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use healer_plugin_sdk::{Observation, Recovery};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::AbortHandle;
+use tokio_util::codec::FramedRead;
+
+use super::identity::{self, Identity};
+use super::instance::{Backend, Instance};
+use super::load_opened;
+use super::remote::WORKER_FD;
+use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Seen, ToWorker};
+
+/// `healer worker --serve FILE --identity JSON --shown-as NAME`.
+pub fn serve(file: &Path, identity: &str, shown: &Path) -> ExitCode {
+    // Dies with healer, and never outlives a healer that died before this.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() == 1 {
+        return ExitCode::FAILURE;
+    }
+    let refuse = |reason: String| {
+        eprintln!("healer worker: {}: {reason}", shown.display());
+        ExitCode::from(2)
+    };
+    let expected: Identity = match serde_json::from_str(identity) {
+        Ok(identity) => identity,
+        Err(err) => return refuse(format!("--identity is not an identity: {err}")),
+    };
+    let opened = match identity::open(file) {
+        Ok(opened) => opened,
+        Err(reason) => return refuse(reason),
+    };
+    if opened.identity != expected {
+        return refuse("changed since it was probed; not loaded".to_owned());
+    }
+    let package = match load_opened(opened, shown) {
+        Ok(package) => package,
+        Err(err) => return refuse(err.reason),
+    };
+    let handed_over = std::fs::metadata(format!("/proc/self/fd/{WORKER_FD}"));
+    if !handed_over.is_ok_and(|meta| meta.file_type().is_socket()) {
+        return refuse(format!("descriptor {WORKER_FD} is not healer's socket"));
+    }
+    // SAFETY: descriptor 3 was handed over by healer (see `remote::hand_over`)
+    // and is checked above to be a socket; nothing else in this process
+    // owns it.
+    let socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(WORKER_FD) };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(err) => return refuse(format!("cannot start the worker's runtime: {err}")),
+    };
+    runtime.block_on(async move {
+        let _ = socket.set_nonblocking(true);
+        match tokio::net::UnixStream::from_std(socket) {
+            Ok(socket) => {
+                serve_on(package.backend, socket).await;
+                ExitCode::SUCCESS
+            }
+            Err(err) => refuse(format!("cannot use healer's socket: {err}")),
+        }
+    })
+}
+
+/// What the worker holds between calls.
+#[derive(Default)]
+struct Held {
+    instances: HashMap<u64, Arc<dyn Instance>>,
+    /// Calls under way, by id.
+    running: HashMap<u64, AbortHandle>,
+    /// Push forwarders, by instance.
+    forwarding: HashMap<u64, AbortHandle>,
+}
+
+type Shared = Arc<Mutex<Held>>;
+
+fn lock(held: &Shared) -> MutexGuard<'_, Held> {
+    held.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn send(out: &UnboundedSender<Bytes>, message: &FromWorker) {
+    let _ = out.send(wire::encode(message));
+}
+
+async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
+    let (read, write) = socket.into_split();
+    let (out, outbox) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(wire::write_frames(write, outbox));
+    let held: Shared = Arc::default();
+    let mut frames = FramedRead::new(read, wire::codec());
+    while let Some(Ok(frame)) = frames.next().await {
+        let message = match wire::decode::<ToWorker>(&frame) {
+            Ok(message) => message,
+            Err(err) => {
+                eprintln!("healer worker: healer sent {err}; stopping");
+                return;
+            }
+        };
+        match message {
+            ToWorker::Call { id, call } => {
+                let (backend, held_by_task, out) =
+                    (Arc::clone(&backend), Arc::clone(&held), out.clone());
+                let task = tokio::spawn(async move {
+                    let answer = run(&*backend, &held_by_task, &out, call).await;
+                    lock(&held_by_task).running.remove(&id);
+                    send(&out, &FromWorker::Reply { id, answer });
+                });
+                lock(&held).running.insert(id, task.abort_handle());
+            }
+            ToWorker::Cancel { id } => {
+                if let Some(task) = lock(&held).running.remove(&id) {
+                    task.abort();
+                }
+            }
+            ToWorker::Drop { instance } => {
+                let mut held = lock(&held);
+                held.instances.remove(&instance);
+                if let Some(forwarder) = held.forwarding.remove(&instance) {
+                    forwarder.abort();
+                }
+            }
+            ToWorker::Ping { seq } => {
+                let (backend, out) = (Arc::clone(&backend), out.clone());
+                tokio::spawn(async move {
+                    if backend.heartbeat().await.is_ok() {
+                        send(&out, &FromWorker::Pong { seq });
+                    }
+                });
+            }
+        }
+    }
+    // healer closed its end (it stopped, or died): nothing left to do.
+}
+
+async fn run(
+    backend: &dyn Backend,
+    held: &Shared,
+    out: &UnboundedSender<Bytes>,
+    call: Call,
+) -> Result<Answer, String> {
+    let instance = |number: u64| {
+        lock(held).instances.get(&number).cloned().ok_or_else(|| {
+            format!("healer asked for instance {number}, which this worker does not have")
+        })
+    };
+    match call {
+        Call::CheckConfig { kind, name, config } => backend
+            .check_config(kind.into(), &name, &config)
+            .await
+            .map(|()| Answer::Done),
+        Call::Create {
+            instance: number,
+            kind,
+            name,
+            config,
+        } => {
+            let created: Arc<dyn Instance> =
+                Arc::from(backend.create(kind.into(), &name, &config).await?);
+            let mut held_now = lock(held);
+            if matches!(kind, Kind::Monitor) {
+                let forwarder =
+                    tokio::spawn(forward_pushes(number, Arc::clone(&created), out.clone()));
+                held_now.forwarding.insert(number, forwarder.abort_handle());
+            }
+            held_now.instances.insert(number, created);
+            Ok(Answer::Done)
+        }
+        Call::Check { instance: number } => {
+            let seen = instance(number)?.check().await?;
+            Ok(Answer::Seen(Seen::from(&seen)))
+        }
+        Call::Diagnose {
+            instance: number,
+            latest,
+            history,
+        } => {
+            let latest = Observation::from(latest);
+            let history: Vec<Observation> = history.into_iter().map(Observation::from).collect();
+            let findings = instance(number)?.diagnose(&latest, &history).await?;
+            Ok(Answer::Findings(findings.iter().map(Found::from).collect()))
+        }
+        Call::Recover {
+            instance: number,
+            recovery,
+        } => {
+            let recovery: Recovery = serde_json::from_str(&recovery)
+                .map_err(|err| format!("healer sent a malformed recovery request: {err}"))?;
+            let outcome = instance(number)?.recover(&recovery).await?;
+            Ok(Answer::outcome(&outcome))
+        }
+    }
+}
+
+/// Sends each observation a monitor pushes, and a last `None` once it
+/// never will.
+async fn forward_pushes(number: u64, monitor: Arc<dyn Instance>, out: UnboundedSender<Bytes>) {
+    loop {
+        let seen = monitor.next_push().await;
+        let last = seen.is_none();
+        send(
+            &out,
+            &FromWorker::Push {
+                instance: number,
+                seen: seen.as_ref().map(Seen::from),
+            },
+        );
+        if last {
+            return;
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! What healer and a plugin worker say to each other over their
+//! socketpair: postcard-encoded messages in length-delimited frames
+//! (tokio-util's codec, a 4-byte length before each).
+//!
+//! Calls carry an id chosen by healer; the worker answers each with a
+//! [`FromWorker::Reply`] of the same id, in any order, so many calls are in
+//! flight at once. Pushed observations flow back unasked, tagged with the
+//! monitor instance they come from. Details (free-form JSON in the SDK
+//! types) cross as JSON text: postcard is not self-describing.
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use healer_plugin_sdk::{Finding, Metric, Observation, Outcome, Status};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
+
+use super::PluginKind;
+
+/// The largest frame either side accepts: more is garbage or an attack.
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// The framing both sides use.
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// One message from healer to a worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run a plugin call; answer with a reply of the same id.
+    Call { id: u64, call: Call },
+    /// healer stopped waiting for this call: drop it.
+    Cancel { id: u64 },
+    /// The instance is no longer used.
+    Drop { instance: u64 },
+    /// Answer with a pong once the package's runtime has run a task.
+    Ping { seq: u64 },
+}
+
+/// A plugin call.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Call {
+    /// Validate a plugin config (JSON text).
+    CheckConfig {
+        kind: Kind,
+        name: String,
+        config: String,
+    },
+    /// Create an instance, numbered by healer.
+    Create {
+        instance: u64,
+        kind: Kind,
+        name: String,
+        config: String,
+    },
+    /// One check of a monitor instance.
+    Check { instance: u64 },
+    /// A diagnosis by a diagnoser instance.
+    Diagnose {
+        instance: u64,
+        latest: Seen,
+        history: Vec<Seen>,
+    },
+    /// A recovery (a JSON `Recovery`) by a recoverer instance.
+    Recover { instance: u64, recovery: String },
+}
+
+/// One message from a worker to healer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The answer to a call.
+    Reply {
+        id: u64,
+        answer: Result<Answer, String>,
+    },
+    /// A monitor instance pushed an observation; `None` once it never will.
+    Push { instance: u64, seen: Option<Seen> },
+    /// The answer to a ping.
+    Pong { seq: u64 },
+}
+
+/// What a call returned.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Answer {
+    /// Done, nothing to say (a valid config, a created instance).
+    Done,
+    /// A check's observation.
+    Seen(Seen),
+    /// A diagnosis.
+    Findings(Vec<Found>),
+    /// A recovery's outcome.
+    Outcome { summary: String, details: String },
+}
+
+/// A plugin kind on the wire.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub enum Kind {
+    Monitor,
+    Diagnoser,
+    Recoverer,
+}
+
+impl From<PluginKind> for Kind {
+    fn from(kind: PluginKind) -> Kind {
+        match kind {
+            PluginKind::Monitor => Kind::Monitor,
+            PluginKind::Diagnoser => Kind::Diagnoser,
+            PluginKind::Recoverer => Kind::Recoverer,
+        }
+    }
+}
+
+impl From<Kind> for PluginKind {
+    fn from(kind: Kind) -> PluginKind {
+        match kind {
+            Kind::Monitor => PluginKind::Monitor,
+            Kind::Diagnoser => PluginKind::Diagnoser,
+            Kind::Recoverer => PluginKind::Recoverer,
+        }
+    }
+}
+
+/// An [`Observation`] on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Seen {
+    status: Status,
+    summary: String,
+    /// (name, value, unit)
+    metrics: Vec<(String, f64, String)>,
+    details: String,
+}
+
+/// A [`Finding`] on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Found {
+    kind: String,
+    severity: Status,
+    summary: String,
+    details: String,
+}
+
+impl From<&Observation> for Seen {
+    fn from(seen: &Observation) -> Seen {
+        Seen {
+            status: seen.status,
+            summary: seen.summary.clone(),
+            metrics: seen
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.value, m.unit.clone()))
+                .collect(),
+            details: details_to_text(&seen.details),
+        }
+    }
+}
+
+impl From<Seen> for Observation {
+    fn from(seen: Seen) -> Observation {
+        Observation {
+            status: seen.status,
+            summary: seen.summary,
+            metrics: seen
+                .metrics
+                .into_iter()
+                .map(|(name, value, unit)| Metric { name, value, unit })
+                .collect(),
+            details: details_from_text(&seen.details),
+        }
+    }
+}
+
+impl From<&Finding> for Found {
+    fn from(found: &Finding) -> Found {
+        Found {
+            kind: found.kind.clone(),
+            severity: found.severity,
+            summary: found.summary.clone(),
+            details: details_to_text(&found.details),
+        }
+    }
+}
+
+impl From<Found> for Finding {
+    fn from(found: Found) -> Finding {
+        Finding {
+            kind: found.kind,
+            severity: found.severity,
+            summary: found.summary,
+            details: details_from_text(&found.details),
+        }
+    }
+}
+
+impl Answer {
+    /// An outcome on the wire.
+    pub fn outcome(outcome: &Outcome) -> Answer {
+        Answer::Outcome {
+            summary: outcome.summary.clone(),
+            details: details_to_text(&outcome.details),
+        }
+    }
+}
+
+/// Details as JSON text; empty for `null`.
+fn details_to_text(details: &Value) -> String {
+    if details.is_null() {
+        String::new()
+    } else {
+        details.to_string()
+    }
+}
+
+/// Details back from JSON text; text that is not JSON stays a string.
+pub fn details_from_text(text: &str) -> Value {
+    if text.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// Writes queued frames to the other side, as many as are waiting per
+/// flush; ends when the queue closes or the socket fails.
+pub async fn write_frames<W: AsyncWrite + Unpin>(write: W, mut outbox: UnboundedReceiver<Bytes>) {
+    let mut sink = FramedWrite::new(write, codec());
+    while let Some(frame) = outbox.recv().await {
+        if sink.feed(frame).await.is_err() {
+            return;
+        }
+        while let Ok(more) = outbox.try_recv() {
+            if sink.feed(more).await.is_err() {
+                return;
+            }
+        }
+        if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A message as one frame's payload.
+pub fn encode<T: Serialize>(message: &T) -> Bytes {
+    // Encoding into a Vec fails only for types postcard cannot express
+    // (maps of unknown length, `deserialize_any`); these are all fixed.
+    Bytes::from(postcard::to_stdvec(message).unwrap_or_default())
+}
+
+/// A frame's payload as a message, or what was wrong with it.
+pub fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, String> {
+    postcard::from_bytes(frame)
+        .map_err(|err| format!("an unreadable message ({} bytes: {err})", frame.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_observation_and_a_finding_survive_the_wire() {
+        let seen = Observation::warning("slow")
+            .metric("latency", 812.5, "ms")
+            .metric("count", 3.0, "")
+            .detail("url", "http://127.0.0.1/");
+        let frame = encode(&FromWorker::Reply {
+            id: 7,
+            answer: Ok(Answer::Seen(Seen::from(&seen))),
+        });
+        let Ok(FromWorker::Reply {
+            id: 7,
+            answer: Ok(Answer::Seen(back)),
+        }) = decode::<FromWorker>(&frame)
+        else {
+            panic!("not a reply")
+        };
+        assert_eq!(Observation::from(back), seen);
+        let found = Finding::critical("http.down", "refused").detail("code", 0);
+        assert_eq!(Finding::from(Found::from(&found)), found);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let err = decode::<FromWorker>(&[0xff, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
+        assert!(err.starts_with("an unreadable message (5 bytes"), "{err}");
+    }
+}

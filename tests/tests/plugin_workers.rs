@@ -1,0 +1,327 @@
+//! Plugins run in `healer worker` processes: a check that segfaults,
+//! aborts, spins, leaks, writes garbage to its worker's socket, closes it,
+//! or forks and exits ends that worker, never healer. Its calls in flight
+//! are UNKNOWN, the crash is an event, the worker comes back on next use,
+//! and a package that keeps crashing is quarantined, while a healthy
+//! target in another package is checked on schedule all along.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use healer::events::Record;
+use healer_e2e::{fast_config, is_alive, plugins_dir_with, rss, signal, wait_until, Daemon, Event};
+use healer_plugin_sdk::Status;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// How often the healthy target is checked.
+const HEALTHY_EVERY: Duration = Duration::from_millis(200);
+
+/// A config with a healthy target (`file-exists` in the example package)
+/// and a `hostile` one doing `does`, plus `extra` lines for `[plugins]`.
+fn config_with(dir: &Path, plugins: &Path, hostile: &str, extra: &str) -> std::path::PathBuf {
+    let body = format!(
+        r#"
+[plugins]
+stuck_after = "1s"
+{extra}
+
+[[target]]
+name = "healthy"
+interval = "200ms"
+monitor = {{ plugin = "file-exists", path = "{config_dir}" }}
+
+[[target]]
+name = "hostile"
+monitor = {{ plugin = "hostile", {hostile} }}
+"#,
+        config_dir = dir.display()
+    );
+    fast_config(dir, plugins, &body)
+}
+
+fn hostile_dir() -> tempfile::TempDir {
+    plugins_dir_with(&["healer-fixture-hostile", "healer-plugin-example"])
+}
+
+/// The share of the healthy target's checks that came on time (within
+/// half an interval of their schedule), and how many there were.
+fn healthy_on_time(records: &[Record]) -> (f64, usize) {
+    let checks: Vec<&Record> = records
+        .iter()
+        .filter(|r| matches!(&r.event, Event::Checked { target, pushed: false, .. } if target == "healthy"))
+        .collect();
+    let gaps: Vec<Duration> = checks.windows(2).map(|w| w[1].at.since(w[0].at)).collect();
+    let late = gaps
+        .iter()
+        .filter(|gap| **gap > HEALTHY_EVERY + HEALTHY_EVERY / 2)
+        .count();
+    let on_time = 1.0 - late as f64 / gaps.len().max(1) as f64;
+    (on_time, checks.len())
+}
+
+/// Runs a `hostile` target doing `does` until its package is quarantined;
+/// checks that each crash said `reason`, that its checks were UNKNOWN, and
+/// that healer and the healthy target went on.
+fn quarantined_for(does: &str, reason: &str) {
+    let plugins = hostile_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        plugins.path(),
+        &format!("does = \"{does}\""),
+        "",
+    );
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for(
+        &format!("the package doing {does} is quarantined"),
+        LIMIT,
+        |e| matches!(e, Event::PluginQuarantined { package, .. } if package.contains("hostile")),
+    );
+    // A few more healthy checks after the quarantine.
+    std::thread::sleep(HEALTHY_EVERY * 5);
+    let took = started.elapsed();
+    assert!(daemon.is_running(), "healer itself survived {does}");
+    let records = daemon.records();
+
+    let crashes: Vec<(&String, &u32)> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::PluginWorkerCrashed {
+                reason, crashes, ..
+            } => Some((reason, crashes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        crashes.len(),
+        3,
+        "three crashes, then quarantine: {crashes:?}"
+    );
+    for (said, _) in &crashes {
+        assert!(said.contains(reason), "{does}: {said}");
+    }
+    let restarts = records
+        .iter()
+        .filter(|r| matches!(r.event, Event::PluginWorkerRestarted { .. }))
+        .count();
+    assert_eq!(restarts, 2, "restarted after each crash but the last");
+
+    let hostile: Vec<(Status, &str)> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Checked {
+                target,
+                status,
+                summary,
+                ..
+            } if target == "hostile" => Some((*status, summary.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        hostile
+            .iter()
+            .any(|(status, summary)| *status == Status::Unknown
+                && summary.contains("plugin worker crashed in libhealer_fixture_hostile.so")),
+        "a crash is UNKNOWN naming the package: {hostile:?}"
+    );
+    assert!(
+        hostile
+            .iter()
+            .all(|(status, _)| matches!(status, Status::Unknown | Status::Ok)),
+        "never CRITICAL on a crash: {hostile:?}"
+    );
+    let quarantined_failures = records
+        .iter()
+        .filter(|r| matches!(&r.event, Event::PluginFailed { target, error, .. } if target == "hostile" && error.contains("is quarantined")))
+        .count();
+    assert!(
+        quarantined_failures > 0,
+        "after the quarantine its checks fail at once, UNKNOWN"
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| matches!(r.event, Event::AttemptStarted { .. }))
+            .count(),
+        0,
+        "nothing recovers on a crash's word"
+    );
+
+    let (on_time, checks) = healthy_on_time(&records);
+    println!(
+        "{does}: quarantined after {took:?}; crashes: {crashes:?}; healthy target: {checks} checks, {:.1}% on time",
+        on_time * 100.0
+    );
+    assert!(
+        checks as f64 >= took.as_secs_f64() / HEALTHY_EVERY.as_secs_f64() * 0.5,
+        "{checks} healthy checks in {took:?}"
+    );
+    assert!(
+        on_time >= 0.95,
+        "{:.1}% of healthy checks on time",
+        on_time * 100.0
+    );
+}
+
+#[test]
+fn a_check_that_segfaults_ends_its_worker_not_healer() {
+    quarantined_for("segfault", "killed by SIGSEGV");
+}
+
+#[test]
+fn a_check_that_aborts_ends_its_worker_not_healer() {
+    quarantined_for("abort", "killed by SIGABRT");
+}
+
+#[test]
+fn a_check_that_spins_misses_the_heartbeat_and_its_worker_is_killed() {
+    quarantined_for("spin", "stopped answering: no heartbeat for 1s");
+}
+
+#[test]
+fn a_worker_that_writes_garbage_to_its_socket_is_killed() {
+    quarantined_for("garbage", "broke the protocol");
+}
+
+#[test]
+fn a_worker_that_closes_its_socket_is_killed() {
+    quarantined_for("close-socket", "closed its socket");
+}
+
+#[test]
+fn a_worker_that_forks_and_exits_is_seen_to_exit() {
+    quarantined_for("fork-exit", "exited with status 0");
+}
+
+#[test]
+fn a_monitor_that_leaks_is_stopped_at_its_workers_limit_and_healer_stays_small() {
+    let plugins = hostile_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        plugins.path(),
+        "does = \"leak\"",
+        "memory_limit = \"1GiB\"",
+    );
+    let mut daemon = Daemon::start(&config);
+    let pid = daemon.pid();
+    let mut largest = 0;
+    let started = Instant::now();
+    while started.elapsed() < LIMIT {
+        largest = largest.max(rss(pid));
+        let quarantined = daemon.count(|e| matches!(e, Event::PluginQuarantined { .. })) > 0;
+        if quarantined {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let records = daemon.records();
+    let crashes: Vec<&String> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::PluginWorkerCrashed { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    println!(
+        "leak of 256 MiB per check: crashes {crashes:?}; healer's largest RSS {:.1} MB",
+        largest as f64 / 1e6
+    );
+    assert_eq!(crashes.len(), 3, "{crashes:?}");
+    for reason in crashes {
+        assert!(
+            reason.contains("killed by SIGABRT") && reason.contains("memory allocation of"),
+            "{reason}"
+        );
+    }
+    assert!(daemon.is_running());
+    assert!(largest > 0, "healer's RSS was read");
+    assert!(largest < 50_000_000, "healer's RSS {largest} bytes");
+}
+
+/// The worker serving the hostile package: a child of healer running
+/// `healer worker --serve …libhealer_fixture_hostile.so`.
+fn hostile_worker(healer: u32) -> Option<u32> {
+    let mut all = String::new();
+    for task in std::fs::read_dir(format!("/proc/{healer}/task"))
+        .ok()?
+        .flatten()
+    {
+        all.push_str(&std::fs::read_to_string(task.path().join("children")).unwrap_or_default());
+        all.push(' ');
+    }
+    all.split_whitespace()
+        .filter_map(|pid| pid.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("--serve") && cmdline.contains("libhealer_fixture_hostile.so")
+            })
+        })
+}
+
+#[test]
+fn a_worker_killed_mid_check_is_restarted_and_the_next_check_succeeds() {
+    let plugins = hostile_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        plugins.path(),
+        "does = \"slow\", slow_ms = 400",
+        "",
+    );
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for(
+        "a first good check",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "hostile"),
+    );
+    let worker = wait_until("the worker is found", LIMIT, || {
+        hostile_worker(daemon.pid())
+    });
+    // The next check starts 100 ms after the last ended and takes 400 ms.
+    std::thread::sleep(Duration::from_millis(250));
+    signal(worker, "KILL");
+
+    let crashed = daemon.wait_for("the crash is an event", LIMIT, |e| {
+        matches!(e, Event::PluginWorkerCrashed { .. })
+    });
+    let Event::PluginWorkerCrashed {
+        reason, in_flight, ..
+    } = crashed
+    else {
+        unreachable!()
+    };
+    assert_eq!(reason, "killed by SIGKILL");
+    assert_eq!(in_flight, 1, "the check was in flight");
+    daemon.wait_for("the worker is restarted", LIMIT, |e| {
+        matches!(e, Event::PluginWorkerRestarted { .. })
+    });
+    daemon.wait_for("the check after the crash succeeds", LIMIT, |e| {
+        matches!(e, Event::Checked { target, status: Status::Ok, was: Some(Status::Unknown), .. } if target == "hostile")
+    });
+    let new_worker = hostile_worker(daemon.pid()).expect("a new worker");
+    assert_ne!(new_worker, worker);
+    assert!(!is_alive(worker));
+    let summaries: Vec<String> = daemon
+        .records()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            Event::Checked {
+                target,
+                status: Status::Unknown,
+                summary,
+                ..
+            } if target == "hostile" => Some(summary),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        summaries,
+        ["check failed: plugin worker crashed in libhealer_fixture_hostile.so: killed by SIGKILL"],
+        "the check in flight is UNKNOWN, naming the signal"
+    );
+}
