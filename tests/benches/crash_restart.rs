@@ -1,7 +1,8 @@
 //! Crash-to-restart time of a supervised process: `kill -9`, then poll (every
 //! millisecond) until the pidfile names a new live process. Ten kills with
-//! the process monitor's pidfd watch, ten with polling only; both with a
-//! 1 s check interval (Monit's cycle in the comparison).
+//! the process monitor's pidfd watch in a plugin worker (the default), ten
+//! with the package in-process, ten with polling only; all with a 1 s
+//! check interval (Monit's cycle in the comparison).
 //!
 //! Run with `cargo bench -p healer-e2e --bench crash_restart`.
 
@@ -18,7 +19,7 @@ fn read_pid(pidfile: &Path) -> Option<u32> {
     std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
 }
 
-fn measure(watch: bool) -> Vec<Duration> {
+fn measure(watch: bool, isolation: &str) -> Vec<Duration> {
     let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("service.pid");
@@ -29,6 +30,9 @@ interval = "1s"
 max_attempts = 1000
 stable_after = "0s"
 {paths}
+[plugins]
+isolation = "{isolation}"
+
 [[target]]
 name = "service"
 monitor = {{ plugin = "process", pidfile = "{pidfile}", watch = {watch} }}
@@ -70,7 +74,7 @@ fn report(label: &str, mut times: Vec<Duration>) {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{label:<34} min {:>8.1} ms   median {:>8.1} ms   max {:>8.1} ms",
+        "{label:<42} min {:>8.1} ms   median {:>8.1} ms   max {:>8.1} ms",
         ms(times[0]),
         ms((times[KILLS / 2 - 1] + times[KILLS / 2]) / 2),
         ms(times[KILLS - 1])
@@ -79,6 +83,13 @@ fn report(label: &str, mut times: Vec<Duration>) {
 
 fn main() {
     println!("crash-to-restart over {KILLS} kills, check interval 1 s\n");
-    report("process watch (pidfd push)", measure(true));
-    report("polling only (watch = false)", measure(false));
+    report(
+        "process watch (pidfd push), in a worker",
+        measure(true, "process"),
+    );
+    report(
+        "process watch (pidfd push), in-process",
+        measure(true, "in-process"),
+    );
+    report("polling only (watch = false)", measure(false, "process"));
 }

@@ -761,3 +761,25 @@ pub fn after_start(records: &[Record], n: usize) -> Vec<Event> {
         .map(|r| r.event.clone())
         .collect()
 }
+
+/// The plugin workers `healer` (pid) runs: each `healer worker --serve`
+/// child, with its command line (NULs as spaces).
+pub fn workers_of(healer: u32) -> Vec<(u32, String)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{healer}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains("worker --serve").then_some((pid, cmdline))
+        })
+        .collect()
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use healer_e2e::{
     fast_config, is_alive, package_file, plugins_dir_with, read_pid, run_healer, signal, stdout,
-    wait_until, Daemon, Event,
+    wait_until, workers_of, Daemon, Event,
 };
 use healer_plugin_sdk::Status;
 
@@ -166,4 +166,81 @@ fn nix_chown(path: &Path, uid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// The SHA-256 of a file, lowercase hex.
+fn sha256_of(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn a_package_whose_sha256_does_not_match_its_pin_is_refused_and_a_matching_one_loads() {
+    let plugins = plugins_dir_with(&["healer-plugin-example", "healer-plugin-process"]);
+    let dir = tempfile::tempdir().unwrap();
+    let example = file_name("healer-plugin-example");
+    let process = file_name("healer-plugin-process");
+    let good = sha256_of(&plugins.path().join(&process));
+    let wrong = "0".repeat(64);
+    let config = fast_config(
+        dir.path(),
+        plugins.path(),
+        &format!(
+            "[plugins.package.\"{example}\"]\nsha256 = \"{wrong}\"\n[plugins.package.\"{process}\"]\nsha256 = \"{good}\"\n"
+        ),
+    );
+    let output = run_healer(&["--config", config.to_str().unwrap(), "plugins"], LIMIT);
+    let listing = stdout(&output);
+    println!("{listing}");
+
+    assert_eq!(output.status.code(), Some(1), "{listing}");
+    let refused: Vec<&str> = listing.lines().filter(|l| l.contains(&example)).collect();
+    assert_eq!(refused.len(), 1, "one line for the pinned file: {listing}");
+    assert!(
+        refused[0].contains(&format!(
+            "but [plugins.package.\"{example}\"] pins {wrong}; not loaded"
+        )),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        refused[0].contains(&sha256_of(&plugins.path().join(&example))),
+        "names the file's own sha256: {}",
+        refused[0]
+    );
+    assert!(
+        listing.contains(&format!("sha256 {good}  isolation process")),
+        "the matching pin loads, its sha256 printed: {listing}"
+    );
+}
+
+#[test]
+fn a_package_may_opt_in_to_run_in_process() {
+    let plugins = plugins_dir_with(&["healer-plugin-example"]);
+    let dir = tempfile::tempdir().unwrap();
+    let example = file_name("healer-plugin-example");
+    let config = fast_config(
+        dir.path(),
+        plugins.path(),
+        &format!(
+            "[plugins.package.\"{example}\"]\nisolation = \"in-process\"\n\n[[target]]\nname = \"here\"\nmonitor = {{ plugin = \"file-exists\", path = \"{}\" }}\n",
+            dir.path().display()
+        ),
+    );
+    let listing = stdout(&run_healer(
+        &["--config", config.to_str().unwrap(), "plugins"],
+        LIMIT,
+    ));
+    assert!(listing.contains("isolation in-process"), "{listing}");
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for(
+        "the in-process monitor checks",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "here"),
+    );
+    assert_eq!(
+        workers_of(daemon.pid()),
+        [],
+        "no worker for an in-process package"
+    );
 }

@@ -242,25 +242,12 @@ fn a_monitor_that_leaks_is_stopped_at_its_workers_limit_and_healer_stays_small()
     assert!(largest < 50_000_000, "healer's RSS {largest} bytes");
 }
 
-/// The worker serving the hostile package: a child of healer running
-/// `healer worker --serve …libhealer_fixture_hostile.so`.
+/// The worker serving the hostile package.
 fn hostile_worker(healer: u32) -> Option<u32> {
-    let mut all = String::new();
-    for task in std::fs::read_dir(format!("/proc/{healer}/task"))
-        .ok()?
-        .flatten()
-    {
-        all.push_str(&std::fs::read_to_string(task.path().join("children")).unwrap_or_default());
-        all.push(' ');
-    }
-    all.split_whitespace()
-        .filter_map(|pid| pid.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                cmdline.contains("--serve") && cmdline.contains("libhealer_fixture_hostile.so")
-            })
-        })
+    workers_of(healer)
+        .into_iter()
+        .find(|(_, cmdline)| cmdline.contains("libhealer_fixture_hostile.so"))
+        .map(|(pid, _)| pid)
 }
 
 #[test]

@@ -637,9 +637,9 @@ fn is_backtrace(line: &str) -> bool {
     line.starts_with("note:")
         || line.starts_with("stack backtrace:")
         || line.starts_with("at ")
-        || line
-            .split_once(':')
-            .is_some_and(|(frame, _)| !frame.is_empty() && frame.bytes().all(|b| b.is_ascii_digit()))
+        || line.split_once(':').is_some_and(|(frame, _)| {
+            !frame.is_empty() && frame.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// "killed by SIGSEGV", "exited with status 0".
