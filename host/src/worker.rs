@@ -14,11 +14,22 @@ use std::process::ExitCode;
 use crate::plugins::probe::{Probed, Verdict, ANSWER};
 use crate::plugins::{identity, load_opened, Package};
 
+/// What healer puts in a worker's environment: its own pid.
+pub const PARENT: &str = "HEALER_WORKER_PARENT";
+
+/// Makes this worker die with healer (PR_SET_PDEATHSIG); `true` if healer
+/// is already gone (the parent is no longer the pid healer gave).
+pub fn orphaned() -> bool {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let parent = std::env::var(PARENT)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
+    parent.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid)
+}
+
 /// `healer worker --probe FILE`.
 pub fn probe(file: &Path) -> ExitCode {
-    // Dies with healer, and never outlives a healer that died before this.
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    if nix::unistd::getppid().as_raw() == 1 {
+    if orphaned() {
         return ExitCode::FAILURE;
     }
     let verdict = match identity::open(file) {

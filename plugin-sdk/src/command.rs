@@ -359,11 +359,12 @@ impl Command {
             command.current_dir(cwd);
         }
         // SAFETY: the hook runs in the child between fork and exec, where
-        // only async-signal-safe calls are allowed: it makes two system
-        // calls (getrlimit, setrlimit), and neither allocates nor locks.
+        // only async-signal-safe calls are allowed: it makes system calls
+        // (getrlimit, setrlimit) only, which neither allocate nor lock.
         unsafe {
             command.pre_exec(|| {
                 lower_open_files();
+                restore_address_space();
                 Ok(())
             });
         }
@@ -595,6 +596,23 @@ fn lower_open_files() {
             maximum: limit.maximum,
         },
     );
+}
+
+/// Gives the child the hard limit of address space as its soft limit: a
+/// plugin worker runs under a lower soft limit (healer's `memory_limit`),
+/// which must not cap a service a recovery starts. Async-signal-safe:
+/// system calls only.
+fn restore_address_space() {
+    let limit = getrlimit(Resource::As);
+    if limit.current != limit.maximum {
+        let _ = setrlimit(
+            Resource::As,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
 }
 
 /// The child's end of an output file (the same open file, so its writes

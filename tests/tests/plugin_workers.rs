@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use healer::events::Record;
-use healer_e2e::{fast_config, is_alive, plugins_dir_with, rss, signal, wait_until, Daemon, Event};
+use healer_e2e::{
+    fast_config, is_alive, plugins_dir_with, rss, signal, wait_until, workers_of, Daemon, Event,
+};
 use healer_plugin_sdk::Status;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -89,8 +91,11 @@ fn quarantined_for(does: &str, reason: &str) {
         .iter()
         .filter_map(|r| match &r.event {
             Event::PluginWorkerCrashed {
-                reason, crashes, ..
-            } => Some((reason, crashes)),
+                package,
+                reason,
+                crashes,
+                ..
+            } if package.contains("hostile") => Some((reason, crashes)),
             _ => None,
         })
         .collect();
@@ -104,7 +109,7 @@ fn quarantined_for(does: &str, reason: &str) {
     }
     let restarts = records
         .iter()
-        .filter(|r| matches!(r.event, Event::PluginWorkerRestarted { .. }))
+        .filter(|r| matches!(&r.event, Event::PluginWorkerRestarted { package, .. } if package.contains("hostile")))
         .count();
     assert_eq!(restarts, 2, "restarted after each crash but the last");
 
@@ -254,10 +259,14 @@ fn hostile_worker(healer: u32) -> Option<u32> {
 fn a_worker_killed_mid_check_is_restarted_and_the_next_check_succeeds() {
     let plugins = hostile_dir();
     let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("checking");
     let config = config_with(
         dir.path(),
         plugins.path(),
-        "does = \"slow\", slow_ms = 400",
+        &format!(
+            "does = \"slow\", slow_ms = 400, mark = \"{}\"",
+            mark.display()
+        ),
         "",
     );
     let mut daemon = Daemon::start(&config);
@@ -269,8 +278,9 @@ fn a_worker_killed_mid_check_is_restarted_and_the_next_check_succeeds() {
     let worker = wait_until("the worker is found", LIMIT, || {
         hostile_worker(daemon.pid())
     });
-    // The next check starts 100 ms after the last ended and takes 400 ms.
-    std::thread::sleep(Duration::from_millis(250));
+    // Kill as a check starts: it takes 400 ms.
+    let _ = std::fs::remove_file(&mark);
+    wait_until("a check starts", LIMIT, || mark.exists().then_some(()));
     signal(worker, "KILL");
 
     let crashed = daemon.wait_for("the crash is an event", LIMIT, |e| {
@@ -310,5 +320,45 @@ fn a_worker_killed_mid_check_is_restarted_and_the_next_check_succeeds() {
         summaries,
         ["check failed: plugin worker crashed in libhealer_fixture_hostile.so: killed by SIGKILL"],
         "the check in flight is UNKNOWN, naming the signal"
+    );
+}
+
+#[test]
+fn what_a_plugin_runs_inherits_neither_the_workers_socket_nor_its_memory_limit() {
+    let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen.txt");
+    let script = format!(
+        "ls -l /proc/self/fd > {seen}.tmp; grep 'Max address space' /proc/self/limits >> {seen}.tmp; mv {seen}.tmp {seen}; echo OK",
+        seen = seen.display()
+    );
+    let body = format!(
+        "[plugins]\nmemory_limit = \"512MiB\"\n\n[[target]]\nname = \"script\"\nmonitor = {{ plugin = \"nagios\", command = [\"sh\", \"-c\", {script:?}] }}\n"
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for(
+        "the script ran",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "script"),
+    );
+    let worker = workers_of(daemon.pid());
+    assert_eq!(worker.len(), 1, "the nagios package runs in a worker");
+    let worker_limits = std::fs::read_to_string(format!("/proc/{}/limits", worker[0].0)).unwrap();
+    let text = std::fs::read_to_string(&seen).unwrap();
+    println!("{text}");
+
+    assert!(
+        worker_limits.contains(&format!("Max address space         {}", 512 << 20)),
+        "the worker runs under its limit: {worker_limits}"
+    );
+    assert!(!text.contains("socket:"), "no socket inherited: {text}");
+    let limit = text
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .unwrap();
+    assert!(
+        limit.split_whitespace().nth(3) == Some("unlimited"),
+        "the script gets the hard limit back: {limit}"
     );
 }

@@ -141,8 +141,14 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// [`Catalog::scan_with`] this very binary as the prober and worker.
+    /// [`Catalog::scan_with`] this very binary as the prober and worker:
+    /// `/proc/self/exe`, the running image even after an upgrade replaced
+    /// the file on disk.
     pub fn scan(dir: &Path, plugins: &Plugins) -> Result<Catalog, LoadError> {
+        let running = Path::new("/proc/self/exe");
+        if running.exists() {
+            return Catalog::scan_with(dir, running, plugins);
+        }
         let exe = std::env::current_exe().map_err(|err| {
             LoadError::new(
                 dir,
@@ -284,7 +290,7 @@ fn set_up(
             plugins: probed.plugins,
             sha256: Some(probed.identity.sha256.clone()),
             isolation: Isolation::Process,
-            backend: Remote::new(file, target, probed.identity, exe, policy.limits),
+            backend: Remote::new(file, target, probed.identity, exe, policy),
         },
     };
     Ok((package, problems))

@@ -180,10 +180,22 @@ impl Backend for InProcess {
         name: &'a str,
         config: &'a str,
     ) -> Call<'a, Result<(), String>> {
-        let checked = (self.0.check_config())(kind, RStr::from(name), RStr::from(config))
-            .into_result()
-            .map_err(RString::into_string);
-        Box::pin(std::future::ready(checked))
+        // The SDK waits up to 10 s for the plugin's constructor: never on a
+        // runtime thread.
+        let (module, name, config) = (self.0, name.to_owned(), config.to_owned());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                (module.check_config())(
+                    kind,
+                    RStr::from(name.as_str()),
+                    RStr::from(config.as_str()),
+                )
+                .into_result()
+                .map_err(RString::into_string)
+            })
+            .await
+            .unwrap_or_else(|err| Err(format!("checking the config failed: {err}")))
+        })
     }
 
     fn create<'a>(

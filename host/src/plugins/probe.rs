@@ -108,6 +108,7 @@ impl Probe {
             .arg("--probe")
             .arg(file)
             .stdin(Stdio::null())
+            .env(crate::worker::PARENT, std::process::id().to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own group: whatever a constructor forks is killed with it.

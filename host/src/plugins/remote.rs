@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use healer_plugin_sdk::{Duration as Written, Finding, Observation, Outcome, Recovery};
+use tokio::io::AsyncRead;
 use tokio::net::unix::OwnedReadHalf;
-use tokio::process::{Child, ChildStderr};
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LinesCodec, LinesCodecError};
@@ -42,6 +43,7 @@ use super::instance::{Backend, Call as Pending, Instance};
 use super::probe::{probe_all, signal_name, PROBE_WITHIN};
 use super::wire::{self, Answer, Call, FromWorker, Seen, ToWorker};
 use super::PluginKind;
+use crate::config::PackagePolicy;
 use crate::events::{Event, Events};
 
 /// The descriptor a worker finds its end of the socketpair on.
@@ -56,6 +58,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The longest wait before a restart.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long creating an instance (or checking a config) in a worker may
+/// take: a constructor that never returns fails the call, not the target.
+const CREATE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Observations a monitor may push ahead of healer (as in-process).
 const PUSH_BACKLOG: usize = 64;
@@ -94,6 +100,8 @@ pub struct Remote {
     target: PathBuf,
     /// healer's own binary.
     exe: PathBuf,
+    /// The sha256 the config pins the file to.
+    pin: Option<String>,
     limits: WorkerLimits,
     state: Mutex<State>,
     /// Wakes push monitors waiting for a worker to come back.
@@ -116,6 +124,8 @@ struct State {
     last_crash: Option<String>,
     /// Why the package is quarantined, when it is.
     quarantined: Option<String>,
+    /// A changed file is being probed again.
+    reprobing: bool,
 }
 
 /// One running worker.
@@ -163,7 +173,7 @@ impl Conn {
                     open.pushes.remove(&instance);
                 }
             }
-            FromWorker::Pong { .. } => {}
+            FromWorker::Pong { .. } | FromWorker::Ready => {}
         }
     }
 
@@ -190,7 +200,7 @@ impl Remote {
         target: &Path,
         identity: Identity,
         exe: &Path,
-        limits: WorkerLimits,
+        policy: &PackagePolicy,
     ) -> Arc<Remote> {
         Arc::new_cyclic(|me| Remote {
             name: shown.file_name().map_or_else(
@@ -200,7 +210,8 @@ impl Remote {
             shown: shown.to_owned(),
             target: target.to_owned(),
             exe: exe.to_owned(),
-            limits,
+            pin: policy.sha256.clone(),
+            limits: policy.limits,
             state: Mutex::new(State {
                 identity,
                 conn: None,
@@ -209,6 +220,7 @@ impl Remote {
                 retry_at: None,
                 last_crash: None,
                 quarantined: None,
+                reprobing: false,
             }),
             restarted: Notify::new(),
             ids: AtomicU64::new(1),
@@ -229,43 +241,48 @@ impl Remote {
     }
 
     /// The running worker, started if it is due.
-    async fn connection(&self) -> Result<Arc<Conn>, String> {
-        {
-            let mut state = lock(&self.state);
-            if let Some(conn) = &state.conn {
-                return Ok(Arc::clone(conn));
+    fn connection(&self) -> Result<Arc<Conn>, String> {
+        let mut state = lock(&self.state);
+        if let Some(conn) = &state.conn {
+            return Ok(Arc::clone(conn));
+        }
+        if let Some(why) = state.quarantined.clone() {
+            if state.reprobing || state.identity.still_at(&self.target) {
+                return Err(why);
             }
-            match &state.quarantined {
-                Some(why) if state.identity.still_at(&self.target) => return Err(why.clone()),
-                Some(_) => {}
-                None => {
-                    if let Some(at) = state.retry_at {
-                        let now = Instant::now();
-                        if at > now {
-                            return Err(format!(
-                                "plugin worker for {} is restarting after a crash ({}); next start in {}",
-                                self.name,
-                                state.last_crash.as_deref().unwrap_or("?"),
-                                humantime::format_duration(round_ms(at - now))
-                            ));
-                        }
-                    }
-                    return self.start(&mut state);
-                }
+            // The file changed since: probe the new one, once, in the
+            // background (a caller that gives up does not cancel it).
+            state.reprobing = true;
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move { me.reprobe().await });
+            }
+            return Err(format!("{why} (its file changed: probing it again)"));
+        }
+        if let Some(at) = state.retry_at {
+            let now = Instant::now();
+            if at > now {
+                return Err(format!(
+                    "plugin worker for {} is restarting after a crash ({}); next start in {}",
+                    self.name,
+                    state.last_crash.as_deref().unwrap_or("?"),
+                    humantime::format_duration(round_ms(at - now))
+                ));
             }
         }
-        // Quarantined, and the file changed since: probe the new one.
-        self.reprobe().await?;
-        let mut state = lock(&self.state);
-        match &state.conn {
-            Some(conn) => Ok(Arc::clone(conn)),
-            None => self.start(&mut state),
+        match self.start(&mut state) {
+            Ok(conn) => Ok(conn),
+            Err(err) => {
+                // As a crash: no new attempt before the backoff.
+                drop(state);
+                self.record_crash(None, err.clone());
+                Err(err)
+            }
         }
     }
 
     /// Probes the file again after it changed; lifts the quarantine when it
-    /// probes clean.
-    async fn reprobe(&self) -> Result<(), String> {
+    /// probes clean (and matches its pin, if it has one).
+    async fn reprobe(&self) {
         let (exe, target) = (self.exe.clone(), self.target.clone());
         let verdict = tokio::task::spawn_blocking(move || {
             probe_all(&exe, std::slice::from_ref(&target), PROBE_WITHIN).pop()
@@ -273,43 +290,46 @@ impl Remote {
         .await
         .ok()
         .flatten();
-        let mut state = lock(&self.state);
-        match verdict {
-            Some(Ok(probed)) => {
-                state.identity = probed.identity;
-                state.quarantined = None;
-                state.crashes.clear();
-                state.retry_at = None;
-                drop(state);
-                self.emit(Event::PluginQuarantineLifted {
-                    package: self.name.clone(),
-                    file: self.shown.clone(),
-                });
-                Ok(())
-            }
-            other => {
-                let reason = match other {
-                    Some(Err(refusal)) => refusal.reason,
-                    _ => "its probe did not answer".to_owned(),
-                };
-                let why = format!(
-                    "plugin package {} is quarantined: its file changed, but the new one is refused: {reason}",
-                    self.name
-                );
-                // Remember this file, so it is probed again only once it
-                // changes again.
-                if let Ok(meta) = std::fs::symlink_metadata(&self.target) {
-                    use std::os::unix::fs::MetadataExt;
-                    state.identity.dev = meta.dev();
-                    state.identity.inode = meta.ino();
-                    state.identity.size = meta.size();
-                    state.identity.mtime_ns =
-                        i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        let refused = match verdict {
+            Some(Ok(probed)) => match &self.pin {
+                Some(pin) if !probed.identity.sha256.eq_ignore_ascii_case(pin) => format!(
+                    "its sha256 is {}, but the config pins {pin}",
+                    probed.identity.sha256
+                ),
+                _ => {
+                    let mut state = lock(&self.state);
+                    state.identity = probed.identity;
+                    state.quarantined = None;
+                    state.reprobing = false;
+                    state.crashes.clear();
+                    state.retry_at = None;
+                    drop(state);
+                    self.emit(Event::PluginQuarantineLifted {
+                        package: self.name.clone(),
+                        file: self.shown.clone(),
+                    });
+                    return;
                 }
-                state.quarantined = Some(why.clone());
-                Err(why)
-            }
+            },
+            Some(Err(refusal)) => refusal.reason,
+            None => "its probe did not answer".to_owned(),
+        };
+        let mut state = lock(&self.state);
+        // Remember this file, so it is probed again only once it changes
+        // again.
+        if let Ok(meta) = std::fs::symlink_metadata(&self.target) {
+            use std::os::unix::fs::MetadataExt;
+            state.identity.dev = meta.dev();
+            state.identity.inode = meta.ino();
+            state.identity.size = meta.size();
+            state.identity.mtime_ns =
+                i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
         }
+        state.reprobing = false;
+        state.quarantined = Some(format!(
+            "plugin package {} is quarantined: its file changed, but the new one is refused: {refused}",
+            self.name
+        ));
     }
 
     /// Starts a worker; called with the state locked and no worker running.
@@ -333,13 +353,17 @@ impl Remote {
             .arg("--shown-as")
             .arg(&self.shown)
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .env(crate::worker::PARENT, std::process::id().to_string())
             // Its own group: whatever a plugin forks is killed with it.
             .process_group(0)
             .kill_on_drop(true)
             // glibc reserves 64 MiB of address space per thread arena;
             // under an RLIMIT_AS that would be the limit, not the plugin.
             .env("MALLOC_ARENA_MAX", "2");
+        // Only the soft limit: what a plugin starts (a service, by a
+        // recovery) gets the hard one back (the SDK's command runner).
         let (fd, memory) = (theirs.as_raw_fd(), self.limits.memory);
         // SAFETY: the closure runs in the child between fork and exec and
         // makes only async-signal-safe calls (fcntl, dup2, setrlimit) on
@@ -348,10 +372,13 @@ impl Remote {
             command.pre_exec(move || hand_over(fd, memory));
         }
         let mut child = command.spawn().map_err(|err| fail("spawn", err))?;
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(relay_output(self.name.clone(), stdout));
+        }
         let said = child
             .stderr
             .take()
-            .map(|stderr| tokio::spawn(relay_stderr(self.name.clone(), stderr)));
+            .map(|stderr| tokio::spawn(relay_output(self.name.clone(), stderr)));
         drop(theirs);
         ours.set_nonblocking(true)
             .map_err(|err| fail("socket", err))?;
@@ -402,11 +429,14 @@ async fn supervise(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ping: Option<(u64, Instant)> = None;
     let mut seq = 0;
+    // Pings start once the worker has loaded its package.
+    let (started, mut ready) = (Instant::now(), false);
     let mut exited = None;
     let reason = loop {
         tokio::select! {
             frame = frames.next() => match frame {
                 Some(Ok(bytes)) => match wire::decode::<FromWorker>(&bytes) {
+                    Ok(FromWorker::Ready) => ready = true,
                     Ok(FromWorker::Pong { seq }) => {
                         if ping.is_some_and(|(sent, _)| sent == seq) {
                             ping = None;
@@ -436,6 +466,14 @@ async fn supervise(
             },
             () = conn.stop.notified() => break String::new(),
             _ = tick.tick() => match ping {
+                _ if !ready => {
+                    if started.elapsed() >= PROBE_WITHIN + stuck_after {
+                        break format!(
+                            "did not finish loading its package within {}",
+                            humantime::format_duration(PROBE_WITHIN + stuck_after)
+                        );
+                    }
+                }
                 Some((_, sent)) if sent.elapsed() >= stuck_after => {
                     break format!(
                         "stopped answering: no heartbeat for {} (a plugin task that spins or blocks the package's runtime?)",
@@ -474,7 +512,7 @@ async fn supervise(
         _ => reason,
     };
     match remote.upgrade() {
-        Some(remote) if !reason.is_empty() => remote.crashed(&conn, reason),
+        Some(remote) if !reason.is_empty() => remote.record_crash(Some(&conn), reason),
         _ => {
             conn.end("plugin worker stopped: its package is no longer used");
         }
@@ -490,19 +528,18 @@ impl Drop for Remote {
 }
 
 impl Remote {
-    /// Records a crash: the worker is gone, its calls fail, and the package
-    /// is quarantined if it crashed too often.
-    fn crashed(&self, conn: &Conn, reason: String) {
+    /// Records a crash (of `conn`, or of a worker that did not start): the
+    /// worker is gone, its calls fail, and the package is quarantined if
+    /// it crashed too often.
+    fn record_crash(&self, conn: Option<&Conn>, reason: String) {
         let now = Instant::now();
         let window = self.limits.crash_window;
         let (crashes, quarantined) = {
             let mut state = lock(&self.state);
-            if state
-                .conn
-                .as_ref()
-                .is_some_and(|c| c.generation == conn.generation)
-            {
-                state.conn = None;
+            if let (Some(ours), Some(conn)) = (&state.conn, conn) {
+                if ours.generation == conn.generation {
+                    state.conn = None;
+                }
             }
             state.crashes.push_back(now);
             while state
@@ -529,7 +566,7 @@ impl Remote {
             (crashes, quarantined)
         };
         let message = format!("plugin worker crashed in {}: {reason}", self.name);
-        let in_flight = conn.end(&message);
+        let in_flight = conn.map_or(0, |conn| conn.end(&message));
         self.emit(Event::PluginWorkerCrashed {
             package: self.name.clone(),
             file: self.shown.clone(),
@@ -571,6 +608,8 @@ impl Remote {
     /// Makes one call on `conn` and waits for its answer.
     async fn call_on(&self, conn: &Conn, call: Call) -> Result<Answer, String> {
         let id = self.next_id();
+        let frame = wire::encode(&ToWorker::Call { id, call });
+        wire::fits(&frame)?;
         let (sender, answer) = oneshot::channel();
         {
             let mut open = lock(&conn.open);
@@ -584,10 +623,27 @@ impl Remote {
             id,
             answered: false,
         };
-        conn.send(&ToWorker::Call { id, call });
+        let _ = conn.out.send(frame);
         let answer = answer.await;
         waiting.answered = true;
         answer.unwrap_or_else(|_| Err(format!("plugin worker for {} went away", self.name)))
+    }
+}
+
+/// An instance being created in a worker: unless it was, its push stream
+/// is removed and the worker told to drop whatever it made of it.
+struct Creating<'a> {
+    conn: &'a Conn,
+    id: u64,
+    created: bool,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        if !self.created {
+            lock(&self.conn.open).pushes.remove(&self.id);
+            self.conn.send(&ToWorker::Drop { instance: self.id });
+        }
     }
 }
 
@@ -608,11 +664,11 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Logs what a worker prints on stderr (a plugin's own prints, a Rust
+/// Logs what a worker prints (a plugin's own prints, a Rust
 /// panic or allocation failure message), one warning per line of at most
 /// 1 KiB; returns the last line that says something (not a backtrace).
-async fn relay_stderr(package: String, stderr: ChildStderr) -> Option<String> {
-    let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(1024));
+async fn relay_output(package: String, output: impl AsyncRead + Unpin) -> Option<String> {
+    let mut lines = FramedRead::new(output, LinesCodec::new_with_max_length(1024));
     let mut last = None;
     loop {
         match lines.next().await {
@@ -666,7 +722,7 @@ fn round_ms(duration: Duration) -> Duration {
 /// In the child, before exec: its end of the socketpair becomes
 /// [`WORKER_FD`] (open across exec), and its address space is limited.
 fn hand_over(fd: RawFd, memory: u64) -> io::Result<()> {
-    // SAFETY: fcntl, dup2 and setrlimit are async-signal-safe and take
+    // SAFETY: fcntl, dup2, getrlimit and setrlimit are async-signal-safe and take
     // only plain values; `fd` is open in the child (inherited).
     unsafe {
         if fd == WORKER_FD {
@@ -678,10 +734,14 @@ fn hand_over(fd: RawFd, memory: u64) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
         if memory > 0 {
-            let limit = libc::rlimit {
-                rlim_cur: memory,
-                rlim_max: memory,
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
             };
+            if libc::getrlimit(libc::RLIMIT_AS, &mut limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            limit.rlim_cur = memory.min(limit.rlim_max);
             if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -698,13 +758,21 @@ impl Backend for Remote {
         config: &'a str,
     ) -> Pending<'a, Result<(), String>> {
         Box::pin(async move {
-            let conn = self.connection().await?;
+            let conn = self.connection()?;
             let call = Call::CheckConfig {
                 kind: kind.into(),
                 name: name.to_owned(),
                 config: config.to_owned(),
             };
-            self.call_on(&conn, call).await.map(drop)
+            tokio::time::timeout(CREATE_WITHIN, self.call_on(&conn, call))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "the plugin did not check its config within {}",
+                        humantime::format_duration(CREATE_WITHIN)
+                    )
+                })?
+                .map(drop)
         })
     }
 
@@ -734,7 +802,7 @@ impl Backend for Remote {
     }
 
     fn heartbeat(&self) -> Pending<'_, Result<(), String>> {
-        Box::pin(async move { self.connection().await.map(drop) })
+        Box::pin(async move { self.connection().map(drop) })
     }
 
     fn report_to(&self, events: &Events) {
@@ -762,25 +830,48 @@ impl RemoteInstance {
     /// instance there first if this worker has not seen it.
     async fn place(&self) -> Result<(Arc<Conn>, u64), String> {
         let mut placed = self.placed.lock().await;
-        let conn = self.remote.connection().await?;
+        let conn = self.remote.connection()?;
         if let Some((generation, id)) = *placed {
             if generation == conn.generation {
                 return Ok((conn, id));
             }
         }
         let id = self.remote.next_id();
+        // Registered before the worker creates it: a monitor may push from
+        // its `watch` at once. Undone unless the creation succeeds.
+        let mut pushes = None;
         if self.kind == PluginKind::Monitor {
             let (sender, receiver) = mpsc::channel(PUSH_BACKLOG);
             lock(&conn.open).pushes.insert(id, sender);
-            *lock(&self.fresh) = Some(receiver);
+            pushes = Some(receiver);
         }
+        let mut creating = Creating {
+            conn: &conn,
+            id,
+            created: false,
+        };
         let call = Call::Create {
             instance: id,
             kind: self.kind.into(),
             name: self.name.clone(),
             config: self.config.clone(),
         };
-        self.remote.call_on(&conn, call).await?;
+        let created = tokio::time::timeout(CREATE_WITHIN, self.remote.call_on(&conn, call)).await;
+        match created {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                return Err(format!(
+                    "the plugin's constructor did not return within {}",
+                    humantime::format_duration(CREATE_WITHIN)
+                ))
+            }
+        }
+        creating.created = true;
+        drop(creating);
+        if let Some(receiver) = pushes {
+            *lock(&self.fresh) = Some(receiver);
+        }
         *placed = Some((conn.generation, id));
         Ok((conn, id))
     }

@@ -30,8 +30,7 @@ use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Seen, ToWorker};
 /// `healer worker --serve FILE --identity JSON --shown-as NAME`.
 pub fn serve(file: &Path, identity: &str, shown: &Path) -> ExitCode {
     // Dies with healer, and never outlives a healer that died before this.
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    if nix::unistd::getppid().as_raw() == 1 {
+    if crate::worker::orphaned() {
         return ExitCode::FAILURE;
     }
     let refuse = |reason: String| {
@@ -61,6 +60,13 @@ pub fn serve(file: &Path, identity: &str, shown: &Path) -> ExitCode {
     // and is checked above to be a socket; nothing else in this process
     // owns it.
     let socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(WORKER_FD) };
+    // Nothing a plugin runs may inherit healer's socket.
+    let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
+    if let Err(err) = nix::fcntl::fcntl(&socket, cloexec) {
+        return refuse(format!(
+            "cannot keep healer's socket from programs it runs: {err}"
+        ));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -104,6 +110,7 @@ async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
     let (read, write) = socket.into_split();
     let (out, outbox) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(wire::write_frames(write, outbox));
+    send(&out, &FromWorker::Ready);
     let held: Shared = Arc::default();
     let mut frames = FramedRead::new(read, wire::codec());
     while let Some(Ok(frame)) = frames.next().await {
@@ -121,7 +128,15 @@ async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
                 let task = tokio::spawn(async move {
                     let answer = run(&*backend, &held_by_task, &out, call).await;
                     lock(&held_by_task).running.remove(&id);
-                    send(&out, &FromWorker::Reply { id, answer });
+                    let reply = wire::encode(&FromWorker::Reply { id, answer });
+                    let reply = match wire::fits(&reply) {
+                        Ok(()) => reply,
+                        Err(err) => wire::encode(&FromWorker::Reply {
+                            id,
+                            answer: Err(format!("the plugin's answer cannot be sent: {err}")),
+                        }),
+                    };
+                    let _ = out.send(reply);
                 });
                 lock(&held).running.insert(id, task.abort_handle());
             }

@@ -82,6 +82,8 @@ pub enum FromWorker {
     Push { instance: u64, seen: Option<Seen> },
     /// The answer to a ping.
     Pong { seq: u64 },
+    /// The package is loaded and calls are served (sent once, first).
+    Ready,
 }
 
 /// What a call returned.
@@ -247,6 +249,19 @@ pub fn encode<T: Serialize>(message: &T) -> Bytes {
     // Encoding into a Vec fails only for types postcard cannot express
     // (maps of unknown length, `deserialize_any`); these are all fixed.
     Bytes::from(postcard::to_stdvec(message).unwrap_or_default())
+}
+
+/// Whether a frame may be sent, or why not.
+pub fn fits(frame: &Bytes) -> Result<(), String> {
+    if frame.len() <= MAX_FRAME {
+        Ok(())
+    } else {
+        Err(format!(
+            "the message is {} bytes, more than the {} MiB one may be",
+            frame.len(),
+            MAX_FRAME >> 20
+        ))
+    }
 }
 
 /// A frame's payload as a message, or what was wrong with it.
