@@ -28,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use healer::plugins::load;
-use healer_e2e::package_file;
+use healer_e2e::{own_cpu_ns, package_file};
 use healer_fixture_typical::Typical;
 use healer_plugin_sdk::ffi::ObservationFfi;
 use healer_plugin_sdk::{Monitor, Observation};
@@ -194,18 +194,6 @@ fn poll_ready<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Process CPU time (all threads), in ns.
-fn cpu_ns() -> f64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for the call to fill in.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    now.tv_sec as f64 * 1e9 + now.tv_nsec as f64
-}
-
 /// Wall and CPU ns per check of one round of `calls` checks.
 #[derive(Clone, Copy)]
 struct Cost {
@@ -214,11 +202,11 @@ struct Cost {
 }
 
 fn measure(calls: u32, round: impl FnOnce()) -> Cost {
-    let (started, cpu_started) = (Instant::now(), cpu_ns());
+    let (started, cpu_started) = (Instant::now(), own_cpu_ns());
     round();
     Cost {
         wall: started.elapsed().as_nanos() as f64 / f64::from(calls),
-        cpu: (cpu_ns() - cpu_started) / f64::from(calls),
+        cpu: (own_cpu_ns() - cpu_started) / f64::from(calls),
     }
 }
 

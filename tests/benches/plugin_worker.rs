@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use healer::config::{PackageSettings, Plugins};
 use healer::plugins::{Catalog, Isolation, MonitorHandle};
-use healer_e2e::{healer_bin, plugins_dir_with};
+use healer_e2e::{healer_bin, own_cpu_ns, plugins_dir_with, workers_of};
 
 const CALLS: usize = 40_000;
 const IN_FLIGHT: usize = 64;
@@ -62,9 +62,10 @@ fn main() {
         for in_flight in [1, IN_FLIGHT] {
             // Warm up, then measure.
             run(&runtime, &monitors[..in_flight], CALLS / 4);
-            let (cpu_before, worker_before) = (cpu_ns(), worker.map_or(0.0, process_cpu_ns));
+            let (cpu_before, worker_before) = (own_cpu_ns(), worker.map_or(0.0, process_cpu_ns));
             let mut latencies = run(&runtime, &monitors[..in_flight], CALLS);
-            let cpu = cpu_ns() - cpu_before + worker.map_or(0.0, process_cpu_ns) - worker_before;
+            let cpu =
+                own_cpu_ns() - cpu_before + worker.map_or(0.0, process_cpu_ns) - worker_before;
             latencies.sort();
             let at = |share: f64| {
                 latencies[((latencies.len() as f64 * share) as usize).min(latencies.len() - 1)]
@@ -175,19 +176,7 @@ fn run(
 
 /// The worker this process started, if any.
 fn worker_pid() -> Option<u32> {
-    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|pid| pid.parse::<u32>().ok())
-                .collect::<Vec<_>>()
-        })
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("--serve"))
-        })
+    workers_of(std::process::id()).first().map(|(pid, _)| *pid)
 }
 
 /// A process's CPU time (user + system), in ns, from /proc (10 ms steps).
@@ -205,16 +194,4 @@ fn process_cpu_ns(pid: u32) -> f64 {
     };
     // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
     (ticks(11) + ticks(12)) * 1e9 / 100.0
-}
-
-/// This process's CPU time (all threads), in ns.
-fn cpu_ns() -> f64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for the call to fill in.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    now.tv_sec as f64 * 1e9 + now.tv_nsec as f64
 }

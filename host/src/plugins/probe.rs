@@ -187,14 +187,9 @@ fn verdict_of(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Result<Probed
                 .map(|line| format!(" (it printed: {line})"))
                 .unwrap_or_default();
             let reason = match (status.signal(), status.code()) {
-                (Some(signal), _) => format!(
-                    "crashed while loading: killed by {}{}{said}",
-                    signal_name(signal),
-                    if status.core_dumped() {
-                        " (core dumped)"
-                    } else {
-                        ""
-                    }
+                (Some(_), _) => format!(
+                    "crashed while loading: {}{said}",
+                    super::remote::describe_exit(status)
                 ),
                 (None, Some(code)) => format!(
                     "exited with status {code} while loading, before it could be checked (a library constructor that calls exit?){said}"

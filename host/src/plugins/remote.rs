@@ -699,7 +699,7 @@ fn is_backtrace(line: &str) -> bool {
 }
 
 /// "killed by SIGSEGV", "exited with status 0".
-fn describe_exit(status: ExitStatus) -> String {
+pub(super) fn describe_exit(status: ExitStatus) -> String {
     match (status.signal(), status.code()) {
         (Some(signal), _) => format!(
             "killed by {}{}",
