@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use healer::config::{PackageSettings, Plugins};
 use healer::plugins::{Catalog, Isolation, MonitorHandle};
-use healer_e2e::{healer_bin, own_cpu_ns, plugins_dir_with, workers_of};
+use healer_e2e::{healer_bin, own_cpu_ns, plugins_dir_with, workers_of, PLUGIN_PACKAGES};
 
 const CALLS: usize = 40_000;
 const IN_FLIGHT: usize = 64;
@@ -114,16 +114,7 @@ fn main() {
         trips[CALLS * 99 / 100].as_secs_f64() * 1e6
     );
 
-    let eight = plugins_dir_with(&[
-        "healer-plugin-example",
-        "healer-plugin-process",
-        "healer-plugin-command",
-        "healer-plugin-http",
-        "healer-plugin-logscan",
-        "healer-plugin-nagios",
-        "healer-plugin-system",
-        "healer-plugin-webhook",
-    ]);
+    let eight = plugins_dir_with(PLUGIN_PACKAGES);
     let mut times: Vec<Duration> = (0..5)
         .map(|_| {
             let started = Instant::now();

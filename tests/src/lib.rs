@@ -9,9 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Every package the tests load, built in one cargo call.
-const PACKAGES: &[&str] = &[
-    "healer",
+/// The product's plugin packages (the workspace's `plugins/*`).
+pub const PLUGIN_PACKAGES: &[&str] = &[
     "healer-plugin-example",
     "healer-plugin-process",
     "healer-plugin-command",
@@ -20,6 +19,11 @@ const PACKAGES: &[&str] = &[
     "healer-plugin-nagios",
     "healer-plugin-system",
     "healer-plugin-webhook",
+];
+
+/// Every other package the tests load; all are built in one cargo call.
+const PACKAGES: &[&str] = &[
+    "healer",
     "healer-fixture-no-root",
     "healer-fixture-other-sdk-major",
     "healer-fixture-wrong-layout",
@@ -71,7 +75,7 @@ pub fn built() -> &'static Path {
         {
             cargo.arg("--release");
         }
-        for package in PACKAGES {
+        for package in PACKAGES.iter().chain(PLUGIN_PACKAGES) {
             cargo.args(["-p", package]);
         }
         let status = cargo.status().expect("cargo runs");
@@ -794,4 +798,20 @@ pub fn own_cpu_ns() -> f64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
     now.tv_sec as f64 * 1e9 + now.tv_nsec as f64
+}
+
+/// A `[[target]]` named `service` that keeps `sleep SECONDS` running
+/// through `dir/service.pid`, restarted by the `command` recoverer.
+pub fn supervised_target(dir: &Path, seconds: u32) -> String {
+    format!(
+        r#"
+[[target]]
+name = "service"
+monitor = {{ plugin = "process", pidfile = "{dir}/service.pid" }}
+[[target.recover]]
+plugin = "command"
+argv = ["sh", "-c", "sleep {seconds} & echo $! > {dir}/service.pid"]
+"#,
+        dir = dir.display()
+    )
 }

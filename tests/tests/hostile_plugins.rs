@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use healer_e2e::{
     fast_config, is_alive, package_file, plugins_dir_with, read_pid, run_healer, signal, stdout,
-    wait_until, workers_of, Daemon, Event,
+    supervised_target, wait_until, workers_of, Daemon, Event,
 };
 use healer_plugin_sdk::Status;
 
@@ -83,18 +83,11 @@ fn healer_run_heals_on_next_to_hostile_packages() {
     let pidfile = dir.path().join("service.pid");
     let mut service = Command::new("sleep").arg("600").spawn().unwrap();
     std::fs::write(&pidfile, service.id().to_string()).unwrap();
-    let body = format!(
-        r#"
-[[target]]
-name = "service"
-monitor = {{ plugin = "process", pidfile = "{pidfile}" }}
-[[target.recover]]
-plugin = "command"
-argv = ["sh", "-c", "sleep 600 & echo $! > {pidfile}"]
-"#,
-        pidfile = pidfile.display()
+    let config = fast_config(
+        dir.path(),
+        plugins.path(),
+        &supervised_target(dir.path(), 600),
     );
-    let config = fast_config(dir.path(), plugins.path(), &body);
     let mut daemon = Daemon::start(&config);
     daemon.wait_for(
         "the service is seen running",

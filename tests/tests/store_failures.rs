@@ -12,25 +12,10 @@ use std::time::Duration;
 
 use healer_e2e::{
     fast_config, is_alive, plugins_dir_with, read_pid, signal, store_file, store_number,
-    wait_until, Daemon, Event, STORE_WRITES_WITHIN,
+    supervised_target, wait_until, Daemon, Event, STORE_WRITES_WITHIN,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A target that keeps `sleep` running through a pidfile.
-fn supervised(dir: &Path) -> String {
-    format!(
-        r#"
-[[target]]
-name = "service"
-monitor = {{ plugin = "process", pidfile = "{dir}/service.pid" }}
-[[target.recover]]
-plugin = "command"
-argv = ["sh", "-c", "sleep 120 & echo $! > {dir}/service.pid"]
-"#,
-        dir = dir.display()
-    )
-}
 
 fn service_pid(dir: &Path) -> Option<u32> {
     read_pid(&dir.join("service.pid")).filter(|&pid| is_alive(pid))
@@ -109,7 +94,7 @@ fn heals_through_a_store_outage(
     mend: impl FnOnce(),
 ) -> String {
     let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
-    let config = fast_config(dir, plugins.path(), &supervised(dir));
+    let config = fast_config(dir, plugins.path(), &supervised_target(dir, 120));
     let mut daemon = Daemon::start(&config);
     daemon.wait_for("the first start", LIMIT, |e| {
         matches!(e, Event::IssueResolved { .. })
@@ -235,7 +220,11 @@ fn a_corrupt_database_is_moved_aside_and_healing_starts_on_a_new_one() {
         "this is not a database\n".repeat(512),
     )
     .unwrap();
-    let config = fast_config(dir.path(), plugins.path(), &supervised(dir.path()));
+    let config = fast_config(
+        dir.path(),
+        plugins.path(),
+        &supervised_target(dir.path(), 120),
+    );
 
     let mut daemon = Daemon::start(&config);
     let moved = daemon.wait_for("the corrupt file moved aside", LIMIT, |e| {
@@ -317,7 +306,11 @@ fn a_database_that_cannot_be_written_at_start_is_still_read() {
 fn a_second_healer_on_the_same_state_dir_is_refused() {
     let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
     let dir = tempfile::tempdir().unwrap();
-    let config = fast_config(dir.path(), plugins.path(), &supervised(dir.path()));
+    let config = fast_config(
+        dir.path(),
+        plugins.path(),
+        &supervised_target(dir.path(), 120),
+    );
     let mut first = Daemon::start(&config);
     first.wait_for("the first healer runs", LIMIT, |e| {
         matches!(e, Event::Started { .. })

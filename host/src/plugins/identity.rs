@@ -35,11 +35,22 @@ impl Identity {
     /// Whether `path` still is this file by its metadata (no hashing):
     /// same device, inode, size and mtime.
     pub fn still_at(&self, path: &Path) -> bool {
-        std::fs::symlink_metadata(path).is_ok_and(|meta| {
-            (meta.dev(), meta.ino(), meta.size(), mtime_ns(&meta))
-                == (self.dev, self.inode, self.size, self.mtime_ns)
-        })
+        stat_of(path) == Some((self.dev, self.inode, self.size, self.mtime_ns))
     }
+
+    /// Takes `path`'s current device, inode, size and mtime (the sha256
+    /// stays as it was), so [`Identity::still_at`] holds until it changes.
+    pub fn restat(&mut self, path: &Path) {
+        if let Some((dev, inode, size, mtime_ns)) = stat_of(path) {
+            (self.dev, self.inode, self.size, self.mtime_ns) = (dev, inode, size, mtime_ns);
+        }
+    }
+}
+
+/// Device, inode, size and mtime (ns) of `path` itself (not followed).
+fn stat_of(path: &Path) -> Option<(u64, u64, u64, i128)> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.dev(), meta.ino(), meta.size(), mtime_ns(&meta)))
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> i128 {

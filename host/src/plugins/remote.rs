@@ -146,7 +146,7 @@ struct Open {
     ended: Option<String>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
@@ -317,14 +317,7 @@ impl Remote {
         let mut state = lock(&self.state);
         // Remember this file, so it is probed again only once it changes
         // again.
-        if let Ok(meta) = std::fs::symlink_metadata(&self.target) {
-            use std::os::unix::fs::MetadataExt;
-            state.identity.dev = meta.dev();
-            state.identity.inode = meta.ino();
-            state.identity.size = meta.size();
-            state.identity.mtime_ns =
-                i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-        }
+        state.identity.restat(&self.target);
         state.reprobing = false;
         state.quarantined = Some(format!(
             "plugin package {} is quarantined: its file changed, but the new one is refused: {refused}",

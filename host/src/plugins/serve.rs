@@ -12,7 +12,7 @@ use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -24,7 +24,7 @@ use tokio_util::codec::FramedRead;
 use super::identity::{self, Identity};
 use super::instance::{Backend, Instance};
 use super::load_opened;
-use super::remote::WORKER_FD;
+use super::remote::{lock, WORKER_FD};
 use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Seen, ToWorker};
 
 /// `healer worker --serve FILE --identity JSON --shown-as NAME`.
@@ -97,10 +97,6 @@ struct Held {
 }
 
 type Shared = Arc<Mutex<Held>>;
-
-fn lock(held: &Shared) -> MutexGuard<'_, Held> {
-    held.lock().unwrap_or_else(|poison| poison.into_inner())
-}
 
 fn send(out: &UnboundedSender<Bytes>, message: &FromWorker) {
     let _ = out.send(wire::encode(message));
