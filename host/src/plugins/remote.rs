@@ -438,15 +438,19 @@ async fn supervise(
                     Ok(message) => conn.deliver(message),
                     Err(err) => break format!("broke the protocol: it sent {err}"),
                 },
-                Some(Err(err)) => break format!("broke the protocol: {err}"),
-                None => {
-                    // Closed: a worker that died says how.
+                ended => {
+                    // Closed or reset (a worker that dies with a ping
+                    // unread resets the socket): one that died says how.
+                    let otherwise = match ended {
+                        Some(Err(err)) => format!("broke the protocol: {err}"),
+                        _ => "closed its socket".to_owned(),
+                    };
                     match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
                         Ok(Ok(status)) => {
                             exited = Some(status);
                             break describe_exit(status);
                         }
-                        _ => break "closed its socket".to_owned(),
+                        _ => break otherwise,
                     }
                 }
             },
