@@ -22,6 +22,7 @@ use crate::config::{self, Config};
 use crate::daemon::{self, Options};
 use crate::engine;
 use crate::events::Events;
+use crate::operator;
 use crate::plugins::Catalog;
 
 /// healer: a self-healing daemon for Linux services.
@@ -89,6 +90,75 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show every target of the running daemon (status, last check,
+    /// issues, pause), like `monit summary`. Exits with the worst status:
+    /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN or not checked yet; 4 when
+    /// the daemon cannot be asked.
+    Status {
+        /// Print the API's JSON (`GET /api/v1/targets`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the running daemon's recent events, newest first.
+    History {
+        /// Only this target's (or anomaly's) events.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Only events of this name, or of this prefix (`issue` for every
+        /// `issue_*` event).
+        #[arg(long, value_name = "EVENT")]
+        kind: Option<String>,
+        /// Only events since this time (2026-11-23T10:00:00Z) or age (30m).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reset an issue (TARGET/KIND, or TARGET for every escalated one):
+    /// it is open again with its recovery attempts back.
+    Reset {
+        /// TARGET/KIND, e.g. web/process.not_running, or TARGET.
+        issue: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a target's recoveries for maintenance: checks go on,
+    /// recoveries do not, until the pause ends by itself (it survives a
+    /// restart of healer) or `healer resume`.
+    Pause {
+        /// The target.
+        target: String,
+        /// How long, e.g. 30m or 2h (at most 30 days).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (shown in the status, the dashboard and the history).
+        #[arg(long, default_value = "maintenance")]
+        reason: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a target's pause: recoveries act again.
+    Resume {
+        /// The target.
+        target: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running daemon re-read its config and rescan its plugins
+    /// directory (as SIGHUP does), and say what changed. A bad config is
+    /// rejected with its problems (exit 1); the running one carries on.
+    Reload {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the plugin packages in the plugins directory: each package's
     /// file, name, version and SDK version, each plugin's kind, name,
     /// description and sample config, and every file that failed to load.
@@ -139,6 +209,32 @@ pub fn run(cli: Cli) -> ExitCode {
             _ => fail("healer worker is started by healer itself (--probe FILE or --serve FILE)"),
         },
         Command::Run => with_runtime(daemon::run(&cli.options())),
+        Command::Status { json } => ask(&cli, |d| operator::status(d, json)),
+        Command::History {
+            ref target,
+            ref kind,
+            ref since,
+            limit,
+            json,
+        } => ask(&cli, |d| {
+            operator::history(
+                d,
+                target.as_deref(),
+                kind.as_deref(),
+                since.as_deref(),
+                limit,
+                json,
+            )
+        }),
+        Command::Reset { ref issue, json } => ask(&cli, |d| operator::reset(d, issue, json)),
+        Command::Pause {
+            ref target,
+            ref duration,
+            ref reason,
+            json,
+        } => ask(&cli, |d| operator::pause(d, target, duration, reason, json)),
+        Command::Resume { ref target, json } => ask(&cli, |d| operator::resume(d, target, json)),
+        Command::Reload { json } => ask(&cli, |d| operator::reload(d, json)),
         Command::Check => with_runtime(check(&cli)),
         Command::Once {
             ref target,
@@ -150,6 +246,14 @@ pub fn run(cli: Cli) -> ExitCode {
             ref details,
             dry_run,
         } => send(&cli, name, details, dry_run),
+    }
+}
+
+/// Runs an operator's command against the daemon the config describes.
+fn ask(cli: &Cli, command: impl FnOnce(&operator::Daemon) -> ExitCode) -> ExitCode {
+    match operator::Daemon::of(&cli.config) {
+        Ok(daemon) => command(&daemon),
+        Err(err) => fail(&err),
     }
 }
 
@@ -294,10 +398,11 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
         config.targets.retain(|t| t.name == only);
     }
     let _logging = recover.then(|| crate::log::init(&config.healer, cli.verbose));
-    let runners = match engine::build(&config, &catalog, Default::default()).await {
-        Ok(runners) => runners,
-        Err(errors) => return fail(&errors.join("\n")),
-    };
+    let runners =
+        match engine::build(&config, &catalog, Default::default(), Default::default()).await {
+            Ok(runners) => runners,
+            Err(errors) => return fail(&errors.join("\n")),
+        };
     // `once` keeps no state: its issues start fresh and are not stored.
     let events = Events::log_only();
     catalog.report_to(&events);

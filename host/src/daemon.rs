@@ -6,15 +6,21 @@
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::level_filters::LevelFilter;
 
+use crate::api::{Api, Plugins, ReloadRequest};
+use crate::board::Board;
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::events::{Event, Events, Journal, Log, Subscriber};
+use crate::history::Recent;
+use crate::metrics::Metrics;
 use crate::plugins::Catalog;
+use crate::reload::Current;
 use crate::store::{Saved, Settings, Store};
 use crate::{engine, intake};
 
@@ -135,24 +141,42 @@ pub async fn run(options: &Options) -> ExitCode {
     if let Some(store) = &store {
         subscribers.push(store.subscriber());
     }
+    let metrics = Arc::new(Metrics::new());
+    subscribers.push(Box::new(crate::metrics::Feed(Arc::clone(&metrics))));
+    let mut saved = saved;
+    let recent = Recent::new(std::mem::take(&mut saved.recent));
+    subscribers.push(recent.subscriber());
     inbox.start(subscribers);
 
     tokio::spawn(watch_the_log(Arc::clone(&logging), signals.usr1));
+    let view = View {
+        metrics,
+        recent,
+        store: store.as_ref().map(Store::gauge),
+    };
     let stop_signals = (starting, signals.hup);
-    let code = heal(options, &config, &catalog, &events, saved, stop_signals).await;
+    let code = heal(options, config, catalog, &events, saved, view, stop_signals).await;
     events.finish(FINISH_WITHIN);
     code
 }
 
+/// What the operator's view reads, made before the event stream starts.
+struct View {
+    metrics: Arc<Metrics>,
+    recent: Recent,
+    store: Option<crate::store::Gauge>,
+}
+
 async fn heal(
     options: &Options,
-    config: &Config,
-    catalog: &Catalog,
+    config: Config,
+    catalog: Catalog,
     events: &Events,
     saved: Saved,
+    view: View,
     stop_signals: StopSignals,
 ) -> ExitCode {
-    let runners = match engine::build(config, catalog, saved.issues).await {
+    let runners = match engine::build(&config, &catalog, saved.issues, saved.pauses).await {
         Ok(runners) => runners,
         Err(errors) => {
             for error in &errors {
@@ -163,39 +187,53 @@ async fn heal(
     };
     let intake = match &config.intake {
         None => None,
-        Some(_) => match intake::Intake::build(config, catalog, events.clone(), saved.intake).await
-        {
-            Ok(intake) => match intake::listen(&intake).await {
-                Ok(listener) => Some((intake, listener)),
-                Err(err) => {
-                    tracing::error!("{err}");
+        Some(_) => {
+            match intake::Intake::build(&config, &catalog, events.clone(), saved.intake).await {
+                Ok(intake) => match intake::listen(&intake).await {
+                    Ok(listener) => Some((intake, listener)),
+                    Err(err) => {
+                        tracing::error!("{err}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                Err(errors) => {
+                    for error in &errors {
+                        tracing::error!("{error}");
+                    }
                     return ExitCode::FAILURE;
                 }
-            },
-            Err(errors) => {
-                for error in &errors {
-                    tracing::error!("{error}");
-                }
-                return ExitCode::FAILURE;
             }
-        },
+        }
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::reaper::reap_orphans(shutdown.clone()));
-    let watcher = options.clone();
+    let (reload, mut reloads) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
     let stopping = events.clone();
     let (starting, hup) = stop_signals;
     let stop_signals = starting.hand_over().await;
+    let reload_on_hup = reload.clone();
     tokio::spawn(async move {
-        wait_for_stop_signal(&watcher, &stopping, stop_signals, hup).await;
+        wait_for_stop_signal(stop_signals, hup, reload_on_hup).await;
         stopping.emit(Event::Stopping);
         let _ = stop.send(true);
     });
+    let board = Board::new(Arc::clone(&view.metrics));
+    let settings = engine::Settings {
+        max_concurrent_recoveries: config.healer.max_concurrent_recoveries,
+        history: config.healer.history,
+    };
+    let mut engine = Engine::new(
+        settings,
+        events.clone(),
+        Arc::clone(&board),
+        shutdown.clone(),
+    );
+    let targets = runners.len();
     events.emit(Event::Started {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         config: config.path.clone(),
-        targets: runners.len(),
+        targets,
         reflexes: config.reflexes.len(),
         packages: catalog.packages.len(),
         restored_issues: runners.iter().map(engine::Runner::restored_issues).sum(),
@@ -203,29 +241,61 @@ async fn heal(
             .as_ref()
             .map_or(0, |(intake, _)| intake.restored_anomalies()),
     });
+    for runner in runners {
+        engine.start(runner);
+    }
     let serving = intake.map(|(intake, listener)| {
+        let token = config
+            .intake
+            .as_ref()
+            .and_then(|settings| intake::Intake::token(settings).ok().flatten());
+        let api = Arc::new(Api {
+            board: Arc::clone(&board),
+            engine: engine.handle(),
+            recent: view.recent.clone(),
+            plugins: RwLock::new(Plugins::of(&catalog)),
+            reload: reload.clone(),
+            token,
+            store: view.store.clone(),
+            metrics: Arc::clone(&view.metrics),
+            started: std::time::Instant::now(),
+        });
         let serving = tokio::spawn(intake::serve(
             listener,
             Arc::clone(&intake),
+            crate::api::router(Arc::clone(&api)),
             shutdown.clone(),
         ));
-        (intake, serving)
+        (intake, api, serving)
     });
-    engine::run(
-        runners,
-        config.healer.max_concurrent_recoveries,
-        config.healer.history,
-        events.clone(),
-        shutdown.clone(),
-    )
-    .await;
+    crate::notify::ready(targets);
+    if let Some(every) = crate::notify::watchdog_every() {
+        tokio::spawn(crate::notify::watchdog(
+            every,
+            Arc::clone(&board),
+            shutdown.clone(),
+        ));
+    }
+    let mut current = Current { config, catalog };
     let mut shutdown = shutdown;
     while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            break;
+        tokio::select! {
+            changed = shutdown.changed() => if changed.is_err() { break },
+            Some(reply) = reloads.recv() => {
+                let outcome = crate::reload::reload(options, &mut current, &mut engine, events).await;
+                if outcome.is_ok() {
+                    if let Some((_, api, _)) = &serving {
+                        *api.plugins.write().unwrap_or_else(|p| p.into_inner()) =
+                            Plugins::of(&current.catalog);
+                    }
+                }
+                let _ = reply.send(outcome);
+            }
         }
     }
-    if let Some((intake, serving)) = serving {
+    crate::notify::stopping();
+    engine.wait().await;
+    if let Some((intake, _, serving)) = serving {
         let _ = serving.await;
         let unfinished = intake.drain(FINISH_WITHIN).await;
         if unfinished > 0 {
@@ -370,15 +440,12 @@ fn survive_file_size_limit() {
     }
 }
 
-/// Waits for SIGTERM or SIGINT. SIGHUP does not stop healer: it checks the
-/// config file anew and logs the verdict (live reload is not built yet, so
-/// applying a valid new config takes a restart; an invalid one is reported
-/// and the running config carries on either way).
+/// Waits for SIGTERM or SIGINT. SIGHUP does not stop healer: it asks for
+/// a reload (whose outcome is an event either way).
 async fn wait_for_stop_signal(
-    options: &Options,
-    events: &Events,
     stop: Option<(Signal, Signal)>,
     hup: io::Result<Signal>,
+    reload: tokio::sync::mpsc::Sender<ReloadRequest>,
 ) {
     let Some((mut term, mut int)) = stop else {
         tracing::warn!("cannot watch for SIGTERM and SIGINT; stop healer with SIGKILL");
@@ -395,16 +462,12 @@ async fn wait_for_stop_signal(
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            Some(()) = next(&mut hup) => events.emit(Event::ConfigChecked {
-                config: options.config.clone(),
-                problems: load(options)
-                    .await
-                    .err()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|problem| crate::redact::text_of(problem))
-                    .collect(),
-            }),
+            Some(()) = next(&mut hup) => {
+                let (reply, _outcome) = tokio::sync::oneshot::channel();
+                if reload.try_send(reply).is_err() {
+                    tracing::warn!("SIGHUP: a reload is already waiting; this one is left out");
+                }
+            }
         }
     }
 }

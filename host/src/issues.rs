@@ -22,7 +22,7 @@ use crate::clock::Wall;
 use crate::config::Policy;
 
 /// Where an issue stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Found; no attempt made yet (or held by a dependency).
@@ -383,6 +383,40 @@ impl Tracker {
         })
     }
 
+    /// An operator's reset: the issue gets its attempts back (and is no
+    /// longer escalated), and its flap memory is forgotten. `None` when no
+    /// issue of this kind is open.
+    pub fn reset(&mut self, kind: &str, now: Wall) -> Option<Issue> {
+        self.remembered.remove(kind);
+        let issue = self.issues.get_mut(kind)?;
+        issue.attempts = 0;
+        issue.state = State::Open;
+        issue.escalated_at = None;
+        issue.next_attempt_at = now;
+        Some(issue.clone())
+    }
+
+    /// Everything a tracker must hand on when its target restarts (a
+    /// reload): its open issues, and its flap memory as resolved issues.
+    pub fn save(&self) -> Vec<Issue> {
+        let open = self.issues.values().cloned();
+        let remembered = self
+            .remembered
+            .iter()
+            .map(|(kind, (attempts, resolved_at))| {
+                Issue::saved(
+                    kind.clone(),
+                    State::Resolved,
+                    Status::Ok,
+                    String::new(),
+                    *attempts,
+                    [*resolved_at, *resolved_at],
+                    [None, Some(*resolved_at)],
+                )
+            });
+        open.chain(remembered).collect()
+    }
+
     /// The wait after attempt `n`: `backoff`, doubled per attempt, capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let base: Duration = self.policy.backoff.into();
@@ -720,5 +754,32 @@ mod tests {
             1,
             "due after at most backoff_max (10 s), not an hour"
         );
+    }
+
+    #[test]
+    fn an_operator_reset_gives_an_escalated_issue_its_attempts_back() {
+        let now = Wall::from_millis(1_000_000);
+        let mut tracker = Tracker::new(policy());
+        tracker.observe(&down(), now, true);
+        let kind = "process.not_running";
+        tracker.escalate(kind, "nothing helps".into(), now);
+        assert!(tracker.due(now).is_empty());
+        let issue = tracker.reset(kind, now).expect("the issue is open");
+        assert_eq!((issue.state, issue.attempts), (State::Open, 0));
+        assert_eq!(tracker.due(now), vec![kind.to_owned()]);
+        assert!(tracker.reset("no.such", now).is_none());
+    }
+
+    #[test]
+    fn a_saved_tracker_carries_its_issues_and_flap_memory_to_its_successor() {
+        let now = Wall::from_millis(1_000_000);
+        let mut tracker = Tracker::new(policy());
+        tracker.observe(&down(), now, true);
+        attempt(&mut tracker, now);
+        tracker.observe(&[], now, true); // resolved, remembered with 1 attempt
+        let mut next = Tracker::new(policy());
+        next.restore(tracker.save(), now);
+        let back = next.observe(&down(), now, true);
+        assert_eq!(opened(&back), Some(1), "the flap memory went along");
     }
 }

@@ -6,17 +6,24 @@
 //! log/store.
 //! See `docs/ARCHITECTURE.md` for the code map and invariants.
 
+pub mod api;
+pub mod board;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod events;
+pub mod history;
 pub mod intake;
 pub mod issues;
 pub mod log;
+pub mod metrics;
+pub mod notify;
+pub mod operator;
 pub mod plugins;
 pub mod reaper;
 pub mod redact;
+pub mod reload;
 pub mod store;
 pub mod worker;

@@ -106,6 +106,18 @@ pub struct Step {
     pub continue_on_error: bool,
 }
 
+impl Step {
+    /// What the step does, where in the file it is aside: (plugin, its
+    /// config as JSON text, `continue_on_error`).
+    pub fn fingerprint(&self) -> (String, String, bool) {
+        (
+            self.plugin.plugin.clone(),
+            self.plugin.config.to_string(),
+            self.continue_on_error,
+        )
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawReflex {

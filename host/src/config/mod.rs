@@ -281,6 +281,43 @@ pub struct PluginUse {
     span: Range<usize>,
 }
 
+impl Target {
+    /// Whether `other` configures the same target the same way (where in
+    /// the file it is aside): a reload leaves such a target running.
+    pub fn same_as(&self, other: &Target) -> bool {
+        self.name == other.name
+            && self.enabled == other.enabled
+            && self.policy == other.policy
+            && self.depends_on == other.depends_on
+            && self.monitor.same_as(&other.monitor)
+            && self.diagnosers.len() == other.diagnosers.len()
+            && self
+                .diagnosers
+                .iter()
+                .zip(&other.diagnosers)
+                .all(|(a, b)| a.same_as(b))
+            && self.recoverers.len() == other.recoverers.len()
+            && self
+                .recoverers
+                .iter()
+                .zip(&other.recoverers)
+                .all(|(a, b)| a.plugin.same_as(&b.plugin) && a.on == b.on)
+    }
+
+    /// Whether `other` is still the same target for its issues: the same
+    /// name and monitor plugin. A reload that changes anything else
+    /// restarts the target with its issues kept.
+    pub fn same_identity(&self, other: &Target) -> bool {
+        self.name == other.name && self.monitor.plugin == other.monitor.plugin
+    }
+}
+
+impl PluginUse {
+    fn same_as(&self, other: &PluginUse) -> bool {
+        self.kind == other.kind && self.plugin == other.plugin && self.config == other.config
+    }
+}
+
 /// A recoverer and the finding kinds it handles.
 #[derive(Clone, Debug)]
 pub struct RecovererUse {

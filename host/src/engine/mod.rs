@@ -8,20 +8,27 @@
 //! `depends_on`), and a way to ask a dependent to re-check at once.
 //!
 //! Each target starts from the issues the store saved before a restart
-//! (attempts, backoff due times, escalations), and every transition goes
-//! out as an event.
+//! (attempts, backoff due times, escalations, its maintenance pause), and
+//! every transition goes out as an event. A reload stops, starts and
+//! restarts targets one by one ([`Engine`]); a restarted target hands its
+//! tracker to its successor. Operators reach the loops through a
+//! [`Handle`]: pause and resume (read by the loop before it recovers) and
+//! reset (a command the loop carries out between steps). Each loop writes
+//! what it sees, and when it will next make progress, on the [`Board`].
 
 mod target;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use healer_plugin_sdk::Observation;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
 
+use crate::board::{Board, Pause};
 use crate::config::{Config, PluginUse, Target};
-use crate::events::Events;
-use crate::issues::Issue;
+use crate::events::{Event, Events};
+use crate::issues::{Issue, Tracker};
 use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle};
 
 pub use target::Cycle;
@@ -32,8 +39,10 @@ pub struct Runner {
     monitor: Arc<MonitorHandle>,
     diagnosers: Vec<(String, DiagnoserHandle)>,
     recoverers: Vec<RecovererHandle>,
-    /// Its issues as saved before a restart.
+    /// Its issues as saved before a restart (or handed on by a reload).
     saved: Vec<Issue>,
+    /// Its maintenance pause, as saved.
+    pause: Option<Pause>,
 }
 
 impl Runner {
@@ -43,6 +52,17 @@ impl Runner {
             .iter()
             .filter(|issue| issue.resolved_at.is_none())
             .count()
+    }
+
+    /// The target it runs.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Carries on from these issues and this pause.
+    pub fn carry_on(&mut self, issues: Vec<Issue>, pause: Option<Pause>) {
+        self.saved = issues;
+        self.pause = pause;
     }
 }
 
@@ -57,29 +77,39 @@ pub(crate) enum Health {
     Down,
 }
 
-/// What targets share.
+/// What a target's loop is asked to do, besides its schedule.
+pub(crate) enum Command {
+    /// Check at once (a dependency of it just healed).
+    Recheck,
+    /// An operator's reset of one issue (or, with no kind, of every
+    /// escalated one); the reply is the issues reset.
+    Reset {
+        kind: Option<String>,
+        reply: oneshot::Sender<Vec<Issue>>,
+    },
+    /// Stop, and hand on the issues (a reload restarts or removes it).
+    Stop,
+}
+
+/// What targets share, and what the engine's handle reaches.
 #[derive(Default)]
 pub(crate) struct Shared {
     /// Every target's health; a dependent is recovered only while all its
     /// dependencies are healthy (not down, and not unchecked: at start-up
     /// the app must not be restarted before the database has been seen).
     health: RwLock<HashMap<String, Health>>,
-    /// Ask a target to check at once (a dependency of it just healed).
-    recheck: HashMap<String, mpsc::Sender<()>>,
+    /// Each running target's loop.
+    commands: RwLock<HashMap<String, mpsc::Sender<Command>>>,
     /// Each target's dependents.
-    dependents: HashMap<String, Vec<String>>,
-    /// The targets that run; a disabled target is not watched, so it never
-    /// holds its dependents' recovery.
-    watched: std::collections::HashSet<String>,
+    dependents: RwLock<HashMap<String, Vec<String>>>,
+    /// Each target's maintenance pause (read by its loop before recovering).
+    pauses: RwLock<HashMap<String, Pause>>,
 }
 
 impl Shared {
     /// Records a target's health; returns whether it just became healthy.
     pub(crate) fn set_health(&self, target: &str, down: bool) -> bool {
-        let mut health = self
-            .health
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut health = write(&self.health);
         let now = if down { Health::Down } else { Health::Healthy };
         let before = health.insert(target.to_owned(), now);
         now == Health::Healthy && before != Some(Health::Healthy)
@@ -87,10 +117,7 @@ impl Shared {
 
     /// The first of `targets` that is not healthy, and how it stands.
     pub(crate) fn first_unhealthy<'a>(&self, targets: &'a [String]) -> Option<(&'a str, Health)> {
-        let health = self
-            .health
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let health = read(&self.health);
         targets
             .iter()
             .map(|t| {
@@ -103,12 +130,39 @@ impl Shared {
     }
 
     pub(crate) fn recheck_dependents(&self, target: &str) {
-        for dependent in self.dependents.get(target).into_iter().flatten() {
-            if let Some(sender) = self.recheck.get(dependent) {
-                let _ = sender.try_send(());
+        let dependents = read(&self.dependents);
+        let commands = read(&self.commands);
+        for dependent in dependents.get(target).into_iter().flatten() {
+            if let Some(sender) = commands.get(dependent) {
+                let _ = sender.try_send(Command::Recheck);
             }
         }
     }
+
+    /// The pause of a target, while it holds.
+    pub(crate) fn pause_of(&self, target: &str) -> Option<Pause> {
+        read(&self.pauses).get(target).cloned()
+    }
+
+    /// Ends a pause that expired (its loop says so); `false` when it was
+    /// ended already or replaced by a newer one.
+    pub(crate) fn end_pause(&self, target: &str, pause: &Pause) -> bool {
+        let mut pauses = write(&self.pauses);
+        if pauses.get(target) == Some(pause) {
+            pauses.remove(target);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// Creates the plugin instances of every enabled target, each with the
@@ -118,6 +172,7 @@ pub async fn build(
     config: &Config,
     catalog: &Catalog,
     mut saved: HashMap<String, Vec<Issue>>,
+    mut pauses: HashMap<String, Pause>,
 ) -> Result<Vec<Runner>, Vec<String>> {
     let mut runners = Vec::new();
     let mut errors = Vec::new();
@@ -125,6 +180,7 @@ pub async fn build(
         match build_target(target, catalog).await {
             Ok(mut runner) => {
                 runner.saved = saved.remove(&target.name).unwrap_or_default();
+                runner.pause = pauses.remove(&target.name);
                 runners.push(runner)
             }
             Err(err) => errors.push(err),
@@ -137,7 +193,9 @@ pub async fn build(
     }
 }
 
-async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, String> {
+/// Creates one target's plugin instances; an error names the target and
+/// plugin.
+pub async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, String> {
     let fail = |plugin: &PluginUse, err: String| {
         format!(
             "target {:?}: cannot create {} {:?}: {err}",
@@ -184,50 +242,230 @@ async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, Stri
         diagnosers,
         recoverers,
         saved: Vec::new(),
+        pause: None,
     })
 }
 
-/// Runs every target until `shutdown` becomes `true`.
-pub async fn run(
-    runners: Vec<Runner>,
-    max_concurrent_recoveries: usize,
-    history: usize,
+/// How the engine runs its targets.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Recoveries at once, host-wide.
+    pub max_concurrent_recoveries: usize,
+    /// Observations kept per target for diagnosers.
+    pub history: usize,
+}
+
+/// A target's loop, running.
+struct Running {
+    target: Target,
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<Tracker>,
+}
+
+/// The running targets: started, stopped and restarted one by one (a
+/// reload), each as its own task, until shut down.
+pub struct Engine {
+    shared: Arc<Shared>,
+    limiter: Arc<Semaphore>,
+    settings: Settings,
     events: Events,
+    board: Arc<Board>,
     shutdown: watch::Receiver<bool>,
-) {
-    let limiter = Arc::new(Semaphore::new(max_concurrent_recoveries));
-    let mut shared = Shared::default();
-    let mut inboxes = HashMap::new();
-    for runner in &runners {
-        let (sender, inbox) = mpsc::channel(1);
-        shared.recheck.insert(runner.target.name.clone(), sender);
-        shared.watched.insert(runner.target.name.clone());
-        inboxes.insert(runner.target.name.clone(), inbox);
-        for dependency in &runner.target.depends_on {
-            shared
-                .dependents
-                .entry(dependency.clone())
-                .or_default()
-                .push(runner.target.name.clone());
+    running: BTreeMap<String, Running>,
+}
+
+impl Engine {
+    /// An engine with no targets yet.
+    pub fn new(
+        settings: Settings,
+        events: Events,
+        board: Arc<Board>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Engine {
+        Engine {
+            shared: Arc::new(Shared::default()),
+            limiter: Arc::new(Semaphore::new(settings.max_concurrent_recoveries)),
+            settings,
+            events,
+            board,
+            shutdown,
+            running: BTreeMap::new(),
         }
     }
-    let shared = Arc::new(shared);
-    let tasks: Vec<_> = runners
-        .into_iter()
-        .filter_map(|runner| {
-            let inbox = inboxes.remove(&runner.target.name)?;
-            let cycle = Cycle::new(
-                runner,
-                Arc::clone(&shared),
-                Arc::clone(&limiter),
-                events.clone(),
-                history,
-            );
-            Some(tokio::spawn(cycle.run(inbox, shutdown.clone())))
-        })
-        .collect();
-    for task in tasks {
-        let _ = task.await;
+
+    /// What the API reaches: pause, resume, reset.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.shared),
+            events: self.events.clone(),
+            board: Arc::clone(&self.board),
+        }
+    }
+
+    /// The targets running.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.running.values().map(|running| &running.target)
+    }
+
+    /// Starts a target's loop (a target of that name must not be running).
+    pub fn start(&mut self, mut runner: Runner) {
+        let name = runner.target.name.clone();
+        let (sender, inbox) = mpsc::channel(16);
+        write(&self.shared.commands).insert(name.clone(), sender.clone());
+        let mut pauses = write(&self.shared.pauses);
+        match runner.pause.take() {
+            Some(pause) => pauses.insert(name.clone(), pause),
+            None => pauses.remove(&name),
+        };
+        drop(pauses);
+        let target = runner.target.clone();
+        let cycle = Cycle::new(
+            runner,
+            Arc::clone(&self.shared),
+            Arc::clone(&self.limiter),
+            self.events.clone(),
+            self.settings.history,
+        );
+        let slot = self
+            .board
+            .enter(cycle.view(), tokio::time::Instant::now().into_std());
+        let task = tokio::spawn(cycle.run(inbox, self.shutdown.clone(), slot));
+        self.running.insert(
+            name,
+            Running {
+                target,
+                commands: sender,
+                task,
+            },
+        );
+        self.link_dependents();
+    }
+
+    /// Stops a target's loop (after the step it is in, if any); its
+    /// tracker, to hand its issues on. `None` when it was not running.
+    pub async fn stop(&mut self, name: &str) -> Option<Tracker> {
+        let running = self.running.remove(name)?;
+        write(&self.shared.commands).remove(name);
+        write(&self.shared.health).remove(name);
+        self.link_dependents();
+        let _ = running.commands.send(Command::Stop).await;
+        let tracker = running.task.await.ok();
+        if !self.running.contains_key(name) {
+            self.board.leave(name);
+            write(&self.shared.pauses).remove(name);
+        }
+        tracker
+    }
+
+    /// Waits for every loop to end (after shutdown).
+    pub async fn wait(self) {
+        for (_, running) in self.running {
+            let _ = running.task.await;
+        }
+    }
+
+    fn link_dependents(&self) {
+        let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
+        for running in self.running.values() {
+            for dependency in &running.target.depends_on {
+                dependents
+                    .entry(dependency.clone())
+                    .or_default()
+                    .push(running.target.name.clone());
+            }
+        }
+        *write(&self.shared.dependents) = dependents;
+    }
+}
+
+/// Why an operator's command was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No running target has this name.
+    #[error("no target named {0:?} is running (see `healer status`)")]
+    NoSuchTarget(String),
+    /// Nothing matched.
+    #[error("{0}")]
+    NothingToDo(String),
+    /// The loop did not answer in time (a long check or recovery); the
+    /// command is applied when it ends.
+    #[error("target {0:?} is busy (a check or recovery is running); the command is applied when it ends")]
+    Busy(String),
+}
+
+/// The engine as the API reaches it: pause, resume and reset, each a
+/// command to one target's loop (or the pause it reads), and an event.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+    events: Events,
+    board: Arc<Board>,
+}
+
+impl Handle {
+    /// The pause of a target, while it is paused.
+    pub fn pause_of(&self, target: &str) -> Option<Pause> {
+        self.shared.pause_of(target)
+    }
+
+    /// Pauses a target's recoveries until `pause.until`; checks go on.
+    pub fn pause(&self, target: &str, pause: Pause) -> Result<(), Refusal> {
+        if !read(&self.shared.commands).contains_key(target) {
+            return Err(Refusal::NoSuchTarget(target.to_owned()));
+        }
+        write(&self.shared.pauses).insert(target.to_owned(), pause.clone());
+        self.board.pause(target, Some(pause.clone()));
+        self.events.emit(Event::TargetPaused {
+            target: target.to_owned(),
+            pause,
+        });
+        Ok(())
+    }
+
+    /// Ends a target's pause; whether it was paused.
+    pub fn resume(&self, target: &str) -> Result<bool, Refusal> {
+        if !read(&self.shared.commands).contains_key(target) {
+            return Err(Refusal::NoSuchTarget(target.to_owned()));
+        }
+        let was = write(&self.shared.pauses).remove(target).is_some();
+        self.board.pause(target, None);
+        if was {
+            self.events.emit(Event::TargetResumed {
+                target: target.to_owned(),
+                reason: "resumed by an operator".to_owned(),
+            });
+        }
+        Ok(was)
+    }
+
+    /// Resets one issue of a target (or every escalated one): it is open
+    /// again with its attempts back. Waits for the target's loop at most
+    /// `within`.
+    pub async fn reset(
+        &self,
+        target: &str,
+        kind: Option<String>,
+        within: std::time::Duration,
+    ) -> Result<Vec<Issue>, Refusal> {
+        let sender = read(&self.shared.commands)
+            .get(target)
+            .cloned()
+            .ok_or_else(|| Refusal::NoSuchTarget(target.to_owned()))?;
+        let (reply, answer) = oneshot::channel();
+        let what = kind.clone();
+        sender
+            .send(Command::Reset { kind, reply })
+            .await
+            .map_err(|_| Refusal::NoSuchTarget(target.to_owned()))?;
+        match tokio::time::timeout(within, answer).await {
+            Ok(Ok(issues)) if issues.is_empty() => Err(Refusal::NothingToDo(match what {
+                Some(kind) => format!("target {target:?} has no open issue of kind {kind:?}"),
+                None => format!("target {target:?} has no escalated issue"),
+            })),
+            Ok(Ok(issues)) => Ok(issues),
+            Ok(Err(_)) => Err(Refusal::NoSuchTarget(target.to_owned())),
+            Err(_) => Err(Refusal::Busy(target.to_owned())),
+        }
     }
 }
 

@@ -13,10 +13,11 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
-use super::{Health, Runner, Shared};
+use super::{Command, Health, Runner, Shared};
+use crate::board::{Slot, TargetView};
 use crate::clock::Wall;
 use crate::events::{Event, Events, Role, StepResult};
-use crate::issues::{Tracker, Transition};
+use crate::issues::{State, Tracker, Transition};
 
 /// The state of one target's healing loop.
 pub struct Cycle {
@@ -32,6 +33,11 @@ pub struct Cycle {
     findings: HashMap<String, Finding>,
     /// Issues whose recovery is held by a dependency (logged once).
     held: HashSet<String>,
+    /// Issues whose recovery waits for the pause they were told of
+    /// (logged once per pause).
+    paused: HashSet<String>,
+    /// Where the operator sees it; none for `healer once`.
+    slot: Option<Arc<Slot>>,
 }
 
 /// What one step did, for scheduling the next check.
@@ -61,7 +67,56 @@ impl Cycle {
             last_status: None,
             findings: HashMap::new(),
             held: HashSet::new(),
+            paused: HashSet::new(),
+            slot: None,
         }
+    }
+
+    /// How the target looks before its first check.
+    pub(crate) fn view(&self) -> TargetView {
+        let target = &self.runner.target;
+        TargetView {
+            name: target.name.clone(),
+            monitor: target.monitor.plugin.clone(),
+            interval: target.policy.interval,
+            status: None,
+            summary: String::new(),
+            metrics: Vec::new(),
+            last_check: None,
+            took_us: 0,
+            issues: self.tracker.issues().cloned().collect(),
+            paused: self.shared.pause_of(&target.name),
+        }
+    }
+
+    /// Promises progress (the next step, or the end of a plugin call) by
+    /// `within` from now, plus one interval of slack: a loop that breaks
+    /// its promise is stalled (`/healthz`, the systemd watchdog).
+    fn promise(&self, within: Duration) {
+        if let Some(slot) = &self.slot {
+            let interval: Duration = self.runner.target.policy.interval.into();
+            slot.progress((Instant::now() + within + interval).into_std());
+        }
+    }
+
+    /// Writes the latest check and the issues on the board.
+    fn show(&self, seen: &Observation, took: Option<Duration>) {
+        let Some(slot) = &self.slot else {
+            return;
+        };
+        let mut issues: Vec<_> = self.tracker.issues().cloned().collect();
+        issues.sort_by(|a, b| a.kind.cmp(&b.kind));
+        slot.update(|view| {
+            view.status = Some(seen.status);
+            view.summary.clone_from(&seen.summary);
+            view.metrics.clone_from(&seen.metrics);
+            view.last_check = Some(Wall::now());
+            if let Some(took) = took {
+                slot.checked_in(took);
+                view.took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            }
+            view.issues = issues;
+        });
     }
 
     fn name(&self) -> &str {
@@ -72,12 +127,15 @@ impl Cycle {
         self.events.emit(event);
     }
 
-    /// Runs until `shutdown` changes.
+    /// Runs until `shutdown` changes or it is told to stop; returns its
+    /// tracker, for a successor to carry on from.
     pub(crate) async fn run(
         mut self,
-        mut recheck: mpsc::Receiver<()>,
+        mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+        slot: Arc<Slot>,
+    ) -> Tracker {
+        self.slot = Some(slot);
         let policy = self.runner.target.policy;
         let (push_sender, mut pushes) = mpsc::channel(16);
         let monitor = Arc::clone(&self.runner.monitor);
@@ -90,13 +148,25 @@ impl Cycle {
         });
         let mut next = Instant::now() + jitter(policy.interval.into(), self.name());
         loop {
+            self.promise(next.saturating_duration_since(Instant::now()));
             let pushed = tokio::select! {
                 _ = sleep_until(next) => None,
                 Some(seen) = pushes.recv() => Some(seen),
-                Some(()) = recheck.recv() => {
-                    debug!(target = %self.name(), "re-checking at once: a dependency recovered");
-                    None
-                }
+                command = commands.recv() => match command {
+                    Some(Command::Recheck) => {
+                        debug!(target = %self.name(), "re-checking at once: a dependency recovered");
+                        None
+                    }
+                    Some(Command::Reset { kind, reply }) => {
+                        let reset = self.reset(kind.as_deref());
+                        if !reset.is_empty() {
+                            next = Instant::now();
+                        }
+                        let _ = reply.send(reset);
+                        continue;
+                    }
+                    Some(Command::Stop) | None => break,
+                },
                 _ = shutdown.changed() => break,
             };
             let was_push = pushed.is_some();
@@ -112,6 +182,38 @@ impl Cycle {
             };
         }
         forward.abort();
+        self.tracker
+    }
+
+    /// An operator's reset: the issue of `kind` (or every escalated one)
+    /// gets its attempts back; the issues reset.
+    fn reset(&mut self, kind: Option<&str>) -> Vec<crate::issues::Issue> {
+        let kinds: Vec<String> = match kind {
+            Some(kind) => vec![kind.to_owned()],
+            None => self
+                .tracker
+                .issues()
+                .filter(|issue| issue.state == State::Escalated)
+                .map(|issue| issue.kind.clone())
+                .collect(),
+        };
+        let now = Wall::now();
+        let mut reset = Vec::new();
+        for kind in kinds {
+            if let Some(issue) = self.tracker.reset(&kind, now) {
+                self.held.remove(&kind);
+                self.emit(Event::IssueResetByOperator {
+                    target: self.name().to_owned(),
+                    issue: issue.clone(),
+                });
+                reset.push(issue);
+            }
+        }
+        if let Some(slot) = &self.slot {
+            let issues: Vec<_> = self.tracker.issues().cloned().collect();
+            slot.update(|view| view.issues = issues);
+        }
+        reset
     }
 
     /// One check (and diagnosis, and recovery if asked), for `healer once`.
@@ -142,6 +244,9 @@ impl Cycle {
         self.note_status(&seen, was_push, took);
         let seen_status = seen.status;
         let (findings, diagnosed) = self.diagnose(&seen, checked).await;
+        let conclusive = checked && diagnosed && seen_status != Status::Unknown;
+        self.after_diagnosis(&findings, conclusive);
+        self.show(&seen, (!was_push).then_some(took));
         self.history.push_back(seen);
         while self.history.len() > self.history_len {
             self.history.pop_front();
@@ -149,8 +254,6 @@ impl Cycle {
         // Never act on false evidence: a check that could not tell (it
         // failed, timed out, or said UNKNOWN) resolves nothing, and only
         // recoverers that asked for UNKNOWN act after it.
-        let conclusive = checked && diagnosed && seen_status != Status::Unknown;
-        self.after_diagnosis(&findings, conclusive);
         if self.recover(conclusive).await {
             Step::Recovered
         } else {
@@ -163,6 +266,7 @@ impl Cycle {
     async fn check(&mut self) -> (Observation, bool) {
         let policy = self.runner.target.policy;
         let plugin = &self.runner.target.monitor.plugin;
+        self.promise(policy.timeout.into());
         match timeout(policy.timeout.into(), self.runner.monitor.check()).await {
             Ok(Ok(seen)) => (seen, true),
             Ok(Err(error)) => {
@@ -228,6 +332,7 @@ impl Cycle {
             );
         }
         let deadline: Duration = self.runner.target.policy.timeout.into();
+        self.promise(deadline * self.runner.diagnosers.len() as u32);
         let history = self.history.make_contiguous();
         let mut findings = Vec::new();
         let mut complete = true;
@@ -308,6 +413,41 @@ impl Cycle {
         });
     }
 
+    /// Whether the target is paused for maintenance: then nothing due is
+    /// recovered, and each issue says so once per pause. A pause that
+    /// expired ends here, with an event.
+    fn paused(&mut self, due: &[String]) -> bool {
+        let name = self.name().to_owned();
+        let Some(pause) = self.shared.pause_of(&name) else {
+            self.paused.clear();
+            return false;
+        };
+        if !pause.holds(Wall::now()) {
+            if self.shared.end_pause(&name, &pause) {
+                if let Some(slot) = &self.slot {
+                    slot.update(|view| view.paused = None);
+                }
+                self.emit(Event::TargetResumed {
+                    target: name,
+                    reason: "the pause expired".to_owned(),
+                });
+            }
+            self.paused.clear();
+            return false;
+        }
+        for kind in due {
+            if self.paused.insert(kind.clone()) {
+                self.emit(Event::RecoveryPaused {
+                    target: name.clone(),
+                    kind: kind.clone(),
+                    until: pause.until,
+                    reason: pause.reason.clone(),
+                });
+            }
+        }
+        true
+    }
+
     /// Recovers every issue that is due; returns whether any attempt ran.
     /// After an inconclusive check only UNKNOWN issues may be acted on (by
     /// the recoverers that asked for them): the others' evidence is stale.
@@ -316,7 +456,7 @@ impl Cycle {
         if !conclusive {
             due.retain(|kind| is_unknown(kind));
         }
-        if due.is_empty() {
+        if self.paused(&due) || due.is_empty() {
             return false;
         }
         let target = &self.runner.target;
@@ -379,6 +519,9 @@ impl Cycle {
             }
             return false;
         }
+        // Other targets' recoveries hold the permits, each for at most its
+        // ladder's deadlines.
+        self.promise(policy_wait(&target.policy, target.recoverers.len()) * 4);
         let Ok(_permit) = self.limiter.acquire().await else {
             return false;
         };
@@ -401,6 +544,7 @@ impl Cycle {
         let mut recovered = false;
         for i in ladder {
             let recoverer = target.recoverers[i].plugin.plugin.clone();
+            self.promise(policy.recovery_timeout.into());
             let result = match timeout(
                 policy.recovery_timeout.into(),
                 self.runner.recoverers[i].recover(&recovery),
@@ -434,6 +578,11 @@ impl Cycle {
         }
         true
     }
+}
+
+/// The longest one attempt of a ladder of `recoverers` may take.
+fn policy_wait(policy: &crate::config::Policy, recoverers: usize) -> Duration {
+    Duration::from(policy.recovery_timeout) * recoverers.max(1) as u32
 }
 
 /// Whether a finding kind says healer could not tell (`<monitor>.unknown`).

@@ -24,6 +24,7 @@ use healer_plugin_sdk::{Duration as Written, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::board::Pause;
 use crate::clock::Wall;
 use crate::intake::{AnomalyState, Suppressed};
 use crate::issues::Issue;
@@ -49,9 +50,20 @@ pub enum Event {
     },
     /// healer is stopping (SIGTERM or SIGINT).
     Stopping,
-    /// SIGHUP: the config on disk was checked; the running config carries
-    /// on either way (no `problems`: it is valid, and a restart applies it).
-    ConfigChecked {
+    /// A reload (SIGHUP, `healer reload`) applied a new config: targets
+    /// added, removed and restarted (changed), plugin packages newly
+    /// loaded, and settings that only a restart applies.
+    ConfigReloaded {
+        config: PathBuf,
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+        packages_added: Vec<String>,
+        needs_restart: Vec<String>,
+    },
+    /// A reload was refused: the new config (or a plugin config in it) has
+    /// problems; the running config carries on.
+    ConfigRejected {
         config: PathBuf,
         problems: Vec<String>,
     },
@@ -145,6 +157,22 @@ pub enum Event {
     IssueReset {
         target: String,
         kind: String,
+        reason: String,
+    },
+    /// An operator reset an issue: it is open again with no attempts made
+    /// (an escalated issue is recovered again).
+    IssueResetByOperator { target: String, issue: Issue },
+    /// An operator paused a target's recoveries (maintenance): checks go on.
+    TargetPaused { target: String, pause: Pause },
+    /// A target's pause ended: `reason` is "resumed by an operator" or
+    /// "the pause expired".
+    TargetResumed { target: String, reason: String },
+    /// An issue was due for recovery while its target is paused: nothing
+    /// acts on it until the pause ends (said once per issue and pause).
+    RecoveryPaused {
+        target: String,
+        kind: String,
+        until: Wall,
         reason: String,
     },
 
@@ -353,7 +381,8 @@ impl Event {
         match self {
             Event::Started { .. } => "started",
             Event::Stopping => "stopping",
-            Event::ConfigChecked { .. } => "config_checked",
+            Event::ConfigReloaded { .. } => "config_reloaded",
+            Event::ConfigRejected { .. } => "config_rejected",
             Event::Checked { .. } => "checked",
             Event::PluginFailed { .. } => "plugin_failed",
             Event::PluginTimedOut { .. } => "plugin_timed_out",
@@ -367,6 +396,10 @@ impl Event {
             Event::IssueResolved { .. } => "issue_resolved",
             Event::IssueEscalated { .. } => "issue_escalated",
             Event::IssueReset { .. } => "issue_reset",
+            Event::IssueResetByOperator { .. } => "issue_reset_by_operator",
+            Event::TargetPaused { .. } => "target_paused",
+            Event::TargetResumed { .. } => "target_resumed",
+            Event::RecoveryPaused { .. } => "recovery_paused",
             Event::NoReflex { .. } => "no_reflex",
             Event::WorkflowStarted { .. } => "workflow_started",
             Event::WouldRun { .. } => "would_run",
@@ -402,7 +435,11 @@ impl Event {
             | Event::AttemptFinished { target, .. }
             | Event::IssueResolved { target, .. }
             | Event::IssueEscalated { target, .. }
-            | Event::IssueReset { target, .. } => Some(target),
+            | Event::IssueReset { target, .. }
+            | Event::IssueResetByOperator { target, .. }
+            | Event::TargetPaused { target, .. }
+            | Event::TargetResumed { target, .. }
+            | Event::RecoveryPaused { target, .. } => Some(target),
             Event::NoReflex { anomaly, .. }
             | Event::AnomalySuppressed { anomaly, .. }
             | Event::AnomalyEscalated { anomaly, .. }
@@ -416,7 +453,8 @@ impl Event {
             Event::WorkflowStep { .. }
             | Event::Started { .. }
             | Event::Stopping
-            | Event::ConfigChecked { .. }
+            | Event::ConfigReloaded { .. }
+            | Event::ConfigRejected { .. }
             | Event::StoreDegraded { .. }
             | Event::StoreRecovered { .. }
             | Event::StoreMovedAside { .. } => None,

@@ -43,12 +43,21 @@ fn write(event: &Event) {
             "healer running"
         ),
         Event::Stopping => info!("stopping"),
-        Event::ConfigChecked { config, problems } => {
-            if problems.is_empty() {
-                warn!(config = %config.display(), "SIGHUP: the config on disk is valid; live reload is not built yet, so restart healer to apply it");
-            } else {
-                error!(config = %config.display(), problems = %problems.join("; "), "SIGHUP: the config on disk is rejected; the running config carries on");
+        Event::ConfigReloaded {
+            config,
+            added,
+            removed,
+            changed,
+            packages_added,
+            needs_restart,
+        } => {
+            info!(config = %config.display(), added = ?added, removed = ?removed, changed = ?changed, packages_added = ?packages_added, "config reloaded");
+            if !needs_restart.is_empty() {
+                warn!(config = %config.display(), settings = %needs_restart.join(", "), "reload: these settings changed and take effect only when healer restarts");
             }
+        }
+        Event::ConfigRejected { config, problems } => {
+            error!(config = %config.display(), problems = %problems.join("; "), "reload refused: the new config has problems; the running config carries on");
         }
         Event::Checked {
             target,
@@ -172,6 +181,23 @@ fn write(event: &Event) {
             kind,
             reason,
         } => debug!(target = %target, kind = %kind, reason = %reason, "attempt count reset"),
+        Event::IssueResetByOperator { target, issue } => {
+            warn!(target = %target, kind = %issue.kind, "issue reset by an operator: recovery starts over")
+        }
+        Event::TargetPaused { target, pause } => {
+            warn!(target = %target, until = %pause.until, reason = %pause.reason, "target paused: checks go on, recoveries do not")
+        }
+        Event::TargetResumed { target, reason } => {
+            info!(target = %target, reason = %reason, "target resumed: recoveries act again")
+        }
+        Event::RecoveryPaused {
+            target,
+            kind,
+            until,
+            reason,
+        } => {
+            warn!(target = %target, kind = %kind, until = %until, reason = %reason, "recovery paused: the target is in maintenance")
+        }
         Event::NoReflex {
             anomaly,
             details,

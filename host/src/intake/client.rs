@@ -1,9 +1,14 @@
-//! The client side of the intake, for `healer send`: one HTTP/1.1 POST to
-//! the configured address, std only, with timeouts.
+//! The client side of healer's listener, for `healer send` and the
+//! operator's commands (`status`, `history`, `reset`, `pause`, `resume`,
+//! `reload`): one HTTP/1.1 request to the configured address, std only,
+//! with timeouts.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+/// The most of an answer read.
+const MAX_ANSWER: u64 = 64 << 20;
 
 /// POSTs `body` (JSON) to `path` at `address`; returns status and body.
 pub fn post_json(
@@ -12,21 +17,61 @@ pub fn post_json(
     body: &str,
     token: Option<&str>,
 ) -> Result<(u16, String), String> {
-    let timeout = Duration::from_secs(10);
-    let mut stream = TcpStream::connect_timeout(&address, timeout)
-        .map_err(|err| format!("cannot reach the intake at {address}: {err} (is `healer run` running with an [intake]?)"))?;
+    request(
+        address,
+        "POST",
+        path,
+        Some(body),
+        token,
+        Duration::from_secs(10),
+    )
+}
+
+/// One request (`method` `path`, with a JSON body if any) to `address`,
+/// within `timeout` for each read and write; returns status and body. An
+/// unspecified address (`0.0.0.0`) is reached on loopback.
+pub fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let mut address = address;
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(|err| {
+        format!(
+            "cannot reach healer at {address}: {err} (is `healer run` running with an [intake]?)"
+        )
+    })?;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
     let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let body = body.unwrap_or("");
+    let content = if body.is_empty() && method == "GET" {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{content}{auth}Connection: close\r\n\r\n{body}"
     );
     stream
         .write_all(request.as_bytes())
         .map_err(|err| format!("sending to {address}: {err}"))?;
     let mut response = Vec::new();
     stream
+        .take(MAX_ANSWER)
         .read_to_end(&mut response)
         .map_err(|err| format!("reading the answer from {address}: {err}"))?;
     let text = String::from_utf8_lossy(&response);

@@ -1,5 +1,7 @@
-//! The intake's HTTP endpoints (axum): `POST /anomaly`, `POST
-//! /alertmanager`, `GET /healthz`. Input rules: JSON only (415), bodies up to
+//! The intake's HTTP listener (axum, on hyper with bounded connections):
+//! its own endpoints `POST /anomaly` and `POST /alertmanager`, and the
+//! operator's API merged in (`crate::api`: `/healthz`, `/api/v1/...`,
+//! `/metrics`, `/`). Input rules: JSON only (415), bodies up to
 //! 64 KiB (413), schema errors are 400 with a JSON error naming the field,
 //! and with a token configured every write endpoint requires it (401).
 
@@ -10,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -39,25 +41,27 @@ pub async fn listen(intake: &Intake) -> Result<TcpListener, String> {
         .map_err(|err| format!("[intake] cannot listen on {bind}: {err}"))
 }
 
-/// Serves the intake on `listener` until `shutdown` changes.
+/// Serves the intake, and the operator's API `api`, on `listener` until
+/// `shutdown` changes.
 pub async fn serve(
     listener: TcpListener,
     intake: Arc<Intake>,
+    api: Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let address: Option<SocketAddr> = listener.local_addr().ok();
     let app = Router::new()
         .route("/anomaly", post(anomaly))
         .route("/alertmanager", post(alertmanager))
-        .route("/healthz", get(|| async { Json(Health { status: "ok" }) }))
+        .with_state(Arc::clone(&intake))
+        .merge(api)
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such endpoint: POST /anomaly, POST /alertmanager, GET /healthz",
+                "no such endpoint: POST /anomaly, POST /alertmanager, GET /healthz, GET /api/v1/{targets,issues,history,plugins}, GET /metrics, GET /",
                 None,
             )
-        })
-        .with_state(Arc::clone(&intake));
+        });
     info!(address = ?address, "intake listening");
     let settings = &intake.settings;
     let request_timeout: std::time::Duration = settings.request_timeout.into();
@@ -109,12 +113,6 @@ pub async fn serve(
     {
         debug!("intake: connections still open at shutdown were closed");
     }
-}
-
-/// `GET /healthz`.
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
 }
 
 /// Every refusal: what is wrong, and the field when one is to blame.

@@ -52,6 +52,26 @@ pub trait Backend: Send + Sync {
 
     /// Where the backend reports what happens to it (worker crashes).
     fn report_to(&self, _events: &Events) {}
+
+    /// How its worker stands; `None` in process (nothing to supervise).
+    fn health(&self) -> Option<WorkerHealth> {
+        None
+    }
+}
+
+/// How a package's worker stands, for the operator's view.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerHealth {
+    /// The worker's pid, while one runs.
+    pub pid: Option<u32>,
+    /// Workers started since healer started.
+    pub started: u64,
+    /// Crashes within the crash window.
+    pub recent_crashes: usize,
+    /// Why the last worker crashed.
+    pub last_crash: Option<String>,
+    /// Why the package is quarantined, while it is.
+    pub quarantined: Option<String>,
 }
 
 /// One plugin instance. Only the calls of its kind are ever made.

@@ -47,6 +47,13 @@ pub struct Package {
     pub(super) backend: Arc<dyn Backend>,
 }
 
+impl Package {
+    /// How its worker stands; `None` when it runs in process.
+    pub fn worker_health(&self) -> Option<super::instance::WorkerHealth> {
+        self.backend.health()
+    }
+}
+
 impl fmt::Debug for Package {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Package")

@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LinesCodec, LinesCodecError};
 
 use super::identity::Identity;
-use super::instance::{Backend, Call as Pending, Instance};
+use super::instance::{Backend, Call as Pending, Instance, WorkerHealth};
 use super::probe::{probe_all, signal_name, PROBE_WITHIN};
 use super::wire::{self, Answer, Call, FromWorker, Seen, ToWorker};
 use super::PluginKind;
@@ -804,6 +804,17 @@ impl Backend for Remote {
 
     fn report_to(&self, events: &Events) {
         let _ = self.events.set(events.clone());
+    }
+
+    fn health(&self) -> Option<WorkerHealth> {
+        let state = lock(&self.state);
+        Some(WorkerHealth {
+            pid: state.conn.as_ref().map(|conn| conn.pid),
+            started: state.generation,
+            recent_crashes: state.crashes.len(),
+            last_crash: state.last_crash.clone(),
+            quarantined: state.quarantined.clone(),
+        })
     }
 }
 

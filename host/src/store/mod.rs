@@ -69,6 +69,11 @@ pub struct Saved {
     pub issues: HashMap<String, Vec<Issue>>,
     /// The intake's state.
     pub intake: intake::Saved,
+    /// Targets paused for maintenance (expired pauses too: the engine
+    /// ends them, and says so).
+    pub pauses: HashMap<String, crate::board::Pause>,
+    /// The newest history events, oldest first.
+    pub recent: Vec<Record>,
 }
 
 /// The running store: its writer thread and what it has yet to write.
@@ -132,6 +137,15 @@ impl Store {
                         .firing
                         .load((alertname.clone(), fingerprint.clone()), *since);
                 }
+                for (target, pause) in &loaded.pauses {
+                    projection.pauses.load(target.clone(), pause.clone());
+                }
+                saved.pauses = loaded.pauses.into_iter().collect();
+                saved.recent = loaded
+                    .recent
+                    .iter()
+                    .filter_map(|body| serde_json::from_str(body).ok())
+                    .collect();
                 saved.intake = intake::Saved {
                     anomalies: loaded.anomalies,
                     acted: loaded.acted.into_iter().map(|(_, acted)| acted).collect(),
@@ -173,6 +187,31 @@ impl Store {
     /// The subscriber that feeds the store from the event stream.
     pub fn subscriber(&self) -> Box<dyn Subscriber> {
         Box::new(Feed(Arc::clone(&self.shared)))
+    }
+
+    /// How the store stands, for `/healthz` and `/metrics`.
+    pub fn gauge(&self) -> Gauge {
+        Gauge(Arc::clone(&self.shared))
+    }
+}
+
+/// A reading of the store's health: whether it can write, and how far
+/// behind the event stream it is.
+#[derive(Clone)]
+pub struct Gauge(Arc<Shared>);
+
+impl Gauge {
+    /// Whether the database cannot be written (healing goes on from
+    /// memory; the store retries).
+    pub fn degraded(&self) -> bool {
+        let inner = self.0.lock();
+        inner.degraded || inner.closed
+    }
+
+    /// How long the oldest event not yet written has waited.
+    pub fn lag(&self) -> Duration {
+        let oldest = self.0.lock().projection.oldest_pending();
+        oldest.map_or(Duration::ZERO, |at| Wall::now().since(at))
     }
 }
 
@@ -540,6 +579,9 @@ impl Writer {
                 .projection
                 .firing
                 .prune(|seen_at| now.since(*seen_at) >= keep_for);
+            // A pause ends by itself; one of a target no longer configured
+            // is never ended by the engine.
+            inner.projection.pauses.prune(|pause| !pause.holds(now));
         }
         inner.writing = true;
         Some(inner.projection.take())

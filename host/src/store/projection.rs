@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
+use crate::board::Pause;
 use crate::clock::Wall;
 use crate::events::{Event, Record, Run};
 use crate::intake::AnomalyState;
@@ -155,6 +156,8 @@ pub struct Projection {
     pub acted: Tracked<Pair, ActedOn>,
     /// (alert name, fingerprint) → last heard of, firing.
     pub firing: Tracked<Pair, Wall>,
+    /// Target → its maintenance pause.
+    pub pauses: Tracked<String, Pause>,
     history: VecDeque<HistoryRow>,
     /// The text of `history`, in bytes.
     history_bytes: usize,
@@ -172,6 +175,7 @@ pub struct Batch {
     pub anomalies: Vec<(String, Option<AnomalyState>)>,
     pub acted: Vec<(Pair, Option<ActedOn>)>,
     pub firing: Vec<(Pair, Option<Wall>)>,
+    pub pauses: Vec<(String, Option<Pause>)>,
 }
 
 impl Batch {
@@ -190,6 +194,12 @@ impl Projection {
             && self.anomalies.dirty.is_empty()
             && self.acted.dirty.is_empty()
             && self.firing.dirty.is_empty()
+            && self.pauses.dirty.is_empty()
+    }
+
+    /// When the oldest event not yet written happened.
+    pub fn oldest_pending(&self) -> Option<Wall> {
+        self.history.front().map(|row| row.at)
     }
 
     /// Takes in one event: its history row (unless routine) and the state
@@ -201,7 +211,8 @@ impl Projection {
             | Event::AttemptStarted { target, issue, .. }
             | Event::AttemptFinished { target, issue, .. }
             | Event::IssueResolved { target, issue }
-            | Event::IssueEscalated { target, issue, .. } => {
+            | Event::IssueEscalated { target, issue, .. }
+            | Event::IssueResetByOperator { target, issue } => {
                 self.issues
                     .set((target.clone(), issue.kind.clone()), issue.clone());
             }
@@ -235,6 +246,8 @@ impl Projection {
                 self.anomalies.set(anomaly.clone(), state.clone());
             }
             Event::AnomalyResolved { anomaly } => self.anomalies.remove(anomaly.clone()),
+            Event::TargetPaused { target, pause } => self.pauses.set(target.clone(), pause.clone()),
+            Event::TargetResumed { target, .. } => self.pauses.remove(target.clone()),
             Event::AlertReceived {
                 alertname,
                 fingerprint,
@@ -321,6 +334,7 @@ impl Projection {
             anomalies: self.anomalies.take(),
             acted: self.acted.take(),
             firing: self.firing.take(),
+            pauses: self.pauses.take(),
         }
     }
 
@@ -345,6 +359,7 @@ impl Projection {
             .retry(batch.anomalies.into_iter().map(|(k, _)| k));
         self.acted.retry(batch.acted.into_iter().map(|(k, _)| k));
         self.firing.retry(batch.firing.into_iter().map(|(k, _)| k));
+        self.pauses.retry(batch.pauses.into_iter().map(|(k, _)| k));
     }
 
     /// A new database file: all current state is written to it.
@@ -353,6 +368,7 @@ impl Projection {
         self.anomalies.rewrite_all();
         self.acted.rewrite_all();
         self.firing.rewrite_all();
+        self.pauses.rewrite_all();
     }
 }
 

@@ -83,8 +83,18 @@ CREATE TABLE counters (
 ) WITHOUT ROWID;
 ";
 
+/// Version 3: targets paused for maintenance (until a wall-clock time).
+const V3: &str = "
+CREATE TABLE pauses (
+    target TEXT PRIMARY KEY,
+    until  INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    since  INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The version this healer writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

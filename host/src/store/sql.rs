@@ -20,6 +20,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::projection::Batch;
 use super::schema::{self, MigrationError};
+use crate::board::Pause;
 use crate::clock::Wall;
 use crate::intake::{Acted, AnomalyState};
 use crate::issues::{Issue, State};
@@ -211,12 +212,31 @@ pub fn write(
                 None => drop_firing.execute(params![alertname, fingerprint])?,
             };
         }
+        let mut put_pause = tx.prepare_cached(
+            "INSERT OR REPLACE INTO pauses (target, until, reason, since) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut drop_pause = tx.prepare_cached("DELETE FROM pauses WHERE target = ?1")?;
+        for (target, pause) in &batch.pauses {
+            match pause {
+                Some(pause) => put_pause.execute(params![
+                    target,
+                    ms(pause.until),
+                    pause.reason,
+                    ms(pause.since)
+                ])?,
+                None => drop_pause.execute(params![target])?,
+            };
+        }
     }
     if let Some(retention) = retention {
         prune(&tx, retention)?;
     }
     tx.commit()
 }
+
+/// How many of the newest history events are read back at start, for the
+/// API's recent history.
+pub const RECENT: usize = crate::history::KEPT;
 
 /// The state saved in the database.
 #[derive(Debug, Default)]
@@ -226,6 +246,11 @@ pub struct Loaded {
     pub anomalies: Vec<(String, AnomalyState)>,
     pub acted: Vec<(String, Acted)>,
     pub firing: Vec<(String, String, Wall)>,
+    /// Targets paused for maintenance.
+    pub pauses: Vec<(String, Pause)>,
+    /// The newest events of the history, oldest first (at most
+    /// [`RECENT`]), as JSON text.
+    pub recent: Vec<String>,
     /// The highest workflow run number, 0 when none ran.
     pub last_run: u64,
 }
@@ -295,6 +320,22 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     let mut firing = conn.prepare("SELECT alertname, fingerprint, seen_at FROM alerts_firing")?;
     let rows = firing.query_map([], |row| Ok((row.get(0)?, row.get(1)?, wall(row.get(2)?))))?;
     loaded.firing = rows.collect::<rusqlite::Result<_>>()?;
+    let mut pauses = conn.prepare("SELECT target, until, reason, since FROM pauses")?;
+    let rows = pauses.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            Pause {
+                until: wall(row.get(1)?),
+                reason: row.get(2)?,
+                since: wall(row.get(3)?),
+            },
+        ))
+    })?;
+    loaded.pauses = rows.collect::<rusqlite::Result<_>>()?;
+    let mut recent = conn.prepare("SELECT body FROM events ORDER BY id DESC LIMIT ?1")?;
+    let rows = recent.query_map([RECENT as i64], |row| row.get::<_, String>(0))?;
+    loaded.recent = rows.collect::<rusqlite::Result<_>>()?;
+    loaded.recent.reverse();
     let last: Option<i64> = conn
         .query_row(
             "SELECT value FROM counters WHERE name = 'last_run'",

@@ -1,0 +1,297 @@
+//! The dashboard at `/`: one server-rendered HTML page with healer's
+//! health, every target (status, age of its last check, issues, pause),
+//! the open and escalated issues with their attempts, recent history and
+//! the plugin packages with their workers' health. No script, no external
+//! asset (the machine may have no internet): the page refreshes itself
+//! every 5 seconds with a `<meta>` tag, and reads well on a phone.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use healer_plugin_sdk::Status;
+
+use super::{health, open_issues, Api};
+use crate::clock::Wall;
+use crate::history::Filter;
+
+/// History rows shown.
+const HISTORY_ROWS: usize = 30;
+
+pub(super) async fn page(State(api): State<Arc<Api>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        render(&api),
+    )
+        .into_response()
+}
+
+fn render(api: &Api) -> String {
+    let now = Wall::now();
+    let health = health(api);
+    let targets = api.board.targets();
+    let issues = open_issues(&api.board);
+    let plugins = api.plugins.read().unwrap_or_else(|p| p.into_inner()).now();
+    let history = api.recent.page(&Filter {
+        limit: Some(HISTORY_ROWS),
+        ..Filter::default()
+    });
+    let worst = targets
+        .iter()
+        .filter_map(|t| t.status)
+        .max_by_key(|s| rank(*s))
+        .unwrap_or(Status::Ok);
+
+    let mut html = String::with_capacity(16 * 1024);
+    html.push_str(HEAD);
+    let _ = write!(
+        html,
+        "<header><h1>healer</h1><span class=\"badge {}\">{}</span> <span class=\"muted\">{} targets · {} open issues · healer {} · up {}</span></header>",
+        class(worst),
+        worst.as_str(),
+        targets.len(),
+        issues.len(),
+        escape(&health.status),
+        humantime::format_duration(std::time::Duration::from_secs(health.uptime_s)),
+    );
+    if !health.stalled.is_empty() || health.store_writable == Some(false) {
+        let _ = write!(
+            html,
+            "<p class=\"alert\">healer itself is not well: {}{}</p>",
+            escape(&health.stalled.join(", ")),
+            if health.store_writable == Some(false) {
+                " the store cannot write"
+            } else {
+                ""
+            }
+        );
+    }
+
+    html.push_str("<section><h2>Targets</h2><div class=\"scroll\"><table id=\"targets\"><tr><th>target</th><th>status</th><th>last check</th><th>summary</th><th>issues</th></tr>");
+    for view in &targets {
+        let status = view.status.map_or("UNCHECKED", Status::as_str);
+        let age = view.last_check.map_or("never".to_owned(), |at| {
+            format!("{} ago", age(now.since(at)))
+        });
+        let paused = match &view.paused {
+            Some(pause) if pause.holds(now) => format!(
+                " <span class=\"badge paused\" title=\"{}\">paused until {}</span>",
+                escape(&pause.reason),
+                pause.until
+            ),
+            _ => String::new(),
+        };
+        let _ = write!(
+            html,
+            "<tr class=\"target\" data-target=\"{name}\" data-status=\"{status}\"><td><b>{name}</b><br><span class=\"muted\">{monitor}</span></td><td><span class=\"badge {class}\">{status}</span>{paused}</td><td>{age}</td><td>{summary}</td><td>{issues}</td></tr>",
+            name = escape(&view.name),
+            monitor = escape(&view.monitor),
+            class = view.status.map_or("unchecked", class),
+            summary = escape(&view.summary),
+            issues = view.issues.len(),
+        );
+    }
+    html.push_str("</table></div></section>");
+
+    html.push_str("<section><h2>Open issues</h2>");
+    if issues.is_empty() {
+        html.push_str("<p class=\"muted\">None.</p>");
+    } else {
+        html.push_str("<div class=\"scroll\"><table id=\"issues\"><tr><th>issue</th><th>state</th><th>attempts</th><th>summary</th><th>opened</th></tr>");
+        for row in &issues {
+            let _ = write!(
+                html,
+                "<tr class=\"issue\" data-issue=\"{id}\" data-state=\"{state}\"><td><b>{target}</b><br>{kind}</td><td><span class=\"badge {state}\">{state}</span>{paused}</td><td>{attempts}</td><td>{summary}</td><td>{opened} ago</td></tr>",
+                id = escape(&row.id),
+                target = escape(&row.target),
+                kind = escape(&row.issue.kind),
+                state = row.issue.state.as_str(),
+                paused = if row.paused { " <span class=\"badge paused\">paused</span>" } else { "" },
+                attempts = row.issue.attempts,
+                summary = escape(&row.issue.summary),
+                opened = age(now.since(row.issue.opened_at)),
+            );
+        }
+        html.push_str("</table></div><p class=\"muted\">Reset an escalated issue: <code>healer reset TARGET/KIND</code></p>");
+    }
+    html.push_str("</section>");
+
+    html.push_str("<section><h2>Recent history</h2><div class=\"scroll\"><table id=\"history\"><tr><th>when</th><th>event</th><th>about</th><th>details</th></tr>");
+    for numbered in &history.events {
+        let record = &numbered.record;
+        let _ = write!(
+            html,
+            "<tr><td>{} ago</td><td>{}</td><td>{}</td><td class=\"details\">{}</td></tr>",
+            age(now.since(record.at)),
+            record.event.name(),
+            escape(record.event.subject().unwrap_or("")),
+            escape(&details(&record.event)),
+        );
+    }
+    html.push_str("</table></div></section>");
+
+    html.push_str("<section><h2>Plugins</h2><div class=\"scroll\"><table id=\"plugins\"><tr><th>package</th><th>runs</th><th>worker</th><th>plugins</th></tr>");
+    for package in &plugins.packages {
+        let worker = match &package.worker {
+            None => "in healer".to_owned(),
+            Some(w) if w.quarantined.is_some() => format!(
+                "<span class=\"badge critical\">quarantined</span> {}",
+                escape(w.quarantined.as_deref().unwrap_or(""))
+            ),
+            Some(w) => {
+                let pid = w
+                    .pid
+                    .map_or("not started".to_owned(), |pid| format!("pid {pid}"));
+                let crashes = match &w.last_crash {
+                    Some(last) if w.recent_crashes > 0 => format!(
+                        " · <span class=\"badge warning\">{} recent crashes</span> {}",
+                        w.recent_crashes,
+                        escape(last)
+                    ),
+                    _ => String::new(),
+                };
+                format!("{pid}{crashes}")
+            }
+        };
+        let _ = write!(
+            html,
+            "<tr><td><b>{}</b> {}<br><span class=\"muted\">{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&package.name),
+            escape(&package.version),
+            escape(&package.file),
+            escape(&package.isolation),
+            worker,
+            escape(&package.plugins.join(", ")),
+        );
+    }
+    for problem in plugins.errors.iter().chain(&plugins.warnings) {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td colspan=\"3\"><span class=\"badge warning\">problem</span> {}</td></tr>",
+            escape(&problem.file),
+            escape(&problem.reason)
+        );
+    }
+    html.push_str("</table></div></section>");
+    let _ = write!(
+        html,
+        "<footer class=\"muted\">Rendered {now}; refreshes every 5 s. JSON: <a href=\"/api/v1/targets\">targets</a> · <a href=\"/api/v1/issues\">issues</a> · <a href=\"/api/v1/history\">history</a> · <a href=\"/api/v1/plugins\">plugins</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a></footer></body></html>"
+    );
+    html
+}
+
+/// An event's fields as `key=value`, without its name and subject.
+fn details(event: &crate::events::Event) -> String {
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(event) else {
+        return String::new();
+    };
+    for key in ["event", "target", "anomaly"] {
+        fields.remove(key);
+    }
+    let mut text = String::new();
+    for (key, value) in fields {
+        let value = match value {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let _ = write!(text, "{key}={value} ");
+    }
+    if text.len() > 240 {
+        let cut = (0..=240)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+fn rank(status: Status) -> u8 {
+    match status {
+        Status::Ok => 0,
+        Status::Warning => 1,
+        Status::Unknown => 2,
+        Status::Critical => 3,
+    }
+}
+
+fn class(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::Warning => "warning",
+        Status::Critical => "critical",
+        Status::Unknown => "unknown",
+    }
+}
+
+fn age(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0 => format!("{} ms", duration.as_millis()),
+        1..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        7200..=172_799 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86_400),
+    }
+}
+
+/// Text as HTML: the five characters that matter escaped.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const HEAD: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="5">
+<title>healer</title>
+<style>
+:root { color-scheme: light dark; --ok:#1a7f37; --warning:#9a6700; --critical:#cf222e; --unknown:#6e7781; }
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1100px; padding: 12px; }
+header { display: flex; flex-wrap: wrap; align-items: center; gap: 8px; }
+h1 { font-size: 1.4em; margin: 0 8px 0 0; }
+h2 { font-size: 1.1em; margin: 20px 0 6px; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid #8884; vertical-align: top; }
+th { font-weight: 600; font-size: .9em; }
+.scroll { overflow-x: auto; }
+.muted { opacity: .7; font-size: .9em; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: .85em; font-weight: 600; color: #fff; background: var(--unknown); white-space: nowrap; }
+.badge.ok { background: var(--ok); } .badge.warning, .badge.recovering, .badge.paused { background: var(--warning); }
+.badge.critical, .badge.escalated { background: var(--critical); } .badge.open { background: #0969da; }
+.alert { background: var(--critical); color: #fff; padding: 8px; border-radius: 6px; }
+.details { font-family: ui-monospace, monospace; font-size: .8em; word-break: break-word; }
+footer { margin-top: 24px; }
+@media (max-width: 600px) { th, td { padding: 4px; } body { font-size: 14px; } }
+</style></head><body>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_for_html() {
+        assert_eq!(
+            escape("<b class=\"x\">&'"),
+            "&lt;b class=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,591 @@
+//! The operator's API, served on the intake's listener: reads under
+//! `/api/v1/` (targets, issues, history, plugins), writes that send
+//! commands to the engine (reset an issue, pause and resume a target,
+//! reload), `/healthz` (healer's own liveness), `/metrics` (Prometheus
+//! text) and the dashboard at `/`.
+//!
+//! With a token configured every endpoint but `/healthz` needs it, as
+//! `Authorization: Bearer <token>`, or, for a browser on the dashboard,
+//! as the password of HTTP Basic authentication (any user name).
+//!
+//! Reads come from the board (each target's latest check and issues), the
+//! recent history and the catalog; nothing here decides anything.
+
+mod dashboard;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::board::{Board, Pause, TargetView};
+use crate::clock::Wall;
+use crate::engine::{Handle, Refusal};
+use crate::history::{Filter, Recent};
+use crate::issues::{Issue, State as IssueState};
+use crate::plugins::{Catalog, WorkerHealth};
+use crate::reload::Reloaded;
+
+/// The longest pause accepted.
+const MAX_PAUSE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long a reset waits for the target's loop to take it.
+const RESET_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long a reload may take before the answer gives up waiting (the
+/// reload itself goes on).
+const RELOAD_WITHIN: Duration = Duration::from_secs(60);
+
+/// A reload asked for; the answer says what changed, or why not.
+pub type ReloadRequest = oneshot::Sender<Result<Reloaded, Vec<String>>>;
+
+/// What the API reads and whom it commands.
+pub struct Api {
+    pub board: Arc<Board>,
+    pub engine: Handle,
+    pub recent: Recent,
+    pub plugins: RwLock<Plugins>,
+    pub reload: mpsc::Sender<ReloadRequest>,
+    pub token: Option<String>,
+    pub store: Option<crate::store::Gauge>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// When healer started (for `/healthz`).
+    pub started: Instant,
+}
+
+/// The plugin packages as the API shows them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Plugins {
+    pub dir: String,
+    pub packages: Vec<PackageView>,
+    /// Files that did not load, and why.
+    pub errors: Vec<Problem>,
+    /// Packages loaded with a problem.
+    pub warnings: Vec<Problem>,
+    #[serde(skip)]
+    live: Vec<crate::plugins::Package>,
+}
+
+/// One loaded package.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PackageView {
+    pub file: String,
+    pub name: String,
+    pub version: String,
+    pub sdk_version: String,
+    pub sha256: Option<String>,
+    pub isolation: String,
+    pub plugins: Vec<String>,
+    /// Its worker, when it runs in one.
+    pub worker: Option<WorkerHealth>,
+}
+
+/// A file and what is wrong with it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Problem {
+    pub file: String,
+    pub reason: String,
+}
+
+impl Plugins {
+    /// The catalog's packages (their worker health read when shown).
+    pub fn of(catalog: &Catalog) -> Plugins {
+        let problem = |e: &crate::plugins::LoadError| Problem {
+            file: e.file.display().to_string(),
+            reason: e.reason.clone(),
+        };
+        Plugins {
+            dir: catalog.dir.display().to_string(),
+            packages: Vec::new(),
+            errors: catalog.errors.iter().map(problem).collect(),
+            warnings: catalog.warnings.iter().map(problem).collect(),
+            live: catalog.packages.clone(),
+        }
+    }
+
+    fn now(&self) -> Plugins {
+        let packages = self
+            .live
+            .iter()
+            .map(|p| PackageView {
+                file: p.file.display().to_string(),
+                name: p.name.clone(),
+                version: p.version.clone(),
+                sdk_version: p.sdk_version.clone(),
+                sha256: p.sha256.clone(),
+                isolation: p.isolation.as_str().to_owned(),
+                plugins: p
+                    .plugins
+                    .iter()
+                    .map(|info| format!("{} {}", info.kind, info.name))
+                    .collect(),
+                worker: p.worker_health(),
+            })
+            .collect();
+        Plugins {
+            packages,
+            live: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The API's routes, ready to merge into the intake's router.
+pub fn router(api: Arc<Api>) -> Router {
+    let guarded = Router::new()
+        .route("/", get(dashboard::page))
+        .route("/metrics", get(scrape))
+        .route("/api/v1/targets", get(targets))
+        .route("/api/v1/targets/{name}", get(target))
+        .route("/api/v1/targets/{name}/pause", post(pause))
+        .route("/api/v1/targets/{name}/resume", post(resume))
+        .route("/api/v1/issues", get(issues))
+        .route("/api/v1/issues/{*id}", post(reset))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/plugins", get(plugins))
+        .route("/api/v1/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&api), authorize));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
+        .with_state(api)
+}
+
+/// Every refusal: what is wrong.
+#[derive(Serialize)]
+struct Refused {
+    error: String,
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(Refused {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// Lets a request through when no token is configured, or it carries it.
+async fn authorize(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &api.token else {
+        return next.run(request).await;
+    };
+    match given_token(&headers) {
+        Some(given) if given == *token => next.run(request).await,
+        given => {
+            let message = if given.is_none() {
+                "this endpoint needs the token: `Authorization: Bearer <token>` (or, in a browser, the token as the password)"
+            } else {
+                "wrong token"
+            };
+            let mut response = refuse(StatusCode::UNAUTHORIZED, message);
+            let challenge = if request.uri().path() == "/" {
+                "Basic realm=\"healer\""
+            } else {
+                "Bearer"
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(challenge),
+            );
+            response
+        }
+    }
+}
+
+/// The token a request carries: `Bearer <token>`, or HTTP Basic with the
+/// token as the password.
+fn given_token(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.trim().to_owned());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_owned())
+}
+
+/// `GET /metrics`.
+async fn scrape(State(api): State<Arc<Api>>) -> Response {
+    let text = api.metrics.render(&api.board.targets(), api.store.as_ref());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /healthz`: healer's own liveness.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `stalled` when something of healer's own does not work.
+    pub status: String,
+    /// Targets whose loop has not made progress when it should have, with
+    /// how late, e.g. `db (late by 12s)`.
+    pub stalled: Vec<String>,
+    /// Whether the store can write (none without a store).
+    pub store_writable: Option<bool>,
+    /// How far behind the event stream the store is, in milliseconds.
+    pub store_lag_ms: Option<u64>,
+    pub targets: usize,
+    pub uptime_s: u64,
+}
+
+/// healer's own liveness: every target's loop has made progress in time
+/// and the store can write.
+pub fn health(api: &Api) -> Health {
+    let stalled: Vec<String> = api
+        .board
+        .stalled(Instant::now())
+        .into_iter()
+        .map(|(name, late)| {
+            format!(
+                "{name} (late by {})",
+                humantime::format_duration(Duration::from_secs(late.as_secs().max(1)))
+            )
+        })
+        .collect();
+    let store_writable = api.store.as_ref().map(|store| !store.degraded());
+    let healthy = stalled.is_empty() && store_writable != Some(false);
+    Health {
+        status: if healthy { "ok" } else { "stalled" }.to_owned(),
+        stalled,
+        store_writable,
+        store_lag_ms: api
+            .store
+            .as_ref()
+            .map(|store| u64::try_from(store.lag().as_millis()).unwrap_or(u64::MAX)),
+        targets: api.board.targets().len(),
+        uptime_s: api.started.elapsed().as_secs(),
+    }
+}
+
+async fn healthz(State(api): State<Arc<Api>>) -> Response {
+    let health = health(&api);
+    let status = if health.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health)).into_response()
+}
+
+/// One target in `/api/v1/targets`: its view, and how old its last check is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetRow {
+    #[serde(flatten)]
+    pub view: TargetView,
+    /// Milliseconds since the last check; none before the first.
+    pub age_ms: Option<u64>,
+}
+
+fn row(view: TargetView, now: Wall) -> TargetRow {
+    TargetRow {
+        age_ms: view
+            .last_check
+            .map(|at| u64::try_from(now.since(at).as_millis()).unwrap_or(u64::MAX)),
+        view: shown(view, now),
+    }
+}
+
+/// A view as shown: a pause only while it holds.
+fn shown(mut view: TargetView, now: Wall) -> TargetView {
+    if view.paused.as_ref().is_some_and(|p| !p.holds(now)) {
+        view.paused = None;
+    }
+    view
+}
+
+async fn targets(State(api): State<Arc<Api>>) -> Json<Vec<TargetRow>> {
+    let now = Wall::now();
+    Json(
+        api.board
+            .targets()
+            .into_iter()
+            .map(|view| row(view, now))
+            .collect(),
+    )
+}
+
+async fn target(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    match api.board.target(&name) {
+        Some(view) => Json(row(view, Wall::now())).into_response(),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            format!("no target named {name:?} (GET /api/v1/targets lists them)"),
+        ),
+    }
+}
+
+/// One open issue in `/api/v1/issues`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IssueRow {
+    /// `target/kind`: what `healer reset` takes.
+    pub id: String,
+    pub target: String,
+    #[serde(flatten)]
+    pub issue: Issue,
+    /// Whether its target is paused (nothing recovers it until it ends).
+    pub paused: bool,
+}
+
+/// `?state=escalated&target=db`
+#[derive(Debug, Default, Deserialize)]
+struct IssueFilter {
+    state: Option<String>,
+    target: Option<String>,
+}
+
+/// Every open issue, newest first.
+pub fn open_issues(board: &Board) -> Vec<IssueRow> {
+    let now = Wall::now();
+    let mut rows: Vec<IssueRow> = board
+        .targets()
+        .into_iter()
+        .flat_map(|view| {
+            let paused = view.paused.as_ref().is_some_and(|p| p.holds(now));
+            view.issues.into_iter().map(move |issue| IssueRow {
+                id: format!("{}/{}", view.name, issue.kind),
+                target: view.name.clone(),
+                issue,
+                paused,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| b.issue.opened_at.cmp(&a.issue.opened_at));
+    rows
+}
+
+async fn issues(State(api): State<Arc<Api>>, Query(filter): Query<IssueFilter>) -> Response {
+    let state = match filter.state.as_deref() {
+        None => None,
+        Some(text) => match IssueState::parse(text) {
+            Some(state) => Some(state),
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("state={text:?}: expected open, recovering or escalated"),
+                )
+            }
+        },
+    };
+    let rows: Vec<IssueRow> = open_issues(&api.board)
+        .into_iter()
+        .filter(|row| state.is_none_or(|state| row.issue.state == state))
+        .filter(|row| filter.target.as_ref().is_none_or(|t| row.target == *t))
+        .collect();
+    Json(rows).into_response()
+}
+
+/// `?target=db&kind=issue&since=2026-11-23T10:00:00Z|1h&limit=50&before=123`
+#[derive(Debug, Default, Deserialize)]
+struct HistoryQuery {
+    target: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+async fn history(State(api): State<Arc<Api>>, Query(query): Query<HistoryQuery>) -> Response {
+    let since = match query.since.as_deref().map(parse_since) {
+        None => None,
+        Some(Ok(since)) => Some(since),
+        Some(Err(err)) => return refuse(StatusCode::BAD_REQUEST, err),
+    };
+    let filter = Filter {
+        target: query.target,
+        kind: query.kind,
+        since,
+        limit: query.limit,
+        before: query.before,
+    };
+    Json(api.recent.page(&filter)).into_response()
+}
+
+/// A moment given as RFC 3339 (`2026-11-23T10:00:00Z`) or as an age
+/// (`30m`: that long ago).
+pub fn parse_since(text: &str) -> Result<Wall, String> {
+    if let Ok(age) = humantime::parse_duration(text) {
+        let now = Wall::now();
+        let millis = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        return Ok(Wall::from_millis(now.millis().saturating_sub(millis)));
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map(Wall::from)
+        .map_err(|_| {
+            format!("since={text:?}: expected a time (2026-11-23T10:00:00Z) or an age (30m, 2h)")
+        })
+}
+
+async fn plugins(State(api): State<Arc<Api>>) -> Json<Plugins> {
+    let plugins = api.plugins.read().unwrap_or_else(|p| p.into_inner()).now();
+    Json(plugins)
+}
+
+/// The answer to a command.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Done {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<Issue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Pause>,
+}
+
+fn refused(refusal: Refusal) -> Response {
+    let status = match refusal {
+        Refusal::NoSuchTarget(_) => StatusCode::NOT_FOUND,
+        Refusal::NothingToDo(_) => StatusCode::CONFLICT,
+        Refusal::Busy(_) => StatusCode::ACCEPTED,
+    };
+    refuse(status, refusal.to_string())
+}
+
+/// `POST /api/v1/issues/{target}/{kind}/reset` (or `{target}/reset`: every
+/// escalated issue of the target).
+async fn reset(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    let Some(id) = id.strip_suffix("/reset") else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "expected POST /api/v1/issues/<target>/<kind>/reset",
+        );
+    };
+    let (target, kind) = match id.split_once('/') {
+        Some((target, kind)) => (target, Some(kind.to_owned())),
+        None => (id, None),
+    };
+    match api.engine.reset(target, kind, RESET_WITHIN).await {
+        Ok(issues) => Json(Done {
+            message: format!(
+                "reset {} issue(s) of {target}: recovery starts over",
+                issues.len()
+            ),
+            issues,
+            pause: None,
+        })
+        .into_response(),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+/// The body of a pause: `{"for": "30m", "reason": "..."}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    #[serde(rename = "for")]
+    duration: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn pause(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: PauseBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"for\": \"30m\", \"reason\": \"...\"}}: {err}"),
+            )
+        }
+    };
+    let duration = match humantime::parse_duration(&body.duration) {
+        Ok(d) if !d.is_zero() && d <= MAX_PAUSE => d,
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "for={:?}: expected a duration from 1s to 30days, e.g. 30m",
+                    body.duration
+                ),
+            )
+        }
+    };
+    let reason: String = body.reason.chars().take(500).collect();
+    let now = Wall::now();
+    let pause = Pause {
+        until: now + duration,
+        reason: if reason.trim().is_empty() {
+            "maintenance".to_owned()
+        } else {
+            reason
+        },
+        since: now,
+    };
+    match api.engine.pause(&name, pause.clone()) {
+        Ok(()) => Json(Done {
+            message: format!(
+                "{name} paused until {} (checks go on, recoveries do not)",
+                pause.until
+            ),
+            issues: Vec::new(),
+            pause: Some(pause),
+        })
+        .into_response(),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+async fn resume(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    match api.engine.resume(&name) {
+        Ok(was) => Json(Done {
+            message: if was {
+                format!("{name} resumed: recoveries act again")
+            } else {
+                format!("{name} was not paused")
+            },
+            issues: Vec::new(),
+            pause: None,
+        })
+        .into_response(),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+async fn reload(State(api): State<Arc<Api>>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if api.reload.send(reply).await.is_err() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "healer is stopping");
+    }
+    match tokio::time::timeout(RELOAD_WITHIN, answer).await {
+        Ok(Ok(Ok(reloaded))) => Json(reloaded).into_response(),
+        Ok(Ok(Err(problems))) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({
+                "error": "the new config was rejected; the running config carries on",
+                "problems": problems,
+            })),
+        )
+            .into_response(),
+        _ => refuse(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the reload did not finish in time; its outcome will be in the log and the history",
+        ),
+    }
+}

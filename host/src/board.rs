@@ -1,0 +1,263 @@
+//! The board: what each target looks like right now, for the operator's
+//! view (the API, the dashboard, `healer status`, `/metrics`) and for
+//! healer's own liveness (`/healthz`, the systemd watchdog).
+//!
+//! Each target's loop owns one [`Slot`] and writes its latest check, open
+//! issues and pause into it after every step; readers take a snapshot.
+//! Nothing here decides anything: the engine's state lives in the engine
+//! (and the store); the board is a window onto it, written one way.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use healer_plugin_sdk::{Duration as Written, Metric, Status};
+use prometheus_client::metrics::histogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Wall;
+use crate::issues::Issue;
+use crate::metrics::Metrics;
+
+/// A target in maintenance: checks go on, recoveries do not, until `until`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// When it ends by itself.
+    pub until: Wall,
+    /// Why, as the operator said.
+    pub reason: String,
+    /// When it began.
+    pub since: Wall,
+}
+
+impl Pause {
+    /// Whether it still holds at `now`.
+    pub fn holds(&self, now: Wall) -> bool {
+        now < self.until
+    }
+}
+
+/// One target as the operator sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetView {
+    /// Its name.
+    pub name: String,
+    /// Its monitor plugin.
+    pub monitor: String,
+    /// How often it is checked.
+    pub interval: Written,
+    /// The latest check's status; `None` before the first check.
+    pub status: Option<Status>,
+    /// The latest check's summary.
+    pub summary: String,
+    /// The latest check's metrics.
+    pub metrics: Vec<Metric>,
+    /// When it was last checked (or pushed).
+    pub last_check: Option<Wall>,
+    /// How long the latest scheduled check took, in microseconds.
+    pub took_us: u64,
+    /// Its open issues (open, recovering, escalated).
+    pub issues: Vec<Issue>,
+    /// Its maintenance pause, while one holds.
+    pub paused: Option<Pause>,
+}
+
+/// What a target's loop is doing, for liveness: the moment by which it
+/// must next have made progress.
+#[derive(Clone, Copy, Debug)]
+struct Progress {
+    /// The latest moment the loop should report progress by.
+    due_by: Instant,
+}
+
+/// One target's place on the board, written by its loop.
+pub struct Slot {
+    view: Mutex<TargetView>,
+    progress: Mutex<Progress>,
+    check_seconds: Histogram,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, TargetView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the view.
+    pub fn update(&self, change: impl FnOnce(&mut TargetView)) {
+        change(&mut self.lock());
+    }
+
+    /// A copy of the view.
+    pub fn view(&self) -> TargetView {
+        self.lock().clone()
+    }
+
+    /// A scheduled check took this long.
+    pub fn checked_in(&self, took: Duration) {
+        self.check_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The loop made progress; it must make more by `due_by`.
+    pub fn progress(&self, due_by: Instant) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due_by = due_by;
+    }
+
+    fn late_by(&self, now: Instant) -> Option<Duration> {
+        let due_by = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due_by;
+        now.checked_duration_since(due_by)
+    }
+}
+
+/// Every target's slot, by name.
+#[derive(Default)]
+pub struct Board {
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Board {
+    /// A new board, shared by the engine and its readers; check durations
+    /// go to `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Board> {
+        Arc::new(Board {
+            slots: RwLock::default(),
+            metrics,
+        })
+    }
+
+    /// The slot of a target that starts (or restarts: its view is kept
+    /// where the name is the same, the rest is `view`'s).
+    pub fn enter(&self, view: TargetView, due_by: Instant) -> Arc<Slot> {
+        let name = view.name.clone();
+        let slot = Arc::new(Slot {
+            check_seconds: self.metrics.check_timer(&view.name),
+            view: Mutex::new(view),
+            progress: Mutex::new(Progress { due_by }),
+        });
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slots.get(&name) {
+            let old = old.view();
+            slot.update(|view| {
+                view.status = old.status;
+                view.summary = old.summary;
+                view.metrics = old.metrics;
+                view.last_check = old.last_check;
+                view.took_us = old.took_us;
+            });
+        }
+        slots.insert(name, Arc::clone(&slot));
+        slot
+    }
+
+    /// Shows (or clears) a target's pause.
+    pub fn pause(&self, name: &str, pause: Option<Pause>) {
+        let slot = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        if let Some(slot) = slot {
+            slot.update(|view| view.paused = pause);
+        }
+    }
+
+    /// A target that stopped (removed by a reload).
+    pub fn leave(&self, name: &str) {
+        self.slots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.metrics.forget(name);
+    }
+
+    /// Every target, by name.
+    pub fn targets(&self) -> Vec<TargetView> {
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        slots.iter().map(|slot| slot.view()).collect()
+    }
+
+    /// One target.
+    pub fn target(&self, name: &str) -> Option<TargetView> {
+        let slot = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        slot.map(|slot| slot.view())
+    }
+
+    /// The targets whose loops have not made progress when they should
+    /// have, and by how much they are late.
+    pub fn stalled(&self, now: Instant) -> Vec<(String, Duration)> {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(name, slot)| slot.late_by(now).map(|late| (name.clone(), late)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str) -> TargetView {
+        TargetView {
+            name: name.to_owned(),
+            monitor: "process".to_owned(),
+            interval: Written(Duration::from_secs(1)),
+            status: None,
+            summary: String::new(),
+            metrics: Vec::new(),
+            last_check: None,
+            took_us: 0,
+            issues: Vec::new(),
+            paused: None,
+        }
+    }
+
+    #[test]
+    fn a_target_past_its_due_time_is_stalled_and_progress_clears_it() {
+        let board = Board::new(Arc::default());
+        let now = Instant::now();
+        let slot = board.enter(view("db"), now + Duration::from_secs(2));
+        assert!(board.stalled(now).is_empty());
+        let later = now + Duration::from_secs(3);
+        assert_eq!(board.stalled(later)[0].0, "db");
+        slot.progress(later + Duration::from_secs(2));
+        assert!(board.stalled(later).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_target_keeps_its_last_check_on_the_board() {
+        let board = Board::new(Arc::default());
+        let now = Instant::now();
+        let slot = board.enter(view("db"), now);
+        slot.update(|v| {
+            v.status = Some(Status::Critical);
+            v.summary = "down".to_owned();
+        });
+        board.enter(view("db"), now);
+        let seen = board.target("db").expect("on the board");
+        assert_eq!(seen.status, Some(Status::Critical));
+        assert_eq!(seen.summary, "down");
+        board.leave("db");
+        assert!(board.targets().is_empty());
+    }
+}

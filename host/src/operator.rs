@@ -1,0 +1,319 @@
+//! The commands that talk to the running daemon through its API, at the
+//! config's `[intake] bind` with its token: `healer status`, `history`,
+//! `reset`, `pause`, `resume` and `reload`. Each prints a table or a
+//! sentence for people, or with `--json` the API's own answer.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use healer_plugin_sdk::Status;
+use serde_json::Value;
+
+use crate::api::{Done, TargetRow};
+use crate::config::Config;
+use crate::history::Page;
+use crate::reload::Reloaded;
+
+/// Prints a line to stdout, ignoring a closed pipe.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// How a command reaches the daemon.
+pub struct Daemon {
+    address: SocketAddr,
+    token: Option<String>,
+}
+
+impl Daemon {
+    /// The daemon `config` describes: its listener and token.
+    pub fn of(config: &std::path::Path) -> Result<Daemon, String> {
+        let config = Config::load(config).map_err(|errors| errors.to_string())?;
+        let Some(intake) = &config.intake else {
+            return Err(format!(
+                "{}: there is no [intake] table, so healer serves no API to ask (add `[intake]`, bind = \"127.0.0.1:8000\" by default)",
+                config.path.display()
+            ));
+        };
+        let token = crate::intake::Intake::token(intake)?;
+        Ok(Daemon {
+            address: intake.bind,
+            token,
+        })
+    }
+
+    /// One request; the answer's JSON when it is a success, else the
+    /// error it names.
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<Value, String> {
+        let timeout = Duration::from_secs(if path.ends_with("/reload") { 90 } else { 15 });
+        let (status, text) = crate::intake::client::request(
+            self.address,
+            method,
+            path,
+            body,
+            self.token.as_deref(),
+            timeout,
+        )?;
+        let json: Value = serde_json::from_str(&text).map_err(|_| {
+            format!(
+                "healer at {} answered {status}: {}",
+                self.address,
+                text.trim()
+            )
+        })?;
+        if (200..300).contains(&status) {
+            Ok(json)
+        } else {
+            let error = json["error"].as_str().unwrap_or(text.trim()).to_owned();
+            let problems: Vec<String> = json["problems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(|p| format!("\n  {p}")))
+                .collect();
+            Err(format!("{error}{} (HTTP {status})", problems.concat()))
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("healer: {message}");
+    ExitCode::FAILURE
+}
+
+fn print_json(value: &Value) {
+    say(&serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+/// `healer status`: every target, like `monit summary`; exits with the
+/// worst status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN or not checked
+/// yet), or 4 when the daemon cannot be asked.
+pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
+    let answer = match daemon.call("GET", "/api/v1/targets", None) {
+        Ok(answer) => answer,
+        Err(err) => {
+            eprintln!("healer: {err}");
+            return ExitCode::from(4);
+        }
+    };
+    let rows: Vec<TargetRow> = match serde_json::from_value(answer.clone()) {
+        Ok(rows) => rows,
+        Err(err) => {
+            eprintln!("healer: unexpected answer from /api/v1/targets: {err}");
+            return ExitCode::from(4);
+        }
+    };
+    if json {
+        print_json(&answer);
+    } else {
+        say(&status_table(&rows));
+    }
+    let worst = rows
+        .iter()
+        .map(|row| match row.view.status {
+            Some(Status::Ok) => 0,
+            Some(Status::Warning) => 1,
+            Some(Status::Critical) => 2,
+            Some(Status::Unknown) | None => 3,
+        })
+        .max()
+        .unwrap_or(0);
+    ExitCode::from(worst)
+}
+
+fn status_table(rows: &[TargetRow]) -> String {
+    let width = rows
+        .iter()
+        .map(|r| r.view.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!(
+        "{:width$}  {:9} {:>10}  {:30} SUMMARY",
+        "TARGET", "STATUS", "CHECKED", "ISSUES"
+    );
+    for row in rows {
+        let view = &row.view;
+        let status = view.status.map_or("-", Status::as_str);
+        let checked = row.age_ms.map_or("never".to_owned(), |ms| {
+            format!("{} ago", short(Duration::from_millis(ms)))
+        });
+        let mut issues: Vec<String> = view
+            .issues
+            .iter()
+            .map(|i| format!("{} {} ({} attempts)", i.kind, i.state.as_str(), i.attempts))
+            .collect();
+        if let Some(pause) = &view.paused {
+            issues.push(format!("PAUSED until {}", pause.until));
+        }
+        let issues = if issues.is_empty() {
+            "-".to_owned()
+        } else {
+            issues.join(", ")
+        };
+        let _ = write!(
+            out,
+            "\n{:width$}  {:9} {:>10}  {:30} {}",
+            view.name, status, checked, issues, view.summary
+        );
+    }
+    out
+}
+
+fn short(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=119_999 => format!("{:.1}s", duration.as_secs_f64()),
+        _ => format!("{}m", duration.as_secs() / 60),
+    }
+}
+
+/// `healer history`: recent events, newest first.
+pub fn history(
+    daemon: &Daemon,
+    target: Option<&str>,
+    kind: Option<&str>,
+    since: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> ExitCode {
+    let mut query = vec![format!("limit={limit}")];
+    for (key, value) in [("target", target), ("kind", kind), ("since", since)] {
+        if let Some(value) = value {
+            query.push(format!("{key}={}", encode(value)));
+        }
+    }
+    let path = format!("/api/v1/history?{}", query.join("&"));
+    let answer = match daemon.call("GET", &path, None) {
+        Ok(answer) => answer,
+        Err(err) => return fail(&err),
+    };
+    if json {
+        print_json(&answer);
+        return ExitCode::SUCCESS;
+    }
+    let page: Page = match serde_json::from_value(answer) {
+        Ok(page) => page,
+        Err(err) => return fail(&format!("unexpected answer from /api/v1/history: {err}")),
+    };
+    for numbered in &page.events {
+        let record = &numbered.record;
+        let mut fields = match serde_json::to_value(&record.event) {
+            Ok(Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        for key in ["event", "target", "anomaly"] {
+            fields.remove(key);
+        }
+        let details: Vec<String> = fields
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        say(&format!(
+            "{}  {:24} {:16} {}",
+            record.at,
+            record.event.name(),
+            record.event.subject().unwrap_or("-"),
+            details.join(" ")
+        ));
+    }
+    if page.events.is_empty() {
+        say("(no events)");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+fn done(answer: Result<Value, String>, json: bool) -> ExitCode {
+    match answer {
+        Ok(answer) if json => {
+            print_json(&answer);
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            match serde_json::from_value::<Done>(answer) {
+                Ok(done) => say(&done.message),
+                Err(err) => return fail(&format!("unexpected answer: {err}")),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(&err),
+    }
+}
+
+/// `healer reset TARGET/KIND` (or `TARGET`: every escalated issue).
+pub fn reset(daemon: &Daemon, issue: &str, json: bool) -> ExitCode {
+    let path = format!("/api/v1/issues/{}/reset", issue.trim_matches('/'));
+    done(daemon.call("POST", &path, Some("{}")), json)
+}
+
+/// `healer pause TARGET --for 30m --reason ...`
+pub fn pause(daemon: &Daemon, target: &str, duration: &str, reason: &str, json: bool) -> ExitCode {
+    let body = serde_json::json!({"for": duration, "reason": reason}).to_string();
+    let path = format!("/api/v1/targets/{target}/pause");
+    done(daemon.call("POST", &path, Some(&body)), json)
+}
+
+/// `healer resume TARGET`
+pub fn resume(daemon: &Daemon, target: &str, json: bool) -> ExitCode {
+    let path = format!("/api/v1/targets/{target}/resume");
+    done(daemon.call("POST", &path, Some("{}")), json)
+}
+
+/// `healer reload`: what changed, or why the new config was rejected.
+pub fn reload(daemon: &Daemon, json: bool) -> ExitCode {
+    let answer = match daemon.call("POST", "/api/v1/reload", Some("{}")) {
+        Ok(answer) => answer,
+        Err(err) => return fail(&format!("reload refused: {err}")),
+    };
+    if json {
+        print_json(&answer);
+        return ExitCode::SUCCESS;
+    }
+    let reloaded: Reloaded = match serde_json::from_value(answer) {
+        Ok(reloaded) => reloaded,
+        Err(err) => return fail(&format!("unexpected answer from /api/v1/reload: {err}")),
+    };
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    say("reloaded");
+    say(&format!("  added      {}", list(&reloaded.added)));
+    say(&format!("  removed    {}", list(&reloaded.removed)));
+    say(&format!("  restarted  {}", list(&reloaded.changed)));
+    say(&format!("  unchanged  {}", reloaded.unchanged));
+    say(&format!(
+        "  new plugin packages  {}",
+        list(&reloaded.packages_added)
+    ));
+    if !reloaded.needs_restart.is_empty() {
+        say(&format!(
+            "  changed, but applied only when healer restarts: {}",
+            reloaded.needs_restart.join(", ")
+        ));
+    }
+    ExitCode::SUCCESS
+}
