@@ -135,6 +135,9 @@ pub async fn run(options: &Options) -> ExitCode {
     if let Some(store) = &store {
         subscribers.push(store.subscriber());
     }
+    if let Some(alerts) = crate::alerts::Alerts::start(&config, &saved, &events) {
+        subscribers.push(Box::new(alerts));
+    }
     inbox.start(subscribers);
 
     tokio::spawn(watch_the_log(Arc::clone(&logging), signals.usr1));
