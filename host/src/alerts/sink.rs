@@ -101,7 +101,7 @@ async fn run(sink: Arc<Sink>, mut outbox: Outbox, mut notices: mpsc::Receiver<No
     let mut running: JoinSet<()> = JoinSet::new();
     let mut keys: HashMap<Id, Key> = HashMap::new();
     loop {
-        for (delivery, stop) in outbox.start(MAX_IN_FLIGHT - running.len()) {
+        for (delivery, stop) in outbox.start(MAX_IN_FLIGHT.saturating_sub(running.len())) {
             let key = delivery.alert.key.clone();
             let handle = running.spawn(deliver(Arc::clone(&sink), delivery, stop));
             keys.insert(handle.id(), key);

@@ -497,4 +497,19 @@ mod tests {
             serde_json::json!({"text": "<target>", "n": 1, "x": 0.5, "on": true, "list": ["<state>"], "day": "2026-11-23"})
         );
     }
+
+    #[test]
+    fn the_default_configs_commented_sinks_are_valid_once_uncommented() {
+        let default = include_str!("../../../config/healer.toml");
+        let example = &default[default.find("# Alert sinks").unwrap()..];
+        let uncommented: String = example
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with("[[alert]]") || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = parse(&uncommented).unwrap();
+        let names: Vec<&str> = config.alerts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["team", "webhook-1"]);
+    }
 }
