@@ -10,6 +10,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use healer::alerts::AlertState;
+use healer::issues::Issue;
 use healer_e2e::{
     after_start, fast_config, free_port, get, plugins_dir_with, read_pid, run_healer,
     supervised_target, wait_until, Alertmanager, Answer, Daemon, Event, Receiver,
@@ -47,11 +48,33 @@ fn toml_string(text: &str) -> String {
     format!("\"{escaped}\"")
 }
 
-/// A live process written to `pidfile`: the broken target heals.
-fn heal(pidfile: &std::path::Path) -> Child {
+/// A live process written to `pidfile`: the broken target heals. Killed
+/// when dropped.
+struct Healed(Child);
+
+fn heal(pidfile: &std::path::Path) -> Healed {
     let service = Command::new("sleep").arg("60").spawn().unwrap();
     std::fs::write(pidfile, format!("{}\n", service.id())).unwrap();
-    service
+    Healed(service)
+}
+
+impl Drop for Healed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for target `broken` to escalate; its issue.
+fn escalation_of_broken(daemon: &mut Daemon) -> Issue {
+    match daemon.wait_for(
+        "the escalation",
+        LIMIT,
+        |e| matches!(e, Event::IssueEscalated { target, .. } if target == "broken"),
+    ) {
+        Event::IssueEscalated { issue, .. } => issue,
+        other => unreachable!("{other:?}"),
+    }
 }
 
 fn is_sent(event: &Event, sink: &str, wanted: AlertState) -> bool {
@@ -90,13 +113,7 @@ labels = {{ env = "test" }}
     );
     let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
 
-    let Event::IssueEscalated { issue, .. } = daemon.wait_for(
-        "the escalation",
-        LIMIT,
-        |e| matches!(e, Event::IssueEscalated { target, .. } if target == "broken"),
-    ) else {
-        unreachable!()
-    };
+    let issue = escalation_of_broken(&mut daemon);
     daemon.wait_for("the alert sent", LIMIT, |e| {
         is_sent(e, "team", AlertState::Firing)
     });
@@ -111,7 +128,7 @@ labels = {{ env = "test" }}
     assert_eq!(firing[0]["status"]["state"], "active");
     assert_eq!(firing[0]["annotations"]["summary"], issue.summary.as_str());
 
-    let mut service = heal(&pidfile);
+    let _service = heal(&pidfile);
     daemon.wait_for(
         "the issue resolved",
         LIMIT,
@@ -127,8 +144,6 @@ labels = {{ env = "test" }}
             .then_some(())
     });
     assert!(daemon.is_running());
-    let _ = service.kill();
-    let _ = service.wait();
 }
 
 #[test]
@@ -154,13 +169,7 @@ body = {{ text = "healer: {{target}} {{kind}} {{state}}: {{summary}}", state = "
     );
     let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
 
-    let Event::IssueEscalated { issue, .. } = daemon.wait_for(
-        "the escalation",
-        LIMIT,
-        |e| matches!(e, Event::IssueEscalated { target, .. } if target == "broken"),
-    ) else {
-        unreachable!()
-    };
+    let issue = escalation_of_broken(&mut daemon);
     assert!(
         ["\"", "\\", "\n"].iter().all(|c| issue.summary.contains(c)),
         "{:?}",
@@ -169,7 +178,7 @@ body = {{ text = "healer: {{target}} {{kind}} {{state}}: {{summary}}", state = "
     daemon.wait_for("the firing sent", LIMIT, |e| {
         is_sent(e, "webhook-1", AlertState::Firing)
     });
-    let mut service = heal(&pidfile);
+    let _service = heal(&pidfile);
     daemon.wait_for("the resolution sent", LIMIT, |e| {
         is_sent(e, "webhook-1", AlertState::Resolved)
     });
@@ -191,8 +200,6 @@ body = {{ text = "healer: {{target}} {{kind}} {{state}}: {{summary}}", state = "
         assert_eq!(sent["attempts"], "1");
         assert_eq!(sent["list"], serde_json::json!(["broken", 1, true]));
     }
-    let _ = service.kill();
-    let _ = service.wait();
 }
 
 #[test]
