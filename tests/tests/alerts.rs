@@ -4,7 +4,8 @@
 //! webhook gets valid JSON with its template filled, however odd the
 //! summary; a sink that refuses connections is retried, recorded as
 //! failed, and healing goes on; an alert still escalated is sent again
-//! after a restart; `healer check` names a bad sink's line.
+//! after a restart; an anomaly the intake escalated fires and resolves
+//! too; `healer check` names a bad sink's line.
 
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -12,8 +13,8 @@ use std::time::Duration;
 use healer::alerts::AlertState;
 use healer::issues::Issue;
 use healer_e2e::{
-    after_start, fast_config, free_port, get, plugins_dir_with, read_pid, run_healer,
-    supervised_target, wait_until, Alertmanager, Answer, Daemon, Event, Receiver,
+    after_start, fast_config, free_port, get, plugins_dir_with, post_json, read_pid, run_healer,
+    supervised_target, wait_for_port, wait_until, Alertmanager, Answer, Daemon, Event, Receiver,
 };
 use serde_json::Value;
 
@@ -316,6 +317,78 @@ url = "{url}"
         ends_at > healer::clock::Wall::now(),
         "it fires on: it ends four re-sends ahead"
     );
+}
+
+#[test]
+fn an_escalated_anomaly_fires_and_resolves_when_its_alertmanager_alert_does() {
+    let plugins = plugins_dir_with(&["healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Receiver::start(Answer::Status(200));
+    let port = free_port();
+    let body = format!(
+        r#"
+[intake]
+bind = "127.0.0.1:{port}"
+cooldown = "0s"
+max_attempts = 1
+
+[[reflex]]
+match = "DiskFull"
+workflow = "noop"
+
+[workflow.noop]
+steps = [{{ plugin = "command", argv = ["true"] }}]
+
+[[alert]]
+type = "webhook"
+url = "{url}"
+"#,
+        url = hook.url("/hook"),
+    );
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
+    wait_for_port(port, LIMIT);
+    let group = |status: &str| {
+        format!(
+            r#"{{"version": "4", "status": "{status}", "truncatedAlerts": 0, "alerts": [{{"status": "{status}", "labels": {{"alertname": "DiskFull"}}, "annotations": {{}}, "startsAt": "2026-11-23T10:00:00Z", "fingerprint": "d15cf011"}}]}}"#
+        )
+    };
+    let anomaly_sent = |event: &Event, wanted: AlertState| {
+        matches!(event, Event::AlertSent { target, kind, state, .. }
+            if target == "DiskFull" && kind == "anomaly" && *state == wanted)
+    };
+
+    // Its one run does not help: the next report escalates it.
+    let (status, _) = post_json(port, "/alertmanager", &group("firing"));
+    assert_eq!(status, 200);
+    daemon.wait_for(
+        "the workflow finished",
+        LIMIT,
+        |e| matches!(e, Event::WorkflowFinished { run, .. } if run.anomaly == "DiskFull"),
+    );
+    let (_, escalated) = post_json(port, "/anomaly", r#"{"name": "DiskFull"}"#);
+    assert_eq!(escalated["reason"], "attempts exhausted", "{escalated}");
+    daemon.wait_for("the firing sent", LIMIT, |e| {
+        anomaly_sent(e, AlertState::Firing)
+    });
+    let (status, _) = post_json(port, "/alertmanager", &group("resolved"));
+    assert_eq!(status, 200);
+    daemon.wait_for("the resolution sent", LIMIT, |e| {
+        anomaly_sent(e, AlertState::Resolved)
+    });
+
+    let bodies: Vec<Value> = hook
+        .requests()
+        .iter()
+        .map(|(_, body)| serde_json::from_str(body).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    for (sent, state) in bodies.iter().zip(["firing", "resolved"]) {
+        assert_eq!(sent["target"], "DiskFull");
+        assert_eq!(sent["kind"], "anomaly");
+        assert_eq!(sent["state"], state);
+        assert_eq!(sent["severity"], "critical");
+        assert_eq!(sent["attempts"], 1);
+    }
 }
 
 #[test]

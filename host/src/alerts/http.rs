@@ -182,8 +182,9 @@ impl Endpoint {
         let sent = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
+            // After the content type: a configured one replaces it.
+            .headers(self.headers.clone())
             .body(body)
             .send()
             .await;
