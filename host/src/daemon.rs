@@ -141,6 +141,9 @@ pub async fn run(options: &Options) -> ExitCode {
     if let Some(store) = &store {
         subscribers.push(store.subscriber());
     }
+    if let Some(alerts) = crate::alerts::Alerts::start(&config, &saved, &events) {
+        subscribers.push(Box::new(alerts));
+    }
     let metrics = Arc::new(Metrics::new());
     subscribers.push(Box::new(crate::metrics::Feed(Arc::clone(&metrics))));
     let mut saved = saved;

@@ -3,9 +3,10 @@
 //! [`cli`]; the library exists so tests and benchmarks can drive the parts.
 //!
 //! Data flows one way: config -> plugins -> engine/intake -> events ->
-//! log/store.
+//! log/store/alerts.
 //! See `docs/ARCHITECTURE.md` for the code map and invariants.
 
+pub mod alerts;
 pub mod api;
 pub mod board;
 pub mod cli;

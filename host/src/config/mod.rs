@@ -7,6 +7,7 @@
 //! names and plugin configs needs the loaded packages: see
 //! [`crate::plugins::Catalog::check_config`].
 
+mod alerts;
 mod intake;
 mod plugins;
 mod source;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
+pub use alerts::{AlertSink, SinkKind, DEFAULT_RESEND_EVERY};
 pub use intake::{Intake, Reflex, Step, Workflow};
 pub use plugins::{PackagePolicy, PackageSettings, Plugins, Size};
 pub use source::did_you_mean;
@@ -51,6 +53,8 @@ pub struct Config {
     pub store: Store,
     /// `[plugins]`.
     pub plugins: Plugins,
+    /// `[[alert]]` entries: where escalations are announced, in file order.
+    pub alerts: Vec<AlertSink>,
     source: Source,
 }
 
@@ -399,6 +403,8 @@ struct RawConfig {
     store: Store,
     #[serde(default)]
     plugins: Plugins,
+    #[serde(default, rename = "alert")]
+    alerts: Vec<Spanned<alerts::RawAlert>>,
 }
 
 fn enabled_by_default() -> bool {
@@ -447,6 +453,7 @@ impl Config {
             .collect();
         check.names_and_dependencies(&targets);
         let workflows = check.workflows(raw.workflow);
+        let alerts = check.alerts(raw.alerts);
         let mut reflexes = check.reflexes(raw.reflex, &workflows);
         let base = path.parent().unwrap_or(Path::new("."));
         let mut intake = raw.intake;
@@ -491,6 +498,7 @@ impl Config {
             workflows,
             store: raw.store,
             plugins: raw.plugins,
+            alerts,
             source,
         })
     }

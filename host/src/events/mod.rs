@@ -2,7 +2,7 @@
 //! for every transition, sent into one channel and handed, in order, to
 //! every subscriber: the log (human or JSON lines, and the seed's
 //! `auto_healer_action` record at CRITICAL), the event log file (one JSON
-//! object per line, what tests read), and the store.
+//! object per line, what tests read), the store, and the alert sinks.
 //!
 //! Emitting never blocks and never fails: [`Events::emit`] stamps the
 //! event with the wall-clock time and sends it to the dispatcher thread,
@@ -24,6 +24,7 @@ use healer_plugin_sdk::{Duration as Written, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::alerts::AlertState;
 use crate::board::Pause;
 use crate::clock::Wall;
 use crate::intake::{AnomalyState, Suppressed};
@@ -255,6 +256,31 @@ pub enum Event {
         anomaly_resolved: bool,
     },
 
+    /// An alert sink delivered an escalation (`firing`) or its end
+    /// (`resolved`); `attempts` requests it took. `resent`: a firing
+    /// alert sent again so Alertmanager keeps it.
+    AlertSent {
+        sink: String,
+        target: String,
+        kind: String,
+        state: AlertState,
+        attempts: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resent: bool,
+    },
+    /// An alert sink gave up delivering: every try failed, or an answer
+    /// said another would not help (a redirect, a 4xx).
+    AlertFailed {
+        sink: String,
+        target: String,
+        kind: String,
+        state: AlertState,
+        attempts: u32,
+        error: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resent: bool,
+    },
+
     /// A plugin worker ended without being asked to: it crashed, was
     /// killed, missed its heartbeat or broke the protocol. Its calls in
     /// flight ended as UNKNOWN; it is started again on next use, after a
@@ -410,6 +436,8 @@ impl Event {
             Event::AnomalyResolved { .. } => "anomaly_resolved",
             Event::AlertReceived { .. } => "alert_received",
             Event::AlertResolved { .. } => "alert_resolved",
+            Event::AlertSent { .. } => "alert_sent",
+            Event::AlertFailed { .. } => "alert_failed",
             Event::StoreDegraded { .. } => "store_degraded",
             Event::StoreRecovered { .. } => "store_recovered",
             Event::StoreMovedAside { .. } => "store_moved_aside",
@@ -439,7 +467,9 @@ impl Event {
             | Event::IssueResetByOperator { target, .. }
             | Event::TargetPaused { target, .. }
             | Event::TargetResumed { target, .. }
-            | Event::RecoveryPaused { target, .. } => Some(target),
+            | Event::RecoveryPaused { target, .. }
+            | Event::AlertSent { target, .. }
+            | Event::AlertFailed { target, .. } => Some(target),
             Event::NoReflex { anomaly, .. }
             | Event::AnomalySuppressed { anomaly, .. }
             | Event::AnomalyEscalated { anomaly, .. }
@@ -466,11 +496,13 @@ impl Event {
     }
 
     /// Whether it is routine, frequent and kept out of the history: a
-    /// check whose status did not change, and the reports of a storm after
-    /// the first (one in a hundred is kept, with the count so far).
+    /// check whose status did not change, the reports of a storm after
+    /// the first (one in a hundred is kept, with the count so far), and a
+    /// firing alert re-sent as it should be.
     pub fn is_routine(&self) -> bool {
         match self {
             Event::Checked { status, was, .. } => *was == Some(*status),
+            Event::AlertSent { resent, .. } => *resent,
             Event::AnomalySuppressed { count, .. } => *count != 1 && count % 100 != 0,
             _ => false,
         }

@@ -315,6 +315,38 @@ fn write(event: &Event) {
         } => {
             debug!(alertname = %alertname, fingerprint = %fingerprint, anomaly_resolved, "alert resolved")
         }
+        Event::AlertSent {
+            sink,
+            target,
+            kind,
+            state,
+            attempts,
+            resent,
+        } => {
+            if *resent {
+                debug!(sink = %sink, target = %target, kind = %kind, attempts, "firing alert re-sent");
+            } else {
+                info!(sink = %sink, target = %target, kind = %kind, state = state.as_str(), attempts, "alert sent");
+            }
+        }
+        Event::AlertFailed {
+            sink,
+            target,
+            kind,
+            state,
+            attempts,
+            error,
+            resent,
+        } => match state {
+            crate::alerts::AlertState::Firing => error!(
+                sink = %sink, target = %target, kind = %kind, attempts, resent, error = %error,
+                "alert not delivered: the sink did not take the escalation after {attempts} tries"
+            ),
+            crate::alerts::AlertState::Resolved => warn!(
+                sink = %sink, target = %target, kind = %kind, attempts, error = %error,
+                "alert resolution not delivered after {attempts} tries"
+            ),
+        },
         Event::PluginWorkerCrashed {
             package,
             file,
