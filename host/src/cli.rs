@@ -234,7 +234,12 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
         } => ask(&cli, |d| operator::pause(d, target, duration, reason, json)),
         Command::Resume { ref target, json } => ask(&cli, |d| operator::resume(d, target, json)),
-        Command::Reload { json } => ask(&cli, |d| operator::reload(d, json)),
+        Command::Reload { json } => match operator::Daemon::of(&cli.config) {
+            Ok(daemon) => operator::reload(&daemon, json),
+            Err(err) => fail(&format!(
+                "the config on disk has problems, so it was not sent for reload; the running healer carries on with its config:\n{err}"
+            )),
+        },
         Command::Check => with_runtime(check(&cli)),
         Command::Once {
             ref target,

@@ -7,38 +7,56 @@
 //! shows in `/healthz`, not here: a restart would not mend a full disk.)
 //!
 //! Without `NOTIFY_SOCKET` (not run by systemd) every call does nothing.
+//! A datagram is sent without blocking: a listener that does not read
+//! costs a ping, never a thread of healer's.
 
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sd_notify::NotifyState;
 use tokio::sync::watch;
 
 use crate::board::Board;
 
-/// Whether systemd (or anything else) listens.
-fn listening() -> bool {
-    std::env::var_os("NOTIFY_SOCKET").is_some()
-}
-
-fn send(states: &[NotifyState]) {
-    if !listening() {
+/// Sends `message` (`KEY=VALUE` lines) to `NOTIFY_SOCKET`, a path or an
+/// abstract name (`@name`), as `sd_notify(3)` does.
+fn send(message: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
-    }
-    if let Err(err) = sd_notify::notify(false, states) {
-        tracing::warn!(error = %err, socket = ?std::env::var_os("NOTIFY_SOCKET"), "cannot notify systemd (NOTIFY_SOCKET)");
+    };
+    let sent = (|| -> io::Result<usize> {
+        let datagram = UnixDatagram::unbound()?;
+        datagram.set_nonblocking(true)?;
+        match socket.as_bytes().strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                datagram.send_to_addr(message.as_bytes(), &address)
+            }
+            None => datagram.send_to(message.as_bytes(), &socket),
+        }
+    })();
+    match sent {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+            tracing::debug!(socket = ?socket, "the notify socket is full; this notification is left out")
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, socket = ?socket, "cannot notify systemd (NOTIFY_SOCKET)")
+        }
     }
 }
 
 /// healer is ready: its first checks are scheduled.
 pub fn ready(targets: usize) {
-    let status = format!("healing {targets} targets");
-    send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    send(&format!("READY=1\nSTATUS=healing {targets} targets\n"));
 }
 
 /// healer is stopping.
 pub fn stopping() {
-    send(&[NotifyState::Stopping]);
+    send("STOPPING=1\n");
 }
 
 /// How often to ping the watchdog: half of `WATCHDOG_USEC`, when it is
@@ -70,7 +88,7 @@ pub async fn watchdog(every: Duration, board: Arc<Board>, mut shutdown: watch::R
                 tracing::info!("healer is making progress again: watchdog pings resume");
                 withheld = false;
             }
-            send(&[NotifyState::Watchdog]);
+            send("WATCHDOG=1\n");
             continue;
         }
         let names: Vec<String> = stalled
@@ -82,7 +100,6 @@ pub async fn watchdog(every: Duration, board: Arc<Board>, mut shutdown: watch::R
             tracing::error!(reason = %why, "healer is not making progress: watchdog pings withheld (systemd restarts healer when WatchdogSec passes)");
             withheld = true;
         }
-        let status = format!("not making progress: {why}");
-        send(&[NotifyState::Status(&status)]);
+        send(&format!("STATUS=not making progress: {why}\n"));
     }
 }

@@ -179,6 +179,12 @@ impl Daemon {
     /// Starts `healer run` on `config` under a wrapper command, e.g.
     /// `["prlimit", "--nofile=1024:1024"]`.
     pub fn start_under(config: &Path, wrapper: &[&str]) -> Daemon {
+        Daemon::start_with(config, wrapper, &[])
+    }
+
+    /// Starts `healer run` on `config` under a wrapper command (may be
+    /// empty), with these environment variables set.
+    pub fn start_with(config: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = config.parent().expect("the config is in a directory");
         let log = dir.join("healer.log");
         let stderr = std::fs::File::create(dir.join("healer.stderr")).expect("stderr file");
@@ -191,6 +197,7 @@ impl Daemon {
             None => Command::new(healer_bin()),
         };
         let child = command
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(config)
             .stdin(Stdio::null())
@@ -720,16 +727,31 @@ impl KeepAlive {
 
 /// Sends one HTTP/1.1 GET to 127.0.0.1:`port`; (0, "") when nothing answers.
 pub fn get(port: u16, path: &str) -> (u16, String) {
+    get_with_token(port, path, None)
+}
+
+/// `GET path` on 127.0.0.1:`port`, with `Authorization: Bearer TOKEN`
+/// when given; (0, "") when nothing listens.
+pub fn get_with_token(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::Write;
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     let _ = write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
     );
     read_response(&mut stream)
+}
+
+/// `GET path` as JSON from healer's API on 127.0.0.1:`port`; panics
+/// unless it answers 200 with JSON.
+pub fn api(port: u16, path: &str) -> serde_json::Value {
+    let (status, body) = get(port, path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|err| panic!("GET {path}: {err}: {body}"))
 }
 
 /// How long to wait after an event before killing healer, so the store

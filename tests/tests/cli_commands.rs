@@ -184,63 +184,6 @@ fn binding_the_intake_beyond_loopback_without_a_token_is_refused_at_start_up() {
 }
 
 #[test]
-fn sighup_checks_the_config_on_disk_and_never_stops_the_daemon() {
-    let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[healer]\ninterval = \"200ms\"\n{}\n[[target]]\nname = \"fine\"\nmonitor = {{ plugin = \"nagios\", command = [\"true\"] }}\n",
-        healer_e2e::test_paths(plugins.path())
-    );
-    let config = write(dir.path(), &text);
-    let mut daemon = Daemon::start(&config);
-    daemon.wait_for("healer running", LIMIT, |e| {
-        matches!(e, Event::Started { .. })
-    });
-    let verdicts = |daemon: &Daemon| {
-        daemon
-            .records()
-            .into_iter()
-            .filter_map(|r| match r.event {
-                Event::ConfigChecked { problems, .. } => Some(problems),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-    };
-
-    healer_e2e::signal(daemon.pid(), "HUP");
-    daemon.wait_for("the first verdict", LIMIT, |e| {
-        matches!(e, Event::ConfigChecked { .. })
-    });
-    std::fs::write(
-        &config,
-        text.replace("interval = \"200ms\"", "intervall = \"200ms\""),
-    )
-    .unwrap();
-    healer_e2e::signal(daemon.pid(), "HUP");
-    daemon.wait_for(
-        "the second verdict",
-        LIMIT,
-        |e| matches!(e, Event::ConfigChecked { problems, .. } if !problems.is_empty()),
-    );
-
-    let verdicts = verdicts(&daemon);
-    assert!(verdicts[0].is_empty(), "valid at first: {verdicts:?}");
-    assert!(
-        verdicts[1]
-            .iter()
-            .any(|p| p.contains("unknown field `intervall`")),
-        "{verdicts:?}"
-    );
-    assert!(daemon.is_running());
-    // The running config carries on: the target is still checked.
-    let checks = |daemon: &Daemon| daemon.count(|e| matches!(e, Event::Checked { .. }));
-    let before = checks(&daemon);
-    healer_e2e::wait_until("another check", LIMIT, || {
-        (checks(&daemon) > before).then_some(())
-    });
-}
-
-#[test]
 fn sigusr1_reopens_the_log_file_after_logrotate_moved_it() {
     let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,470 @@
+//! The operator's commands against the real daemon: live reload (SIGHUP
+//! and `healer reload`), maintenance pauses, `healer status` against the
+//! API, the token on reads, and systemd's notify protocol with a
+//! watchdog that follows the engine's real progress.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use healer_e2e::{
+    api, fast_config, free_port, get, get_with_token, plugins_dir_with, read_pid, run_healer,
+    stdout, supervised_target, wait_for_port, wait_until, Daemon, Event,
+};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn intake(port: u16) -> String {
+    format!("\n[intake]\nbind = \"127.0.0.1:{port}\"\n")
+}
+
+/// A target that is always healthy (`true` as a Nagios check).
+fn healthy(name: &str) -> String {
+    format!(
+        "\n[[target]]\nname = \"{name}\"\nmonitor = {{ plugin = \"nagios\", command = [\"true\"] }}\n"
+    )
+}
+
+/// A target whose process never runs and whose recovery never helps:
+/// its issue counts attempts, `backoff` apart.
+fn failing(dir: &Path, name: &str, extra: &str) -> String {
+    format!(
+        "\n[[target]]\nname = \"{name}\"\nmax_attempts = 5\nbackoff = \"300ms\"\nbackoff_max = \"300ms\"\n{extra}\
+         monitor = {{ plugin = \"process\", pidfile = \"{}/{name}.pid\" }}\n\
+         [[target.recover]]\nplugin = \"command\"\nargv = [\"true\"]\n",
+        dir.display()
+    )
+}
+
+fn issue_attempts(port: u16, target: &str) -> Option<u64> {
+    let issues = api(port, &format!("/api/v1/issues?target={target}"));
+    issues.as_array()?.first()?["attempts"].as_u64()
+}
+
+fn checks_of(daemon: &Daemon, target: &str) -> usize {
+    daemon.count(|e| matches!(e, Event::Checked { target: t, .. } if t == target))
+}
+
+#[test]
+fn sighup_adds_and_removes_targets_keeps_attempts_and_a_broken_config_changes_nothing() {
+    let plugins = plugins_dir_with(&[
+        "healer-plugin-nagios",
+        "healer-plugin-process",
+        "healer-plugin-command",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let body = |targets: &str| format!("{}{targets}", intake(port));
+    let before = format!(
+        "{}{}{}",
+        healthy("stays"),
+        healthy("goes"),
+        failing(dir.path(), "flaky", "")
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body(&before));
+    let mut daemon = Daemon::start(&config);
+    wait_for_port(port, LIMIT);
+    wait_until("flaky has made two attempts", LIMIT, || {
+        issue_attempts(port, "flaky").filter(|n| *n >= 2)
+    });
+
+    // flaky changes (its interval), goes goes, comes comes.
+    let after = format!(
+        "{}{}{}",
+        healthy("stays"),
+        healthy("comes"),
+        failing(dir.path(), "flaky", "interval = \"150ms\"\n")
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body(&after));
+    let attempts_before = issue_attempts(port, "flaky").expect("flaky's issue is open");
+    healer_e2e::signal(daemon.pid(), "HUP");
+    let reloaded = daemon.wait_for("the reload", LIMIT, |e| {
+        matches!(e, Event::ConfigReloaded { .. })
+    });
+    let Event::ConfigReloaded {
+        added,
+        removed,
+        changed,
+        ..
+    } = reloaded
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (added, removed, changed),
+        (
+            vec!["comes".to_owned()],
+            vec!["goes".to_owned()],
+            vec!["flaky".to_owned()]
+        )
+    );
+    let attempts_after = issue_attempts(port, "flaky").expect("flaky's issue is still open");
+    assert!(
+        attempts_after >= attempts_before,
+        "the restarted target kept its attempts: {attempts_before} before, {attempts_after} after"
+    );
+    wait_until("comes is checked", LIMIT, || {
+        (checks_of(&daemon, "comes") > 0).then_some(())
+    });
+    let goes = checks_of(&daemon, "goes");
+    let names: Vec<String> = api(port, "/api/v1/targets")
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["comes", "flaky", "stays"]);
+
+    // A broken config is rejected; the running targets carry on.
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[target]]\nnmae = \"x\"\n",
+            std::fs::read_to_string(&config).unwrap()
+        ),
+    )
+    .unwrap();
+    healer_e2e::signal(daemon.pid(), "HUP");
+    let rejected = daemon.wait_for("the rejection", LIMIT, |e| {
+        matches!(e, Event::ConfigRejected { .. })
+    });
+    let Event::ConfigRejected { problems, .. } = rejected else {
+        unreachable!()
+    };
+    assert!(problems.iter().any(|p| p.contains("nmae")), "{problems:?}");
+    let stays = checks_of(&daemon, "stays");
+    wait_until("stays is still checked", LIMIT, || {
+        (checks_of(&daemon, "stays") > stays + 3).then_some(())
+    });
+    assert_eq!(
+        checks_of(&daemon, "goes"),
+        goes,
+        "a removed target is not checked again"
+    );
+    assert!(daemon.is_running());
+
+    // `healer reload` on a broken config says so, and sends nothing.
+    let output = run_healer(&["reload", "--config", config.to_str().unwrap()], LIMIT);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not sent for reload"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn a_package_copied_in_is_loaded_by_healer_reload_and_its_plugin_runs() {
+    let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = fast_config(
+        dir.path(),
+        plugins.path(),
+        &format!("{}{}", intake(port), healthy("first")),
+    );
+    let mut daemon = Daemon::start(&config);
+    wait_for_port(port, LIMIT);
+
+    std::fs::copy(
+        healer_e2e::package_file("healer-plugin-process"),
+        plugins.path().join("libhealer_plugin_process.so"),
+    )
+    .unwrap();
+    let pidfile = dir.path().join("me.pid");
+    std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
+    let added = format!(
+        "{}{}\n[[target]]\nname = \"me\"\nmonitor = {{ plugin = \"process\", pidfile = \"{}\" }}\n",
+        intake(port),
+        healthy("first"),
+        pidfile.display()
+    );
+    let config = fast_config(dir.path(), plugins.path(), &added);
+    let output = run_healer(
+        &["reload", "--json", "--config", config.to_str().unwrap()],
+        LIMIT,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(answer["added"], serde_json::json!(["me"]));
+    assert!(
+        answer["packages_added"][0]
+            .as_str()
+            .is_some_and(|f| f.ends_with("libhealer_plugin_process.so")),
+        "{answer}"
+    );
+    daemon.wait_for("the new target checked OK", LIMIT, |e| {
+        matches!(e, Event::Checked { target, status: healer_plugin_sdk::Status::Ok, .. } if target == "me")
+    });
+    let plugins_seen = api(port, "/api/v1/plugins");
+    assert_eq!(
+        plugins_seen["packages"].as_array().map(Vec::len),
+        Some(2),
+        "{plugins_seen}"
+    );
+}
+
+#[test]
+fn a_paused_target_is_not_recovered_until_the_pause_expires_even_across_a_restart() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let body = format!("{}{}", intake(port), supervised_target(dir.path(), 120));
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let config_arg = config.to_str().unwrap().to_owned();
+    let pidfile = dir.path().join("service.pid");
+    let mut daemon = Daemon::start(&config);
+    wait_for_port(port, LIMIT);
+    let first = wait_until("the service runs", LIMIT, || read_pid(&pidfile));
+
+    let output = run_healer(
+        &[
+            "pause",
+            "service",
+            "--for",
+            "6s",
+            "--reason",
+            "disk swap",
+            "--config",
+            &config_arg,
+        ],
+        LIMIT,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let paused_at = Instant::now();
+    healer_e2e::signal(first, "KILL");
+    daemon.wait_for(
+        "the paused recovery",
+        LIMIT,
+        |e| matches!(e, Event::RecoveryPaused { reason, .. } if reason == "disk swap"),
+    );
+    let status = run_healer(&["status", "--config", &config_arg], LIMIT);
+    assert_eq!(status.status.code(), Some(2), "CRITICAL: {status:?}");
+    assert!(
+        stdout(&status).contains("PAUSED until"),
+        "{}",
+        stdout(&status)
+    );
+
+    // A restart keeps the pause.
+    assert!(daemon.stop());
+    let mut daemon = Daemon::start(&config);
+    wait_for_port(port, LIMIT);
+    let targets = api(port, "/api/v1/targets");
+    assert_eq!(targets[0]["paused"]["reason"], "disk swap", "{targets}");
+    assert_eq!(
+        read_pid(&pidfile),
+        Some(first),
+        "not restarted while paused"
+    );
+
+    let resumed = daemon.wait_for(
+        "the pause to expire",
+        LIMIT,
+        |e| matches!(e, Event::TargetResumed { reason, .. } if reason == "the pause expired"),
+    );
+    drop(resumed);
+    assert!(
+        paused_at.elapsed() >= Duration::from_secs(6),
+        "not before its time"
+    );
+    let next = wait_until("the service runs again", LIMIT, || {
+        read_pid(&pidfile).filter(|pid| *pid != first)
+    });
+    healer_e2e::signal(next, "KILL");
+    assert_eq!(
+        daemon.count(|e| matches!(e, Event::AttemptStarted { .. })) >= 1,
+        true
+    );
+}
+
+#[test]
+fn status_json_agrees_with_the_api_and_reads_need_the_token() {
+    let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let body = format!(
+        "\n[intake]\nbind = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n{}{}",
+        token_file.display(),
+        healthy("a"),
+        healthy("b")
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let _daemon = Daemon::start(&config);
+    wait_for_port(port, LIMIT);
+    for path in [
+        "/api/v1/targets",
+        "/api/v1/issues",
+        "/api/v1/history",
+        "/api/v1/plugins",
+        "/metrics",
+        "/",
+    ] {
+        assert_eq!(get(port, path).0, 401, "{path} without the token");
+        assert_eq!(
+            get_with_token(port, path, Some("wrong")).0,
+            401,
+            "{path} with a wrong token"
+        );
+    }
+    assert_eq!(get(port, "/healthz").0, 200, "/healthz needs no token");
+    wait_until("both targets checked", LIMIT, || {
+        let (_, body) = get_with_token(port, "/api/v1/targets", Some("s3cret"));
+        let seen: serde_json::Value = serde_json::from_str(&body).ok()?;
+        seen.as_array()?
+            .iter()
+            .all(|t| t["status"] == "OK")
+            .then_some(())
+    });
+    let output = run_healer(
+        &["status", "--json", "--config", config.to_str().unwrap()],
+        LIMIT,
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let from_cli: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    let (status, body) = get_with_token(port, "/api/v1/targets", Some("s3cret"));
+    assert_eq!(status, 200);
+    let from_api: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let essentials = |targets: &serde_json::Value| -> Vec<(String, String, String, usize)> {
+        targets
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap_or_default().to_owned(),
+                    t["monitor"].as_str().unwrap_or_default().to_owned(),
+                    t["status"].as_str().unwrap_or_default().to_owned(),
+                    t["issues"].as_array().map_or(0, Vec::len),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(essentials(&from_cli), essentials(&from_api));
+    assert_eq!(essentials(&from_api).len(), 2);
+}
+
+/// A `NOTIFY_SOCKET` listener, as systemd would be.
+struct Systemd {
+    socket: UnixDatagram,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Systemd {
+    fn new() -> Systemd {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("the notify socket binds");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        Systemd {
+            socket,
+            _dir: dir,
+            path,
+        }
+    }
+
+    /// Forgets the datagrams already queued.
+    fn drain(&self) {
+        self.socket.set_nonblocking(true).unwrap();
+        let mut buffer = [0u8; 4096];
+        while self.socket.recv(&mut buffer).is_ok() {}
+        self.socket.set_nonblocking(false).unwrap();
+    }
+
+    /// Every datagram received within `within`, with when it came.
+    fn listen(&self, within: Duration) -> Vec<(Instant, String)> {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while started.elapsed() < within {
+            if let Ok(n) = self.socket.recv(&mut buffer) {
+                got.push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buffer[..n]).into_owned(),
+                ));
+            }
+        }
+        got
+    }
+}
+
+#[test]
+fn ready_and_watchdog_reach_systemd_and_a_stalled_target_loop_stops_the_pings() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // One recovery slot: `hog` holds it for 12 s, so `starved`, which
+    // promises progress within 4 s (its ladder's deadline, 1 s, four
+    // times), cannot keep its promise.
+    let body = format!(
+        "max_concurrent_recoveries = 1\n{}\n[[target]]\nname = \"hog\"\nrecovery_timeout = \"12s\"\n\
+         monitor = {{ plugin = \"process\", pidfile = \"{d}/hog.pid\" }}\n\
+         [[target.recover]]\nplugin = \"command\"\nargv = [\"sleep\", \"12\"]\n\
+         [[target]]\nname = \"starved\"\nrecovery_timeout = \"1s\"\nmax_attempts = 1000\n\
+         monitor = {{ plugin = \"process\", pidfile = \"{d}/starved.pid\" }}\n\
+         [[target.recover]]\nplugin = \"command\"\nargv = [\"true\"]\n",
+        intake(port),
+        d = dir.path().display()
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let systemd = Systemd::new();
+    let daemon = Daemon::start_with(
+        &config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", systemd.path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let first = systemd.listen(Duration::from_secs(3));
+    let said: Vec<&str> = first.iter().map(|(_, text)| text.as_str()).collect();
+    assert!(said.iter().any(|t| t.contains("READY=1")), "{said:?}");
+    wait_for_port(port, LIMIT);
+    let started = Instant::now();
+    let stalled = loop {
+        let (status, body) = get(port, "/healthz");
+        if status == 503 && body.contains("starved") {
+            break body;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "healthz never named the starved loop: {body}; recoveries: {:?}",
+            daemon
+                .records()
+                .iter()
+                .filter(|r| matches!(
+                    r.event,
+                    Event::AttemptStarted { .. }
+                        | Event::AttemptFinished { .. }
+                        | Event::IssueEscalated { .. }
+                ))
+                .map(|r| format!("{} {}", r.event.name(), r.event.subject().unwrap_or("")))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pings_before = first
+        .iter()
+        .filter(|(_, t)| t.contains("WATCHDOG=1"))
+        .count();
+    assert!(pings_before >= 3, "pinged while alive: {said:?}");
+    // A ping on its way when the loop stalled is not a ping after it.
+    std::thread::sleep(Duration::from_millis(300));
+    systemd.drain();
+    let during = systemd.listen(Duration::from_millis(1500));
+    let pings = during
+        .iter()
+        .filter(|(_, t)| t.contains("WATCHDOG=1"))
+        .count();
+    assert_eq!(pings, 0, "no ping while {stalled}: {during:?}");
+    assert!(
+        during
+            .iter()
+            .any(|(_, t)| t.contains("STATUS=not making progress")),
+        "{during:?}"
+    );
+}
