@@ -364,14 +364,25 @@ pub fn signal(pid: u32, signal: &str) {
 }
 
 /// Polls `probe` every 5 ms until it returns `Some`, or panics after `limit`.
-pub fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(what: &str, limit: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    poll_until(what, limit, Duration::from_millis(5), probe)
+}
+
+/// Polls `probe` every `every` until it returns `Some`, or panics after
+/// `limit`: for probes that cost a peer real work (a Prometheus query).
+pub fn poll_until<T>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let started = Instant::now();
     loop {
         if let Some(value) = probe() {
             return value;
         }
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(every);
     }
 }
 
@@ -556,21 +567,59 @@ pub fn post(
 }
 
 /// Reads an HTTP/1.1 response to its end: (status, body); status 0 when
-/// there is none.
+/// there is none. A chunked body (Go's servers send larger answers so) is
+/// put back together.
 fn read_response(stream: &mut impl Read) -> (u16, String) {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
+    let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (
+            status_of(&String::from_utf8_lossy(&response)),
+            String::new(),
+        );
+    };
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = &response[split + 4..];
+    let chunked = head.lines().any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.starts_with("transfer-encoding:") && line.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    (
+        status_of(&head),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// The status code of a response head; 0 when there is none.
+fn status_of(head: &str) -> u16 {
+    head.split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+        .unwrap_or(0)
+}
+
+/// A chunked HTTP/1.1 body's content (as much of it as arrived).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&rest[..eol]);
+        let size = line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        let data = &rest[eol + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        body.extend_from_slice(&data[..size]);
+        rest = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
+    }
+    body
 }
 
 /// [`post`] of JSON, parsing the JSON answer.
@@ -656,6 +705,256 @@ impl Drop for Alertmanager {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Where Debian installs Prometheus.
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// A real Prometheus (Debian's `prometheus`) on 127.0.0.1, scraping one
+/// healer's `/metrics` every second as job `healer`. Killed when dropped.
+pub struct Prometheus {
+    /// Its web port on 127.0.0.1.
+    pub port: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts it scraping `http://127.0.0.1:<healer_port>/metrics` and waits
+    /// until it is ready; panics (never skips) when it is not installed.
+    pub fn start(healer_port: u16) -> Prometheus {
+        assert!(
+            Path::new(PROMETHEUS).exists(),
+            "{PROMETHEUS} is missing: install Debian's prometheus (apt-get install -y prometheus; .ci/run does)"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: healer\n    static_configs:\n      - targets: ['127.0.0.1:{healer_port}']\n"
+            ),
+        )
+        .expect("the Prometheus config is written");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+        let mut child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("Prometheus starts");
+        let started = Instant::now();
+        loop {
+            if get(port, "/-/ready").0 == 200 {
+                break;
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "Prometheus was not ready within 30 s ({exited:?}); its log:\n{}",
+                    std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Prometheus { port, child, dir }
+    }
+
+    /// The `healer` job's scrape target as `GET /api/v1/targets` shows it
+    /// (`health`, `lastError`, ...), once Prometheus has one.
+    pub fn healer_target(&self) -> Option<serde_json::Value> {
+        let (status, body) = get(self.port, "/api/v1/targets?state=active");
+        if status != 200 {
+            return None;
+        }
+        let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
+        answer["data"]["activeTargets"]
+            .as_array()?
+            .iter()
+            .find(|target| target["labels"]["job"] == "healer")
+            .cloned()
+    }
+
+    /// The value of an instant query that gives at most one series; `None`
+    /// when it gives none. Panics when Prometheus refuses the query.
+    pub fn value(&self, promql: &str) -> Option<f64> {
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let (status, body) = get(self.port, &path);
+        assert_eq!(status, 200, "Prometheus refused {promql:?}: {body}");
+        let answer: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|err| panic!("{err}: {body}"));
+        let series = answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(series.len() <= 1, "{promql:?} gave several series: {body}");
+        series.first()?["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Its log so far, for a failure message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `text` percent-encoded for a URL's query (all but RFC 3986's
+/// unreserved characters).
+pub fn url_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Where Debian installs Chromium.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// How long one headless Chromium run may take.
+const CHROMIUM_WITHIN: Duration = Duration::from_secs(60);
+
+/// Loads `url` in a fresh headless Chromium (Debian's `chromium`) with a
+/// window of `(width, height)` and returns the DOM once the page has
+/// loaded (`--dump-dom`).
+pub fn chromium_dom(url: &str, window: (u32, u32)) -> String {
+    let stdout = headless_chromium(url, window, "--dump-dom");
+    String::from_utf8_lossy(&stdout).into_owned()
+}
+
+/// Loads `url` in a fresh headless Chromium with a window of `(width,
+/// height)` and writes a screenshot of it to `png`.
+pub fn chromium_screenshot(url: &str, window: (u32, u32), png: &Path) {
+    headless_chromium(url, window, &format!("--screenshot={}", png.display()));
+}
+
+/// Runs headless Chromium once on `url` with `action`, in its own process
+/// group, with a new profile and nothing of its own on the network (no
+/// background or component traffic, and no name but 127.0.0.1 resolves);
+/// the group is killed after [`CHROMIUM_WITHIN`] and when it is done.
+/// Panics (never skips) when Chromium is not installed or fails. Its
+/// stdout.
+fn headless_chromium(url: &str, (width, height): (u32, u32), action: &str) -> Vec<u8> {
+    use std::os::unix::process::CommandExt;
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium; .ci/run does)"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stderr_file = dir.path().join("chromium.stderr");
+    let mut child = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
+        .arg(format!("--window-size={width},{height}"))
+        .arg(action)
+        .arg(url)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
+        .spawn()
+        .expect("Chromium starts");
+    let group = child.id().to_string();
+    let mut pipe = child.stdout.take().expect("piped stdout");
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    });
+    let kill_group = || {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .stderr(Stdio::null())
+            .status();
+    };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            break status;
+        }
+        if started.elapsed() > CHROMIUM_WITHIN {
+            kill_group();
+            let _ = child.wait();
+            panic!(
+                "Chromium did not finish {url} within {CHROMIUM_WITHIN:?}; its stderr:\n{}",
+                std::fs::read_to_string(&stderr_file).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Helpers it leaves behind go with the group.
+    kill_group();
+    let stdout = out.join().unwrap_or_default();
+    assert!(
+        status.success(),
+        "Chromium failed on {url} ({status}); its stderr:\n{}",
+        std::fs::read_to_string(&stderr_file).unwrap_or_default()
+    );
+    stdout
+}
+
+/// A healthy service for a process target: `sleep` running, its pid in a
+/// pidfile. Killed when dropped.
+pub struct Service(std::process::Child);
+
+impl Service {
+    /// Starts `sleep 600` and writes its pid to `pidfile`.
+    pub fn start(pidfile: &Path) -> Service {
+        let child = Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sleep starts");
+        std::fs::write(pidfile, format!("{}\n", child.id())).expect("the pidfile is written");
+        Service(child)
+    }
+
+    /// Kills it (SIGKILL) and reaps it: the service is down.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

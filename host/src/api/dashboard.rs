@@ -72,7 +72,7 @@ fn render(api: &Api) -> String {
         );
     }
 
-    html.push_str("<section><h2>Targets</h2><div class=\"scroll\"><table id=\"targets\"><tr><th>target</th><th>status</th><th>last check</th><th>summary</th><th>issues</th></tr>");
+    html.push_str("<section><h2>Targets</h2><div class=\"scroll\"><table id=\"targets\"><thead><tr><th>target</th><th>status</th><th>last check</th><th>summary</th><th>issues</th></tr></thead><tbody>");
     for view in &targets {
         let status = view.status.map_or("UNCHECKED", Status::as_str);
         let age = view.last_check.map_or("never".to_owned(), |at| {
@@ -88,7 +88,7 @@ fn render(api: &Api) -> String {
         };
         let _ = write!(
             html,
-            "<tr class=\"target\" data-target=\"{name}\" data-status=\"{status}\"><td><b>{name}</b><br><span class=\"muted\">{monitor}</span></td><td><span class=\"badge {class}\">{status}</span>{paused}</td><td>{age}</td><td>{summary}</td><td>{issues}</td></tr>",
+            "<tr class=\"target\" data-target=\"{name}\" data-status=\"{status}\"><td><b>{name}</b><br><span class=\"muted\">{monitor}</span></td><td><span class=\"badge {class}\">{status}</span>{paused}</td><td class=\"age\" data-label=\"checked\">{age}</td><td class=\"text\">{summary}</td><td data-label=\"issues\">{issues}</td></tr>",
             name = escape(&view.name),
             monitor = escape(&view.monitor),
             class = view.status.map_or("unchecked", class),
@@ -96,17 +96,17 @@ fn render(api: &Api) -> String {
             issues = view.issues.len(),
         );
     }
-    html.push_str("</table></div></section>");
+    html.push_str("</tbody></table></div></section>");
 
     html.push_str("<section><h2>Open issues</h2>");
     if issues.is_empty() {
         html.push_str("<p class=\"muted\">None.</p>");
     } else {
-        html.push_str("<div class=\"scroll\"><table id=\"issues\"><tr><th>issue</th><th>state</th><th>attempts</th><th>summary</th><th>opened</th></tr>");
+        html.push_str("<div class=\"scroll\"><table id=\"issues\"><thead><tr><th>issue</th><th>state</th><th>attempts</th><th>summary</th><th>opened</th></tr></thead><tbody>");
         for row in &issues {
             let _ = write!(
                 html,
-                "<tr class=\"issue\" data-issue=\"{id}\" data-state=\"{state}\"><td><b>{target}</b><br>{kind}</td><td><span class=\"badge {state}\">{state}</span>{paused}</td><td>{attempts}</td><td>{summary}</td><td>{opened} ago</td></tr>",
+                "<tr class=\"issue\" data-issue=\"{id}\" data-state=\"{state}\"><td><b>{target}</b><br>{kind}</td><td><span class=\"badge {state}\">{state}</span>{paused}</td><td data-label=\"attempts\">{attempts}</td><td class=\"text\">{summary}</td><td class=\"age\" data-label=\"opened\">{opened} ago</td></tr>",
                 id = escape(&row.id),
                 target = escape(&row.target),
                 kind = escape(&row.issue.kind),
@@ -117,25 +117,25 @@ fn render(api: &Api) -> String {
                 opened = age(now.since(row.issue.opened_at)),
             );
         }
-        html.push_str("</table></div><p class=\"muted\">Reset an escalated issue: <code>healer reset TARGET/KIND</code></p>");
+        html.push_str("</tbody></table></div><p class=\"muted\">Reset an escalated issue: <code>healer reset TARGET/KIND</code></p>");
     }
     html.push_str("</section>");
 
-    html.push_str("<section><h2>Recent history</h2><div class=\"scroll\"><table id=\"history\"><tr><th>when</th><th>event</th><th>about</th><th>details</th></tr>");
+    html.push_str("<section><h2>Recent history</h2><div class=\"scroll\"><table id=\"history\"><thead><tr><th>when</th><th>event</th><th>about</th><th>details</th></tr></thead><tbody>");
     for numbered in &history.events {
         let record = &numbered.record;
         let _ = write!(
             html,
-            "<tr><td>{} ago</td><td>{}</td><td>{}</td><td class=\"details\">{}</td></tr>",
+            "<tr><td class=\"age\">{} ago</td><td>{}</td><td>{}</td><td class=\"details text\">{}</td></tr>",
             age(now.since(record.at)),
             record.event.name(),
             escape(record.event.subject().unwrap_or("")),
             escape(&details(&record.event)),
         );
     }
-    html.push_str("</table></div></section>");
+    html.push_str("</tbody></table></div></section>");
 
-    html.push_str("<section><h2>Plugins</h2><div class=\"scroll\"><table id=\"plugins\"><tr><th>package</th><th>runs</th><th>worker</th><th>plugins</th></tr>");
+    html.push_str("<section><h2>Plugins</h2><div class=\"scroll\"><table id=\"plugins\"><thead><tr><th>package</th><th>runs</th><th>worker</th><th>plugins</th></tr></thead><tbody>");
     for package in &plugins.packages {
         let worker = match &package.worker {
             None => "in healer".to_owned(),
@@ -160,7 +160,7 @@ fn render(api: &Api) -> String {
         };
         let _ = write!(
             html,
-            "<tr><td><b>{}</b> {}<br><span class=\"muted\">{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><b>{}</b> {}<br><span class=\"muted\">{}</span></td><td data-label=\"runs\">{}</td><td data-label=\"worker\">{}</td><td class=\"text\">{}</td></tr>",
             escape(&package.name),
             escape(&package.version),
             escape(&package.file),
@@ -172,12 +172,12 @@ fn render(api: &Api) -> String {
     for problem in plugins.errors.iter().chain(&plugins.warnings) {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td colspan=\"3\"><span class=\"badge warning\">problem</span> {}</td></tr>",
+            "<tr><td>{}</td><td class=\"text\" colspan=\"3\"><span class=\"badge warning\">problem</span> {}</td></tr>",
             escape(&problem.file),
             escape(&problem.reason)
         );
     }
-    html.push_str("</table></div></section>");
+    html.push_str("</tbody></table></div></section>");
     let _ = write!(
         html,
         "<footer class=\"muted\">Rendered {now}; refreshes every 5 s. JSON: <a href=\"/api/v1/targets\">targets</a> · <a href=\"/api/v1/issues\">issues</a> · <a href=\"/api/v1/history\">history</a> · <a href=\"/api/v1/plugins\">plugins</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a></footer></body></html>"
@@ -194,12 +194,24 @@ fn details(event: &crate::events::Event) -> String {
         fields.remove(key);
     }
     let mut text = String::new();
-    for (key, value) in fields {
+    let mut field = |key: &str, value: serde_json::Value| {
         let value = match value {
+            serde_json::Value::Null => return,
             serde_json::Value::String(s) => s,
             other => other.to_string(),
         };
         let _ = write!(text, "{key}={value} ");
+    };
+    for (key, value) in fields {
+        match value {
+            // An issue reads as its own fields, without its timestamps:
+            // the row has the event's time.
+            serde_json::Value::Object(inner) => inner
+                .into_iter()
+                .filter(|(key, _)| !key.ends_with("_at"))
+                .for_each(|(key, value)| field(&key, value)),
+            other => field(&key, other),
+        }
     }
     if text.len() > 240 {
         let cut = (0..=240)
@@ -279,13 +291,46 @@ th { font-weight: 600; font-size: .9em; }
 .alert { background: var(--critical); color: #fff; padding: 8px; border-radius: 6px; }
 .details { font-family: ui-monospace, monospace; font-size: .8em; word-break: break-word; }
 footer { margin-top: 24px; }
-@media (max-width: 600px) { th, td { padding: 4px; } body { font-size: 14px; } }
+.age { white-space: nowrap; }
+/* A phone: each row becomes a card, its summary on a line of its own. */
+@media (max-width: 600px) {
+  body { font-size: 14px; padding: 8px; }
+  table, tbody { display: block; }
+  thead { display: none; }
+  tr { display: flex; flex-wrap: wrap; align-items: baseline; gap: 2px 10px; padding: 8px 0; border-bottom: 1px solid #8884; }
+  td { border: none; padding: 0; overflow-wrap: anywhere; }
+  td.text { flex-basis: 100%; }
+  td[data-label]::before { content: attr(data-label) " "; opacity: .7; }
+}
 </style></head><body>
 "#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_shows_an_issue_by_its_fields_without_its_timestamps() {
+        let at = Wall::from_millis(1_700_000_000_000);
+        let issue = crate::issues::Issue::saved(
+            "process.not_running".to_owned(),
+            crate::issues::State::Escalated,
+            Status::Critical,
+            "not running".to_owned(),
+            2,
+            [at, at],
+            [Some(at), None],
+        );
+        let text = details(&crate::events::Event::IssueEscalated {
+            target: "web".to_owned(),
+            issue,
+            reason: "still failing".to_owned(),
+        });
+        assert_eq!(
+            text.trim_end(),
+            "attempts=2 kind=process.not_running severity=CRITICAL state=escalated summary=not running reason=still failing"
+        );
+    }
 
     #[test]
     fn text_is_escaped_for_html() {

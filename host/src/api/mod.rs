@@ -374,7 +374,7 @@ pub fn open_issues(board: &Board) -> Vec<IssueRow> {
             })
         })
         .collect();
-    rows.sort_by(|a, b| b.issue.opened_at.cmp(&a.issue.opened_at));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.issue.opened_at));
     rows
 }
 

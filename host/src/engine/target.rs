@@ -17,7 +17,7 @@ use super::{Command, Health, Runner, Shared};
 use crate::board::{Slot, TargetView};
 use crate::clock::Wall;
 use crate::events::{Event, Events, Role, StepResult};
-use crate::issues::{State, Tracker, Transition};
+use crate::issues::{Issue, State, Tracker, Transition};
 
 /// The state of one target's healing loop.
 pub struct Cycle {
@@ -99,13 +99,28 @@ impl Cycle {
         }
     }
 
+    /// The issues as the board shows them, in kind order.
+    fn issues(&self) -> Vec<Issue> {
+        let mut issues: Vec<_> = self.tracker.issues().cloned().collect();
+        issues.sort_by(|a, b| a.kind.cmp(&b.kind));
+        issues
+    }
+
+    /// Writes the issues on the board, as soon as they change: an attempt
+    /// or an escalation must not wait for the next check to be seen.
+    fn show_issues(&self) {
+        if let Some(slot) = &self.slot {
+            let issues = self.issues();
+            slot.update(|view| view.issues = issues);
+        }
+    }
+
     /// Writes the latest check and the issues on the board.
     fn show(&self, seen: &Observation, took: Option<Duration>) {
         let Some(slot) = &self.slot else {
             return;
         };
-        let mut issues: Vec<_> = self.tracker.issues().cloned().collect();
-        issues.sort_by(|a, b| a.kind.cmp(&b.kind));
+        let issues = self.issues();
         slot.update(|view| {
             view.status = Some(seen.status);
             view.summary.clone_from(&seen.summary);
@@ -187,7 +202,7 @@ impl Cycle {
 
     /// An operator's reset: the issue of `kind` (or every escalated one)
     /// gets its attempts back; the issues reset.
-    fn reset(&mut self, kind: Option<&str>) -> Vec<crate::issues::Issue> {
+    fn reset(&mut self, kind: Option<&str>) -> Vec<Issue> {
         let kinds: Vec<String> = match kind {
             Some(kind) => vec![kind.to_owned()],
             None => self
@@ -209,10 +224,7 @@ impl Cycle {
                 reset.push(issue);
             }
         }
-        if let Some(slot) = &self.slot {
-            let issues: Vec<_> = self.tracker.issues().cloned().collect();
-            slot.update(|view| view.issues = issues);
-        }
+        self.show_issues();
         reset
     }
 
@@ -516,6 +528,7 @@ impl Cycle {
             let reason = format!("no recoverer of this target handles {kind}");
             if let Some(transition) = self.tracker.escalate(kind, reason, Wall::now()) {
                 self.emit_transition(transition);
+                self.show_issues();
             }
             return false;
         }
@@ -535,6 +548,7 @@ impl Cycle {
             issue,
             max_attempts: policy.max_attempts,
         });
+        self.show_issues();
         let recovery = Recovery {
             target: name.clone(),
             finding,
@@ -575,6 +589,7 @@ impl Cycle {
                 issue,
                 recovered,
             });
+            self.show_issues();
         }
         true
     }

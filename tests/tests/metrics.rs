@@ -1,0 +1,163 @@
+//! `/metrics` read by a real Prometheus (Debian's `prometheus`, on
+//! loopback): it scrapes healer every second without a parse error, sees
+//! a healthy target as healthy, and sees the series move when that
+//! target's process dies and its recovery cannot help. An issue's state
+//! shows in the API and the metrics as it changes, not at the next check.
+
+use std::time::Duration;
+
+use healer_e2e::{
+    fast_config, free_port, get, plugins_dir_with, poll_until, wait_for_port, Daemon, Prometheus,
+    Service,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// How often Prometheus is asked (it scrapes every second).
+const EVERY: Duration = Duration::from_millis(100);
+
+#[test]
+fn prometheus_scrapes_healer_and_sees_a_failing_target_move_the_series() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = Service::start(&dir.path().join("web.pid"));
+    let port = free_port();
+    // Its restart never helps: two failed attempts, then escalated.
+    let body = format!(
+        r#"
+[intake]
+bind = "127.0.0.1:{port}"
+
+[[target]]
+name = "web"
+max_attempts = 2
+monitor = {{ plugin = "process", pidfile = "{dir}/web.pid" }}
+[[target.diagnose]]
+plugin = "process"
+[[target.recover]]
+plugin = "command"
+on = ["process.not_running"]
+argv = ["false"]
+"#,
+        dir = dir.path().display()
+    );
+    let _daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
+    wait_for_port(port, LIMIT);
+    let prometheus = Prometheus::start(port);
+
+    let scraped = poll_until("Prometheus scrapes healer cleanly", LIMIT, EVERY, || {
+        let target = prometheus.healer_target()?;
+        (target["health"] == "up").then_some(target)
+    });
+    assert_eq!(scraped["lastError"], "", "{scraped}");
+    let value = |promql: &str| prometheus.value(promql);
+    let until = |what: &str, promql: &str, wanted: fn(f64) -> bool| {
+        poll_until(what, LIMIT, EVERY, || value(promql).filter(|v| wanted(*v)));
+    };
+    until("healer up in Prometheus", "up{job=\"healer\"}", |v| {
+        v == 1.0
+    });
+    until(
+        "web healthy in Prometheus",
+        "healer_target_healthy{target=\"web\"}",
+        |v| v == 1.0,
+    );
+    until(
+        "web's checks timed",
+        "healer_check_duration_seconds_count{target=\"web\"}",
+        |v| v > 0.0,
+    );
+    assert_eq!(
+        value("healer_target_status{target=\"web\",status=\"ok\"}"),
+        Some(1.0)
+    );
+    assert_eq!(value("healer_issues{state=\"escalated\"}"), Some(0.0));
+    assert_eq!(value("healer_recoveries_total{target=\"web\"}"), None);
+
+    service.kill();
+
+    until(
+        "web unhealthy in Prometheus",
+        "healer_target_healthy{target=\"web\"}",
+        |v| v == 0.0,
+    );
+    until(
+        "web critical in Prometheus",
+        "healer_target_status{target=\"web\",status=\"critical\"}",
+        |v| v == 1.0,
+    );
+    until(
+        "the failed recoveries counted",
+        "healer_recoveries_total{target=\"web\",result=\"failed\"}",
+        |v| v == 2.0,
+    );
+    until(
+        "the issue escalated in Prometheus",
+        "healer_issues{state=\"escalated\"}",
+        |v| v == 1.0,
+    );
+    until(
+        "the escalation counted",
+        "healer_escalations_total{target=\"web\"}",
+        |v| v == 1.0,
+    );
+    assert_eq!(
+        value("healer_target_status{target=\"web\",status=\"ok\"}"),
+        None,
+        "a status no longer held leaves the series"
+    );
+    let scraped = prometheus
+        .healer_target()
+        .expect("the target is still listed");
+    assert_eq!(scraped["health"], "up", "{scraped}");
+    assert_eq!(scraped["lastError"], "", "{scraped}");
+}
+
+#[test]
+fn an_attempt_and_an_escalation_show_in_the_api_and_metrics_before_the_next_check() {
+    let plugins = plugins_dir_with(&["healer-plugin-example", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // One attempt of 2 s that fails; once escalated, the next check is a
+    // minute away.
+    let body = format!(
+        r#"
+[intake]
+bind = "127.0.0.1:{port}"
+
+[[target]]
+name = "report"
+max_attempts = 1
+escalated_interval = "60s"
+monitor = {{ plugin = "file-exists", path = "{dir}/report.csv" }}
+[[target.recover]]
+plugin = "command"
+argv = ["sh", "-c", "sleep 2; exit 1"]
+"#,
+        dir = dir.path().display()
+    );
+    let _daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
+    wait_for_port(port, LIMIT);
+    let issue = |wanted: &str| {
+        let (_, body) = get(port, "/api/v1/issues?target=report");
+        let issues: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let issue = issues.as_array()?.first()?.clone();
+        (issue["state"] == wanted).then_some(issue)
+    };
+    let metric = |line: &str| get(port, "/metrics").1.lines().any(|l| l == line);
+
+    let recovering = poll_until("the attempt shown", LIMIT, EVERY, || issue("recovering"));
+    assert_eq!(recovering["attempts"], 1, "{recovering}");
+    assert!(metric("healer_issues{state=\"recovering\"} 1"));
+
+    // Shown when it happens: 2 s, not the minute until the next check.
+    let escalated = poll_until(
+        "the escalation shown",
+        Duration::from_secs(10),
+        EVERY,
+        || issue("escalated"),
+    );
+    assert_eq!(escalated["attempts"], 1, "{escalated}");
+    assert!(metric("healer_issues{state=\"escalated\"} 1"));
+    assert!(metric("healer_issues{state=\"recovering\"} 0"));
+}
