@@ -66,8 +66,10 @@ pub struct TargetView {
 /// must next have made progress.
 #[derive(Clone, Copy, Debug)]
 struct Progress {
-    /// The latest moment the loop should report progress by.
-    due_by: Instant,
+    /// The latest moment the loop should report progress by; none while
+    /// it waits its turn for a recovery slot (the slots' holders have
+    /// promises of their own).
+    due_by: Option<Instant>,
 }
 
 /// One target's place on the board, written by its loop.
@@ -99,18 +101,20 @@ impl Slot {
 
     /// The loop made progress; it must make more by `due_by`.
     pub fn progress(&self, due_by: Instant) {
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .due_by = due_by;
+        self.promised().due_by = Some(due_by);
+    }
+
+    /// The loop waits for a recovery slot, held by other loops.
+    pub fn waiting_for_a_slot(&self) {
+        self.promised().due_by = None;
+    }
+
+    fn promised(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn late_by(&self, now: Instant) -> Option<Duration> {
-        let due_by = self
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .due_by;
+        let due_by = self.promised().due_by?;
         now.checked_duration_since(due_by)
     }
 }
@@ -139,7 +143,9 @@ impl Board {
         let slot = Arc::new(Slot {
             check_seconds: self.metrics.check_timer(&view.name),
             view: Mutex::new(view),
-            progress: Mutex::new(Progress { due_by }),
+            progress: Mutex::new(Progress {
+                due_by: Some(due_by),
+            }),
         });
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slots.get(&name) {

@@ -76,15 +76,21 @@ pub async fn reload(
         ..Reloaded::default()
     };
     for name in plan.removed {
-        engine.stop(&name).await;
+        engine
+            .remove(&name, "the target was removed by a reload")
+            .await;
         reloaded.removed.push(name);
     }
     for (mut runner, was) in plan.changed {
         let name = runner.target().name.clone();
         let tracker = engine.stop(&name).await;
-        let pause = engine.handle().pause_of(&name);
-        if let Some(tracker) = tracker.filter(|_| was.same_identity(runner.target())) {
-            runner.carry_on(tracker.save(), pause);
+        if was.same_identity(runner.target()) {
+            if let Some(tracker) = tracker {
+                // Its pause stays where it is (the engine keeps it).
+                runner.carry_on(tracker.save(), None);
+            }
+        } else {
+            engine.drop_issues(&name, tracker, "its monitor changed in a reload");
         }
         engine.start(runner);
         reloaded.changed.push(name);
@@ -193,6 +199,24 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             ("[store]", format!("{:?}", c.store)),
             ("[plugins]", format!("{:?}", c.plugins)),
             ("[intake]", format!("{:?}", c.intake)),
+            (
+                "[[alert]]",
+                format!(
+                    "{:?}",
+                    c.alerts
+                        .iter()
+                        .map(|a| (
+                            &a.name,
+                            &a.url,
+                            a.timeout,
+                            a.retries,
+                            a.retry_backoff,
+                            &a.headers,
+                            format!("{:?}", a.kind)
+                        ))
+                        .collect::<Vec<_>>()
+                ),
+            ),
             (
                 "[[reflex]] and the reflex map",
                 format!(

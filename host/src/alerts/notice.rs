@@ -107,7 +107,8 @@ impl Notice {
                 at,
             }),
             // An operator gave it its attempts back: no longer escalated.
-            Event::IssueResetByOperator { target, issue } => Some(Notice::Resolve {
+            Event::IssueResetByOperator { target, issue }
+            | Event::IssueDropped { target, issue, .. } => Some(Notice::Resolve {
                 key: key(target, &issue.kind),
                 at,
             }),

@@ -20,6 +20,7 @@ mod target;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use healer_plugin_sdk::Observation;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -312,12 +313,15 @@ impl Engine {
         let name = runner.target.name.clone();
         let (sender, inbox) = mpsc::channel(16);
         write(&self.shared.commands).insert(name.clone(), sender.clone());
-        let mut pauses = write(&self.shared.pauses);
-        match runner.pause.take() {
-            Some(pause) => pauses.insert(name.clone(), pause),
-            None => pauses.remove(&name),
-        };
-        drop(pauses);
+        // Unchecked until its own first check (not its predecessor's
+        // verdict): dependents wait for it.
+        write(&self.shared.health).remove(&name);
+        // A saved pause applies; a restarted target keeps the one it had.
+        if let Some(pause) = runner.pause.take() {
+            write(&self.shared.pauses).insert(name.clone(), pause);
+        }
+        let policy = runner.target.policy;
+        let first_by = Duration::from(policy.interval) + Duration::from(policy.timeout);
         let target = runner.target.clone();
         let cycle = Cycle::new(
             runner,
@@ -328,7 +332,7 @@ impl Engine {
         );
         let slot = self
             .board
-            .enter(cycle.view(), tokio::time::Instant::now().into_std());
+            .enter(cycle.view(), std::time::Instant::now() + first_by);
         let task = tokio::spawn(cycle.run(inbox, self.shutdown.clone(), slot));
         self.running.insert(
             name,
@@ -341,20 +345,45 @@ impl Engine {
         self.link_dependents();
     }
 
-    /// Stops a target's loop (after the step it is in, if any); its
-    /// tracker, to hand its issues on. `None` when it was not running.
+    /// Stops a target's loop (after the step it is in, if any) to start
+    /// it again: its tracker, to hand its issues on; its pause and its
+    /// place on the board stay. `None` when it was not running.
     pub async fn stop(&mut self, name: &str) -> Option<Tracker> {
         let running = self.running.remove(name)?;
         write(&self.shared.commands).remove(name);
-        write(&self.shared.health).remove(name);
         self.link_dependents();
         let _ = running.commands.send(Command::Stop).await;
         let tracker = running.task.await.ok();
-        if !self.running.contains_key(name) {
-            self.board.leave(name);
-            write(&self.shared.pauses).remove(name);
-        }
+        // After the loop's last step, which may have set it.
+        write(&self.shared.health).remove(name);
         tracker
+    }
+
+    /// Stops a target for good (a reload removed it, or its monitor
+    /// changed): its open issues are dropped (an event each, so the store
+    /// and the alert sinks let go of them), its pause ends, and it leaves
+    /// the board.
+    pub async fn remove(&mut self, name: &str, reason: &str) {
+        let tracker = self.stop(name).await;
+        self.drop_issues(name, tracker, reason);
+        self.board.leave(name);
+        if write(&self.shared.pauses).remove(name).is_some() {
+            self.events.emit(Event::TargetResumed {
+                target: name.to_owned(),
+                reason: format!("the pause ended: {reason}"),
+            });
+        }
+    }
+
+    /// Drops the open issues of a tracker nobody carries on from.
+    pub fn drop_issues(&self, name: &str, tracker: Option<Tracker>, reason: &str) {
+        for issue in tracker.iter().flat_map(Tracker::issues) {
+            self.events.emit(Event::IssueDropped {
+                target: name.to_owned(),
+                issue: issue.clone(),
+                reason: reason.to_owned(),
+            });
+        }
     }
 
     /// Waits for every loop to end (after shutdown).
@@ -454,9 +483,11 @@ impl Handle {
         let (reply, answer) = oneshot::channel();
         let what = kind.clone();
         sender
-            .send(Command::Reset { kind, reply })
-            .await
-            .map_err(|_| Refusal::NoSuchTarget(target.to_owned()))?;
+            .try_send(Command::Reset { kind, reply })
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => Refusal::Busy(target.to_owned()),
+                mpsc::error::TrySendError::Closed(_) => Refusal::NoSuchTarget(target.to_owned()),
+            })?;
         match tokio::time::timeout(within, answer).await {
             Ok(Ok(issues)) if issues.is_empty() => Err(Refusal::NothingToDo(match what {
                 Some(kind) => format!("target {target:?} has no open issue of kind {kind:?}"),

@@ -186,6 +186,11 @@ impl Cycle {
             };
             let was_push = pushed.is_some();
             let step = self.step(pushed).await;
+            if frozen_for_a_test(self.name()) {
+                // Debug builds only: a loop that stops making progress,
+                // as a bug would stop it, for the watchdog's test.
+                std::future::pending::<()>().await;
+            }
             let now = Instant::now();
             next = match step {
                 Step::Recovered => now + Duration::from(policy.grace),
@@ -532,9 +537,11 @@ impl Cycle {
             }
             return false;
         }
-        // Other targets' recoveries hold the permits, each for at most its
-        // ladder's deadlines.
-        self.promise(policy_wait(&target.policy, target.recoverers.len()) * 4);
+        // Other targets' recoveries hold the slots, each under promises of
+        // its own: waiting for one is not a broken promise.
+        if let Some(slot) = &self.slot {
+            slot.waiting_for_a_slot();
+        }
         let Ok(_permit) = self.limiter.acquire().await else {
             return false;
         };
@@ -595,9 +602,14 @@ impl Cycle {
     }
 }
 
-/// The longest one attempt of a ladder of `recoverers` may take.
-fn policy_wait(policy: &crate::config::Policy, recoverers: usize) -> Duration {
-    Duration::from(policy.recovery_timeout) * recoverers.max(1) as u32
+/// Whether `HEALER_FAULT_FREEZE_TARGET` names this target, in a debug
+/// build: its loop then hangs after its first step. Every wait in a loop
+/// has a deadline, so only a bug can stall one; this lets the tests show
+/// that `/healthz` and the systemd watchdog notice. Release builds ignore
+/// it.
+fn frozen_for_a_test(target: &str) -> bool {
+    cfg!(debug_assertions)
+        && std::env::var_os("HEALER_FAULT_FREEZE_TARGET").is_some_and(|name| name == target)
 }
 
 /// Whether a finding kind says healer could not tell (`<monitor>.unknown`).

@@ -163,6 +163,13 @@ pub enum Event {
     /// An operator reset an issue: it is open again with no attempts made
     /// (an escalated issue is recovered again).
     IssueResetByOperator { target: String, issue: Issue },
+    /// An open issue nobody carries on: its target was removed, or its
+    /// monitor changed, in a reload. Not resolved: no longer watched.
+    IssueDropped {
+        target: String,
+        issue: Issue,
+        reason: String,
+    },
     /// An operator paused a target's recoveries (maintenance): checks go on.
     TargetPaused { target: String, pause: Pause },
     /// A target's pause ended: `reason` is "resumed by an operator" or
@@ -423,6 +430,7 @@ impl Event {
             Event::IssueEscalated { .. } => "issue_escalated",
             Event::IssueReset { .. } => "issue_reset",
             Event::IssueResetByOperator { .. } => "issue_reset_by_operator",
+            Event::IssueDropped { .. } => "issue_dropped",
             Event::TargetPaused { .. } => "target_paused",
             Event::TargetResumed { .. } => "target_resumed",
             Event::RecoveryPaused { .. } => "recovery_paused",
@@ -465,6 +473,7 @@ impl Event {
             | Event::IssueEscalated { target, .. }
             | Event::IssueReset { target, .. }
             | Event::IssueResetByOperator { target, .. }
+            | Event::IssueDropped { target, .. }
             | Event::TargetPaused { target, .. }
             | Event::TargetResumed { target, .. }
             | Event::RecoveryPaused { target, .. }

@@ -181,6 +181,13 @@ fn write(event: &Event) {
             kind,
             reason,
         } => debug!(target = %target, kind = %kind, reason = %reason, "attempt count reset"),
+        Event::IssueDropped {
+            target,
+            issue,
+            reason,
+        } => {
+            warn!(target = %target, kind = %issue.kind, state = issue.state.as_str(), reason = %reason, "issue dropped: no longer watched")
+        }
         Event::IssueResetByOperator { target, issue } => {
             warn!(target = %target, kind = %issue.kind, "issue reset by an operator: recovery starts over")
         }

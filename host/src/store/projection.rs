@@ -219,6 +219,9 @@ impl Projection {
             Event::IssueReset { target, kind, .. } => {
                 self.issues.remove((target.clone(), kind.clone()));
             }
+            Event::IssueDropped { target, issue, .. } => {
+                self.issues.remove((target.clone(), issue.kind.clone()));
+            }
             Event::WorkflowStarted { run, state } | Event::WouldRun { run, state } => {
                 self.anomalies.set(run.anomaly.clone(), state.clone());
                 let started = matches!(record.event, Event::WorkflowStarted { .. });
