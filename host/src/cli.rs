@@ -209,7 +209,13 @@ pub fn run(cli: Cli) -> ExitCode {
             _ => fail("healer worker is started by healer itself (--probe FILE or --serve FILE)"),
         },
         Command::Run => with_runtime(daemon::run(&cli.options())),
-        Command::Status { json } => ask(&cli, |d| operator::status(d, json)),
+        Command::Status { json } => match operator::Daemon::of(&cli.config) {
+            Ok(daemon) => operator::status(&daemon, json),
+            Err(err) => {
+                eprintln!("healer: {err}");
+                ExitCode::from(operator::UNREACHABLE)
+            }
+        },
         Command::History {
             ref target,
             ref kind,
@@ -234,11 +240,12 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
         } => ask(&cli, |d| operator::pause(d, target, duration, reason, json)),
         Command::Resume { ref target, json } => ask(&cli, |d| operator::resume(d, target, json)),
-        Command::Reload { json } => match operator::Daemon::of(&cli.config) {
-            Ok(daemon) => operator::reload(&daemon, json),
-            Err(err) => fail(&format!(
-                "the config on disk has problems, so it was not sent for reload; the running healer carries on with its config:\n{err}"
+        Command::Reload { json } => match Config::load(&cli.config) {
+            // Checked here first: a config with problems is not sent.
+            Err(errors) => fail(&format!(
+                "the config on disk has problems, so it was not sent for reload; the running healer carries on with its config:\n{errors}"
             )),
+            Ok(_) => ask(&cli, |d| operator::reload(d, json)),
         },
         Command::Check => with_runtime(check(&cli)),
         Command::Once {

@@ -248,10 +248,9 @@ async fn heal(
         engine.start(runner);
     }
     let serving = intake.map(|(intake, listener)| {
-        let token = config
-            .intake
-            .as_ref()
-            .and_then(|settings| intake::Intake::token(settings).ok().flatten());
+        // The token the intake read: one read, so the API can never run
+        // without the token the intake requires.
+        let token = intake.required_token().map(str::to_owned);
         let api = Arc::new(Api {
             board: Arc::clone(&board),
             engine: engine.handle(),
@@ -262,6 +261,7 @@ async fn heal(
             store: view.store.clone(),
             metrics: Arc::clone(&view.metrics),
             started: std::time::Instant::now(),
+            answer_within: intake.request_timeout(),
         });
         let serving = tokio::spawn(intake::serve(
             listener,

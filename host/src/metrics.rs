@@ -211,6 +211,8 @@ impl Metrics {
 
     /// The text exposition, with the gauges read now.
     pub fn render(&self, targets: &[TargetView], store: Option<&crate::store::Gauge>) -> String {
+        // One scrape at a time: the gauges are reset and read together.
+        let registry = self.lock();
         let now = crate::clock::Wall::now();
         self.target_status.clear();
         let mut by_state: HashMap<State, i64> = HashMap::new();
@@ -259,7 +261,7 @@ impl Metrics {
             self.store_writable.set(i64::from(!store.degraded()));
         }
         let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.lock()).is_err() {
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
             text.clear();
         }
         text

@@ -22,6 +22,9 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
+/// The exit code of `healer status` when the daemon cannot be asked.
+pub const UNREACHABLE: u8 = 4;
+
 /// How a command reaches the daemon.
 pub struct Daemon {
     address: SocketAddr,
@@ -29,13 +32,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// The daemon `config` describes: its listener and token.
+    /// The daemon `config` describes: its listener and token (only the
+    /// `[intake]` table is read).
     pub fn of(config: &std::path::Path) -> Result<Daemon, String> {
-        let config = Config::load(config).map_err(|errors| errors.to_string())?;
-        let Some(intake) = &config.intake else {
+        let intake = Config::intake_only(config).map_err(|errors| errors.to_string())?;
+        let Some(intake) = &intake else {
             return Err(format!(
                 "{}: there is no [intake] table, so healer serves no API to ask (add `[intake]`, bind = \"127.0.0.1:8000\" by default)",
-                config.path.display()
+                config.display()
             ));
         };
         let token = crate::intake::Intake::token(intake)?;
@@ -96,14 +100,14 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
         Ok(answer) => answer,
         Err(err) => {
             eprintln!("healer: {err}");
-            return ExitCode::from(4);
+            return ExitCode::from(UNREACHABLE);
         }
     };
     let rows: Vec<TargetRow> = match serde_json::from_value(answer.clone()) {
         Ok(rows) => rows,
         Err(err) => {
             eprintln!("healer: unexpected answer from /api/v1/targets: {err}");
-            return ExitCode::from(4);
+            return ExitCode::from(UNREACHABLE);
         }
     };
     if json {
@@ -262,20 +266,21 @@ fn done(answer: Result<Value, String>, json: bool) -> ExitCode {
 
 /// `healer reset TARGET/KIND` (or `TARGET`: every escalated issue).
 pub fn reset(daemon: &Daemon, issue: &str, json: bool) -> ExitCode {
-    let path = format!("/api/v1/issues/{}/reset", issue.trim_matches('/'));
+    let id: Vec<String> = issue.trim_matches('/').split('/').map(encode).collect();
+    let path = format!("/api/v1/issues/{}/reset", id.join("/"));
     done(daemon.call("POST", &path, Some("{}")), json)
 }
 
 /// `healer pause TARGET --for 30m --reason ...`
 pub fn pause(daemon: &Daemon, target: &str, duration: &str, reason: &str, json: bool) -> ExitCode {
     let body = serde_json::json!({"for": duration, "reason": reason}).to_string();
-    let path = format!("/api/v1/targets/{target}/pause");
+    let path = format!("/api/v1/targets/{}/pause", encode(target));
     done(daemon.call("POST", &path, Some(&body)), json)
 }
 
 /// `healer resume TARGET`
 pub fn resume(daemon: &Daemon, target: &str, json: bool) -> ExitCode {
-    let path = format!("/api/v1/targets/{target}/resume");
+    let path = format!("/api/v1/targets/{}/resume", encode(target));
     done(daemon.call("POST", &path, Some("{}")), json)
 }
 
@@ -287,6 +292,10 @@ pub fn reload(daemon: &Daemon, json: bool) -> ExitCode {
     };
     if json {
         print_json(&answer);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(message) = answer.get("message").and_then(Value::as_str) {
+        say(message);
         return ExitCode::SUCCESS;
     }
     let reloaded: Reloaded = match serde_json::from_value(answer) {

@@ -464,3 +464,117 @@ fn ready_and_watchdog_reach_systemd_and_a_stalled_target_loop_stops_the_pings() 
         "{during:?}"
     );
 }
+
+#[test]
+fn a_reload_that_changes_a_paused_target_keeps_it_paused() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let body = format!("{}{}", intake(port), supervised_target(dir.path(), 120));
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let config_arg = config.to_str().unwrap().to_owned();
+    let pidfile = dir.path().join("service.pid");
+    let mut daemon = Daemon::start(&config);
+    wait_for_port(port, LIMIT);
+    let first = wait_until("the service runs", LIMIT, || read_pid(&pidfile));
+    let output = run_healer(
+        &[
+            "pause",
+            "service",
+            "--for",
+            "1h",
+            "--reason",
+            "upgrade",
+            "--config",
+            &config_arg,
+        ],
+        LIMIT,
+    );
+    assert!(output.status.success(), "{output:?}");
+
+    let changed = body.replace(
+        "name = \"service\"",
+        "name = \"service\"\ninterval = \"150ms\"",
+    );
+    fast_config(dir.path(), plugins.path(), &changed);
+    healer_e2e::signal(daemon.pid(), "HUP");
+    daemon.wait_for("the reload", LIMIT, |e| {
+        matches!(e, Event::ConfigReloaded { changed, .. } if changed == &["service".to_owned()])
+    });
+    let targets = api(port, "/api/v1/targets");
+    assert_eq!(targets[0]["paused"]["reason"], "upgrade", "{targets}");
+
+    let attempts = |daemon: &Daemon| daemon.count(|e| matches!(e, Event::AttemptStarted { .. }));
+    let before = attempts(&daemon); // the one that started the service
+    healer_e2e::signal(first, "KILL");
+    daemon.wait_for(
+        "the paused recovery",
+        LIMIT,
+        |e| matches!(e, Event::RecoveryPaused { reason, .. } if reason == "upgrade"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        attempts(&daemon),
+        before,
+        "nothing recovers a paused target"
+    );
+    assert!(daemon.count(|e| matches!(e, Event::TargetResumed { .. })) == 0);
+}
+
+#[test]
+fn api_writes_must_be_json_from_the_same_origin_and_status_says_when_healer_is_unreachable() {
+    let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = fast_config(
+        dir.path(),
+        plugins.path(),
+        &format!("{}{}", intake(port), healthy("web")),
+    );
+    let config_arg = config.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start(&config);
+    wait_for_port(port, LIMIT);
+    let pause = "/api/v1/targets/web/pause";
+    let body = br#"{"for": "30m", "reason": "x"}"#;
+    // What a form or a script on another page can send without asking.
+    let (status, _) = healer_e2e::post(port, pause, "text/plain", &[], body);
+    assert_eq!(status, 415);
+    let (status, answer) = healer_e2e::post(
+        port,
+        pause,
+        "application/json",
+        &[("Origin", "http://evil.example")],
+        body,
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(daemon.count(|e| matches!(e, Event::TargetPaused { .. })), 0);
+    let (status, answer) = healer_e2e::post(
+        port,
+        "/api/v1/targets/nope/pause",
+        "application/json",
+        &[],
+        body,
+    );
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = healer_e2e::post(
+        port,
+        pause,
+        "application/json",
+        &[],
+        br#"{"for": "forever"}"#,
+    );
+    assert_eq!(status, 400, "{answer}");
+    let (status, _) = healer_e2e::post(port, pause, "application/json", &[], body);
+    assert_eq!(status, 200);
+    daemon.wait_for("the pause", LIMIT, |e| {
+        matches!(e, Event::TargetPaused { .. })
+    });
+
+    assert!(daemon.stop());
+    let output = run_healer(&["status", "--config", &config_arg], LIMIT);
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot reach healer"),
+        "{output:?}"
+    );
+}

@@ -39,9 +39,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a reset waits for the target's loop to take it.
 const RESET_WITHIN: Duration = Duration::from_secs(5);
 
-/// How long a reload may take before the answer gives up waiting (the
-/// reload itself goes on).
-const RELOAD_WITHIN: Duration = Duration::from_secs(60);
+/// The largest body a write accepts.
+const MAX_BODY: usize = 64 * 1024;
 
 /// A reload asked for; the answer says what changed, or why not.
 pub type ReloadRequest = oneshot::Sender<Result<Reloaded, Vec<String>>>;
@@ -58,6 +57,9 @@ pub struct Api {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// When healer started (for `/healthz`).
     pub started: Instant,
+    /// The listener's `request_timeout`: a connection is cut when its
+    /// answer takes longer, so a slow command answers before it.
+    pub answer_within: Duration,
 }
 
 /// The plugin packages as the API shows them.
@@ -151,7 +153,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/history", get(history))
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/reload", post(reload))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&api), authorize));
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&api), authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(guarded)
@@ -175,17 +178,27 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Lets a request through when no token is configured, or it carries it.
+/// A write must be JSON (`Content-Type: application/json`: a web page
+/// cannot send that across origins without a preflight, which is never
+/// granted), must not come from another origin, and takes the token only
+/// as `Bearer` (a browser's remembered Basic login is good for reading).
 async fn authorize(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
+    let write = request.method() != axum::http::Method::GET;
+    if write {
+        if let Err(refusal) = same_origin_json(&headers) {
+            return refusal;
+        }
+    }
     let Some(token) = &api.token else {
         return next.run(request).await;
     };
-    match given_token(&headers) {
-        Some(given) if given == *token => next.run(request).await,
+    match given_token(&headers, !write) {
+        Some(given) if same_secret(&given, token) => next.run(request).await,
         given => {
             let message = if given.is_none() {
                 "this endpoint needs the token: `Authorization: Bearer <token>` (or, in a browser, the token as the password)"
@@ -207,15 +220,62 @@ async fn authorize(
     }
 }
 
-/// The token a request carries: `Bearer <token>`, or HTTP Basic with the
-/// token as the password.
-fn given_token(headers: &HeaderMap) -> Option<String> {
+/// Refuses a write that is not JSON, or that a page of another origin
+/// sent.
+fn same_origin_json(headers: &HeaderMap) -> Result<(), Response> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a write needs `Content-Type: application/json` (the body may be {})",
+        ));
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = origin {
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        if host != Some(origin_host) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!("a write from another origin ({origin}) is refused"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Compares a given secret with the token in time that does not depend on
+/// where they first differ.
+fn same_secret(given: &str, token: &str) -> bool {
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut differ = a.len() ^ b.len();
+    for (i, byte) in b.iter().enumerate() {
+        differ |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    differ == 0
+}
+
+/// The token a request carries: `Bearer <token>`, or (when `basic`)
+/// HTTP Basic with the token as the password. Scheme names are
+/// case-insensitive.
+fn given_token(headers: &HeaderMap, basic: bool) -> Option<String> {
     use base64::Engine as _;
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return Some(token.trim().to_owned());
+    let (scheme, rest) = value.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_owned());
     }
-    let encoded = value.strip_prefix("Basic ")?;
+    if !basic || !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let encoded = rest;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;
@@ -459,7 +519,18 @@ fn refused(refusal: Refusal) -> Response {
     let status = match refusal {
         Refusal::NoSuchTarget(_) => StatusCode::NOT_FOUND,
         Refusal::NothingToDo(_) => StatusCode::CONFLICT,
-        Refusal::Busy(_) => StatusCode::ACCEPTED,
+        // Taken, and carried out when the loop is free.
+        Refusal::Busy(_) => {
+            return (
+                StatusCode::ACCEPTED,
+                Json(Done {
+                    message: refusal.to_string(),
+                    issues: Vec::new(),
+                    pause: None,
+                }),
+            )
+                .into_response()
+        }
     };
     refuse(status, refusal.to_string())
 }
@@ -573,7 +644,9 @@ async fn reload(State(api): State<Arc<Api>>) -> Response {
     if api.reload.send(reply).await.is_err() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "healer is stopping");
     }
-    match tokio::time::timeout(RELOAD_WITHIN, answer).await {
+    // Within the connection's own deadline (the reload goes on after it).
+    let within = api.answer_within.mul_f64(0.8);
+    match tokio::time::timeout(within, answer).await {
         Ok(Ok(Ok(reloaded))) => Json(reloaded).into_response(),
         Ok(Ok(Err(problems))) => (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -583,9 +656,12 @@ async fn reload(State(api): State<Arc<Api>>) -> Response {
             })),
         )
             .into_response(),
-        _ => refuse(
-            StatusCode::GATEWAY_TIMEOUT,
-            "the reload did not finish in time; its outcome will be in the log and the history",
-        ),
+        _ => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "message": "the reload is still running (a target it restarts is finishing a check or recovery); its outcome will be in the history: healer history --kind config",
+            })),
+        )
+            .into_response(),
     }
 }

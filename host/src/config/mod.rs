@@ -424,6 +424,39 @@ impl Config {
         Config::parse(path, text)
     }
 
+    /// Only the `[intake]` table of the config at `path` (its paths
+    /// resolved), for the commands that ask the running daemon: they work
+    /// while another part of the file is being edited. `None` when the
+    /// file has none.
+    pub fn intake_only(path: &Path) -> Result<Option<Intake>, ConfigErrors> {
+        #[derive(Deserialize)]
+        struct Partial {
+            intake: Option<Intake>,
+        }
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                at: None,
+                message: format!("cannot read the config: {err}"),
+            }])
+        })?;
+        let source = Source::new(text);
+        let partial: Partial = toml::from_str(source.text()).map_err(|err| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                at: err.span().map(|span| source.locate(span.start)),
+                message: with_hint(err.message().trim()),
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(partial.intake.map(|mut intake| {
+            if let Some(file) = &mut intake.token_file {
+                *file = base.join(&*file);
+            }
+            intake
+        }))
+    }
+
     /// Checks config `text` as if read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<Config, ConfigErrors> {
         let source = Source::new(text);

@@ -220,6 +220,17 @@ impl Intake {
         self.running.load(Ordering::Acquire)
     }
 
+    /// The token it was built with (the API's reads and writes need the
+    /// same one).
+    pub fn required_token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// How long a request may take to arrive (the API answers within it).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.settings.request_timeout.into()
+    }
+
     /// How many anomaly names carried on from before a restart.
     pub fn restored_anomalies(&self) -> usize {
         self.restored
