@@ -164,13 +164,7 @@ impl Board {
 
     /// Shows (or clears) a target's pause.
     pub fn pause(&self, name: &str, pause: Option<Pause>) {
-        let slot = self
-            .slots
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned();
-        if let Some(slot) = slot {
+        if let Some(slot) = self.slot(name) {
             slot.update(|view| view.paused = pause);
         }
     }
@@ -198,13 +192,15 @@ impl Board {
 
     /// One target.
     pub fn target(&self, name: &str) -> Option<TargetView> {
-        let slot = self
-            .slots
+        self.slot(name).map(|slot| slot.view())
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
-            .cloned();
-        slot.map(|slot| slot.view())
+            .cloned()
     }
 
     /// The targets whose loops have not made progress when they should

@@ -190,7 +190,7 @@ async fn authorize(
 ) -> Response {
     let write = request.method() != axum::http::Method::GET;
     if write {
-        if let Err(refusal) = same_origin_json(&headers) {
+        if let Some(refusal) = not_same_origin_json(&headers) {
             return refusal;
         }
     }
@@ -220,9 +220,9 @@ async fn authorize(
     }
 }
 
-/// Refuses a write that is not JSON, or that a page of another origin
-/// sent.
-fn same_origin_json(headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal of a write that is not JSON, or that a page of another
+/// origin sent; `None` for one that may go on.
+fn not_same_origin_json(headers: &HeaderMap) -> Option<Response> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -232,7 +232,7 @@ fn same_origin_json(headers: &HeaderMap) -> Result<(), Response> {
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
     if !json {
-        return Err(refuse(
+        return Some(refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a write needs `Content-Type: application/json` (the body may be {})",
         ));
@@ -242,13 +242,13 @@ fn same_origin_json(headers: &HeaderMap) -> Result<(), Response> {
     if let Some(origin) = origin {
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
         if host != Some(origin_host) {
-            return Err(refuse(
+            return Some(refuse(
                 StatusCode::FORBIDDEN,
                 format!("a write from another origin ({origin}) is refused"),
             ));
         }
     }
-    Ok(())
+    None
 }
 
 /// Compares a given secret with the token in time that does not depend on

@@ -347,6 +347,31 @@ impl RecovererUse {
     }
 }
 
+/// The text of the config file at `path`.
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|err| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            at: None,
+            message: format!("cannot read the config: {err}"),
+        }])
+    })
+}
+
+/// `source` as TOML of type `T`; a syntax or type error with its place.
+fn from_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    source: &Source,
+) -> Result<T, ConfigErrors> {
+    toml::from_str(source.text()).map_err(|err| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            at: err.span().map(|span| source.locate(span.start)),
+            message: with_hint(err.message().trim()),
+        }])
+    })
+}
+
 /// One problem in a config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -414,14 +439,7 @@ fn enabled_by_default() -> bool {
 impl Config {
     /// Reads and checks the config at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|err| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_owned(),
-                at: None,
-                message: format!("cannot read the config: {err}"),
-            }])
-        })?;
-        Config::parse(path, text)
+        Config::parse(path, read(path)?)
     }
 
     /// Only the `[intake]` table of the config at `path` (its paths
@@ -433,21 +451,8 @@ impl Config {
         struct Partial {
             intake: Option<Intake>,
         }
-        let text = std::fs::read_to_string(path).map_err(|err| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_owned(),
-                at: None,
-                message: format!("cannot read the config: {err}"),
-            }])
-        })?;
-        let source = Source::new(text);
-        let partial: Partial = toml::from_str(source.text()).map_err(|err| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_owned(),
-                at: err.span().map(|span| source.locate(span.start)),
-                message: with_hint(err.message().trim()),
-            }])
-        })?;
+        let text = read(path)?;
+        let partial: Partial = from_toml(path, &Source::new(text))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(partial.intake.map(|mut intake| {
             if let Some(file) = &mut intake.token_file {
@@ -460,13 +465,7 @@ impl Config {
     /// Checks config `text` as if read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<Config, ConfigErrors> {
         let source = Source::new(text);
-        let raw: RawConfig = toml::from_str(source.text()).map_err(|err| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_owned(),
-                at: err.span().map(|span| source.locate(span.start)),
-                message: with_hint(err.message().trim()),
-            }])
-        })?;
+        let raw: RawConfig = from_toml(path, &source)?;
         let mut check = Checker {
             file: path,
             source: &source,
