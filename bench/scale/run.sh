@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Scale: N HTTP targets checked every second against one local nginx (a
+# new connection per check for both tools), healer (`http` monitor and
+# diagnoser, plugins in their workers) and Monit (`set daemon 1`), one
+# after the other on the same server, in one run. For each: CPU (of one
+# core, healer's plugin workers included), RSS (the same), checks per
+# second seen by nginx against N expected, and the time from start to the
+# first check. Prints one table with the ratios.
+#
+# Needs: nginx, monit (apt-get install -y nginx monit), a release build.
+# Loopback only; every run is bounded (WARMUP + MEASURE seconds).
+# Usage: bench/scale/run.sh [N ...]      (default: 100 1000)
+#        MONIT_MAX=1000 WARMUP=10 MEASURE=30
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work="$root/target/bench-scale"
+sizes=("${@:-100 1000}")
+read -r -a sizes <<< "${sizes[*]}"
+warmup=${WARMUP:-10}
+measure=${MEASURE:-30}
+monit_max=${MONIT_MAX:-1000}
+port=${PORT:-18480}
+for tool in nginx monit; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || [ -x "/usr/bin/$tool" ] || {
+        echo "bench/scale: $tool is missing: apt-get install -y nginx monit" >&2; exit 2; }
+done
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+monit_bin=$(command -v monit || echo /usr/bin/monit)
+
+(cd "$root" && cargo build --release -q -p healer -p healer-plugin-http)
+rm -rf "$work"; mkdir -p "$work/plugins" "$work/nginx/logs"
+install -m 0644 "$root/target/release/libhealer_plugin_http.so" "$work/plugins/"
+chmod 0755 "$work/plugins"
+
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log $work/nginx/logs/access.log;
+    client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
+    fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+    server { listen 127.0.0.1:$port; location / { return 200 "ok\n"; } }
+}
+CONF
+"$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf"
+cleanup() {
+    [ -n "${tool_pid:-}" ] && kill "$tool_pid" 2>/dev/null || true
+    "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -s stop 2>/dev/null || true
+}
+trap cleanup EXIT
+ticks=$(getconf CLK_TCK)
+
+# CPU ticks (utime + stime) of a process and its descendants.
+cpu_of() {
+    local total=0 p
+    for p in $({ pgrep -g "$(ps -o pgid= -p "$1" | tr -d ' ')"; ps -o pid= --ppid "$1"; } 2>/dev/null | sort -u); do
+        [ -r "/proc/$p/stat" ] || continue
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$total"
+}
+# RSS (kB) of a process and its children (healer's plugin workers).
+rss_of() {
+    local total=0 p
+    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        [ -r "/proc/$p/status" ] || continue
+        total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
+    done
+    echo "$total"
+}
+requests() { wc -l < "$work/nginx/logs/access.log"; }
+
+# run LABEL N COMMAND...: starts the tool, waits for its first check, then
+# measures; prints "label n cpu% rss_mb checks_per_s first_check_s".
+run() {
+    local label=$1 n=$2; shift 2
+    : > "$work/nginx/logs/access.log"; "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -s reopen
+    local start; start=$(date +%s.%N)
+    setsid "$@" > "$work/$label-$n.out" 2>&1 &
+    tool_pid=$!
+    local first=""
+    for _ in $(seq 600); do
+        if [ "$(requests)" -gt 0 ]; then first=$(echo "$(date +%s.%N) - $start" | bc); break; fi
+        sleep 0.05
+    done
+    sleep "$warmup"
+    local c0 r0 t0 c1 r1 t1
+    c0=$(cpu_of "$tool_pid"); r0=$(requests); t0=$(date +%s.%N)
+    sleep "$measure"
+    c1=$(cpu_of "$tool_pid"); r1=$(requests); t1=$(date +%s.%N)
+    local rss; rss=$(rss_of "$tool_pid")
+    kill -TERM -- "-$tool_pid" 2>/dev/null || kill "$tool_pid" 2>/dev/null || true
+    wait "$tool_pid" 2>/dev/null || true
+    tool_pid=""
+    local secs; secs=$(echo "$t1 - $t0" | bc)
+    printf '%s %s %.1f %.1f %.0f %s\n' "$label" "$n" \
+        "$(echo "100 * ($c1 - $c0) / $ticks / $secs" | bc -l)" \
+        "$(echo "$rss / 1024" | bc -l)" \
+        "$(echo "($r1 - $r0) / $secs" | bc -l)" \
+        "${first:-none}"
+}
+
+results=()
+for n in "${sizes[@]}"; do
+    conf="$work/healer-$n.toml"
+    {
+        printf '[healer]\ninterval = "1s"\ntimeout = "5s"\nplugins_dir = "%s/plugins"\nstate_dir = "%s/state-%s"\nlog_file = "%s/healer-%s.log"\nlog_level = "warn"\n' \
+            "$work" "$work" "$n" "$work" "$n"
+        for i in $(seq 1 "$n"); do
+            printf '[[target]]\nname = "t%d"\nmonitor = { plugin = "http", url = "http://127.0.0.1:%d/t%d" }\n[[target.diagnose]]\nplugin = "http"\n' "$i" "$port" "$i"
+        done
+    } > "$conf"
+    check_start=$(date +%s.%N)
+    "$root/target/release/healer" check --config "$conf" > /dev/null
+    check_s=$(echo "$(date +%s.%N) - $check_start" | bc)
+    line=$(run healer "$n" "$root/target/release/healer" run --config "$conf")
+    results+=("$line $check_s")
+    if [ "$n" -le "$monit_max" ]; then
+        mconf="$work/monitrc-$n"
+        {
+            printf 'set daemon 1\nset logfile %s/monit-%s.log\nset pidfile %s/monit-%s.pid\nset idfile %s/monit-%s.id\nset statefile %s/monit-%s.state\n' \
+                "$work" "$n" "$work" "$n" "$work" "$n" "$work" "$n"
+            for i in $(seq 1 "$n"); do
+                printf 'check host t%d with address 127.0.0.1\n  if failed port %d protocol http request "/t%d" then alert\n' "$i" "$port" "$i"
+            done
+        } > "$mconf"
+        chmod 0600 "$mconf"
+        results+=("$(run monit "$n" "$monit_bin" -I -c "$mconf") -")
+    fi
+done
+
+echo
+echo "scale: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, warm-up ${warmup}s, measured ${measure}s"
+printf '%-7s %6s %8s %8s %10s %8s %12s %11s\n' tool N "CPU %" "RSS MB" "checks/s" "on time" "1st check s" "check s"
+for line in "${results[@]}"; do
+    read -r label n cpu rss rate first check <<< "$line"
+    printf '%-7s %6s %8s %8s %10s %7.1f%% %12s %11s\n' "$label" "$n" "$cpu" "$rss" "$rate" \
+        "$(echo "100 * $rate / $n" | bc -l)" "$first" "$check"
+done
+echo
+for n in "${sizes[@]}"; do
+    h=""; m=""
+    for line in "${results[@]}"; do
+        read -r label ln cpu rss _ <<< "$line"
+        [ "$ln" = "$n" ] || continue
+        [ "$label" = healer ] && h="$cpu $rss"
+        [ "$label" = monit ] && m="$cpu $rss"
+    done
+    if [ -n "$h" ] && [ -n "$m" ]; then
+        read -r hc hr <<< "$h"; read -r mc mr <<< "$m"
+        printf 'N=%s: healer/Monit CPU %.1fx, RSS %.1fx\n' "$n" \
+            "$(echo "$hc / ($mc + 0.0001)" | bc -l)" "$(echo "$hr / ($mr + 0.0001)" | bc -l)"
+    fi
+done
