@@ -10,11 +10,10 @@
 //! Each check opens a new connection: a pooled one would hide a server that
 //! no longer accepts any. The URL is shown redacted ([`redact_url`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use healer_plugin_sdk::{tokio, Duration, Error, Monitor, Observation};
@@ -68,6 +67,8 @@ pub struct HttpMonitor {
     body_regex: Option<Regex>,
     /// The URL as it may be shown: see [`redact_url`].
     shown_url: String,
+    /// The URL's host, as the resolver sees it.
+    host: String,
     config: Config,
 }
 
@@ -91,7 +92,10 @@ tls_verify = true              # check the server's certificate
     }
 
     async fn check(&mut self) -> Result<Observation, Error> {
-        let mut request = self.client.request(self.method.clone(), &self.config.url);
+        let mut request = self
+            .client
+            .request(self.method.clone(), &self.config.url)
+            .timeout(self.config.timeout.into());
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
         }
@@ -99,7 +103,6 @@ tls_verify = true              # check the server's certificate
             request = request.body(body.clone());
         }
         let started = Instant::now();
-        self.lookup.under_way.store(false, Ordering::Relaxed);
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(err) => return Ok(self.failed(&err)),
@@ -171,24 +174,18 @@ impl HttpMonitor {
             }
             None => None,
         };
-        let lookup = Lookup::default();
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout.into())
-            .dns_resolver(lookup.clone())
-            .tls_danger_accept_invalid_certs(!config.tls_verify)
-            .tls_certs_merge(roots)
-            // A new connection per check: an idle pooled one could answer
-            // for a server that accepts no new connections any more.
-            .pool_max_idle_per_host(0)
-            .user_agent(concat!("healer-http/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
+        let (client, lookup) = if roots.is_empty() {
+            shared_client(config.tls_verify)?
+        } else {
+            client(config.tls_verify, roots)?
+        };
         Ok(HttpMonitor {
             client,
             lookup,
             method,
             body_regex,
             shown_url: redact_url(&url),
+            host: url.host_str().unwrap_or_default().to_owned(),
             config,
         })
     }
@@ -213,11 +210,8 @@ impl HttpMonitor {
         use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
         let (seen, kind) = if let Some(dns) = dns {
             (Observation::unknown(dns.to_string()), "dns")
-        } else if err.is_timeout() && self.lookup.under_way.load(Ordering::Relaxed) {
-            let host = reqwest::Url::parse(&config.url)
-                .ok()
-                .and_then(|url| url.host_str().map(str::to_owned))
-                .unwrap_or_default();
+        } else if err.is_timeout() && self.lookup.resolving(&self.host) {
+            let host = &self.host;
             let why = format!(
                 "cannot resolve {host}: no answer from DNS within {}",
                 config.timeout
@@ -403,7 +397,76 @@ fn percent_decoded(text: &str) -> String {
 /// whether a lookup was under way when a check timed out.
 #[derive(Clone, Default)]
 struct Lookup {
-    under_way: Arc<AtomicBool>,
+    /// Host names being resolved now, with how many lookups of each.
+    under_way: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Lookup {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.under_way.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a lookup of `host` is under way (a request to it that
+    /// timed out may have been waiting for DNS). Shared by every monitor
+    /// of the client: while one lookup of a host hangs, every request to
+    /// that host waits for DNS too; a request that timed out on its
+    /// connection while another's lookup of the same host just began is
+    /// judged UNKNOWN, the side that never acts.
+    fn resolving(&self, host: &str) -> bool {
+        self.lock().get(host).is_some_and(|n| *n > 0)
+    }
+}
+
+/// Marks a lookup of one host under way until dropped.
+struct LookupUnderWay(Lookup, String);
+
+impl Drop for LookupUnderWay {
+    fn drop(&mut self) {
+        let mut under_way = self.0.lock();
+        if let Some(n) = under_way.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                under_way.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// The client every monitor of this package with the same `tls_verify`
+/// shares: one connection setup, one set of TLS roots, however many
+/// targets (each client holds its own copy of the roots, which for 1,000
+/// targets was most of healer's memory). Timeouts are set per request.
+fn shared_client(tls_verify: bool) -> Result<(reqwest::Client, Lookup), Error> {
+    static CLIENTS: OnceLock<Mutex<HashMap<bool, (reqwest::Client, Lookup)>>> = OnceLock::new();
+    let mut clients = CLIENTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(shared) = clients.get(&tls_verify) {
+        return Ok(shared.clone());
+    }
+    let made = client(tls_verify, Vec::new())?;
+    clients.insert(tls_verify, made.clone());
+    Ok(made)
+}
+
+/// A new client, trusting `roots` besides this machine's CA store.
+fn client(
+    tls_verify: bool,
+    roots: Vec<reqwest::Certificate>,
+) -> Result<(reqwest::Client, Lookup), Error> {
+    let lookup = Lookup::default();
+    let client = reqwest::Client::builder()
+        .dns_resolver(lookup.clone())
+        .tls_danger_accept_invalid_certs(!tls_verify)
+        .tls_certs_merge(roots)
+        // A new connection per check: an idle pooled one could answer
+        // for a server that accepts no new connections any more.
+        .pool_max_idle_per_host(0)
+        .user_agent(concat!("healer-http/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
+    Ok((client, lookup))
 }
 
 /// A name that did not resolve: no evidence about the service.
@@ -420,12 +483,13 @@ impl std::error::Error for LookupFailed {}
 
 impl Resolve for Lookup {
     fn resolve(&self, name: Name) -> Resolving {
-        let under_way = Arc::clone(&self.under_way);
+        let lookup = self.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            under_way.store(true, Ordering::Relaxed);
+            *lookup.lock().entry(host.clone()).or_insert(0) += 1;
+            let marked = LookupUnderWay(lookup, host.clone());
             let found = tokio::net::lookup_host((host.as_str(), 0)).await;
-            under_way.store(false, Ordering::Relaxed);
+            drop(marked);
             let addrs: Vec<SocketAddr> = match found {
                 Ok(addrs) => addrs.collect(),
                 Err(err) => {
@@ -470,6 +534,7 @@ mod tests {
     use healer_plugin_sdk::Status;
     use std::io::{Read, Write};
     use std::net::TcpListener;
+    use std::sync::atomic::Ordering;
 
     /// What a one-connection test server does with its request.
     enum Serve {
