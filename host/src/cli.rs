@@ -9,15 +9,6 @@ use clap::{Parser, Subcommand};
 
 use healer_plugin_sdk::Status;
 
-/// Prints a line to stdout; a closed pipe (`healer plugins | head`) is not
-/// an error worth a panic.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 use crate::config::{self, Config};
 use crate::daemon::{self, Options};
 use crate::engine;
@@ -551,7 +542,8 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-fn fail(message: &str) -> ExitCode {
+/// Says what went wrong on stderr; exit code 1.
+pub(crate) fn fail(message: &str) -> ExitCode {
     eprintln!("healer: {message}");
     ExitCode::FAILURE
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Wall;
-use crate::events::{Record, Subscriber};
+use crate::events::{Event, Record, Subscriber};
 
 /// Events kept.
 pub const KEPT: usize = 10_000;
@@ -123,6 +123,39 @@ impl Ring {
             self.events.pop_front();
         }
     }
+}
+
+/// An event's fields as `key=value` pairs, for people (`healer history`,
+/// the dashboard): without its name and subject (shown beside it), an
+/// issue as its own fields without their timestamps (the event has one).
+pub fn fields(event: &Event) -> String {
+    use std::fmt::Write as _;
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(event) else {
+        return String::new();
+    };
+    for key in ["event", "target", "anomaly"] {
+        fields.remove(key);
+    }
+    let mut text = String::new();
+    let mut field = |key: &str, value: serde_json::Value| {
+        let value = match value {
+            serde_json::Value::Null => return,
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let _ = write!(text, "{key}={value} ");
+    };
+    for (key, value) in fields {
+        match value {
+            serde_json::Value::Object(inner) => inner
+                .into_iter()
+                .filter(|(key, _)| !key.ends_with("_at"))
+                .for_each(|(key, value)| field(&key, value)),
+            other => field(&key, other),
+        }
+    }
+    text.truncate(text.trim_end().len());
+    text
 }
 
 fn selects(filter: &Filter, record: &Record) -> bool {

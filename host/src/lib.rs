@@ -6,6 +6,15 @@
 //! log/store/alerts.
 //! See `docs/ARCHITECTURE.md` for the code map and invariants.
 
+/// Prints a line to stdout; a closed pipe (`healer plugins | head`) is not
+/// an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod alerts;
 pub mod api;
 pub mod board;

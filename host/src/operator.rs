@@ -12,15 +12,10 @@ use healer_plugin_sdk::Status;
 use serde_json::Value;
 
 use crate::api::{Done, TargetRow};
+use crate::cli::fail;
 use crate::config::Config;
 use crate::history::Page;
 use crate::reload::Reloaded;
-
-/// Prints a line to stdout, ignoring a closed pipe.
-fn say(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stdout(), "{line}");
-}
 
 /// The exit code of `healer status` when the daemon cannot be asked.
 pub const UNREACHABLE: u8 = 4;
@@ -83,13 +78,11 @@ impl Daemon {
     }
 }
 
-fn fail(message: &str) -> ExitCode {
-    eprintln!("healer: {message}");
-    ExitCode::FAILURE
-}
-
 fn print_json(value: &Value) {
-    say(&serde_json::to_string_pretty(value).unwrap_or_default());
+    say!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 /// `healer status`: every target, like `monit summary`; exits with the
@@ -113,7 +106,7 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
     if json {
         print_json(&answer);
     } else {
-        say(&status_table(&rows));
+        say!("{}", status_table(&rows));
     }
     let worst = rows
         .iter()
@@ -206,30 +199,16 @@ pub fn history(
     };
     for numbered in &page.events {
         let record = &numbered.record;
-        let mut fields = match serde_json::to_value(&record.event) {
-            Ok(Value::Object(fields)) => fields,
-            _ => serde_json::Map::new(),
-        };
-        for key in ["event", "target", "anomaly"] {
-            fields.remove(key);
-        }
-        let details: Vec<String> = fields
-            .into_iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect();
-        say(&format!(
+        say!(
             "{}  {:24} {:16} {}",
             record.at,
             record.event.name(),
             record.event.subject().unwrap_or("-"),
-            details.join(" ")
-        ));
+            crate::history::fields(&record.event)
+        );
     }
     if page.events.is_empty() {
-        say("(no events)");
+        say!("(no events)");
     }
     ExitCode::SUCCESS
 }
@@ -255,7 +234,7 @@ fn done(answer: Result<Value, String>, json: bool) -> ExitCode {
         }
         Ok(answer) => {
             match serde_json::from_value::<Done>(answer) {
-                Ok(done) => say(&done.message),
+                Ok(done) => say!("{}", done.message),
                 Err(err) => return fail(&format!("unexpected answer: {err}")),
             }
             ExitCode::SUCCESS
@@ -295,7 +274,7 @@ pub fn reload(daemon: &Daemon, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(message) = answer.get("message").and_then(Value::as_str) {
-        say(message);
+        say!("{message}");
         return ExitCode::SUCCESS;
     }
     let reloaded: Reloaded = match serde_json::from_value(answer) {
@@ -309,20 +288,17 @@ pub fn reload(daemon: &Daemon, json: bool) -> ExitCode {
             names.join(", ")
         }
     };
-    say("reloaded");
-    say(&format!("  added      {}", list(&reloaded.added)));
-    say(&format!("  removed    {}", list(&reloaded.removed)));
-    say(&format!("  restarted  {}", list(&reloaded.changed)));
-    say(&format!("  unchanged  {}", reloaded.unchanged));
-    say(&format!(
-        "  new plugin packages  {}",
-        list(&reloaded.packages_added)
-    ));
+    say!("reloaded");
+    say!("  added      {}", list(&reloaded.added));
+    say!("  removed    {}", list(&reloaded.removed));
+    say!("  restarted  {}", list(&reloaded.changed));
+    say!("  unchanged  {}", reloaded.unchanged);
+    say!("  new plugin packages  {}", list(&reloaded.packages_added));
     if !reloaded.needs_restart.is_empty() {
-        say(&format!(
+        say!(
             "  changed, but applied only when healer restarts: {}",
             reloaded.needs_restart.join(", ")
-        ));
+        );
     }
     ExitCode::SUCCESS
 }

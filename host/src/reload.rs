@@ -54,7 +54,7 @@ pub async fn reload(
     events: &Events,
 ) -> Result<Reloaded, Vec<String>> {
     let config_path = options.config.clone();
-    let outcome = prepare(options, current, engine).await;
+    let outcome = prepare(options, engine).await;
     let (config, catalog, plan) = match outcome {
         Ok(prepared) => prepared,
         Err(problems) => {
@@ -87,7 +87,7 @@ pub async fn reload(
         if was.same_identity(runner.target()) {
             if let Some(tracker) = tracker {
                 // Its pause stays where it is (the engine keeps it).
-                runner.carry_on(tracker.save(), None);
+                runner.carry_on(tracker.save());
             }
         } else {
             engine.drop_issues(&name, tracker, "its monitor changed in a reload");
@@ -124,7 +124,6 @@ struct Plan {
 
 async fn prepare(
     options: &Options,
-    current: &Current,
     engine: &Engine,
 ) -> Result<(Config, Catalog, Plan), Vec<String>> {
     let (config, catalog) = crate::daemon::load(options).await?;
@@ -157,7 +156,6 @@ async fn prepare(
         .map(|name| (*name).to_owned())
         .collect();
     plan.removed.sort();
-    let _ = current;
     if problems.is_empty() {
         Ok((config, catalog, plan))
     } else {

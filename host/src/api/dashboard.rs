@@ -185,34 +185,10 @@ fn render(api: &Api) -> String {
     html
 }
 
-/// An event's fields as `key=value`, without its name and subject.
+/// An event's fields, as the dashboard's history shows them: at most 240
+/// bytes.
 fn details(event: &crate::events::Event) -> String {
-    let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(event) else {
-        return String::new();
-    };
-    for key in ["event", "target", "anomaly"] {
-        fields.remove(key);
-    }
-    let mut text = String::new();
-    let mut field = |key: &str, value: serde_json::Value| {
-        let value = match value {
-            serde_json::Value::Null => return,
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        };
-        let _ = write!(text, "{key}={value} ");
-    };
-    for (key, value) in fields {
-        match value {
-            // An issue reads as its own fields, without its timestamps:
-            // the row has the event's time.
-            serde_json::Value::Object(inner) => inner
-                .into_iter()
-                .filter(|(key, _)| !key.ends_with("_at"))
-                .for_each(|(key, value)| field(&key, value)),
-            other => field(&key, other),
-        }
-    }
+    let mut text = crate::history::fields(event);
     if text.len() > 240 {
         let cut = (0..=240)
             .rev()

@@ -60,10 +60,10 @@ impl Runner {
         &self.target
     }
 
-    /// Carries on from these issues and this pause.
-    pub fn carry_on(&mut self, issues: Vec<Issue>, pause: Option<Pause>) {
+    /// Carries on from these issues (a restarted target's predecessor's;
+    /// its pause stays with the engine).
+    pub fn carry_on(&mut self, issues: Vec<Issue>) {
         self.saved = issues;
-        self.pause = pause;
     }
 }
 
@@ -432,11 +432,6 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// The pause of a target, while it is paused.
-    pub fn pause_of(&self, target: &str) -> Option<Pause> {
-        self.shared.pause_of(target)
-    }
-
     /// Pauses a target's recoveries until `pause.until`; checks go on.
     pub fn pause(&self, target: &str, pause: Pause) -> Result<(), Refusal> {
         if !read(&self.shared.commands).contains_key(target) {
