@@ -441,6 +441,27 @@ pub fn hopeless_target(dir: &Path, backoff: &str, argv: &str) -> String {
     )
 }
 
+/// A `[[target]]` named `name` whose process is watched through
+/// `dir/NAME.pid` (with the `process` diagnoser) and whose restart never
+/// helps (`false`): two failed attempts, then escalated.
+pub fn escalating_target(dir: &Path, name: &str) -> String {
+    format!(
+        r#"
+[[target]]
+name = "{name}"
+max_attempts = 2
+monitor = {{ plugin = "process", pidfile = "{dir}/{name}.pid" }}
+[[target.diagnose]]
+plugin = "process"
+[[target.recover]]
+plugin = "command"
+on = ["process.not_running"]
+argv = ["false"]
+"#,
+        dir = dir.display()
+    )
+}
+
 /// What a [`Receiver`] answers.
 #[derive(Clone, Copy, Debug)]
 pub enum Answer {
@@ -1051,6 +1072,13 @@ pub fn api(port: u16, path: &str) -> serde_json::Value {
     let (status, body) = get(port, path);
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|err| panic!("GET {path}: {err}: {body}"))
+}
+
+/// `GET path` as JSON from healer's API, when it answers 200 with JSON
+/// (for polling).
+pub fn try_api(port: u16, path: &str) -> Option<serde_json::Value> {
+    let (status, body) = get(port, path);
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
 /// How long to wait after an event before killing healer, so the store

@@ -8,10 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use healer_e2e::{
-    chromium_dom, chromium_screenshot, fast_config, free_port, get, plugins_dir_with,
-    wait_for_port, wait_until, workspace_root, Daemon, Service,
+    chromium_dom, chromium_screenshot, escalating_target, fast_config, free_port, plugins_dir_with,
+    try_api, wait_for_port, wait_until, workspace_root, Daemon, Service,
 };
-use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -67,24 +66,14 @@ plugin = "process"
 name = "host"
 interval = "1s"
 monitor = {{ plugin = "system", memory_percent = {{ warning = 1.0, critical = 100.0 }} }}
-
-[[target]]
-name = "billing-worker"
-max_attempts = 2
-monitor = {{ plugin = "process", pidfile = "{dir}/billing-worker.pid" }}
-[[target.diagnose]]
-plugin = "process"
-[[target.recover]]
-plugin = "command"
-on = ["process.not_running"]
-argv = ["false"]
-"#,
-        dir = dir.path().display()
+{billing}"#,
+        dir = dir.path().display(),
+        billing = escalating_target(dir.path(), "billing-worker"),
     );
     let daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
     wait_for_port(port, LIMIT);
     wait_until("every target checked", LIMIT, || {
-        let targets = api(port, "/api/v1/targets")?;
+        let targets = try_api(port, "/api/v1/targets")?;
         let statuses: Vec<(String, String)> = targets
             .as_array()?
             .iter()
@@ -100,7 +89,7 @@ argv = ["false"]
             .then_some(())
     });
     wait_until("the issue escalated in the API", LIMIT, || {
-        let issues = api(port, "/api/v1/issues?state=escalated")?;
+        let issues = try_api(port, "/api/v1/issues?state=escalated")?;
         issues
             .as_array()?
             .iter()
@@ -114,12 +103,6 @@ argv = ["false"]
         _plugins: plugins,
         _dir: dir,
     }
-}
-
-/// A JSON answer of healer's API, when it gives one.
-fn api(port: u16, path: &str) -> Option<Value> {
-    let (status, body) = get(port, path);
-    (status == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
 /// The `<tr …>…</tr>` of the DOM whose start tag has `attribute="value"`.

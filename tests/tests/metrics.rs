@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use healer_e2e::{
-    fast_config, free_port, get, plugins_dir_with, poll_until, wait_for_port, Daemon, Prometheus,
-    Service,
+    escalating_target, fast_config, free_port, get, plugins_dir_with, poll_until, try_api,
+    wait_for_port, Daemon, Prometheus, Service,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -24,22 +24,8 @@ fn prometheus_scrapes_healer_and_sees_a_failing_target_move_the_series() {
     let port = free_port();
     // Its restart never helps: two failed attempts, then escalated.
     let body = format!(
-        r#"
-[intake]
-bind = "127.0.0.1:{port}"
-
-[[target]]
-name = "web"
-max_attempts = 2
-monitor = {{ plugin = "process", pidfile = "{dir}/web.pid" }}
-[[target.diagnose]]
-plugin = "process"
-[[target.recover]]
-plugin = "command"
-on = ["process.not_running"]
-argv = ["false"]
-"#,
-        dir = dir.path().display()
+        "\n[intake]\nbind = \"127.0.0.1:{port}\"\n{}",
+        escalating_target(dir.path(), "web")
     );
     let _daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
     wait_for_port(port, LIMIT);
@@ -139,8 +125,7 @@ argv = ["sh", "-c", "sleep 2; exit 1"]
     let _daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
     wait_for_port(port, LIMIT);
     let issue = |wanted: &str| {
-        let (_, body) = get(port, "/api/v1/issues?target=report");
-        let issues: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let issues = try_api(port, "/api/v1/issues?target=report")?;
         let issue = issues.as_array()?.first()?.clone();
         (issue["state"] == wanted).then_some(issue)
     };

@@ -36,6 +36,47 @@ fn failing(dir: &Path, name: &str, extra: &str) -> String {
     )
 }
 
+/// healer with these plugin packages, its API on a free port and the
+/// targets `targets` writes for the test's directory; started, its API
+/// answering.
+struct Running {
+    dir: tempfile::TempDir,
+    plugins: tempfile::TempDir,
+    port: u16,
+    config: std::path::PathBuf,
+    daemon: Daemon,
+}
+
+impl Running {
+    fn start(packages: &[&str], targets: impl FnOnce(&Path) -> String) -> Running {
+        let plugins = plugins_dir_with(packages);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let body = format!("{}{}", intake(port), targets(dir.path()));
+        let config = fast_config(dir.path(), plugins.path(), &body);
+        let daemon = Daemon::start(&config);
+        wait_for_port(port, LIMIT);
+        Running {
+            dir,
+            plugins,
+            port,
+            config,
+            daemon,
+        }
+    }
+
+    /// Writes the config again with these targets (for a reload).
+    fn rewrite(&self, targets: &str) {
+        let body = format!("{}{targets}", intake(self.port));
+        fast_config(self.dir.path(), self.plugins.path(), &body);
+    }
+
+    /// The config's path, as an argument.
+    fn config_arg(&self) -> &str {
+        self.config.to_str().unwrap()
+    }
+}
+
 fn issue_attempts(port: u16, target: &str) -> Option<u64> {
     let issues = api(port, &format!("/api/v1/issues?target={target}"));
     issues.as_array()?.first()?["attempts"].as_u64()
@@ -47,23 +88,22 @@ fn checks_of(daemon: &Daemon, target: &str) -> usize {
 
 #[test]
 fn sighup_adds_and_removes_targets_keeps_attempts_and_a_broken_config_changes_nothing() {
-    let plugins = plugins_dir_with(&[
-        "healer-plugin-nagios",
-        "healer-plugin-process",
-        "healer-plugin-command",
-    ]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let body = |targets: &str| format!("{}{targets}", intake(port));
-    let before = format!(
-        "{}{}{}",
-        healthy("stays"),
-        healthy("goes"),
-        failing(dir.path(), "flaky", "")
+    let mut healer = Running::start(
+        &[
+            "healer-plugin-nagios",
+            "healer-plugin-process",
+            "healer-plugin-command",
+        ],
+        |dir| {
+            format!(
+                "{}{}{}",
+                healthy("stays"),
+                healthy("goes"),
+                failing(dir, "flaky", "")
+            )
+        },
     );
-    let config = fast_config(dir.path(), plugins.path(), &body(&before));
-    let mut daemon = Daemon::start(&config);
-    wait_for_port(port, LIMIT);
+    let (port, config) = (healer.port, healer.config.clone());
     wait_until("flaky has made two attempts", LIMIT, || {
         issue_attempts(port, "flaky").filter(|n| *n >= 2)
     });
@@ -73,9 +113,10 @@ fn sighup_adds_and_removes_targets_keeps_attempts_and_a_broken_config_changes_no
         "{}{}{}",
         healthy("stays"),
         healthy("comes"),
-        failing(dir.path(), "flaky", "interval = \"150ms\"\n")
+        failing(healer.dir.path(), "flaky", "interval = \"150ms\"\n")
     );
-    let config = fast_config(dir.path(), plugins.path(), &body(&after));
+    healer.rewrite(&after);
+    let daemon = &mut healer.daemon;
     let attempts_before = issue_attempts(port, "flaky").expect("flaky's issue is open");
     healer_e2e::signal(daemon.pid(), "HUP");
     let reloaded = daemon.wait_for("the reload", LIMIT, |e| {
@@ -104,9 +145,9 @@ fn sighup_adds_and_removes_targets_keeps_attempts_and_a_broken_config_changes_no
         "the restarted target kept its attempts: {attempts_before} before, {attempts_after} after"
     );
     wait_until("comes is checked", LIMIT, || {
-        (checks_of(&daemon, "comes") > 0).then_some(())
+        (checks_of(daemon, "comes") > 0).then_some(())
     });
-    let goes = checks_of(&daemon, "goes");
+    let goes = checks_of(daemon, "goes");
     let names: Vec<String> = api(port, "/api/v1/targets")
         .as_array()
         .expect("a list")
@@ -132,12 +173,12 @@ fn sighup_adds_and_removes_targets_keeps_attempts_and_a_broken_config_changes_no
         unreachable!()
     };
     assert!(problems.iter().any(|p| p.contains("nmae")), "{problems:?}");
-    let stays = checks_of(&daemon, "stays");
+    let stays = checks_of(daemon, "stays");
     wait_until("stays is still checked", LIMIT, || {
-        (checks_of(&daemon, "stays") > stays + 3).then_some(())
+        (checks_of(daemon, "stays") > stays + 3).then_some(())
     });
     assert_eq!(
-        checks_of(&daemon, "goes"),
+        checks_of(daemon, "goes"),
         goes,
         "a removed target is not checked again"
     );
@@ -154,33 +195,22 @@ fn sighup_adds_and_removes_targets_keeps_attempts_and_a_broken_config_changes_no
 
 #[test]
 fn a_package_copied_in_is_loaded_by_healer_reload_and_its_plugin_runs() {
-    let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = fast_config(
-        dir.path(),
-        plugins.path(),
-        &format!("{}{}", intake(port), healthy("first")),
-    );
-    let mut daemon = Daemon::start(&config);
-    wait_for_port(port, LIMIT);
-
+    let mut healer = Running::start(&["healer-plugin-nagios"], |_| healthy("first"));
+    let port = healer.port;
     std::fs::copy(
         healer_e2e::package_file("healer-plugin-process"),
-        plugins.path().join("libhealer_plugin_process.so"),
+        healer.plugins.path().join("libhealer_plugin_process.so"),
     )
     .unwrap();
-    let pidfile = dir.path().join("me.pid");
+    let pidfile = healer.dir.path().join("me.pid");
     std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
-    let added = format!(
-        "{}{}\n[[target]]\nname = \"me\"\nmonitor = {{ plugin = \"process\", pidfile = \"{}\" }}\n",
-        intake(port),
+    healer.rewrite(&format!(
+        "{}\n[[target]]\nname = \"me\"\nmonitor = {{ plugin = \"process\", pidfile = \"{}\" }}\n",
         healthy("first"),
         pidfile.display()
-    );
-    let config = fast_config(dir.path(), plugins.path(), &added);
+    ));
     let output = run_healer(
-        &["reload", "--json", "--config", config.to_str().unwrap()],
+        &["reload", "--json", "--config", healer.config_arg()],
         LIMIT,
     );
     assert!(output.status.success(), "{output:?}");
@@ -192,7 +222,7 @@ fn a_package_copied_in_is_loaded_by_healer_reload_and_its_plugin_runs() {
             .is_some_and(|f| f.ends_with("libhealer_plugin_process.so")),
         "{answer}"
     );
-    daemon.wait_for("the new target checked OK", LIMIT, |e| {
+    healer.daemon.wait_for("the new target checked OK", LIMIT, |e| {
         matches!(e, Event::Checked { target, status: healer_plugin_sdk::Status::Ok, .. } if target == "me")
     });
     let plugins_seen = api(port, "/api/v1/plugins");
@@ -206,36 +236,22 @@ fn a_package_copied_in_is_loaded_by_healer_reload_and_its_plugin_runs() {
 /// healer supervising `sleep` through a pidfile (`supervised_target`),
 /// with its API on a free port; the service runs.
 struct Supervised {
-    dir: tempfile::TempDir,
-    plugins: tempfile::TempDir,
-    port: u16,
-    body: String,
-    config: String,
+    running: Running,
     pidfile: std::path::PathBuf,
-    daemon: Daemon,
     /// The service's first pid.
     first: u32,
 }
 
 impl Supervised {
     fn start() -> Supervised {
-        let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let body = format!("{}{}", intake(port), supervised_target(dir.path(), 120));
-        let config = fast_config(dir.path(), plugins.path(), &body);
-        let pidfile = dir.path().join("service.pid");
-        let daemon = Daemon::start(&config);
-        wait_for_port(port, LIMIT);
+        let running = Running::start(&["healer-plugin-process", "healer-plugin-command"], |dir| {
+            supervised_target(dir, 120)
+        });
+        let pidfile = running.dir.path().join("service.pid");
         let first = wait_until("the service runs", LIMIT, || read_pid(&pidfile));
         Supervised {
-            config: config.to_str().unwrap().to_owned(),
-            dir,
-            plugins,
-            port,
-            body,
+            running,
             pidfile,
-            daemon,
             first,
         }
     }
@@ -251,7 +267,7 @@ impl Supervised {
                 "--reason",
                 reason,
                 "--config",
-                &self.config,
+                self.running.config_arg(),
             ],
             LIMIT,
         );
@@ -265,12 +281,12 @@ fn a_paused_target_is_not_recovered_until_the_pause_expires_even_across_a_restar
     healer.pause("6s", "disk swap");
     let paused_at = Instant::now();
     healer_e2e::signal(healer.first, "KILL");
-    healer.daemon.wait_for(
+    healer.running.daemon.wait_for(
         "the paused recovery",
         LIMIT,
         |e| matches!(e, Event::RecoveryPaused { reason, .. } if reason == "disk swap"),
     );
-    let status = run_healer(&["status", "--config", &healer.config], LIMIT);
+    let status = run_healer(&["status", "--config", healer.running.config_arg()], LIMIT);
     assert_eq!(status.status.code(), Some(2), "CRITICAL: {status:?}");
     assert!(
         stdout(&status).contains("PAUSED until"),
@@ -279,10 +295,10 @@ fn a_paused_target_is_not_recovered_until_the_pause_expires_even_across_a_restar
     );
 
     // A restart keeps the pause.
-    assert!(healer.daemon.stop());
-    healer.daemon = Daemon::start(Path::new(&healer.config));
-    wait_for_port(healer.port, LIMIT);
-    let targets = api(healer.port, "/api/v1/targets");
+    assert!(healer.running.daemon.stop());
+    healer.running.daemon = Daemon::start(&healer.running.config);
+    wait_for_port(healer.running.port, LIMIT);
+    let targets = api(healer.running.port, "/api/v1/targets");
     assert_eq!(targets[0]["paused"]["reason"], "disk swap", "{targets}");
     assert_eq!(
         read_pid(&healer.pidfile),
@@ -290,7 +306,7 @@ fn a_paused_target_is_not_recovered_until_the_pause_expires_even_across_a_restar
         "not restarted while paused"
     );
 
-    healer.daemon.wait_for(
+    healer.running.daemon.wait_for(
         "the pause to expire",
         LIMIT,
         |e| matches!(e, Event::TargetResumed { reason, .. } if reason == "the pause expired"),
@@ -497,34 +513,34 @@ fn ready_and_watchdog_reach_systemd_and_a_stalled_target_loop_stops_the_pings() 
 fn a_reload_that_changes_a_paused_target_keeps_it_paused() {
     let mut healer = Supervised::start();
     healer.pause("1h", "upgrade");
-    let changed = healer.body.replace(
+    let running = &mut healer.running;
+    running.rewrite(&supervised_target(running.dir.path(), 120).replace(
         "name = \"service\"",
         "name = \"service\"\ninterval = \"150ms\"",
-    );
-    fast_config(healer.dir.path(), healer.plugins.path(), &changed);
-    healer_e2e::signal(healer.daemon.pid(), "HUP");
-    healer.daemon.wait_for("the reload", LIMIT, |e| {
+    ));
+    healer_e2e::signal(running.daemon.pid(), "HUP");
+    running.daemon.wait_for("the reload", LIMIT, |e| {
         matches!(e, Event::ConfigReloaded { changed, .. } if changed == &["service".to_owned()])
     });
-    let targets = api(healer.port, "/api/v1/targets");
+    let targets = api(running.port, "/api/v1/targets");
     assert_eq!(targets[0]["paused"]["reason"], "upgrade", "{targets}");
 
     let attempts = |daemon: &Daemon| daemon.count(|e| matches!(e, Event::AttemptStarted { .. }));
-    let before = attempts(&healer.daemon); // the one that started the service
+    let before = attempts(&running.daemon); // the one that started the service
     healer_e2e::signal(healer.first, "KILL");
-    healer.daemon.wait_for(
+    running.daemon.wait_for(
         "the paused recovery",
         LIMIT,
         |e| matches!(e, Event::RecoveryPaused { reason, .. } if reason == "upgrade"),
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        attempts(&healer.daemon),
+        attempts(&running.daemon),
         before,
         "nothing recovers a paused target"
     );
     assert_eq!(
-        healer
+        running
             .daemon
             .count(|e| matches!(e, Event::TargetResumed { .. })),
         0
@@ -533,17 +549,8 @@ fn a_reload_that_changes_a_paused_target_keeps_it_paused() {
 
 #[test]
 fn api_writes_must_be_json_from_the_same_origin_and_status_says_when_healer_is_unreachable() {
-    let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = fast_config(
-        dir.path(),
-        plugins.path(),
-        &format!("{}{}", intake(port), healthy("web")),
-    );
-    let config_arg = config.to_str().unwrap().to_owned();
-    let mut daemon = Daemon::start(&config);
-    wait_for_port(port, LIMIT);
+    let mut healer = Running::start(&["healer-plugin-nagios"], |_| healthy("web"));
+    let (port, daemon) = (healer.port, &mut healer.daemon);
     let pause = "/api/v1/targets/web/pause";
     let body = br#"{"for": "30m", "reason": "x"}"#;
     // What a form or a script on another page can send without asking.
@@ -581,7 +588,7 @@ fn api_writes_must_be_json_from_the_same_origin_and_status_says_when_healer_is_u
     });
 
     assert!(daemon.stop());
-    let output = run_healer(&["status", "--config", &config_arg], LIMIT);
+    let output = run_healer(&["status", "--config", healer.config_arg()], LIMIT);
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("cannot reach healer"),
