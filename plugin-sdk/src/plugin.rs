@@ -70,9 +70,17 @@ pub trait Diagnoser: Sized + Send + 'static {
     /// Creates an instance for one target.
     fn new(config: Self::Config) -> Result<Self, Error>;
 
+    /// Whether [`diagnose`](Self::diagnose) may block (read a file, run a
+    /// program): then it runs on the package's blocking pool. A diagnoser
+    /// that only reads the observations says `false` and runs where its
+    /// check ran, in place, with no hop to another thread: at thousands of
+    /// targets the hop costs more than the diagnosis.
+    const BLOCKS: bool = true;
+
     /// Diagnoses the latest observation; `history` holds the ones before it,
     /// oldest first. No findings means healthy as far as this diagnoser knows.
-    /// Runs on the package's blocking pool, so it may do blocking work.
+    /// Runs on the package's blocking pool unless [`BLOCKS`](Self::BLOCKS)
+    /// is `false`.
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding>;
 }
 

@@ -18,6 +18,11 @@ use crate::board::{Slot, TargetView};
 use crate::clock::Wall;
 use crate::events::{Event, Events, Role, StepResult};
 use crate::issues::{Issue, State, Tracker, Transition};
+use crate::plugins::{Checked, Diagnosis, Observing};
+
+/// What healer allows its own machinery (the worker, the socket) on top
+/// of the plugins' deadlines, when a worker keeps them.
+const MACHINERY_SLACK: Duration = Duration::from_secs(1);
 
 /// The state of one target's healing loop.
 pub struct Cycle {
@@ -38,6 +43,10 @@ pub struct Cycle {
     paused: HashSet<String>,
     /// Where the operator sees it; none for `healer once`.
     slot: Option<Arc<Slot>>,
+    /// The monitor's worker diagnoses its checks, and keeps the history.
+    in_place: bool,
+    /// Observations made here that the worker's history lacks.
+    missed: Vec<Observation>,
 }
 
 /// What one step did, for scheduling the next check.
@@ -56,7 +65,11 @@ impl Cycle {
     ) -> Cycle {
         let mut tracker = Tracker::new(runner.target.policy);
         tracker.restore(runner.saved.clone(), Wall::now());
+        let diagnosers: Vec<_> = runner.diagnosers.iter().map(|(_, d)| d).collect();
+        let in_place = runner.monitor.diagnosed_in_place_by(&diagnosers);
         Cycle {
+            in_place,
+            missed: Vec::new(),
             runner,
             shared,
             limiter,
@@ -161,7 +174,8 @@ impl Cycle {
                 }
             }
         });
-        let mut next = Instant::now() + jitter(policy.interval.into(), self.name());
+        let grid = Grid::of(policy.interval.into(), self.name());
+        let mut next = grid.first();
         loop {
             self.promise(next.saturating_duration_since(Instant::now()));
             let pushed = tokio::select! {
@@ -196,9 +210,9 @@ impl Cycle {
                 Step::Recovered => now + Duration::from(policy.grace),
                 Step::Checked if was_push => next,
                 Step::Checked if self.tracker.all_escalated() => {
-                    now + Duration::from(policy.escalated_interval)
+                    grid.after(now, policy.escalated_interval.into())
                 }
-                Step::Checked => now + Duration::from(policy.interval),
+                Step::Checked => grid.after(now, policy.interval.into()),
             };
         }
         forward.abort();
@@ -248,25 +262,31 @@ impl Cycle {
 
     async fn step(&mut self, pushed: Option<Observation>) -> Step {
         let was_push = pushed.is_some();
-        let started = Instant::now();
-        let (seen, checked) = match pushed {
-            Some(seen) => (seen, true),
-            None => self.check().await,
-        };
-        let took = if was_push {
-            Duration::ZERO
+        let (seen, checked, findings, diagnosed, took) = if self.in_place {
+            self.observe(pushed).await
         } else {
-            started.elapsed()
+            let started = Instant::now();
+            let (seen, checked) = match pushed {
+                Some(seen) => (seen, true),
+                None => self.check().await,
+            };
+            let took = if was_push {
+                Duration::ZERO
+            } else {
+                started.elapsed()
+            };
+            self.note_status(&seen, was_push, took);
+            let (findings, diagnosed) = self.diagnose(&seen, checked).await;
+            (seen, checked, findings, diagnosed, took)
         };
-        self.note_status(&seen, was_push, took);
-        let seen_status = seen.status;
-        let (findings, diagnosed) = self.diagnose(&seen, checked).await;
-        let conclusive = checked && diagnosed && seen_status != Status::Unknown;
+        let conclusive = checked && diagnosed && seen.status != Status::Unknown;
         self.after_diagnosis(&findings, conclusive);
         self.show(&seen, (!was_push).then_some(took));
-        self.history.push_back(seen);
-        while self.history.len() > self.history_len {
-            self.history.pop_front();
+        if !self.in_place {
+            self.history.push_back(seen);
+            while self.history.len() > self.history_len {
+                self.history.pop_front();
+            }
         }
         // Never act on false evidence: a check that could not tell (it
         // failed, timed out, or said UNKNOWN) resolves nothing, and only
@@ -327,6 +347,158 @@ impl Cycle {
         });
     }
 
+    /// A check (or a pushed observation) diagnosed in the monitor's worker,
+    /// which keeps the history: one call instead of one per plugin, and
+    /// the history never crosses. The worker enforces the check's and each
+    /// diagnoser's deadline; healer's own is for the machinery.
+    async fn observe(
+        &mut self,
+        pushed: Option<Observation>,
+    ) -> (Observation, bool, Vec<Finding>, bool, Duration) {
+        let policy = self.runner.target.policy;
+        let within: Duration = policy.timeout.into();
+        let plugins = 1 + u32::try_from(self.runner.diagnosers.len()).unwrap_or(u32::MAX);
+        let deadline = within.saturating_mul(plugins) + MACHINERY_SLACK;
+        self.promise(deadline);
+        let was_push = pushed.is_some();
+        let started = Instant::now();
+        let diagnosers: Vec<_> = self.runner.diagnosers.iter().map(|(_, d)| d).collect();
+        let observing = Observing {
+            pushed: pushed.as_ref(),
+            missed: &self.missed,
+            keep: self.history_len,
+            within,
+        };
+        let observed = timeout(
+            deadline,
+            self.runner.monitor.observe(&diagnosers, observing),
+        )
+        .await;
+        let took = if was_push {
+            Duration::ZERO
+        } else {
+            started.elapsed()
+        };
+        let plugin = self.runner.target.monitor.plugin.clone();
+        let observed = match observed {
+            Ok(Ok(observed)) => {
+                self.missed.clear();
+                observed
+            }
+            // healer's side failed (the worker crashed or stopped
+            // answering): the worker's history never saw this.
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => crate::redact::text_of(&error),
+                    _ => format!("no answer within {}", humantime::format_duration(deadline)),
+                };
+                // What was pushed is still evidence; only its diagnosis
+                // is missing, so it concludes nothing.
+                let (seen, role, plugin) = match pushed {
+                    Some(seen) => (seen, Role::Diagnoser, self.runner.diagnosers[0].0.clone()),
+                    None => (
+                        Observation::unknown(format!("check failed: {error}")),
+                        Role::Monitor,
+                        plugin,
+                    ),
+                };
+                self.emit(Event::PluginFailed {
+                    target: self.name().to_owned(),
+                    role,
+                    plugin,
+                    error,
+                });
+                self.remember_missed(seen.clone());
+                self.note_status(&seen, was_push, took);
+                return if was_push {
+                    (seen, true, Vec::new(), false, took)
+                } else {
+                    let findings = self.undiagnosed(&seen);
+                    (seen, false, findings, true, took)
+                };
+            }
+        };
+        let (seen, checked) = match observed.checked {
+            Checked::Seen(seen) => (seen, true),
+            Checked::Failed(error) => {
+                let error = crate::redact::text_of(&error);
+                let summary = format!("check failed: {error}");
+                self.emit(Event::PluginFailed {
+                    target: self.name().to_owned(),
+                    role: Role::Monitor,
+                    plugin,
+                    error,
+                });
+                (Observation::unknown(summary), false)
+            }
+            Checked::TimedOut => {
+                self.emit(Event::PluginTimedOut {
+                    target: self.name().to_owned(),
+                    role: Role::Monitor,
+                    plugin,
+                    after: policy.timeout,
+                });
+                (
+                    Observation::unknown(format!("check timed out after {}", policy.timeout)),
+                    false,
+                )
+            }
+        };
+        self.note_status(&seen, was_push, took);
+        if observed.diagnoses.is_empty() {
+            let findings = self.undiagnosed(&seen);
+            return (seen, checked, findings, true, took);
+        }
+        let mut findings = Vec::new();
+        let mut complete = true;
+        for ((diagnoser, _), diagnosis) in self.runner.diagnosers.iter().zip(observed.diagnoses) {
+            match diagnosis {
+                Diagnosis::Found(found) => findings.extend(found),
+                Diagnosis::Failed(error) => {
+                    complete = false;
+                    self.events.emit(Event::PluginFailed {
+                        target: self.runner.target.name.clone(),
+                        role: Role::Diagnoser,
+                        plugin: diagnoser.clone(),
+                        error: crate::redact::text_of(&error),
+                    });
+                }
+                Diagnosis::TimedOut => {
+                    complete = false;
+                    self.events.emit(Event::PluginTimedOut {
+                        target: self.runner.target.name.clone(),
+                        role: Role::Diagnoser,
+                        plugin: diagnoser.clone(),
+                        after: policy.timeout,
+                    });
+                }
+            }
+        }
+        (seen, checked, findings, complete, took)
+    }
+
+    /// Keeps an observation the worker's history lacks, for the next call.
+    fn remember_missed(&mut self, seen: Observation) {
+        self.missed.push(seen);
+        if self.missed.len() > self.history_len {
+            self.missed.remove(0);
+        }
+    }
+
+    /// With no diagnosis, the observation itself when it is not OK:
+    /// `<monitor>.<status>`.
+    fn undiagnosed(&self, seen: &Observation) -> Vec<Finding> {
+        if seen.status == Status::Ok {
+            return Vec::new();
+        }
+        let kind = format!(
+            "{}.{}",
+            self.runner.target.monitor.plugin,
+            seen.status.as_str().to_lowercase()
+        );
+        vec![Finding::new(kind, seen.status, seen.summary.clone())]
+    }
+
     /// Findings from the diagnosers, or, with none configured (or when the
     /// check itself failed, which diagnosers cannot interpret), the
     /// observation itself when it is not OK (`<monitor>.<status>`). The flag
@@ -335,18 +507,7 @@ impl Cycle {
         // An UNKNOWN observation is `<monitor>.unknown`: no diagnoser can
         // read evidence into it that is not there.
         if self.runner.diagnosers.is_empty() || !checked || seen.status == Status::Unknown {
-            if seen.status == Status::Ok {
-                return (Vec::new(), true);
-            }
-            let kind = format!(
-                "{}.{}",
-                self.runner.target.monitor.plugin,
-                seen.status.as_str().to_lowercase()
-            );
-            return (
-                vec![Finding::new(kind, seen.status, seen.summary.clone())],
-                true,
-            );
+            return (self.undiagnosed(seen), true);
         }
         let deadline: Duration = self.runner.target.policy.timeout.into();
         self.promise(deadline * self.runner.diagnosers.len() as u32);
@@ -618,7 +779,48 @@ fn is_unknown(kind: &str) -> bool {
 }
 
 /// A random share of `interval`, so targets do not all fire at once.
-fn jitter(interval: Duration, name: &str) -> Duration {
-    let random = std::collections::hash_map::RandomState::new().hash_one(name);
-    interval.mul_f64((random % 10_000) as f64 / 10_000.0)
+/// When a target's checks fall due: on a fixed-rate grid (a slow check
+/// does not stretch the period), at one of [`SLOTS`] phases of the
+/// interval chosen from the target's name. Targets spread over the slots,
+/// so they do not all fire at once, and the targets of one slot fire in
+/// the same instant: their checks reach a plugin worker as one batch, and
+/// the threads on their way wake once per slot instead of once per check.
+struct Grid {
+    /// The first check.
+    origin: Instant,
+}
+
+/// Phases per interval: 20 ms apart at 1 s.
+const SLOTS: u64 = 50;
+
+impl Grid {
+    fn of(interval: Duration, name: &str) -> Grid {
+        let slot = std::collections::hash_map::RandomState::new().hash_one(name) % SLOTS;
+        // One origin for every target of this run, so that targets of one
+        // slot share their deadlines to the nanosecond.
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        let phase = interval.mul_f64(slot as f64 / SLOTS as f64);
+        let mut origin = epoch + phase;
+        let now = Instant::now();
+        if origin < now {
+            origin +=
+                interval.mul_f64(((now - origin).as_secs_f64() / interval.as_secs_f64()).ceil());
+        }
+        Grid { origin }
+    }
+
+    fn first(&self) -> Instant {
+        self.origin
+    }
+
+    /// The first point of the grid of `every` after `now`.
+    fn after(&self, now: Instant, every: Duration) -> Instant {
+        if every.is_zero() || now < self.origin {
+            return self.origin.max(now);
+        }
+        let passed = (now - self.origin).as_nanos() / every.as_nanos();
+        let steps = u32::try_from(passed + 1).unwrap_or(u32::MAX);
+        self.origin + every * steps
+    }
 }

@@ -17,12 +17,13 @@ use std::pin::Pin;
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use async_ffi::FfiFuture;
 use healer_plugin_sdk::ffi::{
-    DiagnoserBox, MonitorBox, ObservationFfi, PackageRef, PluginKind, RecovererBox,
+    DiagnoserBox, FindingFfi, MonitorBox, ObservationFfi, PackageRef, PluginKind, RecovererBox,
 };
 use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use serde_json::Value;
 
 use super::loader::Package;
+use super::remote::RemoteInstance;
 use crate::events::Events;
 
 /// A plugin call under way.
@@ -88,6 +89,47 @@ pub trait Instance: Send + Sync {
     ) -> Call<'a, Result<Vec<Finding>, String>>;
     /// A recoverer's attempt.
     fn recover<'a>(&'a self, recovery: &'a Recovery) -> Call<'a, Result<Outcome, String>>;
+    /// The instance itself when it lives in this process.
+    fn local(&self) -> Option<&Local> {
+        None
+    }
+    /// The instance itself when a worker serves it.
+    fn remote(&self) -> Option<&RemoteInstance> {
+        None
+    }
+}
+
+/// How a check went when its diagnosis ran where it ran.
+pub enum Checked {
+    Seen(Observation),
+    Failed(String),
+    TimedOut,
+}
+
+/// How one diagnoser's diagnosis went, in the worker.
+pub enum Diagnosis {
+    Found(Vec<Finding>),
+    Failed(String),
+    TimedOut,
+}
+
+/// A check and its diagnoses; no diagnoses when the check failed or said
+/// UNKNOWN.
+pub struct Observed {
+    pub checked: Checked,
+    pub diagnoses: Vec<Diagnosis>,
+}
+
+/// What an observation in the worker is asked to do.
+pub struct Observing<'a> {
+    /// What the monitor pushed, diagnosed instead of a check.
+    pub pushed: Option<&'a Observation>,
+    /// What the worker's history lacks, oldest first.
+    pub missed: &'a [Observation],
+    /// Observations the worker keeps for the diagnosers.
+    pub keep: usize,
+    /// The deadline of the check and of each diagnosis.
+    pub within: std::time::Duration,
 }
 
 impl Package {
@@ -155,6 +197,38 @@ impl MonitorHandle {
     /// The next observation the monitor pushes; `None` once it never will.
     pub async fn next_push(&self) -> Option<Observation> {
         self.0.next_push().await
+    }
+
+    /// Whether its checks can be diagnosed by `diagnosers` where they run:
+    /// all are served by the same worker.
+    pub fn diagnosed_in_place_by(&self, diagnosers: &[&DiagnoserHandle]) -> bool {
+        let Some(monitor) = self.0.remote() else {
+            return false;
+        };
+        !diagnosers.is_empty()
+            && diagnosers.iter().all(|diagnoser| {
+                diagnoser
+                    .0
+                    .remote()
+                    .is_some_and(|remote| remote.same_worker_as(monitor))
+            })
+    }
+
+    /// A check (or a pushed observation) diagnosed where it ran, by
+    /// `diagnosers`; see [`diagnosed_in_place_by`](Self::diagnosed_in_place_by).
+    /// An error is healer's own machinery failing (the worker crashed).
+    pub async fn observe(
+        &self,
+        diagnosers: &[&DiagnoserHandle],
+        observing: Observing<'_>,
+    ) -> Result<Observed, String> {
+        let monitor = self
+            .0
+            .remote()
+            .ok_or_else(|| "this monitor is not served by a worker".to_owned())?;
+        let diagnosers: Vec<&RemoteInstance> =
+            diagnosers.iter().filter_map(|d| d.0.remote()).collect();
+        monitor.observe(&diagnosers, observing).await
     }
 }
 
@@ -256,7 +330,7 @@ impl Backend for InProcess {
 }
 
 /// An instance living in this process.
-enum Local {
+pub enum Local {
     Monitor(MonitorBox),
     Diagnoser(DiagnoserBox),
     Recoverer(RecovererBox),
@@ -266,7 +340,41 @@ fn not_a(kind: &str) -> String {
     format!("this plugin is not a {kind}")
 }
 
+impl Local {
+    /// A check, as the package answered it (details still JSON text).
+    pub async fn check_raw(&self) -> Result<ObservationFfi, String> {
+        let Local::Monitor(monitor) = self else {
+            return Err(not_a("monitor"));
+        };
+        monitor
+            .check()
+            .await
+            .into_result()
+            .map_err(RString::into_string)
+    }
+
+    /// A diagnosis of observations as the package gave them.
+    pub async fn diagnose_raw(
+        &self,
+        latest: ObservationFfi,
+        history: RVec<ObservationFfi>,
+    ) -> Result<RVec<FindingFfi>, String> {
+        let Local::Diagnoser(diagnoser) = self else {
+            return Err(not_a("diagnoser"));
+        };
+        diagnoser
+            .diagnose(latest, history)
+            .await
+            .into_result()
+            .map_err(RString::into_string)
+    }
+}
+
 impl Instance for Local {
+    fn local(&self) -> Option<&Local> {
+        Some(self)
+    }
+
     fn check(&self) -> Call<'_, Result<Observation, String>> {
         Box::pin(async move {
             let Local::Monitor(monitor) = self else {

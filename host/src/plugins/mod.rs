@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 pub use catalog::Catalog;
 pub use healer_plugin_sdk::ffi::PluginKind;
-pub use instance::{DiagnoserHandle, MonitorHandle, RecovererHandle, WorkerHealth};
+pub use instance::{
+    Checked, DiagnoserHandle, Diagnosis, MonitorHandle, Observing, RecovererHandle, WorkerHealth,
+};
 pub use loader::{load, load_opened, LoadError, Package, PluginInfo};
 pub use remote::WorkerLimits;
 

@@ -39,9 +39,11 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LinesCodec, LinesCodecError};
 
 use super::identity::Identity;
-use super::instance::{Backend, Call as Pending, Instance, WorkerHealth};
+use super::instance::{
+    Backend, Call as Pending, Checked, Diagnosis, Instance, Observed, Observing, WorkerHealth,
+};
 use super::probe::{probe_all, signal_name, PROBE_WITHIN};
-use super::wire::{self, Answer, Call, FromWorker, Seen, ToWorker};
+use super::wire::{self, Answer, Call, FromWorker, Observe, Seen, ToWorker};
 use super::PluginKind;
 use crate::config::PackagePolicy;
 use crate::events::{Event, Events};
@@ -819,7 +821,7 @@ impl Backend for Remote {
 }
 
 /// An instance in a worker, created again in each new worker.
-struct RemoteInstance {
+pub struct RemoteInstance {
     remote: Arc<Remote>,
     kind: PluginKind,
     name: String,
@@ -888,6 +890,61 @@ impl RemoteInstance {
         let (conn, id) = self.place().await?;
         self.remote.call_on(&conn, call(id)).await
     }
+
+    /// Whether `other` is served by the same workers.
+    pub fn same_worker_as(&self, other: &RemoteInstance) -> bool {
+        Arc::ptr_eq(&self.remote, &other.remote)
+    }
+
+    /// This monitor's check (or what it pushed), diagnosed in its worker by
+    /// `diagnosers` (instances of the same package) against the history
+    /// the worker keeps: one call, one frame each way.
+    pub async fn observe(
+        &self,
+        diagnosers: &[&RemoteInstance],
+        observing: Observing<'_>,
+    ) -> Result<Observed, String> {
+        let (conn, monitor) = self.place().await?;
+        let mut placed = Vec::with_capacity(diagnosers.len());
+        for diagnoser in diagnosers {
+            let (theirs, id) = diagnoser.place().await?;
+            if theirs.generation != conn.generation {
+                return Err(format!(
+                    "plugin worker for {} restarted during the call",
+                    self.remote.name
+                ));
+            }
+            placed.push(id);
+        }
+        let call = Call::Observe(Observe {
+            monitor,
+            pushed: observing.pushed.map(Seen::from),
+            missed: observing.missed.iter().map(Seen::from).collect(),
+            diagnosers: placed,
+            keep: u32::try_from(observing.keep).unwrap_or(u32::MAX),
+            within_ms: u64::try_from(observing.within.as_millis()).unwrap_or(u64::MAX),
+        });
+        match self.remote.call_on(&conn, call).await? {
+            Answer::Observed { checked, diagnoses } => Ok(Observed {
+                checked: match checked {
+                    wire::Checked::Seen(seen) => Checked::Seen(Observation::from(seen)),
+                    wire::Checked::Failed(error) => Checked::Failed(error),
+                    wire::Checked::TimedOut => Checked::TimedOut,
+                },
+                diagnoses: diagnoses
+                    .into_iter()
+                    .map(|diagnosis| match diagnosis {
+                        wire::Diagnosis::Found(found) => {
+                            Diagnosis::Found(found.into_iter().map(Finding::from).collect())
+                        }
+                        wire::Diagnosis::Failed(error) => Diagnosis::Failed(error),
+                        wire::Diagnosis::TimedOut => Diagnosis::TimedOut,
+                    })
+                    .collect(),
+            }),
+            other => unexpected(other),
+        }
+    }
 }
 
 fn unexpected<T>(answer: Answer) -> Result<T, String> {
@@ -897,6 +954,10 @@ fn unexpected<T>(answer: Answer) -> Result<T, String> {
 }
 
 impl Instance for RemoteInstance {
+    fn remote(&self) -> Option<&RemoteInstance> {
+        Some(self)
+    }
+
     fn check(&self) -> Pending<'_, Result<Observation, String>> {
         Box::pin(async move {
             match self.call(|instance| Call::Check { instance }).await? {

@@ -7,7 +7,7 @@
 //! cancelled call's task is aborted. A ping is answered once the package's
 //! runtime has run a task. Monitor instances forward what they push.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -16,7 +16,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use healer_plugin_sdk::{Observation, Recovery};
+use std::time::Duration;
+
+use abi_stable::std_types::RVec;
+use healer_plugin_sdk::ffi::ObservationFfi;
+use healer_plugin_sdk::{Observation, Recovery, Status};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 use tokio_util::codec::FramedRead;
@@ -25,7 +29,7 @@ use super::identity::{self, Identity};
 use super::instance::{Backend, Instance};
 use super::load_opened;
 use super::remote::{lock, WORKER_FD};
-use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Seen, ToWorker};
+use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Observe, Seen, ToWorker};
 
 /// `healer worker --serve FILE --identity JSON --shown-as NAME`.
 pub fn serve(file: &Path, identity: &str, shown: &Path) -> ExitCode {
@@ -94,6 +98,9 @@ struct Held {
     running: HashMap<u64, AbortHandle>,
     /// Push forwarders, by instance.
     forwarding: HashMap<u64, AbortHandle>,
+    /// The observations before the latest, oldest first, of each monitor
+    /// whose checks are diagnosed here.
+    histories: HashMap<u64, VecDeque<ObservationFfi>>,
 }
 
 type Shared = Arc<Mutex<Held>>;
@@ -144,6 +151,7 @@ async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
             ToWorker::Drop { instance } => {
                 let mut held = lock(&held);
                 held.instances.remove(&instance);
+                held.histories.remove(&instance);
                 if let Some(forwarder) = held.forwarding.remove(&instance) {
                     forwarder.abort();
                 }
@@ -217,6 +225,99 @@ async fn run(
             let outcome = instance(number)?.recover(&recovery).await?;
             Ok(Answer::outcome(&outcome))
         }
+        Call::Observe(observe) => observe_here(held, observe).await,
+    }
+}
+
+/// A check (or what was pushed) and its diagnoses, here, against the
+/// history kept here: see [`wire::Observe`]. Each call has its own
+/// deadline; the history is taken out while the call runs, so no lock is
+/// held across a plugin call.
+async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String> {
+    let local = |number: u64| {
+        let instance = lock(held).instances.get(&number).cloned();
+        instance.ok_or_else(|| {
+            format!("healer asked for instance {number}, which this worker does not have")
+        })
+    };
+    let monitor = local(observe.monitor)?;
+    let diagnosers = observe
+        .diagnosers
+        .iter()
+        .map(|&number| local(number))
+        .collect::<Result<Vec<_>, _>>()?;
+    let not_here = || "this instance is not loaded in the worker".to_owned();
+    let within = Duration::from_millis(observe.within_ms);
+    let keep = usize::try_from(observe.keep).unwrap_or(usize::MAX).max(1);
+    let checked = match observe.pushed {
+        Some(seen) => Ok(ObservationFfi::from(seen)),
+        None => {
+            let check = monitor.local().ok_or_else(not_here)?.check_raw();
+            match tokio::time::timeout(within, check).await {
+                Ok(Ok(seen)) => Ok(seen),
+                Ok(Err(error)) => Err(wire::Checked::Failed(error)),
+                Err(_) => Err(wire::Checked::TimedOut),
+            }
+        }
+    };
+    let mut history = lock(held)
+        .histories
+        .remove(&observe.monitor)
+        .unwrap_or_default();
+    for seen in observe.missed {
+        remember(&mut history, ObservationFfi::from(seen), keep);
+    }
+    let latest = match checked {
+        Ok(latest) => latest,
+        Err(failed) => {
+            let summary = match &failed {
+                wire::Checked::Failed(error) => format!("check failed: {error}"),
+                _ => format!(
+                    "check timed out after {}",
+                    humantime::format_duration(within)
+                ),
+            };
+            let unknown = ObservationFfi::from(&Observation::unknown(summary));
+            remember(&mut history, unknown, keep);
+            lock(held).histories.insert(observe.monitor, history);
+            return Ok(Answer::Observed {
+                checked: failed,
+                diagnoses: Vec::new(),
+            });
+        }
+    };
+    let mut diagnoses = Vec::new();
+    // An UNKNOWN observation holds no evidence to diagnose.
+    if latest.status != Status::Unknown {
+        let before: RVec<ObservationFfi> = history.iter().cloned().collect();
+        for diagnoser in &diagnosers {
+            let diagnosis = diagnoser
+                .local()
+                .ok_or_else(not_here)?
+                .diagnose_raw(latest.clone(), before.clone());
+            diagnoses.push(match tokio::time::timeout(within, diagnosis).await {
+                Ok(Ok(found)) => {
+                    wire::Diagnosis::Found(found.into_iter().map(Found::from).collect())
+                }
+                Ok(Err(error)) => wire::Diagnosis::Failed(error),
+                Err(_) => wire::Diagnosis::TimedOut,
+            });
+        }
+    }
+    let seen = Seen::from(&latest);
+    remember(&mut history, latest, keep);
+    lock(held).histories.insert(observe.monitor, history);
+    Ok(Answer::Observed {
+        checked: wire::Checked::Seen(seen),
+        diagnoses,
+    })
+}
+
+/// Keeps `seen` as the newest of at most `keep` observations.
+fn remember(history: &mut VecDeque<ObservationFfi>, seen: ObservationFfi, keep: usize) {
+    history.push_back(seen);
+    while history.len() > keep {
+        history.pop_front();
     }
 }
 

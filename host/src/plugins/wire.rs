@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use futures_util::SinkExt;
+use healer_plugin_sdk::ffi::{FindingFfi, MetricFfi, ObservationFfi};
 use healer_plugin_sdk::{Finding, Metric, Observation, Outcome, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -68,6 +69,44 @@ pub enum Call {
     },
     /// A recovery (a JSON `Recovery`) by a recoverer instance.
     Recover { instance: u64, recovery: String },
+    /// A check and its diagnosis in one call, the history kept here.
+    Observe(Observe),
+}
+
+/// A monitor's check (or what it pushed) diagnosed in the worker, by
+/// diagnosers of the same package, against the history the worker keeps
+/// for that monitor: nothing but the latest observation crosses.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Observe {
+    pub monitor: u64,
+    /// What the monitor pushed: diagnosed instead of a check.
+    pub pushed: Option<Seen>,
+    /// What healer recorded that the worker never saw (a check that timed
+    /// out on healer's side, a worker that crashed), oldest first: kept in
+    /// the history before the latest.
+    pub missed: Vec<Seen>,
+    /// Diagnoser instances, in the target's order.
+    pub diagnosers: Vec<u64>,
+    /// Observations to keep.
+    pub keep: u32,
+    /// The check's deadline, and each diagnoser's, in milliseconds.
+    pub within_ms: u64,
+}
+
+/// How a check went, on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Checked {
+    Seen(Seen),
+    Failed(String),
+    TimedOut,
+}
+
+/// How one diagnoser's diagnosis went, on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Diagnosis {
+    Found(Vec<Found>),
+    Failed(String),
+    TimedOut,
 }
 
 /// One message from a worker to healer.
@@ -97,6 +136,12 @@ pub enum Answer {
     Findings(Vec<Found>),
     /// A recovery's outcome.
     Outcome { summary: String, details: String },
+    /// An observation and its diagnoses, one per diagnoser (none when the
+    /// check failed or said UNKNOWN: no diagnoser can read those).
+    Observed {
+        checked: Checked,
+        diagnoses: Vec<Diagnosis>,
+    },
 }
 
 /// A plugin kind on the wire.
@@ -128,7 +173,7 @@ impl From<Kind> for PluginKind {
 }
 
 /// An [`Observation`] on the wire.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Seen {
     status: Status,
     summary: String,
@@ -172,6 +217,52 @@ impl From<Seen> for Observation {
                 .map(|(name, value, unit)| Metric { name, value, unit })
                 .collect(),
             details: details_from_text(&seen.details),
+        }
+    }
+}
+
+impl From<&ObservationFfi> for Seen {
+    fn from(seen: &ObservationFfi) -> Seen {
+        Seen {
+            status: seen.status,
+            summary: seen.summary.to_string(),
+            metrics: seen
+                .metrics
+                .iter()
+                .map(|m| (m.name.to_string(), m.value, m.unit.to_string()))
+                .collect(),
+            // Already JSON text: passed on as it is.
+            details: seen.details.to_string(),
+        }
+    }
+}
+
+impl From<Seen> for ObservationFfi {
+    fn from(seen: Seen) -> ObservationFfi {
+        ObservationFfi {
+            status: seen.status,
+            summary: seen.summary.into(),
+            metrics: seen
+                .metrics
+                .into_iter()
+                .map(|(name, value, unit)| MetricFfi {
+                    name: name.into(),
+                    value,
+                    unit: unit.into(),
+                })
+                .collect(),
+            details: seen.details.into(),
+        }
+    }
+}
+
+impl From<FindingFfi> for Found {
+    fn from(found: FindingFfi) -> Found {
+        Found {
+            kind: found.kind.into_string(),
+            severity: found.severity,
+            summary: found.summary.into_string(),
+            details: found.details.into_string(),
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct HttpDiagnoser(Config);
 impl Diagnoser for HttpDiagnoser {
     type Config = Config;
     const NAME: &'static str = "http";
+    // Reads only the observations: runs in place, no thread hop.
+    const BLOCKS: bool = false;
     const DESCRIPTION: &'static str =
         "http.status_5xx, .status_4xx, .timeout, .refused, .certificate, .slow, .body_mismatch, .error";
     const SAMPLE_CONFIG: &'static str =

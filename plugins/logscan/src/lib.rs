@@ -132,6 +132,8 @@ pub struct LogDiagnoser(Vec<(Regex, Pattern)>);
 impl Diagnoser for LogDiagnoser {
     type Config = DiagnoserConfig;
     const NAME: &'static str = "logscan";
+    // Reads only the observations: runs in place, no thread hop.
+    const BLOCKS: bool = false;
     const DESCRIPTION: &'static str =
         "a finding per pattern that new log lines match (kind and severity per pattern)";
     const SAMPLE_CONFIG: &'static str = r#"patterns = [

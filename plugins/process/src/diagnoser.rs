@@ -30,6 +30,8 @@ pub struct ProcessDiagnoser(Config);
 impl Diagnoser for ProcessDiagnoser {
     type Config = Config;
     const NAME: &'static str = "process";
+    // Reads only the observations: runs in place, no thread hop.
+    const BLOCKS: bool = false;
     const DESCRIPTION: &'static str =
         "process.not_running, .memory_high, .cpu_high (for N samples), .restart_loop";
     const SAMPLE_CONFIG: &'static str = r#"max_rss = "512MiB"   # process.memory_high above this (units required)

@@ -224,6 +224,8 @@ pub struct NoOptions {}
 impl Diagnoser for SystemDiagnoser {
     type Config = NoOptions;
     const NAME: &'static str = "system";
+    // Reads only the observations: runs in place, no thread hop.
+    const BLOCKS: bool = false;
     const DESCRIPTION: &'static str = "system.cpu_high, .memory_high, .disk_full, .load_high";
 
     fn new(_: NoOptions) -> Result<Self, Error> {
