@@ -3,7 +3,9 @@
 # FastAPI service, same machine, same wrk load. Needs wrk (apt-get install
 # -y wrk) and Python 3 with venv; installs fastapi, uvicorn, pyyaml into
 # target/bench-intake/venv. Prints wrk's summaries; record them in
-# docs/PERFORMANCE.md.
+# docs/PERFORMANCE.md. HEALER_BIN_DIR=DIR takes healer and its plugins from
+# DIR instead of building (cargo build --release, target/release).
+# distinct.sh is the same load with a distinct anomaly name per request.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -17,15 +19,21 @@ if [ ! -x "$work/venv/bin/uvicorn" ]; then
     python3 -m venv "$work/venv"
     "$work/venv/bin/pip" install -q fastapi uvicorn pyyaml
 fi
-(cd "$root" && cargo build --release -q)
-mkdir -p "$root/target/plugins"
-install -m 0644 "$root"/target/release/libhealer_plugin_*.so "$root/target/plugins/"
+if [ -n "${HEALER_BIN_DIR:-}" ]; then
+    bin=$(cd "$HEALER_BIN_DIR" && pwd)
+else
+    (cd "$root" && cargo build --release -q)
+    bin="$root/target/release"
+fi
+mkdir -p "$work/plugins"
+install -m 0644 "$bin"/libhealer_plugin_*.so "$work/plugins/"
+chmod 0755 "$work/plugins"
 
 cleanup() { kill "${seed:-}" "${healer:-}" 2>/dev/null || true; }
 trap cleanup EXIT
 (cd "$here" && exec "$work/venv/bin/uvicorn" seed_autohealer:app --port 8001 --log-level warning) > "$work/seed.log" 2>&1 &
 seed=$!
-(cd "$here" && exec "$root/target/release/healer" --config healer.toml run) 2> "$work/healer.stderr" &
+(cd "$here" && exec "$bin/healer" --config healer.toml --plugins-dir "$work/plugins" run) 2> "$work/healer.stderr" &
 healer=$!
 for port in 8001 8002; do
     for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
