@@ -11,6 +11,7 @@
 # Loopback only; every run is bounded (WARMUP + MEASURE seconds).
 # Usage: bench/scale/run.sh [N ...]      (default: 100 1000)
 #        MONIT_MAX=1000 WARMUP=10 MEASURE=30 DIAGNOSE=1 (0: no http diagnoser)
+#        ISOLATION=in-process (the http package loaded into healer, no worker)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -109,6 +110,7 @@ for n in "${sizes[@]}"; do
     {
         printf '[healer]\ninterval = "1s"\ntimeout = "5s"\nplugins_dir = "%s/plugins"\nstate_dir = "%s/state-%s"\nlog_file = "%s/healer-%s.log"\nlog_level = "warn"\n' \
             "$work" "$work" "$n" "$work" "$n"
+        [ -z "${ISOLATION:-}" ] || printf '[plugins]\nisolation = "%s"\n' "$ISOLATION"
         for i in $(seq 1 "$n"); do
             printf '[[target]]\nname = "t%d"\nmonitor = { plugin = "http", url = "http://127.0.0.1:%d/t%d" }\n' "$i" "$port" "$i"
             [ "${DIAGNOSE:-1}" = 0 ] || printf '[[target.diagnose]]\nplugin = "http"\n'

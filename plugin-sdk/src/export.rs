@@ -318,7 +318,7 @@ fn new_recoverer_instance<R: Recoverer>(config_json: &str) -> Result<RecovererBo
 /// blocked by a pending `next_push`.
 struct MonitorInstance<M> {
     monitor: Arc<Mutex<M>>,
-    pushed: Arc<Mutex<mpsc::Receiver<Observation>>>,
+    pushed: Arc<Mutex<mpsc::Receiver<Box<Observation>>>>,
 }
 
 impl<M: Monitor> MonitorFfi for MonitorInstance<M> {
@@ -337,7 +337,7 @@ impl<M: Monitor> MonitorFfi for MonitorInstance<M> {
         let pushed = Arc::clone(&self.pushed);
         let next = spawn(async move {
             let next = pushed.lock().await.recv().await;
-            Ok(next.map(ObservationFfi::from))
+            Ok(next.map(|seen| ObservationFfi::from(*seen)))
         });
         async move {
             match next.await {

@@ -114,12 +114,23 @@ pub(crate) const PUSH_BACKLOG: usize = 64;
 /// Cheap to clone; dropping every clone tells the host no more will come.
 #[derive(Clone, Debug)]
 pub struct Push {
-    sender: mpsc::Sender<Observation>,
+    sender: Sender,
+}
+
+/// Where pushed observations go: boxed on the way to the host (a
+/// channel's slots are allocated 32 at a time, one channel per monitor,
+/// thousands of monitors), as they are in a test's [`Push::channel`].
+#[derive(Clone, Debug)]
+enum Sender {
+    ToHost(mpsc::Sender<Box<Observation>>),
+    ToTest(mpsc::Sender<Observation>),
 }
 
 impl Push {
-    pub(crate) fn new(sender: mpsc::Sender<Observation>) -> Push {
-        Push { sender }
+    pub(crate) fn new(sender: mpsc::Sender<Box<Observation>>) -> Push {
+        Push {
+            sender: Sender::ToHost(sender),
+        }
     }
 
     /// A `Push` whose observations arrive on the returned receiver (up to
@@ -127,17 +138,26 @@ impl Push {
     /// host.
     pub fn channel() -> (Push, mpsc::Receiver<Observation>) {
         let (sender, pushed) = mpsc::channel(PUSH_BACKLOG);
-        (Push { sender }, pushed)
+        let push = Push {
+            sender: Sender::ToTest(sender),
+        };
+        (push, pushed)
     }
 
     /// Reports an observation now. Returns `false` if it was dropped because
     /// the host is not keeping up or no longer listens.
     pub fn send(&self, observation: Observation) -> bool {
-        self.sender.try_send(observation).is_ok()
+        match &self.sender {
+            Sender::ToHost(sender) => sender.try_send(Box::new(observation)).is_ok(),
+            Sender::ToTest(sender) => sender.try_send(observation).is_ok(),
+        }
     }
 
     /// Whether the host has stopped listening (the instance was dropped).
     pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        match &self.sender {
+            Sender::ToHost(sender) => sender.is_closed(),
+            Sender::ToTest(sender) => sender.is_closed(),
+        }
     }
 }

@@ -23,12 +23,18 @@ impl fmt::Display for Location {
 #[derive(Clone, Debug, Default)]
 pub struct Source {
     text: String,
+    /// Where each line starts: a location is a binary search, so
+    /// locating every target of a large config stays linear.
+    line_starts: Vec<usize>,
 }
 
 impl Source {
     /// Wraps the config's text.
     pub fn new(text: String) -> Source {
-        Source { text }
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        Source { text, line_starts }
     }
 
     /// The whole text.
@@ -38,13 +44,18 @@ impl Source {
 
     /// The location of a byte offset.
     pub fn locate(&self, offset: usize) -> Location {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before
-            .rfind('\n')
-            .map_or(before.len(), |nl| before.len() - nl - 1)
-            + 1;
-        Location { line, column }
+        let offset = offset.min(self.text.len());
+        // The last line starting at or before the offset.
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self
+            .line_starts
+            .get(line.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        Location {
+            line: line.max(1),
+            column: offset - start + 1,
+        }
     }
 
     /// Where `key` is written inside the table whose span is `table`: a

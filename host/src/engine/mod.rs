@@ -18,6 +18,7 @@
 
 mod target;
 
+use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -177,8 +178,15 @@ pub async fn build(
 ) -> Result<Vec<Runner>, Vec<String>> {
     let mut runners = Vec::new();
     let mut errors = Vec::new();
-    for target in config.targets.iter().filter(|t| t.enabled) {
-        match build_target(target, catalog).await {
+    // Concurrently: a worker gets the creations in batches.
+    let enabled: Vec<&Target> = config.targets.iter().filter(|t| t.enabled).collect();
+    let built: Vec<_> =
+        futures_util::stream::iter(enabled.iter().map(|t| build_target(t, catalog)))
+            .buffered(crate::plugins::CHECKS_IN_FLIGHT)
+            .collect()
+            .await;
+    for (target, built) in enabled.into_iter().zip(built) {
+        match built {
             Ok(mut runner) => {
                 runner.saved = saved.remove(&target.name).unwrap_or_default();
                 runner.pause = pauses.remove(&target.name);

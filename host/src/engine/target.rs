@@ -165,11 +165,12 @@ impl Cycle {
     ) -> Tracker {
         self.slot = Some(slot);
         let policy = self.runner.target.policy;
-        let (push_sender, mut pushes) = mpsc::channel(16);
+        // Boxed: a channel's slots are allocated 32 at a time.
+        let (push_sender, mut pushes) = mpsc::channel::<Box<Observation>>(16);
         let monitor = Arc::clone(&self.runner.monitor);
         let forward = tokio::spawn(async move {
             while let Some(seen) = monitor.next_push().await {
-                if push_sender.send(seen).await.is_err() {
+                if push_sender.send(Box::new(seen)).await.is_err() {
                     break;
                 }
             }
@@ -180,7 +181,7 @@ impl Cycle {
             self.promise(next.saturating_duration_since(Instant::now()));
             let pushed = tokio::select! {
                 _ = sleep_until(next) => None,
-                Some(seen) = pushes.recv() => Some(seen),
+                Some(seen) = pushes.recv() => Some(*seen),
                 command = commands.recv() => match command {
                     Some(Command::Recheck) => {
                         debug!(target = %self.name(), "re-checking at once: a dependency recovered");
@@ -199,7 +200,9 @@ impl Cycle {
                 _ = shutdown.changed() => break,
             };
             let was_push = pushed.is_some();
-            let step = self.step(pushed).await;
+            // Boxed: a step's future is large and lives only while it
+            // runs; the loop at rest (10,000 of them) stays small.
+            let step = Box::pin(self.step(pushed)).await;
             if frozen_for_a_test(self.name()) {
                 // Debug builds only: a loop that stops making progress,
                 // as a bug would stop it, for the watchdog's test.

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt;
 use healer_plugin_sdk::ffi::PluginKind;
 use serde::Serialize;
 
@@ -16,6 +17,9 @@ use super::remote::Remote;
 use super::Isolation;
 use crate::config::{did_you_mean, Config, ConfigError, PackagePolicy, Plugins};
 use crate::events::Events;
+
+/// Config checks (or instance creations) in flight at once at start-up.
+pub const CHECKS_IN_FLIGHT: usize = 256;
 
 /// Every package found in a directory, and every file that failed.
 #[derive(Debug, Default, Serialize)]
@@ -180,6 +184,12 @@ impl Catalog {
         for workflow in config.workflows.values() {
             plugin_uses.extend(workflow.steps.iter().map(|step| &step.plugin));
         }
+        // Each distinct config is checked once, and the checks run
+        // concurrently (a worker gets them in batches): checking 10,000
+        // targets is as many calls in flight, not as many round trips.
+        let mut checks = Vec::new();
+        let mut distinct = HashMap::new();
+        let mut found = Vec::new();
         for plugin in plugin_uses {
             let Some(package) = self.find(plugin.kind, &plugin.plugin) else {
                 let names = self
@@ -216,11 +226,25 @@ impl Catalog {
                 });
                 continue;
             };
-            if let Err(err) = package
-                .check_config(plugin.kind, &plugin.plugin, &plugin.config)
-                .await
-            {
-                let mut error = config.plugin_error(plugin, &err);
+            let key = (
+                plugin.kind,
+                plugin.plugin.as_str(),
+                plugin.config.to_string(),
+            );
+            let next = checks.len();
+            let check = *distinct.entry(key).or_insert_with(|| {
+                checks.push(package.check_config(plugin.kind, &plugin.plugin, &plugin.config));
+                next
+            });
+            found.push((plugin, check));
+        }
+        let verdicts: Vec<Result<(), String>> = futures_util::stream::iter(checks)
+            .buffered(CHECKS_IN_FLIGHT)
+            .collect()
+            .await;
+        for (plugin, check) in found {
+            if let Err(err) = &verdicts[check] {
+                let mut error = config.plugin_error(plugin, err);
                 error.message = format!("{} {:?}: {}", plugin.kind, plugin.plugin, error.message);
                 errors.push(error);
             }

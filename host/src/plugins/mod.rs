@@ -17,7 +17,7 @@ mod wire;
 
 use serde::{Deserialize, Serialize};
 
-pub use catalog::Catalog;
+pub use catalog::{Catalog, CHECKS_IN_FLIGHT};
 pub use healer_plugin_sdk::ffi::PluginKind;
 pub use instance::{
     Checked, DiagnoserHandle, Diagnosis, MonitorHandle, Observing, RecovererHandle, WorkerHealth,

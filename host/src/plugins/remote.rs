@@ -143,7 +143,9 @@ struct Conn {
 #[derive(Default)]
 struct Open {
     calls: HashMap<u64, oneshot::Sender<Result<Answer, String>>>,
-    pushes: HashMap<u64, mpsc::Sender<Option<Observation>>>,
+    /// Boxed: a channel allocates its slots 32 at a time, and one
+    /// channel per monitor adds up at 10,000 targets.
+    pushes: HashMap<u64, mpsc::Sender<Option<Box<Observation>>>>,
     /// Set once the worker has ended: why.
     ended: Option<String>,
 }
@@ -169,7 +171,7 @@ impl Conn {
                 let last = seen.is_none();
                 if let Some(pushes) = open.pushes.get(&instance) {
                     // A full backlog drops the observation, as in-process.
-                    let _ = pushes.try_send(seen.map(Observation::from));
+                    let _ = pushes.try_send(seen.map(|seen| Box::new(Observation::from(seen))));
                 }
                 if last {
                     open.pushes.remove(&instance);
@@ -830,9 +832,9 @@ pub struct RemoteInstance {
     placed: tokio::sync::Mutex<Option<(u64, u64)>>,
     /// The push stream of its newest placement, not yet taken by
     /// `next_push`.
-    fresh: Mutex<Option<mpsc::Receiver<Option<Observation>>>>,
+    fresh: Mutex<Option<mpsc::Receiver<Option<Box<Observation>>>>>,
     /// The push stream `next_push` reads.
-    pushed: tokio::sync::Mutex<Option<mpsc::Receiver<Option<Observation>>>>,
+    pushed: tokio::sync::Mutex<Option<mpsc::Receiver<Option<Box<Observation>>>>>,
 }
 
 impl RemoteInstance {
@@ -976,9 +978,13 @@ impl Instance for RemoteInstance {
                 }
                 match current.as_mut() {
                     Some(pushes) => match pushes.recv().await {
-                        Some(Some(seen)) => return Some(seen),
-                        // The monitor will never push.
-                        Some(None) => return None,
+                        Some(Some(seen)) => return Some(*seen),
+                        // The monitor will never push: its stream is
+                        // dropped (most monitors never push).
+                        Some(None) => {
+                            *current = None;
+                            return None;
+                        }
                         // Its worker ended: wait for the next one.
                         None => *current = None,
                     },

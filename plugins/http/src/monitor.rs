@@ -69,6 +69,8 @@ pub struct HttpMonitor {
     shown_url: String,
     /// The URL's host, as the resolver sees it.
     host: String,
+    /// The URL, parsed once (not once per check).
+    url: reqwest::Url,
     config: Config,
 }
 
@@ -94,7 +96,7 @@ tls_verify = true              # check the server's certificate
     async fn check(&mut self) -> Result<Observation, Error> {
         let mut request = self
             .client
-            .request(self.method.clone(), &self.config.url)
+            .request(self.method.clone(), self.url.clone())
             .timeout(self.config.timeout.into());
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
@@ -186,6 +188,7 @@ impl HttpMonitor {
             body_regex,
             shown_url: redact_url(&url),
             host: url.host_str().unwrap_or_default().to_owned(),
+            url,
             config,
         })
     }
