@@ -40,7 +40,8 @@ pid $work/nginx/nginx.pid;
 error_log $work/nginx/logs/error.log warn;
 events { worker_connections 8192; }
 http {
-    access_log $work/nginx/logs/access.log;
+    log_format timed '\$msec \$uri';
+    access_log $work/nginx/logs/access.log timed;
     client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
     fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
     server { listen 127.0.0.1:$port; location / { return 200 "ok\n"; } }
@@ -97,11 +98,17 @@ run() {
     wait "$tool_pid" 2>/dev/null || true
     tool_pid=""
     local secs; secs=$(echo "$t1 - $t0" | bc)
-    printf '%s %s %.1f %.1f %.0f %s\n' "$label" "$n" \
+    # Each target's checks inside the window: the real period, and the
+    # share of intervals on time (at most 10 % over 1 s).
+    local periods; periods=$(python3 "$root/bench/slow/periods.py" "$work/nginx/logs/access.log" "$t0" "$t1" 1)
+    local on_time median
+    on_time=$(sed -n 's/.*on_time=\([0-9.]*\).*/\1/p' <<< "$periods")
+    median=$(sed -n 's/.*median=\([0-9.]*\).*/\1/p' <<< "$periods")
+    printf '%s %s %.1f %.1f %.0f %s %s %s\n' "$label" "$n" \
         "$(echo "100 * ($c1 - $c0) / $ticks / $secs" | bc -l)" \
         "$(echo "$rss / 1024" | bc -l)" \
         "$(echo "($r1 - $r0) / $secs" | bc -l)" \
-        "${first:-none}"
+        "${first:-none}" "${on_time:--}" "${median:--}"
 }
 
 results=()
@@ -137,11 +144,12 @@ done
 
 echo
 echo "scale: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, warm-up ${warmup}s, measured ${measure}s"
-printf '%-7s %6s %8s %8s %10s %8s %12s %11s\n' tool N "CPU %" "RSS MB" "checks/s" "on time" "1st check s" "check s"
+printf '%-7s %6s %8s %8s %10s %9s %9s %8s %12s %11s %13s %12s\n' tool N "CPU %" "RSS MB" "checks/s" "of N/s" "on time" "period" "1st check s" "check s" "µs CPU/check" "KB RSS/target"
 for line in "${results[@]}"; do
-    read -r label n cpu rss rate first check <<< "$line"
-    printf '%-7s %6s %8s %8s %10s %7.1f%% %12s %11s\n' "$label" "$n" "$cpu" "$rss" "$rate" \
-        "$(echo "100 * $rate / $n" | bc -l)" "$first" "$check"
+    read -r label n cpu rss rate first on_time median check <<< "$line"
+    printf '%-7s %6s %8s %8s %10s %8.1f%% %8s%% %7ss %12.2f %11s %13.1f %12.1f\n' "$label" "$n" "$cpu" "$rss" "$rate" \
+        "$(echo "100 * $rate / $n" | bc -l)" "$on_time" "$median" "$first" "$check" \
+        "$(echo "10000 * $cpu / ($rate + 0.0001)" | bc -l)" "$(echo "1024 * $rss / $n" | bc -l)"
 done
 echo
 for n in "${sizes[@]}"; do
@@ -157,4 +165,18 @@ for n in "${sizes[@]}"; do
         printf 'N=%s: healer/Monit CPU %.1fx, RSS %.1fx\n' "$n" \
             "$(echo "$hc / ($mc + 0.0001)" | bc -l)" "$(echo "$hr / ($mr + 0.0001)" | bc -l)"
     fi
+done
+# Growth: what one more target costs between consecutive sizes (the
+# daemon's fixed part cancels out), for healer.
+prev=""
+for line in "${results[@]}"; do
+    read -r label n cpu rss rate _ <<< "$line"
+    [ "$label" = healer ] || continue
+    if [ -n "$prev" ]; then
+        read -r pn pcpu prss prate <<< "$prev"
+        printf 'healer %s -> %s targets: %.1f µs CPU per extra check, %.1f KB RSS per extra target\n' "$pn" "$n" \
+            "$(echo "10000 * ($cpu - $pcpu) / ($rate - $prate + 0.0001)" | bc -l)" \
+            "$(echo "1024 * ($rss - $prss) / ($n - $pn)" | bc -l)"
+    fi
+    prev="$n $cpu $rss $rate"
 done

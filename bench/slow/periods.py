@@ -4,13 +4,18 @@ and the real period of the checks: the intervals between consecutive
 requests of each target (both inside the window), pooled over the
 targets: median, p99, max. Prints one line of key=value.
 
-Usage: python3 periods.py LOG T0 T1
+With INTERVAL (seconds), also the share of intervals on time: at most
+10 % longer than INTERVAL (a check missed entirely makes one interval of
+twice the period: late).
+
+Usage: python3 periods.py LOG T0 T1 [INTERVAL]
 """
 import statistics
 import sys
 from collections import defaultdict
 
 log, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+interval = float(sys.argv[4]) if len(sys.argv) > 4 else None
 seen = defaultdict(list)
 count = 0
 with open(log) as f:
@@ -41,4 +46,9 @@ print(
     f"intervals={len(intervals)} "
     f"median={statistics.median(intervals) if intervals else float('nan'):.3f} "
     f"p99={pct(99)} max={intervals[-1] if intervals else float('nan'):.3f}"
+    + (
+        f" on_time={100 * sum(i <= 1.1 * interval for i in intervals) / len(intervals):.2f}"
+        if interval and intervals
+        else ""
+    )
 )
