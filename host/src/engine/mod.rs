@@ -37,7 +37,8 @@ pub use target::Cycle;
 
 /// A target with its plugin instances, ready to run.
 pub struct Runner {
-    target: Target,
+    /// Shared with the engine's record of what runs (one copy per target).
+    target: Arc<Target>,
     monitor: Arc<MonitorHandle>,
     diagnosers: Vec<(String, DiagnoserHandle)>,
     recoverers: Vec<RecovererHandle>,
@@ -246,7 +247,7 @@ pub async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, 
         );
     }
     Ok(Runner {
-        target: target.clone(),
+        target: Arc::new(target.clone()),
         monitor: Arc::new(monitor),
         diagnosers,
         recoverers,
@@ -266,7 +267,7 @@ pub struct Settings {
 
 /// A target's loop, running.
 struct Running {
-    target: Target,
+    target: Arc<Target>,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<Tracker>,
 }
@@ -313,7 +314,7 @@ impl Engine {
 
     /// The targets running.
     pub fn targets(&self) -> impl Iterator<Item = &Target> {
-        self.running.values().map(|running| &running.target)
+        self.running.values().map(|running| &*running.target)
     }
 
     /// Starts a target's loop (a target of that name must not be running).
@@ -330,7 +331,7 @@ impl Engine {
         }
         let policy = runner.target.policy;
         let first_by = Duration::from(policy.interval) + Duration::from(policy.timeout);
-        let target = runner.target.clone();
+        let target = Arc::clone(&runner.target);
         let cycle = Cycle::new(
             runner,
             Arc::clone(&self.shared),
