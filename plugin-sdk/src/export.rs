@@ -381,7 +381,7 @@ impl<D: Diagnoser> DiagnoserFfi for Shared<std::sync::Mutex<D>> {
         if D::BLOCKS {
             return spawn_blocking(diagnose);
         }
-        // In place, on the thread that polls: a few microseconds of work.
+        // In this very call, on the caller's thread: a few microseconds.
         let diagnosed = match catch_panic(diagnose) {
             Ok(Ok(findings)) => ROk(findings),
             Ok(Err(err)) | Err(err) => RErr(RString::from(err)),

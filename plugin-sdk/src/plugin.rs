@@ -71,10 +71,13 @@ pub trait Diagnoser: Sized + Send + 'static {
     fn new(config: Self::Config) -> Result<Self, Error>;
 
     /// Whether [`diagnose`](Self::diagnose) may block (read a file, run a
-    /// program): then it runs on the package's blocking pool. A diagnoser
-    /// that only reads the observations says `false` and runs where its
-    /// check ran, in place, with no hop to another thread: at thousands of
-    /// targets the hop costs more than the diagnosis.
+    /// program): then it runs on the package's blocking pool, under the
+    /// host's deadline. A diagnoser that only reads the observations says
+    /// `false` and runs in the host's call itself, with no hop to another
+    /// thread (in a plugin worker: right after the check, in the worker
+    /// that ran it): at thousands of targets the hop costs more than the
+    /// diagnosis. No deadline can interrupt it then: one that hangs stops
+    /// its worker's heartbeat, and healer restarts the worker.
     const BLOCKS: bool = true;
 
     /// Diagnoses the latest observation; `history` holds the ones before it,
@@ -119,7 +122,7 @@ pub struct Push {
 
 /// Where pushed observations go: boxed on the way to the host (a
 /// channel's slots are allocated 32 at a time, one channel per monitor,
-/// thousands of monitors), as they are in a test's [`Push::channel`].
+/// thousands of monitors), unboxed to a test's [`Push::channel`].
 #[derive(Clone, Debug)]
 enum Sender {
     ToHost(mpsc::Sender<Box<Observation>>),

@@ -200,6 +200,7 @@ impl Cycle {
                 _ = shutdown.changed() => break,
             };
             let was_push = pushed.is_some();
+            let started = Instant::now();
             // Boxed: a step's future is large and lives only while it
             // runs; the loop at rest (10,000 of them) stays small.
             let step = Box::pin(self.step(pushed)).await;
@@ -209,13 +210,19 @@ impl Cycle {
                 std::future::pending::<()>().await;
             }
             let now = Instant::now();
+            // Back on the grid, but never sooner than half an interval
+            // after this check began: a check off the grid (a re-check,
+            // a reset, the one after a recovery's grace) is not followed
+            // by another a few milliseconds later.
+            let every: Duration = if self.tracker.all_escalated() {
+                policy.escalated_interval.into()
+            } else {
+                policy.interval.into()
+            };
             next = match step {
                 Step::Recovered => now + Duration::from(policy.grace),
                 Step::Checked if was_push => next,
-                Step::Checked if self.tracker.all_escalated() => {
-                    grid.after(now, policy.escalated_interval.into())
-                }
-                Step::Checked => grid.after(now, policy.interval.into()),
+                Step::Checked => grid.after(now.max(started + every / 2), every),
             };
         }
         forward.abort();
@@ -391,26 +398,38 @@ impl Cycle {
             // healer's side failed (the worker crashed or stopped
             // answering): the worker's history never saw this.
             failed => {
-                let error = match failed {
-                    Ok(Err(error)) => crate::redact::text_of(&error),
-                    _ => format!("no answer within {}", humantime::format_duration(deadline)),
-                };
                 // What was pushed is still evidence; only its diagnosis
-                // is missing, so it concludes nothing.
-                let (seen, role, plugin) = match pushed {
-                    Some(seen) => (seen, Role::Diagnoser, self.runner.diagnosers[0].0.clone()),
-                    None => (
-                        Observation::unknown(format!("check failed: {error}")),
-                        Role::Monitor,
-                        plugin,
-                    ),
+                // is missing, so it concludes nothing. A check that never
+                // came back is UNKNOWN.
+                let (role, plugin) = match (&pushed, self.runner.diagnosers.first()) {
+                    (Some(_), Some((diagnoser, _))) => (Role::Diagnoser, diagnoser.clone()),
+                    _ => (Role::Monitor, plugin),
                 };
-                self.emit(Event::PluginFailed {
-                    target: self.name().to_owned(),
-                    role,
-                    plugin,
-                    error,
-                });
+                let target = self.name().to_owned();
+                let unknown = match failed {
+                    Ok(Err(error)) => {
+                        let error = crate::redact::text_of(&error);
+                        let summary = format!("check failed: {error}");
+                        self.emit(Event::PluginFailed {
+                            target,
+                            role,
+                            plugin,
+                            error,
+                        });
+                        summary
+                    }
+                    _ => {
+                        let after = healer_plugin_sdk::Duration(deadline);
+                        self.emit(Event::PluginTimedOut {
+                            target,
+                            role,
+                            plugin,
+                            after,
+                        });
+                        format!("check timed out after {after}")
+                    }
+                };
+                let seen = pushed.unwrap_or_else(|| Observation::unknown(unknown));
                 self.remember_missed(seen.clone());
                 self.note_status(&seen, was_push, took);
                 return if was_push {
@@ -453,7 +472,9 @@ impl Cycle {
             return (seen, checked, findings, true, took);
         }
         let mut findings = Vec::new();
-        let mut complete = true;
+        // A worker that answered for fewer diagnosers than asked leaves
+        // the diagnosis incomplete.
+        let mut complete = observed.diagnoses.len() == self.runner.diagnosers.len();
         for ((diagnoser, _), diagnosis) in self.runner.diagnosers.iter().zip(observed.diagnoses) {
             match diagnosis {
                 Diagnosis::Found(found) => findings.extend(found),
@@ -781,13 +802,13 @@ fn is_unknown(kind: &str) -> bool {
     kind.ends_with(".unknown")
 }
 
-/// A random share of `interval`, so targets do not all fire at once.
 /// When a target's checks fall due: on a fixed-rate grid (a slow check
 /// does not stretch the period), at one of [`SLOTS`] phases of the
-/// interval chosen from the target's name. Targets spread over the slots,
-/// so they do not all fire at once, and the targets of one slot fire in
-/// the same instant: their checks reach a plugin worker as one batch, and
-/// the threads on their way wake once per slot instead of once per check.
+/// interval chosen from the target's name (the same phase in every run).
+/// Targets spread over the slots, so they do not all fire at once, and
+/// the targets of one slot fire in the same instant: their checks reach a
+/// plugin worker as one batch, and the threads on their way wake once per
+/// slot instead of once per check.
 struct Grid {
     /// The first check.
     origin: Instant,
@@ -798,19 +819,34 @@ const SLOTS: u64 = 50;
 
 impl Grid {
     fn of(interval: Duration, name: &str) -> Grid {
-        let slot = std::collections::hash_map::RandomState::new().hash_one(name) % SLOTS;
         // One origin for every target of this run, so that targets of one
         // slot share their deadlines to the nanosecond.
         static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let epoch = *EPOCH.get_or_init(Instant::now);
+        Grid::at(
+            *EPOCH.get_or_init(Instant::now),
+            Instant::now(),
+            interval,
+            name,
+        )
+    }
+
+    /// The grid of a target named `name` whose run began at `epoch`,
+    /// starting after `now`.
+    fn at(epoch: Instant, now: Instant, interval: Duration, name: &str) -> Grid {
+        // A fixed hasher: the phase depends on the name only.
+        let slot = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default()
+            .hash_one(name)
+            % SLOTS;
         let phase = interval.mul_f64(slot as f64 / SLOTS as f64);
-        let mut origin = epoch + phase;
-        let now = Instant::now();
-        if origin < now {
-            origin +=
-                interval.mul_f64(((now - origin).as_secs_f64() / interval.as_secs_f64()).ceil());
+        let grid = Grid {
+            origin: epoch + phase,
+        };
+        let origin = grid.after(now, interval);
+        if grid.origin >= now {
+            grid
+        } else {
+            Grid { origin }
         }
-        Grid { origin }
     }
 
     fn first(&self) -> Instant {
@@ -822,8 +858,64 @@ impl Grid {
         if every.is_zero() || now < self.origin {
             return self.origin.max(now);
         }
-        let passed = (now - self.origin).as_nanos() / every.as_nanos();
-        let steps = u32::try_from(passed + 1).unwrap_or(u32::MAX);
-        self.origin + every * steps
+        let every_ns = every.as_nanos();
+        let steps = (now - self.origin).as_nanos() / every_ns + 1;
+        // Far beyond any uptime only with absurd figures: then an
+        // interval from now, never a point in the past.
+        u64::try_from(steps * every_ns)
+            .ok()
+            .and_then(|ns| self.origin.checked_add(Duration::from_nanos(ns)))
+            .unwrap_or(now + every)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn checks_fall_on_the_targets_phase_at_a_fixed_rate() {
+        let epoch = Instant::now();
+        let grid = Grid::at(epoch, epoch, SECOND, "web");
+        let phase = grid.first() - epoch;
+        assert!(phase < SECOND);
+        assert_eq!(phase.as_millis() % 20, 0, "one of 50 slots: {phase:?}");
+        // A check that took 200 ms does not stretch the period.
+        let done = grid.first() + Duration::from_millis(200);
+        assert_eq!(grid.after(done, SECOND), grid.first() + SECOND);
+        // One that overran skips to the next point, never into the past.
+        let late = grid.first() + Duration::from_millis(2_300);
+        assert_eq!(grid.after(late, SECOND), grid.first() + 3 * SECOND);
+    }
+
+    #[test]
+    fn the_phase_depends_on_the_name_only() {
+        let epoch = Instant::now();
+        let phases = |name: &str| Grid::at(epoch, epoch, SECOND, name).first() - epoch;
+        assert_eq!(phases("web"), phases("web"));
+        let spread: HashSet<Duration> = (0..200).map(|i| phases(&format!("t{i}"))).collect();
+        assert!(spread.len() > 30, "200 targets on {} slots", spread.len());
+    }
+
+    #[test]
+    fn a_target_started_later_begins_at_its_next_point() {
+        let epoch = Instant::now();
+        let now = epoch + Duration::from_millis(3_500);
+        let grid = Grid::at(epoch, now, SECOND, "web");
+        assert!(grid.first() >= now && grid.first() < now + SECOND);
+        let phase = (grid.first() - epoch).as_nanos() % SECOND.as_nanos();
+        let at_start = Grid::at(epoch, epoch, SECOND, "web").first() - epoch;
+        assert_eq!(phase, at_start.as_nanos(), "the same phase");
+    }
+
+    #[test]
+    fn an_absurdly_long_wait_is_one_interval_not_the_past() {
+        let epoch = Instant::now();
+        let grid = Grid::at(epoch, epoch, Duration::from_nanos(1), "web");
+        let far = epoch + Duration::from_secs(400 * 24 * 3600);
+        assert!(grid.after(far, Duration::from_nanos(1)) > far);
+        assert_eq!(grid.after(far, Duration::ZERO), far);
     }
 }

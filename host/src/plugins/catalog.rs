@@ -19,7 +19,7 @@ use crate::config::{did_you_mean, Config, ConfigError, PackagePolicy, Plugins};
 use crate::events::Events;
 
 /// Config checks (or instance creations) in flight at once at start-up.
-pub const CHECKS_IN_FLIGHT: usize = 256;
+pub const CHECKS_IN_FLIGHT: usize = 32;
 
 /// Every package found in a directory, and every file that failed.
 #[derive(Debug, Default, Serialize)]
@@ -249,6 +249,8 @@ impl Catalog {
                 errors.push(error);
             }
         }
+        // In the order of the file, as before the checks ran concurrently.
+        errors.sort_by_key(|error| error.at.map(|at| (at.line, at.column)));
         errors
     }
 

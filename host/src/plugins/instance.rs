@@ -21,6 +21,7 @@ use healer_plugin_sdk::ffi::{
 };
 use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use serde_json::Value;
+use tokio::runtime::RuntimeFlavor;
 
 use super::loader::Package;
 use super::remote::RemoteInstance;
@@ -410,11 +411,19 @@ impl Instance for Local {
                 return Err(not_a("diagnoser"));
             };
             let history: RVec<ObservationFfi> = history.iter().map(ObservationFfi::from).collect();
-            match diagnoser
-                .diagnose(ObservationFfi::from(latest), history)
-                .await
-                .into_result()
-            {
+            let diagnose = || diagnoser.diagnose(ObservationFfi::from(latest), history);
+            // A diagnoser that does not block (`BLOCKS = false`) runs
+            // inside this very call: on healer's multi-threaded runtime the
+            // thread is handed over first, so a slow one holds up this
+            // target only, never the runtime's other tasks.
+            let multi_threaded = tokio::runtime::Handle::try_current()
+                .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread);
+            let diagnosis = if multi_threaded {
+                tokio::task::block_in_place(diagnose)
+            } else {
+                diagnose()
+            };
+            match diagnosis.await.into_result() {
                 Ok(findings) => Ok(findings.into_iter().map(Finding::from).collect()),
                 Err(err) => Err(err.into_string()),
             }

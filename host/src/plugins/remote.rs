@@ -924,7 +924,7 @@ impl RemoteInstance {
             missed: observing.missed.iter().map(Seen::from).collect(),
             diagnosers: placed,
             keep: u32::try_from(observing.keep).unwrap_or(u32::MAX),
-            within_ms: u64::try_from(observing.within.as_millis()).unwrap_or(u64::MAX),
+            within_us: u64::try_from(observing.within.as_micros()).unwrap_or(u64::MAX),
         });
         match self.remote.call_on(&conn, call).await? {
             Answer::Observed { checked, diagnoses } => Ok(Observed {

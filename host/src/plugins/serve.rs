@@ -230,9 +230,8 @@ async fn run(
 }
 
 /// A check (or what was pushed) and its diagnoses, here, against the
-/// history kept here: see [`wire::Observe`]. Each call has its own
-/// deadline; the history is taken out while the call runs, so no lock is
-/// held across a plugin call.
+/// history kept here: see [`wire::Observe`]. The check and each diagnosis
+/// have their own deadline; no lock is held across a plugin call.
 async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String> {
     let local = |number: u64| {
         let instance = lock(held).instances.get(&number).cloned();
@@ -247,7 +246,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         .map(|&number| local(number))
         .collect::<Result<Vec<_>, _>>()?;
     let not_here = || "this instance is not loaded in the worker".to_owned();
-    let within = Duration::from_millis(observe.within_ms);
+    let within = Duration::from_micros(observe.within_us);
     let keep = usize::try_from(observe.keep).unwrap_or(usize::MAX).max(1);
     let checked = match observe.pushed {
         Some(seen) => Ok(ObservationFfi::from(seen)),
@@ -260,12 +259,15 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
             }
         }
     };
-    let mut history = lock(held)
-        .histories
-        .remove(&observe.monitor)
-        .unwrap_or_default();
+    // The history stays in its map: a call cancelled half-way (healer
+    // stopped waiting) loses nothing but its own observation.
+    let remember_here = |seen: ObservationFfi| {
+        let mut held = lock(held);
+        let history = held.histories.entry(observe.monitor).or_default();
+        remember(history, seen, keep);
+    };
     for seen in observe.missed {
-        remember(&mut history, ObservationFfi::from(seen), keep);
+        remember_here(ObservationFfi::from(seen));
     }
     let latest = match checked {
         Ok(latest) => latest,
@@ -277,9 +279,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
                     humantime::format_duration(within)
                 ),
             };
-            let unknown = ObservationFfi::from(&Observation::unknown(summary));
-            remember(&mut history, unknown, keep);
-            lock(held).histories.insert(observe.monitor, history);
+            remember_here(ObservationFfi::from(&Observation::unknown(summary)));
             return Ok(Answer::Observed {
                 checked: failed,
                 diagnoses: Vec::new(),
@@ -289,12 +289,24 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
     let mut diagnoses = Vec::new();
     // An UNKNOWN observation holds no evidence to diagnose.
     if latest.status != Status::Unknown {
-        let before: RVec<ObservationFfi> = history.iter().cloned().collect();
-        for diagnoser in &diagnosers {
+        let before: RVec<ObservationFfi> = lock(held)
+            .histories
+            .get(&observe.monitor)
+            .map(|history| history.iter().cloned().collect())
+            .unwrap_or_default();
+        let last = diagnosers.len().saturating_sub(1);
+        let mut before = Some(before);
+        for (i, diagnoser) in diagnosers.iter().enumerate() {
+            // Each diagnoser owns what it is given; the last gets ours.
+            let given = if i == last {
+                before.take().unwrap_or_default()
+            } else {
+                before.clone().unwrap_or_default()
+            };
             let diagnosis = diagnoser
                 .local()
                 .ok_or_else(not_here)?
-                .diagnose_raw(latest.clone(), before.clone());
+                .diagnose_raw(latest.clone(), given);
             diagnoses.push(match tokio::time::timeout(within, diagnosis).await {
                 Ok(Ok(found)) => {
                     wire::Diagnosis::Found(found.into_iter().map(Found::from).collect())
@@ -305,8 +317,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         }
     }
     let seen = Seen::from(&latest);
-    remember(&mut history, latest, keep);
-    lock(held).histories.insert(observe.monitor, history);
+    remember_here(latest);
     Ok(Answer::Observed {
         checked: wire::Checked::Seen(seen),
         diagnoses,

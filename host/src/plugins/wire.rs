@@ -89,8 +89,8 @@ pub struct Observe {
     pub diagnosers: Vec<u64>,
     /// Observations to keep.
     pub keep: u32,
-    /// The check's deadline, and each diagnoser's, in milliseconds.
-    pub within_ms: u64,
+    /// The check's deadline, and each diagnoser's, in microseconds.
+    pub within_us: u64,
 }
 
 /// How a check went, on the wire.
