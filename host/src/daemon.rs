@@ -24,8 +24,13 @@ use crate::reload::Current;
 use crate::store::{Saved, Settings, Store};
 use crate::{engine, intake};
 
-/// How long a stop waits for the store to write what it holds.
+/// How long a stop waits for running workflows to end.
 const FINISH_WITHIN: Duration = Duration::from_secs(5);
+
+/// A stop writes out every event that waits (the intake keeps them at
+/// most `[intake] max_backlog` behind), and gives up only when nothing
+/// was written for this long (a store that cannot write, a hung disk).
+const STALL_LIMIT: Duration = Duration::from_secs(5);
 
 /// What the command line says about where things are.
 #[derive(Clone, Debug)]
@@ -159,7 +164,14 @@ pub async fn run(options: &Options) -> ExitCode {
     };
     let stop_signals = (starting, signals.hup);
     let code = heal(options, config, catalog, &events, saved, view, stop_signals).await;
-    events.finish(FINISH_WITHIN);
+    let waiting = events.waiting();
+    if !events.finish(STALL_LIMIT) {
+        tracing::error!(
+            waiting,
+            stalled_for = ?STALL_LIMIT,
+            "stopping: the log or the store stopped writing; events that still waited are lost"
+        );
+    }
     code
 }
 
@@ -191,7 +203,10 @@ async fn heal(
     let intake = match &config.intake {
         None => None,
         Some(_) => {
-            match intake::Intake::build(&config, &catalog, events.clone(), saved.intake).await {
+            let store = view.store.clone();
+            match intake::Intake::build(&config, &catalog, events.clone(), saved.intake, store)
+                .await
+            {
                 Ok(intake) => match intake::listen(&intake).await {
                     Ok(listener) => Some((intake, listener)),
                     Err(err) => {

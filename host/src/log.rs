@@ -3,23 +3,157 @@
 //!
 //! Writing never blocks: each destination has its own writer thread and a
 //! bounded queue, and a line that does not fit (a stalled terminal, a slow
-//! disk) is dropped and counted; the count is logged. The log file is
-//! reopened on [`Logging::reopen`] (SIGUSR1, after logrotate moved it).
+//! disk) is dropped and counted; the count is logged. Each writer thread
+//! writes what its queue holds in one buffered write, not a system call a
+//! line, and the event dispatcher hands it a burst of lines at once
+//! ([`hold`], [`release`]) rather than waking it for each. A line is
+//! formatted once for both destinations, unless stderr is a terminal (then
+//! it alone gets colours). The log file is reopened on [`Logging::reopen`]
+//! (SIGUSR1, after logrotate moved it).
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::fmt::writer::{MakeWriter, MakeWriterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, EnvFilter, Layer};
+use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
 
 use crate::config::{Healer, LogFormat};
 
 /// Lines queued per destination before new ones are dropped.
 const QUEUE: usize = 8_192;
+
+/// What a writer thread gathers before one write: the lines its queue
+/// held (it writes out whenever the queue is empty).
+const WRITE_BUFFER: usize = 64 * 1024;
+
+thread_local! {
+    /// The lines this thread holds, one buffer per layer, while it holds them.
+    static HELD: RefCell<Option<Vec<Vec<u8>>>> = const { RefCell::new(None) };
+}
+
+/// Where held lines go when released: each layer's destination, by index.
+type Sink = Box<dyn Fn(&[u8]) + Send + Sync>;
+static SINKS: OnceLock<Vec<Sink>> = OnceLock::new();
+
+/// From now until [`release`], this thread's log lines are held and
+/// handed to the writer threads together (the event dispatcher, for a
+/// burst of events).
+pub fn hold() {
+    HELD.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.is_none() {
+            let layers = SINKS.get().map_or(0, Vec::len);
+            *held = Some(vec![Vec::new(); layers]);
+        }
+    });
+}
+
+/// Hands the lines this thread held to the writer threads, one write per
+/// destination, and stops holding.
+pub fn release() {
+    let Some(held) = HELD.with(|held| held.borrow_mut().take()) else {
+        return;
+    };
+    let Some(sinks) = SINKS.get() else {
+        return;
+    };
+    for (lines, sink) in held.iter().zip(sinks) {
+        if !lines.is_empty() {
+            sink(lines);
+        }
+    }
+}
+
+/// A layer's writer that holds lines while its thread does ([`hold`]),
+/// and otherwise writes straight through.
+struct Holding<M> {
+    index: usize,
+    inner: M,
+}
+
+enum HoldingWriter<W> {
+    Held(usize),
+    Through(W),
+}
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Holding<M> {
+    type Writer = HoldingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        let holding = HELD.with(|held| held.borrow().is_some());
+        if holding {
+            HoldingWriter::Held(self.index)
+        } else {
+            HoldingWriter::Through(self.inner.make_writer())
+        }
+    }
+}
+
+impl<W: Write> Write for HoldingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            HoldingWriter::Held(index) => {
+                HELD.with(|held| {
+                    if let Some(lines) = held.borrow_mut().as_mut().and_then(|l| l.get_mut(*index))
+                    {
+                        lines.extend_from_slice(data);
+                    }
+                });
+                Ok(data.len())
+            }
+            HoldingWriter::Through(writer) => writer.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            HoldingWriter::Held(_) => Ok(()),
+            HoldingWriter::Through(writer) => writer.flush(),
+        }
+    }
+}
+
+/// `writer` as the destination of layer number `index`: held lines are
+/// released to it.
+fn holding<M>(index: usize, writer: M, sinks: &mut Vec<Sink>) -> Holding<M>
+where
+    M: for<'a> MakeWriter<'a> + Clone + Send + Sync + 'static,
+{
+    let sink = writer.clone();
+    sinks.push(Box::new(move |lines: &[u8]| {
+        let _ = sink.make_writer().write_all(lines);
+    }));
+    Holding {
+        index,
+        inner: writer,
+    }
+}
+
+/// A log layer: one format, one destination (or two, teed).
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// A layer writing to `writer`, as JSON lines or readable ones, with ANSI
+/// colours when `ansi`, at the level `filter` lets through.
+fn layer<W>(json: bool, ansi: bool, writer: W, filter: EnvFilter) -> BoxedLayer
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let plain = fmt::layer()
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    if json {
+        Box::new(plain.json().with_filter(filter))
+    } else {
+        Box::new(plain.with_filter(filter))
+    }
+}
 
 /// The running log: keep it until the process ends (dropping it writes out
 /// what is queued).
@@ -111,58 +245,46 @@ pub fn init(healer: &Healer, verbose: u8) -> Logging {
             .buffered_lines_limit(QUEUE)
             .thread_name(name)
     };
-    let (stderr, stderr_guard) = writer("healer-log-stderr").finish(io::stderr());
+    let (stderr, stderr_guard) =
+        writer("healer-log-stderr").finish(BufWriter::with_capacity(WRITE_BUFFER, io::stderr()));
     let mut counters = vec![stderr.error_counter()];
     let mut guards = vec![stderr_guard];
-    let stderr: Box<dyn Layer<_> + Send + Sync> = if json {
-        Box::new(
-            fmt::layer()
-                .json()
-                .with_target(false)
-                .with_writer(stderr)
-                .with_filter(filter()),
-        )
-    } else {
-        Box::new(
-            fmt::layer()
-                .with_target(false)
-                .with_writer(stderr)
-                .with_filter(filter()),
-        )
-    };
+    let colours = io::stderr().is_terminal();
+    let mut sinks: Vec<Sink> = Vec::new();
 
-    let (file, file_layer, file_error) = match Reopenable::open(&healer.log_file) {
+    let (file, layers, file_error) = match Reopenable::open(&healer.log_file) {
         Ok(file) => {
             let file = Arc::new(file);
-            let (writer, guard) = writer("healer-log-file").finish(FileWriter(Arc::clone(&file)));
+            let (writer, guard) = writer("healer-log-file").finish(BufWriter::with_capacity(
+                WRITE_BUFFER,
+                FileWriter(Arc::clone(&file)),
+            ));
             counters.push(writer.error_counter());
             guards.push(guard);
-            let layer: Box<dyn Layer<_> + Send + Sync> = if json {
-                Box::new(
-                    fmt::layer()
-                        .json()
-                        .with_target(false)
-                        .with_ansi(false)
-                        .with_writer(writer)
-                        .with_filter(filter()),
-                )
+            let layers = if colours {
+                vec![
+                    layer(json, true, holding(0, stderr, &mut sinks), filter()),
+                    layer(json, false, holding(1, writer, &mut sinks), filter()),
+                ]
             } else {
-                Box::new(
-                    fmt::layer()
-                        .with_target(false)
-                        .with_ansi(false)
-                        .with_writer(writer)
-                        .with_filter(filter()),
-                )
+                // Formatted once, written to both.
+                let both = holding(0, stderr.and(writer), &mut sinks);
+                vec![layer(json, false, both, filter())]
             };
-            (Some(file), Some(layer), None)
+            (Some(file), layers, None)
         }
-        Err(err) => (None, None, Some(err)),
+        Err(err) => {
+            let only = holding(0, stderr, &mut sinks);
+            (None, vec![layer(json, colours, only, filter())], Some(err))
+        }
     };
-    let _ = tracing_subscriber::registry()
-        .with(stderr)
-        .with(file_layer)
-        .try_init();
+    if tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .is_ok()
+    {
+        let _ = SINKS.set(sinks);
+    }
     if let Some(err) = file_error {
         tracing::warn!(file = %healer.log_file.display(), error = %err, "cannot open the log file; logging to stderr only");
     }

@@ -129,7 +129,7 @@ fn the_seeds_curl_example_triggers_the_mapped_workflow() {
     };
     assert_eq!(run.anomaly, "api_latency.coinbase.high");
     assert_eq!(run.workflow, "run_coinbase_health_check_and_clear_cache");
-    assert_eq!(run.details["latency_ms"], 5000);
+    assert_eq!(run.details.to_value()["latency_ms"], 5000);
     assert_eq!(
         finished(&mut daemon, "api_latency.coinbase.high"),
         (true, None)

@@ -1,13 +1,16 @@
 //! The intake is bounded against what anyone on the port may send, and
 //! shows no secret: a flood of invented names and fingerprints costs
-//! bounded memory, `dry_run` takes only true or false, and neither a dry
-//! run nor the logs show a webhook's headers or the password in its URL.
+//! bounded memory, a flood faster than healer records is refused (503)
+//! rather than queued, and what was answered 2xx survives a stop,
+//! `dry_run` takes only true or false, and neither a dry run nor the logs
+//! show a webhook's headers or the password in its URL.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use healer_e2e::{
-    fast_config, free_port, plugins_dir_with, post, post_json, rss, wait_for_port, Daemon, Event,
-    KeepAlive,
+    fast_config, free_port, plugins_dir_with, post, post_json, rss, store_file, wait_for_port,
+    Daemon, Event, KeepAlive,
 };
 use serde_json::{json, Value};
 
@@ -289,4 +292,147 @@ fn concurrent_reports_with_large_details_cost_bounded_memory() {
 
     assert_grew_within_bound(before, after, "10,000 reports of 60 KB from 4 clients");
     assert!(daemon.is_running());
+}
+
+/// Every name the store's history holds a `would_run` for, and the
+/// refusals its `reports_refused` events count (how many such events, and
+/// the refused reports they add up to).
+fn recorded_after_stop(dir: &std::path::Path) -> (HashSet<String>, HashSet<String>, (u64, u64)) {
+    let conn = rusqlite::Connection::open_with_flags(
+        store_file(dir),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let names = |query: &str| -> HashSet<String> {
+        let mut statement = conn.prepare(query).unwrap();
+        let rows = statement.query_map([], |row| row.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let history = names("SELECT subject FROM events WHERE event = 'would_run'");
+    let runs = names("SELECT anomaly FROM runs WHERE status = 'would_run'");
+    let refusals = conn
+        .query_row(
+            "SELECT count(*), coalesce(sum(json_extract(body, '$.refused')), 0) FROM events WHERE event = 'reports_refused'",
+            [],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+        )
+        .unwrap();
+    (history, runs, refusals)
+}
+
+#[test]
+fn a_flood_faster_than_recording_is_refused_with_503_and_every_2xx_report_survives_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    // The kill switch: every distinct name is a `would_run` that must be
+    // recorded (never shed). A small backlog so this flood passes it.
+    let body = "actions = false\nmax_runs_per_minute = 0\nmax_backlog = 50\n[[reflex]]\nmatch = \"flood.*\"\nworkflow = \"w\"\n[workflow.w]\nsteps = [{ plugin = \"command\", argv = [\"true\"] }]\n";
+    let (mut daemon, port, _plugins) = daemon_with_intake(dir.path(), body);
+
+    let flood_for = Duration::from_secs(4);
+    let clients: Vec<_> = (0..6)
+        .map(|client| {
+            std::thread::spawn(move || {
+                let mut connection = KeepAlive::connect(port);
+                let (mut answered, mut refused) = (Vec::new(), Vec::new());
+                let started = Instant::now();
+                let mut n = 0;
+                while started.elapsed() < flood_for {
+                    let name = format!("flood.{client}.{n}");
+                    n += 1;
+                    let (status, answer) =
+                        connection.post_json("/anomaly", &format!(r#"{{"name": "{name}"}}"#));
+                    match status {
+                        200 => answered.push(name),
+                        503 => refused.push(answer),
+                        other => panic!("{name}: answered {other}: {answer}"),
+                    }
+                }
+                (answered, refused)
+            })
+        })
+        .collect();
+    // One refusal seen whole, head and all, while the flood goes on.
+    let mut seen = None;
+    let started = Instant::now();
+    while seen.is_none() && started.elapsed() < flood_for {
+        let request = "POST /anomaly HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 24\r\nConnection: close\r\n\r\n{\"name\": \"flood.probe\"}\n";
+        let answer = exchange(port, request.as_bytes(), Duration::ZERO);
+        if answer.starts_with("HTTP/1.1 503") {
+            seen = Some(answer);
+        }
+    }
+    let (mut answered, mut refused) = (Vec::new(), Vec::new());
+    for client in clients {
+        let (ok, no) = client.join().unwrap();
+        answered.extend(ok);
+        refused.extend(no);
+    }
+    let stopped_cleanly = daemon.stop();
+    let (history, runs, (refusal_events, refusals_counted)) = recorded_after_stop(dir.path());
+
+    println!(
+        "{} answered 200, {} refused 503; recorded: {} in the history, {} in runs; {refusal_events} reports_refused events counting {refusals_counted}",
+        answered.len(),
+        refused.len(),
+        history.len(),
+        runs.len()
+    );
+    assert!(stopped_cleanly, "healer exits by itself after SIGTERM");
+    assert!(!refused.is_empty(), "the flood passed max_backlog = 50");
+    let lost: Vec<&String> = answered
+        .iter()
+        .filter(|name| !history.contains(*name))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} answered 200 but not in the history: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let lost: Vec<&String> = answered
+        .iter()
+        .filter(|name| !runs.contains(*name))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} answered 200 but not in runs: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    // A refusal is clean JSON naming why, and did nothing.
+    let answer: Value = serde_json::from_str(&refused[0]).unwrap();
+    assert_eq!(answer["status"], "refused", "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_backlog = 50"),
+        "{answer}"
+    );
+    let seen = seen.expect("a refusal seen whole");
+    assert!(
+        seen.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{seen}"
+    );
+    let refused_names: Vec<String> = refused
+        .iter()
+        .filter_map(|answer| serde_json::from_str::<Value>(answer).ok())
+        .filter_map(|answer| answer["anomaly"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(refused_names.len(), refused.len());
+    assert!(
+        refused_names.iter().all(|name| !history.contains(name)),
+        "a refused report was recorded"
+    );
+    // Refusals are recorded in a few events (once a 10 s at most, and the
+    // rest at stop), which count every one (the probe's too).
+    assert!(
+        (1..=3).contains(&refusal_events),
+        "{refusal_events} reports_refused events"
+    );
+    assert_eq!(
+        refusals_counted,
+        refused.len() as u64 + 1,
+        "the flood's and the probe's"
+    );
 }

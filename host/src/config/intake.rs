@@ -44,6 +44,11 @@ pub struct Intake {
     pub request_timeout: Duration,
     /// Open connections at most; a new one beyond it closes the oldest.
     pub max_connections: usize,
+    /// Reports that would act are refused (503, Retry-After) while more
+    /// than this many events wait to be recorded (delivered to the log and
+    /// written to the store): what healer answers 2xx it records, and a
+    /// stop writes out at most this much.
+    pub max_backlog: usize,
 }
 
 impl Default for Intake {
@@ -61,6 +66,7 @@ impl Default for Intake {
             step_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
             max_connections: 256,
+            max_backlog: 20_000,
         }
     }
 }

@@ -600,6 +600,7 @@ impl Checker<'_> {
         for (key, zero) in [
             ("max_attempts", intake.max_attempts == 0),
             ("max_connections", intake.max_connections == 0),
+            ("max_backlog", intake.max_backlog == 0),
         ] {
             if zero {
                 self.error(at, format!("[intake] {key} must be at least 1"));

@@ -7,7 +7,14 @@
 //! Emitting never blocks and never fails: [`Events::emit`] stamps the
 //! event with the wall-clock time and sends it to the dispatcher thread,
 //! which delivers it. A slow subscriber (a slow disk) delays other
-//! subscribers, never a check.
+//! subscribers, never a check. How many events wait ([`Events::waiting`])
+//! is what the intake reads to refuse reports instead of queueing without
+//! bound; on stop, [`Events::finish`] waits for what waits as long as it
+//! is being written.
+//!
+//! What outside input puts into events (an anomaly's details, a reflex's
+//! params) is encoded as JSON once, when the event is made ([`Json`]), and
+//! shared by the log, the event log and the store.
 //!
 //! Invariant: the engine and the intake write no transition anywhere else.
 //! They may still write `debug!` lines about their own mechanics.
@@ -16,12 +23,13 @@ mod journal;
 mod to_log;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use healer_plugin_sdk::{Duration as Written, Status};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::alerts::AlertState;
@@ -189,7 +197,7 @@ pub enum Event {
     /// such reports were only counted since the last recorded one.
     NoReflex {
         anomaly: String,
-        details: Value,
+        details: Json,
         reason: String,
         #[serde(default)]
         left_out: u64,
@@ -261,6 +269,18 @@ pub enum Event {
         fingerprint: String,
         /// No other alert of this name is firing: the anomaly resolved.
         anomaly_resolved: bool,
+    },
+    /// The intake refused reports (503) because too many events wait to
+    /// be recorded: `refused` since the last such event. Said when
+    /// refusing starts, at most every 10 s while it lasts, and once when
+    /// reports are taken again.
+    ReportsRefused {
+        refused: u64,
+        /// Events waiting to be recorded when it was said.
+        waiting: usize,
+        /// `[intake] max_backlog`.
+        limit: usize,
+        reason: String,
     },
 
     /// An alert sink delivered an escalation (`firing`) or its end
@@ -401,9 +421,9 @@ impl StepResult {
 pub struct Run {
     pub run_id: String,
     pub anomaly: String,
-    pub details: Value,
+    pub details: Json,
     pub workflow: String,
-    pub params: Value,
+    pub params: Json,
     pub reflex: String,
     pub attempt: u32,
 }
@@ -444,6 +464,7 @@ impl Event {
             Event::AnomalyResolved { .. } => "anomaly_resolved",
             Event::AlertReceived { .. } => "alert_received",
             Event::AlertResolved { .. } => "alert_resolved",
+            Event::ReportsRefused { .. } => "reports_refused",
             Event::AlertSent { .. } => "alert_sent",
             Event::AlertFailed { .. } => "alert_failed",
             Event::StoreDegraded { .. } => "store_degraded",
@@ -494,6 +515,7 @@ impl Event {
             | Event::Stopping
             | Event::ConfigReloaded { .. }
             | Event::ConfigRejected { .. }
+            | Event::ReportsRefused { .. }
             | Event::StoreDegraded { .. }
             | Event::StoreRecovered { .. }
             | Event::StoreMovedAside { .. } => None,
@@ -543,19 +565,96 @@ pub const HIGH_WATER: usize = 10_000;
 /// The most of a sender's details an event keeps, as JSON text.
 pub const MAX_DETAILS: usize = 1024;
 
-/// `details` as an event keeps them: whole up to [`MAX_DETAILS`] bytes of
-/// JSON, else a note of their size with the start of their text. The work
-/// itself (a workflow's steps) always gets them whole.
-pub fn bounded(details: &Value) -> Value {
-    let text = details.to_string();
+/// `details` as an event keeps them, encoded once: whole up to
+/// [`MAX_DETAILS`] bytes of JSON, else a note of their size with the start
+/// of their text. The work itself (a workflow's steps) always gets them
+/// whole.
+pub fn bounded(details: &Value) -> Json {
+    let whole = Json::encode(details);
+    let text = whole.as_str();
     if text.len() <= MAX_DETAILS {
-        return details.clone();
+        return whole;
     }
     let mut cut = MAX_DETAILS / 2;
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    serde_json::json!({"truncated": true, "bytes": text.len(), "start": &text[..cut]})
+    Json::encode(
+        &serde_json::json!({"truncated": true, "bytes": text.len(), "start": &text[..cut]}),
+    )
+}
+
+/// A JSON value encoded once and shared (cloning it is cheap): written as
+/// it is by the log, the event log and the store, instead of each encoding
+/// the value again. Read back from any JSON value.
+#[derive(Clone)]
+pub struct Json(Arc<RawValue>);
+
+impl Json {
+    /// Encodes `value`.
+    pub fn encode(value: &Value) -> Json {
+        // A `Value` always encodes (its map keys are strings).
+        let raw = serde_json::value::to_raw_value(value).unwrap_or_else(|_| Json::null_raw());
+        Json(Arc::from(raw))
+    }
+
+    /// `{}`.
+    pub fn empty_object() -> Json {
+        Json::encode(&Value::Object(serde_json::Map::new()))
+    }
+
+    fn null_raw() -> Box<RawValue> {
+        RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Decoded again (for reading, not on a hot path).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.as_str()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<&Value> for Json {
+    fn from(value: &Value) -> Json {
+        Json::encode(value)
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    /// Through a `Value`: events are internally tagged and flattened, which
+    /// serde reads through its own buffer, where a raw value cannot be
+    /// borrowed.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
+        Value::deserialize(deserializer).map(|value| Json::encode(&value))
+    }
 }
 
 /// An event and when it happened.
@@ -579,9 +678,10 @@ pub trait Subscriber: Send {
         self.flush();
         true
     }
-    /// healer is stopping: finish everything, within `limit`.
-    fn finish(&mut self, limit: Duration) {
-        self.sync(limit);
+    /// healer is stopping: finish everything; give up once nothing has
+    /// been written for `stall`.
+    fn finish(&mut self, stall: Duration) {
+        self.sync(stall);
     }
 }
 
@@ -605,7 +705,21 @@ pub struct Events {
 struct Load {
     queued: AtomicUsize,
     shed: AtomicU64,
+    /// The dispatcher has delivered everything before a finish request and
+    /// is letting the subscribers finish.
+    finishing: AtomicBool,
 }
+
+/// The longest the subscribers may take to finish once everything is
+/// delivered to them; each gives up sooner when it stops making progress
+/// (the store: when it cannot write, or writes nothing for the stall
+/// limit given to [`Events::finish`]).
+const FINISH_AT_MOST: Duration = Duration::from_secs(120);
+
+/// A burst of at least this many events means load: the dispatcher then
+/// waits [`GATHER`] before the next instead of sleeping until woken.
+const BUSY_BURST: usize = 8;
+const GATHER: Duration = Duration::from_millis(1);
 
 /// The receiving end, until [`Inbox::start`] hands it to the dispatcher.
 pub struct Inbox(mpsc::Receiver<Message>, Arc<Load>);
@@ -652,6 +766,11 @@ impl Events {
         let _ = self.sender.send(Message::Record(record));
     }
 
+    /// Events emitted and not yet delivered to every subscriber.
+    pub fn waiting(&self) -> usize {
+        self.load.queued.load(Ordering::Relaxed)
+    }
+
     /// Whether checks whose status did not change are wanted too.
     pub fn wants_every_check(&self) -> bool {
         self.every_check
@@ -666,10 +785,41 @@ impl Events {
     }
 
     /// Delivers everything emitted so far and lets every subscriber finish
-    /// (the store writes what it holds and closes the database); waits at
-    /// most `limit`. Returns whether all of it was done in time.
-    pub fn finish(&self, limit: Duration) -> bool {
-        self.ask(limit, Message::Finish)
+    /// (the store writes what it holds and closes the database). Waits as
+    /// long as that makes progress: it gives up only when nothing was
+    /// delivered or written for `stall` (a subscriber that hangs, a store
+    /// that cannot write), so a backlog of acknowledged events is written
+    /// out whatever its size; the intake keeps that backlog small. Returns
+    /// whether all of it was done.
+    pub fn finish(&self, stall: Duration) -> bool {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.sender.send(Message::Finish(stall, done)).is_err() {
+            return false;
+        }
+        let started = Instant::now();
+        let mut left = self.waiting();
+        let mut progressed = Instant::now();
+        loop {
+            match wait.recv_timeout(Duration::from_millis(100)) {
+                Ok(done) => return done,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if self.load.finishing.load(Ordering::Relaxed) {
+                // Each subscriber bounds its own finish by its progress.
+                if started.elapsed() > FINISH_AT_MOST {
+                    return false;
+                }
+                continue;
+            }
+            let now = self.waiting();
+            if now < left {
+                left = now;
+                progressed = Instant::now();
+            } else if progressed.elapsed() > stall {
+                return false;
+            }
+        }
     }
 
     fn ask(
@@ -694,8 +844,9 @@ impl Inbox {
         let spawned = std::thread::Builder::new()
             .name("healer-events".into())
             .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let mut next = Some(first);
+                let mut first = receiver.recv().ok();
+                while let Some(message) = first.take() {
+                    let mut next = Some(message);
                     // Deliver a burst, then flush once.
                     let mut burst = 0;
                     while let Some(message) = next.take() {
@@ -714,9 +865,11 @@ impl Inbox {
                                 let _ = done.send(written);
                             }
                             Message::Finish(limit, done) => {
+                                load.finishing.store(true, Ordering::Relaxed);
                                 for subscriber in &mut subscribers {
                                     subscriber.finish(limit);
                                 }
+                                load.finishing.store(false, Ordering::Relaxed);
                                 let _ = done.send(true);
                             }
                         }
@@ -735,6 +888,19 @@ impl Inbox {
                             "healer's event stream was flooded: {shed} routine events (unchanged checks, repeated reports) were left out of the log and the store"
                         );
                     }
+                    // Under load, let the next burst gather for a moment
+                    // rather than be woken for each event: waking the
+                    // dispatcher costs the emitter a system call.
+                    first = if burst >= BUSY_BURST {
+                        std::thread::sleep(GATHER);
+                        match receiver.try_recv() {
+                            Ok(message) => Some(message),
+                            Err(mpsc::TryRecvError::Empty) => receiver.recv().ok(),
+                            Err(mpsc::TryRecvError::Disconnected) => None,
+                        }
+                    } else {
+                        receiver.recv().ok()
+                    };
                 }
             });
         if let Err(err) = spawned {
@@ -791,7 +957,7 @@ mod tests {
         for n in 0..50 {
             events.emit(Event::NoReflex {
                 anomaly: format!("flood{n}"),
-                details: Value::Null,
+                details: Json::encode(&Value::Null),
                 reason: "no reflex".into(),
                 left_out: 0,
             });
@@ -826,5 +992,45 @@ mod tests {
         assert!(line.contains(r#""event":"recoverer_finished""#), "{line}");
         assert!(line.contains(r#""result":"timed_out""#), "{line}");
         assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), record);
+    }
+
+    #[test]
+    fn details_encoded_once_are_written_as_they_are_and_read_back() {
+        let details = serde_json::json!({"latency_ms": 5000, "region": "us-east-1"});
+        let record = Record {
+            at: Wall::from_millis(1_000),
+            event: Event::WouldRun {
+                run: Run {
+                    run_id: "run-1".into(),
+                    anomaly: "api.high".into(),
+                    details: bounded(&details),
+                    workflow: "w".into(),
+                    params: Json::empty_object(),
+                    reflex: "api.*".into(),
+                    attempt: 1,
+                },
+                state: AnomalyState::default(),
+            },
+        };
+        let line = serde_json::to_string(&record).unwrap();
+        assert!(
+            line.contains(r#""details":{"latency_ms":5000,"region":"us-east-1"}"#),
+            "{line}"
+        );
+        // Read back through the tagged, flattened event.
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), record);
+        let Ok(Value::Object(fields)) = serde_json::to_value(&record.event) else {
+            panic!("an event is a JSON object")
+        };
+        assert_eq!(fields["details"], details);
+    }
+
+    #[test]
+    fn details_past_a_kib_are_kept_as_a_note_of_their_size() {
+        let big = serde_json::json!({"blob": "x".repeat(4 * MAX_DETAILS)});
+        let kept = bounded(&big).to_value();
+        assert_eq!(kept["truncated"], true);
+        assert_eq!(kept["bytes"], big.to_string().len());
+        assert!(bounded(&big).as_str().len() < MAX_DETAILS);
     }
 }

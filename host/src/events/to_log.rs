@@ -15,8 +15,15 @@ use super::{Event, Record, StepResult, Subscriber};
 pub struct Log;
 
 impl Subscriber for Log {
+    /// Lines of a burst are held and handed to the log's writers together
+    /// at its end.
     fn deliver(&mut self, record: &Record) {
+        crate::log::hold();
         write(&record.event);
+    }
+
+    fn flush(&mut self) {
+        crate::log::release();
     }
 }
 
@@ -322,6 +329,15 @@ fn write(event: &Event) {
         } => {
             debug!(alertname = %alertname, fingerprint = %fingerprint, anomaly_resolved, "alert resolved")
         }
+        Event::ReportsRefused {
+            refused,
+            waiting,
+            limit,
+            reason,
+        } => warn!(
+            refused, waiting, limit, reason = %reason,
+            "intake: {refused} reports refused (503, Retry-After) while too many events wait to be recorded"
+        ),
         Event::AlertSent {
             sink,
             target,

@@ -49,12 +49,19 @@ struct Alert {
 /// The answer to one webhook call.
 #[derive(Debug, Serialize)]
 pub struct AlertmanagerAnswer {
-    /// Always `accepted`: per-alert problems are in `results`.
+    /// `accepted` (per-alert problems are in `results`), or `refused` when
+    /// some alerts were refused because recording is behind (HTTP 503:
+    /// Alertmanager sends the group again).
     pub status: &'static str,
     pub alerts: usize,
     pub started: usize,
     pub duplicates: usize,
     pub resolved: usize,
+    /// Alerts refused while recording is behind.
+    pub refused: usize,
+    /// Why alerts were refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub truncated_alerts: u64,
     pub results: Vec<AlertResult>,
 }
@@ -84,6 +91,8 @@ impl Intake {
             started: 0,
             duplicates: 0,
             resolved: 0,
+            refused: 0,
+            error: None,
             truncated_alerts: truncated,
             results: Vec::new(),
         };
@@ -166,9 +175,15 @@ impl Intake {
                 "generatorURL": alert.generator_url,
             });
             let reported = self.report(name, details, false);
+            if let Answer::Refused { error, .. } = &reported {
+                answer.status = "refused";
+                answer.refused += 1;
+                answer.error.get_or_insert_with(|| error.clone());
+            }
             // Only alerts a reflex matches are remembered: the others
             // start nothing, and a sender could invent them without end.
-            if !matches!(reported, Answer::NoReflex { .. }) {
+            // A refused one is not remembered: it is acted on when sent again.
+            if !matches!(reported, Answer::NoReflex { .. } | Answer::Refused { .. }) {
                 let acted_on = reported.acted_on();
                 self.alerts
                     .lock()

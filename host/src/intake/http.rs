@@ -3,7 +3,8 @@
 //! operator's API merged in (`crate::api`: `/healthz`, `/api/v1/...`,
 //! `/metrics`, `/`). Input rules: JSON only (415), bodies up to
 //! 64 KiB (413), schema errors are 400 with a JSON error naming the field,
-//! and with a token configured every write endpoint requires it (401).
+//! with a token configured every write endpoint requires it (401), and a
+//! report refused while recording is behind is 503 with `Retry-After`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,10 +69,17 @@ pub async fn serve(
     let connections = Connections::new(settings.max_connections);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut evictions: u64 = 0;
+    // Refusals are recorded by this tick, not by the requests refused.
+    let mut say = tokio::time::interval(std::time::Duration::from_secs(1));
+    say.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
+            _ = say.tick() => {
+                intake.say_refusals(false);
+                continue;
+            }
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -113,6 +121,7 @@ pub async fn serve(
     {
         debug!("intake: connections still open at shutdown were closed");
     }
+    intake.say_refusals(true);
 }
 
 /// Every refusal: what is wrong, and the field when one is to blame.
@@ -135,6 +144,16 @@ fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
     ) {
         close_after(&mut response);
     }
+    response
+}
+
+/// A refusal while recording is behind: 503, try again after a while.
+fn busy(mut response: Response) -> Response {
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(super::backlog::RETRY_AFTER_SECS),
+    );
     response
 }
 
@@ -312,12 +331,11 @@ async fn anomaly(
         Err(message) => return error(StatusCode::BAD_REQUEST, &message, Some("dry_run")),
     };
     let answer = intake.report(name, details, dry_run);
-    let status = if matches!(answer, Answer::Started { .. }) {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    (status, Json(answer)).into_response()
+    match answer {
+        Answer::Started { .. } => (StatusCode::ACCEPTED, Json(answer)).into_response(),
+        Answer::Refused { .. } => busy(Json(answer).into_response()),
+        _ => Json(answer).into_response(),
+    }
 }
 
 /// An anomaly name (or Alertmanager alertname) healer accepts.
@@ -357,5 +375,12 @@ async fn alertmanager(
         .get("truncatedAlerts")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    Json(intake.alertmanager(alerts, truncated)).into_response()
+    let answer = intake.alertmanager(alerts, truncated);
+    // Alertmanager sends the group again after a 5xx; what was acted on
+    // is then a duplicate, what was refused is acted on.
+    if answer.refused > 0 {
+        busy(Json(answer).into_response())
+    } else {
+        Json(answer).into_response()
+    }
 }

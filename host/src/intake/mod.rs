@@ -6,10 +6,13 @@
 //!
 //! Only this module and `api` know HTTP (`http.rs` here). The storm state
 //! and the Alertmanager dedup are pure (`storm.rs`, `alerts.rs`) and carry
-//! on across restarts from what the store saved.
+//! on across restarts from what the store saved. Reports that would act
+//! are refused while recording is too far behind (`backlog.rs`), so what
+//! the intake answers 2xx is recorded.
 
 mod alertmanager;
 pub mod alerts;
+mod backlog;
 pub mod client;
 mod guard;
 mod http;
@@ -27,7 +30,7 @@ use tokio::time::timeout;
 
 use crate::clock::Wall;
 use crate::config::{Config, Intake as Settings, Reflex, Workflow};
-use crate::events::{Event, Events, Run, StepResult};
+use crate::events::{Event, Events, Json, Run, StepResult};
 use crate::plugins::{Catalog, RecovererHandle};
 pub use alertmanager::{AlertResult, AlertmanagerAnswer};
 pub use alerts::{Acted, Alerts};
@@ -40,6 +43,9 @@ pub struct Intake {
     settings: Settings,
     token: Option<String>,
     reflexes: Vec<Reflex>,
+    /// Each reflex's params as events show them (secrets redacted),
+    /// encoded once: the same index as `reflexes`.
+    shown_params: Vec<Json>,
     workflows: HashMap<String, (Workflow, Vec<Arc<RecovererHandle>>)>,
     storm: Mutex<Storm>,
     alerts: Mutex<Alerts>,
@@ -53,6 +59,11 @@ pub struct Intake {
     /// Workflows running now, and a wake-up when the last one ends.
     running: AtomicUsize,
     idle: tokio::sync::Notify,
+    /// The store, whose unwritten events count toward the backlog.
+    store: Option<crate::store::Gauge>,
+    /// Reports refused and not yet recorded in a `reports_refused` event.
+    refused: AtomicU64,
+    said: Mutex<backlog::Said>,
 }
 
 /// The intake's state as saved before a restart.
@@ -110,6 +121,14 @@ pub enum Answer {
     },
     /// No reflex matches: nothing runs.
     NoReflex { anomaly: String, reason: String },
+    /// Too many events wait to be recorded: nothing was done; try again
+    /// after a while (HTTP 503 with Retry-After).
+    Refused {
+        anomaly: String,
+        error: String,
+        waiting: usize,
+        limit: usize,
+    },
     /// `?dry_run=true`: what would run.
     DryRun {
         anomaly: String,
@@ -138,12 +157,14 @@ pub struct StepView {
 
 impl Intake {
     /// Creates every workflow step's recoverer, reads the token, and
-    /// carries on from the `saved` state.
+    /// carries on from the `saved` state. `store` (none when it is off) is
+    /// watched for events it has not written yet.
     pub async fn build(
         config: &Config,
         catalog: &Catalog,
         events: Events,
         saved: Saved,
+        store: Option<crate::store::Gauge>,
     ) -> Result<Arc<Intake>, Vec<String>> {
         let settings = config.intake.clone().unwrap_or_default();
         let mut errors = Vec::new();
@@ -192,6 +213,11 @@ impl Intake {
             settings,
             token,
             reflexes: config.reflexes.clone(),
+            shown_params: config
+                .reflexes
+                .iter()
+                .map(|reflex| Json::encode(&crate::redact::config(&reflex.params)))
+                .collect(),
             workflows,
             storm: Mutex::new(storm),
             alerts: Mutex::new(alerts),
@@ -201,6 +227,9 @@ impl Intake {
             restored,
             running: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
+            store,
+            refused: AtomicU64::new(0),
+            said: Mutex::new(backlog::Said::default()),
         }))
     }
 
@@ -262,9 +291,61 @@ impl Intake {
         self.reflexes.iter().find(|reflex| reflex.matches(name))
     }
 
+    /// Whether recording is too far behind to take a report that would
+    /// act: more than `max_backlog` events wait in the stream or in the
+    /// store. Two atomic reads while it is not.
+    pub fn behind(&self) -> Option<backlog::Behind> {
+        backlog::behind(self.waiting(), self.settings.max_backlog, || {
+            self.store
+                .as_ref()
+                .is_some_and(crate::store::Gauge::degraded)
+        })
+    }
+
+    /// Events waiting to be recorded: in the stream, and in the store.
+    fn waiting(&self) -> usize {
+        self.events.waiting() + self.store.as_ref().map_or(0, crate::store::Gauge::pending)
+    }
+
+    /// Counts one refused report (recorded later, see [`Intake::say_refusals`]).
+    fn refuse(&self, name: &str, behind: &backlog::Behind) -> Answer {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        Answer::Refused {
+            anomaly: name.to_owned(),
+            error: behind.reason(),
+            waiting: behind.waiting,
+            limit: behind.limit,
+        }
+    }
+
+    /// Records the refusals counted so far as one `reports_refused` event
+    /// when it is time (see `backlog::Said`); `stopping` says the rest.
+    pub fn say_refusals(&self, stopping: bool) {
+        let unsaid = self.refused.load(Ordering::Relaxed);
+        let due = self.said.lock().unwrap_or_else(|p| p.into_inner()).due(
+            unsaid,
+            std::time::Instant::now(),
+            stopping,
+        );
+        if !due {
+            return;
+        }
+        let refused = self.refused.swap(0, Ordering::Relaxed);
+        self.events.emit(Event::ReportsRefused {
+            refused,
+            waiting: self.waiting(),
+            limit: self.settings.max_backlog,
+            reason: self.behind().map_or_else(
+                || "recording was behind; it has caught up".to_owned(),
+                |behind| behind.reason(),
+            ),
+        });
+    }
+
     /// Handles one anomaly report.
     pub fn report(self: &Arc<Self>, name: &str, details: Value, dry_run: bool) -> Answer {
-        let reflex = self.reflex_for(name);
+        let index = self.reflexes.iter().position(|reflex| reflex.matches(name));
+        let reflex = index.map(|index| &self.reflexes[index]);
         let workflow = reflex.and_then(|reflex| self.workflows.get(&reflex.workflow));
         let (Some(reflex), Some((workflow, _))) = (reflex, workflow) else {
             let reason = match reflex {
@@ -301,6 +382,10 @@ impl Intake {
                 params: crate::redact::config(&reflex.params),
                 steps: explain_steps(workflow),
             };
+        }
+        // Before storm control: a refused report changes no state.
+        if let Some(behind) = self.behind() {
+            return self.refuse(name, &behind);
         }
         let (verdict, state) = {
             let mut storm = self.storm.lock().unwrap_or_else(|p| p.into_inner());
@@ -341,24 +426,33 @@ impl Intake {
             }
         };
         let run_id = format!("run-{}", self.runs.fetch_add(1, Ordering::Relaxed) + 1);
-        // What the workflow gets; its record (events, log, store) has the
-        // details bounded and the params' secrets redacted.
-        let work = (details, reflex.params.clone());
+        // The record (events, log, store) has the details bounded and the
+        // params' secrets redacted, each encoded once; the workflow gets
+        // them whole.
+        let params = index
+            .and_then(|index| self.shown_params.get(index))
+            .cloned()
+            .unwrap_or_else(|| Json::encode(&crate::redact::config(&reflex.params)));
         let run = Run {
             run_id: run_id.clone(),
             anomaly: name.to_owned(),
-            details: crate::events::bounded(&work.0),
+            details: crate::events::bounded(&details),
             workflow: workflow.name.clone(),
-            params: crate::redact::config(&work.1),
+            params,
             reflex: reflex.pattern.clone(),
             attempt,
         };
+        // Only a workflow that runs needs them (not the kill switch's record).
+        let work = self
+            .settings
+            .actions
+            .then(|| (details, reflex.params.clone()));
         let (anomaly, workflow_name, reflex) = (
             name.to_owned(),
             workflow.name.clone(),
             reflex.pattern.clone(),
         );
-        if self.settings.actions {
+        if let Some(work) = work {
             self.events.emit(Event::WorkflowStarted {
                 run: run.clone(),
                 state,

@@ -222,18 +222,26 @@ impl Storm {
     /// invented names cannot wipe out an escalation.
     fn forget_least_recent(&mut self) {
         let keep = MAX_TRACKED * 9 / 10;
-        let mut idle: Vec<(bool, Wall, String)> = self
+        let excess = self.anomalies.len().saturating_sub(keep);
+        // The oldest selected without sorting, and only their names cloned.
+        let mut idle: Vec<(bool, Wall, &String)> = self
             .anomalies
             .iter()
             .filter(|(_, a)| !a.running)
             .map(|(name, a)| {
                 let last = a.last_report.unwrap_or(Wall::from_millis(0));
-                (a.escalated, last, name.clone())
+                (a.escalated, last, name)
             })
             .collect();
-        idle.sort_unstable();
-        let excess = self.anomalies.len().saturating_sub(keep);
-        for (_, _, name) in idle.into_iter().take(excess) {
+        if excess < idle.len() {
+            idle.select_nth_unstable(excess);
+        }
+        let forget: Vec<String> = idle
+            .into_iter()
+            .take(excess)
+            .map(|(_, _, name)| name.clone())
+            .collect();
+        for name in forget {
             self.anomalies.remove(&name);
         }
     }

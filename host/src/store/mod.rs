@@ -21,6 +21,7 @@ mod sql;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,9 @@ pub struct Store {
 
 struct Shared {
     inner: Mutex<Inner>,
+    /// History rows not yet committed (held, or in the batch being
+    /// written): read without the lock by the intake, per report.
+    pending: AtomicUsize,
     /// Wakes the writer: something to write, or stop.
     wake: Condvar,
     /// Wakes whoever waits for the writer to be idle.
@@ -92,6 +96,10 @@ struct Shared {
 struct Inner {
     projection: Projection,
     writing: bool,
+    /// History rows in the batch being written.
+    in_flight: usize,
+    /// Batches committed so far: what a stop watches for progress.
+    committed: u64,
     degraded: bool,
     stop: bool,
     /// The writer has stopped and closed the database (released its lock).
@@ -101,6 +109,14 @@ struct Inner {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes how many history rows are not yet committed (under the lock).
+    fn count_pending(&self, inner: &Inner) {
+        self.pending.store(
+            inner.projection.pending() + inner.in_flight,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -156,9 +172,12 @@ impl Store {
             None => saved.intake.last_run = None,
         }
         let shared = Arc::new(Shared {
+            pending: AtomicUsize::new(0),
             inner: Mutex::new(Inner {
                 projection,
                 writing: false,
+                in_flight: 0,
+                committed: 0,
                 degraded: degraded.is_some(),
                 stop: false,
                 closed: false,
@@ -206,6 +225,12 @@ impl Gauge {
     pub fn degraded(&self) -> bool {
         let inner = self.0.lock();
         inner.degraded || inner.closed
+    }
+
+    /// History rows (events) not yet written to the database: held in
+    /// memory or being written now. Cheap: no lock.
+    pub fn pending(&self) -> usize {
+        self.0.pending.load(Ordering::Relaxed)
     }
 
     /// How long the oldest event not yet written has waited.
@@ -369,6 +394,7 @@ impl Subscriber for Feed {
         let mut inner = self.0.lock();
         let was_clean = inner.projection.is_clean();
         inner.projection.apply(record);
+        self.0.count_pending(&inner);
         if was_clean && !inner.projection.is_clean() {
             self.0.wake.notify_one();
         }
@@ -383,9 +409,19 @@ impl Subscriber for Feed {
     }
 
     /// Writes what is left (unless the database cannot be written) and
-    /// closes it, within `limit`.
-    fn finish(&mut self, limit: Duration) {
-        drop(self.wait(limit, true, |inner| inner.closed));
+    /// closes it. However much is left, it waits while batches commit, and
+    /// gives up once none has for `stall`.
+    fn finish(&mut self, stall: Duration) {
+        let mut committed = self.0.lock().committed;
+        loop {
+            let inner = self.wait(stall, true, |inner| {
+                inner.closed || inner.committed != committed
+            });
+            if inner.closed || inner.committed == committed {
+                return;
+            }
+            committed = inner.committed;
+        }
     }
 }
 
@@ -467,8 +503,11 @@ impl Writer {
             }
             let mut inner = self.shared.lock();
             inner.writing = false;
+            inner.in_flight = 0;
             match written {
                 Ok(()) => {
+                    inner.committed += 1;
+                    self.shared.count_pending(&inner);
                     if prune {
                         next_prune = Instant::now() + PRUNE_EVERY;
                     }
@@ -495,6 +534,7 @@ impl Writer {
                 }
                 Err(failure) => {
                     inner.projection.give_back(batch);
+                    self.shared.count_pending(&inner);
                     let mut failure = failure;
                     if let Failure::Corrupt(error) = &failure {
                         match move_aside(&self.settings.file, error, &self.events) {
@@ -584,7 +624,9 @@ impl Writer {
             inner.projection.pauses.prune(|pause| !pause.holds(now));
         }
         inner.writing = true;
-        Some(inner.projection.take())
+        let batch = inner.projection.take();
+        inner.in_flight = batch.history.len();
+        Some(batch)
     }
 
     /// Writes one batch (and applies the retention when `prune` says when

@@ -105,19 +105,27 @@ impl<K: Clone + Eq + Hash, V: Clone> Tracked<K, V> {
     }
 
     /// Beyond `max` entries, forgets the oldest by `when` (down to 90 %):
-    /// the same bound as the intake's own state.
+    /// the same bound as the intake's own state. Selects the oldest
+    /// without sorting, and clones only the keys it forgets.
     fn keep_newest<O: Ord + Copy>(&mut self, max: usize, when: impl Fn(&V) -> O) {
         if self.current.len() <= max {
             return;
         }
-        let mut oldest: Vec<(O, K)> = self
+        let excess = self.current.len().saturating_sub(max * 9 / 10);
+        let mut oldest: Vec<(O, &K)> = self
             .current
             .iter()
-            .map(|(key, value)| (when(value), key.clone()))
+            .map(|(key, value)| (when(value), key))
             .collect();
-        oldest.sort_unstable_by_key(|(at, _)| *at);
-        let excess = self.current.len().saturating_sub(max * 9 / 10);
-        for (_, key) in oldest.into_iter().take(excess) {
+        if excess < oldest.len() {
+            oldest.select_nth_unstable_by_key(excess, |(at, _)| *at);
+        }
+        let forget: Vec<K> = oldest
+            .into_iter()
+            .take(excess)
+            .map(|(_, key)| key.clone())
+            .collect();
+        for key in forget {
             self.remove(key);
         }
     }
@@ -195,6 +203,11 @@ impl Projection {
             && self.acted.dirty.is_empty()
             && self.firing.dirty.is_empty()
             && self.pauses.dirty.is_empty()
+    }
+
+    /// History rows held, not yet taken for writing.
+    pub fn pending(&self) -> usize {
+        self.history.len()
     }
 
     /// When the oldest event not yet written happened.

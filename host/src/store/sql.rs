@@ -116,19 +116,14 @@ pub fn write(
                  finished_at = COALESCE(excluded.finished_at, runs.finished_at),
                  error = excluded.error",
         )?;
+        let mut last_run: Option<i64> = None;
         for row in &batch.runs {
             let number: Option<i64> = row
                 .run
                 .run_id
                 .strip_prefix("run-")
                 .and_then(|n| n.parse().ok());
-            if let Some(number) = number {
-                tx.prepare_cached(
-                    "INSERT INTO counters (name, value) VALUES ('last_run', ?1)
-                     ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
-                )?
-                .execute(params![number])?;
-            }
+            last_run = last_run.max(number);
             run.execute(params![
                 row.run.run_id,
                 number,
@@ -137,12 +132,20 @@ pub fn write(
                 row.run.reflex,
                 row.run.attempt,
                 row.status,
-                row.run.details.to_string(),
-                row.run.params.to_string(),
+                row.run.details.as_str(),
+                row.run.params.as_str(),
                 row.started_at.map(ms),
                 row.finished_at.map(ms),
                 row.error,
             ])?;
+        }
+        // Once a batch, not once a run.
+        if let Some(number) = last_run {
+            tx.prepare_cached(
+                "INSERT INTO counters (name, value) VALUES ('last_run', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+            )?
+            .execute(params![number])?;
         }
         let mut put_issue = tx.prepare_cached(
             "INSERT OR REPLACE INTO issues (target, kind, state, severity, summary, attempts, opened_at, next_attempt_at, escalated_at, resolved_at)

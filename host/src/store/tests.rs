@@ -85,9 +85,9 @@ fn issues_and_intake_state_written_are_read_back_after_a_restart() {
     let run = Run {
         run_id: "run-7".into(),
         anomaly: "disk.full".into(),
-        details: serde_json::json!({}),
+        details: crate::events::Json::empty_object(),
         workflow: "w".into(),
-        params: serde_json::json!({}),
+        params: crate::events::Json::empty_object(),
         reflex: "disk.*".into(),
         attempt: 1,
     };
@@ -284,9 +284,9 @@ fn workflow_started(anomaly: &str, last_report: Wall) -> Event {
         run: Run {
             run_id: format!("run-{anomaly}"),
             anomaly: anomaly.into(),
-            details: serde_json::json!({}),
+            details: crate::events::Json::empty_object(),
             workflow: "w".into(),
-            params: serde_json::json!({}),
+            params: crate::events::Json::empty_object(),
             reflex: "*".into(),
             attempt: 1,
         },
