@@ -762,8 +762,11 @@ impl Events {
             event,
         };
         // The dispatcher lives as long as any sender; a send fails only
-        // while the process exits.
-        let _ = self.sender.send(Message::Record(record));
+        // while the process exits, or if the dispatcher died: then the
+        // event is not waiting either.
+        if self.sender.send(Message::Record(record)).is_err() {
+            self.load.queued.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Events emitted and not yet delivered to every subscriber.

@@ -295,16 +295,22 @@ impl Intake {
     /// act: more than `max_backlog` events wait in the stream or in the
     /// store. Two atomic reads while it is not.
     pub fn behind(&self) -> Option<backlog::Behind> {
-        backlog::behind(self.waiting(), self.settings.max_backlog, || {
-            self.store
-                .as_ref()
-                .is_some_and(crate::store::Gauge::degraded)
-        })
-    }
-
-    /// Events waiting to be recorded: in the stream, and in the store.
-    fn waiting(&self) -> usize {
-        self.events.waiting() + self.store.as_ref().map_or(0, crate::store::Gauge::pending)
+        let limit = self.settings.max_backlog;
+        let stream = self.events.waiting();
+        let store = self.store.as_ref().map_or(0, crate::store::Gauge::pending);
+        if stream + store <= limit {
+            return None;
+        }
+        // A store that cannot write (a full disk) keeps its rows in
+        // memory, bounded, and has said so (`store_degraded`): healing
+        // goes on from memory, so then only the stream's backlog refuses,
+        // never a disk outage by itself.
+        let degraded = self
+            .store
+            .as_ref()
+            .is_some_and(crate::store::Gauge::degraded);
+        let waiting = if degraded { stream } else { stream + store };
+        backlog::behind(waiting, limit, || degraded)
     }
 
     /// Counts one refused report (recorded later, see [`Intake::say_refusals`]).
@@ -333,7 +339,8 @@ impl Intake {
         let refused = self.refused.swap(0, Ordering::Relaxed);
         self.events.emit(Event::ReportsRefused {
             refused,
-            waiting: self.waiting(),
+            waiting: self.events.waiting()
+                + self.store.as_ref().map_or(0, crate::store::Gauge::pending),
             limit: self.settings.max_backlog,
             reason: self.behind().map_or_else(
                 || "recording was behind; it has caught up".to_owned(),
