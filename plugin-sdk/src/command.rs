@@ -347,8 +347,8 @@ impl Command {
 
     /// Starts the program on the blocking pool, not on the runtime's worker:
     /// creating its files and `spawn` block (with the `pre_exec` hook, std
-    /// forks and waits until the child has called `exec`, a few
-    /// milliseconds in a large process), and a hundred recoveries at once
+    /// forks and waits until the child has called `exec`: milliseconds on
+    /// a busy machine), and a hundred recoveries at once
     /// would otherwise start one after another on that one thread, which
     /// meanwhile runs nothing else (no check, no pushed exit). Gives the
     /// command back with what was started and what `output` made: the
