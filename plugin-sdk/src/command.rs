@@ -58,6 +58,16 @@
 //! [`MAX_OPEN_FILES`] (1024): healer raises its own to the hard limit, and
 //! a program using `select()` breaks with more.
 //!
+//! **Starting.** The program is started on the package's blocking pool,
+//! never on its one worker thread. The limits above are set by a
+//! `pre_exec` hook, which rules out std's `posix_spawn` (vfork) path: std
+//! forks and then waits until the child has called `exec`, which costs
+//! milliseconds on a busy machine. On the worker thread, a burst of a
+//! hundred recoveries started one after another and held up every check
+//! and pushed exit of the package meanwhile; on the pool they start side by
+//! side. (posix_spawn cannot set resource limits, and neither limit can be
+//! set in healer's own process for a moment: it is shared by all threads.)
+//!
 //! **Output.** stdout and stderr go to unnamed temporary files (unlinked at
 //! once), not pipes: a daemon the command starts in the background never
 //! holds a pipe of healer's, and the result is the exit of the program, not
@@ -246,26 +256,25 @@ impl Command {
     /// Runs the program to its exit, or kills its process group at the
     /// timeout (or when this future is dropped first).
     pub async fn run(self) -> Result<Output, RunError> {
-        let cannot_start = |error| self.cannot_start(error);
-        let stdout = tempfile::tempfile().map_err(|e| cannot_start(output_file(e)))?;
-        let stderr = tempfile::tempfile().map_err(|e| cannot_start(output_file(e)))?;
-        let details = self.details_file()?;
-        let mut child = {
-            let mut command = self.prepare(details.as_ref());
-            command
-                .stdout(child_end(&stdout).map_err(|e| cannot_start(output_file(e)))?)
-                .stderr(child_end(&stderr).map_err(|e| cannot_start(output_file(e)))?);
-            command.spawn().map_err(cannot_start)?
-            // `command` drops here, closing healer's copies of the child's ends.
-        };
-        let mut group = Group::of(&child);
-        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
+        let (command, started, (stdout, stderr)) = self
+            .start(|| {
+                let (stdout, stderr) = (tempfile::tempfile()?, tempfile::tempfile()?);
+                let ends = (child_end(&stdout)?, child_end(&stderr)?);
+                Ok(((stdout, stderr), ends))
+            })
+            .await?;
+        let Started {
+            mut child,
+            mut group,
+            details,
+        } = started;
+        let status = match tokio::time::timeout(command.timeout, child.wait()).await {
             Ok(Ok(status)) => status,
             Ok(Err(error)) => {
                 group.kill();
                 let _ = tokio::time::timeout(REAP_AFTER_KILL, child.wait()).await;
                 return Err(RunError::Wait {
-                    program: self.program,
+                    program: command.program,
                     error,
                 });
             }
@@ -273,8 +282,8 @@ impl Command {
                 group.kill();
                 let _ = tokio::time::timeout(REAP_AFTER_KILL, child.wait()).await;
                 return Err(RunError::TimedOut {
-                    program: self.program,
-                    after: self.timeout,
+                    program: command.program,
+                    after: command.timeout,
                 });
             }
         };
@@ -282,7 +291,7 @@ impl Command {
         drop(details);
         let Some(code) = status.code() else {
             return Err(RunError::Signal {
-                program: self.program,
+                program: command.program,
                 signal: status.signal().unwrap_or(0),
             });
         };
@@ -304,14 +313,15 @@ impl Command {
     /// running. It exiting within `grace` is an error; this future dropped
     /// within `grace` kills its group (its outcome was never reported).
     pub async fn start_detached(self, grace: Duration) -> Result<u32, RunError> {
-        let details = self.details_file()?;
-        let mut child = {
-            let mut command = self.prepare(details.as_ref());
-            command.stdout(Stdio::null()).stderr(Stdio::null());
-            command.spawn().map_err(|e| self.cannot_start(e))?
-        };
+        let (command, started, ()) = self
+            .start(|| Ok(((), (Stdio::null(), Stdio::null()))))
+            .await?;
+        let Started {
+            mut child,
+            mut group,
+            details: _details,
+        } = started;
         let pid = child.id().unwrap_or(0);
-        let mut group = Group::of(&child);
         match tokio::time::timeout(grace, child.wait()).await {
             Err(_) => {
                 group.exited();
@@ -320,7 +330,7 @@ impl Command {
             Ok(Ok(status)) => {
                 group.exited();
                 Err(RunError::ExitedEarly {
-                    program: self.program,
+                    program: command.program,
                     within: grace,
                     status,
                 })
@@ -328,11 +338,56 @@ impl Command {
             Ok(Err(error)) => {
                 group.kill();
                 Err(RunError::Wait {
-                    program: self.program,
+                    program: command.program,
                     error,
                 })
             }
         }
+    }
+
+    /// Starts the program on the blocking pool, not on the runtime's worker:
+    /// creating its files and `spawn` block (with the `pre_exec` hook, std
+    /// forks and waits until the child has called `exec`: milliseconds on
+    /// a busy machine), and a hundred recoveries at once
+    /// would otherwise start one after another on that one thread, which
+    /// meanwhile runs nothing else (no check, no pushed exit). Gives the
+    /// command back with what was started and what `output` made: the
+    /// files to keep, and the child's stdout and stderr.
+    async fn start<O: Send + 'static>(
+        self,
+        output: impl FnOnce() -> io::Result<(O, (Stdio, Stdio))> + Send + 'static,
+    ) -> Result<(Command, Started, O), RunError> {
+        let program = self.program.clone();
+        let spawning = tokio::task::spawn_blocking(move || {
+            let (kept, ends) = output().map_err(|e| self.cannot_start(output_file(e)))?;
+            let started = self.start_here(ends)?;
+            Ok((self, started, kept))
+        });
+        // Dropped before the spawn returned, the task still finishes; what
+        // it started is then dropped with its result, and `Started::group`
+        // kills it.
+        spawning.await.unwrap_or_else(|failed| {
+            Err(RunError::CannotStart {
+                program,
+                error: io::Error::other(format!("the thread starting it failed: {failed}")),
+            })
+        })
+    }
+
+    /// [`start`](Command::start)'s blocking part, on the calling thread.
+    fn start_here(&self, (stdout, stderr): (Stdio, Stdio)) -> Result<Started, RunError> {
+        let details = self.details_file()?;
+        let child = {
+            let mut command = self.prepare(details.as_ref());
+            command.stdout(stdout).stderr(stderr);
+            command.spawn().map_err(|e| self.cannot_start(e))?
+            // `command` drops here, closing healer's copies of the child's ends.
+        };
+        Ok(Started {
+            group: Group::of(&child),
+            child,
+            details,
+        })
     }
 
     /// The command with the environment, stdin, process group and cwd set.
@@ -403,6 +458,16 @@ impl Command {
             error,
         }
     }
+}
+
+/// A program just started, and what it needs until it exits.
+struct Started {
+    child: tokio::process::Child,
+    /// Killed when dropped unless told the leader exited: also when this
+    /// never reaches its caller (the caller's future was dropped).
+    group: Group,
+    /// Removed when dropped.
+    details: Option<tempfile::NamedTempFile>,
 }
 
 impl Output {
@@ -966,6 +1031,63 @@ mod tests {
             gone_within(grandchild, Duration::from_secs(5)),
             "the background sleep {grandchild} survived"
         );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_while_the_program_starts_leaves_nothing_running() {
+        // `run` starts the program on the blocking pool; dropped right
+        // after its first poll, the start goes on there and what it
+        // started must still be killed.
+        let token = format!("1000.{}", std::process::id());
+        let script = format!("sleep {token} & exec sleep {token}");
+        let mut running = Box::pin(sh(&script).timeout(Duration::from_secs(1000)).run());
+        let first = futures_poll_once(running.as_mut()).await;
+        assert!(first.is_none(), "finished at once: {first:?}");
+        drop(running);
+        // Long enough for the start to have happened on a busy machine.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let started = Instant::now();
+        loop {
+            let left = with_argument(&token);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still running: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls `future` once: its output if it was ready.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(mut future: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    /// The live processes with `argument` on their command line.
+    fn with_argument(argument: &str) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                    cmdline
+                        .split(|&byte| byte == 0)
+                        .any(|arg| arg == argument.as_bytes())
+                })
+            })
+            .filter(|&pid| alive(pid))
+            .collect()
     }
 
     #[tokio::test]

@@ -2,13 +2,19 @@
 //! the pidfile does not exist, or no process (or only a zombie) has the pid
 //! or matches. When healer cannot look (the pidfile or `/proc` cannot be
 //! read: EMFILE, EACCES, ...), the check is UNKNOWN, never CRITICAL.
+//!
+//! The same holds for what its exit watcher pushes: the exit of the watched
+//! process is evidence that *that* process is gone, not that the service is
+//! down. So the watcher looks again, as a check does, and pushes what is
+//! true at that moment: CRITICAL when nothing runs, OK when another process
+//! already does (then watched instead), nothing when it cannot tell.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use healer_plugin_sdk::events::watch_process_exit;
 use healer_plugin_sdk::tokio::sync::watch;
-use healer_plugin_sdk::{tokio, Error, Monitor, Observation, Push};
+use healer_plugin_sdk::{tokio, Error, Monitor, Observation, Push, Status};
 use regex::Regex;
 use serde::Deserialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
@@ -40,15 +46,27 @@ enum Find {
     Cmdline(Regex),
 }
 
+/// The process watched: its pid, and whether it was the only match (only
+/// then does its exit mean "not running").
+type Watched = Option<(u32, bool)>;
+
 /// Watches one process.
 pub struct ProcessMonitor {
+    /// How the process is found: the checks and the exit watcher look the
+    /// same way.
+    finder: Arc<Finder>,
+    watch: bool,
+    /// The process last seen running, for the exit watcher.
+    current: Arc<watch::Sender<Watched>>,
+}
+
+/// Finds the process and reads its figures.
+struct Finder {
     find: Find,
     proc: Proc,
-    system: System,
-    watch: bool,
-    /// The pid last seen running, for the exit watcher, and whether it was
-    /// the only match (only then does its exit mean "not running").
-    current: Arc<watch::Sender<Option<(u32, bool)>>>,
+    /// Keeps the CPU time each process had at the last look (CPU use is the
+    /// difference).
+    system: Mutex<System>,
 }
 
 impl Monitor for ProcessMonitor {
@@ -71,11 +89,14 @@ watch = true                    # push an observation the moment it exits (pidfd
             ),
             _ => return Err("give exactly one of `pidfile`, `name`, `cmdline`".into()),
         };
+        let system = System::new().map_err(|e| format!("cannot read the process table: {e}"))?;
         let (current, _) = watch::channel(None);
         Ok(ProcessMonitor {
-            find,
-            proc: Proc::new(),
-            system: System::new().map_err(|e| format!("cannot read the process table: {e}"))?,
+            finder: Arc::new(Finder {
+                find,
+                proc: Proc::new(),
+                system: Mutex::new(system),
+            }),
             watch: config.watch,
             current: Arc::new(current),
         })
@@ -85,7 +106,7 @@ watch = true                    # push an observation the moment it exits (pidfd
         let seen = self.look();
         // Stop watching only on evidence; while UNKNOWN, an exit of the
         // pid last seen is still news.
-        if seen.status == healer_plugin_sdk::Status::Critical {
+        if seen.status == Status::Critical {
             self.current.send_replace(None);
         }
         Ok(seen)
@@ -96,8 +117,8 @@ watch = true                    # push an observation the moment it exits (pidfd
             return;
         }
         let mut current = self.current.subscribe();
-        let forget = Arc::clone(&self.current);
-        let proc = self.proc.clone();
+        let watching = Arc::clone(&self.current);
+        let finder = Arc::clone(&self.finder);
         tokio::spawn(async move {
             loop {
                 let watched = *current.borrow_and_update();
@@ -110,34 +131,27 @@ watch = true                    # push an observation the moment it exits (pidfd
                 tokio::select! {
                     // An exit first, even when a check has meanwhile moved
                     // on to another pid: whether it still counts is told
-                    // below, against the pid current now.
+                    // against the pid current now.
                     biased;
                     // `Err`: the process could not be watched (no pidfd:
-                    // EMFILE, ...). That is no exit; look in /proc, and
-                    // watch again after a while.
+                    // EMFILE, ...). That is no exit; `exit_news` looks in
+                    // /proc.
                     _watched = exited => {
                         let Some((pid, alone)) = watched else { continue };
-                        // Only a process /proc confirms gone is an exit (not
-                        // a failure to watch, not a reused pid); otherwise
-                        // the scheduled checks tell, and we watch again.
-                        if proc.running(pid) != Ok(false) {
-                            tokio::select! {
+                        match finder.exit_news(&watching, pid, alone) {
+                            News::Push(seen) => {
+                                if !push.send(seen) && push.is_closed() {
+                                    return;
+                                }
+                            }
+                            News::Nothing => {}
+                            // Watch the same pid again after a while (a
+                            // pid that is gone fires at once); the
+                            // scheduled checks go on meanwhile.
+                            News::LookAgain => tokio::select! {
                                 changed = current.changed() => if changed.is_err() { return },
                                 () = tokio::time::sleep(RETRY_WATCH) => {}
-                            }
-                            continue;
-                        }
-                        let still = forget.send_if_modified(|seen| if *seen == Some((pid, alone)) { *seen = None; true } else { false });
-                        // A check has meanwhile moved on to another pid (the
-                        // service restarted): this exit is old news. Watch
-                        // what is current now.
-                        if !still {
-                            continue;
-                        }
-                        // With other matching processes alive, one exiting is
-                        // not an outage: the next check picks another to watch.
-                        if alone && !push.send(not_running(format!("pid {pid} exited"))) && push.is_closed() {
-                            return;
+                            },
                         }
                     }
                     changed = current.changed() => if changed.is_err() { return },
@@ -147,18 +161,101 @@ watch = true                    # push an observation the moment it exits (pidfd
     }
 }
 
-/// How long a watcher that could not watch, or saw an exit /proc does not
-/// confirm, waits before it looks and watches again.
+/// How long a watcher that could not watch, or could not tell what its
+/// exit means, waits before it looks and watches again.
 const RETRY_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What the exit watcher reports when the process it watches fired.
+#[derive(Debug)]
+enum News {
+    /// This observation.
+    Push(Observation),
+    /// Nothing: it is no outage, or no news.
+    Nothing,
+    /// Nothing yet: the exit could not be confirmed, or what runs now could
+    /// not be told; look again later.
+    LookAgain,
+}
+
 impl ProcessMonitor {
+    /// One look for the process, as a check reports it; the process found
+    /// running is watched from now on.
+    fn look(&self) -> Observation {
+        let (seen, running) = self.finder.look();
+        if let Some(running) = running {
+            self.current
+                .send_if_modified(|current| current.replace(running) != Some(running));
+        }
+        seen
+    }
+
+    /// Looks in this `/proc` instead of the real one (before `watch`).
+    #[cfg(test)]
+    fn with_proc(mut self, proc: Proc) -> ProcessMonitor {
+        Arc::get_mut(&mut self.finder)
+            .expect("the finder is not shared before `watch`")
+            .proc = proc;
+        self
+    }
+}
+
+impl Finder {
+    /// What the exit of `pid`, the watched process (the only match when
+    /// `alone`), means now: `current` tells which process is watched, and
+    /// is moved on to what runs now.
+    fn exit_news(&self, current: &watch::Sender<Watched>, pid: u32, alone: bool) -> News {
+        // Only a process /proc confirms gone is an exit (not a failure to
+        // watch, not a reused pid).
+        if self.proc.running(pid) != Ok(false) {
+            return News::LookAgain;
+        }
+        // A check has meanwhile moved on to another pid (the service
+        // restarted): this exit is old news.
+        if *current.borrow() != Some((pid, alone)) {
+            return News::Nothing;
+        }
+        // With other matching processes alive, one exiting is not an
+        // outage: the next check picks another to watch.
+        if !alone {
+            move_on(current, (pid, alone), None);
+            return News::Nothing;
+        }
+        // It exited, but by now the service may run again: restarted by a
+        // supervisor, an operator, or a recovery healer ran on a check that
+        // saw this death first, while this exit waited for a busy thread.
+        // The host acts on what is pushed, so look again, as a check does,
+        // and push what is true now.
+        let (seen, running) = self.look();
+        match (seen.status, running) {
+            (Status::Critical, _) => {
+                if move_on(current, (pid, alone), None) {
+                    News::Push(not_running(format!("pid {pid} exited")))
+                } else {
+                    News::Nothing
+                }
+            }
+            (Status::Ok, Some(now)) => {
+                if move_on(current, (pid, alone), Some(now)) {
+                    News::Push(Observation {
+                        summary: format!("pid {pid} exited; {}", seen.summary),
+                        ..seen
+                    })
+                } else {
+                    News::Nothing
+                }
+            }
+            _ => News::LookAgain,
+        }
+    }
+
     /// One look for the process: OK with its figures, CRITICAL on evidence
-    /// that it is not running, UNKNOWN when healer could not look.
-    fn look(&mut self) -> Observation {
+    /// that it is not running, UNKNOWN when healer could not look; and the
+    /// process to watch when one runs.
+    fn look(&self) -> (Observation, Watched) {
         let pids = match self.candidates() {
             Ok(Ok(pids)) => pids,
-            Ok(Err(absent)) => return not_running(absent),
-            Err(why) => return Observation::unknown(format!("cannot tell: {why}")),
+            Ok(Err(absent)) => return (not_running(absent), None),
+            Err(why) => return (Observation::unknown(format!("cannot tell: {why}")), None),
         };
         let mut alive = Vec::new();
         let mut unreadable = None;
@@ -171,45 +268,46 @@ impl ProcessMonitor {
         }
         let Some(&pid) = alive.first() else {
             if let Some(why) = unreadable {
-                return Observation::unknown(format!("cannot tell: {why}"));
+                return (Observation::unknown(format!("cannot tell: {why}")), None);
             }
-            return not_running(match &self.find {
+            let why = match &self.find {
                 Find::Pidfile(path) => {
                     format!("pid {} from {} is not running", pids[0], path.display())
                 }
                 _ => format!("no running process matches {}", self.describe()),
-            });
+            };
+            return (not_running(why), None);
         };
-        let alone = alive.len() == 1;
-        self.current
-            .send_if_modified(|current| current.replace((pid, alone)) != Some((pid, alone)));
+        let running = Some((pid, alive.len() == 1));
         let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
         let refresh = [Pid::from_u32(pid)];
-        self.system
-            .refresh_processes_specifics(ProcessesToUpdate::Some(&refresh), true, kind);
-        let running = Observation::ok(format!("pid {pid} running"))
+        let mut system = self.system.lock().unwrap_or_else(PoisonError::into_inner);
+        system.refresh_processes_specifics(ProcessesToUpdate::Some(&refresh), true, kind);
+        let seen = Observation::ok(format!("pid {pid} running"))
             .metric("pid", f64::from(pid), "")
             .detail("running", true)
             .detail("pid", pid);
-        let Some(process) = self.system.process(refresh[0]) else {
+        let Some(process) = system.process(refresh[0]) else {
             // Running (we just read it), but its figures could not be read.
-            return running
+            let seen = seen
                 .metric("count", alive.len() as f64, "")
                 .detail("statistics", "unavailable");
+            return (seen, running);
         };
         let rss = process.memory();
         let cpu = f64::from(process.cpu_usage());
-        Observation {
+        let seen = Observation {
             summary: format!(
                 "pid {pid} running, rss {:.1} MiB, cpu {cpu:.1}%",
                 rss as f64 / 1048576.0
             ),
-            ..running
+            ..seen
         }
         .metric("rss", rss as f64, "B")
         .metric("cpu", cpu, "%")
         .metric("uptime", process.run_time() as f64, "s")
-        .metric("count", alive.len() as f64, "")
+        .metric("count", alive.len() as f64, "");
+        (seen, running)
     }
 
     /// The pids to look at (`Ok(Ok)`), evidence that there is none
@@ -271,6 +369,19 @@ impl ProcessMonitor {
             Find::Cmdline(regex) => format!("cmdline /{regex}/"),
         }
     }
+}
+
+/// Moves the watch from `was` to `next` if it still is on `was`; whether it
+/// was.
+fn move_on(current: &watch::Sender<Watched>, was: (u32, bool), next: Watched) -> bool {
+    current.send_if_modified(|watched| {
+        if *watched == Some(was) {
+            *watched = next;
+            true
+        } else {
+            false
+        }
+    })
 }
 
 fn not_running(why: String) -> Observation {
@@ -396,14 +507,13 @@ mod tests {
             serde_json::json!({ "name": "nginx", "watch": false }),
             serde_json::json!({ "cmdline": "nginx", "watch": false }),
         ] {
-            let mut watched = monitor(config);
-            watched.proc = Proc::at(root.path().to_owned());
+            let watched = monitor(config).with_proc(Proc::at(root.path().to_owned()));
             let seen = watched.look();
             assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
             assert!(seen.summary.contains("42/"), "{}", seen.summary);
         }
-        let mut unlisted = monitor(serde_json::json!({ "name": "nginx", "watch": false }));
-        unlisted.proc = Proc::at(root.path().join("missing"));
+        let unlisted = monitor(serde_json::json!({ "name": "nginx", "watch": false }))
+            .with_proc(Proc::at(root.path().join("missing")));
         let seen = unlisted.look();
         assert_eq!(seen.status, Status::Unknown);
         assert!(
@@ -507,6 +617,92 @@ mod tests {
     }
 
     #[test]
+    fn an_exit_after_a_restart_by_another_is_pushed_as_ok_and_the_new_process_is_watched() {
+        // Something else restarted the service: the pidfile names a new,
+        // live process before the old one dies, and no check has run since.
+        // Its exit is no outage: what is pushed says the service runs.
+        let sleep = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let (mut old, mut new) = (sleep(), sleep());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, old.id().to_string()).unwrap();
+        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
+        assert_eq!(watched.look().status, Status::Ok);
+        let (push, mut pushed) = healer_plugin_sdk::Push::channel();
+        let (replaced, crashed) = runtime().block_on(async {
+            watched.watch(push);
+            std::fs::write(&path, new.id().to_string()).unwrap();
+            old.kill().unwrap();
+            let replaced = tokio::time::timeout(Duration::from_secs(5), pushed.recv()).await;
+            // No check has run: the new process is watched all the same.
+            new.kill().unwrap();
+            let crashed = tokio::time::timeout(Duration::from_secs(5), pushed.recv()).await;
+            (replaced, crashed)
+        });
+        old.wait().unwrap();
+        new.wait().unwrap();
+        let replaced = replaced
+            .expect("pushed within 5 s")
+            .expect("an observation");
+        assert_eq!(replaced.status, Status::Ok, "{}", replaced.summary);
+        let prefix = format!("pid {} exited; pid {} running, rss ", old.id(), new.id());
+        assert!(
+            replaced.summary.starts_with(&prefix),
+            "{}",
+            replaced.summary
+        );
+        assert_eq!(replaced.metric_value("pid"), Some(f64::from(new.id())));
+        assert_eq!(replaced.details["running"], true);
+        let crashed = crashed.expect("pushed within 5 s").expect("an observation");
+        assert_eq!(crashed.status, Status::Critical);
+        assert_eq!(
+            crashed.summary,
+            format!("not running: pid {} exited", new.id())
+        );
+    }
+
+    #[test]
+    fn an_exit_is_not_pushed_while_what_runs_now_cannot_be_told() {
+        // The pidfile is being rewritten (it holds no pid yet) when the
+        // process exits: healer cannot tell whether the service runs, so it
+        // pushes nothing, and looks again until it can.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, child.id().to_string()).unwrap();
+        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
+        assert_eq!(watched.look().status, Status::Ok);
+        let (push, mut pushed) = healer_plugin_sdk::Push::channel();
+        let (unsure, seen) = runtime().block_on(async {
+            watched.watch(push);
+            std::fs::write(&path, "").unwrap();
+            child.kill().unwrap();
+            let unsure = tokio::time::timeout(RETRY_WATCH * 2, pushed.recv()).await;
+            std::fs::remove_file(&path).unwrap();
+            let seen = tokio::time::timeout(RETRY_WATCH * 5, pushed.recv()).await;
+            (unsure, seen)
+        });
+        child.wait().unwrap();
+        assert!(unsure.is_err(), "pushed without knowing: {unsure:?}");
+        let seen = seen
+            .expect("pushed once it could tell")
+            .expect("an observation");
+        assert_eq!(seen.status, Status::Critical);
+        assert_eq!(
+            seen.summary,
+            format!("not running: pid {} exited", child.id())
+        );
+    }
+
+    #[test]
     fn a_watch_that_cannot_be_set_up_is_retried_and_only_a_confirmed_exit_is_pushed() {
         // No pidfd for a pid past i32::MAX (like one refused for EMFILE):
         // the watcher looks in /proc, which says running, and tries again.
@@ -522,8 +718,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.pid");
         std::fs::write(&path, pid.to_string()).unwrap();
-        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
-        watched.proc = Proc::at(root.path().to_owned());
+        let mut watched = monitor(serde_json::json!({ "pidfile": path }))
+            .with_proc(Proc::at(root.path().to_owned()));
         assert_eq!(watched.look().status, Status::Ok);
         let (push, mut pushed) = healer_plugin_sdk::Push::channel();
         runtime().block_on(async {
@@ -606,8 +802,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.pid");
         std::fs::write(&path, std::process::id().to_string()).unwrap();
-        let mut watched = pidfile(&path);
-        watched.proc = Proc::at(root.path().to_owned());
+        let watched = pidfile(&path).with_proc(Proc::at(root.path().to_owned()));
         let seen = watched.look();
         assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
         assert!(seen.summary.contains("exists"), "{}", seen.summary);
@@ -620,8 +815,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.pid");
         std::fs::write(&path, "42").unwrap();
-        let mut watched = pidfile(&path);
-        watched.proc = Proc::at(root.path().to_owned());
+        let watched = pidfile(&path).with_proc(Proc::at(root.path().to_owned()));
         assert_eq!(watched.look().status, Status::Unknown);
     }
 }
