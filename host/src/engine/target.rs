@@ -165,23 +165,41 @@ impl Cycle {
     ) -> Tracker {
         self.slot = Some(slot);
         let policy = self.runner.target.policy;
-        // Boxed: a channel's slots are allocated 32 at a time.
-        let (push_sender, mut pushes) = mpsc::channel::<Box<Observation>>(16);
+        // Boxed: a channel's slots are allocated 32 at a time. Each push
+        // carries when it arrived.
+        let (push_sender, mut pushes) = mpsc::channel::<Box<(Instant, Observation)>>(16);
         let monitor = Arc::clone(&self.runner.monitor);
         let forward = tokio::spawn(async move {
             while let Some(seen) = monitor.next_push().await {
-                if push_sender.send(Box::new(seen)).await.is_err() {
+                if push_sender
+                    .send(Box::new((Instant::now(), seen)))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
         });
         let grid = Grid::of(policy.interval.into(), self.name());
         let mut next = grid.first();
+        // When the latest check (not a push) began.
+        let mut checked_at: Option<Instant> = None;
         loop {
             self.promise(next.saturating_duration_since(Instant::now()));
             let pushed = tokio::select! {
                 _ = sleep_until(next) => None,
-                Some(seen) = pushes.recv() => Some(*seen),
+                Some(push) = pushes.recv() => {
+                    let (arrived, seen) = *push;
+                    // A check begun after this push arrived has seen a
+                    // newer truth (the push waited while a check and its
+                    // recovery ran): acting on it now would be acting on
+                    // stale evidence, such as an exit already healed.
+                    if checked_at.is_some_and(|checked| arrived < checked) {
+                        debug!(target = %self.name(), "a push older than the latest check is dropped");
+                        continue;
+                    }
+                    Some(seen)
+                }
                 command = commands.recv() => match command {
                     Some(Command::Recheck) => {
                         debug!(target = %self.name(), "re-checking at once: a dependency recovered");
@@ -201,6 +219,9 @@ impl Cycle {
             };
             let was_push = pushed.is_some();
             let started = Instant::now();
+            if !was_push {
+                checked_at = Some(started);
+            }
             // Boxed: a step's future is large and lives only while it
             // runs; the loop at rest (10,000 of them) stays small.
             let step = Box::pin(self.step(pushed)).await;
