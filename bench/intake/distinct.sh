@@ -43,7 +43,8 @@ threads=${THREADS:-2}
 settle=${SETTLE:-60}
 seed_port=${SEED_PORT:-8011}
 healer_port=${HEALER_PORT:-8012}
-command -v wrk > /dev/null || { echo "distinct.sh: wrk is missing: apt-get install -y wrk" >&2; exit 2; }
+. "$here/../need.sh"
+need wrk wrk
 
 if [ -n "${HEALER_BIN_DIR:-}" ]; then
     bin=$(cd "$HEALER_BIN_DIR" && pwd)

@@ -7,7 +7,7 @@
 # second seen by nginx against N expected, and the time from start to the
 # first check. Prints one table with the ratios.
 #
-# Needs: nginx, monit (apt-get install -y nginx monit), a release build.
+# Needs: nginx, monit (installed with apt-get when missing), a release build.
 # Loopback only; every run is bounded (WARMUP + MEASURE seconds).
 # Usage: bench/scale/run.sh [N ...]      (default: 100 1000)
 #        MONIT_MAX=1000 WARMUP=10 MEASURE=30 DIAGNOSE=1 (0: no http diagnoser)
@@ -22,10 +22,9 @@ warmup=${WARMUP:-10}
 measure=${MEASURE:-30}
 monit_max=${MONIT_MAX:-1000}
 port=${PORT:-18480}
-for tool in nginx monit; do
-    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || [ -x "/usr/bin/$tool" ] || {
-        echo "bench/scale: $tool is missing: apt-get install -y nginx monit" >&2; exit 2; }
-done
+. "$here/../need.sh"
+need nginx nginx
+need monit monit
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 monit_bin=$(command -v monit || echo /usr/bin/monit)
 

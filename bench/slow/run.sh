@@ -15,7 +15,7 @@
 # checked twice in it. Its period is then computed from its achieved rate
 # (N / checks per second), and marked so.
 #
-# Needs: monit (apt-get install -y monit), Python 3. Loopback only; each
+# Needs: monit (installed with apt-get when missing), Python 3. Loopback only; each
 # tool runs WARMUP + MEASURE seconds (about 1.5 minutes in all).
 # Usage: bench/slow/run.sh
 #   HEALER_BIN_DIR=DIR  healer and libhealer_plugin_http.so from DIR
@@ -32,10 +32,9 @@ warmup=${WARMUP:-10}
 measure=${MEASURE:-30}
 port=${PORT:-18490}
 read -r -a tools <<< "${TOOLS:-healer monit}"
+. "$here/../need.sh"
 for tool in "${tools[@]}"; do
-    [ "$tool" = monit ] || continue
-    command -v monit > /dev/null || [ -x /usr/bin/monit ] || {
-        echo "bench/slow: monit is missing: apt-get install -y monit" >&2; exit 2; }
+    [ "$tool" = monit ] && need monit monit
 done
 monit_bin=$(command -v monit || echo /usr/bin/monit)
 
