@@ -43,7 +43,7 @@ threads=${THREADS:-2}
 settle=${SETTLE:-60}
 seed_port=${SEED_PORT:-8011}
 healer_port=${HEALER_PORT:-8012}
-. "$here/../need.sh"
+. "$here/../lib.sh"
 need wrk wrk
 
 if [ -n "${HEALER_BIN_DIR:-}" ]; then

@@ -8,7 +8,7 @@
 # distinct.sh is the same load with a distinct anomaly name per request.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/../need.sh"
+. "$here/../lib.sh"
 need wrk wrk
 root=$(cd "$here/../.." && pwd)
 work="$root/target/bench-intake"

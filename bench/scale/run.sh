@@ -22,7 +22,7 @@ warmup=${WARMUP:-10}
 measure=${MEASURE:-30}
 monit_max=${MONIT_MAX:-1000}
 port=${PORT:-18480}
-. "$here/../need.sh"
+. "$here/../lib.sh"
 need nginx nginx
 need monit monit
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
@@ -54,24 +54,6 @@ cleanup() {
 trap cleanup EXIT
 ticks=$(getconf CLK_TCK)
 
-# CPU ticks (utime + stime) of a process and its descendants.
-cpu_of() {
-    local total=0 p
-    for p in $({ pgrep -g "$(ps -o pgid= -p "$1" | tr -d ' ')"; ps -o pid= --ppid "$1"; } 2>/dev/null | sort -u); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$total"
-}
-# RSS (kB) of a process and its children (healer's plugin workers).
-rss_of() {
-    local total=0 p
-    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        [ -r "/proc/$p/status" ] || continue
-        total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
-    done
-    echo "$total"
-}
 requests() { wc -l < "$work/nginx/logs/access.log"; }
 
 # run LABEL N COMMAND...: starts the tool, waits for its first check, then

@@ -32,7 +32,7 @@ warmup=${WARMUP:-10}
 measure=${MEASURE:-30}
 port=${PORT:-18490}
 read -r -a tools <<< "${TOOLS:-healer monit}"
-. "$here/../need.sh"
+. "$here/../lib.sh"
 for tool in "${tools[@]}"; do
     [ "$tool" = monit ] && need monit monit
 done
@@ -61,24 +61,6 @@ for _ in $(seq 100); do curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$por
 curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/ready" || { echo "bench/slow: the server did not start" >&2; cat "$work/server.out" >&2; exit 1; }
 ticks=$(getconf CLK_TCK)
 
-# CPU ticks (utime + stime) of a process and its descendants.
-cpu_of() {
-    local total=0 p
-    for p in $({ pgrep -g "$(ps -o pgid= -p "$1" | tr -d ' ')"; ps -o pid= --ppid "$1"; } 2>/dev/null | sort -u); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
-# RSS (kB) of a process and its children (healer's plugin workers).
-rss_of() {
-    local total=0 p
-    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        [ -r "/proc/$p/status" ] || continue
-        total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
 lines() { wc -l < "$log"; }
 
 # run LABEL COMMAND...: starts the tool, waits for its first request, warms

@@ -523,6 +523,25 @@ mod tests {
         );
     }
 
+    /// A `sleep 30` to watch.
+    fn sleeping() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap()
+    }
+
+    /// A monitor of a pidfile naming `pid`, checked once (OK); the dir
+    /// holds the pidfile.
+    fn watching(pid: u32) -> (tempfile::TempDir, std::path::PathBuf, ProcessMonitor) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, pid.to_string()).unwrap();
+        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
+        assert_eq!(watched.look().status, Status::Ok);
+        (dir, path, watched)
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -532,15 +551,8 @@ mod tests {
 
     #[test]
     fn an_exit_is_pushed_the_moment_the_process_exits() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.pid");
-        std::fs::write(&path, child.id().to_string()).unwrap();
-        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
-        assert_eq!(watched.look().status, Status::Ok);
+        let mut child = sleeping();
+        let (_dir, path, mut watched) = watching(child.id());
         let (push, mut pushed) = healer_plugin_sdk::Push::channel();
         let seen = runtime().block_on(async {
             watched.watch(push);
@@ -562,18 +574,8 @@ mod tests {
     fn the_exit_of_a_pid_a_check_has_moved_on_from_is_not_pushed() {
         // The service restarted: a check found the new pid while the old
         // one's exit was on its way to the watcher. That exit is no outage.
-        let sleep = || {
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap()
-        };
-        let (mut old, mut new) = (sleep(), sleep());
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.pid");
-        std::fs::write(&path, old.id().to_string()).unwrap();
-        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
-        assert_eq!(watched.look().status, Status::Ok);
+        let (mut old, mut new) = (sleeping(), sleeping());
+        let (_dir, path, mut watched) = watching(old.id());
         let (push, mut pushed) = healer_plugin_sdk::Push::channel();
         let (early, late) = runtime().block_on(async {
             watched.watch(push);
@@ -621,18 +623,8 @@ mod tests {
         // Something else restarted the service: the pidfile names a new,
         // live process before the old one dies, and no check has run since.
         // Its exit is no outage: what is pushed says the service runs.
-        let sleep = || {
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap()
-        };
-        let (mut old, mut new) = (sleep(), sleep());
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.pid");
-        std::fs::write(&path, old.id().to_string()).unwrap();
-        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
-        assert_eq!(watched.look().status, Status::Ok);
+        let (mut old, mut new) = (sleeping(), sleeping());
+        let (_dir, path, mut watched) = watching(old.id());
         let (push, mut pushed) = healer_plugin_sdk::Push::channel();
         let (replaced, crashed) = runtime().block_on(async {
             watched.watch(push);
@@ -671,15 +663,8 @@ mod tests {
         // The pidfile is being rewritten (it holds no pid yet) when the
         // process exits: healer cannot tell whether the service runs, so it
         // pushes nothing, and looks again until it can.
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.pid");
-        std::fs::write(&path, child.id().to_string()).unwrap();
-        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
-        assert_eq!(watched.look().status, Status::Ok);
+        let mut child = sleeping();
+        let (_dir, path, mut watched) = watching(child.id());
         let (push, mut pushed) = healer_plugin_sdk::Push::channel();
         let (unsure, seen) = runtime().block_on(async {
             watched.watch(push);
