@@ -537,7 +537,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.pid");
         std::fs::write(&path, pid.to_string()).unwrap();
-        let mut watched = monitor(serde_json::json!({ "pidfile": path }));
+        let watched = monitor(serde_json::json!({ "pidfile": path }));
         assert_eq!(watched.look().status, Status::Ok);
         (dir, path, watched)
     }
