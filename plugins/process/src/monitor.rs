@@ -552,7 +552,7 @@ mod tests {
     #[test]
     fn an_exit_is_pushed_the_moment_the_process_exits() {
         let mut child = sleeping();
-        let (_dir, path, mut watched) = watching(child.id());
+        let (_dir, _path, mut watched) = watching(child.id());
         let (push, mut pushed) = healer_plugin_sdk::Push::channel();
         let seen = runtime().block_on(async {
             watched.watch(push);
