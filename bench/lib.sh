@@ -37,3 +37,14 @@ rss_of() {
     done
     echo "$total"
 }
+
+# PSS (kB) of a process and its children: pages shared between them (the
+# worker runs healer's own binary) are counted once, split between them.
+pss_of() {
+    local total=0 p
+    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        [ -r "/proc/$p/smaps_rollup" ] || continue
+        total=$((total + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}

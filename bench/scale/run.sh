@@ -3,7 +3,9 @@
 # new connection per check for both tools), healer (`http` monitor and
 # diagnoser, plugins in their workers) and Monit (`set daemon 1`), one
 # after the other on the same server, in one run. For each: CPU (of one
-# core, healer's plugin workers included), RSS (the same), checks per
+# core, healer's plugin workers included), RSS (the same, summed) and
+# PSS (pages the processes share, such as the binary healer and its worker
+# both run, counted once), checks per
 # second seen by nginx against N expected, and the time from start to the
 # first check. Prints one table with the ratios.
 #
@@ -74,7 +76,7 @@ run() {
     c0=$(cpu_of "$tool_pid"); r0=$(requests); t0=$(date +%s.%N)
     sleep "$measure"
     c1=$(cpu_of "$tool_pid"); r1=$(requests); t1=$(date +%s.%N)
-    local rss; rss=$(rss_of "$tool_pid")
+    local rss pss; rss=$(rss_of "$tool_pid"); pss=$(pss_of "$tool_pid")
     kill -TERM -- "-$tool_pid" 2>/dev/null || kill "$tool_pid" 2>/dev/null || true
     wait "$tool_pid" 2>/dev/null || true
     tool_pid=""
@@ -85,11 +87,11 @@ run() {
     local on_time median
     on_time=$(sed -n 's/.*on_time=\([0-9.]*\).*/\1/p' <<< "$periods")
     median=$(sed -n 's/.*median=\([0-9.]*\).*/\1/p' <<< "$periods")
-    printf '%s %s %.1f %.1f %.0f %s %s %s\n' "$label" "$n" \
+    printf '%s %s %.1f %.1f %.0f %s %s %s %.1f\n' "$label" "$n" \
         "$(echo "100 * ($c1 - $c0) / $ticks / $secs" | bc -l)" \
         "$(echo "$rss / 1024" | bc -l)" \
         "$(echo "($r1 - $r0) / $secs" | bc -l)" \
-        "${first:-none}" "${on_time:--}" "${median:--}"
+        "${first:-none}" "${on_time:--}" "${median:--}" "$(echo "$pss / 1024" | bc -l)"
 }
 
 results=()
@@ -125,10 +127,10 @@ done
 
 echo
 echo "scale: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, warm-up ${warmup}s, measured ${measure}s"
-printf '%-7s %6s %8s %8s %10s %9s %9s %8s %12s %11s %13s %12s\n' tool N "CPU %" "RSS MB" "checks/s" "of N/s" "on time" "period" "1st check s" "check s" "µs CPU/check" "KB RSS/target"
+printf '%-7s %6s %8s %8s %8s %10s %9s %9s %8s %12s %11s %13s %12s\n' tool N "CPU %" "RSS MB" "PSS MB" "checks/s" "of N/s" "on time" "period" "1st check s" "check s" "µs CPU/check" "KB RSS/target"
 for line in "${results[@]}"; do
-    read -r label n cpu rss rate first on_time median check <<< "$line"
-    printf '%-7s %6s %8s %8s %10s %8.1f%% %8s%% %7ss %12.2f %11s %13.1f %12.1f\n' "$label" "$n" "$cpu" "$rss" "$rate" \
+    read -r label n cpu rss rate first on_time median pss check <<< "$line"
+    printf '%-7s %6s %8s %8s %8s %10s %8.1f%% %8s%% %7ss %12.2f %11s %13.1f %12.1f\n' "$label" "$n" "$cpu" "$rss" "$pss" "$rate" \
         "$(echo "100 * $rate / $n" | bc -l)" "$on_time" "$median" "$first" "$check" \
         "$(echo "10000 * $cpu / ($rate + 0.0001)" | bc -l)" "$(echo "1024 * $rss / $n" | bc -l)"
 done
