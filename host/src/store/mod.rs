@@ -418,9 +418,17 @@ impl Subscriber for Feed {
                 inner.closed || inner.committed != committed
             });
             if inner.closed || inner.committed == committed {
-                return;
+                break;
             }
             committed = inner.committed;
+        }
+        // What could not be written is said, once: healer stops anyway.
+        let lost = self.0.pending.load(Ordering::Relaxed);
+        if lost > 0 {
+            tracing::error!(
+                lost,
+                "the store could not write {lost} events before healer stopped (see store_degraded); they are lost"
+            );
         }
     }
 }
