@@ -112,7 +112,15 @@ fn send(out: &UnboundedSender<Bytes>, message: &FromWorker) {
 async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
     let (read, write) = socket.into_split();
     let (out, outbox) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(wire::write_frames(write, outbox));
+    // Answers to checks are gathered for a moment; everything else (pushes,
+    // pongs, created instances) goes at once.
+    let (checked, checks) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(wire::write_gathering(
+        write,
+        outbox,
+        checks,
+        wire::GATHER_ANSWERS,
+    ));
     send(&out, &FromWorker::Ready);
     let held: Shared = Arc::default();
     let mut frames = FramedRead::new(read, wire::codec());
@@ -126,6 +134,11 @@ async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
         };
         match message {
             ToWorker::Call { id, call } => {
+                let answers = if matches!(call, Call::Check { .. } | Call::Observe(_)) {
+                    checked.clone()
+                } else {
+                    out.clone()
+                };
                 let (backend, held_by_task, out) =
                     (Arc::clone(&backend), Arc::clone(&held), out.clone());
                 let task = tokio::spawn(async move {
@@ -139,7 +152,7 @@ async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
                             answer: Err(format!("the plugin's answer cannot be sent: {err}")),
                         }),
                     };
-                    let _ = out.send(reply);
+                    let _ = answers.send(reply);
                 });
                 lock(&held).running.insert(id, task.abort_handle());
             }

@@ -23,6 +23,11 @@ use super::PluginKind;
 /// The largest frame either side accepts: more is garbage or an attack.
 pub const MAX_FRAME: usize = 16 << 20;
 
+/// How long a worker gathers answers before it writes them: the checks
+/// of one slot of the schedule finish within about a millisecond of each
+/// other, and healer then wakes once for them instead of once each.
+pub const GATHER_ANSWERS: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// The framing both sides use.
 pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -327,6 +332,56 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(write: W, mut outbox: Unbounded
         while let Ok(more) = outbox.try_recv() {
             if sink.feed(more).await.is_err() {
                 return;
+            }
+        }
+        if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A worker's writer: frames from `urgent` are written at once; after a
+/// frame from `gathered` (an answer to a check) it waits up to `gather`
+/// for more (an urgent frame ends the wait), so the answers of one slot of
+/// the schedule cross as one write and healer wakes once for them. Ends
+/// when both queues close or the socket fails.
+pub async fn write_gathering<W: AsyncWrite + Unpin>(
+    write: W,
+    mut urgent: UnboundedReceiver<Bytes>,
+    mut gathered: UnboundedReceiver<Bytes>,
+    gather: std::time::Duration,
+) {
+    let mut sink = FramedWrite::new(write, codec());
+    let (mut urgent_open, mut gathered_open) = (true, true);
+    while urgent_open || gathered_open {
+        let (frame, wait) = tokio::select! {
+            biased;
+            frame = urgent.recv(), if urgent_open => match frame {
+                Some(frame) => (frame, false),
+                None => { urgent_open = false; continue; }
+            },
+            frame = gathered.recv(), if gathered_open => match frame {
+                Some(frame) => (frame, true),
+                None => { gathered_open = false; continue; }
+            },
+        };
+        if sink.feed(frame).await.is_err() {
+            return;
+        }
+        if wait && urgent_open {
+            tokio::select! {
+                _ = tokio::time::sleep(gather) => {}
+                frame = urgent.recv() => match frame {
+                    Some(frame) => if sink.feed(frame).await.is_err() { return },
+                    None => urgent_open = false,
+                },
+            }
+        }
+        for queue in [&mut urgent, &mut gathered] {
+            while let Ok(more) = queue.try_recv() {
+                if sink.feed(more).await.is_err() {
+                    return;
+                }
             }
         }
         if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
