@@ -28,23 +28,17 @@ cpu_of() {
     echo "$total"
 }
 
-# RSS (kB) of a process and its children (healer's plugin workers).
-rss_of() {
+# Memory (kB) of a process and its children (healer's plugin workers):
+# FIELD of /proc/PID/FILE, summed. status: VmRSS, VmHWM (peak);
+# smaps_rollup: Pss, where pages the processes share (the worker runs
+# healer's own binary) are counted once, split between them.
+memory_of() {
     local total=0 p
     for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        [ -r "/proc/$p/status" ] || continue
-        total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+        [ -r "/proc/$p/$3" ] || continue
+        total=$((total + $(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/$3" 2>/dev/null || echo 0)))
     done
     echo "$total"
 }
-
-# PSS (kB) of a process and its children: pages shared between them (the
-# worker runs healer's own binary) are counted once, split between them.
-pss_of() {
-    local total=0 p
-    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        [ -r "/proc/$p/smaps_rollup" ] || continue
-        total=$((total + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
+rss_of() { memory_of "$1" VmRSS status; }
+pss_of() { memory_of "$1" Pss smaps_rollup; }

@@ -66,24 +66,6 @@ cleanup() { [ -n "$server" ] && kill -TERM -- "-$server" 2>/dev/null || true; }
 trap cleanup EXIT
 ticks=$(getconf CLK_TCK)
 
-# CPU ticks (utime + stime) of a process group (healer and its workers).
-cpu_of() {
-    local total=0 p
-    for p in $(pgrep -g "$1" 2>/dev/null); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
-# RSS or peak RSS (kB; FIELD VmRSS or VmHWM) of a process group.
-rss_of() {
-    local total=0 p
-    for p in $(pgrep -g "$1" 2>/dev/null); do
-        [ -r "/proc/$p/status" ] || continue
-        total=$((total + $(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
 wait_http() { # url
     for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done
     echo "distinct.sh: $1 never answered" >&2; return 1
@@ -130,7 +112,7 @@ load() {
     c1=$(cpu_of "$server"); t1=$(date +%s.%N); b1=$(busy); children; w1=$(cat "$work/children")
     wrk_cpu=$(echo "100 * ($w1 - $w0) / ($t1 - $t0)" | bc -l | xargs printf '%.0f')
     host=$(echo "$b0 $b1" | awk -v n="$(nproc)" '{printf "%.0f", 100 * n * ($3 - $1) / ($4 - $2)}')
-    rss=$(rss_of "$server" VmRSS)
+    rss=$(memory_of "$server" VmRSS status)
     rps=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$work/wrk-$label.txt")
     p50=$(ms "$(awk '$1 == "50%" {print $2}' "$work/wrk-$label.txt")")
     p99=$(ms "$(awk '$1 == "99%" {print $2}' "$work/wrk-$label.txt")")
@@ -189,7 +171,7 @@ CONF
     wait_http "http://127.0.0.1:$healer_port/healthz"
     load "$path" "$url" "$d"
     local waited; waited=$(settled "$work/healer-$path.log" "$state"/healer.db*)
-    local peak; peak=$(rss_of "$server" VmHWM)
+    local peak; peak=$(memory_of "$server" VmHWM status)
     stop "$server"
     local db="$state/healer.db" recorded
     echo "   events (store): $(sql "$db" "SELECT group_concat(event || '=' || n || ' (' || d || ' names)', ', ') FROM (SELECT event, count(*) n, count(DISTINCT subject) d FROM events WHERE event NOT IN ('started', 'stopping') GROUP BY event)")"

@@ -165,11 +165,12 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl = unix://$1/supervisor.sock
 EOF
 }
-supervisord_svc() {
+# supervisord_program DIR NAME COMMAND: one restarted-at-once program.
+supervisord_program() {
     cat >> "$1/supervisord.conf" <<EOF
 
 [program:$2]
-command = $here/svc.sh fg $1/$2.pid $1/$2.starts $3
+command = $3
 autorestart = true
 startsecs = 0
 startretries = 1000
@@ -178,6 +179,10 @@ stopwaitsecs = 2
 stdout_logfile = NONE
 stderr_logfile = NONE
 EOF
+}
+# supervisord_svc DIR NAME ID: the supervised sleep, as a program.
+supervisord_svc() {
+    supervisord_program "$1" "$2" "$here/svc.sh fg $1/$2.pid $1/$2.starts $3"
 }
 # Each tool, started on DIR, waits until it reports COUNT processes running.
 run_healer() {
@@ -348,18 +353,7 @@ finish "$d" "$p"
 
 d="$work/hang-supervisord"; mkdir -p "$d"; port=$(bench freeport)
 supervisord_config "$d"
-cat >> "$d/supervisord.conf" <<EOF
-
-[program:web]
-command = $perl $here/hangsrv.pl $port $d/web.pid $d/web.starts
-autorestart = true
-startsecs = 0
-startretries = 1000
-stopsignal = KILL
-stopwaitsecs = 2
-stdout_logfile = NONE
-stderr_logfile = NONE
-EOF
+supervisord_program "$d" web "$perl $here/hangsrv.pl $port $d/web.pid $d/web.starts"
 run_supervisord "$d" 1; p=$pid
 hang_measure supervisord "$d/web.pid" 1 --stop-on-miss
 finish "$d" "$p"
