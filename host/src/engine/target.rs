@@ -8,7 +8,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
-use healer_plugin_sdk::{Finding, Observation, Recovery, Status};
+use healer_plugin_sdk::{Duration as Written, Finding, Observation, Recovery, Status};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
@@ -337,30 +337,38 @@ impl Cycle {
         self.promise(policy.timeout.into());
         match timeout(policy.timeout.into(), self.runner.monitor.check()).await {
             Ok(Ok(seen)) => (seen, true),
-            Ok(Err(error)) => {
-                let error = crate::redact::text_of(&error);
-                let summary = format!("check failed: {error}");
-                self.emit(Event::PluginFailed {
-                    target: self.name().to_owned(),
-                    role: Role::Monitor,
-                    plugin: plugin.clone(),
-                    error,
-                });
-                (Observation::unknown(summary), false)
-            }
-            Err(_) => {
-                self.emit(Event::PluginTimedOut {
-                    target: self.name().to_owned(),
-                    role: Role::Monitor,
-                    plugin: plugin.clone(),
-                    after: policy.timeout,
-                });
-                (
-                    Observation::unknown(format!("check timed out after {}", policy.timeout)),
-                    false,
-                )
-            }
+            Ok(Err(error)) => (self.plugin_failed(Role::Monitor, plugin, &error), false),
+            Err(_) => (
+                self.plugin_timed_out(Role::Monitor, plugin, policy.timeout),
+                false,
+            ),
         }
+    }
+
+    /// A plugin call that failed: its event, and the UNKNOWN observation
+    /// it stands for when it was the check.
+    fn plugin_failed(&self, role: Role, plugin: &str, error: &str) -> Observation {
+        let error = crate::redact::text_of(error);
+        let summary = format!("check failed: {error}");
+        self.emit(Event::PluginFailed {
+            target: self.name().to_owned(),
+            role,
+            plugin: plugin.to_owned(),
+            error,
+        });
+        Observation::unknown(summary)
+    }
+
+    /// A plugin call past its deadline: its event, and the UNKNOWN
+    /// observation it stands for when it was the check.
+    fn plugin_timed_out(&self, role: Role, plugin: &str, after: Written) -> Observation {
+        self.emit(Event::PluginTimedOut {
+            target: self.name().to_owned(),
+            role,
+            plugin: plugin.to_owned(),
+            after,
+        });
+        Observation::unknown(format!("check timed out after {after}"))
     }
 
     fn note_status(&mut self, seen: &Observation, pushed: bool, took: Duration) {
@@ -426,31 +434,11 @@ impl Cycle {
                     (Some(_), Some((diagnoser, _))) => (Role::Diagnoser, diagnoser.clone()),
                     _ => (Role::Monitor, plugin),
                 };
-                let target = self.name().to_owned();
                 let unknown = match failed {
-                    Ok(Err(error)) => {
-                        let error = crate::redact::text_of(&error);
-                        let summary = format!("check failed: {error}");
-                        self.emit(Event::PluginFailed {
-                            target,
-                            role,
-                            plugin,
-                            error,
-                        });
-                        summary
-                    }
-                    _ => {
-                        let after = healer_plugin_sdk::Duration(deadline);
-                        self.emit(Event::PluginTimedOut {
-                            target,
-                            role,
-                            plugin,
-                            after,
-                        });
-                        format!("check timed out after {after}")
-                    }
+                    Ok(Err(error)) => self.plugin_failed(role, &plugin, &error),
+                    _ => self.plugin_timed_out(role, &plugin, Written(deadline)),
                 };
-                let seen = pushed.unwrap_or_else(|| Observation::unknown(unknown));
+                let seen = pushed.unwrap_or(unknown);
                 self.remember_missed(seen.clone());
                 self.note_status(&seen, was_push, took);
                 return if was_push {
@@ -463,29 +451,11 @@ impl Cycle {
         };
         let (seen, checked) = match observed.checked {
             Checked::Seen(seen) => (seen, true),
-            Checked::Failed(error) => {
-                let error = crate::redact::text_of(&error);
-                let summary = format!("check failed: {error}");
-                self.emit(Event::PluginFailed {
-                    target: self.name().to_owned(),
-                    role: Role::Monitor,
-                    plugin,
-                    error,
-                });
-                (Observation::unknown(summary), false)
-            }
-            Checked::TimedOut => {
-                self.emit(Event::PluginTimedOut {
-                    target: self.name().to_owned(),
-                    role: Role::Monitor,
-                    plugin,
-                    after: policy.timeout,
-                });
-                (
-                    Observation::unknown(format!("check timed out after {}", policy.timeout)),
-                    false,
-                )
-            }
+            Checked::Failed(error) => (self.plugin_failed(Role::Monitor, &plugin, &error), false),
+            Checked::TimedOut => (
+                self.plugin_timed_out(Role::Monitor, &plugin, policy.timeout),
+                false,
+            ),
         };
         self.note_status(&seen, was_push, took);
         if observed.diagnoses.is_empty() {
@@ -501,21 +471,11 @@ impl Cycle {
                 Diagnosis::Found(found) => findings.extend(found),
                 Diagnosis::Failed(error) => {
                     complete = false;
-                    self.events.emit(Event::PluginFailed {
-                        target: self.runner.target.name.clone(),
-                        role: Role::Diagnoser,
-                        plugin: diagnoser.clone(),
-                        error: crate::redact::text_of(&error),
-                    });
+                    self.plugin_failed(Role::Diagnoser, diagnoser, &error);
                 }
                 Diagnosis::TimedOut => {
                     complete = false;
-                    self.events.emit(Event::PluginTimedOut {
-                        target: self.runner.target.name.clone(),
-                        role: Role::Diagnoser,
-                        plugin: diagnoser.clone(),
-                        after: policy.timeout,
-                    });
+                    self.plugin_timed_out(Role::Diagnoser, diagnoser, policy.timeout);
                 }
             }
         }
@@ -556,30 +516,21 @@ impl Cycle {
         }
         let deadline: Duration = self.runner.target.policy.timeout.into();
         self.promise(deadline * self.runner.diagnosers.len() as u32);
-        let history = self.history.make_contiguous();
+        self.history.make_contiguous();
+        let (history, _) = self.history.as_slices();
         let mut findings = Vec::new();
         let mut complete = true;
         for (plugin, diagnoser) in &self.runner.diagnosers {
-            let target = self.runner.target.name.clone();
             match timeout(deadline, diagnoser.diagnose(seen, history)).await {
                 Ok(Ok(found)) => findings.extend(found),
                 Ok(Err(error)) => {
                     complete = false;
-                    self.events.emit(Event::PluginFailed {
-                        target,
-                        role: Role::Diagnoser,
-                        plugin: plugin.clone(),
-                        error: crate::redact::text_of(&error),
-                    });
+                    self.plugin_failed(Role::Diagnoser, plugin, &error);
                 }
                 Err(_) => {
                     complete = false;
-                    self.events.emit(Event::PluginTimedOut {
-                        target,
-                        role: Role::Diagnoser,
-                        plugin: plugin.clone(),
-                        after: self.runner.target.policy.timeout,
-                    });
+                    let after = self.runner.target.policy.timeout;
+                    self.plugin_timed_out(Role::Diagnoser, plugin, after);
                 }
             }
         }
