@@ -323,21 +323,10 @@ pub fn details_from_text(text: &str) -> Value {
 
 /// Writes queued frames to the other side, as many as are waiting per
 /// flush; ends when the queue closes or the socket fails.
-pub async fn write_frames<W: AsyncWrite + Unpin>(write: W, mut outbox: UnboundedReceiver<Bytes>) {
-    let mut sink = FramedWrite::new(write, codec());
-    while let Some(frame) = outbox.recv().await {
-        if sink.feed(frame).await.is_err() {
-            return;
-        }
-        while let Ok(more) = outbox.try_recv() {
-            if sink.feed(more).await.is_err() {
-                return;
-            }
-        }
-        if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
-            return;
-        }
-    }
+pub async fn write_frames<W: AsyncWrite + Unpin>(write: W, outbox: UnboundedReceiver<Bytes>) {
+    // Nothing to gather: a queue closed from the start.
+    let (_, nothing) = tokio::sync::mpsc::unbounded_channel();
+    write_gathering(write, outbox, nothing, std::time::Duration::ZERO).await;
 }
 
 /// A worker's writer: frames from `urgent` are written at once; after a
