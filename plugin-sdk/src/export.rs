@@ -303,7 +303,10 @@ fn new_monitor_instance<M: Monitor>(config_json: &str) -> Result<MonitorBox, Str
 
 fn new_diagnoser_instance<D: Diagnoser>(config_json: &str) -> Result<DiagnoserBox, String> {
     let diagnoser = D::new(parse_config(config_json)?).map_err(|err| err.to_string())?;
-    let instance = Shared(Arc::new(std::sync::Mutex::new(diagnoser)));
+    let instance = DiagnoserInstance {
+        history_needed: u64::try_from(diagnoser.history_needed()).unwrap_or(u64::MAX),
+        diagnoser: Shared(Arc::new(std::sync::Mutex::new(diagnoser))),
+    };
     Ok(DiagnoserFfi_TO::from_value(instance, TD_Opaque))
 }
 
@@ -352,13 +355,23 @@ impl<M: Monitor> MonitorFfi for MonitorInstance<M> {
 /// A plugin behind a lock shared with the task that is using it.
 struct Shared<L>(Arc<L>);
 
-impl<D: Diagnoser> DiagnoserFfi for Shared<std::sync::Mutex<D>> {
+/// A diagnoser and how much history it reads (asked once).
+struct DiagnoserInstance<D> {
+    diagnoser: Shared<std::sync::Mutex<D>>,
+    history_needed: u64,
+}
+
+impl<D: Diagnoser> DiagnoserFfi for DiagnoserInstance<D> {
+    fn history_needed(&self) -> u64 {
+        self.history_needed
+    }
+
     fn diagnose(
         &self,
         latest: ObservationFfi,
         history: RVec<ObservationFfi>,
     ) -> FfiFuture<RResult<RVec<FindingFfi>, RString>> {
-        let diagnoser = Arc::clone(&self.0);
+        let diagnoser = Arc::clone(&self.diagnoser.0);
         let diagnose = move || {
             let latest = Observation::from(latest);
             let history: Vec<Observation> = history.into_iter().map(Observation::from).collect();

@@ -162,6 +162,14 @@ pub trait DiagnoserFfi: Send + Sync + 'static {
         latest: ObservationFfi,
         history: RVec<ObservationFfi>,
     ) -> FfiFuture<RResult<RVec<FindingFfi>, RString>>;
+
+    /// How many observations before the latest [`diagnose`](Self::diagnose)
+    /// reads ([`Diagnoser::history_needed`](crate::Diagnoser::history_needed)).
+    /// Since SDK 1.2; a package built before answers `u64::MAX`: all the
+    /// target keeps.
+    fn history_needed(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// A recoverer instance living in a package.

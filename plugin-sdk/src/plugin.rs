@@ -85,6 +85,16 @@ pub trait Diagnoser: Sized + Send + 'static {
     /// Runs on the package's blocking pool unless [`BLOCKS`](Self::BLOCKS)
     /// is `false`.
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding>;
+
+    /// How many observations before the latest [`diagnose`](Self::diagnose)
+    /// reads in `history`. healer keeps no more than this for the target
+    /// (and never more than its `history` setting), so a diagnoser that
+    /// judges the latest observation alone says `0` and costs no memory
+    /// or copying per check. Asked once, when the instance is created.
+    /// The default: all the target keeps.
+    fn history_needed(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Fixes a finding: restarts a service, runs a command, calls a webhook.

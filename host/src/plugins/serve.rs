@@ -260,7 +260,16 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         .collect::<Result<Vec<_>, _>>()?;
     let not_here = || "this instance is not loaded in the worker".to_owned();
     let within = Duration::from_micros(observe.within_us);
-    let keep = usize::try_from(observe.keep).unwrap_or(usize::MAX).max(1);
+    // No more than the diagnosers read: the http diagnoser, as shipped,
+    // reads none, and then nothing is kept or copied per check.
+    let needed = diagnosers
+        .iter()
+        .filter_map(|diagnoser| diagnoser.local()?.history_needed())
+        .max()
+        .unwrap_or(0);
+    let keep = usize::try_from(observe.keep)
+        .unwrap_or(usize::MAX)
+        .min(needed);
     let checked = match observe.pushed {
         Some(seen) => Ok(ObservationFfi::from(seen)),
         None => {
@@ -276,6 +285,10 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
     // stopped waiting) loses nothing but its own observation.
     let remember_here = |seen: ObservationFfi| {
         let mut held = lock(held);
+        if keep == 0 {
+            held.histories.remove(&observe.monitor);
+            return;
+        }
         let history = held.histories.entry(observe.monitor).or_default();
         remember(history, seen, keep);
     };

@@ -36,6 +36,11 @@ impl Diagnoser for HttpDiagnoser {
         Ok(HttpDiagnoser(config))
     }
 
+    /// Only a run of slow answers looks back: the ones before the latest.
+    fn history_needed(&self) -> usize {
+        self.0.slow_for_samples - 1
+    }
+
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding> {
         // UNKNOWN: healer could not ask (DNS, a local socket error) or judged
         // a certificate on its own clock or CA store: that is no evidence

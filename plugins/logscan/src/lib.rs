@@ -156,6 +156,11 @@ impl Diagnoser for LogDiagnoser {
         Ok(LogDiagnoser(compiled))
     }
 
+    /// Judges the latest observation alone.
+    fn history_needed(&self) -> usize {
+        0
+    }
+
     fn diagnose(&mut self, latest: &Observation, _history: &[Observation]) -> Vec<Finding> {
         // The file could not be read: no lines, and no evidence either way.
         if latest.status == Status::Unknown {

@@ -232,6 +232,11 @@ impl Diagnoser for SystemDiagnoser {
         Ok(SystemDiagnoser)
     }
 
+    /// Judges the latest observation alone.
+    fn history_needed(&self) -> usize {
+        0
+    }
+
     fn diagnose(&mut self, latest: &Observation, _history: &[Observation]) -> Vec<Finding> {
         // Figures that could not be read are no breach.
         if latest.status == Status::Unknown {
