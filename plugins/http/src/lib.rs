@@ -6,6 +6,7 @@
 
 mod diagnoser;
 mod monitor;
+mod plain;
 
 pub use diagnoser::HttpDiagnoser;
 pub use monitor::HttpMonitor;

@@ -21,6 +21,8 @@ use regex::Regex;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde::Deserialize;
 
+use crate::plain::{Failure, Plain};
+
 /// The most of a response body that is read (and matched by `body_regex`);
 /// the rest is not read, so a huge answer cannot grow healer's memory.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -71,6 +73,8 @@ pub struct HttpMonitor {
     host: String,
     /// The URL, parsed once (not once per check).
     url: reqwest::Url,
+    /// The light path, for plain HTTP to an IP address.
+    plain: Option<Plain>,
     config: Config,
 }
 
@@ -94,32 +98,15 @@ tls_verify = true              # check the server's certificate
     }
 
     async fn check(&mut self) -> Result<Observation, Error> {
-        let mut request = self
-            .client
-            .request(self.method.clone(), self.url.clone())
-            .timeout(self.config.timeout.into());
-        for (name, value) in &self.config.headers {
-            request = request.header(name, value);
-        }
-        if let Some(body) = &self.config.body {
-            request = request.body(body.clone());
-        }
         let started = Instant::now();
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(err) => return Ok(self.failed(&err)),
+        let answered = match &self.plain {
+            Some(plain) => plain.request(self.config.timeout.into()).await,
+            None => self.request().await,
         };
-        let code = response.status().as_u16();
-        let mut body = Vec::new();
-        while body.len() < MAX_BODY {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk[..chunk.len().min(MAX_BODY - body.len())])
-                }
-                Ok(None) => break,
-                Err(err) => return Ok(self.failed(&err)),
-            }
-        }
+        let (code, body) = match answered {
+            Ok(answered) => answered,
+            Err(failure) => return Ok(self.failed(failure)),
+        };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let seen = |observation: Observation| {
             observation
@@ -181,7 +168,9 @@ impl HttpMonitor {
         } else {
             client(config.tls_verify, roots)?
         };
+        let plain = Plain::of(&url, &method, &config.headers, config.body.as_deref())?;
         Ok(HttpMonitor {
+            plain,
             client,
             lookup,
             method,
@@ -193,14 +182,85 @@ impl HttpMonitor {
         })
     }
 
+    /// One request through reqwest's client: the status code and at most
+    /// [`MAX_BODY`] bytes of the body.
+    async fn request(&self) -> Result<(u16, Vec<u8>), Failure> {
+        let mut request = self
+            .client
+            .request(self.method.clone(), self.url.clone())
+            .timeout(self.config.timeout.into());
+        for (name, value) in &self.config.headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = &self.config.body {
+            request = request.body(body.clone());
+        }
+        let mut response = request.send().await.map_err(|err| self.failure(&err))?;
+        let code = response.status().as_u16();
+        let mut body = Vec::new();
+        while body.len() < MAX_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk[..chunk.len().min(MAX_BODY - body.len())])
+                }
+                Ok(None) => break,
+                Err(err) => return Err(self.failure(&err)),
+            }
+        }
+        Ok((code, body))
+    }
+
     /// A request that got no (complete) answer: CRITICAL when the service
     /// refused, reset or did not answer in time, or presented a certificate
     /// that is bad whatever this machine's clock and trust; UNKNOWN when
     /// healer could not ask (DNS, local socket errors, any other TLS
     /// failure, ...) or judged the certificate on its own clock or CA store
     /// (expired, not valid yet, an unknown issuer, ...).
-    fn failed(&self, err: &reqwest::Error) -> Observation {
-        let config = &self.config;
+    fn failed(&self, failure: Failure) -> Observation {
+        let (seen, kind) = match failure {
+            Failure::Dns(why) => (Observation::unknown(why), "dns"),
+            Failure::DnsTimedOut => {
+                let why = format!(
+                    "cannot resolve {}: no answer from DNS within {}",
+                    self.host, self.config.timeout
+                );
+                (Observation::unknown(why), "dns")
+            }
+            Failure::TimedOut => {
+                let why = format!("no answer within {}", self.config.timeout);
+                (Observation::critical(why), "timeout")
+            }
+            Failure::Refused => (Observation::critical("connection refused"), "refused"),
+            Failure::Certificate { error, local: None } => {
+                let why = format!("the server's TLS certificate does not verify: {error}");
+                (Observation::critical(why), "certificate")
+            }
+            Failure::Certificate {
+                error,
+                local: Some(what),
+            } => {
+                let why = format!("the TLS certificate of {} {what}: {error}", self.shown_url);
+                (Observation::unknown(why), "certificate")
+            }
+            Failure::Closed(why) => {
+                let why = format!("the connection was closed unanswered: {why}");
+                (Observation::critical(why), "reset")
+            }
+            Failure::Connect(why) => (
+                Observation::unknown(format!("cannot connect: {why}")),
+                "connect",
+            ),
+            Failure::Other(why) => (
+                Observation::unknown(format!("request failed: {why}")),
+                "error",
+            ),
+        };
+        seen.detail("error", kind)
+            .detail("url", self.shown_url.clone())
+    }
+
+    /// What a reqwest error says about the service.
+    fn failure(&self, err: &reqwest::Error) -> Failure {
         let io_kind = |kinds: &[std::io::ErrorKind]| {
             causes(err)
                 .filter_map(|e| e.downcast_ref::<std::io::Error>())
@@ -211,43 +271,30 @@ impl HttpMonitor {
             .filter_map(|e| e.downcast_ref::<hyper::Error>())
             .any(hyper::Error::is_incomplete_message);
         use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-        let (seen, kind) = if let Some(dns) = dns {
-            (Observation::unknown(dns.to_string()), "dns")
+        if let Some(dns) = dns {
+            Failure::Dns(dns.to_string())
         } else if err.is_timeout() && self.lookup.resolving(&self.host) {
-            let host = &self.host;
-            let why = format!(
-                "cannot resolve {host}: no answer from DNS within {}",
-                config.timeout
-            );
-            (Observation::unknown(why), "dns")
+            Failure::DnsTimedOut
         } else if err.is_timeout() {
-            let why = format!("no answer within {}", config.timeout);
-            (Observation::critical(why), "timeout")
+            Failure::TimedOut
         } else if io_kind(&[ConnectionRefused]) {
-            (Observation::critical("connection refused"), "refused")
+            Failure::Refused
         } else if let Some((bad, verdict)) = causes(err).find_map(bad_certificate) {
-            let seen = match verdict {
-                Verdict::Server => Observation::critical(format!(
-                    "the server's TLS certificate does not verify: {bad}"
-                )),
-                Verdict::Local(what) => Observation::unknown(format!(
-                    "the TLS certificate of {} {what}: {bad}",
-                    self.shown_url
-                )),
+            let local = match verdict {
+                Verdict::Server => None,
+                Verdict::Local(what) => Some(what),
             };
-            (seen, "certificate")
+            Failure::Certificate {
+                error: bad.to_string(),
+                local,
+            }
         } else if closed || io_kind(&[ConnectionReset, ConnectionAborted]) {
-            let why = format!("the connection was closed unanswered: {}", innermost(err));
-            (Observation::critical(why), "reset")
+            Failure::Closed(innermost(err))
         } else if err.is_connect() {
-            let why = format!("cannot connect: {}", innermost(err));
-            (Observation::unknown(why), "connect")
+            Failure::Connect(innermost(err))
         } else {
-            let why = format!("request failed: {}", innermost(err));
-            (Observation::unknown(why), "error")
-        };
-        seen.detail("error", kind)
-            .detail("url", self.shown_url.clone())
+            Failure::Other(innermost(err))
+        }
     }
 }
 
@@ -466,6 +513,9 @@ fn client(
         // A new connection per check: an idle pooled one could answer
         // for a server that accepts no new connections any more.
         .pool_max_idle_per_host(0)
+        // The first answer is judged: a redirect is an answer (2xx and
+        // 3xx pass unless `expect_status` says otherwise).
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("healer-http/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
