@@ -86,12 +86,16 @@ pub(crate) enum Command {
     Recheck,
     /// An operator's reset of one issue (or, with no kind, of every
     /// escalated one); the reply is the issues reset.
-    Reset {
-        kind: Option<String>,
-        reply: oneshot::Sender<Vec<Issue>>,
-    },
+    Reset(Box<Reset>),
     /// Stop, and hand on the issues (a reload restarts or removes it).
     Stop,
+}
+
+/// An operator's reset, as a target's loop is asked it: boxed, so a
+/// command is small (each target's channel holds room for 32).
+pub(crate) struct Reset {
+    pub kind: Option<String>,
+    pub reply: oneshot::Sender<Vec<Issue>>,
 }
 
 /// What targets share, and what the engine's handle reaches.
@@ -342,7 +346,8 @@ impl Engine {
         let slot = self
             .board
             .enter(cycle.view(), std::time::Instant::now() + first_by);
-        let task = tokio::spawn(cycle.run(inbox, self.shutdown.clone(), slot));
+        let run = Box::new(cycle).run(inbox, self.shutdown.clone(), slot);
+        let task = tokio::spawn(run);
         self.running.insert(
             name,
             Running {
@@ -487,7 +492,7 @@ impl Handle {
         let (reply, answer) = oneshot::channel();
         let what = kind.clone();
         sender
-            .try_send(Command::Reset { kind, reply })
+            .try_send(Command::Reset(Box::new(Reset { kind, reply })))
             .map_err(|err| match err {
                 mpsc::error::TrySendError::Full(_) => Refusal::Busy(target.to_owned()),
                 mpsc::error::TrySendError::Closed(_) => Refusal::NoSuchTarget(target.to_owned()),

@@ -160,8 +160,11 @@ impl Cycle {
 
     /// Runs until `shutdown` changes or it is told to stop; returns its
     /// tracker, for a successor to carry on from.
+    /// Boxed: an async fn keeps its moved-in arguments beside its locals,
+    /// so a cycle passed by value would be stored twice in the task of
+    /// every target.
     pub(crate) async fn run(
-        mut self,
+        mut self: Box<Self>,
         mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
         slot: Arc<Slot>,
@@ -208,7 +211,8 @@ impl Cycle {
                         debug!(target = %self.name(), "re-checking at once: a dependency recovered");
                         None
                     }
-                    Some(Command::Reset { kind, reply }) => {
+                    Some(Command::Reset(asked)) => {
+                        let super::Reset { kind, reply } = *asked;
                         let reset = self.reset(kind.as_deref());
                         if !reset.is_empty() {
                             next = Instant::now();
