@@ -203,3 +203,76 @@ monitor = {{ plugin = "counter" }}
         neighbour_after - neighbour_before
     );
 }
+
+/// A server on 127.0.0.1 answering 200 to each connection, after 150 ms
+/// while `slow` is set; its port.
+fn answering_slowly_when(slow: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let slow = slow.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                if slow.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_run_of_slow_answers_opens_http_slow_at_the_third_from_the_history_the_worker_keeps() {
+    // The http diagnoser reads the history only for `http.slow`, and asks
+    // for `slow_for_samples - 1` observations of it: the worker keeps
+    // just those (not the target's 10), and that is enough.
+    let plugins = plugins_dir_with(&["healer-plugin-http"]);
+    let dir = tempfile::tempdir().unwrap();
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = answering_slowly_when(slow.clone());
+    let body = format!(
+        r#"
+[[target]]
+name = "web"
+monitor = {{ plugin = "http", url = "http://127.0.0.1:{port}/health", timeout = "1s", max_latency = "50ms" }}
+[[target.diagnose]]
+plugin = "http"
+slow_for_samples = 3
+"#
+    );
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
+    daemon.wait_for(
+        "web is OK",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "web"),
+    );
+    slow.store(true, std::sync::atomic::Ordering::SeqCst);
+    daemon.wait_for("http.slow opens", LIMIT, |e| {
+        matches!(e, Event::IssueOpened { target, issue } if target == "web" && issue.kind == "http.slow")
+    });
+    let records = daemon.records();
+    let opened = records
+        .iter()
+        .position(|r| matches!(&r.event, Event::IssueOpened { issue, .. } if issue.kind == "http.slow"))
+        .unwrap();
+    let slow_checks = records[..opened]
+        .iter()
+        .filter(|r| {
+            matches!(&r.event, Event::Checked { target, status: Status::Warning, .. } if target == "web")
+        })
+        .count();
+    assert_eq!(
+        slow_checks, 3,
+        "http.slow opened after {slow_checks} slow answers, not 3"
+    );
+}

@@ -1031,6 +1031,94 @@ VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/NxPplncthuhXdmKN6p9oE7rP
         }
     }
 
+    /// A server on 127.0.0.1 that answers `answer` to one connection and
+    /// hands on the request it read (head and a Content-Length body); its
+    /// port.
+    fn recording_server(answer: &'static str) -> (u16, std::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sender, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&request).to_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .map_or(0, |n| n.trim().parse().unwrap());
+            let mut body = vec![0u8; length];
+            stream.read_exact(&mut body).unwrap();
+            request.extend_from_slice(&body);
+            let _ = stream.write_all(answer.as_bytes());
+            let _ = sender.send(String::from_utf8_lossy(&request).into_owned());
+        });
+        (port, received)
+    }
+
+    #[test]
+    fn both_paths_send_the_method_target_headers_and_body_of_the_config() {
+        // 127.0.0.1 takes the light path; `localhost` goes through reqwest.
+        for host in ["127.0.0.1", "localhost"] {
+            let (port, received) =
+                recording_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            let seen = check(serde_json::json!({
+                "url": format!("http://{host}:{port}/health?deep=1"),
+                "method": "post",
+                "headers": { "X-Probe": "healer" },
+                "body": "ping",
+            }));
+            assert_eq!(seen.status, Status::Ok, "{host}: {}", seen.summary);
+            let request = received
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .unwrap();
+            let lower = request.to_lowercase();
+            assert!(
+                request.starts_with("POST /health?deep=1 HTTP/1.1\r\n"),
+                "{host}: {request}"
+            );
+            for line in [
+                format!("host: {host}:{port}\r\n"),
+                "x-probe: healer\r\n".to_owned(),
+                "content-length: 4\r\n".to_owned(),
+                "accept: */*\r\n".to_owned(),
+                format!("user-agent: healer-http/{}\r\n", env!("CARGO_PKG_VERSION")),
+            ] {
+                assert!(lower.contains(&line), "{host}: no {line:?} in {request}");
+            }
+            assert!(request.ends_with("\r\n\r\nping"), "{host}: {request}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_is_judged_as_the_answer_and_never_followed() {
+        for host in ["127.0.0.1", "localhost"] {
+            let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+            elsewhere.set_nonblocking(true).unwrap();
+            let location = format!("http://127.0.0.1:{}/", elsewhere.local_addr().unwrap().port());
+            let redirect: &'static str = Box::leak(
+                format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n")
+                    .into_boxed_str(),
+            );
+            let (port, _) = recording_server(redirect);
+            let url = format!("http://{host}:{port}/");
+            let seen = check(serde_json::json!({ "url": url }));
+            assert_eq!(seen.status, Status::Ok, "{host}: {}", seen.summary);
+            assert_eq!(seen.details["status_code"], 302, "{host}");
+            let (port, _) = recording_server(redirect);
+            let url = format!("http://{host}:{port}/");
+            let seen = check(serde_json::json!({ "url": url, "expect_status": [200] }));
+            assert_eq!(seen.status, Status::Critical, "{host}: {}", seen.summary);
+            assert!(
+                elsewhere.accept().is_err(),
+                "{host}: the redirect was followed"
+            );
+        }
+    }
+
     #[test]
     fn each_check_opens_a_new_connection() {
         // A server that answers each connection once and keeps it open:
