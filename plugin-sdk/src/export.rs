@@ -304,7 +304,7 @@ fn new_monitor_instance<M: Monitor>(config_json: &str) -> Result<MonitorBox, Str
 fn new_diagnoser_instance<D: Diagnoser>(config_json: &str) -> Result<DiagnoserBox, String> {
     let diagnoser = D::new(parse_config(config_json)?).map_err(|err| err.to_string())?;
     let instance = DiagnoserInstance {
-        history_needed: u64::try_from(diagnoser.history_needed()).unwrap_or(u64::MAX),
+        history_needed: diagnoser.history_needed(),
         diagnoser: Shared(Arc::new(std::sync::Mutex::new(diagnoser))),
     };
     Ok(DiagnoserFfi_TO::from_value(instance, TD_Opaque))
@@ -358,23 +358,27 @@ struct Shared<L>(Arc<L>);
 /// A diagnoser and how much history it reads (asked once).
 struct DiagnoserInstance<D> {
     diagnoser: Shared<std::sync::Mutex<D>>,
-    history_needed: u64,
+    history_needed: usize,
 }
 
 impl<D: Diagnoser> DiagnoserFfi for DiagnoserInstance<D> {
-    fn history_needed(&self) -> u64 {
-        self.history_needed
-    }
-
     fn diagnose(
         &self,
         latest: ObservationFfi,
         history: RVec<ObservationFfi>,
     ) -> FfiFuture<RResult<RVec<FindingFfi>, RString>> {
         let diagnoser = Arc::clone(&self.diagnoser.0);
+        let needed = self.history_needed;
         let diagnose = move || {
             let latest = Observation::from(latest);
-            let history: Vec<Observation> = history.into_iter().map(Observation::from).collect();
+            // Only what the diagnoser reads is converted (the details of
+            // each are parsed JSON): none, for most, at every check.
+            let skipped = history.len().saturating_sub(needed);
+            let history: Vec<Observation> = history
+                .into_iter()
+                .skip(skipped)
+                .map(Observation::from)
+                .collect();
             // A poisoned lock means an earlier call panicked; the state is
             // the plugin's own, so carry on with it as the plugin left it.
             // A call still holding the lock hung past its deadline: fail

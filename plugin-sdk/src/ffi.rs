@@ -5,8 +5,12 @@
 //! Plugin authors never use this module; the host uses it through its
 //! loader. Everything here is `abi_stable` types, so the layout is checked
 //! when a package is loaded. The root module is a *prefix type*: minor SDK
-//! versions may append fields after `new_recoverer`, and a newer host sees
-//! them as missing (`None`) in older packages instead of crashing.
+//! versions may append fields after `new_recoverer`. abi_stable's check
+//! then lets an older host load a newer package (the host never reaches
+//! the fields it does not know), but refuses a package with fewer fields
+//! than the host expects ("too many fields", seen with an SDK 1.0 package
+//! in an SDK 1.1 host): a package built before a minor that grew the ABI
+//! must be rebuilt. So minor versions append only when they must.
 //!
 //! Shapes that are open-ended (details, recovery requests) cross as JSON
 //! strings; fixed shapes cross as `RString`/`RVec` structs.
@@ -162,14 +166,6 @@ pub trait DiagnoserFfi: Send + Sync + 'static {
         latest: ObservationFfi,
         history: RVec<ObservationFfi>,
     ) -> FfiFuture<RResult<RVec<FindingFfi>, RString>>;
-
-    /// How many observations before the latest [`diagnose`](Self::diagnose)
-    /// reads ([`Diagnoser::history_needed`](crate::Diagnoser::history_needed)).
-    /// Since SDK 1.2; a package built before answers `u64::MAX`: all the
-    /// target keeps.
-    fn history_needed(&self) -> u64 {
-        u64::MAX
-    }
 }
 
 /// A recoverer instance living in a package.
@@ -220,8 +216,8 @@ pub struct Package {
     ) -> FfiFuture<RResult<RecovererBox, RString>>,
     /// Runs nothing on the package's own runtime and answers: a plugin
     /// worker asks it every second, so a task that spins and holds the
-    /// runtime's thread is noticed. Since SDK 1.1; missing (`None`) in
-    /// packages built before.
+    /// runtime's thread is noticed. Since SDK 1.1 (a host of 1.1 or later
+    /// refuses packages built before).
     pub heartbeat: extern "C" fn() -> FfiFuture<RResult<(), RString>>,
 }
 

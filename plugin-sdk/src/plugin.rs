@@ -87,11 +87,11 @@ pub trait Diagnoser: Sized + Send + 'static {
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding>;
 
     /// How many observations before the latest [`diagnose`](Self::diagnose)
-    /// reads in `history`. healer keeps no more than this for the target
-    /// (and never more than its `history` setting), so a diagnoser that
-    /// judges the latest observation alone says `0` and costs no memory
-    /// or copying per check. Asked once, when the instance is created.
-    /// The default: all the target keeps.
+    /// reads: `history` then holds at most the newest this many of those
+    /// healer keeps (the target's `history` setting), and the SDK converts
+    /// no others for it. A diagnoser that judges the latest observation
+    /// alone says `0` and pays nothing per check for the history. Asked
+    /// once, when the instance is created. The default: all healer keeps.
     fn history_needed(&self) -> usize {
         usize::MAX
     }

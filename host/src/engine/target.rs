@@ -67,9 +67,6 @@ impl Cycle {
         tracker.restore(runner.saved.clone(), Wall::now());
         let diagnosers: Vec<_> = runner.diagnosers.iter().map(|(_, d)| d).collect();
         let in_place = runner.monitor.diagnosed_in_place_by(&diagnosers);
-        // No more than the diagnosers read (no diagnoser reads none).
-        let needed = diagnosers.iter().map(|d| d.history_needed()).max();
-        let history_len = history_len.max(1).min(needed.unwrap_or(0));
         Cycle {
             in_place,
             missed: Vec::new(),
@@ -79,7 +76,7 @@ impl Cycle {
             events,
             tracker,
             history: VecDeque::new(),
-            history_len,
+            history_len: history_len.max(1),
             last_status: None,
             findings: HashMap::new(),
             held: HashSet::new(),
@@ -320,7 +317,7 @@ impl Cycle {
         let conclusive = checked && diagnosed && seen.status != Status::Unknown;
         self.after_diagnosis(&findings, conclusive);
         self.show(&seen, (!was_push).then_some(took));
-        if !self.in_place && self.history_len > 0 {
+        if !self.in_place {
             self.history.push_back(seen);
             while self.history.len() > self.history_len {
                 self.history.pop_front();

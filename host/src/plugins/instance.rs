@@ -237,16 +237,6 @@ impl MonitorHandle {
 pub struct DiagnoserHandle(Box<dyn Instance>);
 
 impl DiagnoserHandle {
-    /// How many observations before the latest it reads, when it lives in
-    /// this process; `usize::MAX` (all the target keeps) when that is not
-    /// known here (its worker keeps no more than it reads either way).
-    pub fn history_needed(&self) -> usize {
-        self.0
-            .local()
-            .and_then(Local::history_needed)
-            .unwrap_or(usize::MAX)
-    }
-
     /// Diagnoses `latest` given the observations before it, oldest first.
     pub async fn diagnose(
         &self,
@@ -362,15 +352,6 @@ impl Local {
             .await
             .into_result()
             .map_err(RString::into_string)
-    }
-
-    /// How many observations before the latest a diagnoser reads
-    /// (`usize::MAX`: all the target keeps; `None`: not a diagnoser).
-    pub fn history_needed(&self) -> Option<usize> {
-        let Local::Diagnoser(diagnoser) = self else {
-            return None;
-        };
-        Some(usize::try_from(diagnoser.history_needed()).unwrap_or(usize::MAX))
     }
 
     /// A diagnosis of observations as the package gave them.

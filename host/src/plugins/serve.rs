@@ -99,8 +99,10 @@ struct Held {
     /// Push forwarders, by instance.
     forwarding: HashMap<u64, AbortHandle>,
     /// The observations before the latest, oldest first, of each monitor
-    /// whose checks are diagnosed here.
-    histories: HashMap<u64, VecDeque<ObservationFfi>>,
+    /// whose checks are diagnosed here: each one postcard-encoded buffer
+    /// (about 100 bytes, where the FFI form took nine allocations and
+    /// some 600), decoded only to be handed to a diagnoser.
+    histories: HashMap<u64, VecDeque<Box<[u8]>>>,
 }
 
 type Shared = Arc<Mutex<Held>>;
@@ -260,16 +262,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         .collect::<Result<Vec<_>, _>>()?;
     let not_here = || "this instance is not loaded in the worker".to_owned();
     let within = Duration::from_micros(observe.within_us);
-    // No more than the diagnosers read: the http diagnoser, as shipped,
-    // reads none, and then nothing is kept or copied per check.
-    let needed = diagnosers
-        .iter()
-        .filter_map(|diagnoser| diagnoser.local()?.history_needed())
-        .max()
-        .unwrap_or(0);
-    let keep = usize::try_from(observe.keep)
-        .unwrap_or(usize::MAX)
-        .min(needed);
+    let keep = usize::try_from(observe.keep).unwrap_or(usize::MAX).max(1);
     let checked = match observe.pushed {
         Some(seen) => Ok(ObservationFfi::from(seen)),
         None => {
@@ -283,17 +276,14 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
     };
     // The history stays in its map: a call cancelled half-way (healer
     // stopped waiting) loses nothing but its own observation.
-    let remember_here = |seen: ObservationFfi| {
+    let remember_here = |seen: &Seen| {
+        let kept = wire::encode_kept(seen);
         let mut held = lock(held);
-        if keep == 0 {
-            held.histories.remove(&observe.monitor);
-            return;
-        }
         let history = held.histories.entry(observe.monitor).or_default();
-        remember(history, seen, keep);
+        remember(history, kept, keep);
     };
-    for seen in observe.missed {
-        remember_here(ObservationFfi::from(seen));
+    for seen in &observe.missed {
+        remember_here(seen);
     }
     let latest = match checked {
         Ok(latest) => latest,
@@ -305,7 +295,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
                     humantime::format_duration(within)
                 ),
             };
-            remember_here(ObservationFfi::from(&Observation::unknown(summary)));
+            remember_here(&Seen::from(&Observation::unknown(summary)));
             return Ok(Answer::Observed {
                 checked: failed,
                 diagnoses: Vec::new(),
@@ -318,7 +308,12 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         let before: RVec<ObservationFfi> = lock(held)
             .histories
             .get(&observe.monitor)
-            .map(|history| history.iter().cloned().collect())
+            .map(|history| {
+                history
+                    .iter()
+                    .filter_map(|kept| wire::decode_kept(kept))
+                    .collect()
+            })
             .unwrap_or_default();
         let last = diagnosers.len().saturating_sub(1);
         let mut before = Some(before);
@@ -343,7 +338,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         }
     }
     let seen = Seen::from(&latest);
-    remember_here(latest);
+    remember_here(&seen);
     Ok(Answer::Observed {
         checked: wire::Checked::Seen(seen),
         diagnoses,
@@ -351,7 +346,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
 }
 
 /// Keeps `seen` as the newest of at most `keep` observations.
-fn remember(history: &mut VecDeque<ObservationFfi>, seen: ObservationFfi, keep: usize) {
+fn remember(history: &mut VecDeque<Box<[u8]>>, seen: Box<[u8]>, keep: usize) {
     history.push_back(seen);
     while history.len() > keep {
         history.pop_front();

@@ -226,6 +226,20 @@ impl From<Seen> for Observation {
     }
 }
 
+/// An observation as a worker keeps it in a history: one buffer.
+pub fn encode_kept(seen: &Seen) -> Box<[u8]> {
+    postcard::to_allocvec(seen)
+        .unwrap_or_default()
+        .into_boxed_slice()
+}
+
+/// A kept observation, to hand to a diagnoser (`None` if it was not one).
+pub fn decode_kept(kept: &[u8]) -> Option<ObservationFfi> {
+    postcard::from_bytes::<Seen>(kept)
+        .ok()
+        .map(ObservationFfi::from)
+}
+
 impl From<&ObservationFfi> for Seen {
     fn from(seen: &ObservationFfi) -> Seen {
         Seen {

@@ -1098,7 +1098,10 @@ VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/NxPplncthuhXdmKN6p9oE7rP
         for host in ["127.0.0.1", "localhost"] {
             let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
             elsewhere.set_nonblocking(true).unwrap();
-            let location = format!("http://127.0.0.1:{}/", elsewhere.local_addr().unwrap().port());
+            let location = format!(
+                "http://127.0.0.1:{}/",
+                elsewhere.local_addr().unwrap().port()
+            );
             let redirect: &'static str = Box::leak(
                 format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n")
                     .into_boxed_str(),
