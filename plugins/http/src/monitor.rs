@@ -100,7 +100,13 @@ tls_verify = true              # check the server's certificate
     async fn check(&mut self) -> Result<Observation, Error> {
         let started = Instant::now();
         let answered = match &self.plain {
-            Some(plain) => plain.request(self.config.timeout.into()).await,
+            Some(plain) => match plain.request(self.config.timeout.into()).await {
+                // A redirect: asked again through the client that follows
+                // it, as every request to this URL was before the light path.
+                Ok(None) => self.request().await,
+                Ok(Some(answered)) => Ok(answered),
+                Err(failure) => Err(failure),
+            },
             None => self.request().await,
         };
         let (code, body) = match answered {
@@ -513,9 +519,6 @@ fn client(
         // A new connection per check: an idle pooled one could answer
         // for a server that accepts no new connections any more.
         .pool_max_idle_per_host(0)
-        // The first answer is judged: a redirect is an answer (2xx and
-        // 3xx pass unless `expect_status` says otherwise).
-        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("healer-http/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
@@ -1094,31 +1097,60 @@ VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/NxPplncthuhXdmKN6p9oE7rP
     }
 
     #[test]
-    fn a_redirect_is_judged_as_the_answer_and_never_followed() {
+    fn a_redirect_is_followed_on_both_paths() {
         for host in ["127.0.0.1", "localhost"] {
-            let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
-            elsewhere.set_nonblocking(true).unwrap();
-            let location = format!(
-                "http://127.0.0.1:{}/",
-                elsewhere.local_addr().unwrap().port()
-            );
+            let (target, reached) =
+                recording_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
             let redirect: &'static str = Box::leak(
-                format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n")
-                    .into_boxed_str(),
+                format!(
+                    "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{target}/moved\r\ncontent-length: 0\r\n\r\n"
+                )
+                .into_boxed_str(),
             );
-            let (port, _) = recording_server(redirect);
-            let url = format!("http://{host}:{port}/");
-            let seen = check(serde_json::json!({ "url": url }));
+            // The light path hands a redirect to reqwest, which asks the
+            // same URL again: the redirecting server answers every time.
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { return };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let _ = stream.write_all(redirect.as_bytes());
+                }
+            });
+            let seen = check(serde_json::json!({
+                "url": format!("http://{host}:{port}/"),
+                "expect_status": [200],
+            }));
             assert_eq!(seen.status, Status::Ok, "{host}: {}", seen.summary);
-            assert_eq!(seen.details["status_code"], 302, "{host}");
-            let (port, _) = recording_server(redirect);
-            let url = format!("http://{host}:{port}/");
-            let seen = check(serde_json::json!({ "url": url, "expect_status": [200] }));
-            assert_eq!(seen.status, Status::Critical, "{host}: {}", seen.summary);
-            assert!(
-                elsewhere.accept().is_err(),
-                "{host}: the redirect was followed"
-            );
+            assert_eq!(seen.details["status_code"], 200, "{host}");
+            let request = reached
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .unwrap();
+            assert!(request.starts_with("GET /moved "), "{host}: {request}");
+        }
+    }
+
+    #[test]
+    fn a_connection_closed_unanswered_is_critical_on_both_paths() {
+        for host in ["127.0.0.1", "localhost"] {
+            // Accepts and closes at once, before or after the request.
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    drop(stream);
+                }
+            });
+            for _ in 0..20 {
+                let seen = check(serde_json::json!({ "url": format!("http://{host}:{port}/") }));
+                assert_eq!(seen.status, Status::Critical, "{host}: {}", seen.summary);
+                assert_eq!(seen.details["error"], "reset", "{host}");
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 //! resolver, no connector stack and no task spawned per connection: at
 //! 1,000 targets a second that stack cost more than the request itself.
 //! Everything else (TLS, a host name, credentials in the URL) goes through
-//! reqwest's client.
+//! reqwest's client, and so does a redirect (which reqwest follows).
 //!
 //! Failures come back as [`Failure`]s, which the monitor judges the same
 //! way whichever path asked.
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, HOST, USER_AGENT};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, HOST, LOCATION, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use reqwest::Url;
@@ -86,7 +86,7 @@ impl Plain {
             None => url.path().to_owned(),
         };
         let mut map = HeaderMap::new();
-        map.insert(HOST, value(&authority)?);
+        map.insert(HOST, value("Host", &authority)?);
         map.insert(ACCEPT, HeaderValue::from_static("*/*"));
         map.insert(
             USER_AGENT,
@@ -95,7 +95,14 @@ impl Plain {
         for (name, text) in headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("invalid header name {name:?} in `headers`"))?;
-            map.insert(name, value(text)?);
+            let text = value(name.as_str(), text)?;
+            // Appended, as reqwest does: names differing in case are sent
+            // each, and a user's own Accept or User-Agent replaces ours.
+            if matches!(name, ACCEPT | USER_AGENT | HOST) {
+                map.insert(name, text);
+            } else {
+                map.append(name, text);
+            }
         }
         Ok(Some(Plain {
             address: SocketAddr::new(ip, port),
@@ -108,13 +115,14 @@ impl Plain {
 
     /// One request on a new connection: the status code and at most
     /// [`MAX_BODY`] bytes of the body, or how it failed, within `timeout`.
-    pub async fn request(&self, timeout: Duration) -> Result<(u16, Vec<u8>), Failure> {
+    /// `None` for a redirect: reqwest's client follows those.
+    pub async fn request(&self, timeout: Duration) -> Result<Option<(u16, Vec<u8>)>, Failure> {
         tokio::time::timeout(timeout, self.exchange())
             .await
             .unwrap_or(Err(Failure::TimedOut))
     }
 
-    async fn exchange(&self) -> Result<(u16, Vec<u8>), Failure> {
+    async fn exchange(&self) -> Result<Option<(u16, Vec<u8>)>, Failure> {
         let stream = tokio::net::TcpStream::connect(self.address)
             .await
             .map_err(|err| match err.kind() {
@@ -136,6 +144,9 @@ impl Plain {
             // The only request on this connection: once it is answered,
             // the connection may end.
             drop(sender);
+            if response.status().is_redirection() && response.headers().contains_key(LOCATION) {
+                return Ok(None);
+            }
             let code = response.status().as_u16();
             let mut incoming = response.into_body();
             let mut body = Vec::new();
@@ -147,7 +158,7 @@ impl Plain {
                     body.extend_from_slice(&data[..data.len().min(MAX_BODY - body.len())]);
                 }
             }
-            Ok::<_, hyper::Error>((code, body))
+            Ok::<_, hyper::Error>(Some((code, body)))
         };
         let mut answer = std::pin::pin!(answer);
         let mut connection = std::pin::pin!(connection);
@@ -163,23 +174,31 @@ impl Plain {
     }
 }
 
-fn value(text: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(text).map_err(|_| format!("invalid header value {text:?} in `headers`"))
+/// A header's value; the error names the header, never the value (it may
+/// be a token).
+fn value(name: &str, text: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(text)
+        .map_err(|_| format!("invalid value of header {name:?} in `headers`"))
 }
 
-/// What a hyper error says about the service.
+/// What a hyper error says about the service: the whole chain is read,
+/// as hyper wraps an early close (`IncompleteMessage`) in `Canceled` when
+/// the service closed before the request was even written.
 fn failure(err: &hyper::Error) -> Failure {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionReset};
-    let innermost = std::iter::successors(Some(err as &(dyn std::error::Error + 'static)), |e| {
-        e.source()
-    })
-    .last()
-    .map(ToString::to_string)
-    .unwrap_or_default();
-    let reset = std::iter::successors(std::error::Error::source(err), |e| e.source())
-        .filter_map(|e| e.downcast_ref::<std::io::Error>())
-        .any(|e| matches!(e.kind(), ConnectionReset | ConnectionAborted));
-    if err.is_incomplete_message() || reset {
+    let chain: Vec<&(dyn std::error::Error + 'static)> =
+        std::iter::successors(Some(err as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .collect();
+    let innermost = chain.last().map(ToString::to_string).unwrap_or_default();
+    let closed = chain.iter().any(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| matches!(e.kind(), ConnectionReset | ConnectionAborted))
+    });
+    if closed {
         Failure::Closed(innermost)
     } else {
         Failure::Other(innermost)
