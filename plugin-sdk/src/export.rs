@@ -41,6 +41,8 @@ struct Entry {
     sample_config: &'static str,
     check_config: fn(&str) -> Result<(), String>,
     create: Create,
+    /// A diagnoser's [`Diagnoser::history_needed`] for a config (JSON).
+    history_needed: Option<fn(&str) -> Result<usize, String>>,
 }
 
 /// Creates an instance from its config (JSON).
@@ -80,6 +82,7 @@ impl PackageBuilder {
                 validate(move || M::new(parse_config(&json)?).map_err(|e| e.to_string()))
             },
             create: Create::Monitor(new_monitor_instance::<M>),
+            history_needed: None,
         });
     }
 
@@ -95,6 +98,7 @@ impl PackageBuilder {
                 validate(move || D::new(parse_config(&json)?).map_err(|e| e.to_string()))
             },
             create: Create::Diagnoser(new_diagnoser_instance::<D>),
+            history_needed: Some(|json| Ok(D::history_needed(&parse_config(json)?))),
         });
     }
 
@@ -110,6 +114,7 @@ impl PackageBuilder {
                 validate(move || R::new(parse_config(&json)?).map_err(|e| e.to_string()))
             },
             create: Create::Recoverer(new_recoverer_instance::<R>),
+            history_needed: None,
         });
     }
 }
@@ -153,6 +158,21 @@ pub fn root_module(build: impl FnOnce() -> PackageBuilder) -> Result<PackageRef,
         heartbeat,
     }
     .leak_into_prefix())
+}
+
+#[doc(hidden)]
+pub fn history_needed(name: RStr<'_>, config_json: RStr<'_>) -> u64 {
+    let (name, config_json) = (name.as_str(), config_json.as_str());
+    let needed = catch_panic(|| {
+        let entry = find(PluginKind::Diagnoser, name)?;
+        entry
+            .history_needed
+            .map_or(Ok(usize::MAX), |f| f(config_json))
+    });
+    match needed {
+        Ok(Ok(needed)) => u64::try_from(needed).unwrap_or(u64::MAX),
+        Ok(Err(_)) | Err(_) => u64::MAX,
+    }
 }
 
 fn registry() -> Result<&'static PackageBuilder, String> {
@@ -302,9 +322,11 @@ fn new_monitor_instance<M: Monitor>(config_json: &str) -> Result<MonitorBox, Str
 }
 
 fn new_diagnoser_instance<D: Diagnoser>(config_json: &str) -> Result<DiagnoserBox, String> {
-    let diagnoser = D::new(parse_config(config_json)?).map_err(|err| err.to_string())?;
+    let config = parse_config(config_json)?;
+    let history_needed = D::history_needed(&config);
+    let diagnoser = D::new(config).map_err(|err| err.to_string())?;
     let instance = DiagnoserInstance {
-        history_needed: diagnoser.history_needed(),
+        history_needed,
         diagnoser: Shared(Arc::new(std::sync::Mutex::new(diagnoser))),
     };
     Ok(DiagnoserFfi_TO::from_value(instance, TD_Opaque))
@@ -470,6 +492,16 @@ macro_rules! export_plugins {
             }
             $crate::__private::lib_header(constructor)
         };
+
+        /// How much history a diagnoser of this package reads: see
+        /// `healer_plugin_sdk::ffi::HISTORY_NEEDED_SYMBOL`.
+        #[no_mangle]
+        pub extern "C" fn healer_plugin_history_needed_v1(
+            name: $crate::__private::RStr<'_>,
+            config_json: $crate::__private::RStr<'_>,
+        ) -> u64 {
+            $crate::__private::history_needed(name, config_json)
+        }
     };
 }
 

@@ -10,7 +10,9 @@
 //! the fields it does not know), but refuses a package with fewer fields
 //! than the host expects ("too many fields", seen with an SDK 1.0 package
 //! in an SDK 1.1 host): a package built before a minor that grew the ABI
-//! must be rebuilt. So minor versions append only when they must.
+//! must be rebuilt. So minor versions append nothing there; what they add
+//! is an optional entry point of its own (`HISTORY_NEEDED_SYMBOL`), which
+//! a host does without when a package lacks it.
 //!
 //! Shapes that are open-ended (details, recovery requests) cross as JSON
 //! strings; fixed shapes cross as `RString`/`RVec` structs.
@@ -220,6 +222,19 @@ pub struct Package {
     /// refuses packages built before).
     pub heartbeat: extern "C" fn() -> FfiFuture<RResult<(), RString>>,
 }
+
+/// The name of the package's optional entry point telling how much
+/// history a diagnoser reads ([`Diagnoser::history_needed`](crate::Diagnoser::history_needed)). It lives outside the
+/// root module on purpose: abi_stable refuses a package whose root module
+/// lacks a field the host knows, so a field appended there would make
+/// every older package unloadable; a host simply finds no such symbol in
+/// a package built before SDK 1.2, and keeps the target's whole history.
+pub const HISTORY_NEEDED_SYMBOL: &[u8] = b"healer_plugin_history_needed_v1\0";
+
+/// The signature behind [`HISTORY_NEEDED_SYMBOL`]: a diagnoser's name and
+/// config (JSON); `u64::MAX` for all the target keeps, or when it cannot
+/// tell (no such diagnoser, a bad config, a panic).
+pub type HistoryNeeded = extern "C" fn(name: RStr<'_>, config_json: RStr<'_>) -> u64;
 
 impl RootModule for PackageRef {
     declare_root_module_statics! {PackageRef}

@@ -87,12 +87,14 @@ pub trait Diagnoser: Sized + Send + 'static {
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding>;
 
     /// How many observations before the latest [`diagnose`](Self::diagnose)
-    /// reads: `history` then holds at most the newest this many of those
-    /// healer keeps (the target's `history` setting), and the SDK converts
-    /// no others for it. A diagnoser that judges the latest observation
-    /// alone says `0` and pays nothing per check for the history. Asked
-    /// once, when the instance is created. The default: all healer keeps.
-    fn history_needed(&self) -> usize {
+    /// reads, with this config. healer keeps no more than the most any of
+    /// a target's diagnosers needs (and never more than the target's
+    /// `history` setting), and `history` holds no more than this: a
+    /// diagnoser that judges the latest observation alone says `0` and
+    /// costs no memory or copying per check. Asked once per instance.
+    /// The default: all the target keeps.
+    fn history_needed(config: &Self::Config) -> usize {
+        let _ = config;
         usize::MAX
     }
 }

@@ -155,3 +155,21 @@ async fn an_invalid_plugin_config_is_refused_naming_the_field() {
         Some("package healer-plugin-example has no monitor named \"no-such-plugin\"")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diagnoser_tells_how_much_history_it_reads_and_one_that_does_not_say_gets_all() {
+    let http = load(&package_file("healer-plugin-http")).expect("the http package loads");
+    let default = http.new_diagnoser("http", &json!({})).await.unwrap();
+    assert_eq!(default.history_needed(), 0, "http.slow after 1 slow answer");
+    let three = http
+        .new_diagnoser("http", &json!({ "slow_for_samples": 3 }))
+        .await
+        .unwrap();
+    assert_eq!(three.history_needed(), 2, "the 2 answers before the latest");
+    // A diagnoser that keeps the SDK's default reads all the target keeps.
+    let silent = panicky()
+        .new_diagnoser("blocks-forever", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(silent.history_needed(), usize::MAX);
+}

@@ -67,6 +67,9 @@ impl Cycle {
         tracker.restore(runner.saved.clone(), Wall::now());
         let diagnosers: Vec<_> = runner.diagnosers.iter().map(|(_, d)| d).collect();
         let in_place = runner.monitor.diagnosed_in_place_by(&diagnosers);
+        // No more than the diagnosers read (with no diagnoser, none).
+        let needed = diagnosers.iter().map(|d| d.history_needed()).max();
+        let history_len = history_len.max(1).min(needed.unwrap_or(0));
         Cycle {
             in_place,
             missed: Vec::new(),
@@ -76,7 +79,7 @@ impl Cycle {
             events,
             tracker,
             history: VecDeque::new(),
-            history_len: history_len.max(1),
+            history_len,
             last_status: None,
             findings: HashMap::new(),
             held: HashSet::new(),
@@ -317,7 +320,7 @@ impl Cycle {
         let conclusive = checked && diagnosed && seen.status != Status::Unknown;
         self.after_diagnosis(&findings, conclusive);
         self.show(&seen, (!was_push).then_some(took));
-        if !self.in_place {
+        if !self.in_place && self.history_len > 0 {
             self.history.push_back(seen);
             while self.history.len() > self.history_len {
                 self.history.pop_front();

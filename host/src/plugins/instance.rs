@@ -17,7 +17,8 @@ use std::pin::Pin;
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use async_ffi::FfiFuture;
 use healer_plugin_sdk::ffi::{
-    DiagnoserBox, FindingFfi, MonitorBox, ObservationFfi, PackageRef, PluginKind, RecovererBox,
+    DiagnoserBox, FindingFfi, HistoryNeeded, MonitorBox, ObservationFfi, PackageRef, PluginKind,
+    RecovererBox,
 };
 use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use serde_json::Value;
@@ -237,6 +238,16 @@ impl MonitorHandle {
 pub struct DiagnoserHandle(Box<dyn Instance>);
 
 impl DiagnoserHandle {
+    /// How many observations before the latest it reads, when it lives in
+    /// this process; `usize::MAX` (all the target keeps) when that is not
+    /// known here (a worker keeps no more than it reads either way).
+    pub fn history_needed(&self) -> usize {
+        self.0
+            .local()
+            .and_then(Local::history_needed)
+            .unwrap_or(usize::MAX)
+    }
+
     /// Diagnoses `latest` given the observations before it, oldest first.
     pub async fn diagnose(
         &self,
@@ -258,7 +269,12 @@ impl RecovererHandle {
 }
 
 /// A package loaded in this process: calls go straight through the ABI.
-pub struct InProcess(pub(super) PackageRef);
+pub struct InProcess {
+    pub(super) module: PackageRef,
+    /// How much history a diagnoser reads; `None` in packages built
+    /// before SDK 1.2 (see `ffi::HISTORY_NEEDED_SYMBOL`).
+    pub(super) history_needed: Option<HistoryNeeded>,
+}
 
 /// A package's constructor entry point for one kind of plugin.
 type Constructor<T> = extern "C" fn(RStr<'_>, RStr<'_>) -> FfiFuture<RResult<T, RString>>;
@@ -277,7 +293,7 @@ impl Backend for InProcess {
     ) -> Call<'a, Result<(), String>> {
         // The SDK waits up to 10 s for the plugin's constructor: never on a
         // runtime thread.
-        let (module, name, config) = (self.0, name.to_owned(), config.to_owned());
+        let (module, name, config) = (self.module, name.to_owned(), config.to_owned());
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 (module.check_config())(
@@ -299,14 +315,19 @@ impl Backend for InProcess {
         name: &'a str,
         config: &'a str,
     ) -> Call<'a, Result<Box<dyn Instance>, String>> {
-        let module = self.0;
+        let module = self.module;
+        let history_needed = self.history_needed;
         Box::pin(async move {
             let instance = match kind {
                 PluginKind::Monitor => {
                     Local::Monitor(create(module.new_monitor(), name, config).await?)
                 }
                 PluginKind::Diagnoser => {
-                    Local::Diagnoser(create(module.new_diagnoser(), name, config).await?)
+                    let diagnoser = create(module.new_diagnoser(), name, config).await?;
+                    let needed = history_needed.map_or(u64::MAX, |needed| {
+                        needed(RStr::from_str(name), RStr::from_str(config))
+                    });
+                    Local::Diagnoser(diagnoser, usize::try_from(needed).unwrap_or(usize::MAX))
                 }
                 PluginKind::Recoverer => {
                     Local::Recoverer(create(module.new_recoverer(), name, config).await?)
@@ -317,7 +338,7 @@ impl Backend for InProcess {
     }
 
     fn heartbeat(&self) -> Call<'_, Result<(), String>> {
-        match self.0.heartbeat() {
+        match self.module.heartbeat() {
             // Built before SDK 1.1: nothing to ask.
             None => Box::pin(std::future::ready(Ok(()))),
             Some(heartbeat) => Box::pin(async move {
@@ -333,7 +354,8 @@ impl Backend for InProcess {
 /// An instance living in this process.
 pub enum Local {
     Monitor(MonitorBox),
-    Diagnoser(DiagnoserBox),
+    /// With how many observations before the latest it reads.
+    Diagnoser(DiagnoserBox, usize),
     Recoverer(RecovererBox),
 }
 
@@ -354,13 +376,22 @@ impl Local {
             .map_err(RString::into_string)
     }
 
+    /// How many observations before the latest a diagnoser reads
+    /// (`usize::MAX`: all the target keeps; `None`: not a diagnoser).
+    pub fn history_needed(&self) -> Option<usize> {
+        match self {
+            Local::Diagnoser(_, needed) => Some(*needed),
+            _ => None,
+        }
+    }
+
     /// A diagnosis of observations as the package gave them.
     pub async fn diagnose_raw(
         &self,
         latest: ObservationFfi,
         history: RVec<ObservationFfi>,
     ) -> Result<RVec<FindingFfi>, String> {
-        let Local::Diagnoser(diagnoser) = self else {
+        let Local::Diagnoser(diagnoser, _) = self else {
             return Err(not_a("diagnoser"));
         };
         diagnoser
@@ -407,7 +438,7 @@ impl Instance for Local {
         history: &'a [Observation],
     ) -> Call<'a, Result<Vec<Finding>, String>> {
         Box::pin(async move {
-            let Local::Diagnoser(diagnoser) = self else {
+            let Local::Diagnoser(diagnoser, _) = self else {
                 return Err(not_a("diagnoser"));
             };
             let history: RVec<ObservationFfi> = history.iter().map(ObservationFfi::from).collect();

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use abi_stable::library::{
     lib_header_from_raw_library, LibraryError, RawLibrary, RootModule, RootModuleError,
 };
-use healer_plugin_sdk::ffi::{PackageRef, PluginKind, ABI_VERSION, SDK_VERSION};
+use healer_plugin_sdk::ffi::{
+    HistoryNeeded, PackageRef, PluginKind, ABI_VERSION, HISTORY_NEEDED_SYMBOL, SDK_VERSION,
+};
 use serde::{Deserialize, Serialize};
 
 use super::identity::Opened;
@@ -185,8 +187,23 @@ fn load_from(path: &Path, shown: &Path) -> Result<Package, LoadError> {
         plugins,
         sha256: None,
         isolation: Isolation::InProcess,
-        backend: Arc::new(InProcess(module)),
+        backend: Arc::new(InProcess {
+            module,
+            history_needed: history_needed_of(raw),
+        }),
     })
+}
+
+/// The package's optional entry point telling how much history a
+/// diagnoser reads; `None` in packages built before SDK 1.2.
+fn history_needed_of(raw: &'static RawLibrary) -> Option<HistoryNeeded> {
+    // SAFETY: a package exporting this symbol defines it through
+    // `export_plugins!`, as a function of exactly the `HistoryNeeded`
+    // signature (the `_v1` in its name is that signature's version; a new
+    // one gets a new name). The library is never unloaded (`raw` is
+    // leaked), so the pointer stays valid.
+    let symbol = unsafe { raw.get::<HistoryNeeded>(HISTORY_NEEDED_SYMBOL) };
+    symbol.ok().map(|symbol| *symbol)
 }
 
 /// Refuses anything that is not ELF before handing it to the dynamic

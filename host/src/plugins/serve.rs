@@ -26,7 +26,7 @@ use tokio::task::AbortHandle;
 use tokio_util::codec::FramedRead;
 
 use super::identity::{self, Identity};
-use super::instance::{Backend, Instance};
+use super::instance::{Backend, Instance, Local};
 use super::load_opened;
 use super::remote::{lock, WORKER_FD};
 use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Observe, Seen, ToWorker};
@@ -262,7 +262,21 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         .collect::<Result<Vec<_>, _>>()?;
     let not_here = || "this instance is not loaded in the worker".to_owned();
     let within = Duration::from_micros(observe.within_us);
-    let keep = usize::try_from(observe.keep).unwrap_or(usize::MAX).max(1);
+    // No more than the diagnosers read: the shipped http diagnoser reads
+    // none by default, and then nothing is kept or copied per check.
+    let needed = diagnosers
+        .iter()
+        .map(|diagnoser| {
+            diagnoser
+                .local()
+                .and_then(Local::history_needed)
+                .unwrap_or(usize::MAX)
+        })
+        .max()
+        .unwrap_or(0);
+    let keep = usize::try_from(observe.keep)
+        .unwrap_or(usize::MAX)
+        .min(needed);
     let checked = match observe.pushed {
         Some(seen) => Ok(ObservationFfi::from(seen)),
         None => {
@@ -277,8 +291,12 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
     // The history stays in its map: a call cancelled half-way (healer
     // stopped waiting) loses nothing but its own observation.
     let remember_here = |seen: &Seen| {
-        let kept = wire::encode_kept(seen);
         let mut held = lock(held);
+        if keep == 0 {
+            held.histories.remove(&observe.monitor);
+            return;
+        }
+        let kept = wire::encode_kept(seen);
         let history = held.histories.entry(observe.monitor).or_default();
         remember(history, kept, keep);
     };

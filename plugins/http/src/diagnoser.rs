@@ -37,8 +37,8 @@ impl Diagnoser for HttpDiagnoser {
     }
 
     /// Only a run of slow answers looks back: the ones before the latest.
-    fn history_needed(&self) -> usize {
-        self.0.slow_for_samples - 1
+    fn history_needed(config: &Config) -> usize {
+        config.slow_for_samples.saturating_sub(1)
     }
 
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding> {

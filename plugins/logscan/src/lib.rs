@@ -157,7 +157,7 @@ impl Diagnoser for LogDiagnoser {
     }
 
     /// Judges the latest observation alone.
-    fn history_needed(&self) -> usize {
+    fn history_needed(_config: &Self::Config) -> usize {
         0
     }
 

@@ -233,7 +233,7 @@ impl Diagnoser for SystemDiagnoser {
     }
 
     /// Judges the latest observation alone.
-    fn history_needed(&self) -> usize {
+    fn history_needed(_config: &Self::Config) -> usize {
         0
     }
 
