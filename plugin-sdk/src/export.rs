@@ -42,10 +42,11 @@ struct Entry {
     check_config: fn(&str) -> Result<(), String>,
     create: Create,
     /// A diagnoser's [`Diagnoser::history_needed`] for a config (JSON).
-    history_needed: Option<fn(&str) -> Result<usize, String>>,
+    history_needed: Option<Constructor<usize>>,
 }
 
 /// Creates an instance from its config (JSON).
+/// Makes something of a plugin's config (JSON).
 type Constructor<T> = fn(&str) -> Result<T, String>;
 
 enum Create {
