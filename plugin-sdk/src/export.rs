@@ -45,8 +45,8 @@ struct Entry {
     history_needed: Option<Constructor<usize>>,
 }
 
-/// Creates an instance from its config (JSON).
-/// Makes something of a plugin's config (JSON).
+/// Makes something of a plugin's config (JSON): an instance, or what it
+/// needs.
 type Constructor<T> = fn(&str) -> Result<T, String>;
 
 enum Create {

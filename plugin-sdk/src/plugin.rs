@@ -87,11 +87,14 @@ pub trait Diagnoser: Sized + Send + 'static {
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding>;
 
     /// How many observations before the latest [`diagnose`](Self::diagnose)
-    /// reads, with this config. healer keeps no more than the most any of
-    /// a target's diagnosers needs (and never more than the target's
-    /// `history` setting), and `history` holds no more than this: a
+    /// reads, with this config: `history` holds no more than this, and
+    /// healer keeps no more than the most any of a target's diagnosers
+    /// needs when it knows (they are in the monitor's package, or loaded
+    /// in-process; never more than the target's `history` setting). A
     /// diagnoser that judges the latest observation alone says `0` and
-    /// costs no memory or copying per check. Asked once per instance.
+    /// costs no memory or copying per check. Asked when an instance is
+    /// created, possibly with a config [`new`](Self::new) then refuses:
+    /// keep it a quick, pure function of the config that never panics.
     /// The default: all the target keeps.
     fn history_needed(config: &Self::Config) -> usize {
         let _ = config;

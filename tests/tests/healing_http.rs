@@ -235,8 +235,8 @@ fn answering_slowly_when(slow: std::sync::Arc<std::sync::atomic::AtomicBool>) ->
 #[test]
 fn a_run_of_slow_answers_opens_http_slow_at_the_third_from_the_history_the_worker_keeps() {
     // The http diagnoser reads the history only for `http.slow`, and asks
-    // for `slow_for_samples - 1` observations of it: the worker keeps just
-    // those (not the target's 10), and that is enough.
+    // for `slow_for_samples - 1` observations of it: the worker keeps no
+    // more (its memory is measured by bench/scale), and they are enough.
     let plugins = plugins_dir_with(&["healer-plugin-http"]);
     let dir = tempfile::tempdir().unwrap();
     let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -240,7 +240,7 @@ pub struct DiagnoserHandle(Box<dyn Instance>);
 impl DiagnoserHandle {
     /// How many observations before the latest it reads, when it lives in
     /// this process; `usize::MAX` (all the target keeps) when that is not
-    /// known here (a worker keeps no more than it reads either way).
+    /// known here (its worker knows when the monitor is there too).
     pub fn history_needed(&self) -> usize {
         self.0
             .local()
@@ -274,6 +274,24 @@ pub struct InProcess {
     /// How much history a diagnoser reads; `None` in packages built
     /// before SDK 1.2 (see `ffi::HISTORY_NEEDED_SYMBOL`).
     pub(super) history_needed: Option<HistoryNeeded>,
+}
+
+/// How long a package may take to say how much history a diagnoser reads
+/// (it parses the config and calls a pure function of it).
+const HISTORY_NEEDED_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Asks the package how much history the diagnoser `name` reads with
+/// `config`, on the blocking pool: author code never runs on a runtime
+/// thread, where a hang would stop every check of the worker. All the
+/// target keeps (`usize::MAX`) when it cannot tell in time.
+async fn ask_history_needed(needed: HistoryNeeded, name: &str, config: &str) -> usize {
+    let (name, config) = (name.to_owned(), config.to_owned());
+    let asked =
+        tokio::task::spawn_blocking(move || needed(RStr::from_str(&name), RStr::from_str(&config)));
+    match tokio::time::timeout(HISTORY_NEEDED_DEADLINE, asked).await {
+        Ok(Ok(needed)) => usize::try_from(needed).unwrap_or(usize::MAX),
+        Ok(Err(_)) | Err(_) => usize::MAX,
+    }
 }
 
 /// A package's constructor entry point for one kind of plugin.
@@ -324,10 +342,11 @@ impl Backend for InProcess {
                 }
                 PluginKind::Diagnoser => {
                     let diagnoser = create(module.new_diagnoser(), name, config).await?;
-                    let needed = history_needed.map_or(u64::MAX, |needed| {
-                        needed(RStr::from_str(name), RStr::from_str(config))
-                    });
-                    Local::Diagnoser(diagnoser, usize::try_from(needed).unwrap_or(usize::MAX))
+                    let needed = match history_needed {
+                        Some(needed) => ask_history_needed(needed, name, config).await,
+                        None => usize::MAX,
+                    };
+                    Local::Diagnoser(diagnoser, needed)
                 }
                 PluginKind::Recoverer => {
                     Local::Recoverer(create(module.new_recoverer(), name, config).await?)
@@ -438,9 +457,11 @@ impl Instance for Local {
         history: &'a [Observation],
     ) -> Call<'a, Result<Vec<Finding>, String>> {
         Box::pin(async move {
-            let Local::Diagnoser(diagnoser, _) = self else {
+            let Local::Diagnoser(diagnoser, needed) = self else {
                 return Err(not_a("diagnoser"));
             };
+            // Only what it reads is converted and handed over.
+            let history = &history[history.len().saturating_sub(*needed)..];
             let history: RVec<ObservationFfi> = history.iter().map(ObservationFfi::from).collect();
             let diagnose = || diagnoser.diagnose(ObservationFfi::from(latest), history);
             // A diagnoser that does not block (`BLOCKS = false`) runs
