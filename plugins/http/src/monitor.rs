@@ -592,6 +592,17 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::atomic::Ordering;
 
+    /// Reads a request's head, up to its blank line, byte by byte (no
+    /// more, so a body is left to read).
+    fn read_head(stream: &mut std::net::TcpStream) -> Vec<u8> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        head
+    }
+
     /// What a one-connection test server does with its request.
     enum Serve {
         Answer(Vec<u8>),
@@ -605,11 +616,7 @@ mod tests {
         let url = format!("http://{}/health", listener.local_addr().unwrap());
         std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
+            read_head(&mut stream);
             match serve {
                 Serve::Answer(bytes) => {
                     let _ = stream.write_all(&bytes);
@@ -1043,11 +1050,7 @@ VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/NxPplncthuhXdmKN6p9oE7rP
         let (sender, received) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            let mut request = Vec::new();
-            let mut byte = [0u8; 1];
-            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                request.push(byte[0]);
-            }
+            let mut request = read_head(&mut stream);
             let head = String::from_utf8_lossy(&request).to_lowercase();
             let length = head
                 .lines()
@@ -1114,11 +1117,7 @@ VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/NxPplncthuhXdmKN6p9oE7rP
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     let Ok(mut stream) = stream else { return };
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                        head.push(byte[0]);
-                    }
+                    read_head(&mut stream);
                     let _ = stream.write_all(redirect.as_bytes());
                 }
             });
@@ -1168,11 +1167,7 @@ VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/NxPplncthuhXdmKN6p9oE7rP
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 counted.fetch_add(1, Ordering::SeqCst);
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
+                read_head(&mut stream);
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
                 open.push(stream);
             }
