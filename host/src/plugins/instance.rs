@@ -242,10 +242,7 @@ impl DiagnoserHandle {
     /// this process; `usize::MAX` (all the target keeps) when that is not
     /// known here (its worker knows when the monitor is there too).
     pub fn history_needed(&self) -> usize {
-        self.0
-            .local()
-            .and_then(Local::history_needed)
-            .unwrap_or(usize::MAX)
+        history_needed_of(self.0.as_ref())
     }
 
     /// Diagnoses `latest` given the observations before it, oldest first.
@@ -266,6 +263,16 @@ impl RecovererHandle {
     pub async fn recover(&self, recovery: &Recovery) -> Result<Outcome, String> {
         self.0.recover(recovery).await
     }
+}
+
+/// How many observations before the latest the diagnoser `instance`
+/// reads, when it lives in this process; `usize::MAX` (all the target
+/// keeps) otherwise.
+pub fn history_needed_of(instance: &dyn Instance) -> usize {
+    instance
+        .local()
+        .and_then(Local::history_needed)
+        .unwrap_or(usize::MAX)
 }
 
 /// A package loaded in this process: calls go straight through the ABI.

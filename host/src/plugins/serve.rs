@@ -26,7 +26,7 @@ use tokio::task::AbortHandle;
 use tokio_util::codec::FramedRead;
 
 use super::identity::{self, Identity};
-use super::instance::{Backend, Instance, Local};
+use super::instance::{history_needed_of, Backend, Instance};
 use super::load_opened;
 use super::remote::{lock, WORKER_FD};
 use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Observe, Seen, ToWorker};
@@ -266,12 +266,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
     // none by default, and then nothing is kept or copied per check.
     let needed = diagnosers
         .iter()
-        .map(|diagnoser| {
-            diagnoser
-                .local()
-                .and_then(Local::history_needed)
-                .unwrap_or(usize::MAX)
-        })
+        .map(|diagnoser| history_needed_of(diagnoser.as_ref()))
         .max()
         .unwrap_or(0);
     let keep = usize::try_from(observe.keep)

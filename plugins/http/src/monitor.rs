@@ -27,6 +27,11 @@ use crate::plain::{Failure, Plain};
 /// the rest is not read, so a huge answer cannot grow healer's memory.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Adds what of `chunk` still fits in [`MAX_BODY`] to `body`.
+pub fn keep_body(body: &mut Vec<u8>, chunk: &[u8]) {
+    body.extend_from_slice(&chunk[..chunk.len().min(MAX_BODY.saturating_sub(body.len()))]);
+}
+
 /// Options of the `http` monitor.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,9 +211,7 @@ impl HttpMonitor {
         let mut body = Vec::new();
         while body.len() < MAX_BODY {
             match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk[..chunk.len().min(MAX_BODY - body.len())])
-                }
+                Ok(Some(chunk)) => keep_body(&mut body, &chunk),
                 Ok(None) => break,
                 Err(err) => return Err(self.failure(&err)),
             }
