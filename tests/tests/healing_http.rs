@@ -279,3 +279,51 @@ slow_for_samples = 3
         "http.slow opened after {slow_checks} slow answers, not 3"
     );
 }
+
+#[test]
+fn a_check_goes_to_the_service_itself_never_through_a_proxy_named_in_the_environment() {
+    use healer_e2e::{run_bounded, Answer, Receiver};
+    // A proxy that would blame the service: every request through it
+    // fails. A check must judge the service, not the road to it.
+    let proxy = Receiver::start(Answer::Status(502));
+    let service = Receiver::start(Answer::Status(200));
+    let plugins = plugins_dir_with(&["healer-plugin-http"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_config(
+        dir.path(),
+        plugins.path(),
+        &format!(
+            r#"
+[[target]]
+name = "by-address"
+monitor = {{ plugin = "http", url = "http://127.0.0.1:{port}/health" }}
+
+[[target]]
+name = "by-name"
+monitor = {{ plugin = "http", url = "http://localhost:{port}/health" }}
+"#,
+            port = service.port
+        ),
+    );
+    let proxy_url = proxy.url("");
+    let mut once = Command::new(healer_e2e::healer_bin());
+    once.args(["once", "--config", config.to_str().unwrap()]);
+    for variable in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        once.env(variable, &proxy_url);
+    }
+    once.env_remove("NO_PROXY").env_remove("no_proxy");
+    let output = run_bounded(&mut once, LIMIT);
+    let table = String::from_utf8_lossy(&output.stdout);
+
+    assert_eq!(output.status.code(), Some(0), "{table}");
+    for target in ["by-address", "by-name"] {
+        assert!(
+            table
+                .lines()
+                .any(|line| line.starts_with(target) && line.contains("answered 200")),
+            "{table}"
+        );
+    }
+    assert_eq!(proxy.requests().len(), 0, "{:?}", proxy.requests());
+    assert_eq!(service.requests().len(), 2);
+}

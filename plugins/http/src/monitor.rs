@@ -165,6 +165,13 @@ impl HttpMonitor {
     fn trusting(config: Config, roots: Vec<reqwest::Certificate>) -> Result<Self, Error> {
         let method = reqwest::Method::from_bytes(config.method.to_uppercase().as_bytes())
             .map_err(|_| format!("invalid `method` {:?}", config.method))?;
+        if method == reqwest::Method::CONNECT {
+            return Err(
+                "`method` CONNECT opens a tunnel, which a check cannot judge; \
+                        use GET, HEAD or the method the service answers"
+                    .into(),
+            );
+        }
         // The URL may hold a password or a token: errors never quote it.
         let url =
             reqwest::Url::parse(&config.url).map_err(|err| format!("invalid `url`: {err}"))?;
@@ -522,6 +529,10 @@ fn client(
         // A new connection per check: an idle pooled one could answer
         // for a server that accepts no new connections any more.
         .pool_max_idle_per_host(0)
+        // The service itself, never a proxy named in healer's environment
+        // (HTTP_PROXY, ALL_PROXY): a proxy's failure would be blamed on the
+        // service, and the light path never uses one either.
+        .no_proxy()
         .user_agent(concat!("healer-http/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
@@ -669,6 +680,18 @@ mod tests {
             check(serde_json::json!({ "url": server(answer("503 Service Unavailable", b"")) }));
         assert_eq!(seen.status, Status::Critical);
         assert_eq!(seen.details["status_code"], 503);
+    }
+
+    #[test]
+    fn a_connect_method_is_refused_with_what_to_use_instead() {
+        let config = serde_json::json!({ "url": "http://127.0.0.1:1/", "method": "connect" });
+        let refused = HttpMonitor::trusting(serde_json::from_value(config).unwrap(), Vec::new())
+            .err()
+            .expect("CONNECT is refused");
+        assert!(refused
+            .to_string()
+            .contains("`method` CONNECT opens a tunnel"));
+        assert!(refused.to_string().contains("use GET, HEAD"));
     }
 
     #[test]
