@@ -88,7 +88,7 @@ impl Monitor for HttpMonitor {
     const NAME: &'static str = "http";
     const DESCRIPTION: &'static str = "requests a URL: status code, latency, body regex";
     const SAMPLE_CONFIG: &'static str = r#"url = "http://127.0.0.1:8080/health"
-method = "GET"                 # any HTTP method
+method = "GET"                 # any HTTP method but CONNECT
 headers = { Accept = "application/json" }
 # body = '{"ping": true}'      # request body (default none)
 expect_status = [200]          # accepted codes (default: any 2xx or 3xx)
@@ -163,12 +163,17 @@ impl HttpMonitor {
     /// The monitor, its client trusting `roots` besides this machine's CA
     /// store (only tests add any).
     fn trusting(config: Config, roots: Vec<reqwest::Certificate>) -> Result<Self, Error> {
-        let method = reqwest::Method::from_bytes(config.method.to_uppercase().as_bytes())
-            .map_err(|_| format!("invalid `method` {:?}", config.method))?;
+        let method =
+            reqwest::Method::from_bytes(config.method.to_uppercase().as_bytes()).map_err(|_| {
+                format!(
+                    "invalid value for `method`: {:?} is not an HTTP method",
+                    config.method
+                )
+            })?;
         if method == reqwest::Method::CONNECT {
             return Err(
-                "`method` CONNECT opens a tunnel, which a check cannot judge; \
-                        use GET, HEAD or the method the service answers"
+                "invalid value for `method`: CONNECT opens a tunnel, which a \
+                        check cannot judge; use GET, HEAD or the method the service answers"
                     .into(),
             );
         }
@@ -530,8 +535,8 @@ fn client(
         // for a server that accepts no new connections any more.
         .pool_max_idle_per_host(0)
         // The service itself, never a proxy named in healer's environment
-        // (HTTP_PROXY, ALL_PROXY): a proxy's failure would be blamed on the
-        // service, and the light path never uses one either.
+        // (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY): a proxy's failure would be
+        // blamed on the service, and the light path never uses one either.
         .no_proxy()
         .user_agent(concat!("healer-http/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -690,7 +695,7 @@ mod tests {
             .expect("CONNECT is refused");
         assert!(refused
             .to_string()
-            .contains("`method` CONNECT opens a tunnel"));
+            .starts_with("invalid value for `method`: CONNECT opens a tunnel"));
         assert!(refused.to_string().contains("use GET, HEAD"));
     }
 
