@@ -87,6 +87,11 @@ fn the_seeds_curl_example_triggers_the_mapped_workflow() {
         "[[reflex]]\nmatch = \"api_latency.coinbase.high\"\nworkflow = \"run_coinbase_health_check_and_clear_cache\"\nparams = {{ exchange = \"coinbase\" }}\n\n{}",
         webhook_workflow("run_coinbase_health_check_and_clear_cache", &n8n.url("/webhook/healer"), "")
     );
+    // The seed's port: a program already on it (a healer left running by
+    // scripts/start) would answer the curl below instead of this daemon.
+    if let Err(err) = std::net::TcpListener::bind(("127.0.0.1", 8000)) {
+        panic!("port 8000 is taken ({err}): this test replays the seed's curl, port included; stop whatever holds it (a healer from scripts/start?)");
+    }
     let mut daemon = start(dir.path(), 8000, "", &body);
 
     // The seed's example, byte for byte.
