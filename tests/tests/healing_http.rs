@@ -8,8 +8,8 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use healer_e2e::{
-    fast_config, free_port, is_alive, plugins_dir_with, signal, wait_until, Daemon, Event,
-    StepResult,
+    fast_config, free_port, healer_bin, is_alive, plugins_dir_with, run_bounded, signal,
+    wait_until, Answer, Daemon, Event, Receiver, StepResult,
 };
 use healer_plugin_sdk::Status;
 
@@ -282,7 +282,6 @@ slow_for_samples = 3
 
 #[test]
 fn a_check_goes_to_the_service_itself_never_through_a_proxy_named_in_the_environment() {
-    use healer_e2e::{run_bounded, Answer, Receiver};
     // A proxy that would blame the service: every request through it
     // fails. A check must judge the service, not the road to it.
     let proxy = Receiver::start(Answer::Status(502));
@@ -306,7 +305,7 @@ monitor = {{ plugin = "http", url = "http://localhost:{port}/health" }}
         ),
     );
     let proxy_url = proxy.url("");
-    let mut once = Command::new(healer_e2e::healer_bin());
+    let mut once = Command::new(healer_bin());
     once.args(["once", "--config", config.to_str().unwrap()]);
     for variable in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
         once.env(variable, &proxy_url);
