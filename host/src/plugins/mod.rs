@@ -13,7 +13,7 @@ mod loader;
 pub mod probe;
 mod remote;
 pub mod serve;
-mod wire;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 
