@@ -9,10 +9,17 @@
 //! count is remembered for `stable_after`: an issue that flaps back keeps
 //! counting instead of restarting a service forever.
 //!
+//! Kinds are named by plugins, so they are outside input: besides the
+//! ladder of each kind, a target has a recovery budget (`recovery_budget`
+//! attempts within `stable_after`, whatever the kinds are called), holds at
+//! most [`MAX_ISSUES_PER_TARGET`] open issues and remembers at most
+//! [`MAX_REMEMBERED`] resolved ones. Every step is linear in the findings
+//! and issues it is given.
+//!
 //! Pure: no I/O, no clock of its own (callers pass `now`), so every rule is
 //! tested exactly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use healer_plugin_sdk::{Finding, Status};
@@ -20,6 +27,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Wall;
 use crate::config::Policy;
+
+/// Open issues one target may hold: findings of new kinds beyond them are
+/// left out (and said so), the issues already open go on.
+pub const MAX_ISSUES_PER_TARGET: usize = 32;
+
+/// Resolved issues whose attempt counts one target remembers (the flap
+/// memory); beyond them the oldest is forgotten first. The recovery
+/// budget still counts its attempts.
+pub const MAX_REMEMBERED: usize = 256;
 
 /// Where an issue stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,6 +159,9 @@ pub enum Transition {
     /// A resolved issue stayed healthy for `stable_after`: its attempt count
     /// is forgotten, and a new issue of this kind starts from attempt 1.
     Forgotten { kind: String },
+    /// Findings of new kinds were not opened: the target holds
+    /// [`MAX_ISSUES_PER_TARGET`] open issues (or as many soft ones).
+    LeftOut { kinds: Vec<String>, count: usize },
 }
 
 /// The issues of one target.
@@ -153,7 +172,13 @@ pub struct Tracker {
     soft: HashMap<String, u32>,
     /// Resolved issues' attempt counts and when they resolved.
     remembered: HashMap<String, (u32, Wall)>,
+    /// When the target's latest attempts started, oldest first: no more
+    /// than its budget, none older than `stable_after`.
+    spent: VecDeque<Wall>,
 }
+
+/// How many example kinds a [`Transition::LeftOut`] names.
+const LEFT_OUT_NAMED: usize = 5;
 
 impl Tracker {
     /// A tracker with no issues.
@@ -163,23 +188,47 @@ impl Tracker {
             issues: HashMap::new(),
             soft: HashMap::new(),
             remembered: HashMap::new(),
+            spent: VecDeque::new(),
         }
+    }
+
+    /// Recovery attempts the target may make within `stable_after`.
+    pub fn budget(&self) -> u32 {
+        self.policy.recovery_budget()
     }
 
     /// Carries on from issues saved before a restart: open, recovering and
     /// escalated ones as they were (attempts, backoff due time, escalation),
     /// resolved ones as the flap memory while `stable_after` has not passed.
     /// Returns how many open issues were restored.
+    ///
+    /// The recovery budget is not saved as such: it is spent again by the
+    /// attempts these issues made, each at the latest moment it can have
+    /// started (a resolved issue's when it resolved, an open issue's its
+    /// last attempt), so a restart never hands a target fresh attempts.
     pub fn restore(&mut self, saved: Vec<Issue>, now: Wall) -> usize {
         let stable_after: Duration = self.policy.stable_after.into();
         let mut restored = 0;
+        let mut spent = Vec::new();
         for mut issue in saved {
             match (issue.state, issue.resolved_at) {
                 (State::Resolved, Some(at)) if now.since(at) < stable_after => {
-                    self.remembered.insert(issue.kind, (issue.attempts, at));
+                    spent.extend(std::iter::repeat_n(at.min(now), issue.attempts as usize));
+                    self.remember(issue.kind, issue.attempts, at);
                 }
                 (State::Resolved, _) => {}
+                _ if self.issues.len() >= MAX_ISSUES_PER_TARGET => {}
                 _ => {
+                    let started = Wall::from_millis(
+                        issue
+                            .next_attempt_at
+                            .millis()
+                            .saturating_sub(self.backoff(issue.attempts).as_millis() as u64),
+                    );
+                    spent.extend(std::iter::repeat_n(
+                        started.min(now),
+                        issue.attempts as usize,
+                    ));
                     issue.healthy = 0;
                     issue.attempting = false;
                     self.issues.insert(issue.kind.clone(), issue);
@@ -187,7 +236,48 @@ impl Tracker {
                 }
             }
         }
+        spent.sort();
+        for at in spent {
+            self.spend(at);
+        }
         restored
+    }
+
+    /// Remembers a resolved issue's attempts, forgetting the oldest one
+    /// when the memory is full.
+    fn remember(&mut self, kind: String, attempts: u32, resolved_at: Wall) {
+        if self.remembered.len() >= MAX_REMEMBERED && !self.remembered.contains_key(&kind) {
+            let oldest = self
+                .remembered
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(kind, _)| kind.clone());
+            if let Some(oldest) = oldest {
+                self.remembered.remove(&oldest);
+            }
+        }
+        self.remembered.insert(kind, (attempts, resolved_at));
+    }
+
+    /// Records an attempt started at `at` against the budget.
+    fn spend(&mut self, at: Wall) {
+        self.spent.push_back(at);
+        while self.spent.len() > self.budget() as usize {
+            self.spent.pop_front();
+        }
+    }
+
+    /// Attempts the budget still allows at `now`.
+    fn budget_left(&mut self, now: Wall) -> usize {
+        let stable_after: Duration = self.policy.stable_after.into();
+        while self
+            .spent
+            .front()
+            .is_some_and(|at| now.since(*at) >= stable_after)
+        {
+            self.spent.pop_front();
+        }
+        (self.budget() as usize).saturating_sub(self.spent.len())
     }
 
     /// The open issues.
@@ -240,11 +330,12 @@ impl Tracker {
             keep
         });
         // Two diagnosers finding the same kind in one check is one failure.
-        let mut kinds = std::collections::HashSet::new();
+        let mut kinds = HashSet::new();
         let findings: Vec<&Finding> = findings
             .iter()
             .filter(|f| kinds.insert(f.kind.as_str()))
             .collect();
+        let mut left_out = Vec::new();
 
         for finding in findings.iter().copied() {
             if let Some(issue) = self.issues.get_mut(&finding.kind) {
@@ -262,6 +353,13 @@ impl Tracker {
                         reason: format!("still failing after {} recovery attempts", issue.attempts),
                     });
                 }
+                continue;
+            }
+            if self.issues.len() >= MAX_ISSUES_PER_TARGET
+                || !self.soft.contains_key(&finding.kind)
+                    && self.soft.len() >= MAX_ISSUES_PER_TARGET
+            {
+                left_out.push(finding.kind.as_str());
                 continue;
             }
             let failures = self.soft.entry(finding.kind.clone()).or_insert(0);
@@ -306,16 +404,25 @@ impl Tracker {
             }
             self.issues.insert(issue.kind.clone(), issue);
         }
+        if !left_out.is_empty() {
+            transitions.push(Transition::LeftOut {
+                count: left_out.len(),
+                kinds: left_out
+                    .iter()
+                    .take(LEFT_OUT_NAMED)
+                    .map(|kind| (*kind).to_owned())
+                    .collect(),
+            });
+        }
 
-        let found = |kind: &str| findings.iter().any(|f| f.kind == kind);
         if !conclusive {
             return transitions;
         }
-        self.soft.retain(|kind, _| found(kind));
+        self.soft.retain(|kind, _| kinds.contains(kind.as_str()));
         let healed: Vec<String> = self
             .issues
             .values_mut()
-            .filter(|issue| !found(&issue.kind))
+            .filter(|issue| !kinds.contains(issue.kind.as_str()))
             .filter_map(|issue| {
                 issue.healthy += 1;
                 (issue.healthy >= self.policy.resolve_after).then(|| issue.kind.clone())
@@ -323,7 +430,7 @@ impl Tracker {
             .collect();
         for kind in healed {
             if let Some(mut issue) = self.issues.remove(&kind) {
-                self.remembered.insert(kind, (issue.attempts, now));
+                self.remember(kind, issue.attempts, now);
                 issue.state = State::Resolved;
                 issue.resolved_at = Some(now);
                 transitions.push(Transition::Resolved(issue));
@@ -332,9 +439,11 @@ impl Tracker {
         transitions
     }
 
-    /// Issues that may be recovered now: not escalated, attempts left,
-    /// backoff elapsed, no attempt running.
-    pub fn due(&self, now: Wall) -> Vec<String> {
+    /// Issues that may be recovered now (not escalated, attempts left,
+    /// backoff elapsed, no attempt running), in kind order, as many as the
+    /// target's recovery budget allows; the others that would be due are
+    /// escalated (the transitions).
+    pub fn due(&mut self, now: Wall) -> (Vec<String>, Vec<Transition>) {
         let mut due: Vec<String> = self
             .issues
             .values()
@@ -343,7 +452,21 @@ impl Tracker {
             .map(|i| i.kind.clone())
             .collect();
         due.sort();
-        due
+        let left = self.budget_left(now);
+        if due.len() <= left {
+            return (due, Vec::new());
+        }
+        let reason = format!(
+            "the target spent its recovery budget: {} attempts within {} (recovery_budget)",
+            self.budget(),
+            self.policy.stable_after
+        );
+        let over = due.split_off(left);
+        let escalated = over
+            .iter()
+            .filter_map(|kind| self.escalate(kind, reason.clone(), now))
+            .collect();
+        (due, escalated)
     }
 
     /// Records the start of an attempt; the issue as it now stands (its
@@ -357,7 +480,9 @@ impl Tracker {
         issue.attempting = true;
         issue.state = State::Recovering;
         issue.next_attempt_at = now + backoff;
-        Some(issue.clone())
+        let started = issue.clone();
+        self.spend(now);
+        Some(started)
     }
 
     /// Records the end of an attempt; the next may start after the backoff.
@@ -384,16 +509,19 @@ impl Tracker {
     }
 
     /// An operator's reset: the issue gets its attempts back (and is no
-    /// longer escalated), and its flap memory is forgotten. `None` when no
-    /// issue of this kind is open.
-    pub fn reset(&mut self, kind: &str, now: Wall) -> Option<Issue> {
-        self.remembered.remove(kind);
+    /// longer escalated), its flap memory is forgotten and the target gets
+    /// its recovery budget back; the backoff of an attempt that just ran
+    /// still holds. `None`, and nothing changed, when no issue of this kind
+    /// is open.
+    pub fn reset(&mut self, kind: &str) -> Option<Issue> {
         let issue = self.issues.get_mut(kind)?;
         issue.attempts = 0;
         issue.state = State::Open;
         issue.escalated_at = None;
-        issue.next_attempt_at = now;
-        Some(issue.clone())
+        let reset = issue.clone();
+        self.remembered.remove(kind);
+        self.spent.clear();
+        Some(reset)
     }
 
     /// Everything a tracker must hand on when its target restarts (a
@@ -443,6 +571,7 @@ mod tests {
             escalated_interval: Written::from_secs(60),
             grace: Written::from_millis(0),
             recovery_timeout: Written::from_secs(1),
+            recovery_budget: None,
         }
     }
 
@@ -471,7 +600,7 @@ mod tests {
         let now = Wall::from_millis(1_000_000);
         let transitions = tracker.observe(&down(), now, true);
         assert_eq!(opened(&transitions), Some(0), "{transitions:?}");
-        assert_eq!(tracker.due(now), ["process.not_running"]);
+        assert_eq!(tracker.due(now).0, ["process.not_running"]);
     }
 
     #[test]
@@ -507,7 +636,7 @@ mod tests {
             for transition in tracker.observe(&down(), now, true) {
                 escalated |= matches!(transition, Transition::Escalated { issue, .. } if issue.attempts == 3);
             }
-            for _ in tracker.due(now) {
+            for _ in tracker.due(now).0 {
                 attempts.push(attempt(&mut tracker, now));
             }
             now = now + Duration::from_secs(30);
@@ -527,8 +656,8 @@ mod tests {
         tracker.observe(&down(), now, true);
         attempt(&mut tracker, now);
         tracker.observe(&down(), now + Duration::from_millis(500), true);
-        assert!(tracker.due(now + Duration::from_millis(500)).is_empty());
-        assert_eq!(tracker.due(now + Duration::from_secs(1)).len(), 1);
+        assert!(tracker.due(now + Duration::from_millis(500)).0.is_empty());
+        assert_eq!(tracker.due(now + Duration::from_secs(1)).0.len(), 1);
     }
 
     #[test]
@@ -566,7 +695,7 @@ mod tests {
             matches!(&transitions[1], Transition::Escalated { issue, .. } if issue.attempts == 3),
             "{transitions:?}"
         );
-        assert!(tracker.due(later + Duration::from_secs(60)).is_empty());
+        assert!(tracker.due(later + Duration::from_secs(60)).0.is_empty());
     }
 
     #[test]
@@ -633,7 +762,7 @@ mod tests {
         assert!(tracker
             .escalate("process.not_running", "no recoverer".into(), now)
             .is_some());
-        assert!(tracker.due(now).is_empty());
+        assert!(tracker.due(now).0.is_empty());
         assert!(matches!(
             tracker.observe(&[], now, true)[0],
             Transition::Resolved(_)
@@ -653,11 +782,11 @@ mod tests {
         let mut after = Tracker::new(policy());
         assert_eq!(after.restore(saved, now + Duration::from_secs(1)), 1);
         assert!(
-            after.due(now + Duration::from_secs(1)).is_empty(),
+            after.due(now + Duration::from_secs(1)).0.is_empty(),
             "the backoff still holds"
         );
         let later = now + Duration::from_secs(2);
-        assert_eq!(after.due(later), ["process.not_running"]);
+        assert_eq!(after.due(later).0, ["process.not_running"]);
         assert_eq!(attempt(&mut after, later), 3);
         let transitions = after.observe(&down(), later, true);
         assert!(
@@ -668,7 +797,7 @@ mod tests {
         let mut again = Tracker::new(policy());
         again.restore(after.issues().cloned().collect(), later);
         assert!(again.all_escalated());
-        assert!(again.due(later + Duration::from_secs(3600)).is_empty());
+        assert!(again.due(later + Duration::from_secs(3600)).0.is_empty());
     }
 
     #[test]
@@ -714,7 +843,7 @@ mod tests {
             [None, None],
         );
         tracker.restore(vec![saved], now);
-        assert!(tracker.due(now).is_empty());
+        assert!(tracker.due(now).0.is_empty());
         let transitions = tracker.observe(&down(), now, true);
         assert!(
             matches!(&transitions[..], [Transition::Escalated { issue, .. }] if issue.attempts == 3),
@@ -732,8 +861,8 @@ mod tests {
         let saved: Vec<Issue> = tracker.issues().cloned().collect();
         let mut restarted = Tracker::new(policy());
         restarted.restore(saved, now);
-        assert!(restarted.due(now + Duration::from_millis(500)).is_empty());
-        assert_eq!(restarted.due(now + Duration::from_secs(1)).len(), 1);
+        assert!(restarted.due(now + Duration::from_millis(500)).0.is_empty());
+        assert_eq!(restarted.due(now + Duration::from_secs(1)).0.len(), 1);
     }
 
     #[test]
@@ -745,12 +874,12 @@ mod tests {
         let set_back = Wall::from_millis(now.millis() - 3_600_000);
         tracker.observe(&down(), set_back, true);
         assert!(
-            tracker.due(set_back).is_empty(),
+            tracker.due(set_back).0.is_empty(),
             "the backoff is not skipped"
         );
-        assert!(tracker.due(set_back + Duration::from_secs(9)).is_empty());
+        assert!(tracker.due(set_back + Duration::from_secs(9)).0.is_empty());
         assert_eq!(
-            tracker.due(set_back + Duration::from_secs(10)).len(),
+            tracker.due(set_back + Duration::from_secs(10)).0.len(),
             1,
             "due after at most backoff_max (10 s), not an hour"
         );
@@ -763,11 +892,11 @@ mod tests {
         tracker.observe(&down(), now, true);
         let kind = "process.not_running";
         tracker.escalate(kind, "nothing helps".into(), now);
-        assert!(tracker.due(now).is_empty());
-        let issue = tracker.reset(kind, now).expect("the issue is open");
+        assert!(tracker.due(now).0.is_empty());
+        let issue = tracker.reset(kind).expect("the issue is open");
         assert_eq!((issue.state, issue.attempts), (State::Open, 0));
-        assert_eq!(tracker.due(now), vec![kind.to_owned()]);
-        assert!(tracker.reset("no.such", now).is_none());
+        assert_eq!(tracker.due(now).0, vec![kind.to_owned()]);
+        assert!(tracker.reset("no.such").is_none());
     }
 
     #[test]
@@ -781,5 +910,156 @@ mod tests {
         next.restore(tracker.save(), now);
         let back = next.observe(&down(), now, true);
         assert_eq!(opened(&back), Some(1), "the flap memory went along");
+    }
+
+    /// A diagnoser that names a new kind at every check.
+    fn rotating(i: u32) -> Vec<Finding> {
+        vec![Finding::critical(format!("rotating.k{i}"), "again")]
+    }
+
+    #[test]
+    fn a_target_gets_its_budget_of_attempts_however_its_kinds_are_named() {
+        let mut tracker = Tracker::new(policy());
+        let mut now = Wall::from_millis(1_000_000);
+        let (mut attempts, mut escalations) = (0, 0);
+        for i in 0..40 {
+            let mut transitions = tracker.observe(&rotating(i), now, true);
+            let (due, over) = tracker.due(now);
+            transitions.extend(over);
+            for kind in due {
+                tracker.attempt_started(&kind, now);
+                tracker.attempt_finished(&kind, now);
+                attempts += 1;
+            }
+            escalations += transitions
+                .iter()
+                .filter(|t| matches!(t, Transition::Escalated { reason, .. } if reason.contains("recovery budget")))
+                .count();
+            now = now + Duration::from_secs(2);
+        }
+        assert_eq!(attempts, 3, "max_attempts is the budget by default");
+        assert_eq!(escalations, 37, "every later kind escalates at once");
+        // Once the attempts are older than stable_after, the budget is back.
+        let later = now + Duration::from_secs(300);
+        tracker.observe(&rotating(99), later, true);
+        assert_eq!(tracker.due(later).0, ["rotating.k99"]);
+    }
+
+    #[test]
+    fn the_budget_is_its_own_setting_and_shared_by_all_issues() {
+        let mut tracker = Tracker::new(Policy {
+            recovery_budget: Some(2),
+            ..policy()
+        });
+        let now = Wall::from_millis(1_000_000);
+        let three = [
+            Finding::critical("a.x", "a"),
+            Finding::critical("b.y", "b"),
+            Finding::critical("c.z", "c"),
+        ];
+        tracker.observe(&three, now, true);
+        let (due, over) = tracker.due(now);
+        assert_eq!(due, ["a.x", "b.y"]);
+        assert!(
+            matches!(&over[..], [Transition::Escalated { issue, .. }] if issue.kind == "c.z"),
+            "{over:?}"
+        );
+    }
+
+    #[test]
+    fn a_restart_does_not_hand_back_the_spent_budget() {
+        let now = Wall::from_millis(1_000_000);
+        let mut before = Tracker::new(policy());
+        for i in 0..3 {
+            before.observe(&rotating(i), now, true);
+            for kind in before.due(now).0 {
+                before.attempt_started(&kind, now);
+                before.attempt_finished(&kind, now);
+            }
+        }
+        let mut after = Tracker::new(policy());
+        after.restore(before.save(), now + Duration::from_secs(1));
+        let later = now + Duration::from_secs(10);
+        after.observe(&rotating(7), later, true);
+        let (due, over) = after.due(later);
+        assert!(due.is_empty(), "{due:?}");
+        assert_eq!(over.len(), 1);
+    }
+
+    #[test]
+    fn a_target_holds_at_most_its_cap_of_issues_and_says_what_it_left_out() {
+        let mut tracker = Tracker::new(policy());
+        let now = Wall::from_millis(1_000_000);
+        let flood: Vec<Finding> = (0..20_000)
+            .map(|i| Finding::critical(format!("flood.k{i}"), "s"))
+            .collect();
+        let transitions = tracker.observe(&flood, now, true);
+        assert_eq!(tracker.issues().count(), MAX_ISSUES_PER_TARGET);
+        let left_out: Vec<_> = transitions
+            .iter()
+            .filter_map(|t| match t {
+                Transition::LeftOut { kinds, count } => Some((kinds.len(), *count)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left_out, [(5, 20_000 - MAX_ISSUES_PER_TARGET)]);
+        // The issues already open go on; one of them resolving makes room.
+        let mut fewer = flood[1..MAX_ISSUES_PER_TARGET].to_vec();
+        fewer.push(Finding::critical("new.kind", "s"));
+        tracker.observe(&fewer, now, true);
+        assert!(tracker.issue("flood.k0").is_none());
+        assert!(
+            tracker.issue("new.kind").is_none(),
+            "no room yet at that check"
+        );
+        tracker.observe(&fewer, now, true);
+        assert!(tracker.issue("new.kind").is_some());
+        assert_eq!(tracker.issues().count(), MAX_ISSUES_PER_TARGET);
+    }
+
+    #[test]
+    fn the_flap_memory_is_bounded() {
+        let mut tracker = Tracker::new(Policy {
+            recovery_budget: Some(u32::MAX),
+            ..policy()
+        });
+        let now = Wall::from_millis(1_000_000);
+        for i in 0..(MAX_REMEMBERED as u32 + 100) {
+            tracker.observe(
+                &rotating(i),
+                now + Duration::from_millis(u64::from(i)),
+                true,
+            );
+        }
+        tracker.observe(&[], now + Duration::from_secs(1), true);
+        assert_eq!(tracker.remembered.len(), MAX_REMEMBERED);
+        assert!(
+            !tracker.remembered.contains_key("rotating.k0"),
+            "the oldest went first"
+        );
+    }
+
+    #[test]
+    fn a_reset_of_no_open_issue_changes_nothing() {
+        let now = Wall::from_millis(1_000_000);
+        let mut tracker = Tracker::new(policy());
+        tracker.observe(&down(), now, true);
+        attempt(&mut tracker, now);
+        tracker.observe(&[], now, true); // resolved, remembered with 1 attempt
+        assert!(tracker.reset("process.not_running").is_none());
+        let back = tracker.observe(&down(), now, true);
+        assert_eq!(opened(&back), Some(1), "the flap memory is still there");
+    }
+
+    #[test]
+    fn a_reset_keeps_the_backoff_of_the_attempt_that_just_ran() {
+        let now = Wall::from_millis(1_000_000);
+        let mut tracker = Tracker::new(policy());
+        tracker.observe(&down(), now, true);
+        attempt(&mut tracker, now); // the next is due 1 s later
+        let issue = tracker.reset("process.not_running").expect("open");
+        assert_eq!(issue.attempts, 0);
+        assert!(tracker.due(now).0.is_empty(), "the backoff still holds");
+        assert_eq!(tracker.due(now + Duration::from_secs(1)).0.len(), 1);
     }
 }

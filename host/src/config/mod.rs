@@ -218,12 +218,27 @@ pacing! {
     grace: Duration = Duration::from_millis(500),
     /// Deadline of one recovery attempt (each recoverer in the ladder).
     recovery_timeout: Duration = Duration::from_secs(60),
+    /// Recovery attempts one target may make within `stable_after`, all
+    /// its issues together, whatever their kinds; unset: `max_attempts`.
+    recovery_budget: Option<u32> = None,
 }
 
 impl Policy {
+    /// Recovery attempts one target may make within `stable_after`.
+    pub fn recovery_budget(&self) -> u32 {
+        self.recovery_budget.unwrap_or(self.max_attempts)
+    }
+
     /// What is wrong with this policy, each as (the key to blame, why).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
+        if self.recovery_budget == Some(0) {
+            problems.push((
+                "recovery_budget",
+                "recovery_budget must be at least 1 (leave it out to allow max_attempts)"
+                    .to_owned(),
+            ));
+        }
         for (key, value) in [
             ("max_attempts", self.max_attempts),
             ("fail_after", self.fail_after),

@@ -47,6 +47,10 @@ pub struct Cycle {
     in_place: bool,
     /// Observations made here that the worker's history lacks.
     missed: Vec<Observation>,
+    /// What this step's findings lost: how many, and why.
+    left_out: (usize, Vec<String>),
+    /// Findings were left out at the step before: said already.
+    leaving_out: bool,
 }
 
 /// What one step did, for scheduling the next check.
@@ -73,6 +77,8 @@ impl Cycle {
         Cycle {
             in_place,
             missed: Vec::new(),
+            left_out: (0, Vec::new()),
+            leaving_out: false,
             runner,
             shared,
             limiter,
@@ -269,10 +275,9 @@ impl Cycle {
                 .map(|issue| issue.kind.clone())
                 .collect(),
         };
-        let now = Wall::now();
         let mut reset = Vec::new();
         for kind in kinds {
-            if let Some(issue) = self.tracker.reset(&kind, now) {
+            if let Some(issue) = self.tracker.reset(&kind) {
                 self.held.remove(&kind);
                 self.emit(Event::IssueResetByOperator {
                     target: self.name().to_owned(),
@@ -293,6 +298,7 @@ impl Cycle {
         if recover {
             let conclusive = checked && diagnosed && seen.status != Status::Unknown;
             self.after_diagnosis(&findings, conclusive);
+            self.say_left_out();
             self.recover(conclusive).await;
         }
         (self.name().to_owned(), seen, kinds)
@@ -319,6 +325,7 @@ impl Cycle {
         };
         let conclusive = checked && diagnosed && seen.status != Status::Unknown;
         self.after_diagnosis(&findings, conclusive);
+        self.say_left_out();
         self.show(&seen, (!was_push).then_some(took));
         if !self.in_place && self.history_len > 0 {
             self.history.push_back(seen);
@@ -475,7 +482,10 @@ impl Cycle {
         let mut complete = observed.diagnoses.len() == self.runner.diagnosers.len();
         for ((diagnoser, _), diagnosis) in self.runner.diagnosers.iter().zip(observed.diagnoses) {
             match diagnosis {
-                Diagnosis::Found(found) => findings.extend(found),
+                Diagnosis::Found(found) => {
+                    note_answered_too_many(&mut self.left_out, diagnoser, found.dropped);
+                    findings.extend(found.kept);
+                }
                 Diagnosis::Failed(error) => {
                     complete = false;
                     self.plugin_failed(Role::Diagnoser, diagnoser, &error);
@@ -529,7 +539,10 @@ impl Cycle {
         let mut complete = true;
         for (plugin, diagnoser) in &self.runner.diagnosers {
             match timeout(deadline, diagnoser.diagnose(seen, history)).await {
-                Ok(Ok(found)) => findings.extend(found),
+                Ok(Ok(found)) => {
+                    note_answered_too_many(&mut self.left_out, plugin, found.dropped);
+                    findings.extend(found.kept);
+                }
                 Ok(Err(error)) => {
                     complete = false;
                     self.plugin_failed(Role::Diagnoser, plugin, &error);
@@ -547,11 +560,24 @@ impl Cycle {
     /// Feeds the findings to the issues; `conclusive` is `false` when the
     /// check or a diagnoser failed, and then nothing counts as healthy.
     fn after_diagnosis(&mut self, findings: &[Finding], conclusive: bool) {
-        for finding in findings {
-            self.findings.insert(finding.kind.clone(), finding.clone());
-        }
         for transition in self.tracker.observe(findings, Wall::now(), conclusive) {
+            if let Transition::LeftOut { kinds, count } = transition {
+                self.left_out.0 += count;
+                self.left_out.1.push(format!(
+                    "the target holds {} open issues, as many as it may: {count} new kinds not opened ({}{})",
+                    crate::issues::MAX_ISSUES_PER_TARGET,
+                    kinds.join(", "),
+                    if count > kinds.len() { ", …" } else { "" }
+                ));
+                continue;
+            }
             self.emit_transition(transition);
+        }
+        // The latest finding of each open issue, for its recoverers.
+        for finding in findings {
+            if self.tracker.issue(&finding.kind).is_some() {
+                self.findings.insert(finding.kind.clone(), finding.clone());
+            }
         }
         self.findings
             .retain(|kind, _| self.tracker.issue(kind).is_some());
@@ -561,6 +587,21 @@ impl Cycle {
         if self.shared.set_health(&name, down) {
             self.shared.recheck_dependents(&name);
         }
+    }
+
+    /// Says once that findings are being left out, when a step starts
+    /// leaving some out after one that left none out.
+    fn say_left_out(&mut self) {
+        let (count, reasons) = std::mem::take(&mut self.left_out);
+        let leaving_out = count > 0;
+        if leaving_out && !self.leaving_out {
+            self.emit(Event::FindingsDropped {
+                target: self.name().to_owned(),
+                count,
+                reason: reasons.join("; "),
+            });
+        }
+        self.leaving_out = leaving_out;
     }
 
     fn emit_transition(&self, transition: Transition) {
@@ -591,6 +632,8 @@ impl Cycle {
                     self.runner.target.policy.stable_after
                 ),
             },
+            // Gathered by `after_diagnosis`, said by `say_left_out`.
+            Transition::LeftOut { .. } => return,
         });
     }
 
@@ -633,11 +676,18 @@ impl Cycle {
     /// After an inconclusive check only UNKNOWN issues may be acted on (by
     /// the recoverers that asked for them): the others' evidence is stale.
     async fn recover(&mut self, conclusive: bool) -> bool {
-        let mut due = self.tracker.due(Wall::now());
+        let (mut due, over_budget) = self.tracker.due(Wall::now());
+        let mut shown = over_budget.is_empty();
+        for transition in over_budget {
+            self.emit_transition(transition);
+        }
         if !conclusive {
             due.retain(|kind| is_unknown(kind));
         }
         if self.paused(&due) || due.is_empty() {
+            if !shown {
+                self.show_issues();
+            }
             return false;
         }
         let target = &self.runner.target;
@@ -660,20 +710,29 @@ impl Cycle {
         }
         let mut acted = false;
         for kind in due {
-            if self.attempt(&kind).await {
-                acted = true;
+            match self.attempt(&kind).await {
+                Attempted::Ran => {
+                    acted = true;
+                    shown = true;
+                }
+                Attempted::Escalated => shown = false,
+                Attempted::No => {}
             }
+        }
+        // Once for everything this step escalated without an attempt.
+        if !shown {
+            self.show_issues();
         }
         acted
     }
 
     /// One recovery attempt of the issue of `kind`: its recoverers tried in
-    /// order until one succeeds. Returns whether an attempt was made.
-    async fn attempt(&mut self, kind: &str) -> bool {
+    /// order until one succeeds.
+    async fn attempt(&mut self, kind: &str) -> Attempted {
         let target = &self.runner.target;
         let name = target.name.clone();
         let Some(finding) = self.findings.get(kind).cloned() else {
-            return false;
+            return Attempted::No;
         };
         let unknown = is_unknown(kind) || finding.severity == Status::Unknown;
         let ladder: Vec<usize> = (0..target.recoverers.len())
@@ -691,15 +750,17 @@ impl Cycle {
                             .to_owned(),
                 });
             }
-            return false;
+            return Attempted::No;
         }
         if ladder.is_empty() {
             let reason = format!("no recoverer of this target handles {kind}");
-            if let Some(transition) = self.tracker.escalate(kind, reason, Wall::now()) {
-                self.emit_transition(transition);
-                self.show_issues();
-            }
-            return false;
+            return match self.tracker.escalate(kind, reason, Wall::now()) {
+                Some(transition) => {
+                    self.emit_transition(transition);
+                    Attempted::Escalated
+                }
+                None => Attempted::No,
+            };
         }
         // Other targets' recoveries hold the slots, each under promises of
         // its own: waiting for one is not a broken promise.
@@ -707,10 +768,10 @@ impl Cycle {
             slot.waiting_for_a_slot();
         }
         let Ok(_permit) = self.limiter.acquire().await else {
-            return false;
+            return Attempted::No;
         };
         let Some(issue) = self.tracker.attempt_started(kind, Wall::now()) else {
-            return false;
+            return Attempted::No;
         };
         let policy = target.policy;
         let attempt = issue.attempts;
@@ -762,7 +823,29 @@ impl Cycle {
             });
             self.show_issues();
         }
-        true
+        Attempted::Ran
+    }
+}
+
+/// What [`Cycle::attempt`] did.
+enum Attempted {
+    /// An attempt ran (and the board shows it).
+    Ran,
+    /// The issue was escalated instead (not yet on the board).
+    Escalated,
+    /// Nothing.
+    No,
+}
+
+/// Notes that a diagnoser answered more findings than healer takes.
+fn note_answered_too_many(left_out: &mut (usize, Vec<String>), diagnoser: &str, dropped: usize) {
+    if dropped > 0 {
+        left_out.0 += dropped;
+        left_out.1.push(format!(
+            "diagnoser {diagnoser} answered {} findings; healer takes {} from one answer",
+            dropped + crate::plugins::bounds::FINDINGS_PER_ANSWER,
+            crate::plugins::bounds::FINDINGS_PER_ANSWER
+        ));
     }
 }
 

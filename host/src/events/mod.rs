@@ -178,6 +178,16 @@ pub enum Event {
         issue: Issue,
         reason: String,
     },
+    /// Findings of a target's check were left out: a diagnoser answered
+    /// more than healer takes from one answer, or the target already holds
+    /// as many open issues as it may. Emitted when a check starts leaving
+    /// findings out, not again while each check goes on doing so.
+    FindingsDropped {
+        target: String,
+        /// Findings left out by the check that said so.
+        count: usize,
+        reason: String,
+    },
     /// An operator paused a target's recoveries (maintenance): checks go on.
     TargetPaused { target: String, pause: Pause },
     /// A target's pause ended: `reason` is "resumed by an operator" or
@@ -451,6 +461,7 @@ impl Event {
             Event::IssueReset { .. } => "issue_reset",
             Event::IssueResetByOperator { .. } => "issue_reset_by_operator",
             Event::IssueDropped { .. } => "issue_dropped",
+            Event::FindingsDropped { .. } => "findings_dropped",
             Event::TargetPaused { .. } => "target_paused",
             Event::TargetResumed { .. } => "target_resumed",
             Event::RecoveryPaused { .. } => "recovery_paused",
@@ -495,6 +506,7 @@ impl Event {
             | Event::IssueReset { target, .. }
             | Event::IssueResetByOperator { target, .. }
             | Event::IssueDropped { target, .. }
+            | Event::FindingsDropped { target, .. }
             | Event::TargetPaused { target, .. }
             | Event::TargetResumed { target, .. }
             | Event::RecoveryPaused { target, .. }

@@ -195,6 +195,13 @@ fn write(event: &Event) {
         } => {
             warn!(target = %target, kind = %issue.kind, state = issue.state.as_str(), reason = %reason, "issue dropped: no longer watched")
         }
+        Event::FindingsDropped {
+            target,
+            count,
+            reason,
+        } => {
+            warn!(target = %target, count, reason = %reason, "findings left out: more than healer takes from a plugin")
+        }
         Event::IssueResetByOperator { target, issue } => {
             warn!(target = %target, kind = %issue.kind, "issue reset by an operator: recovery starts over")
         }

@@ -10,6 +10,9 @@
 //! the plugin, the SDK or the worker's supervisor (a panic reads `panicked
 //! at src/lib.rs:12:5: message`); callers add which plugin and target they
 //! concern.
+//!
+//! The handles are where every answer, from either backend, is held to
+//! the plugin limits ([`bounds`]) before the engine sees it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +27,7 @@ use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use serde_json::Value;
 use tokio::runtime::RuntimeFlavor;
 
+use super::bounds::{self, Findings};
 use super::loader::Package;
 use super::remote::RemoteInstance;
 use crate::events::Events;
@@ -88,7 +92,7 @@ pub trait Instance: Send + Sync {
         &'a self,
         latest: &'a Observation,
         history: &'a [Observation],
-    ) -> Call<'a, Result<Vec<Finding>, String>>;
+    ) -> Call<'a, Result<Findings, String>>;
     /// A recoverer's attempt.
     fn recover<'a>(&'a self, recovery: &'a Recovery) -> Call<'a, Result<Outcome, String>>;
     /// The instance itself when it lives in this process.
@@ -110,7 +114,7 @@ pub enum Checked {
 
 /// How one diagnoser's diagnosis went, in the worker.
 pub enum Diagnosis {
-    Found(Vec<Finding>),
+    Found(Findings),
     Failed(String),
     TimedOut,
 }
@@ -193,12 +197,12 @@ pub struct MonitorHandle(Box<dyn Instance>);
 impl MonitorHandle {
     /// Runs one check.
     pub async fn check(&self) -> Result<Observation, String> {
-        self.0.check().await
+        held(self.0.check().await.map(bounds::observation))
     }
 
     /// The next observation the monitor pushes; `None` once it never will.
     pub async fn next_push(&self) -> Option<Observation> {
-        self.0.next_push().await
+        self.0.next_push().await.map(bounds::observation)
     }
 
     /// Whether its checks can be diagnosed by `diagnosers` where they run:
@@ -230,7 +234,26 @@ impl MonitorHandle {
             .ok_or_else(|| "this monitor is not served by a worker".to_owned())?;
         let diagnosers: Vec<&RemoteInstance> =
             diagnosers.iter().filter_map(|d| d.0.remote()).collect();
-        monitor.observe(&diagnosers, observing).await
+        let observed = monitor.observe(&diagnosers, observing).await?;
+        Ok(Observed {
+            checked: match observed.checked {
+                Checked::Seen(seen) => Checked::Seen(bounds::observation(seen)),
+                Checked::Failed(error) => Checked::Failed(bounds::error(error)),
+                Checked::TimedOut => Checked::TimedOut,
+            },
+            diagnoses: observed
+                .diagnoses
+                .into_iter()
+                .map(|diagnosis| match diagnosis {
+                    Diagnosis::Found(found) => match bounds::findings(found.kept, found.dropped) {
+                        Ok(found) => Diagnosis::Found(found),
+                        Err(error) => Diagnosis::Failed(error),
+                    },
+                    Diagnosis::Failed(error) => Diagnosis::Failed(bounds::error(error)),
+                    Diagnosis::TimedOut => Diagnosis::TimedOut,
+                })
+                .collect(),
+        })
     }
 }
 
@@ -245,13 +268,15 @@ impl DiagnoserHandle {
         history_needed_of(self.0.as_ref())
     }
 
-    /// Diagnoses `latest` given the observations before it, oldest first.
+    /// Diagnoses `latest` given the observations before it, oldest
+    /// first. An answer with a kind that cannot name an issue is an error.
     pub async fn diagnose(
         &self,
         latest: &Observation,
         history: &[Observation],
-    ) -> Result<Vec<Finding>, String> {
-        self.0.diagnose(latest, history).await
+    ) -> Result<Findings, String> {
+        let found = held(self.0.diagnose(latest, history).await)?;
+        bounds::findings(found.kept, found.dropped)
     }
 }
 
@@ -261,8 +286,13 @@ pub struct RecovererHandle(Box<dyn Instance>);
 impl RecovererHandle {
     /// Attempts a recovery.
     pub async fn recover(&self, recovery: &Recovery) -> Result<Outcome, String> {
-        self.0.recover(recovery).await
+        held(self.0.recover(recovery).await.map(bounds::outcome))
     }
+}
+
+/// A plugin's error held to the limits.
+fn held<T>(answer: Result<T, String>) -> Result<T, String> {
+    answer.map_err(bounds::error)
 }
 
 /// How many observations before the latest the diagnoser `instance`
@@ -439,7 +469,7 @@ impl Instance for Local {
                 return Err(not_a("monitor"));
             };
             match monitor.check().await.into_result() {
-                Ok(seen) => Ok(Observation::from(seen)),
+                Ok(seen) => Ok(Observation::from(held_details(seen))),
                 Err(err) => Err(err.into_string()),
             }
         })
@@ -454,7 +484,7 @@ impl Instance for Local {
                 .next_push()
                 .await
                 .into_option()
-                .map(Observation::from)
+                .map(|seen| Observation::from(held_details(seen)))
         })
     }
 
@@ -462,7 +492,7 @@ impl Instance for Local {
         &'a self,
         latest: &'a Observation,
         history: &'a [Observation],
-    ) -> Call<'a, Result<Vec<Finding>, String>> {
+    ) -> Call<'a, Result<Findings, String>> {
         Box::pin(async move {
             let Local::Diagnoser(diagnoser, needed) = self else {
                 return Err(not_a("diagnoser"));
@@ -483,7 +513,15 @@ impl Instance for Local {
                 diagnose()
             };
             match diagnosis.await.into_result() {
-                Ok(findings) => Ok(findings.into_iter().map(Finding::from).collect()),
+                // All of them: a worker serving this call sends them all
+                // and healer counts what it leaves out as it decodes.
+                Ok(findings) => Ok(findings
+                    .into_iter()
+                    .map(|mut found| {
+                        found.details = bounds::details_text(&found.details).as_ref().into();
+                        Finding::from(found)
+                    })
+                    .collect()),
                 Err(err) => Err(err.into_string()),
             }
         })
@@ -497,9 +535,21 @@ impl Instance for Local {
             let json = serde_json::to_string(recovery)
                 .map_err(|err| format!("cannot encode the recovery request: {err}"))?;
             match recoverer.recover(RString::from(json)).await.into_result() {
-                Ok(outcome) => Ok(Outcome::from(outcome)),
+                Ok(mut outcome) => {
+                    outcome.details = bounds::details_text(&outcome.details).as_ref().into();
+                    Ok(Outcome::from(outcome))
+                }
                 Err(err) => Err(err.into_string()),
             }
         })
     }
+}
+
+/// An observation from the ABI with its details (JSON text, parsed on
+/// conversion) held to the limit before they are parsed.
+fn held_details(mut seen: ObservationFfi) -> ObservationFfi {
+    if seen.details.len() > bounds::DETAILS_BYTES {
+        seen.details = bounds::details_text(&seen.details).as_ref().into();
+    }
+    seen
 }

@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LinesCodec, LinesCodecError};
 
+use super::bounds::Findings;
 use super::identity::Identity;
 use super::instance::{
     Backend, Call as Pending, Checked, Diagnosis, Instance, Observed, Observing, WorkerHealth,
@@ -236,7 +237,7 @@ impl Remote {
     fn emit(&self, event: Event) {
         match self.events.get() {
             Some(events) => events.emit(event),
-            None => tracing::warn!(?event, "plugin worker"),
+            None => tracing::warn!(event = event.name(), package = %self.name, "plugin worker"),
         }
     }
 
@@ -936,23 +937,32 @@ impl RemoteInstance {
                 diagnoses: diagnoses
                     .into_iter()
                     .map(|diagnosis| match diagnosis {
-                        wire::Diagnosis::Found(found) => {
-                            Diagnosis::Found(found.into_iter().map(Finding::from).collect())
-                        }
+                        wire::Diagnosis::Found(found) => Diagnosis::Found(findings(found)),
                         wire::Diagnosis::Failed(error) => Diagnosis::Failed(error),
                         wire::Diagnosis::TimedOut => Diagnosis::TimedOut,
                     })
                     .collect(),
             }),
-            other => unexpected(other),
+            other => unexpected(other, "a check and its diagnosis"),
         }
     }
 }
 
-fn unexpected<T>(answer: Answer) -> Result<T, String> {
+/// A reply of the wrong kind: named by its kind only (what it holds is
+/// the worker's, and may be anything).
+fn unexpected<T>(answer: Answer, asked: &str) -> Result<T, String> {
     Err(format!(
-        "plugin worker answered with the wrong kind of reply: {answer:?}"
+        "plugin worker broke the protocol: it answered {} to {asked}",
+        answer.kind()
     ))
+}
+
+/// Findings as decoded, with the count of those left out.
+fn findings(found: wire::FoundList) -> Findings {
+    Findings {
+        kept: found.kept.into_iter().map(Finding::from).collect(),
+        dropped: found.dropped,
+    }
 }
 
 impl Instance for RemoteInstance {
@@ -964,7 +974,7 @@ impl Instance for RemoteInstance {
         Box::pin(async move {
             match self.call(|instance| Call::Check { instance }).await? {
                 Answer::Seen(seen) => Ok(Observation::from(seen)),
-                other => unexpected(other),
+                other => unexpected(other, "a check"),
             }
         })
     }
@@ -1003,7 +1013,7 @@ impl Instance for RemoteInstance {
         &'a self,
         latest: &'a Observation,
         history: &'a [Observation],
-    ) -> Pending<'a, Result<Vec<Finding>, String>> {
+    ) -> Pending<'a, Result<Findings, String>> {
         Box::pin(async move {
             let call = |instance| Call::Diagnose {
                 instance,
@@ -1011,8 +1021,8 @@ impl Instance for RemoteInstance {
                 history: history.iter().map(Seen::from).collect(),
             };
             match self.call(call).await? {
-                Answer::Findings(found) => Ok(found.into_iter().map(Finding::from).collect()),
-                other => unexpected(other),
+                Answer::Findings(found) => Ok(findings(found)),
+                other => unexpected(other, "a diagnosis"),
             }
         })
     }
@@ -1029,7 +1039,7 @@ impl Instance for RemoteInstance {
                     summary,
                     details: wire::details_from_text(&details),
                 }),
-                other => unexpected(other),
+                other => unexpected(other, "a recovery"),
             }
         })
     }

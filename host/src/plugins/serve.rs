@@ -229,7 +229,9 @@ async fn run(
             let latest = Observation::from(latest);
             let history: Vec<Observation> = history.into_iter().map(Observation::from).collect();
             let findings = instance(number)?.diagnose(&latest, &history).await?;
-            Ok(Answer::Findings(findings.iter().map(Found::from).collect()))
+            Ok(Answer::Findings(
+                findings.kept.iter().map(Found::from).collect(),
+            ))
         }
         Call::Recover {
             instance: number,

@@ -7,6 +7,12 @@
 //! flight at once. Pushed observations flow back unasked, tagged with the
 //! monitor instance they come from. Details (free-form JSON in the SDK
 //! types) cross as JSON text: postcard is not self-describing.
+//!
+//! What a worker sends is outside input: it is held to the plugin limits
+//! ([`super::bounds`]) as it is decoded ([`held`]), so a frame of 16 MiB
+//! costs its own buffer and no more.
+
+mod held;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -19,6 +25,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 
 use super::PluginKind;
+
+pub use held::FoundList;
 
 /// The largest frame either side accepts: more is garbage or an attack.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -102,15 +110,15 @@ pub struct Observe {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Checked {
     Seen(Seen),
-    Failed(String),
+    Failed(#[serde(deserialize_with = "held::text")] String),
     TimedOut,
 }
 
 /// How one diagnoser's diagnosis went, on the wire.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Diagnosis {
-    Found(Vec<Found>),
-    Failed(String),
+    Found(FoundList),
+    Failed(#[serde(deserialize_with = "held::text")] String),
     TimedOut,
 }
 
@@ -120,6 +128,7 @@ pub enum FromWorker {
     /// The answer to a call.
     Reply {
         id: u64,
+        #[serde(deserialize_with = "held::answer")]
         answer: Result<Answer, String>,
     },
     /// A monitor instance pushed an observation; `None` once it never will.
@@ -138,15 +147,34 @@ pub enum Answer {
     /// A check's observation.
     Seen(Seen),
     /// A diagnosis.
-    Findings(Vec<Found>),
+    Findings(FoundList),
     /// A recovery's outcome.
-    Outcome { summary: String, details: String },
+    Outcome {
+        #[serde(deserialize_with = "held::text")]
+        summary: String,
+        #[serde(deserialize_with = "held::details")]
+        details: String,
+    },
     /// An observation and its diagnoses, one per diagnoser (none when the
     /// check failed or said UNKNOWN: no diagnoser can read those).
     Observed {
         checked: Checked,
+        #[serde(deserialize_with = "held::diagnoses")]
         diagnoses: Vec<Diagnosis>,
     },
+}
+
+impl Answer {
+    /// What kind of answer it is, for an error that must not repeat it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Answer::Done => "done",
+            Answer::Seen(_) => "an observation",
+            Answer::Findings(_) => "findings",
+            Answer::Outcome { .. } => "an outcome",
+            Answer::Observed { .. } => "an observation with its diagnoses",
+        }
+    }
 }
 
 /// A plugin kind on the wire.
@@ -181,18 +209,24 @@ impl From<Kind> for PluginKind {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Seen {
     status: Status,
+    #[serde(deserialize_with = "held::text")]
     summary: String,
     /// (name, value, unit)
+    #[serde(deserialize_with = "held::metrics")]
     metrics: Vec<(String, f64, String)>,
+    #[serde(deserialize_with = "held::details")]
     details: String,
 }
 
 /// A [`Finding`] on the wire.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Found {
+    #[serde(deserialize_with = "held::kind")]
     kind: String,
     severity: Status,
+    #[serde(deserialize_with = "held::text")]
     summary: String,
+    #[serde(deserialize_with = "held::details")]
     details: String,
 }
 
@@ -422,6 +456,7 @@ pub fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::bounds;
 
     #[test]
     fn an_observation_and_a_finding_survive_the_wire() {
@@ -449,5 +484,106 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         let err = decode::<FromWorker>(&[0xff, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
         assert!(err.starts_with("an unreadable message (5 bytes"), "{err}");
+    }
+
+    fn reply(answer: Answer) -> Bytes {
+        encode(&FromWorker::Reply {
+            id: 1,
+            answer: Ok(answer),
+        })
+    }
+
+    #[test]
+    fn a_huge_string_is_cut_as_it_is_decoded() {
+        let seen = Seen::from(&Observation::critical("s".repeat(15 << 20)));
+        let frame = reply(Answer::Seen(seen));
+        let Ok(FromWorker::Reply {
+            answer: Ok(Answer::Seen(back)),
+            ..
+        }) = decode::<FromWorker>(&frame)
+        else {
+            panic!("not a reply")
+        };
+        assert!(back.summary.len() <= bounds::TEXT_BYTES);
+        let error = encode(&FromWorker::Reply {
+            id: 2,
+            answer: Err("e".repeat(4 << 20)),
+        });
+        let Ok(FromWorker::Reply { answer: Err(e), .. }) = decode::<FromWorker>(&error) else {
+            panic!("not an error")
+        };
+        assert!(e.len() <= bounds::TEXT_BYTES);
+    }
+
+    #[test]
+    fn findings_beyond_the_limit_are_counted_as_they_are_decoded() {
+        let found: FoundList = (0..20_000)
+            .map(|i| Found::from(&Finding::critical(format!("flood.k{i}"), "s")))
+            .collect();
+        let frame = reply(Answer::Observed {
+            checked: Checked::TimedOut,
+            diagnoses: vec![Diagnosis::Found(found), Diagnosis::TimedOut],
+        });
+        let Ok(FromWorker::Reply {
+            answer: Ok(Answer::Observed { diagnoses, .. }),
+            ..
+        }) = decode::<FromWorker>(&frame)
+        else {
+            panic!("not observed")
+        };
+        let [Diagnosis::Found(found), Diagnosis::TimedOut] = &diagnoses[..] else {
+            panic!("two diagnoses")
+        };
+        assert_eq!(found.kept.len(), bounds::FINDINGS_PER_ANSWER);
+        assert_eq!(found.dropped, 20_000 - bounds::FINDINGS_PER_ANSWER);
+    }
+
+    #[test]
+    fn the_shapes_walked_over_are_the_shapes_encoded() {
+        // More diagnoses than are kept, each with findings: the ones past
+        // the limit are walked over as `DiagnosisSkip`s. A number encoded
+        // after them reads back right only if the walk took exactly the
+        // bytes the real shapes wrote.
+        let finding = Finding::critical("a.b", "s").detail("k", "v");
+        let diagnoses: Vec<Diagnosis> = (0..bounds::DIAGNOSES_PER_ANSWER + 10)
+            .map(|i| match i % 3 {
+                0 => Diagnosis::Found((0..3).map(|_| Found::from(&finding)).collect()),
+                1 => Diagnosis::Failed("no".into()),
+                _ => Diagnosis::TimedOut,
+            })
+            .collect();
+        let message = (
+            Answer::Observed {
+                checked: Checked::TimedOut,
+                diagnoses,
+            },
+            7u64,
+        );
+        let frame = encode(&message);
+        let (answer, after) = decode::<(Answer, u64)>(&frame).expect("decodes");
+        assert_eq!(after, 7, "everything before it was read exactly");
+        let Answer::Observed { diagnoses, .. } = answer else {
+            panic!("observed")
+        };
+        assert_eq!(diagnoses.len(), bounds::DIAGNOSES_PER_ANSWER);
+        let metrics = (0..100).fold(Observation::ok("m"), |seen, i| {
+            seen.metric(format!("m{i}"), f64::from(i), "ms")
+        });
+        let frame = encode(&(Seen::from(&metrics), 9u64));
+        let (seen, after) = decode::<(Seen, u64)>(&frame).expect("decodes");
+        assert_eq!(
+            (seen.metrics.len(), after),
+            (bounds::METRICS_PER_OBSERVATION, 9)
+        );
+    }
+
+    #[test]
+    fn a_list_that_claims_a_huge_length_reserves_nothing_for_it() {
+        // A reply (variant 0) of id 1, Ok, Answer::Findings (variant 2)
+        // claiming 2^60 findings and holding none.
+        let mut frame = vec![0u8, 1, 0, 2];
+        frame.extend([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]);
+        let err = decode::<FromWorker>(&frame).unwrap_err();
+        assert!(err.starts_with("an unreadable message"), "{err}");
     }
 }
