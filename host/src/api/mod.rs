@@ -25,16 +25,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::board::{Board, Pause, TargetView};
+use crate::board::{Board, Pause, TargetView, MAX_PAUSE};
 use crate::clock::Wall;
 use crate::engine::{Handle, Refusal};
 use crate::history::{Filter, Recent};
 use crate::issues::{Issue, State as IssueState};
 use crate::plugins::{Catalog, WorkerHealth};
 use crate::reload::Reloaded;
-
-/// The longest pause accepted.
-const MAX_PAUSE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How long a reset waits for the target's loop to take it.
 const RESET_WITHIN: Duration = Duration::from_secs(5);

@@ -28,10 +28,15 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::board::{Board, Pause};
+use crate::clock::Wall;
 use crate::config::{Config, PluginUse, Target};
 use crate::events::{Event, Events};
 use crate::issues::{Issue, Tracker};
 use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle};
+
+/// Why a pause was shortened.
+pub(crate) const PAUSE_TOO_LONG: &str =
+    "it ended more than 30 days from now (the clock was set back since it began)";
 
 pub use target::Cycle;
 
@@ -153,6 +158,18 @@ impl Shared {
 
     /// Ends a pause that expired (its loop says so); `false` when it was
     /// ended already or replaced by a newer one.
+    /// Replaces `target`'s pause by `shorter` if it is still `pause`.
+    pub(crate) fn shorten_pause(&self, target: &str, pause: &Pause, shorter: Pause) -> bool {
+        let mut pauses = write(&self.pauses);
+        match pauses.get_mut(target) {
+            Some(now) if now == pause => {
+                *now = shorter;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn end_pause(&self, target: &str, pause: &Pause) -> bool {
         let mut pauses = write(&self.pauses);
         if pauses.get(target) == Some(pause) {
@@ -329,8 +346,17 @@ impl Engine {
         // Unchecked until its own first check (not its predecessor's
         // verdict): dependents wait for it.
         write(&self.shared.health).remove(&name);
-        // A saved pause applies; a restarted target keeps the one it had.
-        if let Some(pause) = runner.pause.take() {
+        // A saved pause applies (its end within MAX_PAUSE of now); a
+        // restarted target keeps the one it had.
+        if let Some(mut pause) = runner.pause.take() {
+            if let Some(shorter) = pause.shortened(Wall::now()) {
+                pause = shorter;
+                self.events.emit(Event::PauseShortened {
+                    target: name.clone(),
+                    pause: pause.clone(),
+                    reason: PAUSE_TOO_LONG.to_owned(),
+                });
+            }
             write(&self.shared.pauses).insert(name.clone(), pause);
         }
         let policy = runner.target.policy;

@@ -642,10 +642,23 @@ impl Cycle {
     /// expired ends here, with an event.
     fn paused(&mut self, due: &[String]) -> bool {
         let name = self.name().to_owned();
-        let Some(pause) = self.shared.pause_of(&name) else {
+        let Some(mut pause) = self.shared.pause_of(&name) else {
             self.paused.clear();
             return false;
         };
+        if let Some(shorter) = pause.shortened(Wall::now()) {
+            if self.shared.shorten_pause(&name, &pause, shorter.clone()) {
+                if let Some(slot) = &self.slot {
+                    slot.update(|view| view.paused = Some(shorter.clone()));
+                }
+                self.emit(Event::PauseShortened {
+                    target: name.clone(),
+                    pause: shorter.clone(),
+                    reason: super::PAUSE_TOO_LONG.to_owned(),
+                });
+            }
+            pause = shorter;
+        }
         if !pause.holds(Wall::now()) {
             if self.shared.end_pause(&name, &pause) {
                 if let Some(slot) = &self.slot {

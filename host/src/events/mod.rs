@@ -190,6 +190,13 @@ pub enum Event {
     },
     /// An operator paused a target's recoveries (maintenance): checks go on.
     TargetPaused { target: String, pause: Pause },
+    /// A pause now ends sooner: it ended further away than the longest
+    /// pause allows (the clock was set back since it began).
+    PauseShortened {
+        target: String,
+        pause: Pause,
+        reason: String,
+    },
     /// A target's pause ended: `reason` is "resumed by an operator" or
     /// "the pause expired".
     TargetResumed { target: String, reason: String },
@@ -463,6 +470,7 @@ impl Event {
             Event::IssueDropped { .. } => "issue_dropped",
             Event::FindingsDropped { .. } => "findings_dropped",
             Event::TargetPaused { .. } => "target_paused",
+            Event::PauseShortened { .. } => "pause_shortened",
             Event::TargetResumed { .. } => "target_resumed",
             Event::RecoveryPaused { .. } => "recovery_paused",
             Event::NoReflex { .. } => "no_reflex",
@@ -508,6 +516,7 @@ impl Event {
             | Event::IssueDropped { target, .. }
             | Event::FindingsDropped { target, .. }
             | Event::TargetPaused { target, .. }
+            | Event::PauseShortened { target, .. }
             | Event::TargetResumed { target, .. }
             | Event::RecoveryPaused { target, .. }
             | Event::AlertSent { target, .. }

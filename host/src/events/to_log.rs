@@ -208,6 +208,13 @@ fn write(event: &Event) {
         Event::TargetPaused { target, pause } => {
             warn!(target = %target, until = %pause.until, reason = %pause.reason, "target paused: checks go on, recoveries do not")
         }
+        Event::PauseShortened {
+            target,
+            pause,
+            reason,
+        } => {
+            warn!(target = %target, until = %pause.until, reason = %reason, "pause shortened")
+        }
         Event::TargetResumed { target, reason } => {
             info!(target = %target, reason = %reason, "target resumed: recoveries act again")
         }

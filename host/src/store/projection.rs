@@ -262,7 +262,9 @@ impl Projection {
                 self.anomalies.set(anomaly.clone(), state.clone());
             }
             Event::AnomalyResolved { anomaly } => self.anomalies.remove(anomaly.clone()),
-            Event::TargetPaused { target, pause } => self.pauses.set(target.clone(), pause.clone()),
+            Event::TargetPaused { target, pause } | Event::PauseShortened { target, pause, .. } => {
+                self.pauses.set(target.clone(), pause.clone())
+            }
             Event::TargetResumed { target, .. } => self.pauses.remove(target.clone()),
             Event::AlertReceived {
                 alertname,
