@@ -47,11 +47,22 @@ pub struct Options {
 /// Warnings (packages that failed to load but are not needed) are printed
 /// to stderr when everything else is fine.
 pub async fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
+    with_plugins(read_config(options)?).await
+}
+
+/// The config file, with the command line's plugins directory.
+pub fn read_config(options: &Options) -> Result<Config, Vec<String>> {
     let mut config = Config::load(&options.config)
         .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     if let Some(dir) = &options.plugins_dir {
         config.healer.plugins_dir.clone_from(dir);
     }
+    Ok(config)
+}
+
+/// `config` with the plugins it needs, scanned and checked as its
+/// `[plugins]` says; see [`load`].
+pub async fn with_plugins(config: Config) -> Result<(Config, Catalog), Vec<String>> {
     let catalog = Catalog::scan(&config.healer.plugins_dir, &config.plugins)
         .map_err(|err| vec![err.to_string()])?;
     let mut problems: Vec<String> = catalog

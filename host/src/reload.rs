@@ -9,7 +9,12 @@
 //! plugin instance must be good before anything running is touched; a bad
 //! one is rejected with its problems and the running config carries on.
 //! Settings the running daemon cannot change in place (the listener, the
-//! store, the log) are named in the answer: they take a restart.
+//! store, the log, `[plugins]`) are named in the answer: they take a
+//! restart, and until then healer goes on with the running ones. For
+//! `[plugins]` that means the rescan too: its packages are probed, pinned,
+//! isolated and limited as the running healer does it, never as a new
+//! config would (an `isolation = "in-process"` must not load a package into
+//! the daemon without the restart it asks for).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -54,8 +59,8 @@ pub async fn reload(
     events: &Events,
 ) -> Result<Reloaded, Vec<String>> {
     let config_path = options.config.clone();
-    let outcome = prepare(options, engine).await;
-    let (config, catalog, plan) = match outcome {
+    let outcome = prepare(options, &current.config, engine).await;
+    let (config, catalog, plan, needs_restart) = match outcome {
         Ok(prepared) => prepared,
         Err(problems) => {
             let problems: Vec<String> = problems
@@ -72,7 +77,7 @@ pub async fn reload(
     let mut reloaded = Reloaded {
         unchanged: plan.unchanged,
         packages_added: new_packages(&current.catalog, &catalog),
-        needs_restart: needs_restart(&current.config, &config),
+        needs_restart,
         ..Reloaded::default()
     };
     for name in plan.removed {
@@ -122,11 +127,17 @@ struct Plan {
     unchanged: usize,
 }
 
+/// The new config (with the running `[plugins]`), its plugins, the plan
+/// and the settings that need a restart.
 async fn prepare(
     options: &Options,
+    running_config: &Config,
     engine: &Engine,
-) -> Result<(Config, Catalog, Plan), Vec<String>> {
-    let (config, catalog) = crate::daemon::load(options).await?;
+) -> Result<(Config, Catalog, Plan, Vec<String>), Vec<String>> {
+    let mut config = crate::daemon::read_config(options)?;
+    let restart = needs_restart(running_config, &config);
+    config.plugins = running_config.plugins.clone();
+    let (config, catalog) = crate::daemon::with_plugins(config).await?;
     let running: HashMap<&str, &Target> = engine.targets().map(|t| (t.name.as_str(), t)).collect();
     let mut plan = Plan {
         added: Vec::new(),
@@ -157,7 +168,7 @@ async fn prepare(
         .collect();
     plan.removed.sort();
     if problems.is_empty() {
-        Ok((config, catalog, plan))
+        Ok((config, catalog, plan, restart))
     } else {
         Err(problems)
     }

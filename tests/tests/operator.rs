@@ -233,6 +233,56 @@ fn a_package_copied_in_is_loaded_by_healer_reload_and_its_plugin_runs() {
     );
 }
 
+#[test]
+fn a_reload_that_changes_plugins_settings_needs_a_restart_and_keeps_every_package_in_its_worker() {
+    let mut healer = Running::start(&["healer-plugin-nagios"], |_| healthy("first"));
+    healer.daemon.wait_for("the first check", LIMIT, |e| {
+        matches!(e, Event::Checked { target, .. } if target == "first")
+    });
+    // Asking for the packages in healer itself, and a new target whose
+    // instances a reload creates at once.
+    healer.rewrite(&format!(
+        "\n[plugins]\nisolation = \"in-process\"\nmemory_limit = \"512MiB\"\n{}{}",
+        healthy("first"),
+        healthy("second")
+    ));
+    let output = run_healer(
+        &["reload", "--json", "--config", healer.config_arg()],
+        LIMIT,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(answer["added"], serde_json::json!(["second"]), "{answer}");
+    assert_eq!(
+        answer["needs_restart"],
+        serde_json::json!(["[plugins]"]),
+        "{answer}"
+    );
+    healer.daemon.wait_for("the new target checked", LIMIT, |e| {
+        matches!(e, Event::Checked { target, .. } if target == "second")
+    });
+    let pid = healer.daemon.pid();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(
+        !maps.contains("libhealer_plugin_nagios"),
+        "a reload loaded the package into healer itself"
+    );
+    let workers = healer_e2e::workers_of(pid);
+    assert!(
+        workers
+            .iter()
+            .any(|(_, cmdline)| cmdline.contains("libhealer_plugin_nagios.so")),
+        "{workers:?}"
+    );
+    // The next reload still says so: healer still runs the old settings.
+    let again = run_healer(
+        &["reload", "--json", "--config", healer.config_arg()],
+        LIMIT,
+    );
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&again)).expect("JSON");
+    assert_eq!(answer["needs_restart"], serde_json::json!(["[plugins]"]));
+}
+
 /// healer supervising `sleep` through a pidfile (`supervised_target`),
 /// with its API on a free port; the service runs.
 struct Supervised {
