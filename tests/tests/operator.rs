@@ -236,9 +236,11 @@ fn a_package_copied_in_is_loaded_by_healer_reload_and_its_plugin_runs() {
 #[test]
 fn a_reload_that_changes_plugins_settings_needs_a_restart_and_keeps_every_package_in_its_worker() {
     let mut healer = Running::start(&["healer-plugin-nagios"], |_| healthy("first"));
-    healer.daemon.wait_for("the first check", LIMIT, |e| {
-        matches!(e, Event::Checked { target, .. } if target == "first")
-    });
+    healer.daemon.wait_for(
+        "the first check",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, .. } if target == "first"),
+    );
     // Asking for the packages in healer itself, and a new target whose
     // instances a reload creates at once.
     healer.rewrite(&format!(
@@ -258,9 +260,11 @@ fn a_reload_that_changes_plugins_settings_needs_a_restart_and_keeps_every_packag
         serde_json::json!(["[plugins]"]),
         "{answer}"
     );
-    healer.daemon.wait_for("the new target checked", LIMIT, |e| {
-        matches!(e, Event::Checked { target, .. } if target == "second")
-    });
+    healer.daemon.wait_for(
+        "the new target checked",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, .. } if target == "second"),
+    );
     let pid = healer.daemon.pid();
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     assert!(
