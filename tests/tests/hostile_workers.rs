@@ -196,11 +196,10 @@ fn hostile_answers_leave_healer_small(mode: &str, diagnosed: bool) {
     let mut events = EventTail::new(&daemon.events);
     let started = Instant::now();
     let (mut at_start, mut hostile, mut calm) = (None, 0, false);
-    let mut guarded = None;
     while !calm && started.elapsed() < LIMIT {
         for event in events.new_events() {
             match event {
-                Event::Started { .. } => at_start = Some(watch.now()),
+                Event::Started { .. } => at_start = Some(Sizes::of(daemon.pid(), dir.path())),
                 Event::Checked { target, status, .. } if target == "bloated" => {
                     if status == Status::Ok {
                         calm = true;
@@ -211,10 +210,7 @@ fn hostile_answers_leave_healer_small(mode: &str, diagnosed: bool) {
                 _ => {}
             }
         }
-        let now = watch.now();
-        if now.rss > RSS_GUARD || now.log > DISK_GUARD || now.store > DISK_GUARD {
-            guarded = Some(now);
-            daemon.kill();
+        if !daemon.is_running() {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -238,15 +234,18 @@ fn hostile_answers_leave_healer_small(mode: &str, diagnosed: bool) {
         } else {
             "NOT (within the limit)"
         },
-        match guarded {
-            Some(at) => format!("killed at the guard: {at}"),
-            None => "not guarded".to_owned(),
+        match peaks.guarded {
+            Some(at) => format!("KILLED at the guard: {at}"),
+            None => "not killed at the guard".to_owned(),
         },
         at_start.map_or_else(|| "not seen".to_owned(), |sizes| sizes.to_string()),
         mb(log_growth),
         mb(store_growth),
     );
 
+    if let Some(at) = peaks.guarded {
+        panic!("healer was killed at the guard ({at}) after {hostile} hostile checks");
+    }
     assert!(
         calm,
         "healer never took in the OK after the hostile answers ({hostile} taken in)"
@@ -591,41 +590,65 @@ impl std::fmt::Display for Sizes {
 }
 
 /// Samples healer's [`Sizes`] every 10 ms on a thread of its own, keeping
-/// the peaks, until stopped.
+/// the peaks, until stopped; kills healer (SIGKILL) the moment its RSS
+/// passes [`RSS_GUARD`] or its log or store [`DISK_GUARD`].
 struct Watch {
     pid: u32,
     dir: PathBuf,
-    peaks: Arc<Mutex<Sizes>>,
+    seen: Arc<Mutex<Peaks>>,
     done: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The peaks a [`Watch`] saw.
-struct Peaks(Sizes);
+/// The peaks a [`Watch`] saw, and the sizes it killed healer at, if it did.
+#[derive(Clone, Copy, Default)]
+struct Peaks {
+    peaks: Sizes,
+    guarded: Option<Sizes>,
+}
 
 impl std::ops::Deref for Peaks {
     type Target = Sizes;
     fn deref(&self) -> &Sizes {
-        &self.0
+        &self.peaks
     }
 }
 
 impl std::fmt::Display for Peaks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "peaks: {}", self.0)
+        write!(f, "peaks: {}", self.peaks)
+    }
+}
+
+impl Peaks {
+    /// Counts `now`; whether healer is past a guard (the first time).
+    fn add(&mut self, now: Sizes) -> bool {
+        self.peaks.peak(now);
+        let past = now.rss > RSS_GUARD || now.log > DISK_GUARD || now.store > DISK_GUARD;
+        if past && self.guarded.is_none() {
+            self.guarded = Some(now);
+            return true;
+        }
+        false
     }
 }
 
 impl Watch {
     fn start(pid: u32, dir: &Path) -> Watch {
-        let peaks = Arc::new(Mutex::new(Sizes::default()));
+        let seen = Arc::new(Mutex::new(Peaks::default()));
         let done = Arc::new(AtomicBool::new(false));
         let thread = std::thread::spawn({
-            let (peaks, done, dir) = (Arc::clone(&peaks), Arc::clone(&done), dir.to_owned());
+            let (seen, done, dir) = (Arc::clone(&seen), Arc::clone(&done), dir.to_owned());
             move || {
                 while !done.load(Ordering::Relaxed) {
                     let now = Sizes::of(pid, &dir);
-                    peaks.lock().unwrap().peak(now);
+                    if seen.lock().unwrap().add(now) {
+                        // The daemon is the test's child, reaped only
+                        // by the test: its pid is still its own.
+                        let _ = std::process::Command::new("kill")
+                            .args(["-KILL", &pid.to_string()])
+                            .status();
+                    }
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -633,17 +656,10 @@ impl Watch {
         Watch {
             pid,
             dir: dir.to_owned(),
-            peaks,
+            seen,
             done,
             thread: Some(thread),
         }
-    }
-
-    /// The sizes now (and counted in the peaks).
-    fn now(&self) -> Sizes {
-        let now = Sizes::of(self.pid, &self.dir);
-        self.peaks.lock().unwrap().peak(now);
-        now
     }
 
     fn stop(mut self) -> Peaks {
@@ -651,7 +667,10 @@ impl Watch {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        Peaks(*self.peaks.lock().unwrap())
+        let mut seen = *self.seen.lock().unwrap();
+        // Once more: the sizes healer left behind.
+        seen.peaks.peak(Sizes::of(self.pid, &self.dir));
+        seen
     }
 }
 
