@@ -24,10 +24,7 @@ use healer_plugin_sdk::Status;
 /// The fixture package, copied under other names.
 const FIXTURE: &str = "healer-fixture-hostile-worker";
 
-/// The most open issues one target may hold.
-// TODO: `healer::issues::MAX_ISSUES_PER_TARGET` once the cap lands (issue
-// 19); until then the value the issue expects, in this one place.
-const MAX_ISSUES_PER_TARGET: usize = 64;
+use healer::issues::MAX_ISSUES_PER_TARGET;
 
 /// How fast the API must answer, whatever a plugin sent.
 const API_WITHIN: Duration = Duration::from_millis(100);
@@ -159,9 +156,16 @@ fn an_answer_of_20000_finding_kinds_leaves_the_api_quick_the_issues_capped_and_s
         held <= MAX_ISSUES_PER_TARGET,
         "the target held {held} issues, more than {MAX_ISSUES_PER_TARGET}"
     );
+    assert_eq!(
+        dropping.len(),
+        1,
+        "one event names what was dropped, not one per check: {dropping:?}"
+    );
     assert!(
-        !dropping.is_empty(),
-        "no event names the findings or issues that were dropped"
+        dropping[0].contains("healer takes 64 from one answer")
+            && dropping[0].contains(&format!("holds {MAX_ISSUES_PER_TARGET} open issues")),
+        "{}",
+        dropping[0]
     );
     assert!(
         stopped && took <= STOPS_WITHIN,
@@ -528,18 +532,12 @@ impl EventTail {
     }
 }
 
-/// The events of `target` whose name or text speaks of dropping: the
-/// event that names what healer did not keep. Read as JSON, not as an
-/// [`Event`], so an event this test does not know yet counts.
+/// The `findings_dropped` events of `target`: what healer did not keep.
 fn events_naming_drops(event_log: &Path, target: &str) -> Vec<String> {
     let text = std::fs::read_to_string(event_log).unwrap_or_default();
     text.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["target"] == target)
-        .filter(|event| {
-            let name = event["event"].as_str().unwrap_or("");
-            name.contains("drop") || event.to_string().contains("dropped")
-        })
+        .filter(|event| event["target"] == target && event["event"] == "findings_dropped")
         .map(|event| event.to_string())
         .collect()
 }
