@@ -175,7 +175,11 @@ where
 pub struct EscapedFields;
 
 impl<'writer> FormatFields<'writer> for EscapedFields {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> format::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> format::Result {
         let mut visitor = EscapingVisitor {
             writer: &mut writer,
             first: true,
@@ -441,7 +445,9 @@ mod tests {
         assert!(!log.contains('\u{2028}'), "{log:?}");
         // Escaped, not dropped: the reader still sees what was sent.
         assert!(
-            log.contains(r"target paused: upgrade\n2030-01-01T00:00:00.000000Z ERROR forged\u{2028}and more"),
+            log.contains(
+                r"target paused: upgrade\n2030-01-01T00:00:00.000000Z ERROR forged\u{2028}and more"
+            ),
             "{log}"
         );
         assert!(
