@@ -10,14 +10,28 @@
 //! formatted once for both destinations, unless stderr is a terminal (then
 //! it alone gets colours). The log file is reopened on [`Logging::reopen`]
 //! (SIGUSR1, after logrotate moved it).
+//!
+//! A line cannot be forged: text from outside (a pause reason, a plugin's
+//! summary or error, an anomaly's name, a worker's output) may hold a
+//! newline followed by something that looks like a line of healer's own.
+//! Every field and message of a readable line goes through
+//! [`EscapedFields`], which writes control characters (newlines, carriage
+//! returns, escape sequences, and the Unicode line and paragraph
+//! separators) as `\n`, `\r`, `\u{1b}`, ..., so one event is always one
+//! line whoever wrote its text. JSON lines are serde's strings, which
+//! escape the same characters.
 
 use std::cell::RefCell;
+use std::fmt::{self as format, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tracing::field::{Field, Visit};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{FormatFields, Writer};
 use tracing_subscriber::fmt::writer::{MakeWriter, MakeWriterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -151,8 +165,93 @@ where
     if json {
         Box::new(plain.json().with_filter(filter))
     } else {
-        Box::new(plain.with_filter(filter))
+        Box::new(plain.fmt_fields(EscapedFields).with_filter(filter))
     }
+}
+
+/// The fields of a readable line, as tracing's default writes them
+/// (`message`, then `name=value` separated by spaces), with every control
+/// character of a name or value escaped: one event, one line.
+pub struct EscapedFields;
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> format::Result {
+        let mut visitor = EscapingVisitor {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'a, 'writer> {
+    writer: &'a mut Writer<'writer>,
+    first: bool,
+    result: format::Result,
+}
+
+impl Visit for EscapingVisitor<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            // Quoted, as tracing's default writes a `&str` field.
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn format::Debug) {
+        let name = field.name();
+        // The `log` crate's metadata (tracing-log), already in the line's head.
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        let mut out = Escaping(&mut *self.writer);
+        self.result = match name {
+            "message" => write!(out, "{separator}{value:?}"),
+            name => {
+                let name = name.strip_prefix("r#").unwrap_or(name);
+                write!(out, "{separator}{name}={value:?}")
+            }
+        };
+    }
+}
+
+/// A writer that passes text on with its control characters escaped.
+struct Escaping<W>(W);
+
+impl<W: format::Write> format::Write for Escaping<W> {
+    fn write_str(&mut self, text: &str) -> format::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find(needs_escape) {
+            self.0.write_str(&rest[..at])?;
+            let Some(c) = rest[at..].chars().next() else {
+                break;
+            };
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c => write!(self.0, "\\u{{{:x}}}", u32::from(c))?,
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// C0 and C1 controls and DEL, and the two Unicode characters some
+/// readers take for a line break.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
 /// The running log: keep it until the process ends (dropping it writes out
@@ -292,5 +391,97 @@ pub fn init(healer: &Healer, verbose: u8) -> Logging {
         _guards: guards,
         counters,
         file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORGED: &str = "\n2030-01-01T00:00:00.000000Z ERROR forged";
+
+    /// What a layer of `init` writes for one event carrying outside text
+    /// in a `%` field, a `?` field, a `&str` field and its message.
+    fn written(json: bool) -> String {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let writer = move || Captured(Arc::clone(&sink));
+        let subscriber =
+            tracing_subscriber::registry().with(layer(json, false, writer, EnvFilter::new("info")));
+        tracing::subscriber::with_default(subscriber, || {
+            let reason = format!("upgrade{FORGED}");
+            let details = vec![format!("a\r{FORGED}\u{1b}[2J")];
+            tracing::warn!(
+                target = "db",
+                reason = %reason,
+                details = ?details,
+                anomaly = reason.as_str(),
+                "target paused: {reason}\u{2028}and more"
+            );
+        });
+        let bytes = lines.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[derive(Clone)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn outside_text_with_newlines_stays_on_its_line_in_the_readable_log() {
+        let log = written(false);
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(!log.contains('\r') && !log.contains('\u{1b}'), "{log:?}");
+        assert!(!log.contains('\u{2028}'), "{log:?}");
+        // Escaped, not dropped: the reader still sees what was sent.
+        assert!(
+            log.contains(
+                r"target paused: upgrade\n2030-01-01T00:00:00.000000Z ERROR forged\u{2028}and more"
+            ),
+            "{log}"
+        );
+        assert!(
+            log.contains(r"reason=upgrade\n2030-01-01T00:00:00.000000Z ERROR forged"),
+            "{log}"
+        );
+        assert!(
+            log.contains(r#"anomaly="upgrade\n2030-01-01T00:00:00.000000Z ERROR forged""#),
+            "{log}"
+        );
+        assert!(log.contains(r#"target="db""#), "{log}");
+    }
+
+    #[test]
+    fn outside_text_with_newlines_stays_inside_its_json_string() {
+        let log = written(true);
+        assert_eq!(log.lines().count(), 1, "{log}");
+        let line: serde_json::Value = serde_json::from_str(log.trim_end()).unwrap();
+        let fields = &line["fields"];
+        assert_eq!(
+            fields["reason"],
+            format!("upgrade{FORGED}"),
+            "the reader gets the text back exactly: {line}"
+        );
+        assert_eq!(
+            fields["message"],
+            format!("target paused: upgrade{FORGED}\u{2028}and more")
+        );
+    }
+
+    #[test]
+    fn plain_text_is_written_as_before() {
+        let mut out = String::new();
+        write!(Escaping(&mut out), "é ok \"quoted\" \\ tab\there").unwrap();
+        assert_eq!(out, "é ok \"quoted\" \\ tab\\there");
     }
 }

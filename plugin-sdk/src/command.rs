@@ -68,6 +68,24 @@
 //! side. (posix_spawn cannot set resource limits, and neither limit can be
 //! set in healer's own process for a moment: it is shared by all threads.)
 //!
+//! **A service of its own.** A program started as above is healer's
+//! descendant: it inherits the process attributes of the plugin worker that
+//! started it and of healer's own systemd unit (control group, mount
+//! namespace, seccomp filters, no_new_privs, capability bounding set, user,
+//! umask, limits), and keeps them for its whole life. [`Command::systemd_run`]
+//! instead asks systemd to start it as a transient service
+//! (`systemd-run --unit=NAME --service-type=exec`): forked by PID 1, it
+//! inherits nothing of healer, and outlives it like any other service.
+//! [`Command::run`] then runs `systemd-run` itself, which ends once the
+//! program was executed (exit 0) or could not be (systemd's reason on
+//! stderr). The service gets the environment systemd gives every service
+//! plus the configured [`Command::env`] (passed with `--setenv`, so visible
+//! to local users in its unit's properties: never a secret), not the
+//! `HEALER_*` variables nor a details file: a service outlives the finding
+//! that started it. `systemd-run --scope` is not offered: a scope only moves
+//! the program to a control group of its own, and it would still be
+//! healer's child with everything else inherited.
+//!
 //! **Output.** stdout and stderr go to unnamed temporary files (unlinked at
 //! once), not pipes: a daemon the command starts in the background never
 //! holds a pipe of healer's, and the result is the exit of the program, not
@@ -113,6 +131,12 @@ pub const MAX_OPEN_FILES: u64 = 1024;
 /// How long to wait for a killed child to be reaped.
 const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
 
+/// The program that asks systemd for a transient service.
+pub const SYSTEMD_RUN: &str = "systemd-run";
+
+/// The longest unit name systemd accepts, `.service` included.
+const MAX_UNIT_NAME: usize = 255;
+
 /// A program to run; see the module documentation for what it gets.
 #[derive(Clone, Debug)]
 pub struct Command {
@@ -123,6 +147,8 @@ pub struct Command {
     details: Option<String>,
     cwd: Option<PathBuf>,
     timeout: Duration,
+    /// Started as this transient systemd service (`NAME.service`).
+    service: Option<String>,
 }
 
 /// What a program that exited printed, bounded.
@@ -204,6 +230,7 @@ impl Command {
             details: None,
             cwd: None,
             timeout: Duration::from_secs(30),
+            service: None,
         }
     }
 
@@ -233,6 +260,18 @@ impl Command {
     /// How long [`run`](Command::run) waits before killing the group.
     pub fn timeout(mut self, timeout: Duration) -> Command {
         self.timeout = timeout;
+        self
+    }
+
+    /// Starts the program as the transient systemd service `unit` (see the
+    /// module documentation): [`run`](Command::run) runs `systemd-run`,
+    /// which is looked up in the configured `PATH` if [`Command::env`] sets
+    /// one, else in [`PATH`]; exit 0 means systemd started the program. Its
+    /// timeout is `systemd-run`'s. `unit` is checked by [`service_name`]
+    /// (use it where the name is configured, to refuse a bad one early).
+    pub fn systemd_run(mut self, unit: impl Into<String>) -> Command {
+        let unit = unit.into();
+        self.service = Some(service_name(&unit).unwrap_or(unit));
         self
     }
 
@@ -313,6 +352,12 @@ impl Command {
     /// running. It exiting within `grace` is an error; this future dropped
     /// within `grace` kills its group (its outcome was never reported).
     pub async fn start_detached(self, grace: Duration) -> Result<u32, RunError> {
+        if let Some(unit) = &self.service {
+            return Err(self.cannot_start(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{unit} is a systemd service: systemd starts it (run), healer does not detach it"),
+            )));
+        }
         let (command, started, ()) = self
             .start(|| Ok(((), (Stdio::null(), Stdio::null()))))
             .await?;
@@ -376,7 +421,10 @@ impl Command {
 
     /// [`start`](Command::start)'s blocking part, on the calling thread.
     fn start_here(&self, (stdout, stderr): (Stdio, Stdio)) -> Result<Started, RunError> {
-        let details = self.details_file()?;
+        let details = match self.service {
+            Some(_) => None,
+            None => self.details_file()?,
+        };
         let child = {
             let mut command = self.prepare(details.as_ref());
             command.stdout(stdout).stderr(stderr);
@@ -390,11 +438,43 @@ impl Command {
         })
     }
 
+    /// What is executed: the program and its arguments, or, for a
+    /// transient service, `systemd-run` and the arguments that ask systemd
+    /// to start them.
+    fn argv(&self) -> (&str, Vec<String>) {
+        let Some(unit) = &self.service else {
+            return (&self.program, self.args.clone());
+        };
+        let mut argv = vec![
+            format!("--unit={unit}"),
+            // Unloaded when it ends, failed or not, so the name is free
+            // for the next start.
+            "--collect".to_owned(),
+            "--quiet".to_owned(),
+            // systemd-run ends once the program was executed: a missing
+            // program is its failure, not a service that dies at once.
+            "--service-type=exec".to_owned(),
+        ];
+        if let Some(cwd) = &self.cwd {
+            argv.push(format!("--working-directory={}", cwd.display()));
+        }
+        argv.extend(
+            self.env
+                .iter()
+                .map(|(name, value)| format!("--setenv={name}={value}")),
+        );
+        argv.push("--".to_owned());
+        argv.push(self.program.clone());
+        argv.extend(self.args.iter().cloned());
+        (SYSTEMD_RUN, argv)
+    }
+
     /// The command with the environment, stdin, process group and cwd set.
     fn prepare(&self, details: Option<&tempfile::NamedTempFile>) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(&self.program);
+        let (program, args) = self.argv();
+        let mut command = tokio::process::Command::new(program);
         command
-            .args(&self.args)
+            .args(args)
             .env_clear()
             .env("PATH", PATH)
             .stdin(Stdio::null())
@@ -403,15 +483,23 @@ impl Command {
         if let Some(lang) = std::env::var_os("LANG") {
             command.env("LANG", lang);
         }
-        for (name, value) in &self.healer {
-            command.env(name, value);
-        }
-        if let Some(file) = details {
-            command.env("HEALER_DETAILS_FILE", file.path());
-        }
-        command.envs(&self.env);
-        if let Some(cwd) = &self.cwd {
-            command.current_dir(cwd);
+        if self.service.is_some() {
+            // The service's environment went to systemd; systemd-run is
+            // found in the configured PATH, if any.
+            if let Some(path) = self.env.get("PATH") {
+                command.env("PATH", path);
+            }
+        } else {
+            for (name, value) in &self.healer {
+                command.env(name, value);
+            }
+            if let Some(file) = details {
+                command.env("HEALER_DETAILS_FILE", file.path());
+            }
+            command.envs(&self.env);
+            if let Some(cwd) = &self.cwd {
+                command.current_dir(cwd);
+            }
         }
         // SAFETY: the hook runs in the child between fork and exec, where
         // only async-signal-safe calls are allowed: it makes system calls
@@ -449,6 +537,19 @@ impl Command {
     }
 
     fn cannot_start(&self, error: io::Error) -> RunError {
+        if let Some(unit) = &self.service {
+            let error = match error.kind() {
+                io::ErrorKind::NotFound => io::Error::new(
+                    error.kind(),
+                    format!("{error}: starting {unit} needs systemd's {SYSTEMD_RUN} in PATH (`apt install systemd`), and systemd as PID 1"),
+                ),
+                _ => error,
+            };
+            return RunError::CannotStart {
+                program: SYSTEMD_RUN.to_owned(),
+                error,
+            };
+        }
         let error = match &self.cwd {
             Some(cwd) => io::Error::new(error.kind(), format!("{error} (cwd {})", cwd.display())),
             None => error,
@@ -458,6 +559,38 @@ impl Command {
             error,
         }
     }
+}
+
+/// `name` as the name of a transient systemd service, `.service` added if
+/// it has no suffix; an error saying what is wrong with it. systemd's rule,
+/// without templates (`@`): ASCII letters, digits and `:_.-\`, starting
+/// with neither `.` nor `-`, at most 255 bytes with the suffix.
+pub fn service_name(name: &str) -> Result<String, String> {
+    let stem = name.strip_suffix(".service").unwrap_or(name);
+    if stem.is_empty() {
+        return Err(format!("{name:?} is no service name: it is empty"));
+    }
+    if let Some(bad) = stem
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || ":_.-\\".contains(c)))
+    {
+        return Err(format!(
+            "{name:?} is no service name: {bad:?} is not allowed (letters, digits and :_.-\\ only)"
+        ));
+    }
+    if stem.starts_with(['.', '-']) {
+        return Err(format!(
+            "{name:?} is no service name: it starts with {:?}",
+            &stem[..1]
+        ));
+    }
+    let unit = format!("{stem}.service");
+    if unit.len() > MAX_UNIT_NAME {
+        return Err(format!(
+            "{name:?} is no service name: longer than {MAX_UNIT_NAME} bytes"
+        ));
+    }
+    Ok(unit)
 }
 
 /// A program just started, and what it needs until it exits.
@@ -1202,6 +1335,102 @@ mod tests {
             .unwrap();
         assert_eq!(failed.code, 3);
         assert_eq!(failed.last_stderr_line().as_deref(), Some("disk full"));
+    }
+
+    #[test]
+    fn a_transient_service_is_asked_of_systemd_run_with_only_the_configured_environment() {
+        let env = BTreeMap::from([("MODE".to_owned(), "prod".to_owned())]);
+        let command = Command::new("/usr/bin/myapp")
+            .args(["--foreground", "--port=8080"])
+            .env(&env)
+            .cwd("/srv/myapp")
+            .recovery(&recovery(serde_json::json!({"code": 503})))
+            .systemd_run("myapp");
+        let (program, args) = command.argv();
+        assert_eq!(program, "systemd-run");
+        assert_eq!(
+            args,
+            [
+                "--unit=myapp.service",
+                "--collect",
+                "--quiet",
+                "--service-type=exec",
+                "--working-directory=/srv/myapp",
+                "--setenv=MODE=prod",
+                "--",
+                "/usr/bin/myapp",
+                "--foreground",
+                "--port=8080",
+            ]
+        );
+        // Without it, the program itself.
+        let plain = Command::new("/usr/bin/myapp").args(["-f"]);
+        assert_eq!(plain.argv(), ("/usr/bin/myapp", vec!["-f".to_owned()]));
+    }
+
+    #[tokio::test]
+    async fn a_missing_systemd_run_is_one_line_saying_what_is_needed() {
+        let nowhere = tempfile::tempdir().unwrap();
+        let env = BTreeMap::from([("PATH".to_owned(), nowhere.path().display().to_string())]);
+        let err = Command::new("/usr/bin/myapp")
+            .env(&env)
+            .systemd_run("myapp.service")
+            .run()
+            .await
+            .unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.starts_with("cannot start \"systemd-run\": No such file or directory"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("starting myapp.service needs systemd's systemd-run in PATH (`apt install systemd`), and systemd as PID 1"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_transient_service_is_never_detached_by_healer() {
+        let err = Command::new("sleep")
+            .args(["30"])
+            .systemd_run("sleeper")
+            .start_detached(Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("sleeper.service is a systemd service: systemd starts it (run)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn service_names_follow_systemds_rule() {
+        assert_eq!(service_name("myapp").unwrap(), "myapp.service");
+        assert_eq!(
+            service_name("my-app_2:x.y").unwrap(),
+            "my-app_2:x.y.service"
+        );
+        assert_eq!(service_name("myapp.service").unwrap(), "myapp.service");
+        assert_eq!(
+            service_name("my app").unwrap_err(),
+            "\"my app\" is no service name: ' ' is not allowed (letters, digits and :_.-\\ only)"
+        );
+        assert!(service_name("app@1")
+            .unwrap_err()
+            .contains("'@' is not allowed"));
+        assert!(service_name("").unwrap_err().contains("it is empty"));
+        assert!(service_name(".service")
+            .unwrap_err()
+            .contains("it is empty"));
+        assert!(service_name("-x")
+            .unwrap_err()
+            .contains("starts with \"-\""));
+        assert!(service_name(&"a".repeat(247)).is_ok());
+        assert!(service_name(&"a".repeat(248))
+            .unwrap_err()
+            .contains("longer than 255 bytes"));
     }
 
     #[tokio::test]

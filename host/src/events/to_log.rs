@@ -5,6 +5,12 @@
 //!
 //! This is the only place where event wording lives: tests read events,
 //! not these lines, so the wording may change freely.
+//!
+//! Outside text (pause reasons, plugin summaries and errors, anomaly names
+//! and details) goes into fields and messages here as it is: the log's
+//! field formatter ([`crate::log::EscapedFields`]) escapes its newlines and
+//! other control characters for every line, so no text here, nor in any
+//! other `tracing` line, can start a line of its own.
 
 use tracing::{debug, error, info, warn};
 

@@ -6,9 +6,12 @@
 //!
 //! Trust: the plugins directory and each package (a symlink's target and
 //! the directory holding it too) must be owned by root or by healer's own
-//! user, and writable by nobody else (group or others); a directory that
-//! others may write to is accepted only with the sticky bit, where they
-//! cannot replace what they do not own.
+//! user, and writable by nobody else (group or others). A sticky directory
+//! is no exception: the sticky bit stops others replacing what they do not
+//! own, not adding packages of their own. A symlink is checked by its own
+//! owner (`lstat`) as well as by its target, and so is every further link
+//! on the way and the directory holding it: a link another user made to a
+//! root-owned file is still that user's choice of what healer runs.
 
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -124,6 +127,7 @@ pub fn resolve(entry: &Path) -> Result<PathBuf, String> {
         check_owner_and_mode(&meta, "the file")?;
         return Ok(entry.to_owned());
     }
+    check_links(entry, &meta)?;
     let target = std::fs::canonicalize(entry).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => "is a symlink to nothing (dangling)".to_owned(),
         _ => format!("is a symlink that cannot be resolved: {err}"),
@@ -155,26 +159,83 @@ pub fn resolve(entry: &Path) -> Result<PathBuf, String> {
     Ok(target)
 }
 
-/// Owned by root or healer's user; writable by neither group nor others
-/// (a sticky directory excepted).
-fn check_owner_and_mode(meta: &Metadata, what: &str) -> Result<(), String> {
+/// How many symlinks [`check_links`] follows, as the kernel does (40).
+const MAX_LINKS: usize = 40;
+
+/// Every symlink from `entry` (whose `lstat` is `meta`) to the file it
+/// leads to: each owned by root or healer's user (a symlink's own mode
+/// means nothing), and each after the first in a directory nobody else may
+/// write to (the first is in the plugins directory, checked already). A
+/// link to nothing is left to the caller, which names it dangling.
+fn check_links(entry: &Path, meta: &Metadata) -> Result<(), String> {
+    check_owner(meta, "the symlink itself")?;
+    let mut link = entry.to_owned();
+    for _ in 0..MAX_LINKS {
+        let next = std::fs::read_link(&link)
+            .map_err(|err| format!("is a symlink that cannot be read: {err}"))?;
+        // A relative link is relative to its own directory; `join` keeps an
+        // absolute one as it is.
+        let next = match link.parent() {
+            Some(dir) => dir.join(next),
+            None => next,
+        };
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => {
+                return Err(format!(
+                    "links to {}, which cannot be examined: {err}",
+                    next.display()
+                ))
+            }
+        };
+        if !meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        let hop = |err: String| format!("links through the symlink {}: {err}", next.display());
+        check_owner(&meta, "that symlink").map_err(hop)?;
+        if let Some(dir) = next.parent() {
+            let dir_meta = std::fs::metadata(dir)
+                .map_err(|err| hop(format!("its directory cannot be examined: {err}")))?;
+            check_owner_and_mode(&dir_meta, "its directory").map_err(hop)?;
+        }
+        link = next;
+    }
+    Err(format!(
+        "is a chain of more than {MAX_LINKS} symlinks: refused (link to the package file itself)"
+    ))
+}
+
+/// Owned by root or healer's user.
+fn check_owner(meta: &Metadata, what: &str) -> Result<(), String> {
     let own = nix::unistd::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != own {
         return Err(format!(
-            "{what} is owned by uid {}, not root or healer's own user (uid {own}): refused",
+            "{what} is owned by uid {}, not root or healer's own user (uid {own}): refused (chown it to root, or remove it)",
             meta.uid()
         ));
     }
+    Ok(())
+}
+
+/// Owned by root or healer's user; writable by neither group nor others,
+/// a sticky directory included.
+fn check_owner_and_mode(meta: &Metadata, what: &str) -> Result<(), String> {
+    check_owner(meta, what)?;
     let mode = meta.mode() & 0o7777;
-    let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
-    if mode & 0o022 != 0 && !sticky_dir {
+    if mode & 0o022 != 0 {
         let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
             (true, true) => "group and others",
             (true, false) => "its group",
             _ => "others",
         };
+        let sticky = if meta.is_dir() && mode & 0o1000 != 0 {
+            "; the sticky bit still lets them add a package"
+        } else {
+            ""
+        };
         return Err(format!(
-            "{what} is writable by {who} (mode {mode:04o}), so anyone could replace the code healer runs as its user: refused (chmod go-w)"
+            "{what} is writable by {who} (mode {mode:04o}{sticky}), so anyone could replace or add code healer runs as its user: refused (chmod go-w)"
         ));
     }
     Ok(())
@@ -233,16 +294,123 @@ mod tests {
     }
 
     #[test]
-    fn a_world_writable_directory_is_refused_unless_sticky() {
+    fn a_world_writable_directory_is_refused_sticky_or_not() {
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins");
         std::fs::create_dir(&plugins).unwrap();
         std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(check_dir(&plugins).unwrap_err().contains("mode 0777"));
         std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(check_dir(&plugins).is_ok());
+        let err = check_dir(&plugins).unwrap_err();
+        assert!(
+            err.starts_with(
+                "the plugins directory is writable by group and others (mode 1777; the sticky bit still lets them add a package)"
+            ),
+            "{err}"
+        );
+        assert!(err.ends_with("refused (chmod go-w)"), "{err}");
         std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(check_dir(&plugins).is_ok());
+    }
+
+    #[test]
+    fn a_symlink_into_a_sticky_world_writable_directory_is_refused() {
+        let plugins = tempfile::tempdir().unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let target = file_with_mode(shared.path(), "real.so", 0o755);
+        let link = plugins.path().join("0.so");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = resolve(&link).unwrap_err();
+        assert!(
+            err.contains("the directory it links into is writable by group and others (mode 1777;"),
+            "{err}"
+        );
+    }
+
+    /// A symlink owned by `uid` (by `lchown`, not its target's).
+    fn symlink_owned_by(target: &Path, link: &Path, uid: u32) {
+        std::os::unix::fs::symlink(target, link).unwrap();
+        std::os::unix::fs::lchown(link, Some(uid), None).unwrap();
+        assert_eq!(std::fs::symlink_metadata(link).unwrap().uid(), uid);
+    }
+
+    #[test]
+    fn a_symlink_another_user_made_to_a_root_owned_file_is_refused() {
+        let plugins = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = file_with_mode(elsewhere.path(), "fixture.so", 0o755);
+        let link = plugins.path().join("0.so");
+        symlink_owned_by(&target, &link, 65534);
+        let err = resolve(&link).unwrap_err();
+        assert!(
+            err.starts_with(
+                "the symlink itself is owned by uid 65534, not root or healer's own user"
+            ),
+            "{err}"
+        );
+        assert!(err.ends_with("(chown it to root, or remove it)"), "{err}");
+
+        // The same link made by root leads to the file, which is trusted.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(
+            resolve(&link).unwrap(),
+            std::fs::canonicalize(&target).unwrap()
+        );
+    }
+
+    #[test]
+    fn every_symlink_on_the_way_is_checked_by_its_owner_and_its_directory() {
+        let plugins = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = file_with_mode(elsewhere.path(), "fixture.so", 0o755);
+        // 0.so -> elsewhere/hop.so (another user's) -> fixture.so
+        let hop = elsewhere.path().join("hop.so");
+        symlink_owned_by(Path::new("fixture.so"), &hop, 65534);
+        let link = plugins.path().join("0.so");
+        std::os::unix::fs::symlink(&hop, &link).unwrap();
+        let err = resolve(&link).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "links through the symlink {}: that symlink is owned by uid 65534",
+                hop.display()
+            )),
+            "{err}"
+        );
+
+        // Root's own hop, but in a directory others may write to.
+        std::fs::remove_file(&hop).unwrap();
+        std::os::unix::fs::symlink("fixture.so", &hop).unwrap();
+        assert_eq!(
+            resolve(&link).unwrap(),
+            std::fs::canonicalize(&target).unwrap()
+        );
+        let open_dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let far_hop = open_dir.path().join("hop.so");
+        std::os::unix::fs::symlink(&target, &far_hop).unwrap();
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&far_hop, &link).unwrap();
+        let err = resolve(&link).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "links through the symlink {}: its directory is writable by group and others (mode 1777;",
+                far_hop.display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_loop_of_symlinks_is_refused() {
+        let plugins = tempfile::tempdir().unwrap();
+        let a = plugins.path().join("a.so");
+        let b = plugins.path().join("b.so");
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        let err = resolve(&a).unwrap_err();
+        assert!(err.contains("more than 40 symlinks"), "{err}");
     }
 
     #[test]

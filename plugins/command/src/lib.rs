@@ -3,7 +3,9 @@
 //! systemd, or with stop/start commands where there is no systemd (the
 //! seed's ServiceRestartRecovery). Both run programs through
 //! [`healer_plugin_sdk::command`]: a cleared environment, their own process
-//! group killed at the timeout, bounded output.
+//! group killed at the timeout, bounded output. `command` with
+//! `systemd_run = "NAME"` has systemd start the program as the transient
+//! service NAME instead, so it inherits nothing of healer.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,9 @@ pub struct CommandConfig {
     /// How long a detached command must survive to count as started.
     #[serde(default = "default_grace")]
     detach_grace: Duration,
+    /// Have systemd start it as this transient service (`systemd-run
+    /// --unit=NAME`), not healer.
+    systemd_run: Option<String>,
 }
 
 fn default_timeout() -> Duration {
@@ -57,11 +62,23 @@ env = { LANG = "C" }                     # added to the cleared environment (def
 timeout = "30s"                          # killed and failed after this long
 detach = false                           # true: start it and do not wait (a foreground service)
 detach_grace = "200ms"                   # a detached command must survive this long
+# systemd_run = "myapp"                  # systemd starts it as the transient service myapp.service
 "#;
 
-    fn new(config: CommandConfig) -> Result<Self, Error> {
+    fn new(mut config: CommandConfig) -> Result<Self, Error> {
         if config.argv.is_empty() || config.argv[0].is_empty() {
             return Err("`argv` must name a program: argv = [\"program\", \"arg\", ...]".into());
+        }
+        if let Some(unit) = &config.systemd_run {
+            let unit =
+                command::service_name(unit).map_err(|err| format!("`systemd_run`: {err}"))?;
+            if config.detach {
+                return Err(format!(
+                    "`detach` and `systemd_run` exclude each other: systemd starts {unit} and healer waits only for systemd-run; remove `detach`"
+                )
+                .into());
+            }
+            config.systemd_run = Some(unit);
         }
         Ok(Command(config))
     }
@@ -73,6 +90,7 @@ detach_grace = "200ms"                   # a detached command must survive this 
             cwd: self.0.cwd.as_deref(),
             timeout: self.0.timeout.into(),
             detach: self.0.detach.then_some(self.0.detach_grace.into()),
+            service: self.0.systemd_run.as_deref(),
         };
         run(&spec, recovery)
             .await
@@ -134,6 +152,7 @@ timeout = "30s"                           # per command
             cwd: None,
             timeout: self.0.timeout.into(),
             detach: None,
+            service: None,
         };
         if let Some(unit) = &self.0.unit {
             let argv = ["systemctl".to_owned(), "restart".to_owned(), unit.clone()];
@@ -165,6 +184,8 @@ struct Spec<'a> {
     timeout: std::time::Duration,
     /// Do not wait; succeed if it still runs after this long.
     detach: Option<std::time::Duration>,
+    /// Have systemd start it as this transient service.
+    service: Option<&'a str>,
 }
 
 /// Runs `spec` for `recovery`; `Ok` is a one-line summary of what ran, `Err`
@@ -181,6 +202,32 @@ async fn run(spec: &Spec<'_>, recovery: &Recovery) -> Result<String, String> {
         command = command.cwd(cwd);
     }
     let shown = spec.argv.join(" ");
+    if let Some(unit) = spec.service {
+        let output = command
+            .systemd_run(unit)
+            .run()
+            .await
+            .map_err(|err| err.to_string())?;
+        if output.code == 0 {
+            return Ok(format!("systemd started `{shown}` as {unit}"));
+        }
+        // systemd-run gives its reason in a line or two ("System has not
+        // been booted with systemd...", then "Failed to connect to bus").
+        let stderr = String::from_utf8_lossy(&output.stderr_tail);
+        let lines: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect();
+        let last = match lines.len() {
+            0 => "no output on stderr".to_owned(),
+            n => lines[n.saturating_sub(3)..].join("; "),
+        };
+        return Err(format!(
+            "systemd did not start `{shown}` as {unit}: systemd-run failed (exit code {}): {last}",
+            output.code
+        ));
+    }
     if let Some(grace) = spec.detach {
         let pid = command
             .start_detached(grace)
@@ -296,6 +343,88 @@ mod tests {
             }
         }
         assert!(seen.contains(&format!("PATH={}", command::PATH)), "{seen}");
+    }
+
+    fn config_error(config: serde_json::Value) -> String {
+        match Command::new(serde_json::from_value(config).unwrap()) {
+            Ok(_) => panic!("accepted"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn systemd_run_needs_a_service_name_and_no_detach() {
+        assert_eq!(
+            config_error(serde_json::json!({"argv": ["myapp"], "systemd_run": "my app"})),
+            "`systemd_run`: \"my app\" is no service name: ' ' is not allowed (letters, digits and :_.-\\ only)"
+        );
+        assert_eq!(
+            config_error(serde_json::json!({"argv": ["myapp"], "systemd_run": "myapp", "detach": true})),
+            "`detach` and `systemd_run` exclude each other: systemd starts myapp.service and healer waits only for systemd-run; remove `detach`"
+        );
+        let accepted = command(serde_json::json!({"argv": ["myapp"], "systemd_run": "myapp"}));
+        assert_eq!(accepted.0.systemd_run.as_deref(), Some("myapp.service"));
+    }
+
+    /// Whether systemd is PID 1 here (sd_booted(3)'s test).
+    fn systemd_is_pid_1() -> bool {
+        std::path::Path::new("/run/systemd/system").is_dir()
+    }
+
+    #[tokio::test]
+    async fn systemd_run_starts_a_transient_service_or_says_why_it_cannot() {
+        let unit = format!("healer-test-{}.service", std::process::id());
+        let result = command(serde_json::json!({
+            "argv": ["sleep", "600"],
+            "systemd_run": unit,
+            "timeout": "20s",
+        }))
+        .recover(&recovery())
+        .await;
+        if systemd_is_pid_1() {
+            let outcome = result.unwrap();
+            assert_eq!(
+                outcome.summary,
+                format!("systemd started `sleep 600` as {unit}")
+            );
+            let stopped = std::process::Command::new("systemctl")
+                .args(["stop", &unit])
+                .status()
+                .unwrap();
+            assert!(stopped.success());
+        } else if std::path::Path::new("/usr/bin/systemd-run").exists() {
+            // systemd installed but not PID 1, as on these test machines.
+            let err = result.unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "systemd did not start `sleep 600` as {unit}: systemd-run failed (exit code 1): System has not been booted with systemd"
+                )),
+                "{err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        } else {
+            let err = result.unwrap_err().to_string();
+            assert!(err.starts_with("cannot start \"systemd-run\""), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn systemd_run_missing_is_a_clear_error() {
+        let nowhere = tempfile::tempdir().unwrap();
+        let err = command(serde_json::json!({
+            "argv": ["/usr/bin/myapp"],
+            "env": {"PATH": nowhere.path()},
+            "systemd_run": "myapp",
+        }))
+        .recover(&recovery())
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("cannot start \"systemd-run\": No such file or directory")
+                && err.ends_with("starting myapp.service needs systemd's systemd-run in PATH (`apt install systemd`), and systemd as PID 1"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
