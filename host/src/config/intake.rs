@@ -177,8 +177,8 @@ impl Intake {
     /// error names the key to blame and says what is wrong and what
     /// would be right.
     fn read_token(&self) -> Result<Option<String>, (&'static str, String)> {
-        let right = format!(
-            "a token is {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} printable ASCII characters without spaces, e.g. the output of `openssl rand -hex 32`"
+        let token = format!(
+            "a token of {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} printable ASCII characters without spaces"
         );
         match (&self.token_env, &self.token_file) {
             (Some(var), _) => {
@@ -187,20 +187,20 @@ impl Intake {
                     Err(std::env::VarError::NotPresent) => {
                         return Err((
                             "token_env",
-                            format!("token_env: the environment variable {var} is not set; set it to the token ({right})"),
+                            format!("token_env: the environment variable {var} is not set; set it to {token}, e.g. the output of `openssl rand -hex 32`"),
                         ))
                     }
                     Err(std::env::VarError::NotUnicode(_)) => {
                         return Err((
                             "token_env",
-                            format!("token_env: the environment variable {var} is not text; {right}"),
+                            format!("token_env: the environment variable {var} is not text; set it to {token}, e.g. the output of `openssl rand -hex 32`"),
                         ))
                     }
                 };
                 checked_token(&value).map(Some).map_err(|why| {
                     (
                         "token_env",
-                        format!("token_env: the environment variable {var} {why}; {right}"),
+                        format!("token_env: the environment variable {var} {why}; set it to {token}, e.g. the output of `openssl rand -hex 32`"),
                     )
                 })
             }
@@ -214,7 +214,7 @@ impl Intake {
                     .map_err(|why| {
                         (
                             "token_file",
-                            format!("token_file {shown}: {why}; {right}, on the file's first line"),
+                            format!("token_file {shown}: {why}; write {token} on its first line, e.g. `openssl rand -hex 32 > {shown}`"),
                         )
                     })
             }
