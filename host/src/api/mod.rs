@@ -31,7 +31,7 @@ use crate::board::{Board, Pause, TargetView};
 use crate::clock::Wall;
 use crate::engine::{Handle, Refusal};
 use crate::history::{Filter, Recent};
-use crate::intake::{check_token, TokenRefusal};
+use crate::intake::{check_token, is_write, TokenRefusal};
 use crate::issues::{Issue, State as IssueState};
 use crate::plugins::{Catalog, WorkerHealth};
 use crate::reload::Reloaded;
@@ -193,7 +193,7 @@ async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
-    let write = request.method() != axum::http::Method::GET;
+    let write = is_write(request.method());
     if write {
         if let Some(refusal) = not_json(&headers) {
             return refusal;

@@ -68,6 +68,9 @@ impl Authority {
         let (host, port) = if text.starts_with('[') {
             let end = text.find(']')?;
             let (host, rest) = text.split_at(end + 1);
+            if !rest.is_empty() && !rest.starts_with(':') {
+                return None;
+            }
             (host, rest.strip_prefix(':'))
         } else {
             match text.split_once(':') {
@@ -220,8 +223,7 @@ fn refusal(
             }
         }
     }
-    let write = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if !write {
+    if !is_write(method) {
         return None;
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -253,6 +255,12 @@ fn refusal(
         }
     }
     None
+}
+
+/// Whether a request of `method` is a write: anything but GET, HEAD and
+/// OPTIONS (which change nothing).
+pub fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The listener's first layer: refuses what [`refusal`] refuses, and
@@ -399,6 +407,8 @@ mod tests {
             "2130706433",
             "user@127.0.0.1",
             "::1",
+            "[::1]x",
+            "[::1]:8000]",
             "",
             "127.0.0.1:80x",
         ] {

@@ -34,7 +34,7 @@ use crate::clock::Wall;
 use crate::config::{Config, Intake as Settings, Reflex, Workflow};
 use crate::events::{Event, Events, Json, Run, StepResult};
 use crate::plugins::{Catalog, RecovererHandle};
-pub use access::{check_token, TokenRefusal};
+pub use access::{check_token, is_write, TokenRefusal};
 pub use alertmanager::{AlertResult, AlertmanagerAnswer};
 pub use alerts::{Acted, Alerts};
 pub use http::{listen, serve};
