@@ -111,6 +111,10 @@ fn request(
     exchange(port, &format!("{head}{body}"))
 }
 
+/// A request from elsewhere: what it is, its Host, its other headers, and
+/// the status it gets.
+type Foreign<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>, u16);
+
 /// Every write endpoint, with a body it would accept.
 fn writes() -> Vec<(&'static str, String)> {
     vec![
@@ -189,7 +193,7 @@ fn a_foreign_host_or_a_write_from_another_site_is_refused_and_changes_nothing_wh
     }
     // ...and writes.
     for (path, body) in writes() {
-        let foreign: [(&str, Option<&str>, Vec<(&str, &str)>, u16); 6] = [
+        let foreign: [Foreign; 6] = [
             (
                 "rebound host",
                 Some(&rebound),
