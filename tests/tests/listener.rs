@@ -418,6 +418,18 @@ fn allowed_hosts_are_served_and_the_token_is_checked_alike_for_the_intake_and_th
     );
     assert_eq!(status, 401);
     // The CLI reads the token from the same file.
+    wait_until("web is checked", LIMIT, || {
+        let (_, body) = request(
+            port,
+            "GET",
+            "/api/v1/targets/web",
+            Some(&name),
+            &[("Authorization", &bearer)],
+            "",
+        );
+        let web: Value = serde_json::from_str(&body).ok()?;
+        (web["status"] == "OK").then_some(())
+    });
     let status = healer.healer(&["status"]);
     assert_eq!(status.status.code(), Some(0), "{status:?}");
 }
