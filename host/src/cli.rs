@@ -334,9 +334,9 @@ fn send(cli: &Cli, name: &str, details: &[String], dry_run: bool) -> ExitCode {
             Err(err) => return fail(&err),
         }
     }
-    let token = match crate::intake::Intake::token(intake) {
+    let token = match config.intake_token() {
         Ok(token) => token,
-        Err(err) => return fail(&err),
+        Err(err) => return fail(&err.to_string()),
     };
     let body = serde_json::json!({"name": name, "details": map}).to_string();
     let path = if dry_run {

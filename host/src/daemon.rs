@@ -72,12 +72,8 @@ pub async fn with_plugins(config: Config) -> Result<(Config, Catalog), Vec<Strin
         .map(|e| format!("warning: {e}"))
         .collect();
     let errors = catalog.check_config(&config).await;
-    let intake_error = config
-        .intake
-        .as_ref()
-        .and_then(|settings| intake::Intake::token(settings).err());
-    if let Some(err) = intake_error {
-        problems.push(format!("{}: {err}", config.path.display()));
+    if let Err(err) = config.intake_token() {
+        problems.push(err.to_string());
         return Err(problems);
     }
     if errors.is_empty() {

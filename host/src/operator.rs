@@ -30,14 +30,13 @@ impl Daemon {
     /// The daemon `config` describes: its listener and token (only the
     /// `[intake]` table is read).
     pub fn of(config: &std::path::Path) -> Result<Daemon, String> {
-        let intake = Config::intake_only(config).map_err(|errors| errors.to_string())?;
-        let Some(intake) = &intake else {
+        let listener = Config::listener_only(config).map_err(|errors| errors.to_string())?;
+        let Some((intake, token)) = listener else {
             return Err(format!(
                 "{}: there is no [intake] table, so healer serves no API to ask (add `[intake]`, bind = \"127.0.0.1:8000\" by default)",
                 config.display()
             ));
         };
-        let token = crate::intake::Intake::token(intake)?;
         Ok(Daemon {
             address: intake.bind,
             token,

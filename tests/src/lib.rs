@@ -1067,6 +1067,19 @@ pub fn get_with_token(port: u16, path: &str, token: Option<&str>) -> (u16, Strin
     read_response(&mut stream)
 }
 
+/// Sends `request`, a whole HTTP request as written (its head, with any
+/// `Host` or none, and body), to 127.0.0.1:`port`; (status, body), (0, "")
+/// when nothing listens.
+pub fn exchange(port: u16, request: &str) -> (u16, String) {
+    use std::io::Write;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.write_all(request.as_bytes());
+    read_response(&mut stream)
+}
+
 /// `GET path` as JSON from healer's API on 127.0.0.1:`port`; panics
 /// unless it answers 200 with JSON.
 pub fn api(port: u16, path: &str) -> serde_json::Value {

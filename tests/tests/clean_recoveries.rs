@@ -61,7 +61,7 @@ fn a_command_sees_none_of_healers_secrets() {
         &config,
         &[
             "env",
-            "HEALER_TEST_TOKEN=tok-s3cret-1",
+            "HEALER_TEST_TOKEN=tok-s3cret-1-long-enough",
             "HOOK_SECRET=hmac-s3cret-2",
             "SOME_OTHER=inherited-3",
         ],
@@ -70,7 +70,7 @@ fn a_command_sees_none_of_healers_secrets() {
     attempt_finished(&mut daemon);
 
     let env = std::fs::read_to_string(&seen).unwrap();
-    for secret in ["tok-s3cret-1", "hmac-s3cret-2", "inherited-3"] {
+    for secret in ["tok-s3cret-1-long-enough", "hmac-s3cret-2", "inherited-3"] {
         assert!(!env.contains(secret), "{secret} reached the child:\n{env}");
     }
     assert!(

@@ -1,7 +1,8 @@
 //! `healer check` validates a config and every plugin config without
 //! running anything: each broken config in `tests/configs/broken/` exits 1
-//! with `file:line:` and the message its first line expects; the default
-//! config exits 0.
+//! with `file:line:` and the message its first line expects (those about
+//! tokens point at the token files in `tests/configs/tokens/`); the
+//! default config exits 0.
 
 use std::time::Duration;
 

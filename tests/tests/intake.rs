@@ -357,14 +357,14 @@ fn an_alertmanager_alert_opens_once_and_resolves() {
 fn bad_requests_get_the_right_status_and_a_json_error_and_the_next_good_one_works() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::write(&token, "s3cret-intake-token\n").unwrap();
     let extra = format!("token_file = \"{}\"\ncooldown = \"0s\"", token.display());
     let OneReflex {
         daemon: _daemon,
         port,
         ..
     } = one_reflex(dir.path(), "good.*", "", &extra);
-    let auth = [("Authorization", "Bearer s3cret")];
+    let auth = [("Authorization", "Bearer s3cret-intake-token")];
     let good = br#"{"name": "good.one", "details": {}}"#;
     let huge = format!(
         r#"{{"name": "good.one", "details": {{"blob": "{}"}}}}"#,

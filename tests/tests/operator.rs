@@ -381,7 +381,7 @@ fn status_json_agrees_with_the_api_and_reads_need_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "s3cret\n").unwrap();
+    std::fs::write(&token_file, "s3cret-operator-token\n").unwrap();
     let body = format!(
         "\n[intake]\nbind = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n{}{}",
         token_file.display(),
@@ -408,7 +408,7 @@ fn status_json_agrees_with_the_api_and_reads_need_the_token() {
     }
     assert_eq!(get(port, "/healthz").0, 200, "/healthz needs no token");
     wait_until("both targets checked", LIMIT, || {
-        let (_, body) = get_with_token(port, "/api/v1/targets", Some("s3cret"));
+        let (_, body) = get_with_token(port, "/api/v1/targets", Some("s3cret-operator-token"));
         let seen: serde_json::Value = serde_json::from_str(&body).ok()?;
         seen.as_array()?
             .iter()
@@ -421,7 +421,7 @@ fn status_json_agrees_with_the_api_and_reads_need_the_token() {
     );
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let from_cli: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
-    let (status, body) = get_with_token(port, "/api/v1/targets", Some("s3cret"));
+    let (status, body) = get_with_token(port, "/api/v1/targets", Some("s3cret-operator-token"));
     assert_eq!(status, 200);
     let from_api: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let essentials = |targets: &serde_json::Value| -> Vec<(String, String, String, usize)> {

@@ -6,7 +6,9 @@
 //!
 //! With a token configured every endpoint but `/healthz` needs it, as
 //! `Authorization: Bearer <token>`, or, for a browser on the dashboard,
-//! as the password of HTTP Basic authentication (any user name).
+//! as the password of HTTP Basic authentication (any user name). Which
+//! hosts and origins the listener serves is decided before these routes,
+//! for the intake and the API alike (`intake::access`).
 //!
 //! Reads come from the board (each target's latest check and issues), the
 //! recent history and the catalog; nothing here decides anything.
@@ -29,6 +31,7 @@ use crate::board::{Board, Pause, TargetView, MAX_PAUSE};
 use crate::clock::Wall;
 use crate::engine::{Handle, Refusal};
 use crate::history::{Filter, Recent};
+use crate::intake::{check_token, is_write, TokenRefusal};
 use crate::issues::{Issue, State as IssueState};
 use crate::plugins::{Catalog, WorkerHealth};
 use crate::reload::Reloaded;
@@ -174,33 +177,34 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Lets a request through when no token is configured, or it carries it.
-/// A write must be JSON (`Content-Type: application/json`: a web page
-/// cannot send that across origins without a preflight, which is never
-/// granted), must not come from another origin, and takes the token only
-/// as `Bearer` (a browser's remembered Basic login is good for reading).
+/// Lets a request through when no token is configured, or it carries it
+/// (checked by the intake's one token check). A write must be JSON
+/// (`Content-Type: application/json`: a web page cannot send that across
+/// origins without a preflight, which is never granted) and takes the
+/// token only as `Bearer` (a browser's remembered Basic login is good for
+/// reading). Host and Origin were checked before, for the whole listener
+/// (`intake::access`).
 async fn authorize(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
-    let write = request.method() != axum::http::Method::GET;
+    let write = is_write(request.method());
     if write {
-        if let Some(refusal) = not_same_origin_json(&headers) {
+        if let Some(refusal) = not_json(&headers) {
             return refusal;
         }
     }
     let Some(token) = &api.token else {
         return next.run(request).await;
     };
-    match given_token(&headers, !write) {
-        Some(given) if same_secret(&given, token) => next.run(request).await,
-        given => {
-            let message = if given.is_none() {
-                "this endpoint needs the token: `Authorization: Bearer <token>` (or, in a browser, the token as the password)"
-            } else {
-                "wrong token"
+    match check_token(&headers, token, !write) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            let message = match refusal {
+                TokenRefusal::Missing => "this endpoint needs the token: `Authorization: Bearer <token>` (or, in a browser, the token as the password)",
+                TokenRefusal::Wrong => "wrong token",
             };
             let mut response = refuse(StatusCode::UNAUTHORIZED, message);
             let challenge = if request.uri().path() == "/" {
@@ -217,9 +221,8 @@ async fn authorize(
     }
 }
 
-/// The refusal of a write that is not JSON, or that a page of another
-/// origin sent; `None` for one that may go on.
-fn not_same_origin_json(headers: &HeaderMap) -> Option<Response> {
+/// The refusal of a write that is not JSON; `None` for one that may go on.
+fn not_json(headers: &HeaderMap) -> Option<Response> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -228,57 +231,12 @@ fn not_same_origin_json(headers: &HeaderMap) -> Option<Response> {
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
-    if !json {
-        return Some(refuse(
+    (!json).then(|| {
+        refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a write needs `Content-Type: application/json` (the body may be {})",
-        ));
-    }
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if let Some(origin) = origin {
-        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        if host != Some(origin_host) {
-            return Some(refuse(
-                StatusCode::FORBIDDEN,
-                format!("a write from another origin ({origin}) is refused"),
-            ));
-        }
-    }
-    None
-}
-
-/// Compares a given secret with the token in time that does not depend on
-/// where they first differ.
-fn same_secret(given: &str, token: &str) -> bool {
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    let mut differ = a.len() ^ b.len();
-    for (i, byte) in b.iter().enumerate() {
-        differ |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
-    }
-    differ == 0
-}
-
-/// The token a request carries: `Bearer <token>`, or (when `basic`)
-/// HTTP Basic with the token as the password. Scheme names are
-/// case-insensitive.
-fn given_token(headers: &HeaderMap, basic: bool) -> Option<String> {
-    use base64::Engine as _;
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, rest) = value.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(rest.trim().to_owned());
-    }
-    if !basic || !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let encoded = rest;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (_, password) = text.split_once(':')?;
-    Some(password.to_owned())
+        )
+    })
 }
 
 /// `GET /metrics`.

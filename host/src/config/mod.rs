@@ -25,7 +25,7 @@ use serde_json::Value;
 use toml::Spanned;
 
 pub use alerts::{AlertSink, SinkKind, DEFAULT_RESEND_EVERY};
-pub use intake::{Intake, Reflex, Step, Workflow};
+pub use intake::{HostName, Intake, Reflex, Step, Workflow, MIN_TOKEN_CHARS};
 pub use plugins::{PackagePolicy, PackageSettings, Plugins, Size};
 pub use source::did_you_mean;
 pub use source::Location;
@@ -457,26 +457,6 @@ impl Config {
         Config::parse(path, read(path)?)
     }
 
-    /// Only the `[intake]` table of the config at `path` (its paths
-    /// resolved), for the commands that ask the running daemon: they work
-    /// while another part of the file is being edited. `None` when the
-    /// file has none.
-    pub fn intake_only(path: &Path) -> Result<Option<Intake>, ConfigErrors> {
-        #[derive(Deserialize)]
-        struct Partial {
-            intake: Option<Intake>,
-        }
-        let text = read(path)?;
-        let partial: Partial = from_toml(path, &Source::new(text))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Ok(partial.intake.map(|mut intake| {
-            if let Some(file) = &mut intake.token_file {
-                *file = base.join(&*file);
-            }
-            intake
-        }))
-    }
-
     /// Checks config `text` as if read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<Config, ConfigErrors> {
         let source = Source::new(text);
@@ -607,27 +587,6 @@ impl Checker<'_> {
                 at,
                 "[healer] max_concurrent_recoveries must be at least 1".to_owned(),
             );
-        }
-    }
-
-    fn intake(&mut self, intake: &Intake) {
-        let at = self.source.text().find("[intake]").unwrap_or(0);
-        for (key, zero) in [
-            ("max_attempts", intake.max_attempts == 0),
-            ("max_connections", intake.max_connections == 0),
-            ("max_backlog", intake.max_backlog == 0),
-        ] {
-            if zero {
-                self.error(at, format!("[intake] {key} must be at least 1"));
-            }
-        }
-        for (key, value) in [
-            ("request_timeout", intake.request_timeout),
-            ("step_timeout", intake.step_timeout),
-        ] {
-            if value.is_zero() {
-                self.error(at, format!("[intake] {key} must be longer than zero"));
-            }
         }
     }
 

@@ -1,10 +1,12 @@
 //! The intake's HTTP listener (axum, on hyper with bounded connections):
 //! its own endpoints `POST /anomaly` and `POST /alertmanager`, and the
 //! operator's API merged in (`crate::api`: `/healthz`, `/api/v1/...`,
-//! `/metrics`, `/`). Input rules: JSON only (415), bodies up to
-//! 64 KiB (413), schema errors are 400 with a JSON error naming the field,
-//! with a token configured every write endpoint requires it (401), and a
-//! report refused while recording is behind is 503 with `Retry-After`.
+//! `/metrics`, `/`). Before any of them, `access.rs` refuses a request
+//! naming another host (421) and a write from another site (403). Input
+//! rules: JSON only (415), bodies up to 64 KiB (413), schema errors are
+//! 400 with a JSON error naming the field, with a token configured every
+//! write endpoint requires it (401), and a report refused while recording
+//! is behind is 503 with `Retry-After`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::access::{self, Hosts, TokenRefusal};
 use super::guard::{Connections, Guarded};
 use super::{Answer, Intake};
 
@@ -62,7 +65,11 @@ pub async fn serve(
                 "no such endpoint: POST /anomaly, POST /alertmanager, GET /healthz, GET /api/v1/{targets,issues,history,plugins}, GET /metrics, GET /",
                 None,
             )
-        });
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Hosts::new(&intake.settings)),
+            access::admit,
+        ));
     info!(address = ?address, "intake listening");
     let settings = &intake.settings;
     let request_timeout: std::time::Duration = settings.request_timeout.into();
@@ -169,15 +176,10 @@ fn close_after(response: &mut Response) {
 /// The checks every write endpoint makes; the body as JSON when they pass.
 async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
     if let Some(token) = &intake.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given.map(str::trim) != Some(token.as_str()) {
-            let message = if given.is_none() {
-                "this endpoint needs `Authorization: Bearer <token>`"
-            } else {
-                "wrong token"
+        if let Err(refusal) = access::check_token(headers, token, false) {
+            let message = match refusal {
+                TokenRefusal::Missing => "this endpoint needs `Authorization: Bearer <token>`",
+                TokenRefusal::Wrong => "wrong token",
             };
             let mut response = error(StatusCode::UNAUTHORIZED, message, None);
             response.headers_mut().insert(

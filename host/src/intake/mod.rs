@@ -4,12 +4,14 @@
 //! Every action is an event; the log writes it as the seed did
 //! (`auto_healer_action` at CRITICAL) and the store keeps it.
 //!
-//! Only this module and `api` know HTTP (`http.rs` here). The storm state
+//! Only this module and `api` know HTTP (`http.rs` here; `access.rs`
+//! decides whom the listener serves, for the API too). The storm state
 //! and the Alertmanager dedup are pure (`storm.rs`, `alerts.rs`) and carry
 //! on across restarts from what the store saved. Reports that would act
 //! are refused while recording is too far behind (`backlog.rs`), so what
 //! the intake answers 2xx is recorded.
 
+mod access;
 mod alertmanager;
 pub mod alerts;
 mod backlog;
@@ -32,6 +34,7 @@ use crate::clock::Wall;
 use crate::config::{Config, Intake as Settings, Reflex, Workflow};
 use crate::events::{Event, Events, Json, Run, StepResult};
 use crate::plugins::{Catalog, RecovererHandle};
+pub use access::{check_token, is_write, TokenRefusal};
 pub use alertmanager::{AlertResult, AlertmanagerAnswer};
 pub use alerts::{Acted, Alerts};
 pub use http::{listen, serve};
@@ -168,8 +171,8 @@ impl Intake {
     ) -> Result<Arc<Intake>, Vec<String>> {
         let settings = config.intake.clone().unwrap_or_default();
         let mut errors = Vec::new();
-        let token = Intake::token(&settings).unwrap_or_else(|err| {
-            errors.push(err);
+        let token = config.intake_token().unwrap_or_else(|err| {
+            errors.push(err.to_string());
             None
         });
         let mut workflows = HashMap::new();
@@ -263,27 +266,6 @@ impl Intake {
     /// How many anomaly names carried on from before a restart.
     pub fn restored_anomalies(&self) -> usize {
         self.restored
-    }
-
-    /// The token write endpoints require, if any: from `token_env` or
-    /// `token_file`. Also what `healer check` and `healer send` use.
-    pub fn token(settings: &Settings) -> Result<Option<String>, String> {
-        match (&settings.token_env, &settings.token_file) {
-            (Some(var), _) => match std::env::var(var) {
-                Ok(token) if !token.trim().is_empty() => Ok(Some(token.trim().to_owned())),
-                _ => Err(format!("[intake] token_env: the environment variable {var} is not set or empty")),
-            },
-            (None, Some(file)) => match std::fs::read_to_string(file) {
-                Ok(text) if !text.trim().is_empty() => Ok(Some(text.lines().next().unwrap_or("").trim().to_owned())),
-                Ok(_) => Err(format!("[intake] token_file {}: the file is empty", file.display())),
-                Err(err) => Err(format!("[intake] token_file {}: {err}", file.display())),
-            },
-            (None, None) if !settings.bind.ip().is_loopback() => Err(format!(
-                "[intake] bind = \"{}\" reaches beyond this machine, so it needs a token: set token_env or token_file, or bind to 127.0.0.1",
-                settings.bind
-            )),
-            (None, None) => Ok(None),
-        }
     }
 
     /// The first reflex matching `name`.
