@@ -208,6 +208,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             ("[store]", format!("{:?}", c.store)),
             ("[plugins]", format!("{:?}", c.plugins)),
             ("[intake]", format!("{:?}", c.intake)),
+            // The token itself (a file rewritten in place), compared only.
+            (
+                "[intake] token",
+                format!("{:?}", c.intake_token().ok().flatten()),
+            ),
             (
                 "[[alert]]",
                 format!(
