@@ -162,6 +162,9 @@ pub enum Transition {
     /// Findings of new kinds were not opened: the target holds
     /// [`MAX_ISSUES_PER_TARGET`] open issues (or as many soft ones).
     LeftOut { kinds: Vec<String>, count: usize },
+    /// A saved open issue is not carried on: the target already holds as
+    /// many open issues as it may.
+    Dropped { issue: Issue, reason: String },
 }
 
 /// The issues of one target.
@@ -175,6 +178,8 @@ pub struct Tracker {
     /// When the target's latest attempts started, oldest first: no more
     /// than its budget, none older than `stable_after`.
     spent: VecDeque<Wall>,
+    /// What `restore` let go, said at the next check.
+    let_go: Vec<Transition>,
 }
 
 /// How many example kinds a [`Transition::LeftOut`] names.
@@ -189,6 +194,7 @@ impl Tracker {
             soft: HashMap::new(),
             remembered: HashMap::new(),
             spent: VecDeque::new(),
+            let_go: Vec::new(),
         }
     }
 
@@ -200,35 +206,46 @@ impl Tracker {
     /// Carries on from issues saved before a restart: open, recovering and
     /// escalated ones as they were (attempts, backoff due time, escalation),
     /// resolved ones as the flap memory while `stable_after` has not passed.
-    /// Returns how many open issues were restored.
+    /// Returns how many open issues were restored. What it does not carry
+    /// on (resolved issues older than `stable_after`, open ones beyond the
+    /// cap, the flap memory beyond its cap) is let go at the next check,
+    /// with the transitions that tell the store to forget it.
     ///
     /// The recovery budget is not saved as such: it is spent again by the
     /// attempts these issues made, each at the latest moment it can have
     /// started (a resolved issue's when it resolved, an open issue's its
     /// last attempt), so a restart never hands a target fresh attempts.
-    pub fn restore(&mut self, saved: Vec<Issue>, now: Wall) -> usize {
+    pub fn restore(&mut self, mut saved: Vec<Issue>, now: Wall) -> usize {
         let stable_after: Duration = self.policy.stable_after.into();
+        let budget = self.budget() as usize;
         let mut restored = 0;
         let mut spent = Vec::new();
+        // Open ones first, oldest first: those the cap keeps.
+        saved.sort_by_key(|issue| (issue.state == State::Resolved, issue.opened_at));
         for mut issue in saved {
+            let attempts = (issue.attempts as usize).min(budget);
             match (issue.state, issue.resolved_at) {
-                (State::Resolved, Some(at)) if now.since(at) < stable_after => {
-                    spent.extend(std::iter::repeat_n(at.min(now), issue.attempts as usize));
+                (State::Resolved, Some(at)) if at.within(stable_after, now) => {
+                    spent.extend(std::iter::repeat_n(at, attempts));
                     self.remember(issue.kind, issue.attempts, at);
                 }
-                (State::Resolved, _) => {}
-                _ if self.issues.len() >= MAX_ISSUES_PER_TARGET => {}
+                (State::Resolved, _) => {
+                    self.let_go.push(Transition::Forgotten { kind: issue.kind })
+                }
+                _ if self.issues.len() >= MAX_ISSUES_PER_TARGET => {
+                    self.let_go.push(Transition::Dropped {
+                        issue,
+                        reason: format!(
+                        "the target holds {MAX_ISSUES_PER_TARGET} open issues, as many as it may"
+                    ),
+                    })
+                }
                 _ => {
-                    let started = Wall::from_millis(
-                        issue
-                            .next_attempt_at
-                            .millis()
-                            .saturating_sub(self.backoff(issue.attempts).as_millis() as u64),
-                    );
-                    spent.extend(std::iter::repeat_n(
-                        started.min(now),
-                        issue.attempts as usize,
-                    ));
+                    let backoff =
+                        u64::try_from(self.backoff(issue.attempts).as_millis()).unwrap_or(u64::MAX);
+                    let started =
+                        Wall::from_millis(issue.next_attempt_at.millis().saturating_sub(backoff));
+                    spent.extend(std::iter::repeat_n(started, attempts));
                     issue.healthy = 0;
                     issue.attempting = false;
                     self.issues.insert(issue.kind.clone(), issue);
@@ -237,26 +254,44 @@ impl Tracker {
             }
         }
         spent.sort();
-        for at in spent {
-            self.spend(at);
-        }
+        self.carry_spent(spent);
         restored
     }
 
-    /// Remembers a resolved issue's attempts, forgetting the oldest one
-    /// when the memory is full.
+    /// Remembers a resolved issue's attempts. When the memory is full, an
+    /// issue that had no attempts goes first, then the oldest; what goes
+    /// is let go at the next check.
     fn remember(&mut self, kind: String, attempts: u32, resolved_at: Wall) {
         if self.remembered.len() >= MAX_REMEMBERED && !self.remembered.contains_key(&kind) {
-            let oldest = self
+            let first_to_go = self
                 .remembered
                 .iter()
-                .min_by_key(|(_, (_, at))| *at)
+                .min_by_key(|(_, (attempts, at))| (*attempts > 0, *at))
                 .map(|(kind, _)| kind.clone());
-            if let Some(oldest) = oldest {
-                self.remembered.remove(&oldest);
+            if let Some(kind) = first_to_go {
+                self.remembered.remove(&kind);
+                self.let_go.push(Transition::Forgotten { kind });
             }
         }
         self.remembered.insert(kind, (attempts, resolved_at));
+    }
+
+    /// When the target's attempts within its budget started: what a
+    /// successor (a reload) carries on with, see [`carry_spent`](Self::carry_spent).
+    pub fn spent(&self) -> Vec<Wall> {
+        self.spent.iter().copied().collect()
+    }
+
+    /// Spends the budget again for attempts a predecessor made (or the
+    /// store's issues made), oldest first, each counted once: whichever
+    /// of the two knows of more attempts wins.
+    pub fn carry_spent(&mut self, spent: Vec<Wall>) {
+        if spent.len() > self.spent.len() {
+            self.spent.clear();
+            for at in spent {
+                self.spend(at);
+            }
+        }
     }
 
     /// Records an attempt started at `at` against the budget.
@@ -267,17 +302,30 @@ impl Tracker {
         }
     }
 
-    /// Attempts the budget still allows at `now`.
+    /// Attempts the budget still allows at `now`. An attempt recorded
+    /// before the clock was set back counts no longer than `stable_after`
+    /// past the moment the clock reaches it again.
     fn budget_left(&mut self, now: Wall) -> usize {
         let stable_after: Duration = self.policy.stable_after.into();
-        while self
-            .spent
-            .front()
-            .is_some_and(|at| now.since(*at) >= stable_after)
-        {
-            self.spent.pop_front();
-        }
+        self.spent.retain(|at| at.within(stable_after, now));
         (self.budget() as usize).saturating_sub(self.spent.len())
+    }
+
+    /// Whether the target's recovery budget allows an attempt now. Ask
+    /// only when an attempt would really be made; when it does not, the
+    /// issue is [escalated for it](Self::escalate_over_budget).
+    pub fn within_budget(&mut self, now: Wall) -> bool {
+        self.budget_left(now) > 0
+    }
+
+    /// Escalates the issue of `kind`: the target spent its budget.
+    pub fn escalate_over_budget(&mut self, kind: &str, now: Wall) -> Option<Transition> {
+        let reason = format!(
+            "the target spent its recovery budget: {} attempts within {} (recovery_budget)",
+            self.budget(),
+            self.policy.stable_after
+        );
+        self.escalate(kind, reason, now)
     }
 
     /// The open issues.
@@ -321,9 +369,9 @@ impl Tracker {
         for issue in self.issues.values_mut() {
             issue.next_attempt_at = issue.next_attempt_at.min(latest);
         }
-        let mut transitions = Vec::new();
+        let mut transitions = std::mem::take(&mut self.let_go);
         self.remembered.retain(|kind, (_, resolved_at)| {
-            let keep = now.since(*resolved_at) < stable_after;
+            let keep = resolved_at.within(stable_after, now);
             if !keep {
                 transitions.push(Transition::Forgotten { kind: kind.clone() });
             }
@@ -436,37 +484,23 @@ impl Tracker {
                 transitions.push(Transition::Resolved(issue));
             }
         }
+        // The flap memory that had to go to make room.
+        transitions.append(&mut self.let_go);
         transitions
     }
 
-    /// Issues that may be recovered now (not escalated, attempts left,
-    /// backoff elapsed, no attempt running), in kind order, as many as the
-    /// target's recovery budget allows; the others that would be due are
-    /// escalated (the transitions).
-    pub fn due(&mut self, now: Wall) -> (Vec<String>, Vec<Transition>) {
-        let mut due: Vec<String> = self
+    /// Issues that may be recovered now: not escalated, attempts left,
+    /// backoff elapsed, no attempt running; the oldest first. Each attempt
+    /// asks [`within_budget`](Self::within_budget) first.
+    pub fn due(&self, now: Wall) -> Vec<String> {
+        let mut due: Vec<&Issue> = self
             .issues
             .values()
             .filter(|i| i.state != State::Escalated && !i.attempting)
             .filter(|i| i.attempts < self.policy.max_attempts && i.next_attempt_at <= now)
-            .map(|i| i.kind.clone())
             .collect();
-        due.sort();
-        let left = self.budget_left(now);
-        if due.len() <= left {
-            return (due, Vec::new());
-        }
-        let reason = format!(
-            "the target spent its recovery budget: {} attempts within {} (recovery_budget)",
-            self.budget(),
-            self.policy.stable_after
-        );
-        let over = due.split_off(left);
-        let escalated = over
-            .iter()
-            .filter_map(|kind| self.escalate(kind, reason.clone(), now))
-            .collect();
-        (due, escalated)
+        due.sort_by(|a, b| (a.opened_at, &a.kind).cmp(&(b.opened_at, &b.kind)));
+        due.into_iter().map(|i| i.kind.clone()).collect()
     }
 
     /// Records the start of an attempt; the issue as it now stands (its
@@ -600,7 +634,7 @@ mod tests {
         let now = Wall::from_millis(1_000_000);
         let transitions = tracker.observe(&down(), now, true);
         assert_eq!(opened(&transitions), Some(0), "{transitions:?}");
-        assert_eq!(tracker.due(now).0, ["process.not_running"]);
+        assert_eq!(tracker.due(now), ["process.not_running"]);
     }
 
     #[test]
@@ -636,7 +670,7 @@ mod tests {
             for transition in tracker.observe(&down(), now, true) {
                 escalated |= matches!(transition, Transition::Escalated { issue, .. } if issue.attempts == 3);
             }
-            for _ in tracker.due(now).0 {
+            for _ in tracker.due(now) {
                 attempts.push(attempt(&mut tracker, now));
             }
             now = now + Duration::from_secs(30);
@@ -656,8 +690,8 @@ mod tests {
         tracker.observe(&down(), now, true);
         attempt(&mut tracker, now);
         tracker.observe(&down(), now + Duration::from_millis(500), true);
-        assert!(tracker.due(now + Duration::from_millis(500)).0.is_empty());
-        assert_eq!(tracker.due(now + Duration::from_secs(1)).0.len(), 1);
+        assert!(tracker.due(now + Duration::from_millis(500)).is_empty());
+        assert_eq!(tracker.due(now + Duration::from_secs(1)).len(), 1);
     }
 
     #[test]
@@ -695,7 +729,7 @@ mod tests {
             matches!(&transitions[1], Transition::Escalated { issue, .. } if issue.attempts == 3),
             "{transitions:?}"
         );
-        assert!(tracker.due(later + Duration::from_secs(60)).0.is_empty());
+        assert!(tracker.due(later + Duration::from_secs(60)).is_empty());
     }
 
     #[test]
@@ -762,7 +796,7 @@ mod tests {
         assert!(tracker
             .escalate("process.not_running", "no recoverer".into(), now)
             .is_some());
-        assert!(tracker.due(now).0.is_empty());
+        assert!(tracker.due(now).is_empty());
         assert!(matches!(
             tracker.observe(&[], now, true)[0],
             Transition::Resolved(_)
@@ -782,11 +816,11 @@ mod tests {
         let mut after = Tracker::new(policy());
         assert_eq!(after.restore(saved, now + Duration::from_secs(1)), 1);
         assert!(
-            after.due(now + Duration::from_secs(1)).0.is_empty(),
+            after.due(now + Duration::from_secs(1)).is_empty(),
             "the backoff still holds"
         );
         let later = now + Duration::from_secs(2);
-        assert_eq!(after.due(later).0, ["process.not_running"]);
+        assert_eq!(after.due(later), ["process.not_running"]);
         assert_eq!(attempt(&mut after, later), 3);
         let transitions = after.observe(&down(), later, true);
         assert!(
@@ -797,7 +831,7 @@ mod tests {
         let mut again = Tracker::new(policy());
         again.restore(after.issues().cloned().collect(), later);
         assert!(again.all_escalated());
-        assert!(again.due(later + Duration::from_secs(3600)).0.is_empty());
+        assert!(again.due(later + Duration::from_secs(3600)).is_empty());
     }
 
     #[test]
@@ -843,7 +877,7 @@ mod tests {
             [None, None],
         );
         tracker.restore(vec![saved], now);
-        assert!(tracker.due(now).0.is_empty());
+        assert!(tracker.due(now).is_empty());
         let transitions = tracker.observe(&down(), now, true);
         assert!(
             matches!(&transitions[..], [Transition::Escalated { issue, .. }] if issue.attempts == 3),
@@ -861,8 +895,8 @@ mod tests {
         let saved: Vec<Issue> = tracker.issues().cloned().collect();
         let mut restarted = Tracker::new(policy());
         restarted.restore(saved, now);
-        assert!(restarted.due(now + Duration::from_millis(500)).0.is_empty());
-        assert_eq!(restarted.due(now + Duration::from_secs(1)).0.len(), 1);
+        assert!(restarted.due(now + Duration::from_millis(500)).is_empty());
+        assert_eq!(restarted.due(now + Duration::from_secs(1)).len(), 1);
     }
 
     #[test]
@@ -874,12 +908,12 @@ mod tests {
         let set_back = Wall::from_millis(now.millis() - 3_600_000);
         tracker.observe(&down(), set_back, true);
         assert!(
-            tracker.due(set_back).0.is_empty(),
+            tracker.due(set_back).is_empty(),
             "the backoff is not skipped"
         );
-        assert!(tracker.due(set_back + Duration::from_secs(9)).0.is_empty());
+        assert!(tracker.due(set_back + Duration::from_secs(9)).is_empty());
         assert_eq!(
-            tracker.due(set_back + Duration::from_secs(10)).0.len(),
+            tracker.due(set_back + Duration::from_secs(10)).len(),
             1,
             "due after at most backoff_max (10 s), not an hour"
         );
@@ -892,10 +926,10 @@ mod tests {
         tracker.observe(&down(), now, true);
         let kind = "process.not_running";
         tracker.escalate(kind, "nothing helps".into(), now);
-        assert!(tracker.due(now).0.is_empty());
+        assert!(tracker.due(now).is_empty());
         let issue = tracker.reset(kind).expect("the issue is open");
         assert_eq!((issue.state, issue.attempts), (State::Open, 0));
-        assert_eq!(tracker.due(now).0, vec![kind.to_owned()]);
+        assert_eq!(tracker.due(now), vec![kind.to_owned()]);
         assert!(tracker.reset("no.such").is_none());
     }
 
@@ -917,21 +951,32 @@ mod tests {
         vec![Finding::critical(format!("rotating.k{i}"), "again")]
     }
 
+    /// Attempts every due issue the budget allows, as the engine does;
+    /// returns the attempts made and the budget escalations.
+    fn recover_due(tracker: &mut Tracker, now: Wall) -> (u32, Vec<Transition>) {
+        let (mut attempts, mut escalated) = (0, Vec::new());
+        for kind in tracker.due(now) {
+            if tracker.within_budget(now) {
+                tracker.attempt_started(&kind, now);
+                tracker.attempt_finished(&kind, now);
+                attempts += 1;
+            } else {
+                escalated.extend(tracker.escalate_over_budget(&kind, now));
+            }
+        }
+        (attempts, escalated)
+    }
+
     #[test]
     fn a_target_gets_its_budget_of_attempts_however_its_kinds_are_named() {
         let mut tracker = Tracker::new(policy());
         let mut now = Wall::from_millis(1_000_000);
         let (mut attempts, mut escalations) = (0, 0);
         for i in 0..40 {
-            let mut transitions = tracker.observe(&rotating(i), now, true);
-            let (due, over) = tracker.due(now);
-            transitions.extend(over);
-            for kind in due {
-                tracker.attempt_started(&kind, now);
-                tracker.attempt_finished(&kind, now);
-                attempts += 1;
-            }
-            escalations += transitions
+            tracker.observe(&rotating(i), now, true);
+            let (made, escalated) = recover_due(&mut tracker, now);
+            attempts += made;
+            escalations += escalated
                 .iter()
                 .filter(|t| matches!(t, Transition::Escalated { reason, .. } if reason.contains("recovery budget")))
                 .count();
@@ -942,27 +987,30 @@ mod tests {
         // Once the attempts are older than stable_after, the budget is back.
         let later = now + Duration::from_secs(300);
         tracker.observe(&rotating(99), later, true);
-        assert_eq!(tracker.due(later).0, ["rotating.k99"]);
+        assert_eq!(recover_due(&mut tracker, later).0, 1);
     }
 
     #[test]
-    fn the_budget_is_its_own_setting_and_shared_by_all_issues() {
+    fn the_budget_is_its_own_setting_shared_by_all_issues_oldest_first() {
         let mut tracker = Tracker::new(Policy {
             recovery_budget: Some(2),
             ..policy()
         });
         let now = Wall::from_millis(1_000_000);
+        tracker.observe(&[Finding::critical("z.late", "z")], now, true);
         let three = [
+            Finding::critical("z.late", "z"),
             Finding::critical("a.x", "a"),
             Finding::critical("b.y", "b"),
-            Finding::critical("c.z", "c"),
         ];
-        tracker.observe(&three, now, true);
-        let (due, over) = tracker.due(now);
-        assert_eq!(due, ["a.x", "b.y"]);
+        let later = now + Duration::from_secs(1);
+        tracker.observe(&three, later, true);
+        assert_eq!(tracker.due(later), ["z.late", "a.x", "b.y"], "oldest first");
+        let (attempts, escalated) = recover_due(&mut tracker, later);
+        assert_eq!(attempts, 2);
         assert!(
-            matches!(&over[..], [Transition::Escalated { issue, .. }] if issue.kind == "c.z"),
-            "{over:?}"
+            matches!(&escalated[..], [Transition::Escalated { issue, .. }] if issue.kind == "b.y" && issue.attempts == 0),
+            "{escalated:?}"
         );
     }
 
@@ -971,19 +1019,118 @@ mod tests {
         let now = Wall::from_millis(1_000_000);
         let mut before = Tracker::new(policy());
         for i in 0..3 {
-            before.observe(&rotating(i), now, true);
-            for kind in before.due(now).0 {
-                before.attempt_started(&kind, now);
-                before.attempt_finished(&kind, now);
-            }
+            let at = now + Duration::from_secs(u64::from(i) * 10);
+            before.observe(&rotating(i), at, true);
+            recover_due(&mut before, at);
         }
+        // Each attempt is spent again at the latest moment it can have
+        // begun (k0's when k0 resolved, 10 s in) and ages out 300 s after
+        // that, not 300 s after the restart; the other two still hold.
         let mut after = Tracker::new(policy());
-        after.restore(before.save(), now + Duration::from_secs(1));
-        let later = now + Duration::from_secs(10);
+        after.restore(before.save(), now + Duration::from_secs(30));
+        let later = now + Duration::from_secs(311);
         after.observe(&rotating(7), later, true);
-        let (due, over) = after.due(later);
-        assert!(due.is_empty(), "{due:?}");
-        assert_eq!(over.len(), 1);
+        let (attempts, escalated) = recover_due(&mut after, later);
+        assert_eq!(attempts, 1, "one of three came back, no more");
+        after.observe(&rotating(8), later, true);
+        assert_eq!(recover_due(&mut after, later).0, 0);
+        assert!(escalated.is_empty());
+    }
+
+    #[test]
+    fn a_reload_hands_the_spent_budget_to_the_successor() {
+        let budget_of_two = || {
+            Tracker::new(Policy {
+                recovery_budget: Some(2),
+                ..policy()
+            })
+        };
+        let now = Wall::from_millis(1_000_000);
+        let mut before = budget_of_two();
+        before.observe(&rotating(0), now, true);
+        recover_due(&mut before, now);
+        before.observe(&rotating(1), now, true);
+        recover_due(&mut before, now);
+        let mut after = budget_of_two();
+        after.restore(before.save(), now);
+        after.carry_spent(before.spent());
+        after.observe(&rotating(2), now, true);
+        assert_eq!(recover_due(&mut after, now).0, 0);
+    }
+
+    #[test]
+    fn a_clock_set_back_holds_the_budget_no_longer_than_stable_after() {
+        let now = Wall::from_millis(100_000_000);
+        let mut tracker = Tracker::new(policy());
+        for i in 0..3 {
+            tracker.observe(&rotating(i), now, true);
+            recover_due(&mut tracker, now);
+        }
+        let set_back = Wall::from_millis(now.millis() - 86_400_000);
+        let hour_later = set_back + Duration::from_secs(3600);
+        tracker.observe(&rotating(9), hour_later, true);
+        assert_eq!(recover_due(&mut tracker, hour_later).0, 1);
+    }
+
+    #[test]
+    fn what_restore_does_not_carry_on_is_let_go_at_the_next_check() {
+        let now = Wall::from_millis(10_000_000);
+        let old = Issue::saved(
+            "old.resolved".into(),
+            State::Resolved,
+            Status::Ok,
+            String::new(),
+            1,
+            [now, now],
+            [None, Some(Wall::from_millis(1_000))],
+        );
+        let open: Vec<Issue> = (0..MAX_ISSUES_PER_TARGET + 2)
+            .map(|i| {
+                let at = Wall::from_millis(1_000 + i as u64);
+                Issue::saved(
+                    format!("open.k{i}"),
+                    State::Open,
+                    Status::Critical,
+                    String::new(),
+                    0,
+                    [at, at],
+                    [None, None],
+                )
+            })
+            .collect();
+        let mut tracker = Tracker::new(policy());
+        let restored = tracker.restore([vec![old], open].concat(), now);
+        assert_eq!(restored, MAX_ISSUES_PER_TARGET);
+        let transitions = tracker.observe(&[], now, false);
+        let let_go: Vec<_> = transitions
+            .iter()
+            .filter_map(|t| match t {
+                Transition::Forgotten { kind } => Some(kind.as_str()),
+                Transition::Dropped { issue, .. } => Some(issue.kind.as_str()),
+                _ => None,
+            })
+            .collect();
+        let newest = format!("open.k{}", MAX_ISSUES_PER_TARGET + 1);
+        assert_eq!(let_go.len(), 3, "{let_go:?}");
+        assert!(let_go.contains(&"old.resolved") && let_go.contains(&newest.as_str()));
+        assert!(tracker.issue("open.k0").is_some(), "the oldest are kept");
+    }
+
+    #[test]
+    fn a_saved_attempt_count_from_a_damaged_row_costs_no_more_than_the_budget() {
+        let now = Wall::from_millis(10_000_000);
+        let damaged = Issue::saved(
+            "process.not_running".into(),
+            State::Escalated,
+            Status::Critical,
+            String::new(),
+            u32::MAX,
+            [now, now],
+            [None, None],
+        );
+        let mut tracker = Tracker::new(policy());
+        assert_eq!(tracker.restore(vec![damaged], now), 1);
+        assert_eq!(tracker.spent().len(), 3);
     }
 
     #[test]
@@ -1018,25 +1165,33 @@ mod tests {
     }
 
     #[test]
-    fn the_flap_memory_is_bounded() {
+    fn the_flap_memory_is_bounded_and_every_resolved_issue_is_forgotten_aloud() {
         let mut tracker = Tracker::new(Policy {
             recovery_budget: Some(u32::MAX),
             ..policy()
         });
         let now = Wall::from_millis(1_000_000);
-        for i in 0..(MAX_REMEMBERED as u32 + 100) {
-            tracker.observe(
-                &rotating(i),
-                now + Duration::from_millis(u64::from(i)),
-                true,
-            );
+        let mut transitions = Vec::new();
+        let kinds = MAX_REMEMBERED as u32 + 100;
+        for i in 0..kinds {
+            let at = now + Duration::from_millis(u64::from(i));
+            transitions.extend(tracker.observe(&rotating(i), at, true));
         }
-        tracker.observe(&[], now + Duration::from_secs(1), true);
+        transitions.extend(tracker.observe(&[], now + Duration::from_secs(1), true));
         assert_eq!(tracker.remembered.len(), MAX_REMEMBERED);
         assert!(
             !tracker.remembered.contains_key("rotating.k0"),
             "the oldest went first"
         );
+        // Every issue that resolved is forgotten in the end, and said so
+        // (the store deletes its row then): none is left behind.
+        transitions.extend(tracker.observe(&[], now + Duration::from_secs(3600), true));
+        assert!(tracker.remembered.is_empty());
+        let count =
+            |wanted: fn(&Transition) -> bool| transitions.iter().filter(|t| wanted(t)).count();
+        let resolved = count(|t| matches!(t, Transition::Resolved(_)));
+        let forgotten = count(|t| matches!(t, Transition::Forgotten { .. }));
+        assert_eq!((resolved, forgotten), (kinds as usize, kinds as usize));
     }
 
     #[test]
@@ -1059,7 +1214,7 @@ mod tests {
         attempt(&mut tracker, now); // the next is due 1 s later
         let issue = tracker.reset("process.not_running").expect("open");
         assert_eq!(issue.attempts, 0);
-        assert!(tracker.due(now).0.is_empty(), "the backoff still holds");
-        assert_eq!(tracker.due(now + Duration::from_secs(1)).0.len(), 1);
+        assert!(tracker.due(now).is_empty(), "the backoff still holds");
+        assert_eq!(tracker.due(now + Duration::from_secs(1)).len(), 1);
     }
 }

@@ -92,7 +92,7 @@ pub async fn reload(
         if was.same_identity(runner.target()) {
             if let Some(tracker) = tracker {
                 // Its pause stays where it is (the engine keeps it).
-                runner.carry_on(tracker.save());
+                runner.carry_on(&tracker);
             }
         } else {
             engine.drop_issues(&name, tracker, "its monitor changed in a reload");

@@ -24,6 +24,35 @@ pub struct Finding {
     pub details: Value,
 }
 
+/// The longest finding kind healer takes, in bytes.
+pub const KIND_BYTES: usize = 128;
+
+/// Whether `kind` can name an issue: 1 to [`KIND_BYTES`] ASCII letters,
+/// digits, `_`, `-`, `.` or `:` (`http.status_5xx`). A diagnosis with any
+/// other kind is refused by healer as an error would be, so a plugin whose
+/// config names kinds checks them with this when it is created.
+pub fn check_kind(kind: &str) -> Result<(), String> {
+    let fits = !kind.is_empty() && kind.len() <= KIND_BYTES;
+    if fits
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    {
+        return Ok(());
+    }
+    let shown: String = kind
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .collect();
+    Err(format!(
+        "\"{shown}\"{} cannot name an issue ({} bytes): a finding kind is 1 to {KIND_BYTES} ASCII letters, digits, '_', '-', '.' or ':', e.g. \"http.status_5xx\"",
+        if kind.chars().count() > 64 { "…" } else { "" },
+        kind.len()
+    ))
+}
+
 impl Finding {
     /// A finding with the given severity.
     pub fn new(kind: impl Into<String>, severity: Status, summary: impl Into<String>) -> Finding {

@@ -57,7 +57,7 @@ pub mod testing;
 
 pub use bytes::Bytes;
 pub use duration::Duration;
-pub use finding::{Finding, Outcome, Recovery};
+pub use finding::{check_kind, Finding, Outcome, Recovery, KIND_BYTES};
 pub use observation::{Metric, Observation, Status};
 pub use plugin::{Diagnoser, Error, Monitor, Push, Recoverer};
 

@@ -49,6 +49,9 @@ pub struct Runner {
     recoverers: Vec<RecovererHandle>,
     /// Its issues as saved before a restart (or handed on by a reload).
     saved: Vec<Issue>,
+    /// When the attempts of its recovery budget started, handed on by a
+    /// reload (after a restart, `saved` spends it again).
+    spent: Vec<Wall>,
     /// Its maintenance pause, as saved.
     pause: Option<Pause>,
 }
@@ -67,10 +70,12 @@ impl Runner {
         &self.target
     }
 
-    /// Carries on from these issues (a restarted target's predecessor's;
-    /// its pause stays with the engine).
-    pub fn carry_on(&mut self, issues: Vec<Issue>) {
-        self.saved = issues;
+    /// Carries on from its predecessor's tracker (a restarted target's):
+    /// its issues and the recovery budget it spent (its pause stays with
+    /// the engine).
+    pub fn carry_on(&mut self, tracker: &Tracker) {
+        self.saved = tracker.save();
+        self.spent = tracker.spent();
     }
 }
 
@@ -273,6 +278,7 @@ pub async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, 
         diagnosers,
         recoverers,
         saved: Vec::new(),
+        spent: Vec::new(),
         pause: None,
     })
 }

@@ -69,6 +69,7 @@ impl Cycle {
     ) -> Cycle {
         let mut tracker = Tracker::new(runner.target.policy);
         tracker.restore(runner.saved.clone(), Wall::now());
+        tracker.carry_spent(runner.spent.clone());
         let diagnosers: Vec<_> = runner.diagnosers.iter().map(|(_, d)| d).collect();
         let in_place = runner.monitor.diagnosed_in_place_by(&diagnosers);
         // No more than the diagnosers read (with no diagnoser, none).
@@ -298,7 +299,7 @@ impl Cycle {
         if recover {
             let conclusive = checked && diagnosed && seen.status != Status::Unknown;
             self.after_diagnosis(&findings, conclusive);
-            self.say_left_out();
+            self.say_left_out(conclusive);
             self.recover(conclusive).await;
         }
         (self.name().to_owned(), seen, kinds)
@@ -325,7 +326,7 @@ impl Cycle {
         };
         let conclusive = checked && diagnosed && seen.status != Status::Unknown;
         self.after_diagnosis(&findings, conclusive);
-        self.say_left_out();
+        self.say_left_out(conclusive);
         self.show(&seen, (!was_push).then_some(took));
         if !self.in_place && self.history_len > 0 {
             self.history.push_back(seen);
@@ -483,6 +484,9 @@ impl Cycle {
         for ((diagnoser, _), diagnosis) in self.runner.diagnosers.iter().zip(observed.diagnoses) {
             match diagnosis {
                 Diagnosis::Found(found) => {
+                    // Findings left out may hold an open issue's kind:
+                    // such a check cannot tell that it healed.
+                    complete &= found.dropped == 0;
                     note_answered_too_many(&mut self.left_out, diagnoser, found.dropped);
                     findings.extend(found.kept);
                 }
@@ -540,6 +544,7 @@ impl Cycle {
         for (plugin, diagnoser) in &self.runner.diagnosers {
             match timeout(deadline, diagnoser.diagnose(seen, history)).await {
                 Ok(Ok(found)) => {
+                    complete &= found.dropped == 0;
                     note_answered_too_many(&mut self.left_out, plugin, found.dropped);
                     findings.extend(found.kept);
                 }
@@ -590,18 +595,22 @@ impl Cycle {
     }
 
     /// Says once that findings are being left out, when a step starts
-    /// leaving some out after one that left none out.
-    fn say_left_out(&mut self) {
+    /// leaving some out; the episode ends with a conclusive step that left
+    /// none out (a failed diagnosis in between ends nothing).
+    fn say_left_out(&mut self, conclusive: bool) {
         let (count, reasons) = std::mem::take(&mut self.left_out);
-        let leaving_out = count > 0;
-        if leaving_out && !self.leaving_out {
-            self.emit(Event::FindingsDropped {
-                target: self.name().to_owned(),
-                count,
-                reason: reasons.join("; "),
-            });
+        if count > 0 {
+            if !self.leaving_out {
+                self.emit(Event::FindingsDropped {
+                    target: self.name().to_owned(),
+                    count,
+                    reason: reasons.join("; "),
+                });
+            }
+            self.leaving_out = true;
+        } else if conclusive {
+            self.leaving_out = false;
         }
-        self.leaving_out = leaving_out;
     }
 
     fn emit_transition(&self, transition: Transition) {
@@ -631,6 +640,11 @@ impl Cycle {
                     "healthy for {}: the attempt count starts over",
                     self.runner.target.policy.stable_after
                 ),
+            },
+            Transition::Dropped { issue, reason } => Event::IssueDropped {
+                target,
+                issue,
+                reason,
             },
             // Gathered by `after_diagnosis`, said by `say_left_out`.
             Transition::LeftOut { .. } => return,
@@ -689,18 +703,11 @@ impl Cycle {
     /// After an inconclusive check only UNKNOWN issues may be acted on (by
     /// the recoverers that asked for them): the others' evidence is stale.
     async fn recover(&mut self, conclusive: bool) -> bool {
-        let (mut due, over_budget) = self.tracker.due(Wall::now());
-        let mut shown = over_budget.is_empty();
-        for transition in over_budget {
-            self.emit_transition(transition);
-        }
+        let mut due = self.tracker.due(Wall::now());
         if !conclusive {
             due.retain(|kind| is_unknown(kind));
         }
         if self.paused(&due) || due.is_empty() {
-            if !shown {
-                self.show_issues();
-            }
             return false;
         }
         let target = &self.runner.target;
@@ -721,7 +728,7 @@ impl Cycle {
             }
             return false;
         }
-        let mut acted = false;
+        let (mut acted, mut shown) = (false, true);
         for kind in due {
             match self.attempt(&kind).await {
                 Attempted::Ran => {
@@ -765,9 +772,19 @@ impl Cycle {
             }
             return Attempted::No;
         }
-        if ladder.is_empty() {
+        // An attempt would be made: there must be a recoverer for it, and
+        // it must fit the target's budget.
+        let now = Wall::now();
+        let escalated = if ladder.is_empty() {
             let reason = format!("no recoverer of this target handles {kind}");
-            return match self.tracker.escalate(kind, reason, Wall::now()) {
+            Some(self.tracker.escalate(kind, reason, now))
+        } else if !self.tracker.within_budget(now) {
+            Some(self.tracker.escalate_over_budget(kind, now))
+        } else {
+            None
+        };
+        if let Some(escalated) = escalated {
+            return match escalated {
                 Some(transition) => {
                     self.emit_transition(transition);
                     Attempted::Escalated

@@ -21,7 +21,7 @@ use healer_plugin_sdk::{Finding, Observation, Outcome};
 pub const TEXT_BYTES: usize = 1024;
 
 /// The longest finding kind, in bytes.
-pub const KIND_BYTES: usize = 128;
+pub const KIND_BYTES: usize = healer_plugin_sdk::KIND_BYTES;
 
 /// The longest details (JSON text) of an observation, finding or outcome.
 pub const DETAILS_BYTES: usize = 16 * 1024;
@@ -140,22 +140,11 @@ pub fn findings(mut found: Vec<Finding>, dropped: usize) -> Result<Findings, Str
     })
 }
 
-/// Whether `kind` can name an issue: 1 to [`KIND_BYTES`] bytes of ASCII
-/// letters, digits, `_`, `-`, `.` and `:`.
+/// Whether `kind` can name an issue (the SDK's rule, which plugins check
+/// their configs with).
 pub fn check_kind(kind: &str) -> Result<(), String> {
-    let fits = !kind.is_empty() && kind.len() <= KIND_BYTES;
-    if fits
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-    {
-        return Ok(());
-    }
-    let shown: String = cut(kind, 64).escape_debug().collect();
-    Err(format!(
-        "answered a finding kind that cannot name an issue: \"{shown}\" ({} bytes; a kind is 1 to {KIND_BYTES} ASCII letters, digits, '_', '-', '.' or ':', e.g. \"http.status_5xx\")",
-        kind.len()
-    ))
+    healer_plugin_sdk::check_kind(kind)
+        .map_err(|problem| format!("answered a finding kind that cannot name an issue: {problem}"))
 }
 
 #[cfg(test)]

@@ -151,6 +151,8 @@ impl Diagnoser for LogDiagnoser {
         for pattern in config.patterns {
             let regex = Regex::new(&pattern.regex)
                 .map_err(|e| format!("pattern {:?}: {e}", pattern.regex))?;
+            healer_plugin_sdk::check_kind(&pattern.kind)
+                .map_err(|e| format!("pattern {:?}: kind {e}", pattern.regex))?;
             compiled.push((regex, pattern));
         }
         Ok(LogDiagnoser(compiled))
@@ -269,6 +271,16 @@ mod tests {
         assert_eq!(first.metric_value("lines"), Some(1024.0));
         let second = block_on(watched.check()).unwrap();
         assert_eq!(second.metric_value("lines"), Some(1024.0));
+    }
+
+    #[test]
+    fn a_kind_that_cannot_name_an_issue_is_refused_with_the_config() {
+        let config = serde_json::json!({ "patterns": [{ "regex": "OOM", "kind": "log oom" }] });
+        let err = LogDiagnoser::new(serde_json::from_value(config).unwrap())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("\"log oom\" cannot name an issue"), "{err}");
     }
 
     #[test]
