@@ -7,11 +7,15 @@
 //! and handles with async methods, wherever the package runs.
 
 mod catalog;
+pub mod children;
 pub mod identity;
 mod instance;
 mod loader;
+mod outbox;
+mod output;
 pub mod probe;
 mod remote;
+pub mod sandbox;
 pub mod serve;
 pub mod wire;
 
