@@ -77,22 +77,30 @@ impl Parent {
     /// sandbox changed the worker's credentials, does the same.
     pub fn die_with(self) {
         let Some(pid) = self.pid else { return };
-        let watched = self.pidfd.and_then(|pidfd| {
-            std::thread::Builder::new()
+        let watched = self.pidfd.is_some_and(|pidfd| {
+            let (ready, started) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
                 .name("healer-parent".to_owned())
-                .spawn(move || watch(&pidfd, pid))
-                .ok()
+                .spawn(move || watch(&pidfd, pid, &ready));
+            // Started and waiting before the package loads: a thread
+            // still starting could wait on the dynamic linker's lock that
+            // a library constructor holds (one that never returns, say).
+            spawned.is_ok() && started.recv().is_ok()
         });
-        if watched.is_none() {
+        if !watched {
             death_signal(pid);
         }
     }
 }
 
-/// Waits for `pidfd` (healer) to exit, then kills this process.
-fn watch(pidfd: &OwnedFd, pid: i32) {
+/// Waits for `pidfd` (healer) to exit, then kills this process. Only raw
+/// system calls once `ready` is told: nothing that could wait on a lock
+/// the rest of the process holds.
+fn watch(pidfd: &OwnedFd, pid: i32, ready: &std::sync::mpsc::Sender<()>) {
+    let this = rustix::process::getpid();
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let _ = ready.send(());
     loop {
-        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
         match poll(&mut fds, None) {
             Ok(ready) if ready > 0 => break,
             Ok(_) | Err(rustix::io::Errno::INTR) => continue,
@@ -100,7 +108,7 @@ fn watch(pidfd: &OwnedFd, pid: i32) {
             Err(_) => return death_signal(pid),
         }
     }
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    let _ = rustix::process::kill_process(this, rustix::process::Signal::KILL);
 }
 
 fn death_signal(pid: i32) {

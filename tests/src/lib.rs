@@ -35,6 +35,7 @@ const PACKAGES: &[&str] = &[
     "healer-fixture-ctor-exits",
     "healer-fixture-ctor-hangs",
     "healer-fixture-hostile",
+    "healer-fixture-chatty",
 ];
 
 /// The workspace root (the parent of this crate).
