@@ -100,6 +100,15 @@ impl Outbox {
             .is_some_and(|since| books.waiting > 0 && now.saturating_duration_since(since) >= after)
     }
 
+    /// The worker starts reading at `now` (it has loaded its package):
+    /// what was sent while it loaded has waited since then.
+    pub fn reading_from(&self, now: Instant) {
+        let mut books = lock(&self.books);
+        if books.waiting > 0 {
+            books.since = Some(now);
+        }
+    }
+
     /// Bytes waiting to be written.
     pub fn waiting(&self) -> usize {
         lock(&self.books).waiting
@@ -174,6 +183,10 @@ mod tests {
             let now = Instant::now();
             assert!(!outbox.stuck(now, Duration::from_secs(5)));
             assert!(outbox.stuck(now + Duration::from_secs(5), Duration::from_secs(5)));
+            // A worker that only now starts reading has its full time.
+            let later = now + Duration::from_secs(60);
+            outbox.reading_from(later);
+            assert!(!outbox.stuck(later + Duration::from_secs(4), Duration::from_secs(5)));
         });
     }
 

@@ -505,7 +505,7 @@ async fn supervise(
     remote: Weak<Remote>,
     stuck_after: Duration,
     conn: Arc<Conn>,
-    mut worker: Worker,
+    worker: Worker,
     mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
 ) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -518,7 +518,10 @@ async fn supervise(
         tokio::select! {
             frame = frames.next() => match frame {
                 Some(Ok(bytes)) => match wire::decode::<FromWorker>(&bytes) {
-                    Ok(FromWorker::Ready) => ready = true,
+                    Ok(FromWorker::Ready) => {
+                        ready = true;
+                        conn.out.reading_from(Instant::now());
+                    }
                     Ok(FromWorker::Pong { seq }) => {
                         if ping.is_some_and(|(sent, _)| sent == seq) {
                             ping = None;
@@ -543,7 +546,8 @@ async fn supervise(
             () = worker.exit.ended() => break Ending::Exited,
             () = conn.stop.notified() => break Ending::Stopped,
             _ = tick.tick() => {
-                if conn.out.stuck(Instant::now(), stuck_after) {
+                // While it loads, the rule below judges it instead.
+                if ready && conn.out.stuck(Instant::now(), stuck_after) {
                     break Ending::Killed(format!(
                         "stopped reading: {} bytes healer sent it went unread for {}",
                         conn.out.waiting(),
@@ -580,9 +584,17 @@ async fn supervise(
     };
     // The whole group (the worker, and whatever a plugin forked), while
     // the worker is not yet reaped: its pid cannot have been reused.
-    worker.exit.tracked.kill_group();
-    let status = tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await;
-    drop(worker.exit);
+    let Worker {
+        mut child,
+        exit,
+        said,
+    } = worker;
+    exit.tracked.kill_group();
+    let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    // Untracked only after the child is dropped: one not reaped by now is
+    // killed on drop while it still holds its pid.
+    drop(child);
+    drop(exit);
     let reason = match (ending, status) {
         (Ending::Stopped, _) => String::new(),
         (Ending::Killed(reason), _) => reason,
@@ -592,7 +604,7 @@ async fn supervise(
     };
     // Its last words on stderr often say why ("memory allocation of
     // 268435456 bytes failed").
-    let last_words = match worker.said {
+    let last_words = match said {
         Some(said) => tokio::time::timeout(Duration::from_millis(500), said)
             .await
             .ok()
