@@ -303,7 +303,7 @@ fn set_up(
     let mut problems = probed.problems;
     if !probed.sandbox.is_empty() {
         problems.push(format!(
-            "its sandbox is not fully enforced: {}",
+            "its sandbox is not as configured: {}",
             probed.sandbox.join("; ")
         ));
     }

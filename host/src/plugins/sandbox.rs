@@ -101,8 +101,8 @@ pub fn confine(sandbox: &Sandbox, package: &File) -> Result<Vec<String>, String>
         false => None,
     };
     match &sandbox.account {
-        Some(account) => become_user(account)?,
-        None => keep_capabilities(sandbox.capabilities)?,
+        Some(account) => become_user(account, &mut notes)?,
+        None => keep_capabilities(sandbox.capabilities, &mut notes)?,
     }
     if let Some(rules) = rules {
         let status = rules
@@ -116,10 +116,22 @@ pub fn confine(sandbox: &Sandbox, package: &File) -> Result<Vec<String>, String>
 }
 
 /// Cuts the capability bounding set to `kept` (bit n for capability n):
-/// nothing this process runs can gain more, even as root. Without the
-/// right to (healer is not root) there is nothing to bound: no capability
-/// can be gained under no_new_privs.
-fn bound_capabilities(kept: u64) -> Result<(), String> {
+/// nothing this process runs can gain more, even as root. Without
+/// CAP_SETPCAP it cannot be cut: a root healer that lacks it (a unit's
+/// `CapabilityBoundingSet=`) gets a note; one that is not root has no
+/// capability to bound (and none can be gained under no_new_privs).
+fn bound_capabilities(kept: u64, notes: &mut Vec<String>) -> Result<(), String> {
+    let may = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
+        .unwrap_or(false);
+    if !may {
+        if nix::unistd::geteuid().is_root() {
+            notes.push(
+                "healer lacks CAP_SETPCAP, so the capability bounding set is not cut (what it keeps in its permitted and effective sets is)"
+                    .to_owned(),
+            );
+        }
+        return Ok(());
+    }
     for cap in 0..64u32 {
         if kept & (1 << cap) != 0 {
             continue;
@@ -130,16 +142,13 @@ fn bound_capabilities(kept: u64) -> Result<(), String> {
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
         if dropped != 0 {
             let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                // Past the kernel's last capability.
-                Some(libc::EINVAL) => return Ok(()),
-                Some(libc::EPERM) if !nix::unistd::geteuid().is_root() => return Ok(()),
-                _ => {
-                    return Err(format!(
-                        "cannot drop capability {cap} from its bounding set: {err}"
-                    ))
-                }
+            // Past the kernel's last capability: done.
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                return Ok(());
             }
+            return Err(format!(
+                "cannot drop capability {cap} from its bounding set: {err}"
+            ));
         }
     }
     Ok(())
@@ -147,8 +156,8 @@ fn bound_capabilities(kept: u64) -> Result<(), String> {
 
 /// A worker that stays root: its bounding, inheritable, permitted and
 /// effective sets cut to `kept`.
-fn keep_capabilities(kept: u64) -> Result<(), String> {
-    bound_capabilities(kept)?;
+fn keep_capabilities(kept: u64, notes: &mut Vec<String>) -> Result<(), String> {
+    bound_capabilities(kept, notes)?;
     // Effective first: it may never hold more than permitted.
     for set in [
         caps::CapSet::Effective,
@@ -172,7 +181,7 @@ fn keep_capabilities(kept: u64) -> Result<(), String> {
 
 /// Becomes `account` for good: groups, group, user, each for the real,
 /// effective and saved ids; then checks that root cannot come back.
-fn become_user(account: &Account) -> Result<(), String> {
+fn become_user(account: &Account, notes: &mut Vec<String>) -> Result<(), String> {
     use nix::unistd::{getresgid, getresuid, setgroups, setresgid, setresuid, Gid, Uid};
     if !nix::unistd::geteuid().is_root() {
         return Err(format!(
@@ -180,7 +189,7 @@ fn become_user(account: &Account) -> Result<(), String> {
             account.name
         ));
     }
-    bound_capabilities(0)?;
+    bound_capabilities(0, notes)?;
     let (uid, gid) = (Uid::from_raw(account.uid), Gid::from_raw(account.gid));
     let groups: Vec<Gid> = account.groups.iter().copied().map(Gid::from_raw).collect();
     let named = |what: &str, err: nix::Error| {
