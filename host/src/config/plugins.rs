@@ -380,14 +380,13 @@ impl Plugins {
             let group = own.map_or(self.group.as_ref(), |own| own.group.as_ref());
             let capabilities =
                 own.map_or(self.capabilities.as_ref(), |own| own.capabilities.as_ref());
-            let same_table_user = own.map_or(self.user.as_ref(), |own| own.user.as_ref());
             if let (Some(group), None) = (group, user) {
                 problems.push((Some(group.span().start), format!(
                     "{table} group {:?} needs a `user` to go with it (a worker that stays root keeps root's groups)",
                     group.get_ref().name
                 )));
             }
-            if let (Some(caps), Some(user)) = (capabilities, same_table_user) {
+            if let (Some(caps), Some(user)) = (capabilities, user) {
                 if user.get_ref().uid != 0 {
                     problems.push((Some(caps.span().start), format!(
                         "{table} capabilities: a worker that runs as user {:?} keeps no capabilities; remove `capabilities`, or the `user`",
@@ -542,5 +541,64 @@ mod tests {
         assert!(plugins.problems()[0]
             .1
             .contains("sha256 must be 64 hex digits"));
+    }
+
+    #[test]
+    fn a_package_run_as_a_user_keeps_no_capabilities_and_root_keeps_all_but_five() {
+        let plugins: Plugins = toml::from_str(
+            "[package.\"a.so\"]\nuser = \"nobody\"\nread_only = [\"/var/log\"]\n\
+             [package.\"b.so\"]\ncapabilities = [\"CAP_KILL\", \"net_bind_service\"]\nenv = [\"SECRET\"]\n",
+        )
+        .unwrap();
+        assert!(plugins.problems().is_empty(), "{:?}", plugins.problems());
+        let nobody = plugins.policy("a.so").sandbox;
+        let account = nobody.account.clone().unwrap();
+        assert_eq!((account.name.as_str(), account.uid), ("nobody", 65534));
+        assert!(account.groups.contains(&account.gid));
+        assert_eq!(nobody.capabilities, 0);
+        assert_eq!(nobody.read_only, Some(vec![PathBuf::from("/var/log")]));
+        assert!(nobody.landlocked());
+        let named = plugins.policy("b.so");
+        assert_eq!(named.sandbox.capabilities, (1 << 5) | (1 << 10));
+        assert_eq!(named.env, ["SECRET"]);
+        assert!(!named.sandbox.landlocked());
+        let default = plugins.policy("c.so").sandbox;
+        assert_eq!(default.account, None);
+        let dropped = (1u64 << 16) | (1 << 17) | (1 << 22) | (1 << 32) | (1 << 33);
+        assert_eq!(default.capabilities, !dropped);
+        assert_eq!(Capabilities::parse(&["all"]), Ok(Capabilities(u64::MAX)));
+    }
+
+    #[test]
+    fn sandbox_keys_that_contradict_each_other_are_refused_where_written() {
+        let text = "[package.\"a.so\"]\ngroup = \"root\"\n\
+                    [package.\"b.so\"]\nisolation = \"in-process\"\nread_write = [\"/tmp\"]\n\
+                    [package.\"c.so\"]\nuser = \"nobody\"\ncapabilities = [\"CAP_KILL\"]\n";
+        let plugins: Plugins = toml::from_str(text).unwrap();
+        let problems = plugins.problems();
+        let line_of = |at: Option<usize>| text[..at.unwrap()].lines().count();
+        let messages: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|(at, m)| (line_of(*at), m.as_str()))
+            .collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(
+            messages[0].1.contains("group \"root\" needs a `user`"),
+            "{messages:?}"
+        );
+        assert_eq!(messages[0].0, 2);
+        assert!(messages[1]
+            .1
+            .contains("read_write confines a plugin worker, but this package runs inside healer"));
+        assert_eq!(messages[1].0, 5);
+        assert!(messages[2].1.contains("keeps no capabilities"));
+        assert_eq!(messages[2].0, 8);
+        let unknown = toml::from_str::<Plugins>("user = \"no-such-user-19\"\n").unwrap_err();
+        assert!(
+            unknown
+                .message()
+                .contains("no user named \"no-such-user-19\""),
+            "{unknown}"
+        );
     }
 }
