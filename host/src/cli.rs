@@ -180,6 +180,10 @@ pub enum Command {
         /// The file's name in the plugins directory, for --serve.
         #[arg(long, value_name = "FILE")]
         shown_as: Option<PathBuf>,
+        /// What the worker confines itself to before it loads the package
+        /// (JSON).
+        #[arg(long, value_name = "JSON")]
+        sandbox: Option<String>,
     },
 }
 
@@ -192,10 +196,11 @@ pub fn run(cli: Cli) -> ExitCode {
             ref serve,
             ref identity,
             ref shown_as,
+            ref sandbox,
         } => match (probe, serve, identity, shown_as) {
-            (Some(file), _, _, _) => crate::worker::probe(file),
+            (Some(file), _, _, _) => crate::worker::probe(file, sandbox.as_deref()),
             (None, Some(file), Some(identity), Some(shown)) => {
-                crate::plugins::serve::serve(file, identity, shown)
+                crate::plugins::serve::serve(file, identity, shown, sandbox.as_deref())
             }
             _ => fail("healer worker is started by healer itself (--probe FILE or --serve FILE)"),
         },

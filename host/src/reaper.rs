@@ -3,9 +3,13 @@
 //! reaps it when it dies, instead of relying on PID 1 (which, on some
 //! machines, does not reap promptly and leaves zombies that look alive).
 //!
-//! Children that plugins wait for themselves are reaped by their owner at
-//! once; a child seen as a zombie in two sweeps in a row has no owner and
-//! is reaped here.
+//! The children healer waits for itself (plugin workers and probes) are
+//! tracked (`plugins::children`) and never reaped here: their owner reaps
+//! them, after it has killed their process group, so no group is ever
+//! signalled by a pid that was reaped and reused. Children that plugins
+//! loaded in-process wait for themselves are reaped by their owner at
+//! once; any other child seen as a zombie in two sweeps in a row has no
+//! owner and is reaped here.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -14,6 +18,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 use tracing::{debug, warn};
+
+use crate::plugins::children;
 
 /// How often orphaned zombies are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -37,13 +43,23 @@ pub async fn reap_orphans(mut shutdown: watch::Receiver<bool>) {
             .into_iter()
             .filter(|&pid| is_zombie(pid))
             .collect();
-        for &pid in zombies_now.intersection(&zombies_before) {
+        reap_orphans_among(&zombies_before, &zombies_now);
+        zombies_before = zombies_now;
+    }
+}
+
+/// Reaps the zombies seen in both sweeps that nobody in healer tracks.
+fn reap_orphans_among(before: &HashSet<i32>, now: &HashSet<i32>) {
+    children::while_tracked(|tracked| {
+        for &pid in now.intersection(before) {
+            if tracked.contains(&pid) {
+                continue;
+            }
             if let Ok(status) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 debug!(pid, ?status, "reaped an orphaned child");
             }
         }
-        zombies_before = zombies_now;
-    }
+    });
 }
 
 /// This process's children, from every thread's `children` list.
@@ -70,4 +86,45 @@ fn is_zombie(pid: i32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::time::Instant;
+
+    fn until_zombie(pid: i32) {
+        let started = Instant::now();
+        while !is_zombie(pid) {
+            assert!(started.elapsed() < Duration::from_secs(10), "{pid} exits");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_sweep_reaps_an_untracked_zombie_but_never_a_tracked_one() {
+        let (mut worker, tracked) = children::spawn(
+            || Command::new("sh").args(["-c", "exit 3"]).spawn(),
+            |c| Some(c.id()),
+        )
+        .unwrap();
+        // Reaped by the sweep, not by a wait of ours: that is the point.
+        #[allow(clippy::zombie_processes)]
+        let orphan = Command::new("sh").args(["-c", "exit 4"]).spawn().unwrap();
+        let (worker_pid, orphan_pid) = (tracked.pid(), orphan.id() as i32);
+        until_zombie(worker_pid);
+        until_zombie(orphan_pid);
+
+        let zombies: HashSet<i32> = [worker_pid, orphan_pid].into();
+        reap_orphans_among(&zombies, &zombies);
+
+        assert!(!is_zombie(orphan_pid), "the untracked zombie was reaped");
+        assert!(
+            is_zombie(worker_pid),
+            "the tracked one is left to its owner"
+        );
+        assert_eq!(worker.wait().unwrap().code(), Some(3), "its owner reaps it");
+        drop(tracked);
+    }
 }

@@ -36,6 +36,7 @@ const PACKAGES: &[&str] = &[
     "healer-fixture-ctor-hangs",
     "healer-fixture-hostile",
     "healer-fixture-hostile-worker",
+    "healer-fixture-chatty",
 ];
 
 /// The workspace root (the parent of this crate).

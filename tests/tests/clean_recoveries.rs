@@ -48,7 +48,7 @@ fn a_command_sees_none_of_healers_secrets() {
     let n8n = Receiver::start(Answer::Status(200));
     let port = free_port();
     let body = format!(
-        "{}\n[intake]\nbind = \"127.0.0.1:{port}\"\ntoken_env = \"HEALER_TEST_TOKEN\"\n\n[workflow.notify]\nsteps = [{{ plugin = \"webhook\", url = \"{}\", hmac_secret_env = \"HOOK_SECRET\" }}]\n",
+        "{}\n[intake]\nbind = \"127.0.0.1:{port}\"\ntoken_env = \"HEALER_TEST_TOKEN\"\n\n[workflow.notify]\nsteps = [{{ plugin = \"webhook\", url = \"{}\", hmac_secret_env = \"HOOK_SECRET\" }}]\n\n{WEBHOOK_GETS_ITS_SECRET}",
         never_running(
             dir.path(),
             &format!(r#"["sh", "-c", "env > {}"]"#, seen.display()),
@@ -251,12 +251,18 @@ fn a_pidfile_healer_may_not_read_is_unknown_and_never_recovered() {
     let _ = service.wait();
 }
 
+/// The webhook's worker is handed `HOOK_SECRET` (its `hmac_secret_env`);
+/// no other worker, and no command, sees it.
+const WEBHOOK_GETS_ITS_SECRET: &str =
+    "[plugins.package.\"libhealer_plugin_webhook.so\"]\nenv = [\"HOOK_SECRET\"]\n";
+
 fn webhook_workflow(dir: &Path, url: &str, extra: &str) -> (Daemon, u16, tempfile::TempDir) {
     let plugins = plugins_dir_with(&["healer-plugin-webhook"]);
     let port = free_port();
     let body = format!(
         "\n[intake]\nbind = \"127.0.0.1:{port}\"\n[[reflex]]\nmatch = \"x.*\"\nworkflow = \"hook\"\n\
-         [workflow.hook]\nsteps = [{{ plugin = \"webhook\", url = \"{url}\", retries = 0{extra} }}]\n"
+         [workflow.hook]\nsteps = [{{ plugin = \"webhook\", url = \"{url}\", retries = 0{extra} }}]\n\n\
+         {WEBHOOK_GETS_ITS_SECRET}"
     );
     let config = fast_config(dir, plugins.path(), &body);
     let daemon = Daemon::start_under(&config, &["env", "HOOK_SECRET=hmac-s3cret"]);

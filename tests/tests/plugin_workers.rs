@@ -422,3 +422,61 @@ fn a_diagnoser_in_a_worker_is_handed_no_more_history_than_it_asks_for_and_all_wh
         "a diagnoser that asked for 2 was handed more"
     );
 }
+
+#[test]
+fn a_worker_printing_100_mb_grows_the_log_by_under_1_mb_and_says_how_many_lines_it_dropped() {
+    let plugins = plugins_dir_with(&["healer-fixture-chatty"]);
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("printed");
+    let body = format!(
+        "[[target]]\nname = \"chatty\"\nmonitor = {{ plugin = \"chatty\", megabytes = 100, done = \"{}\" }}\n",
+        done.display()
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for(
+        "a first check",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, .. } if target == "chatty"),
+    );
+    let before = std::fs::metadata(&daemon.log).map_or(0, |meta| meta.len());
+    wait_until("100 MB are printed", Duration::from_secs(300), || {
+        done.exists().then_some(())
+    });
+    // Every dropped line is counted, in lines of the log saying so.
+    let dropped = |log: &str| -> u64 {
+        log.lines()
+            .filter_map(|line| {
+                let (_, rest) =
+                    line.split_once("plugin worker for libhealer_fixture_chatty.so printed ")?;
+                rest.split_once(" more lines; dropped")?
+                    .0
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let shown = |log: &str| {
+        log.lines()
+            .filter(|line| line.contains("plugin worker printed: chatty plugin says"))
+            .count() as u64
+    };
+    let printed = 100 * 10_000;
+    let log = wait_until(
+        "every line is logged or counted",
+        Duration::from_secs(60),
+        || {
+            let log = daemon.log_text();
+            (dropped(&log) + shown(&log) == printed).then_some(log)
+        },
+    );
+    let grown = std::fs::metadata(&daemon.log).unwrap().len() - before;
+    println!(
+        "100 MB printed: the log grew by {grown} bytes, {} lines shown, {} dropped",
+        shown(&log),
+        dropped(&log)
+    );
+    assert!(grown < 1 << 20, "the log grew by {grown} bytes");
+    assert!(dropped(&log) > printed * 9 / 10);
+    assert!(daemon.is_running());
+}

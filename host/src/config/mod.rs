@@ -26,7 +26,10 @@ use toml::Spanned;
 
 pub use alerts::{AlertSink, SinkKind, DEFAULT_RESEND_EVERY};
 pub use intake::{HostName, Intake, Reflex, Step, Workflow, MIN_TOKEN_CHARS};
-pub use plugins::{PackagePolicy, PackageSettings, Plugins, Size};
+pub use plugins::{
+    Account, Capabilities, PackagePolicy, PackageSettings, Plugins, Sandbox, Size,
+    DROPPED_BY_DEFAULT,
+};
 pub use source::did_you_mean;
 pub use source::Location;
 use source::{with_hint, Source};
@@ -470,8 +473,8 @@ impl Config {
         check.healer(&healer);
         check.store(&raw.store);
         let plugins_at = check.source.text().find("[plugins").unwrap_or(0);
-        for problem in raw.plugins.problems() {
-            check.error(plugins_at, problem);
+        for (at, problem) in raw.plugins.problems() {
+            check.error(at.unwrap_or(plugins_at), problem);
         }
         let targets: Vec<Target> = raw
             .targets

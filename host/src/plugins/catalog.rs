@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::identity;
 use super::loader::{load_opened, LoadError, Package, PluginInfo};
-use super::probe::{probe_all, Probed, PROBE_WITHIN};
+use super::probe::{probe_all, Probed, ToProbe, PROBE_WITHIN};
 use super::remote::Remote;
 use super::Isolation;
 use crate::config::{did_you_mean, Config, ConfigError, PackagePolicy, Plugins};
@@ -98,9 +98,13 @@ impl Catalog {
                 Err(reason) => catalog.errors.push(LoadError::new(&file, reason)),
             }
         }
-        let targets: Vec<PathBuf> = resolved
+        let targets: Vec<ToProbe> = resolved
             .iter()
-            .map(|(_, target, _)| target.clone())
+            .map(|(_, target, policy)| ToProbe {
+                file: target.clone(),
+                sandbox: policy.sandbox.clone(),
+                env: policy.env.clone(),
+            })
             .collect();
         let verdicts = probe_all(exe, &targets, PROBE_WITHIN);
         let mut owners: HashMap<(PluginKind, String), PathBuf> = HashMap::new();
@@ -296,7 +300,13 @@ fn set_up(
             ));
         }
     }
-    let problems = probed.problems;
+    let mut problems = probed.problems;
+    if !probed.sandbox.is_empty() {
+        problems.push(format!(
+            "its sandbox is not as configured: {}",
+            probed.sandbox.join("; ")
+        ));
+    }
     let package = match policy.isolation {
         Isolation::InProcess => {
             let opened = identity::open(target).map_err(|reason| LoadError::new(file, reason))?;

@@ -8,11 +8,15 @@
 
 pub mod bounds;
 mod catalog;
+pub mod children;
 pub mod identity;
 mod instance;
 mod loader;
+mod outbox;
+mod output;
 pub mod probe;
 mod remote;
+pub mod sandbox;
 pub mod serve;
 pub mod wire;
 

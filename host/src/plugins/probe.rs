@@ -9,6 +9,12 @@
 //! The child answers with one line, [`ANSWER`] followed by a JSON
 //! [`Verdict`]; anything else it prints (a constructor may print) is
 //! ignored.
+//!
+//! A probe runs in its package's sandbox (the same environment allowlist,
+//! user, capabilities and Landlock rules as its workers, see
+//! [`super::sandbox`]), so a constructor never runs with more than the
+//! package's plugins will; what the kernel cannot enforce of it comes back
+//! in the verdict, for healer to say at start.
 
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -19,8 +25,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::children::{self, Tracked};
 use super::identity::Identity;
+use super::sandbox::environment;
 use super::PluginInfo;
+use crate::config::Sandbox;
 
 /// How long a package may take to load in its probe.
 pub const PROBE_WITHIN: Duration = Duration::from_secs(5);
@@ -62,6 +71,9 @@ pub struct Probed {
     pub plugins: Vec<PluginInfo>,
     /// One line per plugin whose sample config its plugin rejects.
     pub problems: Vec<String>,
+    /// What of its sandbox the kernel does not enforce, one note each.
+    #[serde(default)]
+    pub sandbox: Vec<String>,
 }
 
 /// Why a probe says no: one line, and the loader's full text if any.
@@ -80,9 +92,17 @@ impl Refusal {
     }
 }
 
+/// A file to probe, in the sandbox and with the variables its workers get.
+#[derive(Clone, Debug)]
+pub struct ToProbe {
+    pub file: PathBuf,
+    pub sandbox: Sandbox,
+    pub env: Vec<String>,
+}
+
 /// Probes each file with `healer` (the binary at `exe`), at most
 /// [`AT_ONCE`] at a time, each within `limit`; the results in order.
-pub fn probe_all(exe: &Path, files: &[PathBuf], limit: Duration) -> Vec<Result<Probed, Refusal>> {
+pub fn probe_all(exe: &Path, files: &[ToProbe], limit: Duration) -> Vec<Result<Probed, Refusal>> {
     let mut results = Vec::with_capacity(files.len());
     for batch in files.chunks(AT_ONCE) {
         let started: Vec<_> = batch.iter().map(|file| Probe::start(exe, file)).collect();
@@ -97,23 +117,30 @@ pub fn probe_all(exe: &Path, files: &[PathBuf], limit: Duration) -> Vec<Result<P
 /// One probe under way.
 struct Probe {
     child: Child,
+    /// Tracked until reaped: the reaper leaves it alone.
+    tracked: Tracked,
     stdout: mpsc::Receiver<Vec<u8>>,
     stderr: mpsc::Receiver<Vec<u8>>,
 }
 
 impl Probe {
-    fn start(exe: &Path, file: &Path) -> Result<Probe, Refusal> {
-        let mut child = Command::new(exe)
+    fn start(exe: &Path, probing: &ToProbe) -> Result<Probe, Refusal> {
+        let sandbox = serde_json::to_string(&probing.sandbox).unwrap_or_default();
+        let mut command = Command::new(exe);
+        command
             .arg("worker")
             .arg("--probe")
-            .arg(file)
+            .arg(&probing.file)
+            .arg("--sandbox")
+            .arg(sandbox)
             .stdin(Stdio::null())
-            .env(crate::worker::PARENT, std::process::id().to_string())
+            .env_clear()
+            .envs(environment(&probing.env))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own group: whatever a constructor forks is killed with it.
-            .process_group(0)
-            .spawn()
+            .process_group(0);
+        let (mut child, tracked) = children::spawn(|| command.spawn(), |child| Some(child.id()))
             .map_err(|err| {
                 Refusal::new(format!(
                     "cannot be probed: starting {} worker --probe failed: {err}",
@@ -124,25 +151,28 @@ impl Probe {
         let stderr = drain(child.stderr.take());
         Ok(Probe {
             child,
+            tracked,
             stdout,
             stderr,
         })
     }
 
     fn finish(mut self, deadline: Instant, limit: Duration) -> Result<Probed, Refusal> {
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Ok(None) | Err(_) => break None,
+        // Seen to end, not reaped: its pid (its group's id) stays taken
+        // until the group is killed.
+        let exited = loop {
+            if children::has_exited(self.tracked.pid()) {
+                break true;
             }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         };
         // The whole group: a hung constructor, and anything it forked.
-        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.child.wait();
+        self.tracked.kill_group();
+        let status = self.child.wait().ok().filter(|_| exited);
+        drop(self.tracked);
         // A descendant that left the group may hold the pipes: wait briefly.
         let grace = Duration::from_millis(200);
         let stdout = self.stdout.recv_timeout(grace).unwrap_or_default();
@@ -236,6 +266,7 @@ mod tests {
             sdk_version: "1.1.0".into(),
             plugins: Vec::new(),
             problems: Vec::new(),
+            sandbox: Vec::new(),
         };
         let line = format!(
             "hello from a constructor\n{ANSWER}{}\n",

@@ -13,6 +13,14 @@
 //! its calls fail at once until its file changes (and probes clean again)
 //! or healer restarts.
 //!
+//! A worker starts in its package's sandbox (see [`super::sandbox`]), is
+//! tracked from spawn to reap (see [`super::children`]: the reaper leaves
+//! it alone, and its process group is killed before it is reaped), gets
+//! what healer sends it through a bounded outbox (see [`super::outbox`]: a
+//! worker that leaves it unread for `stuck_after` is stuck, like one that
+//! misses its heartbeat), and has what it prints relayed to healer's log
+//! at a limited rate (see [`super::output`]).
+//!
 //! Instances are numbered by healer and created in the worker on first
 //! use; after a restart each is created again, from the config it was
 //! created with, on its next call. A push monitor's pushes flow back on
@@ -28,25 +36,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use healer_plugin_sdk::{Duration as Written, Finding, Observation, Outcome, Recovery};
-use tokio::io::AsyncRead;
+use tokio::io::unix::AsyncFd;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LinesCodec, LinesCodecError};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::bounds::Findings;
+use super::children::{self, Tracked};
 use super::identity::Identity;
 use super::instance::{
     Backend, Call as Pending, Checked, Diagnosis, Instance, Observed, Observing, WorkerHealth,
 };
-use super::probe::{probe_all, signal_name, PROBE_WITHIN};
+use super::outbox::{self, Outbox};
+use super::output::{self, Allowance};
+use super::probe::{probe_all, signal_name, ToProbe, PROBE_WITHIN};
+use super::sandbox::environment;
 use super::wire::{self, Answer, Call, FromWorker, Observe, Seen, ToWorker};
 use super::PluginKind;
-use crate::config::PackagePolicy;
+use crate::config::{PackagePolicy, Sandbox};
 use crate::events::{Event, Events};
 
 /// The descriptor a worker finds its end of the socketpair on.
@@ -106,6 +117,12 @@ pub struct Remote {
     /// The sha256 the config pins the file to.
     pin: Option<String>,
     limits: WorkerLimits,
+    /// What its workers confine themselves to.
+    sandbox: Sandbox,
+    /// Variables of healer's environment its workers are handed.
+    env: Vec<String>,
+    /// How much its workers may print to healer's log.
+    allowance: Arc<Allowance>,
     state: Mutex<State>,
     /// Wakes push monitors waiting for a worker to come back.
     restarted: Notify,
@@ -135,7 +152,7 @@ struct State {
 struct Conn {
     generation: u64,
     pid: u32,
-    out: mpsc::UnboundedSender<Bytes>,
+    out: Outbox,
     open: Mutex<Open>,
     /// Stop the worker: the package is no longer used.
     stop: Notify,
@@ -156,8 +173,9 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Conn {
-    fn send(&self, message: &ToWorker) {
-        let _ = self.out.send(wire::encode(message));
+    /// Sends `message`; `false` when the outbox has no room for it.
+    fn send(&self, message: &ToWorker) -> bool {
+        self.out.send(wire::encode(message)).is_ok()
     }
 
     fn deliver(&self, message: FromWorker) {
@@ -217,6 +235,9 @@ impl Remote {
             exe: exe.to_owned(),
             pin: policy.sha256.clone(),
             limits: policy.limits,
+            sandbox: policy.sandbox.clone(),
+            env: policy.env.clone(),
+            allowance: Allowance::new(),
             state: Mutex::new(State {
                 identity,
                 conn: None,
@@ -288,9 +309,14 @@ impl Remote {
     /// Probes the file again after it changed; lifts the quarantine when it
     /// probes clean (and matches its pin, if it has one).
     async fn reprobe(&self) {
-        let (exe, target) = (self.exe.clone(), self.target.clone());
+        let exe = self.exe.clone();
+        let probing = ToProbe {
+            file: self.target.clone(),
+            sandbox: self.sandbox.clone(),
+            env: self.env.clone(),
+        };
         let verdict = tokio::task::spawn_blocking(move || {
-            probe_all(&exe, std::slice::from_ref(&target), PROBE_WITHIN).pop()
+            probe_all(&exe, std::slice::from_ref(&probing), PROBE_WITHIN).pop()
         })
         .await
         .ok()
@@ -341,6 +367,7 @@ impl Remote {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|err| fail("socketpair", err))?;
         let identity = serde_json::to_string(&state.identity).unwrap_or_default();
+        let sandbox = serde_json::to_string(&self.sandbox).unwrap_or_default();
         let mut command = tokio::process::Command::new(&self.exe);
         command
             .arg("worker")
@@ -350,16 +377,17 @@ impl Remote {
             .arg(identity)
             .arg("--shown-as")
             .arg(&self.shown)
+            .arg("--sandbox")
+            .arg(sandbox)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env(crate::worker::PARENT, std::process::id().to_string())
+            // Nothing of healer's environment but the allowlist.
+            .env_clear()
+            .envs(environment(&self.env))
             // Its own group: whatever a plugin forks is killed with it.
             .process_group(0)
-            .kill_on_drop(true)
-            // glibc reserves 64 MiB of address space per thread arena;
-            // under an RLIMIT_AS that would be the limit, not the plugin.
-            .env("MALLOC_ARENA_MAX", "2");
+            .kill_on_drop(true);
         // Only the soft limit: what a plugin starts (a service, by a
         // recovery) gets the hard one back (the SDK's command runner).
         let (fd, memory) = (theirs.as_raw_fd(), self.limits.memory);
@@ -369,22 +397,25 @@ impl Remote {
         unsafe {
             command.pre_exec(move || hand_over(fd, memory));
         }
-        let mut child = command.spawn().map_err(|err| fail("spawn", err))?;
+        let (mut child, tracked) =
+            children::spawn(|| command.spawn(), Child::id).map_err(|err| fail("spawn", err))?;
+        let (name, allowance) = (&self.name, &self.allowance);
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(relay_output(self.name.clone(), stdout));
+            tokio::spawn(output::relay(name.clone(), Arc::clone(allowance), stdout));
         }
         let said = child
             .stderr
             .take()
-            .map(|stderr| tokio::spawn(relay_output(self.name.clone(), stderr)));
+            .map(|stderr| tokio::spawn(output::relay(name.clone(), Arc::clone(allowance), stderr)));
         drop(theirs);
         ours.set_nonblocking(true)
             .map_err(|err| fail("socket", err))?;
         let stream = tokio::net::UnixStream::from_std(ours).map_err(|err| fail("socket", err))?;
         let (read, write) = stream.into_split();
-        let (out, outbox) = mpsc::unbounded_channel();
+        let (out, frames) = Outbox::new(outbox::BUDGET);
         state.generation += 1;
         let pid = child.id().unwrap_or(0);
+        let exit = Exit::watch(tracked);
         let conn = Arc::new(Conn {
             generation: state.generation,
             pid,
@@ -392,13 +423,13 @@ impl Remote {
             open: Mutex::new(Open::default()),
             stop: Notify::new(),
         });
-        tokio::spawn(wire::write_frames(write, outbox));
+        tokio::spawn(outbox::write(write, frames));
         let frames = FramedRead::new(read, wire::codec());
         tokio::spawn(supervise(
             self.me.clone(),
             self.limits.stuck_after,
             Arc::clone(&conn),
-            (child, said),
+            Worker { child, exit, said },
             frames,
         ));
         state.conn = Some(Arc::clone(&conn));
@@ -414,13 +445,68 @@ impl Remote {
     }
 }
 
+/// A worker process as its supervisor holds it.
+struct Worker {
+    child: Child,
+    exit: Exit,
+    /// What it printed last on stderr, once that ends.
+    said: Option<JoinHandle<Option<String>>>,
+}
+
+/// How a supervisor sees its worker end without reaping it (a pidfd, or
+/// a look every 100 ms without one), so the worker's process group can be
+/// killed while the exited worker still holds the group's id.
+struct Exit {
+    tracked: Tracked,
+    pidfd: Option<AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+impl Exit {
+    fn watch(tracked: Tracked) -> Exit {
+        let pidfd = rustix::process::Pid::from_raw(tracked.pid())
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            })
+            // SAFETY: the pidfd was just opened and is owned by the
+            // `AsyncFd`, which keeps it open, as the same descriptor, until
+            // it is dropped.
+            .and_then(|pidfd| unsafe { AsyncFd::register(pidfd) }.ok());
+        Exit { tracked, pidfd }
+    }
+
+    /// Returns once the worker has ended (it stays unreaped).
+    async fn ended(&self) {
+        match &self.pidfd {
+            // A pidfd is readable once its process has exited.
+            Some(pidfd) => {
+                let _ = pidfd.readable().await;
+            }
+            None => {
+                while !children::has_exited(self.tracked.pid()) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Why a supervisor stopped watching its worker.
+enum Ending {
+    /// It ended by itself: its exit status says how.
+    Exited,
+    /// It is killed for this.
+    Killed(String),
+    /// Its package is no longer used.
+    Stopped,
+}
+
 /// Reads the worker's messages and watches it until it ends, or until its
 /// package is no longer used.
 async fn supervise(
     remote: Weak<Remote>,
     stuck_after: Duration,
     conn: Arc<Conn>,
-    (mut child, said): (Child, Option<JoinHandle<Option<String>>>),
+    worker: Worker,
     mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
 ) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -429,19 +515,21 @@ async fn supervise(
     let mut seq = 0;
     // Pings start once the worker has loaded its package.
     let (started, mut ready) = (Instant::now(), false);
-    let mut exited = None;
-    let reason = loop {
+    let ending = loop {
         tokio::select! {
             frame = frames.next() => match frame {
                 Some(Ok(bytes)) => match wire::decode::<FromWorker>(&bytes) {
-                    Ok(FromWorker::Ready) => ready = true,
+                    Ok(FromWorker::Ready) => {
+                        ready = true;
+                        conn.out.reading_from(Instant::now());
+                    }
                     Ok(FromWorker::Pong { seq }) => {
                         if ping.is_some_and(|(sent, _)| sent == seq) {
                             ping = None;
                         }
                     }
                     Ok(message) => conn.deliver(message),
-                    Err(err) => break format!("broke the protocol: it sent {err}"),
+                    Err(err) => break Ending::Killed(format!("broke the protocol: it sent {err}")),
                 },
                 ended => {
                     // Closed or reset (a worker that dies with a ping
@@ -450,55 +538,71 @@ async fn supervise(
                         Some(Err(err)) => format!("broke the protocol: {err}"),
                         _ => "closed its socket".to_owned(),
                     };
-                    match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
-                        Ok(Ok(status)) => {
-                            exited = Some(status);
-                            break describe_exit(status);
-                        }
-                        _ => break otherwise,
+                    match tokio::time::timeout(Duration::from_millis(500), worker.exit.ended()).await {
+                        Ok(()) => break Ending::Exited,
+                        Err(_) => break Ending::Killed(otherwise),
                     }
                 }
             },
-            status = child.wait() => match status {
-                Ok(status) => {
-                    exited = Some(status);
-                    break describe_exit(status);
-                }
-                Err(err) => break format!("cannot be waited for: {err}"),
-            },
-            () = conn.stop.notified() => break String::new(),
-            _ = tick.tick() => match ping {
-                _ if !ready => {
-                    if started.elapsed() >= PROBE_WITHIN + stuck_after {
-                        break format!(
-                            "did not finish loading its package within {}",
-                            humantime::format_duration(PROBE_WITHIN + stuck_after)
-                        );
-                    }
-                }
-                Some((_, sent)) if sent.elapsed() >= stuck_after => {
-                    break format!(
-                        "stopped answering: no heartbeat for {} (a plugin task that spins or blocks the package's runtime?)",
+            () = worker.exit.ended() => break Ending::Exited,
+            () = conn.stop.notified() => break Ending::Stopped,
+            _ = tick.tick() => {
+                // While it loads, the rule below judges it instead.
+                if ready && conn.out.stuck(Instant::now(), stuck_after) {
+                    break Ending::Killed(format!(
+                        "stopped reading: {} bytes healer sent it went unread for {}",
+                        conn.out.waiting(),
                         humantime::format_duration(stuck_after)
-                    );
+                    ));
                 }
-                Some(_) => {}
-                None => {
-                    seq += 1;
-                    ping = Some((seq, Instant::now()));
-                    conn.send(&ToWorker::Ping { seq });
+                match ping {
+                    _ if !ready => {
+                        if started.elapsed() >= PROBE_WITHIN + stuck_after {
+                            break Ending::Killed(format!(
+                                "did not finish loading its package within {}",
+                                humantime::format_duration(PROBE_WITHIN + stuck_after)
+                            ));
+                        }
+                    }
+                    Some((_, sent)) if sent.elapsed() >= stuck_after => {
+                        break Ending::Killed(format!(
+                            "stopped answering: no heartbeat for {} (a plugin task that spins or blocks the package's runtime?)",
+                            humantime::format_duration(stuck_after)
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seq += 1;
+                        // A ping with no room waits for the next tick; a
+                        // full outbox is judged above.
+                        if conn.send(&ToWorker::Ping { seq }) {
+                            ping = Some((seq, Instant::now()));
+                        }
+                    }
                 }
             },
         }
     };
-    // The whole group: the worker, and whatever a plugin forked.
-    if conn.pid > 0 {
-        let group = nix::unistd::Pid::from_raw(conn.pid as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-    }
-    if exited.is_none() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-    }
+    // The whole group (the worker, and whatever a plugin forked), while
+    // the worker is not yet reaped: its pid cannot have been reused.
+    let Worker {
+        mut child,
+        exit,
+        said,
+    } = worker;
+    exit.tracked.kill_group();
+    let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    // Untracked only after the child is dropped: one not reaped by now is
+    // killed on drop while it still holds its pid.
+    drop(child);
+    drop(exit);
+    let reason = match (ending, status) {
+        (Ending::Stopped, _) => String::new(),
+        (Ending::Killed(reason), _) => reason,
+        (Ending::Exited, Ok(Ok(status))) => describe_exit(status),
+        (Ending::Exited, Ok(Err(err))) => format!("cannot be waited for: {err}"),
+        (Ending::Exited, Err(_)) => "ended, but could not be reaped".to_owned(),
+    };
     // Its last words on stderr often say why ("memory allocation of
     // 268435456 bytes failed").
     let last_words = match said {
@@ -625,7 +729,15 @@ impl Remote {
             id,
             answered: false,
         };
-        let _ = conn.out.send(frame);
+        if let Err(full) = conn.out.send(frame) {
+            // Never sent: nothing to cancel in the worker.
+            waiting.answered = true;
+            lock(&conn.open).calls.remove(&id);
+            return Err(format!(
+                "plugin worker for {} is not reading what healer sends it ({} bytes wait); the call is refused",
+                self.name, full.waiting
+            ));
+        }
         let answer = answer.await;
         waiting.answered = true;
         answer.unwrap_or_else(|_| Err(format!("plugin worker for {} went away", self.name)))
@@ -644,7 +756,7 @@ impl Drop for Creating<'_> {
     fn drop(&mut self) {
         if !self.created {
             lock(&self.conn.open).pushes.remove(&self.id);
-            self.conn.send(&ToWorker::Drop { instance: self.id });
+            let _ = self.conn.send(&ToWorker::Drop { instance: self.id });
         }
     }
 }
@@ -661,43 +773,9 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if !self.answered {
             lock(&self.conn.open).calls.remove(&self.id);
-            self.conn.send(&ToWorker::Cancel { id: self.id });
+            let _ = self.conn.send(&ToWorker::Cancel { id: self.id });
         }
     }
-}
-
-/// Logs what a worker prints (a plugin's own prints, a Rust
-/// panic or allocation failure message), one warning per line of at most
-/// 1 KiB; returns the last line that says something (not a backtrace).
-async fn relay_output(package: String, output: impl AsyncRead + Unpin) -> Option<String> {
-    let mut lines = FramedRead::new(output, LinesCodec::new_with_max_length(1024));
-    let mut last = None;
-    loop {
-        match lines.next().await {
-            Some(Ok(line)) => {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                tracing::warn!(package = %package, "plugin worker printed: {line}");
-                if !is_backtrace(&line) {
-                    last = Some(line.trim().to_owned());
-                }
-            }
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => continue,
-            Some(Err(_)) | None => return last,
-        }
-    }
-}
-
-/// A line of a Rust backtrace, or its notes: not what went wrong.
-fn is_backtrace(line: &str) -> bool {
-    let line = line.trim_start();
-    line.starts_with("note:")
-        || line.starts_with("stack backtrace:")
-        || line.starts_with("at ")
-        || line.split_once(':').is_some_and(|(frame, _)| {
-            !frame.is_empty() && frame.bytes().all(|b| b.is_ascii_digit())
-        })
 }
 
 /// "killed by SIGSEGV", "exited with status 0".
@@ -1056,7 +1134,7 @@ impl Drop for RemoteInstance {
         let state = lock(&self.remote.state);
         if let Some(conn) = state.conn.as_ref().filter(|c| c.generation == generation) {
             lock(&conn.open).pushes.remove(&instance);
-            conn.send(&ToWorker::Drop { instance });
+            let _ = conn.send(&ToWorker::Drop { instance });
         }
     }
 }

@@ -1,7 +1,8 @@
-//! `healer worker --serve FILE`: the worker's side. It loads the one
-//! package healer probed (only if the file is still the one probed), then
-//! serves healer's calls from its socketpair on [`WORKER_FD`] until healer
-//! closes it or dies (the worker is killed with healer: PR_SET_PDEATHSIG).
+//! `healer worker --serve FILE`: the worker's side. It confines itself
+//! (its sandbox: see [`super::sandbox`]), loads the one package healer
+//! probed (only if the file is still the one probed), then serves healer's
+//! calls from its socketpair on [`WORKER_FD`] until healer closes it or
+//! dies (the worker is killed with healer: see [`crate::worker::Parent`]).
 //!
 //! Each call runs as its own task, so many are in flight at once; a
 //! cancelled call's task is aborted. A ping is answered once the package's
@@ -31,12 +32,12 @@ use super::load_opened;
 use super::remote::{lock, WORKER_FD};
 use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Observe, Seen, ToWorker};
 
-/// `healer worker --serve FILE --identity JSON --shown-as NAME`.
-pub fn serve(file: &Path, identity: &str, shown: &Path) -> ExitCode {
-    // Dies with healer, and never outlives a healer that died before this.
-    if crate::worker::orphaned() {
+/// `healer worker --serve FILE --identity JSON --shown-as NAME [--sandbox JSON]`.
+pub fn serve(file: &Path, identity: &str, shown: &Path, sandbox: Option<&str>) -> ExitCode {
+    // Never outlives a healer that died before this.
+    let Some(parent) = crate::worker::Parent::find() else {
         return ExitCode::FAILURE;
-    }
+    };
     let refuse = |reason: String| {
         eprintln!("healer worker: {}: {reason}", shown.display());
         ExitCode::from(2)
@@ -52,6 +53,14 @@ pub fn serve(file: &Path, identity: &str, shown: &Path) -> ExitCode {
     if opened.identity != expected {
         return refuse("changed since it was probed; not loaded".to_owned());
     }
+    // The probe said at start what of the sandbox the kernel lacks.
+    let confined = crate::worker::sandbox_of(sandbox)
+        .and_then(|sandbox| super::sandbox::confine(&sandbox, &opened.file));
+    if let Err(err) = confined {
+        return refuse(format!("cannot be sandboxed: {err}"));
+    }
+    // Dies with healer from here on.
+    parent.die_with();
     let package = match load_opened(opened, shown) {
         Ok(package) => package,
         Err(err) => return refuse(err.reason),

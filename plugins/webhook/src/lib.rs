@@ -118,7 +118,7 @@ retry_backoff = "500ms"                         # before the first retry; double
             }
             (Some(var), None) => {
                 let secret = std::env::var(var).map_err(|_| {
-                    format!("`hmac_secret_env`: the environment variable {var} is not set")
+                    format!("`hmac_secret_env`: the environment variable {var} is not set (a plugin worker sees only the variables its package's `env` names: add env = [\"{var}\"] under [plugins.package.\"libhealer_plugin_webhook.so\"])")
                 })?;
                 if secret.is_empty() {
                     return Err(empty_secret("hmac_secret_env", &format!("{var} is empty")));
