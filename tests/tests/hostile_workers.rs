@@ -183,6 +183,22 @@ fn ten_observations_with_summaries_of_4_mib_leave_healers_memory_log_and_store_s
     hostile_answers_leave_healer_small("big_summary", true);
 }
 
+/// Details that parse into 16 times their text (`[0,0,…]`): 2 MiB of them
+/// in a check, 64 findings of 16 KiB each in a diagnosis, and twice as
+/// many diagnoses as asked for: healer parses none of what it would not
+/// read (a check diagnosed in its worker), refuses the check whose details
+/// are mostly values (UNKNOWN), refuses the answer with too many diagnoses
+/// and parses at most 64 KiB of the findings' details of one answer.
+#[test]
+fn ten_checks_whose_details_parse_sixteenfold_leave_healers_memory_small_diagnosed_in_the_worker() {
+    hostile_answers_leave_healer_small("big_details", true);
+}
+
+#[test]
+fn ten_checks_whose_details_parse_sixteenfold_leave_healers_memory_small_diagnosed_by_healer() {
+    hostile_answers_leave_healer_small("big_details", false);
+}
+
 /// Runs a target on a worker in `mode` (10 hostile answers, then OK) until
 /// healer has taken in the OK, and holds healer's RSS, log and store to
 /// their bounds.

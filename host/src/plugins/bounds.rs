@@ -14,6 +14,8 @@
 //! odd characters) is not cut but refused: the diagnosis fails and the
 //! check concludes nothing, as any plugin error does.
 
+use std::borrow::Cow;
+
 use healer_plugin_sdk::{Finding, Observation, Outcome};
 
 /// The longest summary (of an observation, a finding or an outcome) and
@@ -23,8 +25,20 @@ pub const TEXT_BYTES: usize = 1024;
 /// The longest finding kind, in bytes.
 pub const KIND_BYTES: usize = healer_plugin_sdk::KIND_BYTES;
 
-/// The longest details (JSON text) of an observation, finding or outcome.
+/// The longest details (JSON text) of one finding or outcome, or of an
+/// observation a monitor pushed.
 pub const DETAILS_BYTES: usize = 16 * 1024;
+
+/// The most details (JSON text) of all the findings of one answer: parsed
+/// details take several times their text (a `[0,0,…]` sixteen times), so
+/// what one answer costs is held as a whole.
+pub const FINDING_DETAILS_PER_ANSWER: usize = 64 * 1024;
+
+/// The longest details of an observation a check answered: what a monitor
+/// saw, for the diagnosers (the `logscan` monitor hands them up to 1 MiB
+/// of log lines). A worker that diagnoses its own checks keeps them: they
+/// never cross to healer.
+pub const OBSERVATION_DETAILS_BYTES: usize = 2 * 1024 * 1024;
 
 /// The longest metric name and unit.
 pub const METRIC_NAME_BYTES: usize = 128;
@@ -93,19 +107,111 @@ pub fn error(mut text: String) -> String {
 }
 
 /// Details as JSON text (how they cross from a package, in a worker's
-/// message or through the ABI), held to [`DETAILS_BYTES`]: longer ones are
+/// message or through the ABI), held to `limit` bytes: longer ones are
 /// replaced by a JSON string saying how long they were (a cut JSON text
-/// would not parse). Details are held here, before they are parsed, and
-/// nowhere else: parsed details are not measured again.
-pub fn details_text(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= DETAILS_BYTES {
-        return std::borrow::Cow::Borrowed(text);
+/// would not parse). Details are held as text, before they are parsed,
+/// and nowhere else: parsed details are not measured again.
+pub fn details_text(text: &str, limit: usize) -> Cow<'_, str> {
+    if text.len() <= limit {
+        return Cow::Borrowed(text);
     }
-    std::borrow::Cow::Owned(format!(
-        "\"details of {} bytes left out: more than the {} KiB healer takes\"",
-        text.len(),
-        DETAILS_BYTES >> 10
-    ))
+    Cow::Owned(left_out(text.len(), limit))
+}
+
+fn left_out(bytes: usize, limit: usize) -> String {
+    format!("\"details of {bytes} bytes left out: more than the {limit} bytes healer takes\"")
+}
+
+/// How long the details were that [`details_text`] left out, when `text`
+/// is its note.
+fn left_out_of(text: &str) -> Option<usize> {
+    let rest = text.strip_prefix("\"details of ")?;
+    let (bytes, rest) = rest.split_once(' ')?;
+    rest.starts_with("bytes left out: ")
+        .then(|| bytes.parse().ok())
+        .flatten()
+}
+
+/// A check's details (JSON text), refused when they were left out as
+/// over [`OBSERVATION_DETAILS_BYTES`] (a diagnoser handed the note instead
+/// of what the monitor saw would find nothing, and a check that could not
+/// hand on its evidence must conclude nothing: the check fails, UNKNOWN),
+/// or when they hold more than [`OBSERVATION_DETAILS_VALUES`] JSON values
+/// (`[0,0,0,…]` parses into 16 times its text).
+pub fn check_details(text: &str) -> Result<(), String> {
+    let bytes = match text.len() > OBSERVATION_DETAILS_BYTES {
+        true => Some(text.len()),
+        false => left_out_of(text),
+    };
+    if let Some(bytes) = bytes {
+        return Err(format!(
+            "the monitor answered details of {bytes} bytes, more than the {} MiB healer takes from a check",
+            OBSERVATION_DETAILS_BYTES >> 20
+        ));
+    }
+    if text.len() > OBSERVATION_DETAILS_VALUES && !at_most_values(text, OBSERVATION_DETAILS_VALUES)
+    {
+        return Err(format!(
+            "the monitor answered details of more than {OBSERVATION_DETAILS_VALUES} JSON values, more than healer takes from a check"
+        ));
+    }
+    Ok(())
+}
+
+/// The most JSON values (numbers, strings, arrays, objects, members) the
+/// details of a check may hold.
+pub const OBSERVATION_DETAILS_VALUES: usize = 65_536;
+
+/// Whether JSON `text` holds at most `most` values, counted as the
+/// separators outside strings (`,` `:` `[` `{`): one pass, nothing parsed.
+fn at_most_values(text: &str, most: usize) -> bool {
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b',' | b':' | b'[' | b'{' => {
+                values += 1;
+                if values > most {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+/// What is left of [`FINDING_DETAILS_PER_ANSWER`] for the findings of one
+/// answer, taken finding by finding.
+pub struct DetailsBudget(usize);
+
+impl Default for DetailsBudget {
+    fn default() -> DetailsBudget {
+        DetailsBudget(FINDING_DETAILS_PER_ANSWER)
+    }
+}
+
+impl DetailsBudget {
+    /// One finding's details (JSON text): as they are if they fit what is
+    /// left (and [`DETAILS_BYTES`]), else the note that they were left out.
+    pub fn take<'a>(&mut self, text: &'a str) -> Cow<'a, str> {
+        let limit = DETAILS_BYTES.min(self.0);
+        if text.len() <= limit {
+            self.0 -= text.len();
+            Cow::Borrowed(text)
+        } else {
+            Cow::Owned(left_out(text.len(), limit))
+        }
+    }
 }
 
 /// An observation held to the limits.
@@ -179,13 +285,55 @@ mod tests {
     #[test]
     fn details_over_the_limit_become_a_note_that_still_parses() {
         let big = format!("{{\"blob\": \"{}\"}}", "y".repeat(1 << 20));
-        let held = details_text(&big);
+        let held = details_text(&big, DETAILS_BYTES);
         let parsed: serde_json::Value = serde_json::from_str(&held).unwrap();
         assert!(
             parsed.as_str().unwrap().contains("1048588 bytes left out"),
             "{parsed}"
         );
-        assert_eq!(details_text("{\"a\":1}"), "{\"a\":1}");
+        assert_eq!(details_text("{\"a\":1}", DETAILS_BYTES), "{\"a\":1}");
+    }
+
+    #[test]
+    fn a_check_whose_details_were_left_out_is_refused() {
+        let big = "[0]".repeat(OBSERVATION_DETAILS_BYTES);
+        let note = details_text(&big, OBSERVATION_DETAILS_BYTES);
+        for text in [big.as_str(), note.as_ref()] {
+            let err = check_details(text).unwrap_err();
+            assert!(
+                err.contains(&format!("details of {} bytes", big.len())),
+                "{err}"
+            );
+        }
+        assert!(check_details("{\"lines\":[\"ok\"]}").is_ok());
+        assert!(check_details("\"details of many bytes\"").is_ok());
+    }
+
+    #[test]
+    fn a_check_whose_details_would_parse_into_far_more_than_their_text_is_refused() {
+        let zeros = format!("[{}0]", "0,".repeat(OBSERVATION_DETAILS_VALUES));
+        assert!(zeros.len() < OBSERVATION_DETAILS_BYTES);
+        let err = check_details(&zeros).unwrap_err();
+        assert!(err.contains("JSON values"), "{err}");
+        // A mebibyte of log lines, commas and brackets inside them: fine.
+        let line = "\"GET /a,b,c [x] {y} \\\" 200\"";
+        let lines = format!("{{\"lines\":[{}]}}", vec![line; 40_000].join(","));
+        assert!(lines.len() > 1 << 20);
+        assert!(check_details(&lines).is_ok());
+    }
+
+    #[test]
+    fn the_findings_of_one_answer_share_one_details_budget() {
+        let mut budget = DetailsBudget::default();
+        let full = format!("\"{}\"", "x".repeat(DETAILS_BYTES - 102));
+        let kept = (0..10)
+            .filter(|_| matches!(budget.take(&full), Cow::Borrowed(_)))
+            .count();
+        assert_eq!(kept, FINDING_DETAILS_PER_ANSWER / DETAILS_BYTES);
+        assert!(
+            matches!(budget.take("null"), Cow::Borrowed(_)),
+            "a small one still fits"
+        );
     }
 
     #[test]

@@ -469,7 +469,10 @@ impl Instance for Local {
                 return Err(not_a("monitor"));
             };
             match monitor.check().await.into_result() {
-                Ok(seen) => Ok(Observation::from(held_details(seen))),
+                Ok(seen) => {
+                    bounds::check_details(&seen.details)?;
+                    Ok(Observation::from(seen))
+                }
                 Err(err) => Err(err.into_string()),
             }
         })
@@ -484,7 +487,7 @@ impl Instance for Local {
                 .next_push()
                 .await
                 .into_option()
-                .map(|seen| Observation::from(held_details(seen)))
+                .map(|seen| Observation::from(held_details(seen, bounds::DETAILS_BYTES)))
         })
     }
 
@@ -515,13 +518,16 @@ impl Instance for Local {
             match diagnosis.await.into_result() {
                 // All of them: a worker serving this call sends them all
                 // and healer counts what it leaves out as it decodes.
-                Ok(findings) => Ok(findings
-                    .into_iter()
-                    .map(|mut found| {
-                        found.details = bounds::details_text(&found.details).as_ref().into();
-                        Finding::from(found)
-                    })
-                    .collect()),
+                Ok(findings) => {
+                    let mut budget = bounds::DetailsBudget::default();
+                    Ok(findings
+                        .into_iter()
+                        .map(|mut found| {
+                            found.details = budget.take(&found.details).as_ref().into();
+                            Finding::from(found)
+                        })
+                        .collect())
+                }
                 Err(err) => Err(err.into_string()),
             }
         })
@@ -536,7 +542,9 @@ impl Instance for Local {
                 .map_err(|err| format!("cannot encode the recovery request: {err}"))?;
             match recoverer.recover(RString::from(json)).await.into_result() {
                 Ok(mut outcome) => {
-                    outcome.details = bounds::details_text(&outcome.details).as_ref().into();
+                    outcome.details = bounds::details_text(&outcome.details, bounds::DETAILS_BYTES)
+                        .as_ref()
+                        .into();
                     Ok(Outcome::from(outcome))
                 }
                 Err(err) => Err(err.into_string()),
@@ -546,10 +554,10 @@ impl Instance for Local {
 }
 
 /// An observation from the ABI with its details (JSON text, parsed on
-/// conversion) held to the limit before they are parsed.
-fn held_details(mut seen: ObservationFfi) -> ObservationFfi {
-    if seen.details.len() > bounds::DETAILS_BYTES {
-        seen.details = bounds::details_text(&seen.details).as_ref().into();
+/// conversion) held to `limit` before they are parsed.
+fn held_details(mut seen: ObservationFfi, limit: usize) -> ObservationFfi {
+    if seen.details.len() > limit {
+        seen.details = bounds::details_text(&seen.details, limit).as_ref().into();
     }
     seen
 }

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use healer_plugin_sdk::{Duration as Written, Finding, Observation, Outcome, Recovery};
+use healer_plugin_sdk::{Duration as Written, Observation, Outcome, Recovery};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::process::Child;
@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use super::bounds::Findings;
+use super::bounds::{self, Findings};
 use super::children::{self, Tracked};
 use super::identity::Identity;
 use super::instance::{
@@ -188,9 +188,14 @@ impl Conn {
             }
             FromWorker::Push { instance, seen } => {
                 let last = seen.is_none();
-                if let Some(pushes) = open.pushes.get(&instance) {
-                    // A full backlog drops the observation, as in-process.
-                    let _ = pushes.try_send(seen.map(|seen| Box::new(Observation::from(seen))));
+                // A full backlog drops the observation, as in-process,
+                // before anything of it is parsed; what waits there is
+                // held to the smaller limit of a push.
+                if let Some(Ok(slot)) = open.pushes.get(&instance).map(|p| p.try_reserve()) {
+                    slot.send(seen.map(|mut seen| {
+                        seen.hold_details(bounds::DETAILS_BYTES);
+                        Box::new(Observation::from(seen))
+                    }));
                 }
                 if last {
                     open.pushes.remove(&instance);
@@ -997,6 +1002,7 @@ impl RemoteInstance {
             }
             placed.push(id);
         }
+        let placed_count = placed.len();
         let call = Call::Observe(Observe {
             monitor,
             pushed: observing.pushed.map(Seen::from),
@@ -1005,10 +1011,22 @@ impl RemoteInstance {
             keep: u32::try_from(observing.keep).unwrap_or(u32::MAX),
             within_us: u64::try_from(observing.within.as_micros()).unwrap_or(u64::MAX),
         });
+        let asked = placed_count;
         match self.remote.call_on(&conn, call).await? {
+            // More diagnoses than asked for is a worker out of step, or
+            // one making healer convert what nobody reads.
+            Answer::Observed { diagnoses, .. } if diagnoses.len() > asked => Err(format!(
+                "plugin worker for {} broke the protocol: it answered {} diagnoses where {asked} were asked for",
+                self.remote.name,
+                diagnoses.len()
+            )),
             Answer::Observed { checked, diagnoses } => Ok(Observed {
                 checked: match checked {
-                    wire::Checked::Seen(seen) => Checked::Seen(Observation::from(seen)),
+                    // Its worker diagnosed it: its details are not
+                    // healer's to read (nor to parse).
+                    wire::Checked::Seen(seen) => {
+                        Checked::Seen(seen.into_observation_without_details())
+                    }
                     wire::Checked::Failed(error) => Checked::Failed(error),
                     wire::Checked::TimedOut => Checked::TimedOut,
                 },
@@ -1035,10 +1053,16 @@ fn unexpected<T>(answer: Answer, asked: &str) -> Result<T, String> {
     ))
 }
 
-/// Findings as decoded, with the count of those left out.
+/// Findings as decoded, with the count of those left out; their details
+/// parsed within the budget of one answer.
 fn findings(found: wire::FoundList) -> Findings {
+    let mut budget = bounds::DetailsBudget::default();
     Findings {
-        kept: found.kept.into_iter().map(Finding::from).collect(),
+        kept: found
+            .kept
+            .into_iter()
+            .map(|found| found.into_finding(&mut budget))
+            .collect(),
         dropped: found.dropped,
     }
 }
@@ -1051,7 +1075,7 @@ impl Instance for RemoteInstance {
     fn check(&self) -> Pending<'_, Result<Observation, String>> {
         Box::pin(async move {
             match self.call(|instance| Call::Check { instance }).await? {
-                Answer::Seen(seen) => Ok(Observation::from(seen)),
+                Answer::Seen(seen) => seen.into_checked(),
                 other => unexpected(other, "a check"),
             }
         })

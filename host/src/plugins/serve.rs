@@ -363,8 +363,10 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
     }
     let seen = Seen::from(&latest);
     remember_here(&seen);
+    // The details stay here with the history: healer reads only the
+    // status, summary and metrics of a check diagnosed in its worker.
     Ok(Answer::Observed {
-        checked: wire::Checked::Seen(seen),
+        checked: wire::Checked::Seen(seen.without_details()),
         diagnoses,
     })
 }

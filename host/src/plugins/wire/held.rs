@@ -49,19 +49,31 @@ pub fn kind<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_str(Cut(bounds::KIND_BYTES + 4))
 }
 
-/// Details (JSON text): [`bounds::details_text`].
+/// A finding's or an outcome's details (JSON text):
+/// [`bounds::DETAILS_BYTES`].
 pub fn details<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    struct Details;
-    impl<'de> Visitor<'de> for Details {
-        type Value = String;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("JSON text")
-        }
-        fn visit_str<E>(self, text: &str) -> Result<String, E> {
-            Ok(bounds::details_text(text).into_owned())
-        }
+    d.deserialize_str(Details(bounds::DETAILS_BYTES))
+}
+
+/// An observation's details (JSON text):
+/// [`bounds::OBSERVATION_DETAILS_BYTES`].
+pub fn observed_details<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_str(Details(bounds::OBSERVATION_DETAILS_BYTES))
+}
+
+/// Reads details, held to a limit ([`bounds::details_text`]).
+struct Details(usize);
+
+impl<'de> Visitor<'de> for Details {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON text")
     }
-    d.deserialize_str(Details)
+
+    fn visit_str<E>(self, text: &str) -> Result<String, E> {
+        Ok(bounds::details_text(text, self.0).into_owned())
+    }
 }
 
 /// An error a worker answers instead of a reply.
@@ -138,15 +150,27 @@ impl Serialize for FoundList {
 
 impl<'de> Deserialize<'de> for FoundList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FoundList, D::Error> {
-        let (kept, dropped) =
-            d.deserialize_seq(Capped::<Found, FoundSkip>::new(bounds::FINDINGS_PER_ANSWER))?;
+        let (borrowed, dropped) = d.deserialize_seq(Capped::<FoundSkip, FoundSkip>::new(
+            bounds::FINDINGS_PER_ANSWER,
+        ))?;
+        // Copied from the frame only now, the details of all of them
+        // within the one budget of an answer.
+        let mut budget = bounds::DetailsBudget::default();
+        let kept = borrowed
+            .into_iter()
+            .map(|found| Found {
+                kind: bounds::cut(found.kind, bounds::KIND_BYTES + 4),
+                severity: found.severity,
+                summary: bounds::cut(found.summary, bounds::TEXT_BYTES),
+                details: budget.take(found.details).into_owned(),
+            })
+            .collect();
         Ok(FoundList { kept, dropped })
     }
 }
 
-/// A [`Found`] walked over: nothing copied.
+/// A [`Found`] as it lies in the frame: nothing copied.
 #[derive(Deserialize)]
-#[allow(dead_code)] // Read only to move past it.
 pub(super) struct FoundSkip<'a> {
     kind: &'a str,
     severity: Status,

@@ -10,7 +10,9 @@
 //!
 //! What a worker sends is outside input: it is held to the plugin limits
 //! ([`super::bounds`]) as it is decoded ([`held`]), so a frame of 16 MiB
-//! costs its own buffer and no more.
+//! costs its own buffer and at most a copy of what is kept of it; details
+//! are parsed (which can take many times their text) only within the
+//! limits of what healer reads.
 
 mod held;
 
@@ -24,6 +26,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 
+use super::bounds::{self, DetailsBudget};
 use super::PluginKind;
 
 pub use held::FoundList;
@@ -214,7 +217,7 @@ pub struct Seen {
     /// (name, value, unit)
     #[serde(deserialize_with = "held::metrics")]
     metrics: Vec<(String, f64, String)>,
-    #[serde(deserialize_with = "held::details")]
+    #[serde(deserialize_with = "held::observed_details")]
     details: String,
 }
 
@@ -327,6 +330,67 @@ impl From<&Finding> for Found {
             severity: found.severity,
             summary: found.summary.clone(),
             details: details_to_text(&found.details),
+        }
+    }
+}
+
+impl Found {
+    /// The finding, its details taken from `budget`: what the findings of
+    /// one answer may hold in all.
+    pub fn into_finding(self, budget: &mut DetailsBudget) -> Finding {
+        Finding {
+            details: details_from_text(&budget.take(&self.details)),
+            kind: self.kind,
+            severity: self.severity,
+            summary: self.summary,
+        }
+    }
+}
+
+impl Found {
+    /// This finding with `details` (JSON text) as they are: what a worker
+    /// may send, for the tests of what healer does with it.
+    pub fn with_details(self, details: String) -> Found {
+        Found { details, ..self }
+    }
+}
+
+impl Seen {
+    /// This observation without its details: what a worker that diagnosed
+    /// a check itself sends back (healer reads only the status, summary
+    /// and metrics of such a check; the details stay with the diagnosers).
+    pub fn without_details(&self) -> Seen {
+        Seen {
+            status: self.status,
+            summary: self.summary.clone(),
+            metrics: self.metrics.clone(),
+            details: String::new(),
+        }
+    }
+
+    /// The observation a check answered: an error when its details were
+    /// left out ([`bounds::check_details`]).
+    pub fn into_checked(self) -> Result<Observation, String> {
+        bounds::check_details(&self.details)?;
+        Ok(Observation::from(self))
+    }
+
+    /// The observation without its details, which are not parsed.
+    pub fn into_observation_without_details(mut self) -> Observation {
+        self.details = String::new();
+        Observation::from(self)
+    }
+
+    /// This observation with `details` (JSON text) as they are: what a
+    /// worker may send, for the tests of what healer does with it.
+    pub fn with_details(self, details: String) -> Seen {
+        Seen { details, ..self }
+    }
+
+    /// Holds its details to `limit` bytes ([`bounds::details_text`]).
+    pub fn hold_details(&mut self, limit: usize) {
+        if self.details.len() > limit {
+            self.details = bounds::details_text(&self.details, limit).into_owned();
         }
     }
 }
