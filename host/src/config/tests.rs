@@ -260,3 +260,20 @@ fn an_absurd_duration_is_refused_at_its_line() {
         );
     }
 }
+
+#[test]
+fn a_reflex_map_cut_short_is_blamed_on_its_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("reflex_map.yml"),
+        "anomalies:\n  - name: \"api_latency.coinbase.high\"\n    workflow",
+    )
+    .unwrap();
+    let text = "[intake]\nreflex_map = \"reflex_map.yml\"\n";
+    let errors = Config::parse(&dir.path().join("healer.toml"), text.to_owned()).unwrap_err();
+    let shown = errors.to_string();
+    assert!(
+        shown.contains("reflex_map.yml:3:1: could not find expected ':'"),
+        "{shown}"
+    );
+}
