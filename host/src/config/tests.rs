@@ -277,3 +277,25 @@ fn a_reflex_map_cut_short_is_blamed_on_its_last_line() {
         "{shown}"
     );
 }
+
+#[test]
+fn an_error_quoting_a_key_with_a_newline_is_one_line() {
+    let errors = parse("[healer]\n\"inter\\nval\" = \"5s\"\n").unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("healer.toml:2:1: unknown field `inter\\nval`"),
+        "{}",
+        errors[0]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("map.yml"), "\"anoma\\nlies\": []\n").unwrap();
+    let text = "[intake]\nreflex_map = \"map.yml\"\n";
+    let errors = Config::parse(&dir.path().join("healer.toml"), text.to_owned()).unwrap_err();
+    let shown = errors.to_string();
+    assert!(
+        shown.contains("map.yml:1:1: unknown field `anoma\\nlies`, expected `anomalies`"),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+}
