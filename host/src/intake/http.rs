@@ -430,3 +430,17 @@ async fn alertmanager(
         Json(answer).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reports_numbers_read_back_from_its_record_as_they_were() {
+        let body = br#"{"name": "api.slow", "details": {"latency_ms": 233333333.66666666666669}}"#;
+        let report = read_anomaly(body, None).unwrap();
+        let recorded = crate::events::bounded(&report.details);
+        assert_eq!(recorded.to_value(), report.details);
+        assert_eq!(crate::events::Json::encode(&recorded.to_value()), recorded);
+    }
+}
