@@ -23,12 +23,6 @@ fn main() {
                 .detail("url", "http://127.0.0.1/"),
         )
     };
-    let found = || {
-        vec![
-            Found::from(&Finding::critical("http.down", "refused").detail("code", 0)),
-            Found::from(&Finding::warning("http.slow", "812 ms")),
-        ]
-    };
     let from_worker = [
         ("ready", FromWorker::Ready),
         ("pong", FromWorker::Pong { seq: 7 }),
@@ -91,6 +85,33 @@ fn main() {
                     checked: Checked::Failed("connection refused".to_owned()),
                     diagnoses: Vec::new(),
                 }),
+            },
+        ),
+        // Beyond the plugin limits: a summary of 2 KiB, details of 17 KiB,
+        // 80 metrics, 100 findings, one kind that cannot name an issue.
+        (
+            "reply-seen-beyond-limits",
+            FromWorker::Reply {
+                id: 8,
+                answer: Ok(Answer::Seen(Seen::from(
+                    &(0..80)
+                        .fold(Observation::critical("s".repeat(2048)), |seen, i| {
+                            seen.metric(format!("m{i}"), f64::from(i), "ms")
+                        })
+                        .detail("blob", "b".repeat(17 << 10)),
+                ))),
+            },
+        ),
+        (
+            "reply-findings-beyond-limits",
+            FromWorker::Reply {
+                id: 9,
+                answer: Ok(Answer::Findings(
+                    (0..100)
+                        .map(|i| Found::from(&Finding::critical(format!("flood.k{i}"), "s")))
+                        .chain([Found::from(&Finding::critical("not a kind!", "s"))])
+                        .collect(),
+                )),
             },
         ),
         (
@@ -170,6 +191,16 @@ fn main() {
     }
     // What healer reads from a worker's socket: frames one after another.
     std::fs::write(dir.join("from-worker-stream"), &stream).expect("a seed");
+}
+
+/// Two findings, as the list the wire carries them in.
+fn found<List: FromIterator<Found>>() -> List {
+    [
+        Found::from(&Finding::critical("http.down", "refused").detail("code", 0)),
+        Found::from(&Finding::warning("http.slow", "812 ms")),
+    ]
+    .into_iter()
+    .collect()
 }
 
 fn call(call: Call) -> ToWorker {
