@@ -3,20 +3,25 @@
 //! message to healer (a plugin is an adversary), the same as healer's
 //! message to a worker, and the bytes as a stream of length-delimited
 //! frames (the codec with `MAX_FRAME`). What decodes is turned into the
-//! host's types as healer (`plugins/remote.rs`) and the worker
-//! (`plugins/serve.rs`) do, with wire.rs's own conversions.
+//! host's types as healer does (`plugins/remote.rs`: wire.rs's
+//! conversions; `plugins/instance.rs`: `plugins::bounds` at the handles)
+//! and as the worker does (`plugins/serve.rs`).
 //!
-//! Invariants: no panic; a decoded message encodes again, and that
-//! encoding decodes to the same encoding and is no longer than the bytes
-//! read (what healer holds is bounded by what it was sent); a kept
+//! Invariants: no panic; what healer takes from a worker is within the
+//! plugin limits (`plugins::bounds`: texts, metrics, findings per answer,
+//! diagnoses per answer, kinds that can name an issue), and a refused
+//! answer's error is one line; a decoded message encodes again to no more
+//! bytes than were read, and that encoding survives another round; a kept
 //! observation always decodes.
 
 #![no_main]
 
 use bytes::BytesMut;
+use healer::plugins::bounds::{self, Findings};
 use healer::plugins::wire::{
-    self, Answer, Call, Checked, Diagnosis, FromWorker, Seen, ToWorker, MAX_FRAME,
+    self, Answer, Call, Checked, Diagnosis, FoundList, FromWorker, Seen, ToWorker, MAX_FRAME,
 };
+use healer_fuzz::assert_one_line;
 use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use libfuzzer_sys::fuzz_target;
 use serde::{Deserialize, Serialize};
@@ -52,12 +57,13 @@ fn same_again<T: Serialize + for<'a> Deserialize<'a>>(read: usize, message: &T) 
 }
 
 /// What healer makes of a worker's message: `Conn::deliver` for pushes,
-/// and each call's handling of its answer in `RemoteInstance`.
+/// each call's handling of its answer in `RemoteInstance`, then the
+/// handles' `bounds`.
 fn as_healer_reads(message: FromWorker) {
     match message {
         FromWorker::Reply { answer, .. } => match answer {
             Ok(answer) => answered(answer),
-            Err(error) => keep(&error),
+            Err(error) => self::error(error),
         },
         FromWorker::Push { seen, .. } => {
             if let Some(seen) = seen {
@@ -69,32 +75,33 @@ fn as_healer_reads(message: FromWorker) {
 }
 
 fn answered(answer: Answer) {
+    let _ = answer.kind();
     match answer {
         Answer::Done => {}
         Answer::Seen(seen) => observation(Observation::from(seen)),
-        Answer::Findings(found) => {
-            for finding in found.into_iter().map(Finding::from) {
-                self::finding(finding);
-            }
+        Answer::Findings(found) => findings(found),
+        Answer::Outcome { summary, details } => {
+            let outcome = bounds::outcome(Outcome {
+                summary,
+                details: wire::details_from_text(&details),
+            });
+            assert!(
+                outcome.summary.len() <= bounds::TEXT_BYTES,
+                "an outcome's summary"
+            );
+            keep(&outcome);
         }
-        Answer::Outcome { summary, details } => keep(&Outcome {
-            summary,
-            details: wire::details_from_text(&details),
-        }),
         Answer::Observed { checked, diagnoses } => {
+            assert!(diagnoses.len() <= bounds::DIAGNOSES_PER_ANSWER, "diagnoses");
             match checked {
                 Checked::Seen(seen) => observation(Observation::from(seen)),
-                Checked::Failed(error) => keep(&error),
+                Checked::Failed(error) => self::error(error),
                 Checked::TimedOut => {}
             }
             for diagnosis in diagnoses {
                 match diagnosis {
-                    Diagnosis::Found(found) => {
-                        for finding in found.into_iter().map(Finding::from) {
-                            self::finding(finding);
-                        }
-                    }
-                    Diagnosis::Failed(error) => keep(&error),
+                    Diagnosis::Found(found) => findings(found),
+                    Diagnosis::Failed(error) => self::error(error),
                     Diagnosis::TimedOut => {}
                 }
             }
@@ -105,13 +112,60 @@ fn answered(answer: Answer) {
 /// An observation as healer records it (the board, events, the store:
 /// all JSON).
 fn observation(seen: Observation) {
+    let seen = bounds::observation(seen);
+    assert!(seen.summary.len() <= bounds::TEXT_BYTES, "a summary");
+    assert!(
+        seen.metrics.len() <= bounds::METRICS_PER_OBSERVATION,
+        "metrics"
+    );
+    for metric in &seen.metrics {
+        assert!(
+            metric.name.len() <= bounds::METRIC_NAME_BYTES,
+            "a metric name"
+        );
+        assert!(
+            metric.unit.len() <= bounds::METRIC_NAME_BYTES,
+            "a metric unit"
+        );
+    }
     let _ = seen.status.as_str();
     keep(&seen);
 }
 
-fn finding(finding: Finding) {
-    let _ = finding.severity.as_str();
-    keep(&finding);
+/// A diagnoser's findings as healer takes them: converted as `remote.rs`
+/// does, then held by `bounds::findings` (kinds checked).
+fn findings(found: FoundList) {
+    assert!(
+        found.kept.len() <= bounds::FINDINGS_PER_ANSWER,
+        "findings decoded"
+    );
+    let kept: Vec<Finding> = found.kept.into_iter().map(Finding::from).collect();
+    match bounds::findings(kept, found.dropped) {
+        Ok(Findings { kept, .. }) => {
+            assert!(kept.len() <= bounds::FINDINGS_PER_ANSWER, "findings taken");
+            for finding in &kept {
+                assert!(
+                    bounds::check_kind(&finding.kind).is_ok(),
+                    "kind {:?} taken",
+                    finding.kind
+                );
+                assert!(
+                    finding.summary.len() <= bounds::TEXT_BYTES,
+                    "a finding's summary"
+                );
+                let _ = finding.severity.as_str();
+                keep(finding);
+            }
+        }
+        Err(refused) => assert_one_line(&refused, "a refused diagnosis"),
+    }
+}
+
+/// A plugin's error, as healer shows it.
+fn error(text: String) {
+    let text = bounds::error(text);
+    assert!(text.len() <= bounds::TEXT_BYTES, "an error");
+    keep(&text);
 }
 
 /// Encodes what healer keeps as the store and the event log do.
@@ -164,16 +218,10 @@ fn kept(seen: &Seen) {
 fn frames(data: &[u8]) {
     let mut codec = wire::codec();
     let mut buffer = BytesMut::from(data);
-    loop {
-        match codec.decode(&mut buffer) {
-            Ok(Some(frame)) => {
-                assert!(frame.len() <= MAX_FRAME, "a frame beyond MAX_FRAME");
-                if let Ok(message) = wire::decode::<FromWorker>(&frame) {
-                    as_healer_reads(message);
-                }
-            }
-            Ok(None) => break,
-            Err(_) => break,
+    while let Ok(Some(frame)) = codec.decode(&mut buffer) {
+        assert!(frame.len() <= MAX_FRAME, "a frame beyond MAX_FRAME");
+        if let Ok(message) = wire::decode::<FromWorker>(&frame) {
+            as_healer_reads(message);
         }
     }
     let _ = codec.decode_eof(&mut buffer);
