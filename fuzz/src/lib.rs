@@ -52,10 +52,21 @@ steps = [{ plugin = "command", argv = ["true"] }]
 pub const SEED_REFLEX_MAP: &str = include_str!("../../config/reflex_map.yml");
 
 /// A directory of this process's own for config files and reflex maps.
+/// libFuzzer ends a run with `exit`, so nothing removes it then: those of
+/// runs that ended are removed here, when the next one starts.
 pub fn scratch() -> &'static Path {
+    const PREFIX: &str = "healer-fuzz-";
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("healer-fuzz-{}", std::process::id()));
+        let temp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&temp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(PREFIX));
+            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = temp.join(format!("{PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch directory");
         dir
     })
