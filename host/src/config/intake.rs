@@ -571,7 +571,10 @@ impl super::Checker<'_> {
         let map: SeedMap = match serde_yaml_ng::from_str(&text) {
             Ok(map) => map,
             Err(err) => {
-                let line = err.location().map(|l| l.line());
+                // libyaml puts the end of a file without a final newline
+                // on the line after its last: the end is on its last line.
+                let end = text.split('\n').count();
+                let line = err.location().map(|l| l.line().min(end));
                 let message = err.to_string();
                 let message = message
                     .split(" at line ")

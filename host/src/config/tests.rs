@@ -260,3 +260,42 @@ fn an_absurd_duration_is_refused_at_its_line() {
         );
     }
 }
+
+#[test]
+fn a_reflex_map_cut_short_is_blamed_on_its_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("reflex_map.yml"),
+        "anomalies:\n  - name: \"api_latency.coinbase.high\"\n    workflow",
+    )
+    .unwrap();
+    let text = "[intake]\nreflex_map = \"reflex_map.yml\"\n";
+    let errors = Config::parse(&dir.path().join("healer.toml"), text.to_owned()).unwrap_err();
+    let shown = errors.to_string();
+    assert!(
+        shown.contains("reflex_map.yml:3:1: could not find expected ':'"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_error_quoting_a_key_with_a_newline_is_one_line() {
+    let errors = parse("[healer]\n\"inter\\nval\" = \"5s\"\n").unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("healer.toml:2:1: unknown field `inter\\nval`"),
+        "{}",
+        errors[0]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("map.yml"), "\"anoma\\nlies\": []\n").unwrap();
+    let text = "[intake]\nreflex_map = \"map.yml\"\n";
+    let errors = Config::parse(&dir.path().join("healer.toml"), text.to_owned()).unwrap_err();
+    let shown = errors.to_string();
+    assert!(
+        shown.contains("map.yml:1:1: unknown field `anoma\\nlies`, expected `anomalies`"),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+}

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -173,8 +173,8 @@ fn close_after(response: &mut Response) {
     );
 }
 
-/// The checks every write endpoint makes; the body as JSON when they pass.
-async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
+/// The checks every write endpoint makes; the body's bytes when they pass.
+async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
     if let Some(token) = &intake.token {
         if let Err(refusal) = access::check_token(headers, token, false) {
             let message = match refusal {
@@ -215,7 +215,7 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Valu
     if declared.is_some_and(|length| length > MAX_BODY) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|err| {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|err| {
         let err = err.into_inner();
         if err.is::<http_body_util::LengthLimitError>() {
             too_large()
@@ -234,14 +234,34 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<Valu
             close_after(&mut response);
             response
         }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|err| {
-        error(
-            StatusCode::BAD_REQUEST,
-            &format!("the body is not valid JSON: {err}"),
-            None,
-        )
     })
+}
+
+/// A body refused with 400: what is wrong with it, and the field to blame
+/// when one is.
+#[derive(Debug, PartialEq)]
+pub struct BadRequest {
+    pub message: String,
+    pub field: Option<&'static str>,
+}
+
+impl BadRequest {
+    fn new(message: impl Into<String>, field: Option<&'static str>) -> BadRequest {
+        BadRequest {
+            message: message.into(),
+            field,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, &self.message, self.field)
+    }
+}
+
+/// A body that passed [`accept`]'s checks, as JSON.
+fn json(body: &[u8]) -> Result<Value, BadRequest> {
+    serde_json::from_slice(body)
+        .map_err(|err| BadRequest::new(format!("the body is not valid JSON: {err}"), None))
 }
 
 /// Whether the connection's deadline (an `io::Error` of kind `TimedOut`
@@ -281,58 +301,66 @@ fn dry_run(query: Option<&str>) -> Result<bool, String> {
     Ok(dry)
 }
 
+/// An `/anomaly` report as its body and query string give it.
+#[derive(Debug, PartialEq)]
+pub struct AnomalyReport {
+    pub name: String,
+    pub details: Value,
+    pub dry_run: bool,
+}
+
+/// Reads an `/anomaly` request's body (at most [`MAX_BODY`] bytes, once
+/// the token, content type and size are checked) and query string: the
+/// seed's `{"name": ..., "details": {...}}` and `?dry_run=`.
+pub fn read_anomaly(body: &[u8], query: Option<&str>) -> Result<AnomalyReport, BadRequest> {
+    let Value::Object(mut object) = json(body)? else {
+        return Err(BadRequest::new(
+            "the body must be a JSON object: {\"name\": \"...\", \"details\": {...}}",
+            None,
+        ));
+    };
+    let name =
+        match object.remove("name") {
+            Some(Value::String(name)) => name,
+            Some(_) => return Err(BadRequest::new("`name` must be a string", Some("name"))),
+            None => return Err(BadRequest::new(
+                "`name` is missing: {\"name\": \"api_latency.coinbase.high\", \"details\": {...}}",
+                Some("name"),
+            )),
+        };
+    check_name(&name).map_err(|message| BadRequest::new(message, Some("name")))?;
+    let details = match object.remove("details") {
+        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
+        Some(details @ Value::Object(_)) => details,
+        Some(_) => {
+            return Err(BadRequest::new(
+                "`details` must be a JSON object",
+                Some("details"),
+            ))
+        }
+    };
+    let dry_run = dry_run(query).map_err(|message| BadRequest::new(message, Some("dry_run")))?;
+    Ok(AnomalyReport {
+        name,
+        details,
+        dry_run,
+    })
+}
+
 async fn anomaly(
     State(intake): State<Arc<Intake>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let input = match accept(&intake, &headers, body).await {
-        Ok(input) => input,
+    let report = match accept(&intake, &headers, body).await {
+        Ok(body) => match read_anomaly(&body, query.as_deref()) {
+            Ok(report) => report,
+            Err(bad) => return bad.into_response(),
+        },
         Err(response) => return response,
     };
-    let Some(object) = input.as_object() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the body must be a JSON object: {\"name\": \"...\", \"details\": {...}}",
-            None,
-        );
-    };
-    let name =
-        match object.get("name") {
-            Some(Value::String(name)) => name,
-            Some(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "`name` must be a string",
-                    Some("name"),
-                )
-            }
-            None => return error(
-                StatusCode::BAD_REQUEST,
-                "`name` is missing: {\"name\": \"api_latency.coinbase.high\", \"details\": {...}}",
-                Some("name"),
-            ),
-        };
-    if let Err(message) = check_name(name) {
-        return error(StatusCode::BAD_REQUEST, &message, Some("name"));
-    }
-    let details = match object.get("details") {
-        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
-        Some(details @ Value::Object(_)) => details.clone(),
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "`details` must be a JSON object",
-                Some("details"),
-            )
-        }
-    };
-    let dry_run = match dry_run(query.as_deref()) {
-        Ok(dry_run) => dry_run,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message, Some("dry_run")),
-    };
-    let answer = intake.report(name, details, dry_run);
+    let answer = intake.report(&report.name, report.details, report.dry_run);
     match answer {
         Answer::Started { .. } => (StatusCode::ACCEPTED, Json(answer)).into_response(),
         Answer::Refused { .. } => busy(Json(answer).into_response()),
@@ -356,6 +384,32 @@ pub(super) fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// An Alertmanager webhook payload, as far as the group goes: its alerts
+/// are read one by one (`alertmanager.rs`).
+#[derive(Debug, PartialEq)]
+pub struct AlertmanagerPayload {
+    pub alerts: Vec<Value>,
+    /// `truncatedAlerts`: alerts Alertmanager left out of the group.
+    pub truncated: u64,
+}
+
+/// Reads an `/alertmanager` request's body (at most [`MAX_BODY`] bytes,
+/// once the token, content type and size are checked).
+pub fn read_alertmanager(body: &[u8]) -> Result<AlertmanagerPayload, BadRequest> {
+    let mut payload = json(body)?;
+    let truncated = payload
+        .get("truncatedAlerts")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    match payload.get_mut("alerts").map(Value::take) {
+        Some(Value::Array(alerts)) => Ok(AlertmanagerPayload { alerts, truncated }),
+        _ => Err(BadRequest::new(
+            "`alerts` is missing: this is not an Alertmanager webhook payload",
+            Some("alerts"),
+        )),
+    }
+}
+
 /// Alertmanager's webhook: see `alertmanager.rs`.
 async fn alertmanager(
     State(intake): State<Arc<Intake>>,
@@ -363,26 +417,32 @@ async fn alertmanager(
     body: Body,
 ) -> Response {
     let payload = match accept(&intake, &headers, body).await {
-        Ok(payload) => payload,
+        Ok(body) => match read_alertmanager(&body) {
+            Ok(payload) => payload,
+            Err(bad) => return bad.into_response(),
+        },
         Err(response) => return response,
     };
-    let Some(alerts) = payload.get("alerts").and_then(Value::as_array) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "`alerts` is missing: this is not an Alertmanager webhook payload",
-            Some("alerts"),
-        );
-    };
-    let truncated = payload
-        .get("truncatedAlerts")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let answer = intake.alertmanager(alerts, truncated);
+    let answer = intake.alertmanager(&payload.alerts, payload.truncated);
     // Alertmanager sends the group again after a 5xx; what was acted on
     // is then a duplicate, what was refused is acted on.
     if answer.refused > 0 {
         busy(Json(answer).into_response())
     } else {
         Json(answer).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reports_numbers_read_back_from_its_record_as_they_were() {
+        let body = br#"{"name": "api.slow", "details": {"latency_ms": 233333333.66666666666669}}"#;
+        let report = read_anomaly(body, None).unwrap();
+        let recorded = crate::events::bounded(&report.details);
+        assert_eq!(recorded.to_value(), report.details);
+        assert_eq!(crate::events::Json::encode(&recorded.to_value()), recorded);
     }
 }

@@ -37,7 +37,10 @@ use crate::plugins::{Catalog, RecovererHandle};
 pub use access::{check_token, is_write, TokenRefusal};
 pub use alertmanager::{AlertResult, AlertmanagerAnswer};
 pub use alerts::{Acted, Alerts};
-pub use http::{listen, serve};
+pub use http::{
+    listen, read_alertmanager, read_anomaly, serve, AlertmanagerPayload, AnomalyReport, BadRequest,
+    MAX_BODY,
+};
 pub use storm::{AnomalyState, Suppressed, MAX_TRACKED};
 use storm::{Limits, Storm};
 
