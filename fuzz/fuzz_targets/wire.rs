@@ -66,7 +66,8 @@ fn as_healer_reads(message: FromWorker) {
             Err(error) => self::error(error),
         },
         FromWorker::Push { seen, .. } => {
-            if let Some(seen) = seen {
+            if let Some(mut seen) = seen {
+                seen.hold_details(bounds::DETAILS_BYTES);
                 observation(Observation::from(seen));
             }
         }
@@ -78,7 +79,10 @@ fn answered(answer: Answer) {
     let _ = answer.kind();
     match answer {
         Answer::Done => {}
-        Answer::Seen(seen) => observation(Observation::from(seen)),
+        Answer::Seen(seen) => match seen.into_checked() {
+            Ok(seen) => observation(seen),
+            Err(refused) => assert_one_line(&refused, "a refused check"),
+        },
         Answer::Findings(found) => findings(found),
         Answer::Outcome { summary, details } => {
             let outcome = bounds::outcome(Outcome {
@@ -94,7 +98,7 @@ fn answered(answer: Answer) {
         Answer::Observed { checked, diagnoses } => {
             assert!(diagnoses.len() <= bounds::DIAGNOSES_PER_ANSWER, "diagnoses");
             match checked {
-                Checked::Seen(seen) => observation(Observation::from(seen)),
+                Checked::Seen(seen) => observation(seen.into_observation_without_details()),
                 Checked::Failed(error) => self::error(error),
                 Checked::TimedOut => {}
             }
@@ -139,7 +143,12 @@ fn findings(found: FoundList) {
         found.kept.len() <= bounds::FINDINGS_PER_ANSWER,
         "findings decoded"
     );
-    let kept: Vec<Finding> = found.kept.into_iter().map(Finding::from).collect();
+    let mut budget = bounds::DetailsBudget::default();
+    let kept: Vec<Finding> = found
+        .kept
+        .into_iter()
+        .map(|found| found.into_finding(&mut budget))
+        .collect();
     match bounds::findings(kept, found.dropped) {
         Ok(Findings { kept, .. }) => {
             assert!(kept.len() <= bounds::FINDINGS_PER_ANSWER, "findings taken");
