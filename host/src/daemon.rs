@@ -301,7 +301,14 @@ async fn heal(
             shutdown.clone(),
         ));
     }
-    let mut current = Current { config, catalog };
+    let token = serving
+        .as_ref()
+        .and_then(|(intake, _, _)| intake.required_token().map(str::to_owned));
+    let mut current = Current {
+        config,
+        catalog,
+        token,
+    };
     let mut shutdown = shutdown;
     while !*shutdown.borrow_and_update() {
         tokio::select! {

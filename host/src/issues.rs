@@ -159,9 +159,14 @@ pub enum Transition {
     /// A resolved issue stayed healthy for `stable_after`: its attempt count
     /// is forgotten, and a new issue of this kind starts from attempt 1.
     Forgotten { kind: String },
-    /// Findings of new kinds were not opened: the target holds
-    /// [`MAX_ISSUES_PER_TARGET`] open issues (or as many soft ones).
-    LeftOut { kinds: Vec<String>, count: usize },
+    /// Findings of new kinds from one source (its index in
+    /// [`Tracker::observe_from`]) were not opened: the source holds its
+    /// share of [`MAX_ISSUES_PER_TARGET`], or the target all of them.
+    LeftOut {
+        source: usize,
+        kinds: Vec<String>,
+        count: usize,
+    },
     /// A saved open issue is not carried on: the target already holds as
     /// many open issues as it may.
     Dropped { issue: Issue, reason: String },
@@ -353,15 +358,33 @@ impl Tracker {
                 .all(|issue| issue.state == State::Escalated)
     }
 
-    /// Feeds the findings of one check. An inconclusive check (the check or a
-    /// diagnoser failed or timed out) can open and keep issues, but never
-    /// counts as healthy: nothing resolves on a check that could not tell.
+    /// Feeds the findings of one check, all from one source (the monitor,
+    /// or one diagnoser); see [`observe_from`](Self::observe_from).
     pub fn observe(
         &mut self,
         findings: &[Finding],
         now: Wall,
         conclusive: bool,
     ) -> Vec<Transition> {
+        self.observe_from(&[findings], now, conclusive)
+    }
+
+    /// Feeds the findings of one check, one list per source (each of the
+    /// target's diagnosers, always in the same order). An inconclusive
+    /// check (the check or a diagnoser failed or timed out) can open and
+    /// keep issues, but never counts as healthy: nothing resolves on a
+    /// check that could not tell.
+    ///
+    /// Each source holds at most its share of [`MAX_ISSUES_PER_TARGET`]
+    /// open (and soft) issues, so one diagnoser answering many kinds
+    /// cannot keep another's finding from opening.
+    pub fn observe_from(
+        &mut self,
+        sources: &[&[Finding]],
+        now: Wall,
+        conclusive: bool,
+    ) -> Vec<Transition> {
+        let share = (MAX_ISSUES_PER_TARGET / sources.len().max(1)).max(1);
         let stable_after: Duration = self.policy.stable_after.into();
         // A due time further ahead than the longest backoff was set before
         // the clock was set back: wait no longer than that from now.
@@ -379,93 +402,122 @@ impl Tracker {
         });
         // Two diagnosers finding the same kind in one check is one failure.
         let mut kinds = HashSet::new();
-        let findings: Vec<&Finding> = findings
+        let sources: Vec<Vec<&Finding>> = sources
             .iter()
-            .filter(|f| kinds.insert(f.kind.as_str()))
+            .map(|findings| {
+                findings
+                    .iter()
+                    .filter(|f| kinds.insert(f.kind.as_str()))
+                    .collect()
+            })
             .collect();
-        let mut left_out = Vec::new();
-
-        for finding in findings.iter().copied() {
-            if let Some(issue) = self.issues.get_mut(&finding.kind) {
-                issue.healthy = 0;
-                issue.severity = finding.severity;
-                issue.summary.clone_from(&finding.summary);
-                // Not only after a failed attempt: an issue restored (or
-                // reopened) with no attempts left must not wait forever.
-                let exhausted = issue.attempts >= self.policy.max_attempts && !issue.attempting;
-                if exhausted && issue.state != State::Escalated {
-                    issue.state = State::Escalated;
-                    issue.escalated_at = Some(now);
-                    transitions.push(Transition::Escalated {
-                        issue: issue.clone(),
-                        reason: format!("still failing after {} recovery attempts", issue.attempts),
-                    });
+        for (source, findings) in sources.iter().enumerate() {
+            let mut left_out = Vec::new();
+            // Issues (open or soft) this source's findings hold so far.
+            let mut held = 0;
+            for finding in findings.iter().copied() {
+                let known = self.issues.contains_key(&finding.kind)
+                    || self.soft.contains_key(&finding.kind);
+                if !known
+                    && (held >= share
+                        || self.issues.len() >= MAX_ISSUES_PER_TARGET
+                        || self.soft.len() >= MAX_ISSUES_PER_TARGET)
+                {
+                    left_out.push(finding.kind.as_str());
+                    continue;
                 }
-                continue;
+                held += 1;
+                self.take(finding, now, &mut transitions);
             }
-            if self.issues.len() >= MAX_ISSUES_PER_TARGET
-                || !self.soft.contains_key(&finding.kind)
-                    && self.soft.len() >= MAX_ISSUES_PER_TARGET
-            {
-                left_out.push(finding.kind.as_str());
-                continue;
-            }
-            let failures = self.soft.entry(finding.kind.clone()).or_insert(0);
-            *failures += 1;
-            if *failures < self.policy.fail_after {
-                transitions.push(Transition::Soft {
-                    kind: finding.kind.clone(),
-                    failures: *failures,
-                    needed: self.policy.fail_after,
+            if !left_out.is_empty() {
+                transitions.push(Transition::LeftOut {
+                    source,
+                    count: left_out.len(),
+                    kinds: left_out
+                        .iter()
+                        .take(LEFT_OUT_NAMED)
+                        .map(|kind| (*kind).to_owned())
+                        .collect(),
                 });
-                continue;
             }
-            self.soft.remove(&finding.kind);
-            let attempts = self
-                .remembered
-                .remove(&finding.kind)
-                .map_or(0, |(attempts, _)| attempts);
-            let mut issue = Issue {
-                kind: finding.kind.clone(),
-                state: State::Open,
-                severity: finding.severity,
-                summary: finding.summary.clone(),
-                attempts,
-                opened_at: now,
-                next_attempt_at: now,
-                escalated_at: None,
-                resolved_at: None,
-                healthy: 0,
-                attempting: false,
-            };
-            transitions.push(Transition::Opened(issue.clone()));
-            if attempts >= self.policy.max_attempts {
+        }
+        if !conclusive {
+            return transitions;
+        }
+        self.heal(&kinds, now, transitions)
+    }
+
+    /// One finding of this check, of a kind open, soft or with room.
+    fn take(&mut self, finding: &Finding, now: Wall, transitions: &mut Vec<Transition>) {
+        if let Some(issue) = self.issues.get_mut(&finding.kind) {
+            issue.healthy = 0;
+            issue.severity = finding.severity;
+            issue.summary.clone_from(&finding.summary);
+            // Not only after a failed attempt: an issue restored (or
+            // reopened) with no attempts left must not wait forever.
+            let exhausted = issue.attempts >= self.policy.max_attempts && !issue.attempting;
+            if exhausted && issue.state != State::Escalated {
                 issue.state = State::Escalated;
                 issue.escalated_at = Some(now);
                 transitions.push(Transition::Escalated {
                     issue: issue.clone(),
-                    reason: format!(
-                        "came back within {} after {attempts} recovery attempts",
-                        self.policy.stable_after
-                    ),
+                    reason: format!("still failing after {} recovery attempts", issue.attempts),
                 });
             }
-            self.issues.insert(issue.kind.clone(), issue);
+            return;
         }
-        if !left_out.is_empty() {
-            transitions.push(Transition::LeftOut {
-                count: left_out.len(),
-                kinds: left_out
-                    .iter()
-                    .take(LEFT_OUT_NAMED)
-                    .map(|kind| (*kind).to_owned())
-                    .collect(),
+        let failures = self.soft.entry(finding.kind.clone()).or_insert(0);
+        *failures += 1;
+        if *failures < self.policy.fail_after {
+            transitions.push(Transition::Soft {
+                kind: finding.kind.clone(),
+                failures: *failures,
+                needed: self.policy.fail_after,
+            });
+            return;
+        }
+        self.soft.remove(&finding.kind);
+        let attempts = self
+            .remembered
+            .remove(&finding.kind)
+            .map_or(0, |(attempts, _)| attempts);
+        let mut issue = Issue {
+            kind: finding.kind.clone(),
+            state: State::Open,
+            severity: finding.severity,
+            summary: finding.summary.clone(),
+            attempts,
+            opened_at: now,
+            next_attempt_at: now,
+            escalated_at: None,
+            resolved_at: None,
+            healthy: 0,
+            attempting: false,
+        };
+        transitions.push(Transition::Opened(issue.clone()));
+        if attempts >= self.policy.max_attempts {
+            issue.state = State::Escalated;
+            issue.escalated_at = Some(now);
+            transitions.push(Transition::Escalated {
+                issue: issue.clone(),
+                reason: format!(
+                    "came back within {} after {attempts} recovery attempts",
+                    self.policy.stable_after
+                ),
             });
         }
+        self.issues.insert(issue.kind.clone(), issue);
+    }
 
-        if !conclusive {
-            return transitions;
-        }
+    /// After a conclusive check: soft findings not seen again are
+    /// forgotten, and issues not found count a healthy check (and resolve
+    /// after `resolve_after` of them).
+    fn heal(
+        &mut self,
+        kinds: &HashSet<&str>,
+        now: Wall,
+        mut transitions: Vec<Transition>,
+    ) -> Vec<Transition> {
         self.soft.retain(|kind, _| kinds.contains(kind.as_str()));
         let healed: Vec<String> = self
             .issues
@@ -626,6 +678,36 @@ mod tests {
             .map_or(0, |issue| issue.attempts);
         tracker.attempt_finished("process.not_running", now);
         n
+    }
+
+    /// One diagnoser answering as many kinds as the target may hold, every
+    /// check, against another diagnoser's real finding on the same target.
+    #[test]
+    fn one_diagnosers_flood_cannot_crowd_out_another_diagnosers_finding() {
+        let mut tracker = Tracker::new(policy());
+        let now = Wall::from_millis(1_000_000);
+        let flood: Vec<Finding> = (0..MAX_ISSUES_PER_TARGET)
+            .map(|i| Finding::critical(format!("hostile.k{i}"), "s"))
+            .collect();
+        let honest_quiet: Vec<Finding> = Vec::new();
+        let transitions = tracker.observe_from(&[&flood, &honest_quiet], now, true);
+        assert_eq!(
+            tracker.issues().count(),
+            MAX_ISSUES_PER_TARGET / 2,
+            "its share"
+        );
+        assert!(
+            transitions.iter().any(
+                |t| matches!(t, Transition::LeftOut { source: 0, count, .. } if *count == MAX_ISSUES_PER_TARGET / 2)
+            ),
+            "{transitions:?}"
+        );
+        let later = now + Duration::from_secs(5);
+        tracker.observe_from(&[&flood, &down()], later, true);
+        assert!(
+            tracker.issue("process.not_running").is_some(),
+            "the other diagnoser's finding opens"
+        );
     }
 
     #[test]
@@ -1145,7 +1227,7 @@ mod tests {
         let left_out: Vec<_> = transitions
             .iter()
             .filter_map(|t| match t {
-                Transition::LeftOut { kinds, count } => Some((kinds.len(), *count)),
+                Transition::LeftOut { kinds, count, .. } => Some((kinds.len(), *count)),
                 _ => None,
             })
             .collect();

@@ -30,6 +30,7 @@ pub mod issues;
 pub mod log;
 pub mod metrics;
 pub mod notify;
+pub mod one_line;
 pub mod operator;
 pub mod plugins;
 pub mod reaper;

@@ -158,14 +158,46 @@ fn layer<W>(json: bool, ansi: bool, writer: W, filter: EnvFilter) -> BoxedLayer
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let plain = fmt::layer()
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(writer);
+    let plain = fmt::layer().with_target(false).with_ansi(ansi);
     if json {
-        Box::new(plain.json().with_filter(filter))
+        let json = plain.with_writer(JsonLines(writer)).json();
+        Box::new(json.with_filter(filter))
     } else {
-        Box::new(plain.fmt_fields(EscapedFields).with_filter(filter))
+        let readable = plain.with_writer(writer).fmt_fields(EscapedFields);
+        Box::new(readable.with_filter(filter))
+    }
+}
+
+/// A JSON log's writer: serde escapes the C0 controls in strings; what
+/// else would break a line for some reader (DEL, the C1 controls,
+/// U+2028, U+2029) is escaped here ([`crate::one_line::json_line`]).
+struct JsonLines<M>(M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for JsonLines<M> {
+    type Writer = JsonLine<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        JsonLine(self.0.make_writer())
+    }
+}
+
+/// One JSON line on its way out.
+struct JsonLine<W>(W);
+
+impl<W: Write> Write for JsonLine<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match std::str::from_utf8(bytes) {
+            Ok(line) => {
+                self.0
+                    .write_all(crate::one_line::json_line(line).as_bytes())?;
+                Ok(bytes.len())
+            }
+            Err(_) => self.0.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -214,7 +246,7 @@ impl Visit for EscapingVisitor<'_, '_> {
         }
         let separator = if self.first { "" } else { " " };
         self.first = false;
-        let mut out = Escaping(&mut *self.writer);
+        let mut out = crate::one_line::Escaping(&mut *self.writer);
         self.result = match name {
             "message" => write!(out, "{separator}{value:?}"),
             name => {
@@ -223,35 +255,6 @@ impl Visit for EscapingVisitor<'_, '_> {
             }
         };
     }
-}
-
-/// A writer that passes text on with its control characters escaped.
-struct Escaping<W>(W);
-
-impl<W: format::Write> format::Write for Escaping<W> {
-    fn write_str(&mut self, text: &str) -> format::Result {
-        let mut rest = text;
-        while let Some(at) = rest.find(needs_escape) {
-            self.0.write_str(&rest[..at])?;
-            let Some(c) = rest[at..].chars().next() else {
-                break;
-            };
-            match c {
-                '\n' => self.0.write_str("\\n")?,
-                '\r' => self.0.write_str("\\r")?,
-                '\t' => self.0.write_str("\\t")?,
-                c => write!(self.0, "\\u{{{:x}}}", u32::from(c))?,
-            }
-            rest = &rest[at + c.len_utf8()..];
-        }
-        self.0.write_str(rest)
-    }
-}
-
-/// C0 and C1 controls and DEL, and the two Unicode characters some
-/// readers take for a line break.
-fn needs_escape(c: char) -> bool {
-    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
 /// The running log: keep it until the process ends (dropping it writes out
@@ -481,7 +484,11 @@ mod tests {
     #[test]
     fn plain_text_is_written_as_before() {
         let mut out = String::new();
-        write!(Escaping(&mut out), "é ok \"quoted\" \\ tab\there").unwrap();
+        write!(
+            crate::one_line::Escaping(&mut out),
+            "é ok \"quoted\" \\ tab\there"
+        )
+        .unwrap();
         assert_eq!(out, "é ok \"quoted\" \\ tab\\there");
     }
 }

@@ -15,6 +15,7 @@ use crate::api::{Done, TargetRow};
 use crate::cli::fail;
 use crate::config::Config;
 use crate::history::Page;
+use crate::one_line::OneLine;
 use crate::reload::Reloaded;
 
 /// The exit code of `healer status` when the daemon cannot be asked.
@@ -150,10 +151,16 @@ fn status_table(rows: &[TargetRow]) -> String {
         } else {
             issues.join(", ")
         };
+        // A plugin's summary (and kinds) can hold a newline or a
+        // terminal's escape: shown escaped, one row per target.
         let _ = write!(
             out,
             "\n{:width$}  {:9} {:>10}  {:30} {}",
-            view.name, status, checked, issues, view.summary
+            view.name,
+            status,
+            checked,
+            OneLine(&issues).to_string(),
+            OneLine(&view.summary)
         );
     }
     out
@@ -202,8 +209,8 @@ pub fn history(
             "{}  {:24} {:16} {}",
             record.at,
             record.event.name(),
-            record.event.subject().unwrap_or("-"),
-            crate::history::fields(&record.event)
+            OneLine(record.event.subject().unwrap_or("-")).to_string(),
+            OneLine(&crate::history::fields(&record.event))
         );
     }
     if page.events.is_empty() {

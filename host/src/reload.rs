@@ -47,6 +47,8 @@ pub struct Reloaded {
 pub struct Current {
     pub config: Config,
     pub catalog: Catalog,
+    /// The token the listener checks (read once, at start).
+    pub token: Option<String>,
 }
 
 /// Reloads: on success the engine runs the new config and `current` is
@@ -59,7 +61,7 @@ pub async fn reload(
     events: &Events,
 ) -> Result<Reloaded, Vec<String>> {
     let config_path = options.config.clone();
-    let outcome = prepare(options, &current.config, engine).await;
+    let outcome = prepare(options, current, engine).await;
     let (config, catalog, plan, needs_restart) = match outcome {
         Ok(prepared) => prepared,
         Err(problems) => {
@@ -131,12 +133,15 @@ struct Plan {
 /// and the settings that need a restart.
 async fn prepare(
     options: &Options,
-    running_config: &Config,
+    running: &Current,
     engine: &Engine,
 ) -> Result<(Config, Catalog, Plan, Vec<String>), Vec<String>> {
     let mut config = crate::daemon::read_config(options)?;
-    let restart = needs_restart(running_config, &config);
-    config.plugins = running_config.plugins.clone();
+    let mut restart = needs_restart(&running.config, &config);
+    if token_changed(running.token.as_deref(), &config) {
+        restart.push("[intake] token".to_owned());
+    }
+    config.plugins = running.config.plugins.clone();
     let (config, catalog) = crate::daemon::with_plugins(config).await?;
     let running: HashMap<&str, &Target> = engine.targets().map(|t| (t.name.as_str(), t)).collect();
     let mut plan = Plan {
@@ -206,13 +211,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             ),
             ("[healer] history", format!("{:?}", h.history)),
             ("[store]", format!("{:?}", c.store)),
-            ("[plugins]", format!("{:?}", c.plugins)),
             ("[intake]", format!("{:?}", c.intake)),
-            // The token itself (a file rewritten in place), compared only.
-            (
-                "[intake] token",
-                format!("{:?}", c.intake_token().ok().flatten()),
-            ),
             (
                 "[[alert]]",
                 format!(
@@ -257,9 +256,62 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         ])
     };
     let (before, after) = (healer(old), healer(new));
-    before
+    let mut changed: Vec<String> = before
         .iter()
         .filter(|(key, value)| after.get(*key) != Some(*value))
         .map(|(key, _)| (*key).to_owned())
-        .collect()
+        .collect();
+    // By value: where a key was written (its span) is no change.
+    if old.plugins != new.plugins {
+        changed.push("[plugins]".to_owned());
+        changed.sort();
+    }
+    changed
+}
+
+/// Whether the token `config` names (a file rewritten in place, an
+/// environment variable) is not the one the listener checks.
+fn token_changed(running: Option<&str>, config: &Config) -> bool {
+    config.intake_token().ok().flatten().as_deref() != running
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A comment added above `[plugins]` changes nothing, though where its
+    /// keys are written (their spans) does.
+    #[test]
+    fn a_comment_above_plugins_is_not_a_plugins_change() {
+        let path = std::path::Path::new("/tmp/healer-review.toml");
+        let body = "[plugins]\nuser = \"nobody\"\n";
+        let old = Config::parse(path, body.to_owned()).expect("parses");
+        let new = Config::parse(path, format!("# a comment\n{body}")).expect("parses");
+        assert_eq!(needs_restart(&old, &new), Vec::<String>::new());
+    }
+
+    /// A token file rewritten in place with another valid token: the
+    /// running listener keeps the old token until a restart, so the reload
+    /// says "[intake] token" needs one.
+    #[test]
+    fn a_token_file_rewritten_in_place_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "first-token-0123456789\n").unwrap();
+        let path = dir.path().join("healer.toml");
+        let body = format!(
+            "[intake]\nbind = \"127.0.0.1:8000\"\ntoken_file = \"{}\"\n",
+            token.display()
+        );
+        let running = Config::parse(&path, body.clone()).expect("parses");
+        assert_eq!(
+            running.intake_token().unwrap().as_deref(),
+            Some("first-token-0123456789")
+        );
+        let held = running.intake_token().unwrap();
+        std::fs::write(&token, "second-token-0123456789\n").unwrap();
+        let new = Config::parse(&path, body).expect("parses");
+        assert!(token_changed(held.as_deref(), &new));
+        assert!(!token_changed(Some("second-token-0123456789"), &new));
+    }
 }

@@ -124,6 +124,50 @@ fn a_worker_holds_only_the_allowlisted_environment_and_none_of_healers_secrets()
     );
 }
 
+/// A root worker's cleared environment keeps healer's secrets from it only
+/// if it cannot read them where they still are: healer's own
+/// `/proc/PID/environ`. A recovery (a program the worker runs, with the
+/// worker's capabilities) tries.
+#[test]
+fn a_root_worker_cannot_read_healers_secrets_from_proc() {
+    let plugins = plugins_dir_with(&["healer-fixture-typical", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let stolen = dir.path().join("stolen");
+    // The recovery's shell is the worker's child; the worker is healer's.
+    let body = format!(
+        "[intake]\nbind = \"127.0.0.1:{port}\"\ntoken_env = \"HEALER_TEST_TOKEN\"\n\n\
+         [[target]]\nname = \"nosy\"\nmonitor = {{ plugin = \"fixed\", status = \"CRITICAL\", summary = \"down\" }}\n\
+         [[target.recover]]\nplugin = \"command\"\nargv = [\"sh\", \"-c\", \"h=$(cut -d' ' -f4 /proc/$PPID/stat); echo healer=$h > {out}; cat /proc/$h/environ >> {out} 2>&1; echo rc=$? >> {out}\"]\n",
+        out = stolen.display(),
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let mut daemon = Daemon::start_with(
+        &config,
+        &[],
+        &[("HEALER_TEST_TOKEN", "tok-s3cret-0123456789abcdef")],
+    );
+    daemon.wait_for(
+        "the recovery",
+        LIMIT,
+        |e| matches!(e, Event::RecovererFinished { target, .. } if target == "nosy"),
+    );
+    let text = std::fs::read_to_string(&stolen).unwrap();
+    println!("the recovery's try: {text}");
+    assert!(
+        text.starts_with(&format!("healer={}\n", daemon.pid())),
+        "the recovery looked at healer itself: {text}"
+    );
+    assert!(
+        !text.contains("tok-s3cret"),
+        "a root worker read healer's token: {text}"
+    );
+    assert!(
+        text.contains("Permission denied") && !text.contains("rc=0"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_root_worker_has_no_new_privileges_and_keeps_the_capabilities_its_config_names() {
     let plugins = plugins_dir_with(&["healer-plugin-example", "healer-plugin-system"]);
@@ -151,8 +195,19 @@ fn a_root_worker_has_no_new_privileges_and_keeps_the_capabilities_its_config_nam
         assert_eq!(mask(&named, set), kept, "{set}");
     }
     // By default: all of healer's but loading kernel modules (16), raw
-    // I/O (17), rebooting (22) and the LSM's policy (32, 33).
-    let dropped = (1 << 16) | (1 << 17) | (1 << 22) | (1 << 32) | (1 << 33);
+    // I/O (17), rebooting (22), the LSM's policy (32, 33), and reading
+    // other processes: ptrace (19), sys_admin (21), perfmon (38), bpf
+    // (39), checkpoint_restore (40).
+    let dropped = (1 << 16)
+        | (1 << 17)
+        | (1 << 22)
+        | (1 << 32)
+        | (1 << 33)
+        | (1 << 19)
+        | (1 << 21)
+        | (1u64 << 38)
+        | (1u64 << 39)
+        | (1u64 << 40);
     let expected = mask(&healer, "CapBnd") & !dropped;
     assert_eq!(mask(&default, "CapBnd"), expected);
     assert_eq!(mask(&default, "CapEff"), mask(&healer, "CapEff") & !dropped);

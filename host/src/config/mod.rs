@@ -34,6 +34,8 @@ pub use source::did_you_mean;
 pub use source::Location;
 use source::{with_hint, Source};
 
+use crate::one_line::OneLine;
+
 /// Where the default config lives, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "config/healer.toml";
 
@@ -404,28 +406,13 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let file = self.file.display().to_string();
+        // A newline in a quoted key, a YAML key or a file name, which an
+        // error quotes, must not break its line.
         let (file, message) = (OneLine(&file), OneLine(&self.message));
         match self.at {
             Some(at) => write!(f, "{file}:{at}: {message}"),
             None => write!(f, "{file}: {message}"),
         }
-    }
-}
-
-/// Text shown within one line: a control character (a newline in a quoted
-/// key, a YAML key or a file name, which an error quotes) is escaped.
-struct OneLine<'a>(&'a str);
-
-impl fmt::Display for OneLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                fmt::Write::write_char(f, c)?;
-            }
-        }
-        Ok(())
     }
 }
 

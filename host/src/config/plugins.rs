@@ -18,7 +18,7 @@ use toml::Spanned;
 use crate::plugins::{Isolation, WorkerLimits};
 
 /// `[plugins]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Plugins {
     /// Where packages run unless their own table says otherwise.
@@ -60,7 +60,7 @@ impl Default for Plugins {
 }
 
 /// `[plugins.package."FILE"]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackageSettings {
     /// Overrides `[plugins] isolation`.
@@ -203,15 +203,25 @@ pub struct Capabilities(pub u64);
 
 /// Dropped from a root worker unless its `capabilities` keep them: no
 /// service a recovery restarts needs them, and each turns plugin code
-/// into kernel code or lifts the machine's security policy: loading
-/// kernel modules, raw I/O ports and `/dev/mem`, rebooting or `kexec`,
-/// and changing or bypassing an LSM's policy (AppArmor, SELinux).
-pub const DROPPED_BY_DEFAULT: [caps::Capability; 5] = [
+/// into kernel code, lifts the machine's security policy or reads other
+/// processes' memory: loading kernel modules, raw I/O ports and
+/// `/dev/mem`, rebooting or `kexec`, changing or bypassing an LSM's policy
+/// (AppArmor, SELinux), and tracing or inspecting other processes —
+/// `CAP_SYS_PTRACE`, `CAP_SYS_ADMIN`, `CAP_PERFMON`, `CAP_BPF` and
+/// `CAP_CHECKPOINT_RESTORE` each let a root worker read healer's own
+/// `/proc/PID/environ` (the intake token, HMAC secrets) and memory, which
+/// its cleared environment is meant to keep from it.
+pub const DROPPED_BY_DEFAULT: [caps::Capability; 10] = [
     caps::Capability::CAP_SYS_MODULE,
     caps::Capability::CAP_SYS_RAWIO,
     caps::Capability::CAP_SYS_BOOT,
     caps::Capability::CAP_MAC_ADMIN,
     caps::Capability::CAP_MAC_OVERRIDE,
+    caps::Capability::CAP_SYS_PTRACE,
+    caps::Capability::CAP_SYS_ADMIN,
+    caps::Capability::CAP_PERFMON,
+    caps::Capability::CAP_BPF,
+    caps::Capability::CAP_CHECKPOINT_RESTORE,
 ];
 
 impl Default for Capabilities {
@@ -544,7 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn a_package_run_as_a_user_keeps_no_capabilities_and_root_keeps_all_but_five() {
+    fn a_package_run_as_a_user_keeps_no_capabilities_and_root_keeps_all_but_ten() {
         let plugins: Plugins = toml::from_str(
             "[package.\"a.so\"]\nuser = \"nobody\"\nread_only = [\"/var/log\"]\n\
              [package.\"b.so\"]\ncapabilities = [\"CAP_KILL\", \"net_bind_service\"]\nenv = [\"SECRET\"]\n",
@@ -564,7 +574,11 @@ mod tests {
         assert!(!named.sandbox.landlocked());
         let default = plugins.policy("c.so").sandbox;
         assert_eq!(default.account, None);
-        let dropped = (1u64 << 16) | (1 << 17) | (1 << 22) | (1 << 32) | (1 << 33);
+        // Modules, raw I/O, boot, the LSM's policy; ptrace, sys_admin,
+        // perfmon, bpf, checkpoint_restore.
+        let dropped = [16, 17, 22, 32, 33, 19, 21, 38, 39, 40]
+            .iter()
+            .fold(0u64, |mask, cap| mask | 1 << cap);
         assert_eq!(default.capabilities, !dropped);
         assert_eq!(Capabilities::parse(&["all"]), Ok(Capabilities(u64::MAX)));
     }

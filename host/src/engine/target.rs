@@ -47,10 +47,29 @@ pub struct Cycle {
     in_place: bool,
     /// Observations made here that the worker's history lacks.
     missed: Vec<Observation>,
-    /// What this step's findings lost: how many, and why.
-    left_out: (usize, Vec<String>),
-    /// Findings were left out at the step before: said already.
-    leaving_out: bool,
+    /// Where each diagnoser's findings of this step end in the list the
+    /// step gathered (none: they all come from the monitor).
+    sources: Vec<usize>,
+    /// What this step's findings lost.
+    left_out: LeftOut,
+    /// The sources (diagnosers) that are leaving findings out: said.
+    leaving_out: HashSet<String>,
+}
+
+/// What one step's findings lost: how many, why, and whose.
+#[derive(Default)]
+struct LeftOut {
+    count: usize,
+    reasons: Vec<String>,
+    sources: HashSet<String>,
+}
+
+impl LeftOut {
+    fn add(&mut self, source: &str, count: usize, reason: String) {
+        self.count += count;
+        self.reasons.push(reason);
+        self.sources.insert(source.to_owned());
+    }
 }
 
 /// What one step did, for scheduling the next check.
@@ -78,8 +97,9 @@ impl Cycle {
         Cycle {
             in_place,
             missed: Vec::new(),
-            left_out: (0, Vec::new()),
-            leaving_out: false,
+            sources: Vec::new(),
+            left_out: LeftOut::default(),
+            leaving_out: HashSet::new(),
             runner,
             shared,
             limiter,
@@ -481,6 +501,7 @@ impl Cycle {
         // A worker that answered for fewer diagnosers than asked leaves
         // the diagnosis incomplete.
         let mut complete = observed.diagnoses.len() == self.runner.diagnosers.len();
+        self.sources.clear();
         for ((diagnoser, _), diagnosis) in self.runner.diagnosers.iter().zip(observed.diagnoses) {
             match diagnosis {
                 Diagnosis::Found(found) => {
@@ -499,6 +520,7 @@ impl Cycle {
                     self.plugin_timed_out(Role::Diagnoser, diagnoser, policy.timeout);
                 }
             }
+            self.sources.push(findings.len());
         }
         (seen, checked, findings, complete, took)
     }
@@ -541,12 +563,17 @@ impl Cycle {
         let (history, _) = self.history.as_slices();
         let mut findings = Vec::new();
         let mut complete = true;
+        self.sources.clear();
         for (plugin, diagnoser) in &self.runner.diagnosers {
+            self.sources.push(findings.len());
             match timeout(deadline, diagnoser.diagnose(seen, history)).await {
                 Ok(Ok(found)) => {
                     complete &= found.dropped == 0;
                     note_answered_too_many(&mut self.left_out, plugin, found.dropped);
                     findings.extend(found.kept);
+                    if let Some(end) = self.sources.last_mut() {
+                        *end = findings.len();
+                    }
                 }
                 Ok(Err(error)) => {
                     complete = false;
@@ -565,15 +592,43 @@ impl Cycle {
     /// Feeds the findings to the issues; `conclusive` is `false` when the
     /// check or a diagnoser failed, and then nothing counts as healthy.
     fn after_diagnosis(&mut self, findings: &[Finding], conclusive: bool) {
-        for transition in self.tracker.observe(findings, Wall::now(), conclusive) {
-            if let Transition::LeftOut { kinds, count } = transition {
-                self.left_out.0 += count;
-                self.left_out.1.push(format!(
-                    "the target holds {} open issues, as many as it may: {count} new kinds not opened ({}{})",
+        // One list per diagnoser (each holds its share of the issues), or
+        // one for the monitor when nothing diagnosed this check.
+        let mut sources = std::mem::take(&mut self.sources);
+        let from_monitor = sources.is_empty();
+        if from_monitor {
+            sources.push(findings.len());
+        }
+        let diagnosers = self.runner.diagnosers.len().max(1);
+        sources.resize(diagnosers.max(sources.len()), findings.len());
+        let mut start = 0;
+        let lists: Vec<&[Finding]> = sources
+            .iter()
+            .map(|&end| {
+                let end = end.clamp(start, findings.len());
+                let list = &findings[start..end];
+                start = end;
+                list
+            })
+            .collect();
+        for transition in self.tracker.observe_from(&lists, Wall::now(), conclusive) {
+            if let Transition::LeftOut {
+                source,
+                kinds,
+                count,
+            } = transition
+            {
+                let whose = match self.runner.diagnosers.get(source) {
+                    Some((diagnoser, _)) if !from_monitor => format!("diagnoser {diagnoser}"),
+                    _ => "the monitor".to_owned(),
+                };
+                let reason = format!(
+                    "{whose} holds its share of the target's {} open issues: {count} new kinds not opened ({}{})",
                     crate::issues::MAX_ISSUES_PER_TARGET,
                     kinds.join(", "),
                     if count > kinds.len() { ", …" } else { "" }
-                ));
+                );
+                self.left_out.add(&whose, count, reason);
                 continue;
             }
             self.emit_transition(transition);
@@ -598,18 +653,22 @@ impl Cycle {
     /// leaving some out; the episode ends with a conclusive step that left
     /// none out (a failed diagnosis in between ends nothing).
     fn say_left_out(&mut self, conclusive: bool) {
-        let (count, reasons) = std::mem::take(&mut self.left_out);
-        if count > 0 {
-            if !self.leaving_out {
-                self.emit(Event::FindingsDropped {
-                    target: self.name().to_owned(),
-                    count,
-                    reason: reasons.join("; "),
-                });
-            }
-            self.leaving_out = true;
-        } else if conclusive {
-            self.leaving_out = false;
+        let left_out = std::mem::take(&mut self.left_out);
+        let starting = left_out
+            .sources
+            .iter()
+            .any(|source| !self.leaving_out.contains(source));
+        if starting {
+            self.emit(Event::FindingsDropped {
+                target: self.name().to_owned(),
+                count: left_out.count,
+                reason: left_out.reasons.join("; "),
+            });
+        }
+        if conclusive {
+            self.leaving_out = left_out.sources;
+        } else {
+            self.leaving_out.extend(left_out.sources);
         }
     }
 
@@ -868,14 +927,18 @@ enum Attempted {
 }
 
 /// Notes that a diagnoser answered more findings than healer takes.
-fn note_answered_too_many(left_out: &mut (usize, Vec<String>), diagnoser: &str, dropped: usize) {
+fn note_answered_too_many(left_out: &mut LeftOut, diagnoser: &str, dropped: usize) {
     if dropped > 0 {
-        left_out.0 += dropped;
-        left_out.1.push(format!(
-            "diagnoser {diagnoser} answered {} findings; healer takes {} from one answer",
-            dropped + crate::plugins::bounds::FINDINGS_PER_ANSWER,
-            crate::plugins::bounds::FINDINGS_PER_ANSWER
-        ));
+        let source = format!("diagnoser {diagnoser}");
+        left_out.add(
+            &source,
+            dropped,
+            format!(
+                "diagnoser {diagnoser} answered {} findings; healer takes {} from one answer",
+                dropped + crate::plugins::bounds::FINDINGS_PER_ANSWER,
+                crate::plugins::bounds::FINDINGS_PER_ANSWER
+            ),
+        );
     }
 }
 

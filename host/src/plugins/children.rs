@@ -6,17 +6,19 @@
 //! the exited leader still holds its pid: a group is never signalled after
 //! its pid could have been reused.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-/// Pids of children an owner waits for.
-static TRACKED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// Pids of children an owner waits for, each with how many owners hold it:
+/// a pid reaped by one owner may be a new child's before the first owner
+/// lets go of it, and the second must stay tracked.
+static TRACKED: Mutex<BTreeMap<i32, usize>> = Mutex::new(BTreeMap::new());
 
-fn tracked() -> MutexGuard<'static, BTreeSet<i32>> {
+fn tracked() -> MutexGuard<'static, BTreeMap<i32, usize>> {
     TRACKED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -49,7 +51,13 @@ impl Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        tracked().remove(&self.pid);
+        let mut tracked = tracked();
+        if let Some(owners) = tracked.get_mut(&self.pid) {
+            *owners -= 1;
+            if *owners == 0 {
+                tracked.remove(&self.pid);
+            }
+        }
     }
 }
 
@@ -64,14 +72,17 @@ pub fn spawn<C>(
     let pid = pid_of(&child)
         .and_then(|pid| i32::try_from(pid).ok())
         .unwrap_or(0);
-    tracked.insert(pid);
+    *tracked.entry(pid).or_insert(0) += 1;
     Ok((child, Tracked { pid }))
 }
 
 /// Runs `reap` with the pids being tracked, none started or untracked
 /// meanwhile: the reaper's sweep.
 pub fn while_tracked<R>(reap: impl FnOnce(&BTreeSet<i32>) -> R) -> R {
-    reap(&tracked())
+    // Held while the sweep reaps, so no child starts or is let go meanwhile.
+    let held = tracked();
+    let pids: BTreeSet<i32> = held.keys().copied().collect();
+    reap(&pids)
 }
 
 /// Whether the child `pid` has ended, without reaping it: its pid stays

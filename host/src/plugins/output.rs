@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::io::AsyncRead;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 
 use super::remote::lock;
 
@@ -116,7 +116,12 @@ pub async fn relay(
     allowance: Arc<Allowance>,
     output: impl AsyncRead + Unpin,
 ) -> Option<String> {
-    let mut lines = FramedRead::new(output, LinesCodec::new_with_max_length(MAX_LINE));
+    // Bytes, not text: a line that is not UTF-8 is shown as well as it
+    // can be, and never ends the relay (nor the pipe the worker prints to).
+    let mut lines = FramedRead::new(
+        output,
+        AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_LINE),
+    );
     let mut last = None;
     loop {
         let next = tokio::time::timeout(REPORT_EVERY, lines.next()).await;
@@ -124,6 +129,7 @@ pub async fn relay(
             // Quiet for a while: say what was dropped before.
             Err(_) => allowance.report(&package, false),
             Ok(Some(Ok(line))) => {
+                let line = String::from_utf8_lossy(&line);
                 let line = line.trim();
                 if line.is_empty() {
                     continue;
@@ -133,11 +139,11 @@ pub async fn relay(
                 }
                 let admitted = lock(&allowance.bucket).admit(Instant::now());
                 if admitted {
-                    tracing::warn!(package = %package, "plugin worker printed: {}", escaped(line));
+                    tracing::warn!(package = %package, "plugin worker printed: {}", crate::one_line::OneLine(line));
                 }
                 allowance.report(&package, false);
             }
-            Ok(Some(Err(LinesCodecError::MaxLineLengthExceeded))) => {
+            Ok(Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded))) => {
                 lock(&allowance.bucket).drop_one();
             }
             Ok(Some(Err(_)) | None) => {
@@ -146,16 +152,6 @@ pub async fn relay(
             }
         }
     }
-}
-
-/// `line` with its control characters escaped: one log line stays one.
-fn escaped(line: &str) -> String {
-    line.chars()
-        .flat_map(|c| match c.is_control() {
-            true => c.escape_default().collect::<Vec<_>>(),
-            false => vec![c],
-        })
-        .collect()
 }
 
 /// A line of a Rust backtrace, or its notes: not what went wrong.
@@ -202,12 +198,6 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_cannot_start_a_log_line() {
-        assert_eq!(escaped("a\rb\u{1b}[31m"), "a\\rb\\u{1b}[31m");
-        assert_eq!(escaped("plain ünïcode"), "plain ünïcode");
-    }
-
-    #[test]
     fn the_last_words_are_what_went_wrong_not_the_backtrace() {
         runtime().block_on(async {
             let text: &[u8] = b"memory allocation of 268435456 bytes failed\nstack backtrace:\n   0: std::x\n             at /rustc/x\nnote: run with RUST_BACKTRACE\n";
@@ -216,6 +206,17 @@ mod tests {
                 last.as_deref(),
                 Some("memory allocation of 268435456 bytes failed")
             );
+        });
+    }
+
+    /// one byte that is not UTF-8 ends the relay: the lines after
+    /// it are never read (nor is the pipe, which closes).
+    #[test]
+    fn a_line_that_is_not_utf8_does_not_end_the_relay() {
+        runtime().block_on(async {
+            let text: &[u8] = b"first\n\xff latin-1 caf\xe9\nlast words\n";
+            let last = relay("p".to_owned(), Allowance::new(), text).await;
+            assert_eq!(last.as_deref(), Some("last words"));
         });
     }
 

@@ -524,6 +524,11 @@ async fn supervise(
         tokio::select! {
             frame = frames.next() => match frame {
                 Some(Ok(bytes)) => match wire::decode::<FromWorker>(&bytes) {
+                    // Said once: a worker that says it again would set
+                    // back the clock of what it has not read.
+                    Ok(FromWorker::Ready) if ready => {
+                        break Ending::Killed("broke the protocol: it said it was ready twice".to_owned());
+                    }
                     Ok(FromWorker::Ready) => {
                         ready = true;
                         conn.out.reading_from(Instant::now());
@@ -1160,5 +1165,83 @@ impl Drop for RemoteInstance {
             lock(&conn.open).pushes.remove(&instance);
             let _ = conn.send(&ToWorker::Drop { instance });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::SinkExt;
+    use tokio_util::codec::FramedWrite;
+
+    /// A worker that never reads what healer sends it, answering every
+    /// ping blindly (their numbers are 1, 2, 3, ...) and, with
+    /// `ready_again`, saying `Ready` again now and then (which would set
+    /// back the outbox's clock): whether it was ended within 5 s.
+    async fn supervised_never_reading(ready_again: bool) -> bool {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let mut command = tokio::process::Command::new("sleep");
+        command.arg("30").process_group(0).kill_on_drop(true);
+        let (child, tracked) = children::spawn(|| command.spawn(), Child::id).unwrap();
+        let exit = Exit::watch(tracked);
+        let (out, frames) = Outbox::new(outbox::BUDGET);
+        let conn = Arc::new(Conn {
+            generation: 1,
+            pid: child.id().unwrap_or(0),
+            out,
+            open: Mutex::new(Open::default()),
+            stop: Notify::new(),
+        });
+        let (read, write) = ours.into_split();
+        tokio::spawn(outbox::write(write, frames));
+        let supervisor = tokio::spawn(supervise(
+            Weak::new(),
+            Duration::from_secs(1),
+            Arc::clone(&conn),
+            Worker {
+                child,
+                exit,
+                said: None,
+            },
+            FramedRead::new(read, wire::codec()),
+        ));
+        // The hostile worker: never reads `theirs`, only writes to it.
+        let (_unread, theirs_write) = theirs.into_split();
+        let mut to_healer = FramedWrite::new(theirs_write, wire::codec());
+        to_healer
+            .send(wire::encode(&FromWorker::Ready))
+            .await
+            .unwrap();
+        // healer has more to say than the socket holds.
+        for _ in 0..8 {
+            let _ = conn.out.send(Bytes::from(vec![0u8; 1 << 20]));
+        }
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) && !supervisor.is_finished() {
+            for seq in 1..=10 {
+                let _ = to_healer
+                    .send(wire::encode(&FromWorker::Pong { seq }))
+                    .await;
+            }
+            if ready_again {
+                let _ = to_healer.send(wire::encode(&FromWorker::Ready)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        supervisor.is_finished()
+    }
+
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn a_worker_that_never_reads_is_stuck_even_if_it_says_ready_again() {
+        assert!(
+            supervised_never_reading(false).await,
+            "control: without Ready again it is judged stuck"
+        );
+        assert!(
+            supervised_never_reading(true).await,
+            "a worker that never reads but sends Ready every 300 ms was not judged stuck in 5 s (stuck_after = 1 s)"
+        );
     }
 }
