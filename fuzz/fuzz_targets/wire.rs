@@ -66,9 +66,8 @@ fn as_healer_reads(message: FromWorker) {
             Err(error) => self::error(error),
         },
         FromWorker::Push { seen, .. } => {
-            if let Some(mut seen) = seen {
-                seen.hold_details(bounds::DETAILS_BYTES);
-                observation(Observation::from(seen));
+            if let Some(seen) = seen {
+                observation(seen.into_pushed());
             }
         }
         FromWorker::Pong { .. } | FromWorker::Ready => {}
@@ -143,12 +142,7 @@ fn findings(found: FoundList) {
         found.kept.len() <= bounds::FINDINGS_PER_ANSWER,
         "findings decoded"
     );
-    let mut budget = bounds::DetailsBudget::default();
-    let kept: Vec<Finding> = found
-        .kept
-        .into_iter()
-        .map(|found| found.into_finding(&mut budget))
-        .collect();
+    let kept: Vec<Finding> = found.kept.into_iter().map(Finding::from).collect();
     match bounds::findings(kept, found.dropped) {
         Ok(Findings { kept, .. }) => {
             assert!(kept.len() <= bounds::FINDINGS_PER_ANSWER, "findings taken");

@@ -164,6 +164,8 @@ pub enum Transition {
     /// share of [`MAX_ISSUES_PER_TARGET`], or the target all of them.
     LeftOut {
         source: usize,
+        /// The target held all it may (not only the source its share).
+        target_full: bool,
         kinds: Vec<String>,
         count: usize,
     },
@@ -185,6 +187,9 @@ pub struct Tracker {
     spent: VecDeque<Wall>,
     /// What `restore` let go, said at the next check.
     let_go: Vec<Transition>,
+    /// Which source (see [`Tracker::observe_from`]) opened each open or
+    /// soft issue of this run: what its share of the cap holds.
+    owners: HashMap<String, usize>,
 }
 
 /// How many example kinds a [`Transition::LeftOut`] names.
@@ -200,6 +205,7 @@ impl Tracker {
             remembered: HashMap::new(),
             spent: VecDeque::new(),
             let_go: Vec::new(),
+            owners: HashMap::new(),
         }
     }
 
@@ -400,38 +406,50 @@ impl Tracker {
             }
             keep
         });
-        // Two diagnosers finding the same kind in one check is one failure.
-        let mut kinds = HashSet::new();
-        let sources: Vec<Vec<&Finding>> = sources
+        // Every kind this check found: what healing reads.
+        let kinds: HashSet<&str> = sources
             .iter()
-            .map(|findings| {
-                findings
-                    .iter()
-                    .filter(|f| kinds.insert(f.kind.as_str()))
-                    .collect()
-            })
+            .flat_map(|findings| findings.iter())
+            .map(|finding| finding.kind.as_str())
             .collect();
+        // Two diagnosers finding the same kind in one check is one
+        // failure: the first to be taken counts.
+        let mut taken = HashSet::new();
+        // The issues (open or soft) each source opened and still holds.
+        let mut owned = vec![0usize; sources.len()];
+        for source in self.owners.values() {
+            if let Some(count) = owned.get_mut(*source) {
+                *count += 1;
+            }
+        }
         for (source, findings) in sources.iter().enumerate() {
-            let mut left_out = Vec::new();
-            // Issues (open or soft) this source's findings hold so far.
-            let mut held = 0;
-            for finding in findings.iter().copied() {
-                let known = self.issues.contains_key(&finding.kind)
-                    || self.soft.contains_key(&finding.kind);
-                if !known
-                    && (held >= share
-                        || self.issues.len() >= MAX_ISSUES_PER_TARGET
-                        || self.soft.len() >= MAX_ISSUES_PER_TARGET)
-                {
-                    left_out.push(finding.kind.as_str());
+            let (mut left_out, mut target_full) = (Vec::new(), false);
+            for finding in findings.iter() {
+                let kind = finding.kind.as_str();
+                if taken.contains(kind) {
                     continue;
                 }
-                held += 1;
+                let open = self.issues.contains_key(kind);
+                let soft = self.soft.contains_key(kind);
+                let full = self.issues.len() >= MAX_ISSUES_PER_TARGET
+                    || !soft && self.soft.len() >= MAX_ISSUES_PER_TARGET;
+                let room = open || !full && (soft || owned[source] < share);
+                if !room {
+                    target_full |= full;
+                    left_out.push(kind);
+                    continue;
+                }
+                taken.insert(kind);
+                if !open && !soft {
+                    self.owners.insert(kind.to_owned(), source);
+                    owned[source] += 1;
+                }
                 self.take(finding, now, &mut transitions);
             }
             if !left_out.is_empty() {
                 transitions.push(Transition::LeftOut {
                     source,
+                    target_full,
                     count: left_out.len(),
                     kinds: left_out
                         .iter()
@@ -441,10 +459,18 @@ impl Tracker {
                 });
             }
         }
+        // What holds no issue and no soft count is no one's.
+        let (issues, soft) = (&self.issues, &self.soft);
+        self.owners
+            .retain(|kind, _| issues.contains_key(kind) || soft.contains_key(kind));
         if !conclusive {
             return transitions;
         }
-        self.heal(&kinds, now, transitions)
+        let transitions = self.heal(&kinds, now, transitions);
+        let (issues, soft) = (&self.issues, &self.soft);
+        self.owners
+            .retain(|kind, _| issues.contains_key(kind) || soft.contains_key(kind));
+        transitions
     }
 
     /// One finding of this check, of a kind open, soft or with room.
@@ -708,6 +734,68 @@ mod tests {
             tracker.issue("process.not_running").is_some(),
             "the other diagnoser's finding opens"
         );
+    }
+
+    #[test]
+    fn a_flood_naming_anothers_kind_past_its_share_does_not_claim_it() {
+        let mut tracker = Tracker::new(policy());
+        let now = Wall::from_millis(1_000_000);
+        let mut flood: Vec<Finding> = (0..MAX_ISSUES_PER_TARGET)
+            .map(|i| Finding::critical(format!("hostile.k{i}"), "s"))
+            .collect();
+        flood.extend(down());
+        tracker.observe_from(&[&flood, &down()], now, true);
+        assert!(tracker.issue("process.not_running").is_some());
+    }
+
+    #[test]
+    fn a_flood_of_new_kinds_every_check_holds_only_its_share() {
+        let mut tracker = Tracker::new(policy());
+        let mut now = Wall::from_millis(1_000_000);
+        for step in 0..6 {
+            let flood: Vec<Finding> = (0..MAX_ISSUES_PER_TARGET)
+                .map(|i| Finding::critical(format!("hostile.s{step}.k{i}"), "s"))
+                .collect();
+            let honest = if step >= 2 { down() } else { Vec::new() };
+            tracker.observe_from(&[&flood, &honest], now, true);
+            assert!(tracker.issues().count() <= MAX_ISSUES_PER_TARGET);
+            if step >= 2 {
+                assert!(
+                    tracker.issue("process.not_running").is_some(),
+                    "step {step}: {} open",
+                    tracker.issues().count()
+                );
+            }
+            now = now + Duration::from_secs(5);
+        }
+    }
+
+    #[test]
+    fn soft_findings_coming_of_age_never_take_a_target_past_its_cap() {
+        let mut tracker = Tracker::new(Policy {
+            fail_after: 2,
+            ..policy()
+        });
+        let now = Wall::from_millis(1_000_000);
+        let mut soft: Vec<Finding> = Vec::new();
+        for step in 0..6 {
+            let mut findings: Vec<Finding> = (0..MAX_ISSUES_PER_TARGET - 1)
+                .map(|i| Finding::critical(format!("fresh.s{step}.k{i}"), "s"))
+                .collect();
+            findings.extend(soft.iter().cloned());
+            findings.extend(
+                tracker
+                    .issues()
+                    .map(|i| Finding::critical(i.kind.clone(), "s"))
+                    .collect::<Vec<_>>(),
+            );
+            tracker.observe(&findings, now, true);
+            assert!(
+                tracker.issues().count() <= MAX_ISSUES_PER_TARGET,
+                "step {step}"
+            );
+            soft = findings[..MAX_ISSUES_PER_TARGET - 1].to_vec();
+        }
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub async fn reload(
         engine.start(runner);
     }
     catalog.report_to(events);
+    let mut config = config;
+    keep_running(&mut config, &current.config);
     current.config = config;
     current.catalog = catalog;
     events.emit(Event::ConfigReloaded {
@@ -269,6 +271,27 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     changed
 }
 
+/// `new` with the settings only a restart applies as healer runs them now:
+/// `current` is what runs, so a later reload still names what this one
+/// could not apply (the same settings [`needs_restart`] compares).
+fn keep_running(new: &mut Config, running: &Config) {
+    let (to, from) = (&mut new.healer, &running.healer);
+    to.state_dir.clone_from(&from.state_dir);
+    to.log_file.clone_from(&from.log_file);
+    to.log_format = from.log_format;
+    to.log_level.clone_from(&from.log_level);
+    to.event_log.clone_from(&from.event_log);
+    to.enabled = from.enabled;
+    to.max_concurrent_recoveries = from.max_concurrent_recoveries;
+    to.history = from.history;
+    new.store.clone_from(&running.store);
+    new.intake.clone_from(&running.intake);
+    new.alerts.clone_from(&running.alerts);
+    new.reflexes.clone_from(&running.reflexes);
+    new.workflows.clone_from(&running.workflows);
+    new.plugins.clone_from(&running.plugins);
+}
+
 /// Whether the token `config` names (a file rewritten in place, an
 /// environment variable) is not the one the listener checks.
 fn token_changed(running: Option<&str>, config: &Config) -> bool {
@@ -278,6 +301,24 @@ fn token_changed(running: Option<&str>, config: &Config) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every setting a reload names as needing a restart is kept as it
+    /// runs, so the next reload names it again.
+    #[test]
+    fn what_a_reload_could_not_apply_is_named_again_by_the_next() {
+        let path = std::path::Path::new("/tmp/healer-reload-test.toml");
+        let before = "[healer]\nhistory = 10\nmax_concurrent_recoveries = 4\n";
+        let after = "[healer]\nstate_dir = \"elsewhere\"\nlog_file = \"other.log\"\nlog_format = \"json\"\n\
+                     log_level = \"debug\"\nevent_log = \"events.jsonl\"\nenabled = true\nhistory = 20\n\
+                     max_concurrent_recoveries = 8\n[store]\nkeep_events = 5\n[plugins]\nuser = \"nobody\"\n\
+                     [intake]\nbind = \"127.0.0.1:8123\"\n";
+        let running = Config::parse(path, before.to_owned()).expect("parses");
+        let mut new = Config::parse(path, after.to_owned()).expect("parses");
+        let named = needs_restart(&running, &new);
+        assert!(named.len() >= 10, "{named:?}");
+        keep_running(&mut new, &running);
+        assert_eq!(needs_restart(&running, &new), Vec::<String>::new());
+    }
 
     /// A comment added above `[plugins]` changes nothing, though where its
     /// keys are written (their spans) does.

@@ -614,6 +614,7 @@ impl Cycle {
         for transition in self.tracker.observe_from(&lists, Wall::now(), conclusive) {
             if let Transition::LeftOut {
                 source,
+                target_full,
                 kinds,
                 count,
             } = transition
@@ -622,9 +623,14 @@ impl Cycle {
                     Some((diagnoser, _)) if !from_monitor => format!("diagnoser {diagnoser}"),
                     _ => "the monitor".to_owned(),
                 };
+                let max = crate::issues::MAX_ISSUES_PER_TARGET;
+                let why = if target_full {
+                    format!("the target holds all the {max} open issues it may")
+                } else {
+                    format!("{whose} holds its share of the target's {max} open issues")
+                };
                 let reason = format!(
-                    "{whose} holds its share of the target's {} open issues: {count} new kinds not opened ({}{})",
-                    crate::issues::MAX_ISSUES_PER_TARGET,
+                    "{why}: {count} new kinds from {whose} not opened ({}{})",
                     kinds.join(", "),
                     if count > kinds.len() { ", …" } else { "" }
                 );

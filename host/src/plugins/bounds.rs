@@ -158,6 +158,24 @@ pub fn check_details(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A pushed observation's details (JSON text), refused over
+/// [`DETAILS_BYTES`]: a push waits in a backlog of 64 per monitor, and a
+/// diagnoser must not read a note for evidence. The push is then UNKNOWN
+/// with this reason.
+pub fn pushed_details(text: &str) -> Result<(), String> {
+    let bytes = match text.len() > DETAILS_BYTES {
+        true => Some(text.len()),
+        false => left_out_of(text),
+    };
+    match bytes {
+        Some(bytes) => Err(format!(
+            "the monitor pushed details of {bytes} bytes, more than the {} KiB healer takes from a push",
+            DETAILS_BYTES >> 10
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The most JSON values (numbers, strings, arrays, objects, members) the
 /// details of a check may hold.
 pub const OBSERVATION_DETAILS_VALUES: usize = 65_536;
@@ -204,13 +222,17 @@ impl DetailsBudget {
     /// One finding's details (JSON text): as they are if they fit what is
     /// left (and [`DETAILS_BYTES`]), else the note that they were left out.
     pub fn take<'a>(&mut self, text: &'a str) -> Cow<'a, str> {
-        let limit = DETAILS_BYTES.min(self.0);
-        if text.len() <= limit {
-            self.0 -= text.len();
-            Cow::Borrowed(text)
-        } else {
-            Cow::Owned(left_out(text.len(), limit))
+        if text.len() > DETAILS_BYTES {
+            return Cow::Owned(left_out(text.len(), DETAILS_BYTES));
         }
+        if text.len() > self.0 {
+            return Cow::Owned(format!(
+                "\"details of {} bytes left out: the findings of this answer had {FINDING_DETAILS_PER_ANSWER} bytes of details already\"",
+                text.len()
+            ));
+        }
+        self.0 -= text.len();
+        Cow::Borrowed(text)
     }
 }
 
@@ -320,6 +342,20 @@ mod tests {
         let lines = format!("{{\"lines\":[{}]}}", vec![line; 40_000].join(","));
         assert!(lines.len() > 1 << 20);
         assert!(check_details(&lines).is_ok());
+    }
+
+    #[test]
+    fn a_push_with_more_details_than_a_push_may_hold_is_refused() {
+        let big = format!("\"{}\"", "x".repeat(DETAILS_BYTES));
+        assert!(pushed_details(&big)
+            .unwrap_err()
+            .contains("pushed details of"));
+        let note = details_text(&big, DETAILS_BYTES);
+        assert!(
+            pushed_details(&note).is_err(),
+            "a note is no evidence either"
+        );
+        assert!(pushed_details("{\"pid\":42}").is_ok());
     }
 
     #[test]

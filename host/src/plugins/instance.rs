@@ -483,11 +483,12 @@ impl Instance for Local {
             let Local::Monitor(monitor) = self else {
                 return None;
             };
-            monitor
-                .next_push()
-                .await
-                .into_option()
-                .map(|seen| Observation::from(held_details(seen, bounds::DETAILS_BYTES)))
+            monitor.next_push().await.into_option().map(|seen| {
+                match bounds::pushed_details(&seen.details) {
+                    Ok(()) => Observation::from(seen),
+                    Err(why) => Observation::unknown(why),
+                }
+            })
         })
     }
 
@@ -551,13 +552,4 @@ impl Instance for Local {
             }
         })
     }
-}
-
-/// An observation from the ABI with its details (JSON text, parsed on
-/// conversion) held to `limit` before they are parsed.
-fn held_details(mut seen: ObservationFfi, limit: usize) -> ObservationFfi {
-    if seen.details.len() > limit {
-        seen.details = bounds::details_text(&seen.details, limit).as_ref().into();
-    }
-    seen
 }

@@ -123,6 +123,9 @@ pub async fn relay(
         AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_LINE),
     );
     let mut last = None;
+    // After an error, `FramedRead` answers `None` once and then reads on:
+    // a line too long ends nothing.
+    let mut resumes = false;
     loop {
         let next = tokio::time::timeout(REPORT_EVERY, lines.next()).await;
         match next {
@@ -145,7 +148,9 @@ pub async fn relay(
             }
             Ok(Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded))) => {
                 lock(&allowance.bucket).drop_one();
+                resumes = true;
             }
+            Ok(None) if resumes => resumes = false,
             Ok(Some(Err(_)) | None) => {
                 allowance.report(&package, true);
                 return last;
@@ -211,6 +216,15 @@ mod tests {
 
     /// one byte that is not UTF-8 ends the relay: the lines after
     /// it are never read (nor is the pipe, which closes).
+    #[test]
+    fn a_line_too_long_is_dropped_and_the_relay_goes_on() {
+        runtime().block_on(async {
+            let text = format!("{}\nlast words\n", "a".repeat(5000));
+            let last = relay("p".to_owned(), Allowance::new(), text.as_bytes()).await;
+            assert_eq!(last.as_deref(), Some("last words"));
+        });
+    }
+
     #[test]
     fn a_line_that_is_not_utf8_does_not_end_the_relay() {
         runtime().block_on(async {

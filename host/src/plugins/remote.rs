@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use healer_plugin_sdk::{Duration as Written, Observation, Outcome, Recovery};
+use healer_plugin_sdk::{Duration as Written, Finding, Observation, Outcome, Recovery};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::process::Child;
@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use super::bounds::{self, Findings};
+use super::bounds::Findings;
 use super::children::{self, Tracked};
 use super::identity::Identity;
 use super::instance::{
@@ -192,10 +192,7 @@ impl Conn {
                 // before anything of it is parsed; what waits there is
                 // held to the smaller limit of a push.
                 if let Some(Ok(slot)) = open.pushes.get(&instance).map(|p| p.try_reserve()) {
-                    slot.send(seen.map(|mut seen| {
-                        seen.hold_details(bounds::DETAILS_BYTES);
-                        Box::new(Observation::from(seen))
-                    }));
+                    slot.send(seen.map(|seen| Box::new(seen.into_pushed())));
                 }
                 if last {
                     open.pushes.remove(&instance);
@@ -1058,16 +1055,11 @@ fn unexpected<T>(answer: Answer, asked: &str) -> Result<T, String> {
     ))
 }
 
-/// Findings as decoded, with the count of those left out; their details
-/// parsed within the budget of one answer.
+/// Findings as decoded (their details already within the budget of one
+/// answer), with the count of those left out.
 fn findings(found: wire::FoundList) -> Findings {
-    let mut budget = bounds::DetailsBudget::default();
     Findings {
-        kept: found
-            .kept
-            .into_iter()
-            .map(|found| found.into_finding(&mut budget))
-            .collect(),
+        kept: found.kept.into_iter().map(Finding::from).collect(),
         dropped: found.dropped,
     }
 }

@@ -102,7 +102,10 @@ pub fn confine(sandbox: &Sandbox, package: &File) -> Result<Vec<String>, String>
     };
     match &sandbox.account {
         Some(account) => become_user(account, &mut notes)?,
-        None => keep_capabilities(sandbox.capabilities, &mut notes)?,
+        None => {
+            see_every_process(&mut notes);
+            keep_capabilities(sandbox.capabilities, &mut notes)?;
+        }
     }
     if let Some(rules) = rules {
         let status = rules
@@ -113,6 +116,50 @@ pub fn confine(sandbox: &Sandbox, package: &File) -> Result<Vec<String>, String>
         }
     }
     Ok(notes)
+}
+
+/// A root worker without `CAP_SYS_PTRACE` no longer sees other processes
+/// in a `/proc` mounted with `hidepid` (a process monitor would find no
+/// service running): it joins the mount's `gid=` group, which the kernel
+/// lets see them all, as root saw them before its capabilities were cut.
+fn see_every_process(notes: &mut Vec<String>) {
+    let Some(gid) = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|mounts| proc_group(&mounts))
+    else {
+        return;
+    };
+    let mut groups = nix::unistd::getgroups().unwrap_or_default();
+    let gid = nix::unistd::Gid::from_raw(gid);
+    if !groups.contains(&gid) {
+        groups.push(gid);
+        if let Err(err) = nix::unistd::setgroups(&groups) {
+            notes.push(format!(
+                "cannot join group {gid} of /proc (hidepid): other processes stay hidden from it: {err}"
+            ));
+        }
+    }
+}
+
+/// The `gid=` of the `/proc` mount in `mountinfo`, when it hides
+/// processes (`hidepid` other than 0 or `off`).
+fn proc_group(mountinfo: &str) -> Option<u32> {
+    mountinfo.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        let mount_point = mount.split(' ').nth(4)?;
+        let mut fs = fs.split(' ');
+        let (kind, options) = (fs.next()?, fs.nth(1)?);
+        if mount_point != "/proc" || kind != "proc" {
+            return None;
+        }
+        let option = |name: &str| {
+            options
+                .split(',')
+                .find_map(|option| option.strip_prefix(name)?.strip_prefix('='))
+        };
+        let hides = option("hidepid").is_some_and(|value| !matches!(value, "0" | "off"));
+        hides.then(|| option("gid")?.parse().ok()).flatten()
+    })
 }
 
 /// Cuts the capability bounding set to `kept` (bit n for capability n):
@@ -331,6 +378,18 @@ fn missing_rights(abi: ABI) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_group_that_sees_every_process_is_read_from_the_proc_mount() {
+        let hidden = "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw,hidepid=invisible,gid=4242\n";
+        assert_eq!(proc_group(hidden), Some(4242));
+        let shown = "22 1 0:21 / /proc rw,relatime - proc proc rw\n";
+        assert_eq!(proc_group(shown), None);
+        let off = "22 1 0:21 / /proc rw - proc proc rw,hidepid=off,gid=7\n";
+        assert_eq!(proc_group(off), None);
+        let elsewhere = "30 1 0:40 / /tmp/p rw - proc proc rw,hidepid=2,gid=9\n";
+        assert_eq!(proc_group(elsewhere), None);
+    }
 
     #[test]
     fn the_environment_is_the_allowlist_and_the_names_passed() {

@@ -358,6 +358,11 @@ impl Finder {
         }
         match unreadable {
             Some(why) if pids.is_empty() => Err(why),
+            None if pids.is_empty() && self.proc.hides_processes() => Err(
+                "no process matches, but /proc hides processes from this worker \
+                 (mounted with hidepid): give the package's user the mount's gid= group"
+                    .to_owned(),
+            ),
             _ => Ok(pids),
         }
     }
@@ -791,6 +796,18 @@ mod tests {
         let seen = watched.look();
         assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
         assert!(seen.summary.contains("exists"), "{}", seen.summary);
+    }
+
+    #[test]
+    fn no_match_in_a_proc_that_hides_processes_is_unknown_not_critical() {
+        // PID 1 runs; a /proc that does not show it hides processes, and a
+        // search of it that finds nothing proves nothing.
+        let root = tempfile::tempdir().unwrap();
+        let watched = monitor(serde_json::json!({ "name": "sshd", "watch": false }))
+            .with_proc(Proc::at(root.path().to_owned()));
+        let seen = watched.look();
+        assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
+        assert!(seen.summary.contains("hidepid"), "{}", seen.summary);
     }
 
     #[test]

@@ -56,6 +56,16 @@ impl Proc {
         Ok(pids)
     }
 
+    /// Whether this `/proc` hides processes from the reader: PID 1 runs
+    /// (`kill(1, 0)` says so, EPERM included) but its entry is not there.
+    /// `hidepid=invisible` does this to a reader that is neither in the
+    /// mount's `gid=` group nor allowed to trace the process (a root worker
+    /// without `CAP_SYS_PTRACE`); a search of such a `/proc` that finds
+    /// nothing is no evidence that nothing runs.
+    pub fn hides_processes(&self) -> bool {
+        !self.root.join("1").exists() && process_exists(1).unwrap_or(false)
+    }
+
     /// `Ok(None)` when there is no process `pid`.
     pub fn stat(&self, pid: u32) -> Result<Option<Stat>, String> {
         let Some(text) = self.read(pid, "stat")? else {

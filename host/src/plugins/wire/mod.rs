@@ -26,7 +26,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 
-use super::bounds::{self, DetailsBudget};
+use super::bounds;
 use super::PluginKind;
 
 pub use held::FoundList;
@@ -335,19 +335,6 @@ impl From<&Finding> for Found {
 }
 
 impl Found {
-    /// The finding, its details taken from `budget`: what the findings of
-    /// one answer may hold in all.
-    pub fn into_finding(self, budget: &mut DetailsBudget) -> Finding {
-        Finding {
-            details: details_from_text(&budget.take(&self.details)),
-            kind: self.kind,
-            severity: self.severity,
-            summary: self.summary,
-        }
-    }
-}
-
-impl Found {
     /// This finding with `details` (JSON text) as they are: what a worker
     /// may send, for the tests of what healer does with it.
     pub fn with_details(self, details: String) -> Found {
@@ -387,10 +374,12 @@ impl Seen {
         Seen { details, ..self }
     }
 
-    /// Holds its details to `limit` bytes ([`bounds::details_text`]).
-    pub fn hold_details(&mut self, limit: usize) {
-        if self.details.len() > limit {
-            self.details = bounds::details_text(&self.details, limit).into_owned();
+    /// The observation a monitor pushed: UNKNOWN when its details are
+    /// more than a push may hold ([`bounds::pushed`]).
+    pub fn into_pushed(self) -> Observation {
+        match bounds::pushed_details(&self.details) {
+            Ok(()) => Observation::from(self),
+            Err(why) => Observation::unknown(why),
         }
     }
 }
