@@ -164,7 +164,7 @@ fn an_answer_of_20000_finding_kinds_leaves_the_api_quick_the_issues_capped_and_s
     assert!(
         dropping[0].contains("healer takes 64 from one answer")
             && dropping[0].contains(&format!(
-                "holds its share of the target's {MAX_ISSUES_PER_TARGET} open issues"
+                "the target holds all the {MAX_ISSUES_PER_TARGET} open issues it may"
             )),
         "{}",
         dropping[0]
