@@ -57,24 +57,129 @@ impl Pause {
 pub struct TargetView {
     /// Its name.
     pub name: String,
-    /// Its monitor plugin.
+    /// Its monitor plugins, joined with `+` (`process+http`).
     pub monitor: String,
-    /// How often it is checked.
+    /// How often it is checked (the target's `interval`; a check may
+    /// have its own, see `checks`).
     pub interval: Written,
-    /// The latest check's status; `None` before the first check.
+    /// The target's status: the worst of its checks' and of its open
+    /// issues' (an escalated issue is CRITICAL, an open one at least
+    /// WARNING); `None` before the first check.
     pub status: Option<Status>,
-    /// The latest check's summary.
+    /// What the status stands for: the worst check's summary, or the
+    /// issue that makes the target worse than its checks.
     pub summary: String,
-    /// The latest check's metrics.
+    /// The latest metrics of every check.
     pub metrics: Vec<Metric>,
     /// When it was last checked (or pushed).
     pub last_check: Option<Wall>,
     /// How long the latest scheduled check took, in microseconds.
     pub took_us: u64,
+    /// Each check as it last ran, in config order.
+    #[serde(default)]
+    pub checks: Vec<CheckView>,
     /// Its open issues (open, recovering, escalated).
     pub issues: Vec<Issue>,
+    /// Its issues whose recovery waits for a dependency.
+    #[serde(default)]
+    pub held: Vec<Held>,
     /// Its maintenance pause, while one holds.
     pub paused: Option<Pause>,
+}
+
+/// One check of a target as it last ran.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckView {
+    /// Its name in the target (the monitor's plugin, `http-2` for a
+    /// second http check).
+    pub name: String,
+    /// Its monitor plugin.
+    pub monitor: String,
+    /// How often it runs.
+    pub interval: Written,
+    /// The latest observation's status; `None` before the first.
+    pub status: Option<Status>,
+    /// The latest observation's summary.
+    pub summary: String,
+    /// When it last ran (or pushed).
+    pub last_check: Option<Wall>,
+    /// How long its latest scheduled run took, in microseconds.
+    pub took_us: u64,
+    /// Its latest metrics.
+    #[serde(skip)]
+    pub metrics: Vec<Metric>,
+}
+
+/// An issue whose recovery waits for a dependency of its target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The issue's kind.
+    pub kind: String,
+    /// The target it waits for.
+    pub dependency: String,
+    /// Why (`has an open issue`, `has not been checked yet`).
+    pub reason: String,
+    /// Since when.
+    pub since: Wall,
+}
+
+impl Held {
+    /// `held: waiting for nginx (has an open issue) since ...`.
+    pub fn describe(&self) -> String {
+        format!(
+            "held: waiting for {} ({}) since {}",
+            self.dependency, self.reason, self.since
+        )
+    }
+}
+
+impl TargetView {
+    /// Works out the target's status, summary and metrics from its checks
+    /// and issues: what every reader shows and `healer status` exits with.
+    pub fn settle(&mut self) {
+        let worst_check = self
+            .checks
+            .iter()
+            .filter_map(|check| check.status.map(|status| (status, check)))
+            .max_by_key(|(status, _)| *status);
+        let worst_issue = self
+            .issues
+            .iter()
+            .map(|issue| (issue_status(issue), issue))
+            .max_by_key(|(status, _)| *status);
+        let check = worst_check.map(|(status, check)| (status, check.summary.clone()));
+        let issue = worst_issue.map(|(status, issue)| {
+            let said = format!("{} {}: {}", issue.kind, issue.state.as_str(), issue.summary);
+            (status, said)
+        });
+        let (status, summary) = match (check, issue) {
+            (Some(check), Some(issue)) if issue.0 > check.0 => (Some(issue.0), issue.1),
+            (Some(check), _) => (Some(check.0), check.1),
+            (None, Some(issue)) => (Some(issue.0), issue.1),
+            (None, None) => (None, String::new()),
+        };
+        (self.status, self.summary) = (status, summary);
+        self.metrics = self
+            .checks
+            .iter()
+            .flat_map(|check| check.metrics.iter().cloned())
+            .collect();
+        self.last_check = self
+            .checks
+            .iter()
+            .filter_map(|check| check.last_check)
+            .max();
+    }
+}
+
+/// What an open issue says of its target: CRITICAL once escalated, else
+/// its latest finding's severity, at least WARNING.
+fn issue_status(issue: &Issue) -> Status {
+    if issue.state == crate::issues::State::Escalated {
+        Status::Critical
+    } else {
+        issue.severity.max(Status::Warning)
+    }
 }
 
 /// What a target's loop is doing, for liveness: the moment by which it
@@ -166,11 +271,22 @@ impl Board {
         if let Some(old) = slots.get(&name) {
             let old = old.view();
             slot.update(|view| {
-                view.status = old.status;
-                view.summary = old.summary;
-                view.metrics = old.metrics;
-                view.last_check = old.last_check;
+                // The checks that are still there keep what they saw.
+                for check in &mut view.checks {
+                    if let Some(was) = old
+                        .checks
+                        .iter()
+                        .find(|was| was.name == check.name && was.monitor == check.monitor)
+                    {
+                        check.status = was.status;
+                        check.summary.clone_from(&was.summary);
+                        check.metrics.clone_from(&was.metrics);
+                        check.last_check = was.last_check;
+                        check.took_us = was.took_us;
+                    }
+                }
                 view.took_us = old.took_us;
+                view.settle();
             });
         }
         slots.insert(name, Arc::clone(&slot));
@@ -244,7 +360,9 @@ mod tests {
             metrics: Vec::new(),
             last_check: None,
             took_us: 0,
+            checks: Vec::new(),
             issues: Vec::new(),
+            held: Vec::new(),
             paused: None,
         }
     }
@@ -265,12 +383,27 @@ mod tests {
     fn a_restarted_target_keeps_its_last_check_on_the_board() {
         let board = Board::new(Arc::default());
         let now = Instant::now();
-        let slot = board.enter(view("db"), now);
+        let with_a_check = || {
+            let mut view = view("db");
+            view.checks.push(CheckView {
+                name: "process".to_owned(),
+                monitor: "process".to_owned(),
+                interval: Written(Duration::from_secs(1)),
+                status: None,
+                summary: String::new(),
+                last_check: None,
+                took_us: 0,
+                metrics: Vec::new(),
+            });
+            view
+        };
+        let slot = board.enter(with_a_check(), now);
         slot.update(|v| {
-            v.status = Some(Status::Critical);
-            v.summary = "down".to_owned();
+            v.checks[0].status = Some(Status::Critical);
+            v.checks[0].summary = "down".to_owned();
+            v.settle();
         });
-        board.enter(view("db"), now);
+        board.enter(with_a_check(), now);
         let seen = board.target("db").expect("on the board");
         assert_eq!(seen.status, Some(Status::Critical));
         assert_eq!(seen.summary, "down");

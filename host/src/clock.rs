@@ -28,6 +28,11 @@ impl Wall {
         Wall(millis)
     }
 
+    /// The Unix epoch: a moment that never comes again.
+    pub const fn zero() -> Wall {
+        Wall(0)
+    }
+
     /// Milliseconds since the Unix epoch.
     pub const fn millis(self) -> u64 {
         self.0

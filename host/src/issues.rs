@@ -80,7 +80,9 @@ impl State {
 
 /// One issue of one target. What events carry and the store keeps: every
 /// moment in it is wall-clock time, so it means the same after a restart.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Written out (events, the API) with a `next_attempt_at` only while one
+/// may come: an escalated or resolved issue has none.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Issue {
     /// The finding kind, e.g. `process.not_running`.
     pub kind: String,
@@ -94,7 +96,9 @@ pub struct Issue {
     pub attempts: u32,
     /// When it opened.
     pub opened_at: Wall,
-    /// When the next attempt may start.
+    /// When the next attempt may start (kept while escalated, for a
+    /// reset; never shown then).
+    #[serde(default = "Wall::zero")]
     pub next_attempt_at: Wall,
     /// When it was escalated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,9 +109,47 @@ pub struct Issue {
     /// Consecutive healthy checks since it was last seen.
     #[serde(skip)]
     healthy: u32,
+    /// The target's checks (bit per check) that found it and have not
+    /// since found it gone: it heals only when none is left.
+    #[serde(skip)]
+    failing_in: u64,
     /// An attempt is running.
     #[serde(skip)]
     attempting: bool,
+}
+
+impl Serialize for Issue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// What is written: the issue, its next attempt only when one may come.
+        #[derive(Serialize)]
+        struct Written<'a> {
+            kind: &'a str,
+            state: State,
+            severity: Status,
+            summary: &'a str,
+            attempts: u32,
+            opened_at: Wall,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            next_attempt_at: Option<Wall>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            escalated_at: Option<Wall>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            resolved_at: Option<Wall>,
+        }
+        let waiting = matches!(self.state, State::Open | State::Recovering);
+        Written {
+            kind: &self.kind,
+            state: self.state,
+            severity: self.severity,
+            summary: &self.summary,
+            attempts: self.attempts,
+            opened_at: self.opened_at,
+            next_attempt_at: waiting.then_some(self.next_attempt_at),
+            escalated_at: self.escalated_at,
+            resolved_at: self.resolved_at,
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Issue {
@@ -136,6 +178,7 @@ impl Issue {
             escalated_at,
             resolved_at,
             healthy: 0,
+            failing_in: 0,
             attempting: false,
         }
     }
@@ -179,7 +222,7 @@ pub enum Transition {
 pub struct Tracker {
     policy: Policy,
     issues: HashMap<String, Issue>,
-    soft: HashMap<String, u32>,
+    soft: HashMap<String, Soft>,
     /// Resolved issues' attempt counts and when they resolved.
     remembered: HashMap<String, (u32, Wall)>,
     /// When the target's latest attempts started, oldest first: no more
@@ -190,14 +233,69 @@ pub struct Tracker {
     /// Which source (see [`Tracker::observe_from`]) opened each open or
     /// soft issue of this run: what its share of the cap holds.
     owners: HashMap<String, usize>,
+    /// The target's checks, and their sources (diagnosers, or the
+    /// monitor of a check without any) all together.
+    layout: Layout,
+}
+
+/// How many checks a target has and how many sources of findings they
+/// have together: the share of the cap each source holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// Checks (at most 64).
+    pub checks: usize,
+    /// Sources of findings, over all checks.
+    pub sources: usize,
+}
+
+impl Layout {
+    /// One check with one source.
+    pub const ONE: Layout = Layout {
+        checks: 1,
+        sources: 1,
+    };
+
+    /// Every check's bit.
+    fn all_checks(self) -> u64 {
+        match self.checks {
+            0 => 1,
+            64.. => u64::MAX,
+            checks => (1 << checks) - 1,
+        }
+    }
+}
+
+/// The findings of one check's run: the check (its index in the target),
+/// where its sources start among the target's, and one list per source.
+pub struct Seen<'a> {
+    /// The check's index.
+    pub check: usize,
+    /// Its first source's index among the target's sources.
+    pub first_source: usize,
+    /// Its sources' findings, in order.
+    pub lists: &'a [&'a [Finding]],
+}
+
+/// A finding seen before, not yet an issue.
+#[derive(Debug)]
+struct Soft {
+    /// Failed checks in a row.
+    failures: u32,
+    /// The checks that found it (as [`Issue::failing_in`]).
+    failing_in: u64,
 }
 
 /// How many example kinds a [`Transition::LeftOut`] names.
 const LEFT_OUT_NAMED: usize = 5;
 
 impl Tracker {
-    /// A tracker with no issues.
+    /// A tracker with no issues, for a target of one check.
     pub fn new(policy: Policy) -> Tracker {
+        Tracker::with_layout(policy, Layout::ONE)
+    }
+
+    /// A tracker with no issues, for a target of `layout`'s checks.
+    pub fn with_layout(policy: Policy, layout: Layout) -> Tracker {
         Tracker {
             policy,
             issues: HashMap::new(),
@@ -206,6 +304,10 @@ impl Tracker {
             spent: VecDeque::new(),
             let_go: Vec::new(),
             owners: HashMap::new(),
+            layout: Layout {
+                checks: layout.checks.clamp(1, 64),
+                sources: layout.sources.max(1),
+            },
         }
     }
 
@@ -258,6 +360,9 @@ impl Tracker {
                         Wall::from_millis(issue.next_attempt_at.millis().saturating_sub(backoff));
                     spent.extend(std::iter::repeat_n(started, attempts));
                     issue.healthy = 0;
+                    // Which checks found it is not saved: every check
+                    // must find it gone.
+                    issue.failing_in = self.layout.all_checks();
                     issue.attempting = false;
                     self.issues.insert(issue.kind.clone(), issue);
                     restored += 1;
@@ -390,7 +495,32 @@ impl Tracker {
         now: Wall,
         conclusive: bool,
     ) -> Vec<Transition> {
-        let share = (MAX_ISSUES_PER_TARGET / sources.len().max(1)).max(1);
+        let seen = Seen {
+            check: 0,
+            first_source: 0,
+            lists: sources,
+        };
+        self.observe_check(seen, now, conclusive)
+    }
+
+    /// Feeds the findings of one run of one of the target's checks (see
+    /// [`observe_from`](Self::observe_from)). A check speaks only for the
+    /// issues it found: one that finds nothing heals no issue another
+    /// check found and still finds.
+    pub fn observe_check(
+        &mut self,
+        seen: Seen<'_>,
+        now: Wall,
+        conclusive: bool,
+    ) -> Vec<Transition> {
+        let Seen {
+            check,
+            first_source,
+            lists: sources,
+        } = seen;
+        let bit = 1u64 << check.min(63);
+        let all_sources = self.layout.sources.max(first_source + sources.len());
+        let share = (MAX_ISSUES_PER_TARGET / all_sources).max(1);
         let stable_after: Duration = self.policy.stable_after.into();
         // A due time further ahead than the longest backoff was set before
         // the clock was set back: wait no longer than that from now.
@@ -416,13 +546,14 @@ impl Tracker {
         // failure: the first to be taken counts.
         let mut taken = HashSet::new();
         // The issues (open or soft) each source opened and still holds.
-        let mut owned = vec![0usize; sources.len()];
+        let mut owned = vec![0usize; all_sources];
         for source in self.owners.values() {
             if let Some(count) = owned.get_mut(*source) {
                 *count += 1;
             }
         }
         for (source, findings) in sources.iter().enumerate() {
+            let source = first_source + source;
             let (mut left_out, mut target_full) = (Vec::new(), false);
             for finding in findings.iter() {
                 let kind = finding.kind.as_str();
@@ -444,7 +575,7 @@ impl Tracker {
                     self.owners.insert(kind.to_owned(), source);
                     owned[source] += 1;
                 }
-                self.take(finding, now, &mut transitions);
+                self.take(finding, bit, now, &mut transitions);
             }
             if !left_out.is_empty() {
                 transitions.push(Transition::LeftOut {
@@ -466,7 +597,7 @@ impl Tracker {
         if !conclusive {
             return transitions;
         }
-        let transitions = self.heal(&kinds, now, transitions);
+        let transitions = self.heal(&kinds, bit, now, transitions);
         let (issues, soft) = (&self.issues, &self.soft);
         self.owners
             .retain(|kind, _| issues.contains_key(kind) || soft.contains_key(kind));
@@ -474,9 +605,10 @@ impl Tracker {
     }
 
     /// One finding of this check, of a kind open, soft or with room.
-    fn take(&mut self, finding: &Finding, now: Wall, transitions: &mut Vec<Transition>) {
+    fn take(&mut self, finding: &Finding, bit: u64, now: Wall, transitions: &mut Vec<Transition>) {
         if let Some(issue) = self.issues.get_mut(&finding.kind) {
             issue.healthy = 0;
+            issue.failing_in |= bit;
             issue.severity = finding.severity;
             issue.summary.clone_from(&finding.summary);
             // Not only after a failed attempt: an issue restored (or
@@ -492,16 +624,21 @@ impl Tracker {
             }
             return;
         }
-        let failures = self.soft.entry(finding.kind.clone()).or_insert(0);
-        *failures += 1;
-        if *failures < self.policy.fail_after {
+        let soft = self.soft.entry(finding.kind.clone()).or_insert(Soft {
+            failures: 0,
+            failing_in: 0,
+        });
+        soft.failures += 1;
+        soft.failing_in |= bit;
+        if soft.failures < self.policy.fail_after {
             transitions.push(Transition::Soft {
                 kind: finding.kind.clone(),
-                failures: *failures,
+                failures: soft.failures,
                 needed: self.policy.fail_after,
             });
             return;
         }
+        let failing_in = soft.failing_in;
         self.soft.remove(&finding.kind);
         let attempts = self
             .remembered
@@ -518,6 +655,7 @@ impl Tracker {
             escalated_at: None,
             resolved_at: None,
             healthy: 0,
+            failing_in,
             attempting: false,
         };
         transitions.push(Transition::Opened(issue.clone()));
@@ -535,21 +673,35 @@ impl Tracker {
         self.issues.insert(issue.kind.clone(), issue);
     }
 
-    /// After a conclusive check: soft findings not seen again are
-    /// forgotten, and issues not found count a healthy check (and resolve
-    /// after `resolve_after` of them).
+    /// After a conclusive run of the check whose bit is `bit`: what it
+    /// found before and finds no more is gone as far as it can tell; a
+    /// soft finding no check still finds is forgotten, and an issue no
+    /// check still finds counts a healthy check (and resolves after
+    /// `resolve_after` of them). A check that never found an issue
+    /// leaves it alone.
     fn heal(
         &mut self,
         kinds: &HashSet<&str>,
+        bit: u64,
         now: Wall,
         mut transitions: Vec<Transition>,
     ) -> Vec<Transition> {
-        self.soft.retain(|kind, _| kinds.contains(kind.as_str()));
+        self.soft.retain(|kind, soft| {
+            if !kinds.contains(kind.as_str()) {
+                soft.failing_in &= !bit;
+            }
+            soft.failing_in != 0
+        });
         let healed: Vec<String> = self
             .issues
             .values_mut()
             .filter(|issue| !kinds.contains(issue.kind.as_str()))
+            .filter(|issue| issue.failing_in & bit != 0 || issue.failing_in == 0)
             .filter_map(|issue| {
+                issue.failing_in &= !bit;
+                if issue.failing_in != 0 {
+                    return None;
+                }
                 issue.healthy += 1;
                 (issue.healthy >= self.policy.resolve_after).then(|| issue.kind.clone())
             })

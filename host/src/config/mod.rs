@@ -8,6 +8,7 @@
 //! [`crate::plugins::Catalog::check_config`].
 
 mod alerts;
+mod checks;
 mod intake;
 mod plugins;
 mod source;
@@ -25,6 +26,7 @@ use serde_json::Value;
 use toml::Spanned;
 
 pub use alerts::{AlertSink, SinkKind, DEFAULT_RESEND_EVERY};
+pub use checks::{Check, MAX_CHECKS};
 pub use intake::{HostName, Intake, Reflex, Step, Workflow, MIN_TOKEN_CHARS};
 pub use plugins::{
     Account, Capabilities, PackagePolicy, PackageSettings, Plugins, Sandbox, Size,
@@ -176,7 +178,7 @@ macro_rules! pacing {
             enabled: bool,
             #[serde(default)]
             depends_on: Vec<Spanned<String>>,
-            monitor: Spanned<toml::Table>,
+            monitor: Spanned<checks::RawMonitors>,
             #[serde(default)]
             diagnose: Vec<Spanned<toml::Table>>,
             #[serde(default)]
@@ -201,9 +203,9 @@ macro_rules! pacing {
 }
 
 pacing! {
-    /// How often each target is checked.
+    /// How often each target is checked (a check may have its own).
     interval: Duration = Duration::from_secs(5),
-    /// Deadline of every check and diagnosis.
+    /// Deadline of every check and diagnosis (a check may have its own).
     timeout: Duration = Duration::from_secs(10),
     /// Recovery attempts per issue before it is escalated.
     max_attempts: u32 = 3,
@@ -281,10 +283,8 @@ pub struct Target {
     pub policy: Policy,
     /// Targets that must be healthy before this one is recovered.
     pub depends_on: Vec<String>,
-    /// The monitor.
-    pub monitor: PluginUse,
-    /// Diagnosers, in order.
-    pub diagnosers: Vec<PluginUse>,
+    /// Its checks: a monitor each, with its diagnosers; at least one.
+    pub checks: Vec<Check>,
     /// Recoverers, tried in order (a ladder).
     pub recoverers: Vec<RecovererUse>,
     /// Where `[[target]]` starts.
@@ -313,12 +313,11 @@ impl Target {
             && self.enabled == other.enabled
             && self.policy == other.policy
             && self.depends_on == other.depends_on
-            && self.monitor.same_as(&other.monitor)
-            && self.diagnosers.len() == other.diagnosers.len()
+            && self.checks.len() == other.checks.len()
             && self
-                .diagnosers
+                .checks
                 .iter()
-                .zip(&other.diagnosers)
+                .zip(&other.checks)
                 .all(|(a, b)| a.same_as(b))
             && self.recoverers.len() == other.recoverers.len()
             && self
@@ -329,10 +328,33 @@ impl Target {
     }
 
     /// Whether `other` is still the same target for its issues: the same
-    /// name and monitor plugin. A reload that changes anything else
+    /// name and monitor plugins. A reload that changes anything else
     /// restarts the target with its issues kept.
     pub fn same_identity(&self, other: &Target) -> bool {
-        self.name == other.name && self.monitor.plugin == other.monitor.plugin
+        self.name == other.name
+            && self.checks.len() == other.checks.len()
+            && self
+                .checks
+                .iter()
+                .zip(&other.checks)
+                .all(|(a, b)| a.monitor.plugin == b.monitor.plugin)
+    }
+
+    /// Every plugin its checks use: each monitor, then its diagnosers.
+    pub fn check_plugins(&self) -> impl Iterator<Item = &PluginUse> {
+        self.checks
+            .iter()
+            .flat_map(|check| std::iter::once(&check.monitor).chain(&check.diagnosers))
+    }
+
+    /// Its monitors' plugin names, joined with `+` (`process+http`).
+    pub fn monitors(&self) -> String {
+        let names: Vec<&str> = self
+            .checks
+            .iter()
+            .map(|check| check.monitor.plugin.as_str())
+            .collect();
+        names.join("+")
     }
 }
 
@@ -627,12 +649,7 @@ impl Checker<'_> {
                 self.push(key_at, format!("target {name:?}: {problem}"));
             }
         }
-        let monitor = self.plugin_use(PluginKind::Monitor, raw.monitor, false);
-        let diagnosers = raw
-            .diagnose
-            .into_iter()
-            .filter_map(|t| self.plugin_use(PluginKind::Diagnoser, t, false))
-            .collect();
+        let checks = self.checks(&name, raw.monitor, raw.diagnose, &policy);
         let recoverers = raw
             .recover
             .into_iter()
@@ -647,8 +664,7 @@ impl Checker<'_> {
                 .into_iter()
                 .map(Spanned::into_inner)
                 .collect(),
-            monitor: monitor?,
-            diagnosers,
+            checks: checks?,
             recoverers,
             at: self.source.locate(at),
         })

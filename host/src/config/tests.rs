@@ -21,9 +21,9 @@ fn a_minimal_config_gets_the_documented_defaults() {
     assert_eq!(web.policy.interval, Duration::from_secs(5));
     assert_eq!(web.policy.max_attempts, 3);
     assert_eq!((web.policy.fail_after, web.policy.resolve_after), (1, 1));
-    assert_eq!(web.monitor.plugin, "http");
+    assert_eq!(web.checks[0].monitor.plugin, "http");
     assert_eq!(
-        web.monitor.config,
+        web.checks[0].monitor.config,
         serde_json::json!({"url": "http://127.0.0.1:8080/"})
     );
     assert!(config.healer.enabled);
@@ -202,7 +202,7 @@ fn every_error_is_reported_not_just_the_first() {
 #[test]
 fn plugin_errors_point_at_the_offending_key() {
     let config = parse(MINIMAL).unwrap();
-    let monitor = &config.targets[0].monitor;
+    let monitor = &config.targets[0].checks[0].monitor;
     let err = config.plugin_error(
         monitor,
         "unknown field `url`, expected one of `urls`, `timeout`",

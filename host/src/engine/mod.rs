@@ -16,6 +16,7 @@
 //! reset (a command the loop carries out between steps). Each loop writes
 //! what it sees, and when it will next make progress, on the [`Board`].
 
+mod check;
 mod target;
 
 use futures_util::StreamExt;
@@ -44,8 +45,8 @@ pub use target::Cycle;
 pub struct Runner {
     /// Shared with the engine's record of what runs (one copy per target).
     target: Arc<Target>,
-    monitor: Arc<MonitorHandle>,
-    diagnosers: Vec<(String, DiagnoserHandle)>,
+    /// One per check of the target, in config order (the loop takes them).
+    checks: Vec<CheckRunner>,
     recoverers: Vec<RecovererHandle>,
     /// Its issues as saved before a restart (or handed on by a reload).
     saved: Vec<Issue>,
@@ -54,6 +55,12 @@ pub struct Runner {
     spent: Vec<Wall>,
     /// Its maintenance pause, as saved.
     pause: Option<Pause>,
+}
+
+/// One check's plugin instances.
+struct CheckRunner {
+    monitor: Arc<MonitorHandle>,
+    diagnosers: Vec<(String, DiagnoserHandle)>,
 }
 
 impl Runner {
@@ -249,17 +256,24 @@ pub async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, 
             )
         })
     };
-    let monitor = package(&target.monitor)?
-        .new_monitor(&target.monitor.plugin, &target.monitor.config)
-        .await
-        .map_err(|err| fail(&target.monitor, err))?;
-    let mut diagnosers = Vec::new();
-    for plugin in &target.diagnosers {
-        let diagnoser = package(plugin)?
-            .new_diagnoser(&plugin.plugin, &plugin.config)
+    let mut checks = Vec::new();
+    for check in &target.checks {
+        let monitor = package(&check.monitor)?
+            .new_monitor(&check.monitor.plugin, &check.monitor.config)
             .await
-            .map_err(|e| fail(plugin, e))?;
-        diagnosers.push((plugin.plugin.clone(), diagnoser));
+            .map_err(|err| fail(&check.monitor, err))?;
+        let mut diagnosers = Vec::new();
+        for plugin in &check.diagnosers {
+            let diagnoser = package(plugin)?
+                .new_diagnoser(&plugin.plugin, &plugin.config)
+                .await
+                .map_err(|e| fail(plugin, e))?;
+            diagnosers.push((plugin.plugin.clone(), diagnoser));
+        }
+        checks.push(CheckRunner {
+            monitor: Arc::new(monitor),
+            diagnosers,
+        });
     }
     let mut recoverers = Vec::new();
     for recoverer in &target.recoverers {
@@ -274,8 +288,7 @@ pub async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, 
     }
     Ok(Runner {
         target: Arc::new(target.clone()),
-        monitor: Arc::new(monitor),
-        diagnosers,
+        checks,
         recoverers,
         saved: Vec::new(),
         spent: Vec::new(),
@@ -365,8 +378,13 @@ impl Engine {
             }
             write(&self.shared.pauses).insert(name.clone(), pause);
         }
-        let policy = runner.target.policy;
-        let first_by = Duration::from(policy.interval) + Duration::from(policy.timeout);
+        let first_by = runner
+            .target
+            .checks
+            .iter()
+            .map(|check| Duration::from(check.interval) + Duration::from(check.deadline))
+            .max()
+            .unwrap_or_default();
         let target = Arc::clone(&runner.target);
         let cycle = Cycle::new(
             runner,

@@ -1,10 +1,14 @@
-//! One target's loop: wait for the schedule, a push or a re-check request;
-//! check (with a deadline); diagnose; update the issues; recover what is
-//! due, trying the matching recoverers in order; repeat. Every transition
-//! is an event; nothing here writes the log or the store.
+//! One target's loop: wait for a check to fall due, a push, a re-check
+//! request or an attempt's backoff to end; run the checks that are due
+//! (each with its deadline), diagnose, update the target's one issue
+//! tracker; recover at most one issue, trying the matching recoverers in
+//! order; after a recovery, verify it with every check before anything
+//! else; repeat. A target's checks and recoveries run one at a time: an
+//! issue raised while a recovery runs waits for its verification instead
+//! of starting another. Every transition is an event; nothing here writes
+//! the log or the store.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::BuildHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +17,12 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
+use super::check::Watch;
 use super::{Command, Health, Runner, Shared};
-use crate::board::{Slot, TargetView};
+use crate::board::{Held, Slot, TargetView};
 use crate::clock::Wall;
 use crate::events::{Event, Events, Role, StepResult};
-use crate::issues::{Issue, State, Tracker, Transition};
+use crate::issues::{Issue, Layout, Seen, State, Tracker, Transition};
 use crate::plugins::{Checked, Diagnosis, Observing};
 
 /// What healer allows its own machinery (the worker, the socket) on top
@@ -27,33 +32,37 @@ const MACHINERY_SLACK: Duration = Duration::from_secs(1);
 /// The state of one target's healing loop.
 pub struct Cycle {
     runner: Runner,
+    checks: Vec<Watch>,
     shared: Arc<Shared>,
     limiter: Arc<Semaphore>,
     events: Events,
     tracker: Tracker,
-    history: VecDeque<Observation>,
-    history_len: usize,
-    last_status: Option<Status>,
     /// The latest finding of each open issue: what recoverers are given.
     findings: HashMap<String, Finding>,
-    /// Issues whose recovery is held by a dependency (logged once).
-    held: HashSet<String>,
+    /// Issues whose recovery is held by a dependency (said once each).
+    held: BTreeMap<String, Held>,
+    /// UNKNOWN issues no recoverer asked for (said once each).
+    withheld: HashSet<String>,
     /// Issues whose recovery waits for the pause they were told of
-    /// (logged once per pause).
+    /// (said once per pause).
     paused: HashSet<String>,
     /// Where the operator sees it; none for `healer once`.
     slot: Option<Arc<Slot>>,
-    /// The monitor's worker diagnoses its checks, and keeps the history.
-    in_place: bool,
-    /// Observations made here that the worker's history lacks.
-    missed: Vec<Observation>,
-    /// Where each diagnoser's findings of this step end in the list the
-    /// step gathered (none: they all come from the monitor).
+    /// Where each source's findings of this run end in the list the run
+    /// gathered (none: they all come from the monitor).
     sources: Vec<usize>,
     /// What this step's findings lost.
     left_out: LeftOut,
     /// The sources (diagnosers) that are leaving findings out: said.
     leaving_out: HashSet<String>,
+    /// The kinds this step found with evidence to act on: by a run that
+    /// could tell, or UNKNOWN ones. Only these may be recovered.
+    fresh: HashSet<String>,
+    /// When every check runs next, off their grids: the verification after
+    /// a recovery's grace, or the end of an attempt's backoff.
+    off_grid: Option<Instant>,
+    /// The longest interval of its checks: the slack of its promises.
+    slack: Duration,
 }
 
 /// What one step's findings lost: how many, why, and whose.
@@ -72,44 +81,82 @@ impl LeftOut {
     }
 }
 
-/// What one step did, for scheduling the next check.
-enum Step {
-    Checked,
-    Recovered,
+/// What the loop woke up for.
+enum Wake {
+    /// Checks fell due on their grids.
+    Scheduled,
+    /// Every check, off the grids: a verification, a backoff's end, a
+    /// dependency that recovered.
+    All,
+    /// A check's monitor pushed an observation.
+    Pushed(usize, Observation),
+}
+
+/// What one run of one check saw.
+struct Run {
+    seen: Observation,
+    checked: bool,
+    findings: Vec<Finding>,
+    diagnosed: bool,
+    took: Duration,
 }
 
 impl Cycle {
     pub(crate) fn new(
-        runner: Runner,
+        mut runner: Runner,
         shared: Arc<Shared>,
         limiter: Arc<Semaphore>,
         events: Events,
         history_len: usize,
     ) -> Cycle {
-        let mut tracker = Tracker::new(runner.target.policy);
+        let target = Arc::clone(&runner.target);
+        let mut checks = Vec::new();
+        let mut first_source = 0;
+        for (index, (check, instances)) in target
+            .checks
+            .iter()
+            .zip(std::mem::take(&mut runner.checks))
+            .enumerate()
+        {
+            let watch = Watch::new(
+                index,
+                check,
+                instances,
+                first_source,
+                history_len,
+                &target.name,
+            );
+            first_source += watch.sources();
+            checks.push(watch);
+        }
+        let layout = Layout {
+            checks: checks.len(),
+            sources: first_source,
+        };
+        let mut tracker = Tracker::with_layout(target.policy, layout);
         tracker.restore(runner.saved.clone(), Wall::now());
         tracker.carry_spent(runner.spent.clone());
-        let diagnosers: Vec<_> = runner.diagnosers.iter().map(|(_, d)| d).collect();
-        let in_place = runner.monitor.diagnosed_in_place_by(&diagnosers);
-        // No more than the diagnosers read (with no diagnoser, none).
-        let needed = diagnosers.iter().map(|d| d.history_needed()).max();
-        let history_len = history_len.max(1).min(needed.unwrap_or(0));
+        let slack = checks
+            .iter()
+            .map(|check| check.interval)
+            .max()
+            .unwrap_or_else(|| target.policy.interval.into());
         Cycle {
-            in_place,
-            missed: Vec::new(),
+            checks,
             sources: Vec::new(),
             left_out: LeftOut::default(),
             leaving_out: HashSet::new(),
+            fresh: HashSet::new(),
+            off_grid: None,
+            slack,
             runner,
             shared,
             limiter,
             events,
             tracker,
-            history: VecDeque::new(),
-            history_len,
-            last_status: None,
             findings: HashMap::new(),
-            held: HashSet::new(),
+            held: BTreeMap::new(),
+            withheld: HashSet::new(),
             paused: HashSet::new(),
             slot: None,
         }
@@ -118,18 +165,22 @@ impl Cycle {
     /// How the target looks before its first check.
     pub(crate) fn view(&self) -> TargetView {
         let target = &self.runner.target;
-        TargetView {
+        let mut view = TargetView {
             name: target.name.clone(),
-            monitor: target.monitor.plugin.clone(),
+            monitor: target.monitors(),
             interval: target.policy.interval,
             status: None,
             summary: String::new(),
             metrics: Vec::new(),
             last_check: None,
             took_us: 0,
-            issues: self.tracker.issues().cloned().collect(),
+            checks: self.checks.iter().map(Watch::view).collect(),
+            issues: self.issues(),
+            held: Vec::new(),
             paused: self.shared.pause_of(&target.name),
-        }
+        };
+        view.settle();
+        view
     }
 
     /// Promises progress (the next step, or the end of a plugin call) by
@@ -137,8 +188,7 @@ impl Cycle {
     /// its promise is stalled (`/healthz`, the systemd watchdog).
     fn promise(&self, within: Duration) {
         if let Some(slot) = &self.slot {
-            let interval: Duration = self.runner.target.policy.interval.into();
-            slot.progress((Instant::now() + within + interval).into_std());
+            slot.progress((Instant::now() + within + self.slack).into_std());
         }
     }
 
@@ -149,31 +199,40 @@ impl Cycle {
         issues
     }
 
-    /// Writes the issues on the board, as soon as they change: an attempt
-    /// or an escalation must not wait for the next check to be seen.
+    /// Writes the issues (and what holds them) on the board, as soon as
+    /// they change: an attempt or an escalation must not wait for the
+    /// next check to be seen.
     fn show_issues(&self) {
         if let Some(slot) = &self.slot {
             let issues = self.issues();
-            slot.update(|view| view.issues = issues);
+            let held: Vec<Held> = self.held.values().cloned().collect();
+            slot.update(|view| {
+                view.issues = issues;
+                view.held = held;
+                view.settle();
+            });
         }
     }
 
-    /// Writes the latest check and the issues on the board.
-    fn show(&self, seen: &Observation, took: Option<Duration>) {
+    /// Writes the latest run of check `index` on the board.
+    fn show(&self, index: usize, seen: &Observation, took: Option<Duration>) {
         let Some(slot) = &self.slot else {
             return;
         };
-        let issues = self.issues();
         slot.update(|view| {
-            view.status = Some(seen.status);
-            view.summary.clone_from(&seen.summary);
-            view.metrics.clone_from(&seen.metrics);
-            view.last_check = Some(Wall::now());
+            if let Some(check) = view.checks.get_mut(index) {
+                check.status = Some(seen.status);
+                check.summary.clone_from(&seen.summary);
+                check.metrics.clone_from(&seen.metrics);
+                check.last_check = Some(Wall::now());
+                if let Some(took) = took {
+                    check.took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                    view.took_us = check.took_us;
+                }
+            }
             if let Some(took) = took {
                 slot.checked_in(took);
-                view.took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
             }
-            view.issues = issues;
         });
     }
 
@@ -199,50 +258,59 @@ impl Cycle {
         self.slot = Some(slot);
         let policy = self.runner.target.policy;
         // Boxed: a channel's slots are allocated 32 at a time. Each push
-        // carries when it arrived.
-        let (push_sender, mut pushes) = mpsc::channel::<Box<(Instant, Observation)>>(16);
-        let monitor = Arc::clone(&self.runner.monitor);
-        let forward = tokio::spawn(async move {
-            while let Some(seen) = monitor.next_push().await {
-                if push_sender
-                    .send(Box::new((Instant::now(), seen)))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let grid = Grid::of(policy.interval.into(), self.name());
-        let mut next = grid.first();
-        // When the latest check (not a push) began.
-        let mut checked_at: Option<Instant> = None;
+        // carries its check and when it arrived.
+        let (push_sender, mut pushes) = mpsc::channel::<Box<(usize, Instant, Observation)>>(16);
+        let forwards: Vec<_> = self
+            .checks
+            .iter()
+            .map(|check| {
+                let (index, monitor) = (check.index, Arc::clone(&check.monitor));
+                let sender = push_sender.clone();
+                tokio::spawn(async move {
+                    while let Some(seen) = monitor.next_push().await {
+                        let push = Box::new((index, Instant::now(), seen));
+                        if sender.send(push).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(push_sender);
         loop {
+            let next = self.next_wake();
             self.promise(next.saturating_duration_since(Instant::now()));
-            let pushed = tokio::select! {
-                _ = sleep_until(next) => None,
+            let wake = tokio::select! {
+                _ = sleep_until(next) => {
+                    if self.off_grid.is_some_and(|at| at <= Instant::now()) {
+                        Wake::All
+                    } else {
+                        Wake::Scheduled
+                    }
+                }
                 Some(push) = pushes.recv() => {
-                    let (arrived, seen) = *push;
-                    // A check begun after this push arrived has seen a
-                    // newer truth (the push waited while a check and its
+                    let (index, arrived, seen) = *push;
+                    // A run begun after this push arrived has seen a newer
+                    // truth (the push waited while a check and its
                     // recovery ran): acting on it now would be acting on
                     // stale evidence, such as an exit already healed.
-                    if checked_at.is_some_and(|checked| arrived < checked) {
+                    let checked = self.checks.get(index).and_then(|check| check.checked_at);
+                    if checked.is_some_and(|checked| arrived < checked) {
                         debug!(target = %self.name(), "a push older than the latest check is dropped");
                         continue;
                     }
-                    Some(seen)
+                    Wake::Pushed(index, seen)
                 }
                 command = commands.recv() => match command {
                     Some(Command::Recheck) => {
                         debug!(target = %self.name(), "re-checking at once: a dependency recovered");
-                        None
+                        Wake::All
                     }
                     Some(Command::Reset(asked)) => {
                         let super::Reset { kind, reply } = *asked;
                         let reset = self.reset(kind.as_deref());
                         if !reset.is_empty() {
-                            next = Instant::now();
+                            self.off_grid = Some(Instant::now());
                         }
                         let _ = reply.send(reset);
                         continue;
@@ -251,37 +319,92 @@ impl Cycle {
                 },
                 _ = shutdown.changed() => break,
             };
-            let was_push = pushed.is_some();
             let started = Instant::now();
-            if !was_push {
-                checked_at = Some(started);
+            let (runs, pushed, on_grid) = match wake {
+                Wake::Scheduled => {
+                    let due = self
+                        .checks
+                        .iter()
+                        .filter(|check| check.next <= started)
+                        .map(|check| check.index)
+                        .collect();
+                    (due, None, true)
+                }
+                Wake::All => {
+                    self.off_grid = None;
+                    ((0..self.checks.len()).collect(), None, false)
+                }
+                Wake::Pushed(index, seen) => (Vec::new(), Some((index, seen)), false),
+            };
+            for &index in &runs {
+                self.checks[index].checked_at = Some(started);
             }
             // Boxed: a step's future is large and lives only while it
             // runs; the loop at rest (10,000 of them) stays small.
-            let step = Box::pin(self.step(pushed)).await;
+            let recovered = Box::pin(self.step(&runs, pushed)).await;
             if frozen_for_a_test(self.name()) {
                 // Debug builds only: a loop that stops making progress,
                 // as a bug would stop it, for the watchdog's test.
                 std::future::pending::<()>().await;
             }
             let now = Instant::now();
-            // Back on the grid, but never sooner than half an interval
-            // after this check began: a check off the grid (a re-check,
-            // a reset, the one after a recovery's grace) is not followed
-            // by another a few milliseconds later.
-            let every: Duration = if self.tracker.all_escalated() {
-                policy.escalated_interval.into()
+            let escalated = self.tracker.all_escalated();
+            for &index in &runs {
+                let check = &mut self.checks[index];
+                let every = if escalated {
+                    policy.escalated_interval.into()
+                } else {
+                    check.interval
+                };
+                if on_grid {
+                    check.after_scheduled(started, now, every);
+                } else {
+                    check.after_unscheduled(now, every);
+                }
+            }
+            self.off_grid = if recovered {
+                // Verified by every check after the grace, before anything
+                // else: what was pushed meanwhile is older than that.
+                Some(now + Duration::from(policy.grace))
             } else {
-                policy.interval.into()
-            };
-            next = match step {
-                Step::Recovered => now + Duration::from(policy.grace),
-                Step::Checked if was_push => next,
-                Step::Checked => grid.after(now.max(started + every / 2), every),
+                self.off_grid.or(self.attempt_due())
             };
         }
-        forward.abort();
+        for forward in forwards {
+            forward.abort();
+        }
         self.tracker
+    }
+
+    /// When the loop must next wake: the first check due, or the
+    /// off-grid run of every check.
+    fn next_wake(&self) -> Instant {
+        let scheduled = self.checks.iter().map(|check| check.next).min();
+        match (scheduled, self.off_grid) {
+            (Some(next), Some(off)) => next.min(off),
+            (Some(next), None) => next,
+            (None, Some(off)) => off,
+            (None, None) => Instant::now() + self.slack,
+        }
+    }
+
+    /// When an attempt's backoff ends, for an issue that will want one
+    /// then (its checks may not fall due for a while): every check runs
+    /// then, so attempts come `backoff` apart as documented. An issue due
+    /// already but not recovered waits for what holds it instead (a
+    /// dependency re-checks it when it recovers; a pause, its checks).
+    fn attempt_due(&self) -> Option<Instant> {
+        let now = Wall::now();
+        let policy = self.runner.target.policy;
+        let at = self
+            .tracker
+            .issues()
+            .filter(|issue| matches!(issue.state, State::Open | State::Recovering))
+            .filter(|issue| issue.attempts < policy.max_attempts)
+            .map(|issue| issue.next_attempt_at)
+            .filter(|at| *at > now)
+            .min()?;
+        Some(Instant::now() + at.since(now))
     }
 
     /// An operator's reset: the issue of `kind` (or every escalated one)
@@ -300,6 +423,7 @@ impl Cycle {
         for kind in kinds {
             if let Some(issue) = self.tracker.reset(&kind) {
                 self.held.remove(&kind);
+                self.withheld.remove(&kind);
                 self.emit(Event::IssueResetByOperator {
                     target: self.name().to_owned(),
                     issue: issue.clone(),
@@ -311,70 +435,107 @@ impl Cycle {
         reset
     }
 
-    /// One check (and diagnosis, and recovery if asked), for `healer once`.
+    /// Every check once (and diagnosis, and recovery if asked), for
+    /// `healer once`: the target's worst observation (the summaries of
+    /// all its checks) and every kind found.
     pub(crate) async fn once(&mut self, recover: bool) -> (String, Observation, Vec<String>) {
-        let (seen, checked) = self.check().await;
-        let (findings, diagnosed) = self.diagnose(&seen, checked).await;
-        let kinds = findings.iter().map(|f| f.kind.clone()).collect();
+        let mut kinds = Vec::new();
+        let mut worst: Option<Observation> = None;
+        let mut summaries = Vec::new();
+        for index in 0..self.checks.len() {
+            let run = self.run_check(index, None, recover).await;
+            kinds.extend(run.findings.iter().map(|f| f.kind.clone()));
+            if self.checks.len() > 1 {
+                summaries.push(format!("{}: {}", self.checks[index].name, run.seen.summary));
+            }
+            if worst.as_ref().is_none_or(|w| run.seen.status > w.status) {
+                worst = Some(run.seen);
+            }
+        }
+        let mut seen = worst.unwrap_or_else(|| Observation::unknown("no check"));
+        if !summaries.is_empty() {
+            seen.summary = summaries.join("; ");
+        }
         if recover {
-            let conclusive = checked && diagnosed && seen.status != Status::Unknown;
-            self.after_diagnosis(&findings, conclusive);
-            self.say_left_out(conclusive);
-            self.recover(conclusive).await;
+            self.settle_health();
+            self.recover().await;
         }
         (self.name().to_owned(), seen, kinds)
     }
 
-    async fn step(&mut self, pushed: Option<Observation>) -> Step {
-        let was_push = pushed.is_some();
-        let (seen, checked, findings, diagnosed, took) = if self.in_place {
-            self.observe(pushed).await
+    /// One step: a pushed observation or the runs of `runs`, then at
+    /// most one recovery. Returns whether a recovery ran.
+    async fn step(&mut self, runs: &[usize], pushed: Option<(usize, Observation)>) -> bool {
+        self.fresh.clear();
+        let mut conclusive = true;
+        if let Some((index, seen)) = pushed {
+            conclusive &= self.run_check(index, Some(seen), true).await.concluded();
+        }
+        for &index in runs {
+            conclusive &= self.run_check(index, None, true).await.concluded();
+        }
+        self.say_left_out(conclusive);
+        self.settle_health();
+        self.show_issues();
+        // Never act on false evidence: a check that could not tell (it
+        // failed, timed out, or said UNKNOWN) resolves nothing, and only
+        // recoverers that asked for UNKNOWN act after it.
+        self.recover().await
+    }
+
+    /// Runs check `index` (or diagnoses what its monitor pushed) and, when
+    /// `track`, feeds what it found to the issues.
+    async fn run_check(&mut self, index: usize, pushed: Option<Observation>, track: bool) -> Run {
+        let run = if self.checks[index].in_place {
+            self.observe(index, pushed).await
         } else {
+            let was_push = pushed.is_some();
             let started = Instant::now();
             let (seen, checked) = match pushed {
                 Some(seen) => (seen, true),
-                None => self.check().await,
+                None => self.check(index).await,
             };
             let took = if was_push {
                 Duration::ZERO
             } else {
                 started.elapsed()
             };
-            self.note_status(&seen, was_push, took);
-            let (findings, diagnosed) = self.diagnose(&seen, checked).await;
-            (seen, checked, findings, diagnosed, took)
+            self.note_status(index, &seen, was_push, took);
+            let (findings, diagnosed) = self.diagnose(index, &seen, checked).await;
+            Run {
+                seen,
+                checked,
+                findings,
+                diagnosed,
+                took,
+            }
         };
-        let conclusive = checked && diagnosed && seen.status != Status::Unknown;
-        self.after_diagnosis(&findings, conclusive);
-        self.say_left_out(conclusive);
-        self.show(&seen, (!was_push).then_some(took));
-        if !self.in_place && self.history_len > 0 {
-            self.history.push_back(seen);
-            while self.history.len() > self.history_len {
-                self.history.pop_front();
+        let conclusive = run.concluded();
+        if track {
+            self.after_diagnosis(index, &run.findings, conclusive);
+            for finding in &run.findings {
+                if conclusive || is_unknown(&finding.kind) {
+                    self.fresh.insert(finding.kind.clone());
+                }
             }
         }
-        // Never act on false evidence: a check that could not tell (it
-        // failed, timed out, or said UNKNOWN) resolves nothing, and only
-        // recoverers that asked for UNKNOWN act after it.
-        if self.recover(conclusive).await {
-            Step::Recovered
-        } else {
-            Step::Checked
-        }
+        let scheduled = run.took > Duration::ZERO || run.checked && !self.checks[index].in_place;
+        self.show(index, &run.seen, scheduled.then_some(run.took));
+        self.checks[index].remember(run.seen.clone());
+        run
     }
 
-    /// Runs the monitor's check within the target's deadline; `false` when
-    /// the check itself failed (the observation is then UNKNOWN and says why).
-    async fn check(&mut self) -> (Observation, bool) {
-        let policy = self.runner.target.policy;
-        let plugin = &self.runner.target.monitor.plugin;
-        self.promise(policy.timeout.into());
-        match timeout(policy.timeout.into(), self.runner.monitor.check()).await {
+    /// Runs check `index`'s monitor within its deadline; `false` when the
+    /// check itself failed (the observation is then UNKNOWN and says why).
+    async fn check(&mut self, index: usize) -> (Observation, bool) {
+        let check = &self.checks[index];
+        let (deadline, plugin) = (check.deadline, check.plugin.clone());
+        self.promise(deadline.into());
+        match timeout(deadline.into(), check.monitor.check()).await {
             Ok(Ok(seen)) => (seen, true),
-            Ok(Err(error)) => (self.plugin_failed(Role::Monitor, plugin, &error), false),
+            Ok(Err(error)) => (self.plugin_failed(Role::Monitor, &plugin, &error), false),
             Err(_) => (
-                self.plugin_timed_out(Role::Monitor, plugin, policy.timeout),
+                self.plugin_timed_out(Role::Monitor, &plugin, deadline),
                 false,
             ),
         }
@@ -406,13 +567,21 @@ impl Cycle {
         Observation::unknown(format!("check timed out after {after}"))
     }
 
-    fn note_status(&mut self, seen: &Observation, pushed: bool, took: Duration) {
-        let was = self.last_status.replace(seen.status);
+    fn note_status(&mut self, index: usize, seen: &Observation, pushed: bool, took: Duration) {
+        let several = self.checks.len() > 1;
+        let check = &mut self.checks[index];
+        let was = check.last_status.replace(seen.status);
         if was == Some(seen.status) && !self.events.wants_every_check() {
             return;
         }
+        let name = if several {
+            check.name.clone()
+        } else {
+            String::new()
+        };
         self.emit(Event::Checked {
             target: self.name().to_owned(),
+            check: name,
             status: seen.status,
             was,
             summary: seen.summary.clone(),
@@ -425,38 +594,33 @@ impl Cycle {
     /// which keeps the history: one call instead of one per plugin, and
     /// the history never crosses. The worker enforces the check's and each
     /// diagnoser's deadline; healer's own is for the machinery.
-    async fn observe(
-        &mut self,
-        pushed: Option<Observation>,
-    ) -> (Observation, bool, Vec<Finding>, bool, Duration) {
-        let policy = self.runner.target.policy;
-        let within: Duration = policy.timeout.into();
-        let plugins = 1 + u32::try_from(self.runner.diagnosers.len()).unwrap_or(u32::MAX);
+    async fn observe(&mut self, index: usize, pushed: Option<Observation>) -> Run {
+        let check = &self.checks[index];
+        let within: Duration = check.deadline.into();
+        let plugins = 1 + u32::try_from(check.diagnosers.len()).unwrap_or(u32::MAX);
         let deadline = within.saturating_mul(plugins) + MACHINERY_SLACK;
         self.promise(deadline);
         let was_push = pushed.is_some();
         let started = Instant::now();
-        let diagnosers: Vec<_> = self.runner.diagnosers.iter().map(|(_, d)| d).collect();
+        let check = &self.checks[index];
+        let diagnosers: Vec<_> = check.diagnosers.iter().map(|(_, d)| d).collect();
         let observing = Observing {
             pushed: pushed.as_ref(),
-            missed: &self.missed,
-            keep: self.history_len,
+            missed: &check.missed,
+            keep: check.history_len,
             within,
         };
-        let observed = timeout(
-            deadline,
-            self.runner.monitor.observe(&diagnosers, observing),
-        )
-        .await;
+        let observed = timeout(deadline, check.monitor.observe(&diagnosers, observing)).await;
         let took = if was_push {
             Duration::ZERO
         } else {
             started.elapsed()
         };
-        let plugin = self.runner.target.monitor.plugin.clone();
+        let plugin = check.plugin.clone();
+        let first_diagnoser = check.diagnosers.first().map(|(name, _)| name.clone());
         let observed = match observed {
             Ok(Ok(observed)) => {
-                self.missed.clear();
+                self.checks[index].missed.clear();
                 observed
             }
             // healer's side failed (the worker crashed or stopped
@@ -465,8 +629,8 @@ impl Cycle {
                 // What was pushed is still evidence; only its diagnosis
                 // is missing, so it concludes nothing. A check that never
                 // came back is UNKNOWN.
-                let (role, plugin) = match (&pushed, self.runner.diagnosers.first()) {
-                    (Some(_), Some((diagnoser, _))) => (Role::Diagnoser, diagnoser.clone()),
+                let (role, plugin) = match (&pushed, first_diagnoser) {
+                    (Some(_), Some(diagnoser)) => (Role::Diagnoser, diagnoser),
                     _ => (Role::Monitor, plugin),
                 };
                 let unknown = match failed {
@@ -474,13 +638,19 @@ impl Cycle {
                     _ => self.plugin_timed_out(role, &plugin, Written(deadline)),
                 };
                 let seen = pushed.unwrap_or(unknown);
-                self.remember_missed(seen.clone());
-                self.note_status(&seen, was_push, took);
-                return if was_push {
-                    (seen, true, Vec::new(), false, took)
+                self.checks[index].remember_missed(seen.clone());
+                self.note_status(index, &seen, was_push, took);
+                let (checked, findings, diagnosed) = if was_push {
+                    (true, Vec::new(), false)
                 } else {
-                    let findings = self.undiagnosed(&seen);
-                    (seen, false, findings, true, took)
+                    (false, self.checks[index].undiagnosed(&seen), true)
+                };
+                return Run {
+                    seen,
+                    checked,
+                    findings,
+                    diagnosed,
+                    took,
                 };
             }
         };
@@ -488,21 +658,32 @@ impl Cycle {
             Checked::Seen(seen) => (seen, true),
             Checked::Failed(error) => (self.plugin_failed(Role::Monitor, &plugin, &error), false),
             Checked::TimedOut => (
-                self.plugin_timed_out(Role::Monitor, &plugin, policy.timeout),
+                self.plugin_timed_out(Role::Monitor, &plugin, Written(within)),
                 false,
             ),
         };
-        self.note_status(&seen, was_push, took);
+        self.note_status(index, &seen, was_push, took);
         if observed.diagnoses.is_empty() {
-            let findings = self.undiagnosed(&seen);
-            return (seen, checked, findings, true, took);
+            let findings = self.checks[index].undiagnosed(&seen);
+            return Run {
+                seen,
+                checked,
+                findings,
+                diagnosed: true,
+                took,
+            };
         }
         let mut findings = Vec::new();
+        let names: Vec<String> = self.checks[index]
+            .diagnosers
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
         // A worker that answered for fewer diagnosers than asked leaves
         // the diagnosis incomplete.
-        let mut complete = observed.diagnoses.len() == self.runner.diagnosers.len();
+        let mut complete = observed.diagnoses.len() == names.len();
         self.sources.clear();
-        for ((diagnoser, _), diagnosis) in self.runner.diagnosers.iter().zip(observed.diagnoses) {
+        for (diagnoser, diagnosis) in names.iter().zip(observed.diagnoses) {
             match diagnosis {
                 Diagnosis::Found(found) => {
                     // Findings left out may hold an open issue's kind:
@@ -517,81 +698,77 @@ impl Cycle {
                 }
                 Diagnosis::TimedOut => {
                     complete = false;
-                    self.plugin_timed_out(Role::Diagnoser, diagnoser, policy.timeout);
+                    self.plugin_timed_out(Role::Diagnoser, diagnoser, Written(within));
                 }
             }
             self.sources.push(findings.len());
         }
-        (seen, checked, findings, complete, took)
-    }
-
-    /// Keeps an observation the worker's history lacks, for the next call.
-    fn remember_missed(&mut self, seen: Observation) {
-        self.missed.push(seen);
-        if self.missed.len() > self.history_len {
-            self.missed.remove(0);
+        Run {
+            seen,
+            checked,
+            findings,
+            diagnosed: complete,
+            took,
         }
     }
 
-    /// With no diagnosis, the observation itself when it is not OK:
-    /// `<monitor>.<status>`.
-    fn undiagnosed(&self, seen: &Observation) -> Vec<Finding> {
-        if seen.status == Status::Ok {
-            return Vec::new();
-        }
-        let kind = format!(
-            "{}.{}",
-            self.runner.target.monitor.plugin,
-            seen.status.as_str().to_lowercase()
-        );
-        vec![Finding::new(kind, seen.status, seen.summary.clone())]
-    }
-
-    /// Findings from the diagnosers, or, with none configured (or when the
-    /// check itself failed, which diagnosers cannot interpret), the
-    /// observation itself when it is not OK (`<monitor>.<status>`). The flag
-    /// is `false` when a diagnoser failed: the findings may be incomplete.
-    async fn diagnose(&mut self, seen: &Observation, checked: bool) -> (Vec<Finding>, bool) {
+    /// Findings from check `index`'s diagnosers, or, with none configured
+    /// (or when the check itself failed, which diagnosers cannot
+    /// interpret), the observation itself when it is not OK
+    /// (`<monitor>.<status>`). The flag is `false` when a diagnoser failed:
+    /// the findings may be incomplete.
+    async fn diagnose(
+        &mut self,
+        index: usize,
+        seen: &Observation,
+        checked: bool,
+    ) -> (Vec<Finding>, bool) {
+        self.sources.clear();
+        let check = &self.checks[index];
         // An UNKNOWN observation is `<monitor>.unknown`: no diagnoser can
         // read evidence into it that is not there.
-        if self.runner.diagnosers.is_empty() || !checked || seen.status == Status::Unknown {
-            return (self.undiagnosed(seen), true);
+        if check.diagnosers.is_empty() || !checked || seen.status == Status::Unknown {
+            return (check.undiagnosed(seen), true);
         }
-        let deadline: Duration = self.runner.target.policy.timeout.into();
-        self.promise(deadline * self.runner.diagnosers.len() as u32);
-        self.history.make_contiguous();
-        let (history, _) = self.history.as_slices();
+        let deadline = check.deadline;
+        self.promise(Duration::from(deadline) * check.diagnosers.len() as u32);
+        let check = &mut self.checks[index];
+        check.history.make_contiguous();
+        let (history, _) = check.history.as_slices();
         let mut findings = Vec::new();
         let mut complete = true;
-        self.sources.clear();
-        for (plugin, diagnoser) in &self.runner.diagnosers {
-            self.sources.push(findings.len());
-            match timeout(deadline, diagnoser.diagnose(seen, history)).await {
+        let mut failures = Vec::new();
+        for (plugin, diagnoser) in &check.diagnosers {
+            match timeout(deadline.into(), diagnoser.diagnose(seen, history)).await {
                 Ok(Ok(found)) => {
                     complete &= found.dropped == 0;
                     note_answered_too_many(&mut self.left_out, plugin, found.dropped);
                     findings.extend(found.kept);
-                    if let Some(end) = self.sources.last_mut() {
-                        *end = findings.len();
-                    }
                 }
                 Ok(Err(error)) => {
                     complete = false;
-                    self.plugin_failed(Role::Diagnoser, plugin, &error);
+                    failures.push((plugin.clone(), Some(error)));
                 }
                 Err(_) => {
                     complete = false;
-                    let after = self.runner.target.policy.timeout;
-                    self.plugin_timed_out(Role::Diagnoser, plugin, after);
+                    failures.push((plugin.clone(), None));
                 }
             }
+            self.sources.push(findings.len());
+        }
+        for (plugin, error) in failures {
+            match error {
+                Some(error) => self.plugin_failed(Role::Diagnoser, &plugin, &error),
+                None => self.plugin_timed_out(Role::Diagnoser, &plugin, deadline),
+            };
         }
         (findings, complete)
     }
 
-    /// Feeds the findings to the issues; `conclusive` is `false` when the
-    /// check or a diagnoser failed, and then nothing counts as healthy.
-    fn after_diagnosis(&mut self, findings: &[Finding], conclusive: bool) {
+    /// Feeds check `index`'s findings to the issues; `conclusive` is
+    /// `false` when the check or a diagnoser failed, and then nothing
+    /// counts as healthy.
+    fn after_diagnosis(&mut self, index: usize, findings: &[Finding], conclusive: bool) {
         // One list per diagnoser (each holds its share of the issues), or
         // one for the monitor when nothing diagnosed this check.
         let mut sources = std::mem::take(&mut self.sources);
@@ -599,8 +776,8 @@ impl Cycle {
         if from_monitor {
             sources.push(findings.len());
         }
-        let diagnosers = self.runner.diagnosers.len().max(1);
-        sources.resize(diagnosers.max(sources.len()), findings.len());
+        let check = &self.checks[index];
+        sources.resize(check.sources().max(sources.len()), findings.len());
         let mut start = 0;
         let lists: Vec<&[Finding]> = sources
             .iter()
@@ -611,7 +788,12 @@ impl Cycle {
                 list
             })
             .collect();
-        for transition in self.tracker.observe_from(&lists, Wall::now(), conclusive) {
+        let seen = Seen {
+            check: index,
+            first_source: check.first_source,
+            lists: &lists,
+        };
+        for transition in self.tracker.observe_check(seen, Wall::now(), conclusive) {
             if let Transition::LeftOut {
                 source,
                 target_full,
@@ -619,7 +801,9 @@ impl Cycle {
                 count,
             } = transition
             {
-                let whose = match self.runner.diagnosers.get(source) {
+                let check = &self.checks[index];
+                let local = source.saturating_sub(check.first_source);
+                let whose = match check.diagnosers.get(local) {
                     Some((diagnoser, _)) if !from_monitor => format!("diagnoser {diagnoser}"),
                     _ => "the monitor".to_owned(),
                 };
@@ -645,9 +829,16 @@ impl Cycle {
                 self.findings.insert(finding.kind.clone(), finding.clone());
             }
         }
+    }
+
+    /// After a step: what no open issue needs is let go, and dependents
+    /// learn whether the target is down.
+    fn settle_health(&mut self) {
+        let tracker = &self.tracker;
         self.findings
-            .retain(|kind, _| self.tracker.issue(kind).is_some());
-        self.held.retain(|kind| self.tracker.issue(kind).is_some());
+            .retain(|kind, _| tracker.issue(kind).is_some());
+        self.held.retain(|kind, _| tracker.issue(kind).is_some());
+        self.withheld.retain(|kind| tracker.issue(kind).is_some());
         let down = self.tracker.has_issues();
         let name = self.name().to_owned();
         if self.shared.set_health(&name, down) {
@@ -764,42 +955,59 @@ impl Cycle {
         true
     }
 
-    /// Recovers every issue that is due; returns whether any attempt ran.
-    /// After an inconclusive check only UNKNOWN issues may be acted on (by
-    /// the recoverers that asked for them): the others' evidence is stale.
-    async fn recover(&mut self, conclusive: bool) -> bool {
+    /// Recovers the oldest issue that is due and was found by this step
+    /// (its evidence is fresh); returns whether an attempt ran. One at a
+    /// time: the others wait for the verification of this one, which may
+    /// heal them too. An issue nothing can recover is escalated on the way.
+    async fn recover(&mut self) -> bool {
         let mut due = self.tracker.due(Wall::now());
-        if !conclusive {
-            due.retain(|kind| is_unknown(kind));
-        }
+        due.retain(|kind| self.fresh.contains(kind));
         if self.paused(&due) || due.is_empty() {
             return false;
         }
-        let target = &self.runner.target;
+        let target = Arc::clone(&self.runner.target);
         if let Some((dependency, health)) = self.shared.first_unhealthy(&target.depends_on) {
             let reason = match health {
                 Health::Unchecked => "has not been checked yet",
                 _ => "has an open issue",
             };
+            let mut changed = false;
             for kind in due {
-                if self.held.insert(kind.clone()) {
-                    self.events.emit(Event::RecoveryHeld {
-                        target: target.name.clone(),
-                        kind,
+                let held = self.held.get(&kind);
+                if held.is_some_and(|held| held.dependency == dependency && held.reason == reason) {
+                    continue;
+                }
+                changed = true;
+                let since = held.map_or_else(Wall::now, |held| held.since);
+                self.held.insert(
+                    kind.clone(),
+                    Held {
+                        kind: kind.clone(),
                         dependency: dependency.to_owned(),
                         reason: reason.to_owned(),
-                    });
-                }
+                        since,
+                    },
+                );
+                self.events.emit(Event::RecoveryHeld {
+                    target: target.name.clone(),
+                    kind,
+                    dependency: dependency.to_owned(),
+                    reason: reason.to_owned(),
+                });
+            }
+            if changed {
+                self.show_issues();
             }
             return false;
         }
-        let (mut acted, mut shown) = (false, true);
+        if !self.held.is_empty() {
+            self.held.clear();
+            self.show_issues();
+        }
+        let mut shown = true;
         for kind in due {
             match self.attempt(&kind).await {
-                Attempted::Ran => {
-                    acted = true;
-                    shown = true;
-                }
+                Attempted::Ran => return true,
                 Attempted::Escalated => shown = false,
                 Attempted::No => {}
             }
@@ -808,13 +1016,13 @@ impl Cycle {
         if !shown {
             self.show_issues();
         }
-        acted
+        false
     }
 
     /// One recovery attempt of the issue of `kind`: its recoverers tried in
     /// order until one succeeds.
     async fn attempt(&mut self, kind: &str) -> Attempted {
-        let target = &self.runner.target;
+        let target = Arc::clone(&self.runner.target);
         let name = target.name.clone();
         let Some(finding) = self.findings.get(kind).cloned() else {
             return Attempted::No;
@@ -826,7 +1034,7 @@ impl Cycle {
         if ladder.is_empty() && unknown {
             // healer cannot tell what is wrong: nothing acts, nothing is
             // escalated; the issue resolves when checks can tell again.
-            if self.held.insert(kind.to_owned()) {
+            if self.withheld.insert(kind.to_owned()) {
                 self.events.emit(Event::RecoveryWithheld {
                     target: name,
                     kind: kind.to_owned(),
@@ -922,6 +1130,14 @@ impl Cycle {
     }
 }
 
+impl Run {
+    /// Whether this run could tell: the check answered, every diagnoser
+    /// did, and the status is not UNKNOWN.
+    fn concluded(&self) -> bool {
+        self.checked && self.diagnosed && self.seen.status != Status::Unknown
+    }
+}
+
 /// What [`Cycle::attempt`] did.
 enum Attempted {
     /// An attempt ran (and the board shows it).
@@ -961,122 +1177,4 @@ fn frozen_for_a_test(target: &str) -> bool {
 /// Whether a finding kind says healer could not tell (`<monitor>.unknown`).
 fn is_unknown(kind: &str) -> bool {
     kind.ends_with(".unknown")
-}
-
-/// When a target's checks fall due: on a fixed-rate grid (a slow check
-/// does not stretch the period), at one of [`SLOTS`] phases of the
-/// interval chosen from the target's name (the same phase in every run).
-/// Targets spread over the slots, so they do not all fire at once, and
-/// the targets of one slot fire in the same instant: their checks reach a
-/// plugin worker as one batch, and the threads on their way wake once per
-/// slot instead of once per check.
-struct Grid {
-    /// The first check.
-    origin: Instant,
-}
-
-/// Phases per interval: 20 ms apart at 1 s.
-const SLOTS: u64 = 50;
-
-impl Grid {
-    fn of(interval: Duration, name: &str) -> Grid {
-        // One origin for every target of this run, so that targets of one
-        // slot share their deadlines to the nanosecond.
-        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        Grid::at(
-            *EPOCH.get_or_init(Instant::now),
-            Instant::now(),
-            interval,
-            name,
-        )
-    }
-
-    /// The grid of a target named `name` whose run began at `epoch`,
-    /// starting after `now`.
-    fn at(epoch: Instant, now: Instant, interval: Duration, name: &str) -> Grid {
-        // A fixed hasher: the phase depends on the name only.
-        let slot = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default()
-            .hash_one(name)
-            % SLOTS;
-        let phase = interval.mul_f64(slot as f64 / SLOTS as f64);
-        let grid = Grid {
-            origin: epoch + phase,
-        };
-        let origin = grid.after(now, interval);
-        if grid.origin >= now {
-            grid
-        } else {
-            Grid { origin }
-        }
-    }
-
-    fn first(&self) -> Instant {
-        self.origin
-    }
-
-    /// The first point of the grid of `every` after `now`.
-    fn after(&self, now: Instant, every: Duration) -> Instant {
-        if every.is_zero() || now < self.origin {
-            return self.origin.max(now);
-        }
-        let every_ns = every.as_nanos();
-        let steps = (now - self.origin).as_nanos() / every_ns + 1;
-        // Far beyond any uptime only with absurd figures: then an
-        // interval from now, never a point in the past.
-        u64::try_from(steps * every_ns)
-            .ok()
-            .and_then(|ns| self.origin.checked_add(Duration::from_nanos(ns)))
-            .unwrap_or(now + every)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SECOND: Duration = Duration::from_secs(1);
-
-    #[test]
-    fn checks_fall_on_the_targets_phase_at_a_fixed_rate() {
-        let epoch = Instant::now();
-        let grid = Grid::at(epoch, epoch, SECOND, "web");
-        let phase = grid.first() - epoch;
-        assert!(phase < SECOND);
-        assert_eq!(phase.as_millis() % 20, 0, "one of 50 slots: {phase:?}");
-        // A check that took 200 ms does not stretch the period.
-        let done = grid.first() + Duration::from_millis(200);
-        assert_eq!(grid.after(done, SECOND), grid.first() + SECOND);
-        // One that overran skips to the next point, never into the past.
-        let late = grid.first() + Duration::from_millis(2_300);
-        assert_eq!(grid.after(late, SECOND), grid.first() + 3 * SECOND);
-    }
-
-    #[test]
-    fn the_phase_depends_on_the_name_only() {
-        let epoch = Instant::now();
-        let phases = |name: &str| Grid::at(epoch, epoch, SECOND, name).first() - epoch;
-        assert_eq!(phases("web"), phases("web"));
-        let spread: HashSet<Duration> = (0..200).map(|i| phases(&format!("t{i}"))).collect();
-        assert!(spread.len() > 30, "200 targets on {} slots", spread.len());
-    }
-
-    #[test]
-    fn a_target_started_later_begins_at_its_next_point() {
-        let epoch = Instant::now();
-        let now = epoch + Duration::from_millis(3_500);
-        let grid = Grid::at(epoch, now, SECOND, "web");
-        assert!(grid.first() >= now && grid.first() < now + SECOND);
-        let phase = (grid.first() - epoch).as_nanos() % SECOND.as_nanos();
-        let at_start = Grid::at(epoch, epoch, SECOND, "web").first() - epoch;
-        assert_eq!(phase, at_start.as_nanos(), "the same phase");
-    }
-
-    #[test]
-    fn an_absurdly_long_wait_is_one_interval_not_the_past() {
-        let epoch = Instant::now();
-        let grid = Grid::at(epoch, epoch, Duration::from_nanos(1), "web");
-        let far = epoch + Duration::from_secs(400 * 24 * 3600);
-        assert!(grid.after(far, Duration::from_nanos(1)) > far);
-        assert_eq!(grid.after(far, Duration::ZERO), far);
-    }
 }

@@ -82,6 +82,9 @@ pub enum Event {
     /// subscriber asked for every check (the event log, debug logs).
     Checked {
         target: String,
+        /// Which of the target's checks, when it has more than one.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        check: String,
         status: Status,
         /// The status before; none for the first check since start.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -74,21 +74,24 @@ fn write(event: &Event) {
         }
         Event::Checked {
             target,
+            check,
             status,
             was,
             summary,
             pushed,
             took_us,
         } => {
+            // Named when the target has several checks (else omitted).
+            let check = (!check.is_empty()).then_some(check.as_str());
             if *was == Some(*status) {
-                debug!(target = %target, status = %status, summary = %summary, pushed, took_us, "checked");
+                debug!(target = %target, check, status = %status, summary = %summary, pushed, took_us, "checked");
                 return;
             }
             let was = was.map_or("none", |was| was.as_str());
             if *status == healer_plugin_sdk::Status::Ok {
-                info!(target = %target, status = %status, was, summary = %summary, pushed, "status changed");
+                info!(target = %target, check, status = %status, was, summary = %summary, pushed, "status changed");
             } else {
-                warn!(target = %target, status = %status, was, summary = %summary, pushed, "status changed");
+                warn!(target = %target, check, status = %status, was, summary = %summary, pushed, "status changed");
             }
         }
         Event::PluginFailed {

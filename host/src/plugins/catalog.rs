@@ -180,8 +180,8 @@ impl Catalog {
         let mut errors = Vec::new();
         let mut plugin_uses = Vec::new();
         for target in &config.targets {
-            let uses = std::iter::once(&target.monitor)
-                .chain(&target.diagnosers)
+            let uses = target
+                .check_plugins()
                 .chain(target.recoverers.iter().map(|r| &r.plugin));
             plugin_uses.extend(uses);
         }

@@ -400,6 +400,7 @@ mod tests {
             at: Wall::from_millis(n),
             event: Event::Checked {
                 target: "t".into(),
+                check: String::new(),
                 status,
                 was: Some(was),
                 summary: String::new(),

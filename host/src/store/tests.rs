@@ -236,6 +236,7 @@ fn history_is_kept_by_rows_and_routine_checks_are_not_kept() {
     for n in 0..1_500 {
         events.emit(Event::Checked {
             target: "t".into(),
+            check: String::new(),
             status: if n % 2 == 0 {
                 Status::Ok
             } else {
@@ -252,6 +253,7 @@ fn history_is_kept_by_rows_and_routine_checks_are_not_kept() {
         });
         events.emit(Event::Checked {
             target: "t".into(),
+            check: String::new(),
             status: Status::Ok,
             was: Some(Status::Ok),
             summary: String::new(),

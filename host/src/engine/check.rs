@@ -1,0 +1,282 @@
+//! One check of a target, as its loop runs it: the monitor and its
+//! diagnosers, the history they read, when it next falls due on its grid,
+//! and what it last saw. The loop ([`super::target`]) runs the checks of
+//! a target one at a time, so a target never checks and recovers at once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use healer_plugin_sdk::{Duration as Written, Finding, Observation, Status};
+use tokio::time::Instant;
+
+use super::CheckRunner;
+use crate::board::CheckView;
+use crate::config::Check;
+use crate::plugins::{DiagnoserHandle, MonitorHandle};
+
+/// One check of a target, running.
+pub(super) struct Watch {
+    /// Its index in the target.
+    pub index: usize,
+    /// Its name in the target.
+    pub name: String,
+    /// Its monitor plugin's name.
+    pub plugin: String,
+    /// How often it runs.
+    pub interval: Duration,
+    /// The deadline of its check and of each diagnosis.
+    pub deadline: Written,
+    pub monitor: Arc<MonitorHandle>,
+    pub diagnosers: Vec<(String, DiagnoserHandle)>,
+    /// Where its sources of findings start among the target's.
+    pub first_source: usize,
+    /// Observations before the latest, for the diagnosers.
+    pub history: VecDeque<Observation>,
+    /// How many to keep.
+    pub history_len: usize,
+    /// The monitor's worker diagnoses its checks, and keeps the history.
+    pub in_place: bool,
+    /// Observations made here that the worker's history lacks.
+    pub missed: Vec<Observation>,
+    pub last_status: Option<Status>,
+    /// When its latest run (not a push) began: a push that arrived before
+    /// it is stale.
+    pub checked_at: Option<Instant>,
+    /// When it next falls due.
+    pub next: Instant,
+    grid: Grid,
+}
+
+impl Watch {
+    /// The check `index` of a target, with its plugin instances.
+    pub fn new(
+        index: usize,
+        check: &Check,
+        runner: CheckRunner,
+        first_source: usize,
+        history_len: usize,
+        target: &str,
+    ) -> Watch {
+        let CheckRunner {
+            monitor,
+            diagnosers,
+        } = runner;
+        let handles: Vec<_> = diagnosers.iter().map(|(_, d)| d).collect();
+        let in_place = monitor.diagnosed_in_place_by(&handles);
+        // No more than the diagnosers read (with no diagnoser, none).
+        let needed = handles.iter().map(|d| d.history_needed()).max();
+        let history_len = history_len.max(1).min(needed.unwrap_or(0));
+        let interval: Duration = check.interval.into();
+        // The first check of a target keeps the phase a target of one
+        // check always had; the others have phases of their own.
+        let phase_of = if index == 0 {
+            target.to_owned()
+        } else {
+            format!("{target}/{}", check.name)
+        };
+        let grid = Grid::of(interval, &phase_of);
+        Watch {
+            index,
+            name: check.name.clone(),
+            plugin: check.monitor.plugin.clone(),
+            interval,
+            deadline: check.deadline,
+            monitor,
+            diagnosers,
+            first_source,
+            history: VecDeque::new(),
+            history_len,
+            in_place,
+            missed: Vec::new(),
+            last_status: None,
+            checked_at: None,
+            next: grid.first(),
+            grid,
+        }
+    }
+
+    /// Its sources of findings: each diagnoser, or the monitor itself.
+    pub fn sources(&self) -> usize {
+        self.diagnosers.len().max(1)
+    }
+
+    /// How it looks before its first run.
+    pub fn view(&self) -> CheckView {
+        CheckView {
+            name: self.name.clone(),
+            monitor: self.plugin.clone(),
+            interval: Written(self.interval),
+            status: None,
+            summary: String::new(),
+            last_check: None,
+            took_us: 0,
+            metrics: Vec::new(),
+        }
+    }
+
+    /// Keeps `seen` for the diagnosers that read the history.
+    pub fn remember(&mut self, seen: Observation) {
+        if self.in_place || self.history_len == 0 {
+            return;
+        }
+        self.history.push_back(seen);
+        while self.history.len() > self.history_len {
+            self.history.pop_front();
+        }
+    }
+
+    /// Keeps an observation the worker's history lacks, for the next call.
+    pub fn remember_missed(&mut self, seen: Observation) {
+        self.missed.push(seen);
+        if self.missed.len() > self.history_len {
+            self.missed.remove(0);
+        }
+    }
+
+    /// With no diagnosis, the observation itself when it is not OK:
+    /// `<monitor>.<status>`.
+    pub fn undiagnosed(&self, seen: &Observation) -> Vec<Finding> {
+        if seen.status == Status::Ok {
+            return Vec::new();
+        }
+        let kind = format!("{}.{}", self.plugin, seen.status.as_str().to_lowercase());
+        vec![Finding::new(kind, seen.status, seen.summary.clone())]
+    }
+
+    /// Schedules the run after one on its grid that began at `started`:
+    /// the next point, never sooner than half an interval after it began
+    /// (a slow check is not followed by another a few milliseconds later).
+    pub fn after_scheduled(&mut self, started: Instant, now: Instant, every: Duration) {
+        self.next = self.grid.after(now.max(started + every / 2), every);
+    }
+
+    /// Schedules the run after one off its grid (a verification, a
+    /// re-check): the point it was due at still stands unless it passed.
+    pub fn after_unscheduled(&mut self, now: Instant, every: Duration) {
+        if self.next <= now {
+            self.next = self.grid.after(now, every);
+        }
+    }
+}
+
+/// When a check falls due: on a fixed-rate grid (a slow check does not
+/// stretch the period), at one of [`SLOTS`] phases of the interval chosen
+/// from the target's name (the same phase in every run). Targets spread
+/// over the slots, so they do not all fire at once, and the targets of one
+/// slot fire in the same instant: their checks reach a plugin worker as one
+/// batch, and the threads on their way wake once per slot instead of once
+/// per check.
+pub(super) struct Grid {
+    /// The first check.
+    origin: Instant,
+}
+
+/// Phases per interval: 20 ms apart at 1 s.
+const SLOTS: u64 = 50;
+
+impl Grid {
+    fn of(interval: Duration, name: &str) -> Grid {
+        // One origin for every target of this run, so that targets of one
+        // slot share their deadlines to the nanosecond.
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        Grid::at(
+            *EPOCH.get_or_init(Instant::now),
+            Instant::now(),
+            interval,
+            name,
+        )
+    }
+
+    /// The grid of a target named `name` whose run began at `epoch`,
+    /// starting after `now`.
+    fn at(epoch: Instant, now: Instant, interval: Duration, name: &str) -> Grid {
+        use std::hash::BuildHasher;
+        // A fixed hasher: the phase depends on the name only.
+        let slot = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default()
+            .hash_one(name)
+            % SLOTS;
+        let phase = interval.mul_f64(slot as f64 / SLOTS as f64);
+        let grid = Grid {
+            origin: epoch + phase,
+        };
+        let origin = grid.after(now, interval);
+        if grid.origin >= now {
+            grid
+        } else {
+            Grid { origin }
+        }
+    }
+
+    fn first(&self) -> Instant {
+        self.origin
+    }
+
+    /// The first point of the grid of `every` after `now`.
+    fn after(&self, now: Instant, every: Duration) -> Instant {
+        if every.is_zero() || now < self.origin {
+            return self.origin.max(now);
+        }
+        let every_ns = every.as_nanos();
+        let steps = (now - self.origin).as_nanos() / every_ns + 1;
+        // Far beyond any uptime only with absurd figures: then an
+        // interval from now, never a point in the past.
+        u64::try_from(steps * every_ns)
+            .ok()
+            .and_then(|ns| self.origin.checked_add(Duration::from_nanos(ns)))
+            .unwrap_or(now + every)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn checks_fall_on_the_targets_phase_at_a_fixed_rate() {
+        let epoch = Instant::now();
+        let grid = Grid::at(epoch, epoch, SECOND, "web");
+        let phase = grid.first() - epoch;
+        assert!(phase < SECOND);
+        assert_eq!(phase.as_millis() % 20, 0, "one of 50 slots: {phase:?}");
+        // A check that took 200 ms does not stretch the period.
+        let done = grid.first() + Duration::from_millis(200);
+        assert_eq!(grid.after(done, SECOND), grid.first() + SECOND);
+        // One that overran skips to the next point, never into the past.
+        let late = grid.first() + Duration::from_millis(2_300);
+        assert_eq!(grid.after(late, SECOND), grid.first() + 3 * SECOND);
+    }
+
+    #[test]
+    fn the_phase_depends_on_the_name_only() {
+        let epoch = Instant::now();
+        let phases = |name: &str| Grid::at(epoch, epoch, SECOND, name).first() - epoch;
+        assert_eq!(phases("web"), phases("web"));
+        let spread: HashSet<Duration> = (0..200).map(|i| phases(&format!("t{i}"))).collect();
+        assert!(spread.len() > 30, "200 targets on {} slots", spread.len());
+    }
+
+    #[test]
+    fn a_target_started_later_begins_at_its_next_point() {
+        let epoch = Instant::now();
+        let now = epoch + Duration::from_millis(3_500);
+        let grid = Grid::at(epoch, now, SECOND, "web");
+        assert!(grid.first() >= now && grid.first() < now + SECOND);
+        let phase = (grid.first() - epoch).as_nanos() % SECOND.as_nanos();
+        let at_start = Grid::at(epoch, epoch, SECOND, "web").first() - epoch;
+        assert_eq!(phase, at_start.as_nanos(), "the same phase");
+    }
+
+    #[test]
+    fn an_absurdly_long_wait_is_one_interval_not_the_past() {
+        let epoch = Instant::now();
+        let grid = Grid::at(epoch, epoch, Duration::from_nanos(1), "web");
+        let far = epoch + Duration::from_secs(400 * 24 * 3600);
+        assert!(grid.after(far, Duration::from_nanos(1)) > far);
+        assert_eq!(grid.after(far, Duration::ZERO), far);
+    }
+}
