@@ -412,6 +412,48 @@ mod tests {
     }
 
     #[test]
+    fn a_target_is_as_bad_as_its_worst_check_or_issue() {
+        use crate::issues::State;
+        let mut target = view("db");
+        let check = |status| CheckView {
+            name: "process".to_owned(),
+            monitor: "process".to_owned(),
+            interval: Written(Duration::from_secs(1)),
+            status: Some(status),
+            summary: format!("{status:?}"),
+            last_check: Some(Wall::from_millis(1)),
+            took_us: 0,
+            metrics: Vec::new(),
+        };
+        target.checks = vec![check(Status::Ok), check(Status::Warning)];
+        target.settle();
+        assert_eq!(target.status, Some(Status::Warning));
+        let issue = |state| {
+            Issue::saved(
+                "disk.filling".to_owned(),
+                state,
+                Status::Warning,
+                "91% full".to_owned(),
+                3,
+                [Wall::from_millis(1), Wall::from_millis(2)],
+                [None, None],
+            )
+        };
+        target.checks = vec![check(Status::Ok)];
+        target.issues = vec![issue(State::Open)];
+        target.settle();
+        assert_eq!(
+            target.status,
+            Some(Status::Warning),
+            "an open issue is not OK"
+        );
+        target.issues = vec![issue(State::Escalated)];
+        target.settle();
+        assert_eq!(target.status, Some(Status::Critical));
+        assert_eq!(target.summary, "disk.filling escalated: 91% full");
+    }
+
+    #[test]
     fn a_pause_ending_past_the_longest_pause_is_shortened_to_it() {
         let now = Wall::from_millis(1_800_000_000_000);
         let pause = |until: Wall| Pause {

@@ -850,6 +850,96 @@ mod tests {
         })
     }
 
+    /// What check `check` of a target of two checks (one source each) finds.
+    fn run_of(
+        tracker: &mut Tracker,
+        check: usize,
+        found: &[Finding],
+        now: Wall,
+    ) -> Vec<Transition> {
+        let lists = [found];
+        let seen = Seen {
+            check,
+            first_source: check,
+            lists: &lists,
+        };
+        tracker.observe_check(seen, now, true)
+    }
+
+    fn resolved(transitions: &[Transition]) -> bool {
+        transitions
+            .iter()
+            .any(|t| matches!(t, Transition::Resolved(_)))
+    }
+
+    const TWO_CHECKS: Layout = Layout {
+        checks: 2,
+        sources: 2,
+    };
+
+    #[test]
+    fn a_check_that_never_found_an_issue_leaves_it_open() {
+        let mut tracker = Tracker::with_layout(policy(), TWO_CHECKS);
+        let now = Wall::from_millis(1_000_000);
+        assert_eq!(opened(&run_of(&mut tracker, 1, &down(), now)), Some(0));
+        // The http check answers OK: it cannot tell the process is back.
+        assert!(!resolved(&run_of(&mut tracker, 0, &[], now)));
+        assert!(tracker.issue("process.not_running").is_some());
+        // The check that found it finds it gone.
+        assert!(resolved(&run_of(&mut tracker, 1, &[], now)));
+    }
+
+    #[test]
+    fn a_kind_two_checks_found_resolves_when_both_find_it_gone() {
+        let mut tracker = Tracker::with_layout(policy(), TWO_CHECKS);
+        let now = Wall::from_millis(1_000_000);
+        run_of(&mut tracker, 0, &down(), now);
+        run_of(&mut tracker, 1, &down(), now);
+        assert!(!resolved(&run_of(&mut tracker, 0, &[], now)));
+        assert!(resolved(&run_of(&mut tracker, 1, &[], now)));
+    }
+
+    #[test]
+    fn a_restored_issue_resolves_when_every_check_finds_it_gone() {
+        let now = Wall::from_millis(1_000_000);
+        let mut before = Tracker::with_layout(policy(), TWO_CHECKS);
+        run_of(&mut before, 1, &down(), now);
+        let mut tracker = Tracker::with_layout(policy(), TWO_CHECKS);
+        tracker.restore(before.save(), now);
+        assert!(!resolved(&run_of(&mut tracker, 0, &[], now)));
+        assert!(resolved(&run_of(&mut tracker, 1, &[], now)));
+    }
+
+    #[test]
+    fn a_soft_finding_is_forgotten_only_by_the_check_that_found_it() {
+        let mut tracker = Tracker::with_layout(
+            Policy {
+                fail_after: 2,
+                ..policy()
+            },
+            TWO_CHECKS,
+        );
+        let now = Wall::from_millis(1_000_000);
+        run_of(&mut tracker, 1, &down(), now);
+        run_of(&mut tracker, 0, &[], now);
+        // Still one failure behind it: the second opens the issue.
+        assert_eq!(opened(&run_of(&mut tracker, 1, &down(), now)), Some(0));
+    }
+
+    #[test]
+    fn an_escalated_issue_is_written_without_a_next_attempt() {
+        let mut tracker = Tracker::new(policy());
+        let now = Wall::from_millis(1_000_000);
+        tracker.observe(&down(), now, true);
+        let open = serde_json::to_value(tracker.issue("process.not_running")).unwrap();
+        assert!(open.get("next_attempt_at").is_some(), "{open}");
+        tracker.escalate("process.not_running", "test".to_owned(), now);
+        let escalated = serde_json::to_value(tracker.issue("process.not_running")).unwrap();
+        assert!(escalated.get("next_attempt_at").is_none(), "{escalated}");
+        let back: Issue = serde_json::from_value(escalated).unwrap();
+        assert_eq!(back.state, State::Escalated);
+    }
+
     fn attempt(tracker: &mut Tracker, now: Wall) -> u32 {
         let n = tracker
             .attempt_started("process.not_running", now)

@@ -120,12 +120,12 @@ impl Metrics {
             );
             r.register(
                 "target_status",
-                "1 for each target's latest status (ok, warning, critical, unknown, unchecked)",
+                "1 for each target's status: the worst of its checks and open issues (ok, warning, critical, unknown, unchecked)",
                 metrics.target_status.clone(),
             );
             r.register(
                 "target_healthy",
-                "1 when the target's latest check was OK, 0 otherwise",
+                "1 when the target is OK (its checks OK, no open issue), 0 otherwise",
                 metrics.target_up.clone(),
             );
             r.register(

@@ -122,26 +122,32 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
 }
 
 fn status_table(rows: &[TargetRow]) -> String {
-    let width = rows
-        .iter()
-        .map(|r| r.view.name.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let mut out = format!(
-        "{:width$}  {:9} {:>10}  {:30} SUMMARY",
-        "TARGET", "STATUS", "CHECKED", "ISSUES"
-    );
+    // A target of several checks shows each below it, indented.
+    let mut lines: Vec<[String; 5]> = Vec::new();
     for row in rows {
         let view = &row.view;
-        let status = view.status.map_or("-", Status::as_str);
         let checked = row.age_ms.map_or("never".to_owned(), |ms| {
             format!("{} ago", short(Duration::from_millis(ms)))
         });
         let mut issues: Vec<String> = view
             .issues
             .iter()
-            .map(|i| format!("{} {} ({} attempts)", i.kind, i.state.as_str(), i.attempts))
+            .map(|issue| {
+                let held = view.held.iter().find(|held| held.kind == issue.kind);
+                let attempts = match issue.attempts {
+                    1 => "1 attempt".to_owned(),
+                    n => format!("{n} attempts"),
+                };
+                match held {
+                    Some(held) => format!(
+                        "{} {} ({attempts}; {})",
+                        issue.kind,
+                        issue.state.as_str(),
+                        held.describe()
+                    ),
+                    None => format!("{} {} ({attempts})", issue.kind, issue.state.as_str()),
+                }
+            })
             .collect();
         if let Some(pause) = &view.paused {
             issues.push(format!("PAUSED until {}", pause.until));
@@ -153,14 +159,47 @@ fn status_table(rows: &[TargetRow]) -> String {
         };
         // A plugin's summary (and kinds) can hold a newline or a
         // terminal's escape: shown escaped, one row per target.
-        let _ = write!(
-            out,
-            "\n{:width$}  {:9} {:>10}  {:30} {}",
-            view.name,
-            status,
+        lines.push([
+            view.name.clone(),
+            view.status.map_or("-", Status::as_str).to_owned(),
             checked,
             OneLine(&issues).to_string(),
-            OneLine(&view.summary)
+            OneLine(&view.summary).to_string(),
+        ]);
+        if view.checks.len() > 1 {
+            for check in &view.checks {
+                lines.push([
+                    format!("  {}", check.name),
+                    check.status.map_or("-", Status::as_str).to_owned(),
+                    String::new(),
+                    String::new(),
+                    OneLine(&check.summary).to_string(),
+                ]);
+            }
+        }
+    }
+    let width = |column: usize, header: &str| {
+        lines
+            .iter()
+            .map(|line| line[column].chars().count())
+            .chain([header.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (name, status, checked, issues) = (
+        width(0, "TARGET"),
+        width(1, "STATUS"),
+        width(2, "CHECKED"),
+        width(3, "ISSUES"),
+    );
+    let mut out = format!(
+        "{:name$}  {:status$}  {:>checked$}  {:issues$}  SUMMARY",
+        "TARGET", "STATUS", "CHECKED", "ISSUES"
+    );
+    for [n, s, c, i, summary] in &lines {
+        let _ = write!(
+            out,
+            "\n{n:name$}  {s:status$}  {c:>checked$}  {i:issues$}  {summary}"
         );
     }
     out

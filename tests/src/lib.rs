@@ -1179,3 +1179,32 @@ argv = ["sh", "-c", "sleep {seconds} & echo $! > {dir}/service.pid"]
         dir = dir.display()
     )
 }
+
+/// The fenced blocks of a Markdown page marked `file=NAME` (```` ```toml
+/// file=healer.toml ````), in order: what a recipe or guide writes.
+pub fn markdown_files(markdown: &str) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let mut open: Option<(Option<String>, String)> = None;
+    for line in markdown.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => {
+                let file = info
+                    .split_whitespace()
+                    .find_map(|word| word.strip_prefix("file="))
+                    .map(str::to_owned);
+                open = Some((file, String::new()));
+            }
+            (Some(_), Some("")) => {
+                if let Some((Some(file), text)) = open.take() {
+                    files.push((file, text));
+                }
+            }
+            (Some((_, text)), _) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    files
+}

@@ -65,6 +65,7 @@ plugin = "process"
 [[target]]
 name = "host"
 interval = "1s"
+fail_after = 1000                 # a warning, never an issue: an escalated one would make it CRITICAL
 monitor = {{ plugin = "system", memory_percent = {{ warning = 1.0, critical = 100.0 }} }}
 {billing}"#,
         dir = dir.path().display(),

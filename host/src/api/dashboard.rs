@@ -106,12 +106,17 @@ fn render(api: &Api) -> String {
         for row in &issues {
             let _ = write!(
                 html,
-                "<tr class=\"issue\" data-issue=\"{id}\" data-state=\"{state}\"><td><b>{target}</b><br>{kind}</td><td><span class=\"badge {state}\">{state}</span>{paused}</td><td data-label=\"attempts\">{attempts}</td><td class=\"text\">{summary}</td><td class=\"age\" data-label=\"opened\">{opened} ago</td></tr>",
+                "<tr class=\"issue\" data-issue=\"{id}\" data-state=\"{state}\"><td><b>{target}</b><br>{kind}</td><td><span class=\"badge {state}\">{state}</span>{paused}{held}</td><td data-label=\"attempts\">{attempts}</td><td class=\"text\">{summary}</td><td class=\"age\" data-label=\"opened\">{opened} ago</td></tr>",
                 id = escape(&row.id),
                 target = escape(&row.target),
                 kind = escape(&row.issue.kind),
                 state = row.issue.state.as_str(),
                 paused = if row.paused { " <span class=\"badge paused\">paused</span>" } else { "" },
+                held = row.held.as_ref().map_or(String::new(), |held| format!(
+                    " <span class=\"badge held\" title=\"{}\">held: waiting for {}</span>",
+                    escape(&held.describe()),
+                    escape(&held.dependency)
+                )),
                 attempts = row.issue.attempts,
                 summary = escape(&row.issue.summary),
                 opened = age(now.since(row.issue.opened_at)),
@@ -262,7 +267,7 @@ th { font-weight: 600; font-size: .9em; }
 .scroll { overflow-x: auto; }
 .muted { opacity: .7; font-size: .9em; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: .85em; font-weight: 600; color: #fff; background: var(--unknown); white-space: nowrap; }
-.badge.ok { background: var(--ok); } .badge.warning, .badge.recovering, .badge.paused { background: var(--warning); }
+.badge.ok { background: var(--ok); } .badge.warning, .badge.recovering, .badge.paused, .badge.held { background: var(--warning); }
 .badge.critical, .badge.escalated { background: var(--critical); } .badge.open { background: #0969da; }
 .alert { background: var(--critical); color: #fff; padding: 8px; border-radius: 6px; }
 .details { font-family: ui-monospace, monospace; font-size: .8em; word-break: break-word; }

@@ -364,6 +364,9 @@ pub struct IssueRow {
     pub issue: Issue,
     /// Whether its target is paused (nothing recovers it until it ends).
     pub paused: bool,
+    /// The dependency its recovery waits for, and since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<crate::board::Held>,
 }
 
 /// `?state=escalated&target=db`
@@ -381,9 +384,11 @@ pub fn open_issues(board: &Board) -> Vec<IssueRow> {
         .into_iter()
         .flat_map(|view| {
             let paused = view.paused.as_ref().is_some_and(|p| p.holds(now));
+            let held = view.held;
             view.issues.into_iter().map(move |issue| IssueRow {
                 id: format!("{}/{}", view.name, issue.kind),
                 target: view.name.clone(),
+                held: held.iter().find(|held| held.kind == issue.kind).cloned(),
                 issue,
                 paused,
             })
