@@ -454,6 +454,12 @@ impl Tracker {
         self.issues.get(kind)
     }
 
+    /// The checks (a bit each) whose latest runs found the issue of
+    /// `kind`; 0 when none is open.
+    pub fn found_by(&self, kind: &str) -> u64 {
+        self.issues.get(kind).map_or(0, |issue| issue.failing_in)
+    }
+
     /// Whether any issue is open.
     pub fn has_issues(&self) -> bool {
         !self.issues.is_empty()

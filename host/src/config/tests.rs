@@ -299,3 +299,102 @@ fn an_error_quoting_a_key_with_a_newline_is_one_line() {
     );
     assert_eq!(shown.lines().count(), 1, "{shown}");
 }
+
+const TWO_CHECKS: &str = r#"
+[[target]]
+name = "nginx"
+interval = "2s"
+
+[[target.monitor]]
+plugin = "process"
+pidfile = "/run/nginx.pid"
+[[target.monitor.diagnose]]
+plugin = "process"
+
+[[target.monitor]]
+plugin = "http"
+url = "http://127.0.0.1/"
+interval = "5s"
+deadline = "3s"
+[[target.monitor.diagnose]]
+plugin = "http"
+"#;
+
+#[test]
+fn a_target_may_have_several_checks_each_with_its_own_schedule_and_diagnosers() {
+    let config = parse(TWO_CHECKS).unwrap();
+    let checks = &config.targets[0].checks;
+    assert_eq!(checks.len(), 2);
+    assert_eq!(
+        (checks[0].name.as_str(), checks[1].name.as_str()),
+        ("process", "http")
+    );
+    assert_eq!(checks[0].interval, Duration::from_secs(2), "the target's");
+    assert_eq!(
+        checks[0].deadline,
+        Duration::from_secs(10),
+        "the target's timeout"
+    );
+    assert_eq!(checks[1].interval, Duration::from_secs(5));
+    assert_eq!(checks[1].deadline, Duration::from_secs(3));
+    assert_eq!(checks[0].diagnosers[0].plugin, "process");
+    assert_eq!(checks[1].diagnosers[0].plugin, "http");
+    // healer's keys are not the plugin's.
+    assert_eq!(
+        checks[1].monitor.config,
+        serde_json::json!({"url": "http://127.0.0.1/"})
+    );
+    assert_eq!(config.targets[0].monitors(), "process+http");
+}
+
+#[test]
+fn a_second_check_by_the_same_plugin_is_numbered() {
+    let text = TWO_CHECKS.replace(
+        "plugin = \"process\"\npidfile",
+        "plugin = \"http\"\npidfile",
+    );
+    let config = parse(&text).unwrap();
+    let names: Vec<&str> = config.targets[0]
+        .checks
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["http", "http-2"]);
+}
+
+#[test]
+fn target_diagnosers_beside_several_monitors_are_refused_at_their_line() {
+    let text = format!("{TWO_CHECKS}\n[[target.diagnose]]\nplugin = \"process\"\n");
+    let errors = parse(&text).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("healer.toml:20:"), "{errors:?}");
+    assert!(
+        errors[0].contains("[[target.monitor.diagnose]]"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_checks_bad_interval_or_deadline_is_refused_at_its_key() {
+    let text = TWO_CHECKS.replace("deadline = \"3s\"", "deadline = \"0s\"");
+    let errors = parse(&text).unwrap_err();
+    assert!(errors[0].starts_with("healer.toml:16:"), "{errors:?}");
+    assert!(
+        errors[0].contains("`deadline` must be longer than zero"),
+        "{errors:?}"
+    );
+    let text = TWO_CHECKS.replace("interval = \"5s\"", "interval = \"soon\"");
+    let errors = parse(&text).unwrap_err();
+    assert!(errors[0].starts_with("healer.toml:15:"), "{errors:?}");
+    assert!(errors[0].contains("`interval`"), "{errors:?}");
+}
+
+#[test]
+fn more_checks_than_a_target_may_have_are_refused() {
+    let mut text = "[[target]]\nname = \"many\"\n".to_owned();
+    for _ in 0..=MAX_CHECKS {
+        text.push_str("[[target.monitor]]\nplugin = \"http\"\n");
+    }
+    let errors = parse(&text).unwrap_err();
+    assert!(errors[0].contains("at most 16"), "{errors:?}");
+}

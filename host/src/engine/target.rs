@@ -1,11 +1,11 @@
 //! One target's loop: wait for a check to fall due, a push, a re-check
 //! request or an attempt's backoff to end; run the checks that are due
 //! (each with its deadline), diagnose, update the target's one issue
-//! tracker; recover at most one issue, trying the matching recoverers in
-//! order; after a recovery, verify it with every check before anything
-//! else; repeat. A target's checks and recoveries run one at a time: an
-//! issue raised while a recovery runs waits for its verification instead
-//! of starting another. Every transition is an event; nothing here writes
+//! tracker; recover what is due, trying the matching recoverers in order;
+//! after a recovery, verify it with every check before anything else;
+//! repeat. A target's checks and recoveries run one at a time: an issue
+//! another check raises while (or when) one is recovered waits for its
+//! verification instead of starting another. Every transition is an event; nothing here writes
 //! the log or the store.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -955,10 +955,14 @@ impl Cycle {
         true
     }
 
-    /// Recovers the oldest issue that is due and was found by this step
-    /// (its evidence is fresh); returns whether an attempt ran. One at a
-    /// time: the others wait for the verification of this one, which may
-    /// heal them too. An issue nothing can recover is escalated on the way.
+    /// Recovers the issues that are due and were found by this step (their
+    /// evidence is fresh), oldest first; returns whether an attempt ran.
+    /// Once one ran, an issue another check found waits for the
+    /// verification by every check: two checks of one service (its pid
+    /// and its port) see one failure twice, and one restart heals both.
+    /// The other issues of the same checks are recovered in turn, as
+    /// distinct problems (two log lines). An issue nothing can recover is
+    /// escalated on the way.
     async fn recover(&mut self) -> bool {
         let mut due = self.tracker.due(Wall::now());
         due.retain(|kind| self.fresh.contains(kind));
@@ -1004,10 +1008,18 @@ impl Cycle {
             self.held.clear();
             self.show_issues();
         }
-        let mut shown = true;
+        let (mut shown, mut acted) = (true, None::<u64>);
         for kind in due {
+            let found_by = self.tracker.found_by(&kind);
+            if acted.is_some_and(|checks| found_by & !checks != 0) {
+                debug!(target = %self.name(), kind, "waits for the verification of this step's recovery");
+                continue;
+            }
             match self.attempt(&kind).await {
-                Attempted::Ran => return true,
+                Attempted::Ran => {
+                    acted = Some(acted.unwrap_or(0) | found_by);
+                    shown = true;
+                }
                 Attempted::Escalated => shown = false,
                 Attempted::No => {}
             }
@@ -1016,7 +1028,7 @@ impl Cycle {
         if !shown {
             self.show_issues();
         }
-        false
+        acted.is_some()
     }
 
     /// One recovery attempt of the issue of `kind`: its recoverers tried in
