@@ -44,8 +44,38 @@ pub(super) struct Watch {
     /// it is stale.
     pub checked_at: Option<Instant>,
     /// When it next falls due.
+    pub schedule: Schedule,
+}
+
+/// When a check next falls due, on its grid.
+pub(super) struct Schedule {
+    /// The next run.
     pub next: Instant,
     grid: Grid,
+}
+
+impl Schedule {
+    fn new(grid: Grid) -> Schedule {
+        Schedule {
+            next: grid.first(),
+            grid,
+        }
+    }
+
+    /// After a run on the grid that began at `started`: the next point,
+    /// never sooner than half an interval after it began (a slow check is
+    /// not followed by another a few milliseconds later).
+    pub fn after_scheduled(&mut self, started: Instant, now: Instant, every: Duration) {
+        self.next = self.grid.after(now.max(started + every / 2), every);
+    }
+
+    /// After a run off the grid (a verification, a re-check): the point
+    /// it was due at still stands, unless it passed meanwhile.
+    pub fn after_unscheduled(&mut self, now: Instant, every: Duration) {
+        if self.next <= now {
+            self.next = self.grid.after(now, every);
+        }
+    }
 }
 
 impl Watch {
@@ -91,8 +121,7 @@ impl Watch {
             missed: Vec::new(),
             last_status: None,
             checked_at: None,
-            next: grid.first(),
-            grid,
+            schedule: Schedule::new(grid),
         }
     }
 
@@ -142,21 +171,6 @@ impl Watch {
         }
         let kind = format!("{}.{}", self.plugin, seen.status.as_str().to_lowercase());
         vec![Finding::new(kind, seen.status, seen.summary.clone())]
-    }
-
-    /// Schedules the run after one on its grid that began at `started`:
-    /// the next point, never sooner than half an interval after it began
-    /// (a slow check is not followed by another a few milliseconds later).
-    pub fn after_scheduled(&mut self, started: Instant, now: Instant, every: Duration) {
-        self.next = self.grid.after(now.max(started + every / 2), every);
-    }
-
-    /// Schedules the run after one off its grid (a verification, a
-    /// re-check): the point it was due at still stands unless it passed.
-    pub fn after_unscheduled(&mut self, now: Instant, every: Duration) {
-        if self.next <= now {
-            self.next = self.grid.after(now, every);
-        }
     }
 }
 
@@ -269,6 +283,25 @@ mod tests {
         let phase = (grid.first() - epoch).as_nanos() % SECOND.as_nanos();
         let at_start = Grid::at(epoch, epoch, SECOND, "web").first() - epoch;
         assert_eq!(phase, at_start.as_nanos(), "the same phase");
+    }
+
+    #[test]
+    fn a_run_off_the_grid_never_moves_the_next_scheduled_one() {
+        let epoch = Instant::now();
+        let mut schedule = Schedule::new(Grid::at(epoch, epoch, 5 * SECOND, "web"));
+        let due = schedule.next;
+        // A verification 4 s before the next point: that point stands.
+        schedule.after_unscheduled(due - 4 * SECOND, 5 * SECOND);
+        assert_eq!(schedule.next, due);
+        // One that ran past it: the point after.
+        schedule.after_unscheduled(due + SECOND, 5 * SECOND);
+        assert_eq!(schedule.next, due + 5 * SECOND);
+        // A scheduled run is followed by the next point at least half an
+        // interval after it began.
+        let mut schedule = Schedule::new(Grid::at(epoch, epoch, 5 * SECOND, "web"));
+        let started = schedule.next;
+        schedule.after_scheduled(started, started + SECOND, 5 * SECOND);
+        assert_eq!(schedule.next, started + 5 * SECOND);
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl Cycle {
                     let due = self
                         .checks
                         .iter()
-                        .filter(|check| check.next <= started)
+                        .filter(|check| check.schedule.next <= started)
                         .map(|check| check.index)
                         .collect();
                     (due, None, true)
@@ -357,9 +357,9 @@ impl Cycle {
                     check.interval
                 };
                 if on_grid {
-                    check.after_scheduled(started, now, every);
+                    check.schedule.after_scheduled(started, now, every);
                 } else {
-                    check.after_unscheduled(now, every);
+                    check.schedule.after_unscheduled(now, every);
                 }
             }
             self.off_grid = if recovered {
@@ -379,7 +379,7 @@ impl Cycle {
     /// When the loop must next wake: the first check due, or the
     /// off-grid run of every check.
     fn next_wake(&self) -> Instant {
-        let scheduled = self.checks.iter().map(|check| check.next).min();
+        let scheduled = self.checks.iter().map(|check| check.schedule.next).min();
         match (scheduled, self.off_grid) {
             (Some(next), Some(off)) => next.min(off),
             (Some(next), None) => next,
