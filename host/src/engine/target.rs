@@ -61,6 +61,9 @@ pub struct Cycle {
     /// When every check runs next, off their grids: the verification after
     /// a recovery's grace, or the end of an attempt's backoff.
     off_grid: Option<Instant>,
+    /// A recovery ran and its verification has not begun: what monitors
+    /// push meanwhile waits, and is then older than the verification.
+    verifying: bool,
     /// The longest interval of its checks: the slack of its promises.
     slack: Duration,
 }
@@ -148,6 +151,7 @@ impl Cycle {
             leaving_out: HashSet::new(),
             fresh: HashSet::new(),
             off_grid: None,
+            verifying: false,
             slack,
             runner,
             shared,
@@ -288,7 +292,7 @@ impl Cycle {
                         Wake::Scheduled
                     }
                 }
-                Some(push) = pushes.recv() => {
+                Some(push) = pushes.recv(), if !self.verifying => {
                     let (index, arrived, seen) = *push;
                     // A run begun after this push arrived has seen a newer
                     // truth (the push waited while a check and its
@@ -332,6 +336,7 @@ impl Cycle {
                 }
                 Wake::All => {
                     self.off_grid = None;
+                    self.verifying = false;
                     ((0..self.checks.len()).collect(), None, false)
                 }
                 Wake::Pushed(index, seen) => (Vec::new(), Some((index, seen)), false),
@@ -362,6 +367,7 @@ impl Cycle {
                     check.schedule.after_unscheduled(now, every);
                 }
             }
+            self.verifying |= recovered;
             self.off_grid = if recovered {
                 // Verified by every check after the grace, before anything
                 // else: what was pushed meanwhile is older than that.
@@ -379,6 +385,10 @@ impl Cycle {
     /// When the loop must next wake: the first check due, or the
     /// off-grid run of every check.
     fn next_wake(&self) -> Instant {
+        // Nothing comes between a recovery and its verification.
+        if let Some(verification) = self.off_grid.filter(|_| self.verifying) {
+            return verification;
+        }
         let scheduled = self.checks.iter().map(|check| check.schedule.next).min();
         match (scheduled, self.off_grid) {
             (Some(next), Some(off)) => next.min(off),
