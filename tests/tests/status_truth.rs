@@ -22,7 +22,7 @@ fn an_escalated_issue_makes_its_target_critical_and_a_held_dependent_names_what_
     ]);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("db.log");
-    std::fs::write(&log, "").unwrap();
+    std::fs::write(&log, "12:00 disk filling: 91% used\n").unwrap();
     let port = free_port();
     // `db`: its log monitor answers OK every time; its diagnoser found the
     // disk filling, and nothing can recover that: escalated at once, and
@@ -39,6 +39,7 @@ resolve_after = 100000
 [target.monitor]
 plugin = "logscan"
 path = "{log}"
+from_start = true
 [[target.diagnose]]
 plugin = "logscan"
 patterns = [{{ regex = "disk filling", kind = "disk.filling", severity = "WARNING" }}]
@@ -62,22 +63,14 @@ argv = ["true"]
     let config = fast_config(dir.path(), plugins.path(), &body);
     let mut daemon = Daemon::start(&config);
     wait_for_port(port, LIMIT);
-    wait_until("db checked", LIMIT, || {
-        let targets = try_api(port, "/api/v1/targets")?;
-        targets
-            .as_array()?
-            .iter()
-            .any(|t| t["name"] == "db" && t["last_check"].is_number())
-            .then_some(())
-    });
-    std::fs::write(&log, "12:00 disk filling: 91% used\n").unwrap();
     daemon.wait_for(
         "db's issue escalated",
         LIMIT,
         |e| matches!(e, Event::IssueEscalated { target, .. } if target == "db"),
     );
     daemon.wait_for("web's restart held by db", LIMIT, |e| {
-        matches!(e, Event::RecoveryHeld { target, dependency, .. } if target == "web" && dependency == "db")
+        matches!(e, Event::RecoveryHeld { target, dependency, reason, .. }
+            if target == "web" && dependency == "db" && reason == "has an open issue")
     });
 
     // The API: db is CRITICAL though its monitor says OK; web's issue is
