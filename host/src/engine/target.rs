@@ -496,10 +496,10 @@ impl Cycle {
     /// Runs check `index` (or diagnoses what its monitor pushed) and, when
     /// `track`, feeds what it found to the issues.
     async fn run_check(&mut self, index: usize, pushed: Option<Observation>, track: bool) -> Run {
+        let was_push = pushed.is_some();
         let run = if self.checks[index].in_place {
             self.observe(index, pushed).await
         } else {
-            let was_push = pushed.is_some();
             let started = Instant::now();
             let (seen, checked) = match pushed {
                 Some(seen) => (seen, true),
@@ -529,8 +529,7 @@ impl Cycle {
                 }
             }
         }
-        let scheduled = run.took > Duration::ZERO || run.checked && !self.checks[index].in_place;
-        self.show(index, &run.seen, scheduled.then_some(run.took));
+        self.show(index, &run.seen, (!was_push).then_some(run.took));
         self.checks[index].remember(run.seen.clone());
         run
     }
