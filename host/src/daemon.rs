@@ -266,6 +266,7 @@ async fn heal(
             .as_ref()
             .map_or(0, |(intake, _)| intake.restored_anomalies()),
     });
+    view.metrics.start_at_zero(&config, &catalog);
     for runner in runners {
         engine.start(runner);
     }
@@ -316,6 +317,7 @@ async fn heal(
             Some(reply) = reloads.recv() => {
                 let outcome = crate::reload::reload(options, &mut current, &mut engine, events).await;
                 if outcome.is_ok() {
+                    view.metrics.start_at_zero(&current.config, &current.catalog);
                     if let Some((_, api, _)) = &serving {
                         *api.plugins.write().unwrap_or_else(|p| p.into_inner()) =
                             Plugins::of(&current.catalog);
