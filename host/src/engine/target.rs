@@ -698,11 +698,11 @@ impl Cycle {
                 issue,
                 reason,
             },
-            Transition::Forgotten { kind } => Event::IssueReset {
+            Transition::Forgotten { kind } => Event::IssueForgotten {
                 target,
                 kind,
                 reason: format!(
-                    "healthy for {}: the attempt count starts over",
+                    "stable for {}: attempts forgotten",
                     self.runner.target.policy.stable_after
                 ),
             },

@@ -83,7 +83,8 @@ pub enum Event {
     Checked {
         target: String,
         status: Status,
-        /// The status before; none for the first check since start.
+        /// The status before; none for the target's first check (since
+        /// start, or since a reload restarted it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         was: Option<Status>,
         summary: String,
@@ -161,9 +162,12 @@ pub enum Event {
         issue: Issue,
         reason: String,
     },
-    /// An issue's attempt count was forgotten: a new issue of this kind
-    /// starts from attempt 1.
-    IssueReset {
+    /// The flap memory let a resolved issue go: it stayed resolved for
+    /// `stable_after`, so its attempts no longer count and a new issue of
+    /// this kind starts from attempt 1. Not an operator's reset
+    /// ([`Event::IssueResetByOperator`]). Written `issue_reset` before
+    /// store schema 4, which renamed the saved ones.
+    IssueForgotten {
         target: String,
         kind: String,
         reason: String,
@@ -301,14 +305,15 @@ pub enum Event {
     },
 
     /// An alert sink delivered an escalation (`firing`) or its end
-    /// (`resolved`); `attempts` requests it took. `resent`: a firing
-    /// alert sent again so Alertmanager keeps it.
+    /// (`resolved`); `tries`: the requests it took (not an issue's
+    /// recovery attempts). `resent`: a firing alert sent again so
+    /// Alertmanager keeps it.
     AlertSent {
         sink: String,
         target: String,
         kind: String,
         state: AlertState,
-        attempts: u32,
+        tries: u32,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resent: bool,
     },
@@ -319,7 +324,7 @@ pub enum Event {
         target: String,
         kind: String,
         state: AlertState,
-        attempts: u32,
+        tries: u32,
         error: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resent: bool,
@@ -465,7 +470,7 @@ impl Event {
             Event::AttemptFinished { .. } => "attempt_finished",
             Event::IssueResolved { .. } => "issue_resolved",
             Event::IssueEscalated { .. } => "issue_escalated",
-            Event::IssueReset { .. } => "issue_reset",
+            Event::IssueForgotten { .. } => "issue_forgotten",
             Event::IssueResetByOperator { .. } => "issue_reset_by_operator",
             Event::IssueDropped { .. } => "issue_dropped",
             Event::FindingsDropped { .. } => "findings_dropped",
@@ -511,7 +516,7 @@ impl Event {
             | Event::AttemptFinished { target, .. }
             | Event::IssueResolved { target, .. }
             | Event::IssueEscalated { target, .. }
-            | Event::IssueReset { target, .. }
+            | Event::IssueForgotten { target, .. }
             | Event::IssueResetByOperator { target, .. }
             | Event::IssueDropped { target, .. }
             | Event::FindingsDropped { target, .. }

@@ -84,11 +84,22 @@ fn write(event: &Event) {
                 debug!(target = %target, status = %status, summary = %summary, pushed, took_us, "checked");
                 return;
             }
-            let was = was.map_or("none", |was| was.as_str());
-            if *status == healer_plugin_sdk::Status::Ok {
-                info!(target = %target, status = %status, was, summary = %summary, pushed, "status changed");
-            } else {
-                warn!(target = %target, status = %status, was, summary = %summary, pushed, "status changed");
+            let ok = *status == healer_plugin_sdk::Status::Ok;
+            // Its first check (since start, or since a reload restarted
+            // it) changes nothing it had: there is no `was` to name.
+            match (was, ok) {
+                (None, true) => {
+                    info!(target = %target, status = %status, summary = %summary, pushed, "first check")
+                }
+                (None, false) => {
+                    warn!(target = %target, status = %status, summary = %summary, pushed, "first check")
+                }
+                (Some(was), true) => {
+                    info!(target = %target, status = %status, was = was.as_str(), summary = %summary, pushed, "status changed")
+                }
+                (Some(was), false) => {
+                    warn!(target = %target, status = %status, was = was.as_str(), summary = %summary, pushed, "status changed")
+                }
             }
         }
         Event::PluginFailed {
@@ -189,11 +200,13 @@ fn write(event: &Event) {
             severity = "CRITICAL",
             "issue escalated: no further recovery until it resolves or an operator resets it"
         ),
-        Event::IssueReset {
+        Event::IssueForgotten {
             target,
             kind,
             reason,
-        } => debug!(target = %target, kind = %kind, reason = %reason, "attempt count reset"),
+        } => {
+            debug!(target = %target, kind = %kind, reason = %reason, "issue forgotten: its attempts no longer count")
+        }
         Event::IssueDropped {
             target,
             issue,
@@ -363,13 +376,13 @@ fn write(event: &Event) {
             target,
             kind,
             state,
-            attempts,
+            tries,
             resent,
         } => {
             if *resent {
-                debug!(sink = %sink, target = %target, kind = %kind, attempts, "firing alert re-sent");
+                debug!(sink = %sink, target = %target, kind = %kind, tries, "firing alert re-sent");
             } else {
-                info!(sink = %sink, target = %target, kind = %kind, state = state.as_str(), attempts, "alert sent");
+                info!(sink = %sink, target = %target, kind = %kind, state = state.as_str(), tries, "alert sent");
             }
         }
         Event::AlertFailed {
@@ -377,17 +390,17 @@ fn write(event: &Event) {
             target,
             kind,
             state,
-            attempts,
+            tries,
             error,
             resent,
         } => match state {
             crate::alerts::AlertState::Firing => error!(
-                sink = %sink, target = %target, kind = %kind, attempts, resent, error = %error,
-                "alert not delivered: the sink did not take the escalation after {attempts} tries"
+                sink = %sink, target = %target, kind = %kind, tries, resent, error = %error,
+                "alert not delivered: the sink did not take the escalation after {tries} tries"
             ),
             crate::alerts::AlertState::Resolved => warn!(
-                sink = %sink, target = %target, kind = %kind, attempts, error = %error,
-                "alert resolution not delivered after {attempts} tries"
+                sink = %sink, target = %target, kind = %kind, tries, error = %error,
+                "alert resolution not delivered after {tries} tries"
             ),
         },
         Event::PluginWorkerCrashed {
