@@ -95,10 +95,10 @@ fn write(event: &Event) {
                     warn!(target = %target, status = %status, summary = %summary, pushed, "first check")
                 }
                 (Some(was), true) => {
-                    info!(target = %target, status = %status, was = was.as_str(), summary = %summary, pushed, "status changed")
+                    info!(target = %target, status = %status, was = %was, summary = %summary, pushed, "status changed")
                 }
                 (Some(was), false) => {
-                    warn!(target = %target, status = %status, was = was.as_str(), summary = %summary, pushed, "status changed")
+                    warn!(target = %target, status = %status, was = %was, summary = %summary, pushed, "status changed")
                 }
             }
         }
