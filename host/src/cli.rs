@@ -154,7 +154,8 @@ pub enum Command {
     /// file, name, version and SDK version, each plugin's kind, name,
     /// description and sample config, and every file that failed to load.
     ///
-    /// Exits 0 when every file loaded, 1 when any did not.
+    /// Exits 0 when every file loaded (with warnings or not), 1 when any
+    /// did not.
     Plugins {
         /// Scan this directory instead of the config's `plugins_dir`.
         #[arg(long, value_name = "DIR")]
@@ -165,25 +166,22 @@ pub enum Command {
     },
     /// Internal: started by healer itself to load plugin packages away
     /// from the daemon. `--probe FILE` loads one package and answers
-    /// whether it loaded.
+    /// whether it loaded; `healer worker NAME` serves the package healer
+    /// assigns it on descriptor 3 (NAME, its file name, is what `ps`
+    /// shows).
     #[command(hide = true)]
     Worker {
         /// Load this package file, answer one line and exit.
-        #[arg(long, value_name = "FILE", conflicts_with = "serve")]
+        #[arg(long, value_name = "FILE", conflicts_with = "package")]
         probe: Option<PathBuf>,
-        /// Load this package file and serve its calls on descriptor 3.
-        #[arg(long, value_name = "FILE", requires_all = ["identity", "shown_as"])]
-        serve: Option<PathBuf>,
-        /// The file as probed (JSON), for --serve.
-        #[arg(long, value_name = "JSON")]
-        identity: Option<String>,
-        /// The file's name in the plugins directory, for --serve.
-        #[arg(long, value_name = "FILE")]
-        shown_as: Option<PathBuf>,
-        /// What the worker confines itself to before it loads the package
+        /// What the probe confines itself to before it loads the package
         /// (JSON).
-        #[arg(long, value_name = "JSON")]
+        #[arg(long, value_name = "JSON", requires = "probe")]
         sandbox: Option<String>,
+        /// The package's file name: serve the package healer assigns on
+        /// descriptor 3.
+        #[arg(value_name = "PACKAGE")]
+        package: Option<String>,
     },
 }
 
@@ -193,16 +191,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plugins { ref dir, json } => plugins(&cli, dir.clone(), json),
         Command::Worker {
             ref probe,
-            ref serve,
-            ref identity,
-            ref shown_as,
             ref sandbox,
-        } => match (probe, serve, identity, shown_as) {
-            (Some(file), _, _, _) => crate::worker::probe(file, sandbox.as_deref()),
-            (None, Some(file), Some(identity), Some(shown)) => {
-                crate::plugins::serve::serve(file, identity, shown, sandbox.as_deref())
-            }
-            _ => fail("healer worker is started by healer itself (--probe FILE or --serve FILE)"),
+            ref package,
+        } => match (probe, package) {
+            (Some(file), _) => crate::worker::probe(file, sandbox.as_deref()),
+            (None, Some(package)) => crate::plugins::serve::serve(package),
+            (None, None) => fail(
+                "healer worker is started by healer itself (--probe FILE, or PACKAGE with its socket on descriptor 3)",
+            ),
         },
         Command::Run => with_runtime(daemon::run(&cli.options())),
         Command::Status { json } => match operator::Daemon::of(&cli.config) {
@@ -462,7 +458,8 @@ fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
     } else {
         say!("{}", render_catalog(&catalog, cli.verbose > 0).trim_end());
     }
-    if catalog.errors.is_empty() && catalog.warnings.is_empty() {
+    // A warning is about a package that loaded: listed, not failed.
+    if catalog.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -43,11 +43,18 @@ pub struct Options {
     pub verbose: u8,
 }
 
-/// The config, the plugins it needs, and every problem with either.
-/// Warnings (packages that failed to load but are not needed) are printed
-/// to stderr when everything else is fine.
+/// The config, the plugins it needs, and every problem with either: a
+/// config with problems of its own still has its plugins' configs checked,
+/// and all are said together, in file order. Warnings (packages that
+/// failed to load but are not needed) are printed to stderr when
+/// everything else is fine.
 pub async fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
-    with_plugins(read_config(options)?).await
+    let (mut config, problems) = Config::load_with_problems(&options.config)
+        .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    if let Some(dir) = &options.plugins_dir {
+        config.healer.plugins_dir.clone_from(dir);
+    }
+    checked_with_plugins(config, problems).await
 }
 
 /// The config file, with the command line's plugins directory.
@@ -63,16 +70,30 @@ pub fn read_config(options: &Options) -> Result<Config, Vec<String>> {
 /// `config` with the plugins it needs, scanned and checked as its
 /// `[plugins]` says; see [`load`].
 pub async fn with_plugins(config: Config) -> Result<(Config, Catalog), Vec<String>> {
-    let catalog = Catalog::scan(&config.healer.plugins_dir, &config.plugins)
-        .map_err(|err| vec![err.to_string()])?;
+    checked_with_plugins(config, Vec::new()).await
+}
+
+/// [`with_plugins`] of a config with these `problems` of its own.
+async fn checked_with_plugins(
+    config: Config,
+    problems: Vec<crate::config::ConfigError>,
+) -> Result<(Config, Catalog), Vec<String>> {
+    let catalog = Catalog::scan(&config.healer.plugins_dir, &config.plugins).map_err(|err| {
+        let mut all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        all.push(err.to_string());
+        all
+    })?;
+    let mut errors = problems;
+    errors.extend(catalog.check_config(&config).await);
+    crate::config::sort_by_place(&mut errors);
     let mut problems: Vec<String> = catalog
         .errors
         .iter()
         .chain(&catalog.warnings)
         .map(|e| format!("warning: {e}"))
         .collect();
-    let errors = catalog.check_config(&config).await;
     if let Err(err) = config.intake_token() {
+        problems.extend(errors.iter().map(ToString::to_string));
         problems.push(err.to_string());
         return Err(problems);
     }
@@ -266,6 +287,7 @@ async fn heal(
             .as_ref()
             .map_or(0, |(intake, _)| intake.restored_anomalies()),
     });
+    view.metrics.start_at_zero(&config, &catalog);
     for runner in runners {
         engine.start(runner);
     }
@@ -316,6 +338,7 @@ async fn heal(
             Some(reply) = reloads.recv() => {
                 let outcome = crate::reload::reload(options, &mut current, &mut engine, events).await;
                 if outcome.is_ok() {
+                    view.metrics.start_at_zero(&current.config, &current.catalog);
                     if let Some((_, api, _)) = &serving {
                         *api.plugins.write().unwrap_or_else(|p| p.into_inner()) =
                             Plugins::of(&current.catalog);

@@ -201,7 +201,12 @@ pub enum Transition {
     },
     /// A resolved issue stayed healthy for `stable_after`: its attempt count
     /// is forgotten, and a new issue of this kind starts from attempt 1.
-    Forgotten { kind: String },
+    Forgotten {
+        kind: String,
+        /// Forgotten to make room (the memory holds [`MAX_REMEMBERED`]),
+        /// not after `stable_after`.
+        full: bool,
+    },
     /// Findings of new kinds from one source (its index in
     /// [`Tracker::observe_from`]) were not opened: the source holds its
     /// share of [`MAX_ISSUES_PER_TARGET`], or the target all of them.
@@ -342,9 +347,10 @@ impl Tracker {
                     spent.extend(std::iter::repeat_n(at, attempts));
                     self.remember(issue.kind, issue.attempts, at);
                 }
-                (State::Resolved, _) => {
-                    self.let_go.push(Transition::Forgotten { kind: issue.kind })
-                }
+                (State::Resolved, _) => self.let_go.push(Transition::Forgotten {
+                    kind: issue.kind,
+                    full: false,
+                }),
                 _ if self.issues.len() >= MAX_ISSUES_PER_TARGET => {
                     self.let_go.push(Transition::Dropped {
                         issue,
@@ -386,7 +392,7 @@ impl Tracker {
                 .map(|(kind, _)| kind.clone());
             if let Some(kind) = first_to_go {
                 self.remembered.remove(&kind);
-                self.let_go.push(Transition::Forgotten { kind });
+                self.let_go.push(Transition::Forgotten { kind, full: true });
             }
         }
         self.remembered.insert(kind, (attempts, resolved_at));
@@ -538,7 +544,10 @@ impl Tracker {
         self.remembered.retain(|kind, (_, resolved_at)| {
             let keep = resolved_at.within(stable_after, now);
             if !keep {
-                transitions.push(Transition::Forgotten { kind: kind.clone() });
+                transitions.push(Transition::Forgotten {
+                    kind: kind.clone(),
+                    full: false,
+                });
             }
             keep
         });
@@ -1162,7 +1171,8 @@ mod tests {
         assert_eq!(
             transitions[0],
             Transition::Forgotten {
-                kind: "process.not_running".into()
+                kind: "process.not_running".into(),
+                full: false,
             }
         );
         assert_eq!(opened(&transitions), Some(0));
@@ -1523,7 +1533,7 @@ mod tests {
         let let_go: Vec<_> = transitions
             .iter()
             .filter_map(|t| match t {
-                Transition::Forgotten { kind } => Some(kind.as_str()),
+                Transition::Forgotten { kind, .. } => Some(kind.as_str()),
                 Transition::Dropped { issue, .. } => Some(issue.kind.as_str()),
                 _ => None,
             })

@@ -8,12 +8,22 @@
 //!
 //! Every label comes from the config (targets, plugins, packages) or from
 //! a closed set (states, results, outcomes): nothing an outsider sends
-//! becomes a label, so the series are bounded.
+//! becomes a label, so the series are bounded. Because the label sets are
+//! known, every series is made at zero when its target or package starts
+//! ([`Metrics::start_at_zero`]): prometheus-client leaves a family with no
+//! series out of the exposition altogether, and a counter that first shows
+//! up at 1 is an increase that `rate()` never sees.
+//!
+//! The exposition is OpenMetrics for a scraper that asks for it (as
+//! Prometheus does), else the Prometheus text format 0.0.4 (curl,
+//! `promtool check metrics`), where a counter's family is named with its
+//! `_total` ([`Format`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
+use healer_plugin_sdk::ffi::PluginKind;
 use healer_plugin_sdk::Status;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,8 +33,45 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::board::TargetView;
-use crate::events::{Event, Record, Subscriber};
+use crate::config::Config;
+use crate::events::{Event, Record, Role, Subscriber};
 use crate::issues::State;
+use crate::plugins::Catalog;
+
+/// What the anomaly counter's `outcome` label may be.
+const OUTCOMES: [&str; 4] = ["run", "would_run", "suppressed", "no_reflex"];
+
+/// What the recovery counter's `result` label may be.
+const RESULTS: [&str; 2] = ["recovered", "failed"];
+
+/// The two text formats `/metrics` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 (`application/openmetrics-text`), what Prometheus
+    /// asks for.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4 (`text/plain`), for anything else.
+    Prometheus,
+}
+
+impl Format {
+    /// The format a scraper's `Accept` header asks for.
+    pub fn accepted(accept: Option<&str>) -> Format {
+        if accept.is_some_and(|accept| accept.contains("application/openmetrics-text")) {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    /// Its `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabel {
@@ -192,6 +239,55 @@ impl Metrics {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Makes, at zero, every series whose labels the config and the
+    /// loaded packages know: each target's recoveries (both results),
+    /// escalations, and plugin errors and timeouts (its monitor and each
+    /// diagnoser), each package's worker crashes and quarantines, and each
+    /// anomaly outcome. Called at start and after every applied reload;
+    /// a series already counting keeps its count.
+    pub fn start_at_zero(&self, config: &Config, catalog: &Catalog) {
+        for target in config.targets.iter().filter(|t| t.enabled) {
+            let name = &target.name;
+            for result in RESULTS {
+                let _ = self.recoveries.get_or_create_owned(&ResultLabels {
+                    target: name.clone(),
+                    result: result.to_owned(),
+                });
+            }
+            let _ = self.escalations.get_or_create_owned(&TargetLabel {
+                target: name.clone(),
+            });
+            for used in target.check_plugins() {
+                let role = match used.kind {
+                    PluginKind::Monitor => Role::Monitor,
+                    _ => Role::Diagnoser,
+                };
+                let labels = PluginLabels {
+                    target: name.clone(),
+                    role: role.as_str().to_owned(),
+                    plugin: used.plugin.clone(),
+                };
+                let _ = self.plugin_errors.get_or_create_owned(&labels);
+                let _ = self.plugin_timeouts.get_or_create_owned(&labels);
+            }
+        }
+        for package in &catalog.packages {
+            let label = PackageLabel {
+                package: package.file.file_name().map_or_else(
+                    || package.file.display().to_string(),
+                    |name| name.to_string_lossy().into_owned(),
+                ),
+            };
+            let _ = self.worker_crashes.get_or_create_owned(&label);
+            let _ = self.quarantines.get_or_create_owned(&label);
+        }
+        for outcome in OUTCOMES {
+            let _ = self.anomalies.get_or_create_owned(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            });
+        }
+    }
+
     /// The check-duration histogram of one target, for its loop.
     pub fn check_timer(&self, target: &str) -> Histogram {
         self.check_seconds.get_or_create_owned(&TargetLabel {
@@ -210,7 +306,12 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read now.
-    pub fn render(&self, targets: &[TargetView], store: Option<&crate::store::Gauge>) -> String {
+    pub fn render(
+        &self,
+        targets: &[TargetView],
+        store: Option<&crate::store::Gauge>,
+        format: Format,
+    ) -> String {
         // One scrape at a time: the gauges are reset and read together.
         let registry = self.lock();
         let now = crate::clock::Wall::now();
@@ -264,7 +365,10 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
             text.clear();
         }
-        text
+        match format {
+            Format::OpenMetrics => text,
+            Format::Prometheus => prometheus_text(&text),
+        }
     }
 
     /// Counts what one event says.
@@ -345,6 +449,48 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter's
+/// family is named with its `_total` (OpenMetrics names it without, so a
+/// 0.0.4 reader would find samples with no HELP or TYPE), and the
+/// OpenMetrics-only lines (`# UNIT`, `# EOF`) are left out.
+fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len() + 256);
+    let mut help: Option<(&str, &str)> = None;
+    let flush_help = |out: &mut String, help: &mut Option<(&str, &str)>| {
+        if let Some((name, text)) = help.take() {
+            out.push_str(&format!("# HELP {name} {text}\n"));
+        }
+    };
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            flush_help(&mut out, &mut help);
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            match rest.split_once(' ') {
+                Some((name, "counter")) => {
+                    if let Some((_, text)) = help.take() {
+                        out.push_str(&format!("# HELP {name}_total {text}\n"));
+                    }
+                    out.push_str(&format!("# TYPE {name}_total counter\n"));
+                }
+                _ => {
+                    flush_help(&mut out, &mut help);
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        } else {
+            flush_help(&mut out, &mut help);
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    flush_help(&mut out, &mut help);
+    out
+}
+
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
@@ -357,5 +503,103 @@ pub struct Feed(pub std::sync::Arc<Metrics>);
 impl Subscriber for Feed {
     fn deliver(&mut self, record: &Record) {
         self.0.count(&record.event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(std::path::Path::new("healer.toml"), text.to_owned()).expect("a valid config")
+    }
+
+    fn no_packages() -> Catalog {
+        Catalog {
+            dir: "plugins".into(),
+            packages: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    const TWO_KINDS: &str = r#"
+[[target]]
+name = "web"
+monitor = { plugin = "http", url = "http://127.0.0.1:1/" }
+[[target.diagnose]]
+plugin = "http"
+[[target.recover]]
+plugin = "command"
+argv = ["true"]
+"#;
+
+    #[test]
+    fn a_configured_targets_counters_show_at_zero_before_anything_happens() {
+        let metrics = Metrics::new();
+        metrics.start_at_zero(&config(TWO_KINDS), &no_packages());
+        let text = metrics.render(&[], None, Format::OpenMetrics);
+
+        for line in [
+            r#"healer_recoveries_total{target="web",result="recovered"} 0"#,
+            r#"healer_recoveries_total{target="web",result="failed"} 0"#,
+            r#"healer_escalations_total{target="web"} 0"#,
+            r#"healer_plugin_errors_total{target="web",role="monitor",plugin="http"} 0"#,
+            r#"healer_plugin_errors_total{target="web",role="diagnoser",plugin="http"} 0"#,
+            r#"healer_plugin_timeouts_total{target="web",role="monitor",plugin="http"} 0"#,
+            r#"healer_anomalies_total{outcome="no_reflex"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn starting_at_zero_again_after_a_reload_keeps_what_was_counted() {
+        let metrics = Metrics::new();
+        let config = config(TWO_KINDS);
+        metrics.start_at_zero(&config, &no_packages());
+        metrics.count(&Event::PluginFailed {
+            target: "web".into(),
+            role: Role::Monitor,
+            plugin: "http".into(),
+            error: "refused".into(),
+        });
+        metrics.start_at_zero(&config, &no_packages());
+
+        let text = metrics.render(&[], None, Format::OpenMetrics);
+        assert!(
+            text.lines().any(|l| l
+                == r#"healer_plugin_errors_total{target="web",role="monitor",plugin="http"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_prometheus_text_names_a_counters_family_with_its_total() {
+        let openmetrics = "# HELP healer_recoveries Recovery attempts.\n\
+                           # TYPE healer_recoveries counter\n\
+                           healer_recoveries_total{target=\"web\"} 0\n\
+                           # HELP healer_issues Open issues.\n\
+                           # TYPE healer_issues gauge\n\
+                           healer_issues{state=\"open\"} 0\n\
+                           # EOF\n";
+
+        assert_eq!(
+            prometheus_text(openmetrics),
+            "# HELP healer_recoveries_total Recovery attempts.\n\
+             # TYPE healer_recoveries_total counter\n\
+             healer_recoveries_total{target=\"web\"} 0\n\
+             # HELP healer_issues Open issues.\n\
+             # TYPE healer_issues gauge\n\
+             healer_issues{state=\"open\"} 0\n"
+        );
+    }
+
+    #[test]
+    fn prometheus_is_answered_in_openmetrics_and_anyone_else_in_text() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::accepted(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::accepted(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::accepted(None), Format::Prometheus);
     }
 }

@@ -5,12 +5,13 @@
 //!   each plugin's sample config, and answers one line (see
 //!   [`crate::plugins::probe`]): a constructor that aborts, crashes, exits
 //!   or hangs takes down only this process.
-//! - `--serve FILE` loads the package healer probed and serves its plugin
-//!   calls (see [`crate::plugins::serve`]).
+//! - `healer worker NAME` (what `ps` shows) loads the package healer
+//!   probed and serves its plugin calls (see [`crate::plugins::serve`]);
+//!   what to load and how to confine itself come on its socket.
 //!
-//! Either first confines itself (`--sandbox`, see
-//! [`crate::plugins::sandbox`]), then loads the package, and dies with
-//! healer ([`Parent`]).
+//! Either first confines itself (a probe's `--sandbox`, a worker's
+//! assignment; see [`crate::plugins::sandbox`]), then loads the package,
+//! and dies with healer ([`Parent`]).
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -118,8 +119,8 @@ fn death_signal(pid: i32) {
     }
 }
 
-/// The sandbox healer handed over as JSON (`--sandbox`); the default one
-/// (no_new_privs, the default capabilities) when it gave none.
+/// The sandbox healer handed a probe as JSON (`--sandbox`); the default
+/// one (no_new_privs, the default capabilities) when it gave none.
 pub fn sandbox_of(json: Option<&str>) -> Result<Sandbox, String> {
     json.map_or_else(
         || Ok(Sandbox::default()),

@@ -1130,8 +1130,8 @@ pub fn after_start(records: &[Record], n: usize) -> Vec<Event> {
         .collect()
 }
 
-/// The plugin workers `healer` (pid) runs: each `healer worker --serve`
-/// child, with its command line (NULs as spaces).
+/// The plugin workers `healer` (pid) runs: each `healer worker PACKAGE`
+/// child (not a probe), with its command line (NULs as spaces).
 pub fn workers_of(healer: u32) -> Vec<(u32, String)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{healer}/task")) else {
         return Vec::new();
@@ -1147,7 +1147,8 @@ pub fn workers_of(healer: u32) -> Vec<(u32, String)> {
         .filter_map(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains("worker --serve").then_some((pid, cmdline))
+            let serving = cmdline.starts_with("healer worker ") && !cmdline.contains(" --probe ");
+            serving.then_some((pid, cmdline))
         })
         .collect()
 }

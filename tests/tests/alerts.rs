@@ -230,7 +230,7 @@ timeout = "2s"
     });
     let Event::AlertFailed {
         state,
-        attempts,
+        tries,
         error,
         ..
     } = failed
@@ -238,7 +238,7 @@ timeout = "2s"
         unreachable!()
     };
     assert_eq!(state, AlertState::Firing);
-    assert_eq!(attempts, 3, "the first try and two retries");
+    assert_eq!(tries, 3, "the first try and two retries");
     assert!(error.contains("cannot connect"), "{error}");
     assert_eq!(daemon.count(|e| matches!(e, Event::AlertSent { .. })), 0);
 

@@ -1,13 +1,15 @@
 //! Follows `docs/PLUGIN_AUTHORS.md` to the letter: every `sh` block is run
 //! and every block with `file=NAME` is written, in order, in a temporary
-//! directory outside the workspace. The guide's plugin must then be listed
-//! by the real `healer plugins`.
+//! directory outside the workspace. The guide's package, the example
+//! package file for file, must then be listed by the real `healer plugins`
+//! with its monitor, diagnoser and recoverer, pass `healer check`, and,
+//! under `healer once --recover`, put back the file it watches.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use healer_e2e::{built, run_bounded, stdout, workspace_root};
+use healer_e2e::{built, profile_dir, run_bounded, stdout, workspace_root};
 
 /// A first build compiles the SDK's dependencies in release mode.
 const LIMIT: Duration = Duration::from_secs(20 * 60);
@@ -71,24 +73,46 @@ fn guide_as_script(markdown: &str, healer_src: &Path) -> String {
 }
 
 #[test]
-fn the_guides_example_is_the_example_plugin() {
+fn the_guides_package_is_the_example_package_file_for_file() {
     let guide = std::fs::read_to_string(workspace_root().join("docs/PLUGIN_AUTHORS.md")).unwrap();
-    let example =
-        std::fs::read_to_string(workspace_root().join("plugins/example/src/lib.rs")).unwrap();
+    let example = workspace_root().join("plugins/example");
 
-    let lib_rs = fenced_blocks(&guide)
+    let sources: Vec<Block> = fenced_blocks(&guide)
         .into_iter()
-        .find(|b| b.file.as_deref() == Some("src/lib.rs"))
-        .unwrap();
+        .filter(|b| b.file.as_deref().is_some_and(|f| f.starts_with("src/")))
+        .collect();
+    let mut in_guide: Vec<&str> = sources.iter().filter_map(|b| b.file.as_deref()).collect();
+    let mut in_example: Vec<String> = std::fs::read_dir(example.join("src"))
+        .unwrap()
+        .map(|entry| format!("src/{}", entry.unwrap().file_name().to_string_lossy()))
+        .collect();
+    in_guide.sort_unstable();
+    in_example.sort();
 
     assert_eq!(
-        lib_rs.text, example,
-        "docs/PLUGIN_AUTHORS.md and plugins/example/src/lib.rs must stay identical"
+        in_guide, in_example,
+        "the guide writes every file of the example, once"
     );
+    for block in &sources {
+        let file = block.file.as_deref().unwrap();
+        let text = std::fs::read_to_string(example.join(file)).unwrap();
+        assert_eq!(
+            block.text, text,
+            "docs/PLUGIN_AUTHORS.md and plugins/example/{file} must stay identical"
+        );
+    }
+}
+
+/// The `healer plugins` line of a plugin: its kind, name and description.
+fn plugin_line<'a>(listing: &'a str, name: &str) -> &'a str {
+    listing
+        .lines()
+        .find(|line| line.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("{name} is not listed:\n{listing}"))
 }
 
 #[test]
-fn a_plugin_written_by_following_the_guide_is_listed_by_healer_plugins() {
+fn a_package_written_by_following_the_guide_is_listed_and_puts_a_lost_file_back() {
     let guide = std::fs::read_to_string(workspace_root().join("docs/PLUGIN_AUTHORS.md")).unwrap();
     let script = guide_as_script(&guide, &workspace_root());
     let outside = tempfile::tempdir().unwrap();
@@ -97,6 +121,12 @@ fn a_plugin_written_by_following_the_guide_is_listed_by_healer_plugins() {
         built().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // Next to the tests' own builds, shared between runs so only the first
+    // one compiles the SDK's dependencies; the guide's commands honour it.
+    let target_dir = profile_dir()
+        .parent()
+        .expect("target/<profile>")
+        .join("author-guide");
 
     let output = run_bounded(
         Command::new("bash")
@@ -104,34 +134,51 @@ fn a_plugin_written_by_following_the_guide_is_listed_by_healer_plugins() {
             .arg(&script)
             .current_dir(outside.path())
             .env("PATH", path)
-            // Shared between runs so only the first one compiles the SDK's
-            // dependencies; the guide's commands honour it.
-            .env(
-                "CARGO_TARGET_DIR",
-                workspace_root().join("target/author-guide"),
-            )
+            .env("CARGO_TARGET_DIR", target_dir)
             // Everything the guide needs is already downloaded by the workspace.
             .env("CARGO_NET_OFFLINE", "true"),
         LIMIT,
     );
 
-    let listing = stdout(&output);
+    let said = stdout(&output);
     assert!(
         output.status.success(),
-        "the guide failed:\n{listing}\n{}",
+        "the guide failed:\n{said}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(said.contains("1 package, 3 plugins, 0 errors"), "{said}");
+    assert!(said.contains("my-checks 0.1.0 (SDK 1."), "{said}");
+    for (kind, name, description) in [
+        ("monitor", "file-exists", "CRITICAL while a file is missing"),
+        ("diagnoser", "file-size", "file.missing, or file.too_large"),
+        ("recoverer", "restore-file", "copies a known-good file"),
+    ] {
+        let line = plugin_line(&said, name);
+        assert!(line.trim_start().starts_with(kind), "{line}");
+        assert!(line.contains(description), "{line}");
+    }
     assert!(
-        listing.contains("1 package, 1 plugin, 0 errors"),
-        "{listing}"
+        said.contains("healer.toml: OK, 1 target (1 enabled), 3 plugins in 1 package"),
+        "healer check:\n{said}"
     );
-    assert!(listing.contains("my-checks 0.1.0 (SDK 1."), "{listing}");
-    let plugin_line = listing
+    let rows: Vec<Vec<&str>> = said
         .lines()
-        .find(|l| l.contains("file-exists"))
-        .expect(&listing);
-    assert!(
-        plugin_line.contains("CRITICAL while a file is missing"),
-        "{plugin_line}"
+        .filter(|line| line.starts_with("report "))
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["report", "OK", "present"],
+            vec!["report", "CRITICAL", "missing", "[file.missing]"],
+            vec!["report", "OK", "present"],
+        ],
+        "healer once, before, while and after the file was lost:\n{said}"
+    );
+    assert!(said.contains("healer once exited 2"), "{said}");
+    let restored = outside.path().join("my-checks/report.csv");
+    assert_eq!(
+        std::fs::read_to_string(&restored).unwrap(),
+        "id,total\n1,42\n"
     );
 }

@@ -1,8 +1,9 @@
 //! `healer check` validates a config and every plugin config without
 //! running anything: each broken config in `tests/configs/broken/` exits 1
 //! with `file:line:` and the message its first line expects (those about
-//! tokens point at the token files in `tests/configs/tokens/`); the
-//! default config exits 0.
+//! tokens point at the token files in `tests/configs/tokens/`); a file
+//! with a problem of its own still has its plugins' configs checked, and
+//! every problem is named in file order; the default config exits 0.
 
 use std::time::Duration;
 
@@ -93,4 +94,49 @@ fn the_default_config_passes_the_check() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains(": OK, "), "{stdout}");
+}
+
+#[test]
+fn a_structural_error_and_the_plugin_errors_of_the_same_file_are_all_reported() {
+    let plugins = plugins_dir_with(PLUGINS);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("healer.toml");
+    // A dependency on no target (healer's own check, at the target's
+    // line 1), a typo in the http monitor's table (the plugin's check, line
+    // 6) and a recoverer that does not exist (line 8).
+    std::fs::write(
+        &config,
+        "[[target]]\nname = \"web\"\ndepends_on = [\"dbb\"]\n[target.monitor]\nplugin = \"http\"\nurll = \"http://127.0.0.1:1/\"\n\
+         [[target.recover]]\nplugin = \"no-such-recoverer\"\n",
+    )
+    .unwrap();
+
+    let output = run_healer(
+        &[
+            "check",
+            "--config",
+            config.to_str().unwrap(),
+            "--plugins-dir",
+            plugins.path().to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let at = |line: u32| format!("{}:{line}:", config.display());
+    let lines: Vec<&str> = stderr.lines().collect();
+    let position = |line: u32, says: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(&at(line)) && l.contains(says))
+            .unwrap_or_else(|| panic!("no {} ... {says:?} in:\n{stderr}", at(line)))
+    };
+    let dependency = position(1, "depends on \"dbb\", which is not a target");
+    let typo = position(6, "unknown field `urll`");
+    let recoverer = position(8, "no-such-recoverer");
+    assert!(
+        dependency < typo && typo < recoverer,
+        "in file order:\n{stderr}"
+    );
 }

@@ -3,12 +3,17 @@
 //! a healthy target as healthy, and sees the series move when that
 //! target's process dies and its recovery cannot help. An issue's state
 //! shows in the API and the metrics as it changes, not at the next check.
+//! A fresh healer already shows every family `docs/CONFIG.md` lists, and
+//! `promtool check metrics` (Debian's `prometheus`) finds nothing to say.
 
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use healer_e2e::{
-    escalating_target, fast_config, free_port, get, plugins_dir_with, poll_until, try_api,
-    wait_for_port, Daemon, Prometheus, Service,
+    escalating_target, fast_config, free_port, get, plugins_dir_with, poll_until, run_bounded,
+    try_api, wait_for_port, workspace_root, Daemon, Prometheus, Service,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -58,7 +63,11 @@ fn prometheus_scrapes_healer_and_sees_a_failing_target_move_the_series() {
         Some(1.0)
     );
     assert_eq!(value("healer_issues{state=\"escalated\"}"), Some(0.0));
-    assert_eq!(value("healer_recoveries_total{target=\"web\"}"), None);
+    assert_eq!(
+        value("healer_recoveries_total{target=\"web\",result=\"failed\"}"),
+        Some(0.0),
+        "counted from zero, before the first recovery"
+    );
 
     service.kill();
 
@@ -145,4 +154,111 @@ argv = ["sh", "-c", "sleep 2; exit 1"]
     assert_eq!(escalated["attempts"], 1, "{escalated}");
     assert!(metric("healer_issues{state=\"escalated\"} 1"));
     assert!(metric("healer_issues{state=\"recovering\"} 0"));
+}
+
+/// Where Debian's `prometheus` package puts the metrics linter.
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// The metric names the `GET /metrics` row of `docs/CONFIG.md` lists
+/// (labels left out).
+fn families_in_config_md() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(workspace_root().join("docs/CONFIG.md")).unwrap();
+    let row = text
+        .lines()
+        .find(|line| line.starts_with("| `GET /metrics` |"))
+        .expect("docs/CONFIG.md has a `GET /metrics` row");
+    row.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|quoted| quoted.starts_with("healer_"))
+        .map(|quoted| quoted.split('{').next().unwrap_or(quoted).to_owned())
+        .collect()
+}
+
+/// What `promtool check metrics` says about `text` (it exits 0 when it
+/// finds nothing to say).
+fn promtool_check(text: &str) -> (bool, String) {
+    assert!(
+        std::path::Path::new(PROMTOOL).exists(),
+        "{PROMTOOL} is missing: install Debian's prometheus (apt-get install -y prometheus; .ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let scraped = dir.path().join("metrics.txt");
+    std::fs::File::create(&scraped)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .unwrap();
+    let output = run_bounded(
+        Command::new(PROMTOOL)
+            .args(["check", "metrics"])
+            .stdin(Stdio::from(std::fs::File::open(&scraped).unwrap())),
+        LIMIT,
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success() && said.trim().is_empty(), said)
+}
+
+#[test]
+fn a_fresh_healer_shows_every_documented_family_at_zero_and_promtool_finds_nothing_wrong() {
+    let plugins = plugins_dir_with(&[
+        "healer-plugin-process",
+        "healer-plugin-command",
+        "healer-plugin-example",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let _service = Service::start(&dir.path().join("web.pid"));
+    let port = free_port();
+    let body = format!(
+        "\n[intake]\nbind = \"127.0.0.1:{port}\"\n{}\n[[target]]\nname = \"hostname\"\n\
+         monitor = {{ plugin = \"file-exists\", path = \"/etc/hostname\" }}\n",
+        escalating_target(dir.path(), "web")
+    );
+    let _daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
+    wait_for_port(port, LIMIT);
+    poll_until("both targets checked once", LIMIT, EVERY, || {
+        let targets = try_api(port, "/api/v1/targets")?;
+        let targets = targets.as_array()?;
+        (targets.len() == 2 && targets.iter().all(|t| t["status"] == "OK")).then_some(())
+    });
+
+    let (status, text) = get(port, "/metrics");
+
+    assert_eq!(status, 200, "{text}");
+    let documented = families_in_config_md();
+    assert!(documented.len() >= 15, "{documented:?}");
+    let sample_names: BTreeSet<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+    let shown: BTreeSet<String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# HELP "))
+        .filter_map(|help| help.split(' ').next())
+        .map(str::to_owned)
+        .collect();
+    for family in &documented {
+        assert!(shown.contains(family), "no HELP for {family}:\n{text}");
+        let samples = [family.clone(), format!("{family}_count")];
+        assert!(
+            samples
+                .iter()
+                .any(|name| sample_names.contains(name.as_str())),
+            "no sample of {family}:\n{text}"
+        );
+    }
+    assert_eq!(
+        shown, documented,
+        "/metrics and the `GET /metrics` row of docs/CONFIG.md name the same families"
+    );
+    for line in text.lines().filter(|line| line.contains("_total")) {
+        if !line.starts_with('#') {
+            assert!(line.ends_with(" 0"), "nothing has happened yet: {line}");
+        }
+    }
+    let (clean, said) = promtool_check(&text);
+    assert!(clean, "promtool check metrics:\n{said}\non:\n{text}");
 }

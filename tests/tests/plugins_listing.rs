@@ -31,7 +31,7 @@ fn two_packages_in_one_directory_each_report_their_own_plugins() {
     let dir = plugins_dir_with(&["healer-plugin-example", "healer-fixture-panicky"]);
     let (listing, code) = list_json(dir.path());
 
-    assert_eq!(code, 1, "{listing:#}");
+    assert_eq!(code, 0, "both loaded (one with a warning):\n{listing:#}");
     let packages = listing["packages"].as_array().unwrap();
     assert_eq!(packages.len(), 2, "{listing:#}");
     for package in packages {
@@ -41,7 +41,10 @@ fn two_packages_in_one_directory_each_report_their_own_plugins() {
     let by_name = |name: &str| packages.iter().find(|p| p["name"] == name).unwrap();
 
     let example = by_name("healer-plugin-example");
-    assert_eq!(plugin_names(example), ["file-exists"]);
+    assert_eq!(
+        plugin_names(example),
+        ["file-exists", "file-size", "restore-file"]
+    );
     assert!(example["file"]
         .as_str()
         .unwrap()
@@ -148,7 +151,7 @@ fn each_bad_package_costs_one_line_naming_the_file_and_the_reason() {
         "any load error makes the exit code 1:\n{text}"
     );
     assert!(
-        text.contains("2 packages, 7 plugins, 5 errors, 1 warning"),
+        text.contains("2 packages, 9 plugins, 5 errors, 1 warning"),
         "{text}"
     );
     for (file, reason) in BAD_FILES {
@@ -227,28 +230,46 @@ fn verbose_listing_shows_the_full_layout_comparison() {
 }
 
 #[test]
-fn the_same_plugin_name_in_two_packages_is_an_error_naming_both_files() {
+fn packages_that_all_loaded_some_with_warnings_exit_0_and_say_so() {
+    let dir = plugins_dir_with(&["healer-plugin-example", "healer-fixture-panicky"]);
+    let output = run_healer(&["plugins", "--dir", dir.path().to_str().unwrap()], LIMIT);
+    let text = stdout(&output);
+
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains(", 0 errors, 1 warning\n"), "{text}");
+    assert!(text.contains("\nwarnings (loaded):\n"), "{text}");
+}
+
+#[test]
+fn the_same_plugin_name_in_two_packages_is_a_warning_naming_both_files() {
     let dir = plugins_dir_with(&["healer-plugin-example"]);
     let copy = dir.path().join("libzz_copy_of_example.so");
     std::fs::copy(package_file("healer-plugin-example"), &copy).unwrap();
     let (listing, code) = list_json(dir.path());
 
-    assert_eq!(code, 1);
+    assert_eq!(code, 0, "the copy loaded, without its repeated plugin");
     assert_eq!(
         listing["errors"].as_array().unwrap().len(),
         0,
         "{listing:#}"
     );
-    // The copy loads, without the plugin it repeats.
+    // The copy loads, without the plugins it repeats: one warning each.
     let warnings = listing["warnings"].as_array().unwrap();
-    assert_eq!(warnings.len(), 1, "{listing:#}");
-    assert_eq!(warnings[0]["file"], copy.to_str().unwrap());
-    let reason = warnings[0]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("monitor \"file-exists\" is also exported by"),
-        "{reason}"
-    );
-    assert!(reason.contains("libhealer_plugin_example.so"), "{reason}");
+    let repeated = [
+        "monitor \"file-exists\"",
+        "diagnoser \"file-size\"",
+        "recoverer \"restore-file\"",
+    ];
+    assert_eq!(warnings.len(), repeated.len(), "{listing:#}");
+    for (warning, plugin) in warnings.iter().zip(repeated) {
+        assert_eq!(warning["file"], copy.to_str().unwrap());
+        let reason = warning["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("{plugin} is also exported by")),
+            "{reason}"
+        );
+        assert!(reason.contains("libhealer_plugin_example.so"), "{reason}");
+    }
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! names (and a process monitor running as `nobody` still watches a root
 //! service), and, with `read_only`/`read_write`, Landlock rules under
 //! which a read outside its paths is EACCES (the check UNKNOWN, never
-//! CRITICAL). It dies with healer whichever thread forked it.
+//! CRITICAL). It dies with healer whichever thread forked it. `ps` shows
+//! it as `healer worker <package file>`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -67,6 +68,39 @@ fn checked(daemon: &mut Daemon, target: &'static str, status: Status) -> String 
         Event::Checked { summary, .. } => summary,
         _ => unreachable!(),
     }
+}
+
+#[test]
+fn a_worker_shows_in_ps_as_healer_worker_and_its_package_file_name() {
+    let plugins = plugins_dir_with(&["healer-plugin-example"]);
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[[target]]\nname = \"here\"\nmonitor = {{ plugin = \"file-exists\", path = \"{}\" }}\n",
+        dir.path().display()
+    );
+    let mut daemon = Daemon::start(&fast_config(dir.path(), plugins.path(), &body));
+    checked(&mut daemon, "here", Status::Ok);
+    let worker = worker_serving(&daemon, "libhealer_plugin_example.so");
+
+    let cmdline = std::fs::read(format!("/proc/{worker}/cmdline")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&cmdline),
+        "healer\0worker\0libhealer_plugin_example.so\0",
+        "its identity, file and sandbox are not on its command line"
+    );
+    let ps = Command::new("ps")
+        .args(["-o", "args=", "-p", &worker.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).trim(),
+        "healer worker libhealer_plugin_example.so"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{worker}/exe")).unwrap(),
+        std::fs::read_link(format!("/proc/{}/exe", daemon.pid())).unwrap(),
+        "the worker is healer's own binary"
+    );
 }
 
 #[test]

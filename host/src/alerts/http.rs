@@ -65,7 +65,7 @@ pub struct Endpoint {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Posted {
     /// Requests made.
-    pub attempts: u32,
+    pub tries: u32,
     /// Why it failed in the end; `None` when it was accepted.
     pub error: Option<String>,
 }
@@ -149,27 +149,22 @@ impl Endpoint {
         stop: &mut oneshot::Receiver<()>,
     ) -> Posted {
         let mut wait = self.backoff;
-        let mut attempts = 0;
+        let mut tries = 0;
         loop {
-            attempts += 1;
+            tries += 1;
             let failure = match self.once(body()).await {
-                Ok(()) => {
-                    return Posted {
-                        attempts,
-                        error: None,
-                    }
-                }
+                Ok(()) => return Posted { tries, error: None },
                 Err(failure) => failure,
             };
             let error = Some(format!("POST {} {}", self.shown, failure.message));
-            if !failure.retry || attempts > self.retries {
-                return Posted { attempts, error };
+            if !failure.retry || tries > self.retries {
+                return Posted { tries, error };
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = &mut *stop => {
                     return Posted {
-                        attempts,
+                        tries,
                         error: error.map(|e| format!("{e}; no further tries: a newer state of the alert replaced this one")),
                     };
                 }

@@ -102,7 +102,7 @@ impl Notice {
                     at: issue.resolved_at.unwrap_or(at),
                 })
             }
-            Event::IssueReset { target, kind, .. } => Some(Notice::Resolve {
+            Event::IssueForgotten { target, kind, .. } => Some(Notice::Resolve {
                 key: key(target, kind),
                 at,
             }),

@@ -168,7 +168,7 @@ async fn deliver(sink: Arc<Sink>, delivery: Delivery, mut stop: oneshot::Receive
             target: alert.key.target,
             kind: alert.key.kind,
             state,
-            attempts: posted.attempts,
+            tries: posted.tries,
             resent,
         },
         Some(error) => Event::AlertFailed {
@@ -176,7 +176,7 @@ async fn deliver(sink: Arc<Sink>, delivery: Delivery, mut stop: oneshot::Receive
             target: alert.key.target,
             kind: alert.key.kind,
             state,
-            attempts: posted.attempts,
+            tries: posted.tries,
             error: crate::redact::text_of(&error),
             resent,
         },

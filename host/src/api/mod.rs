@@ -239,17 +239,17 @@ fn not_json(headers: &HeaderMap) -> Option<Response> {
     })
 }
 
-/// `GET /metrics`.
-async fn scrape(State(api): State<Arc<Api>>) -> Response {
-    let text = api.metrics.render(&api.board.targets(), api.store.as_ref());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+/// `GET /metrics`: OpenMetrics when the scraper asks for it, else the
+/// Prometheus text format.
+async fn scrape(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = crate::metrics::Format::accepted(accept);
+    let text = api
+        .metrics
+        .render(&api.board.targets(), api.store.as_ref(), format);
+    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
 /// `GET /healthz`: healer's own liveness.

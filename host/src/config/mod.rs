@@ -414,6 +414,11 @@ fn from_toml<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// `errors` in file order: by file, line and column.
+pub fn sort_by_place(errors: &mut [ConfigError]) {
+    errors.sort_by_key(|e| (e.file.clone(), e.at.map(|at| (at.line, at.column))));
+}
+
 /// One problem in a config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -490,6 +495,27 @@ impl Config {
 
     /// Checks config `text` as if read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<Config, ConfigErrors> {
+        match Config::parse_with_problems(path, text)? {
+            (config, problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(ConfigErrors(problems)),
+        }
+    }
+
+    /// Reads the config at `path` as far as it can be read: the config, and
+    /// the problems found in it that need no plugin (names, dependencies,
+    /// zero values, ...), in file order. `healer check` goes on to check
+    /// the plugins' configs of such a config, so that one run names every
+    /// problem. `Err` when it cannot be read as a config at all (no file,
+    /// TOML syntax, a value of the wrong type).
+    pub fn load_with_problems(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
+        Config::parse_with_problems(path, read(path)?)
+    }
+
+    /// [`Config::load_with_problems`] of `text`, as if read from `path`.
+    pub fn parse_with_problems(
+        path: &Path,
+        text: String,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
         let source = Source::new(text);
         let raw: RawConfig = from_toml(path, &source)?;
         let mut check = Checker {
@@ -532,11 +558,8 @@ impl Config {
             let at = check.source.text().find("[[reflex]]").unwrap_or(0);
             check.error(at, "reflexes need the anomaly endpoint: add an [intake] table (bind = \"127.0.0.1:8000\" by default)".to_owned());
         }
-        if !check.errors.is_empty() {
-            let mut errors = check.errors;
-            errors.sort_by_key(|e| (e.file.clone(), e.at.map(|at| (at.line, at.column))));
-            return Err(ConfigErrors(errors));
-        }
+        let mut problems = check.errors;
+        sort_by_place(&mut problems);
         for dir in [
             &mut healer.plugins_dir,
             &mut healer.state_dir,
@@ -547,7 +570,7 @@ impl Config {
         {
             *dir = base.join(&*dir);
         }
-        Ok(Config {
+        let config = Config {
             path: path.to_owned(),
             healer,
             targets,
@@ -558,7 +581,8 @@ impl Config {
             plugins: raw.plugins,
             alerts,
             source,
-        })
+        };
+        Ok((config, problems))
     }
 
     /// The state database: `state_dir/healer.db`.

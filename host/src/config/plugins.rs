@@ -98,7 +98,8 @@ pub struct PackagePolicy {
 }
 
 /// What a worker (and a probe) confines itself to before it loads its
-/// package: handed to `healer worker` as JSON.
+/// package: handed to `healer worker` as JSON (a worker's in its
+/// assignment, a probe's as `--sandbox`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sandbox {
     /// The user it becomes; `None`: it stays healer's own user (root).

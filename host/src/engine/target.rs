@@ -898,13 +898,20 @@ impl Cycle {
                 issue,
                 reason,
             },
-            Transition::Forgotten { kind } => Event::IssueReset {
+            Transition::Forgotten { kind, full } => Event::IssueForgotten {
                 target,
                 kind,
-                reason: format!(
-                    "healthy for {}: the attempt count starts over",
-                    self.runner.target.policy.stable_after
-                ),
+                reason: if full {
+                    format!(
+                        "the target remembers {} resolved issues at most: the oldest's attempts are forgotten",
+                        crate::issues::MAX_REMEMBERED
+                    )
+                } else {
+                    format!(
+                        "stable for {}: attempts forgotten",
+                        self.runner.target.policy.stable_after
+                    )
+                },
             },
             Transition::Dropped { issue, reason } => Event::IssueDropped {
                 target,

@@ -86,7 +86,8 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         check: String,
         status: Status,
-        /// The status before; none for the first check since start.
+        /// The status before; none for the target's first check (since
+        /// start, or since a reload restarted it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         was: Option<Status>,
         summary: String,
@@ -164,9 +165,12 @@ pub enum Event {
         issue: Issue,
         reason: String,
     },
-    /// An issue's attempt count was forgotten: a new issue of this kind
-    /// starts from attempt 1.
-    IssueReset {
+    /// The flap memory let a resolved issue go: it stayed resolved for
+    /// `stable_after`, so its attempts no longer count and a new issue of
+    /// this kind starts from attempt 1. Not an operator's reset
+    /// ([`Event::IssueResetByOperator`]). Written `issue_reset` before
+    /// store schema 4, which renamed the saved ones.
+    IssueForgotten {
         target: String,
         kind: String,
         reason: String,
@@ -304,14 +308,15 @@ pub enum Event {
     },
 
     /// An alert sink delivered an escalation (`firing`) or its end
-    /// (`resolved`); `attempts` requests it took. `resent`: a firing
-    /// alert sent again so Alertmanager keeps it.
+    /// (`resolved`); `tries`: the requests it took (not an issue's
+    /// recovery attempts). `resent`: a firing alert sent again so
+    /// Alertmanager keeps it.
     AlertSent {
         sink: String,
         target: String,
         kind: String,
         state: AlertState,
-        attempts: u32,
+        tries: u32,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resent: bool,
     },
@@ -322,7 +327,7 @@ pub enum Event {
         target: String,
         kind: String,
         state: AlertState,
-        attempts: u32,
+        tries: u32,
         error: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resent: bool,
@@ -468,7 +473,7 @@ impl Event {
             Event::AttemptFinished { .. } => "attempt_finished",
             Event::IssueResolved { .. } => "issue_resolved",
             Event::IssueEscalated { .. } => "issue_escalated",
-            Event::IssueReset { .. } => "issue_reset",
+            Event::IssueForgotten { .. } => "issue_forgotten",
             Event::IssueResetByOperator { .. } => "issue_reset_by_operator",
             Event::IssueDropped { .. } => "issue_dropped",
             Event::FindingsDropped { .. } => "findings_dropped",
@@ -514,7 +519,7 @@ impl Event {
             | Event::AttemptFinished { target, .. }
             | Event::IssueResolved { target, .. }
             | Event::IssueEscalated { target, .. }
-            | Event::IssueReset { target, .. }
+            | Event::IssueForgotten { target, .. }
             | Event::IssueResetByOperator { target, .. }
             | Event::IssueDropped { target, .. }
             | Event::FindingsDropped { target, .. }

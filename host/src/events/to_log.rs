@@ -87,11 +87,22 @@ fn write(event: &Event) {
                 debug!(target = %target, check, status = %status, summary = %summary, pushed, took_us, "checked");
                 return;
             }
-            let was = was.map_or("none", |was| was.as_str());
-            if *status == healer_plugin_sdk::Status::Ok {
-                info!(target = %target, check, status = %status, was, summary = %summary, pushed, "status changed");
-            } else {
-                warn!(target = %target, check, status = %status, was, summary = %summary, pushed, "status changed");
+            let ok = *status == healer_plugin_sdk::Status::Ok;
+            // Its first check (since start, or since a reload restarted
+            // it) changes nothing it had: there is no `was` to name.
+            match (was, ok) {
+                (None, true) => {
+                    info!(target = %target, check, status = %status, summary = %summary, pushed, "first check")
+                }
+                (None, false) => {
+                    warn!(target = %target, check, status = %status, summary = %summary, pushed, "first check")
+                }
+                (Some(was), true) => {
+                    info!(target = %target, check, status = %status, was = %was, summary = %summary, pushed, "status changed")
+                }
+                (Some(was), false) => {
+                    warn!(target = %target, check, status = %status, was = %was, summary = %summary, pushed, "status changed")
+                }
             }
         }
         Event::PluginFailed {
@@ -192,11 +203,13 @@ fn write(event: &Event) {
             severity = "CRITICAL",
             "issue escalated: no further recovery until it resolves or an operator resets it"
         ),
-        Event::IssueReset {
+        Event::IssueForgotten {
             target,
             kind,
             reason,
-        } => debug!(target = %target, kind = %kind, reason = %reason, "attempt count reset"),
+        } => {
+            debug!(target = %target, kind = %kind, reason = %reason, "issue forgotten: its attempts no longer count")
+        }
         Event::IssueDropped {
             target,
             issue,
@@ -366,13 +379,13 @@ fn write(event: &Event) {
             target,
             kind,
             state,
-            attempts,
+            tries,
             resent,
         } => {
             if *resent {
-                debug!(sink = %sink, target = %target, kind = %kind, attempts, "firing alert re-sent");
+                debug!(sink = %sink, target = %target, kind = %kind, tries, "firing alert re-sent");
             } else {
-                info!(sink = %sink, target = %target, kind = %kind, state = state.as_str(), attempts, "alert sent");
+                info!(sink = %sink, target = %target, kind = %kind, state = state.as_str(), tries, "alert sent");
             }
         }
         Event::AlertFailed {
@@ -380,17 +393,17 @@ fn write(event: &Event) {
             target,
             kind,
             state,
-            attempts,
+            tries,
             error,
             resent,
         } => match state {
             crate::alerts::AlertState::Firing => error!(
-                sink = %sink, target = %target, kind = %kind, attempts, resent, error = %error,
-                "alert not delivered: the sink did not take the escalation after {attempts} tries"
+                sink = %sink, target = %target, kind = %kind, tries, resent, error = %error,
+                "alert not delivered: the sink did not take the escalation after {tries} tries"
             ),
             crate::alerts::AlertState::Resolved => warn!(
-                sink = %sink, target = %target, kind = %kind, attempts, error = %error,
-                "alert resolution not delivered after {attempts} tries"
+                sink = %sink, target = %target, kind = %kind, tries, error = %error,
+                "alert resolution not delivered after {tries} tries"
             ),
         },
         Event::PluginWorkerCrashed {

@@ -53,7 +53,8 @@ pub async fn serve(
     api: Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let address: Option<SocketAddr> = listener.local_addr().ok();
+    // The address bound (the port the system chose, for port 0).
+    let address: SocketAddr = listener.local_addr().unwrap_or(intake.settings.bind);
     let app = Router::new()
         .route("/anomaly", post(anomaly))
         .route("/alertmanager", post(alertmanager))
@@ -70,7 +71,7 @@ pub async fn serve(
             Arc::new(Hosts::new(&intake.settings)),
             access::admit,
         ));
-    info!(address = ?address, "intake listening");
+    info!(address = %address, "intake listening");
     let settings = &intake.settings;
     let request_timeout: std::time::Duration = settings.request_timeout.into();
     let connections = Connections::new(settings.max_connections);

@@ -6,6 +6,7 @@
 //! plugins live in shared objects; the rest of the host sees [`Package`]s
 //! and handles with async methods, wherever the package runs.
 
+mod assignment;
 pub mod bounds;
 mod catalog;
 pub mod children;

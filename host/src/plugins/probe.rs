@@ -128,6 +128,7 @@ impl Probe {
         let sandbox = serde_json::to_string(&probing.sandbox).unwrap_or_default();
         let mut command = Command::new(exe);
         command
+            .arg0("healer")
             .arg("worker")
             .arg("--probe")
             .arg(&probing.file)

@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
+use super::assignment::Assignment;
 use super::bounds::Findings;
 use super::children::{self, Tracked};
 use super::identity::Identity;
@@ -366,21 +367,26 @@ impl Remote {
                 self.name
             )
         };
-        let (ours, theirs) =
+        let (mut ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|err| fail("socketpair", err))?;
-        let identity = serde_json::to_string(&state.identity).unwrap_or_default();
-        let sandbox = serde_json::to_string(&self.sandbox).unwrap_or_default();
+        // Waiting for the worker on its socket before it starts: a few
+        // KiB, far below the socket's buffer; the timeout only makes sure.
+        let assignment = Assignment {
+            file: self.target.clone(),
+            identity: state.identity.clone(),
+            shown_as: self.shown.clone(),
+            sandbox: self.sandbox.clone(),
+        };
+        ours.set_write_timeout(Some(Duration::from_secs(1)))
+            .and_then(|()| assignment.send(&mut ours))
+            .map_err(|err| fail("its assignment", err))?;
         let mut command = tokio::process::Command::new(&self.exe);
+        // `ps` shows `healer worker libfoo.so`: the rest is in the
+        // assignment.
         command
+            .arg0("healer")
             .arg("worker")
-            .arg("--serve")
-            .arg(&self.target)
-            .arg("--identity")
-            .arg(identity)
-            .arg("--shown-as")
-            .arg(&self.shown)
-            .arg("--sandbox")
-            .arg(sandbox)
+            .arg(&self.name)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,8 +1,11 @@
-//! `healer worker --serve FILE`: the worker's side. It confines itself
-//! (its sandbox: see [`super::sandbox`]), loads the one package healer
-//! probed (only if the file is still the one probed), then serves healer's
-//! calls from its socketpair on [`WORKER_FD`] until healer closes it or
-//! dies (the worker is killed with healer: see [`crate::worker::Parent`]).
+//! `healer worker NAME`: the worker's side. It reads its assignment, the
+//! first frame healer sends on its socketpair on [`WORKER_FD`] (see
+//! [`super::assignment`]; NAME, the package's file name, is only what
+//! `ps` shows), confines itself (its sandbox: see [`super::sandbox`]),
+//! loads the one package healer probed (only if the file is still the one
+//! probed), then serves healer's calls from the same socket until healer
+//! closes it or dies (the worker is killed with healer: see
+//! [`crate::worker::Parent`]).
 //!
 //! Each call runs as its own task, so many are in flight at once; a
 //! cancelled call's task is aborted. A ping is answered once the package's
@@ -11,7 +14,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -26,53 +28,67 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 use tokio_util::codec::FramedRead;
 
-use super::identity::{self, Identity};
+use super::assignment::Assignment;
+use super::identity;
 use super::instance::{history_needed_of, Backend, Instance};
 use super::load_opened;
 use super::remote::{lock, WORKER_FD};
 use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Observe, Seen, ToWorker};
 
-/// `healer worker --serve FILE --identity JSON --shown-as NAME [--sandbox JSON]`.
-pub fn serve(file: &Path, identity: &str, shown: &Path, sandbox: Option<&str>) -> ExitCode {
+/// `healer worker NAME`, started by healer with its socket on
+/// [`WORKER_FD`].
+pub fn serve(name: &str) -> ExitCode {
     // Never outlives a healer that died before this.
     let Some(parent) = crate::worker::Parent::find() else {
         return ExitCode::FAILURE;
     };
-    let refuse = |reason: String| {
-        eprintln!("healer worker: {}: {reason}", shown.display());
+    let refuse = |shown: &dyn std::fmt::Display, reason: String| {
+        eprintln!("healer worker: {shown}: {reason}");
         ExitCode::from(2)
-    };
-    let expected: Identity = match serde_json::from_str(identity) {
-        Ok(identity) => identity,
-        Err(err) => return refuse(format!("--identity is not an identity: {err}")),
-    };
-    let opened = match identity::open(file) {
-        Ok(opened) => opened,
-        Err(reason) => return refuse(reason),
-    };
-    if opened.identity != expected {
-        return refuse("changed since it was probed; not loaded".to_owned());
-    }
-    // The probe said at start what of the sandbox the kernel lacks.
-    let confined = crate::worker::sandbox_of(sandbox)
-        .and_then(|sandbox| super::sandbox::confine(&sandbox, &opened.file));
-    if let Err(err) = confined {
-        return refuse(format!("cannot be sandboxed: {err}"));
-    }
-    // Dies with healer from here on.
-    parent.die_with();
-    let package = match load_opened(opened, shown) {
-        Ok(package) => package,
-        Err(err) => return refuse(err.reason),
     };
     let handed_over = std::fs::metadata(format!("/proc/self/fd/{WORKER_FD}"));
     if !handed_over.is_ok_and(|meta| meta.file_type().is_socket()) {
-        return refuse(format!("descriptor {WORKER_FD} is not healer's socket"));
+        return refuse(
+            &name,
+            format!("descriptor {WORKER_FD} is not healer's socket (healer worker is started by healer itself)"),
+        );
     }
     // SAFETY: descriptor 3 was handed over by healer (see `remote::hand_over`)
     // and is checked above to be a socket; nothing else in this process
     // owns it.
-    let socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(WORKER_FD) };
+    let mut socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(WORKER_FD) };
+    // healer wrote it before the worker started; the wait only bounds a
+    // healer that broke off.
+    let assignment = socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|err| format!("cannot read healer's socket: {err}"))
+        .and_then(|()| Assignment::receive(&mut socket));
+    let assignment = match assignment {
+        Ok(assignment) => assignment,
+        Err(reason) => return refuse(&name, reason),
+    };
+    let shown = assignment.shown_as.display();
+    let refuse = |reason: String| refuse(&shown, reason);
+    if let Err(err) = socket.set_read_timeout(None) {
+        return refuse(format!("cannot read healer's socket: {err}"));
+    }
+    let opened = match identity::open(&assignment.file) {
+        Ok(opened) => opened,
+        Err(reason) => return refuse(reason),
+    };
+    if opened.identity != assignment.identity {
+        return refuse("changed since it was probed; not loaded".to_owned());
+    }
+    // The probe said at start what of the sandbox the kernel lacks.
+    if let Err(err) = super::sandbox::confine(&assignment.sandbox, &opened.file) {
+        return refuse(format!("cannot be sandboxed: {err}"));
+    }
+    // Dies with healer from here on.
+    parent.die_with();
+    let package = match load_opened(opened, &assignment.shown_as) {
+        Ok(package) => package,
+        Err(err) => return refuse(err.reason),
+    };
     // Nothing a plugin runs may inherit healer's socket.
     let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
     if let Err(err) = nix::fcntl::fcntl(&socket, cloexec) {

@@ -229,7 +229,7 @@ impl Projection {
                 self.issues
                     .set((target.clone(), issue.kind.clone()), issue.clone());
             }
-            Event::IssueReset { target, kind, .. } => {
+            Event::IssueForgotten { target, kind, .. } => {
                 self.issues.remove((target.clone(), kind.clone()));
             }
             Event::IssueDropped { target, issue, .. } => {
@@ -410,10 +410,10 @@ mod tests {
         }
     }
 
-    fn reset(kind: &str) -> Record {
+    fn forgotten(kind: &str) -> Record {
         Record {
             at: Wall::from_millis(0),
-            event: Event::IssueReset {
+            event: Event::IssueForgotten {
                 target: "t".into(),
                 kind: kind.into(),
                 reason: String::new(),
@@ -479,7 +479,7 @@ mod tests {
             .anomalies
             .load("gone".into(), AnomalyState::default());
         for _ in 0..1000 {
-            projection.apply(&reset("k"));
+            projection.apply(&forgotten("k"));
         }
         projection.apply(&Record {
             at: Wall::from_millis(0),

@@ -93,8 +93,25 @@ CREATE TABLE pauses (
 ) WITHOUT ROWID;
 ";
 
+/// Version 4: two names in the history made to say what they mean. The
+/// flap memory letting an issue go, `issue_reset`, which read like an
+/// operator's reset, is `issue_forgotten`; an alert delivery's count of
+/// requests, `attempts`, which read like an issue's recovery attempts, is
+/// `tries`. (Outside text in a body is JSON-escaped: an unescaped `"`
+/// only ever delimits healer's own keys and values, so the replaced text
+/// cannot occur inside one.)
+const V4: &str = r#"
+UPDATE events
+   SET event = 'issue_forgotten',
+       body = replace(body, '"event":"issue_reset"', '"event":"issue_forgotten"')
+ WHERE event = 'issue_reset';
+UPDATE events
+   SET body = replace(body, '"attempts":', '"tries":')
+ WHERE event IN ('alert_sent', 'alert_failed');
+"#;
+
 /// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The version this healer writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -419,3 +419,52 @@ fn an_anomaly_quiet_past_the_intakes_stable_after_is_not_kept() {
         .collect();
     assert_eq!(names, ["fresh"]);
 }
+
+#[test]
+fn a_third_version_history_reads_back_with_the_names_of_the_fourth() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(FILE_NAME);
+    // As healer wrote them before the fourth version.
+    let rows = [
+        (
+            "issue_reset",
+            r#"{"at":"2026-01-01T00:00:00.000Z","event":"issue_reset","target":"web","kind":"process.not_running","reason":"healthy for 5m: the attempt count starts over"}"#,
+        ),
+        (
+            "alert_sent",
+            r#"{"at":"2026-01-01T00:00:01.000Z","event":"alert_sent","sink":"team","target":"web","kind":"process.not_running","state":"firing","attempts":2}"#,
+        ),
+    ];
+    {
+        let mut conn = Connection::open(&file).unwrap();
+        schema::migrate_to(&mut conn, 3).unwrap();
+        for (event, body) in rows {
+            conn.execute(
+                "INSERT INTO events (at, event, subject, body) VALUES (?1, ?2, 'web', ?3)",
+                params![Wall::now().millis() as i64, event, body],
+            )
+            .unwrap();
+        }
+    }
+
+    let saved = saved_state(&file);
+
+    let events: Vec<&Event> = saved.recent.iter().map(|record| &record.event).collect();
+    assert!(
+        matches!(events[..], [Event::IssueForgotten { kind, .. }, _] if kind == "process.not_running"),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events[..], [_, Event::AlertSent { tries: 2, .. }]),
+        "{events:?}"
+    );
+    let conn = Connection::open(&file).unwrap();
+    let names: Vec<String> = conn
+        .prepare("SELECT event FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(names, ["issue_forgotten", "alert_sent"]);
+}

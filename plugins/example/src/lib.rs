@@ -1,31 +1,15 @@
-//! A complete monitor plugin: CRITICAL while a file is missing.
-use healer_plugin_sdk::{export_plugins, Error, Monitor, Observation};
+//! A complete plugin package: a monitor that sees whether a file is there,
+//! a diagnoser that names what it saw, and a recoverer that puts it back.
+mod file_exists;
+mod file_size;
+mod restore_file;
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    path: String,
+pub use file_exists::FileExists;
+pub use file_size::FileSize;
+pub use restore_file::RestoreFile;
+
+healer_plugin_sdk::export_plugins! {
+    monitors: [FileExists],
+    diagnosers: [FileSize],
+    recoverers: [RestoreFile],
 }
-
-pub struct FileExists(pub Config);
-
-impl Monitor for FileExists {
-    type Config = Config;
-    const NAME: &'static str = "file-exists";
-    const DESCRIPTION: &'static str = "CRITICAL while a file is missing";
-    const SAMPLE_CONFIG: &'static str = "path = \"/etc/hostname\"  # the file that must exist";
-
-    fn new(config: Config) -> Result<Self, Error> {
-        Ok(FileExists(config))
-    }
-
-    async fn check(&mut self) -> Result<Observation, Error> {
-        Ok(match std::fs::metadata(&self.0.path) {
-            Ok(meta) => Observation::ok("present").metric("size", meta.len() as f64, "B"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observation::critical("missing"),
-            Err(e) => Observation::unknown(format!("{}: {e}", self.0.path)), // cannot tell
-        })
-    }
-}
-
-export_plugins! { monitors: [FileExists] }
