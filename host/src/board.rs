@@ -141,19 +141,19 @@ impl TargetView {
             .checks
             .iter()
             .filter_map(|check| check.status.map(|status| (status, check)))
-            .max_by_key(|(status, _)| *status);
+            .max_by_key(|(status, _)| rank(*status));
         let worst_issue = self
             .issues
             .iter()
             .map(|issue| (issue_status(issue), issue))
-            .max_by_key(|(status, _)| *status);
+            .max_by_key(|(status, _)| rank(*status));
         let check = worst_check.map(|(status, check)| (status, check.summary.clone()));
         let issue = worst_issue.map(|(status, issue)| {
             let said = format!("{} {}: {}", issue.kind, issue.state.as_str(), issue.summary);
             (status, said)
         });
         let (status, summary) = match (check, issue) {
-            (Some(check), Some(issue)) if issue.0 > check.0 => (Some(issue.0), issue.1),
+            (Some(check), Some(issue)) if rank(issue.0) > rank(check.0) => (Some(issue.0), issue.1),
             (Some(check), _) => (Some(check.0), check.1),
             (None, Some(issue)) => (Some(issue.0), issue.1),
             (None, None) => (None, String::new()),
@@ -172,13 +172,27 @@ impl TargetView {
     }
 }
 
+/// How bad a status is, for the worst of several: CRITICAL (not working)
+/// outranks UNKNOWN (could not tell), which outranks WARNING.
+pub fn rank(status: Status) -> u8 {
+    match status {
+        Status::Ok => 0,
+        Status::Warning => 1,
+        Status::Unknown => 2,
+        Status::Critical => 3,
+    }
+}
+
 /// What an open issue says of its target: CRITICAL once escalated, else
 /// its latest finding's severity, at least WARNING.
 fn issue_status(issue: &Issue) -> Status {
     if issue.state == crate::issues::State::Escalated {
         Status::Critical
     } else {
-        issue.severity.max(Status::Warning)
+        match issue.severity {
+            Status::Ok => Status::Warning,
+            severity => severity,
+        }
     }
 }
 

@@ -113,6 +113,10 @@ pub struct Issue {
     /// since found it gone: it heals only when none is left.
     #[serde(skip)]
     failing_in: u64,
+    /// Every check that found it since it opened: only their healthy
+    /// runs count towards `resolve_after`.
+    #[serde(skip)]
+    found_ever: u64,
     /// An attempt is running.
     #[serde(skip)]
     attempting: bool,
@@ -179,6 +183,7 @@ impl Issue {
             resolved_at,
             healthy: 0,
             failing_in: 0,
+            found_ever: 0,
             attempting: false,
         }
     }
@@ -369,6 +374,7 @@ impl Tracker {
                     // Which checks found it is not saved: every check
                     // must find it gone.
                     issue.failing_in = self.layout.all_checks();
+                    issue.found_ever = issue.failing_in;
                     issue.attempting = false;
                     self.issues.insert(issue.kind.clone(), issue);
                     restored += 1;
@@ -466,9 +472,43 @@ impl Tracker {
         self.issues.get(kind).map_or(0, |issue| issue.failing_in)
     }
 
+    /// The checks that found the issues whose recovery is under way: an
+    /// attempt made and its backoff not over. Another check's issue waits
+    /// for them (one failure seen twice is recovered once); 0 when none.
+    pub fn recovering_in(&self, now: Wall) -> u64 {
+        self.issues
+            .values()
+            .filter(|issue| issue.state == State::Recovering && issue.next_attempt_at > now)
+            .fold(0, |checks, issue| {
+                checks | issue.failing_in | issue.found_ever
+            })
+    }
+
+    /// Which checks hold the issues restored from before a restart:
+    /// `claim` names them by kind (the checks whose plugins name such
+    /// kinds); 0 leaves an issue to every check. Called once, after
+    /// [`restore`](Self::restore).
+    pub fn claim_restored(&mut self, claim: impl Fn(&str) -> u64) {
+        for issue in self.issues.values_mut() {
+            let checks = claim(&issue.kind) & self.layout.all_checks();
+            if checks != 0 {
+                issue.failing_in = checks;
+                issue.found_ever = checks;
+            }
+        }
+    }
+
     /// Whether any issue is open.
     pub fn has_issues(&self) -> bool {
         !self.issues.is_empty()
+    }
+
+    /// The checks that found the escalated issues.
+    pub fn escalated_in(&self) -> u64 {
+        self.issues
+            .values()
+            .filter(|issue| issue.state == State::Escalated)
+            .fold(0, |checks, issue| checks | issue.found_ever)
     }
 
     /// Whether every open issue is escalated (then, and only then, the target
@@ -624,6 +664,7 @@ impl Tracker {
         if let Some(issue) = self.issues.get_mut(&finding.kind) {
             issue.healthy = 0;
             issue.failing_in |= bit;
+            issue.found_ever |= bit;
             issue.severity = finding.severity;
             issue.summary.clone_from(&finding.summary);
             // Not only after a failed attempt: an issue restored (or
@@ -671,6 +712,7 @@ impl Tracker {
             resolved_at: None,
             healthy: 0,
             failing_in,
+            found_ever: failing_in,
             attempting: false,
         };
         transitions.push(Transition::Opened(issue.clone()));
@@ -711,7 +753,7 @@ impl Tracker {
             .issues
             .values_mut()
             .filter(|issue| !kinds.contains(issue.kind.as_str()))
-            .filter(|issue| issue.failing_in & bit != 0 || issue.failing_in == 0)
+            .filter(|issue| issue.found_ever & bit != 0)
             .filter_map(|issue| {
                 issue.failing_in &= !bit;
                 if issue.failing_in != 0 {
@@ -923,6 +965,46 @@ mod tests {
         tracker.restore(before.save(), now);
         assert!(!resolved(&run_of(&mut tracker, 0, &[], now)));
         assert!(resolved(&run_of(&mut tracker, 1, &[], now)));
+    }
+
+    #[test]
+    fn a_restored_issue_claimed_by_its_check_resolves_while_another_cannot_tell() {
+        let now = Wall::from_millis(1_000_000);
+        let mut before = Tracker::with_layout(policy(), TWO_CHECKS);
+        run_of(&mut before, 0, &down(), now);
+        let mut tracker = Tracker::with_layout(policy(), TWO_CHECKS);
+        tracker.restore(before.save(), now);
+        tracker.claim_restored(|kind| u64::from(kind.starts_with("process.")));
+        // Check 1 cannot tell (UNKNOWN); check 0, whose kind it is, says gone.
+        let unknown = [Finding::new(
+            "nagios.unknown",
+            Status::Unknown,
+            "no check_disk",
+        )];
+        let lists = [&unknown[..]];
+        let seen = Seen {
+            check: 1,
+            first_source: 1,
+            lists: &lists,
+        };
+        tracker.observe_check(seen, now, false);
+        assert!(resolved(&run_of(&mut tracker, 0, &[], now)));
+    }
+
+    #[test]
+    fn only_the_checks_that_found_an_issue_count_towards_resolve_after() {
+        let policy = Policy {
+            resolve_after: 2,
+            ..policy()
+        };
+        let mut tracker = Tracker::with_layout(policy, TWO_CHECKS);
+        let now = Wall::from_millis(1_000_000);
+        run_of(&mut tracker, 0, &down(), now);
+        assert!(!resolved(&run_of(&mut tracker, 0, &[], now)));
+        // The other check cannot see it: its healthy runs do not count.
+        assert!(!resolved(&run_of(&mut tracker, 1, &[], now)));
+        assert!(!resolved(&run_of(&mut tracker, 1, &[], now)));
+        assert!(resolved(&run_of(&mut tracker, 0, &[], now)));
     }
 
     #[test]

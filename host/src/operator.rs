@@ -86,8 +86,8 @@ fn print_json(value: &Value) {
 }
 
 /// `healer status`: every target, like `monit summary`; exits with the
-/// worst status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN or not checked
-/// yet), or 4 when the daemon cannot be asked.
+/// worst target's status (0 OK, 1 WARNING, 3 UNKNOWN or not checked yet,
+/// 2 CRITICAL, worst last), or 4 when the daemon cannot be asked.
 pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
     let answer = match daemon.call("GET", "/api/v1/targets", None) {
         Ok(answer) => answer,
@@ -108,17 +108,13 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
     } else {
         say!("{}", status_table(&rows));
     }
+    // The worst target's code: CRITICAL outranks UNKNOWN (not checked yet).
     let worst = rows
         .iter()
-        .map(|row| match row.view.status {
-            Some(Status::Ok) => 0,
-            Some(Status::Warning) => 1,
-            Some(Status::Critical) => 2,
-            Some(Status::Unknown) | None => 3,
-        })
-        .max()
-        .unwrap_or(0);
-    ExitCode::from(worst)
+        .map(|row| row.view.status.unwrap_or(Status::Unknown))
+        .max_by_key(|status| crate::board::rank(*status))
+        .unwrap_or(Status::Ok);
+    ExitCode::from(worst as u8)
 }
 
 fn status_table(rows: &[TargetRow]) -> String {

@@ -97,7 +97,11 @@ pub async fn reload(
                 runner.carry_on(&tracker);
             }
         } else {
-            engine.drop_issues(&name, tracker, "its monitor changed in a reload");
+            engine.drop_issues(
+                &name,
+                tracker,
+                "its monitors changed in a reload (none is left from before)",
+            );
         }
         engine.start(runner);
         reloaded.changed.push(name);

@@ -44,7 +44,7 @@ fn render(api: &Api) -> String {
     let worst = targets
         .iter()
         .filter_map(|t| t.status)
-        .max_by_key(|s| rank(*s))
+        .max_by_key(|s| crate::board::rank(*s))
         .unwrap_or(Status::Ok);
 
     let mut html = String::with_capacity(16 * 1024);
@@ -203,15 +203,6 @@ fn details(event: &crate::events::Event) -> String {
         text.push('…');
     }
     text
-}
-
-fn rank(status: Status) -> u8 {
-    match status {
-        Status::Ok => 0,
-        Status::Warning => 1,
-        Status::Unknown => 2,
-        Status::Critical => 3,
-    }
 }
 
 fn class(status: Status) -> &'static str {

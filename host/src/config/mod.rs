@@ -328,16 +328,18 @@ impl Target {
     }
 
     /// Whether `other` is still the same target for its issues: the same
-    /// name and monitor plugins. A reload that changes anything else
-    /// restarts the target with its issues kept.
+    /// name, and a monitor plugin in common (a check added, removed or
+    /// moved keeps them; the checks whose plugins name an issue's kind
+    /// hold it again). A reload that changes anything else restarts the
+    /// target with its issues kept.
     pub fn same_identity(&self, other: &Target) -> bool {
         self.name == other.name
-            && self.checks.len() == other.checks.len()
-            && self
-                .checks
-                .iter()
-                .zip(&other.checks)
-                .all(|(a, b)| a.monitor.plugin == b.monitor.plugin)
+            && self.checks.iter().any(|check| {
+                other
+                    .checks
+                    .iter()
+                    .any(|theirs| theirs.monitor.plugin == check.monitor.plugin)
+            })
     }
 
     /// Every plugin its checks use: each monitor, then its diagnosers.

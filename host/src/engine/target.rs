@@ -64,7 +64,11 @@ pub struct Cycle {
     /// A recovery ran and its verification has not begun: what monitors
     /// push meanwhile waits, and is then older than the verification.
     verifying: bool,
-    /// The longest interval of its checks: the slack of its promises.
+    /// The latest recovery's backoff: until it ends, an issue only other
+    /// checks than the recovered issue's (a bit each) found waits, also
+    /// when that issue resolved (a restarted service still starting).
+    settling: Option<(Wall, u64)>,
+    /// The shortest interval of its checks: the slack of its promises.
     slack: Duration,
 }
 
@@ -139,10 +143,22 @@ impl Cycle {
         let mut tracker = Tracker::with_layout(target.policy, layout);
         tracker.restore(runner.saved.clone(), Wall::now());
         tracker.carry_spent(runner.spent.clone());
+        // Which check found a restored issue is not saved: the checks
+        // whose plugins name its kind (`process.*` is the process check's)
+        // hold it, or, when none does, every check.
+        tracker.claim_restored(|kind| {
+            let named = kind.split('.').next().unwrap_or(kind);
+            checks
+                .iter()
+                .filter(|check| {
+                    check.plugin == named || check.diagnosers.iter().any(|(name, _)| name == named)
+                })
+                .fold(0, |bits, check| bits | 1 << check.index.min(63))
+        });
         let slack = checks
             .iter()
             .map(|check| check.interval)
-            .max()
+            .min()
             .unwrap_or_else(|| target.policy.interval.into());
         Cycle {
             checks,
@@ -152,6 +168,7 @@ impl Cycle {
             fresh: HashSet::new(),
             off_grid: None,
             verifying: false,
+            settling: None,
             slack,
             runner,
             shared,
@@ -306,6 +323,8 @@ impl Cycle {
                     Wake::Pushed(index, seen)
                 }
                 command = commands.recv() => match command {
+                    // A verification is due: it runs every check anyway.
+                    Some(Command::Recheck) if self.verifying => continue,
                     Some(Command::Recheck) => {
                         debug!(target = %self.name(), "re-checking at once: a dependency recovered");
                         Wake::All
@@ -313,7 +332,8 @@ impl Cycle {
                     Some(Command::Reset(asked)) => {
                         let super::Reset { kind, reply } = *asked;
                         let reset = self.reset(kind.as_deref());
-                        if !reset.is_empty() {
+                        // At once, but never before a recovery's grace ends.
+                        if !reset.is_empty() && !self.verifying {
                             self.off_grid = Some(Instant::now());
                         }
                         let _ = reply.send(reset);
@@ -341,9 +361,6 @@ impl Cycle {
                 }
                 Wake::Pushed(index, seen) => (Vec::new(), Some((index, seen)), false),
             };
-            for &index in &runs {
-                self.checks[index].checked_at = Some(started);
-            }
             // Boxed: a step's future is large and lives only while it
             // runs; the loop at rest (10,000 of them) stays small.
             let recovered = Box::pin(self.step(&runs, pushed)).await;
@@ -353,10 +370,16 @@ impl Cycle {
                 std::future::pending::<()>().await;
             }
             let now = Instant::now();
-            let escalated = self.tracker.all_escalated();
+            // Re-probed slowly: the checks that found the issues, once
+            // every issue is escalated; the others keep their pace.
+            let escalated = if self.tracker.all_escalated() {
+                self.tracker.escalated_in()
+            } else {
+                0
+            };
             for &index in &runs {
                 let check = &mut self.checks[index];
-                let every = if escalated {
+                let every = if escalated & 1 << index.min(63) != 0 {
                     policy.escalated_interval.into()
                 } else {
                     check.interval
@@ -373,7 +396,10 @@ impl Cycle {
                 // else: what was pushed meanwhile is older than that.
                 Some(now + Duration::from(policy.grace))
             } else {
-                self.off_grid.or(self.attempt_due())
+                match (self.off_grid, self.attempt_due()) {
+                    (Some(set), Some(due)) => Some(set.min(due)),
+                    (set, due) => set.or(due),
+                }
             };
         }
         for forward in forwards {
@@ -406,12 +432,19 @@ impl Cycle {
     fn attempt_due(&self) -> Option<Instant> {
         let now = Wall::now();
         let policy = self.runner.target.policy;
+        // An issue another check found, waiting for the latest recovery's
+        // backoff, is looked at again when it ends.
+        let settled = self
+            .settling
+            .map(|(until, _)| until)
+            .filter(|_| self.tracker.has_issues());
         let at = self
             .tracker
             .issues()
             .filter(|issue| matches!(issue.state, State::Open | State::Recovering))
             .filter(|issue| issue.attempts < policy.max_attempts)
             .map(|issue| issue.next_attempt_at)
+            .chain(settled)
             .filter(|at| *at > now)
             .min()?;
         Some(Instant::now() + at.since(now))
@@ -432,6 +465,7 @@ impl Cycle {
         let mut reset = Vec::new();
         for kind in kinds {
             if let Some(issue) = self.tracker.reset(&kind) {
+                self.settling = None;
                 self.held.remove(&kind);
                 self.withheld.remove(&kind);
                 self.emit(Event::IssueResetByOperator {
@@ -467,6 +501,7 @@ impl Cycle {
             seen.summary = summaries.join("; ");
         }
         if recover {
+            self.say_left_out(true);
             self.settle_health();
             self.recover().await;
         }
@@ -497,6 +532,10 @@ impl Cycle {
     /// `track`, feeds what it found to the issues.
     async fn run_check(&mut self, index: usize, pushed: Option<Observation>, track: bool) -> Run {
         let was_push = pushed.is_some();
+        if !was_push {
+            // What its monitor pushed before this run began is stale.
+            self.checks[index].checked_at = Some(Instant::now());
+        }
         let run = if self.checks[index].in_place {
             self.observe(index, pushed).await
         } else {
@@ -980,13 +1019,18 @@ impl Cycle {
     /// distinct problems (two log lines). An issue nothing can recover is
     /// escalated on the way.
     async fn recover(&mut self) -> bool {
+        let target = Arc::clone(&self.runner.target);
+        let unhealthy = self.shared.first_unhealthy(&target.depends_on);
+        if unhealthy.is_none() && !self.held.is_empty() {
+            self.held.clear();
+            self.show_issues();
+        }
         let mut due = self.tracker.due(Wall::now());
         due.retain(|kind| self.fresh.contains(kind));
         if self.paused(&due) || due.is_empty() {
             return false;
         }
-        let target = Arc::clone(&self.runner.target);
-        if let Some((dependency, health)) = self.shared.first_unhealthy(&target.depends_on) {
+        if let Some((dependency, health)) = unhealthy {
             let reason = match health {
                 Health::Unchecked => "has not been checked yet",
                 _ => "has an open issue",
@@ -1020,20 +1064,32 @@ impl Cycle {
             }
             return false;
         }
-        if !self.held.is_empty() {
-            self.held.clear();
-            self.show_issues();
+        // The checks whose issues are being recovered (an attempt made, its
+        // backoff not over, or one made in this step): an issue only
+        // another check found is one failure seen twice, and waits.
+        let (mut shown, mut acted) = (true, false);
+        let now = Wall::now();
+        let mut recovering = self.tracker.recovering_in(now);
+        if let Some((until, checks)) = self.settling {
+            if until > now {
+                recovering |= checks;
+            } else {
+                self.settling = None;
+            }
         }
-        let (mut shown, mut acted) = (true, None::<u64>);
         for kind in due {
             let found_by = self.tracker.found_by(&kind);
-            if acted.is_some_and(|checks| found_by & !checks != 0) {
-                debug!(target = %self.name(), kind, "waits for the verification of this step's recovery");
+            if recovering != 0 && found_by & !recovering != 0 {
+                debug!(target = %self.name(), kind, "waits: another check's issue is being recovered");
                 continue;
             }
             match self.attempt(&kind).await {
                 Attempted::Ran => {
-                    acted = Some(acted.unwrap_or(0) | found_by);
+                    recovering |= found_by;
+                    if let Some(issue) = self.tracker.issue(&kind) {
+                        self.settling = Some((issue.next_attempt_at, recovering));
+                    }
+                    acted = true;
                     shown = true;
                 }
                 Attempted::Escalated => shown = false,
@@ -1044,7 +1100,7 @@ impl Cycle {
         if !shown {
             self.show_issues();
         }
-        acted.is_some()
+        acted
     }
 
     /// One recovery attempt of the issue of `kind`: its recoverers tried in
