@@ -9,6 +9,7 @@
 pub mod bounds;
 mod catalog;
 pub mod children;
+pub mod declared;
 pub mod identity;
 mod instance;
 mod loader;
