@@ -84,7 +84,10 @@ max_restarts = 5     # process.restart_loop after this many pid changes in the h
         if latest.status == Status::Critical
             && latest.details.get("stopped") == Some(&serde_json::Value::Bool(true))
         {
-            let mut stopped = Finding::critical("process.stopped", latest.summary.clone());
+            // Its pid, for a recoverer to continue or kill it (a stopped
+            // process ends on SIGKILL, or on SIGTERM only once continued).
+            let mut stopped = Finding::critical("process.stopped", latest.summary.clone())
+                .detail("stopped", true);
             if let Some(pid) = latest.details.get("pid") {
                 stopped = stopped.detail("pid", pid.clone());
             }
