@@ -199,9 +199,7 @@ pub fn declared(kind: PluginKind, name: RStr<'_>, config_json: RStr<'_>) -> RStr
     let (name, config_json) = (name.as_str(), config_json.as_str());
     let declared = catch_panic(|| (find(kind, name)?.declare)(config_json));
     match declared {
-        Ok(Ok(declared)) => serde_json::to_string(&declared)
-            .unwrap_or_default()
-            .into(),
+        Ok(Ok(declared)) => serde_json::to_string(&declared).unwrap_or_default().into(),
         Ok(Err(_)) | Err(_) => RString::new(),
     }
 }
@@ -629,7 +627,10 @@ mod tests {
         );
         assert_eq!(declared[1].as_ref().unwrap().own_timeout_ms, Some(1500));
         assert_eq!(declared[2].as_ref().unwrap(), &super::Declared::default());
-        assert!((package.plugins[0].declare)("{}").is_err(), "a config it cannot read");
+        assert!(
+            (package.plugins[0].declare)("{}").is_err(),
+            "a config it cannot read"
+        );
     }
 
     #[test]

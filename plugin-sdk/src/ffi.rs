@@ -432,7 +432,10 @@ mod tests {
         );
         assert_eq!(Declared::from_json(""), Declared::default());
         assert_eq!(Declared::from_json("not json"), Declared::default());
-        assert_eq!(declared.own_timeout(), Some(std::time::Duration::from_secs(5)));
+        assert_eq!(
+            declared.own_timeout(),
+            Some(std::time::Duration::from_secs(5))
+        );
     }
 
     #[test]

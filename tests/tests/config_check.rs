@@ -226,17 +226,25 @@ plugin = "http"
     } = check(&["healer-plugin-http"], body);
 
     assert_eq!(code, Some(1), "{stderr}");
-    let at = format!("{}:{}:", config.display(), line_of(body, "[target.monitor]"));
+    let at = format!(
+        "{}:{}:",
+        config.display(),
+        line_of(body, "[target.monitor]")
+    );
     let error = stderr
         .lines()
         .find(|line| line.starts_with(&at))
         .unwrap_or_else(|| panic!("no {at} in:\n{stderr}"));
     assert!(
-        error.contains("its own timeout (5s) is not below the target's check deadline (timeout = \"1s\")"),
+        error.contains(
+            "its own timeout (5s) is not below the target's check deadline (timeout = \"1s\")"
+        ),
         "{error}"
     );
     assert!(
-        error.ends_with("lower the monitor's `timeout` below 1s, or raise the target's `timeout` above 5s"),
+        error.ends_with(
+            "lower the monitor's `timeout` below 1s, or raise the target's `timeout` above 5s"
+        ),
         "{error}"
     );
 }

@@ -217,11 +217,15 @@ impl Cycle {
         let mut next = grid.first();
         // When the latest check (not a push) began.
         let mut checked_at: Option<Instant> = None;
+        // Whether the next check verifies a recovery: it comes before any
+        // push, so a push that arrived while the recovery ran (the exit of
+        // the process a restart killed) is older than it, and dropped.
+        let mut verifying = false;
         loop {
             self.promise(next.saturating_duration_since(Instant::now()));
             let pushed = tokio::select! {
                 _ = sleep_until(next) => None,
-                Some(push) = pushes.recv() => {
+                Some(push) = pushes.recv(), if !verifying => {
                     let (arrived, seen) = *push;
                     // A check begun after this push arrived has seen a
                     // newer truth (the push waited while a check and its
@@ -274,6 +278,7 @@ impl Cycle {
             } else {
                 policy.interval.into()
             };
+            verifying = matches!(step, Step::Recovered);
             next = match step {
                 Step::Recovered => now + Duration::from(policy.grace),
                 Step::Checked if was_push => next,

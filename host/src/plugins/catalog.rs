@@ -260,7 +260,11 @@ impl Catalog {
         // each target checked against it (a plugin that refused its config
         // has its error above).
         let declared = |plugin: &PluginUse| {
-            let key = (plugin.kind, plugin.plugin.as_str(), plugin.config.to_string());
+            let key = (
+                plugin.kind,
+                plugin.plugin.as_str(),
+                plugin.config.to_string(),
+            );
             distinct
                 .get(&key)
                 .and_then(|&check| verdicts[check].as_ref().ok())

@@ -202,7 +202,11 @@ argv = ["true"]
             r#"["logscan.critical", "*.unknown"]"#,
         ] {
             let config = config(on);
-            assert_eq!(check(&config, &kinds(&["disk.filling"])), Vec::<String>::new(), "{on}");
+            assert_eq!(
+                check(&config, &kinds(&["disk.filling"])),
+                Vec::<String>::new(),
+                "{on}"
+            );
         }
     }
 

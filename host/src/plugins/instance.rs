@@ -339,7 +339,12 @@ async fn ask_history_needed(needed: HistoryNeeded, name: &str, config: &str) -> 
 /// Asks the package what the plugin `name` declares about `config`, as
 /// [`ask_history_needed`] asks (the same deadline); nothing when it cannot
 /// tell in time.
-async fn ask_declared(declared: DeclaredFn, kind: PluginKind, name: &str, config: &str) -> Declared {
+async fn ask_declared(
+    declared: DeclaredFn,
+    kind: PluginKind,
+    name: &str,
+    config: &str,
+) -> Declared {
     let (name, config) = (name.to_owned(), config.to_owned());
     let asked = tokio::task::spawn_blocking(move || {
         declared(kind, RStr::from_str(&name), RStr::from_str(&config))

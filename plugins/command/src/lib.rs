@@ -188,17 +188,22 @@ timeout = "30s"                           # per command
 /// is the one signal that harms no process the pid may name by now.
 /// What was done, when anything was.
 fn continue_stopped(finding: &healer_plugin_sdk::Finding) -> Option<String> {
-    let stopped = finding.details.get("stopped").and_then(|stopped| stopped.as_bool());
+    let stopped = finding
+        .details
+        .get("stopped")
+        .and_then(|stopped| stopped.as_bool());
     if stopped != Some(true) {
         return None;
     }
     let pid = finding.details.get("pid")?.as_u64()?;
     let pid = i32::try_from(pid).ok().filter(|&pid| pid > 1)?;
     let pid = nix::unistd::Pid::from_raw(pid);
-    Some(match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT) {
-        Ok(()) => format!("continued stopped pid {pid}"),
-        Err(err) => format!("could not continue stopped pid {pid}: {err}"),
-    })
+    Some(
+        match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT) {
+            Ok(()) => format!("continued stopped pid {pid}"),
+            Err(err) => format!("could not continue stopped pid {pid}: {err}"),
+        },
+    )
 }
 
 /// What to run.

@@ -177,7 +177,9 @@ mod tests {
         assert_eq!(findings[0].kind, "process.stopped");
         assert_eq!(findings[0].details["pid"], 7);
         let short = running(7, 0).detail("stopped", true);
-        assert!(diagnoser(serde_json::json!({})).diagnose(&short, &[]).is_empty());
+        assert!(diagnoser(serde_json::json!({}))
+            .diagnose(&short, &[])
+            .is_empty());
     }
 
     #[test]
@@ -185,7 +187,10 @@ mod tests {
         let kinds = |config| ProcessDiagnoser::kinds(&serde_json::from_value(config).unwrap());
         assert_eq!(
             kinds(serde_json::json!({})),
-            Some(vec!["process.not_running".to_owned(), "process.stopped".to_owned()])
+            Some(vec![
+                "process.not_running".to_owned(),
+                "process.stopped".to_owned()
+            ])
         );
         let all = kinds(serde_json::json!({"max_rss": "1MiB", "max_cpu": 50.0, "max_restarts": 3}))
             .unwrap();

@@ -322,7 +322,8 @@ impl Finder {
         let (seen, running) = self.look_for_one();
         // A stop ends with the process; it cannot be told while UNKNOWN.
         if running.is_none() && seen.status == Status::Critical {
-            self.stopped.send_if_modified(|stopped| stopped.take().is_some());
+            self.stopped
+                .send_if_modified(|stopped| stopped.take().is_some());
         }
         (seen, running)
     }
@@ -345,10 +346,7 @@ impl Finder {
         }
         // One that runs rather than one that is stopped: the service is
         // stopped only when every process of it is.
-        let Some(&(pid, stopped)) = alive
-            .iter()
-            .find(|(_, stopped)| !stopped)
-            .or(alive.first())
+        let Some(&(pid, stopped)) = alive.iter().find(|(_, stopped)| !stopped).or(alive.first())
         else {
             if let Some(why) = unreadable {
                 return (Observation::unknown(format!("cannot tell: {why}")), None);
@@ -420,7 +418,12 @@ impl Finder {
 
     /// `seen`, of `pid` stopped for `stopped` so far: CRITICAL once that
     /// is `stopped_for`, OK saying so before.
-    fn stopped_for(&self, seen: Observation, pid: u32, stopped: std::time::Duration) -> Observation {
+    fn stopped_for(
+        &self,
+        seen: Observation,
+        pid: u32,
+        stopped: std::time::Duration,
+    ) -> Observation {
         let ms = u64::try_from(stopped.as_millis()).unwrap_or(u64::MAX);
         let seen = seen.detail("stopped", true).detail("stopped_ms", ms);
         let secs = stopped.as_secs_f64();
@@ -927,18 +930,26 @@ mod tests {
     fn until_stopped(pid: u32, stopped: bool) {
         let started = std::time::Instant::now();
         while Proc::new().stat(pid).unwrap().unwrap().stopped != stopped {
-            assert!(started.elapsed() < Duration::from_secs(2), "pid {pid} stopped: {stopped}?");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "pid {pid} stopped: {stopped}?"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
     /// A monitor of a pidfile naming `pid` with these `stopped_for` and
     /// `watch`; the dir holds the pidfile.
-    fn stop_watching(pid: u32, stopped_for: &str, watch: bool) -> (tempfile::TempDir, ProcessMonitor) {
+    fn stop_watching(
+        pid: u32,
+        stopped_for: &str,
+        watch: bool,
+    ) -> (tempfile::TempDir, ProcessMonitor) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.pid");
         std::fs::write(&path, pid.to_string()).unwrap();
-        let config = serde_json::json!({ "pidfile": path, "stopped_for": stopped_for, "watch": watch });
+        let config =
+            serde_json::json!({ "pidfile": path, "stopped_for": stopped_for, "watch": watch });
         (dir, monitor(config))
     }
 
@@ -960,14 +971,23 @@ mod tests {
 
         assert_eq!(early.status, Status::Ok, "{}", early.summary);
         assert_eq!(early.details["stopped"], true);
-        assert!(early.summary.contains("(stopped for 0.0s)"), "{}", early.summary);
+        assert!(
+            early.summary.contains("(stopped for 0.0s)"),
+            "{}",
+            early.summary
+        );
         assert_eq!(late.status, Status::Critical, "{}", late.summary);
         assert!(
-            late.summary.starts_with(&format!("stopped: pid {pid} stopped for 0.")),
+            late.summary
+                .starts_with(&format!("stopped: pid {pid} stopped for 0.")),
             "{}",
             late.summary
         );
-        assert!(late.summary.ends_with("(stopped_for = 300ms)"), "{}", late.summary);
+        assert!(
+            late.summary.ends_with("(stopped_for = 300ms)"),
+            "{}",
+            late.summary
+        );
         assert_eq!(late.details["stopped"], true);
         assert_eq!(late.details["running"], true);
         assert_eq!(late.details["pid"], pid);

@@ -111,9 +111,8 @@ struct DeclaredKinds(Option<Vec<String>>);
 
 impl<'de> Deserialize<'de> for DeclaredKinds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DeclaredKinds, D::Error> {
-        let (kept, beyond) = d.deserialize_seq(Capped::<DeclaredKind, &str>::new(
-            bounds::DECLARED_KINDS,
-        ))?;
+        let (kept, beyond) =
+            d.deserialize_seq(Capped::<DeclaredKind, &str>::new(bounds::DECLARED_KINDS))?;
         Ok(DeclaredKinds(
             (beyond == 0).then(|| kept.into_iter().map(|kind| kind.0).collect()),
         ))
