@@ -259,7 +259,7 @@ impl Catalog {
         // What the plugins that accepted their configs declare about them:
         // each target checked against it (a plugin that refused its config
         // has its error above).
-        let declared = |plugin: &PluginUse| {
+        errors.extend(declared::check_targets(config, |plugin: &PluginUse| {
             let key = (
                 plugin.kind,
                 plugin.plugin.as_str(),
@@ -268,34 +268,7 @@ impl Catalog {
             distinct
                 .get(&key)
                 .and_then(|&check| verdicts[check].as_ref().ok())
-        };
-        for target in &config.targets {
-            let Some(monitor) = declared(&target.monitor) else {
-                continue;
-            };
-            let deadline = target.policy.timeout.into();
-            errors.extend(declared::own_timeout_too_long(
-                config,
-                &target.name,
-                &target.monitor,
-                monitor,
-                deadline,
-            ));
-            let diagnosers: Option<Vec<(&PluginUse, &Declared)>> = target
-                .diagnosers
-                .iter()
-                .map(|diagnoser| Some((diagnoser, declared(diagnoser)?)))
-                .collect();
-            if let Some(diagnosers) = diagnosers {
-                errors.extend(declared::unmatched_on_globs(
-                    config,
-                    &target.name,
-                    &[&target.monitor],
-                    &diagnosers,
-                    &target.recoverers,
-                ));
-            }
-        }
+        }));
         // In the order of the file, as before the checks ran concurrently.
         errors.sort_by_key(|error| error.at.map(|at| (at.line, at.column)));
         errors

@@ -25,6 +25,43 @@ use healer_plugin_sdk::ffi::Declared;
 
 use crate::config::{did_you_mean, Config, ConfigError, PluginUse, RecovererUse};
 
+/// Every target of `config` checked against what its plugins declared
+/// (`declared` of a plugin use: `None` for one that refused its config,
+/// whose error is said already).
+pub fn check_targets<'a>(
+    config: &'a Config,
+    declared: impl Fn(&'a PluginUse) -> Option<&'a Declared>,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for target in &config.targets {
+        let Some(monitor) = declared(&target.monitor) else {
+            continue;
+        };
+        errors.extend(own_timeout_too_long(
+            config,
+            &target.name,
+            &target.monitor,
+            monitor,
+            target.policy.timeout.into(),
+        ));
+        let diagnosers: Option<Vec<(&PluginUse, &Declared)>> = target
+            .diagnosers
+            .iter()
+            .map(|diagnoser| Some((diagnoser, declared(diagnoser)?)))
+            .collect();
+        if let Some(diagnosers) = diagnosers {
+            errors.extend(unmatched_on_globs(
+                config,
+                &target.name,
+                &[&target.monitor],
+                &diagnosers,
+                &target.recoverers,
+            ));
+        }
+    }
+    errors
+}
+
 /// The most kinds an error lists; the rest are counted.
 const KINDS_SHOWN: usize = 16;
 
