@@ -133,6 +133,15 @@ fn check(plugins: &[&str], body: &str) -> Checked {
     }
 }
 
+/// The line of `stderr` that reports an error at `line` of `config`.
+fn error_at<'a>(stderr: &'a str, config: &std::path::Path, line: usize) -> &'a str {
+    let at = format!("{}:{line}:", config.display());
+    stderr
+        .lines()
+        .find(|error| error.starts_with(&at))
+        .unwrap_or_else(|| panic!("no {at} in:\n{stderr}"))
+}
+
 /// The 1-based line of the first line of `text` that starts with `start`.
 fn line_of(text: &str, start: &str) -> usize {
     text.lines()
@@ -165,11 +174,7 @@ argv = ["/usr/local/bin/clean-up"]
     } = check(&["healer-plugin-logscan", "healer-plugin-command"], body);
 
     assert_eq!(code, Some(1), "{stderr}");
-    let at = format!("{}:{}:", config.display(), line_of(body, "on = "));
-    let error = stderr
-        .lines()
-        .find(|line| line.starts_with(&at))
-        .unwrap_or_else(|| panic!("no {at} in:\n{stderr}"));
+    let error = error_at(&stderr, &config, line_of(body, "on = "));
     assert!(error.contains("`on` glob \"disk.filing\" matches none of the finding kinds this target can have (disk.filling, logscan.critical, logscan.unknown, logscan.warning)"), "{error}");
     assert!(error.ends_with("did you mean \"disk.filling\"?"), "{error}");
 }
@@ -226,15 +231,7 @@ plugin = "http"
     } = check(&["healer-plugin-http"], body);
 
     assert_eq!(code, Some(1), "{stderr}");
-    let at = format!(
-        "{}:{}:",
-        config.display(),
-        line_of(body, "[target.monitor]")
-    );
-    let error = stderr
-        .lines()
-        .find(|line| line.starts_with(&at))
-        .unwrap_or_else(|| panic!("no {at} in:\n{stderr}"));
+    let error = error_at(&stderr, &config, line_of(body, "[target.monitor]"));
     assert!(
         error.contains(
             "its own timeout (5s) is not below the target's check deadline (timeout = \"1s\")"

@@ -953,13 +953,22 @@ mod tests {
         (dir, monitor(config))
     }
 
-    #[test]
-    fn a_process_stopped_for_stopped_for_is_critical_and_before_that_ok() {
-        let mut child = sleeping();
+    /// A `sleep 30` stopped (SIGSTOP), with a monitor of its pidfile.
+    fn stopped_child(
+        stopped_for: &str,
+        watch: bool,
+    ) -> (std::process::Child, u32, tempfile::TempDir, ProcessMonitor) {
+        let child = sleeping();
         let pid = child.id();
-        let (_dir, watched) = stop_watching(pid, "300ms", false);
+        let (dir, watched) = stop_watching(pid, stopped_for, watch);
         signal(pid, "STOP");
         until_stopped(pid, true);
+        (child, pid, dir, watched)
+    }
+
+    #[test]
+    fn a_process_stopped_for_stopped_for_is_critical_and_before_that_ok() {
+        let (mut child, pid, _dir, watched) = stopped_child("300ms", false);
         let early = watched.look();
         std::thread::sleep(Duration::from_millis(350));
         let late = watched.look();
@@ -998,11 +1007,7 @@ mod tests {
 
     #[test]
     fn the_watcher_pushes_a_stop_once_stopped_for_has_passed_without_waiting_for_a_check() {
-        let mut child = sleeping();
-        let pid = child.id();
-        let (_dir, mut watched) = stop_watching(pid, "400ms", true);
-        signal(pid, "STOP");
-        until_stopped(pid, true);
+        let (mut child, pid, _dir, mut watched) = stopped_child("400ms", true);
         let (push, mut pushed) = healer_plugin_sdk::Push::channel();
         let (seen, took, again) = runtime().block_on(async {
             watched.watch(push);
@@ -1027,11 +1032,7 @@ mod tests {
 
     #[test]
     fn a_stop_that_ends_before_stopped_for_pushes_nothing() {
-        let mut child = sleeping();
-        let pid = child.id();
-        let (_dir, mut watched) = stop_watching(pid, "400ms", true);
-        signal(pid, "STOP");
-        until_stopped(pid, true);
+        let (mut child, pid, _dir, mut watched) = stopped_child("400ms", true);
         let (push, mut pushed) = healer_plugin_sdk::Push::channel();
         let quiet = runtime().block_on(async {
             watched.watch(push);
@@ -1074,11 +1075,7 @@ mod tests {
 
     #[test]
     fn stopped_for_zero_never_says_stopped() {
-        let mut child = sleeping();
-        let pid = child.id();
-        let (_dir, watched) = stop_watching(pid, "0s", false);
-        signal(pid, "STOP");
-        until_stopped(pid, true);
+        let (mut child, pid, _dir, watched) = stopped_child("0s", false);
         let seen = watched.look();
         child.kill().unwrap();
         child.wait().unwrap();
