@@ -380,7 +380,9 @@ def goals(r):
                 + (f", median {fmt(h)}" if h is not None else "") + "; "
                 + ", ".join(f"{name} " + (f"median {fmt(med(k))}" if med(k) is not None else
                                           f"not detected within {r[k]['limit_s']:g} s")
-                            for name, k in (("Monit", f"hang-{mode}-monit"), ("supervisord", f"hang-{mode}-supervisord"))
+                            for name, k in (("healer by `stopped_for`", f"hang-{mode}-healer-stopped"),
+                                            ("Monit", f"hang-{mode}-monit"),
+                                            ("supervisord", f"hang-{mode}-supervisord"))
                             if k in r) + ".")
 
 
@@ -415,6 +417,7 @@ def cmd_table(args):
                        ("restart", "hang → restart, 0-100 ms after a restart")):
         base_key = f"hang-{mode}-healer"
         for tool_key, tool in (("healer", "healer, `http` monitor, interval 1 s, timeout 1 s"),
+                               ("healer-stopped", "healer, `process` monitor, interval 1 s, `stopped_for = \"1s\"`"),
                                ("monit", "Monit, `if failed port ... protocol http`, timeout 1 s"),
                                ("supervisord", "supervisord (no hang detection)")):
             key = f"hang-{mode}-{tool_key}"

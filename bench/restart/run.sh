@@ -8,7 +8,8 @@
 #      run again, and whether each was started exactly once;
 #   3. hang to restart: SIGSTOP of a tiny HTTP server, in steady state and
 #      0-100 ms after a restart; the time until a new, running process
-#      replaces it.
+#      replaces it (healer by its HTTP timeout, and by the process
+#      monitor's `stopped_for`).
 # Prints the date, the machine, the versions, the raw figures and one
 # markdown table (also written to target/bench-restart/report.md).
 #
@@ -285,14 +286,16 @@ echo
 
 # --- 3. hang to restart --------------------------------------------------------------
 echo "## 3. Hang to restart: SIGSTOP of an HTTP server (bench/restart/hangsrv.pl)"
-echo "healer's \`process\` monitor counts a stopped process (state T) as running (it says \"not"
-echo "running\" only for a missing pid or a zombie: plugins/process/src/proc.rs), so no pidfile or"
-echo "pidfd check of any tool sees a hang. healer and Monit see it through the health endpoint:"
-echo "healer's \`http\` monitor (interval 1 s, timeout 1 s) with the \`service-restart\` recoverer"
-echo "(stop: kill -9, start), Monit's \`if failed port ... protocol http with timeout 1 seconds then"
-echo "restart\` (1 s is Monit's shortest timeout) with the same stop and start programs. Monit"
-echo "pauses connection tests after a start for the start program's timeout (default 30 s): set to"
-echo "1 s here, its shortest; healer verifies a recovery \`grace\` (500 ms) after it."
+echo "A stopped process (state T) still has its pid, so no pidfile or pidfd check sees the hang"
+echo "at once. healer and Monit see it through the health endpoint: healer's \`http\` monitor"
+echo "(interval 1 s, timeout 1 s) with the \`service-restart\` recoverer (stop: kill -9, start),"
+echo "Monit's \`if failed port ... protocol http with timeout 1 seconds then restart\` (1 s is"
+echo "Monit's shortest timeout) with the same stop and start programs. Monit pauses connection"
+echo "tests after a start for the start program's timeout (default 30 s): set to 1 s here, its"
+echo "shortest; healer verifies a recovery \`grace\` (500 ms) after it. healer also sees the stop"
+echo "itself: its \`process\` monitor on the pidfile (interval 1 s) says CRITICAL \`process.stopped\`"
+echo "once a check has seen the process stopped for \`stopped_for = \"1s\"\` (its watcher looks"
+echo "again then, without waiting for the next check), with the same \`service-restart\`."
 echo "supervisord has no health check: it cannot see a hang."
 srv=("$perl" "$here/hangsrv.pl")
 hang_measure() {
@@ -304,26 +307,6 @@ hang_measure() {
 }
 
 d="$work/hang-healer"; mkdir -p "$d"; port=$(bench freeport)
-# Evidence for the above: `healer once` with the `process` monitor on a
-# stopped server.
-mkdir -p "$d/probe"
-cat > "$d/probe/healer.toml" <<EOF
-[healer]
-plugins_dir = "../../plugins"
-state_dir = "state"
-log_file = "healer.log"
-
-[[target]]
-name = "stopped-process"
-monitor = { plugin = "process", pidfile = "$d/probe/web.pid" }
-EOF
-timeout 10 "${srv[@]}" "$(bench freeport)" "$d/probe/web.pid" "$d/probe/web.starts" bg
-bench wait "$d/probe/web.pid" --timeout 10 > /dev/null
-kill -STOP "$(cat "$d/probe/web.pid")"
-echo "Probe: $(ps -o pid=,stat=,args= -p "$(cat "$d/probe/web.pid")" | sed 's/^ *//; s/  */ /g'), and \`healer once\` with the"
-echo "\`process\` monitor on its pidfile says:"
-timeout 30 "$bin/healer" --config "$d/probe/healer.toml" once | sed 's/^/    /' || true
-bench kill "$d/probe"
 healer_config "$d" ""
 cat >> "$d/healer.toml" <<EOF
 
@@ -337,6 +320,28 @@ start = ["$perl", "$here/hangsrv.pl", "$port", "$d/web.pid", "$d/web.starts", "b
 EOF
 run_healer "$d" 1; p=$pid
 hang_measure healer "$d/web.pid" "$hang_runs"
+finish "$d" "$p"
+
+d="$work/hang-healer-stopped"; mkdir -p "$d"; port=$(bench freeport)
+healer_config "$d" ""
+cat >> "$d/healer.toml" <<EOF
+
+[[target]]
+name = "web"
+[target.monitor]
+plugin = "process"
+pidfile = "$d/web.pid"
+stopped_for = "1s"
+[[target.diagnose]]
+plugin = "process"
+[[target.recover]]
+plugin = "service-restart"
+on = ["process.not_running", "process.stopped"]
+stop = ["$perl", "$here/hangsrv.pl", "stop", "$d/web.pid"]
+start = ["$perl", "$here/hangsrv.pl", "$port", "$d/web.pid", "$d/web.starts", "bg"]
+EOF
+run_healer "$d" 1; p=$pid
+hang_measure healer-stopped "$d/web.pid" "$hang_runs"
 finish "$d" "$p"
 
 d="$work/hang-monit"; mkdir -p "$d"; port=$(bench freeport)

@@ -102,7 +102,7 @@ for n in "${sizes[@]}"; do
             "$work" "$work" "$n" "$work" "$n"
         [ -z "${ISOLATION:-}" ] || printf '[plugins]\nisolation = "%s"\n' "$ISOLATION"
         for i in $(seq 1 "$n"); do
-            printf '[[target]]\nname = "t%d"\nmonitor = { plugin = "http", url = "http://127.0.0.1:%d/t%d" }\n' "$i" "$port" "$i"
+            printf '[[target]]\nname = "t%d"\nmonitor = { plugin = "http", url = "http://127.0.0.1:%d/t%d", timeout = "4s" }\n' "$i" "$port" "$i"
             [ "${DIAGNOSE:-1}" = 0 ] || printf '[[target.diagnose]]\nplugin = "http"\n'
         done
     } > "$conf"

@@ -103,7 +103,7 @@ for tool in "${tools[@]}"; do
             printf '[healer]\ninterval = "1s"\ntimeout = "5s"\nplugins_dir = "%s/plugins"\nstate_dir = "%s/state"\nlog_file = "%s/healer.log"\nlog_level = "warn"\n' \
                 "$work" "$work" "$work"
             for i in $(seq 1 "$n"); do
-                printf '[[target]]\nname = "t%d"\nmonitor = { plugin = "http", url = "http://127.0.0.1:%d/t/%d" }\n' "$i" "$port" "$i"
+                printf '[[target]]\nname = "t%d"\nmonitor = { plugin = "http", url = "http://127.0.0.1:%d/t/%d", timeout = "4s" }\n' "$i" "$port" "$i"
                 [ "${DIAGNOSE:-0}" = 0 ] || printf '[[target.diagnose]]\nplugin = "http"\n'
             done
         } > "$conf"

@@ -109,6 +109,20 @@ fn answered(answer: Answer) {
                 }
             }
         }
+        Answer::Declared {
+            kinds,
+            own_timeout_ms,
+        } => {
+            let declared = bounds::declared(healer_plugin_sdk::ffi::Declared {
+                kinds,
+                own_timeout_ms,
+            });
+            let kinds = declared.kinds.unwrap_or_default();
+            assert!(kinds.len() <= bounds::DECLARED_KINDS, "declared kinds");
+            for kind in &kinds {
+                assert!(healer_plugin_sdk::check_kind(kind).is_ok(), "a declared kind");
+            }
+        }
     }
 }
 

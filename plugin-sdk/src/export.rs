@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::ffi::{
-    DiagnoserBox, DiagnoserFfi, DiagnoserFfi_TO, FindingFfi, MonitorBox, MonitorFfi, MonitorFfi_TO,
-    ObservationFfi, OutcomeFfi, Package, PackageAbout, PackageRef, PluginAbout, PluginKind,
-    RecovererBox, RecovererFfi, RecovererFfi_TO, SDK_VERSION,
+    Declared, DiagnoserBox, DiagnoserFfi, DiagnoserFfi_TO, FindingFfi, MonitorBox, MonitorFfi,
+    MonitorFfi_TO, ObservationFfi, OutcomeFfi, Package, PackageAbout, PackageRef, PluginAbout,
+    PluginKind, RecovererBox, RecovererFfi, RecovererFfi_TO, SDK_VERSION,
 };
 use crate::finding::Recovery;
 use crate::observation::Observation;
@@ -43,6 +43,8 @@ struct Entry {
     create: Create,
     /// A diagnoser's [`Diagnoser::history_needed`] for a config (JSON).
     history_needed: Option<Constructor<usize>>,
+    /// What the plugin declares about a config (JSON).
+    declare: Constructor<Declared>,
 }
 
 /// Makes something of a plugin's config (JSON): an instance, or what it
@@ -84,6 +86,13 @@ impl PackageBuilder {
             },
             create: Create::Monitor(new_monitor_instance::<M>),
             history_needed: None,
+            declare: |json| {
+                let own_timeout = M::own_timeout(&parse_config(json)?);
+                Ok(Declared {
+                    own_timeout_ms: own_timeout.map(|own| millis(own.into())),
+                    ..Declared::default()
+                })
+            },
         });
     }
 
@@ -100,6 +109,12 @@ impl PackageBuilder {
             },
             create: Create::Diagnoser(new_diagnoser_instance::<D>),
             history_needed: Some(|json| Ok(D::history_needed(&parse_config(json)?))),
+            declare: |json| {
+                Ok(Declared {
+                    kinds: D::kinds(&parse_config(json)?),
+                    ..Declared::default()
+                })
+            },
         });
     }
 
@@ -116,6 +131,7 @@ impl PackageBuilder {
             },
             create: Create::Recoverer(new_recoverer_instance::<R>),
             history_needed: None,
+            declare: |_| Ok(Declared::default()),
         });
     }
 }
@@ -174,6 +190,23 @@ pub fn history_needed(name: RStr<'_>, config_json: RStr<'_>) -> u64 {
         Ok(Ok(needed)) => u64::try_from(needed).unwrap_or(u64::MAX),
         Ok(Err(_)) | Err(_) => u64::MAX,
     }
+}
+
+/// What the plugin `name` of `kind` declares about a config, as JSON;
+/// empty when it cannot tell (see `ffi::DECLARED_SYMBOL`).
+#[doc(hidden)]
+pub fn declared(kind: PluginKind, name: RStr<'_>, config_json: RStr<'_>) -> RString {
+    let (name, config_json) = (name.as_str(), config_json.as_str());
+    let declared = catch_panic(|| (find(kind, name)?.declare)(config_json));
+    match declared {
+        Ok(Ok(declared)) => serde_json::to_string(&declared).unwrap_or_default().into(),
+        Ok(Err(_)) | Err(_) => RString::new(),
+    }
+}
+
+/// A duration in whole milliseconds, held to `u64`.
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn registry() -> Result<&'static PackageBuilder, String> {
@@ -503,6 +536,17 @@ macro_rules! export_plugins {
         ) -> u64 {
             $crate::__private::history_needed(name, config_json)
         }
+
+        /// What a plugin of this package declares about a config: see
+        /// `healer_plugin_sdk::ffi::DECLARED_SYMBOL`.
+        #[no_mangle]
+        pub extern "C" fn healer_plugin_declared_v1(
+            kind: $crate::__private::PluginKind,
+            name: $crate::__private::RStr<'_>,
+            config_json: $crate::__private::RStr<'_>,
+        ) -> $crate::__private::RString {
+            $crate::__private::declared(kind, name, config_json)
+        }
     };
 }
 
@@ -513,6 +557,79 @@ mod tests {
         assert_eq!(
             abi_stable::library::ROOT_MODULE_LOADER_NAME,
             "_1as_0lib_1header_0root_bmodule_bloader"
+        );
+    }
+
+    #[test]
+    fn each_plugin_declares_what_its_trait_says_about_a_config() {
+        use crate::{Diagnoser, Error, Finding, Monitor, Observation};
+
+        #[derive(serde::Deserialize)]
+        struct Config {
+            kind: String,
+            timeout: crate::Duration,
+        }
+        struct Declaring;
+        impl Diagnoser for Declaring {
+            type Config = Config;
+            const NAME: &'static str = "declaring";
+            const DESCRIPTION: &'static str = "declares";
+            fn new(_: Config) -> Result<Self, Error> {
+                Ok(Declaring)
+            }
+            fn diagnose(&mut self, _: &Observation, _: &[Observation]) -> Vec<Finding> {
+                Vec::new()
+            }
+            fn kinds(config: &Config) -> Option<Vec<String>> {
+                Some(vec![config.kind.clone()])
+            }
+        }
+        impl Monitor for Declaring {
+            type Config = Config;
+            const NAME: &'static str = "declaring";
+            const DESCRIPTION: &'static str = "declares";
+            fn new(_: Config) -> Result<Self, Error> {
+                Ok(Declaring)
+            }
+            async fn check(&mut self) -> Result<Observation, Error> {
+                Ok(Observation::ok("fine"))
+            }
+            fn own_timeout(config: &Config) -> Option<crate::Duration> {
+                Some(config.timeout)
+            }
+        }
+        struct Silent;
+        impl Diagnoser for Silent {
+            type Config = serde_json::Value;
+            const NAME: &'static str = "silent";
+            const DESCRIPTION: &'static str = "declares nothing";
+            fn new(_: serde_json::Value) -> Result<Self, Error> {
+                Ok(Silent)
+            }
+            fn diagnose(&mut self, _: &Observation, _: &[Observation]) -> Vec<Finding> {
+                Vec::new()
+            }
+        }
+        let mut package = super::PackageBuilder::new("p", "0.0.0");
+        package.diagnoser::<Declaring>();
+        package.monitor::<Declaring>();
+        package.diagnoser::<Silent>();
+        let config = r#"{"kind": "disk.filling", "timeout": "1500ms"}"#;
+        let declared: Vec<_> = package
+            .plugins
+            .iter()
+            .map(|entry| (entry.declare)(config))
+            .collect();
+
+        assert_eq!(
+            declared[0].as_ref().unwrap().kinds,
+            Some(vec!["disk.filling".to_owned()])
+        );
+        assert_eq!(declared[1].as_ref().unwrap().own_timeout_ms, Some(1500));
+        assert_eq!(declared[2].as_ref().unwrap(), &super::Declared::default());
+        assert!(
+            (package.plugins[0].declare)("{}").is_err(),
+            "a config it cannot read"
         );
     }
 

@@ -11,8 +11,8 @@
 //! than the host expects ("too many fields", seen with an SDK 1.0 package
 //! in an SDK 1.1 host): a package built before a minor that grew the ABI
 //! must be rebuilt. So minor versions append nothing there; what they add
-//! is an optional entry point of its own (`HISTORY_NEEDED_SYMBOL`), which
-//! a host does without when a package lacks it.
+//! is an optional entry point of its own (`HISTORY_NEEDED_SYMBOL`,
+//! `DECLARED_SYMBOL`), which a host does without when a package lacks it.
 //!
 //! Shapes that are open-ended (details, recovery requests) cross as JSON
 //! strings; fixed shapes cross as `RString`/`RVec` structs.
@@ -236,6 +236,46 @@ pub const HISTORY_NEEDED_SYMBOL: &[u8] = b"healer_plugin_history_needed_v1\0";
 /// tell (no such diagnoser, a bad config, a panic).
 pub type HistoryNeeded = extern "C" fn(name: RStr<'_>, config_json: RStr<'_>) -> u64;
 
+/// The name of the package's optional entry point telling what a plugin
+/// declares about a config ([`Declared`]): outside the root module for
+/// the reason [`HISTORY_NEEDED_SYMBOL`] is. A package built before SDK
+/// 1.3 lacks it, and declares nothing.
+pub const DECLARED_SYMBOL: &[u8] = b"healer_plugin_declared_v1\0";
+
+/// The signature behind [`DECLARED_SYMBOL`]: a plugin's kind, name and
+/// config (JSON); [`Declared`] as JSON, or empty when it cannot tell (no
+/// such plugin, a config it cannot read, a panic).
+pub type DeclaredFn =
+    extern "C" fn(kind: PluginKind, name: RStr<'_>, config_json: RStr<'_>) -> RString;
+
+/// What a plugin declares about one config, for healer to check a target
+/// against before anything runs. It crosses as JSON, so a later SDK may
+/// add a declaration without a new entry point: a host ignores what it
+/// does not know, and takes what a package does not say as undeclared.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Declared {
+    /// A diagnoser's finding kinds ([`Diagnoser::kinds`](crate::Diagnoser::kinds)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<String>>,
+    /// A monitor's own deadline, in milliseconds
+    /// ([`Monitor::own_timeout`](crate::Monitor::own_timeout)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_timeout_ms: Option<u64>,
+}
+
+impl Declared {
+    /// Reads what [`DeclaredFn`] answered: empty, or JSON that is not a
+    /// declaration, declares nothing.
+    pub fn from_json(json: &str) -> Declared {
+        serde_json::from_str(json).unwrap_or_default()
+    }
+
+    /// A monitor's own deadline.
+    pub fn own_timeout(&self) -> Option<std::time::Duration> {
+        self.own_timeout_ms.map(std::time::Duration::from_millis)
+    }
+}
+
 impl RootModule for PackageRef {
     declare_root_module_statics! {PackageRef}
     const BASE_NAME: &'static str = "healer_plugin_package";
@@ -376,6 +416,26 @@ mod tests {
         assert_eq!(Finding::from(FindingFfi::from(found.clone())), found);
         let outcome = Outcome::done("restarted").detail("pid", 42);
         assert_eq!(Outcome::from(OutcomeFfi::from(outcome.clone())), outcome);
+    }
+
+    #[test]
+    fn a_declaration_reads_back_and_what_a_host_does_not_know_is_ignored() {
+        let declared = Declared {
+            kinds: Some(vec!["disk.filling".to_owned()]),
+            own_timeout_ms: Some(5000),
+        };
+        let json = serde_json::to_string(&declared).unwrap();
+        assert_eq!(Declared::from_json(&json), declared);
+        assert_eq!(
+            Declared::from_json(r#"{"kinds":["a.b"],"from_a_later_sdk":1}"#).kinds,
+            Some(vec!["a.b".to_owned()])
+        );
+        assert_eq!(Declared::from_json(""), Declared::default());
+        assert_eq!(Declared::from_json("not json"), Declared::default());
+        assert_eq!(
+            declared.own_timeout(),
+            Some(std::time::Duration::from_secs(5))
+        );
     }
 
     #[test]

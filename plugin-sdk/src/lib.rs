@@ -68,10 +68,10 @@ pub use tokio;
 /// What `export_plugins!` expands to; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::export::{history_needed, lib_header, root_module, PackageBuilder};
-    pub use crate::ffi::PackageRef;
+    pub use crate::export::{declared, history_needed, lib_header, root_module, PackageBuilder};
+    pub use crate::ffi::{PackageRef, PluginKind};
     pub use abi_stable::library::{
         __call_root_module_loader as call_root_module_loader, LibHeader, RootModuleResult,
     };
-    pub use abi_stable::std_types::{RBoxError, RStr};
+    pub use abi_stable::std_types::{RBoxError, RStr, RString};
 }

@@ -15,6 +15,7 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+use crate::duration::Duration;
 use crate::finding::{Finding, Outcome, Recovery};
 use crate::observation::Observation;
 
@@ -52,6 +53,22 @@ pub trait Monitor: Sized + Send + 'static {
     /// scheduled checks. The default drops it: a polling-only monitor.
     fn watch(&mut self, push: Push) {
         drop(push);
+    }
+
+    /// The longest a check waits, with this config, before it answers by
+    /// itself: a service that hangs then is this monitor's own CRITICAL
+    /// observation (the `http` monitor's `timeout`). healer refuses a
+    /// config in which this is not below the target's check deadline (its
+    /// `timeout`): healer's deadline would fire first, and a hang would be
+    /// UNKNOWN, which healer never acts on. Name the option `timeout`, as
+    /// the shipped monitors do: healer's message tells people to lower the
+    /// monitor's `timeout`. Asked by `healer check` and whenever healer
+    /// loads a config, possibly with a config [`new`](Self::new) then
+    /// refuses: keep it a quick, pure function of the config that never
+    /// panics. The default: none (no deadline of its own).
+    fn own_timeout(config: &Self::Config) -> Option<Duration> {
+        let _ = config;
+        None
     }
 }
 
@@ -99,6 +116,22 @@ pub trait Diagnoser: Sized + Send + 'static {
     fn history_needed(config: &Self::Config) -> usize {
         let _ = config;
         usize::MAX
+    }
+
+    /// Every finding kind [`diagnose`](Self::diagnose) may return with
+    /// this config (a `logscan` diagnoser's come from its patterns).
+    /// healer then refuses a recoverer whose `on` glob matches none of
+    /// the kinds its target can have, with a "did you mean": a typo in
+    /// `on` would otherwise pass every check and leave the issue to be
+    /// escalated at once, with nothing to recover it. healer checks a
+    /// target only when each of its diagnosers declares; the kinds healer
+    /// makes itself (`<monitor>.warning`, `.critical`, `.unknown`) it
+    /// knows. Asked like [`history_needed`](Self::history_needed): a
+    /// quick, pure function of the config that never panics. The default,
+    /// `None`: not declared (nothing is checked).
+    fn kinds(config: &Self::Config) -> Option<Vec<String>> {
+        let _ = config;
+        None
     }
 }
 

@@ -37,6 +37,7 @@ const PACKAGES: &[&str] = &[
     "healer-fixture-hostile",
     "healer-fixture-hostile-worker",
     "healer-fixture-chatty",
+    "healer-fixture-sdk-1-2",
 ];
 
 /// The workspace root (the parent of this crate).

@@ -1,7 +1,8 @@
 //! The real daemon keeps a real process alive: killed with `kill -9`, it is
 //! running again with a new pid within milliseconds, thanks to the process
-//! monitor's pidfd push; and an exit pushed when the service already runs
-//! again restarts nothing.
+//! monitor's pidfd push; an exit pushed when the service already runs
+//! again restarts nothing; and one stopped (SIGSTOP) for `stopped_for` is
+//! restarted once, within seconds.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -180,4 +181,76 @@ argv = ["sh", "-c", "echo started >> {starts}; sleep 600 & echo $! > {pidfile}"]
         daemon.count(|e| matches!(e, Event::AttemptStarted { .. })),
         1
     );
+}
+
+#[test]
+fn a_process_stopped_longer_than_stopped_for_is_running_again_within_three_and_a_half_seconds() {
+    // A stopped process exists and does nothing (a hang no pidfd tells):
+    // once stopped for `stopped_for` it is `process.stopped`, pushed by
+    // the monitor's watcher without waiting for the next check, and the
+    // restart kills it (a stopped process ends on SIGKILL) and starts
+    // another, once.
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("service.pid");
+    let starts = dir.path().join("starts");
+    let _service = Service::start(&pidfile);
+    let first = read_pid(&pidfile).unwrap();
+    let config = dir.path().join("healer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[healer]
+interval = "500ms"
+grace = "100ms"
+{paths}
+[[target]]
+name = "service"
+[target.monitor]
+plugin = "process"
+pidfile = "{pidfile}"
+stopped_for = "2s"
+[[target.diagnose]]
+plugin = "process"
+[[target.recover]]
+plugin = "command"
+on = ["process.not_running", "process.stopped"]
+argv = ["sh", "-c", "if [ \"$HEALER_FINDING\" = process.stopped ]; then kill -KILL \"$(cat {pidfile})\"; fi; echo started >> {starts}; sleep 600 & echo $! > {pidfile}"]
+"#,
+            paths = test_paths(plugins.path()),
+            pidfile = pidfile.display(),
+            starts = starts.display(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for(
+        "a check that sees the service running",
+        LIMIT,
+        |e| matches!(e, Event::Checked { target, status: Status::Ok, .. } if target == "service"),
+    );
+
+    let stopped_at = Instant::now();
+    signal(first, "STOP");
+    let second = wait_until("the service runs again", LIMIT, || {
+        read_pid(&pidfile).filter(|&p| p != first && is_alive(p))
+    });
+    let took = stopped_at.elapsed();
+
+    println!("SIGSTOP to running again (stopped_for 2 s, interval 500 ms): {took:?}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "running again after {took:?}"
+    );
+    daemon.wait_for("the restart verified", LIMIT, |e| {
+        matches!(e, Event::IssueResolved { target, issue } if target == "service" && issue.kind == "process.stopped")
+    });
+    wait_until("the stopped process is gone", LIMIT, || {
+        (!is_alive(first)).then_some(())
+    });
+    assert!(daemon.stop(), "healer did not stop cleanly");
+    signal(second, "KILL");
+    let started = std::fs::read_to_string(&starts).unwrap_or_default();
+    assert_eq!(started.lines().count(), 1, "started: {started:?}");
 }

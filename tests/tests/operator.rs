@@ -495,11 +495,13 @@ fn ready_and_watchdog_reach_systemd_and_a_stalled_target_loop_stops_the_pings() 
     let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    // Checks with a 1 s deadline: each nagios check's own timeout below it.
+    let within = |target: String| target.replace("[\"true\"]", "[\"true\"], timeout = \"500ms\"");
     let body = format!(
         "timeout = \"1s\"\n{}{}{}",
         intake(port),
-        healthy("steady"),
-        healthy("stuck")
+        within(healthy("steady")),
+        within(healthy("stuck"))
     );
     let config = fast_config(dir.path(), plugins.path(), &body);
     let systemd = Systemd::new();

@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 
+use healer_plugin_sdk::ffi::Declared;
 use healer_plugin_sdk::{Finding, Observation, Outcome};
 
 /// The longest summary (of an observation, a finding or an outcome) and
@@ -51,6 +52,24 @@ pub const METRICS_PER_OBSERVATION: usize = 64;
 
 /// Diagnoses taken from one worker answer (one per diagnoser of a target).
 pub const DIAGNOSES_PER_ANSWER: usize = 64;
+
+/// Finding kinds taken from one declaration (see [`declared`]).
+pub const DECLARED_KINDS: usize = 1024;
+
+/// What a plugin declares about a config, held to the limits: more than
+/// [`DECLARED_KINDS`] kinds declare nothing (an incomplete list would
+/// refuse globs that match a kind left out), and a declared "kind" that
+/// is not one is left out (no finding can have it).
+pub fn declared(mut declared: Declared) -> Declared {
+    if let Some(kinds) = &mut declared.kinds {
+        if kinds.len() > DECLARED_KINDS {
+            declared.kinds = None;
+        } else {
+            kinds.retain(|kind| healer_plugin_sdk::check_kind(kind).is_ok());
+        }
+    }
+    declared
+}
 
 /// What a diagnoser found, held to [`FINDINGS_PER_ANSWER`].
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -1,21 +1,24 @@
 //! Scans a plugins directory: checks that healer may trust it, probes every
 //! `*.so` in a short-lived child (in parallel), loads those that probed
 //! clean in name order, keeps going past bad files (one line each), and
-//! refuses a plugin name that two packages export.
+//! refuses a plugin name that two packages export. Checks a config's
+//! plugins against it: each accepts its config, and each target passes
+//! the checks of what its plugins declare ([`super::declared`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use healer_plugin_sdk::ffi::PluginKind;
+use healer_plugin_sdk::ffi::{Declared, PluginKind};
 use serde::Serialize;
 
+use super::declared;
 use super::identity;
 use super::loader::{load_opened, LoadError, Package, PluginInfo};
 use super::probe::{probe_all, Probed, ToProbe, PROBE_WITHIN};
 use super::remote::Remote;
 use super::Isolation;
-use crate::config::{did_you_mean, Config, ConfigError, PackagePolicy, Plugins};
+use crate::config::{did_you_mean, Config, ConfigError, PackagePolicy, PluginUse, Plugins};
 use crate::events::Events;
 
 /// Config checks (or instance creations) in flight at once at start-up.
@@ -242,7 +245,7 @@ impl Catalog {
             });
             found.push((plugin, check));
         }
-        let verdicts: Vec<Result<(), String>> = futures_util::stream::iter(checks)
+        let verdicts: Vec<Result<Declared, String>> = futures_util::stream::iter(checks)
             .buffered(CHECKS_IN_FLIGHT)
             .collect()
             .await;
@@ -253,6 +256,19 @@ impl Catalog {
                 errors.push(error);
             }
         }
+        // What the plugins that accepted their configs declare about them:
+        // each target checked against it (a plugin that refused its config
+        // has its error above).
+        errors.extend(declared::check_targets(config, |plugin: &PluginUse| {
+            let key = (
+                plugin.kind,
+                plugin.plugin.as_str(),
+                plugin.config.to_string(),
+            );
+            distinct
+                .get(&key)
+                .and_then(|&check| verdicts[check].as_ref().ok())
+        }));
         // In the order of the file, as before the checks ran concurrently.
         errors.sort_by_key(|error| error.at.map(|at| (at.line, at.column)));
         errors

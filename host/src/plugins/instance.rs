@@ -20,8 +20,8 @@ use std::pin::Pin;
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use async_ffi::FfiFuture;
 use healer_plugin_sdk::ffi::{
-    DiagnoserBox, FindingFfi, HistoryNeeded, MonitorBox, ObservationFfi, PackageRef, PluginKind,
-    RecovererBox,
+    Declared, DeclaredFn, DiagnoserBox, FindingFfi, HistoryNeeded, MonitorBox, ObservationFfi,
+    PackageRef, PluginKind, RecovererBox,
 };
 use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use serde_json::Value;
@@ -38,13 +38,13 @@ pub type Call<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where a package's plugins run.
 pub trait Backend: Send + Sync {
     /// Whether `config` (JSON text) is valid for the named plugin, without
-    /// keeping anything.
+    /// keeping anything; when it is, what the plugin declares about it.
     fn check_config<'a>(
         &'a self,
         kind: PluginKind,
         name: &'a str,
         config: &'a str,
-    ) -> Call<'a, Result<(), String>>;
+    ) -> Call<'a, Result<Declared, String>>;
 
     /// Creates an instance of the named plugin from its config.
     fn create<'a>(
@@ -140,16 +140,18 @@ pub struct Observing<'a> {
 
 impl Package {
     /// Whether `config` is a valid config for the named plugin, without
-    /// creating anything.
+    /// creating anything; when it is, what the plugin declares about it
+    /// (nothing, from a package built before SDK 1.3), held to the limits.
     pub async fn check_config(
         &self,
         kind: PluginKind,
         name: &str,
         config: &Value,
-    ) -> Result<(), String> {
+    ) -> Result<Declared, String> {
         self.backend
             .check_config(kind, name, &config.to_string())
             .await
+            .map(bounds::declared)
     }
 
     /// Creates a monitor instance from its config.
@@ -311,6 +313,9 @@ pub struct InProcess {
     /// How much history a diagnoser reads; `None` in packages built
     /// before SDK 1.2 (see `ffi::HISTORY_NEEDED_SYMBOL`).
     pub(super) history_needed: Option<HistoryNeeded>,
+    /// What a plugin declares about a config; `None` in packages built
+    /// before SDK 1.3 (see `ffi::DECLARED_SYMBOL`).
+    pub(super) declared: Option<DeclaredFn>,
 }
 
 /// How long a package may take to say how much history a diagnoser reads
@@ -331,6 +336,25 @@ async fn ask_history_needed(needed: HistoryNeeded, name: &str, config: &str) -> 
     }
 }
 
+/// Asks the package what the plugin `name` declares about `config`, as
+/// [`ask_history_needed`] asks (the same deadline); nothing when it cannot
+/// tell in time.
+async fn ask_declared(
+    declared: DeclaredFn,
+    kind: PluginKind,
+    name: &str,
+    config: &str,
+) -> Declared {
+    let (name, config) = (name.to_owned(), config.to_owned());
+    let asked = tokio::task::spawn_blocking(move || {
+        declared(kind, RStr::from_str(&name), RStr::from_str(&config))
+    });
+    match tokio::time::timeout(HISTORY_NEEDED_DEADLINE, asked).await {
+        Ok(Ok(json)) => Declared::from_json(&json),
+        Ok(Err(_)) | Err(_) => Declared::default(),
+    }
+}
+
 /// A package's constructor entry point for one kind of plugin.
 type Constructor<T> = extern "C" fn(RStr<'_>, RStr<'_>) -> FfiFuture<RResult<T, RString>>;
 
@@ -345,22 +369,27 @@ impl Backend for InProcess {
         kind: PluginKind,
         name: &'a str,
         config: &'a str,
-    ) -> Call<'a, Result<(), String>> {
+    ) -> Call<'a, Result<Declared, String>> {
         // The SDK waits up to 10 s for the plugin's constructor: never on a
         // runtime thread.
-        let (module, name, config) = (self.module, name.to_owned(), config.to_owned());
+        let (module, declared) = (self.module, self.declared);
+        let (owned_name, owned_config) = (name.to_owned(), config.to_owned());
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 (module.check_config())(
                     kind,
-                    RStr::from(name.as_str()),
-                    RStr::from(config.as_str()),
+                    RStr::from(owned_name.as_str()),
+                    RStr::from(owned_config.as_str()),
                 )
                 .into_result()
                 .map_err(RString::into_string)
             })
             .await
-            .unwrap_or_else(|err| Err(format!("checking the config failed: {err}")))
+            .unwrap_or_else(|err| Err(format!("checking the config failed: {err}")))?;
+            Ok(match declared {
+                Some(declared) => ask_declared(declared, kind, name, config).await,
+                None => Declared::default(),
+            })
         })
     }
 

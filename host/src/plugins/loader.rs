@@ -21,7 +21,8 @@ use abi_stable::library::{
     lib_header_from_raw_library, LibraryError, RawLibrary, RootModule, RootModuleError,
 };
 use healer_plugin_sdk::ffi::{
-    HistoryNeeded, PackageRef, PluginKind, ABI_VERSION, HISTORY_NEEDED_SYMBOL, SDK_VERSION,
+    DeclaredFn, HistoryNeeded, PackageRef, PluginKind, ABI_VERSION, DECLARED_SYMBOL,
+    HISTORY_NEEDED_SYMBOL, SDK_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -190,6 +191,7 @@ fn load_from(path: &Path, shown: &Path) -> Result<Package, LoadError> {
         backend: Arc::new(InProcess {
             module,
             history_needed: history_needed_of(raw),
+            declared: declared_of(raw),
         }),
     })
 }
@@ -203,6 +205,16 @@ fn history_needed_of(raw: &'static RawLibrary) -> Option<HistoryNeeded> {
     // one gets a new name). The library is never unloaded (`raw` is
     // leaked), so the pointer stays valid.
     let symbol = unsafe { raw.get::<HistoryNeeded>(HISTORY_NEEDED_SYMBOL) };
+    symbol.ok().map(|symbol| *symbol)
+}
+
+/// The package's optional entry point telling what a plugin declares
+/// about a config; `None` in packages built before SDK 1.3.
+fn declared_of(raw: &'static RawLibrary) -> Option<DeclaredFn> {
+    // SAFETY: as for `history_needed_of`: only `export_plugins!` defines
+    // this symbol, as a function of exactly the `DeclaredFn` signature
+    // (`_v1`), and the library is never unloaded.
+    let symbol = unsafe { raw.get::<DeclaredFn>(DECLARED_SYMBOL) };
     symbol.ok().map(|symbol| *symbol)
 }
 

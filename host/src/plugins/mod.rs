@@ -10,6 +10,7 @@ mod assignment;
 pub mod bounds;
 mod catalog;
 pub mod children;
+pub mod declared;
 pub mod identity;
 mod instance;
 mod loader;

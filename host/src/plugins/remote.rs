@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use healer_plugin_sdk::ffi::Declared;
 use healer_plugin_sdk::{Duration as Written, Finding, Observation, Outcome, Recovery};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::OwnedReadHalf;
@@ -849,7 +850,7 @@ impl Backend for Remote {
         kind: PluginKind,
         name: &'a str,
         config: &'a str,
-    ) -> Pending<'a, Result<(), String>> {
+    ) -> Pending<'a, Result<Declared, String>> {
         Box::pin(async move {
             let conn = self.connection()?;
             let call = Call::CheckConfig {
@@ -857,15 +858,27 @@ impl Backend for Remote {
                 name: name.to_owned(),
                 config: config.to_owned(),
             };
-            tokio::time::timeout(CREATE_WITHIN, self.call_on(&conn, call))
+            let answer = tokio::time::timeout(CREATE_WITHIN, self.call_on(&conn, call))
                 .await
                 .map_err(|_| {
                     format!(
                         "the plugin did not check its config within {}",
                         humantime::format_duration(CREATE_WITHIN)
                     )
-                })?
-                .map(drop)
+                })??;
+            match answer {
+                Answer::Declared {
+                    kinds,
+                    own_timeout_ms,
+                } => Ok(Declared {
+                    kinds,
+                    own_timeout_ms,
+                }),
+                other => Err(format!(
+                    "the plugin worker answered a config check with {}",
+                    other.kind()
+                )),
+            }
         })
     }
 

@@ -224,7 +224,10 @@ async fn run(
         Call::CheckConfig { kind, name, config } => backend
             .check_config(kind.into(), &name, &config)
             .await
-            .map(|()| Answer::Done),
+            .map(|declared| Answer::Declared {
+                kinds: declared.kinds,
+                own_timeout_ms: declared.own_timeout_ms,
+            }),
         Call::Create {
             instance: number,
             kind,

@@ -163,9 +163,13 @@ timeout = "30s"                           # per command
         }
         let mut stopped = String::from("no stop command");
         if !self.0.stop.is_empty() {
+            let continued = continue_stopped(&recovery.finding);
             stopped = run(&spec(&self.0.stop), recovery)
                 .await
                 .unwrap_or_else(|err| format!("stop failed (ignored): {err}"));
+            if let Some(continued) = continued {
+                stopped = format!("{continued}; {stopped}");
+            }
         }
         let start = Spec {
             detach: self.0.detach.then_some(default_grace().into()),
@@ -174,6 +178,32 @@ timeout = "30s"                           # per command
         let started = run(&start, recovery).await?;
         Ok(Outcome::done(format!("{stopped}; {started}")))
     }
+}
+
+/// Continues the process a finding says is stopped (its details hold
+/// `"stopped": true` and its `pid`, as the `process` diagnoser's
+/// `process.stopped` does): a stopped process keeps SIGTERM pending until
+/// it is continued, so a stop command that sends SIGTERM would wait out
+/// its timeout, and the start find the old process still there. SIGCONT
+/// is the one signal that harms no process the pid may name by now.
+/// What was done, when anything was.
+fn continue_stopped(finding: &healer_plugin_sdk::Finding) -> Option<String> {
+    let stopped = finding
+        .details
+        .get("stopped")
+        .and_then(|stopped| stopped.as_bool());
+    if stopped != Some(true) {
+        return None;
+    }
+    let pid = finding.details.get("pid")?.as_u64()?;
+    let pid = i32::try_from(pid).ok().filter(|&pid| pid > 1)?;
+    let pid = nix::unistd::Pid::from_raw(pid);
+    Some(
+        match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT) {
+            Ok(()) => format!("continued stopped pid {pid}"),
+            Err(err) => format!("could not continue stopped pid {pid}: {err}"),
+        },
+    )
 }
 
 /// What to run.
@@ -276,6 +306,56 @@ mod tests {
             .recover(&recovery())
             .await
             .map_err(|err| err.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_stop_command_sending_sigterm_ends_a_service_found_stopped() {
+        let mut service = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = service.id();
+        let sent = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let restart = ServiceRestart::new(
+            serde_json::from_value(serde_json::json!({
+                "stop": ["kill", "-TERM", pid.to_string()],
+                "start": ["true"],
+                "timeout": "5s",
+            }))
+            .unwrap(),
+        )
+        .unwrap()
+        .recover(&Recovery {
+            finding: Finding::critical("process.stopped", "stopped: pid 1 stopped for 5.0s")
+                .detail("stopped", true)
+                .detail("pid", pid),
+            ..recovery()
+        })
+        .await
+        .unwrap();
+        let started = Instant::now();
+        let ended = loop {
+            if let Some(status) = service.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > std::time::Duration::from_secs(2) {
+                let _ = service.kill();
+                let _ = service.wait();
+                break None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        assert!(ended.is_some(), "the stopped service outlived its SIGTERM");
+        assert!(
+            restart
+                .summary
+                .starts_with(&format!("continued stopped pid {pid}; ran `kill -TERM")),
+            "{restart:?}"
+        );
     }
 
     #[tokio::test]

@@ -16,6 +16,19 @@ fn one() -> usize {
     1
 }
 
+/// Every kind the diagnoser names.
+const KINDS: [&str; 9] = [
+    "http.status_5xx",
+    "http.status_4xx",
+    "http.status_unexpected",
+    "http.timeout",
+    "http.refused",
+    "http.certificate",
+    "http.slow",
+    "http.body_mismatch",
+    "http.error",
+];
+
 /// Names what went wrong with an HTTP check.
 pub struct HttpDiagnoser(Config);
 
@@ -39,6 +52,10 @@ impl Diagnoser for HttpDiagnoser {
     /// Only a run of slow answers looks back: the ones before the latest.
     fn history_needed(config: &Config) -> usize {
         config.slow_for_samples.saturating_sub(1)
+    }
+
+    fn kinds(_config: &Config) -> Option<Vec<String>> {
+        Some(KINDS.map(str::to_owned).to_vec())
     }
 
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding> {
@@ -115,6 +132,39 @@ mod tests {
             Some("http.certificate")
         );
         assert_eq!(kind_of(Observation::ok("fine")), None);
+    }
+
+    #[test]
+    fn every_kind_it_names_is_one_it_declares() {
+        let declared = HttpDiagnoser::kinds(&Config {
+            slow_for_samples: 1,
+        })
+        .unwrap();
+        let errors = [
+            None,
+            Some("slow"),
+            Some("body_mismatch"),
+            Some("timeout"),
+            Some("refused"),
+            Some("certificate"),
+            Some("reset"),
+        ];
+        for error in errors {
+            for code in [None, Some(200), Some(302), Some(404), Some(503), Some(99)] {
+                for seen in [Observation::critical("x"), Observation::warning("x")] {
+                    let seen = match error {
+                        Some(error) => seen.detail("error", error),
+                        None => seen,
+                    };
+                    let seen = match code {
+                        Some(code) => seen.detail("status_code", code),
+                        None => seen,
+                    };
+                    let kind = kind_of(seen).expect("a failed check is a finding");
+                    assert!(declared.contains(&kind), "{kind} is not declared");
+                }
+            }
+        }
     }
 
     #[test]

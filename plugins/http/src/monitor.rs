@@ -102,6 +102,11 @@ tls_verify = true              # check the server's certificate
         HttpMonitor::trusting(config, Vec::new())
     }
 
+    /// A hung server is `http.timeout` after `timeout`.
+    fn own_timeout(config: &Config) -> Option<Duration> {
+        Some(config.timeout)
+    }
+
     async fn check(&mut self) -> Result<Observation, Error> {
         let started = Instant::now();
         let answered = match &self.plain {

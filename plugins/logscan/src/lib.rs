@@ -163,6 +163,11 @@ impl Diagnoser for LogDiagnoser {
         0
     }
 
+    /// One kind per pattern (`log.pattern` where a pattern names none).
+    fn kinds(config: &Self::Config) -> Option<Vec<String>> {
+        Some(config.patterns.iter().map(|p| p.kind.clone()).collect())
+    }
+
     fn diagnose(&mut self, latest: &Observation, _history: &[Observation]) -> Vec<Finding> {
         // The file could not be read: no lines, and no evidence either way.
         if latest.status == Status::Unknown {

@@ -28,8 +28,10 @@ pub struct Config {
     timeout: Duration,
 }
 
+/// Below healer's default check deadline (10 s), which must leave the
+/// check room to time out by itself.
 fn default_timeout() -> Duration {
-    Duration::from_secs(10)
+    Duration::from_secs(8)
 }
 
 /// Runs a Nagios check.
@@ -42,7 +44,7 @@ impl Monitor for NagiosMonitor {
         "runs a Nagios-compatible check: exit 0..3 is the status, perfdata become metrics";
     const SAMPLE_CONFIG: &'static str = r#"command = ["/usr/lib/nagios/plugins/check_disk", "-w", "20%", "-c", "10%", "-p", "/"]
 env = {}             # added to the cleared environment (default none)
-timeout = "10s"      # UNKNOWN, and the check killed, after this long
+timeout = "8s"       # UNKNOWN, and the check killed, after this long (below the target's timeout)
 "#;
 
     fn new(config: Config) -> Result<Self, Error> {
@@ -53,6 +55,12 @@ timeout = "10s"      # UNKNOWN, and the check killed, after this long
             );
         }
         Ok(NagiosMonitor(config))
+    }
+
+    /// The check is killed after `timeout`: healer's deadline must come
+    /// later, or the check never reports its own timeout.
+    fn own_timeout(config: &Config) -> Option<Duration> {
+        Some(config.timeout)
     }
 
     async fn check(&mut self) -> Result<Observation, Error> {

@@ -33,7 +33,7 @@ impl Diagnoser for ProcessDiagnoser {
     // Reads only the observations: runs in place, no thread hop.
     const BLOCKS: bool = false;
     const DESCRIPTION: &'static str =
-        "process.not_running, .memory_high, .cpu_high (for N samples), .restart_loop";
+        "process.not_running, .stopped, .memory_high, .cpu_high (for N samples), .restart_loop";
     const SAMPLE_CONFIG: &'static str = r#"max_rss = "512MiB"   # process.memory_high above this (units required)
 max_cpu = 90.0       # process.cpu_high above this % of one core
 for_samples = 3      # limits must be exceeded this many checks in a row
@@ -45,6 +45,24 @@ max_restarts = 5     # process.restart_loop after this many pid changes in the h
             return Err("`for_samples` must be at least 1".into());
         }
         Ok(ProcessDiagnoser(config))
+    }
+
+    /// `not_running` and `stopped` always; the others with their limit.
+    fn kinds(config: &Config) -> Option<Vec<String>> {
+        let kinds = [
+            ("process.not_running", true),
+            ("process.stopped", true),
+            ("process.memory_high", config.max_rss.is_some()),
+            ("process.cpu_high", config.max_cpu.is_some()),
+            ("process.restart_loop", config.max_restarts > 0),
+        ];
+        Some(
+            kinds
+                .iter()
+                .filter(|(_, named)| *named)
+                .map(|(kind, _)| (*kind).to_owned())
+                .collect(),
+        )
     }
 
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding> {
@@ -59,6 +77,21 @@ max_restarts = 5     # process.restart_loop after this many pid changes in the h
                 "process.not_running",
                 latest.summary.clone(),
             ));
+            return findings;
+        }
+        // Stopped for the monitor's `stopped_for`: it exists and does
+        // nothing, a hang.
+        if latest.status == Status::Critical
+            && latest.details.get("stopped") == Some(&serde_json::Value::Bool(true))
+        {
+            // Its pid, for a recoverer to continue or kill it (a stopped
+            // process ends on SIGKILL, or on SIGTERM only once continued).
+            let mut stopped = Finding::critical("process.stopped", latest.summary.clone())
+                .detail("stopped", true);
+            if let Some(pid) = latest.details.get("pid") {
+                stopped = stopped.detail("pid", pid.clone());
+            }
+            findings.push(stopped);
             return findings;
         }
         let recent: Vec<&Observation> = history
@@ -131,6 +164,37 @@ mod tests {
         let seen = Observation::critical("not running: pid 4 exited").detail("running", false);
         let findings = diagnoser(serde_json::json!({})).diagnose(&seen, &[]);
         assert_eq!(findings[0].kind, "process.not_running");
+    }
+
+    #[test]
+    fn a_process_stopped_too_long_is_stopped_with_its_pid_and_a_short_stop_is_nothing() {
+        let long = Observation::critical("stopped: pid 7 stopped for 5.0s (stopped_for = 5s)")
+            .detail("running", true)
+            .detail("pid", 7)
+            .detail("stopped", true);
+        let findings = diagnoser(serde_json::json!({})).diagnose(&long, &[]);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].kind, "process.stopped");
+        assert_eq!(findings[0].details["pid"], 7);
+        let short = running(7, 0).detail("stopped", true);
+        assert!(diagnoser(serde_json::json!({}))
+            .diagnose(&short, &[])
+            .is_empty());
+    }
+
+    #[test]
+    fn it_declares_the_kinds_its_config_can_give() {
+        let kinds = |config| ProcessDiagnoser::kinds(&serde_json::from_value(config).unwrap());
+        assert_eq!(
+            kinds(serde_json::json!({})),
+            Some(vec![
+                "process.not_running".to_owned(),
+                "process.stopped".to_owned()
+            ])
+        );
+        let all = kinds(serde_json::json!({"max_rss": "1MiB", "max_cpu": 50.0, "max_restarts": 3}))
+            .unwrap();
+        assert_eq!(all.len(), 5, "{all:?}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Process plugins: the `process` monitor finds a process by pidfile, name
 //! or command line, reports its pid, CPU and memory, and pushes an
-//! observation the moment it exits (pidfd); the `process` diagnoser turns
-//! that into findings: not running, memory or CPU above a limit for N
-//! samples, restart loop.
+//! observation the moment it exits (pidfd) or has been stopped (state T)
+//! for `stopped_for`; the `process` diagnoser turns that into findings:
+//! not running, stopped, memory or CPU above a limit for N samples,
+//! restart loop.
 
 mod diagnoser;
 mod monitor;

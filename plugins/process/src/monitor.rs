@@ -8,13 +8,21 @@
 //! down. So the watcher looks again, as a check does, and pushes what is
 //! true at that moment: CRITICAL when nothing runs, OK when another process
 //! already does (then watched instead), nothing when it cannot tell.
+//!
+//! A process stopped (state `T` or `t`: SIGSTOP, a tracer) exists but does
+//! nothing; no pidfd tells a stop. A check that finds the process stopped
+//! notes since when; once it has been stopped for `stopped_for`, a check
+//! says CRITICAL `stopped`, and the watcher does not wait for that check:
+//! it looks again at the moment the first sighting plus `stopped_for` has
+//! passed, and pushes what it sees.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use healer_plugin_sdk::events::watch_process_exit;
 use healer_plugin_sdk::tokio::sync::watch;
-use healer_plugin_sdk::{tokio, Error, Monitor, Observation, Push, Status};
+use healer_plugin_sdk::{tokio, Duration, Error, Monitor, Observation, Push, Status};
 use regex::Regex;
 use serde::Deserialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
@@ -34,10 +42,18 @@ pub struct Config {
     /// Push an observation the moment the process exits.
     #[serde(default = "yes")]
     watch: bool,
+    /// CRITICAL (`process.stopped`) once the process has been stopped
+    /// this long; zero: never.
+    #[serde(default = "default_stopped_for")]
+    stopped_for: Duration,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_stopped_for() -> Duration {
+    Duration::from_secs(5)
 }
 
 enum Find {
@@ -49,6 +65,10 @@ enum Find {
 /// The process watched: its pid, and whether it was the only match (only
 /// then does its exit mean "not running").
 type Watched = Option<(u32, bool)>;
+
+/// The process seen stopped, and when a check first saw it so in this
+/// stop.
+type Stopped = Option<(u32, Instant)>;
 
 /// Watches one process.
 pub struct ProcessMonitor {
@@ -67,6 +87,10 @@ struct Finder {
     /// Keeps the CPU time each process had at the last look (CPU use is the
     /// difference).
     system: Mutex<System>,
+    /// How long a stop lasts before it is CRITICAL; `None`: never.
+    stopped_for: Option<std::time::Duration>,
+    /// The stop seen now, for the checks and the watcher's timer.
+    stopped: watch::Sender<Stopped>,
 }
 
 impl Monitor for ProcessMonitor {
@@ -78,6 +102,7 @@ impl Monitor for ProcessMonitor {
 # name = "nginx"                # process name (comm)
 # cmdline = "gunicorn .*app"    # regex on the full command line
 watch = true                    # push an observation the moment it exits (pidfd)
+stopped_for = "5s"              # CRITICAL process.stopped once stopped (state T) this long; "0s": never
 "#;
 
     fn new(config: Config) -> Result<Self, Error> {
@@ -91,11 +116,16 @@ watch = true                    # push an observation the moment it exits (pidfd
         };
         let system = System::new().map_err(|e| format!("cannot read the process table: {e}"))?;
         let (current, _) = watch::channel(None);
+        let (stopped, _) = watch::channel(None);
+        let stopped_for = Some(std::time::Duration::from(config.stopped_for))
+            .filter(|stopped_for| !stopped_for.is_zero());
         Ok(ProcessMonitor {
             finder: Arc::new(Finder {
                 find,
                 proc: Proc::new(),
                 system: Mutex::new(system),
+                stopped_for,
+                stopped,
             }),
             watch: config.watch,
             current: Arc::new(current),
@@ -103,13 +133,7 @@ watch = true                    # push an observation the moment it exits (pidfd
     }
 
     async fn check(&mut self) -> Result<Observation, Error> {
-        let seen = self.look();
-        // Stop watching only on evidence; while UNKNOWN, an exit of the
-        // pid last seen is still news.
-        if seen.status == Status::Critical {
-            self.current.send_replace(None);
-        }
-        Ok(seen)
+        Ok(self.look())
     }
 
     fn watch(&mut self, push: Push) {
@@ -117,14 +141,30 @@ watch = true                    # push an observation the moment it exits (pidfd
             return;
         }
         let mut current = self.current.subscribe();
+        let mut stopped = self.finder.stopped.subscribe();
         let watching = Arc::clone(&self.current);
         let finder = Arc::clone(&self.finder);
         tokio::spawn(async move {
+            // The stop the timer last looked at: one look per stop.
+            let mut looked_at: Stopped = None;
             loop {
                 let watched = *current.borrow_and_update();
                 let exited = async {
                     match watched {
                         Some((pid, _)) => watch_process_exit(pid).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                // A stop a check saw is CRITICAL at its first sighting plus
+                // `stopped_for`: look then, not at the next check.
+                let stop = *stopped.borrow_and_update();
+                let due = match (stop, finder.stopped_for) {
+                    (Some((_, since)), Some(limit)) if stop != looked_at => Some(since + limit),
+                    _ => None,
+                };
+                let stop_due = async move {
+                    match due {
+                        Some(due) => tokio::time::sleep_until(due.into()).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -154,11 +194,41 @@ watch = true                    # push an observation the moment it exits (pidfd
                             },
                         }
                     }
+                    () = stop_due => {
+                        looked_at = stop;
+                        let seen = look_and_watch(&finder, &watching);
+                        if is_stopped(&seen) && !push.send(seen) && push.is_closed() {
+                            return;
+                        }
+                    }
                     changed = current.changed() => if changed.is_err() { return },
+                    changed = stopped.changed() => if changed.is_err() { return },
                 }
             }
         });
     }
+}
+
+/// Whether `seen` says the process has been stopped too long.
+fn is_stopped(seen: &Observation) -> bool {
+    seen.status == Status::Critical && seen.details.get("stopped") == Some(&true.into())
+}
+
+/// One look for the process, as a check reports it: the process found
+/// running is watched from now on, and none on evidence that nothing runs
+/// (while UNKNOWN, an exit of the pid last seen is still news).
+fn look_and_watch(finder: &Finder, current: &watch::Sender<Watched>) -> Observation {
+    let (seen, running) = finder.look();
+    match running {
+        Some(running) => {
+            current.send_if_modified(|current| current.replace(running) != Some(running));
+        }
+        None if seen.status == Status::Critical => {
+            current.send_replace(None);
+        }
+        None => {}
+    }
+    seen
 }
 
 /// How long a watcher that could not watch, or could not tell what its
@@ -178,15 +248,10 @@ enum News {
 }
 
 impl ProcessMonitor {
-    /// One look for the process, as a check reports it; the process found
-    /// running is watched from now on.
+    /// One look for the process, as a check reports it; see
+    /// [`look_and_watch`].
     fn look(&self) -> Observation {
-        let (seen, running) = self.finder.look();
-        if let Some(running) = running {
-            self.current
-                .send_if_modified(|current| current.replace(running) != Some(running));
-        }
-        seen
+        look_and_watch(&self.finder, &self.current)
     }
 
     /// Looks in this `/proc` instead of the real one (before `watch`).
@@ -227,14 +292,15 @@ impl Finder {
         // and push what is true now.
         let (seen, running) = self.look();
         match (seen.status, running) {
-            (Status::Critical, _) => {
+            (Status::Critical, None) => {
                 if move_on(current, (pid, alone), None) {
                     News::Push(not_running(format!("pid {pid} exited")))
                 } else {
                     News::Nothing
                 }
             }
-            (Status::Ok, Some(now)) => {
+            // Another runs now (or has been stopped too long: CRITICAL).
+            (Status::Ok | Status::Critical, Some(now)) => {
                 if move_on(current, (pid, alone), Some(now)) {
                     News::Push(Observation {
                         summary: format!("pid {pid} exited; {}", seen.summary),
@@ -249,24 +315,39 @@ impl Finder {
     }
 
     /// One look for the process: OK with its figures, CRITICAL on evidence
-    /// that it is not running, UNKNOWN when healer could not look; and the
-    /// process to watch when one runs.
+    /// that it is not running or that it has been stopped for
+    /// `stopped_for`, UNKNOWN when healer could not look; and the process
+    /// to watch when one runs.
     fn look(&self) -> (Observation, Watched) {
+        let (seen, running) = self.look_for_one();
+        // A stop ends with the process; it cannot be told while UNKNOWN.
+        if running.is_none() && seen.status == Status::Critical {
+            self.stopped
+                .send_if_modified(|stopped| stopped.take().is_some());
+        }
+        (seen, running)
+    }
+
+    fn look_for_one(&self) -> (Observation, Watched) {
         let pids = match self.candidates() {
             Ok(Ok(pids)) => pids,
             Ok(Err(absent)) => return (not_running(absent), None),
             Err(why) => return (Observation::unknown(format!("cannot tell: {why}")), None),
         };
+        // Each live one, and whether it is stopped.
         let mut alive = Vec::new();
         let mut unreadable = None;
         for &pid in &pids {
-            match self.proc.running(pid) {
-                Ok(true) => alive.push(pid),
-                Ok(false) => {}
+            match self.proc.stat(pid) {
+                Ok(Some(stat)) if !stat.dead => alive.push((pid, stat.stopped)),
+                Ok(_) => {}
                 Err(why) => unreadable = unreadable.or(Some(why)),
             }
         }
-        let Some(&pid) = alive.first() else {
+        // One that runs rather than one that is stopped: the service is
+        // stopped only when every process of it is.
+        let Some(&(pid, stopped)) = alive.iter().find(|(_, stopped)| !stopped).or(alive.first())
+        else {
             if let Some(why) = unreadable {
                 return (Observation::unknown(format!("cannot tell: {why}")), None);
             }
@@ -279,6 +360,17 @@ impl Finder {
             return (not_running(why), None);
         };
         let running = Some((pid, alive.len() == 1));
+        let seen = self.figures(pid, alive.len());
+        let seen = match self.note_stopped(pid, stopped) {
+            Some(since) => self.stopped_for(seen, pid, since.elapsed()),
+            None => seen,
+        };
+        (seen, running)
+    }
+
+    /// A running process `pid` (one of `count` that match), with its
+    /// figures.
+    fn figures(&self, pid: u32, count: usize) -> Observation {
         let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
         let refresh = [Pid::from_u32(pid)];
         let mut system = self.system.lock().unwrap_or_else(PoisonError::into_inner);
@@ -289,14 +381,13 @@ impl Finder {
             .detail("pid", pid);
         let Some(process) = system.process(refresh[0]) else {
             // Running (we just read it), but its figures could not be read.
-            let seen = seen
-                .metric("count", alive.len() as f64, "")
+            return seen
+                .metric("count", count as f64, "")
                 .detail("statistics", "unavailable");
-            return (seen, running);
         };
         let rss = process.memory();
         let cpu = f64::from(process.cpu_usage());
-        let seen = Observation {
+        Observation {
             summary: format!(
                 "pid {pid} running, rss {:.1} MiB, cpu {cpu:.1}%",
                 rss as f64 / 1048576.0
@@ -306,8 +397,50 @@ impl Finder {
         .metric("rss", rss as f64, "B")
         .metric("cpu", cpu, "%")
         .metric("uptime", process.run_time() as f64, "s")
-        .metric("count", alive.len() as f64, "");
-        (seen, running)
+        .metric("count", count as f64, "")
+    }
+
+    /// When a look first saw `pid` stopped, in the stop it is in now;
+    /// `None` when it is not stopped.
+    fn note_stopped(&self, pid: u32, stopped: bool) -> Option<Instant> {
+        let mut since = None;
+        self.stopped.send_if_modified(|seen| {
+            let now = match *seen {
+                Some((was, first)) if stopped && was == pid => Some((was, first)),
+                _ if stopped => Some((pid, Instant::now())),
+                _ => None,
+            };
+            since = now.map(|(_, first)| first);
+            std::mem::replace(seen, now) != now
+        });
+        since
+    }
+
+    /// `seen`, of `pid` stopped for `stopped` so far: CRITICAL once that
+    /// is `stopped_for`, OK saying so before.
+    fn stopped_for(
+        &self,
+        seen: Observation,
+        pid: u32,
+        stopped: std::time::Duration,
+    ) -> Observation {
+        let ms = u64::try_from(stopped.as_millis()).unwrap_or(u64::MAX);
+        let seen = seen.detail("stopped", true).detail("stopped_ms", ms);
+        let secs = stopped.as_secs_f64();
+        match self.stopped_for {
+            Some(limit) if stopped >= limit => Observation {
+                status: Status::Critical,
+                summary: format!(
+                    "stopped: pid {pid} stopped for {secs:.1}s (stopped_for = {})",
+                    Duration(limit)
+                ),
+                ..seen
+            },
+            _ => Observation {
+                summary: format!("{} (stopped for {secs:.1}s)", seen.summary),
+                ..seen
+            },
+        }
     }
 
     /// The pids to look at (`Ok(Ok)`), evidence that there is none
@@ -782,6 +915,190 @@ mod tests {
             seen.summary,
             format!("not running: pid {} exited", child.id())
         );
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to `pid`.
+    fn signal(pid: u32, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits (at most 2 s) until /proc says `pid` is stopped, or not.
+    fn until_stopped(pid: u32, stopped: bool) {
+        let started = std::time::Instant::now();
+        while Proc::new().stat(pid).unwrap().unwrap().stopped != stopped {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "pid {pid} stopped: {stopped}?"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A monitor of a pidfile naming `pid` with these `stopped_for` and
+    /// `watch`; the dir holds the pidfile.
+    fn stop_watching(
+        pid: u32,
+        stopped_for: &str,
+        watch: bool,
+    ) -> (tempfile::TempDir, ProcessMonitor) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, pid.to_string()).unwrap();
+        let config =
+            serde_json::json!({ "pidfile": path, "stopped_for": stopped_for, "watch": watch });
+        (dir, monitor(config))
+    }
+
+    /// A `sleep 30` stopped (SIGSTOP), with a monitor of its pidfile.
+    fn stopped_child(
+        stopped_for: &str,
+        watch: bool,
+    ) -> (std::process::Child, u32, tempfile::TempDir, ProcessMonitor) {
+        let child = sleeping();
+        let pid = child.id();
+        let (dir, watched) = stop_watching(pid, stopped_for, watch);
+        signal(pid, "STOP");
+        until_stopped(pid, true);
+        (child, pid, dir, watched)
+    }
+
+    #[test]
+    fn a_process_stopped_for_stopped_for_is_critical_and_before_that_ok() {
+        let (mut child, pid, _dir, watched) = stopped_child("300ms", false);
+        let early = watched.look();
+        std::thread::sleep(Duration::from_millis(350));
+        let late = watched.look();
+        signal(pid, "CONT");
+        until_stopped(pid, false);
+        let continued = watched.look();
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        assert_eq!(early.status, Status::Ok, "{}", early.summary);
+        assert_eq!(early.details["stopped"], true);
+        assert!(
+            early.summary.contains("(stopped for 0.0s)"),
+            "{}",
+            early.summary
+        );
+        assert_eq!(late.status, Status::Critical, "{}", late.summary);
+        assert!(
+            late.summary
+                .starts_with(&format!("stopped: pid {pid} stopped for 0.")),
+            "{}",
+            late.summary
+        );
+        assert!(
+            late.summary.ends_with("(stopped_for = 300ms)"),
+            "{}",
+            late.summary
+        );
+        assert_eq!(late.details["stopped"], true);
+        assert_eq!(late.details["running"], true);
+        assert_eq!(late.details["pid"], pid);
+        assert!(late.details["stopped_ms"].as_u64().unwrap() >= 300);
+        assert_eq!(continued.status, Status::Ok, "{}", continued.summary);
+        assert!(continued.details.get("stopped").is_none(), "{continued:?}");
+    }
+
+    #[test]
+    fn the_watcher_pushes_a_stop_once_stopped_for_has_passed_without_waiting_for_a_check() {
+        let (mut child, pid, _dir, mut watched) = stopped_child("400ms", true);
+        let (push, mut pushed) = healer_plugin_sdk::Push::channel();
+        let (seen, took, again) = runtime().block_on(async {
+            watched.watch(push);
+            // The only check: it sees the stop, and arms the watcher.
+            let first_seen = std::time::Instant::now();
+            assert_eq!(watched.look().status, Status::Ok);
+            let seen = tokio::time::timeout(Duration::from_secs(3), pushed.recv()).await;
+            let took = first_seen.elapsed();
+            let again = tokio::time::timeout(Duration::from_millis(600), pushed.recv()).await;
+            (seen, took, again)
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let seen = seen.expect("pushed within 3 s").expect("an observation");
+        assert_eq!(seen.status, Status::Critical, "{}", seen.summary);
+        assert_eq!(seen.details["stopped"], true);
+        assert!(took >= Duration::from_millis(400), "pushed after {took:?}");
+        assert!(took < Duration::from_millis(900), "pushed after {took:?}");
+        assert!(again.is_err(), "pushed the same stop twice: {again:?}");
+    }
+
+    #[test]
+    fn a_stop_that_ends_before_stopped_for_pushes_nothing() {
+        let (mut child, pid, _dir, mut watched) = stopped_child("400ms", true);
+        let (push, mut pushed) = healer_plugin_sdk::Push::channel();
+        let quiet = runtime().block_on(async {
+            watched.watch(push);
+            assert_eq!(watched.look().status, Status::Ok);
+            signal(pid, "CONT");
+            tokio::time::timeout(Duration::from_millis(900), pushed.recv()).await
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(quiet.is_err(), "pushed a stop that ended: {quiet:?}");
+    }
+
+    #[test]
+    fn one_stopped_process_among_running_matches_is_no_stop() {
+        let spawn = || {
+            std::process::Command::new("sleep")
+                .arg("123.789")
+                .spawn()
+                .unwrap()
+        };
+        let (mut first, mut second) = (spawn(), spawn());
+        signal(first.id(), "STOP");
+        until_stopped(first.id(), true);
+        let watched = monitor(serde_json::json!({
+            "cmdline": "^sleep 123\\.789$", "stopped_for": "1ms", "watch": false
+        }));
+        let seen = watched.look();
+        std::thread::sleep(Duration::from_millis(5));
+        let later = watched.look();
+        for child in [&mut first, &mut second] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        for seen in [seen, later] {
+            assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+            assert_eq!(seen.metric_value("pid"), Some(f64::from(second.id())));
+            assert!(seen.details.get("stopped").is_none(), "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn stopped_for_zero_never_says_stopped() {
+        let (mut child, pid, _dir, watched) = stopped_child("0s", false);
+        let seen = watched.look();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(seen.status, Status::Ok, "{}", seen.summary);
+    }
+
+    #[test]
+    fn a_state_that_cannot_be_read_is_unknown_never_stopped() {
+        // Stopped at one look, unreadable (EISDIR, as EACCES or EMFILE) at
+        // the next, long past `stopped_for`: that look cannot tell.
+        let root = tempfile::tempdir().unwrap();
+        let stat = root.path().join("42/stat");
+        std::fs::create_dir_all(root.path().join("42")).unwrap();
+        std::fs::write(&stat, "42 (app) T 1 42 42 0 -1 4194560 0 0").unwrap();
+        let (_dir, watched) = stop_watching(42, "1ms", false);
+        let watched = watched.with_proc(Proc::at(root.path().to_owned()));
+        assert_eq!(watched.look().details["stopped"], true);
+        std::fs::remove_file(&stat).unwrap();
+        std::fs::create_dir(&stat).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let seen = watched.look();
+        assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
+        assert!(seen.details.get("stopped").is_none(), "{seen:?}");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct Stat {
     pub comm: String,
     /// Exited and not yet reaped (or being reaped): not running.
     pub dead: bool,
+    /// Stopped by a signal (`T`, SIGSTOP or SIGTSTP) or by a tracer
+    /// (`t`): it exists, and does nothing until it is continued.
+    pub stopped: bool,
     /// A kernel thread, never a service.
     pub kernel_thread: bool,
 }
@@ -86,6 +89,7 @@ impl Proc {
         Ok(Some(Stat {
             comm: text[open + 1..close].to_owned(),
             dead: matches!(state, "Z" | "X" | "x"),
+            stopped: matches!(state, "T" | "t"),
             kernel_thread: flags & KERNEL_THREAD != 0,
         }))
     }
@@ -193,6 +197,23 @@ mod tests {
         assert!(!proc.running(unused).unwrap());
         assert!(proc.stat(unused).unwrap().is_none());
         assert!(proc.cmdline(unused).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_stopped_or_traced_process_is_stopped_and_runs() {
+        let root = tempfile::tempdir().unwrap();
+        let proc = Proc::at(root.path().to_owned());
+        for (pid, state, stopped) in [(7, "T", true), (8, "t", true), (9, "S", false)] {
+            std::fs::create_dir_all(root.path().join(pid.to_string())).unwrap();
+            std::fs::write(
+                root.path().join(format!("{pid}/stat")),
+                format!("{pid} (app) {state} 1 {pid} {pid} 0 -1 4194560 0 0"),
+            )
+            .unwrap();
+            let stat = proc.stat(pid).unwrap().unwrap();
+            assert_eq!(stat.stopped, stopped, "state {state}");
+            assert!(proc.running(pid).unwrap(), "state {state}");
+        }
     }
 
     #[test]

@@ -237,6 +237,16 @@ impl Diagnoser for SystemDiagnoser {
         0
     }
 
+    fn kinds(_config: &Self::Config) -> Option<Vec<String>> {
+        let kinds = [
+            "system.cpu_high",
+            "system.memory_high",
+            "system.disk_full",
+            "system.load_high",
+        ];
+        Some(kinds.map(str::to_owned).to_vec())
+    }
+
     fn diagnose(&mut self, latest: &Observation, _history: &[Observation]) -> Vec<Finding> {
         // Figures that could not be read are no breach.
         if latest.status == Status::Unknown {

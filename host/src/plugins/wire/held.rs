@@ -94,6 +94,36 @@ where
     })
 }
 
+/// A declared finding kind: cut just past [`bounds::KIND_BYTES`], as a
+/// finding's is, so a longer one is no kind.
+struct DeclaredKind(String);
+
+impl<'de> Deserialize<'de> for DeclaredKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DeclaredKind, D::Error> {
+        d.deserialize_str(Cut(bounds::KIND_BYTES + 4))
+            .map(DeclaredKind)
+    }
+}
+
+/// A declaration's kinds: more than [`bounds::DECLARED_KINDS`] are walked
+/// over and declare nothing (see [`bounds::declared`]).
+struct DeclaredKinds(Option<Vec<String>>);
+
+impl<'de> Deserialize<'de> for DeclaredKinds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DeclaredKinds, D::Error> {
+        let (kept, beyond) =
+            d.deserialize_seq(Capped::<DeclaredKind, &str>::new(bounds::DECLARED_KINDS))?;
+        Ok(DeclaredKinds(
+            (beyond == 0).then(|| kept.into_iter().map(|kind| kind.0).collect()),
+        ))
+    }
+}
+
+/// The kinds a plugin declares, held as they are decoded.
+pub fn declared_kinds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(Option::<DeclaredKinds>::deserialize(d)?.and_then(|kinds| kinds.0))
+}
+
 /// A metric's name or unit.
 struct Name(String);
 

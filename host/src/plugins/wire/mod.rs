@@ -165,6 +165,13 @@ pub enum Answer {
         #[serde(deserialize_with = "held::diagnoses")]
         diagnoses: Vec<Diagnosis>,
     },
+    /// A valid config, and what its plugin declares about it
+    /// (`healer_plugin_sdk::ffi::Declared`).
+    Declared {
+        #[serde(deserialize_with = "held::declared_kinds")]
+        kinds: Option<Vec<String>>,
+        own_timeout_ms: Option<u64>,
+    },
 }
 
 impl Answer {
@@ -176,6 +183,7 @@ impl Answer {
             Answer::Findings(_) => "findings",
             Answer::Outcome { .. } => "an outcome",
             Answer::Observed { .. } => "an observation with its diagnoses",
+            Answer::Declared { .. } => "a declaration",
         }
     }
 }
@@ -544,6 +552,36 @@ mod tests {
             id: 1,
             answer: Ok(answer),
         })
+    }
+
+    fn declared_kinds_after_the_wire(kinds: Option<Vec<String>>) -> Option<Vec<String>> {
+        let frame = reply(Answer::Declared {
+            kinds,
+            own_timeout_ms: Some(5000),
+        });
+        match decode::<FromWorker>(&frame) {
+            Ok(FromWorker::Reply {
+                answer:
+                    Ok(Answer::Declared {
+                        kinds,
+                        own_timeout_ms: Some(5000),
+                    }),
+                ..
+            }) => kinds,
+            _ => panic!("not a declaration"),
+        }
+    }
+
+    #[test]
+    fn a_declaration_survives_the_wire_and_too_many_kinds_declare_nothing() {
+        let few = vec!["disk.filling".to_owned(), "log.fatal".to_owned()];
+        assert_eq!(declared_kinds_after_the_wire(Some(few.clone())), Some(few));
+        assert_eq!(declared_kinds_after_the_wire(None), None);
+        let many = vec!["k.k".to_owned(); bounds::DECLARED_KINDS + 1];
+        assert_eq!(declared_kinds_after_the_wire(Some(many)), None);
+        let long = vec!["k".repeat(1 << 20)];
+        let cut = declared_kinds_after_the_wire(Some(long)).expect("one kind");
+        assert!(cut[0].len() <= bounds::KIND_BYTES + 4, "{}", cut[0].len());
     }
 
     #[test]
