@@ -867,6 +867,8 @@ impl Backend for Remote {
                     )
                 })??;
             match answer {
+                // Valid, and nothing declared.
+                Answer::Done => Ok(Declared::default()),
                 Answer::Declared {
                     kinds,
                     own_timeout_ms,

@@ -1007,7 +1007,7 @@ mod tests {
 
     #[test]
     fn the_watcher_pushes_a_stop_once_stopped_for_has_passed_without_waiting_for_a_check() {
-        let (mut child, pid, _dir, mut watched) = stopped_child("400ms", true);
+        let (mut child, _, _dir, mut watched) = stopped_child("400ms", true);
         let (push, mut pushed) = healer_plugin_sdk::Push::channel();
         let (seen, took, again) = runtime().block_on(async {
             watched.watch(push);
@@ -1075,7 +1075,7 @@ mod tests {
 
     #[test]
     fn stopped_for_zero_never_says_stopped() {
-        let (mut child, pid, _dir, watched) = stopped_child("0s", false);
+        let (mut child, _, _dir, watched) = stopped_child("0s", false);
         let seen = watched.look();
         child.kill().unwrap();
         child.wait().unwrap();

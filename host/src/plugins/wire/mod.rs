@@ -166,7 +166,8 @@ pub enum Answer {
         diagnoses: Vec<Diagnosis>,
     },
     /// A valid config, and what its plugin declares about it
-    /// (`healer_plugin_sdk::ffi::Declared`).
+    /// (`healer_plugin_sdk::ffi::Declared`); `Done` is a valid config of
+    /// which nothing is declared.
     Declared {
         #[serde(deserialize_with = "held::declared_kinds")]
         kinds: Option<Vec<String>>,
