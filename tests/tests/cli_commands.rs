@@ -185,10 +185,12 @@ fn binding_the_intake_beyond_loopback_without_a_token_is_refused_at_start_up() {
 
 #[test]
 fn sigusr1_reopens_the_log_file_after_logrotate_moved_it() {
+    // A status flipping every 100 ms: its issue (no recoverer) escalates,
+    // and escalated_interval keeps it checked that often.
     let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[healer]\ninterval = \"100ms\"\n{}\n[[target]]\nname = \"flip\"\nmonitor = {{ plugin = \"nagios\", command = [\"sh\", \"-c\", \"test $(( $(date +%s%N) / 100000000 % 2 )) = 0\"] }}\n",
+        "[healer]\ninterval = \"100ms\"\nescalated_interval = \"100ms\"\n{}\n[[target]]\nname = \"flip\"\nmonitor = {{ plugin = \"nagios\", command = [\"sh\", \"-c\", \"test $(( $(date +%s%N) / 100000000 % 2 )) = 0\"] }}\n",
         healer_e2e::test_paths(plugins.path())
     );
     let config = write(dir.path(), &text);
