@@ -74,10 +74,26 @@ fn phase(daemon: &mut Daemon, pidfile: &Path, port: u16, act: impl FnOnce(u32)) 
     let before = read_pid(pidfile).expect("nginx runs");
     let started = Instant::now();
     act(before);
-    let took = wait_until("a new nginx master answers", LIMIT, || {
-        let now = read_pid(pidfile)?;
-        (now != before && is_alive(now) && answers(port)).then(|| started.elapsed())
-    });
+    let took = loop {
+        let now = read_pid(pidfile);
+        if now.is_some_and(|now| now != before && is_alive(now) && answers(port)) {
+            break started.elapsed();
+        }
+        if started.elapsed() > LIMIT {
+            let events: Vec<String> = nginx_events(&daemon.records(), from)
+                .iter()
+                .filter(|e| !matches!(e, Event::Checked { .. }))
+                .map(|e| format!("{e:?}"))
+                .collect();
+            let errors = pidfile.with_file_name("error.log");
+            panic!(
+                "no new nginx master answers within {LIMIT:?}; events:\n{}\nerror.log:\n{}",
+                events.join("\n"),
+                std::fs::read_to_string(errors).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     wait_until("every issue of the phase resolved", LIMIT, || {
         let events = nginx_events(&daemon.records(), from);
         let opened = events
