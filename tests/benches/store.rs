@@ -45,6 +45,7 @@ fn incident(target: usize, n: usize) -> [Event; 7] {
     };
     let checked = |status, was| Event::Checked {
         target: target.clone(),
+        check: String::new(),
         status,
         was: Some(was),
         summary: format!(
