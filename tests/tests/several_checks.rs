@@ -49,17 +49,7 @@ argv = ["true"]
     // Within the 5 s backoff, the other check's issue (nagios.critical)
     // is not attempted.
     std::thread::sleep(Duration::from_secs(4));
-    let attempts: Vec<_> = daemon
-        .records()
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::AttemptStarted { issue, .. } => Some((r.at, issue.kind.clone(), issue.attempts)),
-            _ => None,
-        })
-        .collect();
-    for (at, kind, n) in &attempts {
-        println!("{at} {kind} attempt {n}");
-    }
+    let attempts = attempts_started(&daemon);
     assert_eq!(
         attempts.len(),
         1,
@@ -114,6 +104,19 @@ argv = ["sh", "-c", {start:?}]
         matches!(e, Event::AttemptStarted { .. })
     });
     std::thread::sleep(Duration::from_secs(3));
+    let attempts = attempts_started(&daemon);
+    if let Ok(pid) = std::fs::read_to_string(dir.path().join("svc.pid")) {
+        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    }
+    assert_eq!(
+        attempts.len(),
+        1,
+        "the service was restarted twice: {attempts:?}"
+    );
+}
+
+/// Every attempt started so far (when, which kind, its number), printed.
+fn attempts_started(daemon: &Daemon) -> Vec<(healer::clock::Wall, String, u32)> {
     let attempts: Vec<_> = daemon
         .records()
         .iter()
@@ -125,12 +128,5 @@ argv = ["sh", "-c", {start:?}]
     for (at, kind, n) in &attempts {
         println!("{at} {kind} attempt {n}");
     }
-    if let Ok(pid) = std::fs::read_to_string(dir.path().join("svc.pid")) {
-        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-    }
-    assert_eq!(
-        attempts.len(),
-        1,
-        "the service was restarted twice: {attempts:?}"
-    );
+    attempts
 }
