@@ -329,14 +329,13 @@ impl Finder {
     }
 
     fn look_for_one(&self) -> (Observation, Watched) {
-        let pids = match self.candidates() {
-            Ok(Ok(pids)) => pids,
+        let (pids, mut unreadable) = match self.candidates() {
+            Ok(Ok(found)) => found,
             Ok(Err(absent)) => return (not_running(absent), None),
             Err(why) => return (Observation::unknown(format!("cannot tell: {why}")), None),
         };
         // Each live one, and whether it is stopped.
         let mut alive = Vec::new();
-        let mut unreadable = None;
         for &pid in &pids {
             match self.proc.stat(pid) {
                 Ok(Some(stat)) if !stat.dead => alive.push((pid, stat.stopped)),
@@ -345,9 +344,15 @@ impl Finder {
             }
         }
         // One that runs rather than one that is stopped: the service is
-        // stopped only when every process of it is.
-        let Some(&(pid, stopped)) = alive.iter().find(|(_, stopped)| !stopped).or(alive.first())
-        else {
+        // stopped only when every process of it is, and one that could not
+        // be read may be running: then healer cannot tell.
+        let running = alive.iter().find(|(_, stopped)| !stopped);
+        if running.is_none() && !alive.is_empty() {
+            if let Some(why) = &unreadable {
+                return (Observation::unknown(format!("cannot tell: {why}")), None);
+            }
+        }
+        let Some(&(pid, stopped)) = running.or(alive.first()) else {
             if let Some(why) = unreadable {
                 return (Observation::unknown(format!("cannot tell: {why}")), None);
             }
@@ -445,14 +450,17 @@ impl Finder {
 
     /// The pids to look at (`Ok(Ok)`), evidence that there is none
     /// (`Ok(Err)`: the pidfile does not exist), or why healer cannot tell.
-    fn candidates(&self) -> Result<Result<Vec<u32>, String>, String> {
+    /// The pids to look at (and, from a search, why a process that might
+    /// have matched could not be read); `Ok(Err)` on evidence that none
+    /// runs, `Err` when healer cannot tell.
+    fn candidates(&self) -> Result<Result<(Vec<u32>, Option<String>), String>, String> {
         let path = match &self.find {
             Find::Pidfile(path) => path,
             Find::Name(_) | Find::Cmdline(_) => return self.search().map(Ok),
         };
         match std::fs::read_to_string(path) {
             Ok(text) => match text.lines().next().unwrap_or("").trim().parse::<u32>() {
-                Ok(pid) => Ok(Ok(vec![pid])),
+                Ok(pid) => Ok(Ok((vec![pid], None))),
                 // Being written, or garbage: neither says the service is down.
                 Err(_) => Err(format!("pidfile {} holds no pid", path.display())),
             },
@@ -463,9 +471,10 @@ impl Finder {
         }
     }
 
-    /// The pids whose name or command line match; an error when a process
-    /// could not be read and none matched (it might have been the one).
-    fn search(&self) -> Result<Vec<u32>, String> {
+    /// The pids whose name or command line match, and why a process that
+    /// might have matched could not be read; an error when one could not
+    /// be read and none matched (it might have been the one).
+    fn search(&self) -> Result<(Vec<u32>, Option<String>), String> {
         let me = std::process::id();
         let mut pids = Vec::new();
         let mut unreadable = None;
@@ -496,7 +505,7 @@ impl Finder {
                  (mounted with hidepid): give the package's user the mount's gid= group"
                     .to_owned(),
             ),
-            _ => Ok(pids),
+            unreadable => Ok((pids, unreadable)),
         }
     }
 
@@ -1095,6 +1104,31 @@ mod tests {
         assert_eq!(watched.look().details["stopped"], true);
         std::fs::remove_file(&stat).unwrap();
         std::fs::create_dir(&stat).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let seen = watched.look();
+        assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
+        assert!(seen.details.get("stopped").is_none(), "{seen:?}");
+    }
+
+    #[test]
+    fn a_stopped_match_beside_one_that_cannot_be_read_is_unknown_never_stopped() {
+        // Two processes named app: one stopped, one whose state cannot be
+        // read (EISDIR, as EACCES or EMFILE). The other may be running.
+        let root = tempfile::tempdir().unwrap();
+        for pid in ["42", "43"] {
+            std::fs::create_dir_all(root.path().join(pid)).unwrap();
+        }
+        std::fs::write(
+            root.path().join("42/stat"),
+            "42 (app) T 1 42 42 0 -1 4194560 0 0",
+        )
+        .unwrap();
+        std::fs::create_dir(root.path().join("43/stat")).unwrap();
+        let watched = monitor(serde_json::json!({
+            "name": "app", "stopped_for": "1ms", "watch": false
+        }))
+        .with_proc(Proc::at(root.path().to_owned()));
+        watched.look();
         std::thread::sleep(Duration::from_millis(5));
         let seen = watched.look();
         assert_eq!(seen.status, Status::Unknown, "{}", seen.summary);
