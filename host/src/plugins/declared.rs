@@ -32,6 +32,24 @@ pub fn check_targets<'a>(
     config: &'a Config,
     declared: impl Fn(&'a PluginUse) -> Option<&'a Declared>,
 ) -> Vec<ConfigError> {
+    // Every kind any target's plugins declare: a glob matching one of them
+    // is no typo, also on a target that cannot have it (one recoverer
+    // list shared by several targets).
+    let mut anywhere = BTreeSet::new();
+    for target in &config.targets {
+        for check in &target.checks {
+            anywhere.extend(
+                HEALERS_OWN
+                    .iter()
+                    .map(|own| format!("{}.{own}", check.monitor.plugin)),
+            );
+            for diagnoser in &check.diagnosers {
+                if let Some(kinds) = declared(diagnoser).and_then(|d| d.kinds.as_ref()) {
+                    anywhere.extend(kinds.iter().cloned());
+                }
+            }
+        }
+    }
     let mut errors = Vec::new();
     for target in &config.targets {
         // Each check's monitor against the check's own deadline.
@@ -43,7 +61,10 @@ pub fn check_targets<'a>(
                     &target.name,
                     &check.monitor,
                     monitor,
-                    check.deadline.into(),
+                    (
+                        check.deadline.into(),
+                        check.deadline != target.policy.timeout,
+                    ),
                 )),
                 None => refused = true,
             }
@@ -64,9 +85,9 @@ pub fn check_targets<'a>(
             errors.extend(unmatched_on_globs(
                 config,
                 &target.name,
-                &monitors,
-                &diagnosers,
+                (&monitors, &diagnosers),
                 &target.recoverers,
+                &anywhere,
             ));
         }
     }
@@ -80,15 +101,16 @@ const KINDS_SHOWN: usize = 16;
 const HEALERS_OWN: [&str; 3] = ["warning", "critical", "unknown"];
 
 /// The `on` globs of `recoverers` that match none of the finding kinds
-/// the target of `monitors` and `diagnosers` can have, one error each at
-/// the line of its `on`. Nothing when a diagnoser does not declare its
+/// the target of `monitors` and `diagnosers` can have, nor any kind
+/// another target's plugins declare (`anywhere`): typos, one error each
+/// at the line of its `on`. Nothing when a diagnoser does not declare its
 /// kinds.
 pub fn unmatched_on_globs(
     config: &Config,
     target: &str,
-    monitors: &[&PluginUse],
-    diagnosers: &[(&PluginUse, &Declared)],
+    (monitors, diagnosers): (&[&PluginUse], &[(&PluginUse, &Declared)]),
     recoverers: &[RecovererUse],
+    anywhere: &BTreeSet<String>,
 ) -> Vec<ConfigError> {
     let Some(kinds) = target_kinds(monitors, diagnosers) else {
         return Vec::new();
@@ -102,7 +124,11 @@ pub fn unmatched_on_globs(
                 continue;
             };
             let matcher = glob.compile_matcher();
-            if kinds.iter().any(|kind| matcher.is_match(kind)) {
+            if kinds
+                .iter()
+                .chain(anywhere)
+                .any(|kind| matcher.is_match(kind))
+            {
                 continue;
             }
             let hint = did_you_mean(pattern, kinds.iter().map(String::as_str))
@@ -159,18 +185,26 @@ pub fn own_timeout_too_long(
     target: &str,
     monitor: &PluginUse,
     declared: &Declared,
-    deadline: Duration,
+    (deadline, check_has_its_own): (Duration, bool),
 ) -> Option<ConfigError> {
     let own = declared.own_timeout()?;
     if own < deadline {
         return None;
     }
     let (own, deadline) = (shown(own), shown(deadline));
+    let (whose, key) = if check_has_its_own {
+        ("this check's deadline (deadline", "its `deadline`")
+    } else {
+        (
+            "the target's check deadline (timeout",
+            "the target's `timeout`",
+        )
+    };
     Some(ConfigError {
         file: config.path.clone(),
         at: Some(monitor.at),
         message: format!(
-            "target {target:?}: monitor {:?}: its own timeout ({own}) is not below the target's check deadline (timeout = \"{deadline}\"), so healer's deadline fires first and a hung service is UNKNOWN, never recovered; lower the monitor's `timeout` below {deadline}, or raise the target's `timeout` above {own}",
+            "target {target:?}: monitor {:?}: its own timeout ({own}) is not below {whose} = \"{deadline}\"), so healer's deadline fires first and a hung service is UNKNOWN, never recovered; lower the monitor's `timeout` below {deadline}, or raise {key} above {own}",
             monitor.plugin,
         ),
     })
@@ -223,9 +257,9 @@ argv = ["true"]
         unmatched_on_globs(
             config,
             &target.name,
-            &[&target.checks[0].monitor],
-            &diagnosers,
+            (&[&target.checks[0].monitor], &diagnosers),
             &target.recoverers,
+            &BTreeSet::new(),
         )
         .iter()
         .map(ToString::to_string)
@@ -291,17 +325,29 @@ argv = ["true"]
             own_timeout_ms: Some(ms),
         };
         let second = Duration::from_secs(1);
-        let refused = own_timeout_too_long(&config, "app", monitor, &declared(5000), second)
-            .expect("refused")
-            .to_string();
+        let refused =
+            own_timeout_too_long(&config, "app", monitor, &declared(5000), (second, false))
+                .expect("refused")
+                .to_string();
         assert_eq!(
             refused,
             "healer.toml:7:1: target \"app\": monitor \"logscan\": its own timeout (5s) is not below the target's check deadline (timeout = \"1s\"), so healer's deadline fires first and a hung service is UNKNOWN, never recovered; lower the monitor's `timeout` below 1s, or raise the target's `timeout` above 5s"
         );
-        assert!(own_timeout_too_long(&config, "app", monitor, &declared(1000), second).is_some());
-        assert!(own_timeout_too_long(&config, "app", monitor, &declared(999), second).is_none());
         assert!(
-            own_timeout_too_long(&config, "app", monitor, &Declared::default(), second).is_none()
+            own_timeout_too_long(&config, "app", monitor, &declared(1000), (second, false))
+                .is_some()
         );
+        assert!(
+            own_timeout_too_long(&config, "app", monitor, &declared(999), (second, false))
+                .is_none()
+        );
+        assert!(own_timeout_too_long(
+            &config,
+            "app",
+            monitor,
+            &Declared::default(),
+            (second, false)
+        )
+        .is_none());
     }
 }

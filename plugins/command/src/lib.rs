@@ -197,6 +197,13 @@ fn continue_stopped(finding: &healer_plugin_sdk::Finding) -> Option<String> {
     }
     let pid = finding.details.get("pid")?.as_u64()?;
     let pid = i32::try_from(pid).ok().filter(|&pid| pid > 1)?;
+    // Only a process still stopped: the pid comes from a plugin's finding,
+    // and by now may name a process someone stopped on purpose.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+    if !matches!(state, 'T' | 't') {
+        return None;
+    }
     let pid = nix::unistd::Pid::from_raw(pid);
     Some(
         match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT) {

@@ -47,22 +47,17 @@ max_restarts = 5     # process.restart_loop after this many pid changes in the h
         Ok(ProcessDiagnoser(config))
     }
 
-    /// `not_running` and `stopped` always; the others with their limit.
-    fn kinds(config: &Config) -> Option<Vec<String>> {
+    /// Every kind it may return, whatever its limits: a recoverer waiting
+    /// for `process.memory_high` where no `max_rss` is set is no typo.
+    fn kinds(_config: &Config) -> Option<Vec<String>> {
         let kinds = [
-            ("process.not_running", true),
-            ("process.stopped", true),
-            ("process.memory_high", config.max_rss.is_some()),
-            ("process.cpu_high", config.max_cpu.is_some()),
-            ("process.restart_loop", config.max_restarts > 0),
+            "process.not_running",
+            "process.stopped",
+            "process.memory_high",
+            "process.cpu_high",
+            "process.restart_loop",
         ];
-        Some(
-            kinds
-                .iter()
-                .filter(|(_, named)| *named)
-                .map(|(kind, _)| (*kind).to_owned())
-                .collect(),
-        )
+        Some(kinds.map(str::to_owned).to_vec())
     }
 
     fn diagnose(&mut self, latest: &Observation, history: &[Observation]) -> Vec<Finding> {
@@ -183,17 +178,12 @@ mod tests {
     }
 
     #[test]
-    fn it_declares_the_kinds_its_config_can_give() {
+    fn it_declares_every_kind_it_may_return_whatever_its_limits() {
         let kinds = |config| ProcessDiagnoser::kinds(&serde_json::from_value(config).unwrap());
-        assert_eq!(
-            kinds(serde_json::json!({})),
-            Some(vec![
-                "process.not_running".to_owned(),
-                "process.stopped".to_owned()
-            ])
-        );
+        let bare = kinds(serde_json::json!({})).unwrap();
         let all = kinds(serde_json::json!({"max_rss": "1MiB", "max_cpu": 50.0, "max_restarts": 3}))
             .unwrap();
+        assert_eq!(bare, all);
         assert_eq!(all.len(), 5, "{all:?}");
     }
 
