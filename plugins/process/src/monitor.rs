@@ -453,7 +453,7 @@ impl Finder {
     /// The pids to look at (and, from a search, why a process that might
     /// have matched could not be read); `Ok(Err)` on evidence that none
     /// runs, `Err` when healer cannot tell.
-    fn candidates(&self) -> Result<Result<(Vec<u32>, Option<String>), String>, String> {
+    fn candidates(&self) -> Result<Result<Found, String>, String> {
         let path = match &self.find {
             Find::Pidfile(path) => path,
             Find::Name(_) | Find::Cmdline(_) => return self.search().map(Ok),
@@ -474,7 +474,7 @@ impl Finder {
     /// The pids whose name or command line match, and why a process that
     /// might have matched could not be read; an error when one could not
     /// be read and none matched (it might have been the one).
-    fn search(&self) -> Result<(Vec<u32>, Option<String>), String> {
+    fn search(&self) -> Result<Found, String> {
         let me = std::process::id();
         let mut pids = Vec::new();
         let mut unreadable = None;
@@ -517,6 +517,10 @@ impl Finder {
         }
     }
 }
+
+/// The pids a look found, and why one that might have matched could not
+/// be read.
+type Found = (Vec<u32>, Option<String>);
 
 /// Moves the watch from `was` to `next` if it still is on `was`; whether it
 /// was.
