@@ -50,8 +50,8 @@ fuzz_target!(|data: &[u8]| {
                 let _ = reflex.matches("api_latency.coinbase.high");
             }
             for target in &config.targets {
-                let plugins = std::iter::once(&target.monitor)
-                    .chain(&target.diagnosers)
+                let plugins = target
+                    .check_plugins()
                     .chain(target.recoverers.iter().map(|r| &r.plugin));
                 for plugin in plugins {
                     for message in [
