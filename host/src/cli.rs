@@ -10,10 +10,12 @@ use clap::{Parser, Subcommand};
 use healer_plugin_sdk::Status;
 
 use crate::config::{self, Config};
-use crate::daemon::{self, Options};
+use crate::daemon;
 use crate::engine;
 use crate::events::Events;
+use crate::loading::Options;
 use crate::operator;
+use crate::operator::fail;
 use crate::plugins::Catalog;
 
 /// healer: a self-healing daemon for Linux services.
@@ -282,7 +284,7 @@ impl Cli {
 }
 
 async fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
-    daemon::load(&cli.options()).await
+    crate::loading::load(&cli.options()).await
 }
 
 fn explain(cli: &Cli, name: &str) -> ExitCode {
@@ -542,10 +544,4 @@ fn plural(n: usize) -> &'static str {
     } else {
         "s"
     }
-}
-
-/// Says what went wrong on stderr; exit code 1.
-pub(crate) fn fail(message: &str) -> ExitCode {
-    eprintln!("healer: {message}");
-    ExitCode::FAILURE
 }

@@ -27,6 +27,7 @@ pub mod events;
 pub mod history;
 pub mod intake;
 pub mod issues;
+pub mod loading;
 pub mod log;
 pub mod metrics;
 pub mod notify;

@@ -12,7 +12,6 @@ use healer_plugin_sdk::Status;
 use serde_json::Value;
 
 use crate::api::{Done, TargetRow};
-use crate::cli::fail;
 use crate::config::Config;
 use crate::history::Page;
 use crate::one_line::OneLine;
@@ -76,6 +75,12 @@ impl Daemon {
             Err(format!("{error}{} (HTTP {status})", problems.concat()))
         }
     }
+}
+
+/// Says what went wrong on stderr; exit code 1.
+pub(crate) fn fail(message: &str) -> ExitCode {
+    eprintln!("healer: {message}");
+    ExitCode::FAILURE
 }
 
 fn print_json(value: &Value) {

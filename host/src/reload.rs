@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Target};
-use crate::daemon::Options;
 use crate::engine::{Engine, Runner};
 use crate::events::{Event, Events};
+use crate::loading::Options;
 use crate::plugins::Catalog;
 
 /// What a reload did, as `healer reload` prints it.
@@ -142,13 +142,13 @@ async fn prepare(
     running: &Current,
     engine: &Engine,
 ) -> Result<(Config, Catalog, Plan, Vec<String>), Vec<String>> {
-    let mut config = crate::daemon::read_config(options)?;
+    let mut config = crate::loading::read_config(options)?;
     let mut restart = needs_restart(&running.config, &config);
     if token_changed(running.token.as_deref(), &config) {
         restart.push("[intake] token".to_owned());
     }
     config.plugins = running.config.plugins.clone();
-    let (config, catalog) = crate::daemon::with_plugins(config).await?;
+    let (config, catalog) = crate::loading::with_plugins(config).await?;
     let running: HashMap<&str, &Target> = engine.targets().map(|t| (t.name.as_str(), t)).collect();
     let mut plan = Plan {
         added: Vec::new(),
