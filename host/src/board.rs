@@ -17,40 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Wall;
 use crate::issues::Issue;
-use crate::metrics::Metrics;
-
-/// The longest pause: its end is never further away than this, also
-/// once the clock was set back after it began.
-pub const MAX_PAUSE: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// A target in maintenance: checks go on, recoveries do not, until `until`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pause {
-    /// When it ends by itself.
-    pub until: Wall,
-    /// Why, as the operator said.
-    pub reason: String,
-    /// When it began.
-    pub since: Wall,
-}
-
-impl Pause {
-    /// Whether it still holds at `now`.
-    pub fn holds(&self, now: Wall) -> bool {
-        now < self.until
-    }
-
-    /// This pause ending no later than [`MAX_PAUSE`] from `now`, when it
-    /// ends later (the clock was set back since it began, or a saved one
-    /// was written so); `None` when it is within the limit.
-    pub fn shortened(&self, now: Wall) -> Option<Pause> {
-        let latest = now + MAX_PAUSE;
-        (self.until > latest).then(|| Pause {
-            until: latest,
-            ..self.clone()
-        })
-    }
-}
+use crate::model::Pause;
 
 /// One target as the operator sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -253,17 +220,26 @@ impl Slot {
     }
 }
 
+/// Where the board records how long each target's checks take (the
+/// daemon's `/metrics`): it hands each slot its timer, and lets go of a
+/// target that left.
+pub trait CheckTimers: Send + Sync {
+    /// The histogram of `target`'s check durations.
+    fn check_timer(&self, target: &str) -> Histogram;
+    /// A target removed by a reload: its series go.
+    fn forget(&self, target: &str);
+}
+
 /// Every target's slot, by name.
-#[derive(Default)]
 pub struct Board {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn CheckTimers>,
 }
 
 impl Board {
     /// A new board, shared by the engine and its readers; check durations
     /// go to `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Board> {
+    pub fn new(metrics: Arc<dyn CheckTimers>) -> Arc<Board> {
         Arc::new(Board {
             slots: RwLock::default(),
             metrics,
@@ -383,7 +359,7 @@ mod tests {
 
     #[test]
     fn a_target_past_its_due_time_is_stalled_and_progress_clears_it() {
-        let board = Board::new(Arc::default());
+        let board = Board::new(Arc::new(crate::metrics::Metrics::default()));
         let now = Instant::now();
         let slot = board.enter(view("db"), now + Duration::from_secs(2));
         assert!(board.stalled(now).is_empty());
@@ -395,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_restarted_target_keeps_its_last_check_on_the_board() {
-        let board = Board::new(Arc::default());
+        let board = Board::new(Arc::new(crate::metrics::Metrics::default()));
         let now = Instant::now();
         let with_a_check = || {
             let mut view = view("db");
@@ -465,23 +441,5 @@ mod tests {
         target.settle();
         assert_eq!(target.status, Some(Status::Critical));
         assert_eq!(target.summary, "disk.filling escalated: 91% full");
-    }
-
-    #[test]
-    fn a_pause_ending_past_the_longest_pause_is_shortened_to_it() {
-        let now = Wall::from_millis(1_800_000_000_000);
-        let pause = |until: Wall| Pause {
-            until,
-            reason: "maintenance".to_owned(),
-            since: now,
-        };
-        assert_eq!(pause(now + MAX_PAUSE).shortened(now), None);
-        // Paused for 30 days, then the clock was set back a year.
-        let set_back = Wall::from_millis(now.millis() - 365 * 86_400_000);
-        let shorter = pause(now + MAX_PAUSE)
-            .shortened(set_back)
-            .expect("too far away now");
-        assert_eq!(shorter.until, set_back + MAX_PAUSE);
-        assert_eq!(shorter.reason, "maintenance");
     }
 }

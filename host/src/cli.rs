@@ -12,7 +12,6 @@ use healer_plugin_sdk::Status;
 use crate::config::{self, Config};
 use crate::daemon;
 use crate::engine;
-use crate::events::Events;
 use crate::loading::Options;
 use crate::operator;
 use crate::operator::fail;
@@ -410,7 +409,7 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
             Err(errors) => return fail(&errors.join("\n")),
         };
     // `once` keeps no state: its issues start fresh and are not stored.
-    let events = Events::log_only();
+    let events = crate::log::log_only();
     catalog.report_to(&events);
     let mut results = engine::once(runners, recover, config.healer.history, events.clone()).await;
     events.finish(std::time::Duration::from_secs(1));

@@ -12,13 +12,16 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::level_filters::LevelFilter;
 
 use crate::api::{Api, Plugins, ReloadRequest};
-use crate::board::Board;
+use crate::board::{Board, CheckTimers};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::events::{Event, Events, Journal, Log, Subscriber};
+use crate::event_log::EventLog;
+use crate::events::{Event, Events, Subscriber};
 use crate::history::Recent;
 use crate::loading::{load, Options};
+use crate::log::EventLines;
 use crate::metrics::Metrics;
+use crate::model::StoreHealth;
 use crate::plugins::Catalog;
 use crate::reload::Current;
 use crate::store::{Saved, Settings, Store};
@@ -59,9 +62,9 @@ pub async fn run(options: &Options) -> ExitCode {
         config.healer.event_log.is_some() || LevelFilter::current() >= LevelFilter::DEBUG;
     let (events, inbox) = Events::channel(every_check);
     catalog.report_to(&events);
-    let mut subscribers: Vec<Box<dyn Subscriber>> = vec![Box::new(Log)];
+    let mut subscribers: Vec<Box<dyn Subscriber>> = vec![Box::new(EventLines)];
     if let Some(path) = &config.healer.event_log {
-        match Journal::open(path) {
+        match EventLog::open(path) {
             Ok(journal) => subscribers.push(Box::new(journal)),
             Err(err) => tracing::error!("{err}; events go on to the log and the store"),
         }
@@ -98,7 +101,7 @@ pub async fn run(options: &Options) -> ExitCode {
     if let Some(store) = &store {
         subscribers.push(store.subscriber());
     }
-    if let Some(alerts) = crate::alerts::Alerts::start(&config, &saved, &events) {
+    if let Some(alerts) = crate::sinks::Alerts::start(&config, &saved, &events) {
         subscribers.push(Box::new(alerts));
     }
     let metrics = Arc::new(Metrics::new());
@@ -112,7 +115,7 @@ pub async fn run(options: &Options) -> ExitCode {
     let view = View {
         metrics,
         recent,
-        store: store.as_ref().map(Store::gauge),
+        store: store.as_ref().map(Store::health),
     };
     let stop_signals = (starting, signals.hup);
     let code = heal(options, config, catalog, &events, saved, view, stop_signals).await;
@@ -131,7 +134,7 @@ pub async fn run(options: &Options) -> ExitCode {
 struct View {
     metrics: Arc<Metrics>,
     recent: Recent,
-    store: Option<crate::store::Gauge>,
+    store: Option<Arc<dyn StoreHealth>>,
 }
 
 async fn heal(
@@ -187,7 +190,7 @@ async fn heal(
         stopping.emit(Event::Stopping);
         let _ = stop.send(true);
     });
-    let board = Board::new(Arc::clone(&view.metrics));
+    let board = Board::new(Arc::clone(&view.metrics) as Arc<dyn CheckTimers>);
     let settings = engine::Settings {
         max_concurrent_recoveries: config.healer.max_concurrent_recoveries,
         history: config.healer.history,

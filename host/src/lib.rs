@@ -15,7 +15,6 @@ macro_rules! say {
     }};
 }
 
-pub mod alerts;
 pub mod api;
 pub mod board;
 pub mod cli;
@@ -23,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod event_log;
 pub mod events;
 pub mod history;
 pub mod intake;
@@ -30,6 +30,7 @@ pub mod issues;
 pub mod loading;
 pub mod log;
 pub mod metrics;
+pub mod model;
 pub mod notify;
 pub mod one_line;
 pub mod operator;
@@ -37,5 +38,6 @@ pub mod plugins;
 pub mod reaper;
 pub mod redact;
 pub mod reload;
+pub mod sinks;
 pub mod store;
 pub mod worker;

@@ -32,10 +32,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::board::TargetView;
+use crate::board::{CheckTimers, TargetView};
 use crate::config::Config;
 use crate::events::{Event, Record, Role, Subscriber};
 use crate::issues::State;
+use crate::model::StoreHealth;
 use crate::plugins::Catalog;
 
 /// What the anomaly counter's `outcome` label may be.
@@ -288,28 +289,11 @@ impl Metrics {
         }
     }
 
-    /// The check-duration histogram of one target, for its loop.
-    pub fn check_timer(&self, target: &str) -> Histogram {
-        self.check_seconds.get_or_create_owned(&TargetLabel {
-            target: target.to_owned(),
-        })
-    }
-
-    /// A target removed by a reload: its series go.
-    pub fn forget(&self, target: &str) {
-        let label = TargetLabel {
-            target: target.to_owned(),
-        };
-        self.check_seconds.remove(&label);
-        self.target_up.remove(&label);
-        self.last_check_age.remove(&label);
-    }
-
     /// The text exposition, with the gauges read now.
     pub fn render(
         &self,
         targets: &[TargetView],
-        store: Option<&crate::store::Gauge>,
+        store: Option<&dyn StoreHealth>,
         format: Format,
     ) -> String {
         // One scrape at a time: the gauges are reset and read together.
@@ -446,6 +430,24 @@ impl Metrics {
             Event::AnomalySuppressed { .. } => outcome("suppressed"),
             _ => {}
         }
+    }
+}
+
+impl CheckTimers for Metrics {
+    /// The check-duration histogram of one target, for its loop.
+    fn check_timer(&self, target: &str) -> Histogram {
+        self.check_seconds.get_or_create_owned(&TargetLabel {
+            target: target.to_owned(),
+        })
+    }
+
+    fn forget(&self, target: &str) {
+        let label = TargetLabel {
+            target: target.to_owned(),
+        };
+        self.check_seconds.remove(&label);
+        self.target_up.remove(&label);
+        self.last_check_age.remove(&label);
     }
 }
 

@@ -11,11 +11,11 @@ use std::time::Duration;
 use healer_plugin_sdk::Status;
 use serde_json::Value;
 
+use crate::api::Reloaded;
 use crate::api::{Done, TargetRow};
 use crate::config::Config;
 use crate::history::Page;
 use crate::one_line::OneLine;
-use crate::reload::Reloaded;
 
 /// The exit code of `healer status` when the daemon cannot be asked.
 pub const UNREACHABLE: u8 = 4;

@@ -18,30 +18,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-
+use crate::api::Reloaded;
 use crate::config::{Config, Target};
 use crate::engine::{Engine, Runner};
 use crate::events::{Event, Events};
 use crate::loading::Options;
 use crate::plugins::Catalog;
-
-/// What a reload did, as `healer reload` prints it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reloaded {
-    /// Targets started.
-    pub added: Vec<String>,
-    /// Targets stopped.
-    pub removed: Vec<String>,
-    /// Targets restarted with their new config.
-    pub changed: Vec<String>,
-    /// Targets left running as they were.
-    pub unchanged: usize,
-    /// Plugin package files loaded that were not loaded before.
-    pub packages_added: Vec<String>,
-    /// Settings that changed but take effect only after a restart.
-    pub needs_restart: Vec<String>,
-}
 
 /// The config and plugins healer runs on now.
 pub struct Current {

@@ -13,28 +13,31 @@
 //! Reads come from the board (each target's latest check and issues), the
 //! recent history and the catalog; nothing here decides anything.
 
+mod answers;
+mod auth;
 mod dashboard;
+
+pub use answers::{Done, Health, IssueRow, PackageView, Plugins, Problem, Reloaded, TargetRow};
+use auth::{authorize, refuse};
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::board::{Board, Pause, TargetView, MAX_PAUSE};
+use crate::board::{Board, TargetView};
 use crate::clock::Wall;
 use crate::engine::{Handle, Refusal};
 use crate::history::{Filter, Recent};
-use crate::intake::{check_token, is_write, TokenRefusal};
-use crate::issues::{Issue, State as IssueState};
-use crate::plugins::{Catalog, WorkerHealth};
-use crate::reload::Reloaded;
+use crate::issues::State as IssueState;
+use crate::model::{Pause, StoreHealth, MAX_PAUSE};
 
 /// How long a reset waits for the target's loop to take it.
 const RESET_WITHIN: Duration = Duration::from_secs(5);
@@ -53,90 +56,13 @@ pub struct Api {
     pub plugins: RwLock<Plugins>,
     pub reload: mpsc::Sender<ReloadRequest>,
     pub token: Option<String>,
-    pub store: Option<crate::store::Gauge>,
+    pub store: Option<Arc<dyn StoreHealth>>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// When healer started (for `/healthz`).
     pub started: Instant,
     /// The listener's `request_timeout`: a connection is cut when its
     /// answer takes longer, so a slow command answers before it.
     pub answer_within: Duration,
-}
-
-/// The plugin packages as the API shows them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Plugins {
-    pub dir: String,
-    pub packages: Vec<PackageView>,
-    /// Files that did not load, and why.
-    pub errors: Vec<Problem>,
-    /// Packages loaded with a problem.
-    pub warnings: Vec<Problem>,
-    #[serde(skip)]
-    live: Vec<crate::plugins::Package>,
-}
-
-/// One loaded package.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PackageView {
-    pub file: String,
-    pub name: String,
-    pub version: String,
-    pub sdk_version: String,
-    pub sha256: Option<String>,
-    pub isolation: String,
-    pub plugins: Vec<String>,
-    /// Its worker, when it runs in one.
-    pub worker: Option<WorkerHealth>,
-}
-
-/// A file and what is wrong with it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Problem {
-    pub file: String,
-    pub reason: String,
-}
-
-impl Plugins {
-    /// The catalog's packages (their worker health read when shown).
-    pub fn of(catalog: &Catalog) -> Plugins {
-        let problem = |e: &crate::plugins::LoadError| Problem {
-            file: e.file.display().to_string(),
-            reason: e.reason.clone(),
-        };
-        Plugins {
-            dir: catalog.dir.display().to_string(),
-            packages: Vec::new(),
-            errors: catalog.errors.iter().map(problem).collect(),
-            warnings: catalog.warnings.iter().map(problem).collect(),
-            live: catalog.packages.clone(),
-        }
-    }
-
-    fn now(&self) -> Plugins {
-        let packages = self
-            .live
-            .iter()
-            .map(|p| PackageView {
-                file: p.file.display().to_string(),
-                name: p.name.clone(),
-                version: p.version.clone(),
-                sdk_version: p.sdk_version.clone(),
-                sha256: p.sha256.clone(),
-                isolation: p.isolation.as_str().to_owned(),
-                plugins: p
-                    .plugins
-                    .iter()
-                    .map(|info| format!("{} {}", info.kind, info.name))
-                    .collect(),
-                worker: p.worker_health(),
-            })
-            .collect();
-        Plugins {
-            packages,
-            live: Vec::new(),
-            ..self.clone()
-        }
-    }
 }
 
 /// The API's routes, ready to merge into the intake's router.
@@ -161,84 +87,6 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-/// Every refusal: what is wrong.
-#[derive(Serialize)]
-struct Refused {
-    error: String,
-}
-
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(Refused {
-            error: message.into(),
-        }),
-    )
-        .into_response()
-}
-
-/// Lets a request through when no token is configured, or it carries it
-/// (checked by the intake's one token check). A write must be JSON
-/// (`Content-Type: application/json`: a web page cannot send that across
-/// origins without a preflight, which is never granted) and takes the
-/// token only as `Bearer` (a browser's remembered Basic login is good for
-/// reading). Host and Origin were checked before, for the whole listener
-/// (`intake::access`).
-async fn authorize(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    let write = is_write(request.method());
-    if write {
-        if let Some(refusal) = not_json(&headers) {
-            return refusal;
-        }
-    }
-    let Some(token) = &api.token else {
-        return next.run(request).await;
-    };
-    match check_token(&headers, token, !write) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => {
-            let message = match refusal {
-                TokenRefusal::Missing => "this endpoint needs the token: `Authorization: Bearer <token>` (or, in a browser, the token as the password)",
-                TokenRefusal::Wrong => "wrong token",
-            };
-            let mut response = refuse(StatusCode::UNAUTHORIZED, message);
-            let challenge = if request.uri().path() == "/" {
-                "Basic realm=\"healer\""
-            } else {
-                "Bearer"
-            };
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(challenge),
-            );
-            response
-        }
-    }
-}
-
-/// The refusal of a write that is not JSON; `None` for one that may go on.
-fn not_json(headers: &HeaderMap) -> Option<Response> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        });
-    (!json).then(|| {
-        refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a write needs `Content-Type: application/json` (the body may be {})",
-        )
-    })
-}
-
 /// `GET /metrics`: OpenMetrics when the scraper asks for it, else the
 /// Prometheus text format.
 async fn scrape(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
@@ -248,24 +96,8 @@ async fn scrape(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     let format = crate::metrics::Format::accepted(accept);
     let text = api
         .metrics
-        .render(&api.board.targets(), api.store.as_ref(), format);
+        .render(&api.board.targets(), api.store.as_deref(), format);
     ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
-}
-
-/// `GET /healthz`: healer's own liveness.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Health {
-    /// `ok`, or `stalled` when something of healer's own does not work.
-    pub status: String,
-    /// Targets whose loop has not made progress when it should have, with
-    /// how late, e.g. `db (late by 12s)`.
-    pub stalled: Vec<String>,
-    /// Whether the store can write (none without a store).
-    pub store_writable: Option<bool>,
-    /// How far behind the event stream the store is, in milliseconds.
-    pub store_lag_ms: Option<u64>,
-    pub targets: usize,
-    pub uptime_s: u64,
 }
 
 /// healer's own liveness: every target's loop has made progress in time
@@ -307,15 +139,6 @@ async fn healthz(State(api): State<Arc<Api>>) -> Response {
     (status, Json(health)).into_response()
 }
 
-/// One target in `/api/v1/targets`: its view, and how old its last check is.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TargetRow {
-    #[serde(flatten)]
-    pub view: TargetView,
-    /// Milliseconds since the last check; none before the first.
-    pub age_ms: Option<u64>,
-}
-
 fn row(view: TargetView, now: Wall) -> TargetRow {
     TargetRow {
         age_ms: view
@@ -352,21 +175,6 @@ async fn target(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Respon
             format!("no target named {name:?} (GET /api/v1/targets lists them)"),
         ),
     }
-}
-
-/// One open issue in `/api/v1/issues`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct IssueRow {
-    /// `target/kind`: what `healer reset` takes.
-    pub id: String,
-    pub target: String,
-    #[serde(flatten)]
-    pub issue: Issue,
-    /// Whether its target is paused (nothing recovers it until it ends).
-    pub paused: bool,
-    /// The dependency its recovery waits for, and since when.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub held: Option<crate::board::Held>,
 }
 
 /// `?state=escalated&target=db`
@@ -463,16 +271,6 @@ pub fn parse_since(text: &str) -> Result<Wall, String> {
 async fn plugins(State(api): State<Arc<Api>>) -> Json<Plugins> {
     let plugins = api.plugins.read().unwrap_or_else(|p| p.into_inner()).now();
     Json(plugins)
-}
-
-/// The answer to a command.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Done {
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub issues: Vec<Issue>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pause: Option<Pause>,
 }
 
 fn refused(refusal: Refusal) -> Response {

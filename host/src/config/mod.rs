@@ -7,11 +7,13 @@
 //! names and plugin configs needs the loaded packages: see
 //! [`crate::plugins::Catalog::check_config`].
 
-mod alerts;
 mod checks;
+pub mod http;
 mod intake;
 mod plugins;
+mod sinks;
 mod source;
+mod template;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -25,18 +27,22 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
-pub use alerts::{AlertSink, SinkKind, DEFAULT_RESEND_EVERY};
 pub use checks::{Check, MAX_CHECKS};
 pub use intake::{HostName, Intake, Reflex, Step, Workflow, MIN_TOKEN_CHARS};
 pub use plugins::{
     Account, Capabilities, PackagePolicy, PackageSettings, Plugins, Sandbox, Size,
     DROPPED_BY_DEFAULT,
 };
+pub use sinks::{AlertSink, SinkKind, DEFAULT_RESEND_EVERY};
 pub use source::did_you_mean;
 pub use source::Location;
 use source::{with_hint, Source};
+pub use template::{Template, PLACEHOLDERS};
 
 use crate::one_line::OneLine;
+
+/// The state database's file name inside `state_dir`.
+pub const STORE_FILE_NAME: &str = "healer.db";
 
 /// Where the default config lives, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "config/healer.toml";
@@ -482,7 +488,7 @@ struct RawConfig {
     #[serde(default)]
     plugins: Plugins,
     #[serde(default, rename = "alert")]
-    alerts: Vec<Spanned<alerts::RawAlert>>,
+    alerts: Vec<Spanned<sinks::RawAlert>>,
 }
 
 fn enabled_by_default() -> bool {
@@ -587,9 +593,9 @@ impl Config {
         Ok((config, problems))
     }
 
-    /// The state database: `state_dir/healer.db`.
+    /// The state database: `state_dir/healer.db` ([`STORE_FILE_NAME`]).
     pub fn store_file(&self) -> PathBuf {
-        self.healer.state_dir.join(crate::store::FILE_NAME)
+        self.healer.state_dir.join(STORE_FILE_NAME)
     }
 
     /// Where `key` is written in `plugin`'s table (the table when absent).

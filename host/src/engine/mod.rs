@@ -28,11 +28,12 @@ use healer_plugin_sdk::Observation;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::board::{Board, Pause};
+use crate::board::Board;
 use crate::clock::Wall;
 use crate::config::{Config, PluginUse, Target};
 use crate::events::{Event, Events};
 use crate::issues::{Issue, Tracker};
+use crate::model::Pause;
 use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle};
 
 /// Why a pause was shortened.

@@ -19,9 +19,6 @@
 //! Invariant: the engine and the intake write no transition anywhere else.
 //! They may still write `debug!` lines about their own mechanics.
 
-mod journal;
-mod to_log;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -32,14 +29,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::alerts::AlertState;
-use crate::board::Pause;
 use crate::clock::Wall;
-use crate::intake::{AnomalyState, Suppressed};
 use crate::issues::Issue;
-
-pub use journal::Journal;
-pub use to_log::Log;
+use crate::model::{AlertState, AnomalyState, Pause, Suppressed};
 
 /// Everything that happens in healer that anyone outside the engine and
 /// the intake may need to know.
@@ -768,14 +760,6 @@ impl Events {
             },
             Inbox(receiver, load),
         )
-    }
-
-    /// A stream delivered only to the log: for commands that run checks
-    /// without the daemon's other subscribers (`healer once`).
-    pub fn log_only() -> Events {
-        let (events, inbox) = Events::channel(false);
-        inbox.start(vec![Box::new(Log)]);
-        events
     }
 
     /// Sends an event, stamped now; a sheddable one is left out (and

@@ -13,11 +13,11 @@
 
 mod access;
 mod alertmanager;
-pub mod alerts;
 mod backlog;
 pub mod client;
 mod guard;
 mod http;
+pub mod occurrences;
 mod quiet;
 mod storm;
 
@@ -33,15 +33,16 @@ use tokio::time::timeout;
 use crate::clock::Wall;
 use crate::config::{Config, Intake as Settings, Reflex, Workflow};
 use crate::events::{Event, Events, Json, Run, StepResult};
+use crate::model::{AnomalyState, StoreHealth, Suppressed};
 use crate::plugins::{Catalog, RecovererHandle};
 pub use access::{check_token, is_write, TokenRefusal};
 pub use alertmanager::{AlertResult, AlertmanagerAnswer};
-pub use alerts::{Acted, Alerts};
 pub use http::{
     listen, read_alertmanager, read_anomaly, serve, AlertmanagerPayload, AnomalyReport, BadRequest,
     MAX_BODY,
 };
-pub use storm::{AnomalyState, Suppressed, MAX_TRACKED};
+pub use occurrences::{Acted, Occurrences};
+pub use storm::MAX_TRACKED;
 use storm::{Limits, Storm};
 
 /// The intake: settings, reflexes, workflows with their step instances.
@@ -54,7 +55,7 @@ pub struct Intake {
     shown_params: Vec<Json>,
     workflows: HashMap<String, (Workflow, Vec<Arc<RecovererHandle>>)>,
     storm: Mutex<Storm>,
-    alerts: Mutex<Alerts>,
+    alerts: Mutex<Occurrences>,
     /// How often reports that start nothing are recorded.
     quiet: Mutex<quiet::Quiet>,
     /// The number of the last run; run ids go on from it after a restart.
@@ -66,7 +67,7 @@ pub struct Intake {
     running: AtomicUsize,
     idle: tokio::sync::Notify,
     /// The store, whose unwritten events count toward the backlog.
-    store: Option<crate::store::Gauge>,
+    store: Option<Arc<dyn StoreHealth>>,
     /// Reports refused and not yet recorded in a `reports_refused` event.
     refused: AtomicU64,
     said: Mutex<backlog::Said>,
@@ -170,7 +171,7 @@ impl Intake {
         catalog: &Catalog,
         events: Events,
         saved: Saved,
-        store: Option<crate::store::Gauge>,
+        store: Option<Arc<dyn StoreHealth>>,
     ) -> Result<Arc<Intake>, Vec<String>> {
         let settings = config.intake.clone().unwrap_or_default();
         let mut errors = Vec::new();
@@ -212,7 +213,7 @@ impl Intake {
         let now = Wall::now();
         let mut storm = Storm::new(limits);
         let restored = storm.restore(saved.anomalies, now);
-        let mut alerts = Alerts::default();
+        let mut alerts = Occurrences::default();
         alerts.restore(saved.acted, saved.firing, now);
         let last_run = saved.last_run.unwrap_or(now.millis() / 1000);
         Ok(Arc::new(Intake {
@@ -282,7 +283,7 @@ impl Intake {
     pub fn behind(&self) -> Option<backlog::Behind> {
         let limit = self.settings.max_backlog;
         let stream = self.events.waiting();
-        let store = self.store.as_ref().map_or(0, crate::store::Gauge::pending);
+        let store = self.store.as_ref().map_or(0, |store| store.pending());
         if stream + store <= limit {
             return None;
         }
@@ -290,10 +291,7 @@ impl Intake {
         // memory, bounded, and has said so (`store_degraded`): healing
         // goes on from memory, so then only the stream's backlog refuses,
         // never a disk outage by itself.
-        let degraded = self
-            .store
-            .as_ref()
-            .is_some_and(crate::store::Gauge::degraded);
+        let degraded = self.store.as_ref().is_some_and(|store| store.degraded());
         let waiting = if degraded { stream } else { stream + store };
         backlog::behind(waiting, limit, || degraded)
     }
@@ -324,8 +322,7 @@ impl Intake {
         let refused = self.refused.swap(0, Ordering::Relaxed);
         self.events.emit(Event::ReportsRefused {
             refused,
-            waiting: self.events.waiting()
-                + self.store.as_ref().map_or(0, crate::store::Gauge::pending),
+            waiting: self.events.waiting() + self.store.as_ref().map_or(0, |store| store.pending()),
             limit: self.settings.max_backlog,
             reason: self.behind().map_or_else(
                 || "recording was behind; it has caught up".to_owned(),

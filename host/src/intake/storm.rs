@@ -10,58 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::Wall;
-
-/// Why a report did not start a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Suppressed {
-    /// Its workflow is running.
-    Running,
-    /// It ran less than `cooldown` ago.
-    Cooldown,
-    /// It has run `max_attempts` times without a quiet period.
-    AttemptsExhausted,
-    /// As `AttemptsExhausted`, reported once, the first time: the moment
-    /// the anomaly is escalated.
-    Escalated,
-    /// Too many runs in the last minute.
-    RateLimited,
-}
-
-impl Suppressed {
-    /// The reason as the API reports it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Suppressed::Running => "running",
-            Suppressed::Cooldown => "cooldown",
-            Suppressed::AttemptsExhausted | Suppressed::Escalated => "attempts exhausted",
-            Suppressed::RateLimited => "rate limited",
-        }
-    }
-}
-
-/// Where one anomaly name stands: what events carry and the store keeps.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnomalyState {
-    /// Runs since it was last quiet for `stable_after` (or resolved).
-    pub attempts: u32,
-    /// When its workflow last started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_run: Option<Wall>,
-    /// When it was last reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_report: Option<Wall>,
-    /// Reports counted, not run.
-    pub suppressed: u64,
-    /// Its attempts are exhausted and that was reported.
-    pub escalated: bool,
-    /// Its workflow is running now (never true after a restart).
-    #[serde(skip)]
-    running: bool,
-}
+use crate::model::{AnomalyState, Suppressed};
 
 /// Limits of the storm control.
 #[derive(Clone, Copy, Debug)]
@@ -119,7 +69,7 @@ impl Storm {
                 .last_report
                 .is_some_and(|at| now.since(at) < stable_after)
             {
-                state.running = false;
+                state.set_running(false);
                 self.anomalies.insert(name, state);
             }
         }
@@ -144,7 +94,7 @@ impl Storm {
         self.reports += 1;
         if self.reports.is_multiple_of(PRUNE_EVERY) {
             self.anomalies.retain(|_, a| {
-                a.running
+                a.running()
                     || a.last_report
                         .is_some_and(|at| now.since(at) < limits.stable_after)
             });
@@ -158,12 +108,12 @@ impl Storm {
             // Quiet only when it truly was: a report stamped in the future
             // (the clock was set back) never hands out fresh runs.
             .is_some_and(|at| now.since(at) >= limits.stable_after)
-            && !anomaly.running
+            && !anomaly.running()
         {
             *anomaly = AnomalyState::default();
         }
         anomaly.last_report = Some(now);
-        let reason = if anomaly.running {
+        let reason = if anomaly.running() {
             Some(Suppressed::Running)
         } else if anomaly
             .last_run
@@ -203,7 +153,7 @@ impl Storm {
         }
         self.runs.push_back(now);
         per_reflex.push_back(now);
-        anomaly.running = true;
+        anomaly.set_running(true);
         anomaly.last_run = Some(now);
         anomaly.attempts += 1;
         Ok(Admitted {
@@ -227,7 +177,7 @@ impl Storm {
         let mut idle: Vec<(bool, Wall, &String)> = self
             .anomalies
             .iter()
-            .filter(|(_, a)| !a.running)
+            .filter(|(_, a)| !a.running())
             .map(|(name, a)| {
                 let last = a.last_report.unwrap_or(Wall::from_millis(0));
                 (a.escalated, last, name)
@@ -249,7 +199,7 @@ impl Storm {
     /// The run of `name` ended.
     pub fn finished(&mut self, name: &str) {
         if let Some(anomaly) = self.anomalies.get_mut(name) {
-            anomaly.running = false;
+            anomaly.set_running(false);
         }
     }
 
@@ -257,7 +207,7 @@ impl Storm {
     /// Returns whether there was anything to forget.
     pub fn resolved(&mut self, name: &str) -> bool {
         match self.anomalies.get_mut(name) {
-            Some(anomaly) if !anomaly.running => self.anomalies.remove(name).is_some(),
+            Some(anomaly) if !anomaly.running() => self.anomalies.remove(name).is_some(),
             Some(anomaly) => {
                 anomaly.attempts = 0;
                 true

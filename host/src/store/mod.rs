@@ -28,14 +28,13 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::clock::Wall;
+use crate::config::STORE_FILE_NAME;
 use crate::events::{Event, Events, Record, Subscriber};
-use crate::intake::{self, alerts::REMEMBER_FOR};
+use crate::intake::{self, occurrences::REMEMBER_FOR};
 use crate::issues::Issue;
+use crate::model::{Pause, StoreHealth};
 use failure::Failure;
 use projection::Projection;
-
-/// The database's file name inside `state_dir`.
-pub const FILE_NAME: &str = "healer.db";
 
 /// How often history and runs are pruned, and stale state dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -72,7 +71,7 @@ pub struct Saved {
     pub intake: intake::Saved,
     /// Targets paused for maintenance (expired pauses too: the engine
     /// ends them, and says so).
-    pub pauses: HashMap<String, crate::board::Pause>,
+    pub pauses: HashMap<String, Pause>,
     /// The newest history events, oldest first.
     pub recent: Vec<Record>,
 }
@@ -209,32 +208,25 @@ impl Store {
     }
 
     /// How the store stands, for `/healthz` and `/metrics`.
-    pub fn gauge(&self) -> Gauge {
-        Gauge(Arc::clone(&self.shared))
+    pub fn health(&self) -> Arc<dyn StoreHealth> {
+        Arc::new(Health(Arc::clone(&self.shared)))
     }
 }
 
-/// A reading of the store's health: whether it can write, and how far
-/// behind the event stream it is.
-#[derive(Clone)]
-pub struct Gauge(Arc<Shared>);
+/// The store's health as its readers see it ([`StoreHealth`]).
+struct Health(Arc<Shared>);
 
-impl Gauge {
-    /// Whether the database cannot be written (healing goes on from
-    /// memory; the store retries).
-    pub fn degraded(&self) -> bool {
+impl StoreHealth for Health {
+    fn degraded(&self) -> bool {
         let inner = self.0.lock();
         inner.degraded || inner.closed
     }
 
-    /// History rows (events) not yet written to the database: held in
-    /// memory or being written now. Cheap: no lock.
-    pub fn pending(&self) -> usize {
+    fn pending(&self) -> usize {
         self.0.pending.load(Ordering::Relaxed)
     }
 
-    /// How long the oldest event not yet written has waited.
-    pub fn lag(&self) -> Duration {
+    fn lag(&self) -> Duration {
         let oldest = self.0.lock().projection.oldest_pending();
         oldest.map_or(Duration::ZERO, |at| Wall::now().since(at))
     }
@@ -293,7 +285,7 @@ fn open_and_load(
 /// but a copy it can.
 fn read_a_copy(file: &Path) -> Option<sql::Loaded> {
     let dir = std::env::temp_dir().join(format!("healer-state-{}", std::process::id()));
-    let copy = dir.join(FILE_NAME);
+    let copy = dir.join(STORE_FILE_NAME);
     let read = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::copy(file, &copy))
         .ok()

@@ -13,11 +13,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
-use crate::board::Pause;
 use crate::clock::Wall;
 use crate::events::{Event, Record, Run};
-use crate::intake::AnomalyState;
 use crate::issues::Issue;
+use crate::model::AnomalyState;
+use crate::model::Pause;
 
 /// History rows (and workflow runs) held while the database cannot be
 /// written; beyond it the oldest are dropped.

@@ -20,9 +20,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::projection::Batch;
 use super::schema::{self, MigrationError};
-use crate::board::Pause;
+use crate::model::Pause;
 use crate::clock::Wall;
-use crate::intake::{Acted, AnomalyState};
+use crate::intake::Acted;
+use crate::model::AnomalyState;
 use crate::issues::{Issue, State};
 
 /// The WAL file is truncated back to this after a checkpoint.

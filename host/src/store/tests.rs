@@ -8,8 +8,8 @@ use rusqlite::{params, Connection};
 
 use super::*;
 use crate::events::{Inbox, Run};
-use crate::intake::AnomalyState;
 use crate::issues::State;
+use crate::model::AnomalyState;
 
 struct Collect(Arc<Mutex<Vec<Record>>>);
 
@@ -72,7 +72,7 @@ fn names(seen: &Arc<Mutex<Vec<Record>>>) -> Vec<&'static str> {
 #[test]
 fn issues_and_intake_state_written_are_read_back_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("state").join(FILE_NAME);
+    let file = dir.path().join("state").join(STORE_FILE_NAME);
     let (events, inbox, store, saved, seen) = open(&file);
     assert!(saved.issues.is_empty());
     assert_eq!(saved.intake.last_run, Some(0));
@@ -124,7 +124,7 @@ fn issues_and_intake_state_written_are_read_back_after_a_restart() {
 #[test]
 fn a_database_of_the_first_version_is_migrated_and_keeps_its_issues() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(FILE_NAME);
+    let file = dir.path().join(STORE_FILE_NAME);
     {
         let mut conn = Connection::open(&file).unwrap();
         assert_eq!(schema::migrate_to(&mut conn, 1).unwrap(), 0);
@@ -161,7 +161,7 @@ fn a_database_of_the_first_version_is_migrated_and_keeps_its_issues() {
 #[test]
 fn a_corrupt_file_is_moved_aside_and_a_new_database_started() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(FILE_NAME);
+    let file = dir.path().join(STORE_FILE_NAME);
     std::fs::write(&file, vec![0x5a; 8192]).unwrap();
 
     let (events, inbox, store, saved, seen) = open(&file);
@@ -201,7 +201,7 @@ fn a_corrupt_file_is_moved_aside_and_a_new_database_started() {
 #[test]
 fn a_database_from_a_newer_healer_is_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(FILE_NAME);
+    let file = dir.path().join(STORE_FILE_NAME);
     {
         let conn = Connection::open(&file).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
@@ -230,7 +230,7 @@ fn a_database_from_a_newer_healer_is_left_untouched() {
 #[test]
 fn history_is_kept_by_rows_and_routine_checks_are_not_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(FILE_NAME);
+    let file = dir.path().join(STORE_FILE_NAME);
     let (events, inbox, store, _, seen) = open(&file);
     let events = started(events, inbox, &store, &seen);
     for n in 0..1_500 {
@@ -299,7 +299,7 @@ fn workflow_started(anomaly: &str, last_report: Wall) -> Event {
 #[test]
 fn a_failing_retention_neither_writes_a_batch_twice_nor_holds_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(FILE_NAME);
+    let file = dir.path().join(STORE_FILE_NAME);
     {
         // Fault injection: an old event due for deletion, and deletions
         // that fail.
@@ -350,7 +350,7 @@ fn a_corrupt_file_that_cannot_be_moved_costs_one_event() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(FILE_NAME);
+    let file = dir.path().join(STORE_FILE_NAME);
     std::fs::write(&file, vec![0x5a; 8192]).unwrap();
     let status = std::process::Command::new("chattr")
         .arg("+i")
@@ -384,7 +384,7 @@ fn a_corrupt_file_that_cannot_be_moved_costs_one_event() {
 #[test]
 fn an_anomaly_quiet_past_the_intakes_stable_after_is_not_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(FILE_NAME);
+    let file = dir.path().join(STORE_FILE_NAME);
     let (events, inbox, store, _, seen) = open(&file);
     let events = started(events, inbox, &store, &seen);
     // History is kept for a day, but an anomaly is forgotten after 10
@@ -423,7 +423,7 @@ fn an_anomaly_quiet_past_the_intakes_stable_after_is_not_kept() {
 #[test]
 fn a_third_version_history_reads_back_with_the_names_of_the_fourth() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(FILE_NAME);
+    let file = dir.path().join(STORE_FILE_NAME);
     // As healer wrote them before the fourth version.
     let rows = [
         (

@@ -1,15 +1,17 @@
 //! How a sink speaks HTTP: one client per sink (rustls with ring, a
 //! deadline per request, redirects never followed), one POST retried with
-//! capped exponential backoff, and an answer read at most 4 KiB. Also the
-//! checks the config runs on a sink's URL and headers, so `healer check`
-//! and the running sink agree on what is valid.
+//! capped exponential backoff, and an answer read at most 4 KiB. URLs and
+//! headers are parsed by the config's own checks ([`crate::config::http`]),
+//! so `healer check` and the running sink agree on what is valid.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 use tokio::sync::oneshot;
+
+use crate::config::http::{check_url, header};
 
 /// The longest wait between two tries of one delivery.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -19,35 +21,6 @@ const MAX_ANSWER: usize = 4096;
 
 /// The most of an answer an error quotes.
 const QUOTED_ANSWER: usize = 200;
-
-/// `text` as a sink URL: http or https, with a host. The error never
-/// quotes the URL (it may hold a password).
-pub fn check_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text)
-        .map_err(|err| format!("is not a URL ({err}); write e.g. \"http://127.0.0.1:9093\""))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("must be http or https, not {:?}", url.scheme()));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("names no host; write e.g. \"http://127.0.0.1:9093\"".to_owned());
-    }
-    Ok(url)
-}
-
-/// Whether `name: value` can be sent as a request header. The error never
-/// quotes the value (it may be a secret).
-pub fn check_header(name: &str, value: &str) -> Result<(), String> {
-    header(name, value).map(drop)
-}
-
-fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("{name:?} is not a valid header name"))?;
-    let mut value = HeaderValue::from_str(value)
-        .map_err(|_| format!("the value of {name} is not a valid header value"))?;
-    value.set_sensitive(true);
-    Ok((name, value))
-}
 
 /// Where a sink POSTs, and how.
 pub struct Endpoint {
@@ -300,26 +273,6 @@ fn innermost(err: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_http_and_https_urls_with_a_host_are_sinks() {
-        assert!(check_url("http://127.0.0.1:9093").is_ok());
-        assert!(check_url("https://user:pw@am.example/prefix/").is_ok());
-        let ftp = check_url("ftp://127.0.0.1/").unwrap_err();
-        assert_eq!(ftp, "must be http or https, not \"ftp\"");
-        let relative = check_url("127.0.0.1:9093").unwrap_err();
-        assert!(relative.contains("write e.g."), "{relative}");
-        assert!(check_url("not a url").is_err());
-    }
-
-    #[test]
-    fn header_errors_name_the_header_but_never_quote_its_value() {
-        assert!(check_header("X-Key", "s3cret").is_ok());
-        assert!(check_header("bad header", "x").is_err());
-        let error = check_header("X-Key", "line\nbreak-s3cret").unwrap_err();
-        assert!(!error.contains("s3cret"), "{error}");
-        assert!(error.contains("x-key"), "{error}");
-    }
 
     #[test]
     fn alertmanagers_path_is_appended_to_a_base_url_once() {

@@ -21,6 +21,10 @@
 //! line whoever wrote its text. JSON lines are serde's strings, which
 //! escape the same characters.
 
+mod events;
+
+pub use events::{log_only, EventLines};
+
 use std::cell::RefCell;
 use std::fmt::{self as format, Write as _};
 use std::fs::{File, OpenOptions};

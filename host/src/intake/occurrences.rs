@@ -22,7 +22,7 @@ pub const MAX_TRACKED: usize = 10_000;
 
 /// Alertmanager alerts seen.
 #[derive(Debug, Default)]
-pub struct Alerts {
+pub struct Occurrences {
     /// (fingerprint, startsAt) acted on, and when.
     acted: HashMap<(String, String), Wall>,
     /// Fingerprints firing under each alert name, and when last heard of.
@@ -39,7 +39,7 @@ pub struct Acted {
     pub at: Wall,
 }
 
-impl Alerts {
+impl Occurrences {
     /// Carries on from what was saved before a restart.
     pub fn restore(&mut self, acted: Vec<Acted>, firing: Vec<(String, String, Wall)>, now: Wall) {
         for occurrence in acted {
@@ -146,12 +146,12 @@ mod tests {
     #[test]
     fn an_occurrence_acted_on_is_a_duplicate_for_a_day() {
         let now = Wall::from_millis(1_000_000);
-        let mut alerts = Alerts::default();
+        let mut alerts = Occurrences::default();
         alerts.firing("HighErrorRate", "f1", "10:00", true, now);
         assert!(alerts.already_acted_on("f1", "10:00"));
         assert!(!alerts.already_acted_on("f1", "11:00"), "a new occurrence");
 
-        let mut restarted = Alerts::default();
+        let mut restarted = Occurrences::default();
         let saved = Acted {
             fingerprint: "f1".into(),
             starts_at: "10:00".into(),
@@ -159,14 +159,14 @@ mod tests {
         };
         restarted.restore(vec![saved.clone()], vec![], now + Duration::from_secs(60));
         assert!(restarted.already_acted_on("f1", "10:00"));
-        let mut next_day = Alerts::default();
+        let mut next_day = Occurrences::default();
         next_day.restore(vec![saved], vec![], now + REMEMBER_FOR);
         assert!(!next_day.already_acted_on("f1", "10:00"));
     }
 
     #[test]
     fn a_suppressed_occurrence_is_not_a_duplicate() {
-        let mut alerts = Alerts::default();
+        let mut alerts = Occurrences::default();
         alerts.firing("X", "f1", "10:00", false, Wall::from_millis(0));
         assert!(!alerts.already_acted_on("f1", "10:00"));
     }
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn a_name_resolves_when_every_fingerprint_seen_firing_has() {
         let now = Wall::from_millis(0);
-        let mut alerts = Alerts::default();
+        let mut alerts = Occurrences::default();
         alerts.firing("X", "a", "t", true, now);
         alerts.firing("X", "b", "t", true, now);
         assert_eq!(alerts.resolved("X", "a"), Some(false));
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn fingerprints_and_occurrences_are_bounded_oldest_first() {
         let t0 = Wall::from_millis(1_000_000);
-        let mut alerts = Alerts::default();
+        let mut alerts = Occurrences::default();
         for n in 0..(MAX_TRACKED + 3_000) {
             let at = t0 + Duration::from_millis(n as u64);
             alerts.firing("X", &format!("fp{n}"), "t", true, at);

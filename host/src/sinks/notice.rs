@@ -8,13 +8,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::Wall;
 use crate::config::Config;
 use crate::events::Event;
-use crate::intake::{AnomalyState, Suppressed};
 use crate::issues::{Issue, State};
+use crate::model::{AnomalyState, Suppressed};
 
 /// The `kind` of an anomaly's alert; its `target` is the anomaly's name.
 pub const ANOMALY: &str = "anomaly";
@@ -44,24 +42,6 @@ pub struct Alert {
     pub since: Wall,
     /// The anomaly's workflow; none for an issue.
     pub workflow: Option<String>,
-}
-
-/// Whether an alert is firing or over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertState {
-    Firing,
-    Resolved,
-}
-
-impl AlertState {
-    /// `firing` or `resolved`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Firing => "firing",
-            AlertState::Resolved => "resolved",
-        }
-    }
 }
 
 /// What a sink is told.

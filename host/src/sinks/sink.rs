@@ -14,9 +14,9 @@ use tokio::task::{Id, JoinSet};
 use super::http::{Endpoint, Settings};
 use super::notice::{Key, Notice};
 use super::outbox::{Delivery, Outbox};
-use super::template::Template;
 use super::{alertmanager, webhook};
 use crate::clock::Wall;
+use crate::config::Template;
 use crate::config::{AlertSink, SinkKind};
 use crate::events::{Event, Events};
 

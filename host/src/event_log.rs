@@ -7,25 +7,25 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Record, Subscriber};
+use crate::events::{Record, Subscriber};
 
 /// Appends events to a file.
-pub struct Journal {
+pub struct EventLog {
     path: PathBuf,
     file: BufWriter<File>,
     /// Writing failed; said once, until it works again.
     failing: bool,
 }
 
-impl Journal {
+impl EventLog {
     /// Opens (creating it and its directory) the file at `path` for appending.
-    pub fn open(path: &Path) -> Result<Journal, String> {
+    pub fn open(path: &Path) -> Result<EventLog, String> {
         let opened = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
         match opened {
-            Ok(file) => Ok(Journal {
+            Ok(file) => Ok(EventLog {
                 path: path.to_owned(),
                 file: BufWriter::new(file),
                 failing: false,
@@ -49,7 +49,7 @@ impl Journal {
     }
 }
 
-impl Subscriber for Journal {
+impl Subscriber for EventLog {
     fn deliver(&mut self, record: &Record) {
         let written = serde_json::to_writer(&mut self.file, record)
             .map_err(std::io::Error::other)

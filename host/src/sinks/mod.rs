@@ -18,7 +18,6 @@ mod http;
 mod notice;
 mod outbox;
 mod sink;
-mod template;
 mod webhook;
 
 use std::collections::HashMap;
@@ -32,9 +31,8 @@ use crate::events::{Events, Record, Subscriber};
 use crate::store::Saved;
 use notice::Notice;
 
-pub use http::{check_header, check_url, MAX_BACKOFF};
-pub use notice::{AlertState, ANOMALY};
-pub use template::{Template, PLACEHOLDERS};
+pub use http::MAX_BACKOFF;
+pub use notice::ANOMALY;
 
 /// How often one anomaly's reports (while escalated) are passed on: they
 /// only move the moment it ends, and a storm of them must not fill the

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::notice::{Alert, AlertState, Key, Notice};
+use super::notice::{Alert, Key, Notice};
 use crate::clock::Wall;
+use crate::model::AlertState;
 
 /// Alerts one sink keeps firing at most; beyond, new ones are dropped
 /// (and counted). Targets and the intake's anomaly names are bounded

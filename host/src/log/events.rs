@@ -14,22 +14,30 @@
 
 use tracing::{debug, error, info, warn};
 
-use super::{Event, Record, StepResult, Subscriber};
+use crate::events::{Event, Events, Record, Role, StepResult, Subscriber};
+
+/// A stream delivered only to the log: for commands that run checks
+/// without the daemon's other subscribers (`healer once`).
+pub fn log_only() -> Events {
+    let (events, inbox) = Events::channel(false);
+    inbox.start(vec![Box::new(EventLines)]);
+    events
+}
 
 /// Writes every event to the log.
 #[derive(Default)]
-pub struct Log;
+pub struct EventLines;
 
-impl Subscriber for Log {
+impl Subscriber for EventLines {
     /// Lines of a burst are held and handed to the log's writers together
     /// at its end.
     fn deliver(&mut self, record: &Record) {
-        crate::log::hold();
+        super::hold();
         write(&record.event);
     }
 
     fn flush(&mut self) {
-        crate::log::release();
+        super::release();
     }
 }
 
@@ -397,11 +405,11 @@ fn write(event: &Event) {
             error,
             resent,
         } => match state {
-            crate::alerts::AlertState::Firing => error!(
+            crate::model::AlertState::Firing => error!(
                 sink = %sink, target = %target, kind = %kind, tries, resent, error = %error,
                 "alert not delivered: the sink did not take the escalation after {tries} tries"
             ),
-            crate::alerts::AlertState::Resolved => warn!(
+            crate::model::AlertState::Resolved => warn!(
                 sink = %sink, target = %target, kind = %kind, tries, error = %error,
                 "alert resolution not delivered after {tries} tries"
             ),
@@ -455,9 +463,9 @@ fn write(event: &Event) {
     }
 }
 
-fn check_or_diagnosis(role: super::Role) -> &'static str {
+fn check_or_diagnosis(role: Role) -> &'static str {
     match role {
-        super::Role::Monitor => "check",
-        super::Role::Diagnoser => "diagnoser",
+        Role::Monitor => "check",
+        Role::Diagnoser => "diagnoser",
     }
 }

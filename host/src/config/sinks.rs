@@ -10,8 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
+use super::http::{check_header, check_url};
+use super::template::Template;
 use super::Location;
-use crate::alerts::{check_header, check_url, Template};
 
 /// Labels every Alertmanager alert of healer's carries; configured
 /// `labels` may not replace them.

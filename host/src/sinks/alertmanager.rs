@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::notice::AlertState;
 use super::outbox::Delivery;
 use crate::clock::Wall;
+use crate::model::AlertState;
 
 /// The `alertname` of every alert healer sends.
 pub const ALERTNAME: &str = "healer_escalation";
@@ -82,7 +82,7 @@ pub fn body(delivery: &Delivery, shape: &Shape<'_>, now: Wall) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::notice::{Alert, Key};
+    use crate::sinks::notice::{Alert, Key};
     use serde_json::{json, Value};
 
     fn delivery(state: AlertState, at: Wall) -> Delivery {

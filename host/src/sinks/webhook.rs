@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::outbox::Delivery;
-use super::template::Template;
+use crate::config::Template;
 
 /// Every field, as the default body.
 #[derive(Serialize)]
@@ -67,9 +67,10 @@ pub fn body(template: Option<&Template>, sink: &str, delivery: &Delivery) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::notice::{Alert, AlertState, Key};
-    use crate::alerts::template::PLACEHOLDERS;
     use crate::clock::Wall;
+    use crate::model::AlertState;
+    use crate::sinks::notice::{Alert, Key};
+    use crate::config::PLACEHOLDERS;
     use serde_json::{json, Value};
 
     fn delivery() -> Delivery {
