@@ -68,9 +68,9 @@ pub fn body(template: Option<&Template>, sink: &str, delivery: &Delivery) -> Vec
 mod tests {
     use super::*;
     use crate::clock::Wall;
+    use crate::config::PLACEHOLDERS;
     use crate::model::AlertState;
     use crate::sinks::notice::{Alert, Key};
-    use crate::config::PLACEHOLDERS;
     use serde_json::{json, Value};
 
     fn delivery() -> Delivery {

@@ -20,11 +20,11 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::projection::Batch;
 use super::schema::{self, MigrationError};
-use crate::model::Pause;
 use crate::clock::Wall;
 use crate::intake::Acted;
-use crate::model::AnomalyState;
 use crate::issues::{Issue, State};
+use crate::model::AnomalyState;
+use crate::model::Pause;
 
 /// The WAL file is truncated back to this after a checkpoint.
 const WAL_LIMIT: i64 = 64 * 1024 * 1024;
