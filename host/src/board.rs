@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use healer_plugin_sdk::{Duration as Written, Metric, Status};
+use healer_plugin_sdk::{Duration as HumanDuration, Metric, Status};
 use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ pub struct TargetView {
     pub monitor: String,
     /// How often it is checked (the target's `interval`; a check may
     /// have its own, see `checks`).
-    pub interval: Written,
+    pub interval: HumanDuration,
     /// The target's status: the worst of its checks' and of its open
     /// issues' (an escalated issue is CRITICAL, an open one at least
     /// WARNING); `None` before the first check.
@@ -63,7 +63,7 @@ pub struct CheckView {
     /// Its monitor plugin.
     pub monitor: String,
     /// How often it runs.
-    pub interval: Written,
+    pub interval: HumanDuration,
     /// The latest observation's status; `None` before the first.
     pub status: Option<Status>,
     /// The latest observation's summary.
@@ -344,7 +344,7 @@ mod tests {
         TargetView {
             name: name.to_owned(),
             monitor: "process".to_owned(),
-            interval: Written(Duration::from_secs(1)),
+            interval: HumanDuration(Duration::from_secs(1)),
             status: None,
             summary: String::new(),
             metrics: Vec::new(),
@@ -378,7 +378,7 @@ mod tests {
             view.checks.push(CheckView {
                 name: "process".to_owned(),
                 monitor: "process".to_owned(),
-                interval: Written(Duration::from_secs(1)),
+                interval: HumanDuration(Duration::from_secs(1)),
                 status: None,
                 summary: String::new(),
                 last_check: None,
@@ -408,7 +408,7 @@ mod tests {
         let check = |status| CheckView {
             name: "process".to_owned(),
             monitor: "process".to_owned(),
-            interval: Written(Duration::from_secs(1)),
+            interval: HumanDuration(Duration::from_secs(1)),
             status: Some(status),
             summary: format!("{status:?}"),
             last_check: Some(Wall::from_millis(1)),

@@ -80,7 +80,7 @@ impl State {
 
 /// One issue of one target. What events carry and the store keeps: every
 /// moment in it is wall-clock time, so it means the same after a restart.
-/// Written out (events, the API) with a `next_attempt_at` only while one
+/// HumanDuration out (events, the API) with a `next_attempt_at` only while one
 /// may come: an escalated or resolved issue has none.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Issue {
@@ -126,7 +126,7 @@ impl Serialize for Issue {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         /// What is written: the issue, its next attempt only when one may come.
         #[derive(Serialize)]
-        struct Written<'a> {
+        struct HumanDuration<'a> {
             kind: &'a str,
             state: State,
             severity: Status,
@@ -141,7 +141,7 @@ impl Serialize for Issue {
             resolved_at: Option<Wall>,
         }
         let waiting = matches!(self.state, State::Open | State::Recovering);
-        Written {
+        HumanDuration {
             kind: &self.kind,
             state: self.state,
             severity: self.severity,
@@ -877,21 +877,21 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use healer_plugin_sdk::Duration as Written;
+    use healer_plugin_sdk::Duration as HumanDuration;
 
     fn policy() -> Policy {
         Policy {
-            interval: Written::from_secs(5),
-            timeout: Written::from_secs(1),
+            interval: HumanDuration::from_secs(5),
+            timeout: HumanDuration::from_secs(1),
             max_attempts: 3,
             fail_after: 1,
             resolve_after: 1,
-            stable_after: Written::from_secs(300),
-            backoff: Written::from_secs(1),
-            backoff_max: Written::from_secs(10),
-            escalated_interval: Written::from_secs(60),
-            grace: Written::from_millis(0),
-            recovery_timeout: Written::from_secs(1),
+            stable_after: HumanDuration::from_secs(300),
+            backoff: HumanDuration::from_secs(1),
+            backoff_max: HumanDuration::from_secs(10),
+            escalated_interval: HumanDuration::from_secs(60),
+            grace: HumanDuration::from_millis(0),
+            recovery_timeout: HumanDuration::from_secs(1),
             recovery_budget: None,
         }
     }

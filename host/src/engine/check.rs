@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use healer_plugin_sdk::{Duration as Written, Finding, Observation, Status};
+use healer_plugin_sdk::{Duration as HumanDuration, Finding, Observation, Status};
 use tokio::time::Instant;
 
 use super::CheckRunner;
@@ -26,7 +26,7 @@ pub(super) struct Watch {
     /// How often it runs.
     pub interval: Duration,
     /// The deadline of its check and of each diagnosis.
-    pub deadline: Written,
+    pub deadline: HumanDuration,
     pub monitor: Arc<MonitorHandle>,
     pub diagnosers: Vec<(String, DiagnoserHandle)>,
     /// Where its sources of findings start among the target's.
@@ -135,7 +135,7 @@ impl Watch {
         CheckView {
             name: self.name.clone(),
             monitor: self.plugin.clone(),
-            interval: Written(self.interval),
+            interval: HumanDuration(self.interval),
             status: None,
             summary: String::new(),
             last_check: None,

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use healer_plugin_sdk::{Duration as Written, Finding, Observation, Recovery, Status};
+use healer_plugin_sdk::{Duration as HumanDuration, Finding, Observation, Recovery, Status};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
@@ -605,7 +605,7 @@ impl Cycle {
 
     /// A plugin call past its deadline: its event, and the UNKNOWN
     /// observation it stands for when it was the check.
-    fn plugin_timed_out(&self, role: Role, plugin: &str, after: Written) -> Observation {
+    fn plugin_timed_out(&self, role: Role, plugin: &str, after: HumanDuration) -> Observation {
         self.emit(Event::PluginTimedOut {
             target: self.name().to_owned(),
             role,
@@ -683,7 +683,7 @@ impl Cycle {
                 };
                 let unknown = match failed {
                     Ok(Err(error)) => self.plugin_failed(role, &plugin, &error),
-                    _ => self.plugin_timed_out(role, &plugin, Written(deadline)),
+                    _ => self.plugin_timed_out(role, &plugin, HumanDuration(deadline)),
                 };
                 let seen = pushed.unwrap_or(unknown);
                 self.checks[index].remember_missed(seen.clone());
@@ -706,7 +706,7 @@ impl Cycle {
             Checked::Seen(seen) => (seen, true),
             Checked::Failed(error) => (self.plugin_failed(Role::Monitor, &plugin, &error), false),
             Checked::TimedOut => (
-                self.plugin_timed_out(Role::Monitor, &plugin, Written(within)),
+                self.plugin_timed_out(Role::Monitor, &plugin, HumanDuration(within)),
                 false,
             ),
         };
@@ -746,7 +746,7 @@ impl Cycle {
                 }
                 Diagnosis::TimedOut => {
                     complete = false;
-                    self.plugin_timed_out(Role::Diagnoser, diagnoser, Written(within));
+                    self.plugin_timed_out(Role::Diagnoser, diagnoser, HumanDuration(within));
                 }
             }
             self.sources.push(findings.len());
