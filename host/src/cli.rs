@@ -283,7 +283,9 @@ impl Cli {
 }
 
 async fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
-    crate::loading::load(&cli.options()).await
+    crate::loading::load(&cli.options())
+        .await
+        .map_err(|problems| crate::loading::lines(&problems))
 }
 
 fn explain(cli: &Cli, name: &str) -> ExitCode {
@@ -413,11 +415,21 @@ async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
     catalog.report_to(&events);
     let mut results = engine::once(runners, recover, config.healer.history, events.clone()).await;
     events.finish(std::time::Duration::from_secs(1));
-    results.sort_by(|a, b| a.0.cmp(&b.0));
-    let width = results.iter().map(|r| r.0.len()).max().unwrap_or(6).max(6);
+    results.sort_by(|a, b| a.target.cmp(&b.target));
+    let width = results
+        .iter()
+        .map(|r| r.target.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     say!("{:<width$}  {:<8}  SUMMARY", "TARGET", "STATUS");
     let mut worst = Status::Ok;
-    for (name, seen, findings) in &results {
+    for engine::Looked {
+        target: name,
+        seen,
+        kinds: findings,
+    } in &results
+    {
         worst = worst.max(seen.status);
         let findings = if findings.is_empty() {
             String::new()

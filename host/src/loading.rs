@@ -3,10 +3,11 @@
 //! checked together, so every problem is said at once, in file order.
 //! `run`, `check`, `once` and a reload all load this way.
 
+use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::Config;
-use crate::plugins::Catalog;
+use crate::config::{Config, ConfigError};
+use crate::plugins::{Catalog, LoadError};
 
 /// What the command line says about where things are.
 #[derive(Clone, Debug)]
@@ -19,14 +20,48 @@ pub struct Options {
     pub verbose: u8,
 }
 
+/// Something wrong with the config or the plugins it needs.
+#[derive(Debug)]
+pub enum Problem {
+    /// A mistake in the config (or a plugin's config in it), with its
+    /// file:line:column.
+    Config(ConfigError),
+    /// The plugins directory cannot be used at all.
+    PluginsDir(LoadError),
+    /// A package that did not load, or loaded with a problem: not fatal by
+    /// itself, said beside the errors (and alone on stderr when nothing
+    /// else is wrong).
+    Warning(LoadError),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Config(error) => error.fmt(f),
+            Problem::PluginsDir(error) => error.fmt(f),
+            Problem::Warning(error) => write!(f, "warning: {error}"),
+        }
+    }
+}
+
+/// Every problem, one line each.
+pub fn lines(problems: &[Problem]) -> Vec<String> {
+    problems.iter().map(ToString::to_string).collect()
+}
+
 /// The config, the plugins it needs, and every problem with either: a
 /// config with problems of its own still has its plugins' configs checked,
 /// and all are said together, in file order. Warnings (packages that
 /// failed to load but are not needed) are printed to stderr when
 /// everything else is fine.
-pub async fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
-    let (mut config, problems) = Config::load_with_problems(&options.config)
-        .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+pub async fn load(options: &Options) -> Result<(Config, Catalog), Vec<Problem>> {
+    let (mut config, problems) = Config::load_with_problems(&options.config).map_err(|errors| {
+        errors
+            .0
+            .into_iter()
+            .map(Problem::Config)
+            .collect::<Vec<_>>()
+    })?;
     if let Some(dir) = &options.plugins_dir {
         config.healer.plugins_dir.clone_from(dir);
     }
@@ -34,9 +69,14 @@ pub async fn load(options: &Options) -> Result<(Config, Catalog), Vec<String>> {
 }
 
 /// The config file, with the command line's plugins directory.
-pub fn read_config(options: &Options) -> Result<Config, Vec<String>> {
-    let mut config = Config::load(&options.config)
-        .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+pub fn read_config(options: &Options) -> Result<Config, Vec<Problem>> {
+    let mut config = Config::load(&options.config).map_err(|errors| {
+        errors
+            .0
+            .into_iter()
+            .map(Problem::Config)
+            .collect::<Vec<_>>()
+    })?;
     if let Some(dir) = &options.plugins_dir {
         config.healer.plugins_dir.clone_from(dir);
     }
@@ -45,32 +85,36 @@ pub fn read_config(options: &Options) -> Result<Config, Vec<String>> {
 
 /// `config` with the plugins it needs, scanned and checked as its
 /// `[plugins]` says; see [`load`].
-pub async fn with_plugins(config: Config) -> Result<(Config, Catalog), Vec<String>> {
+pub async fn with_plugins(config: Config) -> Result<(Config, Catalog), Vec<Problem>> {
     checked_with_plugins(config, Vec::new()).await
 }
 
 /// [`with_plugins`] of a config with these `problems` of its own.
 async fn checked_with_plugins(
     config: Config,
-    problems: Vec<crate::config::ConfigError>,
-) -> Result<(Config, Catalog), Vec<String>> {
-    let catalog = Catalog::scan(&config.healer.plugins_dir, &config.plugins).map_err(|err| {
-        let mut all: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        all.push(err.to_string());
-        all
-    })?;
+    problems: Vec<ConfigError>,
+) -> Result<(Config, Catalog), Vec<Problem>> {
+    let catalog = match Catalog::scan(&config.healer.plugins_dir, &config.plugins) {
+        Ok(catalog) => catalog,
+        Err(err) => {
+            let mut all: Vec<Problem> = problems.into_iter().map(Problem::Config).collect();
+            all.push(Problem::PluginsDir(err));
+            return Err(all);
+        }
+    };
     let mut errors = problems;
     errors.extend(catalog.check_config(&config).await);
     crate::config::sort_by_place(&mut errors);
-    let mut problems: Vec<String> = catalog
+    let mut problems: Vec<Problem> = catalog
         .errors
         .iter()
         .chain(&catalog.warnings)
-        .map(|e| format!("warning: {e}"))
+        .cloned()
+        .map(Problem::Warning)
         .collect();
     if let Err(err) = config.intake_token() {
-        problems.extend(errors.iter().map(ToString::to_string));
-        problems.push(err.to_string());
+        problems.extend(errors.into_iter().map(Problem::Config));
+        problems.push(Problem::Config(err));
         return Err(problems);
     }
     if errors.is_empty() {
@@ -79,7 +123,7 @@ async fn checked_with_plugins(
         }
         Ok((config, catalog))
     } else {
-        problems.extend(errors.iter().map(ToString::to_string));
+        problems.extend(errors.into_iter().map(Problem::Config));
         Err(problems)
     }
 }

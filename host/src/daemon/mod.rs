@@ -54,7 +54,7 @@ pub async fn run(options: &Options) -> ExitCode {
     let starting = WhileStarting::watch(signals.term, signals.int);
     let (config, catalog) = match load(options).await {
         Ok(loaded) => loaded,
-        Err(problems) => return fail(&problems.join("\n")),
+        Err(problems) => return fail(&crate::loading::lines(&problems).join("\n")),
     };
     let logging = Arc::new(crate::log::init(&config.healer, options.verbose));
     if !config.healer.enabled {

@@ -22,7 +22,7 @@ use crate::api::Reloaded;
 use crate::config::{Config, Target};
 use crate::engine::{Engine, Runner};
 use crate::events::{Event, Events};
-use crate::loading::Options;
+use crate::loading::{lines, Options};
 use crate::plugins::Catalog;
 
 /// The config and plugins healer runs on now.
@@ -44,7 +44,12 @@ pub async fn reload(
 ) -> Result<Reloaded, Vec<String>> {
     let config_path = options.config.clone();
     let outcome = prepare(options, current, engine).await;
-    let (config, catalog, plan, needs_restart) = match outcome {
+    let Prepared {
+        config,
+        catalog,
+        plan,
+        needs_restart,
+    } = match outcome {
         Ok(prepared) => prepared,
         Err(problems) => {
             let problems: Vec<String> = problems
@@ -117,20 +122,33 @@ struct Plan {
     unchanged: usize,
 }
 
+/// A reload ready to apply: nothing running was touched yet.
+struct Prepared {
+    /// The new config, with the running `[plugins]`.
+    config: Config,
+    /// Its plugins.
+    catalog: Catalog,
+    plan: Plan,
+    /// Settings that changed but take a restart.
+    needs_restart: Vec<String>,
+}
+
 /// The new config (with the running `[plugins]`), its plugins, the plan
 /// and the settings that need a restart.
 async fn prepare(
     options: &Options,
     running: &Current,
     engine: &Engine,
-) -> Result<(Config, Catalog, Plan, Vec<String>), Vec<String>> {
-    let mut config = crate::loading::read_config(options)?;
+) -> Result<Prepared, Vec<String>> {
+    let mut config = crate::loading::read_config(options).map_err(|p| lines(&p))?;
     let mut restart = needs_restart(&running.config, &config);
     if token_changed(running.token.as_deref(), &config) {
         restart.push("[intake] token".to_owned());
     }
     config.plugins = running.config.plugins.clone();
-    let (config, catalog) = crate::loading::with_plugins(config).await?;
+    let (config, catalog) = crate::loading::with_plugins(config)
+        .await
+        .map_err(|p| lines(&p))?;
     let running: HashMap<&str, &Target> = engine.targets().map(|t| (t.name.as_str(), t)).collect();
     let mut plan = Plan {
         added: Vec::new(),
@@ -161,7 +179,12 @@ async fn prepare(
         .collect();
     plan.removed.sort();
     if problems.is_empty() {
-        Ok((config, catalog, plan, restart))
+        Ok(Prepared {
+            config,
+            catalog,
+            plan,
+            needs_restart: restart,
+        })
     } else {
         Err(problems)
     }

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use healer_plugin_sdk::Observation;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -40,7 +39,7 @@ use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, Recove
 pub(crate) const PAUSE_TOO_LONG: &str =
     "it ended more than 30 days from now (the clock was set back since it began)";
 
-pub use target::Cycle;
+pub use target::{Cycle, Looked};
 
 /// A target with its plugin instances, ready to run.
 pub struct Runner {
@@ -567,7 +566,7 @@ pub async fn once(
     recover: bool,
     history: usize,
     events: Events,
-) -> Vec<(String, Observation, Vec<String>)> {
+) -> Vec<Looked> {
     let limiter = Arc::new(Semaphore::new(runners.len().max(1)));
     let shared = Arc::new(Shared::default());
     let tasks: Vec<_> = runners

@@ -25,6 +25,14 @@ use crate::events::{Event, Events, Role, StepResult};
 use crate::issues::{Issue, Layout, Seen, State, Tracker, Transition};
 use crate::plugins::{Checked, Diagnosis, Observing};
 
+/// What `healer once` found on one target: its worst observation (the
+/// summaries of all its checks) and every finding kind.
+pub struct Looked {
+    pub target: String,
+    pub seen: Observation,
+    pub kinds: Vec<String>,
+}
+
 /// What healer allows its own machinery (the worker, the socket) on top
 /// of the plugins' deadlines, when a worker keeps them.
 const MACHINERY_SLACK: Duration = Duration::from_secs(1);
@@ -482,7 +490,7 @@ impl Cycle {
     /// Every check once (and diagnosis, and recovery if asked), for
     /// `healer once`: the target's worst observation (the summaries of
     /// all its checks) and every kind found.
-    pub(crate) async fn once(&mut self, recover: bool) -> (String, Observation, Vec<String>) {
+    pub(crate) async fn once(&mut self, recover: bool) -> Looked {
         let mut kinds = Vec::new();
         let mut worst: Option<Observation> = None;
         let mut summaries = Vec::new();
@@ -505,7 +513,11 @@ impl Cycle {
             self.settle_health();
             self.recover().await;
         }
-        (self.name().to_owned(), seen, kinds)
+        Looked {
+            target: self.name().to_owned(),
+            seen,
+            kinds,
+        }
     }
 
     /// One step: a pushed observation or the runs of `runs`, then at

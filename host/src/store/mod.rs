@@ -125,7 +125,11 @@ impl Store {
     /// fails: a database that cannot be used costs an event, and healer
     /// runs from memory while the store keeps trying.
     pub fn open(settings: Settings, events: Events) -> (Store, Saved) {
-        let (conn, loaded, degraded) = open_and_load(&settings.file, &events);
+        let Opened {
+            conn,
+            loaded,
+            degraded,
+        } = open_and_load(&settings.file, &events);
         let mut projection = Projection::default();
         let mut saved = Saved::default();
         match loaded {
@@ -232,14 +236,21 @@ impl StoreHealth for Health {
     }
 }
 
+/// The database as opened at start.
+struct Opened {
+    /// The connection; none when the database cannot be written.
+    conn: Option<Connection>,
+    /// The saved state; none when it could not be read.
+    loaded: Option<sql::Loaded>,
+    /// Why the store is degraded, when it is.
+    degraded: Option<String>,
+}
+
 /// Opens and reads the database, moving a corrupt one aside. Returns the
 /// connection (none when it cannot be written), the saved state (none when
 /// it could not be read) and the cause when degraded; emits at most one
 /// event of each kind.
-fn open_and_load(
-    file: &Path,
-    events: &Events,
-) -> (Option<Connection>, Option<sql::Loaded>, Option<String>) {
+fn open_and_load(file: &Path, events: &Events) -> Opened {
     if let Some(dir) = file.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -248,7 +259,13 @@ fn open_and_load(
         Ok((conn, loaded))
     });
     let failure = match opened {
-        Ok((conn, loaded)) => return (Some(conn), Some(loaded), None),
+        Ok((conn, loaded)) => {
+            return Opened {
+                conn: Some(conn),
+                loaded: Some(loaded),
+                degraded: None,
+            }
+        }
         Err(err) => failure::classify(err, file),
     };
     let (error, loaded) = match failure {
@@ -256,7 +273,13 @@ fn open_and_load(
             Ok(()) => match sql::connect(file) {
                 // The old state is in the moved file; run numbers must not
                 // collide with the old runs, so they are not known.
-                Ok(conn) => return (Some(conn), None, None),
+                Ok(conn) => {
+                    return Opened {
+                        conn: Some(conn),
+                        loaded: None,
+                        degraded: None,
+                    }
+                }
                 Err(err) => (failure::classify(err, file).message().to_owned(), None),
             },
             Err(error) => (error, None),
@@ -276,7 +299,11 @@ fn open_and_load(
         None => format!("{error}; no saved state could be read, so healer starts from nothing"),
     };
     degrade(file, &said, events);
-    (None, loaded, Some(error))
+    Opened {
+        conn: None,
+        loaded,
+        degraded: Some(error),
+    }
 }
 
 /// Reads the saved state from a copy of the database (and its write-ahead
