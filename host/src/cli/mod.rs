@@ -1,21 +1,27 @@
-//! The `healer` command line: argument parsing (clap) and the output of
-//! each command. Commands return the process exit code.
+//! The `healer` command line: argument parsing (clap) and dispatch, like
+//! ripgrep's `main.rs`. The commands live beside it (`check.rs`,
+//! `plugins.rs`, `reflexes.rs`), in the daemon (`run`) and in the operator
+//! (the commands that ask a running daemon); each returns the process exit
+//! code.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use healer_plugin_sdk::Status;
+mod check;
+mod plugins;
+mod reflexes;
+
+use check::{check, once};
+use plugins::plugins;
+use reflexes::{explain, send};
 
 use crate::config::{self, Config};
 use crate::daemon;
-use crate::engine;
 use crate::loading::Options;
 use crate::operator;
 use crate::operator::fail;
-use crate::plugins::Catalog;
 
 /// healer: a self-healing daemon for Linux services.
 ///
@@ -282,274 +288,7 @@ impl Cli {
     }
 }
 
-async fn load(cli: &Cli) -> Result<(Config, Catalog), Vec<String>> {
-    crate::loading::load(&cli.options())
-        .await
-        .map_err(|problems| crate::loading::lines(&problems))
-}
-
-fn explain(cli: &Cli, name: &str) -> ExitCode {
-    let config = match Config::load(&cli.config) {
-        Ok(config) => config,
-        Err(errors) => return fail(&errors.to_string()),
-    };
-    let Some(reflex) = config.reflexes.iter().find(|r| r.matches(name)) else {
-        let patterns: Vec<&str> = config.reflexes.iter().map(|r| r.pattern.as_str()).collect();
-        say!(
-            "{name}: no reflex matches, so nothing would run ({} reflexes: {})",
-            patterns.len(),
-            patterns.join(", ")
-        );
-        return ExitCode::FAILURE;
-    };
-    say!("{name}");
-    say!("  reflex    {} ({})", reflex.pattern, reflex.origin);
-    say!("  workflow  {}", reflex.workflow);
-    say!("  params    {}", crate::redact::config(&reflex.params));
-    if let Some(workflow) = config.workflows.get(&reflex.workflow) {
-        for (index, step) in crate::intake::explain_steps(workflow).iter().enumerate() {
-            let step = serde_json::to_string(step).unwrap_or_default();
-            say!("  step {}    {step}", index + 1);
-        }
-    }
-    if config.intake.as_ref().is_some_and(|intake| !intake.actions) {
-        say!("  (the kill switch is on: [intake] actions = false, so it would only be recorded)");
-    }
-    ExitCode::SUCCESS
-}
-
-fn send(cli: &Cli, name: &str, details: &[String], dry_run: bool) -> ExitCode {
-    let config = match Config::load(&cli.config) {
-        Ok(config) => config,
-        Err(errors) => return fail(&errors.to_string()),
-    };
-    let Some(intake) = &config.intake else {
-        return fail(&format!(
-            "{}: there is no [intake] table, so no daemon listens for anomalies",
-            config.path.display()
-        ));
-    };
-    let mut map = serde_json::Map::new();
-    for pair in details {
-        match crate::intake::client::detail(pair) {
-            Ok((key, value)) => {
-                map.insert(key, value);
-            }
-            Err(err) => return fail(&err),
-        }
-    }
-    let token = match config.intake_token() {
-        Ok(token) => token,
-        Err(err) => return fail(&err.to_string()),
-    };
-    let body = serde_json::json!({"name": name, "details": map}).to_string();
-    let path = if dry_run {
-        "/anomaly?dry_run=true"
-    } else {
-        "/anomaly"
-    };
-    match crate::intake::client::post_json(intake.bind, path, &body, token.as_deref()) {
-        Ok((status, answer)) => {
-            say!("{answer}");
-            if (200..300).contains(&status) {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("healer: the intake answered {status}");
-                ExitCode::FAILURE
-            }
-        }
-        Err(err) => fail(&err),
-    }
-}
-
-async fn check(cli: &Cli) -> ExitCode {
-    match load(cli).await {
-        Ok((config, catalog)) => {
-            let enabled = config.targets.iter().filter(|t| t.enabled).count();
-            let plugins: usize = catalog.packages.iter().map(|p| p.plugins.len()).sum();
-            say!(
-                "{}: OK, {} target{} ({enabled} enabled), {plugins} plugin{} in {} package{}",
-                config.path.display(),
-                config.targets.len(),
-                plural(config.targets.len()),
-                plural(plugins),
-                catalog.packages.len(),
-                plural(catalog.packages.len()),
-            );
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            for problem in &problems {
-                eprintln!("{problem}");
-            }
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn once(cli: &Cli, only: Option<&str>, recover: bool) -> ExitCode {
-    let (mut config, catalog) = match load(cli).await {
-        Ok(loaded) => loaded,
-        Err(problems) => return fail(&problems.join("\n")),
-    };
-    if let Some(only) = only {
-        if !config.targets.iter().any(|t| t.name == only) {
-            let names = config.targets.iter().map(|t| t.name.as_str());
-            let hint = config::did_you_mean(only, names)
-                .map_or_else(String::new, |g| format!(" (did you mean \"{g}\"?)"));
-            return fail(&format!(
-                "{}: no target is named {only:?}{hint}",
-                config.path.display()
-            ));
-        }
-        config.targets.retain(|t| t.name == only);
-    }
-    let _logging = recover.then(|| crate::log::init(&config.healer, cli.verbose));
-    let runners =
-        match engine::build(&config, &catalog, Default::default(), Default::default()).await {
-            Ok(runners) => runners,
-            Err(errors) => return fail(&errors.join("\n")),
-        };
-    // `once` keeps no state: its issues start fresh and are not stored.
-    let events = crate::log::log_only();
-    catalog.report_to(&events);
-    let mut results = engine::once(runners, recover, config.healer.history, events.clone()).await;
-    events.finish(std::time::Duration::from_secs(1));
-    results.sort_by(|a, b| a.target.cmp(&b.target));
-    let width = results
-        .iter()
-        .map(|r| r.target.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    say!("{:<width$}  {:<8}  SUMMARY", "TARGET", "STATUS");
-    let mut worst = Status::Ok;
-    for engine::Looked {
-        target: name,
-        seen,
-        kinds: findings,
-    } in &results
-    {
-        worst = worst.max(seen.status);
-        let findings = if findings.is_empty() {
-            String::new()
-        } else {
-            format!("  [{}]", findings.join(", "))
-        };
-        say!(
-            "{name:<width$}  {:<8}  {}{findings}",
-            seen.status.as_str(),
-            seen.summary
-        );
-    }
-    ExitCode::from(worst.exit_code() as u8)
-}
-
-fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
-    // The config says where the plugins are and pins their sha256; with
-    // --dir, a config that does not load is no reason not to list.
-    let config = config::Config::load(&cli.config);
-    let dir = match (dir.or_else(|| cli.plugins_dir.clone()), &config) {
-        (Some(dir), _) => dir,
-        (None, Ok(config)) => config.healer.plugins_dir.clone(),
-        (None, Err(errors)) => {
-            return fail(&format!(
-                "{errors}\n(or name a plugins directory with --dir)"
-            ))
-        }
-    };
-    let plugins = config.map(|config| config.plugins).unwrap_or_default();
-    let catalog = match Catalog::scan(&dir, &plugins) {
-        Ok(catalog) => catalog,
-        Err(err) => return fail(&err.to_string()),
-    };
-    if json {
-        match serde_json::to_string_pretty(&catalog) {
-            Ok(text) => say!("{text}"),
-            Err(err) => return fail(&format!("cannot encode the listing as JSON: {err}")),
-        }
-    } else {
-        say!("{}", render_catalog(&catalog, cli.verbose > 0).trim_end());
-    }
-    // A warning is about a package that loaded: listed, not failed.
-    if catalog.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// The human listing of `healer plugins`.
-fn render_catalog(catalog: &Catalog, verbose: bool) -> String {
-    let plugin_count: usize = catalog.packages.iter().map(|p| p.plugins.len()).sum();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}: {} package{}, {} plugin{}, {} error{}{}",
-        catalog.dir.display(),
-        catalog.packages.len(),
-        plural(catalog.packages.len()),
-        plugin_count,
-        plural(plugin_count),
-        catalog.errors.len(),
-        plural(catalog.errors.len()),
-        match catalog.warnings.len() {
-            0 => String::new(),
-            n => format!(", {n} warning{}", plural(n)),
-        }
-    );
-    for package in &catalog.packages {
-        let _ = writeln!(
-            out,
-            "\n{} {} (SDK {})  {}",
-            package.name,
-            package.version,
-            package.sdk_version,
-            package.file.display()
-        );
-        let _ = writeln!(
-            out,
-            "  sha256 {}  isolation {}",
-            package.sha256.as_deref().unwrap_or("-"),
-            package.isolation.as_str()
-        );
-        for plugin in &package.plugins {
-            let _ = writeln!(
-                out,
-                "  {:<10} {:<20} {}",
-                plugin.kind.as_str(),
-                plugin.name,
-                plugin.description
-            );
-            if !plugin.sample_config.trim().is_empty() {
-                let _ = writeln!(out, "  {:<10} sample config:", "");
-                for line in plugin.sample_config.trim_end().lines() {
-                    let _ = writeln!(out, "  {:<10}   {line}", "");
-                }
-            }
-        }
-    }
-    for (title, problems) in [
-        ("errors (not loaded)", &catalog.errors),
-        ("warnings (loaded)", &catalog.warnings),
-    ] {
-        if problems.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "\n{title}:");
-        for err in problems {
-            let _ = writeln!(out, "  {err}");
-            if let (true, Some(detail)) = (verbose, &err.detail) {
-                for line in detail.lines() {
-                    let _ = writeln!(out, "      {line}");
-                }
-            }
-        }
-    }
-    out
-}
-
-fn plural(n: usize) -> &'static str {
+pub(super) fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {
