@@ -500,9 +500,9 @@ impl Default for Metrics {
 }
 
 /// The subscriber that counts events.
-pub struct Feed(pub std::sync::Arc<Metrics>);
+pub struct EventCounter(pub std::sync::Arc<Metrics>);
 
-impl Subscriber for Feed {
+impl Subscriber for EventCounter {
     fn deliver(&mut self, record: &Record) {
         self.0.count(&record.event);
     }

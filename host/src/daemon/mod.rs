@@ -118,7 +118,7 @@ pub async fn run(options: &Options) -> ExitCode {
         subscribers.push(Box::new(alerts));
     }
     let metrics = Arc::new(Metrics::new());
-    subscribers.push(Box::new(crate::metrics::Feed(Arc::clone(&metrics))));
+    subscribers.push(Box::new(crate::metrics::EventCounter(Arc::clone(&metrics))));
     let mut saved = saved;
     let recent = Recent::new(std::mem::take(&mut saved.recent));
     subscribers.push(recent.subscriber());

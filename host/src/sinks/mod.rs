@@ -44,13 +44,13 @@ const MAX_REPORTED: usize = 10_000;
 
 /// The subscriber that feeds every sink.
 pub struct Alerts {
-    sinks: Vec<Feed>,
+    sinks: Vec<SinkChannel>,
     reported: HashMap<String, Instant>,
 }
 
 /// One sink's channel, and the notices it could not take since the
 /// last warning.
-struct Feed {
+struct SinkChannel {
     name: String,
     sender: mpsc::Sender<Notice>,
     dropped: u64,
@@ -70,7 +70,7 @@ impl Alerts {
         let mut sinks = Vec::new();
         for sink in &config.alerts {
             match sink::spawn(sink, restored.clone(), events.clone()) {
-                Ok(sender) => sinks.push(Feed {
+                Ok(sender) => sinks.push(SinkChannel {
                     name: sink.name.clone(),
                     sender,
                     dropped: 0,

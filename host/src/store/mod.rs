@@ -208,7 +208,7 @@ impl Store {
 
     /// The subscriber that feeds the store from the event stream.
     pub fn subscriber(&self) -> Box<dyn Subscriber> {
-        Box::new(Feed(Arc::clone(&self.shared)))
+        Box::new(Projector(Arc::clone(&self.shared)))
     }
 
     /// How the store stands, for `/healthz` and `/metrics`.
@@ -406,9 +406,9 @@ pub fn lock_state_dir(dir: &Path) -> Result<StateLock, String> {
 }
 
 /// The subscriber side: takes events into the projection, wakes the writer.
-struct Feed(Arc<Shared>);
+struct Projector(Arc<Shared>);
 
-impl Subscriber for Feed {
+impl Subscriber for Projector {
     fn deliver(&mut self, record: &Record) {
         let mut inner = self.0.lock();
         let was_clean = inner.projection.is_clean();
@@ -452,7 +452,7 @@ impl Subscriber for Feed {
     }
 }
 
-impl Feed {
+impl Projector {
     /// Wakes the writer (asking it to stop, with `stop`) and waits at most
     /// `limit` until `done`.
     fn wait(
