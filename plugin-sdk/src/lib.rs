@@ -52,6 +52,7 @@ pub mod ffi;
 mod finding;
 mod observation;
 mod plugin;
+pub mod redact;
 mod runtime;
 pub mod testing;
 

@@ -9,48 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use healer_e2e::{built, profile_dir, run_bounded, stdout, workspace_root};
+use healer_e2e::{built, fenced_blocks, profile_dir, run_bounded, stdout, workspace_root, Block};
 
 /// A first build compiles the SDK's dependencies in release mode.
 const LIMIT: Duration = Duration::from_secs(20 * 60);
-
-struct Block {
-    lang: String,
-    file: Option<String>,
-    text: String,
-}
-
-fn fenced_blocks(markdown: &str) -> Vec<Block> {
-    let mut blocks = Vec::new();
-    let mut open: Option<Block> = None;
-    for line in markdown.lines() {
-        match (&mut open, line.strip_prefix("```")) {
-            (None, Some(info)) => {
-                let mut words = info.split_whitespace();
-                let lang = words.next().unwrap_or("").to_owned();
-                let rest: Vec<&str> = words.collect();
-                let file = rest
-                    .iter()
-                    .find_map(|w| w.strip_prefix("file="))
-                    .map(str::to_owned);
-                let text = if rest.contains(&"ignore") {
-                    "\u{0}ignore".to_owned()
-                } else {
-                    String::new()
-                };
-                open = Some(Block { lang, file, text });
-            }
-            (Some(_), Some("")) => blocks.extend(open.take()),
-            (Some(block), _) => {
-                block.text.push_str(line);
-                block.text.push('\n');
-            }
-            (None, None) => {}
-        }
-    }
-    blocks.retain(|b| !b.text.starts_with('\u{0}'));
-    blocks
-}
 
 /// The guide as one bash script, with `/path/to/healer` pointing here.
 fn guide_as_script(markdown: &str, healer_src: &Path) -> String {

@@ -7,6 +7,8 @@
 //! `systemd_run = "NAME"` has systemd start the program as the transient
 //! service NAME instead, so it inherits nothing of healer.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

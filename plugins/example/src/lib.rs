@@ -1,5 +1,6 @@
 //! A complete plugin package: a monitor that sees whether a file is there,
 //! a diagnoser that names what it saw, and a recoverer that puts it back.
+#![forbid(unsafe_code)]
 mod file_exists;
 mod file_size;
 mod restore_file;

@@ -4,6 +4,8 @@
 //! wrong: `http.status_5xx`, `.status_4xx`, `.timeout`, `.refused`,
 //! `.certificate`, `.slow`, `.body_mismatch`, `.error`.
 
+#![forbid(unsafe_code)]
+
 mod diagnoser;
 mod monitor;
 mod plain;

@@ -8,7 +8,8 @@
 //! other TLS failure) is UNKNOWN.
 //!
 //! Each check opens a new connection: a pooled one would hide a server that
-//! no longer accepts any. The URL is shown redacted ([`redact_url`]).
+//! no longer accepts any. The URL is shown redacted ([`redact::url`]: its
+//! password and the values of query parameters that name a secret).
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error as _;
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use healer_plugin_sdk::{tokio, Duration, Error, Monitor, Observation};
+use healer_plugin_sdk::{redact, tokio, Duration, Error, Monitor, Observation};
 use regex::Regex;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde::Deserialize;
@@ -72,7 +73,7 @@ pub struct HttpMonitor {
     lookup: Lookup,
     method: reqwest::Method,
     body_regex: Option<Regex>,
-    /// The URL as it may be shown: see [`redact_url`].
+    /// The URL as it may be shown: see [`redact::url`].
     shown_url: String,
     /// The URL's host, as the resolver sees it.
     host: String,
@@ -203,7 +204,7 @@ impl HttpMonitor {
             lookup,
             method,
             body_regex,
-            shown_url: redact_url(&url),
+            shown_url: redact::url(url.as_str()),
             host: url.host_str().unwrap_or_default().to_owned(),
             url,
             config,
@@ -397,78 +398,6 @@ fn verdict(certificate: &rustls::CertificateError) -> Option<Verdict> {
     }
 }
 
-/// `url` as it may be shown, in details and summaries: the password (or a
-/// lone user name, which may be a token) replaced by `***`, as the webhook
-/// plugin does (`http://user:***@host/`), and the value of each query
-/// parameter whose name holds a secret word ([`SECRET_WORDS`]) too
-/// (`?api_key=***`).
-fn redact_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    } else if !shown.username().is_empty() {
-        let _ = shown.set_username("***");
-    }
-    if let Some(query) = url.query() {
-        let redacted: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if secret_name(name) => format!("{name}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        shown.set_query(Some(&redacted.join("&")));
-    }
-    shown.to_string()
-}
-
-/// Words that make a query parameter's value secret, wherever they appear
-/// in its name (case-insensitive): `access_token`, `X-Amz-Signature`, ...
-const SECRET_WORDS: [&str; 8] = [
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "key",
-    "auth",
-    "signature",
-    "credential",
-];
-
-fn secret_name(name: &str) -> bool {
-    let name = percent_decoded(name).to_lowercase();
-    SECRET_WORDS.iter().any(|word| name.contains(word))
-}
-
-/// `text` with `%XX` escapes and `+` decoded (invalid escapes kept as
-/// they are), as a query parameter's name is read.
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                decoded.push(b' ');
-                i += 1;
-            }
-            (byte, _) => {
-                decoded.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
-}
-
 /// The system resolver, telling its failures apart from the service's and
 /// whether a lookup was under way when a check timed out.
 #[derive(Clone, Default)]
@@ -594,7 +523,7 @@ fn innermost(err: &reqwest::Error) -> String {
         None => {
             let text = err.to_string();
             match err.url() {
-                Some(url) => text.replace(url.as_str(), &redact_url(url)),
+                Some(url) => text.replace(url.as_str(), &redact::url(url.as_str())),
                 None => text,
             }
         }
@@ -1028,23 +957,23 @@ VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/NxPplncthuhXdmKN6p9oE7rP
 
     #[test]
     fn a_url_is_shown_without_its_password_and_secret_query_values() {
-        let shown = |url: &str| redact_url(&reqwest::Url::parse(url).unwrap());
+        let shown = |url: &str| redact::url(reqwest::Url::parse(url).unwrap().as_str());
         assert_eq!(
             shown("https://healer:pa55word@example.com/health"),
-            "https://healer:***@example.com/health"
+            "https://healer:<redacted>@example.com/health"
         );
         assert_eq!(
             shown("https://t0ken-only@example.com/"),
-            "https://***@example.com/"
+            "https://<redacted>@example.com/"
         );
         assert_eq!(
             shown("https://example.com/h?access_token=abc&page=2&API_KEY=xyz&X-Amz-Signature=s1g&passwd=p&auth=a&client_secret=c&credentials=k&password=q"),
-            "https://example.com/h?access_token=***&page=2&API_KEY=***&X-Amz-Signature=***&passwd=***&auth=***&client_secret=***&credentials=***&password=***"
+            "https://example.com/h?access_token=<redacted>&page=2&API_KEY=<redacted>&X-Amz-Signature=<redacted>&passwd=<redacted>&auth=<redacted>&client_secret=<redacted>&credentials=<redacted>&password=<redacted>"
         );
         // Encoded names are read decoded; other parameters stay as written.
         assert_eq!(
             shown("http://example.com/?%74oken=abc&q=a%20b&flag&empty="),
-            "http://example.com/?%74oken=***&q=a%20b&flag&empty="
+            "http://example.com/?%74oken=<redacted>&q=a%20b&flag&empty="
         );
         assert_eq!(
             shown("http://example.com/health"),
@@ -1072,8 +1001,11 @@ VUQDOX+J2fxwlqWgLmI2iqNL1Y/5iK8/NxPplncthuhXdmKN6p9oE7rP
             assert!(!shown.contains("pa55word"), "{shown}");
             assert!(!shown.contains("t0ken-value"), "{shown}");
             let url = seen.details["url"].as_str().unwrap();
-            assert!(url.starts_with("http://healer:***@127.0.0.1:"), "{url}");
-            assert!(url.contains("=***"), "{url}");
+            assert!(
+                url.starts_with("http://healer:<redacted>@127.0.0.1:"),
+                "{url}"
+            );
+            assert!(url.contains("=<redacted>"), "{url}");
         }
     }
 

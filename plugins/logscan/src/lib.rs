@@ -8,6 +8,8 @@
 //! `max_lines` (at most 10,000) and about 1 MiB, a finding's lines at the
 //! first 10 matching, each cut at 1 KiB.
 
+#![forbid(unsafe_code)]
+
 mod tail;
 
 use healer_plugin_sdk::{Diagnoser, Error, Finding, Monitor, Observation, Status};

@@ -6,6 +6,8 @@
 //! [`healer_plugin_sdk::command`]: a cleared environment, its own process
 //! group killed at the timeout, and only the first 16 KiB of its stdout read.
 
+#![forbid(unsafe_code)]
+
 mod perfdata;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,8 @@
 //! not running, stopped, memory or CPU above a limit for N samples,
 //! restart loop.
 
+#![forbid(unsafe_code)]
+
 mod diagnoser;
 mod monitor;
 mod proc;

@@ -8,6 +8,8 @@
 //! EACCES), so the monitor first reads those files itself: a check that
 //! cannot is UNKNOWN, never a breach made of stale or zero figures.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

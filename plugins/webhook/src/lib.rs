@@ -6,11 +6,13 @@
 //! it pointed. No secret (the HMAC secret, header values, a password in the
 //! URL, its query string) ever appears in what the plugin reports.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use healer_plugin_sdk::{Duration, Error, Outcome, Recoverer, Recovery};
+use healer_plugin_sdk::{redact, Duration, Error, Outcome, Recoverer, Recovery};
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use serde::Deserialize;
@@ -68,7 +70,7 @@ pub struct Webhook {
     headers: HeaderMap,
     signature_header: HeaderName,
     secret: Option<Vec<u8>>,
-    /// The URL as it may be shown: its credentials replaced by `***`.
+    /// The URL as it may be shown: see [`shown_url`].
     shown_url: String,
     /// Every secret value, scrubbed from each message as a last resort.
     secrets: Vec<String>,
@@ -161,7 +163,7 @@ retry_backoff = "500ms"                         # before the first retry; double
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Webhook {
-            shown_url: redact_url(&url),
+            shown_url: shown_url(&url),
             config,
             client,
             headers,
@@ -242,7 +244,7 @@ impl Webhook {
         let text = String::from_utf8_lossy(location.as_bytes());
         let shown = reqwest::Url::parse(&self.config.url)
             .and_then(|base| base.join(&text))
-            .map_or_else(|_| text.into_owned(), |url| redact_url(&url));
+            .map_or_else(|_| text.into_owned(), |url| shown_url(&url));
         let mut end = shown.len().min(300);
         while !shown.is_char_boundary(end) {
             end -= 1;
@@ -250,31 +252,21 @@ impl Webhook {
         shown[..end].to_owned()
     }
 
-    /// `text` with every known secret replaced by `***` (a last resort:
-    /// messages are built from redacted parts already).
-    fn scrub(&self, mut text: String) -> String {
-        for secret in &self.secrets {
-            if secret.len() >= 4 {
-                text = text.replace(secret.as_str(), "***");
-            }
-        }
-        text
+    /// `text` with every known secret replaced ([`redact::known`]: a last
+    /// resort, as messages are built from redacted parts already).
+    fn scrub(&self, text: String) -> String {
+        redact::known(&text, &self.secrets)
     }
 }
 
 /// `url` without its query string and fragment (they may carry a token),
 /// and with the password (or a lone user name, which may be a token)
-/// replaced by `***`: `http://user:***@host/path`.
-fn redact_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    } else if !shown.username().is_empty() {
-        let _ = shown.set_username("***");
-    }
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
+/// redacted ([`redact::url`]): `http://user:<redacted>@host/path`.
+fn shown_url(url: &reqwest::Url) -> String {
+    let mut bare = url.clone();
+    bare.set_query(None);
+    bare.set_fragment(None);
+    redact::url(bare.as_str())
 }
 
 /// Refuses an empty HMAC secret: signing with it would look like
@@ -590,7 +582,7 @@ mod tests {
             "retries": 0,
         }))
         .unwrap_err();
-        assert!(err.starts_with(&format!("POST http://healer:***@127.0.0.1:{closed}/hook failed after 1 tries: cannot connect")), "{err}");
+        assert!(err.starts_with(&format!("POST http://healer:<redacted>@127.0.0.1:{closed}/hook failed after 1 tries: cannot connect")), "{err}");
         for secret in ["pa55word", "t0ken-value", "hmac-s3cret"] {
             assert!(!err.contains(secret), "{secret} in {err}");
         }
@@ -599,7 +591,7 @@ mod tests {
             .url("/hook")
             .replace("http://", "http://s3cret-token@");
         let err = call(serde_json::json!({ "url": url, "retries": 0 })).unwrap_err();
-        assert!(err.contains("http://***@127.0.0.1"), "{err}");
+        assert!(err.contains("http://<redacted>@127.0.0.1"), "{err}");
         assert!(!err.contains("s3cret-token"), "{err}");
         assert!(err.ends_with("answered 500 Internal Server Error"), "{err}");
     }
@@ -615,9 +607,9 @@ mod tests {
             .url("/hook")
             .replace("http://", "http://healer:pa55word@");
         let err = call(serde_json::json!({ "url": url, "retries": 0 })).unwrap_err();
-        assert!(err.contains("http://healer:***@127.0.0.1"), "{err}");
+        assert!(err.contains("http://healer:<redacted>@127.0.0.1"), "{err}");
         assert!(
-            err.contains("a redirect to http://user:***@127.0.0.1:9/x"),
+            err.contains("a redirect to http://user:<redacted>@127.0.0.1:9/x"),
             "{err}"
         );
         assert!(
@@ -642,7 +634,7 @@ mod tests {
         assert_eq!(
             outcome.summary,
             format!(
-                "POST http://healer:***@127.0.0.1:{}/hook answered 200",
+                "POST http://healer:<redacted>@127.0.0.1:{}/hook answered 200",
                 ok.port
             )
         );
