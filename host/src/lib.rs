@@ -34,7 +34,6 @@ pub mod model;
 pub mod one_line;
 pub mod operator;
 pub mod plugins;
-pub mod redact;
 pub mod sinks;
 pub mod store;
 pub mod worker;

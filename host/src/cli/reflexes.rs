@@ -4,6 +4,8 @@
 
 use std::process::ExitCode;
 
+use healer_plugin_sdk::redact;
+
 use super::Cli;
 use crate::config::Config;
 use crate::operator::fail;
@@ -25,7 +27,7 @@ pub(super) fn explain(cli: &Cli, name: &str) -> ExitCode {
     say!("{name}");
     say!("  reflex    {} ({})", reflex.pattern, reflex.origin);
     say!("  workflow  {}", reflex.workflow);
-    say!("  params    {}", crate::redact::config(&reflex.params));
+    say!("  params    {}", redact::json(&reflex.params));
     if let Some(workflow) = config.workflows.get(&reflex.workflow) {
         for (index, step) in crate::intake::explain_steps(workflow).iter().enumerate() {
             let step = serde_json::to_string(step).unwrap_or_default();

@@ -18,6 +18,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use healer_plugin_sdk::redact;
+
 use crate::api::Reloaded;
 use crate::config::{Config, Target};
 use crate::engine::{Engine, Runner};
@@ -54,7 +56,7 @@ pub async fn reload(
         Err(problems) => {
             let problems: Vec<String> = problems
                 .iter()
-                .map(|problem| crate::redact::text_of(problem))
+                .map(|problem| redact::text(problem))
                 .collect();
             events.emit(Event::ConfigRejected {
                 config: config_path,

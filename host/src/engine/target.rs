@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use healer_plugin_sdk::redact;
 use healer_plugin_sdk::{Duration as HumanDuration, Finding, Observation, Recovery, Status};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -604,7 +605,7 @@ impl Cycle {
     /// A plugin call that failed: its event, and the UNKNOWN observation
     /// it stands for when it was the check.
     fn plugin_failed(&self, role: Role, plugin: &str, error: &str) -> Observation {
-        let error = crate::redact::text_of(error);
+        let error = redact::text(error);
         let summary = format!("check failed: {error}");
         self.emit(Event::PluginFailed {
             target: self.name().to_owned(),

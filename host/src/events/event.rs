@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use healer_plugin_sdk::redact;
 use healer_plugin_sdk::{Duration as HumanDuration, Status};
 use serde::{Deserialize, Serialize};
 
@@ -386,14 +387,14 @@ impl StepResult {
     /// Success, with what the plugin said (credentials in URLs redacted).
     pub fn success(summary: &str) -> StepResult {
         StepResult::Succeeded {
-            summary: crate::redact::text_of(summary),
+            summary: redact::text(summary),
         }
     }
 
     /// Failure, with the plugin's error (credentials in URLs redacted).
     pub fn failure(error: &str) -> StepResult {
         StepResult::Failed {
-            error: crate::redact::text_of(error),
+            error: redact::text(error),
         }
     }
 

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use healer_plugin_sdk::redact;
 use healer_plugin_sdk::{Finding, Recovery, Status};
 use serde::Serialize;
 use serde_json::Value;
@@ -223,7 +224,7 @@ impl Intake {
             shown_params: config
                 .reflexes
                 .iter()
-                .map(|reflex| Json::encode(&crate::redact::config(&reflex.params)))
+                .map(|reflex| Json::encode(&redact::json(&reflex.params)))
                 .collect(),
             workflows,
             storm: Mutex::new(storm),
@@ -368,7 +369,7 @@ impl Intake {
                 reflex: reflex.pattern.clone(),
                 reflex_origin: reflex.origin.clone(),
                 workflow: workflow.name.clone(),
-                params: crate::redact::config(&reflex.params),
+                params: redact::json(&reflex.params),
                 steps: explain_steps(workflow),
             };
         }
@@ -421,7 +422,7 @@ impl Intake {
         let params = index
             .and_then(|index| self.shown_params.get(index))
             .cloned()
-            .unwrap_or_else(|| Json::encode(&crate::redact::config(&reflex.params)));
+            .unwrap_or_else(|| Json::encode(&redact::json(&reflex.params)));
         let run = Run {
             run_id: run_id.clone(),
             anomaly: name.to_owned(),
@@ -541,7 +542,7 @@ pub fn explain_steps(workflow: &Workflow) -> Vec<StepView> {
         .iter()
         .map(|step| StepView {
             plugin: step.plugin.plugin.clone(),
-            config: crate::redact::config(&step.plugin.config),
+            config: redact::json(&step.plugin.config),
             continue_on_error: step.continue_on_error,
         })
         .collect()

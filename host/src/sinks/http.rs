@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use healer_plugin_sdk::redact;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 use tokio::sync::oneshot;
@@ -79,7 +80,7 @@ impl Endpoint {
             .build()
             .map_err(|err| format!("cannot build the HTTP client: {}", innermost(&err)))?;
         Ok(Endpoint {
-            shown: crate::redact::text_of(url.as_str()),
+            shown: redact::text(url.as_str()),
             url,
             client,
             headers,
@@ -101,7 +102,7 @@ impl Endpoint {
             if let Ok(mut path) = self.url.path_segments_mut() {
                 path.pop_if_empty().extend(segments);
             }
-            self.shown = crate::redact::text_of(self.url.as_str());
+            self.shown = redact::text(self.url.as_str());
         }
         self
     }
@@ -217,7 +218,7 @@ impl Endpoint {
             .url
             .join(&text)
             .map_or_else(|_| text.into_owned(), String::from);
-        cut(&crate::redact::text_of(&absolute), 300)
+        cut(&redact::text(&absolute), 300)
     }
 }
 

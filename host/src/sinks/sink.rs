@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use healer_plugin_sdk::redact;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
 
@@ -177,7 +178,7 @@ async fn deliver(sink: Arc<Sink>, delivery: Delivery, mut stop: oneshot::Receive
             kind: alert.key.kind,
             state,
             tries: posted.tries,
-            error: crate::redact::text_of(&error),
+            error: redact::text(&error),
             resent,
         },
     };
