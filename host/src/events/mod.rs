@@ -21,6 +21,8 @@
 
 mod journal;
 mod to_log;
+#[cfg(test)]
+pub mod witness;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
