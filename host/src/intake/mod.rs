@@ -549,3 +549,6 @@ pub fn explain_steps(workflow: &Workflow) -> Vec<StepView> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
