@@ -109,6 +109,10 @@ fn attempt(event: &Event) -> bool {
     matches!(event, Event::AttemptStarted { .. })
 }
 
+fn attempt_finished(event: &Event) -> bool {
+    matches!(event, Event::AttemptFinished { .. })
+}
+
 fn withheld(event: &Event, kind: &str) -> bool {
     matches!(event, Event::RecoveryWithheld { kind: k, .. } if k == kind)
 }
@@ -397,9 +401,7 @@ async fn an_unknown_kind_is_recovered_only_by_a_recoverer_whose_on_names_it() {
     healing.events.wait_for("an attempt", attempt).await;
     healing
         .events
-        .wait_for("the attempt's end", |e| {
-            matches!(e, Event::AttemptFinished { .. })
-        })
+        .wait_for("the attempt's end", attempt_finished)
         .await;
     let calls = restart.calls();
     assert_eq!(calls[0].finding.kind, "pid.unknown");
@@ -507,11 +509,7 @@ async fn the_ladder_tries_the_next_recoverer_when_one_fails() {
             matches!(e, Event::RecovererFinished { .. })
         })
         .await;
-    let finished = events
-        .wait_for("the attempt's end", |e| {
-            matches!(e, Event::AttemptFinished { .. })
-        })
-        .await;
+    let finished = events.wait_for("the attempt's end", attempt_finished).await;
     let rung = |event: Event| match event {
         Event::RecovererFinished {
             recoverer,
@@ -567,6 +565,7 @@ async fn a_paused_target_is_checked_but_not_recovered_until_it_is_resumed() {
         1,
         "said once per pause"
     );
+    assert!(restart.calls().is_empty());
     assert!(handle.resume("web").expect("web runs"), "it was paused");
     healing
         .events
@@ -575,7 +574,8 @@ async fn a_paused_target_is_checked_but_not_recovered_until_it_is_resumed() {
         })
         .await;
     healing.events.wait_for("an attempt", attempt).await;
-    assert_eq!(restart.calls().len(), 1);
+    healing.events.wait_for("its end", attempt_finished).await;
+    assert_eq!(restart.calls()[0].attempt, 1);
     healing.stop().await;
 }
 
@@ -650,9 +650,8 @@ async fn a_dependent_is_not_recovered_while_its_dependency_is_down() {
         })
         .await;
     healing.events.wait_for("an attempt", attempt).await;
-    let calls = restart.calls();
-    assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].target, "app");
+    healing.events.wait_for("its end", attempt_finished).await;
+    assert_eq!(restart.calls()[0].target, "app");
     healing.stop().await;
 }
 
@@ -685,6 +684,7 @@ async fn an_operator_reset_gives_an_escalated_issue_its_attempts_back() {
         unreachable!()
     };
     assert_eq!(issue.attempts, 1, "attempts start over");
+    healing.events.wait_for("its end", attempt_finished).await;
     assert_eq!(restart.calls().len(), 2);
     let nothing = handle
         .reset("web", Some("http.down".to_owned()), WITHIN)
