@@ -423,3 +423,6 @@ async fn reload(State(api): State<Arc<Api>>) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -44,8 +44,28 @@ pub async fn reload(
     engine: &mut Engine,
     events: &Events,
 ) -> Result<Reloaded, Vec<String>> {
+    reload_with(options, current, engine, events, |config| async {
+        crate::loading::with_plugins(config)
+            .await
+            .map_err(|problems| lines(&problems))
+    })
+    .await
+}
+
+/// [`reload`], with the plugins a config needs loaded by `load` (the
+/// plugins directory's; a test's in memory).
+async fn reload_with<Loaded>(
+    options: &Options,
+    current: &mut Current,
+    engine: &mut Engine,
+    events: &Events,
+    load: impl FnOnce(Config) -> Loaded,
+) -> Result<Reloaded, Vec<String>>
+where
+    Loaded: std::future::Future<Output = Result<(Config, Catalog), Vec<String>>>,
+{
     let config_path = options.config.clone();
-    let outcome = prepare(options, current, engine).await;
+    let outcome = prepare(options, current, engine, load).await;
     let Prepared {
         config,
         catalog,
@@ -137,20 +157,22 @@ struct Prepared {
 
 /// The new config (with the running `[plugins]`), its plugins, the plan
 /// and the settings that need a restart.
-async fn prepare(
+async fn prepare<Loaded>(
     options: &Options,
     running: &Current,
     engine: &Engine,
-) -> Result<Prepared, Vec<String>> {
+    load: impl FnOnce(Config) -> Loaded,
+) -> Result<Prepared, Vec<String>>
+where
+    Loaded: std::future::Future<Output = Result<(Config, Catalog), Vec<String>>>,
+{
     let mut config = crate::loading::read_config(options).map_err(|p| lines(&p))?;
     let mut restart = needs_restart(&running.config, &config);
     if token_changed(running.token.as_deref(), &config) {
         restart.push("[intake] token".to_owned());
     }
     config.plugins = running.config.plugins.clone();
-    let (config, catalog) = crate::loading::with_plugins(config)
-        .await
-        .map_err(|p| lines(&p))?;
+    let (config, catalog) = load(config).await?;
     let running: HashMap<&str, &Target> = engine.targets().map(|t| (t.name.as_str(), t)).collect();
     let mut plan = Plan {
         added: Vec::new(),
@@ -367,3 +389,7 @@ mod tests {
         assert!(!token_changed(Some("second-token-0123456789"), &new));
     }
 }
+
+/// A reload applied to running targets, with plugins in memory.
+#[cfg(test)]
+mod running;

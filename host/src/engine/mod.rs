@@ -590,3 +590,6 @@ pub async fn once(
     }
     results
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,8 @@
 mod bus;
 mod event;
 mod json;
+#[cfg(test)]
+pub mod witness;
 
 pub use bus::{Events, Inbox, Subscriber, HIGH_WATER};
 pub use event::{Event, Record, Role, Run, StepResult};

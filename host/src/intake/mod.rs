@@ -547,3 +547,6 @@ pub fn explain_steps(workflow: &Workflow) -> Vec<StepView> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,8 @@ pub mod declared;
 pub mod identity;
 mod instance;
 mod loader;
+#[cfg(test)]
+pub mod memory;
 mod outbox;
 mod output;
 pub mod probe;
