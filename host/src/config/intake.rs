@@ -393,15 +393,23 @@ pub struct Step {
 }
 
 impl Step {
-    /// What the step does, where in the file it is aside: (plugin, its
-    /// config as JSON text, `continue_on_error`).
-    pub fn fingerprint(&self) -> (String, String, bool) {
-        (
-            self.plugin.plugin.clone(),
-            self.plugin.config.to_string(),
-            self.continue_on_error,
-        )
+    /// What the step does, where in the file it is aside.
+    pub fn fingerprint(&self) -> StepFingerprint {
+        StepFingerprint {
+            plugin: self.plugin.plugin.clone(),
+            config: self.plugin.config.to_string(),
+            continue_on_error: self.continue_on_error,
+        }
     }
+}
+
+/// What a workflow step does, to tell whether a reload changed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepFingerprint {
+    pub plugin: String,
+    /// Its config as JSON text.
+    pub config: String,
+    pub continue_on_error: bool,
 }
 
 #[derive(Deserialize)]
