@@ -17,8 +17,9 @@ use super::identity;
 use super::loader::{load_opened, LoadError, Package, PluginInfo};
 use super::probe::{probe_all, Probed, ToProbe, PROBE_WITHIN};
 use super::remote::Remote;
-use super::Isolation;
-use crate::config::{did_you_mean, Config, ConfigError, PackagePolicy, PluginUse, Plugins};
+use crate::config::{
+    did_you_mean, Config, ConfigError, Isolation, PackagePolicy, PluginUse, Plugins,
+};
 use crate::events::Events;
 
 /// Config checks (or instance creations) in flight at once at start-up.

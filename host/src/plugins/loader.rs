@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::Opened;
 use super::instance::{Backend, InProcess};
-use super::Isolation;
+use crate::config::Isolation;
 
 /// A loaded package: its file, who built it, and what it exports.
 #[derive(Clone)]

@@ -22,34 +22,10 @@ pub mod sandbox;
 pub mod serve;
 pub mod wire;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::{Isolation, WorkerLimits};
 pub use catalog::{Catalog, CHECKS_IN_FLIGHT};
 pub use healer_plugin_sdk::ffi::PluginKind;
 pub use instance::{
     Checked, DiagnoserHandle, Diagnosis, MonitorHandle, Observing, RecovererHandle, WorkerHealth,
 };
 pub use loader::{load, load_opened, LoadError, Package, PluginInfo};
-pub use remote::WorkerLimits;
-
-/// Where a package's plugins run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// In a `healer worker` process of its own: a crash, a hang or a leak
-    /// in plugin code ends that process, never healer.
-    #[default]
-    Process,
-    /// Loaded into healer itself: no hop per call, and no protection.
-    InProcess,
-}
-
-impl Isolation {
-    /// As written in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Isolation::Process => "process",
-            Isolation::InProcess => "in-process",
-        }
-    }
-}

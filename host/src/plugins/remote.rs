@@ -59,7 +59,7 @@ use super::probe::{probe_all, signal_name, ToProbe, PROBE_WITHIN};
 use super::sandbox::environment;
 use super::wire::{self, Answer, Call, FromWorker, Observe, Seen, ToWorker};
 use super::PluginKind;
-use crate::config::{PackagePolicy, Sandbox};
+use crate::config::{PackagePolicy, Sandbox, WorkerLimits};
 use crate::events::{Event, Events};
 
 /// The descriptor a worker finds its end of the socketpair on.
@@ -81,30 +81,6 @@ const CREATE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Observations a monitor may push ahead of healer (as in-process).
 const PUSH_BACKLOG: usize = 64;
-
-/// What a worker may use, and how much crashing it is allowed.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct WorkerLimits {
-    /// Address space of the worker, in bytes (RLIMIT_AS); 0 for none.
-    pub memory: u64,
-    /// Crashes within `crash_window` that quarantine the package.
-    pub crash_limit: u32,
-    /// See `crash_limit`.
-    pub crash_window: Duration,
-    /// A worker that has not answered a ping for this long is stuck.
-    pub stuck_after: Duration,
-}
-
-impl Default for WorkerLimits {
-    fn default() -> WorkerLimits {
-        WorkerLimits {
-            memory: 1 << 30,
-            crash_limit: 3,
-            crash_window: Duration::from_secs(600),
-            stuck_after: Duration::from_secs(5),
-        }
-    }
-}
 
 /// A package served by worker processes, one at a time.
 pub struct Remote {
