@@ -38,4 +38,3 @@ pub mod reaper;
 pub mod redact;
 pub mod reload;
 pub mod store;
-pub mod worker;

@@ -5,27 +5,31 @@
 //! This module and the SDK's `ffi` module are the only places that know
 //! plugins live in shared objects; the rest of the host sees [`Package`]s
 //! and handles with async methods, wherever the package runs.
+//!
+//! - `package`: a package and the one way to call it (the `Backend` and
+//!   `Instance` traits, the typed handles), naming no backend.
+//! - `in_process` and `loader`: a package loaded into this process.
+//! - [`worker`]: a package run by `healer worker` processes (the default),
+//!   both sides.
+//! - `catalog`: the plugins directory, scanned, probed and set up;
+//!   [`declared`], [`identity`], [`bounds`], [`children`]: what it and the
+//!   rest share.
 
-mod assignment;
 pub mod bounds;
 mod catalog;
 pub mod children;
 pub mod declared;
 pub mod identity;
-mod instance;
+mod in_process;
 mod loader;
-mod outbox;
-mod output;
-pub mod probe;
-mod remote;
-pub mod sandbox;
-pub mod serve;
-pub mod wire;
+mod lock;
+mod package;
+pub mod worker;
 
-pub use crate::config::{Isolation, WorkerLimits};
 pub use catalog::{Catalog, CHECKS_IN_FLIGHT};
 pub use healer_plugin_sdk::ffi::PluginKind;
-pub use instance::{
-    Checked, DiagnoserHandle, Diagnosis, MonitorHandle, Observing, RecovererHandle, WorkerHealth,
+pub use loader::{load, load_opened, LoadError};
+pub use package::{
+    Checked, DiagnoserHandle, Diagnosis, MonitorHandle, Observing, Package, PluginInfo,
+    RecovererHandle, WorkerHealth,
 };
-pub use loader::{load, load_opened, LoadError, Package, PluginInfo};
