@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use bytes::BytesMut;
-use healer::plugins::wire::{
+use healer::plugins::worker::wire::{
     self, Answer, Call, Checked, Diagnosis, Found, FromWorker, Kind, Observe, Seen, ToWorker,
 };
 use healer_plugin_sdk::{Finding, Observation, Outcome};

@@ -1,11 +1,11 @@
-//! The wire between healer and a plugin worker (`plugins::wire`), read
+//! The wire between healer and a plugin worker (`plugins::worker::wire`), read
 //! from arbitrary bytes three ways: one frame's payload as a worker's
 //! message to healer (a plugin is an adversary), the same as healer's
 //! message to a worker, and the bytes as a stream of length-delimited
 //! frames (the codec with `MAX_FRAME`). What decodes is turned into the
-//! host's types as healer does (`plugins/remote.rs`: wire.rs's
-//! conversions; `plugins/instance.rs`: `plugins::bounds` at the handles)
-//! and as the worker does (`plugins/serve.rs`).
+//! host's types as healer does (`plugins/worker/client.rs`: wire.rs's
+//! conversions; `plugins/package.rs`: `plugins::bounds` at the handles)
+//! and as the worker does (`plugins/worker/serve.rs`).
 //!
 //! Invariants: no panic; what healer takes from a worker is within the
 //! plugin limits (`plugins::bounds`: texts, metrics, findings per answer,
@@ -18,7 +18,7 @@
 
 use bytes::BytesMut;
 use healer::plugins::bounds::{self, Findings};
-use healer::plugins::wire::{
+use healer::plugins::worker::wire::{
     self, Answer, Call, Checked, Diagnosis, FoundList, FromWorker, Seen, ToWorker, MAX_FRAME,
 };
 use healer_fuzz::assert_one_line;
@@ -190,7 +190,7 @@ fn keep<T: Serialize + ?Sized>(value: &T) {
     serde_json::to_string(value).expect("what healer keeps encodes as JSON");
 }
 
-/// What a worker makes of healer's message (`plugins/serve.rs`).
+/// What a worker makes of healer's message (`plugins/worker/serve.rs`).
 fn as_worker_reads(message: ToWorker) {
     let ToWorker::Call { call, .. } = message else {
         return;

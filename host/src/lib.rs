@@ -1,10 +1,19 @@
-//! The healer host: loads plugin packages and (as it grows) runs the
-//! monitor -> diagnose -> recover loop. The binary is a thin `main` over
-//! [`cli`]; the library exists so tests and benchmarks can drive the parts.
+//! The healer host: loads plugin packages and runs the monitor ->
+//! diagnose -> recover loop and the anomaly intake. The binary is a thin
+//! `main` over [`cli`]; the library exists so tests and benchmarks can
+//! drive the parts.
 //!
-//! Data flows one way: config -> plugins -> engine/intake -> events ->
-//! log/store/alerts.
-//! See `docs/ARCHITECTURE.md` for the code map and invariants.
+//! The modules are a stack: each uses only the layers below it (the table
+//! in `docs/ARCHITECTURE.md`, which `tests/tidy.rs` holds the imports to),
+//! so it reads from the bottom up: `clock`, `one_line` → `model` → `config`
+//! → `issues` → `events` → `plugins`, `board` → `engine`, `intake` → the
+//! subscribers (`log`, `event_log`, `history`, `store`, `metrics`, `sinks`)
+//! → `loading` → `api` → `daemon` → `operator` → `cli`.
+//!
+//! No `unsafe` here but in the four `plugins` files that
+//! `docs/ARCHITECTURE.md` names, each allowed where it is declared.
+
+#![deny(unsafe_code)]
 
 /// Prints a line to stdout; a closed pipe (`healer plugins | head`) is not
 /// an error worth a panic.
@@ -36,4 +45,3 @@ pub mod operator;
 pub mod plugins;
 pub mod sinks;
 pub mod store;
-pub mod worker;

@@ -1,5 +1,7 @@
 //! The `healer` binary.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

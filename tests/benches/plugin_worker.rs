@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use healer::config::{PackageSettings, Plugins};
-use healer::plugins::{Catalog, Isolation, MonitorHandle};
+use healer::config::{Isolation, PackageSettings, Plugins};
+use healer::plugins::{Catalog, MonitorHandle};
 use healer_e2e::{healer_bin, own_cpu_ns, plugins_dir_with, workers_of, PLUGIN_PACKAGES};
 
 const CALLS: usize = 40_000;

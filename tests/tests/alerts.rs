@@ -10,8 +10,8 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use healer::alerts::AlertState;
 use healer::issues::Issue;
+use healer::model::AlertState;
 use healer_e2e::{
     after_start, fast_config, free_port, get, plugins_dir_with, post_json, read_pid, run_healer,
     supervised_target, wait_for_port, wait_until, Alertmanager, Answer, Daemon, Event, Receiver,

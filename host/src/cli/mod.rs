@@ -201,8 +201,8 @@ pub fn run(cli: Cli) -> ExitCode {
             ref sandbox,
             ref package,
         } => match (probe, package) {
-            (Some(file), _) => crate::worker::probe(file, sandbox.as_deref()),
-            (None, Some(package)) => crate::plugins::serve::serve(package),
+            (Some(file), _) => crate::plugins::worker::entry::probe(file, sandbox.as_deref()),
+            (None, Some(package)) => crate::plugins::worker::serve::serve(package),
             (None, None) => fail(
                 "healer worker is started by healer itself (--probe FILE, or PACKAGE with its socket on descriptor 3)",
             ),

@@ -4,8 +4,9 @@
 //! Errors name the file, line and column, say what is wrong, and suggest
 //! the right name where there is a close one. Validation collects every
 //! error instead of stopping at the first, like a compiler. Checking plugin
-//! names and plugin configs needs the loaded packages: see
-//! [`crate::plugins::Catalog::check_config`].
+//! names and plugin configs needs the loaded packages: the layer above
+//! does it (`plugins::Catalog::check_config`); this one names no plugin
+//! code.
 
 mod checks;
 pub mod http;
@@ -30,8 +31,8 @@ use toml::Spanned;
 pub use checks::{Check, MAX_CHECKS};
 pub use intake::{HostName, Intake, Reflex, Step, Workflow, MIN_TOKEN_CHARS};
 pub use plugins::{
-    Account, Capabilities, PackagePolicy, PackageSettings, Plugins, Sandbox, Size,
-    DROPPED_BY_DEFAULT,
+    Account, Capabilities, Isolation, PackagePolicy, PackageSettings, Plugins, Sandbox, Size,
+    WorkerLimits, DROPPED_BY_DEFAULT,
 };
 pub use sinks::{AlertSink, SinkKind, DEFAULT_RESEND_EVERY};
 pub use source::did_you_mean;

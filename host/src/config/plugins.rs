@@ -6,6 +6,10 @@
 //!
 //! Users and groups are looked up when the config is read, so an unknown
 //! name is an error at its line, not a worker that fails to start.
+//!
+//! Every default of `[plugins]` is declared here ([`Isolation`],
+//! [`WorkerLimits`]); the plugin code that runs workers reads them from
+//! this module, never the other way round.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -15,7 +19,51 @@ use healer_plugin_sdk::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::plugins::{Isolation, WorkerLimits};
+/// Where a package's plugins run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// In a `healer worker` process of its own: a crash, a hang or a leak
+    /// in plugin code ends that process, never healer.
+    #[default]
+    Process,
+    /// Loaded into healer itself: no hop per call, and no protection.
+    InProcess,
+}
+
+impl Isolation {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Process => "process",
+            Isolation::InProcess => "in-process",
+        }
+    }
+}
+
+/// What a worker may use, and how much crashing it is allowed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WorkerLimits {
+    /// Address space of the worker, in bytes (RLIMIT_AS); 0 for none.
+    pub memory: u64,
+    /// Crashes within `crash_window` that quarantine the package.
+    pub crash_limit: u32,
+    /// See `crash_limit`.
+    pub crash_window: std::time::Duration,
+    /// A worker that has not answered a ping for this long is stuck.
+    pub stuck_after: std::time::Duration,
+}
+
+impl Default for WorkerLimits {
+    fn default() -> WorkerLimits {
+        WorkerLimits {
+            memory: 1 << 30,
+            crash_limit: 3,
+            crash_window: std::time::Duration::from_secs(600),
+            stuck_after: std::time::Duration::from_secs(5),
+        }
+    }
+}
 
 /// `[plugins]`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -14,11 +14,13 @@ use serde::Serialize;
 
 use super::declared;
 use super::identity;
-use super::loader::{load_opened, LoadError, Package, PluginInfo};
-use super::probe::{probe_all, Probed, ToProbe, PROBE_WITHIN};
-use super::remote::Remote;
-use super::Isolation;
-use crate::config::{did_you_mean, Config, ConfigError, PackagePolicy, PluginUse, Plugins};
+use super::loader::{load_opened, LoadError};
+use super::package::{Package, PluginInfo};
+use super::worker::probe::{probe_all, Probed, ToProbe, PROBE_WITHIN};
+use super::worker::Remote;
+use crate::config::{
+    did_you_mean, Config, ConfigError, Isolation, PackagePolicy, PluginUse, Plugins,
+};
 use crate::events::Events;
 
 /// Config checks (or instance creations) in flight at once at start-up.

@@ -38,22 +38,47 @@ impl Identity {
     /// Whether `path` still is this file by its metadata (no hashing):
     /// same device, inode, size and mtime.
     pub fn still_at(&self, path: &Path) -> bool {
-        stat_of(path) == Some((self.dev, self.inode, self.size, self.mtime_ns))
+        stat_of(path) == Some(self.stat())
     }
 
     /// Takes `path`'s current device, inode, size and mtime (the sha256
     /// stays as it was), so [`Identity::still_at`] holds until it changes.
     pub fn restat(&mut self, path: &Path) {
-        if let Some((dev, inode, size, mtime_ns)) = stat_of(path) {
-            (self.dev, self.inode, self.size, self.mtime_ns) = (dev, inode, size, mtime_ns);
+        if let Some(stat) = stat_of(path) {
+            (self.dev, self.inode, self.size, self.mtime_ns) =
+                (stat.dev, stat.inode, stat.size, stat.mtime_ns);
+        }
+    }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            dev: self.dev,
+            inode: self.inode,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
         }
     }
 }
 
-/// Device, inode, size and mtime (ns) of `path` itself (not followed).
-fn stat_of(path: &Path) -> Option<(u64, u64, u64, i128)> {
+/// What of a file's metadata tells whether it is still the same file.
+#[derive(Debug, PartialEq, Eq)]
+struct Stat {
+    dev: u64,
+    inode: u64,
+    size: u64,
+    /// Nanoseconds since the epoch.
+    mtime_ns: i128,
+}
+
+/// Device, inode, size and mtime of `path` itself (not followed).
+fn stat_of(path: &Path) -> Option<Stat> {
     let meta = std::fs::symlink_metadata(path).ok()?;
-    Some((meta.dev(), meta.ino(), meta.size(), mtime_ns(&meta)))
+    Some(Stat {
+        dev: meta.dev(),
+        inode: meta.ino(),
+        size: meta.size(),
+        mtime_ns: mtime_ns(&meta),
+    })
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> i128 {

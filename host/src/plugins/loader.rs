@@ -10,7 +10,6 @@
 //! people (file and reason) and, where abi_stable has more to say, the full
 //! text for `-v`.
 
-use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::IntoRawFd;
@@ -21,83 +20,15 @@ use abi_stable::library::{
     lib_header_from_raw_library, LibraryError, RawLibrary, RootModule, RootModuleError,
 };
 use healer_plugin_sdk::ffi::{
-    DeclaredFn, HistoryNeeded, PackageRef, PluginKind, ABI_VERSION, DECLARED_SYMBOL,
-    HISTORY_NEEDED_SYMBOL, SDK_VERSION,
+    DeclaredFn, HistoryNeeded, PackageRef, ABI_VERSION, DECLARED_SYMBOL, HISTORY_NEEDED_SYMBOL,
+    SDK_VERSION,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::identity::Opened;
-use super::instance::{Backend, InProcess};
-use super::Isolation;
-
-/// A loaded package: its file, who built it, and what it exports.
-#[derive(Clone)]
-pub struct Package {
-    /// The `.so` it was loaded from.
-    pub file: PathBuf,
-    /// The package's crate name.
-    pub name: String,
-    /// The package's crate version.
-    pub version: String,
-    /// The SDK version it was built against.
-    pub sdk_version: String,
-    /// Its plugins, in the order it exports them.
-    pub plugins: Vec<PluginInfo>,
-    /// The file's SHA-256 (lowercase hex), when loaded from a checked file.
-    pub sha256: Option<String>,
-    /// Where its plugins run.
-    pub isolation: Isolation,
-    pub(super) backend: Arc<dyn Backend>,
-}
-
-impl Package {
-    /// How its worker stands; `None` when it runs in process.
-    pub fn worker_health(&self) -> Option<super::instance::WorkerHealth> {
-        self.backend.health()
-    }
-}
-
-impl fmt::Debug for Package {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Package")
-            .field("file", &self.file)
-            .field("name", &self.name)
-            .field("version", &self.version)
-            .field("plugins", &self.plugins)
-            .field("isolation", &self.isolation)
-            .finish_non_exhaustive()
-    }
-}
-
-/// One plugin of a package, as `healer plugins` lists it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PluginInfo {
-    /// `monitor`, `diagnoser` or `recoverer`.
-    #[serde(serialize_with = "kind_as_str", deserialize_with = "kind_from_str")]
-    pub kind: PluginKind,
-    /// The name configs use.
-    pub name: String,
-    /// One line.
-    pub description: String,
-    /// Commented TOML sample.
-    pub sample_config: String,
-}
-
-fn kind_as_str<S: serde::Serializer>(kind: &PluginKind, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(kind.as_str())
-}
-
-fn kind_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PluginKind, D::Error> {
-    let name = String::deserialize(d)?;
-    [
-        PluginKind::Monitor,
-        PluginKind::Diagnoser,
-        PluginKind::Recoverer,
-    ]
-    .into_iter()
-    .find(|kind| kind.as_str() == name)
-    .ok_or_else(|| serde::de::Error::custom(format!("no plugin kind {name:?}")))
-}
+use super::in_process::InProcess;
+use super::package::{Package, PluginInfo};
+use crate::config::Isolation;
 
 /// Why a file in the plugins directory is not usable.
 #[derive(Clone, Debug, Serialize, thiserror::Error)]
@@ -122,30 +53,42 @@ impl LoadError {
     }
 }
 
+/// A package loaded into this process, and the backend that calls it
+/// here (what a worker serves, as itself).
+pub struct Loaded {
+    pub package: Package,
+    pub in_process: InProcess,
+}
+
 /// Loads the package at `path` into this process, as it is: no probe, no
 /// trust checks (the worker's probe and tests use this; the host loads
 /// through [`load_opened`]).
 pub fn load(path: &Path) -> Result<Package, LoadError> {
-    load_from(path, path)
+    load_from(path, path).map(|loaded| loaded.package)
 }
 
 /// Loads the package file that `opened` holds open (checked, and probed
 /// clean), through `/proc/self/fd/N`: the file loaded is the file checked,
 /// whatever happened to `shown` (its name in the plugins directory) since.
 pub fn load_opened(opened: Opened, shown: &Path) -> Result<Package, LoadError> {
+    load_opened_here(opened, shown).map(|loaded| loaded.package)
+}
+
+/// [`load_opened`], with the in-process backend it made.
+pub fn load_opened_here(opened: Opened, shown: &Path) -> Result<Loaded, LoadError> {
     let Opened { file, identity } = opened;
     // The descriptor stays open for the life of the process: the dynamic
     // linker knows the library by this name, and a reused number would
     // hand a later package this one.
     let fd = file.into_raw_fd();
     let through = PathBuf::from(format!("/proc/self/fd/{fd}"));
-    let mut package = load_from(&through, shown)?;
-    package.sha256 = Some(identity.sha256);
-    Ok(package)
+    let mut loaded = load_from(&through, shown)?;
+    loaded.package.sha256 = Some(identity.sha256);
+    Ok(loaded)
 }
 
 /// Loads `path`, naming `shown` in errors and in the package.
-fn load_from(path: &Path, shown: &Path) -> Result<Package, LoadError> {
+fn load_from(path: &Path, shown: &Path) -> Result<Loaded, LoadError> {
     let fail = |reason: String| LoadError::new(shown, reason);
     check_elf_magic(path).map_err(fail)?;
 
@@ -180,19 +123,23 @@ fn load_from(path: &Path, shown: &Path) -> Result<Package, LoadError> {
             sample_config: p.sample_config.into_string(),
         })
         .collect();
-    Ok(Package {
-        file: shown.to_owned(),
-        name: about.name.into_string(),
-        version: about.version.into_string(),
-        sdk_version: about.sdk_version.into_string(),
-        plugins,
-        sha256: None,
-        isolation: Isolation::InProcess,
-        backend: Arc::new(InProcess {
-            module,
-            history_needed: history_needed_of(raw),
-            declared: declared_of(raw),
-        }),
+    let in_process = InProcess {
+        module,
+        history_needed: history_needed_of(raw),
+        declared: declared_of(raw),
+    };
+    Ok(Loaded {
+        package: Package {
+            file: shown.to_owned(),
+            name: about.name.into_string(),
+            version: about.version.into_string(),
+            sdk_version: about.sdk_version.into_string(),
+            plugins,
+            sha256: None,
+            isolation: Isolation::InProcess,
+            backend: Arc::new(in_process),
+        },
+        in_process,
     })
 }
 

@@ -34,9 +34,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, Mutex};
 
 use super::bounds::Findings;
-use super::instance::{Backend, Call, Instance};
-use super::loader::{Package, PluginInfo};
-use super::{Catalog, Isolation};
+use super::package::{Backend, Call, Instance, Package, PluginInfo};
+use super::Catalog;
+use crate::config::Isolation;
 
 pub use scripted::{Recorder, Reply, Script, Seen};
 

@@ -16,8 +16,8 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 
-use super::remote::lock;
 use super::wire;
+use crate::plugins::lock::lock;
 
 /// The most bytes waiting for one worker: a frame (at most 16 MiB) always
 /// fits when nothing waits.

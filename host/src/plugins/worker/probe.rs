@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::children::{self, Tracked};
-use super::identity::Identity;
+use super::child::describe_exit;
 use super::sandbox::environment;
-use super::PluginInfo;
 use crate::config::Sandbox;
+use crate::plugins::children::{self, Tracked};
+use crate::plugins::identity::Identity;
+use crate::plugins::package::PluginInfo;
 
 /// How long a package may take to load in its probe.
 pub const PROBE_WITHIN: Duration = Duration::from_secs(5);
@@ -52,7 +53,7 @@ pub enum Verdict {
     Loaded(Probed),
     /// The package was refused, for the reason given (a [`LoadError`]'s).
     ///
-    /// [`LoadError`]: super::LoadError
+    /// [`LoadError`]: crate::plugins::LoadError
     Refused {
         reason: String,
         detail: Option<String>,
@@ -220,7 +221,7 @@ fn verdict_of(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Result<Probed
             let reason = match (status.signal(), status.code()) {
                 (Some(_), _) => format!(
                     "crashed while loading: {}{said}",
-                    super::remote::describe_exit(status)
+                    describe_exit(status)
                 ),
                 (None, Some(code)) => format!(
                     "exited with status {code} while loading, before it could be checked (a library constructor that calls exit?){said}"
@@ -230,12 +231,6 @@ fn verdict_of(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Result<Probed
             Err(Refusal::new(reason))
         }
     }
-}
-
-/// `SIGSEGV` for 11: the name operators know.
-pub fn signal_name(signal: i32) -> String {
-    nix::sys::signal::Signal::try_from(signal)
-        .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
 }
 
 fn last_line(bytes: &[u8]) -> Option<String> {

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncRead;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 
-use super::remote::lock;
+use crate::plugins::lock::lock;
 
 /// Lines per second a package's workers may add to healer's log.
 pub const LINES_PER_SECOND: f64 = 10.0;

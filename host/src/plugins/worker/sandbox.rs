@@ -36,6 +36,7 @@ use landlock::{
     RulesetCreated, RulesetCreatedAttr, RulesetStatus, ABI,
 };
 
+use super::parent::PARENT;
 use crate::config::{Account, Sandbox};
 
 /// Variables copied from healer's environment into every worker's, when
@@ -70,7 +71,7 @@ pub fn environment(passed: &[String]) -> Vec<(OsString, OsString)> {
             OsString::from(healer_plugin_sdk::command::PATH),
         ),
         (
-            OsString::from(crate::worker::PARENT),
+            OsString::from(PARENT),
             OsString::from(std::process::id().to_string()),
         ),
         // glibc reserves 64 MiB of address space per thread arena; under

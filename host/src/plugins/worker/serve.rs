@@ -5,7 +5,11 @@
 //! loads the one package healer probed (only if the file is still the one
 //! probed), then serves healer's calls from the same socket until healer
 //! closes it or dies (the worker is killed with healer: see
-//! [`crate::worker::Parent`]).
+//! [`super::parent`]).
+//!
+//! The package is loaded here, so the worker holds its instances as the
+//! package's own ([`Local`]): a check and its diagnoses run on what the
+//! package answered, with no conversion in between.
 //!
 //! Each call runs as its own task, so many are in flight at once; a
 //! cancelled call's task is aborted. A ping is answered once the package's
@@ -28,18 +32,20 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 use tokio_util::codec::FramedRead;
 
-use super::assignment::Assignment;
-use super::identity;
-use super::instance::{history_needed_of, Backend, Instance};
-use super::load_opened;
-use super::remote::{lock, WORKER_FD};
+use super::assignment::{Assignment, WORKER_FD};
+use super::parent::Parent;
 use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Observe, Seen, ToWorker};
+use crate::plugins::identity;
+use crate::plugins::in_process::{InProcess, Local};
+use crate::plugins::loader::load_opened_here;
+use crate::plugins::lock::lock;
+use crate::plugins::package::{Backend, Instance};
 
 /// `healer worker NAME`, started by healer with its socket on
 /// [`WORKER_FD`].
 pub fn serve(name: &str) -> ExitCode {
     // Never outlives a healer that died before this.
-    let Some(parent) = crate::worker::Parent::find() else {
+    let Some(parent) = Parent::find() else {
         return ExitCode::FAILURE;
     };
     let refuse = |shown: &dyn std::fmt::Display, reason: String| {
@@ -53,7 +59,7 @@ pub fn serve(name: &str) -> ExitCode {
             format!("descriptor {WORKER_FD} is not healer's socket (healer worker is started by healer itself)"),
         );
     }
-    // SAFETY: descriptor 3 was handed over by healer (see `remote::hand_over`)
+    // SAFETY: descriptor 3 was handed over by healer (see `child::hand_over`)
     // and is checked above to be a socket; nothing else in this process
     // owns it.
     let mut socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(WORKER_FD) };
@@ -85,8 +91,8 @@ pub fn serve(name: &str) -> ExitCode {
     }
     // Dies with healer from here on.
     parent.die_with();
-    let package = match load_opened(opened, &assignment.shown_as) {
-        Ok(package) => package,
+    let loaded = match load_opened_here(opened, &assignment.shown_as) {
+        Ok(loaded) => loaded,
         Err(err) => return refuse(err.reason),
     };
     // Nothing a plugin runs may inherit healer's socket.
@@ -107,7 +113,7 @@ pub fn serve(name: &str) -> ExitCode {
         let _ = socket.set_nonblocking(true);
         match tokio::net::UnixStream::from_std(socket) {
             Ok(socket) => {
-                serve_on(package.backend, socket).await;
+                serve_on(loaded.in_process, socket).await;
                 ExitCode::SUCCESS
             }
             Err(err) => refuse(format!("cannot use healer's socket: {err}")),
@@ -118,7 +124,7 @@ pub fn serve(name: &str) -> ExitCode {
 /// What the worker holds between calls.
 #[derive(Default)]
 struct Held {
-    instances: HashMap<u64, Arc<dyn Instance>>,
+    instances: HashMap<u64, Arc<Local>>,
     /// Calls under way, by id.
     running: HashMap<u64, AbortHandle>,
     /// Push forwarders, by instance.
@@ -136,7 +142,7 @@ fn send(out: &UnboundedSender<Bytes>, message: &FromWorker) {
     let _ = out.send(wire::encode(message));
 }
 
-async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
+async fn serve_on(backend: InProcess, socket: tokio::net::UnixStream) {
     let (read, write) = socket.into_split();
     let (out, outbox) = tokio::sync::mpsc::unbounded_channel();
     // Answers to checks are gathered for a moment; everything else (pushes,
@@ -166,10 +172,9 @@ async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
                 } else {
                     out.clone()
                 };
-                let (backend, held_by_task, out) =
-                    (Arc::clone(&backend), Arc::clone(&held), out.clone());
+                let (held_by_task, out) = (Arc::clone(&held), out.clone());
                 let task = tokio::spawn(async move {
-                    let answer = run(&*backend, &held_by_task, &out, call).await;
+                    let answer = run(&backend, &held_by_task, &out, call).await;
                     lock(&held_by_task).running.remove(&id);
                     let reply = wire::encode(&FromWorker::Reply { id, answer });
                     let reply = match wire::fits(&reply) {
@@ -197,7 +202,7 @@ async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
                 }
             }
             ToWorker::Ping { seq } => {
-                let (backend, out) = (Arc::clone(&backend), out.clone());
+                let out = out.clone();
                 tokio::spawn(async move {
                     if backend.heartbeat().await.is_ok() {
                         send(&out, &FromWorker::Pong { seq });
@@ -210,7 +215,7 @@ async fn serve_on(backend: Arc<dyn Backend>, socket: tokio::net::UnixStream) {
 }
 
 async fn run(
-    backend: &dyn Backend,
+    backend: &InProcess,
     held: &Shared,
     out: &UnboundedSender<Bytes>,
     call: Call,
@@ -234,8 +239,7 @@ async fn run(
             name,
             config,
         } => {
-            let created: Arc<dyn Instance> =
-                Arc::from(backend.create(kind.into(), &name, &config).await?);
+            let created = Arc::new(backend.create_here(kind.into(), &name, &config).await?);
             let mut held_now = lock(held);
             if matches!(kind, Kind::Monitor) {
                 let forwarder =
@@ -290,13 +294,12 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         .iter()
         .map(|&number| local(number))
         .collect::<Result<Vec<_>, _>>()?;
-    let not_here = || "this instance is not loaded in the worker".to_owned();
     let within = Duration::from_micros(observe.within_us);
     // No more than the diagnosers read: the shipped http diagnoser reads
     // none by default, and then nothing is kept or copied per check.
     let needed = diagnosers
         .iter()
-        .map(|diagnoser| history_needed_of(diagnoser.as_ref()))
+        .map(|diagnoser| diagnoser.history_needed().unwrap_or(usize::MAX))
         .max()
         .unwrap_or(0);
     let keep = usize::try_from(observe.keep)
@@ -305,7 +308,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
     let checked = match observe.pushed {
         Some(seen) => Ok(ObservationFfi::from(seen)),
         None => {
-            let check = monitor.local().ok_or_else(not_here)?.check_raw();
+            let check = monitor.check_raw();
             match tokio::time::timeout(within, check).await {
                 Ok(Ok(seen)) => Ok(seen),
                 Ok(Err(error)) => Err(wire::Checked::Failed(error)),
@@ -367,10 +370,7 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
             } else {
                 before.clone().unwrap_or_default()
             };
-            let diagnosis = diagnoser
-                .local()
-                .ok_or_else(not_here)?
-                .diagnose_raw(latest.clone(), given);
+            let diagnosis = diagnoser.diagnose_raw(latest.clone(), given);
             diagnoses.push(match tokio::time::timeout(within, diagnosis).await {
                 Ok(Ok(found)) => {
                     wire::Diagnosis::Found(found.into_iter().map(Found::from).collect())
@@ -400,7 +400,7 @@ fn remember(history: &mut VecDeque<Box<[u8]>>, seen: Box<[u8]>, keep: usize) {
 
 /// Sends each observation a monitor pushes, and a last `None` once it
 /// never will.
-async fn forward_pushes(number: u64, monitor: Arc<dyn Instance>, out: UnboundedSender<Bytes>) {
+async fn forward_pushes(number: u64, monitor: Arc<Local>, out: UnboundedSender<Bytes>) {
     loop {
         let seen = monitor.next_push().await;
         let last = seen.is_none();

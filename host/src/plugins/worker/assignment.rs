@@ -1,20 +1,26 @@
 //! What healer tells a new plugin worker before anything else: the file to
 //! serve, the identity it was probed as, the name it is shown as, and the
 //! sandbox it confines itself to. It is the first frame on the worker's
-//! socket (a 4-byte big-endian length, then JSON), not on its command
-//! line, so `ps` shows a worker as `healer worker libfoo.so` rather than a
-//! page of JSON; nor in its environment, which holds only the allowlist.
+//! socket (descriptor [`WORKER_FD`]; a 4-byte big-endian length, then
+//! JSON), not on its command line, so `ps` shows a worker as `healer
+//! worker libfoo.so` rather than a page of JSON; nor in its environment,
+//! which holds only the allowlist.
 //!
 //! The worker reads exactly that frame, never a byte more, and leaves the
 //! rest of the socket to the calls.
 
 use std::io::{self, Read, Write};
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::Identity;
 use crate::config::Sandbox;
+use crate::plugins::identity::Identity;
+
+/// The descriptor a worker finds its end of the socketpair on, its
+/// assignment waiting there.
+pub const WORKER_FD: RawFd = 3;
 
 /// The most a worker reads as its assignment (Landlock paths and all, an
 /// assignment is a few KiB).

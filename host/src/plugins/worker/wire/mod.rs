@@ -9,7 +9,7 @@
 //! types) cross as JSON text: postcard is not self-describing.
 //!
 //! What a worker sends is outside input: it is held to the plugin limits
-//! ([`super::bounds`]) as it is decoded ([`held`]), so a frame of 16 MiB
+//! ([`crate::plugins::bounds`]) as it is decoded ([`held`]), so a frame of 16 MiB
 //! costs its own buffer and at most a copy of what is kept of it; details
 //! are parsed (which can take many times their text) only within the
 //! limits of what healer reads.
@@ -18,7 +18,7 @@ mod held;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use healer_plugin_sdk::ffi::{FindingFfi, MetricFfi, ObservationFfi};
+use healer_plugin_sdk::ffi::{FindingFfi, MetricFfi, ObservationFfi, PluginKind};
 use healer_plugin_sdk::{Finding, Metric, Observation, Outcome, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,8 +26,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 
-use super::bounds;
-use super::PluginKind;
+use crate::plugins::bounds;
 
 pub use held::FoundList;
 

@@ -1,79 +1,63 @@
-//! A package served by a `healer worker` process: healer's side of the
-//! socketpair, and the supervision of the worker.
+//! A package served by `healer worker` processes, one at a time: the
+//! client of its socketpair (calls numbered and matched with their
+//! answers, instances created again in each new worker), and the
+//! supervision of its worker, put together from its sibling modules.
 //!
-//! The worker is started on first use and again, after a capped backoff,
-//! on the first use after it ended. It ends (and is killed, with its whole
-//! process group) when it exits or is killed by a signal, closes its
-//! socket, sends something that is not a message, or misses its heartbeat
-//! (a ping it answers only once the package's own runtime has run a task,
-//! so a plugin task that spins is noticed). Every call in flight then ends
+//! The worker is started on first use ([`super::child`]) and again, after
+//! a capped backoff, on the first use after it ended. It ends (and is
+//! killed, with its whole process group) when it exits or is killed by a
+//! signal, closes its socket, sends something that is not a message, or
+//! misses its heartbeat ([`super::watch`]). Every call in flight then ends
 //! as an error naming the reason ("plugin worker crashed in libfoo.so:
 //! killed by SIGSEGV"), which the engine records as UNKNOWN. After
 //! `crash_limit` crashes within `crash_window` the package is quarantined:
 //! its calls fail at once until its file changes (and probes clean again)
-//! or healer restarts.
+//! or healer restarts. When a worker may start, and when the package is
+//! quarantined, is the [`super::supervisor`]'s to say; this module asks
+//! it, and tells it every crash.
 //!
 //! A worker starts in its package's sandbox (see [`super::sandbox`]), is
-//! tracked from spawn to reap (see [`super::children`]: the reaper leaves
-//! it alone, and its process group is killed before it is reaped), gets
-//! what healer sends it through a bounded outbox (see [`super::outbox`]: a
-//! worker that leaves it unread for `stuck_after` is stuck, like one that
-//! misses its heartbeat), and has what it prints relayed to healer's log
-//! at a limited rate (see [`super::output`]).
+//! tracked from spawn to reap (see [`crate::plugins::children`]: the
+//! reaper leaves it alone, and its process group is killed before it is
+//! reaped), gets what healer sends it through a bounded outbox (see
+//! [`super::outbox`]: a worker that leaves it unread for `stuck_after` is
+//! stuck, like one that misses its heartbeat), and has what it prints
+//! relayed to healer's log at a limited rate (see [`super::output`]).
 //!
 //! Instances are numbered by healer and created in the worker on first
 //! use; after a restart each is created again, from the config it was
 //! created with, on its next call. A push monitor's pushes flow back on
 //! the socket, and its `next_push` waits across a restart.
 
-use std::collections::{HashMap, VecDeque};
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use healer_plugin_sdk::ffi::Declared;
+use healer_plugin_sdk::ffi::{Declared, PluginKind};
 use healer_plugin_sdk::{Duration as Written, Finding, Observation, Outcome, Recovery};
-use tokio::io::unix::AsyncFd;
 use tokio::net::unix::OwnedReadHalf;
-use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::assignment::Assignment;
-use super::bounds::Findings;
-use super::children::{self, Tracked};
-use super::identity::Identity;
-use super::instance::{
-    Backend, Call as Pending, Checked, Diagnosis, Instance, Observed, Observing, WorkerHealth,
-};
+use super::child::{self, Started, Worker};
+use super::conn::{Conn, Open};
 use super::outbox::{self, Outbox};
-use super::output::{self, Allowance};
-use super::probe::{probe_all, signal_name, ToProbe, PROBE_WITHIN};
-use super::sandbox::environment;
-use super::wire::{self, Answer, Call, FromWorker, Observe, Seen, ToWorker};
-use super::PluginKind;
-use crate::config::{PackagePolicy, Sandbox};
+use super::output::Allowance;
+use super::probe::{probe_all, ToProbe, PROBE_WITHIN};
+use super::supervisor::{Crash, Start, Supervisor};
+use super::watch::watch;
+use super::wire::{self, Answer, Call, Observe, Seen, ToWorker};
+use crate::config::{PackagePolicy, Sandbox, WorkerLimits};
 use crate::events::{Event, Events};
-
-/// The descriptor a worker finds its end of the socketpair on.
-pub const WORKER_FD: RawFd = 3;
-
-/// How often a worker is pinged.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-
-/// The wait before the first restart; it doubles with each crash within
-/// the window.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The longest wait before a restart.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use crate::plugins::bounds::Findings;
+use crate::plugins::identity::Identity;
+use crate::plugins::lock::lock;
+use crate::plugins::package::{
+    Backend, Call as Pending, Checked, Diagnosis, Instance, Observed, Observing, Placed,
+    WorkerHealth, WorkerId,
+};
 
 /// How long creating an instance (or checking a config) in a worker may
 /// take: a constructor that never returns fails the call, not the target.
@@ -82,32 +66,10 @@ const CREATE_WITHIN: Duration = Duration::from_secs(10);
 /// Observations a monitor may push ahead of healer (as in-process).
 const PUSH_BACKLOG: usize = 64;
 
-/// What a worker may use, and how much crashing it is allowed.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct WorkerLimits {
-    /// Address space of the worker, in bytes (RLIMIT_AS); 0 for none.
-    pub memory: u64,
-    /// Crashes within `crash_window` that quarantine the package.
-    pub crash_limit: u32,
-    /// See `crash_limit`.
-    pub crash_window: Duration,
-    /// A worker that has not answered a ping for this long is stuck.
-    pub stuck_after: Duration,
-}
-
-impl Default for WorkerLimits {
-    fn default() -> WorkerLimits {
-        WorkerLimits {
-            memory: 1 << 30,
-            crash_limit: 3,
-            crash_window: Duration::from_secs(600),
-            stuck_after: Duration::from_secs(5),
-        }
-    }
-}
-
 /// A package served by worker processes, one at a time.
 pub struct Remote {
+    /// Which worker it is, to its instances.
+    id: WorkerId,
     /// The file name in the plugins directory, as messages name it.
     name: String,
     /// The file in the plugins directory.
@@ -139,84 +101,8 @@ struct State {
     conn: Option<Arc<Conn>>,
     /// Workers started so far.
     generation: u64,
-    /// When each crash within the window happened.
-    crashes: VecDeque<Instant>,
-    /// No start before this, after a crash.
-    retry_at: Option<Instant>,
-    last_crash: Option<String>,
-    /// Why the package is quarantined, when it is.
-    quarantined: Option<String>,
-    /// A changed file is being probed again.
-    reprobing: bool,
-}
-
-/// One running worker.
-struct Conn {
-    generation: u64,
-    pid: u32,
-    out: Outbox,
-    open: Mutex<Open>,
-    /// Stop the worker: the package is no longer used.
-    stop: Notify,
-}
-
-#[derive(Default)]
-struct Open {
-    calls: HashMap<u64, oneshot::Sender<Result<Answer, String>>>,
-    /// Boxed: a channel allocates its slots 32 at a time, and one
-    /// channel per monitor adds up at 10,000 targets.
-    pushes: HashMap<u64, mpsc::Sender<Option<Box<Observation>>>>,
-    /// Set once the worker has ended: why.
-    ended: Option<String>,
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-impl Conn {
-    /// Sends `message`; `false` when the outbox has no room for it.
-    fn send(&self, message: &ToWorker) -> bool {
-        self.out.send(wire::encode(message)).is_ok()
-    }
-
-    fn deliver(&self, message: FromWorker) {
-        let mut open = lock(&self.open);
-        match message {
-            FromWorker::Reply { id, answer } => {
-                if let Some(waiting) = open.calls.remove(&id) {
-                    let _ = waiting.send(answer);
-                }
-            }
-            FromWorker::Push { instance, seen } => {
-                let last = seen.is_none();
-                // A full backlog drops the observation, as in-process,
-                // before anything of it is parsed; what waits there is
-                // held to the smaller limit of a push.
-                if let Some(Ok(slot)) = open.pushes.get(&instance).map(|p| p.try_reserve()) {
-                    slot.send(seen.map(|seen| Box::new(seen.into_pushed())));
-                }
-                if last {
-                    open.pushes.remove(&instance);
-                }
-            }
-            FromWorker::Pong { .. } | FromWorker::Ready => {}
-        }
-    }
-
-    /// Ends every call in flight with `message` and closes every push
-    /// stream; returns how many calls were in flight.
-    fn end(&self, message: &str) -> usize {
-        let mut open = lock(&self.open);
-        open.ended = Some(message.to_owned());
-        open.pushes.clear();
-        let calls = std::mem::take(&mut open.calls);
-        let in_flight = calls.len();
-        for (_, waiting) in calls {
-            let _ = waiting.send(Err(message.to_owned()));
-        }
-        in_flight
-    }
+    /// When the next may start, after what crashed.
+    supervisor: Supervisor,
 }
 
 impl Remote {
@@ -229,11 +115,19 @@ impl Remote {
         exe: &Path,
         policy: &PackagePolicy,
     ) -> Arc<Remote> {
+        let name = shown.file_name().map_or_else(
+            || shown.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         Arc::new_cyclic(|me| Remote {
-            name: shown.file_name().map_or_else(
-                || shown.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
+            id: WorkerId::fresh(),
+            state: Mutex::new(State {
+                identity,
+                conn: None,
+                generation: 0,
+                supervisor: Supervisor::new(&name, &policy.limits),
+            }),
+            name,
             shown: shown.to_owned(),
             target: target.to_owned(),
             exe: exe.to_owned(),
@@ -242,16 +136,6 @@ impl Remote {
             sandbox: policy.sandbox.clone(),
             env: policy.env.clone(),
             allowance: Allowance::new(),
-            state: Mutex::new(State {
-                identity,
-                conn: None,
-                generation: 0,
-                crashes: VecDeque::new(),
-                retry_at: None,
-                last_crash: None,
-                quarantined: None,
-                reprobing: false,
-            }),
             restarted: Notify::new(),
             ids: AtomicU64::new(1),
             events: OnceLock::new(),
@@ -272,38 +156,29 @@ impl Remote {
 
     /// The running worker, started if it is due.
     fn connection(&self) -> Result<Arc<Conn>, String> {
-        let mut state = lock(&self.state);
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
         if let Some(conn) = &state.conn {
             return Ok(Arc::clone(conn));
         }
-        if let Some(why) = state.quarantined.clone() {
-            if state.reprobing || state.identity.still_at(&self.target) {
+        let file_changed = || !state.identity.still_at(&self.target);
+        match state.supervisor.start(Instant::now(), file_changed) {
+            Start::Now => {}
+            Start::Refused(why) => return Err(why),
+            Start::Reprobe(why) => {
+                // The file changed since: probe the new one, once, in the
+                // background (a caller that gives up does not cancel it).
+                if let Some(me) = self.me.upgrade() {
+                    tokio::spawn(async move { me.reprobe().await });
+                }
                 return Err(why);
             }
-            // The file changed since: probe the new one, once, in the
-            // background (a caller that gives up does not cancel it).
-            state.reprobing = true;
-            if let Some(me) = self.me.upgrade() {
-                tokio::spawn(async move { me.reprobe().await });
-            }
-            return Err(format!("{why} (its file changed: probing it again)"));
         }
-        if let Some(at) = state.retry_at {
-            let now = Instant::now();
-            if at > now {
-                return Err(format!(
-                    "plugin worker for {} is restarting after a crash ({}); next start in {}",
-                    self.name,
-                    state.last_crash.as_deref().unwrap_or("?"),
-                    humantime::format_duration(round_ms(at - now))
-                ));
-            }
-        }
-        match self.start(&mut state) {
+        match self.start(state) {
             Ok(conn) => Ok(conn),
             Err(err) => {
                 // As a crash: no new attempt before the backoff.
-                drop(state);
+                drop(guard);
                 self.record_crash(None, err.clone());
                 Err(err)
             }
@@ -334,10 +209,7 @@ impl Remote {
                 _ => {
                     let mut state = lock(&self.state);
                     state.identity = probed.identity;
-                    state.quarantined = None;
-                    state.reprobing = false;
-                    state.crashes.clear();
-                    state.retry_at = None;
+                    state.supervisor.reprobed_clean();
                     drop(state);
                     self.emit(Event::PluginQuarantineLifted {
                         package: self.name.clone(),
@@ -353,78 +225,32 @@ impl Remote {
         // Remember this file, so it is probed again only once it changes
         // again.
         state.identity.restat(&self.target);
-        state.reprobing = false;
-        state.quarantined = Some(format!(
-            "plugin package {} is quarantined: its file changed, but the new one is refused: {refused}",
-            self.name
-        ));
+        state.supervisor.reprobe_refused(&refused);
     }
 
     /// Starts a worker; called with the state locked and no worker running.
     fn start(&self, state: &mut State) -> Result<Arc<Conn>, String> {
-        let fail = |what: &str, err: io::Error| {
-            format!(
-                "cannot start a plugin worker for {}: {what}: {err}",
-                self.name
-            )
-        };
-        let (mut ours, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(|err| fail("socketpair", err))?;
-        // Waiting for the worker on its socket before it starts: a few
-        // KiB, far below the socket's buffer; the timeout only makes sure.
         let assignment = Assignment {
             file: self.target.clone(),
             identity: state.identity.clone(),
             shown_as: self.shown.clone(),
             sandbox: self.sandbox.clone(),
         };
-        ours.set_write_timeout(Some(Duration::from_secs(1)))
-            .and_then(|()| assignment.send(&mut ours))
-            .map_err(|err| fail("its assignment", err))?;
-        let mut command = tokio::process::Command::new(&self.exe);
-        // `ps` shows `healer worker libfoo.so`: the rest is in the
-        // assignment.
-        command
-            .arg0("healer")
-            .arg("worker")
-            .arg(&self.name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Nothing of healer's environment but the allowlist.
-            .env_clear()
-            .envs(environment(&self.env))
-            // Its own group: whatever a plugin forks is killed with it.
-            .process_group(0)
-            .kill_on_drop(true);
-        // Only the soft limit: what a plugin starts (a service, by a
-        // recovery) gets the hard one back (the SDK's command runner).
-        let (fd, memory) = (theirs.as_raw_fd(), self.limits.memory);
-        // SAFETY: the closure runs in the child between fork and exec and
-        // makes only async-signal-safe calls (fcntl, dup2, setrlimit) on
-        // values copied in; it allocates nothing.
-        unsafe {
-            command.pre_exec(move || hand_over(fd, memory));
-        }
-        let (mut child, tracked) =
-            children::spawn(|| command.spawn(), Child::id).map_err(|err| fail("spawn", err))?;
-        let (name, allowance) = (&self.name, &self.allowance);
-        if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(output::relay(name.clone(), Arc::clone(allowance), stdout));
-        }
-        let said = child
-            .stderr
-            .take()
-            .map(|stderr| tokio::spawn(output::relay(name.clone(), Arc::clone(allowance), stderr)));
-        drop(theirs);
-        ours.set_nonblocking(true)
-            .map_err(|err| fail("socket", err))?;
-        let stream = tokio::net::UnixStream::from_std(ours).map_err(|err| fail("socket", err))?;
-        let (read, write) = stream.into_split();
+        let Started {
+            worker,
+            socket,
+            pid,
+        } = child::spawn(
+            &self.exe,
+            &self.name,
+            &self.env,
+            self.limits.memory,
+            &self.allowance,
+            &assignment,
+        )?;
+        let (read, write) = socket.into_split();
         let (out, frames) = Outbox::new(outbox::BUDGET);
         state.generation += 1;
-        let pid = child.id().unwrap_or(0);
-        let exit = Exit::watch(tracked);
         let conn = Arc::new(Conn {
             generation: state.generation,
             pid,
@@ -438,7 +264,7 @@ impl Remote {
             self.me.clone(),
             self.limits.stuck_after,
             Arc::clone(&conn),
-            Worker { child, exit, said },
+            worker,
             frames,
         ));
         state.conn = Some(Arc::clone(&conn));
@@ -454,183 +280,17 @@ impl Remote {
     }
 }
 
-/// A worker process as its supervisor holds it.
-struct Worker {
-    child: Child,
-    exit: Exit,
-    /// What it printed last on stderr, once that ends.
-    said: Option<JoinHandle<Option<String>>>,
-}
-
-/// How a supervisor sees its worker end without reaping it (a pidfd, or
-/// a look every 100 ms without one), so the worker's process group can be
-/// killed while the exited worker still holds the group's id.
-struct Exit {
-    tracked: Tracked,
-    pidfd: Option<AsyncFd<std::os::fd::OwnedFd>>,
-}
-
-impl Exit {
-    fn watch(tracked: Tracked) -> Exit {
-        let pidfd = rustix::process::Pid::from_raw(tracked.pid())
-            .and_then(|pid| {
-                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-            })
-            // SAFETY: the pidfd was just opened and is owned by the
-            // `AsyncFd`, which keeps it open, as the same descriptor, until
-            // it is dropped.
-            .and_then(|pidfd| unsafe { AsyncFd::register(pidfd) }.ok());
-        Exit { tracked, pidfd }
-    }
-
-    /// Returns once the worker has ended (it stays unreaped).
-    async fn ended(&self) {
-        match &self.pidfd {
-            // A pidfd is readable once its process has exited.
-            Some(pidfd) => {
-                let _ = pidfd.readable().await;
-            }
-            None => {
-                while !children::has_exited(self.tracked.pid()) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
-
-/// Why a supervisor stopped watching its worker.
-enum Ending {
-    /// It ended by itself: its exit status says how.
-    Exited,
-    /// It is killed for this.
-    Killed(String),
-    /// Its package is no longer used.
-    Stopped,
-}
-
-/// Reads the worker's messages and watches it until it ends, or until its
-/// package is no longer used.
+/// Watches the worker until it ends, or until its package is no longer
+/// used; then ends it, and records the crash if it was one.
 async fn supervise(
     remote: Weak<Remote>,
     stuck_after: Duration,
     conn: Arc<Conn>,
     worker: Worker,
-    mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
 ) {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ping: Option<(u64, Instant)> = None;
-    let mut seq = 0;
-    // Pings start once the worker has loaded its package.
-    let (started, mut ready) = (Instant::now(), false);
-    let ending = loop {
-        tokio::select! {
-            frame = frames.next() => match frame {
-                Some(Ok(bytes)) => match wire::decode::<FromWorker>(&bytes) {
-                    // Said once: a worker that says it again would set
-                    // back the clock of what it has not read.
-                    Ok(FromWorker::Ready) if ready => {
-                        break Ending::Killed("broke the protocol: it said it was ready twice".to_owned());
-                    }
-                    Ok(FromWorker::Ready) => {
-                        ready = true;
-                        conn.out.reading_from(Instant::now());
-                    }
-                    Ok(FromWorker::Pong { seq }) => {
-                        if ping.is_some_and(|(sent, _)| sent == seq) {
-                            ping = None;
-                        }
-                    }
-                    Ok(message) => conn.deliver(message),
-                    Err(err) => break Ending::Killed(format!("broke the protocol: it sent {err}")),
-                },
-                ended => {
-                    // Closed or reset (a worker that dies with a ping
-                    // unread resets the socket): one that died says how.
-                    let otherwise = match ended {
-                        Some(Err(err)) => format!("broke the protocol: {err}"),
-                        _ => "closed its socket".to_owned(),
-                    };
-                    match tokio::time::timeout(Duration::from_millis(500), worker.exit.ended()).await {
-                        Ok(()) => break Ending::Exited,
-                        Err(_) => break Ending::Killed(otherwise),
-                    }
-                }
-            },
-            () = worker.exit.ended() => break Ending::Exited,
-            () = conn.stop.notified() => break Ending::Stopped,
-            _ = tick.tick() => {
-                // While it loads, the rule below judges it instead.
-                if ready && conn.out.stuck(Instant::now(), stuck_after) {
-                    break Ending::Killed(format!(
-                        "stopped reading: {} bytes healer sent it went unread for {}",
-                        conn.out.waiting(),
-                        humantime::format_duration(stuck_after)
-                    ));
-                }
-                match ping {
-                    _ if !ready => {
-                        if started.elapsed() >= PROBE_WITHIN + stuck_after {
-                            break Ending::Killed(format!(
-                                "did not finish loading its package within {}",
-                                humantime::format_duration(PROBE_WITHIN + stuck_after)
-                            ));
-                        }
-                    }
-                    Some((_, sent)) if sent.elapsed() >= stuck_after => {
-                        break Ending::Killed(format!(
-                            "stopped answering: no heartbeat for {} (a plugin task that spins or blocks the package's runtime?)",
-                            humantime::format_duration(stuck_after)
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        seq += 1;
-                        // A ping with no room waits for the next tick; a
-                        // full outbox is judged above.
-                        if conn.send(&ToWorker::Ping { seq }) {
-                            ping = Some((seq, Instant::now()));
-                        }
-                    }
-                }
-            },
-        }
-    };
-    // The whole group (the worker, and whatever a plugin forked), while
-    // the worker is not yet reaped: its pid cannot have been reused.
-    let Worker {
-        mut child,
-        exit,
-        said,
-    } = worker;
-    exit.tracked.kill_group();
-    let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-    // Untracked only after the child is dropped: one not reaped by now is
-    // killed on drop while it still holds its pid.
-    drop(child);
-    drop(exit);
-    let reason = match (ending, status) {
-        (Ending::Stopped, _) => String::new(),
-        (Ending::Killed(reason), _) => reason,
-        (Ending::Exited, Ok(Ok(status))) => describe_exit(status),
-        (Ending::Exited, Ok(Err(err))) => format!("cannot be waited for: {err}"),
-        (Ending::Exited, Err(_)) => "ended, but could not be reaped".to_owned(),
-    };
-    // Its last words on stderr often say why ("memory allocation of
-    // 268435456 bytes failed").
-    let last_words = match said {
-        Some(said) => tokio::time::timeout(Duration::from_millis(500), said)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten(),
-        None => None,
-    };
-    let reason = match last_words {
-        Some(line) if !reason.is_empty() => format!("{reason} (it printed: {line})"),
-        _ => reason,
-    };
+    let ending = watch(stuck_after, &conn, &worker.exit, frames).await;
+    let reason = worker.end(ending).await;
     match remote.upgrade() {
         Some(remote) if !reason.is_empty() => remote.record_crash(Some(&conn), reason),
         _ => {
@@ -652,38 +312,18 @@ impl Remote {
     /// worker is gone, its calls fail, and the package is quarantined if
     /// it crashed too often.
     fn record_crash(&self, conn: Option<&Conn>, reason: String) {
-        let now = Instant::now();
         let window = self.limits.crash_window;
-        let (crashes, quarantined) = {
+        let Crash {
+            crashes,
+            quarantined,
+        } = {
             let mut state = lock(&self.state);
             if let (Some(ours), Some(conn)) = (&state.conn, conn) {
                 if ours.generation == conn.generation {
                     state.conn = None;
                 }
             }
-            state.crashes.push_back(now);
-            while state
-                .crashes
-                .front()
-                .is_some_and(|at| now.duration_since(*at) > window)
-            {
-                state.crashes.pop_front();
-            }
-            let crashes = u32::try_from(state.crashes.len()).unwrap_or(u32::MAX);
-            let backoff = FIRST_BACKOFF
-                .saturating_mul(1 << crashes.saturating_sub(1).min(16))
-                .min(MAX_BACKOFF);
-            state.retry_at = Some(now + backoff);
-            state.last_crash = Some(reason.clone());
-            let quarantined = crashes >= self.limits.crash_limit && state.quarantined.is_none();
-            if quarantined {
-                state.quarantined = Some(format!(
-                    "plugin package {} is quarantined: its worker crashed {crashes} times within {} (last: {reason}); replace the file, or restart healer, to try it again",
-                    self.name,
-                    humantime::format_duration(window)
-                ));
-            }
-            (crashes, quarantined)
+            state.supervisor.crashed(Instant::now(), &reason)
         };
         let message = format!("plugin worker crashed in {}: {reason}", self.name);
         let in_flight = conn.map_or(0, |conn| conn.end(&message));
@@ -709,16 +349,7 @@ impl Remote {
 
     /// Waits until a worker may be started again (or one was).
     async fn until_retry(&self) {
-        let wait = {
-            let state = lock(&self.state);
-            match (state.quarantined.is_some(), state.retry_at) {
-                (true, _) => Duration::from_secs(1),
-                (false, Some(at)) => at
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(10)),
-                (false, None) => Duration::from_millis(10),
-            }
-        };
+        let wait = lock(&self.state).supervisor.retry_in(Instant::now());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = self.restarted.notified() => {}
@@ -790,58 +421,6 @@ impl Drop for Waiting<'_> {
             let _ = self.conn.send(&ToWorker::Cancel { id: self.id });
         }
     }
-}
-
-/// "killed by SIGSEGV", "exited with status 0".
-pub(super) fn describe_exit(status: ExitStatus) -> String {
-    match (status.signal(), status.code()) {
-        (Some(signal), _) => format!(
-            "killed by {}{}",
-            signal_name(signal),
-            if status.core_dumped() {
-                " (core dumped)"
-            } else {
-                ""
-            }
-        ),
-        (None, Some(code)) => format!("exited with status {code}"),
-        (None, None) => "ended".to_owned(),
-    }
-}
-
-fn round_ms(duration: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// In the child, before exec: its end of the socketpair becomes
-/// [`WORKER_FD`] (open across exec), and its address space is limited.
-fn hand_over(fd: RawFd, memory: u64) -> io::Result<()> {
-    // SAFETY: fcntl, dup2, getrlimit and setrlimit are async-signal-safe and take
-    // only plain values; `fd` is open in the child (inherited).
-    unsafe {
-        if fd == WORKER_FD {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        } else if libc::dup2(fd, WORKER_FD) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if memory > 0 {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(libc::RLIMIT_AS, &mut limit) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            limit.rlim_cur = memory.min(limit.rlim_max);
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Backend for Remote {
@@ -922,21 +501,21 @@ impl Backend for Remote {
         Some(WorkerHealth {
             pid: state.conn.as_ref().map(|conn| conn.pid),
             started: state.generation,
-            recent_crashes: state.crashes.len(),
-            last_crash: state.last_crash.clone(),
-            quarantined: state.quarantined.clone(),
+            recent_crashes: state.supervisor.recent_crashes(),
+            last_crash: state.supervisor.last_crash().map(str::to_owned),
+            quarantined: state.supervisor.quarantined().map(str::to_owned),
         })
     }
 }
 
 /// An instance in a worker, created again in each new worker.
-pub struct RemoteInstance {
+struct RemoteInstance {
     remote: Arc<Remote>,
     kind: PluginKind,
     name: String,
     config: String,
-    /// (worker generation, instance number) where it exists now.
-    placed: tokio::sync::Mutex<Option<(u64, u64)>>,
+    /// Where it exists now.
+    placed: tokio::sync::Mutex<Option<Placed>>,
     /// The push stream of its newest placement, not yet taken by
     /// `next_push`.
     fresh: Mutex<Option<mpsc::Receiver<Option<Box<Observation>>>>>,
@@ -950,9 +529,13 @@ impl RemoteInstance {
     async fn place(&self) -> Result<(Arc<Conn>, u64), String> {
         let mut placed = self.placed.lock().await;
         let conn = self.remote.connection()?;
-        if let Some((generation, id)) = *placed {
+        if let Some(Placed {
+            generation,
+            instance,
+        }) = *placed
+        {
             if generation == conn.generation {
-                return Ok((conn, id));
+                return Ok((conn, instance));
             }
         }
         let id = self.remote.next_id();
@@ -991,7 +574,10 @@ impl RemoteInstance {
         if let Some(receiver) = pushes {
             *lock(&self.fresh) = Some(receiver);
         }
-        *placed = Some((conn.generation, id));
+        *placed = Some(Placed {
+            generation: conn.generation,
+            instance: id,
+        });
         Ok((conn, id))
     }
 
@@ -1000,30 +586,29 @@ impl RemoteInstance {
         self.remote.call_on(&conn, call(id)).await
     }
 
-    /// Whether `other` is served by the same workers.
-    pub fn same_worker_as(&self, other: &RemoteInstance) -> bool {
-        Arc::ptr_eq(&self.remote, &other.remote)
-    }
-
     /// This monitor's check (or what it pushed), diagnosed in its worker by
-    /// `diagnosers` (instances of the same package) against the history
-    /// the worker keeps: one call, one frame each way.
-    pub async fn observe(
+    /// `diagnosers` (instances of the same package; any that no worker
+    /// serves is left out) against the history the worker keeps: one call,
+    /// one frame each way.
+    async fn observe_in_worker(
         &self,
-        diagnosers: &[&RemoteInstance],
+        diagnosers: &[&dyn Instance],
         observing: Observing<'_>,
     ) -> Result<Observed, String> {
         let (conn, monitor) = self.place().await?;
         let mut placed = Vec::with_capacity(diagnosers.len());
         for diagnoser in diagnosers {
-            let (theirs, id) = diagnoser.place().await?;
+            let Some(placing) = diagnoser.placed() else {
+                continue;
+            };
+            let theirs = placing.await?;
             if theirs.generation != conn.generation {
                 return Err(format!(
                     "plugin worker for {} restarted during the call",
                     self.remote.name
                 ));
             }
-            placed.push(id);
+            placed.push(theirs.instance);
         }
         let placed_count = placed.len();
         let call = Call::Observe(Observe {
@@ -1086,8 +671,26 @@ fn findings(found: wire::FoundList) -> Findings {
 }
 
 impl Instance for RemoteInstance {
-    fn remote(&self) -> Option<&RemoteInstance> {
-        Some(self)
+    fn worker(&self) -> Option<WorkerId> {
+        Some(self.remote.id)
+    }
+
+    fn placed(&self) -> Option<Pending<'_, Result<Placed, String>>> {
+        Some(Box::pin(async move {
+            let (conn, instance) = self.place().await?;
+            Ok(Placed {
+                generation: conn.generation,
+                instance,
+            })
+        }))
+    }
+
+    fn observe<'a>(
+        &'a self,
+        diagnosers: &'a [&'a dyn Instance],
+        observing: Observing<'a>,
+    ) -> Pending<'a, Result<Observed, String>> {
+        Box::pin(self.observe_in_worker(diagnosers, observing))
     }
 
     fn check(&self) -> Pending<'_, Result<Observation, String>> {
@@ -1170,7 +773,11 @@ impl Drop for RemoteInstance {
         let Ok(placed) = self.placed.try_lock() else {
             return;
         };
-        let Some((generation, instance)) = *placed else {
+        let Some(Placed {
+            generation,
+            instance,
+        }) = *placed
+        else {
             return;
         };
         let state = lock(&self.remote.state);
@@ -1184,7 +791,10 @@ impl Drop for RemoteInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::children;
+    use crate::plugins::worker::wire::FromWorker;
     use futures_util::SinkExt;
+    use tokio::process::Child;
     use tokio_util::codec::FramedWrite;
 
     /// A worker that never reads what healer sends it, answering every
@@ -1196,11 +806,12 @@ mod tests {
         let mut command = tokio::process::Command::new("sleep");
         command.arg("30").process_group(0).kill_on_drop(true);
         let (child, tracked) = children::spawn(|| command.spawn(), Child::id).unwrap();
-        let exit = Exit::watch(tracked);
+        let pid = child.id().unwrap_or(0);
+        let worker = Worker::new(child, tracked, None);
         let (out, frames) = Outbox::new(outbox::BUDGET);
         let conn = Arc::new(Conn {
             generation: 1,
-            pid: child.id().unwrap_or(0),
+            pid,
             out,
             open: Mutex::new(Open::default()),
             stop: Notify::new(),
@@ -1211,11 +822,7 @@ mod tests {
             Weak::new(),
             Duration::from_secs(1),
             Arc::clone(&conn),
-            Worker {
-                child,
-                exit,
-                said: None,
-            },
+            worker,
             FramedRead::new(read, wire::codec()),
         ));
         // The hostile worker: never reads `theirs`, only writes to it.
