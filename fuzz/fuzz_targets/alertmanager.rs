@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use healer::events::Event;
-use healer::intake::{read_alertmanager, AlertResult, AlertmanagerAnswer, MAX_BODY};
+use healer::intake::{read_alertmanager, AlertResult, AlertmanagerReply, MAX_BODY};
 use healer_fuzz::{assert_one_line, intake};
 use libfuzzer_sys::fuzz_target;
 
@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn check(answer: &AlertmanagerAnswer, sent: usize) {
+fn check(answer: &AlertmanagerReply, sent: usize) {
     assert_eq!(answer.alerts, sent, "the answer counts the alerts sent");
     assert!(answer.results.len() <= sent, "more results than alerts");
     for result in &answer.results {

@@ -15,7 +15,7 @@
 
 #![no_main]
 
-use healer::intake::{read_anomaly, Answer, MAX_BODY};
+use healer::intake::{read_anomaly, Reply, MAX_BODY};
 use healer_fuzz::{assert_one_line, intake};
 use libfuzzer_sys::fuzz_target;
 
@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     recorded.take(&events);
 });
 
-fn check(answer: &Answer, name: &str) {
+fn check(answer: &Reply, name: &str) {
     let json = serde_json::to_value(answer).expect("the answer encodes as JSON");
     assert_eq!(
         json["anomaly"], name,

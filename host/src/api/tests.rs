@@ -114,14 +114,14 @@ async fn listening(token: bool) -> Listener {
 
 /// An answer, as read off the connection.
 #[derive(Debug)]
-struct Answer {
+struct Received {
     status: u16,
     /// Names lowercased.
     headers: Vec<(String, String)>,
     body: String,
 }
 
-impl Answer {
+impl Received {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -171,7 +171,7 @@ impl Request {
         self.header("Content-Type", "application/json")
     }
 
-    async fn send(self, to: &Listener) -> Answer {
+    async fn send(self, to: &Listener) -> Received {
         let mut text = self.head;
         if !self.host {
             text.push_str(&format!("Host: {}\r\n", to.address));
@@ -204,7 +204,7 @@ impl Request {
             .filter_map(|line| line.split_once(':'))
             .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
             .collect();
-        Answer {
+        Received {
             status,
             headers,
             body: body.to_owned(),

@@ -24,7 +24,7 @@ use crate::board::{Held, Slot, TargetView};
 use crate::clock::Wall;
 use crate::events::{Event, Events, Role, StepResult};
 use crate::issues::{Issue, Layout, Seen, State, Tracker, Transition};
-use crate::plugins::{Checked, Diagnosis, Observing};
+use crate::plugins::{CheckResult, DiagnosisResult, Observing};
 
 /// What `healer once` found on one target: its worst observation (the
 /// summaries of all its checks) and every finding kind.
@@ -716,9 +716,11 @@ impl Cycle {
             }
         };
         let (seen, checked) = match observed.checked {
-            Checked::Seen(seen) => (seen, true),
-            Checked::Failed(error) => (self.plugin_failed(Role::Monitor, &plugin, &error), false),
-            Checked::TimedOut => (
+            CheckResult::Seen(seen) => (seen, true),
+            CheckResult::Failed(error) => {
+                (self.plugin_failed(Role::Monitor, &plugin, &error), false)
+            }
+            CheckResult::TimedOut => (
                 self.plugin_timed_out(Role::Monitor, &plugin, HumanDuration(within)),
                 false,
             ),
@@ -746,18 +748,18 @@ impl Cycle {
         self.sources.clear();
         for (diagnoser, diagnosis) in names.iter().zip(observed.diagnoses) {
             match diagnosis {
-                Diagnosis::Found(found) => {
+                DiagnosisResult::Found(found) => {
                     // Findings left out may hold an open issue's kind:
                     // such a check cannot tell that it healed.
                     complete &= found.dropped == 0;
                     note_answered_too_many(&mut self.left_out, diagnoser, found.dropped);
                     findings.extend(found.kept);
                 }
-                Diagnosis::Failed(error) => {
+                DiagnosisResult::Failed(error) => {
                     complete = false;
                     self.plugin_failed(Role::Diagnoser, diagnoser, &error);
                 }
-                Diagnosis::TimedOut => {
+                DiagnosisResult::TimedOut => {
                     complete = false;
                     self.plugin_timed_out(Role::Diagnoser, diagnoser, HumanDuration(within));
                 }

@@ -24,7 +24,7 @@ use crate::events::{Event, Role, StepResult};
 use crate::issues::State;
 use crate::metrics::Metrics;
 use crate::model::Pause;
-use crate::plugins::memory::{self, Memory, Recorder, Reply, Script, Seen};
+use crate::plugins::memory::{self, Memory, Recorder, RecorderReply, Script, Seen};
 
 /// Fast pacing, so that a test takes milliseconds: every target inherits
 /// it, and may override any of it.
@@ -490,7 +490,7 @@ async fn an_issue_no_recoverer_handles_is_escalated_at_once() {
 async fn the_ladder_tries_the_next_recoverer_when_one_fails() {
     let pid = Script::new(Observation::critical("no process"));
     let (gentle, firm) = (
-        Recorder::new(Reply::Fails("systemctl: unit not found".into())),
+        Recorder::new(RecorderReply::Fails("systemctl: unit not found".into())),
         Recorder::default(),
     );
     let targets = "[[target]]\nname = \"web\"\n[target.monitor]\nplugin = \"pid\"\n\n[[target.recover]]\nplugin = \"gentle\"\n\n[[target.recover]]\nplugin = \"firm\"\n";

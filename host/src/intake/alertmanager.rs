@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{Answer, Intake};
+use super::{Intake, Reply};
 use crate::clock::Wall;
 use crate::events::Event;
 
@@ -48,7 +48,7 @@ struct Alert {
 
 /// The answer to one webhook call.
 #[derive(Debug, Serialize)]
-pub struct AlertmanagerAnswer {
+pub struct AlertmanagerReply {
     /// `accepted` (per-alert problems are in `results`), or `refused` when
     /// some alerts were refused because recording is behind (HTTP 503:
     /// Alertmanager sends the group again).
@@ -71,7 +71,7 @@ pub struct AlertmanagerAnswer {
 #[serde(untagged)]
 pub enum AlertResult {
     /// It was reported as an anomaly.
-    Reported(Answer),
+    Reported(Reply),
     /// It could not be read.
     Rejected {
         alert: usize,
@@ -84,8 +84,8 @@ pub enum AlertResult {
 impl Intake {
     /// Handles one Alertmanager webhook payload; `alerts` is its `alerts`
     /// array, `truncated` its `truncatedAlerts`.
-    pub fn alertmanager(self: &Arc<Self>, alerts: &[Value], truncated: u64) -> AlertmanagerAnswer {
-        let mut answer = AlertmanagerAnswer {
+    pub fn alertmanager(self: &Arc<Self>, alerts: &[Value], truncated: u64) -> AlertmanagerReply {
+        let mut answer = AlertmanagerReply {
             status: "accepted",
             alerts: alerts.len(),
             started: 0,
@@ -175,7 +175,7 @@ impl Intake {
                 "generatorURL": alert.generator_url,
             });
             let reported = self.report(name, details, false);
-            if let Answer::Refused { error, .. } = &reported {
+            if let Reply::Refused { error, .. } = &reported {
                 answer.status = "refused";
                 answer.refused += 1;
                 answer.error.get_or_insert_with(|| error.clone());
@@ -183,7 +183,7 @@ impl Intake {
             // Only alerts a reflex matches are remembered: the others
             // start nothing, and a sender could invent them without end.
             // A refused one is not remembered: it is acted on when sent again.
-            if !matches!(reported, Answer::NoReflex { .. } | Answer::Refused { .. }) {
+            if !matches!(reported, Reply::NoReflex { .. } | Reply::Refused { .. }) {
                 let acted_on = reported.acted_on();
                 self.alerts
                     .lock()
@@ -197,7 +197,7 @@ impl Intake {
                     acted_on,
                 });
             }
-            answer.started += usize::from(matches!(reported, Answer::Started { .. }));
+            answer.started += usize::from(matches!(reported, Reply::Started { .. }));
             answer.results.push(AlertResult::Reported(reported));
         }
         if truncated > 0 {

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::access::{self, Hosts, TokenRefusal};
 use super::guard::{Connections, Guarded};
-use super::{Answer, Intake};
+use super::{Intake, Reply};
 
 /// The largest body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -363,8 +363,8 @@ async fn anomaly(
     };
     let answer = intake.report(&report.name, report.details, report.dry_run);
     match answer {
-        Answer::Started { .. } => (StatusCode::ACCEPTED, Json(answer)).into_response(),
-        Answer::Refused { .. } => busy(Json(answer).into_response()),
+        Reply::Started { .. } => (StatusCode::ACCEPTED, Json(answer)).into_response(),
+        Reply::Refused { .. } => busy(Json(answer).into_response()),
         _ => Json(answer).into_response(),
     }
 }

@@ -37,7 +37,7 @@ use crate::events::{Event, Events, Json, Run, StepResult};
 use crate::model::{AnomalyState, StoreHealth, Suppressed};
 use crate::plugins::{Catalog, RecovererHandle};
 pub use access::{check_token, is_write, TokenRefusal};
-pub use alertmanager::{AlertResult, AlertmanagerAnswer};
+pub use alertmanager::{AlertResult, AlertmanagerReply};
 pub use http::{
     listen, read_alertmanager, read_anomaly, serve, AlertmanagerPayload, AnomalyReport, BadRequest,
     MAX_BODY,
@@ -103,7 +103,7 @@ impl Default for Saved {
 /// What a report led to: the HTTP answer, as JSON.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-pub enum Answer {
+pub enum Reply {
     /// The workflow started (HTTP 202).
     Started {
         anomaly: String,
@@ -148,10 +148,10 @@ pub enum Answer {
     },
 }
 
-impl Answer {
+impl Reply {
     /// Whether the workflow started, or would have with the kill switch off.
     pub fn acted_on(&self) -> bool {
-        matches!(self, Answer::Started { .. } | Answer::WouldRun { .. })
+        matches!(self, Reply::Started { .. } | Reply::WouldRun { .. })
     }
 }
 
@@ -298,9 +298,9 @@ impl Intake {
     }
 
     /// Counts one refused report (recorded later, see [`Intake::say_refusals`]).
-    fn refuse(&self, name: &str, behind: &backlog::Behind) -> Answer {
+    fn refuse(&self, name: &str, behind: &backlog::Behind) -> Reply {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        Answer::Refused {
+        Reply::Refused {
             anomaly: name.to_owned(),
             error: behind.reason(),
             waiting: behind.waiting,
@@ -333,7 +333,7 @@ impl Intake {
     }
 
     /// Handles one anomaly report.
-    pub fn report(self: &Arc<Self>, name: &str, details: Value, dry_run: bool) -> Answer {
+    pub fn report(self: &Arc<Self>, name: &str, details: Value, dry_run: bool) -> Reply {
         let index = self.reflexes.iter().position(|reflex| reflex.matches(name));
         let reflex = index.map(|index| &self.reflexes[index]);
         let workflow = reflex.and_then(|reflex| self.workflows.get(&reflex.workflow));
@@ -358,13 +358,13 @@ impl Intake {
                     left_out,
                 });
             }
-            return Answer::NoReflex {
+            return Reply::NoReflex {
                 anomaly: name.to_owned(),
                 reason,
             };
         };
         if dry_run {
-            return Answer::DryRun {
+            return Reply::DryRun {
                 anomaly: name.to_owned(),
                 reflex: reflex.pattern.clone(),
                 reflex_origin: reflex.origin.clone(),
@@ -407,7 +407,7 @@ impl Intake {
                         state,
                     });
                 }
-                return Answer::Suppressed {
+                return Reply::Suppressed {
                     anomaly: name.to_owned(),
                     reason: reason.as_str(),
                     suppressed: count,
@@ -455,7 +455,7 @@ impl Intake {
                     intake.idle.notify_waiters();
                 }
             });
-            Answer::Started {
+            Reply::Started {
                 anomaly,
                 run_id,
                 workflow: workflow_name,
@@ -468,7 +468,7 @@ impl Intake {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .finished(name);
-            Answer::WouldRun {
+            Reply::WouldRun {
                 anomaly,
                 run_id,
                 workflow: workflow_name,

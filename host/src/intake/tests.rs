@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{Answer, Intake, Saved, Suppressed};
+use super::{Intake, Reply, Saved, Suppressed};
 use crate::config::Config;
 use crate::events::witness::Witness;
 use crate::events::{Event, StepResult};
-use crate::plugins::memory::{self, Memory, Recorder, Reply};
+use crate::plugins::memory::{self, Memory, Recorder, RecorderReply};
 
 /// An intake with two workflows: `restart_api` (notify, then restart)
 /// and `page` (page, which may fail, then notify), `settings` in its
@@ -87,7 +87,7 @@ async fn an_anomaly_matching_a_reflex_runs_its_workflows_steps_in_order_with_det
     let answer = intake.report("api.coinbase.high", details(), false);
     assert_eq!(
         answer,
-        Answer::Started {
+        Reply::Started {
             anomaly: "api.coinbase.high".into(),
             run_id: "run-1".into(),
             workflow: "restart_api".into(),
@@ -160,7 +160,7 @@ async fn an_anomaly_no_reflex_matches_runs_nothing_and_says_so_once() {
         let answer = intake.report("cpu.high", details(), false);
         assert_eq!(
             answer,
-            Answer::NoReflex {
+            Reply::NoReflex {
                 anomaly: "cpu.high".into(),
                 reason: "no reflex matches \"cpu.high\" (2 reflexes)".into(),
             }
@@ -186,7 +186,7 @@ async fn a_failing_step_ends_its_workflow_as_failed() {
     let steps = Steps::default();
     steps
         .notify
-        .then([Reply::Fails("chat service unavailable".into())]);
+        .then([RecorderReply::Fails("chat service unavailable".into())]);
     let (intake, mut events) = intake("", &steps).await;
     assert!(intake
         .report("api.coinbase.high", details(), false)
@@ -209,7 +209,9 @@ async fn a_failing_step_ends_its_workflow_as_failed() {
 #[tokio::test]
 async fn a_step_that_may_continue_on_error_is_followed_by_the_next() {
     let steps = Steps::default();
-    steps.page.then([Reply::Fails("pager rejected".into())]);
+    steps
+        .page
+        .then([RecorderReply::Fails("pager rejected".into())]);
     let (intake, mut events) = intake("", &steps).await;
     assert!(intake.report("disk.full", details(), false).acted_on());
     let first = events
@@ -233,7 +235,7 @@ async fn a_step_that_may_continue_on_error_is_followed_by_the_next() {
 #[tokio::test]
 async fn a_step_past_its_deadline_times_out_and_fails_the_workflow() {
     let steps = Steps::default();
-    steps.notify.then([Reply::Hangs]);
+    steps.notify.then([RecorderReply::Hangs]);
     let (intake, mut events) = intake("step_timeout = \"50ms\"", &steps).await;
     assert!(intake
         .report("api.coinbase.high", details(), false)
@@ -262,7 +264,7 @@ async fn a_storm_of_one_anomaly_starts_one_run_and_counts_the_rest() {
     let steps = Steps::default();
     let (intake, mut events) = intake("", &steps).await;
     // Reported back to back: the first run has not begun to run yet.
-    let answers: Vec<Answer> = (0..100)
+    let answers: Vec<Reply> = (0..100)
         .map(|_| intake.report("api.coinbase.high", details(), false))
         .collect();
     assert!(answers[0].acted_on());
@@ -270,7 +272,7 @@ async fn a_storm_of_one_anomaly_starts_one_run_and_counts_the_rest() {
         assert!(
             matches!(
                 answer,
-                Answer::Suppressed {
+                Reply::Suppressed {
                     reason: "running",
                     ..
                 }
@@ -280,7 +282,7 @@ async fn a_storm_of_one_anomaly_starts_one_run_and_counts_the_rest() {
     }
     assert!(matches!(
         answers[99],
-        Answer::Suppressed { suppressed: 99, .. }
+        Reply::Suppressed { suppressed: 99, .. }
     ));
     events.wait_for("the workflow's end", finished).await;
     assert_eq!(steps.restart.calls().len(), 1);
@@ -298,7 +300,7 @@ async fn a_report_within_the_cooldown_of_its_last_run_is_counted_not_run() {
     assert!(
         matches!(
             again,
-            Answer::Suppressed {
+            Reply::Suppressed {
                 reason: "cooldown",
                 suppressed: 1,
                 ..
@@ -330,7 +332,7 @@ async fn an_anomaly_that_keeps_coming_back_is_escalated_after_max_attempts() {
     for attempt in 1..=2 {
         let answer = intake.report("api.coinbase.high", details(), false);
         assert!(
-            matches!(answer, Answer::Started { attempt: a, .. } if a == attempt),
+            matches!(answer, Reply::Started { attempt: a, .. } if a == attempt),
             "{answer:?}"
         );
         events.wait_for("the workflow's end", finished).await;
@@ -340,7 +342,7 @@ async fn an_anomaly_that_keeps_coming_back_is_escalated_after_max_attempts() {
         assert!(
             matches!(
                 answer,
-                Answer::Suppressed {
+                Reply::Suppressed {
                     reason: "attempts exhausted",
                     ..
                 }
@@ -380,7 +382,7 @@ async fn an_anomaly_that_keeps_coming_back_is_escalated_after_max_attempts() {
 async fn runs_per_minute_are_limited_across_all_anomalies() {
     let steps = Steps::default();
     let (intake, mut events) = intake("max_runs_per_minute = 2", &steps).await;
-    let answers: Vec<Answer> = ["api.a.high", "api.b.high", "disk.full"]
+    let answers: Vec<Reply> = ["api.a.high", "api.b.high", "disk.full"]
         .iter()
         .map(|name| intake.report(name, details(), false))
         .collect();
@@ -388,7 +390,7 @@ async fn runs_per_minute_are_limited_across_all_anomalies() {
     assert!(
         matches!(
             answers[2],
-            Answer::Suppressed {
+            Reply::Suppressed {
                 reason: "rate limited",
                 ..
             }
@@ -408,7 +410,7 @@ async fn the_kill_switch_records_what_would_run_and_runs_nothing() {
     let (intake, mut events) = intake("actions = false", &steps).await;
     let answer = intake.report("api.coinbase.high", details(), false);
     assert!(
-        matches!(answer, Answer::WouldRun { attempt: 1, .. }),
+        matches!(answer, Reply::WouldRun { attempt: 1, .. }),
         "{answer:?}"
     );
     events
@@ -427,7 +429,7 @@ async fn a_dry_run_shows_the_workflow_with_secrets_redacted_and_changes_nothing(
     let steps = Steps::default();
     let (intake, mut events) = intake("cooldown = \"1h\"", &steps).await;
     let answer = intake.report("api.coinbase.high", details(), true);
-    let Answer::DryRun {
+    let Reply::DryRun {
         reflex,
         workflow,
         params,

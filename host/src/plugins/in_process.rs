@@ -14,7 +14,7 @@ use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use tokio::runtime::RuntimeFlavor;
 
 use super::bounds::{self, Findings};
-use super::package::{Backend, Call, Instance};
+use super::package::{Backend, Instance, Pending};
 
 /// A package loaded in this process: calls go straight through the ABI.
 #[derive(Clone, Copy)]
@@ -108,7 +108,7 @@ impl Backend for InProcess {
         kind: PluginKind,
         name: &'a str,
         config: &'a str,
-    ) -> Call<'a, Result<Declared, String>> {
+    ) -> Pending<'a, Result<Declared, String>> {
         // The SDK waits up to 10 s for the plugin's constructor: never on a
         // runtime thread.
         let (module, declared) = (self.module, self.declared);
@@ -137,14 +137,14 @@ impl Backend for InProcess {
         kind: PluginKind,
         name: &'a str,
         config: &'a str,
-    ) -> Call<'a, Result<Box<dyn Instance>, String>> {
+    ) -> Pending<'a, Result<Box<dyn Instance>, String>> {
         Box::pin(async move {
             let instance = self.create_here(kind, name, config).await?;
             Ok(Box::new(instance) as Box<dyn Instance>)
         })
     }
 
-    fn heartbeat(&self) -> Call<'_, Result<(), String>> {
+    fn heartbeat(&self) -> Pending<'_, Result<(), String>> {
         match self.module.heartbeat() {
             // Built before SDK 1.1: nothing to ask.
             None => Box::pin(std::future::ready(Ok(()))),
@@ -210,7 +210,7 @@ impl Instance for Local {
         }
     }
 
-    fn check(&self) -> Call<'_, Result<Observation, String>> {
+    fn check(&self) -> Pending<'_, Result<Observation, String>> {
         Box::pin(async move {
             let Local::Monitor(monitor) = self else {
                 return Err(not_a("monitor"));
@@ -225,7 +225,7 @@ impl Instance for Local {
         })
     }
 
-    fn next_push(&self) -> Call<'_, Option<Observation>> {
+    fn next_push(&self) -> Pending<'_, Option<Observation>> {
         Box::pin(async move {
             let Local::Monitor(monitor) = self else {
                 return None;
@@ -243,7 +243,7 @@ impl Instance for Local {
         &'a self,
         latest: &'a Observation,
         history: &'a [Observation],
-    ) -> Call<'a, Result<Findings, String>> {
+    ) -> Pending<'a, Result<Findings, String>> {
         Box::pin(async move {
             let Local::Diagnoser(diagnoser, needed) = self else {
                 return Err(not_a("diagnoser"));
@@ -281,7 +281,7 @@ impl Instance for Local {
         })
     }
 
-    fn recover<'a>(&'a self, recovery: &'a Recovery) -> Call<'a, Result<Outcome, String>> {
+    fn recover<'a>(&'a self, recovery: &'a Recovery) -> Pending<'a, Result<Outcome, String>> {
         Box::pin(async move {
             let Local::Recoverer(recoverer) = self else {
                 return Err(not_a("recoverer"));

@@ -34,11 +34,11 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, Mutex};
 
 use super::bounds::Findings;
-use super::package::{Backend, Call, Instance, Package, PluginInfo};
+use super::package::{Backend, Instance, Package, Pending, PluginInfo};
 use super::Catalog;
 use crate::config::Isolation;
 
-pub use scripted::{Recorder, Reply, Script, Seen};
+pub use scripted::{Recorder, RecorderReply, Script, Seen};
 
 /// A catalog of in-memory packages, as a scan would have found them.
 pub fn catalog(packages: impl IntoIterator<Item = Package>) -> Catalog {
@@ -233,7 +233,7 @@ impl Backend for Memory {
         kind: PluginKind,
         name: &'a str,
         config: &'a str,
-    ) -> Call<'a, Result<Declared, String>> {
+    ) -> Pending<'a, Result<Declared, String>> {
         Box::pin(async move { (self.find(kind, name)?.check)(config) })
     }
 
@@ -242,11 +242,11 @@ impl Backend for Memory {
         kind: PluginKind,
         name: &'a str,
         config: &'a str,
-    ) -> Call<'a, Result<Box<dyn Instance>, String>> {
+    ) -> Pending<'a, Result<Box<dyn Instance>, String>> {
         Box::pin(async move { (self.find(kind, name)?.make)(config) })
     }
 
-    fn heartbeat(&self) -> Call<'_, Result<(), String>> {
+    fn heartbeat(&self) -> Pending<'_, Result<(), String>> {
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -293,7 +293,7 @@ struct Watched<M> {
 }
 
 impl<M: Monitor> Instance for Watched<M> {
-    fn check(&self) -> Call<'_, Result<Observation, String>> {
+    fn check(&self) -> Pending<'_, Result<Observation, String>> {
         let monitor = Arc::clone(&self.monitor);
         Box::pin(run(async move {
             let mut monitor = monitor.lock().await;
@@ -301,7 +301,7 @@ impl<M: Monitor> Instance for Watched<M> {
         }))
     }
 
-    fn next_push(&self) -> Call<'_, Option<Observation>> {
+    fn next_push(&self) -> Pending<'_, Option<Observation>> {
         let pushed = Arc::clone(&self.pushed);
         Box::pin(async move {
             run(async move { Ok(pushed.lock().await.recv().await) })
@@ -315,11 +315,11 @@ impl<M: Monitor> Instance for Watched<M> {
         &'a self,
         _: &'a Observation,
         _: &'a [Observation],
-    ) -> Call<'a, Result<Findings, String>> {
+    ) -> Pending<'a, Result<Findings, String>> {
         Box::pin(std::future::ready(Err(not_a("diagnoser"))))
     }
 
-    fn recover<'a>(&'a self, _: &'a Recovery) -> Call<'a, Result<Outcome, String>> {
+    fn recover<'a>(&'a self, _: &'a Recovery) -> Pending<'a, Result<Outcome, String>> {
         Box::pin(std::future::ready(Err(not_a("recoverer"))))
     }
 }
@@ -329,11 +329,11 @@ impl<M: Monitor> Instance for Watched<M> {
 struct Diagnosing<D>(std::sync::Mutex<D>);
 
 impl<D: Diagnoser> Instance for Diagnosing<D> {
-    fn check(&self) -> Call<'_, Result<Observation, String>> {
+    fn check(&self) -> Pending<'_, Result<Observation, String>> {
         Box::pin(std::future::ready(Err(not_a("monitor"))))
     }
 
-    fn next_push(&self) -> Call<'_, Option<Observation>> {
+    fn next_push(&self) -> Pending<'_, Option<Observation>> {
         Box::pin(std::future::ready(None))
     }
 
@@ -341,7 +341,7 @@ impl<D: Diagnoser> Instance for Diagnosing<D> {
         &'a self,
         latest: &'a Observation,
         history: &'a [Observation],
-    ) -> Call<'a, Result<Findings, String>> {
+    ) -> Pending<'a, Result<Findings, String>> {
         let diagnosed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut diagnoser = self.0.lock().unwrap_or_else(|p| p.into_inner());
             diagnoser.diagnose(latest, history)
@@ -353,7 +353,7 @@ impl<D: Diagnoser> Instance for Diagnosing<D> {
         ))
     }
 
-    fn recover<'a>(&'a self, _: &'a Recovery) -> Call<'a, Result<Outcome, String>> {
+    fn recover<'a>(&'a self, _: &'a Recovery) -> Pending<'a, Result<Outcome, String>> {
         Box::pin(std::future::ready(Err(not_a("recoverer"))))
     }
 }
@@ -362,11 +362,11 @@ impl<D: Diagnoser> Instance for Diagnosing<D> {
 struct Recovering<R>(Arc<Mutex<R>>);
 
 impl<R: Recoverer> Instance for Recovering<R> {
-    fn check(&self) -> Call<'_, Result<Observation, String>> {
+    fn check(&self) -> Pending<'_, Result<Observation, String>> {
         Box::pin(std::future::ready(Err(not_a("monitor"))))
     }
 
-    fn next_push(&self) -> Call<'_, Option<Observation>> {
+    fn next_push(&self) -> Pending<'_, Option<Observation>> {
         Box::pin(std::future::ready(None))
     }
 
@@ -374,11 +374,11 @@ impl<R: Recoverer> Instance for Recovering<R> {
         &'a self,
         _: &'a Observation,
         _: &'a [Observation],
-    ) -> Call<'a, Result<Findings, String>> {
+    ) -> Pending<'a, Result<Findings, String>> {
         Box::pin(std::future::ready(Err(not_a("diagnoser"))))
     }
 
-    fn recover<'a>(&'a self, recovery: &'a Recovery) -> Call<'a, Result<Outcome, String>> {
+    fn recover<'a>(&'a self, recovery: &'a Recovery) -> Pending<'a, Result<Outcome, String>> {
         let (recoverer, recovery) = (Arc::clone(&self.0), recovery.clone());
         Box::pin(run(async move {
             let mut recoverer = recoverer.lock().await;

@@ -33,6 +33,6 @@ pub use catalog::{Catalog, CHECKS_IN_FLIGHT};
 pub use healer_plugin_sdk::ffi::PluginKind;
 pub use loader::{load, load_opened, LoadError};
 pub use package::{
-    Checked, DiagnoserHandle, Diagnosis, MonitorHandle, Observing, Package, PluginInfo,
+    CheckResult, DiagnoserHandle, DiagnosisResult, MonitorHandle, Observing, Package, PluginInfo,
     RecovererHandle, WorkerHealth,
 };

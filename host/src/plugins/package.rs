@@ -97,7 +97,7 @@ fn kind_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PluginKind, D
 }
 
 /// A plugin call under way.
-pub type Call<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a package's plugins run.
 pub trait Backend: Send + Sync {
@@ -108,7 +108,7 @@ pub trait Backend: Send + Sync {
         kind: PluginKind,
         name: &'a str,
         config: &'a str,
-    ) -> Call<'a, Result<Declared, String>>;
+    ) -> Pending<'a, Result<Declared, String>>;
 
     /// Creates an instance of the named plugin from its config.
     fn create<'a>(
@@ -116,10 +116,10 @@ pub trait Backend: Send + Sync {
         kind: PluginKind,
         name: &'a str,
         config: &'a str,
-    ) -> Call<'a, Result<Box<dyn Instance>, String>>;
+    ) -> Pending<'a, Result<Box<dyn Instance>, String>>;
 
     /// Answers once the package's own runtime has run a task.
-    fn heartbeat(&self) -> Call<'_, Result<(), String>>;
+    fn heartbeat(&self) -> Pending<'_, Result<(), String>>;
 
     /// Where the backend reports what happens to it (worker crashes).
     fn report_to(&self, _events: &Events) {}
@@ -148,17 +148,17 @@ pub struct WorkerHealth {
 /// One plugin instance. Only the calls of its kind are ever made.
 pub trait Instance: Send + Sync {
     /// A monitor's check.
-    fn check(&self) -> Call<'_, Result<Observation, String>>;
+    fn check(&self) -> Pending<'_, Result<Observation, String>>;
     /// A monitor's next pushed observation; `None` once it never will.
-    fn next_push(&self) -> Call<'_, Option<Observation>>;
+    fn next_push(&self) -> Pending<'_, Option<Observation>>;
     /// A diagnoser's findings on `latest` after `history` (oldest first).
     fn diagnose<'a>(
         &'a self,
         latest: &'a Observation,
         history: &'a [Observation],
-    ) -> Call<'a, Result<Findings, String>>;
+    ) -> Pending<'a, Result<Findings, String>>;
     /// A recoverer's attempt.
-    fn recover<'a>(&'a self, recovery: &'a Recovery) -> Call<'a, Result<Outcome, String>>;
+    fn recover<'a>(&'a self, recovery: &'a Recovery) -> Pending<'a, Result<Outcome, String>>;
     /// How many observations before the latest a diagnoser reads, when
     /// this process knows (it lives here); `None` otherwise.
     fn history_needed(&self) -> Option<usize> {
@@ -171,7 +171,7 @@ pub trait Instance: Send + Sync {
     /// Where it exists in its worker now, created there first if the
     /// worker's current process has not seen it; `None` when no worker
     /// serves it.
-    fn placed(&self) -> Option<Call<'_, Result<Placed, String>>> {
+    fn placed(&self) -> Option<Pending<'_, Result<Placed, String>>> {
         None
     }
     /// A monitor's check (or what it pushed), diagnosed where it runs by
@@ -182,7 +182,7 @@ pub trait Instance: Send + Sync {
         &'a self,
         _diagnosers: &'a [&'a dyn Instance],
         _observing: Observing<'a>,
-    ) -> Call<'a, Result<Observed, String>> {
+    ) -> Pending<'a, Result<Observed, String>> {
         Box::pin(std::future::ready(Err(
             "this monitor is not served by a worker".to_owned(),
         )))
@@ -214,14 +214,14 @@ pub struct Placed {
 }
 
 /// How a check went when its diagnosis ran where it ran.
-pub enum Checked {
+pub enum CheckResult {
     Seen(Observation),
     Failed(String),
     TimedOut,
 }
 
 /// How one diagnoser's diagnosis went, in the worker.
-pub enum Diagnosis {
+pub enum DiagnosisResult {
     Found(Findings),
     Failed(String),
     TimedOut,
@@ -230,8 +230,8 @@ pub enum Diagnosis {
 /// A check and its diagnoses; no diagnoses when the check failed or said
 /// UNKNOWN.
 pub struct Observed {
-    pub checked: Checked,
-    pub diagnoses: Vec<Diagnosis>,
+    pub checked: CheckResult,
+    pub diagnoses: Vec<DiagnosisResult>,
 }
 
 /// What an observation in the worker is asked to do.
@@ -344,20 +344,22 @@ impl MonitorHandle {
         let observed = self.0.observe(&diagnosers, observing).await?;
         Ok(Observed {
             checked: match observed.checked {
-                Checked::Seen(seen) => Checked::Seen(bounds::observation(seen)),
-                Checked::Failed(error) => Checked::Failed(bounds::error(error)),
-                Checked::TimedOut => Checked::TimedOut,
+                CheckResult::Seen(seen) => CheckResult::Seen(bounds::observation(seen)),
+                CheckResult::Failed(error) => CheckResult::Failed(bounds::error(error)),
+                CheckResult::TimedOut => CheckResult::TimedOut,
             },
             diagnoses: observed
                 .diagnoses
                 .into_iter()
                 .map(|diagnosis| match diagnosis {
-                    Diagnosis::Found(found) => match bounds::findings(found.kept, found.dropped) {
-                        Ok(found) => Diagnosis::Found(found),
-                        Err(error) => Diagnosis::Failed(error),
-                    },
-                    Diagnosis::Failed(error) => Diagnosis::Failed(bounds::error(error)),
-                    Diagnosis::TimedOut => Diagnosis::TimedOut,
+                    DiagnosisResult::Found(found) => {
+                        match bounds::findings(found.kept, found.dropped) {
+                            Ok(found) => DiagnosisResult::Found(found),
+                            Err(error) => DiagnosisResult::Failed(error),
+                        }
+                    }
+                    DiagnosisResult::Failed(error) => DiagnosisResult::Failed(bounds::error(error)),
+                    DiagnosisResult::TimedOut => DiagnosisResult::TimedOut,
                 })
                 .collect(),
         })

@@ -30,7 +30,7 @@ impl From<Observation> for Seen {
 
 /// What a [`Recorder`] answers to one recovery.
 #[derive(Clone, Debug)]
-pub enum Reply {
+pub enum RecorderReply {
     /// Done, saying this.
     Done(String),
     /// Failed with this error.
@@ -121,23 +121,23 @@ impl Monitor for Script {
 /// A recoverer that keeps every request it is given and answers what the
 /// test tells it (done, unless told otherwise).
 #[derive(Clone)]
-pub struct Recorder(Arc<Mutex<(Answers<Reply>, Vec<Recovery>)>>);
+pub struct Recorder(Arc<Mutex<(Answers<RecorderReply>, Vec<Recovery>)>>);
 
 impl Default for Recorder {
     fn default() -> Recorder {
-        Recorder::new(Reply::Done("done".to_owned()))
+        Recorder::new(RecorderReply::Done("done".to_owned()))
     }
 }
 
 impl Recorder {
     /// A recorder that answers `reply` to every recovery.
-    pub fn new(reply: Reply) -> Recorder {
+    pub fn new(reply: RecorderReply) -> Recorder {
         Recorder(Arc::new(Mutex::new((Answers::new(reply), Vec::new()))))
     }
 
     /// Answers these to the next recoveries, in order, before the standing
     /// answer.
-    pub fn then(&self, next: impl IntoIterator<Item = Reply>) {
+    pub fn then(&self, next: impl IntoIterator<Item = RecorderReply>) {
         locked(&self.0).0.queued.extend(next);
     }
 
@@ -146,7 +146,7 @@ impl Recorder {
         locked(&self.0).1.clone()
     }
 
-    fn record(&self, recovery: &Recovery) -> Reply {
+    fn record(&self, recovery: &Recovery) -> RecorderReply {
         let mut record = locked(&self.0);
         record.1.push(recovery.clone());
         record.0.next()
@@ -164,9 +164,9 @@ impl Recoverer for Recorder {
 
     async fn recover(&mut self, recovery: &Recovery) -> Result<Outcome, Error> {
         match self.record(recovery) {
-            Reply::Done(summary) => Ok(Outcome::done(summary)),
-            Reply::Fails(error) => Err(error.into()),
-            Reply::Hangs => std::future::pending().await,
+            RecorderReply::Done(summary) => Ok(Outcome::done(summary)),
+            RecorderReply::Fails(error) => Err(error.into()),
+            RecorderReply::Hangs => std::future::pending().await,
         }
     }
 }

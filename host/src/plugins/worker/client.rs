@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use healer_plugin_sdk::ffi::{Declared, PluginKind};
-use healer_plugin_sdk::{Duration as Written, Finding, Observation, Outcome, Recovery};
+use healer_plugin_sdk::{Duration as HumanDuration, Finding, Observation, Outcome, Recovery};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
@@ -55,7 +55,7 @@ use crate::plugins::bounds::Findings;
 use crate::plugins::identity::Identity;
 use crate::plugins::lock::lock;
 use crate::plugins::package::{
-    Backend, Call as Pending, Checked, Diagnosis, Instance, Observed, Observing, Placed,
+    Backend, CheckResult, DiagnosisResult, Instance, Observed, Observing, Pending, Placed,
     WorkerHealth, WorkerId,
 };
 
@@ -333,14 +333,14 @@ impl Remote {
             reason: reason.clone(),
             in_flight,
             crashes,
-            within: Written(window),
+            within: HumanDuration(window),
         });
         if quarantined {
             self.emit(Event::PluginQuarantined {
                 package: self.name.clone(),
                 file: self.shown.clone(),
                 crashes,
-                within: Written(window),
+                within: HumanDuration(window),
                 reason,
             });
         }
@@ -633,17 +633,17 @@ impl RemoteInstance {
                     // Its worker diagnosed it: its details are not
                     // healer's to read (nor to parse).
                     wire::Checked::Seen(seen) => {
-                        Checked::Seen(seen.into_observation_without_details())
+                        CheckResult::Seen(seen.into_observation_without_details())
                     }
-                    wire::Checked::Failed(error) => Checked::Failed(error),
-                    wire::Checked::TimedOut => Checked::TimedOut,
+                    wire::Checked::Failed(error) => CheckResult::Failed(error),
+                    wire::Checked::TimedOut => CheckResult::TimedOut,
                 },
                 diagnoses: diagnoses
                     .into_iter()
                     .map(|diagnosis| match diagnosis {
-                        wire::Diagnosis::Found(found) => Diagnosis::Found(findings(found)),
-                        wire::Diagnosis::Failed(error) => Diagnosis::Failed(error),
-                        wire::Diagnosis::TimedOut => Diagnosis::TimedOut,
+                        wire::Diagnosis::Found(found) => DiagnosisResult::Found(findings(found)),
+                        wire::Diagnosis::Failed(error) => DiagnosisResult::Failed(error),
+                        wire::Diagnosis::TimedOut => DiagnosisResult::TimedOut,
                     })
                     .collect(),
             }),
