@@ -1,0 +1,441 @@
+//! A target's checks as its loop runs them: one check (or a pushed
+//! observation) under its deadline, diagnosed where it ran or here, its
+//! findings fed to the tracker; what a plugin's failure or timeout reads
+//! as (UNKNOWN, never CRITICAL).
+
+use std::time::Duration;
+
+use healer_plugin_sdk::redact;
+use healer_plugin_sdk::{Duration as HumanDuration, Finding, Observation, Status};
+use tokio::time::{timeout, Instant};
+
+use super::{is_unknown, Cycle, LeftOut, Run, MACHINERY_SLACK};
+use crate::clock::Wall;
+use crate::events::{Event, Role};
+use crate::issues::{Seen, Transition};
+use crate::plugins::{CheckResult, DiagnosisResult, Observing};
+
+impl Cycle {
+    /// Runs check `index` (or diagnoses what its monitor pushed) and, when
+    /// `track`, feeds what it found to the issues.
+    pub(super) async fn run_check(
+        &mut self,
+        index: usize,
+        pushed: Option<Observation>,
+        track: bool,
+    ) -> Run {
+        let was_push = pushed.is_some();
+        if !was_push {
+            // What its monitor pushed before this run began is stale.
+            self.checks[index].checked_at = Some(Instant::now());
+        }
+        let run = if self.checks[index].in_place {
+            self.observe(index, pushed).await
+        } else {
+            let started = Instant::now();
+            let (seen, checked) = match pushed {
+                Some(seen) => (seen, true),
+                None => self.check(index).await,
+            };
+            let took = if was_push {
+                Duration::ZERO
+            } else {
+                started.elapsed()
+            };
+            self.note_status(index, &seen, was_push, took);
+            let (findings, diagnosed) = self.diagnose(index, &seen, checked).await;
+            Run {
+                seen,
+                checked,
+                findings,
+                diagnosed,
+                took,
+            }
+        };
+        let conclusive = run.concluded();
+        if track {
+            self.after_diagnosis(index, &run.findings, conclusive);
+            for finding in &run.findings {
+                if conclusive || is_unknown(&finding.kind) {
+                    self.fresh.insert(finding.kind.clone());
+                }
+            }
+        }
+        self.show(index, &run.seen, (!was_push).then_some(run.took));
+        self.checks[index].remember(run.seen.clone());
+        run
+    }
+
+    /// Runs check `index`'s monitor within its deadline; `false` when the
+    /// check itself failed (the observation is then UNKNOWN and says why).
+    pub(super) async fn check(&mut self, index: usize) -> (Observation, bool) {
+        let check = &self.checks[index];
+        let (deadline, plugin) = (check.deadline, check.plugin.clone());
+        self.promise(deadline.into());
+        match timeout(deadline.into(), check.monitor.check()).await {
+            Ok(Ok(seen)) => (seen, true),
+            Ok(Err(error)) => (self.plugin_failed(Role::Monitor, &plugin, &error), false),
+            Err(_) => (
+                self.plugin_timed_out(Role::Monitor, &plugin, deadline),
+                false,
+            ),
+        }
+    }
+
+    /// A plugin call that failed: its event, and the UNKNOWN observation
+    /// it stands for when it was the check.
+    pub(super) fn plugin_failed(&self, role: Role, plugin: &str, error: &str) -> Observation {
+        let error = redact::text(error);
+        let summary = format!("check failed: {error}");
+        self.emit(Event::PluginFailed {
+            target: self.name().to_owned(),
+            role,
+            plugin: plugin.to_owned(),
+            error,
+        });
+        Observation::unknown(summary)
+    }
+
+    /// A plugin call past its deadline: its event, and the UNKNOWN
+    /// observation it stands for when it was the check.
+    pub(super) fn plugin_timed_out(
+        &self,
+        role: Role,
+        plugin: &str,
+        after: HumanDuration,
+    ) -> Observation {
+        self.emit(Event::PluginTimedOut {
+            target: self.name().to_owned(),
+            role,
+            plugin: plugin.to_owned(),
+            after,
+        });
+        Observation::unknown(format!("check timed out after {after}"))
+    }
+
+    pub(super) fn note_status(
+        &mut self,
+        index: usize,
+        seen: &Observation,
+        pushed: bool,
+        took: Duration,
+    ) {
+        let several = self.checks.len() > 1;
+        let check = &mut self.checks[index];
+        let was = check.last_status.replace(seen.status);
+        if was == Some(seen.status) && !self.events.wants_every_check() {
+            return;
+        }
+        let name = if several {
+            check.name.clone()
+        } else {
+            String::new()
+        };
+        self.emit(Event::Checked {
+            target: self.name().to_owned(),
+            check: name,
+            status: seen.status,
+            was,
+            summary: seen.summary.clone(),
+            pushed,
+            took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+
+    /// A check (or a pushed observation) diagnosed in the monitor's worker,
+    /// which keeps the history: one call instead of one per plugin, and
+    /// the history never crosses. The worker enforces the check's and each
+    /// diagnoser's deadline; healer's own is for the machinery.
+    pub(super) async fn observe(&mut self, index: usize, pushed: Option<Observation>) -> Run {
+        let check = &self.checks[index];
+        let within: Duration = check.deadline.into();
+        let plugins = 1 + u32::try_from(check.diagnosers.len()).unwrap_or(u32::MAX);
+        let deadline = within.saturating_mul(plugins) + MACHINERY_SLACK;
+        self.promise(deadline);
+        let was_push = pushed.is_some();
+        let started = Instant::now();
+        let check = &self.checks[index];
+        let diagnosers: Vec<_> = check.diagnosers.iter().map(|(_, d)| d).collect();
+        let observing = Observing {
+            pushed: pushed.as_ref(),
+            missed: &check.missed,
+            keep: check.history_len,
+            within,
+        };
+        let observed = timeout(deadline, check.monitor.observe(&diagnosers, observing)).await;
+        let took = if was_push {
+            Duration::ZERO
+        } else {
+            started.elapsed()
+        };
+        let plugin = check.plugin.clone();
+        let first_diagnoser = check.diagnosers.first().map(|(name, _)| name.clone());
+        let observed = match observed {
+            Ok(Ok(observed)) => {
+                self.checks[index].missed.clear();
+                observed
+            }
+            // healer's side failed (the worker crashed or stopped
+            // answering): the worker's history never saw this.
+            failed => {
+                // What was pushed is still evidence; only its diagnosis
+                // is missing, so it concludes nothing. A check that never
+                // came back is UNKNOWN.
+                let (role, plugin) = match (&pushed, first_diagnoser) {
+                    (Some(_), Some(diagnoser)) => (Role::Diagnoser, diagnoser),
+                    _ => (Role::Monitor, plugin),
+                };
+                let unknown = match failed {
+                    Ok(Err(error)) => self.plugin_failed(role, &plugin, &error),
+                    _ => self.plugin_timed_out(role, &plugin, HumanDuration(deadline)),
+                };
+                let seen = pushed.unwrap_or(unknown);
+                self.checks[index].remember_missed(seen.clone());
+                self.note_status(index, &seen, was_push, took);
+                let (checked, findings, diagnosed) = if was_push {
+                    (true, Vec::new(), false)
+                } else {
+                    (false, self.checks[index].undiagnosed(&seen), true)
+                };
+                return Run {
+                    seen,
+                    checked,
+                    findings,
+                    diagnosed,
+                    took,
+                };
+            }
+        };
+        let (seen, checked) = match observed.checked {
+            CheckResult::Seen(seen) => (seen, true),
+            CheckResult::Failed(error) => {
+                (self.plugin_failed(Role::Monitor, &plugin, &error), false)
+            }
+            CheckResult::TimedOut => (
+                self.plugin_timed_out(Role::Monitor, &plugin, HumanDuration(within)),
+                false,
+            ),
+        };
+        self.note_status(index, &seen, was_push, took);
+        if observed.diagnoses.is_empty() {
+            let findings = self.checks[index].undiagnosed(&seen);
+            return Run {
+                seen,
+                checked,
+                findings,
+                diagnosed: true,
+                took,
+            };
+        }
+        let mut findings = Vec::new();
+        let names: Vec<String> = self.checks[index]
+            .diagnosers
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        // A worker that answered for fewer diagnosers than asked leaves
+        // the diagnosis incomplete.
+        let mut complete = observed.diagnoses.len() == names.len();
+        self.sources.clear();
+        for (diagnoser, diagnosis) in names.iter().zip(observed.diagnoses) {
+            match diagnosis {
+                DiagnosisResult::Found(found) => {
+                    // Findings left out may hold an open issue's kind:
+                    // such a check cannot tell that it healed.
+                    complete &= found.dropped == 0;
+                    note_answered_too_many(&mut self.left_out, diagnoser, found.dropped);
+                    findings.extend(found.kept);
+                }
+                DiagnosisResult::Failed(error) => {
+                    complete = false;
+                    self.plugin_failed(Role::Diagnoser, diagnoser, &error);
+                }
+                DiagnosisResult::TimedOut => {
+                    complete = false;
+                    self.plugin_timed_out(Role::Diagnoser, diagnoser, HumanDuration(within));
+                }
+            }
+            self.sources.push(findings.len());
+        }
+        Run {
+            seen,
+            checked,
+            findings,
+            diagnosed: complete,
+            took,
+        }
+    }
+
+    /// Findings from check `index`'s diagnosers, or, with none configured
+    /// (or when the check itself failed, which diagnosers cannot
+    /// interpret), the observation itself when it is not OK
+    /// (`<monitor>.<status>`). The flag is `false` when a diagnoser failed:
+    /// the findings may be incomplete.
+    pub(super) async fn diagnose(
+        &mut self,
+        index: usize,
+        seen: &Observation,
+        checked: bool,
+    ) -> (Vec<Finding>, bool) {
+        self.sources.clear();
+        let check = &self.checks[index];
+        // An UNKNOWN observation is `<monitor>.unknown`: no diagnoser can
+        // read evidence into it that is not there.
+        if check.diagnosers.is_empty() || !checked || seen.status == Status::Unknown {
+            return (check.undiagnosed(seen), true);
+        }
+        let deadline = check.deadline;
+        self.promise(Duration::from(deadline) * check.diagnosers.len() as u32);
+        let check = &mut self.checks[index];
+        check.history.make_contiguous();
+        let (history, _) = check.history.as_slices();
+        let mut findings = Vec::new();
+        let mut complete = true;
+        let mut failures = Vec::new();
+        for (plugin, diagnoser) in &check.diagnosers {
+            match timeout(deadline.into(), diagnoser.diagnose(seen, history)).await {
+                Ok(Ok(found)) => {
+                    complete &= found.dropped == 0;
+                    note_answered_too_many(&mut self.left_out, plugin, found.dropped);
+                    findings.extend(found.kept);
+                }
+                Ok(Err(error)) => {
+                    complete = false;
+                    failures.push((plugin.clone(), Some(error)));
+                }
+                Err(_) => {
+                    complete = false;
+                    failures.push((plugin.clone(), None));
+                }
+            }
+            self.sources.push(findings.len());
+        }
+        for (plugin, error) in failures {
+            match error {
+                Some(error) => self.plugin_failed(Role::Diagnoser, &plugin, &error),
+                None => self.plugin_timed_out(Role::Diagnoser, &plugin, deadline),
+            };
+        }
+        (findings, complete)
+    }
+
+    /// Feeds check `index`'s findings to the issues; `conclusive` is
+    /// `false` when the check or a diagnoser failed, and then nothing
+    /// counts as healthy.
+    pub(super) fn after_diagnosis(&mut self, index: usize, findings: &[Finding], conclusive: bool) {
+        // One list per diagnoser (each holds its share of the issues), or
+        // one for the monitor when nothing diagnosed this check.
+        let mut sources = std::mem::take(&mut self.sources);
+        let from_monitor = sources.is_empty();
+        if from_monitor {
+            sources.push(findings.len());
+        }
+        let check = &self.checks[index];
+        sources.resize(check.sources().max(sources.len()), findings.len());
+        let mut start = 0;
+        let lists: Vec<&[Finding]> = sources
+            .iter()
+            .map(|&end| {
+                let end = end.clamp(start, findings.len());
+                let list = &findings[start..end];
+                start = end;
+                list
+            })
+            .collect();
+        let seen = Seen {
+            check: index,
+            first_source: check.first_source,
+            lists: &lists,
+        };
+        for transition in self.tracker.observe_check(seen, Wall::now(), conclusive) {
+            if let Transition::LeftOut {
+                source,
+                target_full,
+                kinds,
+                count,
+            } = transition
+            {
+                let check = &self.checks[index];
+                let local = source.saturating_sub(check.first_source);
+                let whose = match check.diagnosers.get(local) {
+                    Some((diagnoser, _)) if !from_monitor => format!("diagnoser {diagnoser}"),
+                    _ => "the monitor".to_owned(),
+                };
+                let max = crate::issues::MAX_ISSUES_PER_TARGET;
+                let why = if target_full {
+                    format!("the target holds all the {max} open issues it may")
+                } else {
+                    format!("{whose} holds its share of the target's {max} open issues")
+                };
+                let reason = format!(
+                    "{why}: {count} new kinds from {whose} not opened ({}{})",
+                    kinds.join(", "),
+                    if count > kinds.len() { ", …" } else { "" }
+                );
+                self.left_out.add(&whose, count, reason);
+                continue;
+            }
+            self.emit_transition(transition);
+        }
+        // The latest finding of each open issue, for its recoverers.
+        for finding in findings {
+            if self.tracker.issue(&finding.kind).is_some() {
+                self.findings.insert(finding.kind.clone(), finding.clone());
+            }
+        }
+    }
+
+    /// After a step: what no open issue needs is let go, and dependents
+    /// learn whether the target is down.
+    pub(super) fn settle_health(&mut self) {
+        let tracker = &self.tracker;
+        self.findings
+            .retain(|kind, _| tracker.issue(kind).is_some());
+        self.held.retain(|kind, _| tracker.issue(kind).is_some());
+        self.withheld.retain(|kind| tracker.issue(kind).is_some());
+        let down = self.tracker.has_issues();
+        let name = self.name().to_owned();
+        if self.shared.set_health(&name, down) {
+            self.shared.recheck_dependents(&name);
+        }
+    }
+
+    /// Says once that findings are being left out, when a step starts
+    /// leaving some out; the episode ends with a conclusive step that left
+    /// none out (a failed diagnosis in between ends nothing).
+    pub(super) fn say_left_out(&mut self, conclusive: bool) {
+        let left_out = std::mem::take(&mut self.left_out);
+        let starting = left_out
+            .sources
+            .iter()
+            .any(|source| !self.leaving_out.contains(source));
+        if starting {
+            self.emit(Event::FindingsDropped {
+                target: self.name().to_owned(),
+                count: left_out.count,
+                reason: left_out.reasons.join("; "),
+            });
+        }
+        if conclusive {
+            self.leaving_out = left_out.sources;
+        } else {
+            self.leaving_out.extend(left_out.sources);
+        }
+    }
+}
+
+/// Notes that a diagnoser answered more findings than healer takes.
+fn note_answered_too_many(left_out: &mut LeftOut, diagnoser: &str, dropped: usize) {
+    if dropped > 0 {
+        let source = format!("diagnoser {diagnoser}");
+        left_out.add(
+            &source,
+            dropped,
+            format!(
+                "diagnoser {diagnoser} answered {} findings; healer takes {} from one answer",
+                dropped + crate::plugins::bounds::FINDINGS_PER_ANSWER,
+                crate::plugins::bounds::FINDINGS_PER_ANSWER
+            ),
+        );
+    }
+}
