@@ -80,7 +80,7 @@ impl State {
 
 /// One issue of one target. What events carry and the store keeps: every
 /// moment in it is wall-clock time, so it means the same after a restart.
-/// HumanDuration out (events, the API) with a `next_attempt_at` only while one
+/// Written out (events, the API) with a `next_attempt_at` only while one
 /// may come: an escalated or resolved issue has none.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Issue {
@@ -126,7 +126,7 @@ impl Serialize for Issue {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         /// What is written: the issue, its next attempt only when one may come.
         #[derive(Serialize)]
-        struct HumanDuration<'a> {
+        struct Shown<'a> {
             kind: &'a str,
             state: State,
             severity: Status,
@@ -141,7 +141,7 @@ impl Serialize for Issue {
             resolved_at: Option<Wall>,
         }
         let waiting = matches!(self.state, State::Open | State::Recovering);
-        HumanDuration {
+        Shown {
             kind: &self.kind,
             state: self.state,
             severity: self.severity,

@@ -8,8 +8,10 @@
 //! - every source file of the host and of the SDK is in the code map.
 //!
 //! An import is any `crate::` path (in a `use` or inline, nested groups
-//! included) or `super::` path outside `#[cfg(test)]` code and comments;
-//! files that are test modules (`#[cfg(test)] mod tests;`) are left out.
+//! included) or `super::` path in code a build compiles: comments, string
+//! and character literals, items under `#[cfg(test)]` and files that are
+//! test modules (`#[cfg(test)] mod tests;`, and what they hold) are left
+//! out.
 //! A parent module using its own child (`check::Watch` in `engine/mod.rs`)
 //! is how Rust nests modules, not an edge.
 
@@ -61,56 +63,183 @@ fn module_of(relative: &Path) -> Vec<String> {
     parts
 }
 
-/// The code of a file with its line comments and its inline test module
-/// (everything from `#[cfg(test)] mod x {` on) cut off.
+/// The code of a file as the compiler reads it for a build: comments and
+/// the insides of string and character literals blanked (so neither a URL
+/// in a string nor a path in a doc comment counts), and every item under
+/// `#[cfg(test)]` (a test module, a test-only `use` or function) blanked
+/// too. Line breaks are kept.
 fn code_of(text: &str) -> String {
-    let mut code = String::new();
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("#[cfg(test)]") {
-            let next = lines.peek().map_or("", |l| l.trim_start());
-            let inline = |l: &str| {
-                (l.starts_with("mod ") || l.starts_with("pub mod ")) && l.trim_end().ends_with('{')
-            };
-            if inline(trimmed.trim_start_matches("#[cfg(test)]").trim_start()) || inline(next) {
-                break;
-            }
-        }
-        let line = match line.find("//") {
-            // `//` inside a string (a URL) is rare in paths; cut anyway,
-            // a path never follows one on the same line.
-            Some(at) => &line[..at],
-            None => line,
-        };
-        code.push_str(line);
-        code.push('\n');
-    }
-    code
+    without_test_items(&blank_comments_and_literals(text))
 }
 
-/// The files of `src` that are test modules: declared `#[cfg(test)] mod x;`.
-fn test_files(src: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
-    let mut tests = BTreeSet::new();
+/// `text` with comments (line, block, nested) and the contents of string,
+/// raw string, byte string and character literals replaced by spaces.
+fn blank_comments_and_literals(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if c == 'r' && matches!(next, Some('#') | Some('"')) && !after_ident(&chars, i) {
+            // A raw string: r"..." or r#"..."#.
+            let mut hashes = 0;
+            let mut j = i + 1;
+            while chars.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if chars.get(j) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            out.push_str(&" ".repeat(j + 1 - i));
+            i = j + 1;
+            while i < chars.len() {
+                if chars[i] == '"' && (1..=hashes).all(|k| chars.get(i + k) == Some(&'#')) {
+                    out.push_str(&" ".repeat(hashes + 1));
+                    i += hashes + 1;
+                    break;
+                }
+                out.push(blank(chars[i]));
+                i += 1;
+            }
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                if let Some(&inner) = chars.get(i) {
+                    out.push(blank(inner));
+                }
+                i += 1;
+            }
+            out.push(' ');
+            i += 1;
+        } else if c == '\'' {
+            // A character literal ('x', '\n', '\u{..}'), not a lifetime.
+            let end = if next == Some('\\') {
+                (i + 3..chars.len()).find(|&j| chars[j] == '\'')
+            } else if chars.get(i + 2) == Some(&'\'') {
+                Some(i + 2)
+            } else {
+                None
+            };
+            match end {
+                Some(end) => {
+                    out.push_str(&" ".repeat(end + 1 - i));
+                    i = end + 1;
+                }
+                None => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn after_ident(chars: &[char], i: usize) -> bool {
+    i > 0 && is_ident(chars[i - 1])
+}
+
+/// `code` (comments and literals blanked) with every item that follows a
+/// `#[cfg(test)]` blanked: up to its `;`, or to the end of its first
+/// `{ ... }` block.
+fn without_test_items(code: &str) -> String {
+    const MARK: &str = "#[cfg(test)]";
+    let mut out: Vec<char> = code.chars().collect();
+    let text: Vec<char> = out.clone();
+    let mark: Vec<char> = MARK.chars().collect();
+    let mut i = 0;
+    while i + mark.len() <= text.len() {
+        if text[i..i + mark.len()] != mark[..] {
+            i += 1;
+            continue;
+        }
+        let mut j = i + mark.len();
+        let mut depth = 0i32;
+        let mut opened = false;
+        while j < text.len() {
+            match text[j] {
+                '{' | '(' | '[' => {
+                    depth += 1;
+                    opened |= text[j] == '{';
+                }
+                '}' | ')' | ']' => {
+                    depth -= 1;
+                    if depth == 0 && text[j] == '}' && opened {
+                        break;
+                    }
+                }
+                ';' if depth == 0 => break,
+                _ => {}
+            }
+            j += 1;
+        }
+        for c in &mut out[i..j.min(text.len() - 1) + 1] {
+            if *c != '\n' {
+                *c = ' ';
+            }
+        }
+        i = j + 1;
+    }
+    out.into_iter().collect()
+}
+
+/// The files of `src` that are test modules (declared `#[cfg(test)] mod
+/// x;`), and every file under them.
+fn test_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut roots = Vec::new();
     for file in files {
-        let text = fs::read_to_string(file).expect("a source file");
-        let lines: Vec<&str> = text.lines().map(str::trim).collect();
-        for (i, line) in lines.iter().enumerate() {
-            let declared = line
-                .strip_prefix("#[cfg(test)]")
-                .map(str::trim)
-                .filter(|rest| !rest.is_empty())
-                .or_else(|| {
-                    (*line == "#[cfg(test)]")
-                        .then(|| lines.get(i + 1).copied())
-                        .flatten()
-                });
-            let Some(name) = declared.and_then(|d| {
-                d.trim_start_matches("pub ")
-                    .trim_start_matches("pub(crate) ")
-                    .strip_prefix("mod ")?
-                    .strip_suffix(';')
-            }) else {
+        let text = blank_comments_and_literals(&fs::read_to_string(file).expect("a source file"));
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            if *word != "#[cfg(test)]" {
+                continue;
+            }
+            let rest = &words[i + 1..];
+            let rest = match rest.first() {
+                Some(&"pub") | Some(&"pub(crate)") | Some(&"pub(super)") => &rest[1..],
+                _ => rest,
+            };
+            let Some(name) = (rest.first() == Some(&"mod"))
+                .then(|| rest.get(1).and_then(|n| n.strip_suffix(';')))
+                .flatten()
+            else {
                 continue;
             };
             let dir = if file
@@ -121,17 +250,23 @@ fn test_files(src: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
             } else {
                 file.with_extension("")
             };
-            tests.insert(dir.join(format!("{name}.rs")));
-            tests.insert(dir.join(name).join("mod.rs"));
+            roots.push(dir.join(name));
         }
     }
-    tests.retain(|t| t.starts_with(src));
-    tests
+    files
+        .iter()
+        .filter(|file| {
+            roots
+                .iter()
+                .any(|root| file.with_extension("") == *root || file.starts_with(root))
+        })
+        .cloned()
+        .collect()
 }
 
 fn sources(src: &Path) -> Vec<Source> {
     let files = rust_files(src);
-    let tests = test_files(src, &files);
+    let tests = test_files(&files);
     files
         .iter()
         .filter(|f| !tests.contains(*f))
@@ -320,12 +455,17 @@ fn architecture() -> String {
     fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
-/// The layer table of ARCHITECTURE.md: each module's layer. Its rows read
-/// `| 3 | `issues` | ... |`, the second cell listing the layer's modules
-/// in backticks.
+/// The layer table of ARCHITECTURE.md's "Layers" section: each module's
+/// layer. Its rows read `| 3 | `issues` | ... |`, the second cell listing
+/// the layer's modules in backticks. A module named twice is a mistake.
 fn layers(doc: &str) -> BTreeMap<String, u32> {
+    let start = doc
+        .find("\n## Layers")
+        .expect("docs/ARCHITECTURE.md has a \"## Layers\" section");
+    let section = &doc[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
     let mut layers = BTreeMap::new();
-    for line in doc.lines() {
+    for line in section.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         let (Some(number), Some(modules)) = (cells.get(1), cells.get(2)) else {
             continue;
@@ -335,7 +475,10 @@ fn layers(doc: &str) -> BTreeMap<String, u32> {
         };
         for (i, piece) in modules.split('`').enumerate() {
             if i % 2 == 1 {
-                layers.insert(piece.trim_end_matches('/').to_owned(), layer);
+                let module = piece.trim_end_matches('/').to_owned();
+                if let Some(was) = layers.insert(module.clone(), layer) {
+                    panic!("docs/ARCHITECTURE.md: `{module}` is in layer {was} and layer {layer}");
+                }
             }
         }
     }
@@ -401,27 +544,33 @@ fn every_import_of_the_host_goes_down_the_layer_table() {
     );
 }
 
+/// The crates whose every source file the code map names: the directory
+/// of their sources, the heading of their section, and the prefix the
+/// section writes paths with.
+const MAPPED: [(&str, &str, &str); 3] = [
+    ("host/src", "### `host/`", ""),
+    ("plugin-sdk/src", "### `plugin-sdk/`", ""),
+    ("tests/src", "### `tests/`", "src/"),
+];
+
 #[test]
 fn every_source_file_is_in_the_code_map() {
     let doc = architecture();
     let mut missing = Vec::new();
-    for (crate_dir, heading) in [
-        ("host/src", "### `host/`"),
-        ("plugin-sdk/src", "### `plugin-sdk/`"),
-    ] {
+    for (crate_dir, heading, prefix) in MAPPED {
         let section = code_map_section(&doc, heading);
         let src = root().join(crate_dir);
         for file in rust_files(&src) {
             let relative = file.strip_prefix(&src).expect("under src");
-            let shown = relative.to_string_lossy().into_owned();
+            let shown = format!("{prefix}{}", relative.to_string_lossy());
             let named = section.contains(&format!("`{shown}`"))
                 || (file.file_name().is_some_and(|n| n == "mod.rs")
                     && section.contains(&format!(
-                        "`{}/`",
+                        "`{prefix}{}/`",
                         relative.parent().expect("a directory").to_string_lossy()
                     )));
             if !named {
-                missing.push(format!("{crate_dir}/{shown}"));
+                missing.push(format!("{crate_dir}/{}", relative.to_string_lossy()));
             }
         }
     }
@@ -429,5 +578,32 @@ fn every_source_file_is_in_the_code_map() {
         missing.is_empty(),
         "docs/ARCHITECTURE.md's code map does not name (as `path/from/src.rs` in its crate's section): {}",
         missing.join(", ")
+    );
+}
+
+#[test]
+fn every_file_the_code_map_names_exists() {
+    let doc = architecture();
+    let mut stale = Vec::new();
+    for (crate_dir, heading, prefix) in MAPPED {
+        let section = code_map_section(&doc, heading);
+        let src = root().join(crate_dir);
+        for (i, piece) in section.split('`').enumerate() {
+            let Some(relative) = piece.strip_prefix(prefix) else {
+                continue;
+            };
+            let is_path = relative.ends_with(".rs")
+                && relative
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_/.-".contains(c));
+            if i % 2 == 1 && is_path && !src.join(relative).is_file() {
+                stale.push(format!("{heading}: `{piece}`"));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "docs/ARCHITECTURE.md's code map names files that do not exist: {}",
+        stale.join(", ")
     );
 }

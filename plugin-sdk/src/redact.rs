@@ -69,7 +69,8 @@ const SHORTEST_KNOWN: usize = 4;
 /// plugin may show it: the password (or a lone user name, which may be a
 /// token) and the value of each query parameter that names a secret
 /// replaced. The user name, path, other parameters and fragment stay as
-/// written.
+/// written. Raw text (a password holding a `/` or `#` that a parser would
+/// have escaped) is not a parsed URL: show it with [`text`].
 pub fn url(url: &str) -> String {
     let (rest, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
     let (head, query) = match rest.split_once('?') {
@@ -179,7 +180,9 @@ fn secret_parameters(text: &str) -> String {
 /// Whether a query parameter's name, read percent-decoded, holds a secret
 /// word.
 fn names_a_secret(name: &str) -> bool {
-    let lower = percent_decoded(name).to_ascii_lowercase();
+    // Unicode lower case, as the http plugin read names before: `K`
+    // (U+212A, KELVIN SIGN) lowers to `k`, so `?\u{212A}ey=` is a key.
+    let lower = percent_decoded(name).to_lowercase();
     SECRET_WORDS
         .iter()
         .chain(SECRET_QUERY_WORDS)
@@ -232,7 +235,7 @@ pub fn json(value: &Value) -> Value {
 }
 
 fn entry(key: &str, value: &Value) -> Value {
-    let lower = key.to_ascii_lowercase();
+    let lower = key.to_lowercase();
     if SECRET_TABLES.contains(&lower.as_str()) {
         return match value {
             Value::Object(map) => Value::Object(
@@ -371,6 +374,15 @@ mod tests {
         assert_eq!(
             url("http://example.com/?user[token]=abc"),
             "http://example.com/?user[token]=<redacted>"
+        );
+    }
+
+    #[test]
+    fn a_parameter_name_is_read_in_unicode_lower_case() {
+        // `%E2%84%AA` is U+212A KELVIN SIGN, whose lower case is `k`.
+        assert_eq!(
+            url("http://example.com/?%E2%84%AAey=abc"),
+            "http://example.com/?%E2%84%AAey=<redacted>"
         );
     }
 

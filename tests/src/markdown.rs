@@ -1,7 +1,6 @@
 //! The fenced blocks of a Markdown page, as the tests that follow a guide
 //! or a recipe read them: each block's language, the file it writes
-//! (`file=NAME`) and its text; blocks marked `ignore` are neither run nor
-//! written.
+//! (`file=NAME`) and its text; blocks marked `ignore` are not run.
 
 /// One fenced block of a Markdown page.
 pub struct Block {
@@ -13,35 +12,27 @@ pub struct Block {
     pub text: String,
 }
 
-/// The fenced blocks of a Markdown page, in order, but those marked
-/// `ignore` (```` ```rust ignore ````) and one left open at the end.
-pub fn fenced_blocks(markdown: &str) -> Vec<Block> {
+/// A closed fenced block: its whole info string and its text.
+struct Fenced<'a> {
+    info: &'a str,
+    text: String,
+}
+
+/// Every closed fenced block of a Markdown page, in order (one left open
+/// at the end is not one).
+fn all_fenced(markdown: &str) -> Vec<Fenced<'_>> {
     let mut blocks = Vec::new();
-    // The block being read, and whether it is marked `ignore`.
-    let mut open: Option<(Block, bool)> = None;
+    let mut open: Option<Fenced> = None;
     for line in markdown.lines() {
         match (&mut open, line.strip_prefix("```")) {
             (None, Some(info)) => {
-                let mut words = info.split_whitespace();
-                let lang = words.next().unwrap_or("").to_owned();
-                let rest: Vec<&str> = words.collect();
-                let file = rest
-                    .iter()
-                    .find_map(|w| w.strip_prefix("file="))
-                    .map(str::to_owned);
-                let block = Block {
-                    lang,
-                    file,
+                open = Some(Fenced {
+                    info,
                     text: String::new(),
-                };
-                open = Some((block, rest.contains(&"ignore")));
+                })
             }
-            (Some(_), Some("")) => {
-                if let Some((block, false)) = open.take() {
-                    blocks.push(block);
-                }
-            }
-            (Some((block, _)), _) => {
+            (Some(_), Some("")) => blocks.extend(open.take()),
+            (Some(block), _) => {
                 block.text.push_str(line);
                 block.text.push('\n');
             }
@@ -51,11 +42,43 @@ pub fn fenced_blocks(markdown: &str) -> Vec<Block> {
     blocks
 }
 
-/// The fenced blocks of a Markdown page marked `file=NAME` (```` ```toml
-/// file=healer.toml ````), in order: what a recipe or guide writes.
-pub fn markdown_files(markdown: &str) -> Vec<(String, String)> {
-    fenced_blocks(markdown)
+/// The fenced blocks of a Markdown page, in order, but those marked
+/// `ignore` (```` ```rust ignore ````) and one left open at the end.
+pub fn fenced_blocks(markdown: &str) -> Vec<Block> {
+    all_fenced(markdown)
         .into_iter()
-        .filter_map(|block| Some((block.file?, block.text)))
+        .filter_map(|fenced| {
+            let mut words = fenced.info.split_whitespace();
+            let lang = words.next().unwrap_or("").to_owned();
+            let rest: Vec<&str> = words.collect();
+            if rest.contains(&"ignore") {
+                return None;
+            }
+            let file = rest
+                .iter()
+                .find_map(|w| w.strip_prefix("file="))
+                .map(str::to_owned);
+            Some(Block {
+                lang,
+                file,
+                text: fenced.text,
+            })
+        })
+        .collect()
+}
+
+/// The fenced blocks of a Markdown page marked `file=NAME` anywhere in
+/// their info string (```` ```toml file=healer.toml ````), in order, marked
+/// `ignore` or not: what a recipe or guide writes.
+pub fn markdown_files(markdown: &str) -> Vec<(String, String)> {
+    all_fenced(markdown)
+        .into_iter()
+        .filter_map(|fenced| {
+            let file = fenced
+                .info
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("file="))?;
+            Some((file.to_owned(), fenced.text))
+        })
         .collect()
 }

@@ -14,9 +14,9 @@ pub struct Plugins {
     pub dir: String,
     pub packages: Vec<PackageView>,
     /// Files that did not load, and why.
-    pub errors: Vec<Problem>,
+    pub errors: Vec<FileProblem>,
     /// Packages loaded with a problem.
-    pub warnings: Vec<Problem>,
+    pub warnings: Vec<FileProblem>,
     #[serde(skip)]
     live: Vec<crate::plugins::Package>,
 }
@@ -24,7 +24,7 @@ pub struct Plugins {
 impl Plugins {
     /// The catalog's packages (their worker health read when shown).
     pub fn of(catalog: &Catalog) -> Plugins {
-        let problem = |e: &crate::plugins::LoadError| Problem {
+        let problem = |e: &crate::plugins::LoadError| FileProblem {
             file: e.file.display().to_string(),
             reason: e.reason.clone(),
         };
@@ -80,7 +80,7 @@ pub struct PackageView {
 
 /// A file and what is wrong with it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Problem {
+pub struct FileProblem {
     pub file: String,
     pub reason: String,
 }

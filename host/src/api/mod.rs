@@ -17,7 +17,7 @@ mod answers;
 mod auth;
 mod dashboard;
 
-pub use answers::{Done, Health, IssueRow, PackageView, Plugins, Problem, Reloaded, TargetRow};
+pub use answers::{Done, FileProblem, Health, IssueRow, PackageView, Plugins, Reloaded, TargetRow};
 use auth::{authorize, refuse};
 
 use std::sync::{Arc, RwLock};

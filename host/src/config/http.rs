@@ -27,7 +27,7 @@ pub fn check_header(name: &str, value: &str) -> Result<(), String> {
 
 /// `name: value` as a request header, marked sensitive. The error never
 /// quotes the value.
-pub fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+pub(crate) fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("{name:?} is not a valid header name"))?;
     let mut value = HeaderValue::from_str(value)

@@ -327,7 +327,7 @@ fn groups_of(user: &User, gid: u32) -> Vec<u32> {
 
 /// A problem in `[plugins]`: where (a byte offset in the file, when known)
 /// and what.
-pub type Problem = (Option<usize>, String);
+pub type PluginsProblem = (Option<usize>, String);
 
 impl Plugins {
     /// The settings for the package file named `file_name`.
@@ -386,8 +386,8 @@ impl Plugins {
     }
 
     /// What is wrong with these settings, one line each, where known.
-    pub fn problems(&self) -> Vec<Problem> {
-        let mut problems: Vec<Problem> = Vec::new();
+    pub fn problems(&self) -> Vec<PluginsProblem> {
+        let mut problems: Vec<PluginsProblem> = Vec::new();
         if self.crash_limit == 0 {
             problems.push((None, "[plugins] crash_limit must be at least 1".to_owned()));
         }
@@ -426,7 +426,7 @@ impl Plugins {
     }
 
     /// The sandbox keys that contradict each other or their isolation.
-    fn sandbox_problems(&self, problems: &mut Vec<Problem>) {
+    fn sandbox_problems(&self, problems: &mut Vec<PluginsProblem>) {
         let tables = std::iter::once(("[plugins]".to_owned(), None)).chain(
             self.package
                 .iter()

@@ -140,7 +140,7 @@ pub enum Event {
     /// The flap memory let a resolved issue go: it stayed resolved for
     /// `stable_after`, so its attempts no longer count and a new issue of
     /// this kind starts from attempt 1. Not an operator's reset
-    /// ([`Event::IssueResetByOperator`]). HumanDuration `issue_reset` before
+    /// ([`Event::IssueResetByOperator`]). Written `issue_reset` before
     /// store schema 4, which renamed the saved ones.
     IssueForgotten {
         target: String,

@@ -57,12 +57,12 @@ pub struct AnomalyState {
 
 impl AnomalyState {
     /// Whether its workflow is running now.
-    pub fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         self.running
     }
 
     /// Marks its workflow as running, or not.
-    pub fn set_running(&mut self, running: bool) {
+    pub(crate) fn set_running(&mut self, running: bool) {
         self.running = running;
     }
 }

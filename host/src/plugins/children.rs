@@ -1,6 +1,6 @@
 //! The children healer starts and waits for itself (plugin workers and
 //! probes): each is started under one lock and tracked until its owner has
-//! reaped it, so the reaper (`crate::reaper`), which reaps orphans under
+//! reaped it, so the reaper (`crate::daemon::reaper`), which reaps orphans under
 //! the same lock, never takes one. An owner sees its child exit without
 //! reaping it ([`has_exited`]) and kills the child's process group while
 //! the exited leader still holds its pid: a group is never signalled after

@@ -229,7 +229,7 @@ pub fn describe_exit(status: ExitStatus) -> String {
 }
 
 /// `SIGSEGV` for 11: the name operators know.
-pub fn signal_name(signal: i32) -> String {
+fn signal_name(signal: i32) -> String {
     nix::sys::signal::Signal::try_from(signal)
         .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
 }
