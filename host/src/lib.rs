@@ -6,7 +6,7 @@
 //! The modules are a stack: each uses only the layers below it (the table
 //! in `docs/ARCHITECTURE.md`, which `tests/tidy.rs` holds the imports to),
 //! so it reads from the bottom up: `clock`, `one_line` → `model` → `config`
-//! → `issues` → `events` → `plugins`, `board` → `engine`, `intake` → the
+//! → `issues`, `facts` → `events` → `plugins`, `board` → `engine`, `intake` → the
 //! subscribers (`log`, `event_log`, `history`, `store`, `metrics`, `sinks`)
 //! → `loading` → `api` → `daemon` → `operator` → `cli`.
 //!
@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod engine;
 pub mod event_log;
 pub mod events;
+pub mod facts;
 pub mod history;
 pub mod intake;
 pub mod issues;

@@ -1,0 +1,518 @@
+//! Shared knowledge: what healer and its plugins know about this machine's
+//! health, as facts. Each fact is a value under a dotted name
+//! (`target.db.healthy`, `target.db.process.pid`, `system.disk./var.used`),
+//! with the writer it came from, when it was last observed, and when it
+//! expires. Pure, like `issues`: no I/O, no clock of its own (callers pass
+//! `now`), bounded.
+//!
+//! - **Names.** A fact's *subject* is what it is about (`target.db`,
+//!   `system`); its *key* is what about it (`healthy`, `process.pid`). Its
+//!   name is `subject.key`. healer itself writes the keys `status`,
+//!   `healthy` and `since` of each target; a plugin writes only keys in
+//!   its own namespace (`<plugin>.<key>`), an operator only `note.<key>`.
+//! - **Only changes count.** Writing a fact with the value it has refreshes
+//!   its time and expiry and is no [`Change`]; a new value, a retraction
+//!   and an expiry are.
+//! - **Bound to the writer.** A fact expires at its `expires_at` (none for
+//!   healer's own target facts, which live as long as the target), and is
+//!   retracted with its writer: the check that wrote it coming back
+//!   UNKNOWN, its worker crashing, its target removed.
+//! - **Absence is not falsehood.** [`Facts::read`] gives nothing for a
+//!   missing or expired fact, and a [`Gate`] on a fact it cannot read
+//!   holds (the UNKNOWN rule): no decision is taken on a fact nobody
+//!   vouches for.
+//! - **Bounded.** At most [`MAX_FACTS`] in all, [`KEYS_PER_WRITER`] keys and
+//!   [`BYTES_PER_WRITER`] bytes per writer and subject, values of at most
+//!   [`VALUE_BYTES`]; what does not fit is dropped and said once per
+//!   publication ([`Published::dropped`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Wall;
+
+/// The most facts kept in all.
+pub const MAX_FACTS: usize = 10_000;
+/// The most keys one writer keeps about one subject.
+pub const KEYS_PER_WRITER: usize = 64;
+/// The most bytes (names and values) one writer keeps about one subject.
+pub const BYTES_PER_WRITER: usize = 16 * 1024;
+/// The longest value, as text.
+pub const VALUE_BYTES: usize = 1024;
+/// The longest name.
+pub const NAME_BYTES: usize = 256;
+
+/// The writer healer itself is.
+pub const HEALER: &str = "healer";
+/// The writer an operator is (`healer fact set`).
+pub const OPERATOR: &str = "operator";
+
+/// A fact's value: a truth, a number or a text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Number(n) => write!(f, "{n}"),
+            Value::Text(t) => write!(f, "{t:?}"),
+        }
+    }
+}
+
+impl Value {
+    fn bytes(&self) -> usize {
+        match self {
+            Value::Bool(_) | Value::Number(_) => 8,
+            Value::Text(text) => text.len(),
+        }
+    }
+}
+
+/// Who wrote a fact: healer, an operator, or a plugin (with its package).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Source {
+    /// `healer`, `operator`, or the plugin's name.
+    pub writer: String,
+    /// The plugin's package (`libhealer_plugin_process.so`), and its
+    /// version, for a plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl Source {
+    /// healer itself.
+    pub fn healer() -> Source {
+        Source {
+            writer: HEALER.to_owned(),
+            package: None,
+            version: None,
+        }
+    }
+
+    /// Whether `key` is in this writer's namespace.
+    fn may_write(&self, key: &str) -> bool {
+        match self.writer.as_str() {
+            HEALER => !key.contains('.'),
+            OPERATOR => key.strip_prefix("note.").is_some_and(|k| !k.is_empty()),
+            plugin => key
+                .strip_prefix(plugin)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|k| !k.is_empty()),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.writer)
+    }
+}
+
+/// One fact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fact {
+    /// What it is about: `target.db`, `system`.
+    pub subject: String,
+    /// What about it: `healthy`, `process.pid`.
+    pub key: String,
+    pub value: Value,
+    pub source: Source,
+    /// When it was last written (with this value or another).
+    pub observed_at: Wall,
+    /// When it expires by itself; never, for healer's own target facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Wall>,
+    /// Carried over from before a restart, not written since.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub previous_run: bool,
+}
+
+impl Fact {
+    /// `subject.key`.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.subject, self.key)
+    }
+
+    /// Whether it holds at `now`.
+    pub fn holds(&self, now: Wall) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+
+    /// `target.db.healthy = false from healer, 12 s old`.
+    pub fn cited(&self, now: Wall) -> String {
+        format!(
+            "{} = {} from {}, {} s old",
+            self.name(),
+            self.value,
+            self.source,
+            now.since(self.observed_at).as_secs()
+        )
+    }
+
+    fn bytes(&self) -> usize {
+        self.subject.len() + self.key.len() + self.value.bytes()
+    }
+}
+
+/// Why a fact went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retraction {
+    /// The check that wrote it came back UNKNOWN.
+    Unknown,
+    /// Its writer's worker crashed or was quarantined.
+    WorkerEnded,
+    /// Its target was removed by a reload.
+    TargetRemoved,
+    /// Its writer stopped writing it (an operator's `fact unset`).
+    Unset,
+}
+
+/// What a publication, a retraction or the passing of time changed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A fact is new, or has a new value.
+    Changed { fact: Fact, was: Option<Value> },
+    /// A fact's writer took it back.
+    Retracted { fact: Fact, why: Retraction },
+    /// A fact's time ran out.
+    Expired { fact: Fact },
+}
+
+/// What one publication did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Published {
+    pub changes: Vec<Change>,
+    /// How many facts were dropped, and the first reason: out of the
+    /// writer's namespace, over its quota, too long, or the store full.
+    pub dropped: Option<(usize, String)>,
+}
+
+/// Every fact healer knows, by name.
+#[derive(Debug, Default)]
+pub struct Facts {
+    facts: BTreeMap<String, Fact>,
+}
+
+impl Facts {
+    /// Writes `values` about `subject` as `source`, each expiring `ttl`
+    /// after `now` (`None`: never). Keys outside the writer's namespace,
+    /// over its quota or too long are dropped.
+    pub fn publish(
+        &mut self,
+        subject: &str,
+        source: &Source,
+        values: Vec<(String, Value)>,
+        ttl: Option<Duration>,
+        now: Wall,
+    ) -> Published {
+        let mut published = Published::default();
+        let mut drop = |reason: String| {
+            let (count, _) = published.dropped.get_or_insert((0, reason));
+            *count += 1;
+        };
+        let expires_at = ttl.map(|ttl| now + ttl);
+        let (mut keys, mut bytes) = self.held_by(subject, &source.writer);
+        for (key, value) in values {
+            let name = format!("{subject}.{key}");
+            if !source.may_write(&key) {
+                drop(format!(
+                    "{name}: {source} writes only its own keys ({})",
+                    namespace_of(source)
+                ));
+                continue;
+            }
+            if name.len() > NAME_BYTES || value.bytes() > VALUE_BYTES {
+                drop(format!(
+                    "{}: longer than {NAME_BYTES} bytes of name or {VALUE_BYTES} of value",
+                    cut(&name)
+                ));
+                continue;
+            }
+            if let Some(fact) = self.facts.get_mut(&name) {
+                if fact.source.writer == source.writer {
+                    fact.observed_at = now;
+                    fact.expires_at = expires_at;
+                    fact.previous_run = false;
+                    fact.source = source.clone();
+                    if fact.value != value {
+                        let was = std::mem::replace(&mut fact.value, value);
+                        published.changes.push(Change::Changed {
+                            fact: fact.clone(),
+                            was: Some(was),
+                        });
+                    }
+                    continue;
+                }
+                drop(format!("{name}: written by {} already", fact.source));
+                continue;
+            }
+            let fact = Fact {
+                subject: subject.to_owned(),
+                key,
+                value,
+                source: source.clone(),
+                observed_at: now,
+                expires_at,
+                previous_run: false,
+            };
+            if keys >= KEYS_PER_WRITER || bytes + fact.bytes() > BYTES_PER_WRITER {
+                drop(format!(
+                    "{name}: {source} keeps at most {KEYS_PER_WRITER} keys and {BYTES_PER_WRITER} bytes about {subject}"
+                ));
+                continue;
+            }
+            if self.facts.len() >= MAX_FACTS {
+                drop(format!("{name}: healer keeps at most {MAX_FACTS} facts"));
+                continue;
+            }
+            keys += 1;
+            bytes += fact.bytes();
+            self.facts.insert(name, fact.clone());
+            published.changes.push(Change::Changed { fact, was: None });
+        }
+        published
+    }
+
+    /// Takes back every fact `writer` wrote about `subject` (any writer's,
+    /// with `None`), for `why`.
+    pub fn retract(&mut self, subject: &str, writer: Option<&str>, why: Retraction) -> Vec<Change> {
+        let gone: Vec<String> = self
+            .facts
+            .iter()
+            .filter(|(_, f)| f.subject == subject && writer.is_none_or(|w| f.source.writer == w))
+            .map(|(name, _)| name.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|name| self.facts.remove(&name))
+            .map(|fact| Change::Retracted { fact, why })
+            .collect()
+    }
+
+    /// Takes back every fact a plugin of `package` wrote (its worker
+    /// ended).
+    pub fn retract_package(&mut self, package: &str) -> Vec<Change> {
+        let gone: Vec<String> = self
+            .facts
+            .iter()
+            .filter(|(_, f)| f.source.package.as_deref() == Some(package))
+            .map(|(name, _)| name.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|name| self.facts.remove(&name))
+            .map(|fact| Change::Retracted {
+                fact,
+                why: Retraction::WorkerEnded,
+            })
+            .collect()
+    }
+
+    /// Forgets the facts whose time ran out by `now`.
+    pub fn expire(&mut self, now: Wall) -> Vec<Change> {
+        let gone: Vec<String> = self
+            .facts
+            .iter()
+            .filter(|(_, f)| !f.holds(now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|name| self.facts.remove(&name))
+            .map(|fact| Change::Expired { fact })
+            .collect()
+    }
+
+    /// The fact named `name`, while it holds.
+    pub fn read(&self, name: &str, now: Wall) -> Option<&Fact> {
+        self.facts.get(name).filter(|f| f.holds(now))
+    }
+
+    /// Every fact that holds at `now`, by name; those about `subject` only
+    /// when given.
+    pub fn all(&self, subject: Option<&str>, now: Wall) -> Vec<Fact> {
+        self.facts
+            .values()
+            .filter(|f| f.holds(now) && subject.is_none_or(|s| f.subject == s))
+            .cloned()
+            .collect()
+    }
+
+    /// Carries on from facts saved before a restart: those that have not
+    /// expired, marked as from the previous run.
+    pub fn restore(&mut self, saved: Vec<Fact>, now: Wall) -> usize {
+        let mut restored = 0;
+        for mut fact in saved {
+            if fact.holds(now) && self.facts.len() < MAX_FACTS {
+                fact.previous_run = true;
+                self.facts.insert(fact.name(), fact);
+                restored += 1;
+            }
+        }
+        restored
+    }
+
+    pub fn len(&self) -> usize {
+        self.facts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.facts.is_empty()
+    }
+
+    /// How many keys and bytes `writer` keeps about `subject`.
+    fn held_by(&self, subject: &str, writer: &str) -> (usize, usize) {
+        self.facts
+            .values()
+            .filter(|f| f.subject == subject && f.source.writer == writer)
+            .fold((0, 0), |(keys, bytes), f| (keys + 1, bytes + f.bytes()))
+    }
+}
+
+fn namespace_of(source: &Source) -> String {
+    match source.writer.as_str() {
+        HEALER => "status, healthy, since".to_owned(),
+        OPERATOR => "note.*".to_owned(),
+        plugin => format!("{plugin}.*"),
+    }
+}
+
+/// `text` cut to 64 bytes for a message.
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// A condition on one fact, as a recoverer's `when` and `unless` write it:
+/// `NAME OP VALUE` (`target.db.healthy == true`, `system.disk./.used < 90`,
+/// `target.web.http.status != "503"`), or a bare `NAME` for `NAME == true`.
+/// OP is one of `==`, `!=`, `<`, `<=`, `>`, `>=`; VALUE is `true`,
+/// `false`, a number, or a quoted text. An order compares numbers only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gate {
+    pub fact: String,
+    op: Op,
+    value: Value,
+    text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// How a gate reads now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reading {
+    /// The fact holds and the condition is true; the fact, cited.
+    True(String),
+    /// The fact holds and the condition is false; the fact, cited.
+    False(String),
+    /// The fact is missing or expired (or not comparable): never read as
+    /// false; a gate on it holds.
+    Unknown(String),
+}
+
+impl Gate {
+    /// Reads `text`; the error says what is wrong and what is right.
+    pub fn parse(text: &str) -> Result<Gate, String> {
+        let trimmed = text.trim();
+        let ops = [
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ];
+        let found = ops
+            .iter()
+            .filter_map(|(spelled, op)| trimmed.find(spelled).map(|at| (at, *spelled, *op)))
+            .min_by_key(|(at, spelled, _)| (*at, std::cmp::Reverse(spelled.len())));
+        let (fact, op, value) = match found {
+            None => (trimmed, Op::Eq, Value::Bool(true)),
+            Some((at, spelled, op)) => {
+                let value = trimmed[at + spelled.len()..].trim();
+                (trimmed[..at].trim(), op, parse_value(value)?)
+            }
+        };
+        if fact.is_empty() || fact.contains(char::is_whitespace) || !fact.contains('.') {
+            return Err(format!(
+                "{trimmed:?} names no fact; write e.g. \"target.db.healthy == true\""
+            ));
+        }
+        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge) && !matches!(value, Value::Number(_)) {
+            return Err(format!("{trimmed:?}: <, <=, > and >= compare numbers only"));
+        }
+        Ok(Gate {
+            fact: fact.to_owned(),
+            op,
+            value,
+            text: trimmed.to_owned(),
+        })
+    }
+
+    /// How the gate reads on `facts` at `now`.
+    pub fn read(&self, facts: &Facts, now: Wall) -> Reading {
+        let Some(fact) = facts.read(&self.fact, now) else {
+            return Reading::Unknown(format!("{} is not known", self.fact));
+        };
+        let cited = fact.cited(now);
+        let holds = match (&fact.value, &self.value, self.op) {
+            (a, b, Op::Eq) => Some(a == b),
+            (a, b, Op::Ne) => Some(a != b),
+            (Value::Number(a), Value::Number(b), op) => Some(match op {
+                Op::Lt => a < b,
+                Op::Le => a <= b,
+                Op::Gt => a > b,
+                _ => a >= b,
+            }),
+            _ => None,
+        };
+        match holds {
+            Some(true) => Reading::True(cited),
+            Some(false) => Reading::False(cited),
+            None => Reading::Unknown(format!("{cited}, which {} cannot compare", self.text)),
+        }
+    }
+}
+
+impl fmt::Display for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn parse_value(text: &str) -> Result<Value, String> {
+    match text {
+        "true" => Ok(Value::Bool(true)),
+        "false" => Ok(Value::Bool(false)),
+        _ if text.len() >= 2 && text.starts_with('"') && text.ends_with('"') => {
+            Ok(Value::Text(text[1..text.len() - 1].to_owned()))
+        }
+        _ => text.parse::<f64>().map(Value::Number).map_err(|_| {
+            format!("{text:?} is not a value; write true, false, a number or a quoted text")
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
