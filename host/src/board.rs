@@ -190,6 +190,14 @@ impl Slot {
         change(&mut self.lock());
     }
 
+    /// The target's status as the board shows it, worked out now (the
+    /// worst of its checks and issues).
+    pub fn settled_status(&self) -> Option<Status> {
+        let mut view = self.lock();
+        view.settle();
+        view.status
+    }
+
     /// A copy of the view.
     pub fn view(&self) -> TargetView {
         self.lock().clone()

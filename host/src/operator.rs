@@ -215,6 +215,51 @@ fn short(duration: Duration) -> String {
     }
 }
 
+/// `healer facts [TARGET]`: what healer knows now, one fact a line (name,
+/// value, writer, age, expiry), or the API's JSON.
+pub fn facts(daemon: &Daemon, target: Option<&str>, json: bool) -> ExitCode {
+    let path = match target {
+        Some(target) => format!("/api/v1/facts?target={}", encode(target)),
+        None => "/api/v1/facts".to_owned(),
+    };
+    let answer = match daemon.call("GET", &path, None) {
+        Ok(answer) => answer,
+        Err(err) => return fail(&err),
+    };
+    if json {
+        print_json(&answer);
+        return ExitCode::SUCCESS;
+    }
+    let facts: Vec<crate::facts::Fact> = match serde_json::from_value(answer) {
+        Ok(facts) => facts,
+        Err(err) => return fail(&format!("unexpected answer from /api/v1/facts: {err}")),
+    };
+    let now = crate::clock::Wall::now();
+    for fact in &facts {
+        let expires = fact.expires_at.map_or_else(
+            || "-".to_owned(),
+            |at| format!("in {}s", at.since(now).as_secs()),
+        );
+        say!(
+            "{}  {}  from {}  {}s old  expires {}{}",
+            OneLine(&fact.name()),
+            OneLine(&fact.value.to_string()),
+            OneLine(&fact.source.to_string()),
+            now.since(fact.observed_at).as_secs(),
+            expires,
+            if fact.previous_run {
+                "  (previous run)"
+            } else {
+                ""
+            }
+        );
+    }
+    if facts.is_empty() {
+        say!("(no facts)");
+    }
+    ExitCode::SUCCESS
+}
+
 /// `healer history`: recent events, newest first.
 pub fn history(
     daemon: &Daemon,

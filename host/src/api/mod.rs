@@ -77,6 +77,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/issues", get(issues))
         .route("/api/v1/issues/{*id}", post(reset))
         .route("/api/v1/history", get(history))
+        .route("/api/v1/facts", get(facts))
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), authorize))
@@ -182,6 +183,21 @@ async fn target(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Respon
 struct IssueFilter {
     state: Option<String>,
     target: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FactFilter {
+    /// `db` for `target.db`, or a subject as written (`system`).
+    target: Option<String>,
+}
+
+/// `GET /api/v1/facts[?target=NAME]`: every fact that holds now, by name.
+async fn facts(
+    State(api): State<Arc<Api>>,
+    Query(filter): Query<FactFilter>,
+) -> Json<Vec<crate::facts::Fact>> {
+    let subject = filter.target.map(|target| format!("target.{target}"));
+    Json(api.engine.facts(subject.as_deref()))
 }
 
 /// Every open issue, newest first.

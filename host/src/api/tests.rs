@@ -218,8 +218,9 @@ impl Drop for Listener {
     }
 }
 
-const READS: [&str; 6] = [
+const READS: [&str; 7] = [
     "/api/v1/targets",
+    "/api/v1/facts",
     "/api/v1/issues",
     "/api/v1/history",
     "/api/v1/plugins",
@@ -467,4 +468,24 @@ async fn the_anomaly_endpoint_takes_the_token_only_as_bearer() {
             )
         })
         .await;
+}
+
+#[tokio::test]
+async fn the_facts_endpoint_answers_a_json_array_filtered_by_target() {
+    // The engine's tests prove what is published (target.<name>.healthy
+    // and the rest); here, the route, its JSON and its filter.
+    let listener = listening(false).await;
+    let all = Request::get("/api/v1/facts").send(&listener).await;
+    assert_eq!(all.status, 200, "{all:?}");
+    let all: serde_json::Value = serde_json::from_str(&all.body).expect("JSON");
+    assert!(all.is_array(), "{all}");
+    for fact in all.as_array().into_iter().flatten() {
+        for field in ["subject", "key", "value", "source", "observed_at"] {
+            assert!(!fact[field].is_null(), "{field} in {fact}");
+        }
+    }
+    let other = Request::get("/api/v1/facts?target=nothing")
+        .send(&listener)
+        .await;
+    assert_eq!((other.status, other.body.trim()), (200, "[]"));
 }

@@ -97,6 +97,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what the running daemon knows now, as facts: each target's
+    /// `healthy`, `since` and `status`, and what plugins published.
+    Facts {
+        /// Only the facts about this target.
+        target: Option<String>,
+        /// Print the API's JSON (`GET /api/v1/facts`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the running daemon's recent events, newest first.
     History {
         /// Only this target's (or anomaly's) events.
@@ -231,6 +240,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 json,
             )
         }),
+        Command::Facts { ref target, json } => {
+            ask(&cli, |d| operator::facts(d, target.as_deref(), json))
+        }
         Command::Reset { ref issue, json } => ask(&cli, |d| operator::reset(d, issue, json)),
         Command::Pause {
             ref target,

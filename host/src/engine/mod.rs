@@ -21,7 +21,7 @@ mod target;
 
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -30,7 +30,8 @@ use tokio::task::JoinHandle;
 use crate::board::Board;
 use crate::clock::Wall;
 use crate::config::{Config, PluginUse, Target};
-use crate::events::{Event, Events};
+use crate::events::{fact_events, Event, Events};
+use crate::facts::{Fact, Facts, Retraction};
 use crate::issues::{Issue, Tracker};
 use crate::model::Pause;
 use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle};
@@ -128,9 +129,16 @@ pub(crate) struct Shared {
     dependents: RwLock<HashMap<String, Vec<String>>>,
     /// Each target's maintenance pause (read by its loop before recovering).
     pauses: RwLock<HashMap<String, Pause>>,
+    /// What healer and its plugins know (`facts`), shared by every target.
+    facts: Mutex<Facts>,
 }
 
 impl Shared {
+    /// The facts, locked.
+    pub(crate) fn facts(&self) -> MutexGuard<'_, Facts> {
+        self.facts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records a target's health; returns whether it just became healthy.
     pub(crate) fn set_health(&self, target: &str, down: bool) -> bool {
         let mut health = write(&self.health);
@@ -431,6 +439,13 @@ impl Engine {
         let tracker = self.stop(name).await;
         self.drop_issues(name, tracker, reason);
         self.board.leave(name);
+        let gone =
+            self.shared
+                .facts()
+                .retract(&format!("target.{name}"), None, Retraction::TargetRemoved);
+        for event in fact_events(gone) {
+            self.events.emit(event);
+        }
         if write(&self.shared.pauses).remove(name).is_some() {
             self.events.emit(Event::TargetResumed {
                 target: name.to_owned(),
@@ -496,6 +511,12 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// The facts that hold now, by name; those about `subject` only when
+    /// given.
+    pub fn facts(&self, subject: Option<&str>) -> Vec<Fact> {
+        self.shared.facts().all(subject, Wall::now())
+    }
+
     /// Pauses a target's recoveries until `pause.until`; checks go on.
     pub fn pause(&self, target: &str, pause: Pause) -> Result<(), Refusal> {
         if !read(&self.shared.commands).contains_key(target) {

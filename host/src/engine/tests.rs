@@ -739,3 +739,61 @@ async fn once_checks_every_target_and_recovers_only_when_asked() {
         assert_eq!(restart.calls().len(), usize::from(recover), "{recover}");
     }
 }
+
+#[tokio::test]
+async fn a_held_recovery_cites_the_fact_it_rests_on_and_healer_publishes_each_targets_health() {
+    let (db, app, restart) = (
+        Script::new(Observation::critical("refused")),
+        Script::new(Observation::critical("502")),
+        Recorder::default(),
+    );
+    let targets = "[[target]]\nname = \"db\"\n[target.monitor]\nplugin = \"db-check\"\n\n\
+                   [[target]]\nname = \"app\"\ndepends_on = [\"db\"]\n[target.monitor]\nplugin = \"app-check\"\n\n[[target.recover]]\nplugin = \"restart\"\n";
+    let package = Memory::new("test")
+        .monitor_as("db-check", &db)
+        .monitor_as("app-check", &app)
+        .recoverer_as("restart", &restart);
+    let mut healing = heal(targets, package).await;
+    healing
+        .events
+        .wait_for("db known to be unhealthy", |e| {
+            matches!(e, Event::FactChanged { fact, .. }
+                if fact.name() == "target.db.healthy"
+                    && fact.value == crate::facts::Value::Bool(false)
+                    && fact.source.writer == "healer")
+        })
+        .await;
+    let held = healing
+        .events
+        .wait_for("the recovery held, citing the fact", |e| {
+            matches!(e, Event::RecoveryHeld { target, evidence: Some(_), .. } if target == "app")
+        })
+        .await;
+    let Event::RecoveryHeld {
+        evidence: Some(evidence),
+        ..
+    } = held
+    else {
+        unreachable!("matched above");
+    };
+    assert!(
+        evidence.starts_with("target.db.healthy = false from healer, ")
+            && evidence.ends_with(" s old"),
+        "{evidence}"
+    );
+    let handle = healing.engine.handle();
+    let about_db = handle.facts(Some("target.db"));
+    let names: Vec<String> = about_db.iter().map(crate::facts::Fact::name).collect();
+    assert!(names.contains(&"target.db.healthy".to_owned()), "{names:?}");
+    assert!(names.contains(&"target.db.since".to_owned()), "{names:?}");
+    db.always(Observation::ok("accepting connections"));
+    healing
+        .events
+        .wait_for("db known to be healthy again", |e| {
+            matches!(e, Event::FactChanged { fact, was: Some(crate::facts::Value::Bool(false)) }
+                if fact.name() == "target.db.healthy")
+        })
+        .await;
+    healing.events.wait_for("app's attempt", attempt).await;
+    healing.stop().await;
+}

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Json;
 use crate::clock::Wall;
+use crate::facts::{Change, Fact, Retraction, Value as FactValue};
 use crate::issues::Issue;
 use crate::model::{AlertState, AnomalyState, Pause, Suppressed};
 
@@ -98,6 +99,30 @@ pub enum Event {
         target: String,
         kind: String,
         dependency: String,
+        reason: String,
+        /// The fact the hold rests on, cited (`target.db.healthy = false
+        /// from healer, 12 s old`); none when it is not known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evidence: Option<String>,
+    },
+    /// A fact is new, or has a new value (`was`: the one before).
+    FactChanged {
+        fact: Fact,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        was: Option<FactValue>,
+    },
+    /// A fact's writer took it back (its check UNKNOWN, its worker ended,
+    /// its target removed).
+    FactRetracted { fact: Fact, why: Retraction },
+    /// A fact's time ran out.
+    FactExpired { fact: Fact },
+    /// Facts a writer published that healer did not keep (outside its
+    /// namespace, over its quota, too long): how many, and the first
+    /// reason.
+    FactsDropped {
+        subject: String,
+        writer: String,
+        dropped: usize,
         reason: String,
     },
     /// An issue is due, but nothing may act on it: its evidence is UNKNOWN
@@ -425,6 +450,15 @@ pub struct Run {
     pub attempt: u32,
 }
 
+/// What facts' changes say, as events.
+pub fn fact_events(changes: Vec<Change>) -> impl Iterator<Item = Event> {
+    changes.into_iter().map(|change| match change {
+        Change::Changed { fact, was } => Event::FactChanged { fact, was },
+        Change::Retracted { fact, why } => Event::FactRetracted { fact, why },
+        Change::Expired { fact } => Event::FactExpired { fact },
+    })
+}
+
 impl Event {
     /// The event's name, as in its `"event"` field.
     pub fn name(&self) -> &'static str {
@@ -434,6 +468,10 @@ impl Event {
             Event::ConfigReloaded { .. } => "config_reloaded",
             Event::ConfigRejected { .. } => "config_rejected",
             Event::Checked { .. } => "checked",
+            Event::FactChanged { .. } => "fact_changed",
+            Event::FactRetracted { .. } => "fact_retracted",
+            Event::FactExpired { .. } => "fact_expired",
+            Event::FactsDropped { .. } => "facts_dropped",
             Event::PluginFailed { .. } => "plugin_failed",
             Event::PluginTimedOut { .. } => "plugin_timed_out",
             Event::FindingSeen { .. } => "finding_seen",
@@ -520,6 +558,10 @@ impl Event {
             | Event::StoreDegraded { .. }
             | Event::StoreRecovered { .. }
             | Event::StoreMovedAside { .. } => None,
+            Event::FactChanged { fact, .. }
+            | Event::FactRetracted { fact, .. }
+            | Event::FactExpired { fact } => Some(&fact.subject),
+            Event::FactsDropped { subject, .. } => Some(subject),
             Event::PluginWorkerCrashed { package, .. }
             | Event::PluginWorkerRestarted { package, .. }
             | Event::PluginQuarantined { package, .. }

@@ -26,5 +26,5 @@ mod json;
 pub mod witness;
 
 pub use bus::{Events, Inbox, Subscriber, HIGH_WATER};
-pub use event::{Event, Record, Role, Run, StepResult};
+pub use event::{fact_events, Event, Record, Role, Run, StepResult};
 pub use json::{bounded, Json, MAX_DETAILS};

@@ -147,9 +147,38 @@ fn write(event: &Event) {
             kind,
             dependency,
             reason,
+            evidence,
+        } => match evidence {
+            Some(evidence) => warn!(
+                target = %target, kind = %kind, dependency = %dependency, evidence = %evidence,
+                "recovery held: the finding is caused upstream, {dependency} {reason} ({evidence})"
+            ),
+            None => warn!(
+                target = %target, kind = %kind, dependency = %dependency,
+                "recovery held: the finding is caused upstream, {dependency} {reason}"
+            ),
+        },
+        Event::FactChanged { fact, was } => debug!(
+            fact = %fact.name(), value = %fact.value, source = %fact.source,
+            was = ?was.as_ref().map(ToString::to_string),
+            "fact changed"
+        ),
+        Event::FactRetracted { fact, why } => info!(
+            fact = %fact.name(), source = %fact.source, why = ?why,
+            "fact retracted"
+        ),
+        Event::FactExpired { fact } => debug!(
+            fact = %fact.name(), source = %fact.source,
+            "fact expired"
+        ),
+        Event::FactsDropped {
+            subject,
+            writer,
+            dropped,
+            reason,
         } => warn!(
-            target = %target, kind = %kind, dependency = %dependency,
-            "recovery held: the finding is caused upstream, {dependency} {reason}"
+            subject = %subject, writer = %writer, dropped,
+            "facts dropped: {reason}"
         ),
         Event::RecoveryWithheld {
             target,

@@ -11,7 +11,8 @@ use tokio::time::{timeout, Instant};
 
 use super::{is_unknown, Cycle, LeftOut, Run, MACHINERY_SLACK};
 use crate::clock::Wall;
-use crate::events::{Event, Role};
+use crate::events::{fact_events, Event, Role};
+use crate::facts::{Source, Value as FactValue};
 use crate::issues::{Seen, Transition};
 use crate::plugins::{CheckResult, DiagnosisResult, Observing};
 
@@ -395,8 +396,38 @@ impl Cycle {
         self.withheld.retain(|kind| tracker.issue(kind).is_some());
         let down = self.tracker.has_issues();
         let name = self.name().to_owned();
+        self.publish_health(down);
         if self.shared.set_health(&name, down) {
             self.shared.recheck_dependents(&name);
+        }
+    }
+
+    /// Publishes what healer knows of this target as facts about
+    /// `target.<name>`: `healthy` (no open issue), `since` (when that last
+    /// changed) and `status` (what the board shows). Only a change is an
+    /// event.
+    fn publish_health(&self, down: bool) {
+        let now = Wall::now();
+        let subject = format!("target.{}", self.name());
+        let healthy = FactValue::Bool(!down);
+        let mut values = vec![("healthy".to_owned(), healthy.clone())];
+        if let Some(status) = self.slot.as_ref().and_then(|slot| slot.settled_status()) {
+            values.push((
+                "status".to_owned(),
+                FactValue::Text(status.as_str().to_owned()),
+            ));
+        }
+        let mut facts = self.shared.facts();
+        let was = facts
+            .read(&format!("{subject}.healthy"), now)
+            .map(|f| &f.value);
+        if was != Some(&healthy) {
+            values.push(("since".to_owned(), FactValue::Text(now.to_string())));
+        }
+        let published = facts.publish(&subject, &Source::healer(), values, None, now);
+        drop(facts);
+        for event in fact_events(published.changes) {
+            self.emit(event);
         }
     }
 

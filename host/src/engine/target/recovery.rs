@@ -106,11 +106,18 @@ impl Cycle {
                         since,
                     },
                 );
+                let now = Wall::now();
+                let evidence = self
+                    .shared
+                    .facts()
+                    .read(&format!("target.{dependency}.healthy"), now)
+                    .map(|fact| fact.cited(now));
                 self.events.emit(Event::RecoveryHeld {
                     target: target.name.clone(),
                     kind,
                     dependency: dependency.to_owned(),
                     reason: reason.to_owned(),
+                    evidence,
                 });
             }
             if changed {
