@@ -5,8 +5,8 @@
 //!
 //! The modules are a stack: each uses only the layers below it (the table
 //! in `docs/ARCHITECTURE.md`, which `tests/tidy.rs` holds the imports to),
-//! so it reads from the bottom up: `clock`, `one_line` → `model` → `config`
-//! → `issues`, `facts` → `events` → `plugins`, `board` → `engine`, `intake` → the
+//! so it reads from the bottom up: `clock`, `one_line` → `model`, `facts` → `config`
+//! → `issues` → `events` → `plugins`, `board` → `engine`, `intake` → the
 //! subscribers (`log`, `event_log`, `history`, `store`, `metrics`, `sinks`)
 //! → `loading` → `api` → `daemon` → `operator` → `cli`.
 //!

@@ -40,6 +40,7 @@ pub use source::Location;
 use source::{with_hint, Source};
 pub use template::{Template, PLACEHOLDERS};
 
+use crate::facts::Gate;
 use crate::one_line::OneLine;
 
 /// The state database's file name inside `state_dir`.
@@ -327,11 +328,12 @@ impl Target {
                 .zip(&other.checks)
                 .all(|(a, b)| a.same_as(b))
             && self.recoverers.len() == other.recoverers.len()
-            && self
-                .recoverers
-                .iter()
-                .zip(&other.recoverers)
-                .all(|(a, b)| a.plugin.same_as(&b.plugin) && a.on == b.on)
+            && self.recoverers.iter().zip(&other.recoverers).all(|(a, b)| {
+                a.plugin.same_as(&b.plugin)
+                    && a.on == b.on
+                    && a.when == b.when
+                    && a.unless == b.unless
+            })
     }
 
     /// Whether `other` is still the same target for its issues: the same
@@ -383,6 +385,11 @@ pub struct RecovererUse {
     matcher: GlobSet,
     /// Only the globs that name an UNKNOWN kind (end in `.unknown`).
     unknown_matcher: GlobSet,
+    /// Conditions on facts that must all be true for it to act (`when`),
+    /// and that must all be false (`unless`); a fact nobody vouches for
+    /// holds it either way.
+    pub when: Vec<Gate>,
+    pub unless: Vec<Gate>,
 }
 
 impl RecovererUse {
@@ -798,15 +805,57 @@ impl Checker<'_> {
         }
         let matcher = builder.build().ok()?;
         let unknown_matcher = unknown_builder.build().ok()?;
+        let when = self.gates(&table, "when")?;
+        let unless = self.gates(&table, "unless")?;
         let mut table = table.into_inner();
         table.remove("on");
+        table.remove("when");
+        table.remove("unless");
         let plugin = self.plugin_use(PluginKind::Recoverer, Spanned::new(span, table), true)?;
         Some(RecovererUse {
             plugin,
             on,
             matcher,
             unknown_matcher,
+            when,
+            unless,
         })
+    }
+
+    /// A recoverer's `when` or `unless`: a list of conditions on facts.
+    fn gates(&mut self, table: &Spanned<toml::Table>, key: &str) -> Option<Vec<Gate>> {
+        let span = table.span();
+        let items = match table.get_ref().get(key) {
+            None => return Some(Vec::new()),
+            Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_str) => items,
+            Some(_) => {
+                let at = self.source.key_in_table(span, key);
+                self.errors.push(ConfigError {
+                    file: self.file.to_owned(),
+                    at: Some(at),
+                    message: format!(
+                        "`{key}` must be a list of conditions on facts, e.g. {key} = [\"target.db.healthy == true\"]"
+                    ),
+                });
+                return None;
+            }
+        };
+        let mut gates = Vec::new();
+        for text in items.iter().filter_map(toml::Value::as_str) {
+            match Gate::parse(text) {
+                Ok(gate) => gates.push(gate),
+                Err(err) => {
+                    let at = self.source.key_in_table(span.clone(), key);
+                    self.errors.push(ConfigError {
+                        file: self.file.to_owned(),
+                        at: Some(at),
+                        message: format!("`{key}`: {err}"),
+                    });
+                    return None;
+                }
+            }
+        }
+        Some(gates)
     }
 
     /// Unique names, known dependencies, no cycles.

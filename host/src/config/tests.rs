@@ -187,6 +187,32 @@ fn a_bad_glob_is_refused_at_its_line() {
 }
 
 #[test]
+fn a_recoverers_gates_are_read_and_kept_out_of_its_plugin_config() {
+    let text = format!(
+        "{MINIMAL}[[target.recover]]\nplugin = \"command\"\nwhen = [\"target.db.healthy\"]\nunless = [\"system.load.one > 8\"]\n"
+    );
+    let config = parse(&text).unwrap();
+    let recoverer = &config.targets[0].recoverers[0];
+    assert_eq!(recoverer.when[0].to_string(), "target.db.healthy");
+    assert_eq!(recoverer.unless[0].fact, "system.load.one");
+    assert!(recoverer.plugin.config.get("when").is_none());
+    assert!(recoverer.plugin.config.get("unless").is_none());
+}
+
+#[test]
+fn a_gate_that_cannot_be_read_is_refused_at_its_line() {
+    let text = format!(
+        "{MINIMAL}[[target.recover]]\nplugin = \"command\"\nwhen = [\"target.db.healthy == yes\"]\n"
+    );
+    let errors = parse(&text).unwrap_err();
+    assert!(
+        errors[0].starts_with("healer.toml:9:1: `when`: \"yes\" is not a value; write true, false, a number or a quoted text"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
 fn zero_attempts_or_interval_are_refused() {
     let errors = parse("[healer]\nmax_attempts = 0\ninterval = \"0s\"\n").unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:?}");

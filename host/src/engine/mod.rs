@@ -481,6 +481,27 @@ impl Engine {
                     .or_default()
                     .push(running.target.name.clone());
             }
+            // A recoverer gated on another target's facts waits for it as
+            // a dependent does: it is checked again when that one heals.
+            let gates = running
+                .target
+                .recoverers
+                .iter()
+                .flat_map(|r| r.when.iter().chain(&r.unless));
+            for gate in gates {
+                let about = self.running.keys().find(|name| {
+                    gate.fact
+                        .strip_prefix("target.")
+                        .and_then(|rest| rest.strip_prefix(name.as_str()))
+                        .is_some_and(|rest| rest.starts_with('.'))
+                });
+                if let Some(about) = about.filter(|about| **about != running.target.name) {
+                    let waiting = dependents.entry(about.clone()).or_default();
+                    if !waiting.contains(&running.target.name) {
+                        waiting.push(running.target.name.clone());
+                    }
+                }
+            }
         }
         *write(&self.shared.dependents) = dependents;
     }

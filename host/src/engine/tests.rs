@@ -797,3 +797,53 @@ async fn a_held_recovery_cites_the_fact_it_rests_on_and_healer_publishes_each_ta
     healing.events.wait_for("app's attempt", attempt).await;
     healing.stop().await;
 }
+
+#[tokio::test]
+async fn a_recoverer_gated_on_another_targets_fact_waits_for_it_and_acts_once_it_holds() {
+    let (db, app, restart) = (
+        Script::new(Observation::critical("refused")),
+        Script::new(Observation::critical("502")),
+        Recorder::default(),
+    );
+    let targets = "[[target]]\nname = \"db\"\n[target.monitor]\nplugin = \"db-check\"\n\n\
+                   [[target]]\nname = \"app\"\n[target.monitor]\nplugin = \"app-check\"\n\n\
+                   [[target.recover]]\nplugin = \"restart\"\nwhen = [\"target.db.healthy == true\"]\n";
+    let package = Memory::new("test")
+        .monitor_as("db-check", &db)
+        .monitor_as("app-check", &app)
+        .recoverer_as("restart", &restart);
+    let mut healing = heal(targets, package).await;
+    let gated = healing
+        .events
+        .wait_for(
+            "app's recovery gated on the fact",
+            |e| matches!(e, Event::RecoveryGated { target, .. } if target == "app"),
+        )
+        .await;
+    let Event::RecoveryGated {
+        recoverer,
+        gate,
+        evidence,
+        ..
+    } = gated
+    else {
+        unreachable!("matched above");
+    };
+    assert_eq!(
+        (recoverer.as_str(), gate.as_str()),
+        ("restart", "when target.db.healthy == true")
+    );
+    // Before db's first step its health is not known: that holds too,
+    // never read as false.
+    assert!(
+        evidence == "target.db.healthy is not known"
+            || evidence.starts_with("target.db.healthy = false from healer, "),
+        "{evidence}"
+    );
+    assert!(restart.calls().is_empty(), "no attempt while gated");
+    db.always(Observation::ok("accepting connections"));
+    healing.events.wait_for("app's attempt", attempt).await;
+    healing.events.wait_for("its end", attempt_finished).await;
+    assert_eq!(restart.calls()[0].target, "app");
+    healing.stop().await;
+}

@@ -105,6 +105,18 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         evidence: Option<String>,
     },
+    /// An issue is due, but every recoverer that would act on it waits for
+    /// a fact: its `when` is not true, or its `unless` not false, or the
+    /// fact is not known (never read as false). `evidence` cites the fact
+    /// (`target.db.healthy = false from healer, 12 s old`).
+    RecoveryGated {
+        target: String,
+        kind: String,
+        recoverer: String,
+        /// `when target.db.healthy == true`.
+        gate: String,
+        evidence: String,
+    },
     /// A fact is new, or has a new value (`was`: the one before).
     FactChanged {
         fact: Fact,
@@ -468,6 +480,7 @@ impl Event {
             Event::ConfigReloaded { .. } => "config_reloaded",
             Event::ConfigRejected { .. } => "config_rejected",
             Event::Checked { .. } => "checked",
+            Event::RecoveryGated { .. } => "recovery_gated",
             Event::FactChanged { .. } => "fact_changed",
             Event::FactRetracted { .. } => "fact_retracted",
             Event::FactExpired { .. } => "fact_expired",
@@ -524,6 +537,7 @@ impl Event {
             | Event::IssueOpened { target, .. }
             | Event::RecoveryHeld { target, .. }
             | Event::RecoveryWithheld { target, .. }
+            | Event::RecoveryGated { target, .. }
             | Event::AttemptStarted { target, .. }
             | Event::RecovererFinished { target, .. }
             | Event::AttemptFinished { target, .. }

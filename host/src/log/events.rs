@@ -158,6 +158,16 @@ fn write(event: &Event) {
                 "recovery held: the finding is caused upstream, {dependency} {reason}"
             ),
         },
+        Event::RecoveryGated {
+            target,
+            kind,
+            recoverer,
+            gate,
+            evidence,
+        } => warn!(
+            target = %target, kind = %kind, recoverer = %recoverer, gate = %gate, evidence = %evidence,
+            "recovery held: {recoverer} acts only {gate}; {evidence}"
+        ),
         Event::FactChanged { fact, was } => debug!(
             fact = %fact.name(), value = %fact.value, source = %fact.source,
             was = ?was.as_ref().map(ToString::to_string),

@@ -394,6 +394,7 @@ impl Cycle {
             .retain(|kind, _| tracker.issue(kind).is_some());
         self.held.retain(|kind, _| tracker.issue(kind).is_some());
         self.withheld.retain(|kind| tracker.issue(kind).is_some());
+        self.gated.retain(|kind, _| tracker.issue(kind).is_some());
         let down = self.tracker.has_issues();
         let name = self.name().to_owned();
         self.publish_health(down);

@@ -53,6 +53,8 @@ pub struct Cycle {
     held: BTreeMap<String, Held>,
     /// UNKNOWN issues no recoverer asked for (said once each).
     withheld: HashSet<String>,
+    /// Issues whose recoverers' gates hold them, and the reason last said.
+    gated: BTreeMap<String, String>,
     /// Issues whose recovery waits for the pause they were told of
     /// (said once per pause).
     paused: HashSet<String>,
@@ -188,6 +190,7 @@ impl Cycle {
             findings: HashMap::new(),
             held: BTreeMap::new(),
             withheld: HashSet::new(),
+            gated: BTreeMap::new(),
             paused: HashSet::new(),
             slot: None,
         }

@@ -14,6 +14,7 @@ use crate::board::Held;
 use crate::clock::Wall;
 use crate::engine::Health;
 use crate::events::{Event, StepResult};
+use crate::facts::Reading;
 
 impl Cycle {
     /// Whether the target is paused for maintenance: then nothing due is
@@ -210,6 +211,10 @@ impl Cycle {
                 None => Attempted::No,
             };
         }
+        let ladder = self.open_gates(kind, ladder, now);
+        if ladder.is_empty() {
+            return Attempted::No;
+        }
         // Other targets' recoveries hold the slots, each under promises of
         // its own: waiting for one is not a broken promise.
         if let Some(slot) = &self.slot {
@@ -272,6 +277,71 @@ impl Cycle {
             self.show_issues();
         }
         Attempted::Ran
+    }
+}
+
+impl Cycle {
+    /// The recoverers of `ladder` whose `when` and `unless` let them act
+    /// now. When none may, the recovery is held, said once per reason
+    /// (`recovery_gated`, citing the fact): no attempt, no budget spent.
+    fn open_gates(&mut self, kind: &str, ladder: Vec<usize>, now: Wall) -> Vec<usize> {
+        let target = Arc::clone(&self.runner.target);
+        let mut first_closed = None;
+        let open: Vec<usize> = {
+            let facts = self.shared.facts();
+            ladder
+                .into_iter()
+                .filter(|&i| {
+                    let recoverer = &target.recoverers[i];
+                    let closed = recoverer
+                        .when
+                        .iter()
+                        .map(|gate| (gate, gate.read(&facts, now), true))
+                        .chain(
+                            recoverer
+                                .unless
+                                .iter()
+                                .map(|gate| (gate, gate.read(&facts, now), false)),
+                        )
+                        .find(|(_, reading, wanted)| match reading {
+                            Reading::True(_) => !wanted,
+                            Reading::False(_) => *wanted,
+                            Reading::Unknown(_) => true,
+                        });
+                    let Some((gate, reading, wanted)) = closed else {
+                        return true;
+                    };
+                    first_closed.get_or_insert((i, gate.to_string(), reading, wanted));
+                    false
+                })
+                .collect()
+        };
+        match first_closed.filter(|_| open.is_empty()) {
+            None => {
+                self.gated.remove(kind);
+            }
+            Some((i, gate, reading, wanted)) => {
+                let (evidence, state) = match reading {
+                    Reading::True(cited) => (cited, "true"),
+                    Reading::False(cited) => (cited, "false"),
+                    Reading::Unknown(said) => (said, "unknown"),
+                };
+                let recoverer = target.recoverers[i].plugin.plugin.clone();
+                let said = format!("{recoverer}|{gate}|{state}");
+                if self.gated.get(kind) != Some(&said) {
+                    self.gated.insert(kind.to_owned(), said);
+                    let clause = if wanted { "when" } else { "unless" };
+                    self.events.emit(Event::RecoveryGated {
+                        target: target.name.clone(),
+                        kind: kind.to_owned(),
+                        recoverer,
+                        gate: format!("{clause} {gate}"),
+                        evidence,
+                    });
+                }
+            }
+        }
+        open
     }
 }
 
