@@ -201,6 +201,20 @@ async fn heal(
         shutdown.clone(),
     );
     let targets = runners.len();
+    // Facts about targets the config no longer names go, with an event
+    // each (so the store lets go of them too).
+    let (kept, orphaned): (Vec<_>, Vec<_>) = saved.facts.into_iter().partition(|fact| {
+        fact.subject
+            .strip_prefix("target.")
+            .is_none_or(|name| config.targets.iter().any(|t| t.name == name))
+    });
+    for fact in orphaned {
+        events.emit(Event::FactRetracted {
+            fact,
+            why: crate::facts::Retraction::TargetRemoved,
+        });
+    }
+    let restored_facts = engine.restore_facts(kept);
     events.emit(Event::Started {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -212,6 +226,7 @@ async fn heal(
         restored_anomalies: intake
             .as_ref()
             .map_or(0, |(intake, _)| intake.restored_anomalies()),
+        restored_facts,
     });
     view.metrics.start_at_zero(&config, &catalog);
     for runner in runners {

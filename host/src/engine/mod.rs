@@ -531,6 +531,15 @@ pub struct Handle {
     board: Arc<Board>,
 }
 
+impl Engine {
+    /// Carries on from the facts saved before a restart: those not expired
+    /// are kept, marked as from the previous run until written again.
+    /// Returns how many.
+    pub fn restore_facts(&self, saved: Vec<Fact>) -> usize {
+        self.shared.facts().restore(saved, Wall::now())
+    }
+}
+
 impl Handle {
     /// The facts that hold now, by name; those about `subject` only when
     /// given.

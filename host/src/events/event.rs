@@ -29,6 +29,9 @@ pub enum Event {
         packages: usize,
         restored_issues: usize,
         restored_anomalies: usize,
+        /// Facts carried over from before the restart (not expired).
+        #[serde(default)]
+        restored_facts: usize,
     },
     /// healer is stopping (SIGTERM or SIGINT).
     Stopping,

@@ -52,6 +52,7 @@ fn write(event: &Event) {
             packages,
             restored_issues,
             restored_anomalies,
+            restored_facts,
         } => info!(
             config = %config.display(),
             targets,
@@ -59,6 +60,7 @@ fn write(event: &Event) {
             packages,
             restored_issues,
             restored_anomalies,
+            restored_facts,
             pid,
             version = %version,
             "healer running"

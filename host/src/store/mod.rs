@@ -30,6 +30,7 @@ use rusqlite::Connection;
 use crate::clock::Wall;
 use crate::config::STORE_FILE_NAME;
 use crate::events::{Event, Events, Record, Subscriber};
+use crate::facts::Fact;
 use crate::intake::{self, occurrences::REMEMBER_FOR};
 use crate::issues::Issue;
 use crate::model::{Pause, StoreHealth};
@@ -72,6 +73,8 @@ pub struct Saved {
     /// Targets paused for maintenance (expired pauses too: the engine
     /// ends them, and says so).
     pub pauses: HashMap<String, Pause>,
+    /// The facts kept (expired ones are left to the engine to drop).
+    pub facts: Vec<Fact>,
     /// The newest history events, oldest first.
     pub recent: Vec<Record>,
 }
@@ -160,6 +163,10 @@ impl Store {
                     projection.pauses.load(target.clone(), pause.clone());
                 }
                 saved.pauses = loaded.pauses.into_iter().collect();
+                for fact in &loaded.facts {
+                    projection.facts.load(fact.name(), fact.clone());
+                }
+                saved.facts = loaded.facts;
                 saved.recent = loaded
                     .recent
                     .iter()
@@ -649,6 +656,7 @@ impl Writer {
             // A pause ends by itself; one of a target no longer configured
             // is never ended by the engine.
             inner.projection.pauses.prune(|pause| !pause.holds(now));
+            inner.projection.facts.prune(|fact| !fact.holds(now));
         }
         inner.writing = true;
         let batch = inner.projection.take();

@@ -15,6 +15,7 @@ use std::hash::Hash;
 
 use crate::clock::Wall;
 use crate::events::{Event, Record, Run};
+use crate::facts::Fact;
 use crate::issues::Issue;
 use crate::model::AnomalyState;
 use crate::model::Pause;
@@ -166,6 +167,8 @@ pub struct Projection {
     pub firing: Tracked<Pair, Wall>,
     /// Target → its maintenance pause.
     pub pauses: Tracked<String, Pause>,
+    /// Fact name → the fact.
+    pub facts: Tracked<String, Fact>,
     history: VecDeque<HistoryRow>,
     /// The text of `history`, in bytes.
     history_bytes: usize,
@@ -184,6 +187,7 @@ pub struct Batch {
     pub acted: Vec<(Pair, Option<ActedOn>)>,
     pub firing: Vec<(Pair, Option<Wall>)>,
     pub pauses: Vec<(String, Option<Pause>)>,
+    pub facts: Vec<(String, Option<Fact>)>,
 }
 
 impl Batch {
@@ -203,6 +207,7 @@ impl Projection {
             && self.acted.dirty.is_empty()
             && self.firing.dirty.is_empty()
             && self.pauses.dirty.is_empty()
+            && self.facts.dirty.is_empty()
     }
 
     /// History rows held, not yet taken for writing.
@@ -266,6 +271,10 @@ impl Projection {
                 self.pauses.set(target.clone(), pause.clone())
             }
             Event::TargetResumed { target, .. } => self.pauses.remove(target.clone()),
+            Event::FactChanged { fact, .. } => self.facts.set(fact.name(), fact.clone()),
+            Event::FactRetracted { fact, .. } | Event::FactExpired { fact } => {
+                self.facts.remove(fact.name())
+            }
             Event::AlertReceived {
                 alertname,
                 fingerprint,
@@ -353,6 +362,7 @@ impl Projection {
             acted: self.acted.take(),
             firing: self.firing.take(),
             pauses: self.pauses.take(),
+            facts: self.facts.take(),
         }
     }
 
@@ -378,6 +388,7 @@ impl Projection {
         self.acted.retry(batch.acted.into_iter().map(|(k, _)| k));
         self.firing.retry(batch.firing.into_iter().map(|(k, _)| k));
         self.pauses.retry(batch.pauses.into_iter().map(|(k, _)| k));
+        self.facts.retry(batch.facts.into_iter().map(|(k, _)| k));
     }
 
     /// A new database file: all current state is written to it.
@@ -387,6 +398,7 @@ impl Projection {
         self.acted.rewrite_all();
         self.firing.rewrite_all();
         self.pauses.rewrite_all();
+        self.facts.rewrite_all();
     }
 }
 

@@ -110,8 +110,19 @@ UPDATE events
  WHERE event IN ('alert_sent', 'alert_failed');
 "#;
 
+/// Version 5: the facts healer and its plugins know, each as its JSON
+/// (`facts::Fact`), with its expiry to prune by (none: as long as its
+/// target).
+const V5: &str = "
+CREATE TABLE facts (
+    name       TEXT PRIMARY KEY,
+    body       TEXT NOT NULL,
+    expires_at INTEGER
+) WITHOUT ROWID;
+";
+
 /// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The version this healer writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -21,6 +21,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use super::projection::Batch;
 use super::schema::{self, MigrationError};
 use crate::clock::Wall;
+use crate::facts::Fact;
 use crate::intake::Acted;
 use crate::issues::{Issue, State};
 use crate::model::AnomalyState;
@@ -231,6 +232,19 @@ pub fn write(
                 None => drop_pause.execute(params![target])?,
             };
         }
+        let mut put_fact = tx.prepare_cached(
+            "INSERT OR REPLACE INTO facts (name, body, expires_at) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut drop_fact = tx.prepare_cached("DELETE FROM facts WHERE name = ?1")?;
+        for (name, fact) in &batch.facts {
+            match fact {
+                Some(fact) => {
+                    let body = serde_json::to_string(fact).unwrap_or_default();
+                    put_fact.execute(params![name, body, fact.expires_at.map(ms)])?
+                }
+                None => drop_fact.execute(params![name])?,
+            };
+        }
     }
     if let Some(retention) = retention {
         prune(&tx, retention)?;
@@ -252,6 +266,8 @@ pub struct Loaded {
     pub firing: Vec<(String, String, Wall)>,
     /// Targets paused for maintenance.
     pub pauses: Vec<(String, Pause)>,
+    /// The facts kept (a row that does not read as a fact is left out).
+    pub facts: Vec<Fact>,
     /// The newest events of the history, oldest first (at most
     /// [`RECENT`]), as JSON text.
     pub recent: Vec<String>,
@@ -336,6 +352,11 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
         ))
     })?;
     loaded.pauses = rows.collect::<rusqlite::Result<_>>()?;
+    let mut facts = conn.prepare("SELECT body FROM facts")?;
+    let rows = facts.query_map([], |row| row.get::<_, String>(0))?;
+    loaded.facts = rows
+        .filter_map(|body| serde_json::from_str(&body.ok()?).ok())
+        .collect();
     let mut recent = conn.prepare("SELECT body FROM events ORDER BY id DESC LIMIT ?1")?;
     let rows = recent.query_map([RECENT as i64], |row| row.get::<_, String>(0))?;
     loaded.recent = rows.collect::<rusqlite::Result<_>>()?;

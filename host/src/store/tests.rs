@@ -468,3 +468,61 @@ fn a_third_version_history_reads_back_with_the_names_of_the_fourth() {
         .collect();
     assert_eq!(names, ["issue_forgotten", "alert_sent"]);
 }
+
+#[test]
+fn facts_written_are_read_back_after_a_restart_and_retracted_or_expired_ones_are_not() {
+    use crate::facts::{Facts, Retraction, Source, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(STORE_FILE_NAME);
+    let (events, inbox, store, _, seen) = open(&file);
+    let events = started(events, inbox, &store, &seen);
+    let now = Wall::now();
+    let mut facts = Facts::default();
+    let plugin = Source {
+        writer: "process".to_owned(),
+        package: Some("libhealer_plugin_process.so".to_owned()),
+        version: Some("1.0.0".to_owned()),
+    };
+    let mut changes = facts
+        .publish(
+            "target.db",
+            &Source::healer(),
+            vec![("healthy".to_owned(), Value::Bool(true))],
+            None,
+            now,
+        )
+        .changes;
+    changes.extend(
+        facts
+            .publish(
+                "target.db",
+                &plugin,
+                vec![
+                    ("process.pid".to_owned(), Value::Number(42.0)),
+                    ("process.start".to_owned(), Value::Text("today".into())),
+                ],
+                Some(Duration::from_secs(3600)),
+                now,
+            )
+            .changes,
+    );
+    changes.extend(facts.retract("target.db", Some("nobody"), Retraction::Unset));
+    for event in crate::events::fact_events(changes) {
+        events.emit(event);
+    }
+    let gone = facts.retract_package("libhealer_plugin_process.so");
+    assert_eq!(gone.len(), 2);
+    let kept_then_gone = gone.into_iter().take(1);
+    for event in crate::events::fact_events(kept_then_gone.collect()) {
+        events.emit(event);
+    }
+    assert!(events.finish(Duration::from_secs(5)));
+    drop(store);
+    let mut names: Vec<String> = saved_state(&file)
+        .facts
+        .iter()
+        .map(crate::facts::Fact::name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["target.db.healthy", "target.db.process.start"]);
+}
