@@ -387,6 +387,45 @@ fn namespace_of(source: &Source) -> String {
     }
 }
 
+/// The facts a plugin published with an observation, taken out of its
+/// `details` (under the SDK's `FACTS_KEY`; details left empty become
+/// `null` again), with how many were not a truth, a number or a text.
+pub fn take_published(details: &mut serde_json::Value) -> (Vec<(String, Value)>, usize) {
+    let Some(object) = details.as_object_mut() else {
+        return (Vec::new(), 0);
+    };
+    let Some(published) = object.remove(healer_plugin_sdk::FACTS_KEY) else {
+        return (Vec::new(), 0);
+    };
+    if object.is_empty() {
+        *details = serde_json::Value::Null;
+    }
+    let serde_json::Value::Object(published) = published else {
+        return (Vec::new(), 1);
+    };
+    let mut facts = Vec::with_capacity(published.len());
+    let mut refused = 0;
+    for (key, value) in published {
+        let value = match value {
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(n) => Value::Number(n),
+                None => {
+                    refused += 1;
+                    continue;
+                }
+            },
+            serde_json::Value::String(s) => Value::Text(s),
+            _ => {
+                refused += 1;
+                continue;
+            }
+        };
+        facts.push((key, value));
+    }
+    (facts, refused)
+}
+
 /// `text` cut to 64 bytes for a message.
 fn cut(text: &str) -> String {
     let mut end = text.len().min(64);

@@ -146,6 +146,33 @@ impl Observation {
         self
     }
 
+    /// Publishes a fact about the target with this observation (SDK 1.4):
+    /// `key` in the plugin's own namespace (`process.pid` for the
+    /// `process` plugin), `value` a truth, a number or a text. healer
+    /// keeps it as `target.<name>.<key>` until it changes (only a change
+    /// is an event), it expires (twice the check's interval unless written
+    /// again), or this monitor's check comes back UNKNOWN. Facts travel in
+    /// the details under [`FACTS_KEY`], which healer takes out before
+    /// anything else reads them; a host before 1.4 shows them as details.
+    pub fn fact(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        if !self.details.is_object() {
+            set_detail(
+                &mut self.details,
+                FACTS_KEY.to_owned(),
+                Value::Object(Default::default()),
+            );
+        }
+        if let Some(details) = self.details.as_object_mut() {
+            let facts = details
+                .entry(FACTS_KEY)
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(facts) = facts.as_object_mut() {
+                facts.insert(key.into(), value.into());
+            }
+        }
+        self
+    }
+
     /// The value of the metric with this name, if the observation has one.
     pub fn metric_value(&self, name: &str) -> Option<f64> {
         self.metrics
@@ -154,6 +181,9 @@ impl Observation {
             .map(|m| m.value)
     }
 }
+
+/// Where an observation's facts travel in its details ([`Observation::fact`]).
+pub const FACTS_KEY: &str = "healer_facts";
 
 /// Inserts `key` into `details`, making it an object first if it is `null`
 /// (any other non-object value is kept under the key `"value"`).
@@ -204,5 +234,26 @@ mod tests {
     fn serializes_status_in_upper_case() {
         let text = serde_json::to_string(&Observation::critical("down")).unwrap();
         assert!(text.contains("\"CRITICAL\""), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod fact_tests {
+    use super::*;
+
+    #[test]
+    fn facts_travel_in_the_details_beside_what_else_is_there() {
+        let seen = Observation::ok("running")
+            .detail("pid", 42)
+            .fact("process.pid", 42)
+            .fact("process.started", "2026-12-06T10:00:00Z");
+        assert_eq!(seen.details["pid"], 42);
+        assert_eq!(seen.details[FACTS_KEY]["process.pid"], 42);
+        assert_eq!(
+            seen.details[FACTS_KEY]["process.started"],
+            "2026-12-06T10:00:00Z"
+        );
+        let alone = Observation::critical("down").fact("process.running", false);
+        assert_eq!(alone.details[FACTS_KEY]["process.running"], false);
     }
 }

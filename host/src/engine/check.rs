@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::CheckRunner;
 use crate::board::CheckView;
 use crate::config::Check;
+use crate::facts::Source;
 use crate::plugins::{DiagnoserHandle, MonitorHandle};
 
 /// One check of a target, running.
@@ -29,6 +30,11 @@ pub(super) struct Watch {
     pub deadline: HumanDuration,
     pub monitor: Arc<MonitorHandle>,
     pub diagnosers: Vec<(String, DiagnoserHandle)>,
+    /// The monitor as the writer of the facts its checks publish.
+    pub source: Source,
+    /// That facts it published were dropped was said, and nothing has
+    /// been kept whole since.
+    pub facts_dropped_said: bool,
     /// Where its sources of findings start among the target's.
     pub first_source: usize,
     /// Observations before the latest, for the diagnosers.
@@ -91,6 +97,7 @@ impl Watch {
         let CheckRunner {
             monitor,
             diagnosers,
+            source,
         } = runner;
         let handles: Vec<_> = diagnosers.iter().map(|(_, d)| d).collect();
         let in_place = monitor.diagnosed_in_place_by(&handles);
@@ -114,6 +121,8 @@ impl Watch {
             deadline: check.deadline,
             monitor,
             diagnosers,
+            source,
+            facts_dropped_said: false,
             first_source,
             history: VecDeque::new(),
             history_len,

@@ -31,7 +31,7 @@ use crate::board::Board;
 use crate::clock::Wall;
 use crate::config::{Config, PluginUse, Target};
 use crate::events::{fact_events, Event, Events};
-use crate::facts::{Fact, Facts, Retraction};
+use crate::facts::{Fact, Facts, Retraction, Source};
 use crate::issues::{Issue, Tracker};
 use crate::model::Pause;
 use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle};
@@ -62,6 +62,8 @@ pub struct Runner {
 struct CheckRunner {
     monitor: Arc<MonitorHandle>,
     diagnosers: Vec<(String, DiagnoserHandle)>,
+    /// The monitor as the writer of the facts its checks publish.
+    source: Source,
 }
 
 impl Runner {
@@ -266,7 +268,16 @@ pub async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, 
     };
     let mut checks = Vec::new();
     for check in &target.checks {
-        let monitor = package(&check.monitor)?
+        let monitor_package = package(&check.monitor)?;
+        let source = Source {
+            writer: check.monitor.plugin.clone(),
+            package: monitor_package
+                .file
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned()),
+            version: Some(monitor_package.version.clone()),
+        };
+        let monitor = monitor_package
             .new_monitor(&check.monitor.plugin, &check.monitor.config)
             .await
             .map_err(|err| fail(&check.monitor, err))?;
@@ -281,6 +292,7 @@ pub async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, 
         checks.push(CheckRunner {
             monitor: Arc::new(monitor),
             diagnosers,
+            source,
         });
     }
     let mut recoverers = Vec::new();

@@ -847,3 +847,85 @@ async fn a_recoverer_gated_on_another_targets_fact_waits_for_it_and_acts_once_it
     assert_eq!(restart.calls()[0].target, "app");
     healing.stop().await;
 }
+
+#[tokio::test]
+async fn a_monitors_facts_are_kept_until_its_check_cannot_tell_and_a_foreign_key_is_dropped_once() {
+    let pid = Script::new(
+        Observation::ok("running")
+            .fact("pid.pid", 42)
+            .fact("pid.started", "10:00")
+            .fact("process.pid", 1),
+    );
+    let restart = Recorder::default();
+    let mut healing = heal(&web(""), scripted(&pid, &restart)).await;
+    let changed = healing
+        .events
+        .wait_for(
+            "the monitor's fact",
+            |e| matches!(e, Event::FactChanged { fact, .. } if fact.name() == "target.web.pid.pid"),
+        )
+        .await;
+    let Event::FactChanged { fact, was: None } = changed else {
+        panic!("{changed:?}");
+    };
+    assert_eq!(fact.value, crate::facts::Value::Number(42.0));
+    assert_eq!(fact.source.writer, "pid");
+    assert_eq!(fact.source.version.as_deref(), Some("0.0.0"));
+    assert!(fact.expires_at.is_some(), "twice the interval");
+    let dropped = healing
+        .events
+        .wait_for("the foreign key dropped", |e| {
+            matches!(e, Event::FactsDropped { .. })
+        })
+        .await;
+    let Event::FactsDropped {
+        writer,
+        dropped,
+        reason,
+        ..
+    } = dropped
+    else {
+        unreachable!("matched above");
+    };
+    assert_eq!((writer.as_str(), dropped), ("pid", 1));
+    assert!(
+        reason.contains("pid writes only its own keys (pid.*)"),
+        "{reason}"
+    );
+    let handle = healing.engine.handle();
+    let names: Vec<String> = handle
+        .facts(Some("target.web"))
+        .iter()
+        .map(crate::facts::Fact::name)
+        .collect();
+    assert!(
+        names.contains(&"target.web.pid.started".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"target.web.process.pid".to_owned()),
+        "{names:?}"
+    );
+    pid.always(Observation::unknown("cannot read the pidfile"));
+    let retracted = healing
+        .events
+        .wait_for("the facts taken back", |e| {
+            matches!(e, Event::FactRetracted { fact, .. } if fact.name() == "target.web.pid.pid")
+        })
+        .await;
+    assert!(matches!(
+        retracted,
+        Event::FactRetracted {
+            why: crate::facts::Retraction::Unknown,
+            ..
+        }
+    ));
+    assert_eq!(
+        healing
+            .events
+            .count(|e| matches!(e, Event::FactsDropped { .. })),
+        1,
+        "said once, not per check"
+    );
+    healing.stop().await;
+}

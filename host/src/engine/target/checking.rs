@@ -12,7 +12,7 @@ use tokio::time::{timeout, Instant};
 use super::{is_unknown, Cycle, LeftOut, Run, MACHINERY_SLACK};
 use crate::clock::Wall;
 use crate::events::{fact_events, Event, Role};
-use crate::facts::{Source, Value as FactValue};
+use crate::facts::{take_published, Retraction, Source, Value as FactValue};
 use crate::issues::{Seen, Transition};
 use crate::plugins::{CheckResult, DiagnosisResult, Observing};
 
@@ -53,6 +53,8 @@ impl Cycle {
                 took,
             }
         };
+        let mut run = run;
+        self.publish_facts(index, &mut run.seen);
         let conclusive = run.concluded();
         if track {
             self.after_diagnosis(index, &run.findings, conclusive);
@@ -400,6 +402,61 @@ impl Cycle {
         self.publish_health(down);
         if self.shared.set_health(&name, down) {
             self.shared.recheck_dependents(&name);
+        }
+    }
+
+    /// Publishes the facts the monitor sent with this observation (taken
+    /// out of its details), as `target.<name>.<key>`, each expiring after
+    /// twice the check's interval unless written again. A check that could
+    /// not tell (UNKNOWN) asserts nothing and takes back every fact its
+    /// monitor wrote about the target. What healer does not keep is said
+    /// once (`facts_dropped`) until a publication keeps everything again.
+    fn publish_facts(&mut self, index: usize, seen: &mut Observation) {
+        let (published, refused) = take_published(&mut seen.details);
+        let subject = format!("target.{}", self.name());
+        let now = Wall::now();
+        let check = &mut self.checks[index];
+        let (changes, dropped) = {
+            let mut facts = self.shared.facts();
+            if seen.status == Status::Unknown {
+                let writer = Some(check.source.writer.as_str());
+                (facts.retract(&subject, writer, Retraction::Unknown), None)
+            } else if published.is_empty() && refused == 0 {
+                (Vec::new(), None)
+            } else {
+                let ttl = check.interval.saturating_mul(2);
+                let mut out = facts.publish(&subject, &check.source, published, Some(ttl), now);
+                if refused > 0 {
+                    let (count, _) = out.dropped.get_or_insert((
+                        0,
+                        format!(
+                            "{}: a fact's value must be a truth, a number or a text",
+                            check.source
+                        ),
+                    ));
+                    *count += refused;
+                }
+                (out.changes, out.dropped)
+            }
+        };
+        let said = match dropped {
+            None => {
+                check.facts_dropped_said = false;
+                None
+            }
+            Some(_) if check.facts_dropped_said => None,
+            Some((dropped, reason)) => {
+                check.facts_dropped_said = true;
+                Some(Event::FactsDropped {
+                    subject: subject.clone(),
+                    writer: check.source.writer.clone(),
+                    dropped,
+                    reason,
+                })
+            }
+        };
+        for event in fact_events(changes).chain(said) {
+            self.emit(event);
         }
     }
 
