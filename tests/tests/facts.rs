@@ -102,6 +102,23 @@ when = ["target.db.healthy == true"]
         "app was restarted before db healed"
     );
 
+    // What the process plugin publishes from its worker: the pid it found.
+    let pid = std::fs::read_to_string(dir.path().join("app.pid")).unwrap();
+    let shown = wait_until("app's pid known as a fact", LIMIT, || {
+        let facts = run_healer(&["facts", "app", "--config", config_arg], LIMIT);
+        let shown = stdout(&facts);
+        shown
+            .contains(&format!(
+                "target.app.process.pid  {}  from process",
+                pid.trim()
+            ))
+            .then_some(shown)
+    });
+    assert!(
+        shown.contains("target.app.process.running  true  from process"),
+        "{shown}"
+    );
+
     // The facts survive a restart of healer.
     assert!(daemon.stop());
     let mut again = Daemon::start(&config);

@@ -383,7 +383,9 @@ impl Finder {
         let seen = Observation::ok(format!("pid {pid} running"))
             .metric("pid", f64::from(pid), "")
             .detail("running", true)
-            .detail("pid", pid);
+            .detail("pid", pid)
+            .fact("process.running", true)
+            .fact("process.pid", pid);
         let Some(process) = system.process(refresh[0]) else {
             // Running (we just read it), but its figures could not be read.
             return seen
@@ -403,6 +405,7 @@ impl Finder {
         .metric("cpu", cpu, "%")
         .metric("uptime", process.run_time() as f64, "s")
         .metric("count", count as f64, "")
+        .fact("process.started_at", process.start_time())
     }
 
     /// When a look first saw `pid` stopped, in the stop it is in now;
@@ -536,7 +539,9 @@ fn move_on(current: &watch::Sender<Watched>, was: (u32, bool), next: Watched) ->
 }
 
 fn not_running(why: String) -> Observation {
-    Observation::critical(format!("not running: {why}")).detail("running", false)
+    Observation::critical(format!("not running: {why}"))
+        .detail("running", false)
+        .fact("process.running", false)
 }
 
 #[cfg(test)]
@@ -1067,6 +1072,17 @@ mod tests {
                 .unwrap()
         };
         let (mut first, mut second) = (spawn(), spawn());
+        // A child just forked reads as the test binary until it has run
+        // `sleep`: wait until both match, or the look sees only one.
+        for child in [&first, &second] {
+            let cmdline = format!("/proc/{}/cmdline", child.id());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !std::fs::read(&cmdline).is_ok_and(|c| c.windows(7).any(|w| w == b"123.789"))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         signal(first.id(), "STOP");
         until_stopped(first.id(), true);
         let watched = monitor(serde_json::json!({
