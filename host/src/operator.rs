@@ -45,7 +45,12 @@ impl Daemon {
 
     /// One request; the answer's JSON when it is a success, else the
     /// error it names.
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<Value, String> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Value, String> {
         let timeout = Duration::from_secs(if path.ends_with("/reload") { 90 } else { 15 });
         let (status, text) = crate::intake::client::request(
             self.address,

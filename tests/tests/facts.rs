@@ -75,6 +75,17 @@ when = ["target.db.healthy == true"]
         "{shown}"
     );
 
+    // `healer explain app` shows the fact the decision read.
+    let explained = run_healer(&["explain", "app", "--config", config_arg], LIMIT);
+    assert!(explained.status.success(), "{explained:?}");
+    let shown = stdout(&explained);
+    assert!(
+        shown.contains(
+            "when target.db.healthy == true: false (target.db.healthy = false from healer, "
+        ),
+        "{shown}"
+    );
+
     std::fs::write(dir.path().join("db-may-start"), "").unwrap();
     daemon.wait_for(
         "db heals",

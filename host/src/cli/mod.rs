@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod decisions;
 mod plugins;
 mod reflexes;
 
@@ -71,9 +72,11 @@ pub enum Command {
     /// Show what an anomaly of this name would start: the reflex that
     /// matches (first match wins) and where it is written, the workflow, its
     /// parameters and rendered steps. Runs nothing; exits 1 when no reflex
-    /// matches.
+    /// matches. For a target's name: what its recoveries wait on (`on`,
+    /// `when`, `unless`, `depends_on`), each read on the running daemon's
+    /// facts.
     Explain {
-        /// The anomaly name, e.g. api_latency.coinbase.high.
+        /// The anomaly name, e.g. api_latency.coinbase.high, or a target.
         name: String,
     },
     /// Post an anomaly to the running daemon's intake (`POST /anomaly`, at

@@ -1,5 +1,6 @@
 //! `healer explain` (which reflex an anomaly name matches and the
-//! workflow it would run) and `healer send` (an anomaly report sent to the
+//! workflow it would run; for a target's name, what its recoveries wait
+//! on: `decisions.rs`) and `healer send` (an anomaly report sent to the
 //! running intake, or only explained with `--dry-run`).
 
 use std::process::ExitCode;
@@ -15,6 +16,9 @@ pub(super) fn explain(cli: &Cli, name: &str) -> ExitCode {
         Ok(config) => config,
         Err(errors) => return fail(&errors.to_string()),
     };
+    if let Some(target) = config.targets.iter().find(|t| t.name == name) {
+        return super::decisions::explain_target(target, &cli.config);
+    }
     let Some(reflex) = config.reflexes.iter().find(|r| r.matches(name)) else {
         let patterns: Vec<&str> = config.reflexes.iter().map(|r| r.pattern.as_str()).collect();
         say!(

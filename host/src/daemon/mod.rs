@@ -200,6 +200,7 @@ async fn heal(
         Arc::clone(&board),
         shutdown.clone(),
     );
+    tokio::spawn(engine.sweeping_facts());
     let targets = runners.len();
     // Facts about targets the config no longer names go, with an event
     // each (so the store lets go of them too).

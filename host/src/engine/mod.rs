@@ -543,7 +543,33 @@ pub struct Handle {
     board: Arc<Board>,
 }
 
+/// How often facts whose time ran out are swept (and said).
+pub const FACT_SWEEP: Duration = Duration::from_secs(1);
+
 impl Engine {
+    /// Sweeps the facts whose time ran out every [`FACT_SWEEP`], an event
+    /// each (`fact_expired`), until `shutdown`: a fact past its expiry is
+    /// never read meanwhile, this only says it went.
+    pub fn sweeping_facts(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (shared, events) = (Arc::clone(&self.shared), self.events.clone());
+        let mut shutdown = self.shutdown.clone();
+        async move {
+            let mut every = tokio::time::interval(FACT_SWEEP);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        let gone = shared.facts().expire(Wall::now());
+                        for event in fact_events(gone) {
+                            events.emit(event);
+                        }
+                    }
+                    changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+                }
+            }
+        }
+    }
+
     /// Carries on from the facts saved before a restart: those not expired
     /// are kept, marked as from the previous run until written again.
     /// Returns how many.

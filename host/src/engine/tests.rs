@@ -68,6 +68,7 @@ async fn heal(targets: &str, package: Memory) -> Healing {
         history: 10,
     };
     let mut engine = Engine::new(settings, events, Arc::clone(&board), shutdown);
+    tokio::spawn(engine.sweeping_facts());
     for runner in runners {
         engine.start(runner);
     }
@@ -927,5 +928,34 @@ async fn a_monitors_facts_are_kept_until_its_check_cannot_tell_and_a_foreign_key
         1,
         "said once, not per check"
     );
+    healing.stop().await;
+}
+
+#[tokio::test]
+async fn a_fact_its_monitor_stops_writing_expires_after_twice_the_interval_with_an_event() {
+    let pid = Script::new(Observation::ok("running").fact("pid.pid", 42));
+    let restart = Recorder::default();
+    let mut healing = heal(&web(""), scripted(&pid, &restart)).await;
+    healing
+        .events
+        .wait_for(
+            "the fact",
+            |e| matches!(e, Event::FactChanged { fact, .. } if fact.name() == "target.web.pid.pid"),
+        )
+        .await;
+    pid.always(Observation::ok("running"));
+    healing
+        .events
+        .wait_for(
+            "the fact expired",
+            |e| matches!(e, Event::FactExpired { fact } if fact.name() == "target.web.pid.pid"),
+        )
+        .await;
+    assert!(healing
+        .engine
+        .handle()
+        .facts(Some("target.web"))
+        .iter()
+        .all(|f| f.key != "pid.pid"));
     healing.stop().await;
 }
