@@ -338,6 +338,11 @@ impl Facts {
         self.facts.get(name).filter(|f| f.holds(now))
     }
 
+    /// Every fact that holds at `now`, by name, borrowed.
+    pub fn holding(&self, now: Wall) -> impl Iterator<Item = &Fact> {
+        self.facts.values().filter(move |f| f.holds(now))
+    }
+
     /// Every fact that holds at `now`, by name; those about `subject` only
     /// when given.
     pub fn all(&self, subject: Option<&str>, now: Wall) -> Vec<Fact> {

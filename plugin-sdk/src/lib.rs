@@ -59,7 +59,7 @@ pub mod testing;
 pub use bytes::Bytes;
 pub use duration::Duration;
 pub use finding::{check_kind, Finding, Outcome, Recovery, KIND_BYTES};
-pub use observation::{Metric, Observation, Status, FACTS_KEY};
+pub use observation::{Metric, Observation, Status, FACTS_KEY, READ_FACTS_KEY};
 pub use plugin::{Diagnoser, Error, Monitor, Push, Recoverer};
 
 /// The Tokio this SDK runs plugins on, for plugins that spawn tasks or

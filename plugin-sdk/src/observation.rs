@@ -173,6 +173,17 @@ impl Observation {
         self
     }
 
+    /// A fact healer gives a diagnoser with this observation (SDK 1.4): the
+    /// value of the fact `name` (`target.db.healthy`) and its age in
+    /// seconds, when the diagnoser's `reads` grants it and healer knows it
+    /// now. `None` is not `false`: a fact nobody vouches for is not
+    /// evidence either way.
+    pub fn read_fact(&self, name: &str) -> Option<(&Value, u64)> {
+        let fact = self.details.get(READ_FACTS_KEY)?.get(name)?;
+        let age = fact.get("age_s").and_then(Value::as_u64).unwrap_or(0);
+        Some((fact.get("value")?, age))
+    }
+
     /// The value of the metric with this name, if the observation has one.
     pub fn metric_value(&self, name: &str) -> Option<f64> {
         self.metrics
@@ -184,6 +195,10 @@ impl Observation {
 
 /// Where an observation's facts travel in its details ([`Observation::fact`]).
 pub const FACTS_KEY: &str = "healer_facts";
+
+/// Where the facts a diagnoser's `reads` grants it travel in the details
+/// of the observation it diagnoses ([`Observation::read_fact`]).
+pub const READ_FACTS_KEY: &str = "healer_read_facts";
 
 /// Inserts `key` into `details`, making it an object first if it is `null`
 /// (any other non-object value is kept under the key `"value"`).

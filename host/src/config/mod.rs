@@ -311,6 +311,9 @@ pub struct PluginUse {
     /// Where its table starts.
     pub at: Location,
     span: Range<usize>,
+    /// A diagnoser's grant: globs on the names of the facts it is given
+    /// with each observation (`reads = ["target.db.*"]`); none by default.
+    pub reads: Vec<String>,
 }
 
 impl Target {
@@ -371,7 +374,10 @@ impl Target {
 
 impl PluginUse {
     fn same_as(&self, other: &PluginUse) -> bool {
-        self.kind == other.kind && self.plugin == other.plugin && self.config == other.config
+        self.kind == other.kind
+            && self.plugin == other.plugin
+            && self.config == other.config
+            && self.reads == other.reads
     }
 }
 
@@ -732,6 +738,11 @@ impl Checker<'_> {
                 return None;
             }
         };
+        let reads = if kind == PluginKind::Diagnoser {
+            self.reads(&span, table.remove("reads"))?
+        } else {
+            Vec::new()
+        };
         if !allow_on && table.contains_key("on") {
             let at = self.source.key_in_table(span.clone(), "on");
             self.errors.push(ConfigError {
@@ -756,7 +767,47 @@ impl Checker<'_> {
             config,
             at: self.source.locate(span.start),
             span,
+            reads,
         })
+    }
+
+    /// A diagnoser's `reads`: a list of globs on fact names.
+    fn reads(&mut self, span: &Range<usize>, value: Option<toml::Value>) -> Option<Vec<String>> {
+        let refuse = |this: &mut Self, message: String| {
+            let at = this.source.key_in_table(span.clone(), "reads");
+            this.errors.push(ConfigError {
+                file: this.file.to_owned(),
+                at: Some(at),
+                message,
+            });
+            None
+        };
+        let items =
+            match value {
+                None => return Some(Vec::new()),
+                Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_str) => items,
+                Some(_) => return refuse(
+                    self,
+                    "`reads` must be a list of globs on fact names, e.g. reads = [\"target.db.*\"]"
+                        .to_owned(),
+                ),
+            };
+        let patterns: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect();
+        for pattern in &patterns {
+            if let Err(err) = Glob::new(pattern) {
+                return refuse(
+                    self,
+                    format!(
+                        "`reads` pattern {pattern:?} is not a valid glob: {}",
+                        err.kind()
+                    ),
+                );
+            }
+        }
+        Some(patterns)
     }
 
     fn recoverer_use(&mut self, table: Spanned<toml::Table>) -> Option<RecovererUse> {

@@ -12,6 +12,8 @@ use tokio::time::Instant;
 
 use super::CheckRunner;
 use crate::board::CheckView;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
 use crate::config::Check;
 use crate::facts::Source;
 use crate::plugins::{DiagnoserHandle, MonitorHandle};
@@ -32,6 +34,9 @@ pub(super) struct Watch {
     pub diagnosers: Vec<(String, DiagnoserHandle)>,
     /// The monitor as the writer of the facts its checks publish.
     pub source: Source,
+    /// Each diagnoser's grant (its `reads`, aligned with `diagnosers`):
+    /// the facts it is given with each observation.
+    pub grants: Vec<Option<GlobSet>>,
     /// That facts it published were dropped was said, and nothing has
     /// been kept whole since.
     pub facts_dropped_said: bool,
@@ -100,7 +105,14 @@ impl Watch {
             source,
         } = runner;
         let handles: Vec<_> = diagnosers.iter().map(|(_, d)| d).collect();
-        let in_place = monitor.diagnosed_in_place_by(&handles);
+        let grants: Vec<Option<GlobSet>> = check
+            .diagnosers
+            .iter()
+            .map(|plugin| grant(&plugin.reads))
+            .collect();
+        // A diagnoser given facts is called from here, where they are.
+        let in_place =
+            monitor.diagnosed_in_place_by(&handles) && grants.iter().all(Option::is_none);
         // No more than the diagnosers read (with no diagnoser, none).
         let needed = handles.iter().map(|d| d.history_needed()).max();
         let history_len = history_len.max(1).min(needed.unwrap_or(0));
@@ -122,6 +134,7 @@ impl Watch {
             monitor,
             diagnosers,
             source,
+            grants,
             facts_dropped_said: false,
             first_source,
             history: VecDeque::new(),
@@ -249,6 +262,21 @@ impl Grid {
             .and_then(|ns| self.origin.checked_add(Duration::from_nanos(ns)))
             .unwrap_or(now + every)
     }
+}
+
+/// The facts a diagnoser's `reads` grants it, as one glob set; none for
+/// no `reads` (the config checked each glob).
+fn grant(reads: &[String]) -> Option<GlobSet> {
+    if reads.is_empty() {
+        return None;
+    }
+    let mut builder = GlobSetBuilder::new();
+    for pattern in reads {
+        if let Ok(glob) = Glob::new(pattern) {
+            builder.add(glob);
+        }
+    }
+    builder.build().ok()
 }
 
 #[cfg(test)]

@@ -959,3 +959,57 @@ async fn a_fact_its_monitor_stops_writing_expires_after_twice_the_interval_with_
         .all(|f| f.key != "pid.pid"));
     healing.stop().await;
 }
+
+/// Finds `upstream.db_down` on its target while the fact it is granted
+/// says db is down; finds nothing when it is not given that fact.
+struct Upstream;
+
+impl Diagnoser for Upstream {
+    type Config = Value;
+    const NAME: &'static str = "upstream";
+    const DESCRIPTION: &'static str = "reads target.db.healthy";
+    const BLOCKS: bool = false;
+
+    fn new(_: Value) -> Result<Self, Error> {
+        Ok(Upstream)
+    }
+
+    fn diagnose(&mut self, latest: &Observation, _: &[Observation]) -> Vec<Finding> {
+        match latest.read_fact("target.db.healthy") {
+            Some((healthy, _age)) if healthy == &Value::Bool(false) => vec![Finding::new(
+                "upstream.db_down",
+                Status::Warning,
+                "db, which this target needs, is down",
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_diagnoser_reads_another_targets_fact_only_when_its_reads_grant_it() {
+    let (db, app) = (
+        Script::new(Observation::critical("refused")),
+        Script::new(Observation::ok("serving")),
+    );
+    let targets = "[[target]]\nname = \"db\"\n[target.monitor]\nplugin = \"db-check\"\n\n\
+                   [[target]]\nname = \"app\"\n[target.monitor]\nplugin = \"app-check\"\n\
+                   [[target.monitor.diagnose]]\nplugin = \"upstream\"\nreads = [\"target.db.*\"]\n\n\
+                   [[target]]\nname = \"other\"\n[target.monitor]\nplugin = \"app-check\"\n\
+                   [[target.monitor.diagnose]]\nplugin = \"upstream\"\n";
+    let package = Memory::new("test")
+        .monitor_as("db-check", &db)
+        .monitor_as("app-check", &app)
+        .diagnoser::<Upstream>();
+    let mut healing = heal(targets, package).await;
+    healing
+        .events
+        .wait_for("app's diagnoser read db's fact", |e| {
+            matches!(e, Event::IssueOpened { target, issue } if target == "app" && issue.kind == "upstream.db_down")
+        })
+        .await;
+    healing.settled("other").await;
+    let other = healing.board.target("other").expect("on the board");
+    assert!(other.issues.is_empty(), "not granted, not read: {other:?}");
+    healing.stop().await;
+}

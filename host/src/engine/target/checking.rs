@@ -12,7 +12,7 @@ use tokio::time::{timeout, Instant};
 use super::{is_unknown, Cycle, LeftOut, Run, MACHINERY_SLACK};
 use crate::clock::Wall;
 use crate::events::{fact_events, Event, Role};
-use crate::facts::{take_published, Retraction, Source, Value as FactValue};
+use crate::facts::{take_published, Facts, Retraction, Source, Value as FactValue};
 use crate::issues::{Seen, Transition};
 use crate::plugins::{CheckResult, DiagnosisResult, Observing};
 
@@ -295,7 +295,14 @@ impl Cycle {
         let mut findings = Vec::new();
         let mut complete = true;
         let mut failures = Vec::new();
-        for (plugin, diagnoser) in &check.diagnosers {
+        let now = Wall::now();
+        for ((plugin, diagnoser), grant) in check.diagnosers.iter().zip(&check.grants) {
+            let given = grant.as_ref().map(|grant| {
+                let mut given = seen.clone();
+                grant_facts(&mut given, grant, &self.shared.facts(), now);
+                given
+            });
+            let seen = given.as_ref().unwrap_or(seen);
             match timeout(deadline.into(), diagnoser.diagnose(seen, history)).await {
                 Ok(Ok(found)) => {
                     complete &= found.dropped == 0;
@@ -527,4 +534,32 @@ fn note_answered_too_many(left_out: &mut LeftOut, diagnoser: &str, dropped: usiz
             ),
         );
     }
+}
+
+/// Gives a diagnoser the facts its `reads` grants, in the observation's
+/// details under the SDK's `READ_FACTS_KEY`: each by name, with its value,
+/// its writer and its age in seconds (`Observation::read_fact`).
+fn grant_facts(seen: &mut Observation, grant: &globset::GlobSet, facts: &Facts, now: Wall) {
+    let granted: serde_json::Map<String, serde_json::Value> = facts
+        .holding(now)
+        .filter_map(|fact| {
+            let name = fact.name();
+            grant.is_match(&name).then(|| {
+                let value = serde_json::json!({
+                    "value": fact.value,
+                    "source": fact.source.writer,
+                    "age_s": now.since(fact.observed_at).as_secs(),
+                });
+                (name, value)
+            })
+        })
+        .collect();
+    if !seen.details.is_object() {
+        let was = std::mem::take(&mut seen.details);
+        seen.details = serde_json::json!({});
+        if !was.is_null() {
+            seen.details["value"] = was;
+        }
+    }
+    seen.details[healer_plugin_sdk::READ_FACTS_KEY] = serde_json::Value::Object(granted);
 }
