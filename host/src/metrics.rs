@@ -134,6 +134,7 @@ pub struct Metrics {
     last_check_age: Family<TargetLabel, Gauge<f64, AtomicU64>>,
     issues: Family<StateLabel, Gauge>,
     paused: Gauge,
+    facts: Gauge,
     store_lag: Gauge<f64, AtomicU64>,
     store_writable: Gauge,
 }
@@ -156,6 +157,7 @@ impl Metrics {
             last_check_age: Family::default(),
             issues: Family::default(),
             paused: Gauge::default(),
+            facts: Gauge::default(),
             store_lag: Gauge::default(),
             store_writable: Gauge::default(),
         };
@@ -186,6 +188,11 @@ impl Metrics {
                 "targets_paused",
                 "Targets paused for maintenance",
                 metrics.paused.clone(),
+            );
+            r.register(
+                "facts",
+                "Facts healer and its plugins know now",
+                metrics.facts.clone(),
             );
             r.register(
                 "recoveries",
@@ -294,6 +301,7 @@ impl Metrics {
         &self,
         targets: &[TargetView],
         store: Option<&dyn StoreHealth>,
+        facts: usize,
         format: Format,
     ) -> String {
         // One scrape at a time: the gauges are reset and read together.
@@ -341,6 +349,7 @@ impl Metrics {
                 .set(by_state.get(&state).copied().unwrap_or(0));
         }
         self.paused.set(paused);
+        self.facts.set(i64::try_from(facts).unwrap_or(i64::MAX));
         if let Some(store) = store {
             self.store_lag.set(store.lag().as_secs_f64());
             self.store_writable.set(i64::from(!store.degraded()));
@@ -540,7 +549,7 @@ argv = ["true"]
     fn a_configured_targets_counters_show_at_zero_before_anything_happens() {
         let metrics = Metrics::new();
         metrics.start_at_zero(&config(TWO_KINDS), &no_packages());
-        let text = metrics.render(&[], None, Format::OpenMetrics);
+        let text = metrics.render(&[], None, 0, Format::OpenMetrics);
 
         for line in [
             r#"healer_recoveries_total{target="web",result="recovered"} 0"#,
@@ -568,7 +577,7 @@ argv = ["true"]
         });
         metrics.start_at_zero(&config, &no_packages());
 
-        let text = metrics.render(&[], None, Format::OpenMetrics);
+        let text = metrics.render(&[], None, 0, Format::OpenMetrics);
         assert!(
             text.lines().any(|l| l
                 == r#"healer_plugin_errors_total{target="web",role="monitor",plugin="http"} 1"#),

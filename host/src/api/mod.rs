@@ -95,9 +95,12 @@ async fn scrape(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok());
     let format = crate::metrics::Format::accepted(accept);
-    let text = api
-        .metrics
-        .render(&api.board.targets(), api.store.as_deref(), format);
+    let text = api.metrics.render(
+        &api.board.targets(),
+        api.store.as_deref(),
+        api.engine.facts_held(),
+        format,
+    );
     ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 

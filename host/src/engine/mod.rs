@@ -579,6 +579,11 @@ impl Engine {
 }
 
 impl Handle {
+    /// How many facts healer holds now.
+    pub fn facts_held(&self) -> usize {
+        self.shared.facts().len()
+    }
+
     /// The facts that hold now, by name; those about `subject` only when
     /// given.
     pub fn facts(&self, subject: Option<&str>) -> Vec<Fact> {
