@@ -16,7 +16,7 @@
 //! - **Bound to the writer.** A fact expires at its `expires_at` (none for
 //!   healer's own target facts, which live as long as the target), and is
 //!   retracted with its writer: the check that wrote it coming back
-//!   UNKNOWN, its worker crashing, its target removed.
+//!   UNKNOWN (a crashed worker's next check is), its target removed.
 //! - **Absence is not falsehood.** [`Facts::read`] gives nothing for a
 //!   missing or expired fact, and a [`Gate`] on a fact it cannot read
 //!   holds (the UNKNOWN rule): no decision is taken on a fact nobody
@@ -101,15 +101,24 @@ impl Source {
         }
     }
 
+    /// Whether this is a plugin: a plugin always comes with its package,
+    /// so a plugin named `healer` or `operator` is still a plugin.
+    fn is_plugin(&self) -> bool {
+        self.package.is_some()
+    }
+
     /// Whether `key` is in this writer's namespace.
     fn may_write(&self, key: &str) -> bool {
-        match self.writer.as_str() {
-            HEALER => !key.contains('.'),
-            OPERATOR => key.strip_prefix("note.").is_some_and(|k| !k.is_empty()),
-            plugin => key
-                .strip_prefix(plugin)
+        let within = |prefix: &str| {
+            key.strip_prefix(prefix)
                 .and_then(|rest| rest.strip_prefix('.'))
-                .is_some_and(|k| !k.is_empty()),
+                .is_some_and(|k| !k.is_empty())
+        };
+        match self.writer.as_str() {
+            _ if self.is_plugin() => within(&self.writer),
+            HEALER => !key.contains('.'),
+            OPERATOR => within("note"),
+            _ => false,
         }
     }
 }
@@ -131,8 +140,9 @@ pub struct Fact {
     pub source: Source,
     /// When it was last written (with this value or another).
     pub observed_at: Wall,
-    /// When it expires by itself; never, for healer's own target facts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When it expires by itself; never (`null`), for healer's own target
+    /// facts.
+    #[serde(default)]
     pub expires_at: Option<Wall>,
     /// Carried over from before a restart, not written since.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -224,7 +234,9 @@ impl Facts {
             *count += 1;
         };
         let expires_at = ttl.map(|ttl| now + ttl);
-        let (mut keys, mut bytes) = self.held_by(subject, &source.writer);
+        // What the writer keeps about the subject, counted only once a new
+        // key needs it: an unchanged fact costs a lookup, not a scan.
+        let mut held: Option<(usize, usize)> = None;
         for (key, value) in values {
             let name = format!("{subject}.{key}");
             if !source.may_write(&key) {
@@ -241,12 +253,30 @@ impl Facts {
                 ));
                 continue;
             }
-            if let Some(fact) = self.facts.get_mut(&name) {
-                if fact.source.writer == source.writer {
+            let existing = self.facts.get(&name).map(|f| {
+                let own =
+                    f.source.writer == source.writer && f.source.is_plugin() == source.is_plugin();
+                (own, f.value.bytes())
+            });
+            if let Some((own, was_bytes)) = existing {
+                if own {
+                    if value.bytes() > was_bytes {
+                        let (_, bytes) = *held
+                            .get_or_insert_with(|| held_by(&self.facts, subject, &source.writer));
+                        if bytes + value.bytes() - was_bytes > BYTES_PER_WRITER {
+                            drop(format!(
+                                "{name}: {source} keeps at most {BYTES_PER_WRITER} bytes about {subject}"
+                            ));
+                            continue;
+                        }
+                    }
+                    let fact = self.facts.get_mut(&name).expect("looked up above");
                     fact.observed_at = now;
                     fact.expires_at = expires_at;
                     fact.previous_run = false;
-                    fact.source = source.clone();
+                    if fact.source != *source {
+                        fact.source = source.clone();
+                    }
                     if fact.value != value {
                         let was = std::mem::replace(&mut fact.value, value);
                         published.changes.push(Change::Changed {
@@ -256,7 +286,11 @@ impl Facts {
                     }
                     continue;
                 }
-                drop(format!("{name}: written by {} already", fact.source));
+                let writer = self.facts.get(&name).map(|f| f.source.to_string());
+                drop(format!(
+                    "{name}: written by {} already",
+                    writer.unwrap_or_default()
+                ));
                 continue;
             }
             let fact = Fact {
@@ -268,18 +302,22 @@ impl Facts {
                 expires_at,
                 previous_run: false,
             };
-            if keys >= KEYS_PER_WRITER || bytes + fact.bytes() > BYTES_PER_WRITER {
+            let (keys, bytes) =
+                held.get_or_insert_with(|| held_by(&self.facts, subject, &source.writer));
+            if *keys >= KEYS_PER_WRITER || *bytes + fact.bytes() > BYTES_PER_WRITER {
                 drop(format!(
                     "{name}: {source} keeps at most {KEYS_PER_WRITER} keys and {BYTES_PER_WRITER} bytes about {subject}"
                 ));
                 continue;
             }
-            if self.facts.len() >= MAX_FACTS {
+            // healer's own facts (three a target) are not held to the cap
+            // that plugins could fill.
+            if self.facts.len() >= MAX_FACTS && source.is_plugin() {
                 drop(format!("{name}: healer keeps at most {MAX_FACTS} facts"));
                 continue;
             }
-            keys += 1;
-            bytes += fact.bytes();
+            *keys += 1;
+            *bytes += fact.bytes();
             self.facts.insert(name, fact.clone());
             published.changes.push(Change::Changed { fact, was: None });
         }
@@ -299,6 +337,13 @@ impl Facts {
             .filter_map(|name| self.facts.remove(&name))
             .map(|fact| Change::Retracted { fact, why })
             .collect()
+    }
+
+    /// Takes back the fact named `name`, whoever wrote it.
+    pub fn retract_one(&mut self, name: &str, why: Retraction) -> Option<Change> {
+        self.facts
+            .remove(name)
+            .map(|fact| Change::Retracted { fact, why })
     }
 
     /// Takes back every fact a plugin of `package` wrote (its worker
@@ -353,12 +398,25 @@ impl Facts {
             .collect()
     }
 
+    /// Facts as another healer holds them (read from its API), as they are.
+    pub fn as_held(held: Vec<Fact>) -> Facts {
+        Facts {
+            facts: held.into_iter().map(|fact| (fact.name(), fact)).collect(),
+        }
+    }
+
     /// Carries on from facts saved before a restart: those that have not
     /// expired, marked as from the previous run.
     pub fn restore(&mut self, saved: Vec<Fact>, now: Wall) -> usize {
         let mut restored = 0;
         for mut fact in saved {
-            if fact.holds(now) && self.facts.len() < MAX_FACTS {
+            // The store keeps a fact as it was last changed, not as it was
+            // last refreshed: one with a time to live gets that time again
+            // from now, to be written again within it or expire.
+            if let Some(at) = fact.expires_at {
+                fact.expires_at = Some(now + at.since(fact.observed_at));
+            }
+            if self.facts.len() < MAX_FACTS {
                 fact.previous_run = true;
                 self.facts.insert(fact.name(), fact);
                 restored += 1;
@@ -374,14 +432,19 @@ impl Facts {
     pub fn is_empty(&self) -> bool {
         self.facts.is_empty()
     }
+}
 
-    /// How many keys and bytes `writer` keeps about `subject`.
-    fn held_by(&self, subject: &str, writer: &str) -> (usize, usize) {
-        self.facts
-            .values()
-            .filter(|f| f.subject == subject && f.source.writer == writer)
-            .fold((0, 0), |(keys, bytes), f| (keys + 1, bytes + f.bytes()))
-    }
+/// How many keys and bytes `writer` keeps about `subject`: the facts
+/// named `subject.…`, found by range, not by a scan of all.
+fn held_by(facts: &BTreeMap<String, Fact>, subject: &str, writer: &str) -> (usize, usize) {
+    let from = format!("{subject}.");
+    facts
+        .range(from.clone()..)
+        .take_while(|(name, _)| name.starts_with(&from))
+        .filter(|(_, f)| f.subject == subject && f.source.writer == writer)
+        .fold((0, 0), |(keys, bytes), (_, f)| {
+            (keys + 1, bytes + f.bytes())
+        })
 }
 
 fn namespace_of(source: &Source) -> String {
@@ -399,12 +462,16 @@ pub fn take_published(details: &mut serde_json::Value) -> (Vec<(String, Value)>,
     let Some(object) = details.as_object_mut() else {
         return (Vec::new(), 0);
     };
-    let Some(published) = object.remove(healer_plugin_sdk::FACTS_KEY) else {
-        return (Vec::new(), 0);
-    };
+    // What healer gives diagnosers is healer's to write: a monitor's
+    // forgery goes.
+    object.remove(healer_plugin_sdk::READ_FACTS_KEY);
+    let published = object.remove(healer_plugin_sdk::FACTS_KEY);
     if object.is_empty() {
         *details = serde_json::Value::Null;
     }
+    let Some(published) = published else {
+        return (Vec::new(), 0);
+    };
     let serde_json::Value::Object(published) = published else {
         return (Vec::new(), 1);
     };
@@ -498,7 +565,8 @@ impl Gate {
                 (trimmed[..at].trim(), op, parse_value(value)?)
             }
         };
-        if fact.is_empty() || fact.contains(char::is_whitespace) || !fact.contains('.') {
+        let bad_name = |c: char| c.is_whitespace() || "=<>!\"'".contains(c);
+        if fact.is_empty() || fact.contains(bad_name) || !fact.contains('.') {
             return Err(format!(
                 "{trimmed:?} names no fact; write e.g. \"target.db.healthy == true\""
             ));
@@ -520,9 +588,15 @@ impl Gate {
             return Reading::Unknown(format!("{} is not known", self.fact));
         };
         let cited = fact.cited(now);
+        if fact.previous_run {
+            return Reading::Unknown(format!(
+                "{cited}, from before healer restarted and not written since"
+            ));
+        }
+        let same_type = std::mem::discriminant(&fact.value) == std::mem::discriminant(&self.value);
         let holds = match (&fact.value, &self.value, self.op) {
-            (a, b, Op::Eq) => Some(a == b),
-            (a, b, Op::Ne) => Some(a != b),
+            (a, b, Op::Eq) if same_type => Some(a == b),
+            (a, b, Op::Ne) if same_type => Some(a != b),
             (Value::Number(a), Value::Number(b), op) => Some(match op {
                 Op::Lt => a < b,
                 Op::Le => a <= b,

@@ -27,7 +27,7 @@ bind = "127.0.0.1:{port}"
 
 [[target]]
 name = "db"
-max_attempts = 100
+max_attempts = 10000
 monitor = {{ plugin = "process", pidfile = "{d}/db.pid" }}
 [[target.recover]]
 plugin = "command"

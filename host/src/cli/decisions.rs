@@ -62,7 +62,5 @@ fn daemon_facts(config_path: &std::path::Path) -> Result<Facts, String> {
     let answer = daemon.call("GET", "/api/v1/facts", None)?;
     let saved: Vec<Fact> = serde_json::from_value(answer)
         .map_err(|err| format!("unexpected answer from /api/v1/facts: {err}"))?;
-    let mut facts = Facts::default();
-    facts.restore(saved, Wall::now());
-    Ok(facts)
+    Ok(Facts::as_held(saved))
 }

@@ -501,12 +501,18 @@ impl Engine {
                 .iter()
                 .flat_map(|r| r.when.iter().chain(&r.unless));
             for gate in gates {
-                let about = self.running.keys().find(|name| {
-                    gate.fact
-                        .strip_prefix("target.")
-                        .and_then(|rest| rest.strip_prefix(name.as_str()))
-                        .is_some_and(|rest| rest.starts_with('.'))
-                });
+                // The longest name that fits: `target.api.v2.healthy` is
+                // about `api.v2`, not `api`.
+                let about = self
+                    .running
+                    .keys()
+                    .filter(|name| {
+                        gate.fact
+                            .strip_prefix("target.")
+                            .and_then(|rest| rest.strip_prefix(name.as_str()))
+                            .is_some_and(|rest| rest.starts_with('.'))
+                    })
+                    .max_by_key(|name| name.len());
                 if let Some(about) = about.filter(|about| **about != running.target.name) {
                     let waiting = dependents.entry(about.clone()).or_default();
                     if !waiting.contains(&running.target.name) {

@@ -227,19 +227,30 @@ fn facts_from_before_a_restart_are_kept_until_they_expire_and_marked() {
     );
     let saved = before.all(None, at(0));
     let mut after = Facts::default();
-    assert_eq!(after.restore(saved, at(10)), 1);
-    let pid = after.read("target.db.process.pid", at(10)).unwrap();
+    // Each gets its time to live again from the restart: the store keeps
+    // a fact as last changed, not as last refreshed.
+    assert_eq!(after.restore(saved, at(100)), 2);
+    let pid = after.read("target.db.process.pid", at(100)).unwrap();
     assert!(pid.previous_run);
+    assert!(after.read("target.db.process.start", at(104)).is_some());
+    assert!(after.read("target.db.process.start", at(105)).is_none());
+    // A gate does not act on what the previous run knew.
+    let gate = Gate::parse("target.db.process.pid == 42").unwrap();
+    assert!(
+        matches!(gate.read(&after, at(100)), Reading::Unknown(ref said) if said.contains("before healer restarted")),
+        "{:?}",
+        gate.read(&after, at(100))
+    );
     after.publish(
         "target.db",
         &plugin("process"),
         values(&[("process.pid", Value::Number(42.0))]),
         Some(Duration::from_secs(60)),
-        at(11),
+        at(101),
     );
     assert!(
         !after
-            .read("target.db.process.pid", at(11))
+            .read("target.db.process.pid", at(101))
             .unwrap()
             .previous_run,
         "rewritten"
@@ -282,11 +293,14 @@ fn a_gate_reads_true_false_or_unknown_and_cites_the_fact() {
         missing.read(&facts, at(1)),
         Reading::Unknown("target.cache.healthy is not known".to_owned())
     );
+    // A truth compared with a text is not an answer either way.
     let text = Gate::parse("target.db.healthy != \"up\"").unwrap();
     assert!(
-        matches!(text.read(&facts, at(1)), Reading::True(_)),
+        matches!(text.read(&facts, at(1)), Reading::Unknown(_)),
         "false != \"up\""
     );
+    let no_op = Gate::parse("target.db.healthy=true").unwrap_err();
+    assert!(no_op.contains("names no fact"), "{no_op}");
 }
 
 #[test]

@@ -656,7 +656,9 @@ impl Writer {
             // A pause ends by itself; one of a target no longer configured
             // is never ended by the engine.
             inner.projection.pauses.prune(|pause| !pause.holds(now));
-            inner.projection.facts.prune(|fact| !fact.holds(now));
+            // Facts are not pruned by their expiry here: the store keeps a
+            // fact as last changed, not as last refreshed; the engine says
+            // when one expires (`fact_expired`), and that removes it.
         }
         inner.writing = true;
         let batch = inner.projection.take();

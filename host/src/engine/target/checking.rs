@@ -31,13 +31,19 @@ impl Cycle {
             self.checks[index].checked_at = Some(Instant::now());
         }
         let run = if self.checks[index].in_place {
-            self.observe(index, pushed).await
+            // Diagnosed in the worker, which saw the facts in the details;
+            // taken out here, before anything of healer's reads them.
+            let mut run = self.observe(index, pushed).await;
+            self.publish_facts(index, &mut run.seen);
+            run
         } else {
             let started = Instant::now();
-            let (seen, checked) = match pushed {
+            let (mut seen, checked) = match pushed {
                 Some(seen) => (seen, true),
                 None => self.check(index).await,
             };
+            // Facts out of the details before a diagnoser reads them.
+            self.publish_facts(index, &mut seen);
             let took = if was_push {
                 Duration::ZERO
             } else {
@@ -53,8 +59,6 @@ impl Cycle {
                 took,
             }
         };
-        let mut run = run;
-        self.publish_facts(index, &mut run.seen);
         let conclusive = run.concluded();
         if track {
             self.after_diagnosis(index, &run.findings, conclusive);
@@ -397,7 +401,7 @@ impl Cycle {
 
     /// After a step: what no open issue needs is let go, and dependents
     /// learn whether the target is down.
-    pub(super) fn settle_health(&mut self) {
+    pub(super) fn settle_health(&mut self, conclusive: bool) {
         let tracker = &self.tracker;
         self.findings
             .retain(|kind, _| tracker.issue(kind).is_some());
@@ -406,7 +410,7 @@ impl Cycle {
         self.gated.retain(|kind, _| tracker.issue(kind).is_some());
         let down = self.tracker.has_issues();
         let name = self.name().to_owned();
-        self.publish_health(down);
+        self.publish_health(down, conclusive);
         if self.shared.set_health(&name, down) {
             self.shared.recheck_dependents(&name);
         }
@@ -470,10 +474,28 @@ impl Cycle {
     /// Publishes what healer knows of this target as facts about
     /// `target.<name>`: `healthy` (no open issue), `since` (when that last
     /// changed) and `status` (what the board shows). Only a change is an
-    /// event.
-    fn publish_health(&self, down: bool) {
+    /// event. A step that could not tell (a check or diagnosis failed or
+    /// said UNKNOWN), or an open UNKNOWN issue, asserts nothing: `healthy`
+    /// is taken back until a step can tell again.
+    fn publish_health(&self, down: bool, conclusive: bool) {
         let now = Wall::now();
         let subject = format!("target.{}", self.name());
+        let unknown = self.tracker.issues().any(|issue| is_unknown(&issue.kind));
+        if !conclusive || unknown {
+            let name = format!("{subject}.healthy");
+            let gone = {
+                let mut facts = self.shared.facts();
+                if facts.read(&name, now).is_some() {
+                    facts.retract_one(&name, Retraction::Unknown)
+                } else {
+                    None
+                }
+            };
+            for event in fact_events(gone.into_iter().collect()) {
+                self.emit(event);
+            }
+            return;
+        }
         let healthy = FactValue::Bool(!down);
         let mut values = vec![("healthy".to_owned(), healthy.clone())];
         if let Some(status) = self.slot.as_ref().and_then(|slot| slot.settled_status()) {

@@ -515,7 +515,7 @@ impl Cycle {
         }
         if recover {
             self.say_left_out(true);
-            self.settle_health();
+            self.settle_health(true);
             self.recover().await;
         }
         Looked {
@@ -537,7 +537,7 @@ impl Cycle {
             conclusive &= self.run_check(index, None, true).await.concluded();
         }
         self.say_left_out(conclusive);
-        self.settle_health();
+        self.settle_health(conclusive);
         self.show_issues();
         // Never act on false evidence: a check that could not tell (it
         // failed, timed out, or said UNKNOWN) resolves nothing, and only
