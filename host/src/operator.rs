@@ -220,6 +220,25 @@ fn short(duration: Duration) -> String {
     }
 }
 
+/// A read of the API at `path`: its answer as `T`; or, with `json`, the
+/// answer printed as it came (`None`); or the exit code of a failure,
+/// said on stderr.
+fn read<T: serde::de::DeserializeOwned>(
+    daemon: &Daemon,
+    path: &str,
+    json: bool,
+) -> Result<Option<T>, ExitCode> {
+    let answer = daemon.call("GET", path, None).map_err(|err| fail(&err))?;
+    if json {
+        print_json(&answer);
+        return Ok(None);
+    }
+    let endpoint = path.split('?').next().unwrap_or(path);
+    serde_json::from_value(answer)
+        .map(Some)
+        .map_err(|err| fail(&format!("unexpected answer from {endpoint}: {err}")))
+}
+
 /// `healer facts [TARGET]`: what healer knows now, one fact a line (name,
 /// value, writer, age, expiry), or the API's JSON.
 pub fn facts(daemon: &Daemon, target: Option<&str>, json: bool) -> ExitCode {
@@ -227,17 +246,10 @@ pub fn facts(daemon: &Daemon, target: Option<&str>, json: bool) -> ExitCode {
         Some(target) => format!("/api/v1/facts?target={}", encode(target)),
         None => "/api/v1/facts".to_owned(),
     };
-    let answer = match daemon.call("GET", &path, None) {
-        Ok(answer) => answer,
-        Err(err) => return fail(&err),
-    };
-    if json {
-        print_json(&answer);
-        return ExitCode::SUCCESS;
-    }
-    let facts: Vec<crate::facts::Fact> = match serde_json::from_value(answer) {
-        Ok(facts) => facts,
-        Err(err) => return fail(&format!("unexpected answer from /api/v1/facts: {err}")),
+    let facts: Vec<crate::facts::Fact> = match read(daemon, &path, json) {
+        Ok(Some(facts)) => facts,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(code) => return code,
     };
     let now = crate::clock::Wall::now();
     for fact in &facts {
@@ -281,17 +293,10 @@ pub fn history(
         }
     }
     let path = format!("/api/v1/history?{}", query.join("&"));
-    let answer = match daemon.call("GET", &path, None) {
-        Ok(answer) => answer,
-        Err(err) => return fail(&err),
-    };
-    if json {
-        print_json(&answer);
-        return ExitCode::SUCCESS;
-    }
-    let page: Page = match serde_json::from_value(answer) {
-        Ok(page) => page,
-        Err(err) => return fail(&format!("unexpected answer from /api/v1/history: {err}")),
+    let page: Page = match read(daemon, &path, json) {
+        Ok(Some(page)) => page,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(code) => return code,
     };
     for numbered in &page.events {
         let record = &numbered.record;
