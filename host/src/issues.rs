@@ -16,6 +16,14 @@
 //! [`MAX_REMEMBERED`] resolved ones. Every step is linear in the findings
 //! and issues it is given.
 //!
+//! An issue also carries what it waits for: the verdict on its latest
+//! successful attempt (a `ledger::Judging`, given as a
+//! [`Transition::Judged`]: healed once it has stayed resolved for
+//! `stable_after`, not healed when another attempt is needed, it comes
+//! back or is escalated) and a recovery proposed to an operator
+//! ([`Proposal`]: no attempt is made until it is approved; rejected or
+//! unanswered by its expiry, the issue is escalated).
+//!
 //! Pure: no I/O, no clock of its own (callers pass `now`), so every rule is
 //! tested exactly.
 
@@ -27,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Wall;
 use crate::config::Policy;
+use crate::ledger::{Judging, Verdict};
 
 /// Open issues one target may hold: findings of new kinds beyond them are
 /// left out (and said so), the issues already open go on.
@@ -120,6 +129,40 @@ pub struct Issue {
     /// An attempt is running.
     #[serde(skip)]
     attempting: bool,
+    /// A recovery proposed to an operator and not yet answered (or
+    /// approved and not yet run).
+    #[serde(default)]
+    pub proposal: Option<Proposal>,
+    /// The latest successful attempt, waiting for its verdict.
+    #[serde(default)]
+    pub judging: Option<Judging>,
+}
+
+/// A recovery healer proposes instead of running it (`mode = "propose"`,
+/// or a recoverer below its `min_success`): the exact action, and until
+/// when an operator may approve it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The recoverer that would run.
+    pub recoverer: String,
+    /// What it would do: its plugin and its config, secrets hidden.
+    pub action: String,
+    /// Why it asks instead of acting.
+    pub why: String,
+    /// When it was proposed.
+    pub proposed_at: Wall,
+    /// When, unanswered, the issue is escalated.
+    pub expires_at: Wall,
+    /// Approved: the next attempt runs it, once.
+    #[serde(default)]
+    pub approved: bool,
+}
+
+/// An operator's answer to a proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Approve,
+    Reject,
 }
 
 impl Serialize for Issue {
@@ -139,6 +182,10 @@ impl Serialize for Issue {
             escalated_at: Option<Wall>,
             #[serde(skip_serializing_if = "Option::is_none")]
             resolved_at: Option<Wall>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            proposal: Option<&'a Proposal>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            judging: Option<&'a Judging>,
         }
         let waiting = matches!(self.state, State::Open | State::Recovering);
         Shown {
@@ -151,6 +198,8 @@ impl Serialize for Issue {
             next_attempt_at: waiting.then_some(self.next_attempt_at),
             escalated_at: self.escalated_at,
             resolved_at: self.resolved_at,
+            proposal: self.proposal.as_ref(),
+            judging: self.judging.as_ref(),
         }
         .serialize(serializer)
     }
@@ -185,6 +234,8 @@ impl Issue {
             failing_in: 0,
             found_ever: 0,
             attempting: false,
+            proposal: None,
+            judging: None,
         }
     }
 }
@@ -225,6 +276,13 @@ pub enum Transition {
     /// A saved open issue is not carried on: the target already holds as
     /// many open issues as it may.
     Dropped { issue: Issue, reason: String },
+    /// An attempt that said it succeeded was judged.
+    Judged {
+        kind: String,
+        judging: Judging,
+        verdict: Verdict,
+        reason: String,
+    },
 }
 
 /// The issues of one target.
@@ -233,13 +291,16 @@ pub struct Tracker {
     policy: Policy,
     issues: HashMap<String, Issue>,
     soft: HashMap<String, Soft>,
-    /// Resolved issues' attempt counts and when they resolved.
-    remembered: HashMap<String, (u32, Wall)>,
+    /// Resolved issues' attempt counts, when they resolved, and the
+    /// attempt that healed them, waiting for its verdict.
+    remembered: HashMap<String, (u32, Wall, Option<Judging>)>,
     /// When the target's latest attempts started, oldest first: no more
     /// than its budget, none older than `stable_after`.
     spent: VecDeque<Wall>,
     /// What `restore` let go, said at the next check.
     let_go: Vec<Transition>,
+    /// Verdicts given, not yet taken ([`verdicts`](Self::verdicts)).
+    judged: Vec<Transition>,
     /// Which source (see [`Tracker::observe_from`]) opened each open or
     /// soft issue of this run: what its share of the cap holds.
     owners: HashMap<String, usize>,
@@ -313,6 +374,7 @@ impl Tracker {
             remembered: HashMap::new(),
             spent: VecDeque::new(),
             let_go: Vec::new(),
+            judged: Vec::new(),
             owners: HashMap::new(),
             layout: Layout {
                 checks: layout.checks.clamp(1, 64),
@@ -350,13 +412,34 @@ impl Tracker {
             match (issue.state, issue.resolved_at) {
                 (State::Resolved, Some(at)) if at.within(stable_after, now) => {
                     spent.extend(std::iter::repeat_n(at, attempts));
-                    self.remember(issue.kind, issue.attempts, at);
+                    self.remember(issue.kind, issue.attempts, at, issue.judging);
                 }
-                (State::Resolved, _) => self.let_go.push(Transition::Forgotten {
-                    kind: issue.kind,
-                    full: false,
-                }),
+                (State::Resolved, _) => {
+                    if let Some(judging) = issue.judging {
+                        self.judge(
+                            &issue.kind,
+                            judging,
+                            Verdict::Unknown,
+                            format!(
+                                "healer was not running for all of the {} it had to stay resolved",
+                                self.policy.stable_after
+                            ),
+                        );
+                    }
+                    self.let_go.push(Transition::Forgotten {
+                        kind: issue.kind,
+                        full: false,
+                    })
+                }
                 _ if self.issues.len() >= MAX_ISSUES_PER_TARGET => {
+                    if let Some(judging) = issue.judging.take() {
+                        self.judge(
+                            &issue.kind,
+                            judging,
+                            Verdict::Unknown,
+                            "the issue was not carried on".to_owned(),
+                        );
+                    }
                     self.let_go.push(Transition::Dropped {
                         issue,
                         reason: format!(
@@ -389,19 +472,136 @@ impl Tracker {
     /// Remembers a resolved issue's attempts. When the memory is full, an
     /// issue that had no attempts goes first, then the oldest; what goes
     /// is let go at the next check.
-    fn remember(&mut self, kind: String, attempts: u32, resolved_at: Wall) {
+    fn remember(
+        &mut self,
+        kind: String,
+        attempts: u32,
+        resolved_at: Wall,
+        judging: Option<Judging>,
+    ) {
         if self.remembered.len() >= MAX_REMEMBERED && !self.remembered.contains_key(&kind) {
             let first_to_go = self
                 .remembered
                 .iter()
-                .min_by_key(|(_, (attempts, at))| (*attempts > 0, *at))
+                .min_by_key(|(_, (attempts, at, _))| (*attempts > 0, *at))
                 .map(|(kind, _)| kind.clone());
             if let Some(kind) = first_to_go {
-                self.remembered.remove(&kind);
+                if let Some((_, _, Some(judging))) = self.remembered.remove(&kind) {
+                    let reason = "forgotten to make room before it was stable".to_owned();
+                    self.judge(&kind, judging, Verdict::Unknown, reason);
+                }
                 self.let_go.push(Transition::Forgotten { kind, full: true });
             }
         }
-        self.remembered.insert(kind, (attempts, resolved_at));
+        self.remembered.insert(kind, (attempts, resolved_at, judging));
+    }
+
+    /// Gives a verdict on an attempt; taken with the next transitions.
+    fn judge(&mut self, kind: &str, judging: Judging, verdict: Verdict, reason: String) {
+        self.judged.push(Transition::Judged {
+            kind: kind.to_owned(),
+            judging,
+            verdict,
+            reason,
+        });
+    }
+
+    /// The verdicts given since last asked (an attempt started, an issue
+    /// escalated); a check's transitions carry their own.
+    pub fn verdicts(&mut self) -> Vec<Transition> {
+        std::mem::take(&mut self.judged)
+    }
+
+    /// Records that `recoverer` said it succeeded in the attempt of the
+    /// issue of `kind` that started at `started_at`: its verdict comes
+    /// when the issue has stayed resolved for `stable_after`, or sooner
+    /// when it has not.
+    pub fn awaiting_verdict(&mut self, kind: &str, recoverer: &str, started_at: Wall) {
+        if let Some(issue) = self.issues.get_mut(kind) {
+            issue.judging = Some(Judging {
+                recoverer: recoverer.to_owned(),
+                attempt: issue.attempts,
+                started_at,
+                resolved_at: None,
+            });
+        }
+    }
+
+    /// Proposes `proposal` for the issue of `kind` instead of an attempt:
+    /// no attempt is made until an operator approves it. The issue as it
+    /// now stands; `None` when no such issue is open or one is proposed.
+    pub fn propose(&mut self, kind: &str, proposal: Proposal) -> Option<Issue> {
+        let issue = self.issues.get_mut(kind)?;
+        if issue.proposal.is_some() || issue.state == State::Escalated {
+            return None;
+        }
+        issue.proposal = Some(proposal);
+        Some(issue.clone())
+    }
+
+    /// An operator's answer to the proposal of the issue of `kind`:
+    /// approved, the next attempt runs it (due at once); rejected, the
+    /// issue is escalated. `Err` says why there is nothing to answer.
+    pub fn answer(
+        &mut self,
+        kind: &str,
+        answer: Answer,
+        now: Wall,
+    ) -> Result<(Issue, Option<Transition>), String> {
+        let issue = self
+            .issues
+            .get_mut(kind)
+            .ok_or_else(|| format!("no open issue of kind {kind:?}"))?;
+        let Some(proposal) = issue.proposal.as_mut().filter(|p| !p.approved) else {
+            return Err(format!("the issue {kind:?} has no proposal waiting for an answer"));
+        };
+        match answer {
+            Answer::Approve => {
+                proposal.approved = true;
+                issue.next_attempt_at = issue.next_attempt_at.min(now);
+                Ok((issue.clone(), None))
+            }
+            Answer::Reject => {
+                let recoverer = proposal.recoverer.clone();
+                let reason = format!("an operator rejected the proposal to run {recoverer}");
+                let transition = self.escalate(kind, reason, now);
+                let issue = self.issues.get(kind).cloned().ok_or("the issue went")?;
+                Ok((issue, transition))
+            }
+        }
+    }
+
+    /// Escalates the issues whose proposals nobody answered in time.
+    pub fn expire_proposals(&mut self, now: Wall) -> Vec<Transition> {
+        let expired: Vec<(String, String, Wall)> = self
+            .issues
+            .values()
+            .filter_map(|issue| {
+                let proposal = issue.proposal.as_ref()?;
+                (!proposal.approved && proposal.expires_at <= now).then(|| {
+                    (issue.kind.clone(), proposal.recoverer.clone(), proposal.proposed_at)
+                })
+            })
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|(kind, recoverer, proposed_at)| {
+                let reason = format!(
+                    "nobody answered the proposal to run {recoverer} made at {proposed_at} (propose_for)"
+                );
+                self.escalate(&kind, reason, now)
+            })
+            .collect()
+    }
+
+    /// When the first proposal still waiting for an answer expires.
+    pub fn next_proposal_expiry(&self) -> Option<Wall> {
+        self.issues
+            .values()
+            .filter_map(|issue| issue.proposal.as_ref())
+            .filter(|proposal| !proposal.approved)
+            .map(|proposal| proposal.expires_at)
+            .min()
     }
 
     /// When the target's attempts within its budget started: what a
@@ -581,9 +781,18 @@ impl Tracker {
             issue.next_attempt_at = issue.next_attempt_at.min(latest);
         }
         let mut transitions = std::mem::take(&mut self.let_go);
-        self.remembered.retain(|kind, (_, resolved_at)| {
+        let shown_stable_after = self.policy.stable_after;
+        self.remembered.retain(|kind, (_, resolved_at, judging)| {
             let keep = resolved_at.within(stable_after, now);
             if !keep {
+                if let Some(judging) = judging.take() {
+                    transitions.push(Transition::Judged {
+                        kind: kind.clone(),
+                        judging,
+                        verdict: Verdict::Healed,
+                        reason: format!("it stayed resolved for {shown_stable_after} (stable_after)"),
+                    });
+                }
                 transitions.push(Transition::Forgotten {
                     kind: kind.clone(),
                     full: false,
@@ -673,10 +882,20 @@ impl Tracker {
             if exhausted && issue.state != State::Escalated {
                 issue.state = State::Escalated;
                 issue.escalated_at = Some(now);
+                issue.proposal = None;
+                let judging = issue.judging.take();
                 transitions.push(Transition::Escalated {
                     issue: issue.clone(),
                     reason: format!("still failing after {} recovery attempts", issue.attempts),
                 });
+                if let Some(judging) = judging {
+                    transitions.push(Transition::Judged {
+                        kind: finding.kind.clone(),
+                        judging,
+                        verdict: Verdict::NotHealed,
+                        reason: "the issue was escalated".to_owned(),
+                    });
+                }
             }
             return;
         }
@@ -696,10 +915,21 @@ impl Tracker {
         }
         let failing_in = soft.failing_in;
         self.soft.remove(&finding.kind);
-        let attempts = self
+        let (attempts, judging) = self
             .remembered
             .remove(&finding.kind)
-            .map_or(0, |(attempts, _)| attempts);
+            .map_or((0, None), |(attempts, _, judging)| (attempts, judging));
+        if let Some(judging) = judging {
+            transitions.push(Transition::Judged {
+                kind: finding.kind.clone(),
+                judging,
+                verdict: Verdict::NotHealed,
+                reason: format!(
+                    "the issue came back within {} (stable_after)",
+                    self.policy.stable_after
+                ),
+            });
+        }
         let mut issue = Issue {
             kind: finding.kind.clone(),
             state: State::Open,
@@ -714,6 +944,8 @@ impl Tracker {
             failing_in,
             found_ever: failing_in,
             attempting: false,
+            proposal: None,
+            judging: None,
         };
         transitions.push(Transition::Opened(issue.clone()));
         if attempts >= self.policy.max_attempts {
@@ -765,7 +997,11 @@ impl Tracker {
             .collect();
         for kind in healed {
             if let Some(mut issue) = self.issues.remove(&kind) {
-                self.remember(kind, issue.attempts, now);
+                if let Some(judging) = &mut issue.judging {
+                    judging.resolved_at = Some(now);
+                }
+                issue.proposal = None;
+                self.remember(kind, issue.attempts, now, issue.judging.clone());
                 issue.state = State::Resolved;
                 issue.resolved_at = Some(now);
                 transitions.push(Transition::Resolved(issue));
@@ -773,11 +1009,13 @@ impl Tracker {
         }
         // The flap memory that had to go to make room.
         transitions.append(&mut self.let_go);
+        transitions.append(&mut self.judged);
         transitions
     }
 
     /// Issues that may be recovered now: not escalated, attempts left,
-    /// backoff elapsed, no attempt running; the oldest first. Each attempt
+    /// backoff elapsed, no attempt running, no proposal waiting for an
+    /// answer; the oldest first. Each attempt
     /// asks [`within_budget`](Self::within_budget) first.
     pub fn due(&self, now: Wall) -> Vec<String> {
         let mut due: Vec<&Issue> = self
@@ -785,6 +1023,7 @@ impl Tracker {
             .values()
             .filter(|i| i.state != State::Escalated && !i.attempting)
             .filter(|i| i.attempts < self.policy.max_attempts && i.next_attempt_at <= now)
+            .filter(|i| i.proposal.as_ref().is_none_or(|p| p.approved))
             .collect();
         due.sort_by(|a, b| (a.opened_at, &a.kind).cmp(&(b.opened_at, &b.kind)));
         due.into_iter().map(|i| i.kind.clone()).collect()
@@ -793,9 +1032,15 @@ impl Tracker {
     /// Records the start of an attempt; the issue as it now stands (its
     /// `attempts` is this attempt's number, 1-based). The next attempt is
     /// due a backoff from now already, so one interrupted by a crash is
-    /// not followed by another at once after the restart.
+    /// not followed by another at once after the restart. The attempt
+    /// before it, if it said it succeeded, is judged not healed.
     pub fn attempt_started(&mut self, kind: &str, now: Wall) -> Option<Issue> {
         let backoff = self.backoff(self.issues.get(kind)?.attempts + 1);
+        let issue = self.issues.get_mut(kind)?;
+        if let Some(judging) = issue.judging.take() {
+            let reason = "another attempt was needed".to_owned();
+            self.judge(kind, judging, Verdict::NotHealed, reason);
+        }
         let issue = self.issues.get_mut(kind)?;
         issue.attempts += 1;
         issue.attempting = true;
@@ -811,6 +1056,7 @@ impl Tracker {
         let backoff = self.backoff(self.issues.get(kind).map_or(1, |i| i.attempts));
         let issue = self.issues.get_mut(kind)?;
         issue.attempting = false;
+        issue.proposal = None;
         issue.next_attempt_at = now + backoff;
         Some(issue.clone())
     }
@@ -823,8 +1069,15 @@ impl Tracker {
         }
         issue.state = State::Escalated;
         issue.escalated_at = Some(now);
+        issue.proposal = None;
+        let judging = issue.judging.take();
+        let escalated = issue.clone();
+        if let Some(judging) = judging {
+            let why = "the issue was escalated".to_owned();
+            self.judge(kind, judging, Verdict::NotHealed, why);
+        }
         Some(Transition::Escalated {
-            issue: issue.clone(),
+            issue: escalated,
             reason,
         })
     }
@@ -852,8 +1105,8 @@ impl Tracker {
         let remembered = self
             .remembered
             .iter()
-            .map(|(kind, (attempts, resolved_at))| {
-                Issue::saved(
+            .map(|(kind, (attempts, resolved_at, judging))| {
+                let mut issue = Issue::saved(
                     kind.clone(),
                     State::Resolved,
                     Status::Ok,
@@ -861,7 +1114,9 @@ impl Tracker {
                     *attempts,
                     [*resolved_at, *resolved_at],
                     [None, Some(*resolved_at)],
-                )
+                );
+                issue.judging.clone_from(judging);
+                issue
             });
         open.chain(remembered).collect()
     }

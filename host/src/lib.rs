@@ -5,7 +5,7 @@
 //!
 //! The modules are a stack: each uses only the layers below it (the table
 //! in `docs/ARCHITECTURE.md`, which `tests/tidy.rs` holds the imports to),
-//! so it reads from the bottom up: `clock`, `one_line` → `model`, `facts` → `config`
+//! so it reads from the bottom up: `clock`, `one_line` → `model`, `facts`, `ledger` → `config`
 //! → `issues` → `events` → `plugins`, `board` → `engine`, `intake` → the
 //! subscribers (`log`, `event_log`, `history`, `store`, `metrics`, `sinks`)
 //! → `loading` → `api` → `daemon` → `operator` → `cli`.
@@ -37,6 +37,7 @@ pub mod facts;
 pub mod history;
 pub mod intake;
 pub mod issues;
+pub mod ledger;
 pub mod loading;
 pub mod log;
 pub mod metrics;

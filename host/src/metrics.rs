@@ -127,6 +127,8 @@ pub struct Metrics {
     worker_crashes: Family<PackageLabel, Counter>,
     quarantines: Family<PackageLabel, Counter>,
     recoveries: Family<ResultLabels, Counter>,
+    verdicts: Family<ResultLabels, Counter>,
+    proposals: Family<TargetLabel, Counter>,
     escalations: Family<TargetLabel, Counter>,
     anomalies: Family<OutcomeLabel, Counter>,
     target_status: Family<StatusLabels, Gauge>,
@@ -150,6 +152,8 @@ impl Metrics {
             worker_crashes: Family::default(),
             quarantines: Family::default(),
             recoveries: Family::default(),
+            verdicts: Family::default(),
+            proposals: Family::default(),
             escalations: Family::default(),
             anomalies: Family::default(),
             target_status: Family::default(),
@@ -193,6 +197,16 @@ impl Metrics {
                 "facts",
                 "Facts healer and its plugins know now",
                 metrics.facts.clone(),
+            );
+            r.register(
+                "recovery_verdicts",
+                "Recovery attempts judged afterwards, by verdict (healed: resolved and stable for stable_after; not_healed; unknown)",
+                metrics.verdicts.clone(),
+            );
+            r.register(
+                "recoveries_proposed",
+                "Recoveries proposed to an operator instead of run",
+                metrics.proposals.clone(),
             );
             r.register(
                 "recoveries",
@@ -417,6 +431,23 @@ impl Metrics {
                     .get_or_create(&ResultLabels {
                         target: target.clone(),
                         result: if *recovered { "recovered" } else { "failed" }.to_owned(),
+                    })
+                    .inc();
+            }
+            Event::RecoveryJudged {
+                target, verdict, ..
+            } => {
+                self.verdicts
+                    .get_or_create(&ResultLabels {
+                        target: target.clone(),
+                        result: verdict.as_str().to_owned(),
+                    })
+                    .inc();
+            }
+            Event::RecoveryProposed { target, .. } => {
+                self.proposals
+                    .get_or_create(&TargetLabel {
+                        target: target.clone(),
                     })
                     .inc();
             }

@@ -15,6 +15,7 @@ use crate::api::Reloaded;
 use crate::api::{Done, TargetRow};
 use crate::config::Config;
 use crate::history::Page;
+use crate::issues::Answer;
 use crate::one_line::OneLine;
 
 /// The exit code of `healer status` when the daemon cannot be asked.
@@ -144,14 +145,25 @@ fn status_table(rows: &[TargetRow]) -> String {
                     1 => "1 attempt".to_owned(),
                     n => format!("{n} attempts"),
                 };
+                let proposed = issue.proposal.as_ref().filter(|p| !p.approved).map(|p| {
+                    format!(
+                        "; PROPOSED {}: `healer approve {}/{}` before {}",
+                        p.recoverer, view.name, issue.kind, p.expires_at
+                    )
+                });
+                let proposed = proposed.unwrap_or_default();
                 match held {
                     Some(held) => format!(
-                        "{} {} ({attempts}; {})",
+                        "{} {} ({attempts}; {}{proposed})",
                         issue.kind,
                         issue.state.as_str(),
                         held.describe()
                     ),
-                    None => format!("{} {} ({attempts})", issue.kind, issue.state.as_str()),
+                    None => format!(
+                        "{} {} ({attempts}{proposed})",
+                        issue.kind,
+                        issue.state.as_str()
+                    ),
                 }
             })
             .collect();
@@ -349,6 +361,53 @@ pub fn reset(daemon: &Daemon, issue: &str, json: bool) -> ExitCode {
     let id: Vec<String> = issue.trim_matches('/').split('/').map(encode).collect();
     let path = format!("/api/v1/issues/{}/reset", id.join("/"));
     done(daemon.call("POST", &path, Some("{}")), json)
+}
+
+/// `healer approve TARGET/KIND` and `healer reject TARGET/KIND`.
+pub fn answer(daemon: &Daemon, issue: &str, answer: Answer, json: bool) -> ExitCode {
+    let verb = match answer {
+        Answer::Approve => "approve",
+        Answer::Reject => "reject",
+    };
+    let Some((target, kind)) = issue.trim_matches('/').split_once('/') else {
+        return fail(&format!(
+            "`healer {verb}` takes TARGET/KIND, e.g. web/process.not_running, not {issue:?} (`healer status` shows what is proposed)"
+        ));
+    };
+    let path = format!("/api/v1/issues/{}/{}/{verb}", encode(target), encode(kind));
+    done(daemon.call("POST", &path, Some("{}")), json)
+}
+
+/// `healer outcomes`: the ledger, one row per (target, kind, recoverer).
+pub fn outcomes(daemon: &Daemon, json: bool) -> ExitCode {
+    let rows: Vec<crate::ledger::Row> = match read(daemon, "/api/v1/outcomes", json) {
+        Ok(Some(rows)) => rows,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(code) => return code,
+    };
+    if rows.is_empty() {
+        say!("(no attempt judged yet)");
+        return ExitCode::SUCCESS;
+    }
+    say!("TARGET  KIND  RECOVERER  TRIES  HEALED  NOT_HEALED  UNKNOWN  MEDIAN_TO_HEALTHY  LAST");
+    for row in &rows {
+        let median = row
+            .median_time_to_healthy_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
+        say!(
+            "{}  {}  {}  {}  {}  {}  {}  {}  {}",
+            OneLine(&row.target),
+            OneLine(&row.kind),
+            OneLine(&row.recoverer),
+            row.tries,
+            row.healed,
+            row.not_healed,
+            row.unknown,
+            median,
+            row.last_outcome.map_or("-", |verdict| verdict.as_str())
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// `healer pause TARGET --for 30m --reason ...`

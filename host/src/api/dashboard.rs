@@ -1,7 +1,9 @@
 //! The dashboard at `/`: one server-rendered HTML page with healer's
 //! health, every target (status, age of its last check, issues, pause),
-//! the open and escalated issues with their attempts, recent history and
-//! the plugin packages with their workers' health. No script, no external
+//! the open and escalated issues with their attempts and any recovery
+//! proposed (with the command that approves it), what healer knows (the
+//! facts), what worked (the ledger of outcomes), recent history and the
+//! plugin packages with their workers' health. No script, no external
 //! asset (the machine may have no internet): the page refreshes itself
 //! every 5 seconds with a `<meta>` tag, and reads well on a phone.
 
@@ -19,6 +21,12 @@ use crate::history::Filter;
 
 /// History rows shown.
 const HISTORY_ROWS: usize = 30;
+
+/// Facts shown (`healer facts` lists them all).
+const FACT_ROWS: usize = 50;
+
+/// Ledger rows shown (`healer outcomes` lists them all).
+const OUTCOME_ROWS: usize = 50;
 
 pub(super) async fn page(State(api): State<Arc<Api>>) -> Response {
     (
@@ -104,9 +112,25 @@ fn render(api: &Api) -> String {
     } else {
         html.push_str("<div class=\"scroll\"><table id=\"issues\"><thead><tr><th>issue</th><th>state</th><th>attempts</th><th>summary</th><th>opened</th></tr></thead><tbody>");
         for row in &issues {
+            let proposal = row.issue.proposal.as_ref().filter(|p| !p.approved);
+            let (badge, proposed) = match proposal {
+                Some(p) => (
+                    " <span class=\"badge proposed\">proposed</span>".to_owned(),
+                    format!(
+                        "<div class=\"proposal\">Proposed, not run: <code>{}</code> ({}). Approve: <code>healer approve {}/{}</code> (or reject) before {}</div>",
+                        escape(&p.action),
+                        escape(&p.why),
+                        escape(&row.target),
+                        escape(&row.issue.kind),
+                        p.expires_at
+                    ),
+                ),
+                None => (String::new(), String::new()),
+            };
             let _ = write!(
                 html,
-                "<tr class=\"issue\" data-issue=\"{id}\" data-state=\"{state}\"><td><b>{target}</b><br>{kind}</td><td><span class=\"badge {state}\">{state}</span>{paused}{held}</td><td data-label=\"attempts\">{attempts}</td><td class=\"text\">{summary}</td><td class=\"age\" data-label=\"opened\">{opened} ago</td></tr>",
+                "<tr class=\"issue\" data-issue=\"{id}\" data-state=\"{state}\"{proposed_attr}><td><b>{target}</b><br>{kind}</td><td><span class=\"badge {state}\">{state}</span>{badge}{paused}{held}</td><td data-label=\"attempts\">{attempts}</td><td class=\"text\">{summary}{proposed}</td><td class=\"age\" data-label=\"opened\">{opened} ago</td></tr>",
+                proposed_attr = if proposal.is_some() { " data-proposed=\"yes\"" } else { "" },
                 id = escape(&row.id),
                 target = escape(&row.target),
                 kind = escape(&row.issue.kind),
@@ -125,6 +149,8 @@ fn render(api: &Api) -> String {
         html.push_str("</tbody></table></div><p class=\"muted\">Reset an escalated issue: <code>healer reset TARGET/KIND</code></p>");
     }
     html.push_str("</section>");
+    knows(&mut html, api, now);
+    worked(&mut html, api);
 
     html.push_str("<section><h2>Recent history</h2><div class=\"scroll\"><table id=\"history\"><thead><tr><th>when</th><th>event</th><th>about</th><th>details</th></tr></thead><tbody>");
     for numbered in &history.events {
@@ -185,9 +211,68 @@ fn render(api: &Api) -> String {
     html.push_str("</tbody></table></div></section>");
     let _ = write!(
         html,
-        "<footer class=\"muted\">Rendered {now}; refreshes every 5 s. JSON: <a href=\"/api/v1/targets\">targets</a> · <a href=\"/api/v1/issues\">issues</a> · <a href=\"/api/v1/history\">history</a> · <a href=\"/api/v1/plugins\">plugins</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a></footer></body></html>"
+        "<footer class=\"muted\">Rendered {now}; refreshes every 5 s. JSON: <a href=\"/api/v1/targets\">targets</a> · <a href=\"/api/v1/issues\">issues</a> · <a href=\"/api/v1/history\">history</a> · <a href=\"/api/v1/facts\">facts</a> · <a href=\"/api/v1/outcomes\">outcomes</a> · <a href=\"/api/v1/plugins\">plugins</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a></footer></body></html>"
     );
     html
+}
+
+/// "What healer knows": the facts that hold now, the first
+/// [`FACT_ROWS`] by name.
+fn knows(html: &mut String, api: &Api, now: Wall) {
+    let facts = api.engine.facts(None);
+    html.push_str("<section><h2>What healer knows</h2>");
+    if facts.is_empty() {
+        html.push_str("<p class=\"muted\">No facts.</p></section>");
+        return;
+    }
+    html.push_str("<div class=\"scroll\"><table id=\"facts\"><thead><tr><th>fact</th><th>value</th><th>from</th><th>age</th></tr></thead><tbody>");
+    for fact in facts.iter().take(FACT_ROWS) {
+        let _ = write!(
+            html,
+            "<tr class=\"fact\" data-fact=\"{name}\"><td class=\"details\">{name}</td><td data-label=\"value\">{value}{previous}</td><td data-label=\"from\">{source}</td><td class=\"age\" data-label=\"age\">{age}</td></tr>",
+            name = escape(&fact.name()),
+            value = escape(&fact.value.to_string()),
+            previous = if fact.previous_run { " <span class=\"muted\">(previous run)</span>" } else { "" },
+            source = escape(&fact.source.to_string()),
+            age = age(now.since(fact.observed_at)),
+        );
+    }
+    html.push_str("</tbody></table></div>");
+    if facts.len() > FACT_ROWS {
+        let _ = write!(
+            html,
+            "<p class=\"muted\">{} more: <code>healer facts</code></p>",
+            facts.len() - FACT_ROWS
+        );
+    }
+    html.push_str("</section>");
+}
+
+/// "What worked": the ledger of outcomes, the first [`OUTCOME_ROWS`].
+fn worked(html: &mut String, api: &Api) {
+    let rows = api.engine.outcomes();
+    html.push_str("<section><h2>What worked</h2>");
+    if rows.is_empty() {
+        html.push_str("<p class=\"muted\">No attempt judged yet.</p></section>");
+        return;
+    }
+    html.push_str("<div class=\"scroll\"><table id=\"outcomes\"><thead><tr><th>target and kind</th><th>recoverer</th><th>healed</th><th>median to healthy</th><th>last</th></tr></thead><tbody>");
+    for row in rows.iter().take(OUTCOME_ROWS) {
+        let last = row.last_outcome.map_or("-", |verdict| verdict.as_str());
+        let _ = write!(
+            html,
+            "<tr class=\"outcome\" data-recoverer=\"{recoverer}\"><td><b>{target}</b><br>{kind}</td><td>{recoverer}</td><td data-label=\"healed\">{healed} of {tries}</td><td data-label=\"median\">{median}</td><td data-label=\"last\"><span class=\"badge {last}\">{last}</span></td></tr>",
+            target = escape(&row.target),
+            kind = escape(&row.kind),
+            recoverer = escape(&row.recoverer),
+            healed = row.healed,
+            tries = row.tries,
+            median = row
+                .median_time_to_healthy_ms
+                .map_or_else(|| "-".to_owned(), |ms| age(std::time::Duration::from_millis(ms))),
+        );
+    }
+    html.push_str("</tbody></table></div></section>");
 }
 
 /// An event's fields, as the dashboard's history shows them: at most 240
@@ -259,7 +344,9 @@ th { font-weight: 600; font-size: .9em; }
 .muted { opacity: .7; font-size: .9em; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: .85em; font-weight: 600; color: #fff; background: var(--unknown); white-space: nowrap; }
 .badge.ok { background: var(--ok); } .badge.warning, .badge.recovering, .badge.paused, .badge.held { background: var(--warning); }
-.badge.critical, .badge.escalated { background: var(--critical); } .badge.open { background: #0969da; }
+.badge.critical, .badge.escalated, .badge.not_healed { background: var(--critical); } .badge.open, .badge.proposed { background: #0969da; }
+.badge.healed { background: var(--ok); }
+.proposal { margin-top: 4px; }
 .alert { background: var(--critical); color: #fff; padding: 8px; border-radius: 6px; }
 .details { font-family: ui-monospace, monospace; font-size: .8em; word-break: break-word; }
 footer { margin-top: 24px; }

@@ -1,7 +1,7 @@
 //! The operator's API, served on the intake's listener: reads under
-//! `/api/v1/` (targets, issues, history, plugins), writes that send
-//! commands to the engine (reset an issue, pause and resume a target,
-//! reload), `/healthz` (healer's own liveness), `/metrics` (Prometheus
+//! `/api/v1/` (targets, issues, history, facts, outcomes, plugins), writes
+//! that send commands to the engine (reset an issue, approve or reject a
+//! proposed recovery, pause and resume a target, reload), `/healthz` (healer's own liveness), `/metrics` (Prometheus
 //! text) and the dashboard at `/`.
 //!
 //! With a token configured every endpoint but `/healthz` needs it, as
@@ -36,7 +36,7 @@ use crate::board::{Board, TargetView};
 use crate::clock::Wall;
 use crate::engine::{Handle, Refusal};
 use crate::history::{Filter, Recent};
-use crate::issues::State as IssueState;
+use crate::issues::{Answer, State as IssueState};
 use crate::model::{Pause, StoreHealth, MAX_PAUSE};
 
 /// How long a reset waits for the target's loop to take it.
@@ -75,9 +75,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/targets/{name}/pause", post(pause))
         .route("/api/v1/targets/{name}/resume", post(resume))
         .route("/api/v1/issues", get(issues))
-        .route("/api/v1/issues/{*id}", post(reset))
+        .route("/api/v1/issues/{*id}", post(on_issue))
         .route("/api/v1/history", get(history))
         .route("/api/v1/facts", get(facts))
+        .route("/api/v1/outcomes", get(outcomes))
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), authorize))
@@ -314,11 +315,44 @@ fn refused(refusal: Refusal) -> Response {
 
 /// `POST /api/v1/issues/{target}/{kind}/reset` (or `{target}/reset`: every
 /// escalated issue of the target).
-async fn reset(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+/// The ledger: per (target, kind, recoverer), what its attempts came to.
+async fn outcomes(State(api): State<Arc<Api>>) -> Json<Vec<crate::ledger::Row>> {
+    Json(api.engine.outcomes())
+}
+
+/// `POST /api/v1/issues/<target>[/<kind>]/reset`, and
+/// `.../<target>/<kind>/approve` or `/reject` for a proposal.
+async fn on_issue(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    for (suffix, answer) in [("/approve", Answer::Approve), ("/reject", Answer::Reject)] {
+        if let Some(id) = id.strip_suffix(suffix) {
+            let Some((target, kind)) = id.split_once('/') else {
+                return refuse(
+                    StatusCode::NOT_FOUND,
+                    format!("expected POST /api/v1/issues/<target>/<kind>{suffix}"),
+                );
+            };
+            return match api.engine.answer(target, kind, answer, RESET_WITHIN).await {
+                Ok(issue) => Json(Done {
+                    message: match answer {
+                        Answer::Approve => format!(
+                            "approved: {target}/{kind} is checked and recovered now"
+                        ),
+                        Answer::Reject => {
+                            format!("rejected: {target}/{kind} is escalated")
+                        }
+                    },
+                    issues: vec![issue],
+                    pause: None,
+                })
+                .into_response(),
+                Err(refusal) => refused(refusal),
+            };
+        }
+    }
     let Some(id) = id.strip_suffix("/reset") else {
         return refuse(
             StatusCode::NOT_FOUND,
-            "expected POST /api/v1/issues/<target>/<kind>/reset",
+            "expected POST /api/v1/issues/<target>/<kind>/reset, /approve or /reject",
         );
     };
     let (target, kind) = match id.split_once('/') {

@@ -20,6 +20,7 @@ use reflexes::{explain, send};
 
 use crate::config::{self, Config};
 use crate::daemon;
+use crate::issues::Answer;
 use crate::loading::Options;
 use crate::operator;
 use crate::operator::fail;
@@ -137,6 +138,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a recovery healer proposed instead of running it
+    /// (`mode = "propose"`, or a recoverer under its `min_success`): the
+    /// target is checked at once and, while the issue still holds, the
+    /// proposed recoverer runs, once.
+    Approve {
+        /// TARGET/KIND, e.g. web/process.not_running (`healer status`
+        /// shows what is proposed).
+        issue: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a proposed recovery: it does not run, and the issue is
+    /// escalated (nothing more is tried until it resolves or is reset).
+    Reject {
+        /// TARGET/KIND, e.g. web/process.not_running.
+        issue: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the ledger of outcomes: per target, finding kind and
+    /// recoverer, the attempts judged, how many healed (the issue resolved
+    /// and stayed resolved for `stable_after`), the median time to
+    /// healthy and the latest verdict.
+    Outcomes {
+        /// Print the API's JSON (`GET /api/v1/outcomes`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Pause a target's recoveries for maintenance: checks go on,
     /// recoveries do not, until the pause ends by itself (it survives a
     /// restart of healer) or `healer resume`.
@@ -247,6 +278,13 @@ pub fn run(cli: Cli) -> ExitCode {
             ask(&cli, |d| operator::facts(d, target.as_deref(), json))
         }
         Command::Reset { ref issue, json } => ask(&cli, |d| operator::reset(d, issue, json)),
+        Command::Approve { ref issue, json } => {
+            ask(&cli, |d| operator::answer(d, issue, Answer::Approve, json))
+        }
+        Command::Reject { ref issue, json } => {
+            ask(&cli, |d| operator::answer(d, issue, Answer::Reject, json))
+        }
+        Command::Outcomes { json } => ask(&cli, |d| operator::outcomes(d, json)),
         Command::Pause {
             ref target,
             ref duration,

@@ -191,6 +191,10 @@ macro_rules! pacing {
             diagnose: Vec<Spanned<toml::Table>>,
             #[serde(default)]
             recover: Vec<Spanned<toml::Table>>,
+            #[serde(default)]
+            order: Order,
+            #[serde(default = "default_learn_after")]
+            learn_after: u32,
             $( $key: Option<$ty>, )*
         }
 
@@ -295,6 +299,11 @@ pub struct Target {
     pub checks: Vec<Check>,
     /// Recoverers, tried in order (a ladder).
     pub recoverers: Vec<RecovererUse>,
+    /// The order they are tried in: as written, or learned.
+    pub order: Order,
+    /// Judged tries each recoverer needs before the ledger decides
+    /// anything (`order = "learned"`, `min_success`).
+    pub learn_after: u32,
     /// Where `[[target]]` starts.
     pub at: Location,
 }
@@ -336,7 +345,12 @@ impl Target {
                     && a.on == b.on
                     && a.when == b.when
                     && a.unless == b.unless
+                    && a.mode == b.mode
+                    && a.propose_for == b.propose_for
+                    && a.min_success == b.min_success
             })
+            && self.order == other.order
+            && self.learn_after == other.learn_after
     }
 
     /// Whether `other` is still the same target for its issues: the same
@@ -386,6 +400,10 @@ impl PluginUse {
 pub struct RecovererUse {
     /// The recoverer.
     pub plugin: PluginUse,
+    /// What events, the ledger and proposals call it: its plugin's name,
+    /// with `#2`, `#3`... on the second and later use of the same plugin
+    /// in one target's ladder.
+    pub name: String,
     /// Globs on finding kinds, e.g. `process.*`; default `*`.
     pub on: Vec<String>,
     matcher: GlobSet,
@@ -396,7 +414,47 @@ pub struct RecovererUse {
     /// holds it either way.
     pub when: Vec<Gate>,
     pub unless: Vec<Gate>,
+    /// `act` (the default) or `propose`: record what it would do and wait
+    /// for an operator's `healer approve`.
+    pub mode: Mode,
+    /// How long a proposal waits for an answer before the issue is
+    /// escalated.
+    pub propose_for: Duration,
+    /// The share of its judged attempts (0 to 1) that must have healed,
+    /// once it has `learn_after` of them, for it to act; below, it
+    /// proposes instead. None: it always acts.
+    pub min_success: Option<f64>,
 }
+
+/// Whether a recoverer acts or asks first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// It runs when its issue is due.
+    #[default]
+    Act,
+    /// It proposes: healer records what it would do and an operator
+    /// approves or rejects it.
+    Propose,
+}
+
+/// The order a target's recoverers are tried in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// As written.
+    #[default]
+    Config,
+    /// The one that heals the issue's kind most often first, once each
+    /// has `learn_after` judged tries (until then, the least tried first).
+    Learned,
+}
+
+/// How long a proposal waits for an answer by default.
+pub const DEFAULT_PROPOSE_FOR: Duration = Duration::from_secs(3600);
+
+/// Judged tries each recoverer needs before `order = "learned"` and
+/// `min_success` read its record, by default.
+pub const DEFAULT_LEARN_AFTER: u32 = 3;
 
 impl RecovererUse {
     /// Whether this recoverer handles findings of `kind`. An `unknown`
@@ -695,12 +753,27 @@ impl Checker<'_> {
                 self.push(key_at, format!("target {name:?}: {problem}"));
             }
         }
+        if raw.learn_after == 0 {
+            let key_at = self.source.key_in_table(span.clone(), "learn_after");
+            self.push(
+                key_at,
+                format!("target {name:?}: learn_after must be at least 1"),
+            );
+        }
         let checks = self.checks(&name, raw.monitor, raw.diagnose, &policy);
-        let recoverers = raw
+        let mut recoverers: Vec<RecovererUse> = raw
             .recover
             .into_iter()
             .filter_map(|t| self.recoverer_use(t))
             .collect();
+        let mut uses: HashMap<String, usize> = HashMap::new();
+        for recoverer in &mut recoverers {
+            let seen = uses.entry(recoverer.plugin.plugin.clone()).or_default();
+            *seen += 1;
+            if *seen > 1 {
+                recoverer.name = format!("{}#{seen}", recoverer.plugin.plugin);
+            }
+        }
         Some(Target {
             name,
             enabled: raw.enabled,
@@ -712,6 +785,8 @@ impl Checker<'_> {
                 .collect(),
             checks: checks?,
             recoverers,
+            order: raw.order,
+            learn_after: raw.learn_after,
             at: self.source.locate(at),
         })
     }
@@ -858,19 +933,91 @@ impl Checker<'_> {
         let unknown_matcher = unknown_builder.build().ok()?;
         let when = self.gates(&table, "when")?;
         let unless = self.gates(&table, "unless")?;
+        let (mode, propose_for, min_success) = self.asking_first(&table)?;
         let mut table = table.into_inner();
-        table.remove("on");
-        table.remove("when");
-        table.remove("unless");
+        for key in ["on", "when", "unless", "mode", "propose_for", "min_success"] {
+            table.remove(key);
+        }
         let plugin = self.plugin_use(PluginKind::Recoverer, Spanned::new(span, table), true)?;
         Some(RecovererUse {
+            name: plugin.plugin.clone(),
             plugin,
             on,
             matcher,
             unknown_matcher,
             when,
             unless,
+            mode,
+            propose_for,
+            min_success,
         })
+    }
+
+    /// A recoverer's `mode`, `propose_for` and `min_success`.
+    fn asking_first(
+        &mut self,
+        table: &Spanned<toml::Table>,
+    ) -> Option<(Mode, Duration, Option<f64>)> {
+        let span = table.span();
+        let refuse = |this: &mut Self, key: &str, message: String| {
+            let at = this.source.key_in_table(span.clone(), key);
+            this.errors.push(ConfigError {
+                file: this.file.to_owned(),
+                at: Some(at),
+                message,
+            });
+        };
+        let mode = match table.get_ref().get("mode") {
+            None => Mode::Act,
+            Some(toml::Value::String(mode)) if mode == "act" => Mode::Act,
+            Some(toml::Value::String(mode)) if mode == "propose" => Mode::Propose,
+            Some(other) => {
+                refuse(
+                    self,
+                    "mode",
+                    format!("`mode` must be \"act\" or \"propose\", not {other}"),
+                );
+                return None;
+            }
+        };
+        let propose_for = match table.get_ref().get("propose_for") {
+            None => DEFAULT_PROPOSE_FOR,
+            Some(toml::Value::String(text)) => match Duration::parse(text) {
+                Ok(duration) if !duration.is_zero() => duration,
+                Ok(_) => {
+                    refuse(self, "propose_for", "`propose_for` must be longer than zero".to_owned());
+                    return None;
+                }
+                Err(err) => {
+                    refuse(self, "propose_for", format!("`propose_for`: {err}"));
+                    return None;
+                }
+            },
+            Some(_) => {
+                refuse(
+                    self,
+                    "propose_for",
+                    "`propose_for` must be a duration, e.g. propose_for = \"1h\"".to_owned(),
+                );
+                return None;
+            }
+        };
+        let min_success = match table.get_ref().get("min_success") {
+            None => None,
+            Some(value) => match value.as_float().or_else(|| value.as_integer().map(|i| i as f64)) {
+                Some(share) if (0.0..=1.0).contains(&share) => Some(share),
+                _ => {
+                    refuse(
+                        self,
+                        "min_success",
+                        "`min_success` must be a share between 0 and 1, e.g. min_success = 0.5"
+                            .to_owned(),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some((mode, propose_for, min_success))
     }
 
     /// A recoverer's `when` or `unless`: a list of conditions on facts.
@@ -1027,3 +1174,7 @@ pub fn plugin_table_to_json(toml_text: &str) -> Result<Value, String> {
 
 #[cfg(test)]
 mod tests;
+
+fn default_learn_after() -> u32 {
+    DEFAULT_LEARN_AFTER
+}

@@ -216,6 +216,7 @@ async fn heal(
         });
     }
     let restored_facts = engine.restore_facts(kept);
+    let restored_outcomes = engine.restore_outcomes(saved.outcomes);
     events.emit(Event::Started {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -228,6 +229,7 @@ async fn heal(
             .as_ref()
             .map_or(0, |(intake, _)| intake.restored_anomalies()),
         restored_facts,
+        restored_outcomes,
     });
     view.metrics.start_at_zero(&config, &catalog);
     for runner in runners {

@@ -32,7 +32,8 @@ use crate::clock::Wall;
 use crate::config::{Config, PluginUse, Target};
 use crate::events::{fact_events, Event, Events};
 use crate::facts::{Fact, Facts, Retraction, Source};
-use crate::issues::{Issue, Tracker};
+use crate::issues::{Answer, Issue, Tracker};
+use crate::ledger::{self, Ledger, Outcomes};
 use crate::model::Pause;
 use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle};
 
@@ -107,6 +108,8 @@ pub(crate) enum Command {
     /// An operator's reset of one issue (or, with no kind, of every
     /// escalated one); the reply is the issues reset.
     Reset(Box<Reset>),
+    /// An operator's answer to a proposal.
+    Answer(Box<Answering>),
     /// Stop, and hand on the issues (a reload restarts or removes it).
     Stop,
 }
@@ -116,6 +119,14 @@ pub(crate) enum Command {
 pub(crate) struct Reset {
     pub kind: Option<String>,
     pub reply: oneshot::Sender<Vec<Issue>>,
+}
+
+/// An operator's answer to the proposal of one issue, as a target's loop
+/// is asked it.
+pub(crate) struct Answering {
+    pub kind: String,
+    pub answer: Answer,
+    pub reply: oneshot::Sender<Result<Issue, String>>,
 }
 
 /// What targets share, and what the engine's handle reaches.
@@ -133,12 +144,19 @@ pub(crate) struct Shared {
     pauses: RwLock<HashMap<String, Pause>>,
     /// What healer and its plugins know (`facts`), shared by every target.
     facts: Mutex<Facts>,
+    /// What each recoverer's attempts came to.
+    ledger: Mutex<Ledger>,
 }
 
 impl Shared {
     /// The facts, locked.
     pub(crate) fn facts(&self) -> MutexGuard<'_, Facts> {
         self.facts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ledger of outcomes, locked.
+    pub(crate) fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records a target's health; returns whether it just became healthy.
@@ -582,6 +600,11 @@ impl Engine {
     pub fn restore_facts(&self, saved: Vec<Fact>) -> usize {
         self.shared.facts().restore(saved, Wall::now())
     }
+
+    /// Carries on from the ledger saved before a restart.
+    pub fn restore_outcomes(&self, saved: Vec<(ledger::Key, Outcomes)>) -> usize {
+        self.shared.ledger().restore(saved)
+    }
 }
 
 impl Handle {
@@ -594,6 +617,45 @@ impl Handle {
     /// given.
     pub fn facts(&self, subject: Option<&str>) -> Vec<Fact> {
         self.shared.facts().all(subject, Wall::now())
+    }
+
+    /// The ledger: what each recoverer's attempts came to.
+    pub fn outcomes(&self) -> Vec<ledger::Row> {
+        self.shared.ledger().rows()
+    }
+
+    /// Answers the proposal of `target`'s issue of `kind`: approved, it
+    /// runs at once (after a check confirms the issue still holds);
+    /// rejected, the issue is escalated. Waits for the target's loop at
+    /// most `within`.
+    pub async fn answer(
+        &self,
+        target: &str,
+        kind: &str,
+        answer: Answer,
+        within: std::time::Duration,
+    ) -> Result<Issue, Refusal> {
+        let sender = read(&self.shared.commands)
+            .get(target)
+            .cloned()
+            .ok_or_else(|| Refusal::NoSuchTarget(target.to_owned()))?;
+        let (reply, answered) = oneshot::channel();
+        sender
+            .try_send(Command::Answer(Box::new(Answering {
+                kind: kind.to_owned(),
+                answer,
+                reply,
+            })))
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => Refusal::Busy(target.to_owned()),
+                mpsc::error::TrySendError::Closed(_) => Refusal::NoSuchTarget(target.to_owned()),
+            })?;
+        match tokio::time::timeout(within, answered).await {
+            Ok(Ok(Ok(issue))) => Ok(issue),
+            Ok(Ok(Err(why))) => Err(Refusal::NothingToDo(format!("target {target:?}: {why}"))),
+            Ok(Err(_)) => Err(Refusal::NoSuchTarget(target.to_owned())),
+            Err(_) => Err(Refusal::Busy(target.to_owned())),
+        }
     }
 
     /// Pauses a target's recoveries until `pause.until`; checks go on.

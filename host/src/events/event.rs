@@ -12,6 +12,7 @@ use super::Json;
 use crate::clock::Wall;
 use crate::facts::{Change, Fact, Retraction, Value as FactValue};
 use crate::issues::Issue;
+use crate::ledger::{Outcomes, Verdict};
 use crate::model::{AlertState, AnomalyState, Pause, Suppressed};
 
 /// Everything that happens in healer that anyone outside the engine and
@@ -32,6 +33,9 @@ pub enum Event {
         /// Facts carried over from before the restart (not expired).
         #[serde(default)]
         restored_facts: usize,
+        /// Rows of the ledger of outcomes carried over.
+        #[serde(default)]
+        restored_outcomes: usize,
     },
     /// healer is stopping (SIGTERM or SIGINT).
     Stopping,
@@ -119,6 +123,56 @@ pub enum Event {
         /// `when target.db.healthy == true`.
         gate: String,
         evidence: String,
+    },
+    /// An attempt that said it succeeded (or failed) was judged: the
+    /// verdict, why, and the ledger's row for its recoverer as it now
+    /// stands (`forgot`: a row let go to make room).
+    RecoveryJudged {
+        target: String,
+        kind: String,
+        recoverer: String,
+        attempt: u32,
+        verdict: Verdict,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_to_healthy: Option<HumanDuration>,
+        outcomes: Outcomes,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forgot: Option<(String, String, String)>,
+    },
+    /// A recovery healer asks an operator for instead of running it: the
+    /// issue carries the proposal (the exact action, until when).
+    RecoveryProposed {
+        target: String,
+        issue: Issue,
+        /// The command that approves it.
+        approve: String,
+    },
+    /// An operator approved (the next attempt runs it) or rejected (the
+    /// issue is escalated) a proposal.
+    ProposalAnswered {
+        target: String,
+        issue: Issue,
+        approved: bool,
+    },
+    /// Under `order = "learned"`, the ladder of `kind` is tried in a new
+    /// order.
+    RecoveryOrderLearned {
+        target: String,
+        kind: String,
+        order: Vec<String>,
+        reason: String,
+    },
+    /// A recoverer heals `kind` less often than its `min_success`: it
+    /// proposes instead of acting (`demoted`), or acts again.
+    RecovererDemoted {
+        target: String,
+        kind: String,
+        recoverer: String,
+        healed: u32,
+        judged: u32,
+        min_success: f64,
+        demoted: bool,
     },
     /// A fact is new, or has a new value (`was`: the one before).
     FactChanged {
@@ -484,6 +538,11 @@ impl Event {
             Event::ConfigRejected { .. } => "config_rejected",
             Event::Checked { .. } => "checked",
             Event::RecoveryGated { .. } => "recovery_gated",
+            Event::RecoveryJudged { .. } => "recovery_judged",
+            Event::RecoveryProposed { .. } => "recovery_proposed",
+            Event::ProposalAnswered { .. } => "proposal_answered",
+            Event::RecoveryOrderLearned { .. } => "recovery_order_learned",
+            Event::RecovererDemoted { .. } => "recoverer_demoted",
             Event::FactChanged { .. } => "fact_changed",
             Event::FactRetracted { .. } => "fact_retracted",
             Event::FactExpired { .. } => "fact_expired",
@@ -541,6 +600,11 @@ impl Event {
             | Event::RecoveryHeld { target, .. }
             | Event::RecoveryWithheld { target, .. }
             | Event::RecoveryGated { target, .. }
+            | Event::RecoveryJudged { target, .. }
+            | Event::RecoveryProposed { target, .. }
+            | Event::ProposalAnswered { target, .. }
+            | Event::RecoveryOrderLearned { target, .. }
+            | Event::RecovererDemoted { target, .. }
             | Event::AttemptStarted { target, .. }
             | Event::RecovererFinished { target, .. }
             | Event::AttemptFinished { target, .. }

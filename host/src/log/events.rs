@@ -53,6 +53,7 @@ fn write(event: &Event) {
             restored_issues,
             restored_anomalies,
             restored_facts,
+            restored_outcomes,
         } => info!(
             config = %config.display(),
             targets,
@@ -61,6 +62,7 @@ fn write(event: &Event) {
             restored_issues,
             restored_anomalies,
             restored_facts,
+            restored_outcomes,
             pid,
             version = %version,
             "healer running"
@@ -169,6 +171,72 @@ fn write(event: &Event) {
         } => warn!(
             target = %target, kind = %kind, recoverer = %recoverer, gate = %gate, evidence = %evidence,
             "recovery held: {recoverer} acts only {gate}; {evidence}"
+        ),
+        Event::RecoveryJudged {
+            target,
+            kind,
+            recoverer,
+            attempt,
+            verdict,
+            reason,
+            time_to_healthy,
+            outcomes,
+            ..
+        } => {
+            let took = time_to_healthy.map_or_else(String::new, |took| format!(", {took} to healthy"));
+            info!(
+                target = %target, kind = %kind, recoverer = %recoverer, attempt, verdict = %verdict,
+                "attempt {attempt} by {recoverer} judged {verdict}: {reason}{took} ({} of {} healed)",
+                outcomes.healed, outcomes.tries
+            )
+        }
+        Event::RecoveryProposed {
+            target,
+            issue,
+            approve,
+        } => {
+            let (recoverer, action) = issue
+                .proposal
+                .as_ref()
+                .map_or(("?", "?"), |p| (p.recoverer.as_str(), p.action.as_str()));
+            warn!(
+                target = %target, kind = %issue.kind, recoverer = %recoverer, action = %action,
+                "recovery proposed, not run: approve with `{approve}`"
+            )
+        }
+        Event::ProposalAnswered {
+            target,
+            issue,
+            approved,
+        } => warn!(
+            target = %target, kind = %issue.kind, approved,
+            "{} by an operator", if *approved { "proposal approved: it runs now" } else { "proposal rejected" }
+        ),
+        Event::RecoveryOrderLearned {
+            target,
+            kind,
+            order,
+            reason,
+        } => info!(
+            target = %target, kind = %kind, order = %order.join(", "),
+            "recoverers reordered by what healed: {reason}"
+        ),
+        Event::RecovererDemoted {
+            target,
+            kind,
+            recoverer,
+            healed,
+            judged,
+            min_success,
+            demoted,
+        } => warn!(
+            target = %target, kind = %kind, recoverer = %recoverer, healed, judged, min_success,
+            "{}",
+            if *demoted {
+                format!("{recoverer} healed {healed} of {judged} attempts, under its min_success {min_success}: it proposes instead of acting")
+            } else {
+                format!("{recoverer} healed {healed} of {judged} attempts, at least its min_success {min_success}: it acts again")
+            }
         ),
         Event::FactChanged { fact, was } => debug!(
             fact = %fact.name(), value = %fact.value, source = %fact.source,

@@ -31,6 +31,7 @@ use crate::clock::Wall;
 use crate::config::STORE_FILE_NAME;
 use crate::events::{Event, Events, Record, Subscriber};
 use crate::facts::Fact;
+use crate::ledger::{self, Outcomes};
 use crate::intake::{self, occurrences::REMEMBER_FOR};
 use crate::issues::Issue;
 use crate::model::{Pause, StoreHealth};
@@ -75,6 +76,8 @@ pub struct Saved {
     pub pauses: HashMap<String, Pause>,
     /// The facts kept (expired ones are left to the engine to drop).
     pub facts: Vec<Fact>,
+    /// The ledger of outcomes.
+    pub outcomes: Vec<(ledger::Key, Outcomes)>,
     /// The newest history events, oldest first.
     pub recent: Vec<Record>,
 }
@@ -167,6 +170,10 @@ impl Store {
                     projection.facts.load(fact.name(), fact.clone());
                 }
                 saved.facts = loaded.facts;
+                for (key, row) in &loaded.outcomes {
+                    projection.outcomes.load(key.clone(), row.clone());
+                }
+                saved.outcomes = loaded.outcomes;
                 saved.recent = loaded
                     .recent
                     .iter()

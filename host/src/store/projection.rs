@@ -16,6 +16,7 @@ use std::hash::Hash;
 use crate::clock::Wall;
 use crate::events::{Event, Record, Run};
 use crate::facts::Fact;
+use crate::ledger::{self, Outcomes};
 use crate::issues::Issue;
 use crate::model::AnomalyState;
 use crate::model::Pause;
@@ -169,6 +170,8 @@ pub struct Projection {
     pub pauses: Tracked<String, Pause>,
     /// Fact name → the fact.
     pub facts: Tracked<String, Fact>,
+    /// (target, kind, recoverer) → the ledger's row.
+    pub outcomes: Tracked<ledger::Key, Outcomes>,
     history: VecDeque<HistoryRow>,
     /// The text of `history`, in bytes.
     history_bytes: usize,
@@ -188,6 +191,7 @@ pub struct Batch {
     pub firing: Vec<(Pair, Option<Wall>)>,
     pub pauses: Vec<(String, Option<Pause>)>,
     pub facts: Vec<(String, Option<Fact>)>,
+    pub outcomes: Vec<(ledger::Key, Option<Outcomes>)>,
 }
 
 impl Batch {
@@ -208,6 +212,7 @@ impl Projection {
             && self.firing.dirty.is_empty()
             && self.pauses.dirty.is_empty()
             && self.facts.dirty.is_empty()
+            && self.outcomes.dirty.is_empty()
     }
 
     /// History rows held, not yet taken for writing.
@@ -230,7 +235,9 @@ impl Projection {
             | Event::AttemptFinished { target, issue, .. }
             | Event::IssueResolved { target, issue }
             | Event::IssueEscalated { target, issue, .. }
-            | Event::IssueResetByOperator { target, issue } => {
+            | Event::IssueResetByOperator { target, issue }
+            | Event::RecoveryProposed { target, issue, .. }
+            | Event::ProposalAnswered { target, issue, .. } => {
                 self.issues
                     .set((target.clone(), issue.kind.clone()), issue.clone());
             }
@@ -272,6 +279,20 @@ impl Projection {
             }
             Event::TargetResumed { target, .. } => self.pauses.remove(target.clone()),
             Event::FactChanged { fact, .. } => self.facts.set(fact.name(), fact.clone()),
+            Event::RecoveryJudged {
+                target,
+                kind,
+                recoverer,
+                outcomes,
+                forgot,
+                ..
+            } => {
+                if let Some(key) = forgot {
+                    self.outcomes.remove(key.clone());
+                }
+                let key = (target.clone(), kind.clone(), recoverer.clone());
+                self.outcomes.set(key, outcomes.clone());
+            }
             Event::FactRetracted { fact, .. } | Event::FactExpired { fact } => {
                 self.facts.remove(fact.name())
             }
@@ -363,6 +384,7 @@ impl Projection {
             firing: self.firing.take(),
             pauses: self.pauses.take(),
             facts: self.facts.take(),
+            outcomes: self.outcomes.take(),
         }
     }
 
@@ -389,6 +411,8 @@ impl Projection {
         self.firing.retry(batch.firing.into_iter().map(|(k, _)| k));
         self.pauses.retry(batch.pauses.into_iter().map(|(k, _)| k));
         self.facts.retry(batch.facts.into_iter().map(|(k, _)| k));
+        self.outcomes
+            .retry(batch.outcomes.into_iter().map(|(k, _)| k));
     }
 
     /// A new database file: all current state is written to it.
@@ -399,6 +423,7 @@ impl Projection {
         self.firing.rewrite_all();
         self.pauses.rewrite_all();
         self.facts.rewrite_all();
+        self.outcomes.rewrite_all();
     }
 }
 

@@ -121,8 +121,24 @@ CREATE TABLE facts (
 ) WITHOUT ROWID;
 ";
 
+/// Version 6: what an issue waits for (a proposal to an operator, the
+/// verdict on its latest successful attempt), each as JSON, and the
+/// ledger of outcomes, a row per (target, kind, recoverer) as JSON
+/// (`ledger::Outcomes`).
+const V6: &str = "
+ALTER TABLE issues ADD COLUMN proposal TEXT;
+ALTER TABLE issues ADD COLUMN judging TEXT;
+CREATE TABLE outcomes (
+    target    TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    recoverer TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    PRIMARY KEY (target, kind, recoverer)
+) WITHOUT ROWID;
+";
+
 /// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The version this healer writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -22,6 +22,7 @@ use super::projection::Batch;
 use super::schema::{self, MigrationError};
 use crate::clock::Wall;
 use crate::facts::Fact;
+use crate::ledger::{self, Outcomes};
 use crate::intake::Acted;
 use crate::issues::{Issue, State};
 use crate::model::AnomalyState;
@@ -150,8 +151,8 @@ pub fn write(
             .execute(params![number])?;
         }
         let mut put_issue = tx.prepare_cached(
-            "INSERT OR REPLACE INTO issues (target, kind, state, severity, summary, attempts, opened_at, next_attempt_at, escalated_at, resolved_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT OR REPLACE INTO issues (target, kind, state, severity, summary, attempts, opened_at, next_attempt_at, escalated_at, resolved_at, proposal, judging)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         let mut drop_issue =
             tx.prepare_cached("DELETE FROM issues WHERE target = ?1 AND kind = ?2")?;
@@ -168,6 +169,8 @@ pub fn write(
                     ms(issue.next_attempt_at),
                     issue.escalated_at.map(ms),
                     issue.resolved_at.map(ms),
+                    issue.proposal.as_ref().and_then(|p| serde_json::to_string(p).ok()),
+                    issue.judging.as_ref().and_then(|j| serde_json::to_string(j).ok()),
                 ])?,
                 None => drop_issue.execute(params![target, kind])?,
             };
@@ -245,6 +248,21 @@ pub fn write(
                 None => drop_fact.execute(params![name])?,
             };
         }
+        let mut put_outcomes = tx.prepare_cached(
+            "INSERT OR REPLACE INTO outcomes (target, kind, recoverer, body) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut drop_outcomes = tx.prepare_cached(
+            "DELETE FROM outcomes WHERE target = ?1 AND kind = ?2 AND recoverer = ?3",
+        )?;
+        for ((target, kind, recoverer), row) in &batch.outcomes {
+            match row {
+                Some(row) => {
+                    let body = serde_json::to_string(row).unwrap_or_default();
+                    put_outcomes.execute(params![target, kind, recoverer, body])?
+                }
+                None => drop_outcomes.execute(params![target, kind, recoverer])?,
+            };
+        }
     }
     if let Some(retention) = retention {
         prune(&tx, retention)?;
@@ -268,6 +286,8 @@ pub struct Loaded {
     pub pauses: Vec<(String, Pause)>,
     /// The facts kept (a row that does not read as a fact is left out).
     pub facts: Vec<Fact>,
+    /// The ledger's rows (one that does not read back is left out).
+    pub outcomes: Vec<(ledger::Key, Outcomes)>,
     /// The newest events of the history, oldest first (at most
     /// [`RECENT`]), as JSON text.
     pub recent: Vec<String>,
@@ -288,12 +308,12 @@ fn status(text: &str) -> Status {
 pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     let mut loaded = Loaded::default();
     let mut issues = conn.prepare(
-        "SELECT target, kind, state, severity, summary, attempts, opened_at, next_attempt_at, escalated_at, resolved_at FROM issues",
+        "SELECT target, kind, state, severity, summary, attempts, opened_at, next_attempt_at, escalated_at, resolved_at, proposal, judging FROM issues",
     )?;
     let rows = issues.query_map([], |row| {
         let state: String = row.get(2)?;
         let severity: String = row.get(3)?;
-        let issue = Issue::saved(
+        let mut issue = Issue::saved(
             row.get(1)?,
             State::parse(&state).unwrap_or(State::Open),
             status(&severity),
@@ -305,6 +325,10 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
                 row.get::<_, Option<i64>>(9)?.map(wall),
             ],
         );
+        // What does not read back is left out: the issue goes on without it.
+        let json = |at: usize| row.get::<_, Option<String>>(at);
+        issue.proposal = json(10)?.and_then(|body| serde_json::from_str(&body).ok());
+        issue.judging = json(11)?.and_then(|body| serde_json::from_str(&body).ok());
         Ok((row.get::<_, String>(0)?, issue))
     })?;
     for row in rows {
@@ -356,6 +380,19 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     let rows = facts.query_map([], |row| row.get::<_, String>(0))?;
     loaded.facts = rows
         .filter_map(|body| serde_json::from_str(&body.ok()?).ok())
+        .collect();
+    let mut outcomes = conn.prepare("SELECT target, kind, recoverer, body FROM outcomes")?;
+    let rows = outcomes.query_map([], |row| {
+        Ok((
+            (row.get(0)?, row.get(1)?, row.get(2)?),
+            row.get::<_, String>(3)?,
+        ))
+    })?;
+    loaded.outcomes = rows
+        .filter_map(|row| {
+            let (key, body) = row.ok()?;
+            Some((key, serde_json::from_str(&body).ok()?))
+        })
         .collect();
     let mut recent = conn.prepare("SELECT body FROM events ORDER BY id DESC LIMIT ?1")?;
     let rows = recent.query_map([RECENT as i64], |row| row.get::<_, String>(0))?;

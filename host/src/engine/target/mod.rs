@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use healer_plugin_sdk::{Finding, Observation, Status};
+use healer_plugin_sdk::{Duration as HumanDuration, Finding, Observation, Status};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, Instant};
 use tracing::debug;
@@ -22,7 +22,8 @@ use super::{Command, Runner, Shared};
 use crate::board::{Held, Slot, TargetView};
 use crate::clock::Wall;
 use crate::events::{Event, Events};
-use crate::issues::{Issue, Layout, State, Tracker, Transition};
+use crate::issues::{Answer, Issue, Layout, State, Tracker, Transition};
+use crate::ledger::{Judging, Verdict};
 
 mod checking;
 mod recovery;
@@ -58,6 +59,10 @@ pub struct Cycle {
     /// Issues whose recovery waits for the pause they were told of
     /// (said once per pause).
     paused: HashSet<String>,
+    /// The learned order of each kind's ladder, as last said.
+    learned: BTreeMap<String, Vec<String>>,
+    /// The (kind, recoverer) pairs under their `min_success`, as last said.
+    demoted: HashSet<(String, String)>,
     /// Where the operator sees it; none for `healer once`.
     slot: Option<Arc<Slot>>,
     /// Where each source's findings of this run end in the list the run
@@ -192,6 +197,8 @@ impl Cycle {
             withheld: HashSet::new(),
             gated: BTreeMap::new(),
             paused: HashSet::new(),
+            learned: BTreeMap::new(),
+            demoted: HashSet::new(),
             slot: None,
         }
     }
@@ -352,6 +359,17 @@ impl Cycle {
                         let _ = reply.send(reset);
                         continue;
                     }
+                    Some(Command::Answer(asked)) => {
+                        let super::Answering { kind, answer, reply } = *asked;
+                        let answered = self.answer(&kind, answer);
+                        // Approved: a check first (the issue must still
+                        // hold), then the attempt, at once.
+                        if answered.is_ok() && answer == Answer::Approve && !self.verifying {
+                            self.off_grid = Some(Instant::now());
+                        }
+                        let _ = reply.send(answered);
+                        continue;
+                    }
                     Some(Command::Stop) | None => break,
                 },
                 _ = shutdown.changed() => break,
@@ -456,8 +474,10 @@ impl Cycle {
             .issues()
             .filter(|issue| matches!(issue.state, State::Open | State::Recovering))
             .filter(|issue| issue.attempts < policy.max_attempts)
+            .filter(|issue| issue.proposal.as_ref().is_none_or(|p| p.approved))
             .map(|issue| issue.next_attempt_at)
             .chain(settled)
+            .chain(self.tracker.next_proposal_expiry())
             .filter(|at| *at > now)
             .min()?;
         Some(Instant::now() + at.since(now))
@@ -490,6 +510,78 @@ impl Cycle {
         }
         self.show_issues();
         reset
+    }
+
+    /// An operator's answer to the proposal of the issue of `kind`.
+    fn answer(&mut self, kind: &str, answer: Answer) -> Result<Issue, String> {
+        let (issue, escalated) = self.tracker.answer(kind, answer, Wall::now())?;
+        self.emit(Event::ProposalAnswered {
+            target: self.name().to_owned(),
+            issue: issue.clone(),
+            approved: answer == Answer::Approve,
+        });
+        for transition in escalated.into_iter().chain(self.tracker.verdicts()) {
+            self.emit_transition(transition);
+        }
+        self.show_issues();
+        Ok(issue)
+    }
+
+    /// Escalates the issues whose proposals nobody answered in time.
+    fn expire_proposals(&mut self) {
+        let expired = self.tracker.expire_proposals(Wall::now());
+        if expired.is_empty() {
+            return;
+        }
+        let verdicts = self.tracker.verdicts();
+        for transition in expired.into_iter().chain(verdicts) {
+            self.emit_transition(transition);
+        }
+        self.show_issues();
+    }
+
+    /// Says the verdicts the tracker gave since last asked.
+    fn say_verdicts(&mut self) {
+        for transition in self.tracker.verdicts() {
+            self.emit_transition(transition);
+        }
+    }
+
+    /// Counts a verdict on an attempt in the ledger, and says it.
+    fn judged(&self, kind: String, judging: Judging, verdict: Verdict, reason: String) -> Event {
+        let target = self.name().to_owned();
+        let took = judging
+            .time_to_healthy()
+            .filter(|_| verdict == Verdict::Healed);
+        let key = (target.clone(), kind.clone(), judging.recoverer.clone());
+        let counted = self.shared.ledger().count(key, verdict, took, Wall::now());
+        Event::RecoveryJudged {
+            target,
+            kind,
+            recoverer: judging.recoverer,
+            attempt: judging.attempt,
+            verdict,
+            reason,
+            time_to_healthy: took.map(HumanDuration),
+            outcomes: counted.outcomes,
+            forgot: counted.forgot,
+        }
+    }
+
+    /// What an escalation of this target is caused by upstream, when a
+    /// dependency is not healthy: the dependency and the fact that says
+    /// so, for the alert to name.
+    fn root_cause(&self) -> Option<String> {
+        let target = &self.runner.target;
+        let (dependency, _) = self.shared.first_unhealthy(&target.depends_on)?;
+        let now = Wall::now();
+        let name = format!("target.{dependency}.healthy");
+        let cited = self
+            .shared
+            .facts()
+            .read(&name, now)
+            .map_or_else(|| format!("{name} is unknown"), |fact| fact.cited(now));
+        Some(format!("root cause: {dependency} is not healthy ({cited})"))
     }
 
     /// Every check once (and diagnosis, and recovery if asked), for
@@ -538,6 +630,7 @@ impl Cycle {
         }
         self.say_left_out(conclusive);
         self.settle_health(conclusive);
+        self.expire_proposals();
         self.show_issues();
         // Never act on false evidence: a check that could not tell (it
         // failed, timed out, or said UNKNOWN) resolves nothing, and only
@@ -563,8 +656,17 @@ impl Cycle {
             Transition::Escalated { issue, reason } => Event::IssueEscalated {
                 target,
                 issue,
-                reason,
+                reason: match self.root_cause() {
+                    Some(cause) => format!("{reason}; {cause}"),
+                    None => reason,
+                },
             },
+            Transition::Judged {
+                kind,
+                judging,
+                verdict,
+                reason,
+            } => self.judged(kind, judging, verdict, reason),
             Transition::Forgotten { kind, full } => Event::IssueForgotten {
                 target,
                 kind,

@@ -1,20 +1,25 @@
 //! A target's recovery ladder: what a pause or a dependency holds, the
-//! issue that is due, each matching recoverer tried in order under the
-//! recovery limiter, an attempt's outcome, escalation when attempts or
-//! the budget run out.
+//! issue that is due, each matching recoverer tried in order (as written,
+//! or as the ledger learned) under the recovery limiter, an attempt's
+//! outcome and what its verdict waits for, a recoverer that asks first
+//! proposing instead of acting, escalation when attempts or the budget
+//! run out.
 
 use std::sync::Arc;
 
-use healer_plugin_sdk::{Recovery, Status};
+use healer_plugin_sdk::{redact, Recovery, Status};
 use tokio::time::timeout;
 use tracing::debug;
 
 use super::{is_unknown, Cycle};
 use crate::board::Held;
 use crate::clock::Wall;
+use crate::config::{Mode, Order};
 use crate::engine::Health;
 use crate::events::{Event, StepResult};
 use crate::facts::Reading;
+use crate::issues::Proposal;
+use crate::ledger::{Judging, Verdict};
 
 impl Cycle {
     /// Whether the target is paused for maintenance: then nothing due is
@@ -206,6 +211,7 @@ impl Cycle {
             return match escalated {
                 Some(transition) => {
                     self.emit_transition(transition);
+                    self.say_verdicts();
                     Attempted::Escalated
                 }
                 None => Attempted::No,
@@ -215,17 +221,59 @@ impl Cycle {
         if ladder.is_empty() {
             return Attempted::No;
         }
+        let ladder = self.in_order(kind, ladder);
+        // An approved proposal runs its recoverer, once. Otherwise the
+        // ladder stops at a recoverer that asks first: the ones before it
+        // act, and it is proposed when they did not recover the issue.
+        let approved = self
+            .tracker
+            .issue(kind)
+            .and_then(|issue| issue.proposal.as_ref())
+            .filter(|proposal| proposal.approved)
+            .map(|proposal| proposal.recoverer.clone());
+        let (ladder, propose) = match approved {
+            Some(name) => {
+                let approved = ladder
+                    .into_iter()
+                    .filter(|&i| target.recoverers[i].name == name)
+                    .take(1)
+                    .collect();
+                (approved, None)
+            }
+            None => {
+                let mut asking = None;
+                for (at, &i) in ladder.iter().enumerate() {
+                    if let Some(why) = self.asks_first(kind, i) {
+                        asking = Some((at, i, why));
+                        break;
+                    }
+                }
+                match asking {
+                    Some((at, i, why)) => (ladder[..at].to_vec(), Some((i, why))),
+                    None => (ladder, None),
+                }
+            }
+        };
+        if ladder.is_empty() {
+            if let Some((i, why)) = propose {
+                self.propose(kind, i, why);
+            }
+            return Attempted::No;
+        }
         // Other targets' recoveries hold the slots, each under promises of
         // its own: waiting for one is not a broken promise.
         if let Some(slot) = &self.slot {
             slot.waiting_for_a_slot();
         }
-        let Ok(_permit) = self.limiter.acquire().await else {
+        let limiter = Arc::clone(&self.limiter);
+        let Ok(_permit) = limiter.acquire().await else {
             return Attempted::No;
         };
-        let Some(issue) = self.tracker.attempt_started(kind, Wall::now()) else {
+        let started_at = Wall::now();
+        let Some(issue) = self.tracker.attempt_started(kind, started_at) else {
             return Attempted::No;
         };
+        self.say_verdicts();
         let policy = target.policy;
         let attempt = issue.attempts;
         self.events.emit(Event::AttemptStarted {
@@ -242,7 +290,7 @@ impl Cycle {
         };
         let mut recovered = false;
         for i in ladder {
-            let recoverer = target.recoverers[i].plugin.plugin.clone();
+            let recoverer = target.recoverers[i].name.clone();
             self.promise(policy.recovery_timeout.into());
             let result = match timeout(
                 policy.recovery_timeout.into(),
@@ -257,13 +305,40 @@ impl Cycle {
                 },
             };
             recovered = result.succeeded();
+            // A recoverer that failed did not heal; one that timed out
+            // may have: healer cannot tell. One that succeeded is judged
+            // once its issue has stayed resolved (or has not).
+            let verdict = match &result {
+                StepResult::Succeeded { .. } => None,
+                StepResult::Failed { error } => {
+                    Some((Verdict::NotHealed, format!("it failed: {error}")))
+                }
+                StepResult::TimedOut { after } => {
+                    Some((Verdict::Unknown, format!("it timed out after {after}")))
+                }
+            };
             self.events.emit(Event::RecovererFinished {
                 target: name.clone(),
                 kind: kind.to_owned(),
                 attempt,
-                recoverer,
+                recoverer: recoverer.clone(),
                 result,
             });
+            let judging = Judging {
+                recoverer,
+                attempt,
+                started_at,
+                resolved_at: None,
+            };
+            match verdict {
+                Some((verdict, reason)) => {
+                    let said = self.judged(kind.to_owned(), judging, verdict, reason);
+                    self.events.emit(said);
+                }
+                None => self
+                    .tracker
+                    .awaiting_verdict(kind, &judging.recoverer, started_at),
+            }
             if recovered {
                 break;
             }
@@ -276,7 +351,124 @@ impl Cycle {
             });
             self.show_issues();
         }
+        if let Some((i, why)) = propose.filter(|_| !recovered) {
+            self.propose(kind, i, why);
+        }
         Attempted::Ran
+    }
+
+    /// The rungs of `ladder` in the order they are tried: as written, or
+    /// under `order = "learned"` as the ledger says (each recoverer gets
+    /// its `learn_after` tries, then the one that heals `kind` most often
+    /// goes first). A new order is said once.
+    fn in_order(&mut self, kind: &str, ladder: Vec<usize>) -> Vec<usize> {
+        let target = Arc::clone(&self.runner.target);
+        if target.order != Order::Learned || ladder.len() < 2 {
+            return ladder;
+        }
+        let names: Vec<&str> = ladder
+            .iter()
+            .map(|&i| target.recoverers[i].name.as_str())
+            .collect();
+        let (order, reason) = {
+            let ledger = self.shared.ledger();
+            let order = ledger.learned_order(&target.name, kind, &names, target.learn_after);
+            let reason = order
+                .iter()
+                .map(|&at| {
+                    let row = ledger.get(&target.name, kind, names[at]);
+                    let (healed, judged) =
+                        row.map_or((0, 0), |row| (row.healed, row.healed + row.not_healed));
+                    format!("{} healed {healed} of {judged}", names[at])
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            (order, reason)
+        };
+        let ordered: Vec<usize> = order.iter().map(|&at| ladder[at]).collect();
+        let said: Vec<String> = order.iter().map(|&at| names[at].to_owned()).collect();
+        let before = self.learned.get(kind);
+        let as_written = said.iter().map(String::as_str).eq(names.iter().copied());
+        if before != Some(&said) && !(before.is_none() && as_written) {
+            self.learned.insert(kind.to_owned(), said.clone());
+            self.events.emit(Event::RecoveryOrderLearned {
+                target: target.name.clone(),
+                kind: kind.to_owned(),
+                order: said,
+                reason,
+            });
+        }
+        ordered
+    }
+
+    /// Why recoverer `i` proposes instead of acting on `kind`, if it does:
+    /// its `mode` is `propose`, or it heals `kind` less often than its
+    /// `min_success` (said once each time that changes).
+    fn asks_first(&mut self, kind: &str, i: usize) -> Option<String> {
+        let target = Arc::clone(&self.runner.target);
+        let recoverer = &target.recoverers[i];
+        if recoverer.mode == Mode::Propose {
+            return Some("its mode is \"propose\"".to_owned());
+        }
+        let min_success = recoverer.min_success?;
+        let row = self
+            .shared
+            .ledger()
+            .get(&target.name, kind, &recoverer.name)
+            .cloned()
+            .unwrap_or_default();
+        let below = row.below(min_success, target.learn_after);
+        let (healed, judged) = (row.healed, row.healed + row.not_healed);
+        let pair = (kind.to_owned(), recoverer.name.clone());
+        let was = self.demoted.contains(&pair);
+        if below != was {
+            if below {
+                self.demoted.insert(pair);
+            } else {
+                self.demoted.remove(&pair);
+            }
+            self.events.emit(Event::RecovererDemoted {
+                target: target.name.clone(),
+                kind: kind.to_owned(),
+                recoverer: recoverer.name.clone(),
+                healed,
+                judged,
+                min_success,
+                demoted: below,
+            });
+        }
+        below.then(|| {
+            format!("it healed {healed} of {judged} attempts, under its min_success {min_success}")
+        })
+    }
+
+    /// Proposes recoverer `i` for the issue of `kind` instead of running
+    /// it: the exact action (its config, secrets hidden) and until when
+    /// an operator may approve it.
+    fn propose(&mut self, kind: &str, i: usize, why: String) {
+        let target = Arc::clone(&self.runner.target);
+        let recoverer = &target.recoverers[i];
+        let now = Wall::now();
+        let proposal = Proposal {
+            recoverer: recoverer.name.clone(),
+            action: format!(
+                "{} {}",
+                recoverer.plugin.plugin,
+                redact::json(&recoverer.plugin.config)
+            ),
+            why,
+            proposed_at: now,
+            expires_at: now + recoverer.propose_for.into(),
+            approved: false,
+        };
+        if let Some(issue) = self.tracker.propose(kind, proposal) {
+            self.events.emit(Event::RecoveryProposed {
+                target: target.name.clone(),
+                approve: format!("healer approve {}/{kind}", target.name),
+                issue,
+            });
+            self.show_issues();
+        }
     }
 }
 
@@ -326,7 +518,7 @@ impl Cycle {
                     Reading::False(cited) => (cited, "false"),
                     Reading::Unknown(said) => (said, "unknown"),
                 };
-                let recoverer = target.recoverers[i].plugin.plugin.clone();
+                let recoverer = target.recoverers[i].name.clone();
                 let said = format!("{recoverer}|{gate}|{state}");
                 if self.gated.get(kind) != Some(&said) {
                     self.gated.insert(kind.to_owned(), said);
