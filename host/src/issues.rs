@@ -493,7 +493,8 @@ impl Tracker {
                 self.let_go.push(Transition::Forgotten { kind, full: true });
             }
         }
-        self.remembered.insert(kind, (attempts, resolved_at, judging));
+        self.remembered
+            .insert(kind, (attempts, resolved_at, judging));
     }
 
     /// Gives a verdict on an attempt; taken with the next transitions.
@@ -527,6 +528,17 @@ impl Tracker {
         }
     }
 
+    /// The issue of `kind` is due again: the attempt before, if it said
+    /// it succeeded, did not heal it within its verification window and
+    /// is judged not healed (before the next attempt's ladder is ordered
+    /// by what healed).
+    pub fn due_again(&mut self, kind: &str) {
+        if let Some(judging) = self.issues.get_mut(kind).and_then(|i| i.judging.take()) {
+            let reason = "another attempt was needed".to_owned();
+            self.judge(kind, judging, Verdict::NotHealed, reason);
+        }
+    }
+
     /// Proposes `proposal` for the issue of `kind` instead of an attempt:
     /// no attempt is made until an operator approves it. The issue as it
     /// now stands; `None` when no such issue is open or one is proposed.
@@ -553,7 +565,9 @@ impl Tracker {
             .get_mut(kind)
             .ok_or_else(|| format!("no open issue of kind {kind:?}"))?;
         let Some(proposal) = issue.proposal.as_mut().filter(|p| !p.approved) else {
-            return Err(format!("the issue {kind:?} has no proposal waiting for an answer"));
+            return Err(format!(
+                "the issue {kind:?} has no proposal waiting for an answer"
+            ));
         };
         match answer {
             Answer::Approve => {
@@ -579,7 +593,11 @@ impl Tracker {
             .filter_map(|issue| {
                 let proposal = issue.proposal.as_ref()?;
                 (!proposal.approved && proposal.expires_at <= now).then(|| {
-                    (issue.kind.clone(), proposal.recoverer.clone(), proposal.proposed_at)
+                    (
+                        issue.kind.clone(),
+                        proposal.recoverer.clone(),
+                        proposal.proposed_at,
+                    )
                 })
             })
             .collect();
@@ -790,7 +808,9 @@ impl Tracker {
                         kind: kind.clone(),
                         judging,
                         verdict: Verdict::Healed,
-                        reason: format!("it stayed resolved for {shown_stable_after} (stable_after)"),
+                        reason: format!(
+                            "it stayed resolved for {shown_stable_after} (stable_after)"
+                        ),
                     });
                 }
                 transitions.push(Transition::Forgotten {

@@ -220,10 +220,17 @@ impl Ledger {
     /// `after` judged tries, those first (in the config's order, so each
     /// gets its tries); then the one that heals most often first, ties in
     /// the config's order. Returns positions in `ladder`.
-    pub fn learned_order(&self, target: &str, kind: &str, ladder: &[&str], after: u32) -> Vec<usize> {
+    pub fn learned_order(
+        &self,
+        target: &str,
+        kind: &str,
+        ladder: &[&str],
+        after: u32,
+    ) -> Vec<usize> {
         let judged = |name: &str| {
-            self.get(target, kind, name)
-                .map_or((0, None), |row| (row.healed + row.not_healed, row.success()))
+            self.get(target, kind, name).map_or((0, None), |row| {
+                (row.healed + row.not_healed, row.success())
+            })
         };
         let mut order: Vec<usize> = (0..ladder.len()).collect();
         // Stable: equal keys keep the config's order.
@@ -287,7 +294,11 @@ mod tests {
     use super::*;
 
     fn key(recoverer: &str) -> Key {
-        ("app".to_owned(), "process.not_running".to_owned(), recoverer.to_owned())
+        (
+            "app".to_owned(),
+            "process.not_running".to_owned(),
+            recoverer.to_owned(),
+        )
     }
 
     #[test]
@@ -295,12 +306,20 @@ mod tests {
         let mut ledger = Ledger::default();
         let now = Wall::from_millis(1_000);
         for ms in [300, 100, 200] {
-            ledger.count(key("restart"), Verdict::Healed, Some(Duration::from_millis(ms)), now);
+            ledger.count(
+                key("restart"),
+                Verdict::Healed,
+                Some(Duration::from_millis(ms)),
+                now,
+            );
         }
         ledger.count(key("restart"), Verdict::NotHealed, None, now);
         let counted = ledger.count(key("restart"), Verdict::Unknown, None, now);
         let row = counted.outcomes;
-        assert_eq!((row.tries, row.healed, row.not_healed, row.unknown), (5, 3, 1, 1));
+        assert_eq!(
+            (row.tries, row.healed, row.not_healed, row.unknown),
+            (5, 3, 1, 1)
+        );
         assert_eq!(row.median_time_to_healthy_ms(), Some(200));
         assert_eq!(row.success(), Some(0.75), "unknown counts neither way");
         assert_eq!(row.last, Some(Verdict::Unknown));
@@ -311,15 +330,24 @@ mod tests {
         let mut ledger = Ledger::default();
         let now = Wall::from_millis(1);
         let ladder = ["never", "heals"];
-        let order = |ledger: &Ledger| ledger.learned_order("app", "process.not_running", &ladder, 2);
-        assert_eq!(order(&ledger), vec![0, 1], "nothing learned: the config's order");
+        let order =
+            |ledger: &Ledger| ledger.learned_order("app", "process.not_running", &ladder, 2);
+        assert_eq!(
+            order(&ledger),
+            vec![0, 1],
+            "nothing learned: the config's order"
+        );
         ledger.count(key("never"), Verdict::NotHealed, None, now);
         ledger.count(key("never"), Verdict::NotHealed, None, now);
         assert_eq!(order(&ledger), vec![1, 0], "the untried one gets its tries");
         ledger.count(key("heals"), Verdict::Healed, None, now);
         assert_eq!(order(&ledger), vec![1, 0]);
         ledger.count(key("heals"), Verdict::Healed, None, now);
-        assert_eq!(order(&ledger), vec![1, 0], "both tried: the one that heals first");
+        assert_eq!(
+            order(&ledger),
+            vec![1, 0],
+            "both tried: the one that heals first"
+        );
         ledger.count(key("never"), Verdict::Healed, None, now);
         ledger.count(key("never"), Verdict::Healed, None, now);
         ledger.count(key("never"), Verdict::Healed, None, now);
@@ -337,7 +365,10 @@ mod tests {
         assert!(!row.below(0.5, 3), "one try says little");
         row.count(Verdict::Unknown, None, now);
         row.count(Verdict::Unknown, None, now);
-        assert!(!row.below(0.5, 3), "unknown verdicts are not tries against it");
+        assert!(
+            !row.below(0.5, 3),
+            "unknown verdicts are not tries against it"
+        );
         row.count(Verdict::NotHealed, None, now);
         row.count(Verdict::Healed, None, now);
         assert!(row.below(0.5, 3), "1 of 3 is below a half");
@@ -349,7 +380,12 @@ mod tests {
         let mut ledger = Ledger::default();
         for i in 0..MAX_OUTCOMES {
             let at = Wall::from_millis(10 + i as u64);
-            ledger.count(("t".into(), format!("k{i}"), "r".into()), Verdict::Healed, None, at);
+            ledger.count(
+                ("t".into(), format!("k{i}"), "r".into()),
+                Verdict::Healed,
+                None,
+                at,
+            );
         }
         let counted = ledger.count(key("new"), Verdict::Healed, None, Wall::from_millis(1));
         assert_eq!(counted.forgot, Some(("t".into(), "k0".into(), "r".into())));

@@ -334,9 +334,9 @@ async fn on_issue(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Respon
             return match api.engine.answer(target, kind, answer, RESET_WITHIN).await {
                 Ok(issue) => Json(Done {
                     message: match answer {
-                        Answer::Approve => format!(
-                            "approved: {target}/{kind} is checked and recovered now"
-                        ),
+                        Answer::Approve => {
+                            format!("approved: {target}/{kind} is checked and recovered now")
+                        }
                         Answer::Reject => {
                             format!("rejected: {target}/{kind} is escalated")
                         }

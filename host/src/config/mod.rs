@@ -985,7 +985,11 @@ impl Checker<'_> {
             Some(toml::Value::String(text)) => match Duration::parse(text) {
                 Ok(duration) if !duration.is_zero() => duration,
                 Ok(_) => {
-                    refuse(self, "propose_for", "`propose_for` must be longer than zero".to_owned());
+                    refuse(
+                        self,
+                        "propose_for",
+                        "`propose_for` must be longer than zero".to_owned(),
+                    );
                     return None;
                 }
                 Err(err) => {
@@ -1004,7 +1008,10 @@ impl Checker<'_> {
         };
         let min_success = match table.get_ref().get("min_success") {
             None => None,
-            Some(value) => match value.as_float().or_else(|| value.as_integer().map(|i| i as f64)) {
+            Some(value) => match value
+                .as_float()
+                .or_else(|| value.as_integer().map(|i| i as f64))
+            {
                 Some(share) if (0.0..=1.0).contains(&share) => Some(share),
                 _ => {
                     refuse(

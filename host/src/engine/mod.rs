@@ -754,4 +754,6 @@ pub async fn once(
 }
 
 #[cfg(test)]
+mod learning_tests;
+#[cfg(test)]
 mod tests;

@@ -45,14 +45,14 @@ fn config(targets: &str) -> Config {
 }
 
 /// The targets of a config, healing with the plugins of `package`.
-struct Healing {
-    engine: Engine,
-    board: Arc<Board>,
-    events: Witness,
+pub(super) struct Healing {
+    pub(super) engine: Engine,
+    pub(super) board: Arc<Board>,
+    pub(super) events: Witness,
     stop: watch::Sender<bool>,
 }
 
-async fn heal(targets: &str, package: Memory) -> Healing {
+pub(super) async fn heal(targets: &str, package: Memory) -> Healing {
     let config = config(targets);
     let catalog = memory::catalog([package.package()]);
     let problems = catalog.check_config(&config).await;
@@ -87,7 +87,7 @@ impl Healing {
         self.events.checks(target, 2).await;
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         let _ = self.stop.send(true);
         tokio::time::timeout(WITHIN, self.engine.wait())
             .await
@@ -95,15 +95,15 @@ impl Healing {
     }
 }
 
-fn opened(event: &Event, kind: &str) -> bool {
+pub(super) fn opened(event: &Event, kind: &str) -> bool {
     matches!(event, Event::IssueOpened { issue, .. } if issue.kind == kind)
 }
 
-fn resolved(event: &Event, kind: &str) -> bool {
+pub(super) fn resolved(event: &Event, kind: &str) -> bool {
     matches!(event, Event::IssueResolved { issue, .. } if issue.kind == kind)
 }
 
-fn escalated(event: &Event, kind: &str) -> bool {
+pub(super) fn escalated(event: &Event, kind: &str) -> bool {
     matches!(event, Event::IssueEscalated { issue, .. } if issue.kind == kind)
 }
 
@@ -214,15 +214,15 @@ impl Diagnoser for BySummary {
 
 /// A service that its checks watch and a restart mends, on its
 /// `heals_on`th restart.
-struct Service {
-    up: AtomicBool,
-    restarts: AtomicU32,
-    heals_on: u32,
+pub(super) struct Service {
+    pub(super) up: AtomicBool,
+    pub(super) restarts: AtomicU32,
+    pub(super) heals_on: u32,
 }
 
 /// A monitor of the service.
 #[derive(Clone)]
-struct Probe(Arc<Service>);
+pub(super) struct Probe(pub(super) Arc<Service>);
 
 impl Monitor for Probe {
     type Config = Value;
@@ -244,7 +244,7 @@ impl Monitor for Probe {
 
 /// Restarts the service.
 #[derive(Clone)]
-struct Restart(Arc<Service>);
+pub(super) struct Restart(pub(super) Arc<Service>);
 
 impl Recoverer for Restart {
     type Config = Value;

@@ -847,3 +847,111 @@ fn a_reset_keeps_the_backoff_of_the_attempt_that_just_ran() {
     assert!(tracker.due(now).is_empty(), "the backoff still holds");
     assert_eq!(tracker.due(now + Duration::from_secs(1)).len(), 1);
 }
+
+fn verdicts_in(transitions: &[Transition]) -> Vec<(Verdict, String)> {
+    transitions
+        .iter()
+        .filter_map(|t| match t {
+            Transition::Judged {
+                verdict, judging, ..
+            } => Some((*verdict, judging.recoverer.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_attempt_is_judged_healed_after_stable_after_and_not_healed_when_its_issue_comes_back() {
+    let mut tracker = Tracker::new(policy());
+    let t0 = Wall::from_millis(1_000_000);
+    tracker.observe(&down(), t0, true);
+    tracker.attempt_started("process.not_running", t0);
+    tracker.awaiting_verdict("process.not_running", "restart", t0);
+    tracker.attempt_finished("process.not_running", t0);
+    let resolved_at = t0 + Duration::from_secs(2);
+    let healed = tracker.observe(&[], resolved_at, true);
+    assert!(resolved(&healed));
+    assert!(verdicts_in(&healed).is_empty(), "not before stable_after");
+    // Saved and restored (a restart): the verdict still comes.
+    let saved = tracker.save();
+    assert_eq!(
+        saved[0].judging.as_ref().and_then(|j| j.resolved_at),
+        Some(resolved_at)
+    );
+    let mut tracker = Tracker::new(policy());
+    tracker.restore(saved, resolved_at);
+    let later = tracker.observe(&[], resolved_at + Duration::from_secs(301), true);
+    assert_eq!(
+        verdicts_in(&later),
+        [(Verdict::Healed, "restart".to_owned())]
+    );
+
+    // Comes back within stable_after: not healed.
+    let mut tracker = Tracker::new(policy());
+    tracker.observe(&down(), t0, true);
+    tracker.attempt_started("process.not_running", t0);
+    tracker.awaiting_verdict("process.not_running", "restart", t0);
+    tracker.attempt_finished("process.not_running", t0);
+    tracker.observe(&[], resolved_at, true);
+    let back = tracker.observe(&down(), resolved_at + Duration::from_secs(10), true);
+    assert_eq!(
+        verdicts_in(&back),
+        [(Verdict::NotHealed, "restart".to_owned())]
+    );
+}
+
+#[test]
+fn a_proposal_holds_its_issue_until_an_operator_approves_it_and_expires_into_an_escalation() {
+    let mut tracker = Tracker::new(policy());
+    let now = Wall::from_millis(1_000_000);
+    tracker.observe(&down(), now, true);
+    let proposal = |expires_at| Proposal {
+        recoverer: "restart".to_owned(),
+        action: "restart {}".to_owned(),
+        why: "its mode is \"propose\"".to_owned(),
+        proposed_at: now,
+        expires_at,
+        approved: false,
+    };
+    assert!(tracker
+        .propose(
+            "process.not_running",
+            proposal(now + Duration::from_secs(60))
+        )
+        .is_some());
+    assert!(tracker.due(now).is_empty(), "it waits for an answer");
+    assert!(
+        tracker
+            .propose("process.not_running", proposal(now))
+            .is_none(),
+        "one proposal at a time"
+    );
+    let (issue, escalated) = tracker
+        .answer("process.not_running", Answer::Approve, now)
+        .expect("a proposal to answer");
+    assert!(issue.proposal.is_some_and(|p| p.approved) && escalated.is_none());
+    assert_eq!(tracker.due(now), ["process.not_running"]);
+    tracker.attempt_started("process.not_running", now);
+    tracker.attempt_finished("process.not_running", now);
+    assert!(tracker
+        .issue("process.not_running")
+        .unwrap()
+        .proposal
+        .is_none());
+
+    // Proposed again, unanswered: escalated at its expiry, not before.
+    let later = now + Duration::from_secs(5);
+    tracker.propose(
+        "process.not_running",
+        proposal(later + Duration::from_secs(60)),
+    );
+    assert!(tracker.expire_proposals(later).is_empty());
+    let expired = tracker.expire_proposals(later + Duration::from_secs(60));
+    assert!(
+        matches!(&expired[..], [Transition::Escalated { reason, .. }] if reason.starts_with("nobody answered the proposal to run restart")),
+        "{expired:?}"
+    );
+    assert!(tracker
+        .answer("process.not_running", Answer::Approve, later)
+        .is_err());
+}

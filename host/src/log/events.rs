@@ -183,7 +183,8 @@ fn write(event: &Event) {
             outcomes,
             ..
         } => {
-            let took = time_to_healthy.map_or_else(String::new, |took| format!(", {took} to healthy"));
+            let took =
+                time_to_healthy.map_or_else(String::new, |took| format!(", {took} to healthy"));
             info!(
                 target = %target, kind = %kind, recoverer = %recoverer, attempt, verdict = %verdict,
                 "attempt {attempt} by {recoverer} judged {verdict}: {reason}{took} ({} of {} healed)",

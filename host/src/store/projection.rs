@@ -16,8 +16,8 @@ use std::hash::Hash;
 use crate::clock::Wall;
 use crate::events::{Event, Record, Run};
 use crate::facts::Fact;
-use crate::ledger::{self, Outcomes};
 use crate::issues::Issue;
+use crate::ledger::{self, Outcomes};
 use crate::model::AnomalyState;
 use crate::model::Pause;
 

@@ -22,9 +22,9 @@ use super::projection::Batch;
 use super::schema::{self, MigrationError};
 use crate::clock::Wall;
 use crate::facts::Fact;
-use crate::ledger::{self, Outcomes};
 use crate::intake::Acted;
 use crate::issues::{Issue, State};
+use crate::ledger::{self, Outcomes};
 use crate::model::AnomalyState;
 use crate::model::Pause;
 
@@ -169,8 +169,14 @@ pub fn write(
                     ms(issue.next_attempt_at),
                     issue.escalated_at.map(ms),
                     issue.resolved_at.map(ms),
-                    issue.proposal.as_ref().and_then(|p| serde_json::to_string(p).ok()),
-                    issue.judging.as_ref().and_then(|j| serde_json::to_string(j).ok()),
+                    issue
+                        .proposal
+                        .as_ref()
+                        .and_then(|p| serde_json::to_string(p).ok()),
+                    issue
+                        .judging
+                        .as_ref()
+                        .and_then(|j| serde_json::to_string(j).ok()),
                 ])?,
                 None => drop_issue.execute(params![target, kind])?,
             };

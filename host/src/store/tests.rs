@@ -526,3 +526,70 @@ fn facts_written_are_read_back_after_a_restart_and_retracted_or_expired_ones_are
     names.sort();
     assert_eq!(names, ["target.db.healthy", "target.db.process.start"]);
 }
+
+#[test]
+fn the_ledger_and_what_an_issue_waits_for_are_read_back_after_a_restart() {
+    use crate::issues::{Issue, Proposal, State};
+    use crate::ledger::{Judging, Ledger, Verdict};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(STORE_FILE_NAME);
+    let (events, inbox, store, _, seen) = open(&file);
+    let events = started(events, inbox, &store, &seen);
+    let now = Wall::from_millis(1_700_000_000_000);
+    let mut issue = Issue::saved(
+        "process.not_running".to_owned(),
+        State::Open,
+        Status::Critical,
+        "gone".to_owned(),
+        1,
+        [now, now],
+        [None, None],
+    );
+    issue.proposal = Some(Proposal {
+        recoverer: "command".to_owned(),
+        action: "command {\"argv\":[\"true\"]}".to_owned(),
+        why: "its mode is \"propose\"".to_owned(),
+        proposed_at: now,
+        expires_at: now + Duration::from_secs(3600),
+        approved: false,
+    });
+    issue.judging = Some(Judging {
+        recoverer: "command#2".to_owned(),
+        attempt: 1,
+        started_at: now,
+        resolved_at: None,
+    });
+    events.emit(Event::RecoveryProposed {
+        target: "web".to_owned(),
+        issue: issue.clone(),
+        approve: "healer approve web/process.not_running".to_owned(),
+    });
+    let mut ledger = Ledger::default();
+    let key = (
+        "web".to_owned(),
+        "process.not_running".to_owned(),
+        "command".to_owned(),
+    );
+    let counted = ledger.count(
+        key.clone(),
+        Verdict::Healed,
+        Some(Duration::from_millis(800)),
+        now,
+    );
+    events.emit(Event::RecoveryJudged {
+        target: key.0.clone(),
+        kind: key.1.clone(),
+        recoverer: key.2.clone(),
+        attempt: 1,
+        verdict: Verdict::Healed,
+        reason: "it stayed resolved".to_owned(),
+        time_to_healthy: None,
+        outcomes: counted.outcomes.clone(),
+        forgot: None,
+    });
+    assert!(events.finish(Duration::from_secs(5)));
+    drop(store);
+    let saved = saved_state(&file);
+    assert_eq!(saved.issues["web"], [issue]);
+    assert_eq!(saved.outcomes, [(key, counted.outcomes)]);
+}

@@ -217,6 +217,8 @@ impl Cycle {
                 None => Attempted::No,
             };
         }
+        self.tracker.due_again(kind);
+        self.say_verdicts();
         let ladder = self.open_gates(kind, ladder, now);
         if ladder.is_empty() {
             return Attempted::No;
