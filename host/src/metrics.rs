@@ -36,6 +36,7 @@ use crate::board::{CheckTimers, TargetView};
 use crate::config::Config;
 use crate::events::{Event, Record, Role, Subscriber};
 use crate::issues::State;
+use crate::ledger::Verdict;
 use crate::model::StoreHealth;
 use crate::plugins::Catalog;
 
@@ -103,6 +104,12 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    target: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: String,
 }
@@ -127,7 +134,7 @@ pub struct Metrics {
     worker_crashes: Family<PackageLabel, Counter>,
     quarantines: Family<PackageLabel, Counter>,
     recoveries: Family<ResultLabels, Counter>,
-    verdicts: Family<ResultLabels, Counter>,
+    verdicts: Family<VerdictLabels, Counter>,
     proposals: Family<TargetLabel, Counter>,
     escalations: Family<TargetLabel, Counter>,
     anomalies: Family<OutcomeLabel, Counter>,
@@ -277,6 +284,15 @@ impl Metrics {
                 });
             }
             let _ = self.escalations.get_or_create_owned(&TargetLabel {
+                target: name.clone(),
+            });
+            for verdict in [Verdict::Healed, Verdict::NotHealed, Verdict::Unknown] {
+                let _ = self.verdicts.get_or_create_owned(&VerdictLabels {
+                    target: name.clone(),
+                    verdict: verdict.as_str().to_owned(),
+                });
+            }
+            let _ = self.proposals.get_or_create_owned(&TargetLabel {
                 target: name.clone(),
             });
             for used in target.check_plugins() {
@@ -438,9 +454,9 @@ impl Metrics {
                 target, verdict, ..
             } => {
                 self.verdicts
-                    .get_or_create(&ResultLabels {
+                    .get_or_create(&VerdictLabels {
                         target: target.clone(),
-                        result: verdict.as_str().to_owned(),
+                        verdict: verdict.as_str().to_owned(),
                     })
                     .inc();
             }
