@@ -16,7 +16,10 @@
 //! - **Bound to the writer.** A fact expires at its `expires_at` (none for
 //!   healer's own target facts, which live as long as the target), and is
 //!   retracted with its writer: the check that wrote it coming back
-//!   UNKNOWN (a crashed worker's next check is), its target removed.
+//!   UNKNOWN, the worker serving its plugin ending (crashed or
+//!   quarantined: every fact of that package goes at once, and what the
+//!   worker answered before it ended is not published after), its target
+//!   removed.
 //! - **Absence is not falsehood.** [`Facts::read`] gives nothing for a
 //!   missing or expired fact, and a [`Gate`] on a fact it cannot read
 //!   holds (the UNKNOWN rule): no decision is taken on a fact nobody
@@ -214,6 +217,8 @@ pub struct Published {
 #[derive(Debug, Default)]
 pub struct Facts {
     facts: BTreeMap<String, Fact>,
+    /// Workers ended, by package (one entry per package that had one).
+    worker_ends: BTreeMap<String, u64>,
 }
 
 impl Facts {
@@ -346,9 +351,12 @@ impl Facts {
             .map(|fact| Change::Retracted { fact, why })
     }
 
-    /// Takes back every fact a plugin of `package` wrote (its worker
-    /// ended).
-    pub fn retract_package(&mut self, package: &str) -> Vec<Change> {
+    /// Takes back every fact a plugin of `package` wrote, because the
+    /// worker serving it ended (crashed, or the package was quarantined),
+    /// and counts the end ([`Facts::worker_ends`]): what that worker
+    /// answered before it ended must not be published after.
+    pub fn worker_ended(&mut self, package: &str) -> Vec<Change> {
+        *self.worker_ends.entry(package.to_owned()).or_default() += 1;
         let gone: Vec<String> = self
             .facts
             .iter()
@@ -362,6 +370,13 @@ impl Facts {
                 why: Retraction::WorkerEnded,
             })
             .collect()
+    }
+
+    /// How many times a worker of `package` ended since healer started: a
+    /// check that began at one count and is published at another may have
+    /// been answered by the worker that ended, and publishes nothing.
+    pub fn worker_ends(&self, package: &str) -> u64 {
+        self.worker_ends.get(package).copied().unwrap_or(0)
     }
 
     /// Forgets the facts whose time ran out by `now`.
@@ -402,6 +417,7 @@ impl Facts {
     pub fn as_held(held: Vec<Fact>) -> Facts {
         Facts {
             facts: held.into_iter().map(|fact| (fact.name(), fact)).collect(),
+            worker_ends: BTreeMap::new(),
         }
     }
 

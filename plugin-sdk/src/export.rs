@@ -30,6 +30,9 @@ use crate::runtime::{catch_panic, spawn, spawn_blocking};
 pub struct PackageBuilder {
     name: &'static str,
     version: &'static str,
+    /// The SDK version the package says it was built against: this one's,
+    /// unless a test fixture plays a package of an older minor.
+    sdk_version: &'static str,
     init: Option<fn() -> Result<(), Error>>,
     plugins: Vec<Entry>,
 }
@@ -63,9 +66,18 @@ impl PackageBuilder {
         PackageBuilder {
             name,
             version,
+            sdk_version: SDK_VERSION,
             init: None,
             plugins: Vec::new(),
         }
+    }
+
+    /// Says the package was built against `sdk_version` (of this major):
+    /// for test fixtures that play a package of an older minor, whose ABI
+    /// this SDK's is.
+    #[doc(hidden)]
+    pub fn built_against(&mut self, sdk_version: &'static str) {
+        self.sdk_version = sdk_version;
     }
 
     #[doc(hidden)]
@@ -225,11 +237,13 @@ fn find(kind: PluginKind, name: &str) -> Result<&'static Entry, String> {
 }
 
 extern "C" fn about() -> PackageAbout {
-    let (name, version) = registry().map_or(("?", "?"), |p| (p.name, p.version));
+    let (name, version, sdk_version) = registry().map_or(("?", "?", SDK_VERSION), |p| {
+        (p.name, p.version, p.sdk_version)
+    });
     PackageAbout {
         name: name.into(),
         version: version.into(),
-        sdk_version: SDK_VERSION.into(),
+        sdk_version: sdk_version.into(),
     }
 }
 

@@ -36,6 +36,9 @@ const PACKAGES: &[&str] = &[
     "healer-fixture-hostile-worker",
     "healer-fixture-chatty",
     "healer-fixture-sdk-1-2",
+    "healer-fixture-sdk-1-3",
+    "healer-fixture-facts",
+    "healer-fixture-facts-reader",
 ];
 
 /// The workspace root (the parent of this crate).

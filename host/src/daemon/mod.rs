@@ -201,6 +201,8 @@ async fn heal(
         shutdown.clone(),
     );
     tokio::spawn(engine.sweeping_facts());
+    // A worker's end takes back its package's facts at once.
+    catalog.when_worker_ends(&engine.when_worker_ends());
     let targets = runners.len();
     // Facts about targets the config no longer names go, with an event
     // each (so the store lets go of them too).

@@ -85,6 +85,7 @@ where
             return Err(problems);
         }
     };
+    catalog.when_worker_ends(&engine.when_worker_ends());
     let mut reloaded = Reloaded {
         unchanged: plan.unchanged,
         packages_added: new_packages(&current.catalog, &catalog),

@@ -35,7 +35,9 @@ use crate::facts::{Fact, Facts, Retraction, Source};
 use crate::issues::{Answer, Issue, Tracker};
 use crate::ledger::{self, Ledger, Outcomes};
 use crate::model::Pause;
-use crate::plugins::{Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle};
+use crate::plugins::{
+    Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle, WhenWorkerEnds,
+};
 
 /// Why a pause was shortened.
 pub(crate) const PAUSE_TOO_LONG: &str =
@@ -592,6 +594,22 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// What the plugins call when a worker that served a package ended
+    /// (crashed, or its package quarantined): every fact the package's
+    /// plugins published is taken back at once, an event each
+    /// (`fact_retracted`, `worker_ended`), and what that worker answered
+    /// before it ended is not published after. Its plugins write their
+    /// facts again on their next good check, from the next worker.
+    pub fn when_worker_ends(&self) -> WhenWorkerEnds {
+        let (shared, events) = (Arc::clone(&self.shared), self.events.clone());
+        Arc::new(move |package: &str| {
+            let gone = shared.facts().worker_ended(package);
+            for event in fact_events(gone) {
+                events.emit(event);
+            }
+        })
     }
 
     /// Carries on from the facts saved before a restart: those not expired

@@ -1013,3 +1013,104 @@ async fn a_diagnoser_reads_another_targets_fact_only_when_its_reads_grant_it() {
     assert!(other.issues.is_empty(), "not granted, not read: {other:?}");
     healing.stop().await;
 }
+
+/// A monitor each of whose checks waits for the observation the test
+/// sends it: the test decides when a check answers.
+#[derive(Clone)]
+struct Relay {
+    answers: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Observation>>>,
+    started: Arc<AtomicU32>,
+}
+
+impl Monitor for Relay {
+    type Config = Value;
+    const NAME: &'static str = "relay";
+    const DESCRIPTION: &'static str = "answers what the test sends it, when it sends it";
+
+    fn new(_: Value) -> Result<Self, Error> {
+        Err("a relay answers for the test".into())
+    }
+
+    async fn check(&mut self) -> Result<Observation, Error> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answers.lock().await.recv().await;
+        answer.ok_or_else(|| "the test ended".into())
+    }
+}
+
+fn said(event: &Event) -> Option<&crate::facts::Value> {
+    match event {
+        Event::FactChanged { fact, .. } if fact.name() == "target.web.pid.said" => {
+            Some(&fact.value)
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_workers_end_takes_back_its_facts_at_once_and_its_last_answer_is_not_published() {
+    let (send, answers) = tokio::sync::mpsc::unbounded_channel();
+    let relay = Relay {
+        answers: Arc::new(tokio::sync::Mutex::new(answers)),
+        started: Arc::new(AtomicU32::new(0)),
+    };
+    let restart = Recorder::default();
+    let package = Memory::new("test")
+        .monitor_as("pid", &relay)
+        .recoverer_as("restart", &restart);
+    let mut healing = heal(&web(""), package).await;
+    let text = |said: &str| crate::facts::Value::Text(said.to_owned());
+    let answer = |said: &str| Observation::ok("running").fact("pid.said", said);
+    send.send(answer("first")).unwrap();
+    healing
+        .events
+        .wait_for("the fact", |e| said(e) == Some(&text("first")))
+        .await;
+    // The next check is in flight when the worker ends.
+    tokio::time::timeout(WITHIN, async {
+        while relay.started.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a second check starts");
+    (healing.engine.when_worker_ends())("libtest.so");
+    let retracted = healing
+        .events
+        .wait_for("the fact taken back", |e| {
+            matches!(e, Event::FactRetracted { fact, .. } if fact.name() == "target.web.pid.said")
+        })
+        .await;
+    assert!(
+        matches!(
+            retracted,
+            Event::FactRetracted {
+                why: crate::facts::Retraction::WorkerEnded,
+                ..
+            }
+        ),
+        "{retracted:?}"
+    );
+    assert!(healing
+        .engine
+        .handle()
+        .facts(Some("target.web"))
+        .iter()
+        .all(|f| f.key != "pid.said"));
+    // The check in flight answers from the worker that ended; the next
+    // from its successor.
+    send.send(answer("stale")).unwrap();
+    send.send(answer("fresh")).unwrap();
+    let written = healing
+        .events
+        .wait_for("the fact written again", |e| said(e).is_some())
+        .await;
+    assert_eq!(said(&written), Some(&text("fresh")), "{written:?}");
+    assert!(
+        matches!(written, Event::FactChanged { was: None, .. }),
+        "{written:?}"
+    );
+    assert_eq!(healing.events.count(|e| said(e) == Some(&text("stale"))), 0);
+    drop(send);
+    healing.stop().await;
+}

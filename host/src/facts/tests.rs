@@ -201,11 +201,59 @@ fn a_writers_facts_are_retracted_with_its_check_or_its_worker() {
         None,
         at(0),
     );
-    let gone = facts.retract_package("libhealer_plugin_process.so");
+    let gone = facts.worker_ended("libhealer_plugin_process.so");
     assert_eq!(gone.len(), 1);
     let gone = facts.retract("target.db", None, Retraction::TargetRemoved);
     assert_eq!(gone.len(), 1);
     assert!(facts.is_empty());
+}
+
+#[test]
+fn a_workers_end_takes_back_every_fact_of_its_package_about_every_subject_and_is_counted() {
+    let mut facts = Facts::default();
+    for subject in ["target.db", "target.web"] {
+        facts.publish(
+            subject,
+            &plugin("process"),
+            values(&[("process.pid", Value::Number(7.0))]),
+            None,
+            at(0),
+        );
+    }
+    facts.publish(
+        "target.db",
+        &plugin("http"),
+        values(&[("http.status", Value::Number(200.0))]),
+        None,
+        at(0),
+    );
+    facts.publish(
+        "target.db",
+        &Source::healer(),
+        values(&[("healthy", Value::Bool(true))]),
+        None,
+        at(0),
+    );
+    assert_eq!(facts.worker_ends("libhealer_plugin_process.so"), 0);
+    let gone = facts.worker_ended("libhealer_plugin_process.so");
+    let names: Vec<String> = gone
+        .iter()
+        .map(|change| match change {
+            Change::Retracted {
+                fact,
+                why: Retraction::WorkerEnded,
+            } => fact.name(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["target.db.process.pid", "target.web.process.pid"]);
+    assert_eq!(facts.worker_ends("libhealer_plugin_process.so"), 1);
+    assert_eq!(facts.worker_ends("libhealer_plugin_http.so"), 0);
+    assert!(facts.read("target.db.http.status", at(1)).is_some());
+    assert!(facts.read("target.db.healthy", at(1)).is_some());
+    // A second end with nothing left to take back is still counted.
+    assert!(facts.worker_ended("libhealer_plugin_process.so").is_empty());
+    assert_eq!(facts.worker_ends("libhealer_plugin_process.so"), 2);
 }
 
 #[test]

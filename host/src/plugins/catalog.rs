@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::declared;
 use super::identity;
 use super::loader::{load_opened, LoadError};
-use super::package::{Package, PluginInfo};
+use super::package::{Package, PluginInfo, WhenWorkerEnds};
 use super::worker::probe::{probe_all, Probed, ToProbe, PROBE_WITHIN};
 use super::worker::Remote;
 use crate::config::{
@@ -176,6 +176,14 @@ impl Catalog {
     pub fn report_to(&self, events: &Events) {
         for package in &self.packages {
             package.backend.report_to(events);
+        }
+    }
+
+    /// Whom every package tells when a worker serving it ended (see
+    /// [`WhenWorkerEnds`]).
+    pub fn when_worker_ends(&self, hook: &WhenWorkerEnds) {
+        for package in &self.packages {
+            package.backend.when_worker_ends(hook);
         }
     }
 

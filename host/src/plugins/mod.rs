@@ -34,5 +34,5 @@ pub use healer_plugin_sdk::ffi::PluginKind;
 pub use loader::{load, load_opened, LoadError};
 pub use package::{
     CheckResult, DiagnoserHandle, DiagnosisResult, MonitorHandle, Observing, Package, PluginInfo,
-    RecovererHandle, WorkerHealth,
+    RecovererHandle, WhenWorkerEnds, WorkerHealth,
 };

@@ -124,11 +124,22 @@ pub trait Backend: Send + Sync {
     /// Where the backend reports what happens to it (worker crashes).
     fn report_to(&self, _events: &Events) {}
 
+    /// Whom the backend tells, at once, that a worker serving the package
+    /// ended; in process nothing ends.
+    fn when_worker_ends(&self, _hook: &WhenWorkerEnds) {}
+
     /// How its worker stands; `None` in process (nothing to supervise).
     fn health(&self) -> Option<WorkerHealth> {
         None
     }
 }
+
+/// What healer does when a worker that served a package ended (it
+/// crashed, and the package may be quarantined): called with the
+/// package's file name (`libhealer_plugin_process.so`) before the calls in
+/// flight on that worker fail, so nothing the worker vouched for outlives
+/// it. Set by the engine, which takes back the facts of that package.
+pub type WhenWorkerEnds = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// How a package's worker stands, for the operator's view.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

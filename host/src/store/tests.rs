@@ -510,7 +510,7 @@ fn facts_written_are_read_back_after_a_restart_and_retracted_or_expired_ones_are
     for event in crate::events::fact_events(changes) {
         events.emit(event);
     }
-    let gone = facts.retract_package("libhealer_plugin_process.so");
+    let gone = facts.worker_ended("libhealer_plugin_process.so");
     assert_eq!(gone.len(), 2);
     let kept_then_gone = gone.into_iter().take(1);
     for event in crate::events::fact_events(kept_then_gone.collect()) {

@@ -30,11 +30,14 @@ impl Cycle {
             // What its monitor pushed before this run began is stale.
             self.checks[index].checked_at = Some(Instant::now());
         }
+        // Counted before the check: an answer from a worker that ended
+        // meanwhile publishes nothing.
+        let ends = self.worker_ends(index);
         let run = if self.checks[index].in_place {
             // Diagnosed in the worker, which saw the facts in the details;
             // taken out here, before anything of healer's reads them.
             let mut run = self.observe(index, pushed).await;
-            self.publish_facts(index, &mut run.seen);
+            self.publish_facts(index, &mut run.seen, ends);
             run
         } else {
             let started = Instant::now();
@@ -43,7 +46,7 @@ impl Cycle {
                 None => self.check(index).await,
             };
             // Facts out of the details before a diagnoser reads them.
-            self.publish_facts(index, &mut seen);
+            self.publish_facts(index, &mut seen, ends);
             let took = if was_push {
                 Duration::ZERO
             } else {
@@ -416,23 +419,41 @@ impl Cycle {
         }
     }
 
+    /// How many times the worker of check `index`'s monitor ended so far.
+    fn worker_ends(&self, index: usize) -> u64 {
+        match &self.checks[index].source.package {
+            Some(package) => self.shared.facts().worker_ends(package),
+            None => 0,
+        }
+    }
+
     /// Publishes the facts the monitor sent with this observation (taken
     /// out of its details), as `target.<name>.<key>`, each expiring after
     /// twice the check's interval unless written again. A check that could
     /// not tell (UNKNOWN) asserts nothing and takes back every fact its
-    /// monitor wrote about the target. What healer does not keep is said
-    /// once (`facts_dropped`) until a publication keeps everything again.
-    fn publish_facts(&mut self, index: usize, seen: &mut Observation) {
+    /// monitor wrote about the target; one whose monitor's worker ended
+    /// since `ends` was counted (its facts were taken back then) may be
+    /// that worker's last word, and publishes nothing. What healer does
+    /// not keep is said once (`facts_dropped`) until a publication keeps
+    /// everything again.
+    fn publish_facts(&mut self, index: usize, seen: &mut Observation, ends: u64) {
         let (published, refused) = take_published(&mut seen.details);
         let subject = format!("target.{}", self.name());
         let now = Wall::now();
         let check = &mut self.checks[index];
         let (changes, dropped) = {
+            // One lock: a worker's end is counted and its facts taken back
+            // either before this reads the count or after this publishes.
             let mut facts = self.shared.facts();
+            let ended = check
+                .source
+                .package
+                .as_deref()
+                .is_some_and(|package| facts.worker_ends(package) != ends);
             if seen.status == Status::Unknown {
                 let writer = Some(check.source.writer.as_str());
                 (facts.retract(&subject, writer, Retraction::Unknown), None)
-            } else if published.is_empty() && refused == 0 {
+            } else if ended || (published.is_empty() && refused == 0) {
                 (Vec::new(), None)
             } else {
                 let ttl = check.interval.saturating_mul(2);

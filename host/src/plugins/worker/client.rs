@@ -9,7 +9,9 @@
 //! signal, closes its socket, sends something that is not a message, or
 //! misses its heartbeat ([`super::watch`]). Every call in flight then ends
 //! as an error naming the reason ("plugin worker crashed in libfoo.so:
-//! killed by SIGSEGV"), which the engine records as UNKNOWN. After
+//! killed by SIGSEGV"), which the engine records as UNKNOWN; just before,
+//! the engine is told the worker ended ([`WhenWorkerEnds`]), and takes
+//! back every fact the package's plugins published. After
 //! `crash_limit` crashes within `crash_window` the package is quarantined:
 //! its calls fail at once until its file changes (and probes clean again)
 //! or healer restarts. When a worker may start, and when the package is
@@ -56,7 +58,7 @@ use crate::plugins::identity::Identity;
 use crate::plugins::lock::lock;
 use crate::plugins::package::{
     Backend, CheckResult, DiagnosisResult, Instance, Observed, Observing, Pending, Placed,
-    WorkerHealth, WorkerId,
+    WhenWorkerEnds, WorkerHealth, WorkerId,
 };
 
 /// How long creating an instance (or checking a config) in a worker may
@@ -92,6 +94,8 @@ pub struct Remote {
     restarted: Notify,
     ids: AtomicU64,
     events: OnceLock<Events>,
+    /// Told at once when a worker that ran ends.
+    ends: OnceLock<WhenWorkerEnds>,
     me: Weak<Remote>,
 }
 
@@ -139,6 +143,7 @@ impl Remote {
             restarted: Notify::new(),
             ids: AtomicU64::new(1),
             events: OnceLock::new(),
+            ends: OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -325,6 +330,11 @@ impl Remote {
             }
             state.supervisor.crashed(Instant::now(), &reason)
         };
+        // What the worker vouched for goes before its calls in flight fail
+        // (a failed check would take back its monitor's facts as UNKNOWN).
+        if let (Some(_), Some(ends)) = (conn, self.ends.get()) {
+            ends(&self.name);
+        }
         let message = format!("plugin worker crashed in {}: {reason}", self.name);
         let in_flight = conn.map_or(0, |conn| conn.end(&message));
         self.emit(Event::PluginWorkerCrashed {
@@ -494,6 +504,10 @@ impl Backend for Remote {
 
     fn report_to(&self, events: &Events) {
         let _ = self.events.set(events.clone());
+    }
+
+    fn when_worker_ends(&self, hook: &WhenWorkerEnds) {
+        let _ = self.ends.set(Arc::clone(hook));
     }
 
     fn health(&self) -> Option<WorkerHealth> {
