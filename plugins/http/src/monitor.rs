@@ -132,6 +132,8 @@ tls_verify = true              # check the server's certificate
                 .metric("body_bytes", body.len() as f64, "B")
                 .detail("status_code", code)
                 .detail("url", self.shown_url.clone())
+                .fact("http.answered", true)
+                .fact("http.status_code", code)
         };
         let expected = if self.config.expect_status.is_empty() {
             (200..400).contains(&code)

@@ -17,6 +17,7 @@
 //! passed, and pushes what it sees.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -91,6 +92,11 @@ struct Finder {
     stopped_for: Option<std::time::Duration>,
     /// The stop seen now, for the checks and the watcher's timer.
     stopped: watch::Sender<Stopped>,
+    /// The pid last seen running (0: none yet), and how many times another
+    /// took its place since this monitor started: the `process.restarts`
+    /// fact.
+    last_pid: AtomicU32,
+    restarts: AtomicU64,
 }
 
 impl Monitor for ProcessMonitor {
@@ -126,6 +132,8 @@ stopped_for = "5s"              # CRITICAL process.stopped once stopped (state T
                 system: Mutex::new(system),
                 stopped_for,
                 stopped,
+                last_pid: AtomicU32::new(0),
+                restarts: AtomicU64::new(0),
             }),
             watch: config.watch,
             current: Arc::new(current),
@@ -380,12 +388,17 @@ impl Finder {
         let refresh = [Pid::from_u32(pid)];
         let mut system = self.system.lock().unwrap_or_else(PoisonError::into_inner);
         system.refresh_processes_specifics(ProcessesToUpdate::Some(&refresh), true, kind);
+        let before = self.last_pid.swap(pid, Ordering::Relaxed);
+        if before != 0 && before != pid {
+            self.restarts.fetch_add(1, Ordering::Relaxed);
+        }
         let seen = Observation::ok(format!("pid {pid} running"))
             .metric("pid", f64::from(pid), "")
             .detail("running", true)
             .detail("pid", pid)
             .fact("process.running", true)
-            .fact("process.pid", pid);
+            .fact("process.pid", pid)
+            .fact("process.restarts", self.restarts.load(Ordering::Relaxed));
         let Some(process) = system.process(refresh[0]) else {
             // Running (we just read it), but its figures could not be read.
             return seen

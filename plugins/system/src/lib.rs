@@ -209,6 +209,15 @@ for_samples = 3                                       # a level counts after thi
         };
         let mut seen = Observation::new(status, summary).detail("breaches", breaches);
         for (name, value, unit) in observation_metrics {
+            // Facts in whole percent, so a fact changes (an event) when the
+            // use does, not with every sample's noise.
+            if unit == "%" {
+                let key = match name.strip_prefix("disk:") {
+                    Some(mount) => format!("system.disk.{mount}.used_percent"),
+                    None => format!("system.{name}_percent"),
+                };
+                seen = seen.fact(key, value.round());
+            }
             seen = seen.metric(name, value, unit);
         }
         Ok(seen)
