@@ -316,8 +316,8 @@ impl Facts {
                 continue;
             }
             // healer's own facts (three a target) are not held to the cap
-            // that plugins could fill.
-            if self.facts.len() >= MAX_FACTS && source.is_plugin() {
+            // that plugins and operators could fill.
+            if self.facts.len() >= MAX_FACTS && (source.is_plugin() || source.writer != HEALER) {
                 drop(format!("{name}: healer keeps at most {MAX_FACTS} facts"));
                 continue;
             }
@@ -633,6 +633,28 @@ impl fmt::Display for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
+}
+
+/// The most an operator's note may live.
+pub const NOTE_FOR_AT_MOST: Duration = Duration::from_secs(30 * 86_400);
+
+/// An operator's note, `SUBJECT.note.KEY` (`target.db.note.migrating`),
+/// as its subject and key.
+pub fn note_name(name: &str) -> Result<(String, String), String> {
+    match name.split_once(".note.") {
+        Some((subject, key)) if !subject.is_empty() && !key.is_empty() => {
+            Ok((subject.to_owned(), format!("note.{key}")))
+        }
+        _ => Err(format!(
+            "{name:?} is not a note's name: an operator writes SUBJECT.note.KEY, e.g. target.db.note.migrating"
+        )),
+    }
+}
+
+/// A value as an operator types it: `true`, `false`, a number, or any
+/// other text (quotes optional).
+pub fn typed_value(text: &str) -> Value {
+    parse_value(text).unwrap_or_else(|_| Value::Text(text.to_owned()))
 }
 
 fn parse_value(text: &str) -> Result<Value, String> {

@@ -356,6 +356,46 @@ fn done(answer: Result<Value, String>, json: bool) -> ExitCode {
     }
 }
 
+/// `healer fact set NAME VALUE --for 1h`: an operator's note.
+pub fn set_note(daemon: &Daemon, name: &str, value: &str, duration: &str, json: bool) -> ExitCode {
+    let value = match crate::facts::typed_value(value) {
+        crate::facts::Value::Bool(truth) => Value::Bool(truth),
+        crate::facts::Value::Number(number) => serde_json::json!(number),
+        crate::facts::Value::Text(text) => Value::String(text),
+    };
+    let body = serde_json::json!({"name": name, "value": value, "for": duration}).to_string();
+    match daemon.call("POST", "/api/v1/facts", Some(&body)) {
+        Ok(answer) if json => {
+            print_json(&answer);
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => match serde_json::from_value::<crate::facts::Fact>(answer) {
+            Ok(fact) => {
+                let until = fact
+                    .expires_at
+                    .map_or_else(String::new, |at| format!(" until {at}"));
+                say!(
+                    "{} = {} (operator){until}",
+                    OneLine(&fact.name()),
+                    OneLine(&fact.value.to_string())
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&format!("unexpected answer from /api/v1/facts: {err}")),
+        },
+        Err(err) => fail(&format!("the note was not set: {err}")),
+    }
+}
+
+/// `healer fact unset NAME`: takes back an operator's note.
+pub fn unset_note(daemon: &Daemon, name: &str, json: bool) -> ExitCode {
+    let body = serde_json::json!({ "name": name }).to_string();
+    done(
+        daemon.call("POST", "/api/v1/facts/unset", Some(&body)),
+        json,
+    )
+}
+
 /// `healer reset TARGET/KIND` (or `TARGET`: every escalated issue).
 pub fn reset(daemon: &Daemon, issue: &str, json: bool) -> ExitCode {
     let id: Vec<String> = issue.trim_matches('/').split('/').map(encode).collect();

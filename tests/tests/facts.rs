@@ -433,3 +433,108 @@ monitor = {{ plugin = "said", path = "{d}/said" }}
     );
     assert!(daemon.stop());
 }
+
+#[test]
+fn an_operators_note_opens_a_gate_and_taking_it_back_says_so() {
+    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let port = free_port();
+    // web's restart waits for an operator's go-ahead.
+    let body = format!(
+        r#"
+[intake]
+bind = "127.0.0.1:{port}"
+
+[[target]]
+name = "web"
+monitor = {{ plugin = "process", pidfile = "{d}/web.pid" }}
+[[target.recover]]
+plugin = "command"
+argv = ["sh", "-c", "sleep 30 & echo $! > {d}/web.pid"]
+when = ["target.web.note.go_ahead == true"]
+"#
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let config_arg = config.to_str().unwrap();
+    let mut daemon = Daemon::start(&config);
+    wait_for_port(port, LIMIT);
+    let gated = daemon.wait_for(
+        "web's recovery waits for the note",
+        LIMIT,
+        |e| matches!(e, Event::RecoveryGated { target, .. } if target == "web"),
+    );
+    let Event::RecoveryGated { evidence, .. } = gated else {
+        unreachable!()
+    };
+    assert!(evidence.contains("target.web.note.go_ahead"), "{evidence}");
+
+    let bad = run_healer(
+        &[
+            "fact",
+            "set",
+            "web.go_ahead",
+            "true",
+            "--config",
+            config_arg,
+        ],
+        LIMIT,
+    );
+    assert!(!bad.status.success(), "not a note's name: {bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not a note's name"),
+        "{bad:?}"
+    );
+    let set = run_healer(
+        &[
+            "fact",
+            "set",
+            "target.web.note.go_ahead",
+            "true",
+            "--for",
+            "1m",
+            "--config",
+            config_arg,
+        ],
+        LIMIT,
+    );
+    assert!(set.status.success(), "{set:?}");
+    assert!(
+        stdout(&set).starts_with("target.web.note.go_ahead = true (operator) until "),
+        "{set:?}"
+    );
+    daemon.wait_for(
+        "web restarted once the note holds",
+        LIMIT,
+        |e| matches!(e, Event::IssueResolved { target, .. } if target == "web"),
+    );
+    let unset = run_healer(
+        &[
+            "fact",
+            "unset",
+            "target.web.note.go_ahead",
+            "--config",
+            config_arg,
+        ],
+        LIMIT,
+    );
+    assert!(unset.status.success(), "{unset:?}");
+    daemon.wait_for("the note taken back", LIMIT, |e| {
+        matches!(e, Event::FactRetracted { fact, .. } if fact.name() == "target.web.note.go_ahead")
+    });
+    let again = run_healer(
+        &[
+            "fact",
+            "unset",
+            "target.web.healthy",
+            "--config",
+            config_arg,
+        ],
+        LIMIT,
+    );
+    assert!(
+        !again.status.success(),
+        "healer's own facts are not an operator's: {again:?}"
+    );
+    assert!(daemon.stop());
+}

@@ -77,7 +77,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/issues", get(issues))
         .route("/api/v1/issues/{*id}", post(on_issue))
         .route("/api/v1/history", get(history))
-        .route("/api/v1/facts", get(facts))
+        .route("/api/v1/facts", get(facts).post(set_note))
+        .route("/api/v1/facts/unset", post(unset_note))
         .route("/api/v1/outcomes", get(outcomes))
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/reload", post(reload))
@@ -202,6 +203,86 @@ async fn facts(
 ) -> Json<Vec<crate::facts::Fact>> {
     let subject = filter.target.map(|target| format!("target.{target}"));
     Json(api.engine.facts(subject.as_deref()))
+}
+
+/// The body of `POST /api/v1/facts`: an operator's note.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    name: String,
+    value: serde_json::Value,
+    #[serde(rename = "for", default = "an_hour")]
+    duration: String,
+}
+
+fn an_hour() -> String {
+    "1h".to_owned()
+}
+
+/// `healer fact set`: an operator's note, `SUBJECT.note.KEY`, for a while.
+async fn set_note(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Response {
+    const EXPECTED: &str =
+        "expected {\"name\": \"target.db.note.KEY\", \"value\": true, \"for\": \"1h\"}";
+    let body: NoteBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => return refuse(StatusCode::BAD_REQUEST, format!("{EXPECTED}: {err}")),
+    };
+    let value = match body.value {
+        serde_json::Value::Bool(truth) => crate::facts::Value::Bool(truth),
+        serde_json::Value::Number(number) => match number.as_f64() {
+            Some(number) => crate::facts::Value::Number(number),
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "the value is not a number healer can hold",
+                )
+            }
+        },
+        serde_json::Value::String(text) => crate::facts::Value::Text(text),
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "a note's value is a truth, a number or a text",
+            )
+        }
+    };
+    let ttl = match healer_plugin_sdk::Duration::parse(&body.duration) {
+        Ok(ttl) => ttl.into(),
+        Err(err) => return refuse(StatusCode::BAD_REQUEST, format!("`for`: {err}")),
+    };
+    match api.engine.set_note(&body.name, value, ttl) {
+        Ok(fact) => Json(fact).into_response(),
+        Err(why) => refuse(StatusCode::UNPROCESSABLE_ENTITY, why),
+    }
+}
+
+/// The body of `POST /api/v1/facts/unset`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsetBody {
+    name: String,
+}
+
+/// `healer fact unset`: takes back an operator's note.
+async fn unset_note(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Response {
+    let body: UnsetBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"name\": \"target.db.note.KEY\"}}: {err}"),
+            )
+        }
+    };
+    match api.engine.unset_note(&body.name) {
+        Ok(()) => Json(Done {
+            message: format!("{} taken back", body.name),
+            issues: Vec::new(),
+            pause: None,
+        })
+        .into_response(),
+        Err(why) => refuse(StatusCode::CONFLICT, why),
+    }
 }
 
 /// Every open issue, newest first.

@@ -110,6 +110,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Set or take back an operator's note: a fact (`SUBJECT.note.KEY`)
+    /// that gates can read, e.g. `unless = ["target.db.note.migrating"]`.
+    Fact {
+        #[command(subcommand)]
+        action: FactAction,
+    },
     /// Show the running daemon's recent events, newest first.
     History {
         /// Only this target's (or anomaly's) events.
@@ -235,6 +241,32 @@ pub enum Command {
     },
 }
 
+/// What `healer fact` does.
+#[derive(Debug, Subcommand)]
+pub enum FactAction {
+    /// Set a note: `healer fact set target.db.note.migrating true --for 2h`.
+    Set {
+        /// `SUBJECT.note.KEY`, e.g. target.db.note.migrating.
+        name: String,
+        /// `true`, `false`, a number, or a text.
+        value: String,
+        /// How long it holds (at most 30 days).
+        #[arg(long = "for", value_name = "DURATION", default_value = "1h")]
+        duration: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a note back before its time.
+    Unset {
+        /// `SUBJECT.note.KEY`.
+        name: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -278,6 +310,18 @@ pub fn run(cli: Cli) -> ExitCode {
             ask(&cli, |d| operator::facts(d, target.as_deref(), json))
         }
         Command::Reset { ref issue, json } => ask(&cli, |d| operator::reset(d, issue, json)),
+        Command::Fact {
+            action:
+                FactAction::Set {
+                    ref name,
+                    ref value,
+                    ref duration,
+                    json,
+                },
+        } => ask(&cli, |d| operator::set_note(d, name, value, duration, json)),
+        Command::Fact {
+            action: FactAction::Unset { ref name, json },
+        } => ask(&cli, |d| operator::unset_note(d, name, json)),
         Command::Approve { ref issue, json } => {
             ask(&cli, |d| operator::answer(d, issue, Answer::Approve, json))
         }

@@ -31,7 +31,7 @@ use crate::board::Board;
 use crate::clock::Wall;
 use crate::config::{Config, PluginUse, Target};
 use crate::events::{fact_events, Event, Events};
-use crate::facts::{Fact, Facts, Retraction, Source};
+use crate::facts::{self, Fact, Facts, Retraction, Source, Value as FactValue};
 use crate::issues::{Answer, Issue, Tracker};
 use crate::ledger::{self, Ledger, Outcomes};
 use crate::model::Pause;
@@ -635,6 +635,57 @@ impl Handle {
     /// given.
     pub fn facts(&self, subject: Option<&str>) -> Vec<Fact> {
         self.shared.facts().all(subject, Wall::now())
+    }
+
+    /// An operator's note (`healer fact set`): `name` is
+    /// `SUBJECT.note.KEY`, kept `ttl` (at most
+    /// [`facts::NOTE_FOR_AT_MOST`]). The note as held; `Err` says why not.
+    pub fn set_note(&self, name: &str, value: FactValue, ttl: Duration) -> Result<Fact, String> {
+        let (subject, key) = facts::note_name(name)?;
+        if ttl.is_zero() || ttl > facts::NOTE_FOR_AT_MOST {
+            return Err("a note lives longer than zero and at most 30 days".to_owned());
+        }
+        let now = Wall::now();
+        let source = Source {
+            writer: facts::OPERATOR.to_owned(),
+            package: None,
+            version: None,
+        };
+        let (changes, held) = {
+            let mut facts = self.shared.facts();
+            let published = facts.publish(&subject, &source, vec![(key, value)], Some(ttl), now);
+            if let Some((_, why)) = published.dropped {
+                return Err(format!("the note was not kept: {why}"));
+            }
+            (published.changes, facts.read(name, now).cloned())
+        };
+        for event in fact_events(changes) {
+            self.events.emit(event);
+        }
+        held.ok_or_else(|| format!("the note {name:?} was not kept"))
+    }
+
+    /// Takes back an operator's note (`healer fact unset`); only notes
+    /// may be.
+    pub fn unset_note(&self, name: &str) -> Result<(), String> {
+        facts::note_name(name)?;
+        let gone = {
+            let mut facts = self.shared.facts();
+            match facts.read(name, Wall::now()) {
+                None => return Err(format!("no note {name:?} is held")),
+                Some(fact) if fact.source.writer != facts::OPERATOR => {
+                    return Err(format!(
+                        "{name:?} was written by {}, not an operator",
+                        fact.source
+                    ))
+                }
+                Some(_) => facts.retract_one(name, Retraction::Unset),
+            }
+        };
+        for event in fact_events(gone.into_iter().collect()) {
+            self.events.emit(event);
+        }
+        Ok(())
     }
 
     /// The ledger: what each recoverer's attempts came to.
