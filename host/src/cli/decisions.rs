@@ -1,14 +1,16 @@
 //! `healer explain TARGET`: what a target's recoveries wait on, and what
 //! the running daemon knows of it now: each recoverer's `on`, its `when`
 //! and `unless` with how each reads on the daemon's facts (the fact cited:
-//! value, writer, age), and each `depends_on` as the `healthy` fact it
-//! rests on.
+//! value, writer, age), each `depends_on` as the `healthy` fact it
+//! rests on, whether a recoverer acts or proposes, the ladder's order, and
+//! what each recoverer's attempts came to (the ledger).
 
 use std::process::ExitCode;
 
 use crate::clock::Wall;
-use crate::config::Target;
+use crate::config::{Mode, Order, Target};
 use crate::facts::{Fact, Facts, Gate, Reading};
+use crate::ledger::Row;
 use crate::one_line::OneLine;
 use crate::operator::Daemon;
 
@@ -20,6 +22,11 @@ pub(super) fn explain_target(target: &Target, config_path: &std::path::Path) -> 
         Ok(facts) => (facts, None),
         Err(err) => (Facts::default(), Some(err)),
     };
+    let outcomes: Vec<Row> = if unreachable.is_none() {
+        daemon_outcomes(config_path).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let now = Wall::now();
     say!("{} (a target)", target.name);
     if let Some(err) = &unreachable {
@@ -30,12 +37,40 @@ pub(super) fn explain_target(target: &Target, config_path: &std::path::Path) -> 
         let reading = gate.map_or_else(Reading::Unknown, |gate| gate.read(&facts, now));
         say!("  depends_on {dependency}: {}", shown(&reading));
     }
-    for recoverer in &target.recoverers {
+    if target.order == Order::Learned {
         say!(
-            "  recoverer {} on {}",
-            recoverer.plugin.plugin,
+            "  order learned: each recoverer's first {} judged tries in the config's order, then the one that heals the kind most often first",
+            target.learn_after
+        );
+    }
+    for recoverer in &target.recoverers {
+        let asks = match (recoverer.mode, recoverer.min_success) {
+            (Mode::Propose, _) => format!(" (proposes, approve within {})", recoverer.propose_for),
+            (Mode::Act, Some(min)) => format!(
+                " (acts while it heals at least {min} of its attempts, once it has {})",
+                target.learn_after
+            ),
+            (Mode::Act, None) => String::new(),
+        };
+        say!(
+            "  recoverer {} on {}{asks}",
+            recoverer.name,
             recoverer.on.join(", ")
         );
+        for row in outcomes
+            .iter()
+            .filter(|row| row.target == target.name && row.recoverer == recoverer.name)
+        {
+            let median = row
+                .median_time_to_healthy_ms
+                .map_or_else(String::new, |ms| format!(", median {ms} ms to healthy"));
+            say!(
+                "    {}: healed {} of {} tries{median}",
+                OneLine(&row.kind),
+                row.healed,
+                row.tries
+            );
+        }
         for (clause, gates) in [("when", &recoverer.when), ("unless", &recoverer.unless)] {
             for gate in gates {
                 say!("    {clause} {gate}: {}", shown(&gate.read(&facts, now)));
@@ -54,6 +89,14 @@ fn shown(reading: &Reading) -> String {
         Reading::False(cited) => format!("false ({})", OneLine(cited)),
         Reading::Unknown(said) => format!("not known ({}): holds", OneLine(said)),
     }
+}
+
+/// The ledger the running daemon holds now.
+fn daemon_outcomes(config_path: &std::path::Path) -> Result<Vec<Row>, String> {
+    let daemon = Daemon::of(config_path)?;
+    let answer = daemon.call("GET", "/api/v1/outcomes", None)?;
+    serde_json::from_value(answer)
+        .map_err(|err| format!("unexpected answer from /api/v1/outcomes: {err}"))
 }
 
 /// The facts the running daemon holds now.
