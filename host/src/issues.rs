@@ -130,12 +130,13 @@ pub struct Issue {
     #[serde(skip)]
     attempting: bool,
     /// A recovery proposed to an operator and not yet answered (or
-    /// approved and not yet run).
+    /// approved and not yet run). Boxed, as is `judging`: an issue rides
+    /// in many events, and is small while it waits for neither.
     #[serde(default)]
-    pub proposal: Option<Proposal>,
+    pub proposal: Option<Box<Proposal>>,
     /// The latest successful attempt, waiting for its verdict.
     #[serde(default)]
-    pub judging: Option<Judging>,
+    pub judging: Option<Box<Judging>>,
 }
 
 /// A recovery healer proposes instead of running it (`mode = "propose"`,
@@ -198,8 +199,8 @@ impl Serialize for Issue {
             next_attempt_at: waiting.then_some(self.next_attempt_at),
             escalated_at: self.escalated_at,
             resolved_at: self.resolved_at,
-            proposal: self.proposal.as_ref(),
-            judging: self.judging.as_ref(),
+            proposal: self.proposal.as_deref(),
+            judging: self.judging.as_deref(),
         }
         .serialize(serializer)
     }
@@ -293,7 +294,7 @@ pub struct Tracker {
     soft: HashMap<String, Soft>,
     /// Resolved issues' attempt counts, when they resolved, and the
     /// attempt that healed them, waiting for its verdict.
-    remembered: HashMap<String, (u32, Wall, Option<Judging>)>,
+    remembered: HashMap<String, (u32, Wall, Option<Box<Judging>>)>,
     /// When the target's latest attempts started, oldest first: no more
     /// than its budget, none older than `stable_after`.
     spent: VecDeque<Wall>,
@@ -418,7 +419,7 @@ impl Tracker {
                     if let Some(judging) = issue.judging {
                         self.judge(
                             &issue.kind,
-                            judging,
+                            *judging,
                             Verdict::Unknown,
                             format!(
                                 "healer was not running for all of the {} it had to stay resolved",
@@ -435,7 +436,7 @@ impl Tracker {
                     if let Some(judging) = issue.judging.take() {
                         self.judge(
                             &issue.kind,
-                            judging,
+                            *judging,
                             Verdict::Unknown,
                             "the issue was not carried on".to_owned(),
                         );
@@ -477,7 +478,7 @@ impl Tracker {
         kind: String,
         attempts: u32,
         resolved_at: Wall,
-        judging: Option<Judging>,
+        judging: Option<Box<Judging>>,
     ) {
         if self.remembered.len() >= MAX_REMEMBERED && !self.remembered.contains_key(&kind) {
             let first_to_go = self
@@ -488,7 +489,7 @@ impl Tracker {
             if let Some(kind) = first_to_go {
                 if let Some((_, _, Some(judging))) = self.remembered.remove(&kind) {
                     let reason = "forgotten to make room before it was stable".to_owned();
-                    self.judge(&kind, judging, Verdict::Unknown, reason);
+                    self.judge(&kind, *judging, Verdict::Unknown, reason);
                 }
                 self.let_go.push(Transition::Forgotten { kind, full: true });
             }
@@ -519,12 +520,12 @@ impl Tracker {
     /// when it has not.
     pub fn awaiting_verdict(&mut self, kind: &str, recoverer: &str, started_at: Wall) {
         if let Some(issue) = self.issues.get_mut(kind) {
-            issue.judging = Some(Judging {
+            issue.judging = Some(Box::new(Judging {
                 recoverer: recoverer.to_owned(),
                 attempt: issue.attempts,
                 started_at,
                 resolved_at: None,
-            });
+            }));
         }
     }
 
@@ -535,7 +536,7 @@ impl Tracker {
     pub fn due_again(&mut self, kind: &str) {
         if let Some(judging) = self.issues.get_mut(kind).and_then(|i| i.judging.take()) {
             let reason = "another attempt was needed".to_owned();
-            self.judge(kind, judging, Verdict::NotHealed, reason);
+            self.judge(kind, *judging, Verdict::NotHealed, reason);
         }
     }
 
@@ -547,7 +548,7 @@ impl Tracker {
         if issue.proposal.is_some() || issue.state == State::Escalated {
             return None;
         }
-        issue.proposal = Some(proposal);
+        issue.proposal = Some(Box::new(proposal));
         Some(issue.clone())
     }
 
@@ -806,7 +807,7 @@ impl Tracker {
                 if let Some(judging) = judging.take() {
                     transitions.push(Transition::Judged {
                         kind: kind.clone(),
-                        judging,
+                        judging: *judging,
                         verdict: Verdict::Healed,
                         reason: format!(
                             "it stayed resolved for {shown_stable_after} (stable_after)"
@@ -911,7 +912,7 @@ impl Tracker {
                 if let Some(judging) = judging {
                     transitions.push(Transition::Judged {
                         kind: finding.kind.clone(),
-                        judging,
+                        judging: *judging,
                         verdict: Verdict::NotHealed,
                         reason: "the issue was escalated".to_owned(),
                     });
@@ -942,7 +943,7 @@ impl Tracker {
         if let Some(judging) = judging {
             transitions.push(Transition::Judged {
                 kind: finding.kind.clone(),
-                judging,
+                judging: *judging,
                 verdict: Verdict::NotHealed,
                 reason: format!(
                     "the issue came back within {} (stable_after)",
@@ -1059,7 +1060,7 @@ impl Tracker {
         let issue = self.issues.get_mut(kind)?;
         if let Some(judging) = issue.judging.take() {
             let reason = "another attempt was needed".to_owned();
-            self.judge(kind, judging, Verdict::NotHealed, reason);
+            self.judge(kind, *judging, Verdict::NotHealed, reason);
         }
         let issue = self.issues.get_mut(kind)?;
         issue.attempts += 1;
@@ -1094,7 +1095,7 @@ impl Tracker {
         let escalated = issue.clone();
         if let Some(judging) = judging {
             let why = "the issue was escalated".to_owned();
-            self.judge(kind, judging, Verdict::NotHealed, why);
+            self.judge(kind, *judging, Verdict::NotHealed, why);
         }
         Some(Transition::Escalated {
             issue: escalated,

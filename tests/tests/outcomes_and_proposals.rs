@@ -131,9 +131,14 @@ fn a_service_killed_three_times_is_counted_three_tries_three_healed() {
         shown.contains("web  process.not_running  command  3  3  0  0  "),
         "{shown}"
     );
-    let explained = stdout(&run_healer(&["explain", "web", "--config", config_arg], LIMIT));
+    let explained = stdout(&run_healer(
+        &["explain", "web", "--config", config_arg],
+        LIMIT,
+    ));
     assert!(
-        explained.contains("recoverer command on *\n    process.not_running: healed 3 of 3 tries, median "),
+        explained.contains(
+            "recoverer command on *\n    process.not_running: healed 3 of 3 tries, median "
+        ),
         "{explained}"
     );
     assert!(daemon.stop());

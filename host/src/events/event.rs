@@ -136,9 +136,10 @@ pub enum Event {
         reason: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         time_to_healthy: Option<HumanDuration>,
-        outcomes: Outcomes,
+        /// Boxed, as is `forgot`: an event stays small in the stream.
+        outcomes: Box<Outcomes>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        forgot: Option<(String, String, String)>,
+        forgot: Option<Box<(String, String, String)>>,
     },
     /// A recovery healer asks an operator for instead of running it: the
     /// issue carries the proposal (the exact action, until when).

@@ -288,10 +288,10 @@ impl Projection {
                 ..
             } => {
                 if let Some(key) = forgot {
-                    self.outcomes.remove(key.clone());
+                    self.outcomes.remove((**key).clone());
                 }
                 let key = (target.clone(), kind.clone(), recoverer.clone());
-                self.outcomes.set(key, outcomes.clone());
+                self.outcomes.set(key, (**outcomes).clone());
             }
             Event::FactRetracted { fact, .. } | Event::FactExpired { fact } => {
                 self.facts.remove(fact.name())

@@ -545,20 +545,20 @@ fn the_ledger_and_what_an_issue_waits_for_are_read_back_after_a_restart() {
         [now, now],
         [None, None],
     );
-    issue.proposal = Some(Proposal {
+    issue.proposal = Some(Box::new(Proposal {
         recoverer: "command".to_owned(),
         action: "command {\"argv\":[\"true\"]}".to_owned(),
         why: "its mode is \"propose\"".to_owned(),
         proposed_at: now,
         expires_at: now + Duration::from_secs(3600),
         approved: false,
-    });
-    issue.judging = Some(Judging {
+    }));
+    issue.judging = Some(Box::new(Judging {
         recoverer: "command#2".to_owned(),
         attempt: 1,
         started_at: now,
         resolved_at: None,
-    });
+    }));
     events.emit(Event::RecoveryProposed {
         target: "web".to_owned(),
         issue: issue.clone(),
@@ -584,7 +584,7 @@ fn the_ledger_and_what_an_issue_waits_for_are_read_back_after_a_restart() {
         verdict: Verdict::Healed,
         reason: "it stayed resolved".to_owned(),
         time_to_healthy: None,
-        outcomes: counted.outcomes.clone(),
+        outcomes: Box::new(counted.outcomes.clone()),
         forgot: None,
     });
     assert!(events.finish(Duration::from_secs(5)));

@@ -563,8 +563,8 @@ impl Cycle {
             verdict,
             reason,
             time_to_healthy: took.map(HumanDuration),
-            outcomes: counted.outcomes,
-            forgot: counted.forgot,
+            outcomes: Box::new(counted.outcomes),
+            forgot: counted.forgot.map(Box::new),
         }
     }
 
