@@ -332,8 +332,10 @@ impl Supervised {
 #[test]
 fn a_paused_target_is_not_recovered_until_the_pause_expires_even_across_a_restart() {
     let mut healer = Supervised::start();
-    healer.pause("6s", "disk swap");
+    // Taken before the request: the pause runs from when healer gets it,
+    // which a loaded machine may answer well after.
     let paused_at = Instant::now();
+    healer.pause("6s", "disk swap");
     healer_e2e::signal(healer.first, "KILL");
     healer.running.daemon.wait_for(
         "the paused recovery",
