@@ -332,10 +332,8 @@ impl Facts {
     /// Takes back every fact `writer` wrote about `subject` (any writer's,
     /// with `None`), for `why`.
     pub fn retract(&mut self, subject: &str, writer: Option<&str>, why: Retraction) -> Vec<Change> {
-        let gone: Vec<String> = self
-            .facts
-            .iter()
-            .filter(|(_, f)| f.subject == subject && writer.is_none_or(|w| f.source.writer == w))
+        let gone: Vec<String> = about(&self.facts, subject)
+            .filter(|(_, f)| writer.is_none_or(|w| f.source.writer == w))
             .map(|(name, _)| name.clone())
             .collect();
         gone.into_iter()
@@ -406,11 +404,19 @@ impl Facts {
     /// Every fact that holds at `now`, by name; those about `subject` only
     /// when given.
     pub fn all(&self, subject: Option<&str>, now: Wall) -> Vec<Fact> {
-        self.facts
-            .values()
-            .filter(|f| f.holds(now) && subject.is_none_or(|s| f.subject == s))
-            .cloned()
-            .collect()
+        match subject {
+            Some(subject) => about(&self.facts, subject)
+                .map(|(_, f)| f)
+                .filter(|f| f.holds(now))
+                .cloned()
+                .collect(),
+            None => self
+                .facts
+                .values()
+                .filter(|f| f.holds(now))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Facts as another healer holds them (read from its API), as they are.
@@ -453,14 +459,26 @@ impl Facts {
 /// How many keys and bytes `writer` keeps about `subject`: the facts
 /// named `subject.…`, found by range, not by a scan of all.
 fn held_by(facts: &BTreeMap<String, Fact>, subject: &str, writer: &str) -> (usize, usize) {
-    let from = format!("{subject}.");
-    facts
-        .range(from.clone()..)
-        .take_while(|(name, _)| name.starts_with(&from))
-        .filter(|(_, f)| f.subject == subject && f.source.writer == writer)
+    about(facts, subject)
+        .filter(|(_, f)| f.source.writer == writer)
         .fold((0, 0), |(keys, bytes), (_, f)| {
             (keys + 1, bytes + f.bytes())
         })
+}
+
+/// The facts about `subject`, found by the range of their names (a
+/// subject's facts are named `subject.…`, so they sit together): no scan
+/// of every fact.
+fn about<'a>(
+    facts: &'a BTreeMap<String, Fact>,
+    subject: &str,
+) -> impl Iterator<Item = (&'a String, &'a Fact)> + 'a {
+    let from = format!("{subject}.");
+    let subject = subject.to_owned();
+    facts
+        .range(from.clone()..)
+        .take_while(move |(name, _)| name.starts_with(&from))
+        .filter(move |(_, f)| f.subject == subject)
 }
 
 fn namespace_of(source: &Source) -> String {

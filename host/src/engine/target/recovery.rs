@@ -271,6 +271,12 @@ impl Cycle {
         let Ok(_permit) = limiter.acquire().await else {
             return Attempted::No;
         };
+        // The wait for a slot may have been long: the gates are read
+        // again, on the facts as they are now.
+        let ladder = self.open_gates(kind, ladder, Wall::now());
+        if ladder.is_empty() {
+            return Attempted::No;
+        }
         let started_at = Wall::now();
         let Some(issue) = self.tracker.attempt_started(kind, started_at) else {
             return Attempted::No;
