@@ -205,3 +205,50 @@ pub fn after_start(records: &[Record], n: usize) -> Vec<Event> {
         .map(|r| r.event.clone())
         .collect()
 }
+
+/// `[intake]` on 127.0.0.1:`port`: the API and the dashboard.
+pub fn intake(port: u16) -> String {
+    format!("\n[intake]\nbind = \"127.0.0.1:{port}\"\n")
+}
+
+/// healer with these plugin packages, its API on a free port and the
+/// targets `targets` writes for the test's directory (it may also start
+/// what they watch there); started, its API answering.
+pub struct Running {
+    pub dir: tempfile::TempDir,
+    pub plugins: tempfile::TempDir,
+    pub port: u16,
+    pub config: std::path::PathBuf,
+    pub daemon: Daemon,
+}
+
+impl Running {
+    /// Starts it; panics when its API does not answer within 30 s.
+    pub fn start(packages: &[&str], targets: impl FnOnce(&Path) -> String) -> Running {
+        let plugins = crate::plugins_dir_with(packages);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = crate::free_port();
+        let body = format!("{}{}", intake(port), targets(dir.path()));
+        let config = crate::fast_config(dir.path(), plugins.path(), &body);
+        let daemon = Daemon::start(&config);
+        crate::wait_for_port(port, std::time::Duration::from_secs(30));
+        Running {
+            dir,
+            plugins,
+            port,
+            config,
+            daemon,
+        }
+    }
+
+    /// Writes the config again with these targets (for a reload).
+    pub fn rewrite(&self, targets: &str) {
+        let body = format!("{}{targets}", intake(self.port));
+        crate::fast_config(self.dir.path(), self.plugins.path(), &body);
+    }
+
+    /// The config's path, as an argument.
+    pub fn config_arg(&self) -> &str {
+        self.config.to_str().expect("a temporary path is UTF-8")
+    }
+}

@@ -12,7 +12,7 @@ use healer::clock::Wall;
 use healer::facts::Retraction;
 use healer_e2e::{
     after_start, api, fast_config, free_port, plugins_dir_with, run_healer, signal, stdout,
-    wait_for_port, wait_until, workers_of, Daemon, Event, Record,
+    wait_for_port, wait_until, workers_of, Daemon, Event, Record, Running,
 };
 use healer_plugin_sdk::Status;
 
@@ -436,16 +436,11 @@ monitor = {{ plugin = "said", path = "{d}/said" }}
 
 #[test]
 fn an_operators_note_opens_a_gate_and_taking_it_back_says_so() {
-    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let port = free_port();
     // web's restart waits for an operator's go-ahead.
-    let body = format!(
-        r#"
-[intake]
-bind = "127.0.0.1:{port}"
-
+    let running = Running::start(&["healer-plugin-process", "healer-plugin-command"], |dir| {
+        let d = dir.display();
+        format!(
+            r#"
 [[target]]
 name = "web"
 monitor = {{ plugin = "process", pidfile = "{d}/web.pid" }}
@@ -454,11 +449,10 @@ plugin = "command"
 argv = ["sh", "-c", "sleep 30 & echo $! > {d}/web.pid"]
 when = ["target.web.note.go_ahead == true"]
 "#
-    );
-    let config = fast_config(dir.path(), plugins.path(), &body);
-    let config_arg = config.to_str().unwrap();
-    let mut daemon = Daemon::start(&config);
-    wait_for_port(port, LIMIT);
+        )
+    });
+    let (config_arg, mut daemon) = (running.config_arg().to_owned(), running.daemon);
+    let config_arg = config_arg.as_str();
     let gated = daemon.wait_for(
         "web's recovery waits for the note",
         LIMIT,

@@ -8,15 +8,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use healer_e2e::{
-    api, fast_config, free_port, get, get_with_token, plugins_dir_with, read_pid, run_healer,
-    stdout, supervised_target, wait_for_port, wait_until, Daemon, Event,
+    api, fast_config, free_port, get, get_with_token, intake, plugins_dir_with, read_pid,
+    run_healer, stdout, supervised_target, wait_for_port, wait_until, Daemon, Event, Running,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn intake(port: u16) -> String {
-    format!("\n[intake]\nbind = \"127.0.0.1:{port}\"\n")
-}
 
 /// A target that is always healthy (`true` as a Nagios check).
 fn healthy(name: &str) -> String {
@@ -34,47 +30,6 @@ fn failing(dir: &Path, name: &str, extra: &str) -> String {
          [[target.recover]]\nplugin = \"command\"\nargv = [\"true\"]\n",
         dir.display()
     )
-}
-
-/// healer with these plugin packages, its API on a free port and the
-/// targets `targets` writes for the test's directory; started, its API
-/// answering.
-struct Running {
-    dir: tempfile::TempDir,
-    plugins: tempfile::TempDir,
-    port: u16,
-    config: std::path::PathBuf,
-    daemon: Daemon,
-}
-
-impl Running {
-    fn start(packages: &[&str], targets: impl FnOnce(&Path) -> String) -> Running {
-        let plugins = plugins_dir_with(packages);
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let body = format!("{}{}", intake(port), targets(dir.path()));
-        let config = fast_config(dir.path(), plugins.path(), &body);
-        let daemon = Daemon::start(&config);
-        wait_for_port(port, LIMIT);
-        Running {
-            dir,
-            plugins,
-            port,
-            config,
-            daemon,
-        }
-    }
-
-    /// Writes the config again with these targets (for a reload).
-    fn rewrite(&self, targets: &str) {
-        let body = format!("{}{targets}", intake(self.port));
-        fast_config(self.dir.path(), self.plugins.path(), &body);
-    }
-
-    /// The config's path, as an argument.
-    fn config_arg(&self) -> &str {
-        self.config.to_str().unwrap()
-    }
 }
 
 fn issue_attempts(port: u16, target: &str) -> Option<u64> {

@@ -12,9 +12,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use healer_e2e::{
-    after_start, api, chromium_dom, fast_config, free_port, plugins_dir_with, run_healer, stdout,
-    wait_for_port, wait_until, Daemon, Event,
+    after_start, api, chromium_dom, run_healer, stdout, wait_for_port, wait_until, Daemon, Event,
+    Running,
 };
+
+/// The packages every test here runs.
+const PACKAGES: &[&str] = &["healer-plugin-process", "healer-plugin-command"];
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -80,22 +83,16 @@ fn judged(event: &Event, name: &str, recoverer: &str) -> Option<(String, u32, u3
 
 #[test]
 fn a_service_killed_three_times_is_counted_three_tries_three_healed() {
-    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let body = format!(
-        "[intake]\nbind = \"127.0.0.1:{port}\"\n{}",
-        target(
-            dir.path(),
-            "web",
-            "stable_after = \"1s\"",
-            &restart(dir.path(), "web", "")
-        )
-    );
-    let config = fast_config(dir.path(), plugins.path(), &body);
-    start(dir.path(), "web");
-    let mut daemon = Daemon::start(&config);
-    wait_for_port(port, LIMIT);
+    let Running {
+        dir,
+        port,
+        config,
+        mut daemon,
+        plugins: _plugins,
+    } = Running::start(PACKAGES, |d| {
+        start(d, "web");
+        target(d, "web", "stable_after = \"1s\"", &restart(d, "web", ""))
+    });
     daemon.wait_for(
         "web is checked",
         LIMIT,
@@ -146,31 +143,30 @@ fn a_service_killed_three_times_is_counted_three_tries_three_healed() {
 
 #[test]
 fn learned_order_runs_first_the_recoverer_that_heals_and_one_under_min_success_proposes() {
-    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let port = free_port();
     // `web`: a recoverer that never heals first, one that does second.
     // `flaky`: one that never heals, which must heal half the time.
-    let body = format!(
-        "[intake]\nbind = \"127.0.0.1:{port}\"\n{}{}",
-        target(
+    let Running {
+        dir,
+        mut daemon,
+        plugins: _plugins,
+        ..
+    } = Running::start(PACKAGES, |d| {
+        start(d, "web");
+        let web = target(
             d,
             "web",
             "order = \"learned\"\nlearn_after = 2\nmax_attempts = 20\nstable_after = \"500ms\"",
-            &format!("{}{}", does_nothing(""), restart(d, "web", ""))
-        ),
-        target(
+            &format!("{}{}", does_nothing(""), restart(d, "web", "")),
+        );
+        let flaky = target(
             d,
             "flaky",
             "learn_after = 1\nmax_attempts = 20",
-            &does_nothing("min_success = 0.5")
-        ),
-    );
-    let config = fast_config(d, plugins.path(), &body);
-    start(d, "web");
-    let mut daemon = Daemon::start(&config);
-    wait_for_port(port, LIMIT);
+            &does_nothing("min_success = 0.5"),
+        );
+        format!("{web}{flaky}")
+    });
+    let d = dir.path();
     daemon.wait_for(
         "web is checked",
         LIMIT,
@@ -256,26 +252,25 @@ fn issue_of(port: u16, target: &str) -> Option<serde_json::Value> {
 
 #[test]
 fn a_proposed_recovery_leaves_the_service_down_until_approved_and_an_unanswered_one_escalates() {
-    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let port = free_port();
-    let body = format!(
-        "[intake]\nbind = \"127.0.0.1:{port}\"\n{}{}",
-        target(d, "web", "", &restart(d, "web", "mode = \"propose\"")),
-        target(
+    let Running {
+        dir,
+        port,
+        config,
+        mut daemon,
+        plugins: _plugins,
+    } = Running::start(PACKAGES, |d| {
+        start(d, "web");
+        start(d, "batch");
+        let web = target(d, "web", "", &restart(d, "web", "mode = \"propose\""));
+        let batch = target(
             d,
             "batch",
             "",
-            &restart(d, "batch", "mode = \"propose\"\npropose_for = \"2s\"")
-        ),
-    );
-    let config = fast_config(d, plugins.path(), &body);
-    let config_arg = config.to_str().unwrap();
-    start(d, "web");
-    start(d, "batch");
-    let mut daemon = Daemon::start(&config);
-    wait_for_port(port, LIMIT);
+            &restart(d, "batch", "mode = \"propose\"\npropose_for = \"2s\""),
+        );
+        format!("{web}{batch}")
+    });
+    let (d, config_arg) = (dir.path(), config.to_str().unwrap());
     daemon.wait_for(
         "web is checked",
         LIMIT,
@@ -367,19 +362,19 @@ fn a_proposed_recovery_leaves_the_service_down_until_approved_and_an_unanswered_
 
 #[test]
 fn outcomes_and_a_waiting_proposal_survive_a_restart() {
-    let plugins = plugins_dir_with(&["healer-plugin-process", "healer-plugin-command"]);
-    let dir = tempfile::tempdir().unwrap();
+    let Running {
+        dir,
+        port,
+        config,
+        mut daemon,
+        plugins: _plugins,
+    } = Running::start(PACKAGES, |d| {
+        start(d, "web");
+        let web = target(d, "web", "stable_after = \"500ms\"", &restart(d, "web", ""));
+        let batch = target(d, "batch", "", &restart(d, "batch", "mode = \"propose\""));
+        format!("{web}{batch}")
+    });
     let d = dir.path();
-    let port = free_port();
-    let body = format!(
-        "[intake]\nbind = \"127.0.0.1:{port}\"\n{}{}",
-        target(d, "web", "stable_after = \"500ms\"", &restart(d, "web", "")),
-        target(d, "batch", "", &restart(d, "batch", "mode = \"propose\"")),
-    );
-    let config = fast_config(d, plugins.path(), &body);
-    start(d, "web");
-    let mut daemon = Daemon::start(&config);
-    wait_for_port(port, LIMIT);
     daemon.wait_for(
         "batch's proposal",
         LIMIT,
