@@ -682,9 +682,14 @@ fn parse_value(text: &str) -> Result<Value, String> {
         _ if text.len() >= 2 && text.starts_with('"') && text.ends_with('"') => {
             Ok(Value::Text(text[1..text.len() - 1].to_owned()))
         }
-        _ => text.parse::<f64>().map(Value::Number).map_err(|_| {
-            format!("{text:?} is not a value; write true, false, a number or a quoted text")
-        }),
+        _ => text
+            .parse::<f64>()
+            .ok()
+            .filter(|number| number.is_finite())
+            .map(Value::Number)
+            .ok_or_else(|| {
+                format!("{text:?} is not a value; write true, false, a number or a quoted text")
+            }),
     }
 }
 

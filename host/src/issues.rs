@@ -553,8 +553,9 @@ impl Tracker {
     }
 
     /// An operator's answer to the proposal of the issue of `kind`:
-    /// approved, the next attempt runs it (due at once); rejected, the
-    /// issue is escalated. `Err` says why there is nothing to answer.
+    /// approved, the next attempt runs it (due at once); rejected (also
+    /// once approved), the issue is escalated. `Err` says why there is
+    /// nothing to answer (none, expired, approved already).
     pub fn answer(
         &mut self,
         kind: &str,
@@ -565,12 +566,21 @@ impl Tracker {
             .issues
             .get_mut(kind)
             .ok_or_else(|| format!("no open issue of kind {kind:?}"))?;
-        let Some(proposal) = issue.proposal.as_mut().filter(|p| !p.approved) else {
+        let Some(proposal) = issue.proposal.as_mut() else {
             return Err(format!(
                 "the issue {kind:?} has no proposal waiting for an answer"
             ));
         };
+        if proposal.expires_at <= now {
+            return Err(format!(
+                "the proposal for {kind:?} expired at {}",
+                proposal.expires_at
+            ));
+        }
         match answer {
+            Answer::Approve if proposal.approved => Err(format!(
+                "the proposal for {kind:?} is approved already: it runs when the issue is next due"
+            )),
             Answer::Approve => {
                 proposal.approved = true;
                 issue.next_attempt_at = issue.next_attempt_at.min(now);
@@ -586,41 +596,53 @@ impl Tracker {
         }
     }
 
-    /// Escalates the issues whose proposals nobody answered in time.
+    /// Escalates the issues whose proposals nobody answered in time, or
+    /// that were approved but could not run in time (a dependency, pause
+    /// or gate held them): an approval is not for ever.
     pub fn expire_proposals(&mut self, now: Wall) -> Vec<Transition> {
-        let expired: Vec<(String, String, Wall)> = self
+        let expired: Vec<(String, String, Wall, bool)> = self
             .issues
             .values()
             .filter_map(|issue| {
-                let proposal = issue.proposal.as_ref()?;
-                (!proposal.approved && proposal.expires_at <= now).then(|| {
+                let p = issue.proposal.as_ref()?;
+                (p.expires_at <= now).then(|| {
                     (
                         issue.kind.clone(),
-                        proposal.recoverer.clone(),
-                        proposal.proposed_at,
+                        p.recoverer.clone(),
+                        p.proposed_at,
+                        p.approved,
                     )
                 })
             })
             .collect();
         expired
             .into_iter()
-            .filter_map(|(kind, recoverer, proposed_at)| {
-                let reason = format!(
-                    "nobody answered the proposal to run {recoverer} made at {proposed_at} (propose_for)"
-                );
+            .filter_map(|(kind, recoverer, proposed_at, approved)| {
+                let reason = if approved {
+                    format!("the approved proposal to run {recoverer} made at {proposed_at} could not run before it expired (propose_for)")
+                } else {
+                    format!("nobody answered the proposal to run {recoverer} made at {proposed_at} (propose_for)")
+                };
                 self.escalate(&kind, reason, now)
             })
             .collect()
     }
 
-    /// When the first proposal still waiting for an answer expires.
+    /// When the first proposal expires.
     pub fn next_proposal_expiry(&self) -> Option<Wall> {
         self.issues
             .values()
             .filter_map(|issue| issue.proposal.as_ref())
-            .filter(|proposal| !proposal.approved)
             .map(|proposal| proposal.expires_at)
             .min()
+    }
+
+    /// Takes back the proposal of the issue of `kind` (its recoverer is no
+    /// longer configured as it was); the issue as it now stands.
+    pub fn withdraw(&mut self, kind: &str) -> Option<Issue> {
+        let issue = self.issues.get_mut(kind)?;
+        issue.proposal.take()?;
+        Some(issue.clone())
     }
 
     /// When the target's attempts within its budget started: what a
@@ -1063,6 +1085,9 @@ impl Tracker {
             self.judge(kind, *judging, Verdict::NotHealed, reason);
         }
         let issue = self.issues.get_mut(kind)?;
+        // An approval is for one attempt, this one: a crash during it must
+        // not leave it approved for another.
+        issue.proposal = None;
         issue.attempts += 1;
         issue.attempting = true;
         issue.state = State::Recovering;
@@ -1113,6 +1138,7 @@ impl Tracker {
         issue.attempts = 0;
         issue.state = State::Open;
         issue.escalated_at = None;
+        issue.proposal = None;
         let reset = issue.clone();
         self.remembered.remove(kind);
         self.spent.clear();

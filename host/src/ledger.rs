@@ -217,9 +217,11 @@ impl Ledger {
 
     /// The recoverers of `ladder` (names, in the config's order) in the
     /// order learned for `kind` of `target`: while any has fewer than
-    /// `after` judged tries, those first (in the config's order, so each
-    /// gets its tries); then the one that heals most often first, ties in
-    /// the config's order. Returns positions in `ladder`.
+    /// `after` tries, those first (in the config's order, so each gets its
+    /// tries; an unknown verdict counts as a try here, so one that always
+    /// times out does not stay first for ever); then the one that heals
+    /// most often (of its judged tries) first, ties in the config's order.
+    /// Returns positions in `ladder`.
     pub fn learned_order(
         &self,
         target: &str,
@@ -228,9 +230,8 @@ impl Ledger {
         after: u32,
     ) -> Vec<usize> {
         let judged = |name: &str| {
-            self.get(target, kind, name).map_or((0, None), |row| {
-                (row.healed + row.not_healed, row.success())
-            })
+            self.get(target, kind, name)
+                .map_or((0, None), |row| (row.tries, row.success()))
         };
         let mut order: Vec<usize> = (0..ladder.len()).collect();
         // Stable: equal keys keep the config's order.
@@ -355,6 +356,20 @@ mod tests {
         ledger.count(key("heals"), Verdict::NotHealed, None, now);
         ledger.count(key("heals"), Verdict::NotHealed, None, now);
         assert_eq!(order(&ledger), vec![0, 1], "4/6 beats 2/4");
+    }
+
+    #[test]
+    fn a_recoverer_that_only_times_out_stops_being_tried_first_once_it_had_its_tries() {
+        let mut ledger = Ledger::default();
+        let now = Wall::from_millis(1);
+        let ladder = ["hangs", "heals"];
+        ledger.count(key("hangs"), Verdict::Unknown, None, now);
+        ledger.count(key("hangs"), Verdict::Unknown, None, now);
+        assert_eq!(
+            ledger.learned_order("app", "process.not_running", &ladder, 2),
+            vec![1, 0],
+            "its tries had, the other one gets its own"
+        );
     }
 
     #[test]

@@ -378,6 +378,7 @@ fn refused(refusal: Refusal) -> Response {
     let status = match refusal {
         Refusal::NoSuchTarget(_) => StatusCode::NOT_FOUND,
         Refusal::NothingToDo(_) => StatusCode::CONFLICT,
+        Refusal::Crowded(_) => StatusCode::SERVICE_UNAVAILABLE,
         // Taken, and carried out when the loop is free.
         Refusal::Busy(_) => {
             return (

@@ -558,6 +558,9 @@ pub enum Refusal {
     /// command is applied when it ends.
     #[error("target {0:?} is busy (a check or recovery is running); the command is applied when it ends")]
     Busy(String),
+    /// The loop has too many commands waiting: this one was not taken.
+    #[error("target {0:?} has too many commands waiting; nothing was done, try again")]
+    Crowded(String),
 }
 
 /// The engine as the API reaches it: pause, resume and reset, each a
@@ -716,7 +719,7 @@ impl Handle {
                 reply,
             })))
             .map_err(|err| match err {
-                mpsc::error::TrySendError::Full(_) => Refusal::Busy(target.to_owned()),
+                mpsc::error::TrySendError::Full(_) => Refusal::Crowded(target.to_owned()),
                 mpsc::error::TrySendError::Closed(_) => Refusal::NoSuchTarget(target.to_owned()),
             })?;
         match tokio::time::timeout(within, answered).await {
@@ -775,7 +778,7 @@ impl Handle {
         sender
             .try_send(Command::Reset(Box::new(Reset { kind, reply })))
             .map_err(|err| match err {
-                mpsc::error::TrySendError::Full(_) => Refusal::Busy(target.to_owned()),
+                mpsc::error::TrySendError::Full(_) => Refusal::Crowded(target.to_owned()),
                 mpsc::error::TrySendError::Closed(_) => Refusal::NoSuchTarget(target.to_owned()),
             })?;
         match tokio::time::timeout(within, answer).await {

@@ -156,6 +156,14 @@ pub enum Event {
         issue: Issue,
         approved: bool,
     },
+    /// A proposal was taken back: the recoverer it names is no longer
+    /// configured as it was (a reload changed the ladder). The issue is
+    /// recovered as the config now says.
+    ProposalWithdrawn {
+        target: String,
+        issue: Issue,
+        reason: String,
+    },
     /// Under `order = "learned"`, the ladder of `kind` is tried in a new
     /// order.
     RecoveryOrderLearned {
@@ -542,6 +550,7 @@ impl Event {
             Event::RecoveryJudged { .. } => "recovery_judged",
             Event::RecoveryProposed { .. } => "recovery_proposed",
             Event::ProposalAnswered { .. } => "proposal_answered",
+            Event::ProposalWithdrawn { .. } => "proposal_withdrawn",
             Event::RecoveryOrderLearned { .. } => "recovery_order_learned",
             Event::RecovererDemoted { .. } => "recoverer_demoted",
             Event::FactChanged { .. } => "fact_changed",
@@ -604,6 +613,7 @@ impl Event {
             | Event::RecoveryJudged { target, .. }
             | Event::RecoveryProposed { target, .. }
             | Event::ProposalAnswered { target, .. }
+            | Event::ProposalWithdrawn { target, .. }
             | Event::RecoveryOrderLearned { target, .. }
             | Event::RecovererDemoted { target, .. }
             | Event::AttemptStarted { target, .. }
@@ -653,13 +663,18 @@ impl Event {
 
     /// Whether it is routine, frequent and kept out of the history: a
     /// check whose status did not change, the reports of a storm after
-    /// the first (one in a hundred is kept, with the count so far), and a
-    /// firing alert re-sent as it should be.
+    /// the first (one in a hundred is kept, with the count so far), a
+    /// firing alert re-sent as it should be, and a known fact's new value
+    /// (the store still keeps the fact).
     pub fn is_routine(&self) -> bool {
         match self {
             Event::Checked { status, was, .. } => *was == Some(*status),
             Event::AlertSent { resent, .. } => *resent,
             Event::AnomalySuppressed { count, .. } => *count != 1 && count % 100 != 0,
+            // A new value of a fact already known: the store keeps the
+            // fact, the history only its first value (a plugin's value may
+            // move at every check).
+            Event::FactChanged { was, .. } => was.is_some(),
             _ => false,
         }
     }
@@ -669,7 +684,8 @@ impl Event {
     /// repeats, which outside input can produce at any rate. Transitions
     /// (issues, attempts, workflows run) are never left out.
     pub fn is_sheddable(&self) -> bool {
-        self.is_routine()
+        // A fact's change is state the store keeps: never left out.
+        self.is_routine() && !matches!(self, Event::FactChanged { .. })
             || matches!(
                 self,
                 Event::NoReflex { .. }

@@ -955,3 +955,104 @@ fn a_proposal_holds_its_issue_until_an_operator_approves_it_and_expires_into_an_
         .answer("process.not_running", Answer::Approve, later)
         .is_err());
 }
+
+fn proposed(now: Wall, expires_at: Wall) -> Proposal {
+    Proposal {
+        recoverer: "restart".to_owned(),
+        action: "restart {}".to_owned(),
+        why: "its mode is \"propose\"".to_owned(),
+        proposed_at: now,
+        expires_at,
+        approved: false,
+    }
+}
+
+#[test]
+fn an_approval_is_spent_by_the_attempt_it_starts_even_if_healer_dies_during_it() {
+    let mut tracker = Tracker::new(policy());
+    let now = Wall::from_millis(1_000_000);
+    tracker.observe(&down(), now, true);
+    tracker.propose(
+        "process.not_running",
+        proposed(now, now + Duration::from_secs(60)),
+    );
+    tracker
+        .answer("process.not_running", Answer::Approve, now)
+        .expect("approved");
+    let started = tracker
+        .attempt_started("process.not_running", now)
+        .expect("an attempt");
+    assert!(
+        started.proposal.is_none(),
+        "what the store keeps: no approval left"
+    );
+    // healer dies here; after the restart nothing is approved.
+    let mut restored = Tracker::new(policy());
+    restored.restore(tracker.save(), now);
+    let issue = restored.issue("process.not_running").expect("carried on");
+    assert!(issue.proposal.is_none(), "{issue:?}");
+}
+
+#[test]
+fn an_approved_proposal_that_cannot_run_expires_and_may_still_be_rejected() {
+    let now = Wall::from_millis(1_000_000);
+    let expires_at = now + Duration::from_secs(60);
+    let mut tracker = Tracker::new(policy());
+    tracker.observe(&down(), now, true);
+    tracker.propose("process.not_running", proposed(now, expires_at));
+    tracker
+        .answer("process.not_running", Answer::Approve, now)
+        .expect("approved");
+    assert!(
+        tracker
+            .answer("process.not_running", Answer::Approve, now)
+            .is_err(),
+        "approved once"
+    );
+    let (rejected, escalated) = tracker
+        .answer("process.not_running", Answer::Reject, now)
+        .expect("an approval may be taken back");
+    assert_eq!(rejected.state, State::Escalated);
+    assert!(escalated.is_some());
+
+    // Approved, then held (a gate, a pause) past its expiry: escalated.
+    let mut tracker = Tracker::new(policy());
+    tracker.observe(&down(), now, true);
+    tracker.propose("process.not_running", proposed(now, expires_at));
+    tracker
+        .answer("process.not_running", Answer::Approve, now)
+        .expect("approved");
+    assert_eq!(tracker.next_proposal_expiry(), Some(expires_at));
+    let expired = tracker.expire_proposals(expires_at);
+    assert!(
+        matches!(&expired[..], [Transition::Escalated { reason, .. }] if reason.contains("could not run before it expired")),
+        "{expired:?}"
+    );
+    // An answer after the expiry is refused.
+    let mut tracker = Tracker::new(policy());
+    tracker.observe(&down(), now, true);
+    tracker.propose("process.not_running", proposed(now, expires_at));
+    let late = tracker.answer("process.not_running", Answer::Approve, expires_at);
+    assert!(late.is_err_and(|why| why.contains("expired")));
+}
+
+#[test]
+fn a_reset_takes_back_a_proposal_and_a_withdrawn_one_leaves_the_issue_due() {
+    let now = Wall::from_millis(1_000_000);
+    let mut tracker = Tracker::new(policy());
+    tracker.observe(&down(), now, true);
+    tracker.propose(
+        "process.not_running",
+        proposed(now, now + Duration::from_secs(60)),
+    );
+    assert!(tracker.due(now).is_empty());
+    let withdrawn = tracker.withdraw("process.not_running").expect("withdrawn");
+    assert!(withdrawn.proposal.is_none());
+    assert_eq!(tracker.due(now), ["process.not_running"]);
+    tracker.propose(
+        "process.not_running",
+        proposed(now, now + Duration::from_secs(60)),
+    );
+    let reset = tracker.reset("process.not_running").expect("reset");
+    assert!(reset.proposal.is_none());
+}

@@ -213,6 +213,14 @@ fn write(event: &Event) {
             target = %target, kind = %issue.kind, approved,
             "{} by an operator", if *approved { "proposal approved: it runs now" } else { "proposal rejected" }
         ),
+        Event::ProposalWithdrawn {
+            target,
+            issue,
+            reason,
+        } => warn!(
+            target = %target, kind = %issue.kind,
+            "proposal withdrawn: {reason}"
+        ),
         Event::RecoveryOrderLearned {
             target,
             kind,

@@ -92,6 +92,16 @@ impl<K: Clone + Eq + Hash, V: Clone> Tracked<K, V> {
         self.dirty.insert(key);
     }
 
+    /// Changes the value of `key` in place, when there is one and
+    /// `change` says it changed.
+    fn update(&mut self, key: K, change: impl FnOnce(&mut V) -> bool) {
+        if let Some(value) = self.current.get_mut(&key) {
+            if change(value) {
+                self.dirty.insert(key);
+            }
+        }
+    }
+
     /// Drops every entry `stale` says is old (and deletes it from the
     /// database with the next write).
     pub fn prune(&mut self, mut stale: impl FnMut(&V) -> bool) {
@@ -237,7 +247,8 @@ impl Projection {
             | Event::IssueEscalated { target, issue, .. }
             | Event::IssueResetByOperator { target, issue }
             | Event::RecoveryProposed { target, issue, .. }
-            | Event::ProposalAnswered { target, issue, .. } => {
+            | Event::ProposalAnswered { target, issue, .. }
+            | Event::ProposalWithdrawn { target, issue, .. } => {
                 self.issues
                     .set((target.clone(), issue.kind.clone()), issue.clone());
             }
@@ -283,6 +294,7 @@ impl Projection {
                 target,
                 kind,
                 recoverer,
+                attempt,
                 outcomes,
                 forgot,
                 ..
@@ -292,6 +304,18 @@ impl Projection {
                 }
                 let key = (target.clone(), kind.clone(), recoverer.clone());
                 self.outcomes.set(key, (**outcomes).clone());
+                // The attempt judged no longer waits on its issue's row,
+                // whatever follows (a gate may hold the next attempt): a
+                // restart must not judge it again.
+                self.issues.update((target.clone(), kind.clone()), |issue| {
+                    let judged = issue.judging.as_ref().is_some_and(|judging| {
+                        judging.recoverer == *recoverer && judging.attempt == *attempt
+                    });
+                    if judged {
+                        issue.judging = None;
+                    }
+                    judged
+                });
             }
             Event::FactRetracted { fact, .. } | Event::FactExpired { fact } => {
                 self.facts.remove(fact.name())

@@ -593,3 +593,50 @@ fn the_ledger_and_what_an_issue_waits_for_are_read_back_after_a_restart() {
     assert_eq!(saved.issues["web"], [issue]);
     assert_eq!(saved.outcomes, [(key, counted.outcomes)]);
 }
+
+#[test]
+fn a_verdict_takes_the_judged_attempt_off_its_issue_so_a_restart_does_not_judge_it_again() {
+    use crate::issues::{Issue, State};
+    use crate::ledger::{Judging, Outcomes, Verdict};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(STORE_FILE_NAME);
+    let (events, inbox, store, _, seen) = open(&file);
+    let events = started(events, inbox, &store, &seen);
+    let now = Wall::from_millis(1_700_000_000_000);
+    let mut issue = Issue::saved(
+        "process.not_running".to_owned(),
+        State::Recovering,
+        Status::Critical,
+        "gone".to_owned(),
+        1,
+        [now, now],
+        [None, None],
+    );
+    issue.judging = Some(Box::new(Judging {
+        recoverer: "command".to_owned(),
+        attempt: 1,
+        started_at: now,
+        resolved_at: None,
+    }));
+    events.emit(Event::AttemptFinished {
+        target: "web".to_owned(),
+        issue,
+        recovered: true,
+    });
+    // Due again, a gate holds the next attempt: only the verdict follows.
+    events.emit(Event::RecoveryJudged {
+        target: "web".to_owned(),
+        kind: "process.not_running".to_owned(),
+        recoverer: "command".to_owned(),
+        attempt: 1,
+        verdict: Verdict::NotHealed,
+        reason: "another attempt was needed".to_owned(),
+        time_to_healthy: None,
+        outcomes: Box::new(Outcomes::default()),
+        forgot: None,
+    });
+    assert!(events.finish(Duration::from_secs(5)));
+    drop(store);
+    let saved = saved_state(&file);
+    assert_eq!(saved.issues["web"][0].judging, None);
+}

@@ -46,10 +46,6 @@ pub const MAX_BYTES_PER_CHECK: usize = 1024 * 1024;
 /// How many matching lines a finding keeps in its details.
 const LINES_PER_FINDING: usize = 10;
 
-/// The longest `logscan.last_line` fact, in bytes (a fact's value holds
-/// at most 1 KiB).
-const LAST_LINE_BYTES: usize = 512;
-
 /// How much of a matching line a finding keeps (summary and details).
 const FINDING_LINE: usize = 1024;
 
@@ -99,19 +95,10 @@ max_lines = 1000     # lines per check (at most 10000, and about 1 MiB); the res
             lines.len(),
             if lines.len() == 1 { "" } else { "s" }
         );
-        let mut seen = Observation::ok(summary)
+        let seen = Observation::ok(summary)
             .metric("lines", lines.len() as f64, "")
             .metric("rotations", self.tail.rotations() as f64, "")
             .fact("logscan.rotations", self.tail.rotations());
-        // The latest line read, cut to fit a fact (1 KiB): what the log
-        // last said, for a diagnoser of another target to read.
-        if let Some(last) = lines.last() {
-            let cut = (0..=LAST_LINE_BYTES.min(last.len()))
-                .rev()
-                .find(|&i| last.is_char_boundary(i))
-                .unwrap_or(0);
-            seen = seen.fact("logscan.last_line", &last[..cut]);
-        }
         Ok(seen.detail("lines", lines))
     }
 }

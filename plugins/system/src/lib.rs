@@ -210,8 +210,9 @@ for_samples = 3                                       # a level counts after thi
         let mut seen = Observation::new(status, summary).detail("breaches", breaches);
         for (name, value, unit) in observation_metrics {
             // Facts in whole percent, so a fact changes (an event) when the
-            // use does, not with every sample's noise.
-            if unit == "%" {
+            // use does, not with every sample's noise; CPU use moves with
+            // every sample, and is no fact.
+            if unit == "%" && name != "cpu" {
                 let key = match name.strip_prefix("disk:") {
                     Some(mount) => format!("system.disk.{mount}.used_percent"),
                     None => format!("system.{name}_percent"),

@@ -411,6 +411,16 @@ impl Cycle {
         self.held.retain(|kind, _| tracker.issue(kind).is_some());
         self.withheld.retain(|kind| tracker.issue(kind).is_some());
         self.gated.retain(|kind, _| tracker.issue(kind).is_some());
+        // What was said of the ladder's order and of demotions outlives an
+        // issue (so a new one does not say it again), within a bound: kinds
+        // are named by plugins.
+        if self.learned.len() > crate::issues::MAX_REMEMBERED {
+            self.learned.retain(|kind, _| tracker.issue(kind).is_some());
+        }
+        if self.demoted.len() > crate::issues::MAX_REMEMBERED {
+            self.demoted
+                .retain(|(kind, _)| tracker.issue(kind).is_some());
+        }
         let down = self.tracker.has_issues();
         let name = self.name().to_owned();
         self.publish_health(down, conclusive);

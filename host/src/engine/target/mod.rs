@@ -527,8 +527,10 @@ impl Cycle {
         Ok(issue)
     }
 
-    /// Escalates the issues whose proposals nobody answered in time.
+    /// Escalates the issues whose proposals nobody answered in time (and
+    /// first takes back those a reload made stale).
     fn expire_proposals(&mut self) {
+        self.withdraw_stale_proposals();
         let expired = self.tracker.expire_proposals(Wall::now());
         if expired.is_empty() {
             return;

@@ -459,16 +459,18 @@ impl Cycle {
         let now = Wall::now();
         let proposal = Proposal {
             recoverer: recoverer.name.clone(),
-            action: format!(
-                "{} {}",
-                recoverer.plugin.plugin,
-                redact::json(&recoverer.plugin.config)
-            ),
+            action: action_of(recoverer),
             why,
             proposed_at: now,
             expires_at: now + recoverer.propose_for.into(),
             approved: false,
         };
+        let attempts = self.tracker.issue(kind).map_or(0, |issue| issue.attempts);
+        if attempts >= target.policy.max_attempts {
+            // No attempt is left to run it in: the issue is escalated at
+            // its next check, as any issue whose attempts ran out.
+            return;
+        }
         if let Some(issue) = self.tracker.propose(kind, proposal) {
             self.events.emit(Event::RecoveryProposed {
                 target: target.name.clone(),
@@ -543,6 +545,51 @@ impl Cycle {
         }
         open
     }
+}
+
+impl Cycle {
+    /// Takes back the proposals whose recoverer is no longer configured
+    /// as it was proposed (a reload renamed, changed or removed it): an
+    /// operator approves an action, and only that action may run.
+    pub(super) fn withdraw_stale_proposals(&mut self) {
+        let target = Arc::clone(&self.runner.target);
+        let stale: Vec<(String, String)> = self
+            .tracker
+            .issues()
+            .filter_map(|issue| {
+                let proposal = issue.proposal.as_ref()?;
+                let still = target.recoverers.iter().any(|recoverer| {
+                    recoverer.name == proposal.recoverer && action_of(recoverer) == proposal.action
+                });
+                (!still).then(|| {
+                    let reason = format!(
+                        "{} is no longer configured as it was proposed ({})",
+                        proposal.recoverer, proposal.action
+                    );
+                    (issue.kind.clone(), reason)
+                })
+            })
+            .collect();
+        for (kind, reason) in stale {
+            if let Some(issue) = self.tracker.withdraw(&kind) {
+                self.events.emit(Event::ProposalWithdrawn {
+                    target: target.name.clone(),
+                    issue,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+/// What a recoverer does, as a proposal shows it and an approval holds
+/// it to: its plugin and its config, secrets hidden.
+fn action_of(recoverer: &crate::config::RecovererUse) -> String {
+    format!(
+        "{} {}",
+        recoverer.plugin.plugin,
+        redact::json(&recoverer.plugin.config)
+    )
 }
 
 /// What [`Cycle::attempt`] did.
