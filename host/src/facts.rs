@@ -455,47 +455,72 @@ fn namespace_of(source: &Source) -> String {
     }
 }
 
+/// Where healer notes, in a check's details, how many facts it did not
+/// read from them (more than [`crate::plugins::bounds::FACTS_PER_CHECK`]):
+/// healer's to write, like the SDK's `READ_FACTS_KEY`. A monitor that
+/// forges it only adds to its own count of facts dropped.
+pub const LEFT_OUT_KEY: &str = "healer_facts_left_out";
+
+/// What a plugin published with an observation.
+#[derive(Debug, Default, PartialEq)]
+pub struct Taken {
+    /// Each key and value, in the order published.
+    pub facts: Vec<(String, Value)>,
+    /// How many were not a truth, a number or a text.
+    pub refused: usize,
+    /// How many more healer did not read ([`LEFT_OUT_KEY`]).
+    pub left_out: usize,
+}
+
 /// The facts a plugin published with an observation, taken out of its
 /// `details` (under the SDK's `FACTS_KEY`; details left empty become
-/// `null` again), with how many were not a truth, a number or a text.
-pub fn take_published(details: &mut serde_json::Value) -> (Vec<(String, Value)>, usize) {
+/// `null` again).
+pub fn take_published(details: &mut serde_json::Value) -> Taken {
     let Some(object) = details.as_object_mut() else {
-        return (Vec::new(), 0);
+        return Taken::default();
     };
     // What healer gives diagnosers is healer's to write: a monitor's
     // forgery goes.
     object.remove(healer_plugin_sdk::READ_FACTS_KEY);
+    let left_out = object
+        .remove(LEFT_OUT_KEY)
+        .and_then(|n| n.as_u64())
+        .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let published = object.remove(healer_plugin_sdk::FACTS_KEY);
     if object.is_empty() {
         *details = serde_json::Value::Null;
     }
+    let mut taken = Taken {
+        left_out,
+        ..Taken::default()
+    };
     let Some(published) = published else {
-        return (Vec::new(), 0);
+        return taken;
     };
     let serde_json::Value::Object(published) = published else {
-        return (Vec::new(), 1);
+        taken.refused = 1;
+        return taken;
     };
-    let mut facts = Vec::with_capacity(published.len());
-    let mut refused = 0;
+    taken.facts.reserve(published.len());
     for (key, value) in published {
         let value = match value {
             serde_json::Value::Bool(b) => Value::Bool(b),
             serde_json::Value::Number(n) => match n.as_f64() {
                 Some(n) => Value::Number(n),
                 None => {
-                    refused += 1;
+                    taken.refused += 1;
                     continue;
                 }
             },
             serde_json::Value::String(s) => Value::Text(s),
             _ => {
-                refused += 1;
+                taken.refused += 1;
                 continue;
             }
         };
-        facts.push((key, value));
+        taken.facts.push((key, value));
     }
-    (facts, refused)
+    taken
 }
 
 /// `text` cut to 64 bytes for a message.
