@@ -10,7 +10,7 @@
 #   changing   5 facts per check, one of them new every check (a
 #              fact_changed event, and a store write, per check).
 # For each run: CPU (% of one core: utime + stime of healer and its plugin
-# worker) over MEASURE seconds after WARMUP, RSS (the same, summed) at the
+# worker, and of healer alone) over MEASURE seconds after WARMUP, RSS (the same, summed) at the
 # end, checks per second (healer's own /metrics, so every mode is seen to
 # do the same checks) and CPU per check. Prints every run, then each
 # mode's median, spread and ratio to `none`.
@@ -71,7 +71,10 @@ checks() {
         awk '/^healer_check_duration_seconds_count/ {sum += $NF} END {print sum + 0}'
 }
 
-# run MODE ROUND: prints "mode round cpu% rss_mb checks_per_s".
+# own_cpu PID: CPU ticks (utime + stime) of that process alone.
+own_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run MODE ROUND: prints "mode round cpu% rss_mb checks_per_s healer_cpu%".
 run() {
     local mode=$1 round=$2
     rm -rf "$work/state-$mode"
@@ -87,20 +90,21 @@ run() {
         perf record -q -g -o "$work/perf-$mode-$round.data" -p "$tool_pid" -- sleep "$measure" > /dev/null 2>&1 &
         perf_pid=$!
     fi
-    local c0 k0 t0 c1 k1 t1 rss
-    c0=$(cpu_of "$tool_pid"); k0=$(checks); t0=$(date +%s.%N)
+    local c0 h0 k0 t0 c1 h1 k1 t1 rss
+    c0=$(cpu_of "$tool_pid"); h0=$(own_cpu "$tool_pid"); k0=$(checks); t0=$(date +%s.%N)
     sleep "$measure"
-    c1=$(cpu_of "$tool_pid"); k1=$(checks); t1=$(date +%s.%N)
+    c1=$(cpu_of "$tool_pid"); h1=$(own_cpu "$tool_pid"); k1=$(checks); t1=$(date +%s.%N)
     rss=$(rss_of "$tool_pid")
     [ -z "$perf_pid" ] || wait "$perf_pid" || true
     kill -TERM -- "-$tool_pid" 2>/dev/null || kill "$tool_pid" 2>/dev/null || true
     wait "$tool_pid" 2>/dev/null || true
     tool_pid=""
     local secs; secs=$(echo "$t1 - $t0" | bc -l)
-    printf '%s %s %.2f %.1f %.1f\n' "$mode" "$round" \
+    printf '%s %s %.2f %.1f %.1f %.2f\n' "$mode" "$round" \
         "$(echo "100 * ($c1 - $c0) / $ticks / $secs" | bc -l)" \
         "$(echo "$rss / 1024" | bc -l)" \
-        "$(echo "($k1 - $k0) / $secs" | bc -l)"
+        "$(echo "($k1 - $k0) / $secs" | bc -l)" \
+        "$(echo "100 * ($h1 - $h0) / $ticks / $secs" | bc -l)"
 }
 
 for mode in $modes; do config "$mode"; done
@@ -115,10 +119,10 @@ done
 
 echo
 echo "facts: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), N=$n, interval $interval, warm-up ${warmup}s, measured ${measure}s, $rounds rounds"
-printf '%-10s %5s %8s %8s %9s %13s\n' mode round "CPU %" "RSS MB" "checks/s" "µs CPU/check"
+printf '%-10s %5s %8s %13s %8s %9s %13s\n' mode round "CPU %" "healer CPU %" "RSS MB" "checks/s" "µs CPU/check"
 for line in "${results[@]}"; do
-    read -r mode round cpu rss rate <<< "$line"
-    printf '%-10s %5s %8s %8s %9s %13.1f\n' "$mode" "$round" "$cpu" "$rss" "$rate" \
+    read -r mode round cpu rss rate own <<< "$line"
+    printf '%-10s %5s %8s %13s %8s %9s %13.1f\n' "$mode" "$round" "$cpu" "$own" "$rss" "$rate" \
         "$(echo "10000 * $cpu / ($rate + 0.0001)" | bc -l)"
 done
 echo
@@ -127,7 +131,7 @@ echo
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 base=""
 for mode in $modes; do
-    cpus=$(for line in "${results[@]}"; do read -r m _ cpu _ <<< "$line"; [ "$m" = "$mode" ] && echo "$cpu"; done)
+    cpus=$(for line in "${results[@]}"; do read -r m _ cpu _ <<< "$line"; if [ "$m" = "$mode" ]; then echo "$cpu"; fi; done)
     mid=$(median <<< "$cpus")
     lo=$(sort -g <<< "$cpus" | head -1); hi=$(sort -g <<< "$cpus" | tail -1)
     [ -n "$base" ] || base=$mid
