@@ -27,7 +27,9 @@
 //! - **Bounded.** At most [`MAX_FACTS`] in all, [`KEYS_PER_WRITER`] keys and
 //!   [`BYTES_PER_WRITER`] bytes per writer and subject, values of at most
 //!   [`VALUE_BYTES`]; what does not fit is dropped and said once per
-//!   publication ([`Published::dropped`]).
+//!   publication ([`Published::dropped`]). Of a check, healer reads at
+//!   most [`FACTS_PER_CHECK`](crate::plugins::bounds::FACTS_PER_CHECK)
+//!   facts; the rest are counted unread ([`LEFT_OUT_KEY`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -242,8 +244,13 @@ impl Facts {
         // What the writer keeps about the subject, counted only once a new
         // key needs it: an unchanged fact costs a lookup, not a scan.
         let mut held: Option<(usize, usize)> = None;
+        // One buffer for every name: most publications only refresh.
+        let mut name = String::with_capacity(subject.len() + 32);
         for (key, value) in values {
-            let name = format!("{subject}.{key}");
+            name.clear();
+            name.push_str(subject);
+            name.push('.');
+            name.push_str(&key);
             if !source.may_write(&key) {
                 drop(format!(
                     "{name}: {source} writes only its own keys ({})",
@@ -258,7 +265,22 @@ impl Facts {
                 ));
                 continue;
             }
-            let existing = self.facts.get(&name).map(|f| {
+            // The usual case, the writer's own fact with the value it has:
+            // refreshed in place, one lookup, nothing allocated.
+            if let Some(fact) = self.facts.get_mut(name.as_str()) {
+                let own = fact.source.writer == source.writer
+                    && fact.source.is_plugin() == source.is_plugin();
+                if own && fact.value == value {
+                    fact.observed_at = now;
+                    fact.expires_at = expires_at;
+                    fact.previous_run = false;
+                    if fact.source != *source {
+                        fact.source = source.clone();
+                    }
+                    continue;
+                }
+            }
+            let existing = self.facts.get(name.as_str()).map(|f| {
                 let own =
                     f.source.writer == source.writer && f.source.is_plugin() == source.is_plugin();
                 (own, f.value.bytes())
@@ -323,7 +345,7 @@ impl Facts {
             }
             *keys += 1;
             *bytes += fact.bytes();
-            self.facts.insert(name, fact.clone());
+            self.facts.insert(name.clone(), fact.clone());
             published.changes.push(Change::Changed { fact, was: None });
         }
         published
@@ -489,47 +511,72 @@ fn namespace_of(source: &Source) -> String {
     }
 }
 
+/// Where healer notes, in a check's details, how many facts it did not
+/// read from them (more than [`crate::plugins::bounds::FACTS_PER_CHECK`]):
+/// healer's to write, like the SDK's `READ_FACTS_KEY`. A monitor that
+/// forges it only adds to its own count of facts dropped.
+pub const LEFT_OUT_KEY: &str = "healer_facts_left_out";
+
+/// What a plugin published with an observation.
+#[derive(Debug, Default, PartialEq)]
+pub struct Taken {
+    /// Each key and value, in the order published.
+    pub facts: Vec<(String, Value)>,
+    /// How many were not a truth, a number or a text.
+    pub refused: usize,
+    /// How many more healer did not read ([`LEFT_OUT_KEY`]).
+    pub left_out: usize,
+}
+
 /// The facts a plugin published with an observation, taken out of its
 /// `details` (under the SDK's `FACTS_KEY`; details left empty become
-/// `null` again), with how many were not a truth, a number or a text.
-pub fn take_published(details: &mut serde_json::Value) -> (Vec<(String, Value)>, usize) {
+/// `null` again).
+pub fn take_published(details: &mut serde_json::Value) -> Taken {
     let Some(object) = details.as_object_mut() else {
-        return (Vec::new(), 0);
+        return Taken::default();
     };
     // What healer gives diagnosers is healer's to write: a monitor's
     // forgery goes.
     object.remove(healer_plugin_sdk::READ_FACTS_KEY);
+    let left_out = object
+        .remove(LEFT_OUT_KEY)
+        .and_then(|n| n.as_u64())
+        .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let published = object.remove(healer_plugin_sdk::FACTS_KEY);
     if object.is_empty() {
         *details = serde_json::Value::Null;
     }
+    let mut taken = Taken {
+        left_out,
+        ..Taken::default()
+    };
     let Some(published) = published else {
-        return (Vec::new(), 0);
+        return taken;
     };
     let serde_json::Value::Object(published) = published else {
-        return (Vec::new(), 1);
+        taken.refused = 1;
+        return taken;
     };
-    let mut facts = Vec::with_capacity(published.len());
-    let mut refused = 0;
+    taken.facts.reserve(published.len());
     for (key, value) in published {
         let value = match value {
             serde_json::Value::Bool(b) => Value::Bool(b),
             serde_json::Value::Number(n) => match n.as_f64() {
                 Some(n) => Value::Number(n),
                 None => {
-                    refused += 1;
+                    taken.refused += 1;
                     continue;
                 }
             },
             serde_json::Value::String(s) => Value::Text(s),
             _ => {
-                refused += 1;
+                taken.refused += 1;
                 continue;
             }
         };
-        facts.push((key, value));
+        taken.facts.push((key, value));
     }
-    (facts, refused)
+    taken
 }
 
 /// `text` cut to 64 bytes for a message.

@@ -35,6 +35,7 @@ const PACKAGES: &[&str] = &[
     "healer-fixture-hostile",
     "healer-fixture-hostile-worker",
     "healer-fixture-chatty",
+    "healer-fixture-facts-flood",
     "healer-fixture-sdk-1-2",
     "healer-fixture-sdk-1-3",
     "healer-fixture-facts",

@@ -15,9 +15,13 @@
 //! check concludes nothing, as any plugin error does.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use healer_plugin_sdk::ffi::Declared;
 use healer_plugin_sdk::{Finding, Observation, Outcome};
+use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 /// The longest summary (of an observation, a finding or an outcome) and
 /// the longest error a plugin may give, in bytes.
@@ -151,13 +155,16 @@ fn left_out_of(text: &str) -> Option<usize> {
         .flatten()
 }
 
-/// A check's details (JSON text), refused when they were left out as
-/// over [`OBSERVATION_DETAILS_BYTES`] (a diagnoser handed the note instead
-/// of what the monitor saw would find nothing, and a check that could not
-/// hand on its evidence must conclude nothing: the check fails, UNKNOWN),
-/// or when they hold more than [`OBSERVATION_DETAILS_VALUES`] JSON values
-/// (`[0,0,0,…]` parses into 16 times its text).
-pub fn check_details(text: &str) -> Result<(), String> {
+/// A check's details (JSON text), parsed: refused when they were left
+/// out as over [`OBSERVATION_DETAILS_BYTES`] (a diagnoser handed the note
+/// instead of what the monitor saw would find nothing, and a check that
+/// could not hand on its evidence must conclude nothing: the check fails,
+/// UNKNOWN), or when they hold more than [`OBSERVATION_DETAILS_VALUES`]
+/// JSON values (`[0,0,0,…]` parses into 16 times its text). The facts a
+/// monitor published with them are not counted but held: the first
+/// [`FACTS_PER_CHECK`] are read, the rest are skipped unparsed and counted
+/// under [`LEFT_OUT_KEY`](crate::facts::LEFT_OUT_KEY).
+pub fn check_details(text: &str) -> Result<Value, String> {
     let bytes = match text.len() > OBSERVATION_DETAILS_BYTES {
         true => Some(text.len()),
         false => left_out_of(text),
@@ -168,13 +175,110 @@ pub fn check_details(text: &str) -> Result<(), String> {
             OBSERVATION_DETAILS_BYTES >> 20
         ));
     }
-    if text.len() > OBSERVATION_DETAILS_VALUES && !at_most_values(text, OBSERVATION_DETAILS_VALUES)
-    {
-        return Err(format!(
+    let too_many = || {
+        format!(
             "the monitor answered details of more than {OBSERVATION_DETAILS_VALUES} JSON values, more than healer takes from a check"
-        ));
+        )
+    };
+    if text.contains(healer_plugin_sdk::FACTS_KEY) {
+        // An object's members as text, nothing parsed yet: what is not an
+        // object is read as any other details.
+        if let Ok(members) = serde_json::from_str::<BTreeMap<String, &RawValue>>(text) {
+            return details_with_facts(members).ok_or_else(too_many);
+        }
     }
-    Ok(())
+    if text.len() > OBSERVATION_DETAILS_VALUES
+        && values(text, OBSERVATION_DETAILS_VALUES) > OBSERVATION_DETAILS_VALUES
+    {
+        return Err(too_many());
+    }
+    Ok(parse_details(text))
+}
+
+/// The most facts healer reads from one check: four times what a writer
+/// may keep about its target ([`KEYS_PER_WRITER`](crate::facts::KEYS_PER_WRITER)),
+/// room for keys dropped for another reason (out of the plugin's
+/// namespace, too long). A flood of 100,000 costs one pass over its text,
+/// not 100,000 parsed values.
+pub const FACTS_PER_CHECK: usize = 4 * crate::facts::KEYS_PER_WRITER;
+
+/// Details of members as text, parsed within [`OBSERVATION_DETAILS_VALUES`]
+/// (`None` over it), the facts member held to [`FACTS_PER_CHECK`].
+fn details_with_facts(members: BTreeMap<String, &RawValue>) -> Option<Value> {
+    let mut details = Map::new();
+    let mut counted = 1;
+    for (key, raw) in members {
+        if key == healer_plugin_sdk::FACTS_KEY {
+            let (facts, left_out) = first_facts(raw.get());
+            if left_out > 0 {
+                details.insert(crate::facts::LEFT_OUT_KEY.to_owned(), left_out.into());
+            }
+            details.insert(key, facts);
+            continue;
+        }
+        // Its key, and its separator from the one before.
+        counted += 2 + values(raw.get(), OBSERVATION_DETAILS_VALUES);
+        if counted > OBSERVATION_DETAILS_VALUES {
+            return None;
+        }
+        details.insert(key, parse_details(raw.get()));
+    }
+    Some(Value::Object(details))
+}
+
+/// The first [`FACTS_PER_CHECK`] facts of a `healer_facts` member (an
+/// object), with how many more it held, skipped unparsed. A value that
+/// is not a truth, a number or a text is read as `null` (and refused
+/// where facts are published); a member that is not an object, as `null`.
+fn first_facts(text: &str) -> (Value, usize) {
+    struct FirstFacts;
+    impl<'de> Visitor<'de> for FirstFacts {
+        type Value = (Map<String, Value>, usize);
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of facts")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut kept, mut read, mut left_out) = (Map::new(), 0, 0);
+            loop {
+                if read < FACTS_PER_CHECK {
+                    let Some(key) = map.next_key::<String>()? else {
+                        break;
+                    };
+                    let raw: &RawValue = map.next_value()?;
+                    let scalar = !raw.get().trim_start().starts_with(['{', '[']);
+                    let value = scalar
+                        .then(|| serde_json::from_str(raw.get()).ok())
+                        .flatten()
+                        .unwrap_or(Value::Null);
+                    kept.insert(key, value);
+                    read += 1;
+                } else {
+                    if map.next_key::<IgnoredAny>()?.is_none() {
+                        break;
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                    left_out += 1;
+                }
+            }
+            Ok((kept, left_out))
+        }
+    }
+    let mut read = serde_json::Deserializer::from_str(text);
+    match read.deserialize_map(FirstFacts) {
+        Ok((kept, left_out)) => (Value::Object(kept), left_out),
+        Err(_) => (Value::Null, 0),
+    }
+}
+
+/// Details back from JSON text: `null` for none, text that is not JSON
+/// as a string (as the SDK reads them).
+fn parse_details(text: &str) -> Value {
+    if text.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
 /// A pushed observation's details (JSON text), refused over
@@ -199,9 +303,9 @@ pub fn pushed_details(text: &str) -> Result<(), String> {
 /// details of a check may hold.
 pub const OBSERVATION_DETAILS_VALUES: usize = 65_536;
 
-/// Whether JSON `text` holds at most `most` values, counted as the
-/// separators outside strings (`,` `:` `[` `{`): one pass, nothing parsed.
-fn at_most_values(text: &str, most: usize) -> bool {
+/// How many values JSON `text` holds, counted as the separators outside
+/// strings (`,` `:` `[` `{`), up to `most + 1`: one pass, nothing parsed.
+fn values(text: &str, most: usize) -> usize {
     let (mut values, mut in_string, mut escaped) = (1usize, false, false);
     for byte in text.bytes() {
         if in_string {
@@ -218,13 +322,13 @@ fn at_most_values(text: &str, most: usize) -> bool {
             b',' | b':' | b'[' | b'{' => {
                 values += 1;
                 if values > most {
-                    return false;
+                    return values;
                 }
             }
             _ => {}
         }
     }
-    true
+    values
 }
 
 /// What is left of [`FINDING_DETAILS_PER_ANSWER`] for the findings of one
@@ -361,6 +465,55 @@ mod tests {
         let lines = format!("{{\"lines\":[{}]}}", vec![line; 40_000].join(","));
         assert!(lines.len() > 1 << 20);
         assert!(check_details(&lines).is_ok());
+    }
+
+    #[test]
+    fn a_flood_of_facts_is_read_to_the_first_few_and_the_rest_counted_unparsed() {
+        let facts: Vec<String> = (0..100_000)
+            .map(|i| format!("\"flood.f{i}\":{i}"))
+            .collect();
+        let text = format!(
+            "{{\"pid\":42,\"{}\":{{{}}}}}",
+            healer_plugin_sdk::FACTS_KEY,
+            facts.join(",")
+        );
+        assert!(text.len() < OBSERVATION_DETAILS_BYTES, "{}", text.len());
+        let details = check_details(&text).expect("facts are held, not refused");
+        let read = details[healer_plugin_sdk::FACTS_KEY]
+            .as_object()
+            .expect("the facts, as an object");
+        assert_eq!(read.len(), FACTS_PER_CHECK);
+        assert_eq!(
+            details[crate::facts::LEFT_OUT_KEY],
+            100_000 - FACTS_PER_CHECK
+        );
+        assert_eq!(details["pid"], 42, "the rest of the details as they were");
+    }
+
+    #[test]
+    fn details_with_facts_are_still_held_to_their_values_and_a_fact_is_a_scalar() {
+        let zeros = format!(
+            "{{\"{}\":{{\"f.a\":1}},\"zeros\":[{}0]}}",
+            healer_plugin_sdk::FACTS_KEY,
+            "0,".repeat(OBSERVATION_DETAILS_VALUES)
+        );
+        assert!(check_details(&zeros).unwrap_err().contains("JSON values"));
+        let odd = format!(
+            "{{\"{}\":{{\"f.a\":[1,2],\"f.b\":{{\"c\":1}},\"f.c\":\"x\",\"f.d\":true}}}}",
+            healer_plugin_sdk::FACTS_KEY
+        );
+        let details = check_details(&odd).unwrap();
+        let read = &details[healer_plugin_sdk::FACTS_KEY];
+        assert_eq!(read["f.a"], Value::Null, "not parsed");
+        assert_eq!(read["f.b"], Value::Null, "not parsed");
+        assert_eq!(read["f.c"], "x");
+        assert_eq!(read["f.d"], true);
+        assert!(details.get(crate::facts::LEFT_OUT_KEY).is_none());
+        let not_an_object = format!("{{\"{}\":[1]}}", healer_plugin_sdk::FACTS_KEY);
+        assert_eq!(
+            check_details(&not_an_object).unwrap()[healer_plugin_sdk::FACTS_KEY],
+            Value::Null
+        );
     }
 
     #[test]

@@ -216,9 +216,13 @@ impl Instance for Local {
                 return Err(not_a("monitor"));
             };
             match monitor.check().await.into_result() {
-                Ok(seen) => {
-                    bounds::check_details(&seen.details)?;
-                    Ok(Observation::from(seen))
+                Ok(mut seen) => {
+                    let details = bounds::check_details(&seen.details)?;
+                    seen.details = RString::new();
+                    Ok(Observation {
+                        details,
+                        ..Observation::from(seen)
+                    })
                 }
                 Err(err) => Err(err.into_string()),
             }

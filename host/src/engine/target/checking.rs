@@ -12,8 +12,9 @@ use tokio::time::{timeout, Instant};
 use super::{is_unknown, Cycle, LeftOut, Run, MACHINERY_SLACK};
 use crate::clock::Wall;
 use crate::events::{fact_events, Event, Role};
-use crate::facts::{take_published, Facts, Retraction, Source, Value as FactValue};
+use crate::facts::{take_published, Facts, Retraction, Source, Taken, Value as FactValue};
 use crate::issues::{Seen, Transition};
+use crate::plugins::bounds::FACTS_PER_CHECK;
 use crate::plugins::{CheckResult, DiagnosisResult, Observing};
 
 impl Cycle {
@@ -447,7 +448,7 @@ impl Cycle {
     /// not keep is said once (`facts_dropped`) until a publication keeps
     /// everything again.
     fn publish_facts(&mut self, index: usize, seen: &mut Observation, ends: u64) {
-        let (published, refused) = take_published(&mut seen.details);
+        let taken = take_published(&mut seen.details);
         let subject = format!("target.{}", self.name());
         let now = Wall::now();
         let check = &mut self.checks[index];
@@ -463,21 +464,28 @@ impl Cycle {
             if seen.status == Status::Unknown {
                 let writer = Some(check.source.writer.as_str());
                 (facts.retract(&subject, writer, Retraction::Unknown), None)
-            } else if ended || (published.is_empty() && refused == 0) {
+            } else if ended || taken == Taken::default() {
                 (Vec::new(), None)
             } else {
                 let ttl = check.interval.saturating_mul(2);
-                let mut out = facts.publish(&subject, &check.source, published, Some(ttl), now);
-                if refused > 0 {
-                    let (count, _) = out.dropped.get_or_insert((
-                        0,
-                        format!(
-                            "{}: a fact's value must be a truth, a number or a text",
-                            check.source
-                        ),
-                    ));
-                    *count += refused;
-                }
+                let mut out = facts.publish(&subject, &check.source, taken.facts, Some(ttl), now);
+                let mut also_drop = |count: usize, reason: &dyn Fn() -> String| {
+                    if count > 0 {
+                        out.dropped.get_or_insert_with(|| (0, reason())).0 += count;
+                    }
+                };
+                also_drop(taken.refused, &|| {
+                    format!(
+                        "{}: a fact's value must be a truth, a number or a text",
+                        check.source
+                    )
+                });
+                also_drop(taken.left_out, &|| {
+                    format!(
+                        "{}: healer reads at most {FACTS_PER_CHECK} facts from one check",
+                        check.source
+                    )
+                });
                 (out.changes, out.dropped)
             }
         };

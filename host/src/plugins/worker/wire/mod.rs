@@ -365,9 +365,13 @@ impl Seen {
 
     /// The observation a check answered: an error when its details were
     /// left out ([`bounds::check_details`]).
-    pub fn into_checked(self) -> Result<Observation, String> {
-        bounds::check_details(&self.details)?;
-        Ok(Observation::from(self))
+    pub fn into_checked(mut self) -> Result<Observation, String> {
+        let details = bounds::check_details(&self.details)?;
+        self.details = String::new();
+        Ok(Observation {
+            details,
+            ..Observation::from(self)
+        })
     }
 
     /// The observation without its details, which are not parsed.
