@@ -364,6 +364,26 @@ impl Facts {
             .collect()
     }
 
+    /// Vouches again for what `writer` holds about `subject`, unchanged
+    /// (its worker said `"same"`): each gets its time and its expiry
+    /// `ttl` from `now`. Returns how many it holds.
+    pub fn refresh(&mut self, subject: &str, writer: &str, ttl: Duration, now: Wall) -> usize {
+        let from = format!("{subject}.");
+        let mut held = 0;
+        for (_, fact) in self
+            .facts
+            .range_mut(from.clone()..)
+            .take_while(|(name, _)| name.starts_with(&from))
+            .filter(|(_, f)| f.subject == subject && f.source.writer == writer)
+        {
+            fact.observed_at = now;
+            fact.expires_at = Some(now + ttl);
+            fact.previous_run = false;
+            held += 1;
+        }
+        held
+    }
+
     /// Takes back the fact named `name`, whoever wrote it.
     pub fn retract_one(&mut self, name: &str, why: Retraction) -> Option<Change> {
         self.facts
@@ -517,6 +537,11 @@ fn namespace_of(source: &Source) -> String {
 /// forges it only adds to its own count of facts dropped.
 pub const LEFT_OUT_KEY: &str = "healer_facts_left_out";
 
+/// Where healer notes the digest of the facts a check published as it
+/// read them (the worker compares it with the next check's); healer's own,
+/// taken out with the facts.
+pub const DIGEST_KEY: &str = "healer_facts_digest";
+
 /// What a plugin published with an observation.
 #[derive(Debug, Default, PartialEq)]
 pub struct Taken {
@@ -526,6 +551,11 @@ pub struct Taken {
     pub refused: usize,
     /// How many more healer did not read ([`LEFT_OUT_KEY`]).
     pub left_out: usize,
+    /// The worker said the facts are those healer holds (`"same"`): the
+    /// writer vouches for them again, unchanged.
+    pub same: bool,
+    /// The digest of the facts as read ([`DIGEST_KEY`]), for the next check.
+    pub digest: u64,
 }
 
 /// The facts a plugin published with an observation, taken out of its
@@ -542,17 +572,26 @@ pub fn take_published(details: &mut serde_json::Value) -> Taken {
         .remove(LEFT_OUT_KEY)
         .and_then(|n| n.as_u64())
         .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let digest = object
+        .remove(DIGEST_KEY)
+        .and_then(|n| n.as_u64())
+        .unwrap_or(0);
     let published = object.remove(healer_plugin_sdk::FACTS_KEY);
     if object.is_empty() {
         *details = serde_json::Value::Null;
     }
     let mut taken = Taken {
         left_out,
+        digest,
         ..Taken::default()
     };
     let Some(published) = published else {
         return taken;
     };
+    if published.as_str() == Some("same") {
+        taken.same = true;
+        return taken;
+    }
     let serde_json::Value::Object(published) = published else {
         taken.refused = 1;
         return taken;

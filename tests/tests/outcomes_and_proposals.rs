@@ -109,6 +109,21 @@ fn a_service_killed_three_times_is_counted_three_tries_three_healed() {
             "{verdict:?}"
         );
     }
+    // web's check is diagnosed in its worker (the process monitor and
+    // diagnoser share a package): its facts still reach healer, sent
+    // whole once and then as "same", and so stay held past their time to
+    // live (twice the 100 ms interval).
+    std::thread::sleep(Duration::from_secs(1));
+    let facts = api(port, "/api/v1/facts?target=web");
+    let pid = std::fs::read_to_string(dir.path().join("web.pid")).unwrap();
+    let held = facts
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .find(|fact| fact["key"] == "process.pid")
+        .unwrap_or_else(|| panic!("no process.pid: {facts}"));
+    assert_eq!(held["value"].as_f64(), pid.trim().parse().ok(), "{held}");
+    assert_eq!(held["source"]["writer"], "process", "{held}");
     let rows = api(port, "/api/v1/outcomes");
     let rows = rows.as_array().expect("a JSON array");
     assert_eq!(rows.len(), 1, "{rows:?}");

@@ -40,6 +40,10 @@ pub(super) struct Watch {
     /// That facts it published were dropped was said, and nothing has
     /// been kept whole since.
     pub facts_dropped_said: bool,
+    /// The digest of the facts its monitor last published whole, as
+    /// healer holds them (0: none): its worker then sends `"same"` for
+    /// them unchanged.
+    pub facts_digest: u64,
     /// Where its sources of findings start among the target's.
     pub first_source: usize,
     /// Observations before the latest, for the diagnosers.
@@ -136,6 +140,7 @@ impl Watch {
             source,
             grants,
             facts_dropped_said: false,
+            facts_digest: 0,
             first_source,
             history: VecDeque::new(),
             history_len,

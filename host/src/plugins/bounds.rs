@@ -195,6 +195,20 @@ pub fn check_details(text: &str) -> Result<Value, String> {
     Ok(parse_details(text))
 }
 
+/// What a worker sends for facts healer holds already.
+pub const SAME_FACTS: &str = "\"same\"";
+
+/// A digest of a check's facts as published (the member's JSON text):
+/// the same on both sides of the wire, for the same text.
+pub fn facts_digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: a worker and healer agree.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    // 0 means "none".
+    hasher.finish().max(1)
+}
+
 /// The most facts healer reads from one check: four times what a writer
 /// may keep about its target ([`KEYS_PER_WRITER`](crate::facts::KEYS_PER_WRITER)),
 /// room for keys dropped for another reason (out of the plugin's
@@ -208,7 +222,18 @@ fn details_with_facts(members: BTreeMap<String, &RawValue>) -> Option<Value> {
     let mut details = Map::new();
     let mut counted = 1;
     for (key, raw) in members {
+        // healer's own note of what it read: a monitor's forgery goes.
+        if key == crate::facts::DIGEST_KEY {
+            continue;
+        }
         if key == healer_plugin_sdk::FACTS_KEY {
+            // The worker's "still as you hold them": nothing to read.
+            if raw.get() == SAME_FACTS {
+                details.insert(key, Value::String("same".to_owned()));
+                continue;
+            }
+            let digest = facts_digest(raw.get());
+            details.insert(crate::facts::DIGEST_KEY.to_owned(), digest.into());
             let (facts, left_out) = first_facts(raw.get());
             if left_out > 0 {
                 details.insert(crate::facts::LEFT_OUT_KEY.to_owned(), left_out.into());

@@ -160,6 +160,13 @@ pub struct WorkerHealth {
 pub trait Instance: Send + Sync {
     /// A monitor's check.
     fn check(&self) -> Pending<'_, Result<Observation, String>>;
+    /// A monitor's check, healer holding the facts of digest `facts` from
+    /// its last one: a worker sends them as `"same"` when they did not
+    /// change (only changes cross the wire). In process, [`check`](Self::check).
+    fn check_knowing(&self, facts: u64) -> Pending<'_, Result<Observation, String>> {
+        let _ = facts;
+        self.check()
+    }
     /// A monitor's next pushed observation; `None` once it never will.
     fn next_push(&self) -> Pending<'_, Option<Observation>>;
     /// A diagnoser's findings on `latest` after `history` (oldest first).
@@ -255,6 +262,9 @@ pub struct Observing<'a> {
     pub keep: usize,
     /// The deadline of the check and of each diagnosis.
     pub within: std::time::Duration,
+    /// The digest of the facts healer holds from the monitor's last check
+    /// (0: none): see [`Instance::check_knowing`].
+    pub facts: u64,
 }
 
 impl Package {
@@ -324,6 +334,12 @@ impl MonitorHandle {
     /// Runs one check.
     pub async fn check(&self) -> Result<Observation, String> {
         held(self.0.check().await.map(bounds::observation))
+    }
+
+    /// Runs one check, healer holding the facts of digest `facts` from
+    /// the last one (see [`Instance::check_knowing`]).
+    pub async fn check_knowing(&self, facts: u64) -> Result<Observation, String> {
+        held(self.0.check_knowing(facts).await.map(bounds::observation))
     }
 
     /// The next observation the monitor pushes; `None` once it never will.

@@ -83,7 +83,8 @@ impl Cycle {
         let check = &self.checks[index];
         let (deadline, plugin) = (check.deadline, check.plugin.clone());
         self.promise(deadline.into());
-        match timeout(deadline.into(), check.monitor.check()).await {
+        let facts = check.facts_digest;
+        match timeout(deadline.into(), check.monitor.check_knowing(facts)).await {
             Ok(Ok(seen)) => (seen, true),
             Ok(Err(error)) => (self.plugin_failed(Role::Monitor, &plugin, &error), false),
             Err(_) => (
@@ -172,6 +173,7 @@ impl Cycle {
             missed: &check.missed,
             keep: check.history_len,
             within,
+            facts: check.facts_digest,
         };
         let observed = timeout(deadline, check.monitor.observe(&diagnosers, observing)).await;
         let took = if was_push {
@@ -461,13 +463,25 @@ impl Cycle {
                 .package
                 .as_deref()
                 .is_some_and(|package| facts.worker_ends(package) != ends);
+            let ttl = check.interval.saturating_mul(2);
+            // What healer will hold whole after this, for the worker to
+            // compare the next check's facts with.
+            let held_whole = std::mem::take(&mut check.facts_digest);
             if seen.status == Status::Unknown {
                 let writer = Some(check.source.writer.as_str());
                 (facts.retract(&subject, writer, Retraction::Unknown), None)
             } else if ended || taken == Taken::default() {
                 (Vec::new(), None)
+            } else if taken.same {
+                // Unchanged, said in one word: vouched for again. When
+                // healer no longer holds them (expired meanwhile), the next
+                // check sends them whole.
+                if facts.refresh(&subject, &check.source.writer, ttl, now) > 0 {
+                    check.facts_digest = held_whole;
+                }
+                return;
             } else {
-                let ttl = check.interval.saturating_mul(2);
+                let digest = taken.digest;
                 let mut out = facts.publish(&subject, &check.source, taken.facts, Some(ttl), now);
                 let mut also_drop = |count: usize, reason: &dyn Fn() -> String| {
                     if count > 0 {
@@ -486,6 +500,10 @@ impl Cycle {
                         check.source
                     )
                 });
+                // Held whole: the worker may say "same" next time.
+                if out.dropped.is_none() {
+                    check.facts_digest = digest;
+                }
                 (out.changes, out.dropped)
             }
         };

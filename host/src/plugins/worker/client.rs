@@ -632,6 +632,7 @@ impl RemoteInstance {
             diagnosers: placed,
             keep: u32::try_from(observing.keep).unwrap_or(u32::MAX),
             within_us: u64::try_from(observing.within.as_micros()).unwrap_or(u64::MAX),
+            facts: observing.facts,
         });
         let asked = placed_count;
         match self.remote.call_on(&conn, call).await? {
@@ -645,10 +646,11 @@ impl RemoteInstance {
             Answer::Observed { checked, diagnoses } => Ok(Observed {
                 checked: match checked {
                     // Its worker diagnosed it: its details are not
-                    // healer's to read (nor to parse).
-                    wire::Checked::Seen(seen) => {
-                        CheckResult::Seen(seen.into_observation_without_details())
-                    }
+                    // healer's to read (nor to parse), but its facts are.
+                    wire::Checked::Seen(seen) => match seen.into_observation_without_details() {
+                        Ok(seen) => CheckResult::Seen(seen),
+                        Err(why) => CheckResult::Seen(Observation::unknown(why)),
+                    },
                     wire::Checked::Failed(error) => CheckResult::Failed(error),
                     wire::Checked::TimedOut => CheckResult::TimedOut,
                 },
@@ -708,8 +710,15 @@ impl Instance for RemoteInstance {
     }
 
     fn check(&self) -> Pending<'_, Result<Observation, String>> {
+        self.check_knowing(0)
+    }
+
+    fn check_knowing(&self, facts: u64) -> Pending<'_, Result<Observation, String>> {
         Box::pin(async move {
-            match self.call(|instance| Call::Check { instance }).await? {
+            match self
+                .call(|instance| Call::Check { instance, facts })
+                .await?
+            {
                 Answer::Seen(seen) => seen.into_checked(),
                 other => unexpected(other, "a check"),
             }

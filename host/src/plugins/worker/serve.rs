@@ -249,9 +249,14 @@ async fn run(
             held_now.instances.insert(number, created);
             Ok(Answer::Done)
         }
-        Call::Check { instance: number } => {
+        Call::Check {
+            instance: number,
+            facts,
+        } => {
             let seen = instance(number)?.check().await?;
-            Ok(Answer::Seen(Seen::from(&seen)))
+            let mut seen = Seen::from(&seen);
+            seen.facts_as_known(facts);
+            Ok(Answer::Seen(seen))
         }
         Call::Diagnose {
             instance: number,
@@ -383,9 +388,10 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
     let seen = Seen::from(&latest);
     remember_here(&seen);
     // The details stay here with the history: healer reads only the
-    // status, summary and metrics of a check diagnosed in its worker.
+    // status, summary, metrics and facts of a check diagnosed in its
+    // worker (the facts only when they changed).
     Ok(Answer::Observed {
-        checked: wire::Checked::Seen(seen.without_details()),
+        checked: wire::Checked::Seen(seen.without_details(observe.facts)),
         diagnoses,
     })
 }

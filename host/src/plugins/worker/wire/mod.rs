@@ -21,6 +21,7 @@ use futures_util::SinkExt;
 use healer_plugin_sdk::ffi::{FindingFfi, MetricFfi, ObservationFfi, PluginKind};
 use healer_plugin_sdk::{Finding, Metric, Observation, Outcome, Status};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -74,8 +75,9 @@ pub enum Call {
         name: String,
         config: String,
     },
-    /// One check of a monitor instance.
-    Check { instance: u64 },
+    /// One check of a monitor instance; `facts` is the digest of the
+    /// facts healer holds from its last check ([`bounds::facts_digest`]; 0: none).
+    Check { instance: u64, facts: u64 },
     /// A diagnosis by a diagnoser instance.
     Diagnose {
         instance: u64,
@@ -106,6 +108,9 @@ pub struct Observe {
     pub keep: u32,
     /// The check's deadline, and each diagnoser's, in microseconds.
     pub within_us: u64,
+    /// The digest of the facts healer holds from the monitor's last check
+    /// ([`bounds::facts_digest`]; 0: none).
+    pub facts: u64,
 }
 
 /// How a check went, on the wire.
@@ -271,6 +276,20 @@ impl From<Seen> for Observation {
     }
 }
 
+/// The `healer_facts` member of details (JSON text), unparsed; `None` when
+/// there is none (or the details are not an object).
+fn facts_member(details: &str) -> Option<&RawValue> {
+    #[derive(Deserialize)]
+    struct OnlyFacts<'a> {
+        #[serde(borrow, rename = "healer_facts")]
+        facts: Option<&'a RawValue>,
+    }
+    if !details.contains(healer_plugin_sdk::FACTS_KEY) {
+        return None;
+    }
+    serde_json::from_str::<OnlyFacts>(details).ok()?.facts
+}
+
 /// An observation as a worker keeps it in a history: one buffer.
 pub fn encode_kept(seen: &Seen) -> Box<[u8]> {
     postcard::to_allocvec(seen)
@@ -354,13 +373,41 @@ impl Seen {
     /// This observation without its details: what a worker that diagnosed
     /// a check itself sends back (healer reads only the status, summary
     /// and metrics of such a check; the details stay with the diagnosers).
-    pub fn without_details(&self) -> Seen {
-        Seen {
+    /// What healer reads of a check diagnosed in its worker: no details
+    /// but the facts the monitor published (they are healer's to keep),
+    /// as [`facts_as_known`](Self::facts_as_known) says them.
+    pub fn without_details(&self, known: u64) -> Seen {
+        let details = match facts_member(&self.details) {
+            Some(raw) => format!("{{\"{}\":{}}}", healer_plugin_sdk::FACTS_KEY, raw.get()),
+            None => String::new(),
+        };
+        let mut seen = Seen {
             status: self.status,
             summary: self.summary.clone(),
             metrics: self.metrics.clone(),
-            details: String::new(),
+            details,
+        };
+        seen.facts_as_known(known);
+        seen
+    }
+
+    /// Only changes cross from a worker to healer: when the facts this
+    /// check published are those healer holds (their digest is `known`),
+    /// they are sent as `"same"`, which healer reads as "still true".
+    pub fn facts_as_known(&mut self, known: u64) {
+        if known == 0 {
+            return;
         }
+        let Some(raw) = facts_member(&self.details) else {
+            return;
+        };
+        if bounds::facts_digest(raw.get()) != known {
+            return;
+        }
+        // Where the member's value sits in the text it was read from.
+        let start = raw.get().as_ptr() as usize - self.details.as_ptr() as usize;
+        let end = start + raw.get().len();
+        self.details.replace_range(start..end, bounds::SAME_FACTS);
     }
 
     /// The observation a check answered: an error when its details were
@@ -374,10 +421,20 @@ impl Seen {
         })
     }
 
-    /// The observation without its details, which are not parsed.
-    pub fn into_observation_without_details(mut self) -> Observation {
+    /// The observation of a check diagnosed in its worker: its details
+    /// hold only the facts it published ([`without_details`](Self::without_details)),
+    /// read as a check's are.
+    pub fn into_observation_without_details(mut self) -> Result<Observation, String> {
+        let details = if self.details.is_empty() {
+            serde_json::Value::Null
+        } else {
+            bounds::check_details(&self.details)?
+        };
         self.details = String::new();
-        Observation::from(self)
+        Ok(Observation {
+            details,
+            ..Observation::from(self)
+        })
     }
 
     /// This observation with `details` (JSON text) as they are: what a
@@ -521,7 +578,73 @@ pub fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::{take_published, Value as FactValue};
     use crate::plugins::bounds;
+
+    #[test]
+    fn facts_healer_holds_already_cross_the_wire_as_one_word_and_a_change_whole() {
+        let check = |pid: u32| {
+            Observation::ok("running")
+                .detail("lines", 3)
+                .fact("process.pid", pid)
+                .fact("process.running", true)
+        };
+        // The first check: whole, and healer notes their digest.
+        let mut first = Seen::from(&check(42));
+        first.facts_as_known(0);
+        let mut read = first.into_checked().expect("a check");
+        let taken = take_published(&mut read.details);
+        assert_eq!(taken.facts.len(), 2);
+        assert!(!taken.same);
+        assert_ne!(taken.digest, 0);
+        // The same facts again: one word, which healer reads as such.
+        let mut again = Seen::from(&check(42));
+        again.facts_as_known(taken.digest);
+        assert!(
+            again.details.contains("\"healer_facts\":\"same\""),
+            "{}",
+            again.details
+        );
+        let mut read = again.into_checked().expect("a check");
+        let same = take_published(&mut read.details);
+        assert!(same.same && same.facts.is_empty(), "{same:?}");
+        assert_eq!(
+            read.details["lines"], 3,
+            "the rest of the details as they were"
+        );
+        // A change: whole again.
+        let mut changed = Seen::from(&check(43));
+        changed.facts_as_known(taken.digest);
+        let mut read = changed.into_checked().expect("a check");
+        let whole = take_published(&mut read.details);
+        assert!(!whole.same);
+        assert!(whole
+            .facts
+            .contains(&("process.pid".to_owned(), FactValue::Number(43.0))));
+    }
+
+    #[test]
+    fn a_check_diagnosed_in_its_worker_still_hands_healer_its_facts_and_nothing_else() {
+        let seen = Seen::from(
+            &Observation::ok("running")
+                .detail("secret_lines", "not healer's to read")
+                .fact("process.pid", 7),
+        );
+        let mut read = seen
+            .without_details(0)
+            .into_observation_without_details()
+            .expect("readable");
+        assert!(
+            read.details.get("secret_lines").is_none(),
+            "{}",
+            read.details
+        );
+        let taken = take_published(&mut read.details);
+        assert_eq!(
+            taken.facts,
+            [("process.pid".to_owned(), FactValue::Number(7.0))]
+        );
+    }
 
     #[test]
     fn an_observation_and_a_finding_survive_the_wire() {
