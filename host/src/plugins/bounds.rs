@@ -165,16 +165,7 @@ fn left_out_of(text: &str) -> Option<usize> {
 /// [`FACTS_PER_CHECK`] are read, the rest are skipped unparsed and counted
 /// under [`LEFT_OUT_KEY`](crate::facts::LEFT_OUT_KEY).
 pub fn check_details(text: &str) -> Result<Value, String> {
-    let bytes = match text.len() > OBSERVATION_DETAILS_BYTES {
-        true => Some(text.len()),
-        false => left_out_of(text),
-    };
-    if let Some(bytes) = bytes {
-        return Err(format!(
-            "the monitor answered details of {bytes} bytes, more than the {} MiB healer takes from a check",
-            OBSERVATION_DETAILS_BYTES >> 20
-        ));
-    }
+    details_fit(text)?;
     let too_many = || {
         format!(
             "the monitor answered details of more than {OBSERVATION_DETAILS_VALUES} JSON values, more than healer takes from a check"
@@ -207,6 +198,23 @@ pub fn facts_digest(text: &str) -> u64 {
     text.hash(&mut hasher);
     // 0 means "none".
     hasher.finish().max(1)
+}
+
+/// Whether a check's details (JSON text) are within what healer takes
+/// from a check, by their size alone: what a worker asks before it sends
+/// them as they are (healer reads them once, on its side).
+pub fn details_fit(text: &str) -> Result<(), String> {
+    let bytes = match text.len() > OBSERVATION_DETAILS_BYTES {
+        true => Some(text.len()),
+        false => left_out_of(text),
+    };
+    match bytes {
+        Some(bytes) => Err(format!(
+            "the monitor answered details of {bytes} bytes, more than the {} MiB healer takes from a check",
+            OBSERVATION_DETAILS_BYTES >> 20
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The most facts healer reads from one check: four times what a writer

@@ -253,7 +253,11 @@ async fn run(
             instance: number,
             facts,
         } => {
-            let seen = instance(number)?.check().await?;
+            // Passed on as the package wrote it, its details unparsed
+            // (healer reads them, once): only what healer would refuse
+            // anyway is refused here, by its size, before it crosses.
+            let seen = instance(number)?.check_raw().await?;
+            crate::plugins::bounds::details_fit(&seen.details)?;
             let mut seen = Seen::from(&seen);
             seen.facts_as_known(facts);
             Ok(Answer::Seen(seen))
