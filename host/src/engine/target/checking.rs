@@ -451,6 +451,11 @@ impl Cycle {
     /// everything again.
     fn publish_facts(&mut self, index: usize, seen: &mut Observation, ends: u64) {
         let taken = take_published(&mut seen.details);
+        // Nothing published and nothing to take back: no lock, no lookup.
+        if taken == Taken::default() && seen.status != Status::Unknown {
+            self.checks[index].facts_digest = 0;
+            return;
+        }
         let subject = format!("target.{}", self.name());
         let now = Wall::now();
         let check = &mut self.checks[index];
@@ -534,10 +539,18 @@ impl Cycle {
     /// event. A step that could not tell (a check or diagnosis failed or
     /// said UNKNOWN), or an open UNKNOWN issue, asserts nothing: `healthy`
     /// is taken back until a step can tell again.
-    fn publish_health(&self, down: bool, conclusive: bool) {
+    fn publish_health(&mut self, down: bool, conclusive: bool) {
+        let unknown = self.tracker.issues().any(|issue| is_unknown(&issue.kind));
+        // Written only when it changes (healer's own facts do not expire):
+        // a steady target costs no lock and no lookup a step.
+        let status = self.slot.as_ref().and_then(|slot| slot.settled_status());
+        let now_said = (conclusive && !unknown).then_some((!down, status));
+        if self.health_said == Some(now_said) {
+            return;
+        }
+        self.health_said = Some(now_said);
         let now = Wall::now();
         let subject = format!("target.{}", self.name());
-        let unknown = self.tracker.issues().any(|issue| is_unknown(&issue.kind));
         if !conclusive || unknown {
             let name = format!("{subject}.healthy");
             let gone = {
@@ -555,7 +568,7 @@ impl Cycle {
         }
         let healthy = FactValue::Bool(!down);
         let mut values = vec![("healthy".to_owned(), healthy.clone())];
-        if let Some(status) = self.slot.as_ref().and_then(|slot| slot.settled_status()) {
+        if let Some(status) = status {
             values.push((
                 "status".to_owned(),
                 FactValue::Text(status.as_str().to_owned()),

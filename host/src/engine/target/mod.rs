@@ -63,6 +63,10 @@ pub struct Cycle {
     learned: BTreeMap<String, Vec<String>>,
     /// The (kind, recoverer) pairs under their `min_success`, as last said.
     demoted: HashSet<(String, String)>,
+    /// What healer last wrote of this target as facts: `None` before the
+    /// first step (the store may have carried some over), then whether it
+    /// was healthy and its status, or `None` when `healthy` was taken back.
+    health_said: Option<Option<(bool, Option<Status>)>>,
     /// Where the operator sees it; none for `healer once`.
     slot: Option<Arc<Slot>>,
     /// Where each source's findings of this run end in the list the run
@@ -199,6 +203,7 @@ impl Cycle {
             paused: HashSet::new(),
             learned: BTreeMap::new(),
             demoted: HashSet::new(),
+            health_said: None,
             slot: None,
         }
     }
