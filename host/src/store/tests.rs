@@ -529,22 +529,14 @@ fn facts_written_are_read_back_after_a_restart_and_retracted_or_expired_ones_are
 
 #[test]
 fn the_ledger_and_what_an_issue_waits_for_are_read_back_after_a_restart() {
-    use crate::issues::{Issue, Proposal, State};
+    use crate::issues::{Proposal, State};
     use crate::ledger::{Judging, Ledger, Verdict};
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(STORE_FILE_NAME);
     let (events, inbox, store, _, seen) = open(&file);
     let events = started(events, inbox, &store, &seen);
     let now = Wall::from_millis(1_700_000_000_000);
-    let mut issue = Issue::saved(
-        "process.not_running".to_owned(),
-        State::Open,
-        Status::Critical,
-        "gone".to_owned(),
-        1,
-        [now, now],
-        [None, None],
-    );
+    let mut issue = gone(State::Open, now);
     issue.proposal = Some(Box::new(Proposal {
         recoverer: "command".to_owned(),
         action: "command {\"argv\":[\"true\"]}".to_owned(),
@@ -596,22 +588,14 @@ fn the_ledger_and_what_an_issue_waits_for_are_read_back_after_a_restart() {
 
 #[test]
 fn a_verdict_takes_the_judged_attempt_off_its_issue_so_a_restart_does_not_judge_it_again() {
-    use crate::issues::{Issue, State};
+    use crate::issues::State;
     use crate::ledger::{Judging, Outcomes, Verdict};
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(STORE_FILE_NAME);
     let (events, inbox, store, _, seen) = open(&file);
     let events = started(events, inbox, &store, &seen);
     let now = Wall::from_millis(1_700_000_000_000);
-    let mut issue = Issue::saved(
-        "process.not_running".to_owned(),
-        State::Recovering,
-        Status::Critical,
-        "gone".to_owned(),
-        1,
-        [now, now],
-        [None, None],
-    );
+    let mut issue = gone(State::Recovering, now);
     issue.judging = Some(Box::new(Judging {
         recoverer: "command".to_owned(),
         attempt: 1,
@@ -639,4 +623,18 @@ fn a_verdict_takes_the_judged_attempt_off_its_issue_so_a_restart_does_not_judge_
     drop(store);
     let saved = saved_state(&file);
     assert_eq!(saved.issues["web"][0].judging, None);
+}
+
+/// `web`'s issue `process.not_running` ("gone"), in `state`, one attempt
+/// made, opened at `now`.
+fn gone(state: crate::issues::State, now: Wall) -> crate::issues::Issue {
+    crate::issues::Issue::saved(
+        "process.not_running".to_owned(),
+        state,
+        Status::Critical,
+        "gone".to_owned(),
+        1,
+        [now, now],
+        [None, None],
+    )
 }
