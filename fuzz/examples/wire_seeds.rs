@@ -150,7 +150,7 @@ fn main() {
                 config: r#"{"argv":["systemctl","restart","nginx"]}"#.to_owned(),
             }),
         ),
-        ("check", call(Call::Check { instance: 3 })),
+        ("check", call(Call::Check { instance: 3, facts: 0 })),
         (
             "diagnose",
             call(Call::Diagnose {
@@ -175,6 +175,7 @@ fn main() {
                 diagnosers: vec![4, 6],
                 keep: 10,
                 within_us: 10_000_000,
+                facts: 0,
             })),
         ),
     ];

@@ -97,7 +97,10 @@ fn answered(answer: Answer) {
         Answer::Observed { checked, diagnoses } => {
             assert!(diagnoses.len() <= bounds::DIAGNOSES_PER_ANSWER, "diagnoses");
             match checked {
-                Checked::Seen(seen) => observation(seen.into_observation_without_details()),
+                Checked::Seen(seen) => match seen.into_observation_without_details() {
+                    Ok(seen) => observation(seen),
+                    Err(error) => self::error(error),
+                },
                 Checked::Failed(error) => self::error(error),
                 Checked::TimedOut => {}
             }
