@@ -127,6 +127,28 @@ fn web(extra: &str) -> String {
     )
 }
 
+/// `db` (checked by the script `db-check`, refused) and `app` (checked by
+/// `app-check`, 502, recovered by the recorder `restart`), with
+/// `app_extra` lines in `app`'s table and `recover_extra` in its
+/// recoverer's: healing, and the scripts and recorder to steer it.
+async fn db_and_app(app_extra: &str, recover_extra: &str) -> (Healing, Script, Script, Recorder) {
+    let (db, app, restart) = (
+        Script::new(Observation::critical("refused")),
+        Script::new(Observation::critical("502")),
+        Recorder::default(),
+    );
+    let targets = format!(
+        "[[target]]\nname = \"db\"\n[target.monitor]\nplugin = \"db-check\"\n\n\
+         [[target]]\nname = \"app\"\n{app_extra}\n[target.monitor]\nplugin = \"app-check\"\n\n\
+         [[target.recover]]\nplugin = \"restart\"\n{recover_extra}\n"
+    );
+    let package = Memory::new("test")
+        .monitor_as("db-check", &db)
+        .monitor_as("app-check", &app)
+        .recoverer_as("restart", &restart);
+    (heal(&targets, package).await, db, app, restart)
+}
+
 /// A package with the scripted monitor `pid` and the recorder `restart`.
 fn scripted(pid: &Script, restart: &Recorder) -> Memory {
     Memory::new("test")
@@ -621,18 +643,7 @@ async fn a_second_check_seeing_the_same_failure_waits_for_the_first_ones_recover
 
 #[tokio::test]
 async fn a_dependent_is_not_recovered_while_its_dependency_is_down() {
-    let (db, app, restart) = (
-        Script::new(Observation::critical("refused")),
-        Script::new(Observation::critical("502")),
-        Recorder::default(),
-    );
-    let targets = "[[target]]\nname = \"db\"\n[target.monitor]\nplugin = \"db-check\"\n\n\
-                   [[target]]\nname = \"app\"\ndepends_on = [\"db\"]\n[target.monitor]\nplugin = \"app-check\"\n\n[[target.recover]]\nplugin = \"restart\"\n";
-    let package = Memory::new("test")
-        .monitor_as("db-check", &db)
-        .monitor_as("app-check", &app)
-        .recoverer_as("restart", &restart);
-    let mut healing = heal(targets, package).await;
+    let (mut healing, db, _app, restart) = db_and_app("depends_on = [\"db\"]", "").await;
     healing
         .events
         .wait_for("the recovery held", |e| {
@@ -743,18 +754,7 @@ async fn once_checks_every_target_and_recovers_only_when_asked() {
 
 #[tokio::test]
 async fn a_held_recovery_cites_the_fact_it_rests_on_and_healer_publishes_each_targets_health() {
-    let (db, app, restart) = (
-        Script::new(Observation::critical("refused")),
-        Script::new(Observation::critical("502")),
-        Recorder::default(),
-    );
-    let targets = "[[target]]\nname = \"db\"\n[target.monitor]\nplugin = \"db-check\"\n\n\
-                   [[target]]\nname = \"app\"\ndepends_on = [\"db\"]\n[target.monitor]\nplugin = \"app-check\"\n\n[[target.recover]]\nplugin = \"restart\"\n";
-    let package = Memory::new("test")
-        .monitor_as("db-check", &db)
-        .monitor_as("app-check", &app)
-        .recoverer_as("restart", &restart);
-    let mut healing = heal(targets, package).await;
+    let (mut healing, db, _app, _restart) = db_and_app("depends_on = [\"db\"]", "").await;
     healing
         .events
         .wait_for("db known to be unhealthy", |e| {
@@ -801,19 +801,8 @@ async fn a_held_recovery_cites_the_fact_it_rests_on_and_healer_publishes_each_ta
 
 #[tokio::test]
 async fn a_recoverer_gated_on_another_targets_fact_waits_for_it_and_acts_once_it_holds() {
-    let (db, app, restart) = (
-        Script::new(Observation::critical("refused")),
-        Script::new(Observation::critical("502")),
-        Recorder::default(),
-    );
-    let targets = "[[target]]\nname = \"db\"\n[target.monitor]\nplugin = \"db-check\"\n\n\
-                   [[target]]\nname = \"app\"\n[target.monitor]\nplugin = \"app-check\"\n\n\
-                   [[target.recover]]\nplugin = \"restart\"\nwhen = [\"target.db.healthy == true\"]\n";
-    let package = Memory::new("test")
-        .monitor_as("db-check", &db)
-        .monitor_as("app-check", &app)
-        .recoverer_as("restart", &restart);
-    let mut healing = heal(targets, package).await;
+    let (mut healing, db, _app, restart) =
+        db_and_app("", "when = [\"target.db.healthy == true\"]").await;
     let gated = healing
         .events
         .wait_for(
