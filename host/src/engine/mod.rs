@@ -707,26 +707,16 @@ impl Handle {
         answer: Answer,
         within: std::time::Duration,
     ) -> Result<Issue, Refusal> {
-        let sender = read(&self.shared.commands)
-            .get(target)
-            .cloned()
-            .ok_or_else(|| Refusal::NoSuchTarget(target.to_owned()))?;
-        let (reply, answered) = oneshot::channel();
-        sender
-            .try_send(Command::Answer(Box::new(Answering {
+        let answering = |reply| {
+            Command::Answer(Box::new(Answering {
                 kind: kind.to_owned(),
                 answer,
                 reply,
-            })))
-            .map_err(|err| match err {
-                mpsc::error::TrySendError::Full(_) => Refusal::Crowded(target.to_owned()),
-                mpsc::error::TrySendError::Closed(_) => Refusal::NoSuchTarget(target.to_owned()),
-            })?;
-        match tokio::time::timeout(within, answered).await {
-            Ok(Ok(Ok(issue))) => Ok(issue),
-            Ok(Ok(Err(why))) => Err(Refusal::NothingToDo(format!("target {target:?}: {why}"))),
-            Ok(Err(_)) => Err(Refusal::NoSuchTarget(target.to_owned())),
-            Err(_) => Err(Refusal::Busy(target.to_owned())),
+            }))
+        };
+        match self.ask(target, answering, within).await? {
+            Ok(issue) => Ok(issue),
+            Err(why) => Err(Refusal::NothingToDo(format!("target {target:?}: {why}"))),
         }
     }
 
@@ -769,24 +759,39 @@ impl Handle {
         kind: Option<String>,
         within: std::time::Duration,
     ) -> Result<Vec<Issue>, Refusal> {
+        let what = kind.clone();
+        let reset = |reply| Command::Reset(Box::new(Reset { kind, reply }));
+        let issues = self.ask(target, reset, within).await?;
+        if issues.is_empty() {
+            return Err(Refusal::NothingToDo(match what {
+                Some(kind) => format!("target {target:?} has no open issue of kind {kind:?}"),
+                None => format!("target {target:?} has no escalated issue"),
+            }));
+        }
+        Ok(issues)
+    }
+
+    /// Sends `target`'s loop the command `command` makes with its reply
+    /// channel, and waits for the reply at most `within`: a loop with too
+    /// many commands waiting did not take it, one that does not answer in
+    /// time (a long check or recovery) applies it when it is free.
+    async fn ask<T>(
+        &self,
+        target: &str,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+        within: std::time::Duration,
+    ) -> Result<T, Refusal> {
         let sender = read(&self.shared.commands)
             .get(target)
             .cloned()
             .ok_or_else(|| Refusal::NoSuchTarget(target.to_owned()))?;
         let (reply, answer) = oneshot::channel();
-        let what = kind.clone();
-        sender
-            .try_send(Command::Reset(Box::new(Reset { kind, reply })))
-            .map_err(|err| match err {
-                mpsc::error::TrySendError::Full(_) => Refusal::Crowded(target.to_owned()),
-                mpsc::error::TrySendError::Closed(_) => Refusal::NoSuchTarget(target.to_owned()),
-            })?;
+        sender.try_send(command(reply)).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => Refusal::Crowded(target.to_owned()),
+            mpsc::error::TrySendError::Closed(_) => Refusal::NoSuchTarget(target.to_owned()),
+        })?;
         match tokio::time::timeout(within, answer).await {
-            Ok(Ok(issues)) if issues.is_empty() => Err(Refusal::NothingToDo(match what {
-                Some(kind) => format!("target {target:?} has no open issue of kind {kind:?}"),
-                None => format!("target {target:?} has no escalated issue"),
-            })),
-            Ok(Ok(issues)) => Ok(issues),
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(Refusal::NoSuchTarget(target.to_owned())),
             Err(_) => Err(Refusal::Busy(target.to_owned())),
         }
