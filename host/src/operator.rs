@@ -358,11 +358,7 @@ fn done(answer: Result<Value, String>, json: bool) -> ExitCode {
 
 /// `healer fact set NAME VALUE --for 1h`: an operator's note.
 pub fn set_note(daemon: &Daemon, name: &str, value: &str, duration: &str, json: bool) -> ExitCode {
-    let value = match crate::facts::typed_value(value) {
-        crate::facts::Value::Bool(truth) => Value::Bool(truth),
-        crate::facts::Value::Number(number) => serde_json::json!(number),
-        crate::facts::Value::Text(text) => Value::String(text),
-    };
+    let value = crate::facts::typed_value(value);
     let body = serde_json::json!({"name": name, "value": value, "for": duration}).to_string();
     match daemon.call("POST", "/api/v1/facts", Some(&body)) {
         Ok(answer) if json => {
