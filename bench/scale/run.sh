@@ -14,6 +14,12 @@
 # Usage: bench/scale/run.sh [N ...]      (default: 100 1000)
 #        MONIT_MAX=1000 WARMUP=10 MEASURE=30 DIAGNOSE=1 (0: no http diagnoser)
 #        ISOLATION=in-process (the http package loaded into healer, no worker)
+#        WORKERS=N ([plugins] workers: worker processes per package)
+# For healer it also prints its own view at the end of the window: the
+# longest gap between two checks of one target, `/healthz` (ok, or behind
+# with the late window), the metrics of late checks and the events that
+# said healer fell behind or caught up, and how many issues opened (a
+# healthy server: none may).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -77,6 +83,13 @@ run() {
     sleep "$measure"
     c1=$(cpu_of "$tool_pid"); r1=$(requests); t1=$(date +%s.%N)
     local rss pss; rss=$(rss_of "$tool_pid"); pss=$(pss_of "$tool_pid")
+    if [ "$label" = healer ]; then
+        {
+            echo "healer $n: /healthz $(curl -s -m 5 "http://127.0.0.1:$api_port/healthz")"
+            curl -s -m 5 "http://127.0.0.1:$api_port/metrics" | grep -E '^healer_(checks_began|checks_late|behind|behind_by_seconds)[_ ]' | sed "s/^/healer $n: /"
+            echo "healer $n: issues opened: $(grep -c issue_opened "$work/events-$n.jsonl" 2>/dev/null || echo 0), events: $(grep -oE '"event":"checks_(behind|caught_up)"' "$work/events-$n.jsonl" 2>/dev/null | sort | uniq -c | tr '\n' ' ')"
+        } >> "$work/views"
+    fi
     kill -TERM -- "-$tool_pid" 2>/dev/null || kill "$tool_pid" 2>/dev/null || true
     wait "$tool_pid" 2>/dev/null || true
     tool_pid=""
@@ -87,6 +100,7 @@ run() {
     local on_time median
     on_time=$(sed -n 's/.*on_time=\([0-9.]*\).*/\1/p' <<< "$periods")
     median=$(sed -n 's/.*median=\([0-9.]*\).*/\1/p' <<< "$periods")
+    echo "$label $n: $periods" >> "$work/views"
     printf '%s %s %.1f %.1f %.0f %s %s %s %.1f\n' "$label" "$n" \
         "$(echo "100 * ($c1 - $c0) / $ticks / $secs" | bc -l)" \
         "$(echo "$rss / 1024" | bc -l)" \
@@ -95,12 +109,18 @@ run() {
 }
 
 results=()
+api_port=$((port + 1))
+: > "$work/views"
+printf 'anomalies: []\n' > "$work/reflex_map.yml"
 for n in "${sizes[@]}"; do
     conf="$work/healer-$n.toml"
     {
-        printf '[healer]\ninterval = "1s"\ntimeout = "5s"\nplugins_dir = "%s/plugins"\nstate_dir = "%s/state-%s"\nlog_file = "%s/healer-%s.log"\nlog_level = "warn"\n' \
-            "$work" "$work" "$n" "$work" "$n"
-        [ -z "${ISOLATION:-}" ] || printf '[plugins]\nisolation = "%s"\n' "$ISOLATION"
+        printf '[healer]\ninterval = "1s"\ntimeout = "5s"\nplugins_dir = "%s/plugins"\nstate_dir = "%s/state-%s"\nlog_file = "%s/healer-%s.log"\nevent_log = "%s/events-%s.jsonl"\nlog_level = "warn"\n' \
+            "$work" "$work" "$n" "$work" "$n" "$work" "$n"
+        printf '[intake]\nbind = "127.0.0.1:%s"\nreflex_map = "%s/reflex_map.yml"\n' "$api_port" "$work"
+        [ -z "${ISOLATION:-}${WORKERS:-}" ] || printf '[plugins]\n'
+        [ -z "${ISOLATION:-}" ] || printf 'isolation = "%s"\n' "$ISOLATION"
+        [ -z "${WORKERS:-}" ] || printf 'workers = %s\n' "$WORKERS"
         for i in $(seq 1 "$n"); do
             printf '[[target]]\nname = "t%d"\nmonitor = { plugin = "http", url = "http://127.0.0.1:%d/t%d", timeout = "4s" }\n' "$i" "$port" "$i"
             [ "${DIAGNOSE:-1}" = 0 ] || printf '[[target.diagnose]]\nplugin = "http"\n'
@@ -134,6 +154,8 @@ for line in "${results[@]}"; do
         "$(echo "100 * $rate / $n" | bc -l)" "$on_time" "$median" "$first" "$check" \
         "$(echo "10000 * $cpu / ($rate + 0.0001)" | bc -l)" "$(echo "1024 * $rss / $n" | bc -l)"
 done
+echo
+cat "$work/views"
 echo
 for n in "${sizes[@]}"; do
     h=""; m=""

@@ -178,6 +178,7 @@ pub struct Slot {
     view: Mutex<TargetView>,
     progress: Mutex<Progress>,
     check_seconds: Histogram,
+    lateness: Arc<Lateness>,
 }
 
 impl Slot {
@@ -206,6 +207,12 @@ impl Slot {
     /// A scheduled check took this long.
     pub fn checked_in(&self, took: Duration) {
         self.check_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Scheduled checks began: `checks` of them, `late` of them late (see
+    /// [`Lateness`]), the latest by `late_by`.
+    pub fn began(&self, checks: u64, late: u64, late_by: Duration) {
+        self.lateness.record(checks, late, late_by);
     }
 
     /// The loop made progress; it must make more by `due_by`.
@@ -242,6 +249,8 @@ pub trait CheckTimers: Send + Sync {
 pub struct Board {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     metrics: Arc<dyn CheckTimers>,
+    /// Whether the checks keep to their schedules.
+    pub lateness: Arc<Lateness>,
 }
 
 impl Board {
@@ -251,6 +260,7 @@ impl Board {
         Arc::new(Board {
             slots: RwLock::default(),
             metrics,
+            lateness: Arc::default(),
         })
     }
 
@@ -260,6 +270,7 @@ impl Board {
         let name = view.name.clone();
         let slot = Arc::new(Slot {
             check_seconds: self.metrics.check_timer(&view.name),
+            lateness: Arc::clone(&self.lateness),
             view: Mutex::new(view),
             progress: Mutex::new(Progress {
                 due_by: Some(due_by),
@@ -449,5 +460,113 @@ mod tests {
         target.settle();
         assert_eq!(target.status, Some(Status::Critical));
         assert_eq!(target.summary, "disk.filling escalated: 91% full");
+    }
+}
+
+/// Whether healer's checks keep to their schedules. A check is late when
+/// it began more than a tenth of its interval after its point of the
+/// grid; healer is *behind* once at least [`BEHIND_SHARE`] of the checks
+/// of a [`LATE_WINDOW`] began late, and has caught up once fewer than
+/// [`CAUGHT_UP_SHARE`] of a window's did. Being behind is healer's own
+/// state: it never opens an issue or makes a check UNKNOWN.
+#[derive(Default)]
+pub struct Lateness {
+    state: Mutex<LateState>,
+}
+
+/// The share of a window's checks (per mille) that puts healer behind.
+pub const BEHIND_SHARE: u64 = 10;
+/// The share (per mille) under which healer has caught up.
+pub const CAUGHT_UP_SHARE: u64 = 1;
+/// How long a window of checks is.
+pub const LATE_WINDOW: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct LateState {
+    /// The open window.
+    window: LateCount,
+    /// Since start.
+    total: LateCount,
+    /// How far behind healer is, while it is: the window that said so.
+    behind: Option<LateCount>,
+}
+
+/// Checks counted, how many began late, and the latest any began.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LateCount {
+    pub checks: u64,
+    pub late: u64,
+    /// How late the latest check began, in milliseconds.
+    pub latest_ms: u64,
+}
+
+impl LateCount {
+    fn add(&mut self, checks: u64, late: u64, late_by: Duration) {
+        self.checks = self.checks.saturating_add(checks);
+        self.late = self.late.saturating_add(late.min(checks));
+        let ms = u64::try_from(late_by.as_millis()).unwrap_or(u64::MAX);
+        self.latest_ms = self.latest_ms.max(ms);
+    }
+
+    /// The late checks per mille of the checks.
+    fn per_mille(&self) -> u64 {
+        self.late.saturating_mul(1000) / self.checks.max(1)
+    }
+}
+
+/// What closing a window changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keeping {
+    /// healer fell behind: the window that says so.
+    FellBehind(LateCount),
+    /// healer caught up: the window that says so.
+    CaughtUp(LateCount),
+}
+
+impl Lateness {
+    fn lock(&self) -> MutexGuard<'_, LateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `checks` that began, `late` of them late, the latest by
+    /// `late_by`.
+    pub fn record(&self, checks: u64, late: u64, late_by: Duration) {
+        let mut state = self.lock();
+        state.window.add(checks, late, late_by);
+        state.total.add(checks, late, Duration::ZERO);
+    }
+
+    /// Closes the open window (every [`LATE_WINDOW`]): whether healer fell
+    /// behind or caught up with it.
+    pub fn close_window(&self) -> Option<Keeping> {
+        let mut state = self.lock();
+        let window = std::mem::take(&mut state.window);
+        let share = window.per_mille();
+        match state.behind {
+            None if window.checks > 0 && share >= BEHIND_SHARE => {
+                state.behind = Some(window);
+                Some(Keeping::FellBehind(window))
+            }
+            Some(_) if share < CAUGHT_UP_SHARE => {
+                state.behind = None;
+                Some(Keeping::CaughtUp(window))
+            }
+            Some(_) => {
+                state.behind = Some(window);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The window that put healer behind (the latest, while it stays
+    /// behind); `None` while it keeps to the schedules.
+    pub fn behind(&self) -> Option<LateCount> {
+        self.lock().behind
+    }
+
+    /// Every check counted since start, and how many began late.
+    pub fn total(&self) -> LateCount {
+        self.lock().total
     }
 }

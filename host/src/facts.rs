@@ -558,6 +558,11 @@ pub struct Taken {
     pub digest: u64,
 }
 
+/// Whether an observation's details carry facts its plugin published.
+pub fn published_any(details: &serde_json::Value) -> bool {
+    details.get(healer_plugin_sdk::FACTS_KEY).is_some()
+}
+
 /// The facts a plugin published with an observation, taken out of its
 /// `details` (under the SDK's `FACTS_KEY`; details left empty become
 /// `null` again).

@@ -32,7 +32,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::board::{CheckTimers, TargetView};
+use crate::board::{CheckTimers, LateCount, Lateness, TargetView};
 use crate::config::Config;
 use crate::events::{Event, Record, Role, Subscriber};
 use crate::issues::State;
@@ -146,6 +146,12 @@ pub struct Metrics {
     facts: Gauge,
     store_lag: Gauge<f64, AtomicU64>,
     store_writable: Gauge,
+    checks_began: Counter,
+    checks_late: Counter,
+    /// What of the board's lateness totals the counters hold already.
+    late_counted: Mutex<LateCount>,
+    behind: Gauge,
+    behind_by: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -171,6 +177,11 @@ impl Metrics {
             facts: Gauge::default(),
             store_lag: Gauge::default(),
             store_writable: Gauge::default(),
+            checks_began: Counter::default(),
+            checks_late: Counter::default(),
+            late_counted: Mutex::default(),
+            behind: Gauge::default(),
+            behind_by: Gauge::default(),
         };
         {
             let mut r = metrics.lock();
@@ -260,6 +271,26 @@ impl Metrics {
                 "1 when the store can write, 0 when degraded",
                 metrics.store_writable.clone(),
             );
+            r.register(
+                "checks_began",
+                "Scheduled checks begun (by healer or, for a quiet target, by its plugin worker)",
+                metrics.checks_began.clone(),
+            );
+            r.register(
+                "checks_late",
+                "Scheduled checks that began more than a tenth of their interval after their point of the schedule",
+                metrics.checks_late.clone(),
+            );
+            r.register(
+                "behind",
+                "1 while healer's checks fall behind their schedules (1 % or more of a 5 s window's checks late), 0 otherwise",
+                metrics.behind.clone(),
+            );
+            r.register(
+                "behind_by_seconds",
+                "While behind: how late the latest check of the window began",
+                metrics.behind_by.clone(),
+            );
         }
         metrics
     }
@@ -332,10 +363,24 @@ impl Metrics {
         targets: &[TargetView],
         store: Option<&dyn StoreHealth>,
         facts: usize,
+        lateness: &Lateness,
         format: Format,
     ) -> String {
         // One scrape at a time: the gauges are reset and read together.
         let registry = self.lock();
+        {
+            let total = lateness.total();
+            let mut counted = self.late_counted.lock().unwrap_or_else(|p| p.into_inner());
+            self.checks_began
+                .inc_by(total.checks.saturating_sub(counted.checks));
+            self.checks_late
+                .inc_by(total.late.saturating_sub(counted.late));
+            *counted = total;
+            let behind = lateness.behind();
+            self.behind.set(i64::from(behind.is_some()));
+            self.behind_by
+                .set(behind.map_or(0.0, |window| window.latest_ms as f64 / 1000.0));
+        }
         let now = crate::clock::Wall::now();
         self.target_status.clear();
         let mut by_state: HashMap<State, i64> = HashMap::new();
@@ -596,7 +641,7 @@ argv = ["true"]
     fn a_configured_targets_counters_show_at_zero_before_anything_happens() {
         let metrics = Metrics::new();
         metrics.start_at_zero(&config(TWO_KINDS), &no_packages());
-        let text = metrics.render(&[], None, 0, Format::OpenMetrics);
+        let text = metrics.render(&[], None, 0, &Lateness::default(), Format::OpenMetrics);
 
         for line in [
             r#"healer_recoveries_total{target="web",result="recovered"} 0"#,
@@ -624,7 +669,7 @@ argv = ["true"]
         });
         metrics.start_at_zero(&config, &no_packages());
 
-        let text = metrics.render(&[], None, 0, Format::OpenMetrics);
+        let text = metrics.render(&[], None, 0, &Lateness::default(), Format::OpenMetrics);
         assert!(
             text.lines().any(|l| l
                 == r#"healer_plugin_errors_total{target="web",role="monitor",plugin="http"} 1"#),

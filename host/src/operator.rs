@@ -118,6 +118,9 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
         print_json(&answer);
     } else {
         say!("{}", status_table(&rows));
+        if let Some(line) = behind_line(daemon) {
+            say!("{line}");
+        }
     }
     // The worst target's code: CRITICAL outranks UNKNOWN (not checked yet).
     let worst = rows
@@ -126,6 +129,20 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
         .max_by_key(|status| crate::board::rank(*status))
         .unwrap_or(Status::Ok);
     ExitCode::from(worst as u8)
+}
+
+/// A line saying healer is behind its checks' schedules, while it is.
+fn behind_line(daemon: &Daemon) -> Option<String> {
+    let answer = daemon.call("GET", "/healthz", None).ok()?;
+    let health: crate::api::Health = serde_json::from_value(answer).ok()?;
+    let window = health.behind?;
+    Some(format!(
+        "healer is BEHIND: {} of {} checks in the last {} began late (the latest by {} ms); every target waits its turn",
+        window.late,
+        window.checks,
+        humantime::format_duration(crate::board::LATE_WINDOW),
+        window.latest_ms
+    ))
 }
 
 fn status_table(rows: &[TargetRow]) -> String {

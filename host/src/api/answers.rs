@@ -88,8 +88,14 @@ pub struct FileProblem {
 /// `GET /healthz`: healer's own liveness.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok`, or `stalled` when something of healer's own does not work.
+    /// `ok`; `behind` when its checks fall behind their schedules (it
+    /// works, slower than configured: still 200); `stalled` when something
+    /// of healer's own does not work.
     pub status: String,
+    /// While healer is behind: the latest window of checks, how many of
+    /// them began late, and the latest by how much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind: Option<crate::board::LateCount>,
     /// Targets whose loop has not made progress when it should have, with
     /// how late, e.g. `db (late by 12s)`.
     pub stalled: Vec<String>,

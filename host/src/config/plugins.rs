@@ -52,6 +52,16 @@ pub struct WorkerLimits {
     pub crash_window: std::time::Duration,
     /// A worker that has not answered a ping for this long is stuck.
     pub stuck_after: std::time::Duration,
+    /// At most this many worker processes serve the package at once.
+    pub workers: usize,
+    /// Targets one worker serves before the next starts (up to `workers`).
+    pub targets_per_worker: usize,
+}
+
+/// How many worker processes a package may have by default: one per CPU
+/// (at most 8), so that thousands of targets are not bound by one thread.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 impl Default for WorkerLimits {
@@ -61,6 +71,8 @@ impl Default for WorkerLimits {
             crash_limit: 3,
             crash_window: std::time::Duration::from_secs(600),
             stuck_after: std::time::Duration::from_secs(5),
+            workers: default_workers(),
+            targets_per_worker: 1000,
         }
     }
 }
@@ -80,6 +92,12 @@ pub struct Plugins {
     /// A worker that misses its heartbeat this long (or leaves what healer
     /// sends it unread this long) is stuck: killed and restarted.
     pub stuck_after: Duration,
+    /// At most this many worker processes per package (default: one per
+    /// CPU, at most 8); a package's targets go to its first worker, then,
+    /// `targets_per_worker` at a time, to the others in turn.
+    pub workers: usize,
+    /// See `workers`.
+    pub targets_per_worker: usize,
     /// The user every worker runs as, unless its package's table says.
     pub user: Option<Spanned<User>>,
     /// The group every worker runs as (with `user`).
@@ -99,6 +117,8 @@ impl Default for Plugins {
             crash_limit: limits.crash_limit,
             crash_window: Duration(limits.crash_window),
             stuck_after: Duration(limits.stuck_after),
+            workers: limits.workers,
+            targets_per_worker: limits.targets_per_worker,
             user: None,
             group: None,
             capabilities: None,
@@ -371,6 +391,8 @@ impl Plugins {
                 crash_limit: self.crash_limit,
                 crash_window: self.crash_window.0,
                 stuck_after: self.stuck_after.0,
+                workers: self.workers,
+                targets_per_worker: self.targets_per_worker,
             },
             sandbox: Sandbox {
                 account,
@@ -390,6 +412,21 @@ impl Plugins {
         let mut problems: Vec<PluginsProblem> = Vec::new();
         if self.crash_limit == 0 {
             problems.push((None, "[plugins] crash_limit must be at least 1".to_owned()));
+        }
+        if self.workers == 0 || self.workers > 64 {
+            problems.push((
+                None,
+                format!(
+                    "[plugins] workers must be 1 to 64 (worker processes per package), not {}",
+                    self.workers
+                ),
+            ));
+        }
+        if self.targets_per_worker == 0 {
+            problems.push((
+                None,
+                "[plugins] targets_per_worker must be at least 1".to_owned(),
+            ));
         }
         for (key, value) in [
             ("crash_window", self.crash_window),

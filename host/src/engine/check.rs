@@ -4,6 +4,7 @@
 //! a target one at a time, so a target never checks and recovers at once.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,9 +59,66 @@ pub(super) struct Watch {
     /// When its latest run (not a push) began: a push that arrived before
     /// it is stale.
     pub checked_at: Option<Instant>,
-    /// When it next falls due.
+    /// When it next falls due; while its worker checks it on its grid,
+    /// when healer next looks whether the worker still says how it goes.
     pub schedule: Schedule,
+    /// Its monitor's worker may check it on its grid: the monitor and its
+    /// diagnosers live in one worker, and no diagnoser reads facts.
+    pub watchable: bool,
+    /// Set while its worker checks it on its grid.
+    pub watched: Option<Arc<Watched>>,
 }
+
+/// A check its monitor's worker makes on the check's grid: what the
+/// worker's messages and the target's loop share.
+pub(super) struct Watched {
+    /// Tells this watch's news from an earlier one's.
+    pub id: u64,
+    /// When the worker last said how the check went.
+    confirmed: std::sync::Mutex<Instant>,
+    /// Whether the latest check healer knows of was OK (and no finding):
+    /// only then does a quiet check confirm it.
+    pub ok: AtomicBool,
+    /// The digest of the facts healer holds from the monitor.
+    pub facts: AtomicU64,
+}
+
+impl Watched {
+    pub fn new(id: u64, ok: bool, facts: u64) -> Watched {
+        Watched {
+            id,
+            confirmed: std::sync::Mutex::new(Instant::now()),
+            ok: AtomicBool::new(ok),
+            facts: AtomicU64::new(facts),
+        }
+    }
+
+    /// The worker said how the check went, now.
+    pub fn confirm(&self) {
+        *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// By when the worker must next say how the check goes, or healer
+    /// checks it itself: [`SILENT_INTERVALS`] intervals (at least
+    /// [`SILENT_AT_LEAST`]) after it last did.
+    pub fn deadline(&self, interval: Duration) -> Instant {
+        let confirmed = *self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        confirmed + silent_for(interval)
+    }
+}
+
+/// How long a watched check's worker may stay silent: [`SILENT_INTERVALS`]
+/// intervals, at least [`SILENT_AT_LEAST`] (it says how quiet checks went
+/// once a second).
+pub(super) fn silent_for(interval: Duration) -> Duration {
+    interval
+        .saturating_mul(SILENT_INTERVALS)
+        .max(SILENT_AT_LEAST)
+}
+
+/// Intervals a watched check's worker may stay silent.
+const SILENT_INTERVALS: u32 = 3;
+const SILENT_AT_LEAST: Duration = Duration::from_secs(3);
 
 /// When a check next falls due, on its grid.
 pub(super) struct Schedule {
@@ -82,6 +140,11 @@ impl Schedule {
     /// not followed by another a few milliseconds later).
     pub fn after_scheduled(&mut self, started: Instant, now: Instant, every: Duration) {
         self.next = self.grid.after(now.max(started + every / 2), every);
+    }
+
+    /// The grid's origin: one of its points.
+    pub fn origin(&self) -> Instant {
+        self.grid.origin
     }
 
     /// After a run off the grid (a verification, a re-check): the point
@@ -117,6 +180,7 @@ impl Watch {
         // A diagnoser given facts is called from here, where they are.
         let in_place =
             monitor.diagnosed_in_place_by(&handles) && grants.iter().all(Option::is_none);
+        let watchable = (in_place || handles.is_empty()) && monitor.served_by_a_worker();
         // No more than the diagnosers read (with no diagnoser, none).
         let needed = handles.iter().map(|d| d.history_needed()).max();
         let history_len = history_len.max(1).min(needed.unwrap_or(0));
@@ -149,6 +213,8 @@ impl Watch {
             last_status: None,
             checked_at: None,
             schedule: Schedule::new(grid),
+            watchable,
+            watched: None,
         }
     }
 

@@ -38,6 +38,7 @@ use crate::model::Pause;
 use crate::plugins::{
     Catalog, DiagnoserHandle, MonitorHandle, PluginKind, RecovererHandle, WhenWorkerEnds,
 };
+use healer_plugin_sdk::Duration as HumanDuration;
 
 /// Why a pause was shortened.
 pub(crate) const PAUSE_TOO_LONG: &str =
@@ -276,7 +277,10 @@ pub async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, 
         )
     };
     let package = |plugin: &PluginUse| {
-        catalog.find(plugin.kind, &plugin.plugin).ok_or_else(|| {
+        let found = catalog
+            .find(plugin.kind, &plugin.plugin)
+            .map(|p| p.for_target(&target.name));
+        found.ok_or_else(|| {
             fail(
                 plugin,
                 format!(
@@ -352,6 +356,32 @@ struct Running {
     task: JoinHandle<Tracker>,
 }
 
+/// Says when healer's checks fall behind their schedules, and when they
+/// catch up (see [`crate::board::Lateness`]), until shut down.
+async fn say_lateness(board: Arc<Board>, events: Events, mut shutdown: watch::Receiver<bool>) {
+    use crate::board::{Keeping, LATE_WINDOW};
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LATE_WINDOW) => {}
+            _ = shutdown.changed() => return,
+        }
+        match board.lateness.close_window() {
+            Some(Keeping::FellBehind(window)) => events.emit(Event::ChecksBehind {
+                checks: window.checks,
+                late: window.late,
+                latest_ms: window.latest_ms,
+                window: HumanDuration(LATE_WINDOW),
+            }),
+            Some(Keeping::CaughtUp(window)) => events.emit(Event::ChecksCaughtUp {
+                checks: window.checks,
+                late: window.late,
+                window: HumanDuration(LATE_WINDOW),
+            }),
+            None => {}
+        }
+    }
+}
+
 /// The running targets: started, stopped and restarted one by one (a
 /// reload), each as its own task, until shut down.
 pub struct Engine {
@@ -372,6 +402,13 @@ impl Engine {
         board: Arc<Board>,
         shutdown: watch::Receiver<bool>,
     ) -> Engine {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(say_lateness(
+                Arc::clone(&board),
+                events.clone(),
+                shutdown.clone(),
+            ));
+        }
         Engine {
             shared: Arc::new(Shared::default()),
             limiter: Arc::new(Semaphore::new(settings.max_concurrent_recoveries)),

@@ -440,6 +440,23 @@ pub enum Event {
     /// served again.
     PluginQuarantineLifted { package: String, file: PathBuf },
 
+    /// healer's checks fell behind their schedules: `late` of the `checks`
+    /// that began within `window` began more than a tenth of their
+    /// interval late, the latest by `latest_ms`. healer's own state: no
+    /// target's issue, and no check is UNKNOWN for it.
+    ChecksBehind {
+        checks: u64,
+        late: u64,
+        latest_ms: u64,
+        window: HumanDuration,
+    },
+    /// healer's checks keep to their schedules again.
+    ChecksCaughtUp {
+        checks: u64,
+        late: u64,
+        window: HumanDuration,
+    },
+
     /// The store cannot write: healing goes on from memory, and the store
     /// retries and catches up.
     StoreDegraded { file: PathBuf, error: String },
@@ -596,6 +613,8 @@ impl Event {
             Event::PluginWorkerRestarted { .. } => "plugin_worker_restarted",
             Event::PluginQuarantined { .. } => "plugin_quarantined",
             Event::PluginQuarantineLifted { .. } => "plugin_quarantine_lifted",
+            Event::ChecksBehind { .. } => "checks_behind",
+            Event::ChecksCaughtUp { .. } => "checks_caught_up",
         }
     }
 
@@ -649,7 +668,9 @@ impl Event {
             | Event::ReportsRefused { .. }
             | Event::StoreDegraded { .. }
             | Event::StoreRecovered { .. }
-            | Event::StoreMovedAside { .. } => None,
+            | Event::StoreMovedAside { .. }
+            | Event::ChecksBehind { .. }
+            | Event::ChecksCaughtUp { .. } => None,
             Event::FactChanged { fact, .. }
             | Event::FactRetracted { fact, .. }
             | Event::FactExpired { fact } => Some(&fact.subject),

@@ -557,6 +557,23 @@ fn write(event: &Event) {
             severity = "CRITICAL",
             "plugin package quarantined: its targets are UNKNOWN until the file changes or healer restarts"
         ),
+        Event::ChecksBehind {
+            checks,
+            late,
+            latest_ms,
+            window,
+        } => warn!(
+            checks, late, latest_ms, window = %window,
+            "healer is behind: {late} of {checks} checks in the last {window} began late (the latest by {latest_ms} ms); each target waits its turn, no check is skipped as failed"
+        ),
+        Event::ChecksCaughtUp {
+            checks,
+            late,
+            window,
+        } => info!(
+            checks, late, window = %window,
+            "healer caught up: its checks keep to their schedules again"
+        ),
         Event::PluginQuarantineLifted { package, file } => info!(
             package = %package, file = %file.display(),
             "plugin package changed and probed clean: quarantine lifted"

@@ -17,7 +17,6 @@ use super::identity;
 use super::loader::{load_opened, LoadError};
 use super::package::{Package, PluginInfo, WhenWorkerEnds};
 use super::worker::probe::{probe_all, Probed, ToProbe, PROBE_WITHIN};
-use super::worker::Remote;
 use crate::config::{
     did_you_mean, Config, ConfigError, Isolation, PackagePolicy, PluginUse, Plugins,
 };
@@ -352,7 +351,7 @@ fn set_up(
             plugins: probed.plugins,
             sha256: Some(probed.identity.sha256.clone()),
             isolation: Isolation::Process,
-            backend: Remote::new(file, target, probed.identity, exe, policy),
+            backend: super::worker::served_by_workers(file, target, probed.identity, exe, policy),
         },
     };
     Ok((package, problems))

@@ -33,6 +33,6 @@ pub use catalog::{Catalog, CHECKS_IN_FLIGHT};
 pub use healer_plugin_sdk::ffi::PluginKind;
 pub use loader::{load, load_opened, LoadError};
 pub use package::{
-    CheckResult, DiagnoserHandle, DiagnosisResult, MonitorHandle, Observing, Package, PluginInfo,
-    RecovererHandle, WhenWorkerEnds, WorkerHealth,
+    CheckResult, DiagnoserHandle, DiagnosisResult, MonitorHandle, Observed, Observing, Package,
+    PluginInfo, QuietChecks, RecovererHandle, WatchNews, Watching, WhenWorkerEnds, WorkerHealth,
 };

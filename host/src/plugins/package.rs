@@ -132,6 +132,12 @@ pub trait Backend: Send + Sync {
     fn health(&self) -> Option<WorkerHealth> {
         None
     }
+
+    /// The backend that serves `target`'s instances, when the package is
+    /// served by several workers; `None`: this one.
+    fn for_target(&self, _target: &str) -> Option<Arc<dyn Backend>> {
+        None
+    }
 }
 
 /// What healer does when a worker that served a package ended (it
@@ -154,6 +160,9 @@ pub struct WorkerHealth {
     pub last_crash: Option<String>,
     /// Why the package is quarantined, while it is.
     pub quarantined: Option<String>,
+    /// The pids of its other workers, when several serve it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
 }
 
 /// One plugin instance. Only the calls of its kind are ever made.
@@ -205,6 +214,78 @@ pub trait Instance: Send + Sync {
             "this monitor is not served by a worker".to_owned(),
         )))
     }
+    /// Has a monitor checked on its grid where it runs, and diagnosed
+    /// there by `diagnosers` (as [`observe`](Self::observe)), until
+    /// [`unwatch`](Self::unwatch)ed or its worker ends: see [`Watching`].
+    /// An error when it cannot be (no worker serves it, or it failed to
+    /// start).
+    fn watch<'a>(
+        &'a self,
+        _diagnosers: &'a [&'a dyn Instance],
+        _watching: Watching,
+    ) -> Pending<'a, Result<(), String>> {
+        Box::pin(std::future::ready(Err(
+            "this monitor is not served by a worker".to_owned(),
+        )))
+    }
+    /// Stops a [`watch`](Self::watch): healer checks it itself again.
+    fn unwatch(&self) {}
+    /// healer no longer holds the facts of a watched monitor: its worker's
+    /// next check sends them whole.
+    fn facts_forgotten(&self) {}
+}
+
+/// What a watched monitor's worker says, and where it goes ([`Instance::watch`]).
+pub struct Watching {
+    /// Observations the worker keeps for the diagnosers.
+    pub keep: usize,
+    /// The deadline of the check and of each diagnosis.
+    pub within: std::time::Duration,
+    /// The grid: a point every `every`, one of them at `origin`.
+    pub every: std::time::Duration,
+    pub origin: std::time::Instant,
+    /// The digest of the facts healer holds from the monitor's last check.
+    pub facts: u64,
+    /// Every check is news, not only what healer must decide on (healer
+    /// records every check as an event).
+    pub every_check: bool,
+    /// Each check healer must decide on, and the end of the watch; `false`
+    /// when it was not taken (the loop is behind: the watch is then over).
+    pub news: Box<dyn Fn(WatchNews) -> bool + Send + Sync>,
+    /// How the checks that said nothing new went, about once a second;
+    /// `false` when healer no longer holds the monitor's facts (its next
+    /// check then sends them whole).
+    pub quiet: Box<dyn Fn(QuietChecks) -> bool + Send + Sync>,
+}
+
+/// What a watched monitor's worker says that healer must decide on.
+pub enum WatchNews {
+    /// A check (status other than OK, or changed, findings, changed
+    /// facts, or a failure), when it began, how late, and how long it took.
+    Checked {
+        observed: Observed,
+        began: std::time::Instant,
+        late: std::time::Duration,
+        took: std::time::Duration,
+    },
+    /// The watch ended (its worker did): healer checks it itself.
+    Ended(String),
+}
+
+/// How a watched monitor's checks that said nothing new went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuietChecks {
+    /// Checks made.
+    pub checks: u32,
+    /// How long the latest took.
+    pub took: std::time::Duration,
+    /// How many began late, and the latest any began.
+    pub late: u32,
+    pub late_by: std::time::Duration,
+    /// Points of the check's grid that passed with no check begun.
+    pub missed: u32,
+    /// When the latest of them ended.
+    pub latest: Option<std::time::Instant>,
 }
 
 /// Which worker serves an instance: instances with the same one live in
@@ -268,6 +349,19 @@ pub struct Observing<'a> {
 }
 
 impl Package {
+    /// The package as it serves `target`: the same, or, when several
+    /// workers serve it, the one worker that serves every instance of that
+    /// target (a check is then diagnosed where it ran).
+    pub fn for_target(&self, target: &str) -> Package {
+        match self.backend.for_target(target) {
+            Some(backend) => Package {
+                backend,
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
+
     /// How its worker stands; `None` when it runs in process.
     pub fn worker_health(&self) -> Option<WorkerHealth> {
         self.backend.health()
@@ -347,6 +441,11 @@ impl MonitorHandle {
         self.0.next_push().await.map(bounds::observation)
     }
 
+    /// Whether a worker serves it (it can then be [`watch`](Self::watch)ed).
+    pub fn served_by_a_worker(&self) -> bool {
+        self.0.worker().is_some()
+    }
+
     /// Whether its checks can be diagnosed by `diagnosers` where they run:
     /// all are served by the same worker.
     pub fn diagnosed_in_place_by(&self, diagnosers: &[&DiagnoserHandle]) -> bool {
@@ -368,14 +467,64 @@ impl MonitorHandle {
         observing: Observing<'_>,
     ) -> Result<Observed, String> {
         let diagnosers: Vec<&dyn Instance> = diagnosers.iter().map(|d| d.0.as_ref()).collect();
-        let observed = self.0.observe(&diagnosers, observing).await?;
-        Ok(Observed {
-            checked: match observed.checked {
+        self.0
+            .observe(&diagnosers, observing)
+            .await
+            .map(Observed::held)
+    }
+
+    /// Has its checks made on its grid where it runs, diagnosed there by
+    /// `diagnosers` (see [`diagnosed_in_place_by`](Self::diagnosed_in_place_by)),
+    /// and only what healer must decide on sent back: see [`Watching`].
+    pub async fn watch(
+        &self,
+        diagnosers: &[&DiagnoserHandle],
+        mut watching: Watching,
+    ) -> Result<(), String> {
+        let diagnosers: Vec<&dyn Instance> = diagnosers.iter().map(|d| d.0.as_ref()).collect();
+        // What the worker says is held to the limits, as an answer is.
+        let news = std::mem::replace(&mut watching.news, Box::new(|_| false));
+        watching.news = Box::new(move |said| {
+            news(match said {
+                WatchNews::Checked {
+                    observed,
+                    began,
+                    late,
+                    took,
+                } => WatchNews::Checked {
+                    observed: Observed::held(observed),
+                    began,
+                    late,
+                    took,
+                },
+                WatchNews::Ended(why) => WatchNews::Ended(bounds::error(why)),
+            })
+        });
+        self.0.watch(&diagnosers, watching).await
+    }
+
+    /// Stops its [`watch`](Self::watch).
+    pub fn unwatch(&self) {
+        self.0.unwatch();
+    }
+
+    /// healer no longer holds the facts its worker thinks it does: the
+    /// next check of its [`watch`](Self::watch) sends them whole.
+    pub fn facts_forgotten(&self) {
+        self.0.facts_forgotten();
+    }
+}
+
+impl Observed {
+    /// What a worker answered, held to the plugin limits.
+    fn held(self) -> Observed {
+        Observed {
+            checked: match self.checked {
                 CheckResult::Seen(seen) => CheckResult::Seen(bounds::observation(seen)),
                 CheckResult::Failed(error) => CheckResult::Failed(bounds::error(error)),
                 CheckResult::TimedOut => CheckResult::TimedOut,
             },
-            diagnoses: observed
+            diagnoses: self
                 .diagnoses
                 .into_iter()
                 .map(|diagnosis| match diagnosis {
@@ -389,7 +538,7 @@ impl MonitorHandle {
                     DiagnosisResult::TimedOut => DiagnosisResult::TimedOut,
                 })
                 .collect(),
-        })
+        }
     }
 }
 

@@ -15,9 +15,42 @@ use crate::events::{fact_events, Event, Role};
 use crate::facts::{take_published, Facts, Retraction, Source, Taken, Value as FactValue};
 use crate::issues::{Seen, Transition};
 use crate::plugins::bounds::FACTS_PER_CHECK;
-use crate::plugins::{CheckResult, DiagnosisResult, Observing};
+use crate::plugins::{CheckResult, DiagnosisResult, Observed, Observing};
 
 impl Cycle {
+    /// Feeds what check `index`'s worker made of it on its grid (see
+    /// `watching`) to the issues, as a check this loop made.
+    pub(super) fn run_watched(
+        &mut self,
+        index: usize,
+        observed: Observed,
+        began: Instant,
+        took: Duration,
+    ) -> Run {
+        self.checks[index].checked_at = Some(began);
+        let ends = self.worker_ends(index);
+        let within: Duration = self.checks[index].deadline.into();
+        let mut run = self.observed_run(index, None, Ok(Ok(observed)), took, within);
+        let facts_sent = crate::facts::published_any(&run.seen.details);
+        self.publish_facts(index, &mut run.seen, ends);
+        self.track(index, &run);
+        self.show(index, &run.seen, Some(run.took));
+        self.checks[index].remember(run.seen.clone());
+        self.after_watched_run(index, facts_sent);
+        run
+    }
+
+    /// Feeds what one run found to the issues.
+    fn track(&mut self, index: usize, run: &Run) {
+        let conclusive = run.concluded();
+        self.after_diagnosis(index, &run.findings, conclusive);
+        for finding in &run.findings {
+            if conclusive || is_unknown(&finding.kind) {
+                self.fresh.insert(finding.kind.clone());
+            }
+        }
+    }
+
     /// Runs check `index` (or diagnoses what its monitor pushed) and, when
     /// `track`, feeds what it found to the issues.
     pub(super) async fn run_check(
@@ -63,17 +96,14 @@ impl Cycle {
                 took,
             }
         };
-        let conclusive = run.concluded();
         if track {
-            self.after_diagnosis(index, &run.findings, conclusive);
-            for finding in &run.findings {
-                if conclusive || is_unknown(&finding.kind) {
-                    self.fresh.insert(finding.kind.clone());
-                }
-            }
+            self.track(index, &run);
         }
         self.show(index, &run.seen, (!was_push).then_some(run.took));
         self.checks[index].remember(run.seen.clone());
+        if !was_push {
+            self.after_watched_run(index, false);
+        }
         run
     }
 
@@ -175,12 +205,31 @@ impl Cycle {
             within,
             facts: check.facts_digest,
         };
-        let observed = timeout(deadline, check.monitor.observe(&diagnosers, observing)).await;
+        let observed = timeout(deadline, check.monitor.observe(&diagnosers, observing))
+            .await
+            .map_err(|_| ());
         let took = if was_push {
             Duration::ZERO
         } else {
             started.elapsed()
         };
+        self.observed_run(index, pushed, observed, took, deadline)
+    }
+
+    /// What a check (or a push) diagnosed in its worker came to: `observed`
+    /// is the worker's answer, an error when healer's side failed, or
+    /// `Err(())` when it did not come within `deadline`.
+    pub(super) fn observed_run(
+        &mut self,
+        index: usize,
+        pushed: Option<Observation>,
+        observed: Result<Result<Observed, String>, ()>,
+        took: Duration,
+        deadline: Duration,
+    ) -> Run {
+        let was_push = pushed.is_some();
+        let check = &self.checks[index];
+        let within: Duration = check.deadline.into();
         let plugin = check.plugin.clone();
         let first_diagnoser = check.diagnosers.first().map(|(name, _)| name.clone());
         let observed = match observed {

@@ -24,9 +24,11 @@ use crate::clock::Wall;
 use crate::events::{Event, Events};
 use crate::issues::{Answer, Issue, Layout, State, Tracker, Transition};
 use crate::ledger::{Judging, Verdict};
+use crate::plugins::{Observed, WatchNews};
 
 mod checking;
 mod recovery;
+mod watching;
 
 /// What `healer once` found on one target: its worst observation (the
 /// summaries of all its checks) and every finding kind.
@@ -118,6 +120,9 @@ enum Wake {
     All,
     /// A check's monitor pushed an observation.
     Pushed(usize, Observation),
+    /// A check's worker checked it on its grid, and healer must decide on
+    /// what it found: when it began, and how long it took.
+    Watched(usize, Box<(Observed, Instant, Duration)>),
 }
 
 /// What one run of one check saw.
@@ -323,7 +328,9 @@ impl Cycle {
             })
             .collect();
         drop(push_sender);
+        let (news_sender, mut news) = mpsc::channel::<watching::News>(watching::NEWS_BACKLOG);
         loop {
+            self.settle_watches(&news_sender).await;
             let next = self.next_wake();
             self.promise(next.saturating_duration_since(Instant::now()));
             let wake = tokio::select! {
@@ -346,6 +353,28 @@ impl Cycle {
                         continue;
                     }
                     Wake::Pushed(index, seen)
+                }
+                Some(said) = news.recv(), if !self.verifying => {
+                    let (index, id, said) = *said;
+                    match said {
+                        WatchNews::Ended(why) => {
+                            self.watch_ended(index, id, &why);
+                            continue;
+                        }
+                        WatchNews::Checked { observed, began, late, took } => {
+                            let began = Instant::from_std(began);
+                            if !self.fresh_news(index, id, began) {
+                                debug!(target = %self.name(), "news of a check older than the latest is dropped");
+                                continue;
+                            }
+                            if let Some(slot) = &self.slot {
+                                let interval = self.checks[index].interval;
+                                let (late, is_late) = watching::lateness(began - late, began, interval);
+                                slot.began(1, u64::from(is_late), late);
+                            }
+                            Wake::Watched(index, Box::new((observed, began, took)))
+                        }
+                    }
                 }
                 command = commands.recv() => match command {
                     // A verification is due: it runs every check anyway.
@@ -380,26 +409,39 @@ impl Cycle {
                 _ = shutdown.changed() => break,
             };
             let started = Instant::now();
-            let (runs, pushed, on_grid) = match wake {
+            let (runs, pushed, watched, on_grid) = match wake {
                 Wake::Scheduled => {
-                    let due = self
+                    let due: Vec<usize> = self
                         .checks
                         .iter()
                         .filter(|check| check.schedule.next <= started)
                         .map(|check| check.index)
                         .collect();
-                    (due, None, true)
+                    // A watched check waits for its worker, unless the
+                    // worker went silent.
+                    let mut runs = Vec::with_capacity(due.len());
+                    for index in due {
+                        if !self.worker_still_says(index, started) {
+                            runs.push(index);
+                        }
+                    }
+                    if runs.is_empty() {
+                        continue;
+                    }
+                    self.began_on_grid(&runs, started);
+                    (runs, None, None, true)
                 }
                 Wake::All => {
                     self.off_grid = None;
                     self.verifying = false;
-                    ((0..self.checks.len()).collect(), None, false)
+                    ((0..self.checks.len()).collect(), None, None, false)
                 }
-                Wake::Pushed(index, seen) => (Vec::new(), Some((index, seen)), false),
+                Wake::Pushed(index, seen) => (Vec::new(), Some((index, seen)), None, false),
+                Wake::Watched(index, said) => (Vec::new(), None, Some((index, *said)), false),
             };
             // Boxed: a step's future is large and lives only while it
             // runs; the loop at rest (10,000 of them) stays small.
-            let recovered = Box::pin(self.step(&runs, pushed)).await;
+            let recovered = Box::pin(self.step(&runs, pushed, watched)).await;
             if frozen_for_a_test(self.name()) {
                 // Debug builds only: a loop that stops making progress,
                 // as a bug would stop it, for the watchdog's test.
@@ -421,7 +463,14 @@ impl Cycle {
                     check.interval
                 };
                 if on_grid {
+                    let due = check.schedule.next;
                     check.schedule.after_scheduled(started, now, every);
+                    // Points passed while this step ran: late checks.
+                    let missed = watching::missed_between(due, check.schedule.next, every);
+                    if let (Some(slot), true) = (&self.slot, missed > 0) {
+                        let late = now.saturating_duration_since(due + every);
+                        slot.began(missed, missed, late);
+                    }
                 } else {
                     check.schedule.after_unscheduled(now, every);
                 }
@@ -624,13 +673,38 @@ impl Cycle {
         }
     }
 
-    /// One step: a pushed observation or the runs of `runs`, then at
-    /// most one recovery. Returns whether a recovery ran.
-    async fn step(&mut self, runs: &[usize], pushed: Option<(usize, Observation)>) -> bool {
+    /// Counts the checks of `runs` that began at `started` on their grids,
+    /// and how late.
+    fn began_on_grid(&self, runs: &[usize], started: Instant) {
+        let Some(slot) = &self.slot else {
+            return;
+        };
+        let (mut late, mut latest) = (0, Duration::ZERO);
+        for &index in runs {
+            let check = &self.checks[index];
+            let (by, is_late) = watching::lateness(check.schedule.next, started, check.interval);
+            late += u64::from(is_late);
+            latest = latest.max(by);
+        }
+        slot.began(runs.len() as u64, late, latest);
+    }
+
+    /// One step: a pushed observation, what a worker checked on its grid,
+    /// or the runs of `runs`, then at most one recovery. Returns whether a
+    /// recovery ran.
+    async fn step(
+        &mut self,
+        runs: &[usize],
+        pushed: Option<(usize, Observation)>,
+        watched: Option<(usize, (Observed, Instant, Duration))>,
+    ) -> bool {
         self.fresh.clear();
         let mut conclusive = true;
         if let Some((index, seen)) = pushed {
             conclusive &= self.run_check(index, Some(seen), true).await.concluded();
+        }
+        if let Some((index, (observed, began, took))) = watched {
+            conclusive &= self.run_watched(index, observed, began, took).concluded();
         }
         for &index in runs {
             conclusive &= self.run_check(index, None, true).await.concluded();

@@ -37,28 +37,28 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use healer_plugin_sdk::ffi::{Declared, PluginKind};
-use healer_plugin_sdk::{Duration as HumanDuration, Finding, Observation, Outcome, Recovery};
+use healer_plugin_sdk::{Duration as HumanDuration, Observation, Outcome, Recovery};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::assignment::Assignment;
 use super::child::{self, Started, Worker};
-use super::conn::{Conn, Open};
+use super::conn::{findings, observed, Conn, Open, Watcher};
 use super::outbox::{self, Outbox};
 use super::output::Allowance;
 use super::probe::{probe_all, ToProbe, PROBE_WITHIN};
 use super::supervisor::{Crash, Start, Supervisor};
 use super::watch::watch;
-use super::wire::{self, Answer, Call, Observe, Seen, ToWorker};
+use super::wire::{self, Answer, Call, Observe, Seen, ToWorker, Watch};
 use crate::config::{PackagePolicy, Sandbox, WorkerLimits};
 use crate::events::{Event, Events};
 use crate::plugins::bounds::Findings;
 use crate::plugins::identity::Identity;
 use crate::plugins::lock::lock;
 use crate::plugins::package::{
-    Backend, CheckResult, DiagnosisResult, Instance, Observed, Observing, Pending, Placed,
-    WhenWorkerEnds, WorkerHealth, WorkerId,
+    Backend, Instance, Observed, Observing, Pending, Placed, Watching, WhenWorkerEnds,
+    WorkerHealth, WorkerId,
 };
 
 /// How long creating an instance (or checking a config) in a worker may
@@ -518,6 +518,7 @@ impl Backend for Remote {
             recent_crashes: state.supervisor.recent_crashes(),
             last_crash: state.supervisor.last_crash().map(str::to_owned),
             quarantined: state.supervisor.quarantined().map(str::to_owned),
+            pids: Vec::new(),
         })
     }
 }
@@ -609,21 +610,7 @@ impl RemoteInstance {
         diagnosers: &[&dyn Instance],
         observing: Observing<'_>,
     ) -> Result<Observed, String> {
-        let (conn, monitor) = self.place().await?;
-        let mut placed = Vec::with_capacity(diagnosers.len());
-        for diagnoser in diagnosers {
-            let Some(placing) = diagnoser.placed() else {
-                continue;
-            };
-            let theirs = placing.await?;
-            if theirs.generation != conn.generation {
-                return Err(format!(
-                    "plugin worker for {} restarted during the call",
-                    self.remote.name
-                ));
-            }
-            placed.push(theirs.instance);
-        }
+        let (conn, monitor, placed) = self.place_with(diagnosers).await?;
         let placed_count = placed.len();
         let call = Call::Observe(Observe {
             monitor,
@@ -643,28 +630,90 @@ impl RemoteInstance {
                 self.remote.name,
                 diagnoses.len()
             )),
-            Answer::Observed { checked, diagnoses } => Ok(Observed {
-                checked: match checked {
-                    // Its worker diagnosed it: its details are not
-                    // healer's to read (nor to parse), but its facts are.
-                    wire::Checked::Seen(seen) => match seen.into_observation_without_details() {
-                        Ok(seen) => CheckResult::Seen(seen),
-                        Err(why) => CheckResult::Seen(Observation::unknown(why)),
-                    },
-                    wire::Checked::Failed(error) => CheckResult::Failed(error),
-                    wire::Checked::TimedOut => CheckResult::TimedOut,
-                },
-                diagnoses: diagnoses
-                    .into_iter()
-                    .map(|diagnosis| match diagnosis {
-                        wire::Diagnosis::Found(found) => DiagnosisResult::Found(findings(found)),
-                        wire::Diagnosis::Failed(error) => DiagnosisResult::Failed(error),
-                        wire::Diagnosis::TimedOut => DiagnosisResult::TimedOut,
-                    })
-                    .collect(),
-            }),
+            Answer::Observed { checked, diagnoses } => Ok(observed(checked, diagnoses)),
             other => unexpected(other, "a check and its diagnosis"),
         }
+    }
+}
+
+impl RemoteInstance {
+    /// This monitor and `diagnosers` (instances of the same package; any
+    /// that no worker serves is left out) placed in the running worker:
+    /// it, and their numbers there.
+    async fn place_with(
+        &self,
+        diagnosers: &[&dyn Instance],
+    ) -> Result<(Arc<Conn>, u64, Vec<u64>), String> {
+        let (conn, monitor) = self.place().await?;
+        let mut placed = Vec::with_capacity(diagnosers.len());
+        for diagnoser in diagnosers {
+            let Some(placing) = diagnoser.placed() else {
+                continue;
+            };
+            let theirs = placing.await?;
+            if theirs.generation != conn.generation {
+                return Err(format!(
+                    "plugin worker for {} restarted during the call",
+                    self.remote.name
+                ));
+            }
+            placed.push(theirs.instance);
+        }
+        Ok((conn, monitor, placed))
+    }
+
+    /// Has this monitor checked on its grid in its worker: see
+    /// [`Instance::watch`].
+    async fn watch_in_worker(
+        &self,
+        diagnosers: &[&dyn Instance],
+        watching: Watching,
+    ) -> Result<(), String> {
+        let (conn, monitor, placed) = self.place_with(diagnosers).await?;
+        let watch = Watch {
+            monitor,
+            diagnosers: placed,
+            keep: u32::try_from(watching.keep).unwrap_or(u32::MAX),
+            within_us: u64::try_from(watching.within.as_micros()).unwrap_or(u64::MAX),
+            every_us: u64::try_from(watching.every.as_micros()).unwrap_or(u64::MAX),
+            origin_ns: wire::monotonic_ns(watching.origin),
+            facts: watching.facts,
+            every_check: watching.every_check,
+        };
+        {
+            let mut open = lock(&conn.open);
+            if let Some(ended) = &open.ended {
+                return Err(ended.clone());
+            }
+            open.watches.insert(
+                monitor,
+                Watcher {
+                    news: watching.news,
+                    quiet: watching.quiet,
+                },
+            );
+        }
+        if conn.send(&ToWorker::Watch(watch)) {
+            Ok(())
+        } else {
+            lock(&conn.open).watches.remove(&monitor);
+            Err(format!(
+                "plugin worker for {} is not reading what healer sends it",
+                self.remote.name
+            ))
+        }
+    }
+
+    /// The running worker and this instance's number in it, if it is
+    /// placed there.
+    fn placed_now(&self) -> Option<(Arc<Conn>, u64)> {
+        let placed = (*self.placed.try_lock().ok()?)?;
+        let state = lock(&self.remote.state);
+        let conn = state
+            .conn
+            .as_ref()
+            .filter(|conn| conn.generation == placed.generation)?;
+        Some((Arc::clone(conn), placed.instance))
     }
 }
 
@@ -675,15 +724,6 @@ fn unexpected<T>(answer: Answer, asked: &str) -> Result<T, String> {
         "plugin worker broke the protocol: it answered {} to {asked}",
         answer.kind()
     ))
-}
-
-/// Findings as decoded (their details already within the budget of one
-/// answer), with the count of those left out.
-fn findings(found: wire::FoundList) -> Findings {
-    Findings {
-        kept: found.kept.into_iter().map(Finding::from).collect(),
-        dropped: found.dropped,
-    }
 }
 
 impl Instance for RemoteInstance {
@@ -707,6 +747,28 @@ impl Instance for RemoteInstance {
         observing: Observing<'a>,
     ) -> Pending<'a, Result<Observed, String>> {
         Box::pin(self.observe_in_worker(diagnosers, observing))
+    }
+
+    fn watch<'a>(
+        &'a self,
+        diagnosers: &'a [&'a dyn Instance],
+        watching: Watching,
+    ) -> Pending<'a, Result<(), String>> {
+        Box::pin(self.watch_in_worker(diagnosers, watching))
+    }
+
+    fn unwatch(&self) {
+        if let Some((conn, monitor)) = self.placed_now() {
+            if lock(&conn.open).watches.remove(&monitor).is_some() {
+                conn.send(&ToWorker::Unwatch { monitor });
+            }
+        }
+    }
+
+    fn facts_forgotten(&self) {
+        if let Some((conn, monitor)) = self.placed_now() {
+            conn.send(&ToWorker::FactsForgotten { monitor });
+        }
     }
 
     fn check(&self) -> Pending<'_, Result<Observation, String>> {
@@ -805,7 +867,10 @@ impl Drop for RemoteInstance {
         };
         let state = lock(&self.remote.state);
         if let Some(conn) = state.conn.as_ref().filter(|c| c.generation == generation) {
-            lock(&conn.open).pushes.remove(&instance);
+            let mut open = lock(&conn.open);
+            open.pushes.remove(&instance);
+            open.watches.remove(&instance);
+            drop(open);
             let _ = conn.send(&ToWorker::Drop { instance });
         }
     }

@@ -29,8 +29,10 @@ pub mod probe;
 pub mod sandbox;
 #[allow(unsafe_code)] // the socket on descriptor 3
 pub mod serve;
+mod shards;
 mod supervisor;
 mod watch;
 pub mod wire;
 
 pub use client::Remote;
+pub use shards::serve as served_by_workers;

@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,7 +35,9 @@ use tokio_util::codec::FramedRead;
 
 use super::assignment::{Assignment, WORKER_FD};
 use super::parent::Parent;
-use super::wire::{self, Answer, Call, Found, FromWorker, Kind, Observe, Seen, ToWorker};
+use super::wire::{
+    self, Answer, Call, Found, FromWorker, Kind, Observe, QuietRuns, Seen, ToWorker,
+};
 use crate::plugins::identity;
 use crate::plugins::in_process::{InProcess, Local};
 use crate::plugins::loader::load_opened_here;
@@ -134,6 +137,11 @@ struct Held {
     /// (about 100 bytes, where the FFI form took nine allocations and
     /// some 600), decoded only to be handed to a diagnoser.
     histories: HashMap<u64, VecDeque<Box<[u8]>>>,
+    /// Monitors checked on their grids here ([`watch_here`]), by instance:
+    /// the task, and the digest of the facts healer holds from it.
+    watching: HashMap<u64, (AbortHandle, Arc<AtomicU64>)>,
+    /// How the watched checks that said nothing new went, since last sent.
+    quiet: HashMap<u64, QuietRuns>,
 }
 
 type Shared = Arc<Mutex<Held>>;
@@ -156,6 +164,10 @@ async fn serve_on(backend: InProcess, socket: tokio::net::UnixStream) {
     ));
     send(&out, &FromWorker::Ready);
     let held: Shared = Arc::default();
+    tokio::spawn(say_quiet_runs(Arc::clone(&held), out.clone()));
+    // Checks on the grids, at most this many at once: when they fall
+    // behind, every target waits its turn, first due first served.
+    let turns = Arc::new(tokio::sync::Semaphore::new(WATCHED_AT_ONCE));
     let mut frames = FramedRead::new(read, wire::codec());
     while let Some(Ok(frame)) = frames.next().await {
         let message = match wire::decode::<ToWorker>(&frame) {
@@ -199,6 +211,27 @@ async fn serve_on(backend: InProcess, socket: tokio::net::UnixStream) {
                 held.histories.remove(&instance);
                 if let Some(forwarder) = held.forwarding.remove(&instance) {
                     forwarder.abort();
+                }
+                unwatch(&mut held, instance);
+            }
+            ToWorker::Watch(watch) => {
+                let monitor = watch.monitor;
+                let facts = Arc::new(AtomicU64::new(watch.facts));
+                let task = tokio::spawn(watch_here(
+                    Arc::clone(&held),
+                    watch,
+                    Arc::clone(&facts),
+                    checked.clone(),
+                    Arc::clone(&turns),
+                ));
+                let mut held = lock(&held);
+                unwatch(&mut held, monitor);
+                held.watching.insert(monitor, (task.abort_handle(), facts));
+            }
+            ToWorker::Unwatch { monitor } => unwatch(&mut lock(&held), monitor),
+            ToWorker::FactsForgotten { monitor } => {
+                if let Some((_, facts)) = lock(&held).watching.get(&monitor) {
+                    facts.store(0, Ordering::Relaxed);
                 }
             }
             ToWorker::Ping { seq } => {
@@ -398,6 +431,195 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         checked: wire::Checked::Seen(seen.without_details(observe.facts)),
         diagnoses,
     })
+}
+
+/// Watched checks run at once, at most: the slots of 10,000 targets at
+/// one check a second hold about 200 each.
+const WATCHED_AT_ONCE: usize = 512;
+
+/// How often the quiet runs are sent.
+const QUIET_EVERY: Duration = Duration::from_secs(1);
+
+/// A check that began more than this share of its interval after its
+/// point of the grid began late.
+const LATE_SHARE: u32 = 10;
+
+/// Stops checking `monitor` on its grid.
+fn unwatch(held: &mut Held, monitor: u64) {
+    if let Some((task, _)) = held.watching.remove(&monitor) {
+        task.abort();
+    }
+    held.quiet.remove(&monitor);
+}
+
+/// Checks a monitor on its grid, diagnosed here as an [`Observe`] call is,
+/// until told to stop: what healer must decide on crosses at once
+/// ([`FromWorker::Watched`]); a check that changes nothing (OK again, no
+/// findings, its facts as healer holds them) is only counted, for
+/// [`say_quiet_runs`].
+async fn watch_here(
+    held: Shared,
+    watch: wire::Watch,
+    facts: Arc<AtomicU64>,
+    news: UnboundedSender<Bytes>,
+    turns: Arc<tokio::sync::Semaphore>,
+) {
+    let every = Duration::from_micros(watch.every_us.max(1_000));
+    let origin = wire::instant_of(watch.origin_ns);
+    let late_after = every / LATE_SHARE;
+    let mut due = grid_after(origin, std::time::Instant::now(), every);
+    let mut last: Option<Status> = None;
+    loop {
+        tokio::time::sleep_until(due.into()).await;
+        let Ok(_turn) = turns.acquire().await else {
+            return;
+        };
+        let began = std::time::Instant::now();
+        let late = began.saturating_duration_since(due);
+        let observe = Observe {
+            monitor: watch.monitor,
+            pushed: None,
+            missed: Vec::new(),
+            diagnosers: watch.diagnosers.clone(),
+            keep: watch.keep,
+            within_us: watch.within_us,
+            facts: facts.load(Ordering::Relaxed),
+        };
+        let answer = observe_here(&held, observe).await;
+        let took = began.elapsed();
+        let (checked, diagnoses) = match answer {
+            Ok(Answer::Observed { checked, diagnoses }) => (checked, diagnoses),
+            // The instance is gone: healer dropped it.
+            _ => return,
+        };
+        let (status, sent) = match &checked {
+            wire::Checked::Seen(seen) => (seen.status(), seen.facts_sent()),
+            _ => (Status::Unknown, None),
+        };
+        let held_facts = facts.load(Ordering::Relaxed);
+        let facts_changed = match sent {
+            Some(digest) => digest != 0,
+            None => held_facts != 0,
+        };
+        let found = diagnoses.iter().any(|diagnosis| match diagnosis {
+            wire::Diagnosis::Found(found) => !found.kept.is_empty() || found.dropped > 0,
+            _ => true,
+        });
+        let new = watch.every_check
+            || status != Status::Ok
+            || last != Some(status)
+            || found
+            || facts_changed;
+        last = Some(status);
+        let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        if new {
+            // What healer will hold: an UNKNOWN check takes them back.
+            let holds = match sent {
+                _ if status == Status::Unknown => 0,
+                Some(0) => held_facts,
+                Some(digest) => digest,
+                None => 0,
+            };
+            facts.store(holds, Ordering::Relaxed);
+            let message = FromWorker::Watched {
+                monitor: watch.monitor,
+                began_ns: wire::monotonic_ns(began),
+                late_us,
+                took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                checked,
+                diagnoses,
+            };
+            let frame = wire::encode(&message);
+            if wire::fits(&frame).is_ok() {
+                let _ = news.send(frame);
+            }
+        } else {
+            let mut held = lock(&held);
+            let runs = held.quiet.entry(watch.monitor).or_default();
+            runs.monitor = watch.monitor;
+            runs.checks = runs.checks.saturating_add(1);
+            runs.took_us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+            runs.latest_ns = wire::monotonic_ns(began + took);
+            if late > late_after {
+                runs.late = runs.late.saturating_add(1);
+            }
+            runs.late_us = runs.late_us.max(late_us);
+        }
+        // The next point; one already passed (the thread was overbooked)
+        // is due at once, behind those already waiting, so lateness is
+        // spread over every target instead of starving some. Points
+        // further back are missed: late checks too. Never sooner than
+        // half an interval after this one began.
+        let now = std::time::Instant::now();
+        let mut next = (due + every).max(grid_at_or_before(origin, now, every));
+        if next < began + every / 2 {
+            next = grid_after(origin, began + every / 2, every);
+        }
+        let missed = (next - due).as_nanos() / every.as_nanos().max(1);
+        if missed > 1 {
+            let mut held = lock(&held);
+            let runs = held.quiet.entry(watch.monitor).or_default();
+            runs.monitor = watch.monitor;
+            runs.missed = runs
+                .missed
+                .saturating_add(u32::try_from(missed - 1).unwrap_or(u32::MAX));
+            let late = now.saturating_duration_since(due + every);
+            runs.late_us = runs
+                .late_us
+                .max(u64::try_from(late.as_micros()).unwrap_or(u64::MAX));
+        }
+        due = next;
+    }
+}
+
+/// The first point of the grid of `every` through `origin` at or after
+/// `now`.
+fn grid_after(
+    origin: std::time::Instant,
+    now: std::time::Instant,
+    every: Duration,
+) -> std::time::Instant {
+    if now <= origin {
+        return origin;
+    }
+    let every_ns = every.as_nanos().max(1);
+    let steps = (now - origin).as_nanos().div_ceil(every_ns);
+    u64::try_from(steps * every_ns)
+        .ok()
+        .and_then(|ns| origin.checked_add(Duration::from_nanos(ns)))
+        .unwrap_or(now + every)
+}
+
+/// The last point of the grid of `every` through `origin` at or before
+/// `now` (`origin` itself before it).
+fn grid_at_or_before(
+    origin: std::time::Instant,
+    now: std::time::Instant,
+    every: Duration,
+) -> std::time::Instant {
+    if now <= origin {
+        return origin;
+    }
+    let every_ns = every.as_nanos().max(1);
+    let steps = (now - origin).as_nanos() / every_ns;
+    u64::try_from(steps * every_ns)
+        .ok()
+        .and_then(|ns| origin.checked_add(Duration::from_nanos(ns)))
+        .unwrap_or(now)
+}
+
+/// Sends, about once a second, how the watched checks that said nothing
+/// new went.
+async fn say_quiet_runs(held: Shared, out: UnboundedSender<Bytes>) {
+    let mut every = tokio::time::interval(QUIET_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let runs: Vec<QuietRuns> = lock(&held).quiet.drain().map(|(_, runs)| runs).collect();
+        if !runs.is_empty() {
+            send(&out, &FromWorker::Quiet(runs));
+        }
+    }
 }
 
 /// Keeps `seen` as the newest of at most `keep` observations.

@@ -57,6 +57,56 @@ pub enum ToWorker {
     Drop { instance: u64 },
     /// Answer with a pong once the package's runtime has run a task.
     Ping { seq: u64 },
+    /// Check a monitor on its grid here, and say only what changed
+    /// ([`FromWorker::Watched`], [`FromWorker::Quiet`]); replaces a watch
+    /// of the same monitor.
+    Watch(Watch),
+    /// Stop checking a monitor on its grid (healer checks it itself).
+    Unwatch { monitor: u64 },
+    /// healer no longer holds the facts of a watched monitor: its next
+    /// check sends them whole.
+    FactsForgotten { monitor: u64 },
+}
+
+/// A monitor checked on its grid by its worker, and diagnosed there by
+/// `diagnosers`, against the history the worker keeps (as [`Observe`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Watch {
+    pub monitor: u64,
+    pub diagnosers: Vec<u64>,
+    /// Observations to keep.
+    pub keep: u32,
+    /// The check's deadline, and each diagnoser's, in microseconds.
+    pub within_us: u64,
+    /// The grid: a point every `every_us`, one of them at `origin_ns`
+    /// ([`monotonic_ns`]: the clock both processes share).
+    pub every_us: u64,
+    pub origin_ns: u64,
+    /// The digest of the facts healer holds from the monitor's last check
+    /// ([`bounds::facts_digest`]; 0: none).
+    pub facts: u64,
+    /// Every check is news (healer records every check as an event).
+    pub every_check: bool,
+}
+
+/// How a watched monitor's checks went, since the last [`FromWorker::Quiet`],
+/// when none of them said anything new.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuietRuns {
+    pub monitor: u64,
+    /// Checks made.
+    pub checks: u32,
+    /// How long the latest took, in microseconds.
+    pub took_us: u32,
+    /// How many began late (more than a tenth of an interval after their
+    /// point of the grid), and the latest any began, in microseconds.
+    pub late: u32,
+    pub late_us: u64,
+    /// Points of the grid that passed with no check begun (the previous
+    /// one had not ended): late checks too.
+    pub missed: u32,
+    /// When the latest check ended ([`monotonic_ns`]; 0: none).
+    pub latest_ns: u64,
 }
 
 /// A plugin call.
@@ -144,6 +194,52 @@ pub enum FromWorker {
     Pong { seq: u64 },
     /// The package is loaded and calls are served (sent once, first).
     Ready,
+    /// A watched monitor's check that said something healer must decide
+    /// on: a status other than OK, a change of status, findings, facts
+    /// that changed, or a check or diagnosis that failed.
+    Watched {
+        monitor: u64,
+        /// When the check began ([`monotonic_ns`]), how late after its
+        /// point of the grid, and how long it took (diagnoses included).
+        began_ns: u64,
+        late_us: u64,
+        took_us: u64,
+        checked: Checked,
+        #[serde(deserialize_with = "held::diagnoses")]
+        diagnoses: Vec<Diagnosis>,
+    },
+    /// Watched monitors whose checks said nothing new, each with how its
+    /// checks went: sent about once a second.
+    Quiet(Vec<QuietRuns>),
+}
+
+/// `at` on the monotonic clock (`CLOCK_MONOTONIC`, what `Instant` reads on
+/// Linux), in nanoseconds: the same figure in healer and its workers.
+pub fn monotonic_ns(at: std::time::Instant) -> u64 {
+    let (now, raw) = (std::time::Instant::now(), raw_monotonic_ns());
+    if at <= now {
+        raw.saturating_sub(u64::try_from((now - at).as_nanos()).unwrap_or(u64::MAX))
+    } else {
+        raw.saturating_add(u64::try_from((at - now).as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The instant a [`monotonic_ns`] figure stands for.
+pub fn instant_of(ns: u64) -> std::time::Instant {
+    let (now, raw) = (std::time::Instant::now(), raw_monotonic_ns());
+    if ns <= raw {
+        now.checked_sub(std::time::Duration::from_nanos(raw - ns))
+            .unwrap_or(now)
+    } else {
+        now + std::time::Duration::from_nanos(ns - raw)
+    }
+}
+
+fn raw_monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |at| {
+        u64::try_from(at.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(at.tv_nsec()).unwrap_or(0)
+    })
 }
 
 /// What a call returned.
@@ -408,6 +504,23 @@ impl Seen {
         let start = raw.get().as_ptr() as usize - self.details.as_ptr() as usize;
         let end = start + raw.get().len();
         self.details.replace_range(start..end, bounds::SAME_FACTS);
+    }
+
+    /// What this observation (as [`without_details`](Self::without_details)
+    /// made it) says of its facts: `None` when it publishes none, `Some(0)`
+    /// when they are those healer holds (`"same"`), else their digest.
+    pub fn facts_sent(&self) -> Option<u64> {
+        let raw = facts_member(&self.details)?;
+        Some(if raw.get() == bounds::SAME_FACTS {
+            0
+        } else {
+            bounds::facts_digest(raw.get())
+        })
+    }
+
+    /// Its status.
+    pub fn status(&self) -> Status {
+        self.status
     }
 
     /// The observation a check answered: an error when its details were
