@@ -5,7 +5,9 @@ the table. Every wait here has a deadline.
 
     bench.py wait PIDFILE... [--timeout S] [--stable S]
     bench.py crash LABEL PIDFILE OUT [--runs N] [--limit S]
-    bench.py burst LABEL DIR N OUT [--limit S] [--settle S]
+    bench.py burst LABEL DIR N OUT [--runs N] [--append] [--limit S] [--settle S]
+    bench.py floor LABEL HEALER_TOML OUT [--runs N] [--append] [--limit S] [--spawners N]
+                                      (the burst's start commands, no healer)
     bench.py hang LABEL PIDFILE OUT --mode steady|restart [--runs N] [--limit S]
     bench.py timeline LABEL EVENTS    (healer's recoveries in the last burst)
     bench.py reaper -- COMMAND...     (run COMMAND as a child subreaper's child)
@@ -144,54 +146,201 @@ def cmd_crash(args):
     write(args.out, {"test": "crash", "label": args.label, "times_ms": times, "limit_s": args.limit})
 
 
-def cmd_burst(args):
-    """SIGKILL all N at once; the time until every pidfile names a new live
+def burst_once(label, pidfiles, startfiles, limit, settle):
+    """SIGKILL all at once; the time until every pidfile names a new live
     process; then each must have been started exactly once."""
-    pidfiles = [os.path.join(args.dir, f"svc-{i}.pid") for i in range(args.n)]
-    startfiles = [os.path.join(args.dir, f"svc-{i}.starts") for i in range(args.n)]
+    n = len(pidfiles)
     old = wait_running(pidfiles, 60, 1.0)
     before = [starts(f) for f in startfiles]
     start = now()
     for pid in old:
         os.kill(pid, signal.SIGKILL)
     sent = now() - start
-    back = [None] * args.n
-    waiting = set(range(args.n))
-    while waiting and now() - start <= args.limit:
+    back = [None] * n
+    waiting = set(range(n))
+    while waiting and now() - start <= limit:
         for i in list(waiting):
             p = read_pid(pidfiles[i])
             if p is not None and p != old[i] and alive(p):
                 back[i] = now() - start
                 waiting.discard(i)
         time.sleep(POLL)
-    all_back = None if waiting else max(back)
     # Anything started twice has done so by now: healer's verifying check
     # comes `grace` (500 ms) after a recovery, Monit and supervisord check
     # every second.
-    time.sleep(args.settle)
+    time.sleep(settle)
+    return started_once(label, n, limit, back, startfiles, before, pidfiles, settle,
+                        f"SIGKILL to {n} in {ms(sent)} ms; ", {"kill_ms": ms(sent)})
+
+
+def started_once(label, n, limit, back, startfiles, before, pidfiles, settle, said, extra):
+    """One burst's (or floor's) figures from when each came back and the
+    start counts: exactly one new start each."""
     after = [starts(f) for f in startfiles]
     new = [a - b for a, b in zip(after, before)]
-    twice = [i for i, n in enumerate(new) if n > 1]
-    never = [i for i, n in enumerate(new) if n == 0]
-    now_pids = [read_pid(p) for p in pidfiles]
-    dead = [i for i, p in enumerate(now_pids) if p is None or not alive(p)]
+    twice = [i for i, k in enumerate(new) if k > 1]
+    never = [i for i, k in enumerate(new) if k == 0]
+    dead = [i for i, p in enumerate(read_pid(p) for p in pidfiles) if p is None or not alive(p)]
     got = sorted(b for b in back if b is not None)
+    all_back = None if len(got) < n else got[-1]
     result = {
-        "test": "burst", "label": args.label, "n": args.n, "limit_s": args.limit,
-        "kill_ms": ms(sent), "all_back_ms": ms(all_back), "back": len(got),
+        "all_back_ms": ms(all_back), "back": len(got),
         "first_ms": ms(got[0]) if got else None,
         "median_ms": ms(statistics.median(got)) if got else None,
         "last_ms": ms(got[-1]) if got else None,
         "deciles_ms": [ms(got[min(len(got) - 1, len(got) * k // 10)]) for k in range(1, 10)] if got else [],
         "started_twice": len(twice), "never_started": len(never), "not_running_after": len(dead),
-        "starts_per_process": sorted(set(new)),
-        "note": args.note,
+        "starts_per_process": sorted(set(new)), **extra,
     }
-    write(args.out, result)
-    say(f"  {args.label}: SIGKILL to {args.n} in {result['kill_ms']} ms; back: {len(got)}/{args.n}, "
+    say(f"  {label}: {said}back: {len(got)}/{n}, "
         f"first {result['first_ms']} ms, median {result['median_ms']} ms, "
-        f"all {result['all_back_ms'] if all_back is not None else 'not within %g s' % args.limit} ms; "
-        f"started twice: {len(twice)}, not started: {len(never)}, not running {args.settle:g} s later: {len(dead)}")
+        f"all {result['all_back_ms'] if all_back is not None else 'not within %g s' % limit} ms; "
+        f"started twice: {len(twice)}, not started: {len(never)}, not running {settle:g} s later: {len(dead)}")
+    return result
+
+
+def earlier_runs(args):
+    """With --append, the runs OUT already holds (an earlier round's)."""
+    if not args.append or not os.path.exists(args.out):
+        return []
+    with open(args.out) as f:
+        return json.load(f)["each"]
+
+
+def over_runs(test, label, n, limit, note, runs):
+    """The figures of several runs: each run's, and the median run's (by
+    when all were back; a run with some never back counts as the slowest)."""
+    key = lambda r: (r["all_back_ms"] is None, r["all_back_ms"] or 0)
+    mid = sorted(runs, key=key)[(len(runs) - 1) // 2]
+    return {
+        "test": test, "label": label, "n": n, "limit_s": limit, "note": note, "runs": len(runs),
+        **mid,
+        "each": runs,
+        # The median of all runs' (of the two middle ones for an even count).
+        "all_back_ms": None if any(r["all_back_ms"] is None for r in runs)
+        else round(statistics.median(r["all_back_ms"] for r in runs), 1),
+        "all_back_runs_ms": [r["all_back_ms"] for r in runs],
+        "started_twice": sum(r["started_twice"] for r in runs),
+        "never_started": sum(r["never_started"] for r in runs),
+        "not_running_after": max(r["not_running_after"] for r in runs),
+        "starts_per_process": sorted({k for r in runs for k in r["starts_per_process"]}),
+    }
+
+
+def cmd_burst(args):
+    """Bursts of N killed at once, `--runs` times (the tool keeps running)."""
+    pidfiles = [os.path.join(args.dir, f"svc-{i}.pid") for i in range(args.n)]
+    startfiles = [os.path.join(args.dir, f"svc-{i}.starts") for i in range(args.n)]
+    runs = earlier_runs(args)
+    for _ in range(args.runs):
+        runs.append(burst_once(f"{args.label} run {len(runs) + 1}", pidfiles, startfiles, args.limit,
+                               args.settle))
+    write(args.out, over_runs("burst", args.label, args.n, args.limit, args.note, runs))
+
+
+def cmd_floor(args):
+    """The burst's floor: the start commands of healer's config (each
+    target's first recoverer's `argv`, as the `command` recoverer runs it:
+    stdin, stdout and stderr /dev/null, a process group of its own, PATH
+    only), with no healer, started all at once; the time until every
+    pidfile names a new live process. As healer starts each recovery's
+    command on a thread of its own, each command is spawned by a process of
+    its own (forked beforehand, waiting on a pipe; `--spawners` fewer share
+    them out), which then reaps it. Before each run the previous run's
+    processes are killed and gone; this process is their subreaper, as
+    healer is, and kills and reaps what it started before it exits."""
+    import tomllib
+    with open(args.config, "rb") as f:
+        targets = tomllib.load(f)["target"]
+    argvs = [t["recover"][0]["argv"] for t in targets]
+    pidfiles = [t["monitor"]["pidfile"] for t in targets]
+    startfiles = [argv[3] for argv in argvs]  # svc.sh bg PIDFILE STARTS ID
+    n = len(argvs)
+    spawners = min(n, args.spawners or n)
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    become_subreaper()
+    runs = earlier_runs(args)
+    for _ in range(args.runs):
+        old = [read_pid(p) for p in pidfiles]
+        stop_all(args.label, old)
+        go, ready = os.pipe()
+        children = set()
+        for k in range(spawners):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.close(ready)
+                    null = os.open(os.devnull, os.O_RDWR)
+                    actions = [(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)]
+                    os.read(go, 1)  # returns once the parent closes its end
+                    mine = [os.posix_spawn(a[0], a, env, file_actions=actions, setpgroup=0)
+                            for a in argvs[k::spawners]]
+                    for child in mine:
+                        os.waitpid(child, 0)
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.add(pid)
+        os.close(go)
+        time.sleep(args.pause)
+        before = [starts(f) for f in startfiles]
+        start = now()
+        os.close(ready)
+        back, exited = [None] * n, None
+        waiting = set(range(n))
+        while (waiting or children) and now() - start <= args.limit:
+            for i in list(waiting):
+                p = read_pid(pidfiles[i])
+                if p is not None and p != old[i] and alive(p):
+                    back[i] = now() - start
+                    waiting.discard(i)
+            while children:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                children.discard(pid)
+                if not children:
+                    exited = now() - start
+            time.sleep(POLL)
+        for pid in children:  # only past the limit: they are stuck
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        time.sleep(args.settle)
+        runs.append(started_once(
+            f"{args.label} run {len(runs) + 1}", n, args.limit, back, startfiles, before, pidfiles, args.settle,
+            f"{n} start commands from {spawners} spawners, all exited after "
+            f"{ms(exited) if exited is not None else 'more than %g s' % args.limit} ms; ",
+            {"spawners": spawners, "commands_exited_ms": ms(exited)}))
+    stop_all(args.label, [read_pid(p) for p in pidfiles])
+    write(args.out, over_runs("floor", args.label, n, args.limit, args.note, runs))
+
+
+def become_subreaper():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        say("bench.py: cannot become a child subreaper")
+        sys.exit(1)
+
+
+def stop_all(label, pids):
+    """SIGKILL to each of `pids` still alive, until none is; then reaps
+    every child (the orphans this subreaper adopted)."""
+    for pid in pids:
+        if pid is not None and alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if poll_until(10, lambda: not any(p is not None and alive(p) for p in pids)) is None:
+        say(f"  {label}: processes still run 10 s after SIGKILL")
+        sys.exit(1)
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
 
 
 def cmd_hang(args):
@@ -248,7 +397,13 @@ def cmd_timeline(args):
     if not pushes:
         say(f"  {args.label}: no pushed exit in {args.events}")
         return
-    t0 = min(at(e) for e in pushes)
+    # The last burst: the pushes up to a second apart that end the log's.
+    times = sorted(at(e) for e in pushes)
+    t0 = times[-1]
+    for t in reversed(times):
+        if t0 - t > 1.0:
+            break
+        t0 = t
     spans = {}
     for e in events:
         if at(e) >= t0 and e["event"] in ("checked", "attempt_started", "recoverer_finished"):
@@ -277,10 +432,7 @@ def cmd_reaper(args):
     """Runs COMMAND as the child of a child subreaper that reaps every
     orphan at once (the job init does on a real machine; here PID 1 reaps
     only now and then, and a zombie counts as running for some tools)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
-        say("bench.py reaper: cannot become a child subreaper")
-        sys.exit(1)
+    become_subreaper()
     child = os.fork()
     if child == 0:
         os.execvp(args.command[0], args.command)
@@ -366,13 +518,19 @@ def goals(r):
                 x = med(key) / healer
                 say(f"- Goal: crash to restart, healer (watch) at least 10x faster than {peer} (medians): "
                     f"{'met' if x >= 10 else 'missed'} ({x:,.1f}x).")
-    b = r.get("burst-healer")
-    if b:
-        ok = b["all_back_ms"] is not None and b["all_back_ms"] <= 100 and b["started_twice"] == 0 \
-            and b["never_started"] == 0
-        say(f"- Goal: burst of {b['n']}, healer has all running again within 100 ms, none started twice: "
-            f"{'met' if ok else 'missed'} (all back after {fmt(b['all_back_ms'])}, "
+    b, f = r.get("burst-healer"), r.get("burst-floor")
+    if b and f:
+        x = b["all_back_ms"] / f["all_back_ms"] if b["all_back_ms"] and f["all_back_ms"] else None
+        ok = x is not None and x <= 1.5 and b["started_twice"] == 0 and b["never_started"] == 0
+        say(f"- Goal: burst of {b['n']}, healer has all running again within 1.5x the time the same "
+            f"{f['n']} start commands take alone, none started twice: {'met' if ok else 'missed'} "
+            f"(all back after {fmt(b['all_back_ms'])} against {fmt(f['all_back_ms'])} alone, "
+            f"{'%.2fx' % x if x is not None else '—'} (medians of {b['runs']} and {f['runs']} runs); "
             f"{b['started_twice']} started twice, {b['never_started']} not started).")
+        pairs = [h / g for h, g in zip(b["all_back_runs_ms"], f["all_back_runs_ms"]) if h and g]
+        if b["runs"] == f["runs"] and pairs:
+            say(f"  Round by round (each burst over the floor run right after it): "
+                + ", ".join(f"{x:.2f}x" for x in pairs) + f"; median {statistics.median(pairs):.2f}x.")
     for mode in ("steady", "restart"):
         h = med(f"hang-{mode}-healer")
         if f"hang-{mode}-healer" in r:
@@ -426,20 +584,25 @@ def cmd_table(args):
     say("")
     bursts = [(k, v) for k, v in r.items() if k.startswith("burst-")]
     if bursts:
-        base = r.get("burst-healer")
-        say(f"| burst: {bursts[0][1]['n']} killed at once | first back | median back | all back | "
-            "all back vs healer | started twice | not started | running after |")
-        say("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        order = ["burst-healer", "burst-healer-default", "burst-supervisord", "burst-monit"]
+        base, floor = r.get("burst-healer"), r.get("burst-floor")
+        say(f"| burst: {bursts[0][1]['n']} killed at once (median run) | runs | first back | median back | "
+            "all back | all back, each run | all back / floor | all back vs healer | started twice | "
+            "not started | running after |")
+        say("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+        order = ["burst-floor", "burst-healer", "burst-healer-default", "burst-supervisord", "burst-monit"]
         for key in order:
             if key not in r:
                 continue
             b = r[key]
             all_back = fmt(b["all_back_ms"]) if b["all_back_ms"] is not None else \
                 f"{b['back']}/{b['n']} within {b['limit_s']:g} s"
-            vs = ratio(base["all_back_ms"], b["all_back_ms"]) if base else "—"
-            say(f"| {b['note']} | {fmt(b['first_ms'])} | {fmt(b['median_ms'])} | {all_back} | {vs} | "
-                f"{b['started_twice']} | {b['never_started']} | {b['n'] - b['not_running_after']}/{b['n']} |")
+            each = ", ".join("—" if t is None else f"{t:.0f}" for t in b["all_back_runs_ms"])
+            over = f"{b['all_back_ms'] / floor['all_back_ms']:,.2f}x" \
+                if floor and floor["all_back_ms"] and b["all_back_ms"] is not None else "—"
+            vs = ratio(base["all_back_ms"], b["all_back_ms"]) if base and key != "burst-floor" else "—"
+            say(f"| {b['note']} | {b['runs']} | {fmt(b['first_ms'])} | {fmt(b['median_ms'])} | {all_back} | "
+                f"{each} | {over} | {vs} | {b['started_twice']} | {b['never_started']} | "
+                f"{b['n'] - b['not_running_after']}/{b['n']} |")
     say("")
     goals(r)
     say("")
@@ -448,7 +611,7 @@ def cmd_table(args):
         if "times_ms" in v:
             say(f"- {key}: " + ", ".join("—" if t is None else f"{t}" for t in v["times_ms"]))
         else:
-            say(f"- {key}: " + json.dumps({k: x for k, x in v.items() if k not in ("test", "label")}))
+            say(f"- {key}: " + json.dumps({k: x for k, x in v.items() if k not in ("test", "label", "each")}))
 
 
 def main():
@@ -465,7 +628,18 @@ def main():
     s = sub.add_parser("burst")
     s.add_argument("label"); s.add_argument("dir"); s.add_argument("n", type=int); s.add_argument("out")
     s.add_argument("--limit", type=float, default=30)
+    s.add_argument("--runs", type=int, default=1)
+    s.add_argument("--append", action="store_true", help="add to the runs OUT holds")
     s.add_argument("--settle", type=float, default=3)
+    s.add_argument("--note", default="")
+    s = sub.add_parser("floor")
+    s.add_argument("label"); s.add_argument("config"); s.add_argument("out")
+    s.add_argument("--runs", type=int, default=1)
+    s.add_argument("--append", action="store_true", help="add to the runs OUT holds")
+    s.add_argument("--limit", type=float, default=30)
+    s.add_argument("--settle", type=float, default=1)
+    s.add_argument("--pause", type=float, default=1, help="idle seconds before each run")
+    s.add_argument("--spawners", type=int, default=0, help="processes spawning the commands (0: one each)")
     s.add_argument("--note", default="")
     s = sub.add_parser("hang")
     s.add_argument("label"); s.add_argument("pidfile"); s.add_argument("out")
@@ -485,7 +659,7 @@ def main():
     args = p.parse_args()
     if args.cmd == "reaper" and args.command[:1] == ["--"]:
         args.command = args.command[1:]
-    {"wait": cmd_wait, "crash": cmd_crash, "burst": cmd_burst, "hang": cmd_hang,
+    {"wait": cmd_wait, "crash": cmd_crash, "burst": cmd_burst, "floor": cmd_floor, "hang": cmd_hang,
      "reaper": cmd_reaper, "timeline": cmd_timeline, "kill": cmd_kill, "freeport": cmd_freeport,
      "table": cmd_table}[args.cmd](args)
 

@@ -5,7 +5,9 @@
 #      polling every 1 ms until the pidfile names a new live process
 #      (healer with its pidfd watch, healer polling only, supervisord, Monit);
 #   2. burst: BURST processes killed in the same instant; the time until all
-#      run again, and whether each was started exactly once;
+#      run again, and whether each was started exactly once; beside it, its
+#      floor: the same BURST start commands (the argv of healer's config)
+#      started at once with no healer, and the time until all run;
 #   3. hang to restart: SIGSTOP of a tiny HTTP server, in steady state and
 #      0-100 ms after a restart; the time until a new, running process
 #      replaces it (healer by its HTTP timeout, and by the process
@@ -16,13 +18,15 @@
 # Needs: monit, supervisor (installed with apt-get when missing), perl
 # (Debian's perl-base), python3 (a dependency of supervisor). Loopback only;
 # everything lives under target/bench-restart/ (own control files, sockets,
-# pidfiles, logs); every wait is bounded. About 5 minutes on 2 cores.
+# pidfiles, logs); every wait is bounded. About 8 minutes on 2 cores.
 #
 # Usage: bench/restart/run.sh
 #   HEALER_BIN_DIR=DIR  healer and libhealer_plugin_{process,command,http}.so
 #                       (default: cargo build --release of those, target/release)
-#   RUNS=10 BURST=100 HANG_RUNS=5 HANG_LIMIT=10 BURST_DEFAULT=1 (0: skip the
-#   extra healer burst at the default max_concurrent_recoveries = 4)
+#   RUNS=10 BURST=100 BURST_RUNS=7 HANG_RUNS=5 HANG_LIMIT=10 BURST_DEFAULT=1
+#   (0: skip the extra healer burst at the default max_concurrent_recoveries
+#   = 4); BURST_RUNS bursts per tool (Monit: one, it takes some 20 s) and as
+#   many runs of the floor
 set -euo pipefail
 umask 022
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,10 +34,11 @@ root=$(cd "$here/../.." && pwd)
 work="$root/target/bench-restart"
 runs=${RUNS:-10}
 burst=${BURST:-100}
+burst_runs=${BURST_RUNS:-7}
 hang_runs=${HANG_RUNS:-5}
 hang_limit=${HANG_LIMIT:-10}
 burst_default=${BURST_DEFAULT:-1}
-command_line="${HEALER_BIN_DIR:+HEALER_BIN_DIR=$HEALER_BIN_DIR }RUNS=$runs BURST=$burst HANG_RUNS=$hang_runs HANG_LIMIT=$hang_limit BURST_DEFAULT=$burst_default bash bench/restart/run.sh"
+command_line="${HEALER_BIN_DIR:+HEALER_BIN_DIR=$HEALER_BIN_DIR }RUNS=$runs BURST=$burst BURST_RUNS=$burst_runs HANG_RUNS=$hang_runs HANG_LIMIT=$hang_limit BURST_DEFAULT=$burst_default bash bench/restart/run.sh"
 started_at=$SECONDS
 
 # --- the peers, from Debian when missing ------------------------------------
@@ -248,30 +253,46 @@ finish "$d" "$p"
 echo
 
 # --- 2. burst ------------------------------------------------------------------------
-echo "## 2. Burst: $burst processes killed with SIGKILL in the same instant"
+echo "## 2. Burst: $burst processes killed with SIGKILL in the same instant, $burst_runs runs"
 echo "healer: \`max_concurrent_recoveries = $burst\`, as an operator sets it for $burst services (the"
 echo "default, 4, runs at most 4 restarts at once: measured too, as 'healer (default 4)')."
+echo "The floor: once healer has stopped, the $burst start commands of its config (each target's"
+echo "\`argv\`, stdin /dev/null, a process group each, PATH only, as the \`command\` recoverer runs"
+echo "them) started at once with no healer, each by a process of its own (as healer starts each"
+echo "on a thread of its own), polled every 1 ms until every pidfile names a new running process."
+echo "healer's bursts and the floor alternate, round by round (healer started afresh each round),"
+echo "so that both see the same load on a shared machine."
+# burst_healer NAME EXTRA_HEALER_KEYS NOTE FLOOR: BURST_RUNS rounds of healer
+# started, one burst, healer stopped, and with FLOOR = 1 one run of the floor.
 burst_healer() {
-    local name=$1 extra=$2 note=$3 i
+    local name=$1 extra=$2 note=$3 floor=$4 i r
     d="$work/burst-$name"; mkdir -p "$d"
     healer_config "$d" "$extra"
     for i in $(seq 0 $((burst - 1))); do healer_svc "$d" "svc-$i" true "$((1000 + i))"; done
-    run_healer "$d" "$burst"; p=$pid
-    bench burst "$name" "$d" "$burst" "$work/results/burst-$name.json" --limit 20 --note "$note"
-    finish "$d" "$p"
-    bench timeline "$name" "$d/events.jsonl"
+    for r in $(seq "$burst_runs"); do
+        run_healer "$d" "$burst"; p=$pid
+        bench burst "$name" "$d" "$burst" "$work/results/burst-$name.json" --append --limit 20 \
+            --note "$note"
+        finish "$d" "$p"
+        mv "$d/events.jsonl" "$d/events-$r.jsonl"
+        bench timeline "$name run $r" "$d/events-$r.jsonl"
+        if [ "$floor" = 1 ]; then
+            bench floor floor "$d/healer.toml" "$work/results/burst-floor.json" --append --limit 20 \
+                --note "the floor: the same $burst start commands, no healer"
+        fi
+    done
 }
 burst_healer healer "max_concurrent_recoveries = $burst" \
-    "healer, process watch, \`max_concurrent_recoveries = $burst\`"
+    "healer, process watch, \`max_concurrent_recoveries = $burst\`" 1
 if [ "$burst_default" = 1 ]; then
-    burst_healer healer-default "" "healer, process watch, \`max_concurrent_recoveries\` default (4)"
+    burst_healer healer-default "" "healer, process watch, \`max_concurrent_recoveries\` default (4)" 0
 fi
 
 d="$work/burst-supervisord"; mkdir -p "$d"
 supervisord_config "$d"
 for i in $(seq 0 $((burst - 1))); do supervisord_svc "$d" "svc-$i" "$((2000 + i))"; done
 run_supervisord "$d" "$burst"; p=$pid
-bench burst supervisord "$d" "$burst" "$work/results/burst-supervisord.json" --limit 20 \
+bench burst supervisord "$d" "$burst" "$work/results/burst-supervisord.json" --runs "$burst_runs" --limit 20 \
     --note "supervisord (\`autorestart\`, \`startsecs = 0\`)"
 finish "$d" "$p"
 
@@ -370,7 +391,8 @@ echo
 bench table "$work/results"
 echo
 echo "Ratios are each row's median over healer's (process watch for crashes, http monitor for"
-echo "hangs, \`max_concurrent_recoveries = $burst\` for the burst)."
+echo "hangs, \`max_concurrent_recoveries = $burst\` for the burst); *all back / floor* is each burst's"
+echo "median all back over the floor's median (issue 23's goal: healer's at most 1.5x)."
 echo
 echo "How the peers restart, for reading the figures:"
 echo "- supervisord respawns an exited program in the pass of its main loop after the one that"
