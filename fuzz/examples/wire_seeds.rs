@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use bytes::BytesMut;
 use healer::plugins::worker::wire::{
-    self, Answer, Call, Checked, Diagnosis, Found, FromWorker, Kind, Observe, Seen, ToWorker,
+    self, Answer, Call, Checked, Diagnosis, Found, FromWorker, Kind, Observe, QuietRuns, Seen,
+    ToWorker, Watch,
 };
 use healer_plugin_sdk::{Finding, Observation, Outcome};
 use tokio_util::codec::Encoder;
@@ -128,6 +129,40 @@ fn main() {
                 seen: None,
             },
         ),
+        (
+            "watched",
+            FromWorker::Watched {
+                monitor: 3,
+                began_ns: 12_000_000_000,
+                late_us: 1_500,
+                took_us: 900,
+                checked: Checked::Seen(seen()),
+                diagnoses: vec![Diagnosis::Found(found()), Diagnosis::TimedOut],
+            },
+        ),
+        (
+            "quiet",
+            FromWorker::Quiet(vec![
+                QuietRuns {
+                    monitor: 3,
+                    checks: 1,
+                    took_us: 850,
+                    late: 0,
+                    late_us: 120,
+                    missed: 0,
+                    latest_ns: 12_000_000_000,
+                },
+                QuietRuns {
+                    monitor: 9,
+                    checks: 0,
+                    took_us: 0,
+                    late: 0,
+                    late_us: 2_300_000,
+                    missed: 2,
+                    latest_ns: 0,
+                },
+            ]),
+        ),
     ];
     let to_worker = [
         ("ping", ToWorker::Ping { seq: 7 }),
@@ -178,6 +213,21 @@ fn main() {
                 facts: 0,
             })),
         ),
+        (
+            "watch",
+            ToWorker::Watch(Watch {
+                monitor: 3,
+                diagnosers: vec![4],
+                keep: 0,
+                within_us: 5_000_000,
+                every_us: 1_000_000,
+                origin_ns: 12_000_000_000,
+                facts: 0,
+                every_check: false,
+            }),
+        ),
+        ("unwatch", ToWorker::Unwatch { monitor: 3 }),
+        ("facts-forgotten", ToWorker::FactsForgotten { monitor: 3 }),
     ];
     let mut stream = BytesMut::new();
     let mut codec = wire::codec();

@@ -70,6 +70,27 @@ fn as_healer_reads(message: FromWorker) {
                 observation(seen.into_pushed());
             }
         }
+        FromWorker::Watched {
+            began_ns,
+            late_us,
+            took_us,
+            checked,
+            diagnoses,
+            ..
+        } => {
+            let _ = wire::instant_of(began_ns);
+            let _ = (
+                std::time::Duration::from_micros(late_us),
+                std::time::Duration::from_micros(took_us),
+            );
+            answered(Answer::Observed { checked, diagnoses });
+        }
+        FromWorker::Quiet(runs) => {
+            for runs in runs {
+                let _ = wire::instant_of(runs.latest_ns);
+                let _ = std::time::Duration::from_micros(runs.late_us);
+            }
+        }
         FromWorker::Pong { .. } | FromWorker::Ready => {}
     }
 }

@@ -254,8 +254,9 @@ fn a_fresh_healer_shows_every_documented_family_at_zero_and_promtool_finds_nothi
         shown, documented,
         "/metrics and the `GET /metrics` row of docs/CONFIG.md name the same families"
     );
+    // Checks begin at start: their count is the one that moves at once.
     for line in text.lines().filter(|line| line.contains("_total")) {
-        if !line.starts_with('#') {
+        if !line.starts_with('#') && !line.starts_with("healer_checks_began_total") {
             assert!(line.ends_with(" 0"), "nothing has happened yet: {line}");
         }
     }

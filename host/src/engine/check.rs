@@ -218,6 +218,19 @@ impl Watch {
         }
     }
 
+    /// How long the facts its monitor publishes hold unless written (or
+    /// vouched for) again: two intervals; for a check its worker may make
+    /// on its grid, at least two of the worker's reports of quiet checks
+    /// (one a second) and one more second.
+    pub fn facts_ttl(&self) -> Duration {
+        let ttl = self.interval.saturating_mul(2);
+        if self.watchable {
+            ttl.max(Duration::from_secs(3))
+        } else {
+            ttl
+        }
+    }
+
     /// Its sources of findings: each diagnoser, or the monitor itself.
     pub fn sources(&self) -> usize {
         self.diagnosers.len().max(1)

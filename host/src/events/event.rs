@@ -410,8 +410,9 @@ pub enum Event {
 
     /// A plugin worker ended without being asked to: it crashed, was
     /// killed, missed its heartbeat or broke the protocol. Its calls in
-    /// flight ended as UNKNOWN; it is started again on next use, after a
-    /// backoff. `crashes` counts those within `within`.
+    /// flight, and the checks it made on their grids, ended as UNKNOWN
+    /// (`in_flight` counts both); it is started again on next use, after
+    /// a backoff. `crashes` counts those within `within`.
     PluginWorkerCrashed {
         package: String,
         file: PathBuf,

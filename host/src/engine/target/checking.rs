@@ -491,7 +491,7 @@ impl Cycle {
 
     /// Publishes the facts the monitor sent with this observation (taken
     /// out of its details), as `target.<name>.<key>`, each expiring after
-    /// twice the check's interval unless written again. A check that could
+    /// twice the check's interval (see `Watch::facts_ttl`) unless written again. A check that could
     /// not tell (UNKNOWN) asserts nothing and takes back every fact its
     /// monitor wrote about the target; one whose monitor's worker ended
     /// since `ends` was counted (its facts were taken back then) may be
@@ -517,7 +517,7 @@ impl Cycle {
                 .package
                 .as_deref()
                 .is_some_and(|package| facts.worker_ends(package) != ends);
-            let ttl = check.interval.saturating_mul(2);
+            let ttl = check.facts_ttl();
             // What healer will hold whole after this, for the worker to
             // compare the next check's facts with.
             let held_whole = std::mem::take(&mut check.facts_digest);

@@ -24,7 +24,7 @@ use crate::clock::Wall;
 use crate::events::{Event, Events};
 use crate::issues::{Answer, Issue, Layout, State, Tracker, Transition};
 use crate::ledger::{Judging, Verdict};
-use crate::plugins::{Observed, WatchNews};
+use crate::plugins::{CheckResult, Observed, WatchNews};
 
 mod checking;
 mod recovery;
@@ -358,8 +358,14 @@ impl Cycle {
                     let (index, id, said) = *said;
                     match said {
                         WatchNews::Ended(why) => {
-                            self.watch_ended(index, id, &why);
-                            continue;
+                            if !self.watch_ended(index, id, &why) {
+                                continue;
+                            }
+                            let failed = Observed {
+                                checked: CheckResult::Failed(why),
+                                diagnoses: Vec::new(),
+                            };
+                            Wake::Watched(index, Box::new((failed, Instant::now(), Duration::ZERO)))
                         }
                         WatchNews::Checked { observed, began, late, took } => {
                             let began = Instant::from_std(began);

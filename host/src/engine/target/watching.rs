@@ -71,16 +71,21 @@ impl Cycle {
         check.schedule.after_unscheduled(now, check.interval);
     }
 
-    /// The worker ended the watch of check `index` (it ended itself).
-    pub(super) fn watch_ended(&mut self, index: usize, id: u64, why: &str) {
-        if self.checks[index]
-            .watched
-            .as_ref()
-            .is_some_and(|w| w.id == id)
-        {
-            debug!(target = %self.name(), check = %self.checks[index].name, why, "its worker stopped checking it: healer checks it");
+    /// The worker of the watch `id` of check `index` ended: whether that
+    /// is the current watch (then the loop takes the check back, and the
+    /// check it may have been making counts as failed: UNKNOWN, as a call
+    /// in flight on a worker that crashed).
+    pub(super) fn watch_ended(&mut self, index: usize, id: u64, why: &str) -> bool {
+        let current = self
+            .checks
+            .get(index)
+            .and_then(|check| check.watched.as_ref())
+            .is_some_and(|w| w.id == id);
+        if current {
+            debug!(target = %self.name(), check = %self.checks[index].name, why, "its worker ended: healer checks it");
             self.unwatch(index);
         }
+        current
     }
 
     /// Hands check `index` to its monitor's worker.
@@ -101,7 +106,7 @@ impl Cycle {
             let shared = Arc::clone(&self.shared);
             let subject = format!("target.{}", self.name());
             let writer = check.source.writer.clone();
-            let ttl = check.interval.saturating_mul(2);
+            let ttl = check.facts_ttl();
             Box::new(move |runs: QuietChecks| {
                 // A point missed is a check that should have begun: late.
                 let missed = u64::from(runs.missed);

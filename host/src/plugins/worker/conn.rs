@@ -126,17 +126,20 @@ impl Conn {
         }
     }
 
-    /// Ends every call in flight with `message` and closes every push
-    /// stream; returns how many calls were in flight.
+    /// Ends every call in flight with `message`, closes every push stream
+    /// and ends every watch; returns how many calls were in flight and
+    /// watches ended.
     pub fn end(&self, message: &str) -> usize {
         let mut open = lock(&self.open);
         open.ended = Some(message.to_owned());
         open.pushes.clear();
+        // A watched monitor's checks were under way in it too.
+        let watched = open.watches.len();
         for (_, watcher) in open.watches.drain() {
             (watcher.news)(WatchNews::Ended(message.to_owned()));
         }
         let calls = std::mem::take(&mut open.calls);
-        let in_flight = calls.len();
+        let in_flight = calls.len() + watched;
         for (_, waiting) in calls {
             let _ = waiting.send(Err(message.to_owned()));
         }

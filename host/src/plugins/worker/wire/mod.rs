@@ -227,11 +227,13 @@ pub fn monotonic_ns(at: std::time::Instant) -> u64 {
 /// The instant a [`monotonic_ns`] figure stands for.
 pub fn instant_of(ns: u64) -> std::time::Instant {
     let (now, raw) = (std::time::Instant::now(), raw_monotonic_ns());
+    // Outside input (a worker says it): never a panic, whatever it says.
     if ns <= raw {
         now.checked_sub(std::time::Duration::from_nanos(raw - ns))
             .unwrap_or(now)
     } else {
-        now + std::time::Duration::from_nanos(ns - raw)
+        now.checked_add(std::time::Duration::from_nanos(ns - raw))
+            .unwrap_or(now)
     }
 }
 
@@ -693,6 +695,18 @@ mod tests {
     use super::*;
     use crate::facts::{take_published, Value as FactValue};
     use crate::plugins::bounds;
+
+    #[test]
+    fn a_moment_crosses_to_the_other_process_as_the_same_moment_and_any_figure_is_safe() {
+        let at = std::time::Instant::now() + std::time::Duration::from_millis(250);
+        let back = instant_of(monotonic_ns(at));
+        let off = if back > at { back - at } else { at - back };
+        assert!(off < std::time::Duration::from_millis(5), "{off:?}");
+        // What a hostile worker may say: no panic, a moment near now.
+        for ns in [0, 1, u64::MAX / 2, u64::MAX] {
+            let _ = instant_of(ns);
+        }
+    }
 
     #[test]
     fn facts_healer_holds_already_cross_the_wire_as_one_word_and_a_change_whole() {
