@@ -324,6 +324,33 @@ async fn run(
 /// history kept here: see [`wire::Observe`]. The check and each diagnosis
 /// have their own deadline; no lock is held across a plugin call.
 async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String> {
+    let facts = observe.facts;
+    let raw = observe_raw(held, observe).await?;
+    Ok(match raw.checked {
+        // The details stay here with the history: healer reads only the
+        // status, summary, metrics and facts of a check diagnosed in its
+        // worker (the facts only when they changed).
+        Ok(latest) => Answer::Observed {
+            checked: wire::Checked::Seen(Seen::from(&latest).without_details(facts)),
+            diagnoses: raw.diagnoses,
+        },
+        Err(failed) => Answer::Observed {
+            checked: failed,
+            diagnoses: Vec::new(),
+        },
+    })
+}
+
+/// A check (or what was pushed) and its diagnoses, as the package answered
+/// them: nothing converted for the wire yet.
+struct Raw {
+    /// The observation, or how the check failed.
+    checked: Result<ObservationFfi, wire::Checked>,
+    diagnoses: Vec<wire::Diagnosis>,
+}
+
+/// See [`observe_here`].
+async fn observe_raw(held: &Shared, observe: Observe) -> Result<Raw, String> {
     let local = |number: u64| {
         let instance = lock(held).instances.get(&number).cloned();
         instance.ok_or_else(|| {
@@ -359,19 +386,22 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
         }
     };
     // The history stays in its map: a call cancelled half-way (healer
-    // stopped waiting) loses nothing but its own observation.
-    let remember_here = |seen: &Seen| {
+    // stopped waiting) loses nothing but its own observation. Nothing is
+    // converted when nothing is kept.
+    let remember_here = |seen: &dyn Fn() -> Seen| {
         let mut held = lock(held);
         if keep == 0 {
-            held.histories.remove(&observe.monitor);
+            if !held.histories.is_empty() {
+                held.histories.remove(&observe.monitor);
+            }
             return;
         }
-        let kept = wire::encode_kept(seen);
+        let kept = wire::encode_kept(&seen());
         let history = held.histories.entry(observe.monitor).or_default();
         remember(history, kept, keep);
     };
     for seen in &observe.missed {
-        remember_here(seen);
+        remember_here(&|| seen.clone());
     }
     let latest = match checked {
         Ok(latest) => latest,
@@ -383,9 +413,9 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
                     humantime::format_duration(within)
                 ),
             };
-            remember_here(&Seen::from(&Observation::unknown(summary)));
-            return Ok(Answer::Observed {
-                checked: failed,
+            remember_here(&|| Seen::from(&Observation::unknown(summary.clone())));
+            return Ok(Raw {
+                checked: Err(failed),
                 diagnoses: Vec::new(),
             });
         }
@@ -422,13 +452,9 @@ async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String>
             });
         }
     }
-    let seen = Seen::from(&latest);
-    remember_here(&seen);
-    // The details stay here with the history: healer reads only the
-    // status, summary, metrics and facts of a check diagnosed in its
-    // worker (the facts only when they changed).
-    Ok(Answer::Observed {
-        checked: wire::Checked::Seen(seen.without_details(observe.facts)),
+    remember_here(&|| Seen::from(&latest));
+    Ok(Raw {
+        checked: Ok(latest),
         diagnoses,
     })
 }
@@ -485,23 +511,22 @@ async fn watch_here(
             within_us: watch.within_us,
             facts: facts.load(Ordering::Relaxed),
         };
-        let answer = observe_here(&held, observe).await;
-        let took = began.elapsed();
-        let (checked, diagnoses) = match answer {
-            Ok(Answer::Observed { checked, diagnoses }) => (checked, diagnoses),
+        let Ok(raw) = observe_raw(&held, observe).await else {
             // The instance is gone: healer dropped it.
-            _ => return,
+            return;
         };
-        let (status, sent) = match &checked {
-            wire::Checked::Seen(seen) => (seen.status(), seen.facts_sent()),
-            _ => (Status::Unknown, None),
-        };
+        let took = began.elapsed();
         let held_facts = facts.load(Ordering::Relaxed);
-        let facts_changed = match sent {
-            Some(digest) => digest != 0,
+        // Read before anything is converted: most checks end here.
+        let (status, published) = match &raw.checked {
+            Ok(latest) => (latest.status, wire::facts_digest_in(&latest.details)),
+            Err(_) => (Status::Unknown, None),
+        };
+        let facts_changed = match published {
+            Some(digest) => digest != held_facts,
             None => held_facts != 0,
         };
-        let found = diagnoses.iter().any(|diagnosis| match diagnosis {
+        let found = raw.diagnoses.iter().any(|diagnosis| match diagnosis {
             wire::Diagnosis::Found(found) => !found.kept.is_empty() || found.dropped > 0,
             _ => true,
         });
@@ -514,13 +539,19 @@ async fn watch_here(
         let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
         if new {
             // What healer will hold: an UNKNOWN check takes them back.
-            let holds = match sent {
+            let holds = match published {
                 _ if status == Status::Unknown => 0,
-                Some(0) => held_facts,
                 Some(digest) => digest,
                 None => 0,
             };
             facts.store(holds, Ordering::Relaxed);
+            let (checked, diagnoses) = match raw.checked {
+                Ok(latest) => (
+                    wire::Checked::Seen(Seen::from(&latest).without_details(held_facts)),
+                    raw.diagnoses,
+                ),
+                Err(failed) => (failed, Vec::new()),
+            };
             let message = FromWorker::Watched {
                 monitor: watch.monitor,
                 began_ns: wire::monotonic_ns(began),

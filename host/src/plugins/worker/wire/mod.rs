@@ -388,6 +388,12 @@ fn facts_member(details: &str) -> Option<&RawValue> {
     serde_json::from_str::<OnlyFacts>(details).ok()?.facts
 }
 
+/// The digest of the facts a check's details (JSON text, as its package
+/// wrote them) publish; `None` when they publish none.
+pub fn facts_digest_in(details: &str) -> Option<u64> {
+    facts_member(details).map(|raw| bounds::facts_digest(raw.get()))
+}
+
 /// An observation as a worker keeps it in a history: one buffer.
 pub fn encode_kept(seen: &Seen) -> Box<[u8]> {
     postcard::to_allocvec(seen)
