@@ -570,3 +570,67 @@ impl Lateness {
         self.lock().total
     }
 }
+
+#[cfg(test)]
+mod lateness_tests {
+    use super::*;
+
+    const LATE_BY: Duration = Duration::from_millis(250);
+
+    #[test]
+    fn one_late_check_in_a_hundred_puts_healer_behind_and_fewer_do_not() {
+        let lateness = Lateness::default();
+        lateness.record(1000, 9, LATE_BY);
+        assert_eq!(lateness.close_window(), None, "0.9 % late is keeping up");
+        assert_eq!(lateness.behind(), None);
+
+        lateness.record(1000, 10, LATE_BY);
+        let window = LateCount {
+            checks: 1000,
+            late: 10,
+            latest_ms: 250,
+        };
+        assert_eq!(lateness.close_window(), Some(Keeping::FellBehind(window)));
+        assert_eq!(lateness.behind(), Some(window));
+    }
+
+    #[test]
+    fn healer_stays_behind_until_fewer_than_one_in_a_thousand_are_late() {
+        let lateness = Lateness::default();
+        lateness.record(1000, 500, LATE_BY);
+        assert!(matches!(
+            lateness.close_window(),
+            Some(Keeping::FellBehind(_))
+        ));
+
+        // Better, but not caught up: no event, the latest window shown.
+        lateness.record(1000, 5, Duration::from_millis(120));
+        assert_eq!(lateness.close_window(), None);
+        assert_eq!(
+            lateness.behind(),
+            Some(LateCount {
+                checks: 1000,
+                late: 5,
+                latest_ms: 120
+            })
+        );
+
+        lateness.record(2000, 0, Duration::ZERO);
+        assert!(matches!(
+            lateness.close_window(),
+            Some(Keeping::CaughtUp(LateCount { late: 0, .. }))
+        ));
+        assert_eq!(lateness.behind(), None);
+        assert_eq!(lateness.close_window(), None, "caught up is said once");
+    }
+
+    #[test]
+    fn the_total_counts_every_window_and_late_never_exceeds_checks() {
+        let lateness = Lateness::default();
+        lateness.record(10, 3, LATE_BY);
+        lateness.close_window();
+        lateness.record(5, 99, LATE_BY);
+        let total = lateness.total();
+        assert_eq!((total.checks, total.late), (15, 8));
+    }
+}

@@ -232,3 +232,32 @@ pub(super) fn lateness(due: Instant, began: Instant, interval: Duration) -> (Dur
     let late = began.saturating_duration_since(due);
     (late, late > interval / 10)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn points_passed_between_two_checks_are_missed() {
+        let due = Instant::now();
+        assert_eq!(missed_between(due, due + SECOND, SECOND), 0);
+        assert_eq!(missed_between(due, due + 3 * SECOND, SECOND), 2);
+        assert_eq!(
+            missed_between(due + SECOND, due, SECOND),
+            0,
+            "never negative"
+        );
+    }
+
+    #[test]
+    fn a_check_is_late_when_it_began_over_a_tenth_of_its_interval_after_its_point() {
+        let due = Instant::now();
+        let tenth = Duration::from_millis(100);
+        assert_eq!(lateness(due, due + tenth, SECOND), (tenth, false));
+        let over = tenth + Duration::from_millis(1);
+        assert_eq!(lateness(due, due + over, SECOND), (over, true));
+        assert_eq!(lateness(due + SECOND, due, SECOND), (Duration::ZERO, false));
+    }
+}

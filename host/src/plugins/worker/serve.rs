@@ -679,3 +679,41 @@ async fn forward_pushes(number: u64, monitor: Arc<Local>, out: UnboundedSender<B
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_next_grid_point_is_the_origin_until_it_passed_then_the_next_whole_interval() {
+        let origin = Instant::now();
+        let before = origin.checked_sub(SECOND).unwrap_or(origin);
+        assert_eq!(grid_after(origin, before, SECOND), origin);
+        assert_eq!(grid_after(origin, origin, SECOND), origin);
+        let between = origin + Duration::from_millis(2_300);
+        assert_eq!(grid_after(origin, between, SECOND), origin + 3 * SECOND);
+        assert_eq!(
+            grid_after(origin, origin + 2 * SECOND, SECOND),
+            origin + 2 * SECOND
+        );
+    }
+
+    #[test]
+    fn the_last_grid_point_passed_is_at_or_before_now() {
+        let origin = Instant::now();
+        let between = origin + Duration::from_millis(2_300);
+        assert_eq!(
+            grid_at_or_before(origin, between, SECOND),
+            origin + 2 * SECOND
+        );
+        assert_eq!(
+            grid_at_or_before(origin, origin + SECOND, SECOND),
+            origin + SECOND
+        );
+        let before = origin.checked_sub(SECOND).unwrap_or(origin);
+        assert_eq!(grid_at_or_before(origin, before, SECOND), origin);
+    }
+}
