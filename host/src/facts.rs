@@ -24,7 +24,9 @@
 //!   missing or expired fact, and a [`Gate`] on a fact it cannot read
 //!   holds (the UNKNOWN rule): no decision is taken on a fact nobody
 //!   vouches for.
-//! - **Bounded.** At most [`MAX_FACTS`] in all, [`KEYS_PER_WRITER`] keys and
+//! - **Bounded.** At most [`MAX_FACTS`] in all and [`FACTS_PER_TARGET`]
+//!   more for each target running (healer's own three a target are never
+//!   refused), [`KEYS_PER_WRITER`] keys and
 //!   [`BYTES_PER_WRITER`] bytes per writer and subject, values of at most
 //!   [`VALUE_BYTES`]; what does not fit is dropped and said once per
 //!   publication ([`Published::dropped`]). Of a check, healer reads at
@@ -39,8 +41,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Wall;
 
-/// The most facts kept in all.
+/// The most facts kept in all, beside [`FACTS_PER_TARGET`] for each
+/// target running.
 pub const MAX_FACTS: usize = 10_000;
+/// Room for each target running: healer's own three and its plugins'.
+/// At 10,000 targets a fixed cap was full of healer's own facts, and every
+/// check's facts were refused (and sent again, whole, by its worker).
+pub const FACTS_PER_TARGET: usize = 16;
 /// The most keys one writer keeps about one subject.
 pub const KEYS_PER_WRITER: usize = 64;
 /// The most bytes (names and values) one writer keeps about one subject.
@@ -216,14 +223,37 @@ pub struct Published {
 }
 
 /// Every fact healer knows, by name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Facts {
     facts: BTreeMap<String, Fact>,
     /// Workers ended, by package (one entry per package that had one).
     worker_ends: BTreeMap<String, u64>,
+    /// The most facts kept ([`Facts::make_room_for`]).
+    limit: usize,
+}
+
+impl Default for Facts {
+    fn default() -> Facts {
+        Facts {
+            facts: BTreeMap::new(),
+            worker_ends: BTreeMap::new(),
+            limit: MAX_FACTS,
+        }
+    }
 }
 
 impl Facts {
+    /// Keeps at most [`MAX_FACTS`] and [`FACTS_PER_TARGET`] for each of
+    /// `targets`; facts already kept stay.
+    pub fn make_room_for(&mut self, targets: usize) {
+        self.limit = MAX_FACTS.saturating_add(targets.saturating_mul(FACTS_PER_TARGET));
+    }
+
+    /// The most facts kept.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Writes `values` about `subject` as `source`, each expiring `ttl`
     /// after `now` (`None`: never). Keys outside the writer's namespace,
     /// over its quota or too long are dropped.
@@ -339,8 +369,9 @@ impl Facts {
             }
             // healer's own facts (three a target) are not held to the cap
             // that plugins and operators could fill.
-            if self.facts.len() >= MAX_FACTS && (source.is_plugin() || source.writer != HEALER) {
-                drop(format!("{name}: healer keeps at most {MAX_FACTS} facts"));
+            if self.facts.len() >= self.limit && (source.is_plugin() || source.writer != HEALER) {
+                let limit = self.limit;
+                drop(format!("{name}: healer keeps at most {limit} facts"));
                 continue;
             }
             *keys += 1;
@@ -463,8 +494,11 @@ impl Facts {
 
     /// Facts as another healer holds them (read from its API), as they are.
     pub fn as_held(held: Vec<Fact>) -> Facts {
+        let facts: BTreeMap<String, Fact> =
+            held.into_iter().map(|fact| (fact.name(), fact)).collect();
         Facts {
-            facts: held.into_iter().map(|fact| (fact.name(), fact)).collect(),
+            limit: facts.len().max(MAX_FACTS),
+            facts,
             worker_ends: BTreeMap::new(),
         }
     }
@@ -480,7 +514,7 @@ impl Facts {
             if let Some(at) = fact.expires_at {
                 fact.expires_at = Some(now + at.since(fact.observed_at));
             }
-            if self.facts.len() < MAX_FACTS {
+            if self.facts.len() < self.limit {
                 fact.previous_run = true;
                 self.facts.insert(fact.name(), fact);
                 restored += 1;

@@ -206,10 +206,12 @@ async fn heal(
     let targets = runners.len();
     // Facts about targets the config no longer names go, with an event
     // each (so the store lets go of them too).
+    let named: std::collections::HashSet<&str> =
+        config.targets.iter().map(|t| t.name.as_str()).collect();
     let (kept, orphaned): (Vec<_>, Vec<_>) = saved.facts.into_iter().partition(|fact| {
         fact.subject
             .strip_prefix("target.")
-            .is_none_or(|name| config.targets.iter().any(|t| t.name == name))
+            .is_none_or(|name| named.contains(name))
     });
     for fact in orphaned {
         events.emit(Event::FactRetracted {
@@ -217,6 +219,7 @@ async fn heal(
             why: crate::facts::Retraction::TargetRemoved,
         });
     }
+    engine.make_room_for_facts(targets);
     let restored_facts = engine.restore_facts(kept);
     let restored_outcomes = engine.restore_outcomes(saved.outcomes);
     events.emit(Event::Started {

@@ -438,7 +438,12 @@ impl Engine {
     pub fn start(&mut self, mut runner: Runner) {
         let name = runner.target.name.clone();
         let (sender, inbox) = mpsc::channel(16);
-        write(&self.shared.commands).insert(name.clone(), sender.clone());
+        let running = {
+            let mut commands = write(&self.shared.commands);
+            commands.insert(name.clone(), sender.clone());
+            commands.len()
+        };
+        self.make_room_for_facts(running);
         // Unchecked until its own first check (not its predecessor's
         // verdict): dependents wait for it.
         write(&self.shared.health).remove(&name);
@@ -491,7 +496,12 @@ impl Engine {
     /// place on the board stay. `None` when it was not running.
     pub async fn stop(&mut self, name: &str) -> Option<Tracker> {
         let running = self.running.remove(name)?;
-        write(&self.shared.commands).remove(name);
+        let left = {
+            let mut commands = write(&self.shared.commands);
+            commands.remove(name);
+            commands.len()
+        };
+        self.make_room_for_facts(left);
         self.link_dependents();
         let _ = running.commands.send(Command::Stop).await;
         let tracker = running.task.await.ok();
@@ -650,6 +660,13 @@ impl Engine {
                 events.emit(event);
             }
         })
+    }
+
+    /// Keeps room in the facts for `targets` (their own and their
+    /// plugins'); called before the saved facts are restored, and as
+    /// targets start and stop.
+    pub fn make_room_for_facts(&self, targets: usize) {
+        self.shared.facts().make_room_for(targets);
     }
 
     /// Carries on from the facts saved before a restart: those not expired

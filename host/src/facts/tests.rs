@@ -366,3 +366,42 @@ fn a_gate_that_cannot_be_read_says_what_to_write() {
         "{bad_value}"
     );
 }
+
+#[test]
+fn the_bound_grows_with_the_targets_so_ten_thousand_targets_keep_their_plugins_facts() {
+    let mut facts = Facts::default();
+    let healer = Source::healer();
+    let http = plugin("http");
+    let publish_all = |facts: &mut Facts, targets: usize| -> usize {
+        let mut dropped = 0;
+        for i in 0..targets {
+            let subject = format!("target.t{i}");
+            for key in ["healthy", "down", "checked"] {
+                facts.publish(
+                    &subject,
+                    &healer,
+                    values(&[(key, Value::Bool(true))]),
+                    None,
+                    at(0),
+                );
+            }
+            let out = facts.publish(
+                &subject,
+                &http,
+                values(&[("http.answered", Value::Bool(true))]),
+                None,
+                at(0),
+            );
+            dropped += out.dropped.map_or(0, |(count, _)| count);
+        }
+        dropped
+    };
+    // A fixed bound: healer's own facts of 10,000 targets fill it, and
+    // the plugin's are refused.
+    assert!(publish_all(&mut facts, 10_000) > 0);
+
+    let mut facts = Facts::default();
+    facts.make_room_for(10_000);
+    assert_eq!(facts.limit(), MAX_FACTS + 10_000 * FACTS_PER_TARGET);
+    assert_eq!(publish_all(&mut facts, 10_000), 0);
+}
