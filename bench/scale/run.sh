@@ -89,7 +89,7 @@ run() {
     local rss pss; rss=$(rss_of "$tool_pid"); pss=$(pss_of "$tool_pid")
     if [ "$label" = healer ]; then
         {
-            echo "healer $n: /healthz $(curl -s -m 5 "http://127.0.0.1:$api_port/healthz")"
+            echo "healer $n: /healthz $(curl -s -m 5 -w ' (HTTP %{http_code})' "http://127.0.0.1:$api_port/healthz")"
             curl -s -m 5 "http://127.0.0.1:$api_port/metrics" | grep -E '^healer_(checks_began|checks_late|behind|behind_by_seconds|issues)[_ {]' | sed "s/^/healer $n: /"
             echo "healer $n: said: $(grep -oE 'healer (is behind|caught up)' "$work/healer-$n.log" 2>/dev/null | sort | uniq -c | tr '\n' ' ')"
         } >> "$work/views"

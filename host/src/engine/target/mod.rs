@@ -143,7 +143,7 @@ impl Cycle {
         history_len: usize,
     ) -> Cycle {
         let target = Arc::clone(&runner.target);
-        let mut checks = Vec::new();
+        let mut checks = Vec::with_capacity(target.checks.len());
         let mut first_source = 0;
         for (index, (check, instances)) in target
             .checks
