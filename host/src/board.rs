@@ -547,7 +547,8 @@ impl Lateness {
                 state.behind = Some(window);
                 Some(Keeping::FellBehind(window))
             }
-            Some(_) if share < CAUGHT_UP_SHARE => {
+            // A window with no checks shows nothing caught up.
+            Some(_) if window.checks > 0 && share < CAUGHT_UP_SHARE => {
                 state.behind = None;
                 Some(Keeping::CaughtUp(window))
             }
@@ -615,6 +616,8 @@ mod lateness_tests {
             })
         );
 
+        assert_eq!(lateness.close_window(), None, "no checks: still behind");
+        assert!(lateness.behind().is_some());
         lateness.record(2000, 0, Duration::ZERO);
         assert!(matches!(
             lateness.close_window(),

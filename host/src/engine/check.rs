@@ -4,7 +4,7 @@
 //! a target one at a time, so a target never checks and recovers at once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,7 +81,17 @@ pub(super) struct Watched {
     pub ok: AtomicBool,
     /// The digest of the facts healer holds from the monitor.
     pub facts: AtomicU64,
+    /// How long its latest check took and how late it began, as the
+    /// worker last said (µs): whether a check may have been under way
+    /// when the worker ended.
+    pub took_us: AtomicU64,
+    pub late_us: AtomicU64,
 }
+
+/// How long after its grid point a check counts as possibly under way
+/// when its worker ends, beyond what its checks take and how late they
+/// begin.
+const UNDER_WAY_SLACK: Duration = Duration::from_millis(100);
 
 impl Watched {
     pub fn new(id: u64, ok: bool, facts: u64) -> Watched {
@@ -90,7 +100,28 @@ impl Watched {
             confirmed: std::sync::Mutex::new(Instant::now()),
             ok: AtomicBool::new(ok),
             facts: AtomicU64::new(facts),
+            took_us: AtomicU64::new(0),
+            late_us: AtomicU64::new(0),
         }
+    }
+
+    /// What the worker said of its latest check: how long it took and how
+    /// late it began.
+    pub fn ran(&self, took: Duration, late: Duration) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.took_us.store(us(took), Ordering::Relaxed);
+        self.late_us.store(us(late), Ordering::Relaxed);
+    }
+
+    /// Whether a check may have been under way at `now`, its latest grid
+    /// point `point`: it began at most as late as checks began, and ran at
+    /// most as long as they took (with some slack). A worker that ends
+    /// between checks leaves nothing undecided.
+    pub fn maybe_under_way(&self, point: Instant, now: Instant) -> bool {
+        let took = Duration::from_micros(self.took_us.load(Ordering::Relaxed));
+        let late = Duration::from_micros(self.late_us.load(Ordering::Relaxed));
+        now.saturating_duration_since(point)
+            <= took.saturating_add(late).saturating_mul(2) + UNDER_WAY_SLACK
     }
 
     /// The worker said how the check went, now.
@@ -145,6 +176,15 @@ impl Schedule {
     /// The grid's origin: one of its points.
     pub fn origin(&self) -> Instant {
         self.grid.origin
+    }
+
+    /// The latest point of the grid of `every` at or before `now` (the
+    /// origin, before it).
+    pub fn point_at_or_before(&self, now: Instant, every: Duration) -> Instant {
+        let next = self.grid.after(now, every);
+        next.checked_sub(every)
+            .filter(|point| *point >= self.grid.origin)
+            .unwrap_or(self.grid.origin)
     }
 
     /// After a run off the grid (a verification, a re-check): the point

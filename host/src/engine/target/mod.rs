@@ -358,6 +358,8 @@ impl Cycle {
                     let (index, id, said) = *said;
                     match said {
                         WatchNews::Ended(why) => {
+                            // Taken back either way; UNKNOWN only for a
+                            // check that may have been under way.
                             if !self.watch_ended(index, id, &why) {
                                 continue;
                             }
@@ -368,10 +370,14 @@ impl Cycle {
                             Wake::Watched(index, Box::new((failed, Instant::now(), Duration::ZERO)))
                         }
                         WatchNews::Checked { observed, began, late, took } => {
-                            let began = Instant::from_std(began);
+                            // A worker's clock reading is never after now.
+                            let began = Instant::from_std(began).min(Instant::now());
                             if !self.fresh_news(index, id, began) {
                                 debug!(target = %self.name(), "news of a check older than the latest is dropped");
                                 continue;
+                            }
+                            if let Some(watched) = &self.checks[index].watched {
+                                watched.ran(took, late);
                             }
                             if let Some(slot) = &self.slot {
                                 let interval = self.checks[index].interval;
@@ -438,6 +444,12 @@ impl Cycle {
                     (runs, None, None, true)
                 }
                 Wake::All => {
+                    // healer checks them itself: their workers stop, and
+                    // are handed them again (with the facts healer then
+                    // holds) once the target is quiet.
+                    for index in 0..self.checks.len() {
+                        self.unwatch(index);
+                    }
                     self.off_grid = None;
                     self.verifying = false;
                     ((0..self.checks.len()).collect(), None, None, false)
@@ -719,6 +731,14 @@ impl Cycle {
         self.settle_health(conclusive);
         self.expire_proposals();
         self.show_issues();
+        // A target with an issue is checked by healer alone: its workers
+        // stop before any recovery runs (a target never checks and
+        // recovers at once).
+        if self.tracker.has_issues() {
+            for index in 0..self.checks.len() {
+                self.unwatch(index);
+            }
+        }
         // Never act on false evidence: a check that could not tell (it
         // failed, timed out, or said UNKNOWN) resolves nothing, and only
         // recoverers that asked for UNKNOWN act after it.

@@ -37,10 +37,8 @@ impl Cycle {
     /// Whether the target is quiet enough for its workers to check it:
     /// nothing open, nothing being verified.
     fn quiet(&self) -> bool {
-        !self.tracker.has_issues()
-            && !self.verifying
-            && self.off_grid.is_none()
-            && self.settling.is_none()
+        // Not `settling`: it outlives the issue it was for.
+        !self.tracker.has_issues() && !self.verifying && self.off_grid.is_none()
     }
 
     /// Hands the quiet target's watchable checks to their workers, or takes
@@ -71,21 +69,26 @@ impl Cycle {
         check.schedule.after_unscheduled(now, check.interval);
     }
 
-    /// The worker of the watch `id` of check `index` ended: whether that
-    /// is the current watch (then the loop takes the check back, and the
-    /// check it may have been making counts as failed: UNKNOWN, as a call
-    /// in flight on a worker that crashed).
+    /// The worker of the watch `id` of check `index` ended. When that is
+    /// the current watch the loop takes the check back; returns whether a
+    /// check may have been under way then (by its grid, how long its
+    /// checks take and how late they begin): that one counts as failed,
+    /// UNKNOWN, as a call in flight on a worker that crashed. A worker
+    /// that ends between checks leaves nothing undecided: healer checks on
+    /// from its next point.
     pub(super) fn watch_ended(&mut self, index: usize, id: u64, why: &str) -> bool {
-        let current = self
-            .checks
-            .get(index)
-            .and_then(|check| check.watched.as_ref())
-            .is_some_and(|w| w.id == id);
-        if current {
-            debug!(target = %self.name(), check = %self.checks[index].name, why, "its worker ended: healer checks it");
-            self.unwatch(index);
-        }
-        current
+        let Some(check) = self.checks.get(index) else {
+            return false;
+        };
+        let Some(watched) = check.watched.as_ref().filter(|w| w.id == id) else {
+            return false;
+        };
+        let now = Instant::now();
+        let point = check.schedule.point_at_or_before(now, check.interval);
+        let under_way = watched.maybe_under_way(point, now);
+        debug!(target = %self.name(), check = %check.name, why, under_way, "its worker ended: healer checks it");
+        self.unwatch(index);
+        under_way
     }
 
     /// Hands check `index` to its monitor's worker.
@@ -96,7 +99,7 @@ impl Cycle {
         };
         let id = IDS.fetch_add(1, Ordering::Relaxed);
         let check = &self.checks[index];
-        let ok = check.last_status.is_none_or(|status| status == Status::Ok);
+        let ok = check.last_status == Some(Status::Ok);
         let watched = Arc::new(Watched::new(id, ok, check.facts_digest));
         let sender = news.clone();
         let told =
@@ -116,10 +119,12 @@ impl Cycle {
                     runs.late_by,
                 );
                 // Quiet means "OK again": healer must have seen it OK.
-                if !watched.ok.load(Ordering::Relaxed) {
+                // Points missed alone vouch for nothing.
+                if !watched.ok.load(Ordering::Relaxed) || runs.checks == 0 {
                     return true;
                 }
                 watched.confirm();
+                watched.ran(runs.took, runs.late_by);
                 let took_us = u64::try_from(runs.took.as_micros()).unwrap_or(u64::MAX);
                 let Some(latest) = runs.latest else {
                     return true;
@@ -160,7 +165,14 @@ impl Cycle {
             quiet,
         };
         let diagnosers: Vec<_> = check.diagnosers.iter().map(|(_, d)| d).collect();
-        match check.monitor.watch(&diagnosers, watching).await {
+        // Handing it over may start the worker and create the instances:
+        // bounded as a check is, and promised to the watchdog.
+        let within: Duration = check.deadline.into();
+        self.promise(within);
+        let handed = tokio::time::timeout(within, check.monitor.watch(&diagnosers, watching))
+            .await
+            .unwrap_or_else(|_| Err(format!("not handed over within {}", check.deadline)));
+        match handed {
             Ok(()) => {
                 let check = &mut self.checks[index];
                 check.schedule.next = Instant::now() + silent_for(check.interval);

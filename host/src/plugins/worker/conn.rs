@@ -101,7 +101,10 @@ impl Conn {
             }
             FromWorker::Quiet(runs) => {
                 let mut forgotten = Vec::new();
-                for runs in runs {
+                // One entry a watch at most: a worker that repeats one is
+                // not heard out.
+                let watches = open.watches.len();
+                for runs in runs.into_iter().take(watches) {
                     let Some(watcher) = open.watches.get(&runs.monitor) else {
                         continue;
                     };

@@ -560,10 +560,21 @@ async fn watch_here(
                 checked,
                 diagnoses,
             };
-            let frame = wire::encode(&message);
-            if wire::fits(&frame).is_ok() {
-                let _ = news.send(frame);
+            let mut frame = wire::encode(&message);
+            if let Err(why) = wire::fits(&frame) {
+                // Said, not dropped: healer must not keep believing the
+                // check before. It holds no facts from it now.
+                facts.store(0, Ordering::Relaxed);
+                frame = wire::encode(&FromWorker::Watched {
+                    monitor: watch.monitor,
+                    began_ns: wire::monotonic_ns(began),
+                    late_us,
+                    took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                    checked: wire::Checked::Failed(format!("its answer cannot be sent: {why}")),
+                    diagnoses: Vec::new(),
+                });
             }
+            let _ = news.send(frame);
         } else {
             let mut held = lock(&held);
             let runs = held.quiet.entry(watch.monitor).or_default();
