@@ -86,6 +86,9 @@ pub(super) struct Watched {
     /// when the worker ended.
     pub took_us: AtomicU64,
     pub late_us: AtomicU64,
+    /// News of it could not be handed to the loop (its queue was full):
+    /// the worker stopped, and the loop takes the check back at once.
+    pub lost: AtomicBool,
 }
 
 /// How long after its grid point a check counts as possibly under way
@@ -102,6 +105,7 @@ impl Watched {
             facts: AtomicU64::new(facts),
             took_us: AtomicU64::new(0),
             late_us: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
         }
     }
 

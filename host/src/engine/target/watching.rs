@@ -47,6 +47,17 @@ impl Cycle {
         let quiet = self.quiet();
         for index in 0..self.checks.len() {
             let check = &self.checks[index];
+            if check
+                .watched
+                .as_ref()
+                .is_some_and(|w| w.lost.load(Ordering::Relaxed))
+            {
+                // Its news may have said something healer must decide on:
+                // checked here, at once.
+                self.unwatch(index);
+                self.checks[index].schedule.next = Instant::now();
+                continue;
+            }
             match (&check.watched, quiet && check.watchable) {
                 (Some(_), false) => self.unwatch(index),
                 (None, true) => self.watch(index, news).await,
@@ -102,8 +113,14 @@ impl Cycle {
         let ok = check.last_status == Some(Status::Ok);
         let watched = Arc::new(Watched::new(id, ok, check.facts_digest));
         let sender = news.clone();
-        let told =
-            Box::new(move |said: WatchNews| sender.try_send(Box::new((index, id, said))).is_ok());
+        let lost = Arc::clone(&watched);
+        let told = Box::new(move |said: WatchNews| {
+            let sent = sender.try_send(Box::new((index, id, said))).is_ok();
+            if !sent {
+                lost.lost.store(true, Ordering::Relaxed);
+            }
+            sent
+        });
         let quiet = {
             let watched = Arc::clone(&watched);
             let shared = Arc::clone(&self.shared);
