@@ -56,17 +56,32 @@
 //!
 //! **Limits.** The child's soft limit of open files is at most
 //! [`MAX_OPEN_FILES`] (1024): healer raises its own to the hard limit, and
-//! a program using `select()` breaks with more.
+//! a program using `select()` breaks with more. Its soft limit of address
+//! space is the hard one: a plugin worker runs under a lower soft limit
+//! (healer's `memory_limit`), which must not cap a service a recovery
+//! starts.
 //!
 //! **Starting.** The program is started on the package's blocking pool,
-//! never on its one worker thread. The limits above are set by a
-//! `pre_exec` hook, which rules out std's `posix_spawn` (vfork) path: std
-//! forks and then waits until the child has called `exec`, which costs
-//! milliseconds on a busy machine. On the worker thread, a burst of a
-//! hundred recoveries started one after another and held up every check
-//! and pushed exit of the package meanwhile; on the pool they start side by
-//! side. (posix_spawn cannot set resource limits, and neither limit can be
-//! set in healer's own process for a moment: it is shared by all threads.)
+//! never on its one worker thread, the way `posix_spawn` starts one: the
+//! child is a `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` of that thread
+//! (in `command/spawn.rs`). It borrows healer's memory until it has
+//! executed the program, the thread waiting meanwhile, so nothing of the
+//! plugin worker is copied, where a fork copies its page tables and then
+//! faults on each page either side writes. Unlike `posix_spawn`, the child
+//! sets the limits above on its way (neither can be set in healer's own
+//! process for a moment: it is shared by all threads), and std's `Command`
+//! cannot do both: the `pre_exec` hook that could set them makes it fork.
+//! Everything the child needs is prepared beforehand (the program's
+//! candidate paths in `PATH`, the environment, the argument vectors): it
+//! makes system calls only, which neither allocate nor lock. It starts
+//! with the signal mask of that thread, SIGPIPE and every caught signal at
+//! their default actions. A program without `#!` is run with `/bin/sh`, and
+//! one found in `PATH` but not executable is passed over, as `execvp` does.
+//! Its exit is seen through the pidfd the clone returned (polled every
+//! 10 ms on a kernel before 5.2, which has none), and it is reaped by its
+//! pid, never by `waitpid(-1)`. A burst of a hundred recoveries starts
+//! side by side on the pool; on the worker thread, they would start one
+//! after another, holding up every check and pushed exit of the package.
 //!
 //! **A service of its own.** A program started as above is healer's
 //! descendant: it inherits the process attributes of the plugin worker that
@@ -97,20 +112,22 @@
 //! file until it exits: give a daemon its own log.)
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write as _};
+use std::os::fd::AsFd as _;
 use std::os::unix::fs::FileExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use rustix::process::{
-    getrlimit, kill_process, kill_process_group, setrlimit, Pid, Resource, Rlimit, Signal,
-};
+use rustix::process::{getrlimit, kill_process, kill_process_group, Pid, Resource, Rlimit, Signal};
 
 use crate::finding::Recovery;
+
+mod spawn;
 
 /// The child's `PATH`, unless the configured environment sets another.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -295,16 +312,10 @@ impl Command {
     /// Runs the program to its exit, or kills its process group at the
     /// timeout (or when this future is dropped first).
     pub async fn run(self) -> Result<Output, RunError> {
-        let (command, started, (stdout, stderr)) = self
-            .start(|| {
-                let (stdout, stderr) = (tempfile::tempfile()?, tempfile::tempfile()?);
-                let ends = (child_end(&stdout)?, child_end(&stderr)?);
-                Ok(((stdout, stderr), ends))
-            })
-            .await?;
+        let (command, started, (stdout, stderr)) = self.start::<(File, File)>().await?;
         let Started {
-            mut child,
             mut group,
+            mut child,
             details,
         } = started;
         let status = match tokio::time::timeout(command.timeout, child.wait()).await {
@@ -358,15 +369,13 @@ impl Command {
                 format!("{unit} is a systemd service: systemd starts it (run), healer does not detach it"),
             )));
         }
-        let (command, started, ()) = self
-            .start(|| Ok(((), (Stdio::null(), Stdio::null()))))
-            .await?;
+        let (command, started, ()) = self.start::<()>().await?;
         let Started {
-            mut child,
             mut group,
+            mut child,
             details: _details,
         } = started;
-        let pid = child.id().unwrap_or(0);
+        let pid = child.id();
         match tokio::time::timeout(grace, child.wait()).await {
             Err(_) => {
                 group.exited();
@@ -391,22 +400,18 @@ impl Command {
     }
 
     /// Starts the program on the blocking pool, not on the runtime's worker:
-    /// creating its files and `spawn` block (with the `pre_exec` hook, std
-    /// forks and waits until the child has called `exec`: milliseconds on
-    /// a busy machine), and a hundred recoveries at once
-    /// would otherwise start one after another on that one thread, which
-    /// meanwhile runs nothing else (no check, no pushed exit). Gives the
-    /// command back with what was started and what `output` made: the
-    /// files to keep, and the child's stdout and stderr.
-    async fn start<O: Send + 'static>(
-        self,
-        output: impl FnOnce() -> io::Result<(O, (Stdio, Stdio))> + Send + 'static,
-    ) -> Result<(Command, Started, O), RunError> {
+    /// creating its files and starting it block (the thread waits until
+    /// the child has executed the program: well under a millisecond, more
+    /// on a busy machine), and a hundred recoveries at once would otherwise
+    /// start one after another on that one thread, which meanwhile runs
+    /// nothing else (no check, no pushed exit). Gives the command back with
+    /// what was started and its output files.
+    async fn start<O: OutputFiles>(self) -> Result<(Command, Started, O), RunError> {
         let program = self.program.clone();
         let spawning = tokio::task::spawn_blocking(move || {
-            let (kept, ends) = output().map_err(|e| self.cannot_start(output_file(e)))?;
-            let started = self.start_here(ends)?;
-            Ok((self, started, kept))
+            let output = O::create().map_err(|e| self.cannot_start(output_file(e)))?;
+            let started = self.start_here(output.files())?;
+            Ok((self, started, output))
         });
         // Dropped before the spawn returned, the task still finishes; what
         // it started is then dropped with its result, and `Started::group`
@@ -419,20 +424,32 @@ impl Command {
         })
     }
 
-    /// [`start`](Command::start)'s blocking part, on the calling thread.
-    fn start_here(&self, (stdout, stderr): (Stdio, Stdio)) -> Result<Started, RunError> {
+    /// [`start`](Command::start)'s blocking part, on the calling thread:
+    /// stdout and stderr to `output`, or to `/dev/null`.
+    fn start_here(&self, output: Option<(&File, &File)>) -> Result<Started, RunError> {
         let details = match self.service {
             Some(_) => None,
             None => self.details_file()?,
         };
-        let child = {
-            let mut command = self.prepare(details.as_ref());
-            command.stdout(stdout).stderr(stderr);
-            command.spawn().map_err(|e| self.cannot_start(e))?
-            // `command` drops here, closing healer's copies of the child's ends.
-        };
+        let null = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| self.cannot_start(e))?;
+        let (stdout, stderr) = output.unwrap_or((&null, &null));
+        let (program, args) = self.argv();
+        let child = spawn::spawn(&spawn::Program {
+            program,
+            args: &args,
+            env: &self.environment(details.as_ref()),
+            // A service's goes to systemd (`--working-directory`).
+            cwd: self.cwd.as_deref().filter(|_| self.service.is_none()),
+            stdio: [null.as_fd(), stdout.as_fd(), stderr.as_fd()],
+            limits: &child_limits(),
+        })
+        .map_err(|e| self.cannot_start(e))?;
         Ok(Started {
-            group: Group::of(&child),
+            group: Group::of(child.id()),
             child,
             details,
         })
@@ -469,49 +486,35 @@ impl Command {
         (SYSTEMD_RUN, argv)
     }
 
-    /// The command with the environment, stdin, process group and cwd set.
-    fn prepare(&self, details: Option<&tempfile::NamedTempFile>) -> tokio::process::Command {
-        let (program, args) = self.argv();
-        let mut command = tokio::process::Command::new(program);
-        command
-            .args(args)
-            .env_clear()
-            .env("PATH", PATH)
-            .stdin(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(false);
+    /// The child's whole environment (see the module documentation).
+    fn environment(
+        &self,
+        details: Option<&tempfile::NamedTempFile>,
+    ) -> BTreeMap<OsString, OsString> {
+        let mut env = BTreeMap::from([("PATH".into(), PATH.into())]);
         if let Some(lang) = std::env::var_os("LANG") {
-            command.env("LANG", lang);
+            env.insert("LANG".into(), lang);
         }
         if self.service.is_some() {
             // The service's environment went to systemd; systemd-run is
             // found in the configured PATH, if any.
             if let Some(path) = self.env.get("PATH") {
-                command.env("PATH", path);
+                env.insert("PATH".into(), path.into());
             }
-        } else {
-            for (name, value) in &self.healer {
-                command.env(name, value);
-            }
-            if let Some(file) = details {
-                command.env("HEALER_DETAILS_FILE", file.path());
-            }
-            command.envs(&self.env);
-            if let Some(cwd) = &self.cwd {
-                command.current_dir(cwd);
-            }
+            return env;
         }
-        // SAFETY: the hook runs in the child between fork and exec, where
-        // only async-signal-safe calls are allowed: it makes system calls
-        // (getrlimit, setrlimit) only, which neither allocate nor lock.
-        unsafe {
-            command.pre_exec(|| {
-                lower_open_files();
-                restore_address_space();
-                Ok(())
-            });
+        for (name, value) in &self.healer {
+            env.insert(name.into(), value.into());
         }
-        command
+        if let Some(file) = details {
+            env.insert("HEALER_DETAILS_FILE".into(), file.path().into());
+        }
+        env.extend(
+            self.env
+                .iter()
+                .map(|(name, value)| (name.into(), value.into())),
+        );
+        env
     }
 
     /// The full details in a 0600 file, removed when the result is dropped.
@@ -595,10 +598,11 @@ pub fn service_name(name: &str) -> Result<String, String> {
 
 /// A program just started, and what it needs until it exits.
 struct Started {
-    child: tokio::process::Child,
     /// Killed when dropped unless told the leader exited: also when this
-    /// never reaches its caller (the caller's future was dropped).
+    /// never reaches its caller (the caller's future was dropped). Before
+    /// `child`, so it is killed before it is handed to be reaped.
     group: Group,
+    child: spawn::Child,
     /// Removed when dropped.
     details: Option<tempfile::NamedTempFile>,
 }
@@ -629,11 +633,10 @@ impl Output {
 struct Group(Option<Pid>);
 
 impl Group {
-    fn of(child: &tokio::process::Child) -> Group {
+    fn of(leader: u32) -> Group {
         // Pid 1 (or 0) as a group would mean "every process": never.
-        let pid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
+        let pid = i32::try_from(leader)
+            .ok()
             .filter(|&pid| pid > 1)
             .and_then(Pid::from_raw);
         Group(pid)
@@ -777,46 +780,64 @@ impl Drop for Group {
     }
 }
 
-/// Lowers this process's soft limit of open files to [`MAX_OPEN_FILES`]
-/// (never raises it). Async-signal-safe: system calls only.
-fn lower_open_files() {
-    let limit = getrlimit(Resource::Nofile);
+/// The limits the child must not keep from healer, as they are to be set
+/// in it: its soft limit of open files at most [`MAX_OPEN_FILES`] (healer
+/// raises its own), and the hard limit of address space as its soft one (a
+/// plugin worker runs under a lower soft limit, healer's `memory_limit`,
+/// which must not cap a service a recovery starts). None when healer's own
+/// already hold.
+fn child_limits() -> Vec<(Resource, Rlimit)> {
+    let mut limits = Vec::new();
+    let files = getrlimit(Resource::Nofile);
     // `None` is unlimited.
-    if limit.current.is_some_and(|soft| soft <= MAX_OPEN_FILES) {
-        return;
+    if files.current.is_none_or(|soft| soft > MAX_OPEN_FILES) {
+        limits.push((
+            Resource::Nofile,
+            Rlimit {
+                current: Some(MAX_OPEN_FILES),
+                maximum: files.maximum,
+            },
+        ));
     }
-    // Lowering the soft limit cannot fail; were it to, the child would
-    // still run, only with healer's limit.
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(MAX_OPEN_FILES),
-            maximum: limit.maximum,
-        },
-    );
-}
-
-/// Gives the child the hard limit of address space as its soft limit: a
-/// plugin worker runs under a lower soft limit (healer's `memory_limit`),
-/// which must not cap a service a recovery starts. Async-signal-safe:
-/// system calls only.
-fn restore_address_space() {
-    let limit = getrlimit(Resource::As);
-    if limit.current != limit.maximum {
-        let _ = setrlimit(
+    let space = getrlimit(Resource::As);
+    if space.current != space.maximum {
+        limits.push((
             Resource::As,
             Rlimit {
-                current: limit.maximum,
-                maximum: limit.maximum,
+                current: space.maximum,
+                maximum: space.maximum,
             },
-        );
+        ));
+    }
+    limits
+}
+
+/// Where a started program's stdout and stderr go: two files read back
+/// once it exited ([`Command::run`]), or `/dev/null` (`()`).
+trait OutputFiles: Sized + Send + 'static {
+    fn create() -> io::Result<Self>;
+    /// stdout's and stderr's; None for `/dev/null`.
+    fn files(&self) -> Option<(&File, &File)>;
+}
+
+impl OutputFiles for (File, File) {
+    fn create() -> io::Result<Self> {
+        Ok((tempfile::tempfile()?, tempfile::tempfile()?))
+    }
+
+    fn files(&self) -> Option<(&File, &File)> {
+        Some((&self.0, &self.1))
     }
 }
 
-/// The child's end of an output file (the same open file, so its writes
-/// are what healer reads back).
-fn child_end(file: &File) -> io::Result<Stdio> {
-    file.try_clone().map(Stdio::from)
+impl OutputFiles for () {
+    fn create() -> io::Result<()> {
+        Ok(())
+    }
+
+    fn files(&self) -> Option<(&File, &File)> {
+        None
+    }
 }
 
 fn output_file(error: io::Error) -> io::Error {
@@ -875,6 +896,7 @@ fn bounded_json(json: &str) -> String {
 mod tests {
     use super::*;
     use crate::finding::Finding;
+    use rustix::process::setrlimit;
     use std::time::Instant;
 
     fn sh(script: &str) -> Command {
@@ -1335,6 +1357,72 @@ mod tests {
             .unwrap();
         assert_eq!(failed.code, 3);
         assert_eq!(failed.last_stderr_line().as_deref(), Some("disk full"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_working_directory_is_named_in_the_error() {
+        let err = sh("true").cwd("/nonexistent/dir").run().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot start \"sh\": No such file or directory (os error 2) (cwd /nonexistent/dir)"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_program_is_found_past_a_file_in_path_it_may_not_execute_and_a_script_without_hash_bang_runs_in_sh(
+    ) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (denied, allowed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let write = |dir: &Path, mode: u32| {
+            let file = dir.join("healer-test-tool");
+            std::fs::write(&file, "echo \"ran $0 $1\"\n").unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            file
+        };
+        write(denied.path(), 0o644);
+        let tool = write(allowed.path(), 0o755);
+        let path = format!("{}:{}", denied.path().display(), allowed.path().display());
+        let env = BTreeMap::from([("PATH".to_owned(), path)]);
+        let output = Command::new("healer-test-tool")
+            .args(["first"])
+            .env(&env)
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(
+            output.stdout_text(),
+            format!("ran {} first\n", tool.display())
+        );
+        // Only the one it may not execute: EACCES, as `execvp` says.
+        let only_denied =
+            BTreeMap::from([("PATH".to_owned(), denied.path().display().to_string())]);
+        let err = Command::new("healer-test-tool")
+            .env(&only_denied)
+            .run()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot start \"healer-test-tool\": Permission denied"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_child_starts_with_no_signal_blocked_and_sigpipe_not_ignored() {
+        // This test binary ignores SIGPIPE, as every Rust program does.
+        let output = Command::new("grep")
+            .args(["-E", "^Sig(Blk|Ign)", "/proc/self/status"])
+            .run()
+            .await
+            .unwrap();
+        let text = output.stdout_text();
+        let mask = |name: &str| {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(mask("SigBlk:"), 0, "{text}");
+        assert_eq!(mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{text}");
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub fn process_exists(pid: u32) -> io::Result<bool> {
     }
 }
 
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+/// `fd` (a pidfd) watched by the runtime of the calling task.
+pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: `fd` is an open descriptor that the `AsyncFd` takes ownership
     // of; it stays open, referring to the same pidfd, until the `AsyncFd` is
     // dropped, and `OwnedFd::as_raw_fd` always returns that descriptor.
