@@ -74,8 +74,11 @@
 //! Everything the child needs is prepared beforehand (the program's
 //! candidate paths in `PATH`, the environment, the argument vectors): it
 //! makes system calls only, which neither allocate nor lock. It starts
-//! with the signal mask of that thread, SIGPIPE and every caught signal at
-//! their default actions. A program without `#!` is run with `/bin/sh`, and
+//! with no signal blocked, SIGPIPE and every caught signal at their
+//! default actions. As with `posix_spawn`, a kernel before 5.16 kills
+//! every process sharing the memory when one dumps core: a child that
+//! faulted before it executed the program would take the plugin worker
+//! with it (healer itself for an `in-process` package). A program without `#!` is run with `/bin/sh`, and
 //! one found in `PATH` but not executable is passed over, as `execvp` does.
 //! Its exit is seen through the pidfd the clone returned (polled every
 //! 10 ms on a kernel before 5.2, which has none), and it is reaped by its
@@ -313,10 +316,13 @@ impl Command {
     /// timeout (or when this future is dropped first).
     pub async fn run(self) -> Result<Output, RunError> {
         let (command, started, (stdout, stderr)) = self.start::<(File, File)>().await?;
+        // Bound in this order so that they drop in the reverse: the group
+        // is killed before the child is handed over to be reaped (never a
+        // group signalled by a pid already reaped).
         let Started {
-            mut group,
-            mut child,
             details,
+            mut child,
+            mut group,
         } = started;
         let status = match tokio::time::timeout(command.timeout, child.wait()).await {
             Ok(Ok(status)) => status,
@@ -370,10 +376,13 @@ impl Command {
             )));
         }
         let (command, started, ()) = self.start::<()>().await?;
+        // Bound in this order so that they drop in the reverse: the group
+        // is killed before the child is handed over to be reaped (never a
+        // group signalled by a pid already reaped).
         let Started {
-            mut group,
-            mut child,
             details: _details,
+            mut child,
+            mut group,
         } = started;
         let pid = child.id();
         match tokio::time::timeout(grace, child.wait()).await {
@@ -1410,7 +1419,16 @@ mod tests {
 
     #[tokio::test]
     async fn the_child_starts_with_no_signal_blocked_and_sigpipe_not_ignored() {
-        // This test binary ignores SIGPIPE, as every Rust program does.
+        // This test binary ignores SIGPIPE, as every Rust program does; and
+        // the thread that starts the child inherits SIGUSR2 blocked from
+        // this one, which spawns it.
+        // SAFETY: plain values; only this test's thread's mask changes.
+        unsafe {
+            let mut usr2: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut usr2);
+            libc::sigaddset(&mut usr2, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &usr2, std::ptr::null_mut());
+        }
         let output = Command::new("grep")
             .args(["-E", "^Sig(Blk|Ign)", "/proc/self/status"])
             .run()

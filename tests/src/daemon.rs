@@ -252,3 +252,31 @@ impl Running {
         self.config.to_str().expect("a temporary path is UTF-8")
     }
 }
+
+/// `healer run` on a config that writes no event log (with one, every
+/// check is an event and crosses from its plugin worker, which the tests
+/// of quiet checks must not have); killed when dropped. Waits until the
+/// intake or API answers on `port`.
+pub struct Unlogged(std::process::Child);
+
+impl Unlogged {
+    pub fn start(config: &Path, port: u16) -> Unlogged {
+        let child = std::process::Command::new(crate::healer_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("healer starts");
+        let running = Unlogged(child);
+        crate::wait_for_port(port, std::time::Duration::from_secs(30));
+        running
+    }
+}
+
+impl Drop for Unlogged {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

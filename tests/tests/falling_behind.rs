@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use healer_e2e::{free_port, get, plugins_dir_with, run_healer, stdout, wait_for_port, wait_until};
+use healer_e2e::{free_port, get, plugins_dir_with, run_healer, stdout, wait_until, Unlogged};
 
 const LIMIT: Duration = Duration::from_secs(40);
 
@@ -30,14 +30,7 @@ fn an_overbooked_worker_makes_healer_say_it_is_behind_without_an_issue_or_a_fail
     }
     let config = dir.path().join("healer.toml");
     std::fs::write(&config, body).unwrap();
-    let mut daemon = std::process::Command::new(healer_e2e::healer_bin())
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("healer starts");
-    let stop = Stop(&mut daemon);
-    wait_for_port(port, Duration::from_secs(30));
+    let healer = Unlogged::start(&config, port);
     let log = dir.path().join("healer.log");
 
     // Behind: said in the log, and by /healthz with a 200.
@@ -92,15 +85,5 @@ fn an_overbooked_worker_makes_healer_say_it_is_behind_without_an_issue_or_a_fail
     }
     let (_, issues) = get(port, "/api/v1/issues");
     assert_eq!(issues.trim(), "[]", "slowness is not an issue: {issues}");
-    drop(stop);
-}
-
-/// Stops healer when the test ends, however it ends.
-struct Stop<'a>(&'a mut std::process::Child);
-
-impl Drop for Stop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    drop(healer);
 }

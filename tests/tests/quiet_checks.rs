@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use healer_e2e::{free_port, get, plugins_dir_with, wait_for_port, wait_until};
+use healer_e2e::{free_port, get, plugins_dir_with, wait_until, Unlogged};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -27,14 +27,7 @@ fn quiet_checks_keep_their_pace_and_facts_and_a_failure_still_reaches_the_issue_
     );
     let config = dir.path().join("healer.toml");
     std::fs::write(&config, body).unwrap();
-    let mut daemon = std::process::Command::new(healer_e2e::healer_bin())
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("healer starts");
-    let _stop = Stop(&mut daemon);
-    wait_for_port(port, Duration::from_secs(30));
+    let _healer = Unlogged::start(&config, port);
 
     // Quiet: five checks a second reach the service for 4 s; the board
     // and the metrics count them; the facts they publish (each held for
@@ -123,14 +116,4 @@ fn answering(failing: Arc<AtomicBool>, requests: Arc<AtomicU64>) -> u16 {
         }
     });
     port
-}
-
-/// Stops healer when the test ends, however it ends.
-struct Stop<'a>(&'a mut std::process::Child);
-
-impl Drop for Stop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

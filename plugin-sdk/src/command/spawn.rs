@@ -73,8 +73,10 @@ pub(super) fn spawn(program: &Program<'_>) -> io::Result<Child> {
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
     let pid = {
         // No handler of healer's may run in the child (it shares healer's
-        // memory): all signals are blocked across the clone, and the child
-        // resets every handler before it restores this mask.
+        // memory): every signal glibc lets a program block is blocked
+        // across the clone (not its own two, 32 and 33, which healer never
+        // raises: no thread is cancelled, no id changed), and the child
+        // resets every handler before it unblocks them all.
         let _blocked = BlockedSignals::all(&mut plan.mask)?;
         // SAFETY: `child` runs on `stack`, which outlives the call; with
         // CLONE_VFORK this thread is suspended until the child has executed
@@ -236,7 +238,7 @@ struct Plan {
     /// `[SHELL, (the candidate), argv[1..], null]`.
     script: Vec<*const c_char>,
     shell: *const c_char,
-    /// The parent's signal mask, the child's once it reset the handlers.
+    /// The parent's signal mask, restored once the child has executed.
     mask: libc::sigset_t,
     /// The child's errno when it could not execute the program; 0 if it did.
     error: AtomicI32,
@@ -279,7 +281,7 @@ unsafe fn prepare_and_execute(plan: &mut Plan) -> c_int {
         // Failing, the child runs with the parent's limit.
         let _ = setrlimit(*resource, *limit);
     }
-    reset_signals(&plan.mask);
+    reset_signals();
     let mut denied = false;
     let mut error = libc::ENOENT;
     for &candidate in &plan.candidates {
@@ -310,11 +312,12 @@ unsafe fn prepare_and_execute(plan: &mut Plan) -> c_int {
 
 /// Every caught signal back to its default action, SIGPIPE too (healer
 /// ignores it; a program expects it to kill), ignored ones left ignored;
-/// then the parent's signal mask.
+/// then no signal blocked (as std gives a child: a signal the spawning
+/// thread blocked, such as SIGTERM, must not stay blocked in a service).
 ///
 /// # Safety
 /// Only in the child of [`spawn`].
-unsafe fn reset_signals(mask: &libc::sigset_t) {
+unsafe fn reset_signals() {
     let mut default: libc::sigaction = std::mem::zeroed();
     default.sa_sigaction = libc::SIG_DFL;
     let mut current: libc::sigaction = std::mem::zeroed();
@@ -329,7 +332,9 @@ unsafe fn reset_signals(mask: &libc::sigset_t) {
             libc::sigaction(signal, &default, ptr::null_mut());
         }
     }
-    libc::sigprocmask(libc::SIG_SETMASK, mask, ptr::null_mut());
+    let mut none: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut none);
+    libc::sigprocmask(libc::SIG_SETMASK, &none, ptr::null_mut());
 }
 
 fn errno() -> c_int {

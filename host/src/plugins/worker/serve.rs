@@ -621,15 +621,11 @@ fn grid_after(
     now: std::time::Instant,
     every: Duration,
 ) -> std::time::Instant {
-    if now <= origin {
-        return origin;
+    let before = grid_at_or_before(origin, now, every);
+    if before >= now {
+        return before;
     }
-    let every_ns = every.as_nanos().max(1);
-    let steps = (now - origin).as_nanos().div_ceil(every_ns);
-    u64::try_from(steps * every_ns)
-        .ok()
-        .and_then(|ns| origin.checked_add(Duration::from_nanos(ns)))
-        .unwrap_or(now + every)
+    before.checked_add(every).unwrap_or(now + every)
 }
 
 /// The last point of the grid of `every` through `origin` at or before
