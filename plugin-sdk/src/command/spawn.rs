@@ -84,7 +84,7 @@ pub(super) fn spawn(program: &Program<'_>) -> io::Result<Child> {
         // stay alive and untouched by us meanwhile, and the child is the
         // only one touching them. `pidfd` is where the kernel writes the
         // pidfd (CLONE_PIDFD puts it at the parent_tid argument).
-        unsafe {
+        let pid = unsafe {
             libc::clone(
                 child,
                 stack.top(),
@@ -92,6 +92,22 @@ pub(super) fn spawn(program: &Program<'_>) -> io::Result<Child> {
                 ptr::addr_of_mut!(plan).cast::<c_void>(),
                 ptr::addr_of_mut!(pidfd),
             )
+        };
+        if pid == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            // A kernel (or an emulation of one) that refuses CLONE_PIDFD
+            // instead of ignoring it: the child is then polled.
+            // SAFETY: as above; nothing was started by the refused call.
+            unsafe {
+                libc::clone(
+                    child,
+                    stack.top(),
+                    flags & !libc::CLONE_PIDFD,
+                    ptr::addr_of_mut!(plan).cast::<c_void>(),
+                    ptr::addr_of_mut!(pidfd),
+                )
+            }
+        } else {
+            pid
         }
     };
     if pid == -1 {
@@ -432,8 +448,9 @@ impl Drop for Stack {
 /// A started program until it is reaped.
 pub(super) struct Child {
     pid: c_int,
-    /// None on a kernel without CLONE_PIDFD, or with no I/O driver to
-    /// watch it: the child is polled.
+    /// None on a kernel without CLONE_PIDFD, or one whose pidfds cannot
+    /// be watched with epoll (before 5.3): the child is polled (this needs
+    /// a Tokio runtime with its I/O and time drivers, as the SDK's is).
     pidfd: Option<Pidfd>,
     status: Option<ExitStatus>,
     /// Whether dropping it before it was reaped hands it to a reaping task
