@@ -537,6 +537,13 @@ impl Cycle {
             } else {
                 let digest = taken.digest;
                 let mut out = facts.publish(&subject, &check.source, taken.facts, Some(ttl), now);
+                // The store kept all it was given. What the check itself
+                // sent that healer does not read (a value that is not a
+                // truth, number or text; facts beyond the first
+                // FACTS_PER_CHECK) is refused alike next time: it does not
+                // stop the worker from saying "same" (it would otherwise
+                // send every check of that monitor whole).
+                let stored_all = out.dropped.is_none();
                 let mut also_drop = |count: usize, reason: &dyn Fn() -> String| {
                     if count > 0 {
                         out.dropped.get_or_insert_with(|| (0, reason())).0 += count;
@@ -554,8 +561,8 @@ impl Cycle {
                         check.source
                     )
                 });
-                // Held whole: the worker may say "same" next time.
-                if out.dropped.is_none() {
+                // Held as sent: the worker may say "same" next time.
+                if stored_all {
                     check.facts_digest = digest;
                 }
                 (out.changes, out.dropped)
