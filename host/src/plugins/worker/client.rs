@@ -490,6 +490,7 @@ impl Backend for Remote {
                 name: name.to_owned(),
                 config: config.to_owned(),
                 placed: tokio::sync::Mutex::new(None),
+                last_placed: Mutex::new(None),
                 fresh: Mutex::new(None),
                 pushed: tokio::sync::Mutex::new(None),
             };
@@ -531,6 +532,9 @@ struct RemoteInstance {
     config: String,
     /// Where it exists now.
     placed: tokio::sync::Mutex<Option<Placed>>,
+    /// The same, readable while a placement is under way (which holds
+    /// `placed`): what is unwatched or dropped is never skipped.
+    last_placed: Mutex<Option<Placed>>,
     /// The push stream of its newest placement, not yet taken by
     /// `next_push`.
     fresh: Mutex<Option<mpsc::Receiver<Option<Box<Observation>>>>>,
@@ -593,6 +597,7 @@ impl RemoteInstance {
             generation: conn.generation,
             instance: id,
         });
+        *lock(&self.last_placed) = *placed;
         Ok((conn, id))
     }
 
@@ -707,7 +712,7 @@ impl RemoteInstance {
     /// The running worker and this instance's number in it, if it is
     /// placed there.
     fn placed_now(&self) -> Option<(Arc<Conn>, u64)> {
-        let placed = (*self.placed.try_lock().ok()?)?;
+        let placed = (*lock(&self.last_placed))?;
         let state = lock(&self.remote.state);
         let conn = state
             .conn
@@ -855,13 +860,10 @@ impl Instance for RemoteInstance {
 
 impl Drop for RemoteInstance {
     fn drop(&mut self) {
-        let Ok(placed) = self.placed.try_lock() else {
-            return;
-        };
         let Some(Placed {
             generation,
             instance,
-        }) = *placed
+        }) = *lock(&self.last_placed)
         else {
             return;
         };
