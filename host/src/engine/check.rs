@@ -185,10 +185,11 @@ impl Schedule {
     /// The latest point of the grid of `every` at or before `now` (the
     /// origin, before it).
     pub fn point_at_or_before(&self, now: Instant, every: Duration) -> Instant {
-        let next = self.grid.after(now, every);
-        next.checked_sub(every)
-            .filter(|point| *point >= self.grid.origin)
-            .unwrap_or(self.grid.origin)
+        Instant::from_std(crate::grid::at_or_before(
+            self.grid.origin.into_std(),
+            now.into_std(),
+            every,
+        ))
     }
 
     /// After a run off the grid (a verification, a re-check): the point
@@ -381,13 +382,11 @@ impl Grid {
         if every.is_zero() || now < self.origin {
             return self.origin.max(now);
         }
-        let every_ns = every.as_nanos();
-        let steps = (now - self.origin).as_nanos() / every_ns + 1;
+        let passed = crate::grid::at_or_before(self.origin.into_std(), now.into_std(), every);
         // Far beyond any uptime only with absurd figures: then an
         // interval from now, never a point in the past.
-        u64::try_from(steps * every_ns)
-            .ok()
-            .and_then(|ns| self.origin.checked_add(Duration::from_nanos(ns)))
+        Instant::from_std(passed)
+            .checked_add(every)
             .unwrap_or(now + every)
     }
 }

@@ -381,7 +381,7 @@ impl Cycle {
                             }
                             if let Some(slot) = &self.slot {
                                 let interval = self.checks[index].interval;
-                                let (late, is_late) = watching::lateness(began - late, began, interval);
+                                let (late, is_late) = crate::grid::lateness(began - late, began, interval);
                                 slot.began(1, u64::from(is_late), late);
                             }
                             Wake::Watched(index, Box::new((observed, began, took)))
@@ -484,7 +484,7 @@ impl Cycle {
                     let due = check.schedule.next;
                     check.schedule.after_scheduled(started, now, every);
                     // Points passed while this step ran: late checks.
-                    let missed = watching::missed_between(due, check.schedule.next, every);
+                    let missed = crate::grid::missed_between(due, check.schedule.next, every);
                     if let (Some(slot), true) = (&self.slot, missed > 0) {
                         let late = now.saturating_duration_since(due + every);
                         slot.began(missed, missed, late);
@@ -700,7 +700,7 @@ impl Cycle {
         let (mut late, mut latest) = (0, Duration::ZERO);
         for &index in runs {
             let check = &self.checks[index];
-            let (by, is_late) = watching::lateness(check.schedule.next, started, check.interval);
+            let (by, is_late) = crate::grid::lateness(check.schedule.next, started, check.interval);
             late += u64::from(is_late);
             latest = latest.max(by);
         }

@@ -38,6 +38,7 @@ use super::parent::Parent;
 use super::wire::{
     self, Answer, Call, Found, FromWorker, Kind, Observe, QuietRuns, Seen, ToWorker,
 };
+use crate::grid;
 use crate::plugins::identity;
 use crate::plugins::in_process::{InProcess, Local};
 use crate::plugins::loader::load_opened_here;
@@ -466,10 +467,6 @@ const WATCHED_AT_ONCE: usize = 512;
 /// How often the quiet runs are sent.
 const QUIET_EVERY: Duration = Duration::from_secs(1);
 
-/// A check that began more than this share of its interval after its
-/// point of the grid began late.
-const LATE_SHARE: u32 = 10;
-
 /// Stops checking `monitor` on its grid.
 fn unwatch(held: &mut Held, monitor: u64) {
     if let Some((task, _)) = held.watching.remove(&monitor) {
@@ -492,8 +489,7 @@ async fn watch_here(
 ) {
     let every = Duration::from_micros(watch.every_us.max(1_000));
     let origin = wire::instant_of(watch.origin_ns);
-    let late_after = every / LATE_SHARE;
-    let mut due = grid_after(origin, std::time::Instant::now(), every);
+    let mut due = grid::at_or_after(origin, std::time::Instant::now(), every);
     let mut last: Option<Status> = None;
     loop {
         tokio::time::sleep_until(due.into()).await;
@@ -501,7 +497,7 @@ async fn watch_here(
             return;
         };
         let began = std::time::Instant::now();
-        let late = began.saturating_duration_since(due);
+        let (late, is_late) = grid::lateness(due, began, every);
         let observe = Observe {
             monitor: watch.monitor,
             pushed: None,
@@ -582,7 +578,7 @@ async fn watch_here(
             runs.checks = runs.checks.saturating_add(1);
             runs.took_us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
             runs.latest_ns = wire::monotonic_ns(began + took);
-            if late > late_after {
+            if is_late {
                 runs.late = runs.late.saturating_add(1);
             }
             runs.late_us = runs.late_us.max(late_us);
@@ -593,18 +589,18 @@ async fn watch_here(
         // further back are missed: late checks too. Never sooner than
         // half an interval after this one began.
         let now = std::time::Instant::now();
-        let mut next = (due + every).max(grid_at_or_before(origin, now, every));
+        let mut next = (due + every).max(grid::at_or_before(origin, now, every));
         if next < began + every / 2 {
-            next = grid_after(origin, began + every / 2, every);
+            next = grid::at_or_after(origin, began + every / 2, every);
         }
-        let missed = (next - due).as_nanos() / every.as_nanos().max(1);
-        if missed > 1 {
+        let missed = grid::missed_between(due, next, every);
+        if missed > 0 {
             let mut held = lock(&held);
             let runs = held.quiet.entry(watch.monitor).or_default();
             runs.monitor = watch.monitor;
             runs.missed = runs
                 .missed
-                .saturating_add(u32::try_from(missed - 1).unwrap_or(u32::MAX));
+                .saturating_add(u32::try_from(missed).unwrap_or(u32::MAX));
             let late = now.saturating_duration_since(due + every);
             runs.late_us = runs
                 .late_us
@@ -612,38 +608,6 @@ async fn watch_here(
         }
         due = next;
     }
-}
-
-/// The first point of the grid of `every` through `origin` at or after
-/// `now`.
-fn grid_after(
-    origin: std::time::Instant,
-    now: std::time::Instant,
-    every: Duration,
-) -> std::time::Instant {
-    let before = grid_at_or_before(origin, now, every);
-    if before >= now {
-        return before;
-    }
-    before.checked_add(every).unwrap_or(now + every)
-}
-
-/// The last point of the grid of `every` through `origin` at or before
-/// `now` (`origin` itself before it).
-fn grid_at_or_before(
-    origin: std::time::Instant,
-    now: std::time::Instant,
-    every: Duration,
-) -> std::time::Instant {
-    if now <= origin {
-        return origin;
-    }
-    let every_ns = every.as_nanos().max(1);
-    let steps = (now - origin).as_nanos() / every_ns;
-    u64::try_from(steps * every_ns)
-        .ok()
-        .and_then(|ns| origin.checked_add(Duration::from_nanos(ns)))
-        .unwrap_or(now)
 }
 
 /// Sends, about once a second, how the watched checks that said nothing
@@ -684,43 +648,5 @@ async fn forward_pushes(number: u64, monitor: Arc<Local>, out: UnboundedSender<B
         if last {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    const SECOND: Duration = Duration::from_secs(1);
-
-    #[test]
-    fn the_next_grid_point_is_the_origin_until_it_passed_then_the_next_whole_interval() {
-        let origin = Instant::now();
-        let before = origin.checked_sub(SECOND).unwrap_or(origin);
-        assert_eq!(grid_after(origin, before, SECOND), origin);
-        assert_eq!(grid_after(origin, origin, SECOND), origin);
-        let between = origin + Duration::from_millis(2_300);
-        assert_eq!(grid_after(origin, between, SECOND), origin + 3 * SECOND);
-        assert_eq!(
-            grid_after(origin, origin + 2 * SECOND, SECOND),
-            origin + 2 * SECOND
-        );
-    }
-
-    #[test]
-    fn the_last_grid_point_passed_is_at_or_before_now() {
-        let origin = Instant::now();
-        let between = origin + Duration::from_millis(2_300);
-        assert_eq!(
-            grid_at_or_before(origin, between, SECOND),
-            origin + 2 * SECOND
-        );
-        assert_eq!(
-            grid_at_or_before(origin, origin + SECOND, SECOND),
-            origin + SECOND
-        );
-        let before = origin.checked_sub(SECOND).unwrap_or(origin);
-        assert_eq!(grid_at_or_before(origin, before, SECOND), origin);
     }
 }
