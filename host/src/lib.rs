@@ -10,7 +10,7 @@
 //! subscribers (`log`, `event_log`, `history`, `store`, `metrics`, `sinks`)
 //! → `loading` → `api` → `daemon` → `operator` → `cli`.
 //!
-//! No `unsafe` here but in the four `plugins` files that
+//! No `unsafe` here but in `memory` and the four `plugins` files that
 //! `docs/ARCHITECTURE.md` names, each allowed where it is declared.
 
 #![deny(unsafe_code)]
@@ -41,6 +41,8 @@ pub mod issues;
 pub mod ledger;
 pub mod loading;
 pub mod log;
+#[allow(unsafe_code)] // mallopt, once at the start of `healer run`
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod one_line;

@@ -203,7 +203,7 @@ fn ten_checks_whose_details_parse_sixteenfold_leave_healers_memory_small_diagnos
 
 /// Runs a target on a worker in `mode` (10 hostile answers, then OK) until
 /// healer has taken in the OK, and holds healer's RSS, log and store to
-/// their bounds.
+/// their bounds, and its RSS once settled to near what it was at start.
 fn hostile_answers_leave_healer_small(mode: &str, diagnosed: bool) {
     let plugins = hostile_plugins(mode);
     let dir = tempfile::tempdir().unwrap();
@@ -237,10 +237,11 @@ fn hostile_answers_leave_healer_small(mode: &str, diagnosed: bool) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    if calm {
+    let settled = calm.then(|| {
         // The store writes in batches: give it time to write the last.
         std::thread::sleep(healer_e2e::STORE_WRITES_WITHIN);
-    }
+        Sizes::of(daemon.pid(), dir.path())
+    });
     let (stopped, took) = stop_within(&mut daemon, Duration::from_secs(20));
     let peaks = watch.stop();
     let after = Sizes::of(daemon.pid(), dir.path());
@@ -249,7 +250,7 @@ fn hostile_answers_leave_healer_small(mode: &str, diagnosed: bool) {
     let (log_growth, store_growth) = (peaks.log.max(after.log), peaks.store.max(after.store));
     println!(
         "{mode}: {hostile} hostile checks taken in, the calm one {}; {}\n  \
-         at start: {}\n  {peaks}\n  after the stop: {after}\n  \
+         at start: {}\n  {peaks}\n  settled: {}\n  after the stop: {after}\n  \
          growth: log {}, store {}; stopped by SIGTERM: {stopped} after {took:?}",
         if calm {
             "too"
@@ -260,7 +261,12 @@ fn hostile_answers_leave_healer_small(mode: &str, diagnosed: bool) {
             Some(at) => format!("KILLED at the guard: {at}"),
             None => "not killed at the guard".to_owned(),
         },
-        at_start.map_or_else(|| "not seen".to_owned(), |sizes| sizes.to_string()),
+        at_start
+            .as_ref()
+            .map_or_else(|| "not seen".to_owned(), |sizes| sizes.to_string()),
+        settled
+            .as_ref()
+            .map_or_else(|| "not seen".to_owned(), |sizes| sizes.to_string()),
         mb(log_growth),
         mb(store_growth),
     );
@@ -276,6 +282,18 @@ fn hostile_answers_leave_healer_small(mode: &str, diagnosed: bool) {
         peaks.rss > 0 && peaks.rss < RSS_AT_MOST,
         "healer's RSS peaked at {}",
         mb(peaks.rss)
+    );
+    // What it read and dropped goes back: a large answer is not kept by
+    // a read buffer or an allocator's arena once it is dealt with.
+    let (start, settled) = (
+        at_start.expect("healer's start was seen"),
+        settled.expect("taken in calm"),
+    );
+    assert!(
+        settled.rss < start.rss + GROWTH_AT_MOST,
+        "healer's RSS stayed at {} once the answers were dealt with, from {} at start",
+        mb(settled.rss),
+        mb(start.rss)
     );
     assert!(
         log_growth < GROWTH_AT_MOST,

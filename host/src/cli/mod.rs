@@ -282,7 +282,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 "healer worker is started by healer itself (--probe FILE, or PACKAGE with its socket on descriptor 3)",
             ),
         },
-        Command::Run => with_runtime(daemon::run(&cli.options())),
+        Command::Run => {
+            crate::memory::for_a_daemon();
+            with_runtime(daemon::run(&cli.options()))
+        }
         Command::Status { json } => match operator::Daemon::of(&cli.config) {
             Ok(daemon) => operator::status(&daemon, json),
             Err(err) => {

@@ -20,6 +20,31 @@ use super::wire::{self, FromWorker, ToWorker};
 /// How often a worker is pinged.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
+/// A read buffer that grew past this for a large frame is let go once
+/// the frame is read, not kept for the life of the worker.
+const KEEP_READ_BUFFER: usize = 256 << 10;
+
+/// One frame decoded, its bytes freed before the message is handled, and
+/// the read buffer let go when a large frame grew it: a worker that
+/// answered 10 MiB once does not hold 10 MiB of healer's memory for ever
+/// (nor does the next large frame land in a second buffer beside it).
+fn decode_and_release(
+    frame: bytes::BytesMut,
+    frames: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+) -> Result<FromWorker, String> {
+    let message = wire::decode::<FromWorker>(&frame);
+    let large = frame.len() > KEEP_READ_BUFFER;
+    drop(frame);
+    if large {
+        // The buffer still shares the frame's allocation (and would grow
+        // back into all of it): a fresh one, holding what was read of the
+        // next frames, lets it go.
+        let buffer = frames.read_buffer_mut();
+        *buffer = bytes::BytesMut::from(&buffer[..]);
+    }
+    message
+}
+
 /// Reads the worker's messages (`frames`) and watches it (`exit`) until it
 /// ends, or until its package is no longer used (`conn.stop`): why.
 pub async fn watch(
@@ -37,7 +62,7 @@ pub async fn watch(
     loop {
         tokio::select! {
             frame = frames.next() => match frame {
-                Some(Ok(bytes)) => match wire::decode::<FromWorker>(&bytes) {
+                Some(Ok(bytes)) => match decode_and_release(bytes, &mut frames) {
                     // Said once: a worker that says it again would set
                     // back the clock of what it has not read.
                     Ok(FromWorker::Ready) if ready => {
