@@ -37,6 +37,12 @@ const STOPS_WITHIN: Duration = Duration::from_secs(2);
 const RSS_AT_MOST: u64 = 64 << 20;
 const GROWTH_AT_MOST: u64 = 5 << 20;
 
+/// How far above its RSS at start healer may stay once the hostile answers
+/// are dealt with: less than one 10 MiB answer (kept whole, by a read
+/// buffer or an allocator's arena, it alone is over); what small blocks
+/// left behind in the arenas came to 0.3 to 5.8 MB here.
+const SETTLES_WITHIN: u64 = 10 << 20;
+
 /// Far beyond any bound: past these, a test stops healer at once rather
 /// than let it take the machine's memory or disk.
 const RSS_GUARD: u64 = 1 << 30;
@@ -290,7 +296,7 @@ fn hostile_answers_leave_healer_small(mode: &str, diagnosed: bool) {
         settled.expect("taken in calm"),
     );
     assert!(
-        settled.rss < start.rss + GROWTH_AT_MOST,
+        settled.rss < start.rss + SETTLES_WITHIN,
         "healer's RSS stayed at {} once the answers were dealt with, from {} at start",
         mb(settled.rss),
         mb(start.rss)

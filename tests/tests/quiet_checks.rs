@@ -3,7 +3,9 @@
 //! here, so nothing asks for every check): while the service answers, the
 //! checks keep their pace, the board and the metrics count them, and the
 //! facts they publish stay held; the moment it fails, healer hears at once
-//! and opens the issue; when it answers again, the issue resolves.
+//! and opens the issue; when it answers again, the issue resolves. The
+//! loop runs on the package's own runtime when the package lends it (SDK
+//! 1.5), on the worker's otherwise: both are watched alike.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,6 +78,49 @@ fn quiet_checks_keep_their_pace_and_facts_and_a_failure_still_reaches_the_issue_
         (!issues.contains("\"state\":\"open\"") && !issues.contains("\"state\":\"escalated\""))
             .then_some(())
     });
+}
+
+/// A package built before SDK 1.5 lends no runtime: its worker runs the
+/// watched check's loop on its own runtime instead, and the check is as
+/// quiet, as punctual and as quick to report a failure.
+#[test]
+fn a_package_built_before_sdk_1_5_is_watched_on_its_workers_own_runtime() {
+    let plugins = plugins_dir_with(&["healer-fixture-sdk-1-3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let present = dir.path().join("present");
+    std::fs::write(&present, "").unwrap();
+    let body = format!(
+        "[healer]\ninterval = \"200ms\"\nplugins_dir = \"{}\"\nlog_file = \"healer.log\"\nstate_dir = \"state\"\nlog_level = \"info\"\n\n[intake]\nbind = \"127.0.0.1:{port}\"\n\n[[target]]\nname = \"file\"\nmonitor = {{ plugin = \"present\", path = \"{}\" }}\n",
+        plugins.path().display(),
+        present.display()
+    );
+    let config = dir.path().join("healer.toml");
+    std::fs::write(&config, body).unwrap();
+    let _healer = Unlogged::start(&config, port);
+
+    wait_until("the first checks", LIMIT, || {
+        (checks_began(port) >= 3.0).then_some(())
+    });
+    let before = checks_began(port);
+    std::thread::sleep(Duration::from_secs(3));
+    let counted = checks_began(port) - before;
+    assert!(
+        (10.0..=18.0).contains(&counted),
+        "{counted} checks counted in 3 s at 200 ms"
+    );
+
+    let failed_at = Instant::now();
+    std::fs::remove_file(&present).unwrap();
+    wait_until("the issue opens", LIMIT, || {
+        let (_, issues) = get(port, "/api/v1/issues");
+        issues.contains("\"target\":\"file\"").then_some(())
+    });
+    assert!(
+        failed_at.elapsed() < Duration::from_secs(3),
+        "the issue opened {:?} after the failure",
+        failed_at.elapsed()
+    );
 }
 
 /// healer's count of scheduled checks begun.

@@ -31,6 +31,7 @@ pub mod sandbox;
 pub mod serve;
 mod shards;
 mod supervisor;
+mod timer;
 mod watch;
 pub mod wire;
 
