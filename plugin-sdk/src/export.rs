@@ -561,24 +561,6 @@ macro_rules! export_plugins {
         ) -> $crate::__private::RString {
             $crate::__private::declared(kind, name, config_json)
         }
-
-        /// Runs a host's task on this package's runtime: see
-        /// `healer_plugin_sdk::ffi::RUN_TASK_SYMBOL`.
-        #[no_mangle]
-        pub extern "C" fn healer_plugin_run_task_v1(
-            task: $crate::__private::FfiFuture<()>,
-        ) -> $crate::__private::FfiFuture<
-            $crate::__private::RResult<(), $crate::__private::RString>,
-        > {
-            $crate::__private::run_task(task)
-        }
-
-        /// A future of this package's timer: see
-        /// `healer_plugin_sdk::ffi::SLEEP_SYMBOL`.
-        #[no_mangle]
-        pub extern "C" fn healer_plugin_sleep_v1(nanos: u64) -> $crate::__private::FfiFuture<()> {
-            $crate::__private::sleep(nanos)
-        }
     };
 }
 

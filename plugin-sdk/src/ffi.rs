@@ -248,32 +248,6 @@ pub const DECLARED_SYMBOL: &[u8] = b"healer_plugin_declared_v1\0";
 pub type DeclaredFn =
     extern "C" fn(kind: PluginKind, name: RStr<'_>, config_json: RStr<'_>) -> RString;
 
-/// The name of the package's optional entry point that runs a host's
-/// task on the package's own runtime ([`RunTask`]): a plugin worker runs
-/// each watched check's loop there, so a check that changes nothing never
-/// leaves the package's thread (no hop to the worker's runtime and back).
-/// Outside the root module for the reason [`HISTORY_NEEDED_SYMBOL`] is; a
-/// package built before SDK 1.5 lacks it, and its worker runs the loops on
-/// its own runtime.
-pub const RUN_TASK_SYMBOL: &[u8] = b"healer_plugin_run_task_v1\0";
-
-/// The signature behind [`RUN_TASK_SYMBOL`]: the task (a future that may
-/// use no runtime of the host's: no timer, no socket; for a timer it
-/// takes [`SLEEP_SYMBOL`]'s). The future returned ends when the task does,
-/// an error when the package's runtime cannot start or the task panicked;
-/// dropping it aborts the task.
-pub type RunTask = extern "C" fn(task: FfiFuture<()>) -> FfiFuture<RResult<(), RString>>;
-
-/// The name of the package's optional entry point that makes a future of
-/// the package's own timer ([`Sleep`]), for a task run by [`RunTask`].
-/// Since SDK 1.5, with it.
-pub const SLEEP_SYMBOL: &[u8] = b"healer_plugin_sleep_v1\0";
-
-/// The signature behind [`SLEEP_SYMBOL`]: a future that ends `nanos`
-/// nanoseconds after it was made (at once when the package's runtime
-/// cannot start).
-pub type Sleep = extern "C" fn(nanos: u64) -> FfiFuture<()>;
-
 /// What a plugin declares about one config, for healer to check a target
 /// against before anything runs. It crosses as JSON, so a later SDK may
 /// add a declaration without a new entry point: a host ignores what it

@@ -71,10 +71,8 @@ pub use tokio;
 pub mod __private {
     pub use crate::export::{declared, history_needed, lib_header, root_module, PackageBuilder};
     pub use crate::ffi::{PackageRef, PluginKind};
-    pub use crate::runtime::{run_task, sleep};
     pub use abi_stable::library::{
         __call_root_module_loader as call_root_module_loader, LibHeader, RootModuleResult,
     };
-    pub use abi_stable::std_types::{RBoxError, RResult, RStr, RString};
-    pub use async_ffi::FfiFuture;
+    pub use abi_stable::std_types::{RBoxError, RStr, RString};
 }

@@ -82,31 +82,6 @@ where
     }
 }
 
-/// Runs a host's `task` on the package's runtime (see
-/// [`RUN_TASK_SYMBOL`](crate::ffi::RUN_TASK_SYMBOL)): the returned future
-/// ends with it, an error when the runtime cannot start or the task
-/// panicked; dropping it aborts the task.
-pub fn run_task(task: FfiFuture<()>) -> FfiFuture<RResult<(), RString>> {
-    spawn(async move {
-        task.await;
-        Ok(())
-    })
-}
-
-/// A future of the package's timer that ends after `nanos` (see
-/// [`SLEEP_SYMBOL`](crate::ffi::SLEEP_SYMBOL)); made on the runtime's
-/// handle, so it may be made on any thread, and ends at once when the
-/// runtime cannot start.
-pub fn sleep(nanos: u64) -> FfiFuture<()> {
-    match runtime() {
-        Ok(runtime) => {
-            let _in_the_runtime = runtime.enter();
-            tokio::time::sleep(std::time::Duration::from_nanos(nanos)).into_ffi()
-        }
-        Err(_) => std::future::ready(()).into_ffi(),
-    }
-}
-
 fn ready_err<T: Send + 'static>(err: String) -> FfiFuture<RResult<T, RString>> {
     async move { RErr(RString::from(err)) }.into_ffi()
 }
@@ -222,47 +197,6 @@ mod tests {
             panic!("bad {}", 1)
         }));
         assert!(result.into_result().unwrap_err().ends_with(": bad 1"));
-    }
-
-    #[test]
-    fn a_hosts_task_runs_on_the_package_runtime_with_its_timer_and_ends_its_future() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let task = async move {
-            let began = std::time::Instant::now();
-            sleep(20_000_000).await;
-            let _ = tx.send((
-                std::thread::current().name().map(str::to_owned),
-                began.elapsed(),
-            ));
-        };
-        let ended = block_on(run_task(task.into_ffi()));
-        assert!(ended.is_ok());
-        let (thread, slept) = rx.recv().unwrap();
-        assert_eq!(thread.as_deref(), Some("healer-plugin"));
-        assert!(slept >= std::time::Duration::from_millis(20), "{slept:?}");
-    }
-
-    #[test]
-    fn a_hosts_task_that_panics_ends_its_future_with_the_panic() {
-        let task = async { panic!("host bug") };
-        let ended = block_on(run_task(task.into_ffi()));
-        let err = ended.into_result().unwrap_err();
-        assert!(err.contains("panicked"), "{err}");
-    }
-
-    #[test]
-    fn dropping_a_hosts_task_future_aborts_the_task() {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let task = async move {
-            let _tx = tx;
-            std::future::pending::<()>().await;
-        };
-        drop(run_task(task.into_ffi()));
-        let disconnected = rx.recv_timeout(std::time::Duration::from_secs(5));
-        assert_eq!(
-            disconnected,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
-        );
     }
 
     #[test]

@@ -3,9 +3,8 @@
 //! here, so nothing asks for every check): while the service answers, the
 //! checks keep their pace, the board and the metrics count them, and the
 //! facts they publish stay held; the moment it fails, healer hears at once
-//! and opens the issue; when it answers again, the issue resolves. The
-//! loop runs on the package's own runtime when the package lends it (SDK
-//! 1.5), on the worker's otherwise: both are watched alike.
+//! and opens the issue; when it answers again, the issue resolves. A
+//! package built against an older SDK minor is watched alike.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,11 +79,11 @@ fn quiet_checks_keep_their_pace_and_facts_and_a_failure_still_reaches_the_issue_
     });
 }
 
-/// A package built before SDK 1.5 lends no runtime: its worker runs the
-/// watched check's loop on its own runtime instead, and the check is as
-/// quiet, as punctual and as quick to report a failure.
+/// A package built against SDK 1.3 (before facts) is watched as any
+/// other: its quiet checks keep their pace and a failure reaches the
+/// tracker at once.
 #[test]
-fn a_package_built_before_sdk_1_5_is_watched_on_its_workers_own_runtime() {
+fn a_package_built_against_an_older_sdk_minor_is_watched_alike() {
     let plugins = plugins_dir_with(&["healer-fixture-sdk-1-3"]);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

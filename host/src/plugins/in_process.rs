@@ -8,7 +8,7 @@ use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use async_ffi::FfiFuture;
 use healer_plugin_sdk::ffi::{
     Declared, DeclaredFn, DiagnoserBox, FindingFfi, HistoryNeeded, MonitorBox, ObservationFfi,
-    PackageRef, PluginKind, RecovererBox, RunTask, Sleep,
+    PackageRef, PluginKind, RecovererBox,
 };
 use healer_plugin_sdk::{Finding, Observation, Outcome, Recovery};
 use tokio::runtime::RuntimeFlavor;
@@ -26,36 +26,6 @@ pub struct InProcess {
     /// What a plugin declares about a config; `None` in packages built
     /// before SDK 1.3 (see `ffi::DECLARED_SYMBOL`).
     pub(super) declared: Option<DeclaredFn>,
-    /// The package's own runtime, for tasks of the host's; `None` in
-    /// packages built before SDK 1.5 (see `ffi::RUN_TASK_SYMBOL`).
-    pub(super) runtime: Option<PackageRuntime>,
-}
-
-/// A package's own runtime, lent to the host: a task that runs there
-/// calls the package's plugins without leaving its thread.
-#[derive(Clone, Copy)]
-pub struct PackageRuntime {
-    pub(super) run_task: RunTask,
-    pub(super) sleep: Sleep,
-}
-
-impl PackageRuntime {
-    /// Runs `task` on the package's runtime: the future ends with it (an
-    /// error when the runtime cannot start or the task panicked), and
-    /// dropping it aborts the task. The task may use no timer or socket
-    /// of the host's runtime: for a timer it has [`PackageRuntime::sleep`].
-    pub fn run(
-        self,
-        task: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> FfiFuture<RResult<(), RString>> {
-        use async_ffi::FutureExt as _;
-        (self.run_task)(task.into_ffi())
-    }
-
-    /// A future of the package's timer, ending after `duration`.
-    pub fn sleep(self, duration: std::time::Duration) -> FfiFuture<()> {
-        (self.sleep)(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
-    }
 }
 
 /// How long a package may take to say how much history a diagnoser reads
@@ -104,11 +74,6 @@ async fn create<T>(constructor: Constructor<T>, name: &str, config: &str) -> Res
 }
 
 impl InProcess {
-    /// The package's own runtime, when it lends it (SDK 1.5 and later).
-    pub fn runtime(&self) -> Option<PackageRuntime> {
-        self.runtime
-    }
-
     /// Creates an instance of the named plugin from its config, here: what
     /// [`Backend::create`] makes, as itself (a worker serves it as such).
     pub async fn create_here(

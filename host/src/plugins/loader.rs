@@ -20,13 +20,13 @@ use abi_stable::library::{
     lib_header_from_raw_library, LibraryError, RawLibrary, RootModule, RootModuleError,
 };
 use healer_plugin_sdk::ffi::{
-    DeclaredFn, HistoryNeeded, PackageRef, RunTask, Sleep, ABI_VERSION, DECLARED_SYMBOL,
-    HISTORY_NEEDED_SYMBOL, RUN_TASK_SYMBOL, SDK_VERSION, SLEEP_SYMBOL,
+    DeclaredFn, HistoryNeeded, PackageRef, ABI_VERSION, DECLARED_SYMBOL, HISTORY_NEEDED_SYMBOL,
+    SDK_VERSION,
 };
 use serde::Serialize;
 
 use super::identity::Opened;
-use super::in_process::{InProcess, PackageRuntime};
+use super::in_process::InProcess;
 use super::package::{Package, PluginInfo};
 use crate::config::Isolation;
 
@@ -127,7 +127,6 @@ fn load_from(path: &Path, shown: &Path) -> Result<Loaded, LoadError> {
         module,
         history_needed: history_needed_of(raw),
         declared: declared_of(raw),
-        runtime: runtime_of(raw),
     };
     Ok(Loaded {
         package: Package {
@@ -164,22 +163,6 @@ fn declared_of(raw: &'static RawLibrary) -> Option<DeclaredFn> {
     // (`_v1`), and the library is never unloaded.
     let symbol = unsafe { raw.get::<DeclaredFn>(DECLARED_SYMBOL) };
     symbol.ok().map(|symbol| *symbol)
-}
-
-/// The package's optional entry points that lend its runtime to the
-/// host; `None` in packages built before SDK 1.5, or with one of the two
-/// only.
-fn runtime_of(raw: &'static RawLibrary) -> Option<PackageRuntime> {
-    // SAFETY: as for `history_needed_of`: only `export_plugins!` defines
-    // these symbols, as functions of exactly the `RunTask` and `Sleep`
-    // signatures (`_v1`), and the library is never unloaded.
-    let run_task = unsafe { raw.get::<RunTask>(RUN_TASK_SYMBOL) }.ok()?;
-    // SAFETY: as above.
-    let sleep = unsafe { raw.get::<Sleep>(SLEEP_SYMBOL) }.ok()?;
-    Some(PackageRuntime {
-        run_task: *run_task,
-        sleep: *sleep,
-    })
 }
 
 /// Refuses anything that is not ELF before handing it to the dynamic

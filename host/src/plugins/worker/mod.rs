@@ -31,7 +31,6 @@ pub mod sandbox;
 pub mod serve;
 mod shards;
 mod supervisor;
-mod timer;
 mod watch;
 pub mod wire;
 

@@ -35,7 +35,6 @@ use tokio_util::codec::FramedRead;
 
 use super::assignment::{Assignment, WORKER_FD};
 use super::parent::Parent;
-use super::timer::Timer;
 use super::wire::{
     self, Answer, Call, Found, FromWorker, Kind, Observe, QuietRuns, Seen, ToWorker,
 };
@@ -219,16 +218,13 @@ async fn serve_on(backend: InProcess, socket: tokio::net::UnixStream) {
             ToWorker::Watch(watch) => {
                 let monitor = watch.monitor;
                 let facts = Arc::new(AtomicU64::new(watch.facts));
-                let task = start_watching(
-                    &backend,
+                let task = tokio::spawn(watch_here(
+                    Arc::clone(&held),
                     watch,
-                    Watching {
-                        held: Arc::clone(&held),
-                        facts: Arc::clone(&facts),
-                        news: checked.clone(),
-                        turns: Arc::clone(&turns),
-                    },
-                );
+                    Arc::clone(&facts),
+                    checked.clone(),
+                    Arc::clone(&turns),
+                ));
                 let mut held = lock(&held);
                 unwatch(&mut held, monitor);
                 held.watching.insert(monitor, (task.abort_handle(), facts));
@@ -330,7 +326,7 @@ async fn run(
 /// have their own deadline; no lock is held across a plugin call.
 async fn observe_here(held: &Shared, observe: Observe) -> Result<Answer, String> {
     let facts = observe.facts;
-    let raw = observe_raw(held, observe, Timer::Worker).await?;
+    let raw = observe_raw(held, observe).await?;
     Ok(match raw.checked {
         // The details stay here with the history: healer reads only the
         // status, summary, metrics and facts of a check diagnosed in its
@@ -354,9 +350,8 @@ struct Raw {
     diagnoses: Vec<wire::Diagnosis>,
 }
 
-/// See [`observe_here`]; the deadlines kept by `timer`, the one of the
-/// runtime this runs on.
-async fn observe_raw(held: &Shared, observe: Observe, timer: Timer) -> Result<Raw, String> {
+/// See [`observe_here`].
+async fn observe_raw(held: &Shared, observe: Observe) -> Result<Raw, String> {
     let local = |number: u64| {
         let instance = lock(held).instances.get(&number).cloned();
         instance.ok_or_else(|| {
@@ -384,10 +379,10 @@ async fn observe_raw(held: &Shared, observe: Observe, timer: Timer) -> Result<Ra
         Some(seen) => Ok(ObservationFfi::from(seen)),
         None => {
             let check = monitor.check_raw();
-            match timer.within(within, check).await {
-                Some(Ok(seen)) => Ok(seen),
-                Some(Err(error)) => Err(wire::Checked::Failed(error)),
-                None => Err(wire::Checked::TimedOut),
+            match tokio::time::timeout(within, check).await {
+                Ok(Ok(seen)) => Ok(seen),
+                Ok(Err(error)) => Err(wire::Checked::Failed(error)),
+                Err(_) => Err(wire::Checked::TimedOut),
             }
         }
     };
@@ -449,12 +444,12 @@ async fn observe_raw(held: &Shared, observe: Observe, timer: Timer) -> Result<Ra
                 before.clone().unwrap_or_default()
             };
             let diagnosis = diagnoser.diagnose_raw(latest.clone(), given);
-            diagnoses.push(match timer.within(within, diagnosis).await {
-                Some(Ok(found)) => {
+            diagnoses.push(match tokio::time::timeout(within, diagnosis).await {
+                Ok(Ok(found)) => {
                     wire::Diagnosis::Found(found.into_iter().map(Found::from).collect())
                 }
-                Some(Err(error)) => wire::Diagnosis::Failed(error),
-                None => wire::Diagnosis::TimedOut,
+                Ok(Err(error)) => wire::Diagnosis::Failed(error),
+                Err(_) => wire::Diagnosis::TimedOut,
             });
         }
     }
@@ -480,62 +475,24 @@ fn unwatch(held: &mut Held, monitor: u64) {
     held.quiet.remove(&monitor);
 }
 
-/// What a watched check's loop needs besides its [`wire::Watch`].
-#[derive(Clone)]
-struct Watching {
-    held: Shared,
-    /// The digest of the facts healer holds from the check.
-    facts: Arc<AtomicU64>,
-    /// Where news goes (to healer).
-    news: UnboundedSender<Bytes>,
-    /// Checks on the grids at once.
-    turns: Arc<tokio::sync::Semaphore>,
-}
-
-/// Starts checking a monitor on its grid ([`watch_here`]): on the
-/// package's runtime when the package lends it (SDK 1.5 and later), so a
-/// check that changes nothing never leaves the package's thread; on the
-/// worker's own otherwise, and when the package's runtime cannot run it
-/// (said once on stderr, which healer logs).
-fn start_watching(
-    backend: &InProcess,
-    watch: wire::Watch,
-    watching: Watching,
-) -> tokio::task::JoinHandle<()> {
-    match backend.runtime() {
-        Some(runtime) => tokio::spawn(async move {
-            let there = watch_here(watching.clone(), watch.clone(), Timer::Package(runtime));
-            if let Err(why) = runtime.run(there).await.into_result() {
-                eprintln!(
-                    "healer worker: the package's runtime could not check instance {} on its grid ({why}); the worker checks it",
-                    watch.monitor
-                );
-                watch_here(watching, watch, Timer::Worker).await;
-            }
-        }),
-        None => tokio::spawn(watch_here(watching, watch, Timer::Worker)),
-    }
-}
-
 /// Checks a monitor on its grid, diagnosed here as an [`Observe`] call is,
 /// until told to stop: what healer must decide on crosses at once
 /// ([`FromWorker::Watched`]); a check that changes nothing (OK again, no
 /// findings, its facts as healer holds them) is only counted, for
-/// [`say_quiet_runs`]. Waits on `timer`, the one of the runtime it runs
-/// on: nothing here may use another runtime's timer or sockets.
-async fn watch_here(watching: Watching, watch: wire::Watch, timer: Timer) {
-    let Watching {
-        held,
-        facts,
-        news,
-        turns,
-    } = watching;
+/// [`say_quiet_runs`].
+async fn watch_here(
+    held: Shared,
+    watch: wire::Watch,
+    facts: Arc<AtomicU64>,
+    news: UnboundedSender<Bytes>,
+    turns: Arc<tokio::sync::Semaphore>,
+) {
     let every = Duration::from_micros(watch.every_us.max(1_000));
     let origin = wire::instant_of(watch.origin_ns);
     let mut due = grid::at_or_after(origin, std::time::Instant::now(), every);
     let mut last: Option<Status> = None;
     loop {
-        timer.sleep_until(due).await;
+        tokio::time::sleep_until(due.into()).await;
         let Ok(_turn) = turns.acquire().await else {
             return;
         };
@@ -550,7 +507,7 @@ async fn watch_here(watching: Watching, watch: wire::Watch, timer: Timer) {
             within_us: watch.within_us,
             facts: facts.load(Ordering::Relaxed),
         };
-        let Ok(raw) = observe_raw(&held, observe, timer).await else {
+        let Ok(raw) = observe_raw(&held, observe).await else {
             // The instance is gone: healer dropped it.
             return;
         };
