@@ -27,19 +27,8 @@ work="$root/target/bench-ab"
 . "$here/../lib.sh"
 need nginx nginx
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
-rm -rf "$work"; mkdir -p "$work/nginx/logs"
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
-    fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-    server { listen 127.0.0.1:$port backlog=4096; location / { return 200 "ok\n"; } }
-}
-CONF
+rm -rf "$work"
+nginx_conf "$work/nginx" "$port"
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf"
 pid=""
 cleanup() {

@@ -42,22 +42,7 @@ rm -rf "$work"; mkdir -p "$work/plugins" "$work/nginx/logs"
 install -m 0644 "$root/target/release/libhealer_plugin_http.so" "$work/plugins/"
 chmod 0755 "$work/plugins"
 
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 8192; }
-http {
-    log_format timed '\$msec \$uri';
-    access_log $work/nginx/logs/access.log timed;
-    client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
-    fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-    # A backlog beyond the default 511: at 10,000 new connections a second
-    # a short stall of nginx overflowed it, and each dropped SYN came back
-    # 1 s later as a late check of whichever tool.
-    server { listen 127.0.0.1:$port backlog=4096; location / { return 200 "ok\n"; } }
-}
-CONF
+nginx_conf "$work/nginx" "$port" timed
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf"
 cleanup() {
     [ -n "${tool_pid:-}" ] && kill "$tool_pid" 2>/dev/null || true
