@@ -15,15 +15,18 @@ pub const MAPPED_FROM: usize = 1 << 20;
 
 /// Fixes glibc's mapping threshold at [`MAPPED_FROM`] (which also stops
 /// the trim threshold from growing). Called once, before the runtime's
-/// threads start. Elsewhere than on glibc there is nothing to do.
+/// threads start. Elsewhere than on Linux's glibc there is nothing to do.
 pub fn for_a_daemon() {
-    #[cfg(target_env = "gnu")]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let threshold = libc::c_int::try_from(MAPPED_FROM).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `mallopt` only sets a parameter of the allocator (under
-        // its own lock); no memory is touched. It returns 0 when glibc
-        // refuses the value, which leaves the defaults: a cost in memory,
-        // not in correctness, so nothing is said.
+        // SAFETY: `mallopt` sets a parameter of the allocator under its
+        // own lock (setting the allocator up first if need be, and
+        // consolidating the main arena's free blocks): nothing of ours
+        // is read or written, and it is called before any thread of ours
+        // starts. It returns 0 when glibc refuses the value (a 32-bit
+        // glibc refuses more than 512 KiB), which leaves the defaults: a
+        // cost in memory, not in correctness, so nothing is said.
         unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, threshold) };
     }
 }

@@ -24,6 +24,10 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// the frame is read, not kept for the life of the worker.
 const KEEP_READ_BUFFER: usize = 256 << 10;
 
+/// The room a fresh read buffer starts with, as `FramedRead`'s own does:
+/// a burst of small answers is read in a few calls, not one per frame.
+const FRESH_READ_BUFFER: usize = 8 << 10;
+
 /// One frame decoded, its bytes freed before the message is handled, and
 /// the read buffer let go when a large frame grew it: a worker that
 /// answered 10 MiB once does not hold 10 MiB of healer's memory for ever
@@ -40,7 +44,9 @@ fn decode_and_release(
         // back into all of it): a fresh one, holding what was read of the
         // next frames, lets it go.
         let buffer = frames.read_buffer_mut();
-        *buffer = bytes::BytesMut::from(&buffer[..]);
+        let mut fresh = bytes::BytesMut::with_capacity(buffer.len().max(FRESH_READ_BUFFER));
+        fresh.extend_from_slice(buffer);
+        *buffer = fresh;
     }
     message
 }
