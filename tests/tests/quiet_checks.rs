@@ -19,16 +19,11 @@ fn quiet_checks_keep_their_pace_and_facts_and_a_failure_still_reaches_the_issue_
     let failing = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
     let service = answering(Arc::clone(&failing), Arc::clone(&requests));
-    let plugins = plugins_dir_with(&["healer-plugin-http"]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let body = format!(
-        "[healer]\ninterval = \"200ms\"\nplugins_dir = \"{}\"\nlog_file = \"healer.log\"\nstate_dir = \"state\"\nlog_level = \"info\"\n\n[intake]\nbind = \"127.0.0.1:{port}\"\n\n[[target]]\nname = \"web\"\nmonitor = {{ plugin = \"http\", url = \"http://127.0.0.1:{service}/health\", timeout = \"1s\" }}\n[[target.diagnose]]\nplugin = \"http\"\n",
-        plugins.path().display()
+    let healer = Quiet::start(
+        "healer-plugin-http",
+        &format!("name = \"web\"\nmonitor = {{ plugin = \"http\", url = \"http://127.0.0.1:{service}/health\", timeout = \"1s\" }}\n[[target.diagnose]]\nplugin = \"http\"\n"),
     );
-    let config = dir.path().join("healer.toml");
-    std::fs::write(&config, body).unwrap();
-    let _healer = Unlogged::start(&config, port);
+    let port = healer.port;
 
     // Quiet: five checks a second reach the service for 4 s; the board
     // and the metrics count them; the facts they publish (each held for
@@ -74,19 +69,17 @@ fn quiet_checks_keep_their_pace_and_facts_and_a_failure_still_reaches_the_issue_
 /// tracker at once.
 #[test]
 fn a_package_built_against_an_older_sdk_minor_is_watched_alike() {
-    let plugins = plugins_dir_with(&["healer-fixture-sdk-1-3"]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let present = dir.path().join("present");
+    let files = tempfile::tempdir().unwrap();
+    let present = files.path().join("present");
     std::fs::write(&present, "").unwrap();
-    let body = format!(
-        "[healer]\ninterval = \"200ms\"\nplugins_dir = \"{}\"\nlog_file = \"healer.log\"\nstate_dir = \"state\"\nlog_level = \"info\"\n\n[intake]\nbind = \"127.0.0.1:{port}\"\n\n[[target]]\nname = \"file\"\nmonitor = {{ plugin = \"present\", path = \"{}\" }}\n",
-        plugins.path().display(),
-        present.display()
+    let healer = Quiet::start(
+        "healer-fixture-sdk-1-3",
+        &format!(
+            "name = \"file\"\nmonitor = {{ plugin = \"present\", path = \"{}\" }}\n",
+            present.display()
+        ),
     );
-    let config = dir.path().join("healer.toml");
-    std::fs::write(&config, body).unwrap();
-    let _healer = Unlogged::start(&config, port);
+    let port = healer.port;
 
     wait_until("the first checks", LIMIT, || {
         (checks_began(port) >= 3.0).then_some(())
@@ -100,6 +93,38 @@ fn a_package_built_against_an_older_sdk_minor_is_watched_alike() {
     );
 
     opens_at_once(port, "file", || std::fs::remove_file(&present).unwrap());
+}
+
+/// healer with one package and one target, checked every 200 ms, its
+/// API on `port`; no event log, so only news crosses from the worker.
+struct Quiet {
+    // Dropped first: healer stops before its directories go.
+    _healer: Unlogged,
+    _plugins: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Quiet {
+    /// Starts healer on `package` (built from this workspace) and the
+    /// `[[target]]` table whose body is `target`.
+    fn start(package: &str, target: &str) -> Quiet {
+        let plugins = plugins_dir_with(&[package]);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let body = format!(
+            "[healer]\ninterval = \"200ms\"\nplugins_dir = \"{}\"\nlog_file = \"healer.log\"\nstate_dir = \"state\"\nlog_level = \"info\"\n\n[intake]\nbind = \"127.0.0.1:{port}\"\n\n[[target]]\n{target}",
+            plugins.path().display()
+        );
+        let config = dir.path().join("healer.toml");
+        std::fs::write(&config, body).unwrap();
+        Quiet {
+            _healer: Unlogged::start(&config, port),
+            _plugins: plugins,
+            _dir: dir,
+            port,
+        }
+    }
 }
 
 /// Makes `target` fail (`fail`) and holds healer to opening its issue
