@@ -416,6 +416,15 @@ pub fn reset(daemon: &Daemon, issue: &str, json: bool) -> ExitCode {
     done(daemon.call("POST", &path, Some("{}")), json)
 }
 
+/// `healer reset --plugin FILE`: the package's quarantine lifted.
+pub fn reset_plugin(daemon: &Daemon, file: &str, json: bool) -> ExitCode {
+    let name = std::path::Path::new(file)
+        .file_name()
+        .map_or_else(|| file.to_owned(), |n| n.to_string_lossy().into_owned());
+    let path = format!("/api/v1/plugins/{}/reset", encode(&name));
+    done(daemon.call("POST", &path, Some("{}")), json)
+}
+
 /// `healer approve TARGET/KIND` and `healer reject TARGET/KIND`.
 pub fn answer(daemon: &Daemon, issue: &str, answer: Answer, json: bool) -> ExitCode {
     let verb = match answer {

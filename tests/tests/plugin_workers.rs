@@ -480,3 +480,127 @@ fn a_worker_printing_100_mb_grows_the_log_by_under_1_mb_and_says_how_many_lines_
     assert!(dropped(&log) > printed * 9 / 10);
     assert!(daemon.is_running());
 }
+
+/// `healer reset` with `args`, on `config`, bounded.
+fn reset_plugin(config: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["reset"];
+    all.extend_from_slice(args);
+    all.extend(["--config", config.to_str().unwrap()]);
+    healer_e2e::run_healer(&all, LIMIT)
+}
+
+/// The hostile package's quarantine as `GET /api/v1/plugins` shows it,
+/// and its crashes counted since healer first ran it.
+fn hostile_quarantine(port: u16) -> (Option<String>, u64) {
+    let (status, body) = healer_e2e::get(port, "/api/v1/plugins");
+    assert_eq!(status, 200, "{body}");
+    let plugins: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let hostile = plugins["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["file"].as_str().unwrap().contains("hostile"))
+        .expect("the hostile package is listed")
+        .clone();
+    (
+        hostile["worker"]["quarantined"].as_str().map(str::to_owned),
+        hostile["worker"]["crashes"].as_u64().unwrap_or(0),
+    )
+}
+
+#[test]
+fn a_quarantine_outlives_a_restart_until_an_operator_lifts_it() {
+    let plugins = hostile_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let port = healer_e2e::free_port();
+    let body = format!(
+        r#"
+[intake]
+bind = "127.0.0.1:{port}"
+
+[[target]]
+name = "hostile"
+monitor = {{ plugin = "hostile", does = "segfault" }}
+"#
+    );
+    let config = fast_config(dir.path(), plugins.path(), &body);
+    let mut first = Daemon::start(&config);
+    first.wait_for(
+        "the quarantine",
+        LIMIT,
+        |e| matches!(e, Event::PluginQuarantined { sha256, .. } if sha256.len() == 64),
+    );
+    assert!(first.stop(), "the first healer stopped cleanly");
+    let before = first.records().len();
+
+    let mut second = Daemon::start(&config);
+    healer_e2e::wait_for_port(port, LIMIT);
+    let since_restart = |daemon: &Daemon| daemon.records().split_off(before);
+    let after_restart = |what: &str, daemon: &Daemon, wanted: &dyn Fn(&Event) -> bool| {
+        wait_until(what, LIMIT, || {
+            since_restart(daemon)
+                .iter()
+                .any(|r| wanted(&r.event))
+                .then_some(())
+        })
+    };
+    // Checks made after the restart are refused by the quarantine, and no
+    // worker of the hostile package ever starts again.
+    after_restart(
+        "a check refused by the remembered quarantine",
+        &second,
+        &|e| {
+            matches!(e, Event::PluginFailed { target, error, .. }
+            if target == "hostile" && error.contains("quarantined"))
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let started_again = since_restart(&second)
+        .iter()
+        .filter(|r| {
+            matches!(
+                &r.event,
+                Event::PluginWorkerCrashed { .. } | Event::PluginWorkerRestarted { .. }
+            )
+        })
+        .count();
+    assert_eq!(started_again, 0, "no hostile worker ran after the restart");
+    let (quarantined, crashes) = hostile_quarantine(port);
+    let why = quarantined.expect("still quarantined after the restart");
+    assert!(
+        why.contains("healer reset --plugin libhealer_fixture_hostile.so"),
+        "{why}"
+    );
+    assert_eq!(crashes, 3, "the crashes before the restart are remembered");
+
+    for (file, said) in [
+        ("libnothing.so", "no plugin package libnothing.so"),
+        (
+            "libhealer_plugin_example.so",
+            "plugin package libhealer_plugin_example.so is not quarantined",
+        ),
+    ] {
+        let refused = reset_plugin(&config, &["--plugin", file]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{refused:?}");
+        assert!(
+            stderr.contains(said) && stderr.trim().lines().count() == 1,
+            "one line: {said}: {stderr}"
+        );
+    }
+
+    let lifted = reset_plugin(&config, &["--plugin", "libhealer_fixture_hostile.so"]);
+    assert!(lifted.status.success(), "{lifted:?}");
+    after_restart(
+        "the operator's lift, as an event",
+        &second,
+        &|e| matches!(e, Event::PluginQuarantineLifted { how, .. } if how == "an operator lifted it"),
+    );
+    // Served again: a hostile worker starts (and, being hostile, crashes).
+    after_restart(
+        "a hostile worker running again",
+        &second,
+        &|e| matches!(e, Event::PluginWorkerCrashed { package, .. } if package.contains("hostile")),
+    );
+    assert!(second.is_running());
+}

@@ -37,6 +37,11 @@ impl Plugins {
         }
     }
 
+    /// An operator lifts the quarantine of the package in `file`.
+    pub(super) fn lift_quarantine(&self, file: &str) -> Result<(), crate::plugins::Unquarantined> {
+        crate::plugins::lift_quarantine(&self.live, std::path::Path::new(&self.dir), file)
+    }
+
     pub(super) fn now(&self) -> Plugins {
         let packages = self
             .live

@@ -81,6 +81,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/facts/unset", post(unset_note))
         .route("/api/v1/outcomes", get(outcomes))
         .route("/api/v1/plugins", get(plugins))
+        .route("/api/v1/plugins/{file}/reset", post(reset_plugin))
         .route("/api/v1/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), authorize))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
@@ -381,6 +382,33 @@ pub fn parse_since(text: &str) -> Result<Wall, String> {
 async fn plugins(State(api): State<Arc<Api>>) -> Json<Plugins> {
     let plugins = api.plugins.read().unwrap_or_else(|p| p.into_inner()).now();
     Json(plugins)
+}
+
+/// `POST /api/v1/plugins/{file}/reset`: lifts the quarantine of the
+/// package in `file` (its file name in the plugins directory).
+async fn reset_plugin(State(api): State<Arc<Api>>, Path(file): Path<String>) -> Response {
+    let lifted = api
+        .plugins
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .lift_quarantine(&file);
+    match lifted {
+        Ok(()) => Json(Done {
+            message: format!(
+                "plugin package {file}: quarantine lifted; its worker starts on next use"
+            ),
+            issues: Vec::new(),
+            pause: None,
+        })
+        .into_response(),
+        Err(refusal) => {
+            let status = match refusal {
+                crate::plugins::Unquarantined::NoSuchPackage(_) => StatusCode::NOT_FOUND,
+                crate::plugins::Unquarantined::NotQuarantined(_) => StatusCode::CONFLICT,
+            };
+            refuse(status, refusal.to_string())
+        }
+    }
 }
 
 fn refused(refusal: Refusal) -> Response {

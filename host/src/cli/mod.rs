@@ -136,10 +136,17 @@ pub enum Command {
         json: bool,
     },
     /// Reset an issue (TARGET/KIND, or TARGET for every escalated one):
-    /// it is open again with its recovery attempts back.
+    /// it is open again with its recovery attempts back. With `--plugin
+    /// FILE`: lift a quarantined plugin package (its worker starts again
+    /// on next use; the quarantine is otherwise kept across restarts).
     Reset {
         /// TARGET/KIND, e.g. web/process.not_running, or TARGET.
-        issue: String,
+        #[arg(required_unless_present = "plugin")]
+        issue: Option<String>,
+        /// Lift the quarantine of this package: its file name in the
+        /// plugins directory, e.g. libhealer_plugin_process.so.
+        #[arg(long, value_name = "FILE", conflicts_with = "issue")]
+        plugin: Option<String>,
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
@@ -312,7 +319,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Facts { ref target, json } => {
             ask(&cli, |d| operator::facts(d, target.as_deref(), json))
         }
-        Command::Reset { ref issue, json } => ask(&cli, |d| operator::reset(d, issue, json)),
+        Command::Reset {
+            ref issue,
+            ref plugin,
+            json,
+        } => ask(&cli, |d| match (plugin, issue) {
+            (Some(file), _) => operator::reset_plugin(d, file, json),
+            (None, Some(issue)) => operator::reset(d, issue, json),
+            (None, None) => fail("`healer reset` takes TARGET/KIND, TARGET, or --plugin FILE"),
+        }),
         Command::Fact {
             action:
                 FactAction::Set {

@@ -120,6 +120,8 @@ pub async fn run(options: &Options) -> ExitCode {
     let metrics = Arc::new(Metrics::new());
     subscribers.push(Box::new(crate::metrics::EventCounter(Arc::clone(&metrics))));
     let mut saved = saved;
+    // A package quarantined before the restart stays so (of the same file).
+    catalog.remember(&saved.plugins);
     let recent = Recent::new(std::mem::take(&mut saved.recent));
     subscribers.push(recent.subscriber());
     inbox.start(subscribers);

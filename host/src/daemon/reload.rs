@@ -86,6 +86,8 @@ where
         }
     };
     catalog.when_worker_ends(&engine.when_worker_ends());
+    // A quarantine (of the same file) and the crash counts carry over.
+    catalog.remember(&current.catalog.records());
     let mut reloaded = Reloaded {
         unchanged: plan.unchanged,
         packages_added: new_packages(&current.catalog, &catalog),

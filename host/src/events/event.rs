@@ -436,10 +436,19 @@ pub enum Event {
         crashes: u32,
         within: HumanDuration,
         reason: String,
+        /// The sha256 of the file quarantined: the quarantine holds for
+        /// this file across restarts (empty in older events).
+        #[serde(default)]
+        sha256: String,
     },
-    /// A quarantined package's file changed and probed clean: it is
-    /// served again.
-    PluginQuarantineLifted { package: String, file: PathBuf },
+    /// A quarantined package is served again: its file changed and probed
+    /// clean, or an operator lifted the quarantine (`how` says which).
+    PluginQuarantineLifted {
+        package: String,
+        file: PathBuf,
+        #[serde(default)]
+        how: String,
+    },
 
     /// healer's checks fell behind their schedules: `late` of the `checks`
     /// that began within `window` began more than a tenth of their

@@ -552,10 +552,11 @@ fn write(event: &Event) {
             crashes,
             within,
             reason,
+            ..
         } => error!(
             package = %package, file = %file.display(), crashes, within = %within, last = %reason,
             severity = "CRITICAL",
-            "plugin package quarantined: its targets are UNKNOWN until the file changes or healer restarts"
+            "plugin package quarantined: its targets are UNKNOWN until its file changes or an operator lifts it (healer reset --plugin)"
         ),
         Event::ChecksBehind {
             checks,
@@ -574,9 +575,9 @@ fn write(event: &Event) {
             checks, late, window = %window,
             "healer caught up: its checks keep to their schedules again"
         ),
-        Event::PluginQuarantineLifted { package, file } => info!(
+        Event::PluginQuarantineLifted { package, file, how } => info!(
             package = %package, file = %file.display(),
-            "plugin package changed and probed clean: quarantine lifted"
+            "plugin package quarantine lifted: {how}"
         ),
         Event::StoreDegraded { file, error } => error!(
             file = %file.display(), error = %error,

@@ -6,9 +6,11 @@
 mod alert;
 mod anomaly;
 mod pause;
+mod plugin_record;
 mod store_health;
 
 pub use alert::AlertState;
 pub use anomaly::{AnomalyState, Suppressed};
 pub use pause::{Pause, MAX_PAUSE};
+pub use plugin_record::{crashed_too_often, PluginRecord, Quarantine};
 pub use store_health::StoreHealth;

@@ -21,6 +21,56 @@ use crate::config::{
     did_you_mean, Config, ConfigError, Isolation, PackagePolicy, PluginUse, Plugins,
 };
 use crate::events::Events;
+use crate::model::PluginRecord;
+
+/// An operator lifts the quarantine of the package in `file` (its file
+/// name, or its path in the plugins directory `dir`) among `packages`.
+pub fn lift_quarantine(packages: &[Package], dir: &Path, file: &str) -> Result<(), Unquarantined> {
+    let wanted = Path::new(file)
+        .file_name()
+        .map_or_else(|| file.to_owned(), |n| n.to_string_lossy().into_owned());
+    let Some(package) = packages
+        .iter()
+        .find(|package| package.file_name() == wanted)
+    else {
+        let known: Vec<String> = packages.iter().map(Package::file_name).collect();
+        return Err(Unquarantined::NoSuchPackage(format!(
+            "no plugin package {wanted} in {} (loaded: {})",
+            dir.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    if package.backend.lift_quarantine() {
+        Ok(())
+    } else {
+        Err(Unquarantined::NotQuarantined(format!(
+            "plugin package {wanted} is not quarantined"
+        )))
+    }
+}
+
+/// Why a quarantine was not lifted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unquarantined {
+    /// No loaded package has that file name.
+    NoSuchPackage(String),
+    /// The package is not quarantined.
+    NotQuarantined(String),
+}
+
+impl std::fmt::Display for Unquarantined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unquarantined::NoSuchPackage(why) | Unquarantined::NotQuarantined(why) => {
+                f.write_str(why)
+            }
+        }
+    }
+}
 
 /// Config checks (or instance creations) in flight at once at start-up.
 pub const CHECKS_IN_FLIGHT: usize = 32;
@@ -175,6 +225,25 @@ impl Catalog {
     pub fn report_to(&self, events: &Events) {
         for package in &self.packages {
             package.backend.report_to(events);
+        }
+    }
+
+    /// What is to be remembered of each package served by workers, by
+    /// file name (the key of events and of the store).
+    pub fn records(&self) -> HashMap<String, PluginRecord> {
+        self.packages
+            .iter()
+            .filter_map(|package| Some((package.file_name(), package.backend.record()?)))
+            .collect()
+    }
+
+    /// Every package carries on from what was remembered of it, by file
+    /// name: from the store at start, from the catalog before on a reload.
+    pub fn remember(&self, records: &HashMap<String, PluginRecord>) {
+        for package in &self.packages {
+            if let Some(record) = records.get(&package.file_name()) {
+                package.backend.remember(record);
+            }
         }
     }
 

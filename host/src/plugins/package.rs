@@ -33,6 +33,7 @@ use serde_json::Value;
 use super::bounds::{self, Findings};
 use crate::config::Isolation;
 use crate::events::Events;
+use crate::model::PluginRecord;
 
 /// A loaded package: its file, who built it, and what it exports.
 #[derive(Clone)]
@@ -52,6 +53,17 @@ pub struct Package {
     /// Where its plugins run.
     pub isolation: Isolation,
     pub(super) backend: Arc<dyn Backend>,
+}
+
+impl Package {
+    /// Its file's name (`libhealer_plugin_process.so`): how events, the
+    /// store and operators name it.
+    pub fn file_name(&self) -> String {
+        self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        )
+    }
 }
 
 impl fmt::Debug for Package {
@@ -133,6 +145,22 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// What is to be remembered of it across a restart or a reload (its
+    /// workers' crashes, its quarantine); `None` in process.
+    fn record(&self) -> Option<PluginRecord> {
+        None
+    }
+
+    /// Carries on from what was remembered of the package: its crash
+    /// count, and its quarantine if it was of this very file.
+    fn remember(&self, _record: &PluginRecord) {}
+
+    /// An operator's word: the quarantine is lifted (an event says so).
+    /// Whether it was quarantined.
+    fn lift_quarantine(&self) -> bool {
+        false
+    }
+
     /// The backend that serves `target`'s instances, when the package is
     /// served by several workers; `None`: this one.
     fn for_target(&self, _target: &str) -> Option<Arc<dyn Backend>> {
@@ -160,6 +188,9 @@ pub struct WorkerHealth {
     pub last_crash: Option<String>,
     /// Why the package is quarantined, while it is.
     pub quarantined: Option<String>,
+    /// Crashes since healer first ran it (kept across restarts).
+    #[serde(default)]
+    pub crashes: u64,
     /// The pids of its other workers, when several serve it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<u32>,

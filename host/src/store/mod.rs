@@ -34,7 +34,7 @@ use crate::facts::Fact;
 use crate::intake::{self, occurrences::REMEMBER_FOR};
 use crate::issues::Issue;
 use crate::ledger::{self, Outcomes};
-use crate::model::{Pause, StoreHealth};
+use crate::model::{Pause, PluginRecord, StoreHealth};
 use failure::Failure;
 use projection::Projection;
 
@@ -78,6 +78,8 @@ pub struct Saved {
     pub facts: Vec<Fact>,
     /// The ledger of outcomes.
     pub outcomes: Vec<(ledger::Key, Outcomes)>,
+    /// What is remembered of each plugin package, by file name.
+    pub plugins: HashMap<String, PluginRecord>,
     /// The newest history events, oldest first.
     pub recent: Vec<Record>,
 }
@@ -174,6 +176,10 @@ impl Store {
                     projection.outcomes.load(key.clone(), row.clone());
                 }
                 saved.outcomes = loaded.outcomes;
+                for (package, record) in &loaded.plugins {
+                    projection.plugins.load(package.clone(), record.clone());
+                }
+                saved.plugins = loaded.plugins.into_iter().collect();
                 saved.recent = loaded
                     .recent
                     .iter()

@@ -20,6 +20,7 @@ use crate::issues::Issue;
 use crate::ledger::{self, Outcomes};
 use crate::model::AnomalyState;
 use crate::model::Pause;
+use crate::model::{crashed_too_often, PluginRecord, Quarantine};
 
 /// History rows (and workflow runs) held while the database cannot be
 /// written; beyond it the oldest are dropped.
@@ -89,6 +90,16 @@ impl<K: Clone + Eq + Hash, V: Clone> Tracked<K, V> {
 
     fn remove(&mut self, key: K) {
         self.current.remove(&key);
+        self.dirty.insert(key);
+    }
+
+    /// Changes the value of `key` in place, starting from the default
+    /// when it has none; always a change.
+    fn upsert(&mut self, key: K, change: impl FnOnce(&mut V))
+    where
+        V: Default,
+    {
+        change(self.current.entry(key.clone()).or_default());
         self.dirty.insert(key);
     }
 
@@ -182,6 +193,8 @@ pub struct Projection {
     pub facts: Tracked<String, Fact>,
     /// (target, kind, recoverer) → the ledger's row.
     pub outcomes: Tracked<ledger::Key, Outcomes>,
+    /// Package file name → its crashes and quarantine.
+    pub plugins: Tracked<String, PluginRecord>,
     history: VecDeque<HistoryRow>,
     /// The text of `history`, in bytes.
     history_bytes: usize,
@@ -202,6 +215,7 @@ pub struct Batch {
     pub pauses: Vec<(String, Option<Pause>)>,
     pub facts: Vec<(String, Option<Fact>)>,
     pub outcomes: Vec<(ledger::Key, Option<Outcomes>)>,
+    pub plugins: Vec<(String, Option<PluginRecord>)>,
 }
 
 impl Batch {
@@ -223,6 +237,7 @@ impl Projection {
             && self.pauses.dirty.is_empty()
             && self.facts.dirty.is_empty()
             && self.outcomes.dirty.is_empty()
+            && self.plugins.dirty.is_empty()
     }
 
     /// History rows held, not yet taken for writing.
@@ -343,6 +358,30 @@ impl Projection {
                 fingerprint,
                 ..
             } => self.firing.remove((alertname.clone(), fingerprint.clone())),
+            Event::PluginWorkerCrashed {
+                package, reason, ..
+            } => self.plugins.upsert(package.clone(), |record| {
+                record.crashes += 1;
+                record.last_crash = Some(reason.clone());
+                record.last_crash_at = Some(at);
+            }),
+            Event::PluginQuarantined {
+                package,
+                sha256,
+                reason,
+                crashes,
+                within,
+                ..
+            } => self.plugins.upsert(package.clone(), |record| {
+                record.quarantine = Some(Quarantine {
+                    reason: crashed_too_often(package, *crashes, &within.to_string(), reason),
+                    sha256: sha256.clone(),
+                    since: at,
+                });
+            }),
+            Event::PluginQuarantineLifted { package, .. } => self
+                .plugins
+                .update(package.clone(), |record| record.quarantine.take().is_some()),
             _ => {}
         }
         self.bound();
@@ -409,6 +448,7 @@ impl Projection {
             pauses: self.pauses.take(),
             facts: self.facts.take(),
             outcomes: self.outcomes.take(),
+            plugins: self.plugins.take(),
         }
     }
 
@@ -437,6 +477,8 @@ impl Projection {
         self.facts.retry(batch.facts.into_iter().map(|(k, _)| k));
         self.outcomes
             .retry(batch.outcomes.into_iter().map(|(k, _)| k));
+        self.plugins
+            .retry(batch.plugins.into_iter().map(|(k, _)| k));
     }
 
     /// A new database file: all current state is written to it.
@@ -448,6 +490,7 @@ impl Projection {
         self.pauses.rewrite_all();
         self.facts.rewrite_all();
         self.outcomes.rewrite_all();
+        self.plugins.rewrite_all();
     }
 }
 

@@ -137,8 +137,18 @@ CREATE TABLE outcomes (
 ) WITHOUT ROWID;
 ";
 
+/// Version 7: what healer remembers of each plugin package, by file name:
+/// its workers' crashes and its quarantine, as JSON
+/// (`model::PluginRecord`).
+const V7: &str = "
+CREATE TABLE plugins (
+    package TEXT PRIMARY KEY,
+    body    TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The version this healer writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -27,6 +27,7 @@ use crate::issues::{Issue, State};
 use crate::ledger::{self, Outcomes};
 use crate::model::AnomalyState;
 use crate::model::Pause;
+use crate::model::PluginRecord;
 
 /// The WAL file is truncated back to this after a checkpoint.
 const WAL_LIMIT: i64 = 64 * 1024 * 1024;
@@ -269,6 +270,18 @@ pub fn write(
                 None => drop_outcomes.execute(params![target, kind, recoverer])?,
             };
         }
+        let mut put_plugin =
+            tx.prepare_cached("INSERT OR REPLACE INTO plugins (package, body) VALUES (?1, ?2)")?;
+        let mut drop_plugin = tx.prepare_cached("DELETE FROM plugins WHERE package = ?1")?;
+        for (package, record) in &batch.plugins {
+            match record {
+                Some(record) => {
+                    let body = serde_json::to_string(record).unwrap_or_default();
+                    put_plugin.execute(params![package, body])?
+                }
+                None => drop_plugin.execute(params![package])?,
+            };
+        }
     }
     if let Some(retention) = retention {
         prune(&tx, retention)?;
@@ -294,6 +307,9 @@ pub struct Loaded {
     pub facts: Vec<Fact>,
     /// The ledger's rows (one that does not read back is left out).
     pub outcomes: Vec<(ledger::Key, Outcomes)>,
+    /// What is remembered of each plugin package (one that does not read
+    /// back is left out).
+    pub plugins: Vec<(String, PluginRecord)>,
     /// The newest events of the history, oldest first (at most
     /// [`RECENT`]), as JSON text.
     pub recent: Vec<String>,
@@ -398,6 +414,16 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
         .filter_map(|row| {
             let (key, body) = row.ok()?;
             Some((key, serde_json::from_str(&body).ok()?))
+        })
+        .collect();
+    let mut plugins = conn.prepare("SELECT package, body FROM plugins")?;
+    let rows = plugins.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    loaded.plugins = rows
+        .filter_map(|row| {
+            let (package, body) = row.ok()?;
+            Some((package, serde_json::from_str(&body).ok()?))
         })
         .collect();
     let mut recent = conn.prepare("SELECT body FROM events ORDER BY id DESC LIMIT ?1")?;

@@ -638,3 +638,59 @@ fn gone(state: crate::issues::State, now: Wall) -> crate::issues::Issue {
         [None, None],
     )
 }
+
+#[test]
+fn a_packages_crashes_and_quarantine_are_read_back_after_a_restart_until_lifted() {
+    use healer_plugin_sdk::Duration as HumanDuration;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(STORE_FILE_NAME);
+    let crash = |package: &str| Event::PluginWorkerCrashed {
+        package: package.to_owned(),
+        file: PathBuf::from("plugins").join(package),
+        reason: "killed by SIGSEGV".to_owned(),
+        in_flight: 1,
+        crashes: 1,
+        within: HumanDuration(Duration::from_secs(600)),
+    };
+    let (events, inbox, store, _, seen) = open(&file);
+    let events = started(events, inbox, &store, &seen);
+    for package in ["libbad.so", "libbad.so", "libbad.so", "libonce.so"] {
+        events.emit(crash(package));
+    }
+    events.emit(Event::PluginQuarantined {
+        package: "libbad.so".to_owned(),
+        file: PathBuf::from("plugins/libbad.so"),
+        crashes: 3,
+        within: HumanDuration(Duration::from_secs(600)),
+        reason: "killed by SIGSEGV".to_owned(),
+        sha256: "ab".repeat(32),
+    });
+    assert!(events.finish(Duration::from_secs(5)));
+    drop(store);
+
+    let saved = saved_state(&file).plugins;
+    let bad = &saved["libbad.so"];
+    assert_eq!(bad.crashes, 3);
+    assert_eq!(bad.last_crash.as_deref(), Some("killed by SIGSEGV"));
+    let quarantine = bad.quarantine.as_ref().expect("still quarantined");
+    assert_eq!(quarantine.sha256, "ab".repeat(32));
+    assert_eq!(
+        quarantine.reason,
+        "plugin package libbad.so is quarantined: its worker crashed 3 times within 10m (last: killed by SIGSEGV); replace the file, or lift it with `healer reset --plugin libbad.so`, to try it again"
+    );
+    assert_eq!(saved["libonce.so"].crashes, 1);
+    assert!(saved["libonce.so"].quarantine.is_none());
+
+    let (events, inbox, store, _, seen) = open(&file);
+    let events = started(events, inbox, &store, &seen);
+    events.emit(Event::PluginQuarantineLifted {
+        package: "libbad.so".to_owned(),
+        file: PathBuf::from("plugins/libbad.so"),
+        how: "an operator lifted it".to_owned(),
+    });
+    assert!(events.finish(Duration::from_secs(5)));
+    drop(store);
+    let bad = saved_state(&file).plugins["libbad.so"].clone();
+    assert!(bad.quarantine.is_none(), "lifted: {bad:?}");
+    assert_eq!(bad.crashes, 3, "its crashes stay counted");
+}

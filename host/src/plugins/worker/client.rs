@@ -51,8 +51,10 @@ use super::probe::{probe_all, ToProbe, PROBE_WITHIN};
 use super::supervisor::{Crash, Start, Supervisor};
 use super::watch::watch;
 use super::wire::{self, Answer, Call, Observe, Seen, ToWorker, Watch};
+use crate::clock::Wall;
 use crate::config::{PackagePolicy, Sandbox, WorkerLimits};
 use crate::events::{Event, Events};
+use crate::model::{PluginRecord, Quarantine};
 use crate::plugins::bounds::Findings;
 use crate::plugins::identity::Identity;
 use crate::plugins::lock::lock;
@@ -107,6 +109,11 @@ struct State {
     generation: u64,
     /// When the next may start, after what crashed.
     supervisor: Supervisor,
+    /// What is remembered across restarts: crashes ever, the last one's
+    /// time, and the quarantine's file and start.
+    crashes: u64,
+    last_crash_at: Option<Wall>,
+    quarantine: Option<(String, Wall)>,
 }
 
 impl Remote {
@@ -130,6 +137,9 @@ impl Remote {
                 conn: None,
                 generation: 0,
                 supervisor: Supervisor::new(&name, &policy.limits),
+                crashes: 0,
+                last_crash_at: None,
+                quarantine: None,
             }),
             name,
             shown: shown.to_owned(),
@@ -215,10 +225,12 @@ impl Remote {
                     let mut state = lock(&self.state);
                     state.identity = probed.identity;
                     state.supervisor.reprobed_clean();
+                    state.quarantine = None;
                     drop(state);
                     self.emit(Event::PluginQuarantineLifted {
                         package: self.name.clone(),
                         file: self.shown.clone(),
+                        how: "its file changed and probed clean".to_owned(),
                     });
                     return;
                 }
@@ -318,17 +330,27 @@ impl Remote {
     /// it crashed too often.
     fn record_crash(&self, conn: Option<&Conn>, reason: String) {
         let window = self.limits.crash_window;
-        let Crash {
-            crashes,
-            quarantined,
-        } = {
+        let (
+            Crash {
+                crashes,
+                quarantined,
+            },
+            sha256,
+        ) = {
             let mut state = lock(&self.state);
             if let (Some(ours), Some(conn)) = (&state.conn, conn) {
                 if ours.generation == conn.generation {
                     state.conn = None;
                 }
             }
-            state.supervisor.crashed(Instant::now(), &reason)
+            let now = Wall::now();
+            state.crashes += 1;
+            state.last_crash_at = Some(now);
+            let crash = state.supervisor.crashed(Instant::now(), &reason);
+            if crash.quarantined {
+                state.quarantine = Some((state.identity.sha256.clone(), now));
+            }
+            (crash, state.identity.sha256.clone())
         };
         // What the worker vouched for goes before its calls in flight fail
         // (a failed check would take back its monitor's facts as UNKNOWN).
@@ -352,6 +374,7 @@ impl Remote {
                 crashes,
                 within: HumanDuration(window),
                 reason,
+                sha256,
             });
         }
         self.restarted.notify_waiters();
@@ -494,7 +517,13 @@ impl Backend for Remote {
                 fresh: Mutex::new(None),
                 pushed: tokio::sync::Mutex::new(None),
             };
-            instance.place().await?;
+            // A quarantined package's instance is made where it will live
+            // once the quarantine is lifted: until then its calls fail
+            // (UNKNOWN), and healer runs on.
+            let quarantined = lock(&self.state).supervisor.quarantined().is_some();
+            if !quarantined {
+                instance.place().await?;
+            }
             Ok(Box::new(instance) as Box<dyn Instance>)
         })
     }
@@ -519,8 +548,69 @@ impl Backend for Remote {
             recent_crashes: state.supervisor.recent_crashes(),
             last_crash: state.supervisor.last_crash().map(str::to_owned),
             quarantined: state.supervisor.quarantined().map(str::to_owned),
+            crashes: state.crashes,
             pids: Vec::new(),
         })
+    }
+
+    fn record(&self) -> Option<PluginRecord> {
+        let state = lock(&self.state);
+        let quarantine = match (&state.quarantine, state.supervisor.quarantined()) {
+            (Some((sha256, since)), Some(reason)) => Some(Quarantine {
+                reason: reason.to_owned(),
+                sha256: sha256.clone(),
+                since: *since,
+            }),
+            _ => None,
+        };
+        Some(PluginRecord {
+            crashes: state.crashes,
+            last_crash: state.supervisor.last_crash().map(str::to_owned),
+            last_crash_at: state.last_crash_at,
+            quarantine,
+        })
+    }
+
+    fn remember(&self, record: &PluginRecord) {
+        let mut state = lock(&self.state);
+        state.crashes = state.crashes.max(record.crashes);
+        state.last_crash_at = state.last_crash_at.or(record.last_crash_at);
+        let Some(quarantine) = &record.quarantine else {
+            return;
+        };
+        // Of this very file only: a replaced file is tried again.
+        if !quarantine
+            .sha256
+            .eq_ignore_ascii_case(&state.identity.sha256)
+        {
+            return;
+        }
+        state.quarantine = Some((quarantine.sha256.clone(), quarantine.since));
+        state
+            .supervisor
+            .remember_quarantine(quarantine.reason.clone());
+        // A worker started to check the config before this was known
+        // serves nothing more.
+        if let Some(conn) = state.conn.take() {
+            conn.stop.notify_one();
+        }
+    }
+
+    fn lift_quarantine(&self) -> bool {
+        let lifted = {
+            let mut state = lock(&self.state);
+            state.quarantine = None;
+            state.supervisor.lift()
+        };
+        if lifted {
+            self.emit(Event::PluginQuarantineLifted {
+                package: self.name.clone(),
+                file: self.shown.clone(),
+                how: "an operator lifted it".to_owned(),
+            });
+            self.restarted.notify_waiters();
+        }
+        lifted
     }
 }
 

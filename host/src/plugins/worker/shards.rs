@@ -17,6 +17,7 @@ use healer_plugin_sdk::ffi::{Declared, PluginKind};
 use super::client::Remote;
 use crate::config::PackagePolicy;
 use crate::events::Events;
+use crate::model::PluginRecord;
 use crate::plugins::identity::Identity;
 use crate::plugins::lock::lock;
 use crate::plugins::package::{Backend, Instance, Pending, WhenWorkerEnds, WorkerHealth};
@@ -119,9 +120,48 @@ impl Backend for Shards {
             all.recent_crashes += health.recent_crashes;
             all.last_crash = all.last_crash.or(health.last_crash);
             all.quarantined = all.quarantined.or(health.quarantined);
+            all.crashes += health.crashes;
             all.pids.extend(health.pid);
         }
         Some(all)
+    }
+
+    /// The first worker's record, with every worker's crashes counted
+    /// together and the first quarantine found.
+    fn record(&self) -> Option<PluginRecord> {
+        let mut all = self.first().record()?;
+        for worker in &self.workers[1..] {
+            let Some(record) = worker.record() else {
+                continue;
+            };
+            all.crashes += record.crashes;
+            all.last_crash_at = all.last_crash_at.max(record.last_crash_at);
+            all.last_crash = all.last_crash.or(record.last_crash);
+            all.quarantine = all.quarantine.or(record.quarantine);
+        }
+        Some(all)
+    }
+
+    /// Every worker carries on quarantined (a package quarantined by one
+    /// of its workers is not trusted by the others after a restart); the
+    /// crashes are counted once, by the first.
+    fn remember(&self, record: &PluginRecord) {
+        self.first().remember(record);
+        let quarantine_only = PluginRecord {
+            quarantine: record.quarantine.clone(),
+            ..PluginRecord::default()
+        };
+        for worker in &self.workers[1..] {
+            worker.remember(&quarantine_only);
+        }
+    }
+
+    fn lift_quarantine(&self) -> bool {
+        let mut lifted = false;
+        for worker in &self.workers {
+            lifted |= worker.lift_quarantine();
+        }
+        lifted
     }
 
     fn for_target(&self, target: &str) -> Option<Arc<dyn Backend>> {

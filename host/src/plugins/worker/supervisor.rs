@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::WorkerLimits;
+use crate::model::crashed_too_often;
 
 /// The wait before the first restart; it doubles with each crash within
 /// the window.
@@ -120,10 +121,11 @@ impl Supervisor {
         self.last_crash = Some(reason.to_owned());
         let quarantined = crashes >= self.crash_limit && self.quarantined.is_none();
         if quarantined {
-            self.quarantined = Some(format!(
-                "plugin package {} is quarantined: its worker crashed {crashes} times within {} (last: {reason}); replace the file, or restart healer, to try it again",
-                self.package,
-                humantime::format_duration(window)
+            self.quarantined = Some(crashed_too_often(
+                &self.package,
+                crashes,
+                &humantime::format_duration(window).to_string(),
+                reason,
             ));
         }
         Crash {
@@ -149,6 +151,24 @@ impl Supervisor {
             "plugin package {} is quarantined: its file changed, but the new one is refused: {refused}",
             self.package
         ));
+    }
+
+    /// Starts quarantined for `why`: a quarantine of this very file,
+    /// remembered from before a restart or a reload.
+    pub fn remember_quarantine(&mut self, why: String) {
+        self.quarantined = Some(why);
+        self.reprobing = false;
+    }
+
+    /// An operator lifted the quarantine: the package is served again, its
+    /// crashes before forgotten (as when a changed file probes clean).
+    /// Whether it was quarantined.
+    pub fn lift(&mut self) -> bool {
+        let was = self.quarantined.is_some();
+        if was {
+            self.reprobed_clean();
+        }
+        was
     }
 
     /// How long a caller waiting for a worker (a push monitor) waits at
@@ -294,12 +314,47 @@ mod tests {
                 },
             ]
         );
-        let why = "plugin package libx.so is quarantined: its worker crashed 3 times within 10m (last: killed by SIGSEGV); replace the file, or restart healer, to try it again";
+        let why = "plugin package libx.so is quarantined: its worker crashed 3 times within 10m (last: killed by SIGSEGV); replace the file, or lift it with `healer reset --plugin libx.so`, to try it again";
         assert_eq!(policy.quarantined(), Some(why));
         let an_hour_later = t0 + Duration::from_secs(3600);
         assert_eq!(
             policy.start(an_hour_later, unchanged),
             Start::Refused(why.to_owned())
+        );
+    }
+
+    #[test]
+    fn a_remembered_quarantine_refuses_starts_until_an_operator_lifts_it() {
+        let mut policy = supervisor(3);
+        let t0 = Instant::now();
+        policy.remember_quarantine("quarantined before the restart".to_owned());
+
+        assert_eq!(
+            policy.start(t0, unchanged),
+            Start::Refused("quarantined before the restart".to_owned())
+        );
+        assert!(policy.lift(), "it was quarantined");
+        assert_eq!(policy.start(t0, unchanged), Start::Now);
+        assert!(!policy.lift(), "nothing left to lift");
+    }
+
+    #[test]
+    fn a_lifted_quarantine_starts_counting_crashes_from_nothing() {
+        let mut policy = supervisor(2);
+        let t0 = Instant::now();
+        policy.crashed(t0, CRASH);
+        assert!(policy.crashed(t0 + ms(1), CRASH).quarantined);
+
+        assert!(policy.lift());
+
+        assert_eq!(policy.start(t0 + ms(2), unchanged), Start::Now);
+        let after = policy.crashed(t0 + ms(3), CRASH);
+        assert_eq!(
+            after,
+            Crash {
+                crashes: 1,
+                quarantined: false
+            }
         );
     }
 
