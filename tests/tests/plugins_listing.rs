@@ -283,3 +283,64 @@ fn an_unreadable_plugins_directory_is_one_clear_error() {
         "healer: /nonexistent/healer-plugins: cannot read the plugins directory: No such file or directory (os error 2)"
     );
 }
+
+/// The C library this test process runs with: a real shared library that
+/// is not a healer package.
+fn a_shared_library_that_is_not_a_package() -> std::path::PathBuf {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let path = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.contains("/libc.so"))
+        .expect("this process maps the C library");
+    std::path::PathBuf::from(path)
+}
+
+#[test]
+fn plugins_check_says_in_one_true_line_whether_a_built_file_loads_here() {
+    let dir = plugins_dir_with(&["healer-plugin-example", "healer-fixture-other-sdk-major"]);
+    let not_a_package = dir.path().join("libc-copy.so");
+    std::fs::copy(a_shared_library_that_is_not_a_package(), &not_a_package).unwrap();
+    let cases = [
+        (
+            dir.path().join("libhealer_fixture_other_sdk_major.so"),
+            false,
+            "does not load here: built against SDK 2.x, this host has SDK 1.",
+        ),
+        (
+            not_a_package,
+            false,
+            "does not load here: not a healer plugin package: it exports no root module",
+        ),
+        (
+            dir.path().join("libhealer_plugin_example.so"),
+            true,
+            "loads here: healer-plugin-example 0.1.0 (SDK 1.",
+        ),
+    ];
+    for (file, loads, said) in cases {
+        let file = file.to_str().unwrap();
+        let output = run_healer(
+            &[
+                "plugins",
+                "--check",
+                file,
+                "--config",
+                "/nonexistent/healer.toml",
+            ],
+            LIMIT,
+        );
+        let out = stdout(&output);
+        assert_eq!(output.status.success(), loads, "{file}: {output:?}");
+        assert_eq!(out.lines().count(), 1, "one line: {out}");
+        assert!(out.starts_with(&format!("{file}: {said}")), "{out}");
+        if loads {
+            assert!(
+                out.contains(
+                    "3 plugins: monitor file-exists, diagnoser file-size, recoverer restore-file"
+                ),
+                "{out}"
+            );
+        }
+    }
+}

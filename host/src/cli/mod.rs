@@ -223,6 +223,12 @@ pub enum Command {
         /// Scan this directory instead of the config's `plugins_dir`.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Say in one line whether this built `.so` would load here, and
+        /// why not (it is loaded in a short-lived probe process, as healer
+        /// does before loading a package, never in this one). Exits 0 when
+        /// it would load, 1 when not.
+        #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+        check: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -277,7 +283,14 @@ pub enum FactAction {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Plugins { ref dir, json } => plugins(&cli, dir.clone(), json),
+        Command::Plugins {
+            ref dir,
+            ref check,
+            json,
+        } => match check {
+            Some(file) => plugins::check_file(&cli, file, json),
+            None => plugins(&cli, dir.clone(), json),
+        },
         Command::Worker {
             ref probe,
             ref sandbox,

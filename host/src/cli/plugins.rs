@@ -1,13 +1,15 @@
 //! `healer plugins`: the packages in the plugins directory, what each
-//! exports, and what did not load and why (a table, or JSON).
+//! exports, and what did not load and why (a table, or JSON); and
+//! `healer plugins --check FILE`: whether one built file would load here.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{plural, Cli};
 use crate::config;
 use crate::operator::fail;
+use crate::plugins::worker::probe::{probe_all, ToProbe, PROBE_WITHIN};
 use crate::plugins::Catalog;
 
 pub(super) fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
@@ -41,6 +43,89 @@ pub(super) fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `healer plugins --check FILE`: one line saying whether `file` would
+/// load here (probed in a child, in the sandbox the config gives its file
+/// name, as healer probes before it loads), and why not.
+pub(super) fn check_file(cli: &Cli, file: &Path, json: bool) -> ExitCode {
+    let plugins = config::Config::load(&cli.config)
+        .map(|config| config.plugins)
+        .unwrap_or_default();
+    let shown = file.display().to_string();
+    let verdict = match std::fs::metadata(file) {
+        Ok(meta) if meta.is_file() => {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let policy = plugins.policy(&name);
+            let probing = ToProbe {
+                file: std::path::absolute(file).unwrap_or_else(|_| file.to_owned()),
+                sandbox: policy.sandbox,
+                env: policy.env,
+            };
+            match std::env::current_exe() {
+                Ok(exe) => probe_all(&exe, &[probing], PROBE_WITHIN)
+                    .pop()
+                    .unwrap_or_else(|| Err(no_answer()))
+                    .map_err(|refusal| refusal.reason),
+                Err(err) => Err(format!(
+                    "cannot find healer's own binary to probe with: {err}"
+                )),
+            }
+        }
+        Ok(_) => Err("not a regular file".to_owned()),
+        Err(err) => Err(format!("cannot read it: {err}")),
+    };
+    if json {
+        let answer = match &verdict {
+            Ok(probed) => serde_json::json!({
+                "file": shown, "loads": true, "name": probed.name,
+                "version": probed.version, "sdk_version": probed.sdk_version,
+                "sha256": probed.identity.sha256, "plugins": probed.plugins,
+                "problems": probed.problems,
+            }),
+            Err(why) => serde_json::json!({"file": shown, "loads": false, "reason": why}),
+        };
+        say!("{answer}");
+    } else {
+        match &verdict {
+            Ok(probed) => {
+                let plugins: Vec<String> = probed
+                    .plugins
+                    .iter()
+                    .map(|p| format!("{} {}", p.kind.as_str(), p.name))
+                    .collect();
+                let problems = match probed.problems.as_slice() {
+                    [] => String::new(),
+                    problems => format!("; with a problem: {}", problems.join("; ")),
+                };
+                say!(
+                    "{shown}: loads here: {} {} (SDK {}), {} plugin{}: {}{problems}",
+                    probed.name,
+                    probed.version,
+                    probed.sdk_version,
+                    plugins.len(),
+                    plural(plugins.len()),
+                    plugins.join(", ")
+                );
+            }
+            Err(why) => say!("{shown}: does not load here: {why}"),
+        }
+    }
+    if verdict.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn no_answer() -> crate::plugins::worker::probe::Refusal {
+    crate::plugins::worker::probe::Refusal {
+        reason: "its probe gave no answer".to_owned(),
+        detail: None,
     }
 }
 
