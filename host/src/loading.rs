@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError};
-use crate::plugins::{Catalog, LoadError};
+use crate::plugins::{Catalog, LoadError, Package};
 
 /// What the command line says about where things are.
 #[derive(Clone, Debug)]
@@ -84,17 +84,29 @@ pub fn read_config(options: &Options) -> Result<Config, Vec<Problem>> {
 }
 
 /// `config` with the plugins it needs, scanned and checked as its
-/// `[plugins]` says; see [`load`].
-pub async fn with_plugins(config: Config) -> Result<(Config, Catalog), Vec<Problem>> {
-    checked_with_plugins(config, Vec::new()).await
+/// `[plugins]` says, keeping the `running` packages whose files did not
+/// change (a reload; see [`Catalog::scan_keeping`]); see [`load`].
+pub async fn with_plugins(
+    config: Config,
+    running: &[Package],
+) -> Result<(Config, Catalog), Vec<Problem>> {
+    scanned_and_checked(config, Vec::new(), running).await
 }
 
-/// [`with_plugins`] of a config with these `problems` of its own.
+/// [`load`]'s config with these `problems` of its own.
 async fn checked_with_plugins(
     config: Config,
     problems: Vec<ConfigError>,
 ) -> Result<(Config, Catalog), Vec<Problem>> {
-    let catalog = match Catalog::scan(&config.healer.plugins_dir, &config.plugins) {
+    scanned_and_checked(config, problems, &[]).await
+}
+
+async fn scanned_and_checked(
+    config: Config,
+    problems: Vec<ConfigError>,
+    running: &[Package],
+) -> Result<(Config, Catalog), Vec<Problem>> {
+    let catalog = match Catalog::rescan(&config.healer.plugins_dir, &config.plugins, running) {
         Ok(catalog) => catalog,
         Err(err) => {
             let mut all: Vec<Problem> = problems.into_iter().map(Problem::Config).collect();

@@ -516,6 +516,9 @@ pub fn reload(daemon: &Daemon, json: bool) -> ExitCode {
     say!("  restarted  {}", list(&reloaded.changed));
     say!("  unchanged  {}", reloaded.unchanged);
     say!("  new plugin packages  {}", list(&reloaded.packages_added));
+    for problem in &reloaded.plugin_problems {
+        say!("  plugin package problem: {problem}");
+    }
     if !reloaded.needs_restart.is_empty() {
         say!(
             "  changed, but applied only when healer restarts: {}",

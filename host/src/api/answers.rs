@@ -157,8 +157,14 @@ pub struct Reloaded {
     pub changed: Vec<String>,
     /// Targets left running as they were.
     pub unchanged: usize,
-    /// Plugin package files loaded that were not loaded before.
+    /// Plugin package files loaded that were not loaded before (or
+    /// loaded another sha256: upgraded in place).
     pub packages_added: Vec<String>,
+    /// Plugin package files that did not load, or loaded with a problem
+    /// (a replaced file refused while the running one serves on), one
+    /// line each.
+    #[serde(default)]
+    pub plugin_problems: Vec<String>,
     /// Settings that changed but take effect only after a restart.
     pub needs_restart: Vec<String>,
 }

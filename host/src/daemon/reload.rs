@@ -16,7 +16,7 @@
 //! config would (an `isolation = "in-process"` must not load a package into
 //! the daemon without the restart it asks for).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use healer_plugin_sdk::redact;
 
@@ -25,7 +25,7 @@ use crate::config::{Config, Target};
 use crate::engine::{Engine, Runner};
 use crate::events::{Event, Events};
 use crate::loading::{lines, Options};
-use crate::plugins::Catalog;
+use crate::plugins::{Catalog, PluginKind};
 
 /// The config and plugins healer runs on now.
 pub struct Current {
@@ -44,8 +44,9 @@ pub async fn reload(
     engine: &mut Engine,
     events: &Events,
 ) -> Result<Reloaded, Vec<String>> {
-    reload_with(options, current, engine, events, |config| async {
-        crate::loading::with_plugins(config)
+    let running = current.catalog.packages.clone();
+    reload_with(options, current, engine, events, |config| async move {
+        crate::loading::with_plugins(config, &running)
             .await
             .map_err(|problems| lines(&problems))
     })
@@ -88,9 +89,19 @@ where
     catalog.when_worker_ends(&engine.when_worker_ends());
     // A quarantine (of the same file) and the crash counts carry over.
     catalog.remember(&current.catalog.records());
+    let plugin_problems: Vec<String> = catalog
+        .errors
+        .iter()
+        .chain(&catalog.warnings)
+        .map(ToString::to_string)
+        .collect();
+    for problem in &plugin_problems {
+        tracing::warn!("reload: {problem}");
+    }
     let mut reloaded = Reloaded {
         unchanged: plan.unchanged,
         packages_added: new_packages(&current.catalog, &catalog),
+        plugin_problems,
         needs_restart,
         ..Reloaded::default()
     };
@@ -162,7 +173,7 @@ struct Prepared {
 /// and the settings that need a restart.
 async fn prepare<Loaded>(
     options: &Options,
-    running: &Current,
+    running_now: &Current,
     engine: &Engine,
     load: impl FnOnce(Config) -> Loaded,
 ) -> Result<Prepared, Vec<String>>
@@ -170,11 +181,11 @@ where
     Loaded: std::future::Future<Output = Result<(Config, Catalog), Vec<String>>>,
 {
     let mut config = crate::loading::read_config(options).map_err(|p| lines(&p))?;
-    let mut restart = needs_restart(&running.config, &config);
-    if token_changed(running.token.as_deref(), &config) {
+    let mut restart = needs_restart(&running_now.config, &config);
+    if token_changed(running_now.token.as_deref(), &config) {
         restart.push("[intake] token".to_owned());
     }
-    config.plugins = running.config.plugins.clone();
+    config.plugins = running_now.config.plugins.clone();
     let (config, catalog) = load(config).await?;
     let running: HashMap<&str, &Target> = engine.targets().map(|t| (t.name.as_str(), t)).collect();
     let mut plan = Plan {
@@ -185,9 +196,16 @@ where
     };
     let mut problems = Vec::new();
     let wanted: Vec<&Target> = config.targets.iter().filter(|t| t.enabled).collect();
+    let upgraded = upgraded(&running_now.catalog, &catalog);
     for target in &wanted {
         let was = running.get(target.name.as_str());
-        if was.is_some_and(|was| was.same_as(target)) {
+        // A target of an upgraded package restarts on its new workers,
+        // keeping its issues and pause as any target that is the same one.
+        let upgrades = target
+            .check_plugins()
+            .chain(target.recoverers.iter().map(|r| &r.plugin))
+            .any(|plugin| upgraded.contains(&(plugin.kind, plugin.plugin.clone())));
+        if was.is_some_and(|was| was.same_as(target)) && !upgrades {
             plan.unchanged += 1;
             continue;
         }
@@ -215,6 +233,29 @@ where
     } else {
         Err(problems)
     }
+}
+
+/// The plugins (kind, name) of packages `new` loads from a file that
+/// `old` loaded with another sha256: an upgrade in place.
+fn upgraded(old: &Catalog, new: &Catalog) -> HashSet<(PluginKind, String)> {
+    let before: HashMap<_, _> = old
+        .packages
+        .iter()
+        .map(|p| (p.file.clone(), p.sha256.clone()))
+        .collect();
+    new.packages
+        .iter()
+        .filter(|p| {
+            before
+                .get(&p.file)
+                .is_some_and(|sha256| *sha256 != p.sha256)
+        })
+        .flat_map(|p| {
+            p.plugins
+                .iter()
+                .map(|plugin| (plugin.kind, plugin.name.clone()))
+        })
+        .collect()
 }
 
 /// Package files in `new` that `old` did not load (or loaded another

@@ -23,6 +23,18 @@ use crate::config::{
 use crate::events::Events;
 use crate::model::PluginRecord;
 
+/// The warning of a reload that found `file` changed and refused: the
+/// running package serves on.
+fn serving_on(file: &Path, serving: &Package, reason: &str) -> LoadError {
+    LoadError::new(
+        file,
+        format!(
+            "the new file is refused ({reason}); the running one (sha256 {}) serves on",
+            serving.sha256.as_deref().unwrap_or("-")
+        ),
+    )
+}
+
 /// An operator lifts the quarantine of the package in `file` (its file
 /// name, or its path in the plugins directory `dir`) among `packages`.
 pub fn lift_quarantine(packages: &[Package], dir: &Path, file: &str) -> Result<(), Unquarantined> {
@@ -121,6 +133,23 @@ impl Catalog {
     /// that cannot be read or trusted is an error; bad files are collected
     /// in [`Catalog::errors`].
     pub fn scan_with(dir: &Path, exe: &Path, plugins: &Plugins) -> Result<Catalog, LoadError> {
+        Catalog::scan_keeping(dir, exe, plugins, &[])
+    }
+
+    /// [`Catalog::scan_with`] on a reload, `running` the packages healer
+    /// runs now: a file probed as the same sha256 keeps its running
+    /// package (its workers, their crashes and quarantine: no second
+    /// worker for the same file); a changed file that probes clean is a
+    /// new package (an upgrade, served by new workers); a changed file
+    /// that is refused (its probe, its pin) leaves the running package
+    /// serving, with a warning that says why.
+    pub fn scan_keeping(
+        dir: &Path,
+        exe: &Path,
+        plugins: &Plugins,
+        running: &[Package],
+    ) -> Result<Catalog, LoadError> {
+        let running_as = |file: &Path| running.iter().find(|package| package.file == file);
         identity::check_dir(dir).map_err(|reason| LoadError::new(dir, reason))?;
         let entries = std::fs::read_dir(dir).map_err(|err| {
             LoadError::new(dir, format!("cannot read the plugins directory: {err}"))
@@ -147,9 +176,13 @@ impl Catalog {
                 Some(pin) => check_pin(&target, pin, &name).map(|()| target),
                 None => Ok(target),
             });
-            match checked {
-                Ok(target) => resolved.push((file, target, policy)),
-                Err(reason) => catalog.errors.push(LoadError::new(&file, reason)),
+            match (checked, running_as(&file)) {
+                (Ok(target), _) => resolved.push((file, target, policy)),
+                (Err(reason), Some(serving)) => {
+                    catalog.warnings.push(serving_on(&file, serving, &reason));
+                    catalog.packages.push(serving.clone());
+                }
+                (Err(reason), None) => catalog.errors.push(LoadError::new(&file, reason)),
             }
         }
         let targets: Vec<ToProbe> = resolved
@@ -162,10 +195,28 @@ impl Catalog {
             .collect();
         let verdicts = probe_all(exe, &targets, PROBE_WITHIN);
         let mut owners: HashMap<(PluginKind, String), PathBuf> = HashMap::new();
+        // Packages kept from `running` have their plugin names already.
+        for package in &catalog.packages {
+            for plugin in &package.plugins {
+                owners.insert((plugin.kind, plugin.name.clone()), package.file.clone());
+            }
+        }
         for ((file, target, policy), verdict) in resolved.into_iter().zip(verdicts) {
-            let loaded = match verdict {
-                Ok(probed) => set_up(&file, &target, exe, &policy, probed),
-                Err(refusal) => Err(LoadError {
+            let serving = running_as(&file);
+            let loaded = match (verdict, serving) {
+                (Ok(probed), Some(serving))
+                    if serving.sha256.as_deref() == Some(probed.identity.sha256.as_str()) =>
+                {
+                    Ok((serving.clone(), Vec::new()))
+                }
+                (Ok(probed), _) => set_up(&file, &target, exe, &policy, probed),
+                (Err(refusal), Some(serving)) => {
+                    catalog
+                        .warnings
+                        .push(serving_on(&file, serving, &refusal.reason));
+                    Ok((serving.clone(), Vec::new()))
+                }
+                (Err(refusal), None) => Err(LoadError {
                     file: file.clone(),
                     reason: refusal.reason,
                     detail: refusal.detail,
@@ -200,6 +251,7 @@ impl Catalog {
                 Err(err) => catalog.errors.push(err),
             }
         }
+        catalog.packages.sort_by(|a, b| a.file.cmp(&b.file));
         Ok(catalog)
     }
 
@@ -207,9 +259,18 @@ impl Catalog {
     /// `/proc/self/exe`, the running image even after an upgrade replaced
     /// the file on disk.
     pub fn scan(dir: &Path, plugins: &Plugins) -> Result<Catalog, LoadError> {
-        let running = Path::new("/proc/self/exe");
-        if running.exists() {
-            return Catalog::scan_with(dir, running, plugins);
+        Catalog::rescan(dir, plugins, &[])
+    }
+
+    /// [`Catalog::scan_keeping`] this very binary as the prober and worker.
+    pub fn rescan(
+        dir: &Path,
+        plugins: &Plugins,
+        running: &[Package],
+    ) -> Result<Catalog, LoadError> {
+        let image = Path::new("/proc/self/exe");
+        if image.exists() {
+            return Catalog::scan_keeping(dir, image, plugins, running);
         }
         let exe = std::env::current_exe().map_err(|err| {
             LoadError::new(
@@ -217,7 +278,7 @@ impl Catalog {
                 format!("cannot find healer's own binary to probe plugins with: {err}"),
             )
         })?;
-        Catalog::scan_with(dir, &exe, plugins)
+        Catalog::scan_keeping(dir, &exe, plugins, running)
     }
 
     /// Where every package reports what happens to it (worker crashes,
