@@ -206,6 +206,7 @@ async fn a_reload_starts_added_targets_stops_removed_ones_and_leaves_the_rest_ru
             changed: Vec::new(),
             unchanged: 1,
             packages_added: Vec::new(),
+            plugin_problems: Vec::new(),
             needs_restart: Vec::new(),
         }
     );
