@@ -3,10 +3,12 @@
 //! checked together, so every problem is said at once, in file order.
 //! `run`, `check`, `once` and a reload all load this way.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError};
+use crate::model::PluginRecord;
 use crate::plugins::{Catalog, LoadError, Package};
 
 /// What the command line says about where things are.
@@ -55,6 +57,17 @@ pub fn lines(problems: &[Problem]) -> Vec<String> {
 /// failed to load but are not needed) are printed to stderr when
 /// everything else is fine.
 pub async fn load(options: &Options) -> Result<(Config, Catalog), Vec<Problem>> {
+    load_remembering(options, |_| HashMap::new()).await
+}
+
+/// [`load`], each package carrying on from what `remembered` says of it
+/// (by file name: its crashes, its quarantine) before any of its plugins
+/// is asked anything: a quarantined package's worker is not started to
+/// check the config.
+pub async fn load_remembering(
+    options: &Options,
+    remembered: impl FnOnce(&Config) -> HashMap<String, PluginRecord>,
+) -> Result<(Config, Catalog), Vec<Problem>> {
     let (mut config, problems) = Config::load_with_problems(&options.config).map_err(|errors| {
         errors
             .0
@@ -65,7 +78,8 @@ pub async fn load(options: &Options) -> Result<(Config, Catalog), Vec<Problem>> 
     if let Some(dir) = &options.plugins_dir {
         config.healer.plugins_dir.clone_from(dir);
     }
-    checked_with_plugins(config, problems).await
+    let records = remembered(&config);
+    scanned_and_checked(config, problems, &[], &records).await
 }
 
 /// The config file, with the command line's plugins directory.
@@ -90,21 +104,14 @@ pub async fn with_plugins(
     config: Config,
     running: &[Package],
 ) -> Result<(Config, Catalog), Vec<Problem>> {
-    scanned_and_checked(config, Vec::new(), running).await
-}
-
-/// [`load`]'s config with these `problems` of its own.
-async fn checked_with_plugins(
-    config: Config,
-    problems: Vec<ConfigError>,
-) -> Result<(Config, Catalog), Vec<Problem>> {
-    scanned_and_checked(config, problems, &[]).await
+    scanned_and_checked(config, Vec::new(), running, &HashMap::new()).await
 }
 
 async fn scanned_and_checked(
     config: Config,
     problems: Vec<ConfigError>,
     running: &[Package],
+    remembered: &HashMap<String, PluginRecord>,
 ) -> Result<(Config, Catalog), Vec<Problem>> {
     let catalog = match Catalog::rescan(&config.healer.plugins_dir, &config.plugins, running) {
         Ok(catalog) => catalog,
@@ -114,6 +121,7 @@ async fn scanned_and_checked(
             return Err(all);
         }
     };
+    catalog.remember(remembered);
     let mut errors = problems;
     errors.extend(catalog.check_config(&config).await);
     crate::config::sort_by_place(&mut errors);

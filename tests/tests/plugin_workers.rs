@@ -490,8 +490,9 @@ fn reset_plugin(config: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// The hostile package's quarantine as `GET /api/v1/plugins` shows it,
-/// and its crashes counted since healer first ran it.
-fn hostile_quarantine(port: u16) -> (Option<String>, u64) {
+/// its crashes counted since healer first ran it, and its workers
+/// started since this healer started.
+fn hostile_quarantine(port: u16) -> (Option<String>, u64, u64) {
     let (status, body) = healer_e2e::get(port, "/api/v1/plugins");
     assert_eq!(status, 200, "{body}");
     let plugins: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -505,6 +506,7 @@ fn hostile_quarantine(port: u16) -> (Option<String>, u64) {
     (
         hostile["worker"]["quarantined"].as_str().map(str::to_owned),
         hostile["worker"]["crashes"].as_u64().unwrap_or(0),
+        hostile["worker"]["started"].as_u64().unwrap_or(u64::MAX),
     )
 }
 
@@ -565,7 +567,11 @@ monitor = {{ plugin = "hostile", does = "segfault" }}
         })
         .count();
     assert_eq!(started_again, 0, "no hostile worker ran after the restart");
-    let (quarantined, crashes) = hostile_quarantine(port);
+    let (quarantined, crashes, started) = hostile_quarantine(port);
+    assert_eq!(
+        started, 0,
+        "no worker of the quarantined package started, not even to check its config"
+    );
     let why = quarantined.expect("still quarantined after the restart");
     assert!(
         why.contains("healer reset --plugin libhealer_fixture_hostile.so"),

@@ -387,6 +387,7 @@ async fn plugins(State(api): State<Arc<Api>>) -> Json<Plugins> {
 /// `POST /api/v1/plugins/{file}/reset`: lifts the quarantine of the
 /// package in `file` (its file name in the plugins directory).
 async fn reset_plugin(State(api): State<Arc<Api>>, Path(file): Path<String>) -> Response {
+    let file: String = file.chars().take(256).collect();
     let lifted = api
         .plugins
         .read()
@@ -404,7 +405,7 @@ async fn reset_plugin(State(api): State<Arc<Api>>, Path(file): Path<String>) -> 
         Err(refusal) => {
             let status = match refusal {
                 crate::plugins::Unquarantined::NoSuchPackage(_) => StatusCode::NOT_FOUND,
-                crate::plugins::Unquarantined::NotQuarantined(_) => StatusCode::CONFLICT,
+                crate::plugins::Unquarantined::Refused(_) => StatusCode::CONFLICT,
             };
             refuse(status, refusal.to_string())
         }

@@ -9,8 +9,7 @@ use std::process::ExitCode;
 use super::{plural, Cli};
 use crate::config;
 use crate::operator::fail;
-use crate::plugins::worker::probe::{probe_all, ToProbe, PROBE_WITHIN};
-use crate::plugins::Catalog;
+use crate::plugins::{probe_one, Catalog};
 
 pub(super) fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
     // The config says where the plugins are and pins their sha256; with
@@ -50,32 +49,22 @@ pub(super) fn plugins(cli: &Cli, dir: Option<PathBuf>, json: bool) -> ExitCode {
 /// load here (probed in a child, in the sandbox the config gives its file
 /// name, as healer probes before it loads), and why not.
 pub(super) fn check_file(cli: &Cli, file: &Path, json: bool) -> ExitCode {
-    let plugins = config::Config::load(&cli.config)
-        .map(|config| config.plugins)
-        .unwrap_or_default();
+    // The config gives the file name its sandbox and pin; without one that
+    // loads, the defaults (said, so the answer is not taken for the
+    // config's).
+    let plugins = match config::Config::load(&cli.config) {
+        Ok(config) => config.plugins,
+        Err(_) => {
+            eprintln!(
+                "healer: {} does not load: checked with the default [plugins] settings",
+                cli.config.display()
+            );
+            config::Plugins::default()
+        }
+    };
     let shown = file.display().to_string();
     let verdict = match std::fs::metadata(file) {
-        Ok(meta) if meta.is_file() => {
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let policy = plugins.policy(&name);
-            let probing = ToProbe {
-                file: std::path::absolute(file).unwrap_or_else(|_| file.to_owned()),
-                sandbox: policy.sandbox,
-                env: policy.env,
-            };
-            match std::env::current_exe() {
-                Ok(exe) => probe_all(&exe, &[probing], PROBE_WITHIN)
-                    .pop()
-                    .unwrap_or_else(|| Err(no_answer()))
-                    .map_err(|refusal| refusal.reason),
-                Err(err) => Err(format!(
-                    "cannot find healer's own binary to probe with: {err}"
-                )),
-            }
-        }
+        Ok(meta) if meta.is_file() => probe_one(file, &plugins),
         Ok(_) => Err("not a regular file".to_owned()),
         Err(err) => Err(format!("cannot read it: {err}")),
     };
@@ -103,13 +92,17 @@ pub(super) fn check_file(cli: &Cli, file: &Path, json: bool) -> ExitCode {
                     problems => format!("; with a problem: {}", problems.join("; ")),
                 };
                 say!(
-                    "{shown}: loads here: {} {} (SDK {}), {} plugin{}: {}{problems}",
+                    "{shown}: loads here: {} {} (SDK {}), {} plugin{}{}{problems}",
                     probed.name,
                     probed.version,
                     probed.sdk_version,
                     plugins.len(),
                     plural(plugins.len()),
-                    plugins.join(", ")
+                    if plugins.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", plugins.join(", "))
+                    }
                 );
             }
             Err(why) => say!("{shown}: does not load here: {why}"),
@@ -119,13 +112,6 @@ pub(super) fn check_file(cli: &Cli, file: &Path, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-fn no_answer() -> crate::plugins::worker::probe::Refusal {
-    crate::plugins::worker::probe::Refusal {
-        reason: "its probe gave no answer".to_owned(),
-        detail: None,
     }
 }
 

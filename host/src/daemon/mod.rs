@@ -24,7 +24,7 @@ use crate::engine::Engine;
 use crate::event_log::EventLog;
 use crate::events::{Event, Events, Subscriber};
 use crate::history::Recent;
-use crate::loading::{load, Options};
+use crate::loading::{load_remembering, Options};
 use crate::log::EventLines;
 use crate::metrics::Metrics;
 use crate::model::StoreHealth;
@@ -52,7 +52,16 @@ const STALL_LIMIT: Duration = Duration::from_secs(5);
 pub async fn run(options: &Options) -> ExitCode {
     let signals = Signals::register();
     let starting = WhileStarting::watch(signals.term, signals.int);
-    let (config, catalog) = match load(options).await {
+    // What the store remembers of each package (a quarantine) holds before
+    // any plugin is asked to check its config.
+    let remembered = |config: &Config| {
+        if config.store.enabled {
+            crate::store::remembered_plugins(&config.store_file())
+        } else {
+            std::collections::HashMap::new()
+        }
+    };
+    let (config, catalog) = match load_remembering(options, remembered).await {
         Ok(loaded) => loaded,
         Err(problems) => return fail(&crate::loading::lines(&problems).join("\n")),
     };
@@ -120,8 +129,14 @@ pub async fn run(options: &Options) -> ExitCode {
     let metrics = Arc::new(Metrics::new());
     subscribers.push(Box::new(crate::metrics::EventCounter(Arc::clone(&metrics))));
     let mut saved = saved;
-    // A package quarantined before the restart stays so (of the same file).
-    catalog.remember(&saved.plugins);
+    for package in &catalog.packages {
+        if let Some(why) = package
+            .worker_health()
+            .and_then(|health| health.quarantined)
+        {
+            tracing::warn!(package = %package.file_name(), "starts quarantined: {why}");
+        }
+    }
     let recent = Recent::new(std::mem::take(&mut saved.recent));
     subscribers.push(recent.subscriber());
     inbox.start(subscribers);

@@ -3,7 +3,11 @@
 //! to the running engine. Added targets start, removed ones stop, changed
 //! ones restart, keeping their issues (attempts, escalations, flap memory)
 //! and pause where the target is still the same one (same name and
-//! monitor). A new `.so` is probed and loaded with the rescan.
+//! monitor). A new `.so` is probed and loaded with the rescan; a package
+//! whose file is unchanged keeps its workers; a replaced file that probes
+//! clean is an upgrade in place (its targets restart on its new workers,
+//! the old ones end), and one that is refused leaves the running package
+//! serving, with one line in `plugin_problems`.
 //!
 //! All or nothing: the new config, every plugin config in it and every new
 //! plugin instance must be good before anything running is touched; a bad

@@ -23,6 +23,44 @@ use crate::config::{
 use crate::events::Events;
 use crate::model::PluginRecord;
 
+/// Whether `file` would load here, as a scan decides it for one file (its
+/// symlink resolved, the pin `plugins` sets for its file name, its probe
+/// in a child with its sandbox), without loading it in this process.
+pub fn probe_one(file: &Path, plugins: &Plugins) -> Result<Probed, String> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let policy = plugins.policy(&name);
+    let target = identity::resolve(file)?;
+    if let Some(pin) = &policy.sha256 {
+        check_pin(&target, pin, &name)?;
+    }
+    let image = Path::new("/proc/self/exe");
+    let exe = if image.exists() {
+        image.to_owned()
+    } else {
+        std::env::current_exe()
+            .map_err(|err| format!("cannot find healer's own binary to probe with: {err}"))?
+    };
+    let probing = ToProbe {
+        file: target,
+        sandbox: policy.sandbox,
+        env: policy.env,
+    };
+    probe_all(&exe, &[probing], PROBE_WITHIN)
+        .pop()
+        .unwrap_or_else(|| Err(no_answer()))
+        .map_err(|refusal| refusal.reason)
+}
+
+fn no_answer() -> super::worker::probe::Refusal {
+    super::worker::probe::Refusal {
+        reason: "its probe gave no answer".to_owned(),
+        detail: None,
+    }
+}
+
 /// The warning of a reload that found `file` changed and refused: the
 /// running package serves on.
 fn serving_on(file: &Path, serving: &Package, reason: &str) -> LoadError {
@@ -56,13 +94,13 @@ pub fn lift_quarantine(packages: &[Package], dir: &Path, file: &str) -> Result<(
             }
         )));
     };
-    if package.backend.lift_quarantine() {
-        Ok(())
-    } else {
-        Err(Unquarantined::NotQuarantined(format!(
-            "plugin package {wanted} is not quarantined"
-        )))
-    }
+    package.backend.lift_quarantine().map_err(|why| {
+        Unquarantined::Refused(if why.starts_with("plugin package") {
+            why
+        } else {
+            format!("plugin package {wanted}: {why}")
+        })
+    })
 }
 
 /// Why a quarantine was not lifted.
@@ -70,16 +108,15 @@ pub fn lift_quarantine(packages: &[Package], dir: &Path, file: &str) -> Result<(
 pub enum Unquarantined {
     /// No loaded package has that file name.
     NoSuchPackage(String),
-    /// The package is not quarantined.
-    NotQuarantined(String),
+    /// The package is not quarantined, or its quarantine may not be
+    /// lifted now (its replaced file is being probed or was refused).
+    Refused(String),
 }
 
 impl std::fmt::Display for Unquarantined {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Unquarantined::NoSuchPackage(why) | Unquarantined::NotQuarantined(why) => {
-                f.write_str(why)
-            }
+            Unquarantined::NoSuchPackage(why) | Unquarantined::Refused(why) => f.write_str(why),
         }
     }
 }

@@ -29,7 +29,7 @@ pub mod memory;
 mod package;
 pub mod worker;
 
-pub use catalog::{lift_quarantine, Catalog, Unquarantined, CHECKS_IN_FLIGHT};
+pub use catalog::{lift_quarantine, probe_one, Catalog, Unquarantined, CHECKS_IN_FLIGHT};
 pub use healer_plugin_sdk::ffi::PluginKind;
 pub use loader::{load, load_opened, LoadError};
 pub use package::{

@@ -155,10 +155,10 @@ pub trait Backend: Send + Sync {
     /// count, and its quarantine if it was of this very file.
     fn remember(&self, _record: &PluginRecord) {}
 
-    /// An operator's word: the quarantine is lifted (an event says so).
-    /// Whether it was quarantined.
-    fn lift_quarantine(&self) -> bool {
-        false
+    /// An operator's word: the quarantine is lifted (an event says so),
+    /// or refused, saying why (not quarantined; in process, never).
+    fn lift_quarantine(&self) -> Result<(), String> {
+        Err("it runs in healer's own process: there is no quarantine to lift".to_owned())
     }
 
     /// The backend that serves `target`'s instances, when the package is

@@ -84,6 +84,27 @@ pub struct Saved {
     pub recent: Vec<Record>,
 }
 
+/// What the database in `file` remembers of each plugin package, read
+/// before the store opens it for writing (healer must know a quarantine
+/// before it asks a package anything). Nothing when there is no such
+/// database yet, or it cannot be read as the latest schema: the store
+/// says why when it opens.
+pub fn remembered_plugins(file: &Path) -> HashMap<String, PluginRecord> {
+    if !file.exists() {
+        return HashMap::new();
+    }
+    let read = sql::connect_read_only(file)
+        .map_err(|err| format!("{err:?}"))
+        .and_then(|conn| sql::plugins(&conn).map_err(|err| err.to_string()));
+    match read {
+        Ok(rows) => rows.into_iter().collect(),
+        Err(err) => {
+            tracing::debug!(file = %file.display(), error = %err, "plugin records not read before start");
+            HashMap::new()
+        }
+    }
+}
+
 /// The running store: its writer thread and what it has yet to write.
 pub struct Store {
     shared: Arc<Shared>,

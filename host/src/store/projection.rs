@@ -33,6 +33,9 @@ pub const MAX_PENDING_BYTES: usize = 32 << 20;
 /// itself keeps at most.
 const MAX_INTAKE: usize = crate::intake::MAX_TRACKED;
 
+/// Plugin package records kept (by file name).
+const MAX_PLUGINS: usize = 1_000;
+
 /// A key of two names: (target, kind), (fingerprint, startsAt) or
 /// (alert name, fingerprint).
 pub type Pair = (String, String);
@@ -425,6 +428,14 @@ impl Projection {
         });
         self.acted.keep_newest(MAX_INTAKE, |(_, at)| *at);
         self.firing.keep_newest(MAX_INTAKE, |seen_at| *seen_at);
+        // One row per package file name ever served: the most recently
+        // crashed are kept (a quarantine is a crash's).
+        self.plugins.keep_newest(MAX_PLUGINS, |record| {
+            (
+                record.quarantine.is_some(),
+                record.last_crash_at.unwrap_or(oldest),
+            )
+        });
     }
 
     fn push_run(&mut self, row: RunRow) {

@@ -416,16 +416,7 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
             Some((key, serde_json::from_str(&body).ok()?))
         })
         .collect();
-    let mut plugins = conn.prepare("SELECT package, body FROM plugins")?;
-    let rows = plugins.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-    })?;
-    loaded.plugins = rows
-        .filter_map(|row| {
-            let (package, body) = row.ok()?;
-            Some((package, serde_json::from_str(&body).ok()?))
-        })
-        .collect();
+    loaded.plugins = plugins(conn)?;
     let mut recent = conn.prepare("SELECT body FROM events ORDER BY id DESC LIMIT ?1")?;
     let rows = recent.query_map([RECENT as i64], |row| row.get::<_, String>(0))?;
     loaded.recent = rows.collect::<rusqlite::Result<_>>()?;
@@ -439,6 +430,21 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
         .optional()?;
     loaded.last_run = last.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
     Ok(loaded)
+}
+
+/// What is remembered of each plugin package (a row that does not read
+/// back is left out).
+pub fn plugins(conn: &Connection) -> rusqlite::Result<Vec<(String, PluginRecord)>> {
+    let mut plugins = conn.prepare("SELECT package, body FROM plugins")?;
+    let rows = plugins.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    Ok(rows
+        .filter_map(|row| {
+            let (package, body) = row.ok()?;
+            Some((package, serde_json::from_str(&body).ok()?))
+        })
+        .collect())
 }
 
 /// Deletes history older than `keep_for` and beyond the newest

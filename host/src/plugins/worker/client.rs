@@ -297,6 +297,28 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// An operator lifts this worker's quarantine (said by
+    /// [`Remote::announce_lift`]).
+    pub(super) fn lift(&self) -> Result<(), String> {
+        let mut state = lock(&self.state);
+        state.supervisor.lift()?;
+        state.quarantine = None;
+        drop(state);
+        self.restarted.notify_waiters();
+        Ok(())
+    }
+
+    /// Says that an operator lifted the quarantine.
+    pub(super) fn announce_lift(&self) {
+        self.emit(Event::PluginQuarantineLifted {
+            package: self.name.clone(),
+            file: self.shown.clone(),
+            how: "an operator lifted it".to_owned(),
+        });
+    }
+}
+
 /// Watches the worker until it ends, or until its package is no longer
 /// used; then ends it, and records the crash if it was one.
 async fn supervise(
@@ -464,6 +486,13 @@ impl Backend for Remote {
         config: &'a str,
     ) -> Pending<'a, Result<Declared, String>> {
         Box::pin(async move {
+            // A quarantined package's code does not run, not even to check
+            // a config: its plugins are taken as declaring nothing, and
+            // their targets are UNKNOWN until the quarantine is lifted.
+            if let Some(why) = lock(&self.state).supervisor.quarantined() {
+                tracing::warn!(package = %self.name, plugin = %name, "config not checked: {why}");
+                return Ok(Declared::default());
+            }
             let conn = self.connection()?;
             let call = Call::CheckConfig {
                 kind: kind.into(),
@@ -596,21 +625,10 @@ impl Backend for Remote {
         }
     }
 
-    fn lift_quarantine(&self) -> bool {
-        let lifted = {
-            let mut state = lock(&self.state);
-            state.quarantine = None;
-            state.supervisor.lift()
-        };
-        if lifted {
-            self.emit(Event::PluginQuarantineLifted {
-                package: self.name.clone(),
-                file: self.shown.clone(),
-                how: "an operator lifted it".to_owned(),
-            });
-            self.restarted.notify_waiters();
-        }
-        lifted
+    fn lift_quarantine(&self) -> Result<(), String> {
+        self.lift()?;
+        self.announce_lift();
+        Ok(())
     }
 }
 

@@ -156,12 +156,24 @@ impl Backend for Shards {
         }
     }
 
-    fn lift_quarantine(&self) -> bool {
-        let mut lifted = false;
+    /// Lifted on every worker that was quarantined; said once.
+    fn lift_quarantine(&self) -> Result<(), String> {
+        let mut lifted = None;
+        let mut refused = None;
         for worker in &self.workers {
-            lifted |= worker.lift_quarantine();
+            match worker.lift() {
+                Ok(()) => lifted = lifted.or(Some(worker)),
+                Err(why) => refused = refused.or(Some(why)),
+            }
         }
-        lifted
+        match (lifted, refused) {
+            (Some(worker), _) => {
+                worker.announce_lift();
+                Ok(())
+            }
+            (None, Some(why)) => Err(why),
+            (None, None) => Ok(()),
+        }
     }
 
     fn for_target(&self, target: &str) -> Option<Arc<dyn Backend>> {

@@ -3,7 +3,7 @@
 //! a crash (a backoff that doubles with each crash within the crash
 //! window, capped), when crashes quarantine the package (`crash_limit`
 //! within `crash_window`), and when a quarantine ends (its file changed
-//! and probed clean). The worker client asks it before every start and
+//! and probed clean, or an operator lifted it). The worker client asks it before every start and
 //! tells it every crash; it spawns, kills and probes nothing itself.
 
 use std::collections::VecDeque;
@@ -36,6 +36,9 @@ pub struct Supervisor {
     quarantined: Option<String>,
     /// A changed file is being probed again.
     reprobing: bool,
+    /// The changed file was refused: lifting the quarantine would start
+    /// workers on a file that does not load.
+    file_refused: bool,
 }
 
 /// Whether a worker may be started for a call that needs one.
@@ -73,6 +76,7 @@ impl Supervisor {
             last_crash: None,
             quarantined: None,
             reprobing: false,
+            file_refused: false,
         }
     }
 
@@ -139,6 +143,7 @@ impl Supervisor {
     pub fn reprobed_clean(&mut self) {
         self.quarantined = None;
         self.reprobing = false;
+        self.file_refused = false;
         self.crashes.clear();
         self.retry_at = None;
     }
@@ -147,6 +152,7 @@ impl Supervisor {
     /// stays quarantined, for that, until its file changes again.
     pub fn reprobe_refused(&mut self, refused: &str) {
         self.reprobing = false;
+        self.file_refused = true;
         self.quarantined = Some(format!(
             "plugin package {} is quarantined: its file changed, but the new one is refused: {refused}",
             self.package
@@ -158,17 +164,33 @@ impl Supervisor {
     pub fn remember_quarantine(&mut self, why: String) {
         self.quarantined = Some(why);
         self.reprobing = false;
+        self.file_refused = false;
     }
 
-    /// An operator lifted the quarantine: the package is served again, its
+    /// An operator lifts the quarantine: the package is served again, its
     /// crashes before forgotten (as when a changed file probes clean).
-    /// Whether it was quarantined.
-    pub fn lift(&mut self) -> bool {
-        let was = self.quarantined.is_some();
-        if was {
-            self.reprobed_clean();
+    /// Refused, saying why, when it is not quarantined, or when its file
+    /// changed since and the new one is being probed or was refused.
+    pub fn lift(&mut self) -> Result<(), String> {
+        let Some(why) = &self.quarantined else {
+            return Err(format!(
+                "plugin package {} is not quarantined",
+                self.package
+            ));
+        };
+        if self.reprobing {
+            return Err(format!(
+                "plugin package {}: its changed file is being probed; ask again in a moment",
+                self.package
+            ));
         }
-        was
+        if self.file_refused {
+            return Err(format!(
+                "{why}; lifting it would start workers on that file: replace it with one that loads"
+            ));
+        }
+        self.reprobed_clean();
+        Ok(())
     }
 
     /// How long a caller waiting for a worker (a push monitor) waits at
@@ -333,9 +355,39 @@ mod tests {
             policy.start(t0, unchanged),
             Start::Refused("quarantined before the restart".to_owned())
         );
-        assert!(policy.lift(), "it was quarantined");
+        assert_eq!(policy.lift(), Ok(()), "it was quarantined");
         assert_eq!(policy.start(t0, unchanged), Start::Now);
-        assert!(!policy.lift(), "nothing left to lift");
+        assert_eq!(
+            policy.lift(),
+            Err("plugin package libx.so is not quarantined".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_quarantine_whose_new_file_is_being_probed_or_was_refused_is_not_lifted() {
+        let mut policy = supervisor(1);
+        let t0 = Instant::now();
+        policy.crashed(t0, CRASH);
+        assert!(matches!(policy.start(t0, || true), Start::Reprobe(_)));
+
+        let probing = policy.lift();
+        policy.reprobe_refused("not a shared library");
+        let refused = policy.lift();
+
+        assert_eq!(
+            probing,
+            Err(
+                "plugin package libx.so: its changed file is being probed; ask again in a moment"
+                    .to_owned()
+            )
+        );
+        assert!(
+            refused.as_ref().is_err_and(|why| why
+                .contains("the new one is refused: not a shared library")
+                && why.ends_with("replace it with one that loads")),
+            "{refused:?}"
+        );
+        assert!(policy.quarantined().is_some());
     }
 
     #[test]
@@ -345,7 +397,7 @@ mod tests {
         policy.crashed(t0, CRASH);
         assert!(policy.crashed(t0 + ms(1), CRASH).quarantined);
 
-        assert!(policy.lift());
+        assert_eq!(policy.lift(), Ok(()));
 
         assert_eq!(policy.start(t0 + ms(2), unchanged), Start::Now);
         let after = policy.crashed(t0 + ms(3), CRASH);
