@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Wall;
 use crate::issues::Issue;
 use crate::model::Pause;
+use crate::timeline::{Timeline, TimelineView};
 
 /// One target as the operator sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -126,6 +127,7 @@ impl TargetView {
             (None, None) => (None, String::new()),
         };
         (self.status, self.summary) = (status, summary);
+        debug_assert_eq!(self.status, self.worst_status());
         self.metrics = self
             .checks
             .iter()
@@ -136,6 +138,18 @@ impl TargetView {
             .iter()
             .filter_map(|check| check.last_check)
             .max();
+    }
+}
+
+impl TargetView {
+    /// The status [`TargetView::settle`] works out, and only it: the worst
+    /// of its checks' and of its open issues' (no text copied).
+    pub fn worst_status(&self) -> Option<Status> {
+        self.checks
+            .iter()
+            .filter_map(|check| check.status)
+            .chain(self.issues.iter().map(issue_status))
+            .max_by_key(|status| rank(*status))
     }
 }
 
@@ -176,6 +190,8 @@ struct Progress {
 /// One target's place on the board, written by its loop.
 pub struct Slot {
     view: Mutex<TargetView>,
+    /// Its last hour (status changes, check durations).
+    timeline: Mutex<Timeline>,
     progress: Mutex<Progress>,
     check_seconds: Histogram,
     lateness: Arc<Lateness>,
@@ -186,9 +202,22 @@ impl Slot {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Changes the view.
+    /// Changes the view (and notes a change of its status on the
+    /// timeline).
     pub fn update(&self, change: impl FnOnce(&mut TargetView)) {
-        change(&mut self.lock());
+        let mut view = self.lock();
+        change(&mut view);
+        let status = view.worst_status();
+        self.timeline().status(Wall::now(), status);
+    }
+
+    fn timeline(&self) -> MutexGuard<'_, Timeline> {
+        self.timeline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Its last hour, up to `now`.
+    pub fn last_hour(&self, now: Wall) -> TimelineView {
+        self.timeline().view(now)
     }
 
     /// The target's status as the board shows it, worked out now (the
@@ -204,9 +233,12 @@ impl Slot {
         self.lock().clone()
     }
 
-    /// A scheduled check took this long.
-    pub fn checked_in(&self, took: Duration) {
-        self.check_seconds.observe(took.as_secs_f64());
+    /// `checks` scheduled checks took this long each.
+    pub fn checked_in(&self, took: Duration, checks: u32) {
+        for _ in 0..checks.min(100) {
+            self.check_seconds.observe(took.as_secs_f64());
+        }
+        self.timeline().checked(Wall::now(), took, checks);
     }
 
     /// Scheduled checks began: `checks` of them, `late` of them late (see
@@ -272,12 +304,15 @@ impl Board {
             check_seconds: self.metrics.check_timer(&view.name),
             lateness: Arc::clone(&self.lateness),
             view: Mutex::new(view),
+            timeline: Mutex::default(),
             progress: Mutex::new(Progress {
                 due_by: Some(due_by),
             }),
         });
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slots.get(&name) {
+            // Its last hour goes on.
+            *slot.timeline() = std::mem::take(&mut *old.timeline());
             let old = old.view();
             slot.update(|view| {
                 // The checks that are still there keep what they saw.
@@ -333,6 +368,20 @@ impl Board {
     /// One target.
     pub fn target(&self, name: &str) -> Option<TargetView> {
         self.slot(name).map(|slot| slot.view())
+    }
+
+    /// One target's last hour, up to `now`.
+    pub fn timeline(&self, name: &str, now: Wall) -> Option<TimelineView> {
+        self.slot(name).map(|slot| slot.last_hour(now))
+    }
+
+    /// Every target's last hour, by name.
+    pub fn timelines(&self, now: Wall) -> BTreeMap<String, TimelineView> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.last_hour(now)))
+            .collect()
     }
 
     fn slot(&self, name: &str) -> Option<Arc<Slot>> {

@@ -50,3 +50,4 @@ pub mod operator;
 pub mod plugins;
 pub mod sinks;
 pub mod store;
+pub mod timeline;

@@ -15,7 +15,7 @@ use healer_e2e::{
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// A desktop browser's window, and a phone's (an iPhone 12-14's CSS pixels).
-const DESKTOP: (u32, u32) = (1200, 900);
+const DESKTOP: (u32, u32) = (1280, 900);
 const PHONE: (u32, u32) = (390, 844);
 
 /// Each target and the status its row must show.
@@ -115,8 +115,10 @@ fn row<'a>(dom: &'a str, attribute: &str, value: &str) -> Option<&'a str> {
     Some(&dom[start..end])
 }
 
-/// Asserts that `dom` has a row for every target with its status, and the
-/// escalated issue's row.
+/// Asserts that `dom` has a row for every target with its status, its
+/// last hour drawn (a status strip whose bars carry the status in their
+/// class and in words, and a duration sparkline), and the escalated
+/// issue's row.
 fn assert_rows(dom: &str) {
     for (name, status) in TARGETS {
         let tr = row(dom, "data-target", name)
@@ -125,6 +127,19 @@ fn assert_rows(dom: &str) {
             tr.contains(&format!("data-status=\"{status}\""))
                 && tr.contains(&format!(">{status}</span>")),
             "target {name} is not shown {status}: {tr}"
+        );
+        assert!(
+            tr.contains("<svg class=\"timeline\"") && tr.contains("<svg class=\"sparkline\""),
+            "target {name} has no timeline and sparkline: {tr}"
+        );
+        assert!(
+            tr.contains(&format!("class=\"seg {}\"", status.to_lowercase()))
+                && tr.contains(&format!("last hour: {status}")),
+            "target {name}'s strip shows its status {status} in a bar and in words: {tr}"
+        );
+        assert!(
+            tr.contains("<polyline") || tr.contains("<circle"),
+            "target {name}'s sparkline draws its durations: {tr}"
         );
     }
     let tr = row(dom, "data-issue", ESCALATED)
@@ -173,6 +188,20 @@ fn keep_for_docs(png: &Path) {
 fn the_dashboard_in_headless_chromium_shows_each_target_status_and_the_escalated_issue() {
     let watched = watched();
     let url = format!("http://127.0.0.1:{}/", watched.port);
+
+    // The same history as JSON.
+    let timeline = healer_e2e::api(watched.port, "/api/v1/targets/billing-worker/timeline");
+    let segments = timeline["segments"].as_array().expect("segments");
+    assert_eq!(
+        segments.last().map(|s| s["status"].clone()),
+        Some(serde_json::json!("CRITICAL")),
+        "{timeline}"
+    );
+    assert_eq!(
+        timeline["durations_us"].as_array().map(Vec::len),
+        Some(60),
+        "{timeline}"
+    );
 
     let dom = chromium_dom(&url, DESKTOP);
     assert!(dom.contains("<title>healer</title>"), "{dom}");

@@ -43,6 +43,7 @@ fn render(api: &Api) -> String {
     let now = Wall::now();
     let health = health(api);
     let targets = api.board.targets();
+    let timelines = api.board.timelines(now);
     let issues = open_issues(&api.board);
     let plugins = api.plugins.read().unwrap_or_else(|p| p.into_inner()).now();
     let history = api.recent.page(&Filter {
@@ -80,7 +81,7 @@ fn render(api: &Api) -> String {
         );
     }
 
-    html.push_str("<section><h2>Targets</h2><div class=\"scroll\"><table id=\"targets\"><thead><tr><th>target</th><th>status</th><th>last check</th><th>summary</th><th>issues</th></tr></thead><tbody>");
+    html.push_str("<section><h2>Targets</h2><div class=\"scroll\"><table id=\"targets\"><thead><tr><th>target</th><th>status</th><th>last check</th><th>summary</th><th>issues</th><th>last hour</th></tr></thead><tbody>");
     for view in &targets {
         let status = view.status.map_or("UNCHECKED", Status::as_str);
         let age = view.last_check.map_or("never".to_owned(), |at| {
@@ -96,7 +97,8 @@ fn render(api: &Api) -> String {
         };
         let _ = write!(
             html,
-            "<tr class=\"target\" data-target=\"{name}\" data-status=\"{status}\"><td><b>{name}</b><br><span class=\"muted\">{monitor}</span></td><td><span class=\"badge {class}\">{status}</span>{paused}</td><td class=\"age\" data-label=\"checked\">{age}</td><td class=\"text\">{summary}</td><td data-label=\"issues\">{issues}</td></tr>",
+            "<tr class=\"target\" data-target=\"{name}\" data-status=\"{status}\"><td><b>{name}</b><br><span class=\"muted\">{monitor}</span></td><td><span class=\"badge {class}\">{status}</span>{paused}</td><td class=\"age\" data-label=\"checked\">{age}</td><td class=\"text\">{summary}</td><td data-label=\"issues\">{issues}</td><td class=\"hour\">{hour}</td></tr>",
+            hour = timelines.get(&view.name).map_or_else(String::new, super::drawing::last_hour),
             name = escape(&view.name),
             monitor = escape(&view.monitor),
             class = view.status.map_or("unchecked", class),
@@ -351,6 +353,13 @@ th { font-weight: 600; font-size: .9em; }
 .details { font-family: ui-monospace, monospace; font-size: .8em; word-break: break-word; }
 footer { margin-top: 24px; }
 .age { white-space: nowrap; }
+svg.timeline, svg.sparkline { display: block; width: 100%; max-width: 240px; height: 18px; }
+svg.sparkline { height: 22px; margin-top: 4px; }
+svg .lane { fill: #8882; }
+svg .seg.ok { fill: var(--ok); } svg .seg.warning { fill: var(--warning); } svg .seg.critical { fill: var(--critical); }
+svg .seg.unknown { fill: none; stroke: var(--unknown); stroke-width: 1.5; }
+svg.sparkline polyline { fill: none; stroke: currentColor; stroke-width: 1.2; } svg.sparkline circle { fill: currentColor; }
+td.hour { min-width: 160px; } .said { font-size: .75em; }
 /* A phone: each row becomes a card, its summary on a line of its own. */
 @media (max-width: 600px) {
   body { font-size: 14px; padding: 8px; }
@@ -358,7 +367,7 @@ footer { margin-top: 24px; }
   thead { display: none; }
   tr { display: flex; flex-wrap: wrap; align-items: baseline; gap: 2px 10px; padding: 8px 0; border-bottom: 1px solid #8884; }
   td { border: none; padding: 0; overflow-wrap: anywhere; }
-  td.text { flex-basis: 100%; }
+  td.text, td.hour { flex-basis: 100%; }
   td[data-label]::before { content: attr(data-label) " "; opacity: .7; }
 }
 </style></head><body>

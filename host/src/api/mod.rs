@@ -16,6 +16,7 @@
 mod answers;
 mod auth;
 mod dashboard;
+mod drawing;
 
 pub use answers::{Done, FileProblem, Health, IssueRow, PackageView, Plugins, Reloaded, TargetRow};
 use auth::{authorize, refuse};
@@ -72,6 +73,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(scrape))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/targets/{name}", get(target))
+        .route("/api/v1/targets/{name}/timeline", get(timeline))
         .route("/api/v1/targets/{name}/pause", post(pause))
         .route("/api/v1/targets/{name}/resume", post(resume))
         .route("/api/v1/issues", get(issues))
@@ -382,6 +384,18 @@ pub fn parse_since(text: &str) -> Result<Wall, String> {
 async fn plugins(State(api): State<Arc<Api>>) -> Json<Plugins> {
     let plugins = api.plugins.read().unwrap_or_else(|p| p.into_inner()).now();
     Json(plugins)
+}
+
+/// `GET /api/v1/targets/{name}/timeline`: the target's last hour (status
+/// changes as segments, the mean check duration of each minute).
+async fn timeline(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    match api.board.timeline(&name, Wall::now()) {
+        Some(timeline) => Json(timeline).into_response(),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            format!("no target named {name:?} (GET /api/v1/targets lists them)"),
+        ),
+    }
 }
 
 /// `POST /api/v1/plugins/{file}/reset`: lifts the quarantine of the

@@ -282,7 +282,7 @@ impl Cycle {
                 }
             }
             if let Some(took) = took {
-                slot.checked_in(took);
+                slot.checked_in(took, 1);
             }
         });
     }

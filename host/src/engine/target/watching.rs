@@ -157,9 +157,7 @@ impl Cycle {
                     }
                     view.last_check = view.checks.iter().filter_map(|c| c.last_check).max();
                 });
-                for _ in 0..runs.checks.min(100) {
-                    slot.checked_in(runs.took);
-                }
+                slot.checked_in(runs.took, runs.checks);
                 // Its facts held still: vouched for again.
                 if watched.facts.load(Ordering::Relaxed) != 0 {
                     let held = shared.facts().refresh(&subject, &writer, ttl, Wall::now());
