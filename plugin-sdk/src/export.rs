@@ -541,6 +541,13 @@ macro_rules! export_plugins {
             $crate::__private::lib_header(constructor)
         };
 
+        /// The package's root module header, as healer's loader finds it:
+        /// for tests, through `healer_plugin_sdk::testing::Host::of`.
+        #[doc(hidden)]
+        pub fn healer_plugin_header() -> &'static $crate::__private::LibHeader {
+            &_1as_0lib_1header_0root_bmodule_bloader
+        }
+
         /// How much history a diagnoser of this package reads: see
         /// `healer_plugin_sdk::ffi::HISTORY_NEEDED_SYMBOL`.
         #[no_mangle]
