@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod decisions;
+mod new_plugin;
 mod plugins;
 mod reflexes;
 
@@ -232,6 +233,8 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<PluginsAction>,
     },
     /// Internal: started by healer itself to load plugin packages away
     /// from the daemon. `--probe FILE` loads one package and answers
@@ -251,6 +254,27 @@ pub enum Command {
         /// descriptor 3.
         #[arg(value_name = "PACKAGE")]
         package: Option<String>,
+    },
+}
+
+/// What `healer plugins` does besides listing.
+#[derive(Debug, Subcommand)]
+pub enum PluginsAction {
+    /// Write a new plugin package that builds as it is, against the SDK
+    /// this healer shipped with: Cargo.toml, src/lib.rs with one plugin
+    /// of each kind asked (and their sample configs), a unit test that
+    /// drives them as healer does, and a README. Then: `cargo test`,
+    /// `cargo build --release`, `healer plugins --check FILE`.
+    New {
+        /// The plugins' name (and the package's: healer-plugin-NAME), e.g.
+        /// disk-probe.
+        name: String,
+        /// A kind of plugin to write (repeat for more; default monitor).
+        #[arg(long, value_enum)]
+        kind: Vec<new_plugin::Kind>,
+        /// Where to write it (a new or empty directory; default ./NAME).
+        #[arg(long, value_name = "DIR")]
+        path: Option<PathBuf>,
     },
 }
 
@@ -284,9 +308,19 @@ pub enum FactAction {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Plugins {
+            action:
+                Some(PluginsAction::New {
+                    ref name,
+                    ref kind,
+                    ref path,
+                }),
+            ..
+        } => new_plugin::new_plugin(name, kind, path.as_deref()),
+        Command::Plugins {
             ref dir,
             ref check,
             json,
+            action: None,
         } => match check {
             Some(file) => plugins::check_file(&cli, file, json),
             None => plugins(&cli, dir.clone(), json),
