@@ -377,10 +377,16 @@ impl Board {
 
     /// Every target's last hour, by name.
     pub fn timelines(&self, now: Wall) -> BTreeMap<String, TimelineView> {
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        slots
+        let slots: Vec<(String, Arc<Slot>)> = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(name, slot)| (name.clone(), slot.last_hour(now)))
+            .map(|(name, slot)| (name.clone(), Arc::clone(slot)))
+            .collect();
+        slots
+            .into_iter()
+            .map(|(name, slot)| (name, slot.last_hour(now)))
             .collect()
     }
 

@@ -80,6 +80,7 @@ pub struct Segment {
 impl Timeline {
     /// The target's status at `now`: kept when it changed.
     pub fn status(&mut self, now: Wall, status: Option<Status>) {
+        self.forget_the_future(now);
         if self.changes.back().is_some_and(|(_, last)| *last == status) {
             return;
         }
@@ -96,6 +97,7 @@ impl Timeline {
         if checks == 0 {
             return;
         }
+        self.forget_the_future(now);
         let minute = minute_of(now);
         let took_us = took.as_micros() as f32;
         match self.minutes.back_mut() {
@@ -111,6 +113,19 @@ impl Timeline {
             }),
         }
         self.trim(now);
+    }
+
+    /// The clock was set back: what was noted after `now` is forgotten
+    /// (the status then noted again), so the timeline stays in order and
+    /// bounded.
+    fn forget_the_future(&mut self, now: Wall) {
+        let minute = minute_of(now);
+        while self.minutes.back().is_some_and(|m| m.at > minute) {
+            self.minutes.pop_back();
+        }
+        while self.changes.back().is_some_and(|(at, _)| *at > now) {
+            self.changes.pop_back();
+        }
     }
 
     /// Forgets what is older than the hour before `now` (but the status
@@ -239,6 +254,25 @@ mod tests {
         assert_eq!(view.durations_us.len(), MINUTES);
         let known: Vec<Option<u64>> = view.durations_us[MINUTES - 3..].to_vec();
         assert_eq!(known, [Some(25_000), None, Some(5_000)]);
+    }
+
+    #[test]
+    fn a_clock_set_back_keeps_the_timeline_in_order_and_bounded() {
+        let mut timeline = Timeline::default();
+        timeline.status(at(100_000), Some(Status::Ok));
+        timeline.checked(at(100_000), Duration::from_millis(1), 1);
+
+        timeline.status(at(10), Some(Status::Critical));
+        timeline.checked(at(10), Duration::from_millis(2), 1);
+        let view = timeline.view(at(20));
+
+        assert_eq!(timeline.changes.len(), 1);
+        assert_eq!(timeline.minutes.len(), 1);
+        assert!(view.segments.iter().all(|s| s.from <= s.to), "{view:?}");
+        assert_eq!(
+            view.segments.last().map(|s| s.status),
+            Some(Some(Status::Critical))
+        );
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::timeline::TimelineView;
 /// The drawings' width in SVG units (they scale to their box).
 const WIDTH: f64 = 240.0;
 
+/// The strip's columns: one per unit.
+const COLUMNS: usize = 240;
+
 const STRIP_HEIGHT: f64 = 18.0;
 const SPARK_HEIGHT: f64 = 22.0;
 
@@ -34,21 +37,48 @@ pub fn last_hour(timeline: &TimelineView) -> String {
         .find(|segment| segment.status.is_some())
         .map_or(timeline.from, |segment| segment.from.max(timeline.from));
     let span = timeline.to.since(start).as_secs_f64().max(1.0);
+    // One column per unit, each showing the worst status within it: a
+    // flap of a second still shows, and a target that flapped all hour
+    // draws at most as many bars as there are columns.
+    let mut columns = [None::<Status>; COLUMNS];
     for segment in &timeline.segments {
         let Some(status) = segment.status else {
             continue;
         };
-        let x = WIDTH * segment.from.since(start).as_secs_f64() / span;
-        let width = (WIDTH * segment.to.since(segment.from).as_secs_f64() / span).max(1.0);
+        let x0 = WIDTH * segment.from.since(start).as_secs_f64() / span;
+        let x1 = WIDTH * segment.to.since(start).as_secs_f64() / span;
+        let first = (x0.floor() as usize).min(COLUMNS - 1);
+        let last = (x1.ceil() as usize).clamp(first + 1, COLUMNS);
+        for column in &mut columns[first..last] {
+            if column.is_none_or(|was| crate::board::rank(status) > crate::board::rank(was)) {
+                *column = Some(status);
+            }
+        }
+    }
+    let per_column = span / WIDTH;
+    let mut column = 0;
+    while column < COLUMNS {
+        let Some(status) = columns[column] else {
+            column += 1;
+            continue;
+        };
+        let run = columns[column..]
+            .iter()
+            .take_while(|other| **other == Some(status))
+            .count();
         let (y, height) = bar(status);
+        let from = start + Duration::from_secs_f64(column as f64 * per_column);
+        let lasted = Duration::from_secs_f64(run as f64 * per_column);
         let _ = write!(
             html,
-            "<rect class=\"seg {class}\" x=\"{x:.1}\" y=\"{y}\" width=\"{width:.1}\" height=\"{height}\"><title>{status} from {from} for {lasted}</title></rect>",
+            "<rect class=\"seg {class}\" x=\"{x:.1}\" y=\"{y}\" width=\"{width:.1}\" height=\"{height}\"><title>{status} from {from} for about {lasted}</title></rect>",
             class = class(status),
+            x = column as f64,
+            width = run as f64,
             status = status.as_str(),
-            from = segment.from,
-            lasted = humantime::format_duration(round(segment.to.since(segment.from))),
+            lasted = humantime::format_duration(round(lasted)),
         );
+        column += run;
     }
     html.push_str("</svg>");
     let _ = write!(html, "<div class=\"muted said\">{said}</div>");
@@ -234,6 +264,7 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<title>CRITICAL from "), "{html}");
+        assert_eq!(html.matches("<rect class=\"seg").count(), 3, "{html}");
     }
 
     #[test]
@@ -269,6 +300,33 @@ mod tests {
         assert!(
             html.contains("last hour: WARNING 60 s; 0 changes"),
             "{html}"
+        );
+    }
+
+    #[test]
+    fn a_target_that_flapped_all_hour_draws_at_most_a_bar_a_column() {
+        let mut flapping = flapped();
+        flapping.segments = (0..3600)
+            .map(|second| Segment {
+                from: Wall::from_millis(at(0).millis() + second * 1000),
+                to: Wall::from_millis(at(0).millis() + (second + 1) * 1000),
+                status: Some(if second % 2 == 0 {
+                    Status::Ok
+                } else {
+                    Status::Critical
+                }),
+            })
+            .collect();
+
+        let html = last_hour(&flapping);
+
+        assert!(
+            html.matches("<rect class=\"seg").count() <= COLUMNS,
+            "bounded"
+        );
+        assert!(
+            html.contains("class=\"seg critical\" x=\"0.0\" y=\"0\" width=\"240.0\""),
+            "the worst of each column"
         );
     }
 

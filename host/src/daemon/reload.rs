@@ -91,8 +91,6 @@ where
         }
     };
     catalog.when_worker_ends(&engine.when_worker_ends());
-    // A quarantine (of the same file) and the crash counts carry over.
-    catalog.remember(&current.catalog.records());
     let plugin_problems: Vec<String> = catalog
         .errors
         .iter()
@@ -201,6 +199,23 @@ where
     let mut problems = Vec::new();
     let wanted: Vec<&Target> = config.targets.iter().filter(|t| t.enabled).collect();
     let upgraded = upgraded(&running_now.catalog, &catalog);
+    // Workflow steps keep the instances they were built with until a
+    // restart (the intake is not rebuilt by a reload).
+    let mut in_workflows: Vec<String> = config
+        .workflows
+        .values()
+        .flat_map(|workflow| &workflow.steps)
+        .filter(|step| upgraded.contains(&(step.plugin.kind, step.plugin.plugin.clone())))
+        .map(|step| {
+            format!(
+                "workflow steps of plugin {:?} (its package changed)",
+                step.plugin.plugin
+            )
+        })
+        .collect();
+    in_workflows.sort();
+    in_workflows.dedup();
+    restart.extend(in_workflows);
     for target in &wanted {
         let was = running.get(target.name.as_str());
         // A target of an upgraded package restarts on its new workers,
@@ -239,27 +254,20 @@ where
     }
 }
 
-/// The plugins (kind, name) of packages `new` loads from a file that
-/// `old` loaded with another sha256: an upgrade in place.
+/// The plugins (kind, name) that `new` serves from another package than
+/// `old` did: a file upgraded in place, renamed, or a plugin moved from
+/// one file to another. Their targets restart on the new package.
 fn upgraded(old: &Catalog, new: &Catalog) -> HashSet<(PluginKind, String)> {
-    let before: HashMap<_, _> = old
-        .packages
-        .iter()
-        .map(|p| (p.file.clone(), p.sha256.clone()))
-        .collect();
-    new.packages
-        .iter()
-        .filter(|p| {
-            before
-                .get(&p.file)
-                .is_some_and(|sha256| *sha256 != p.sha256)
-        })
-        .flat_map(|p| {
-            p.plugins
-                .iter()
-                .map(|plugin| (plugin.kind, plugin.name.clone()))
-        })
-        .collect()
+    let mut moved = HashSet::new();
+    for package in &new.packages {
+        for plugin in &package.plugins {
+            let before = old.find(plugin.kind, &plugin.name);
+            if before.is_some_and(|before| !before.same_as(package)) {
+                moved.insert((plugin.kind, plugin.name.clone()));
+            }
+        }
+    }
+    moved
 }
 
 /// Package files in `new` that `old` did not load (or loaded another

@@ -244,9 +244,23 @@ impl Catalog {
                 (Ok(probed), Some(serving))
                     if serving.sha256.as_deref() == Some(probed.identity.sha256.as_str()) =>
                 {
-                    Ok((serving.clone(), Vec::new()))
+                    // Every plugin it exports, checked for clashes anew
+                    // below (a package that once shadowed it may be gone).
+                    let mut kept = serving.clone();
+                    kept.plugins = probed.plugins;
+                    Ok((kept, Vec::new()))
                 }
-                (Ok(probed), _) => set_up(&file, &target, exe, &policy, probed),
+                (Ok(probed), serving) => {
+                    match (set_up(&file, &target, exe, &policy, probed), serving) {
+                        (Err(err), Some(serving)) => {
+                            catalog
+                                .warnings
+                                .push(serving_on(&file, serving, &err.reason));
+                            Ok((serving.clone(), Vec::new()))
+                        }
+                        (set, _) => set,
+                    }
+                }
                 (Err(refusal), Some(serving)) => {
                     catalog
                         .warnings

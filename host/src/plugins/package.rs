@@ -56,6 +56,12 @@ pub struct Package {
 }
 
 impl Package {
+    /// Whether `other` is this very package (the same workers), as a
+    /// reload keeps a package whose file did not change.
+    pub fn same_as(&self, other: &Package) -> bool {
+        Arc::ptr_eq(&self.backend, &other.backend)
+    }
+
     /// Its file's name (`libhealer_plugin_process.so`): how events, the
     /// store and operators name it.
     pub fn file_name(&self) -> String {
