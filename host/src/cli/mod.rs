@@ -34,8 +34,9 @@ use crate::operator::fail;
 #[derive(Debug, Parser)]
 #[command(name = "healer", version, about, long_about)]
 pub struct Cli {
-    /// The config file.
-    #[arg(short, long, global = true, default_value = config::DEFAULT_CONFIG, value_name = "FILE")]
+    /// The config file [default: config/healer.toml where it exists (a
+    /// checkout), else /etc/healer/healer.toml (installed)].
+    #[arg(short, long, global = true, default_value_os_t = config::default_config(), hide_default_value = true, value_name = "FILE")]
     pub config: PathBuf,
 
     /// Load plugins from this directory instead of the config's `plugins_dir`.

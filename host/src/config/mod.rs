@@ -46,8 +46,24 @@ use crate::one_line::OneLine;
 /// The state database's file name inside `state_dir`.
 pub const STORE_FILE_NAME: &str = "healer.db";
 
-/// Where the default config lives, relative to the working directory.
+/// Where the default config lives in a checkout, relative to the working
+/// directory.
 pub const DEFAULT_CONFIG: &str = "config/healer.toml";
+
+/// Where the Debian package installs the config.
+pub const INSTALLED_CONFIG: &str = "/etc/healer/healer.toml";
+
+/// The config read without `--config`: [`DEFAULT_CONFIG`] where it exists
+/// (a checkout), else [`INSTALLED_CONFIG`] (an installed healer, run from
+/// anywhere).
+pub fn default_config() -> std::path::PathBuf {
+    let here = std::path::Path::new(DEFAULT_CONFIG);
+    if here.is_file() {
+        here.to_owned()
+    } else {
+        std::path::PathBuf::from(INSTALLED_CONFIG)
+    }
+}
 
 /// A config that parsed and passed every check that needs no plugin.
 #[derive(Clone, Debug)]
