@@ -292,7 +292,8 @@ fn details(event: &crate::events::Event) -> String {
     text
 }
 
-fn class(status: Status) -> &'static str {
+/// A status's CSS class (its colour on the page).
+pub(super) fn class(status: Status) -> &'static str {
     match status {
         Status::Ok => "ok",
         Status::Warning => "warning",

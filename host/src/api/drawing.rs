@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use healer_plugin_sdk::Status;
 
+use super::dashboard::class;
 use crate::timeline::TimelineView;
 
 /// The drawings' width in SVG units (they scale to their box).
@@ -174,15 +175,6 @@ fn sparkline(html: &mut String, durations: &[Option<u64>]) {
     }
     flush(&mut line, html);
     let _ = write!(html, "</svg><div class=\"muted said\">{said}</div>");
-}
-
-fn class(status: Status) -> &'static str {
-    match status {
-        Status::Ok => "ok",
-        Status::Warning => "warning",
-        Status::Critical => "critical",
-        Status::Unknown => "unknown",
-    }
 }
 
 fn round(duration: Duration) -> Duration {
