@@ -15,6 +15,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use healer_plugin_sdk::Status;
 
+use super::drawing::class;
 use super::{health, open_issues, Api};
 use crate::clock::Wall;
 use crate::history::Filter;
@@ -290,16 +291,6 @@ fn details(event: &crate::events::Event) -> String {
         text.push('…');
     }
     text
-}
-
-/// A status's CSS class (its colour on the page).
-pub(super) fn class(status: Status) -> &'static str {
-    match status {
-        Status::Ok => "ok",
-        Status::Warning => "warning",
-        Status::Critical => "critical",
-        Status::Unknown => "unknown",
-    }
 }
 
 fn age(duration: std::time::Duration) -> String {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use healer_plugin_sdk::Status;
 
-use super::dashboard::class;
 use crate::timeline::TimelineView;
 
 /// The drawings' width in SVG units (they scale to their box).
@@ -85,6 +84,16 @@ pub fn last_hour(timeline: &TimelineView) -> String {
     let _ = write!(html, "<div class=\"muted said\">{said}</div>");
     sparkline(&mut html, &timeline.durations_us);
     html
+}
+
+/// A status's CSS class (its colour on the page).
+pub(super) fn class(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::Warning => "warning",
+        Status::Critical => "critical",
+        Status::Unknown => "unknown",
+    }
 }
 
 /// Where a status's bar lies in the strip: its own height for each.
