@@ -184,7 +184,7 @@ fn binding_the_intake_beyond_loopback_without_a_token_is_refused_at_start_up() {
 }
 
 #[test]
-fn sigusr1_reopens_the_log_file_after_logrotate_moved_it() {
+fn sigusr1_reopens_the_log_file_and_the_event_log_after_logrotate_moved_them() {
     // A status flipping every 100 ms: its issue (no recoverer) escalates,
     // and escalated_interval keeps it checked that often.
     let plugins = plugins_dir_with(&["healer-plugin-nagios"]);
@@ -205,6 +205,9 @@ fn sigusr1_reopens_the_log_file_after_logrotate_moved_it() {
     });
 
     std::fs::rename(&log, &rotated).unwrap();
+    let events = dir.path().join("events.jsonl");
+    let events_rotated = dir.path().join("events.jsonl.1");
+    std::fs::rename(&events, &events_rotated).unwrap();
     healer_e2e::signal(daemon.pid(), "USR1");
     healer_e2e::wait_until("a new log file with new lines", LIMIT, || {
         std::fs::read_to_string(&log)
@@ -215,5 +218,19 @@ fn sigusr1_reopens_the_log_file_after_logrotate_moved_it() {
 
     let new = std::fs::read_to_string(&log).unwrap();
     assert!(new.contains("SIGUSR1: the log file was reopened"), "{new}");
+    healer_e2e::wait_until("a new event log with new events", LIMIT, || {
+        let fresh = healer_e2e::read_records(&events);
+        fresh
+            .iter()
+            .any(|r| matches!(r.event, Event::Checked { .. }))
+            .then_some(())
+    });
+    let moved_away = std::fs::metadata(&events_rotated).unwrap().len();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        std::fs::metadata(&events_rotated).unwrap().len(),
+        moved_away,
+        "the rotated event log is written no more"
+    );
     assert!(daemon.is_running());
 }

@@ -85,9 +85,13 @@ pub async fn run(options: &Options) -> ExitCode {
     let (events, inbox) = Events::channel(every_check);
     catalog.report_to(&events);
     let mut subscribers: Vec<Box<dyn Subscriber>> = vec![Box::new(EventLines)];
+    let mut event_log_reopen = None;
     if let Some(path) = &config.healer.event_log {
         match EventLog::open(path) {
-            Ok(journal) => subscribers.push(Box::new(journal)),
+            Ok(journal) => {
+                event_log_reopen = Some(journal.reopener());
+                subscribers.push(Box::new(journal));
+            }
             Err(err) => tracing::error!("{err}; events go on to the log and the store"),
         }
     }
@@ -141,7 +145,11 @@ pub async fn run(options: &Options) -> ExitCode {
     subscribers.push(recent.subscriber());
     inbox.start(subscribers);
 
-    tokio::spawn(watch_the_log(Arc::clone(&logging), signals.usr1));
+    tokio::spawn(watch_the_log(
+        Arc::clone(&logging),
+        event_log_reopen,
+        signals.usr1,
+    ));
     let view = View {
         metrics,
         recent,

@@ -71,9 +71,14 @@ impl Signals {
     }
 }
 
-/// Reopens the log file on SIGUSR1 (logrotate's `postrotate`), and says
+/// Reopens the log file and the event log on SIGUSR1 (logrotate's
+/// `postrotate`), and says
 /// when log lines had to be dropped because a destination was too slow.
-pub(super) async fn watch_the_log(logging: Arc<crate::log::Logging>, usr1: io::Result<Signal>) {
+pub(super) async fn watch_the_log(
+    logging: Arc<crate::log::Logging>,
+    event_log: Option<crate::event_log::Reopen>,
+    usr1: io::Result<Signal>,
+) {
     let mut usr1 = match usr1 {
         Ok(usr1) => Some(usr1),
         Err(err) => {
@@ -86,6 +91,9 @@ pub(super) async fn watch_the_log(logging: Arc<crate::log::Logging>, usr1: io::R
     loop {
         tokio::select! {
             Some(()) = next(&mut usr1) => {
+                if let Some(event_log) = &event_log {
+                    event_log.ask();
+                }
                 match logging.reopen() {
                     Ok(()) => tracing::info!("SIGUSR1: the log file was reopened"),
                     Err(err) => tracing::error!(error = %err, "SIGUSR1: cannot reopen the log file; logging on to the old one"),
