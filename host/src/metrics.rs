@@ -342,10 +342,7 @@ impl Metrics {
         }
         for package in &catalog.packages {
             let label = PackageLabel {
-                package: package.file.file_name().map_or_else(
-                    || package.file.display().to_string(),
-                    |name| name.to_string_lossy().into_owned(),
-                ),
+                package: package.file_name(),
             };
             let _ = self.worker_crashes.get_or_create_owned(&label);
             let _ = self.quarantines.get_or_create_owned(&label);

@@ -391,6 +391,12 @@ impl Target {
             .flat_map(|check| std::iter::once(&check.monitor).chain(&check.diagnosers))
     }
 
+    /// Every plugin it uses: its checks' and its recoverers'.
+    pub fn plugins(&self) -> impl Iterator<Item = &PluginUse> {
+        self.check_plugins()
+            .chain(self.recoverers.iter().map(|recoverer| &recoverer.plugin))
+    }
+
     /// Its monitors' plugin names, joined with `+` (`process+http`).
     pub fn monitors(&self) -> String {
         let names: Vec<&str> = self

@@ -221,8 +221,7 @@ where
         // A target of an upgraded package restarts on its new workers,
         // keeping its issues and pause as any target that is the same one.
         let upgrades = target
-            .check_plugins()
-            .chain(target.recoverers.iter().map(|r| &r.plugin))
+            .plugins()
             .any(|plugin| upgraded.contains(&(plugin.kind, plugin.plugin.clone())));
         if was.is_some_and(|was| was.same_as(target)) && !upgrades {
             plan.unchanged += 1;

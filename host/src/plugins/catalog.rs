@@ -36,13 +36,7 @@ pub fn probe_one(file: &Path, plugins: &Plugins) -> Result<Probed, String> {
     if let Some(pin) = &policy.sha256 {
         check_pin(&target, pin, &name)?;
     }
-    let image = Path::new("/proc/self/exe");
-    let exe = if image.exists() {
-        image.to_owned()
-    } else {
-        std::env::current_exe()
-            .map_err(|err| format!("cannot find healer's own binary to probe with: {err}"))?
-    };
+    let exe = this_binary()?;
     let probing = ToProbe {
         file: target,
         sandbox: policy.sandbox,
@@ -52,6 +46,18 @@ pub fn probe_one(file: &Path, plugins: &Plugins) -> Result<Probed, String> {
         .pop()
         .unwrap_or_else(|| Err(no_answer()))
         .map_err(|refusal| refusal.reason)
+}
+
+/// The binary that probes and serves packages: this very one,
+/// `/proc/self/exe` (the running image even after an upgrade replaced the
+/// file on disk).
+fn this_binary() -> Result<PathBuf, String> {
+    let image = Path::new("/proc/self/exe");
+    if image.exists() {
+        return Ok(image.to_owned());
+    }
+    std::env::current_exe()
+        .map_err(|err| format!("cannot find healer's own binary to probe plugins with: {err}"))
 }
 
 fn no_answer() -> super::worker::probe::Refusal {
@@ -319,16 +325,7 @@ impl Catalog {
         plugins: &Plugins,
         running: &[Package],
     ) -> Result<Catalog, LoadError> {
-        let image = Path::new("/proc/self/exe");
-        if image.exists() {
-            return Catalog::scan_keeping(dir, image, plugins, running);
-        }
-        let exe = std::env::current_exe().map_err(|err| {
-            LoadError::new(
-                dir,
-                format!("cannot find healer's own binary to probe plugins with: {err}"),
-            )
-        })?;
+        let exe = this_binary().map_err(|reason| LoadError::new(dir, reason))?;
         Catalog::scan_keeping(dir, &exe, plugins, running)
     }
 
@@ -340,17 +337,8 @@ impl Catalog {
         }
     }
 
-    /// What is to be remembered of each package served by workers, by
-    /// file name (the key of events and of the store).
-    pub fn records(&self) -> HashMap<String, PluginRecord> {
-        self.packages
-            .iter()
-            .filter_map(|package| Some((package.file_name(), package.backend.record()?)))
-            .collect()
-    }
-
-    /// Every package carries on from what was remembered of it, by file
-    /// name: from the store at start, from the catalog before on a reload.
+    /// Every package carries on from what the store remembered of it, by
+    /// file name (at start; a reload keeps the running packages).
     pub fn remember(&self, records: &HashMap<String, PluginRecord>) {
         for package in &self.packages {
             if let Some(record) = records.get(&package.file_name()) {
@@ -373,10 +361,7 @@ impl Catalog {
         let mut errors = Vec::new();
         let mut plugin_uses = Vec::new();
         for target in &config.targets {
-            let uses = target
-                .check_plugins()
-                .chain(target.recoverers.iter().map(|r| &r.plugin));
-            plugin_uses.extend(uses);
+            plugin_uses.extend(target.plugins());
         }
         for workflow in config.workflows.values() {
             plugin_uses.extend(workflow.steps.iter().map(|step| &step.plugin));

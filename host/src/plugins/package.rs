@@ -151,12 +151,6 @@ pub trait Backend: Send + Sync {
         None
     }
 
-    /// What is to be remembered of it across a restart or a reload (its
-    /// workers' crashes, its quarantine); `None` in process.
-    fn record(&self) -> Option<PluginRecord> {
-        None
-    }
-
     /// Carries on from what was remembered of the package: its crash
     /// count, and its quarantine if it was of this very file.
     fn remember(&self, _record: &PluginRecord) {}

@@ -78,8 +78,6 @@ pub struct Saved {
     pub facts: Vec<Fact>,
     /// The ledger of outcomes.
     pub outcomes: Vec<(ledger::Key, Outcomes)>,
-    /// What is remembered of each plugin package, by file name.
-    pub plugins: HashMap<String, PluginRecord>,
     /// The newest history events, oldest first.
     pub recent: Vec<Record>,
 }
@@ -197,10 +195,11 @@ impl Store {
                     projection.outcomes.load(key.clone(), row.clone());
                 }
                 saved.outcomes = loaded.outcomes;
-                for (package, record) in &loaded.plugins {
-                    projection.plugins.load(package.clone(), record.clone());
+                // Read again only to count on from (the daemon reads them
+                // before the store opens: `remembered_plugins`).
+                for (package, record) in loaded.plugins {
+                    projection.plugins.load(package, record);
                 }
-                saved.plugins = loaded.plugins.into_iter().collect();
                 saved.recent = loaded
                     .recent
                     .iter()

@@ -668,7 +668,8 @@ fn a_packages_crashes_and_quarantine_are_read_back_after_a_restart_until_lifted(
     assert!(events.finish(Duration::from_secs(5)));
     drop(store);
 
-    let saved = saved_state(&file).plugins;
+    // What the daemon reads at start, before the store opens.
+    let saved = remembered_plugins(&file);
     let bad = &saved["libbad.so"];
     assert_eq!(bad.crashes, 3);
     assert_eq!(bad.last_crash.as_deref(), Some("killed by SIGSEGV"));
@@ -690,7 +691,7 @@ fn a_packages_crashes_and_quarantine_are_read_back_after_a_restart_until_lifted(
     });
     assert!(events.finish(Duration::from_secs(5)));
     drop(store);
-    let bad = saved_state(&file).plugins["libbad.so"].clone();
+    let bad = remembered_plugins(&file)["libbad.so"].clone();
     assert!(bad.quarantine.is_none(), "lifted: {bad:?}");
     assert_eq!(bad.crashes, 3, "its crashes stay counted");
 }

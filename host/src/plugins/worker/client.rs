@@ -51,10 +51,9 @@ use super::probe::{probe_all, ToProbe, PROBE_WITHIN};
 use super::supervisor::{Crash, Start, Supervisor};
 use super::watch::watch;
 use super::wire::{self, Answer, Call, Observe, Seen, ToWorker, Watch};
-use crate::clock::Wall;
 use crate::config::{PackagePolicy, Sandbox, WorkerLimits};
 use crate::events::{Event, Events};
-use crate::model::{PluginRecord, Quarantine};
+use crate::model::PluginRecord;
 use crate::plugins::bounds::Findings;
 use crate::plugins::identity::Identity;
 use crate::plugins::lock::lock;
@@ -109,11 +108,8 @@ struct State {
     generation: u64,
     /// When the next may start, after what crashed.
     supervisor: Supervisor,
-    /// What is remembered across restarts: crashes ever, the last one's
-    /// time, and the quarantine's file and start.
+    /// Crashes ever, counted on from what the store remembered.
     crashes: u64,
-    last_crash_at: Option<Wall>,
-    quarantine: Option<(String, Wall)>,
 }
 
 impl Remote {
@@ -138,8 +134,6 @@ impl Remote {
                 generation: 0,
                 supervisor: Supervisor::new(&name, &policy.limits),
                 crashes: 0,
-                last_crash_at: None,
-                quarantine: None,
             }),
             name,
             shown: shown.to_owned(),
@@ -225,7 +219,6 @@ impl Remote {
                     let mut state = lock(&self.state);
                     state.identity = probed.identity;
                     state.supervisor.reprobed_clean();
-                    state.quarantine = None;
                     drop(state);
                     self.emit(Event::PluginQuarantineLifted {
                         package: self.name.clone(),
@@ -303,7 +296,6 @@ impl Remote {
     pub(super) fn lift(&self) -> Result<(), String> {
         let mut state = lock(&self.state);
         state.supervisor.lift()?;
-        state.quarantine = None;
         drop(state);
         self.restarted.notify_waiters();
         Ok(())
@@ -365,13 +357,8 @@ impl Remote {
                     state.conn = None;
                 }
             }
-            let now = Wall::now();
             state.crashes += 1;
-            state.last_crash_at = Some(now);
             let crash = state.supervisor.crashed(Instant::now(), &reason);
-            if crash.quarantined {
-                state.quarantine = Some((state.identity.sha256.clone(), now));
-            }
             (crash, state.identity.sha256.clone())
         };
         // What the worker vouched for goes before its calls in flight fail
@@ -582,28 +569,9 @@ impl Backend for Remote {
         })
     }
 
-    fn record(&self) -> Option<PluginRecord> {
-        let state = lock(&self.state);
-        let quarantine = match (&state.quarantine, state.supervisor.quarantined()) {
-            (Some((sha256, since)), Some(reason)) => Some(Quarantine {
-                reason: reason.to_owned(),
-                sha256: sha256.clone(),
-                since: *since,
-            }),
-            _ => None,
-        };
-        Some(PluginRecord {
-            crashes: state.crashes,
-            last_crash: state.supervisor.last_crash().map(str::to_owned),
-            last_crash_at: state.last_crash_at,
-            quarantine,
-        })
-    }
-
     fn remember(&self, record: &PluginRecord) {
         let mut state = lock(&self.state);
         state.crashes = state.crashes.max(record.crashes);
-        state.last_crash_at = state.last_crash_at.or(record.last_crash_at);
         let Some(quarantine) = &record.quarantine else {
             return;
         };
@@ -614,7 +582,6 @@ impl Backend for Remote {
         {
             return;
         }
-        state.quarantine = Some((quarantine.sha256.clone(), quarantine.since));
         state
             .supervisor
             .remember_quarantine(quarantine.reason.clone());

@@ -126,22 +126,6 @@ impl Backend for Shards {
         Some(all)
     }
 
-    /// The first worker's record, with every worker's crashes counted
-    /// together and the first quarantine found.
-    fn record(&self) -> Option<PluginRecord> {
-        let mut all = self.first().record()?;
-        for worker in &self.workers[1..] {
-            let Some(record) = worker.record() else {
-                continue;
-            };
-            all.crashes += record.crashes;
-            all.last_crash_at = all.last_crash_at.max(record.last_crash_at);
-            all.last_crash = all.last_crash.or(record.last_crash);
-            all.quarantine = all.quarantine.or(record.quarantine);
-        }
-        Some(all)
-    }
-
     /// Every worker carries on quarantined (a package quarantined by one
     /// of its workers is not trusted by the others after a restart); the
     /// crashes are counted once, by the first.

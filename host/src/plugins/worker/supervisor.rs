@@ -3,8 +3,9 @@
 //! a crash (a backoff that doubles with each crash within the crash
 //! window, capped), when crashes quarantine the package (`crash_limit`
 //! within `crash_window`), and when a quarantine ends (its file changed
-//! and probed clean, or an operator lifted it). The worker client asks it before every start and
-//! tells it every crash; it spawns, kills and probes nothing itself.
+//! and probed clean, or an operator lifted it). The worker client asks it
+//! before every start and tells it every crash; it spawns, kills and
+//! probes nothing itself.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
