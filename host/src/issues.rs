@@ -30,7 +30,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use healer_plugin_sdk::{Finding, Status};
+use healer_plugin_sdk::{Fence, Finding, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Wall;
@@ -137,6 +137,9 @@ pub struct Issue {
     /// The latest successful attempt, waiting for its verdict.
     #[serde(default)]
     pub judging: Option<Box<Judging>>,
+    /// The fleet's claim on its latest attempt (a fleet target's).
+    #[serde(default)]
+    pub fence: Option<Box<Fence>>,
 }
 
 /// A recovery healer proposes instead of running it (`mode = "propose"`,
@@ -187,6 +190,8 @@ impl Serialize for Issue {
             proposal: Option<&'a Proposal>,
             #[serde(skip_serializing_if = "Option::is_none")]
             judging: Option<&'a Judging>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            fence: Option<&'a Fence>,
         }
         let waiting = matches!(self.state, State::Open | State::Recovering);
         Shown {
@@ -201,6 +206,7 @@ impl Serialize for Issue {
             resolved_at: self.resolved_at,
             proposal: self.proposal.as_deref(),
             judging: self.judging.as_deref(),
+            fence: self.fence.as_deref(),
         }
         .serialize(serializer)
     }
@@ -237,6 +243,7 @@ impl Issue {
             attempting: false,
             proposal: None,
             judging: None,
+            fence: None,
         }
     }
 }
@@ -989,6 +996,7 @@ impl Tracker {
             attempting: false,
             proposal: None,
             judging: None,
+            fence: None,
         };
         transitions.push(Transition::Opened(issue.clone()));
         if attempts >= self.policy.max_attempts {
@@ -1092,9 +1100,17 @@ impl Tracker {
         issue.attempting = true;
         issue.state = State::Recovering;
         issue.next_attempt_at = now + backoff;
+        issue.fence = None;
         let started = issue.clone();
         self.spend(now);
         Some(started)
+    }
+
+    /// The fleet's claim on the attempt that just started at `kind`.
+    pub fn fenced(&mut self, kind: &str, fence: Fence) -> Option<Issue> {
+        let issue = self.issues.get_mut(kind)?;
+        issue.fence = Some(Box::new(fence));
+        Some(issue.clone())
     }
 
     /// Records the end of an attempt; the next may start after the backoff.

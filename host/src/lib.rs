@@ -34,6 +34,7 @@ pub mod engine;
 pub mod event_log;
 pub mod events;
 pub mod facts;
+pub mod fleet;
 pub mod grid;
 pub mod history;
 pub mod intake;

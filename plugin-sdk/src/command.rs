@@ -26,7 +26,8 @@
 //! 3. the `HEALER_*` variables of [`Command::recovery`]: `HEALER_TARGET`,
 //!    `HEALER_FINDING`, `HEALER_SEVERITY`, `HEALER_SUMMARY`,
 //!    `HEALER_ATTEMPT`, `HEALER_DETAILS`, `HEALER_DETAILS_FILE`,
-//!    `HEALER_PARAMS`,
+//!    `HEALER_PARAMS`, and in a fleet `HEALER_FENCE` and `HEALER_EPOCH`
+//!    (the claim's and the shard's etcd revisions, [`crate::Fence`]),
 //! 4. the configured variables of [`Command::env`], last, so they may
 //!    override any of the above (`PATH` and `LANG` included).
 //!
@@ -308,6 +309,10 @@ impl Command {
             ("HEALER_DETAILS", bounded_json(&details)),
             ("HEALER_PARAMS", bounded_json(&recovery.params.to_string())),
         ];
+        if let Some(fence) = &recovery.fence {
+            self.healer.push(("HEALER_FENCE", fence.claim.to_string()));
+            self.healer.push(("HEALER_EPOCH", fence.epoch.to_string()));
+        }
         self.details = Some(details);
         self
     }
@@ -922,6 +927,7 @@ mod tests {
             finding,
             attempt: 2,
             params: serde_json::json!({"service": "web"}),
+            fence: None,
         }
     }
 

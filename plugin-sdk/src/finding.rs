@@ -93,6 +93,43 @@ pub struct Recovery {
     /// Parameters from the reflex map or workflow step (`{}` when none).
     #[serde(default)]
     pub params: Value,
+    /// The claim that lets this recovery run, when healer shares the
+    /// target with a fleet (SDK 1.5): a command gets it as `HEALER_FENCE`,
+    /// a webhook as its `Idempotency-Key`. A service that records the
+    /// highest claim it has seen can refuse a lower one (a deposed
+    /// owner's). `None` on one machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
+}
+
+impl Recovery {
+    /// Attempt `attempt` at fixing `finding` on `target`, with no params
+    /// and no fence.
+    pub fn new(target: impl Into<String>, finding: Finding, attempt: u32) -> Recovery {
+        Recovery {
+            target: target.into(),
+            finding,
+            attempt,
+            params: Value::Object(Default::default()),
+            fence: None,
+        }
+    }
+}
+
+/// A fleet's claim on one recovery: the etcd revision of the transaction
+/// that claimed it (`claim`), made while this member owned the target's
+/// shard since revision `epoch`. Claims only grow: a later claim on the
+/// same target always has a higher `claim`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The claim's revision: unique, and higher for every later claim.
+    pub claim: u64,
+    /// The revision at which the claiming member took the shard.
+    pub epoch: u64,
+    /// The target's shard (0 to 4,095).
+    pub shard: u32,
+    /// The member that claimed it.
+    pub member: String,
 }
 
 /// What a successful recovery reports. A failed one returns an error instead.

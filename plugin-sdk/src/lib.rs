@@ -58,7 +58,7 @@ pub mod testing;
 
 pub use bytes::Bytes;
 pub use duration::Duration;
-pub use finding::{check_kind, Finding, Outcome, Recovery, KIND_BYTES};
+pub use finding::{check_kind, Fence, Finding, Outcome, Recovery, KIND_BYTES};
 pub use observation::{Metric, Observation, Status, FACTS_KEY, READ_FACTS_KEY};
 pub use plugin::{Diagnoser, Error, Monitor, Push, Recoverer};
 

@@ -64,6 +64,8 @@ pub struct Api {
     /// The listener's `request_timeout`: a connection is cut when its
     /// answer takes longer, so a slow command answers before it.
     pub answer_within: Duration,
+    /// The fleet this healer is a member of (`[fleet]`).
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 /// The API's routes, ready to merge into the intake's router.
@@ -76,6 +78,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/targets/{name}/timeline", get(timeline))
         .route("/api/v1/targets/{name}/pause", post(pause))
         .route("/api/v1/targets/{name}/resume", post(resume))
+        .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/issues", get(issues))
         .route("/api/v1/issues/{*id}", post(on_issue))
         .route("/api/v1/history", get(history))
@@ -183,6 +186,18 @@ async fn targets(State(api): State<Arc<Api>>) -> Json<Vec<TargetRow>> {
             .map(|view| row(view, now))
             .collect(),
     )
+}
+
+/// The fleet as this member sees it: members, the shards it owns with
+/// their epochs, its lease's time left.
+async fn fleet(State(api): State<Arc<Api>>) -> Response {
+    match &api.fleet {
+        Some(fleet) => Json(fleet.view()).into_response(),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            "this healer is not in a fleet (its config has no [fleet] table)".to_owned(),
+        ),
+    }
 }
 
 async fn target(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {

@@ -401,6 +401,7 @@ mod tests {{
             finding: Finding::new("{name}.missing", Status::Critical, "gone"),
             attempt: 1,
             params: json!({{}}),
+            fence: None,
         }};
 
         let outcome = host.recover("{name}", &json!({{ "path": path }}), &recovery).unwrap();

@@ -9,6 +9,7 @@
 //! code.
 
 mod checks;
+mod fleet;
 pub mod http;
 mod intake;
 mod plugins;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
+pub use fleet::{host_name, Fleet, LEASE_AT_LEAST};
 pub use checks::{Check, MAX_CHECKS};
 pub use intake::{HostName, Intake, Reflex, Step, Workflow, MIN_TOKEN_CHARS};
 pub use plugins::{
@@ -86,6 +88,9 @@ pub struct Config {
     pub plugins: Plugins,
     /// `[[alert]]` entries: where escalations are announced, in file order.
     pub alerts: Vec<AlertSink>,
+    /// `[fleet]`, when the file has one: the etcd cluster `fleet = true`
+    /// targets are shared through.
+    pub fleet: Option<Fleet>,
     source: Source,
 }
 
@@ -211,6 +216,10 @@ macro_rules! pacing {
             order: Order,
             #[serde(default = "default_learn_after")]
             learn_after: u32,
+            #[serde(default)]
+            fleet: bool,
+            #[serde(default)]
+            confirm: u32,
             $( $key: Option<$ty>, )*
         }
 
@@ -320,6 +329,12 @@ pub struct Target {
     /// Judged tries each recoverer needs before the ledger decides
     /// anything (`order = "learned"`, `min_success`).
     pub learn_after: u32,
+    /// Shared by the fleet (`fleet = true`): checked and recovered only
+    /// by the member that owns its shard now.
+    pub fleet: bool,
+    /// A fleet target's confirmations: before its owner opens an issue,
+    /// this many other members check it from where they are; 0 = none.
+    pub confirm: u32,
     /// Where `[[target]]` starts.
     pub at: Location,
 }
@@ -367,6 +382,8 @@ impl Target {
             })
             && self.order == other.order
             && self.learn_after == other.learn_after
+            && self.fleet == other.fleet
+            && self.confirm == other.confirm
     }
 
     /// Whether `other` is still the same target for its issues: the same
@@ -583,6 +600,7 @@ struct RawConfig {
     plugins: Plugins,
     #[serde(default, rename = "alert")]
     alerts: Vec<Spanned<sinks::RawAlert>>,
+    fleet: Option<Fleet>,
 }
 
 fn enabled_by_default() -> bool {
@@ -628,6 +646,12 @@ impl Config {
         let mut healer = raw.healer;
         check.healer(&healer);
         check.store(&raw.store);
+        if let Some(fleet) = &raw.fleet {
+            let at = check.source.text().find("[fleet]").unwrap_or(0);
+            for problem in fleet.problems() {
+                check.error(at, problem);
+            }
+        }
         let plugins_at = check.source.text().find("[plugins").unwrap_or(0);
         for (at, problem) in raw.plugins.problems() {
             check.error(at.unwrap_or(plugins_at), problem);
@@ -638,6 +662,7 @@ impl Config {
             .filter_map(|t| check.target(t, &healer))
             .collect();
         check.names_and_dependencies(&targets);
+        check.fleet_targets(&targets, raw.fleet.as_ref());
         let workflows = check.workflows(raw.workflow);
         let alerts = check.alerts(raw.alerts);
         let mut reflexes = check.reflexes(raw.reflex, &workflows);
@@ -682,6 +707,7 @@ impl Config {
             store: raw.store,
             plugins: raw.plugins,
             alerts,
+            fleet: raw.fleet,
             source,
         };
         Ok((config, problems))
@@ -747,6 +773,22 @@ impl Checker<'_> {
         }
     }
 
+    /// `fleet = true` needs a `[fleet]`; `confirm` needs `fleet = true`.
+    fn fleet_targets(&mut self, targets: &[Target], fleet: Option<&Fleet>) {
+        for target in targets {
+            let table = target.at;
+            if target.fleet && fleet.is_none() {
+                self.push(table, format!("target {:?}: fleet = true needs a [fleet] table naming the etcd cluster (etcd = [\"http://HOST:2379\"])", target.name));
+            }
+            if target.confirm > 0 && !target.fleet {
+                self.push(table, format!("target {:?}: confirm asks other members of the fleet, so it needs fleet = true", target.name));
+            }
+            if target.confirm > 16 {
+                self.push(table, format!("target {:?}: confirm = {} asks too many members; at most 16", target.name, target.confirm));
+            }
+        }
+    }
+
     fn store(&mut self, store: &Store) {
         let at = self.source.text().find("[store]").unwrap_or(0);
         if store.keep_events_for.is_zero() {
@@ -809,6 +851,8 @@ impl Checker<'_> {
             recoverers,
             order: raw.order,
             learn_after: raw.learn_after,
+            fleet: raw.fleet,
+            confirm: raw.confirm,
             at: self.source.locate(at),
         })
     }

@@ -21,6 +21,7 @@ use crate::api::{Api, Plugins, ReloadRequest};
 use crate::board::{Board, CheckTimers};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::fleet::{Change, Fleet};
 use crate::event_log::EventLog;
 use crate::events::{Event, Events, Subscriber};
 use crate::history::Recent;
@@ -184,7 +185,12 @@ async fn heal(
     view: View,
     stop_signals: StopSignals,
 ) -> ExitCode {
-    let runners = match engine::build(&config, &catalog, saved.issues, saved.pauses).await {
+    // Fleet targets start when their shards are taken (below).
+    let runners = match engine::build_some(&config, &catalog, saved.issues, saved.pauses, |t| {
+        !t.fleet
+    })
+    .await
+    {
         Ok(runners) => runners,
         Err(errors) => {
             for error in &errors {
@@ -226,6 +232,14 @@ async fn heal(
         shutdown.clone(),
     );
     tokio::spawn(engine.sweeping_facts());
+    let (fleet, fleet_changes) = match Fleet::start(&config, events, shutdown.clone()).await {
+        Ok(Some((fleet, changes))) => (Some(fleet), Some(changes)),
+        Ok(None) => (None, None),
+        Err(err) => {
+            tracing::error!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
     // A worker's end takes back its package's facts at once.
     catalog.when_worker_ends(&engine.when_worker_ends());
     let targets = runners.len();
@@ -280,6 +294,7 @@ async fn heal(
             metrics: Arc::clone(&view.metrics),
             started: std::time::Instant::now(),
             answer_within: intake.request_timeout(),
+            fleet: fleet.clone(),
         });
         let serving = tokio::spawn(intake::serve(
             listener,
@@ -313,9 +328,14 @@ async fn heal(
         metrics: &view.metrics,
         api,
     };
-    serve_until_stopped(reloading, &mut engine, reloads, shutdown).await;
+    let sharing = fleet.clone().zip(fleet_changes);
+    serve_until_stopped(reloading, &mut engine, reloads, sharing, shutdown).await;
     notify::stopping();
     engine.wait().await;
+    if let Some(fleet) = &fleet {
+        // Its shards are free for the others at once.
+        fleet.leave().await;
+    }
     if let Some((intake, _, serving)) = serving {
         let _ = serving.await;
         drain(&intake).await;
@@ -350,16 +370,29 @@ struct Reloading<'a> {
     api: Option<Arc<Api>>,
 }
 
-/// Serves reloads until a stop signal.
+/// Serves reloads, and starts and stops the fleet's targets as their
+/// shards are taken and lost, until a stop signal.
 async fn serve_until_stopped(
     mut reloading: Reloading<'_>,
     engine: &mut Engine,
     mut reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
+    mut fleet: Option<(Fleet, tokio::sync::mpsc::UnboundedReceiver<Change>)>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*shutdown.borrow_and_update() {
+        let shards = async {
+            match &mut fleet {
+                Some((_, changes)) => changes.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = shutdown.changed() => if changed.is_err() { break },
+            Some(change) = shards => {
+                if let Some((fleet, _)) = &fleet {
+                    shard_changed(fleet, change, engine, &reloading.current).await;
+                }
+            }
             Some(reply) = reloads.recv() => {
                 let Reloading { options, current, events, metrics, api } = &mut reloading;
                 let outcome = reload::reload(options, current, engine, events).await;
@@ -372,6 +405,44 @@ async fn serve_until_stopped(
                 }
                 let _ = reply.send(outcome);
             }
+        }
+    }
+}
+
+/// Starts or stops the targets of a shard taken, lost or handed back.
+async fn shard_changed(fleet: &Fleet, change: Change, engine: &mut Engine, current: &Current) {
+    match change {
+        Change::Taken {
+            shard,
+            epoch,
+            mut saved,
+        } => {
+            for name in fleet.targets_of(shard) {
+                let Some(target) = current.config.targets.iter().find(|t| t.name == name) else {
+                    continue;
+                };
+                match engine::build_target(target, &current.catalog).await {
+                    Ok(mut runner) => {
+                        let fence = fleet.fence(shard, epoch, &name);
+                        runner.in_fleet(fence, saved.remove(&name).unwrap_or_default());
+                        // A loop of an older epoch ends first.
+                        engine.hand_over(&name).await;
+                        engine.start(runner);
+                    }
+                    Err(err) => tracing::error!(shard, "fleet: {err}"),
+                }
+            }
+        }
+        Change::Lost { shard } => {
+            for name in fleet.targets_of(shard) {
+                engine.hand_over(&name).await;
+            }
+        }
+        Change::Release { shard, done } => {
+            for name in fleet.targets_of(shard) {
+                engine.hand_over(&name).await;
+            }
+            let _ = done.send(());
         }
     }
 }

@@ -189,7 +189,13 @@ where
     }
     config.plugins = running_now.config.plugins.clone();
     let (config, catalog) = load(config).await?;
-    let running: HashMap<&str, &Target> = engine.targets().map(|t| (t.name.as_str(), t)).collect();
+    // Fleet targets start and stop with their shards, not with a reload:
+    // a change to them takes a restart.
+    let running: HashMap<&str, &Target> = engine
+        .targets()
+        .filter(|t| !t.fleet)
+        .map(|t| (t.name.as_str(), t))
+        .collect();
     let mut plan = Plan {
         added: Vec::new(),
         changed: Vec::new(),
@@ -197,7 +203,19 @@ where
         unchanged: 0,
     };
     let mut problems = Vec::new();
-    let wanted: Vec<&Target> = config.targets.iter().filter(|t| t.enabled).collect();
+    let wanted: Vec<&Target> = config
+        .targets
+        .iter()
+        .filter(|t| t.enabled && !t.fleet)
+        .collect();
+    let fleet_targets = |c: &Config| c.targets.iter().filter(|t| t.fleet).cloned().collect::<Vec<_>>();
+    let (before, now) = (fleet_targets(&running_now.config), fleet_targets(&config));
+    if running_now.config.fleet != config.fleet
+        || before.len() != now.len()
+        || before.iter().zip(&now).any(|(a, b)| !a.same_as(b))
+    {
+        restart.push("[fleet] and the fleet's targets".to_owned());
+    }
     let upgraded = upgraded(&running_now.catalog, &catalog);
     // Workflow steps keep the instances they were built with until a
     // restart (the intake is not rebuilt by a reload).
@@ -378,6 +396,10 @@ fn keep_running(new: &mut Config, running: &Config) {
     new.reflexes.clone_from(&running.reflexes);
     new.workflows.clone_from(&running.workflows);
     new.plugins.clone_from(&running.plugins);
+    new.fleet.clone_from(&running.fleet);
+    new.targets.retain(|t| !t.fleet);
+    new.targets
+        .extend(running.targets.iter().filter(|t| t.fleet).cloned());
 }
 
 /// Whether the token `config` names (a file rewritten in place, an

@@ -32,6 +32,7 @@ use crate::clock::Wall;
 use crate::config::{Config, PluginUse, Target};
 use crate::events::{fact_events, Event, Events};
 use crate::facts::{self, Fact, Facts, Retraction, Source, Value as FactValue};
+use crate::fleet::ShardFence;
 use crate::issues::{Answer, Issue, Tracker};
 use crate::ledger::{self, Ledger, Outcomes};
 use crate::model::Pause;
@@ -60,6 +61,9 @@ pub struct Runner {
     spent: Vec<Wall>,
     /// Its maintenance pause, as saved.
     pause: Option<Pause>,
+    /// A fleet target's writes to etcd (its claims and open issues),
+    /// fenced on the epoch its shard is owned since.
+    fence: Option<ShardFence>,
 }
 
 /// One check's plugin instances.
@@ -82,6 +86,14 @@ impl Runner {
     /// The target it runs.
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// Runs it as a fleet target of the shard owned since `fence`'s epoch,
+    /// carrying on from the open issues etcd held for it.
+    pub fn in_fleet(&mut self, mut fence: ShardFence, saved: Vec<crate::fleet::Saved>) {
+        fence.carry_on(&saved);
+        self.saved = saved.into_iter().map(|saved| saved.issue).collect();
+        self.fence = Some(fence);
     }
 
     /// Carries on from its predecessor's tracker (a restarted target's):
@@ -238,13 +250,29 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 pub async fn build(
     config: &Config,
     catalog: &Catalog,
+    saved: HashMap<String, Vec<Issue>>,
+    pauses: HashMap<String, Pause>,
+) -> Result<Vec<Runner>, Vec<String>> {
+    build_some(config, catalog, saved, pauses, |_| true).await
+}
+
+/// [`build`] of the enabled targets `which` picks (`healer run` builds
+/// its local targets at start, a fleet target when its shard is taken).
+pub async fn build_some(
+    config: &Config,
+    catalog: &Catalog,
     mut saved: HashMap<String, Vec<Issue>>,
     mut pauses: HashMap<String, Pause>,
+    which: impl Fn(&Target) -> bool,
 ) -> Result<Vec<Runner>, Vec<String>> {
     let mut runners = Vec::new();
     let mut errors = Vec::new();
     // Concurrently: a worker gets the creations in batches.
-    let enabled: Vec<&Target> = config.targets.iter().filter(|t| t.enabled).collect();
+    let enabled: Vec<&Target> = config
+        .targets
+        .iter()
+        .filter(|t| t.enabled && which(t))
+        .collect();
     let built: Vec<_> =
         futures_util::stream::iter(enabled.iter().map(|t| build_target(t, catalog)))
             .buffered(crate::plugins::CHECKS_IN_FLIGHT)
@@ -337,6 +365,7 @@ pub async fn build_target(target: &Target, catalog: &Catalog) -> Result<Runner, 
         saved: Vec::new(),
         spent: Vec::new(),
         pause: None,
+        fence: None,
     })
 }
 
@@ -531,6 +560,29 @@ impl Engine {
                 reason: format!("the pause ended: {reason}"),
             });
         }
+    }
+
+    /// Stops a fleet target whose shard this member no longer owns: its
+    /// open issues live on in etcd for the next owner (no event drops
+    /// them), it leaves the board, and its facts are taken back.
+    pub async fn hand_over(&mut self, name: &str) {
+        if self.stop(name).await.is_none() {
+            return;
+        }
+        self.board.leave(name);
+        let gone = self.shared.facts().retract(
+            &format!("target.{name}"),
+            None,
+            Retraction::TargetRemoved,
+        );
+        for event in fact_events(gone) {
+            self.events.emit(event);
+        }
+    }
+
+    /// Whether a target of this name is running.
+    pub fn runs(&self, name: &str) -> bool {
+        self.running.contains_key(name)
     }
 
     /// Drops the open issues of a tracker nobody carries on from.

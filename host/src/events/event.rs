@@ -450,6 +450,41 @@ pub enum Event {
         how: String,
     },
 
+    /// This member is in the fleet (`[fleet]`): its lease granted, its
+    /// member key written; it takes shards from now on. Also said when
+    /// it is in touch with etcd again after losing it.
+    FleetJoined {
+        member: String,
+        etcd: Vec<String>,
+        lease: HumanDuration,
+    },
+    /// This member lost touch with etcd (no renewal acknowledged in time,
+    /// or etcd cannot be asked): it acts on no fleet target until it is
+    /// back; local targets go on.
+    FleetCoordinationLost { member: String, reason: String },
+    /// This member took `shard` at `epoch` (the revision of its owner
+    /// key), carrying on from `issues` open issues etcd held.
+    FleetShardTaken {
+        member: String,
+        shard: u32,
+        epoch: u64,
+        targets: Vec<String>,
+        issues: usize,
+    },
+    /// This member no longer owns `shard`: its targets stopped here.
+    FleetShardLost {
+        member: String,
+        shard: u32,
+        epoch: u64,
+        reason: String,
+    },
+    /// A recovery of a fleet target was not claimed, so it did not run.
+    RecoveryNotClaimed {
+        target: String,
+        kind: String,
+        reason: String,
+    },
+
     /// healer's checks fell behind their schedules: `late` of the `checks`
     /// that began within `window` began more than a tenth of their
     /// interval late, the latest by `latest_ms`. healer's own state: no
@@ -625,6 +660,11 @@ impl Event {
             Event::PluginQuarantineLifted { .. } => "plugin_quarantine_lifted",
             Event::ChecksBehind { .. } => "checks_behind",
             Event::ChecksCaughtUp { .. } => "checks_caught_up",
+            Event::FleetJoined { .. } => "fleet_joined",
+            Event::FleetCoordinationLost { .. } => "fleet_coordination_lost",
+            Event::FleetShardTaken { .. } => "fleet_shard_taken",
+            Event::FleetShardLost { .. } => "fleet_shard_lost",
+            Event::RecoveryNotClaimed { .. } => "recovery_not_claimed",
         }
     }
 
@@ -659,7 +699,8 @@ impl Event {
             | Event::TargetResumed { target, .. }
             | Event::RecoveryPaused { target, .. }
             | Event::AlertSent { target, .. }
-            | Event::AlertFailed { target, .. } => Some(target),
+            | Event::AlertFailed { target, .. }
+            | Event::RecoveryNotClaimed { target, .. } => Some(target),
             Event::NoReflex { anomaly, .. }
             | Event::AnomalySuppressed { anomaly, .. }
             | Event::AnomalyEscalated { anomaly, .. }
@@ -681,6 +722,10 @@ impl Event {
             | Event::StoreMovedAside { .. }
             | Event::ChecksBehind { .. }
             | Event::ChecksCaughtUp { .. } => None,
+            Event::FleetJoined { member, .. }
+            | Event::FleetCoordinationLost { member, .. }
+            | Event::FleetShardTaken { member, .. }
+            | Event::FleetShardLost { member, .. } => Some(member),
             Event::FactChanged { fact, .. }
             | Event::FactRetracted { fact, .. }
             | Event::FactExpired { fact } => Some(&fact.subject),

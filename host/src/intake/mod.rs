@@ -494,6 +494,7 @@ impl Intake {
             },
             attempt: run.attempt,
             params,
+            fence: None,
         };
         let mut failed = None;
         for (index, (step, handle)) in definition.steps.iter().zip(steps).enumerate() {

@@ -281,10 +281,17 @@ fn write(event: &Event) {
             target,
             issue,
             max_attempts,
-        } => warn!(
-            target = %target, kind = %issue.kind, attempt = %format!("{}/{max_attempts}", issue.attempts),
-            "recovery attempt"
-        ),
+        } => match &issue.fence {
+            None => warn!(
+                target = %target, kind = %issue.kind, attempt = %format!("{}/{max_attempts}", issue.attempts),
+                "recovery attempt"
+            ),
+            Some(fence) => warn!(
+                target = %target, kind = %issue.kind, attempt = %format!("{}/{max_attempts}", issue.attempts),
+                fence = fence.claim, epoch = fence.epoch, shard = fence.shard,
+                "recovery attempt, claimed in the fleet"
+            ),
+        },
         Event::RecovererFinished {
             target,
             kind,
@@ -578,6 +585,42 @@ fn write(event: &Event) {
         Event::PluginQuarantineLifted { package, file, how } => info!(
             package = %package, file = %file.display(),
             "plugin package quarantine lifted: {how}"
+        ),
+        Event::FleetJoined {
+            member,
+            etcd,
+            lease,
+        } => info!(
+            member = %member, etcd = %etcd.join(","), lease = %lease,
+            "fleet: in touch with etcd; taking shards"
+        ),
+        Event::FleetCoordinationLost { member, reason } => error!(
+            member = %member, reason = %reason,
+            "fleet: lost touch with etcd; no fleet target is checked or recovered here until it is back (local targets go on)"
+        ),
+        Event::FleetShardTaken {
+            member,
+            shard,
+            epoch,
+            targets,
+            issues,
+        } => info!(
+            member = %member, shard, epoch, targets = targets.len(), issues,
+            "fleet: shard taken"
+        ),
+        Event::FleetShardLost {
+            member,
+            shard,
+            epoch,
+            reason,
+        } => warn!(member = %member, shard, epoch, reason = %reason, "fleet: shard no longer owned here"),
+        Event::RecoveryNotClaimed {
+            target,
+            kind,
+            reason,
+        } => warn!(
+            target = %target, kind = %kind, reason = %reason,
+            "recovery not run: the fleet's claim on it failed"
         ),
         Event::StoreDegraded { file, error } => error!(
             file = %file.display(), error = %error,

@@ -342,6 +342,14 @@ pub fn init(healer: &Healer, verbose: u8) -> Logging {
         1 => "debug".to_owned(),
         _ => "trace".to_owned(),
     };
+    // The fleet's gRPC stack (etcd's client) logs every HTTP/2 frame at
+    // debug: healer's own debug lines, not theirs, unless HEALER_LOG
+    // asks for them.
+    let level = if level.contains('=') {
+        level
+    } else {
+        format!("{level},h2=info,tonic=info,tower=info,hyper_util=info")
+    };
     let filter =
         || EnvFilter::try_from_env("HEALER_LOG").unwrap_or_else(|_| EnvFilter::new(&level));
     let json = healer.log_format == LogFormat::Json;

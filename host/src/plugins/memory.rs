@@ -499,6 +499,7 @@ mod tests {
             finding: healer_plugin_sdk::Finding::critical("pid.critical", "down"),
             attempt: 1,
             params: json!({}),
+            fence: None,
         };
         let outcome = restart.recover(&recovery).await.expect("done");
         assert_eq!(outcome.summary, "done");

@@ -303,6 +303,7 @@ mod tests {
             finding: Finding::critical("http.status_5xx", "503"),
             attempt: 2,
             params: serde_json::Value::Null,
+            fence: None,
         }
     }
 

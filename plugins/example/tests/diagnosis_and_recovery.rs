@@ -47,6 +47,7 @@ fn recovery() -> Recovery {
         finding: Finding::critical("file.missing", "missing"),
         attempt: 1,
         params: json!({"from": "/etc/shadow"}),
+        fence: None,
     }
 }
 

@@ -40,6 +40,7 @@ fn a_monitor_diagnoser_and_recoverer_answer_across_the_abi() {
         finding: findings[0].clone(),
         attempt: 1,
         params: json!({}),
+        fence: None,
     };
     let outcome = host
         .recover(
@@ -77,6 +78,7 @@ fn a_config_the_plugin_refuses_is_an_error_as_healer_check_says_it() {
             finding: Finding::new("file.missing", Status::Critical, "gone"),
             attempt: 1,
             params: json!({}),
+            fence: None,
         },
     );
 

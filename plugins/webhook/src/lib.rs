@@ -188,6 +188,11 @@ retry_backoff = "500ms"                         # before the first retry; double
                 .headers(self.headers.clone())
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.clone());
+            // A fleet's claim on this recovery: every retry of it carries
+            // the same key, and a later claim a higher one.
+            if let Some(fence) = &recovery.fence {
+                request = request.header("Idempotency-Key", fence.claim.to_string());
+            }
             if let Some(secret) = &self.secret {
                 let timestamp = unix_now();
                 let signature = sign(secret, timestamp, &body)?;
@@ -462,6 +467,7 @@ mod tests {
                 .detail("latency_ms", 5000),
             attempt: 1,
             params: serde_json::json!({"service": "coinbase"}),
+            fence: None,
         }
     }
 

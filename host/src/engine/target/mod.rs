@@ -717,6 +717,12 @@ impl Cycle {
         watched: Option<(usize, (Observed, Instant, Duration))>,
     ) -> bool {
         self.fresh.clear();
+        // A fleet target's owner checks nothing once it may no longer act
+        // (its lease's deadline passed, or the shard went): the daemon is
+        // stopping this loop.
+        if self.runner.fence.as_ref().is_some_and(|fence| !fence.holds()) {
+            return false;
+        }
         let mut conclusive = true;
         if let Some((index, seen)) = pushed {
             conclusive &= self.run_check(index, Some(seen), true).await.concluded();
@@ -742,7 +748,9 @@ impl Cycle {
         // Never act on false evidence: a check that could not tell (it
         // failed, timed out, or said UNKNOWN) resolves nothing, and only
         // recoverers that asked for UNKNOWN act after it.
-        self.recover().await
+        let acted = self.recover().await;
+        self.sync_fleet().await;
+        acted
     }
 
     fn emit_transition(&self, transition: Transition) {

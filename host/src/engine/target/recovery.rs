@@ -277,10 +277,19 @@ impl Cycle {
         if ladder.is_empty() {
             return Attempted::No;
         }
+        // A fleet target's attempt is claimed first: a member that lost
+        // its shard (or was paused past its lease) acts on nothing.
+        let fence = match self.claim(kind).await {
+            Ok(fence) => fence,
+            Err(()) => return Attempted::No,
+        };
         let started_at = Wall::now();
-        let Some(issue) = self.tracker.attempt_started(kind, started_at) else {
+        let Some(mut issue) = self.tracker.attempt_started(kind, started_at) else {
             return Attempted::No;
         };
+        if let Some(fence) = &fence {
+            issue = self.tracker.fenced(kind, fence.clone()).unwrap_or(issue);
+        }
         self.say_verdicts();
         let policy = target.policy;
         let attempt = issue.attempts;
@@ -295,6 +304,7 @@ impl Cycle {
             finding,
             attempt,
             params: serde_json::json!({}),
+            fence,
         };
         let mut recovered = false;
         for i in ladder {
@@ -363,6 +373,36 @@ impl Cycle {
             self.propose(kind, i, why);
         }
         Attempted::Ran
+    }
+
+    /// The fleet's claim on the next attempt at `kind` (none for a local
+    /// target); `Err` when it was refused, said as an event.
+    async fn claim(&mut self, kind: &str) -> Result<Option<healer_plugin_sdk::Fence>, ()> {
+        let Some(fence) = self.runner.fence.as_mut() else {
+            return Ok(None);
+        };
+        let Some(issue) = self.tracker.issue(kind) else {
+            return Err(());
+        };
+        match fence.claim(issue).await {
+            Ok(fence) => Ok(Some(fence)),
+            Err(reason) => {
+                self.events.emit(Event::RecoveryNotClaimed {
+                    target: self.runner.target.name.clone(),
+                    kind: kind.to_owned(),
+                    reason,
+                });
+                Err(())
+            }
+        }
+    }
+
+    /// Writes what changed of a fleet target's open issues to etcd, for
+    /// the next owner.
+    pub(super) async fn sync_fleet(&mut self) {
+        if let Some(fence) = self.runner.fence.as_mut() {
+            fence.sync(self.tracker.issues()).await;
+        }
     }
 
     /// The rungs of `ladder` in the order they are tried: as written, or

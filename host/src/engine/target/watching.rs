@@ -37,8 +37,14 @@ impl Cycle {
     /// Whether the target is quiet enough for its workers to check it:
     /// nothing open, nothing being verified.
     fn quiet(&self) -> bool {
-        // Not `settling`: it outlives the issue it was for.
-        !self.tracker.has_issues() && !self.verifying && self.off_grid.is_none()
+        // Not `settling`: it outlives the issue it was for. A fleet
+        // target is never handed to a worker: its checks must stop the
+        // moment this member stops owning it, and a worker goes on
+        // checking while healer is stopped (SIGSTOP) or cut off.
+        !self.tracker.has_issues()
+            && !self.verifying
+            && self.off_grid.is_none()
+            && self.runner.fence.is_none()
     }
 
     /// Hands the quiet target's watchable checks to their workers, or takes

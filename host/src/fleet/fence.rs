@@ -1,0 +1,255 @@
+//! What a fleet target's loop writes to etcd, every write fenced on its
+//! shard's epoch: its open issues (what the next owner carries on from)
+//! and, before every recovery, the claim.
+//!
+//! A claim is one transaction: if the shard's owner key is still the one
+//! created at the epoch (this member still owns it, and nobody took it
+//! since) and the issue's key is as this member last wrote or read it,
+//! the issue is written as being recovered (attempt n, the member, the
+//! epoch). Its revision is the claim ([`Fence::claim`]): the recovery
+//! carries it (`HEALER_FENCE`, `Idempotency-Key`), and it grows with
+//! every later claim. A member that was paused or cut off fails it: etcd
+//! deleted its owner key when its lease expired, and a new owner's key
+//! has a later create revision. The recovery starts only within a
+//! second of the claim being sent and while the session holds.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
+use healer_plugin_sdk::Fence;
+use serde::Deserialize;
+use tokio::time::timeout;
+
+use super::{issue_record, keys, Fleet, CALL_WITHIN};
+use crate::issues::Issue;
+
+/// A recovery starts within this of its claim being sent, or not at all.
+pub const ACT_WITHIN: Duration = Duration::from_secs(1);
+
+/// An open issue as etcd holds it.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    pub issue: Issue,
+    /// The revision of its key.
+    pub revision: i64,
+}
+
+/// The open issues in `kvs` (a shard's `issues/` keys), by target.
+pub(super) fn read_saved(kvs: &[KeyValue]) -> HashMap<String, Vec<Saved>> {
+    #[derive(Deserialize)]
+    struct Record {
+        target: String,
+        issue: Issue,
+    }
+    let mut saved: HashMap<String, Vec<Saved>> = HashMap::new();
+    for kv in kvs {
+        // A record healer cannot read is left alone: the issue is found
+        // again by the new owner's own checks.
+        if let Ok(record) = serde_json::from_slice::<Record>(kv.value()) {
+            saved.entry(record.target).or_default().push(Saved {
+                issue: record.issue,
+                revision: kv.mod_revision(),
+            });
+        }
+    }
+    saved
+}
+
+/// One fleet target's writes to etcd, fenced on its shard's epoch.
+pub struct ShardFence {
+    fleet: Fleet,
+    shard: u32,
+    epoch: u64,
+    target: String,
+    /// Each open issue's key revision as last written or read (none: no
+    /// key).
+    revisions: HashMap<String, i64>,
+    /// What was last written of each open issue.
+    written: HashMap<String, String>,
+}
+
+impl ShardFence {
+    pub(super) fn new(fleet: Fleet, shard: u32, epoch: u64, target: &str) -> ShardFence {
+        ShardFence {
+            fleet,
+            shard,
+            epoch,
+            target: target.to_owned(),
+            revisions: HashMap::new(),
+            written: HashMap::new(),
+        }
+    }
+
+    /// Carries on from the issues etcd held for the target.
+    pub fn carry_on(&mut self, saved: &[Saved]) {
+        for saved in saved {
+            self.revisions
+                .insert(saved.issue.kind.clone(), saved.revision);
+            let record = self.record(&saved.issue);
+            self.written.insert(saved.issue.kind.clone(), record);
+        }
+    }
+
+    /// Whether this member may still act on the target: it owns the
+    /// shard since the same epoch, and its session holds.
+    pub fn holds(&self) -> bool {
+        self.fleet.owns(self.shard, self.epoch) && self.fleet.holds()
+    }
+
+    /// The shard it writes in.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    fn record(&self, issue: &Issue) -> String {
+        issue_record(&self.target, issue, self.fleet.member(), self.epoch)
+    }
+
+    fn key(&self, kind: &str) -> String {
+        keys::issue(self.shard, &self.target, kind)
+    }
+
+    /// The two conditions of every write: the shard is still ours since
+    /// the epoch, the issue's key as last seen.
+    fn fenced(&self, kind: &str) -> Vec<Compare> {
+        vec![
+            Compare::create_revision(
+                keys::owner(self.shard),
+                CompareOp::Equal,
+                self.epoch as i64,
+            ),
+            Compare::mod_revision(
+                self.key(kind),
+                CompareOp::Equal,
+                self.revisions.get(kind).copied().unwrap_or(0),
+            ),
+        ]
+    }
+
+    /// Claims the recovery `issue` is about to get (its next attempt):
+    /// the fence it runs under, or why it may not run.
+    pub async fn claim(&mut self, issue: &Issue) -> Result<Fence, String> {
+        self.fleet.may_claim(self.shard, self.epoch)?;
+        let sent = Instant::now();
+        let mut claimed = issue.clone();
+        claimed.attempts += 1;
+        claimed.state = crate::issues::State::Recovering;
+        let record = self.record(&claimed);
+        let revision = self.write(&issue.kind, Some(record.clone())).await?;
+        // A pause between the claim and the action (a stopped process, a
+        // slow answer) must not carry it past what the claim proves.
+        if sent.elapsed() > ACT_WITHIN || !self.fleet.holds() {
+            return Err(format!(
+                "the claim took {} to be answered; a recovery starts within {} of it",
+                healer_plugin_sdk::Duration(sent.elapsed()),
+                healer_plugin_sdk::Duration(ACT_WITHIN)
+            ));
+        }
+        Ok(Fence {
+            claim: revision as u64,
+            epoch: self.epoch,
+            shard: self.shard,
+            member: self.fleet.member().to_owned(),
+        })
+    }
+
+    /// Writes what changed of the target's open issues `open` (a new or
+    /// changed one put, one no longer open deleted). A write that fails
+    /// is tried again at the next call.
+    pub async fn sync<'a>(&mut self, open: impl Iterator<Item = &'a Issue>) {
+        let mut seen = Vec::new();
+        for issue in open {
+            seen.push(issue.kind.clone());
+            let record = self.record(issue);
+            if self.written.get(&issue.kind) != Some(&record) {
+                let _ = self.write(&issue.kind, Some(record)).await;
+            }
+        }
+        let gone: Vec<String> = self
+            .written
+            .keys()
+            .filter(|kind| !seen.contains(kind))
+            .cloned()
+            .collect();
+        for kind in gone {
+            let _ = self.write(&kind, None).await;
+        }
+    }
+
+    /// Puts (or, with `None`, deletes) the issue of `kind`, fenced: its
+    /// revision, or why not. A write refused because the shard is no
+    /// longer ours loses it.
+    async fn write(&mut self, kind: &str, record: Option<String>) -> Result<i64, String> {
+        let key = self.key(kind);
+        let then = match &record {
+            Some(record) => TxnOp::put(key.clone(), record.clone(), None),
+            None => TxnOp::delete(key.clone(), None),
+        };
+        let txn = Txn::new().when(self.fenced(kind)).and_then([then]).or_else([
+            TxnOp::get(keys::owner(self.shard), None),
+            TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
+        ]);
+        let mut client = self.fleet.inner.client.clone();
+        let answer = match timeout(CALL_WITHIN, client.txn(txn)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(err)) => return Err(format!("etcd refused the write: {}", super::etcd_error(&err))),
+            Err(_) => {
+                // It may have been applied: the issue's revision is read
+                // again before the next write.
+                self.revisions.insert(kind.to_owned(), -1);
+                return Err(format!(
+                    "etcd did not answer within {}",
+                    healer_plugin_sdk::Duration(CALL_WITHIN)
+                ));
+            }
+        };
+        let revision = answer.header().map_or(0, |h| h.revision());
+        if answer.succeeded() {
+            match record {
+                Some(record) => {
+                    self.revisions.insert(kind.to_owned(), revision);
+                    self.written.insert(kind.to_owned(), record);
+                }
+                None => {
+                    self.revisions.remove(kind);
+                    self.written.remove(kind);
+                }
+            }
+            return Ok(revision);
+        }
+        let mut owner = None;
+        let mut issue = 0;
+        for (at, response) in answer.op_responses().into_iter().enumerate() {
+            if let TxnOpResponse::Get(got) = response {
+                let kv = got.kvs().first();
+                if at == 0 {
+                    owner = kv.map(|kv| kv.create_revision() as u64);
+                } else {
+                    issue = kv.map_or(0, |kv| kv.mod_revision());
+                }
+            }
+        }
+        if owner != Some(self.epoch) {
+            self.fleet.lose(
+                self.shard,
+                &format!(
+                    "a write of target {:?} found its owner key gone or newer than epoch {}",
+                    self.target, self.epoch
+                ),
+                true,
+            );
+            return Err(format!(
+                "this member no longer owns shard {} (epoch {})",
+                self.shard, self.epoch
+            ));
+        }
+        // Ours, but the issue's key was not as last seen (a write whose
+        // answer was lost): read, and tried again next time.
+        self.revisions.insert(kind.to_owned(), issue);
+        self.written.remove(kind);
+        Err(format!(
+            "the issue's record in etcd changed since this member read it (revision {issue})"
+        ))
+    }
+}

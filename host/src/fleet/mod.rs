@@ -1,0 +1,713 @@
+//! A fleet of healers sharing the targets marked `fleet = true` through
+//! etcd (`../shared/FLEET.md` is the design): each such target belongs to
+//! one of 4,096 fixed shards, and only the member owning its shard now
+//! checks and recovers it.
+//!
+//! A member holds one lease ([`session`]); its member key and the owner
+//! keys of its shards live on it, so etcd deletes them all when the
+//! member dies. The member renews the lease every fifth of its TTL and
+//! counts its own deadline from the send time of the latest renewal
+//! etcd acknowledged: past it, the member drops every shard (fail
+//! closed), before the server can have expired the lease. Every
+//! [`SCAN_EVERY`] it reads the owner keys: a shard of its own whose key
+//! is gone is lost; an unowned shard that some fleet target needs is
+//! taken by a create-only transaction (its revision is the shard's
+//! *epoch*), up to its share plus one, preferred by rendezvous hash; a
+//! surplus shard is handed back at most one every [`RELEASE_EVERY`], once
+//! its targets' loops have stopped. What a shard's targets do goes
+//! through [`fence::ShardFence`]: every recovery is claimed by a
+//! transaction on the epoch and the issue's revision first.
+//!
+//! The daemon hears of shards taken, lost and to release as [`Change`]s
+//! and starts or stops their targets' loops.
+
+pub mod fence;
+mod keys;
+mod session;
+mod shard;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::timeout;
+
+use crate::config::{Config, Fleet as Settings};
+use crate::events::{Event, Events};
+use crate::issues::Issue;
+use healer_plugin_sdk::Duration as HumanDuration;
+
+pub use fence::{Saved, ShardFence};
+pub use session::Session;
+pub use shard::{most_to_own, preference, shard_of, SHARDS};
+
+/// How often a member reads who owns what.
+pub const SCAN_EVERY: Duration = Duration::from_millis(250);
+
+/// A surplus shard is handed back at most this often.
+pub const RELEASE_EVERY: Duration = Duration::from_secs(2);
+
+/// The longest any one call to etcd may take.
+const CALL_WITHIN: Duration = Duration::from_secs(2);
+
+/// What the daemon is told to do with a shard's targets.
+pub enum Change {
+    /// This member owns `shard` since `epoch`: start its targets, each
+    /// carrying on from the open issues etcd holds for it.
+    Taken {
+        shard: u32,
+        epoch: u64,
+        saved: HashMap<String, Vec<Saved>>,
+    },
+    /// This member no longer owns `shard`: stop its targets at once.
+    Lost { shard: u32 },
+    /// `shard` is to be handed back: stop its targets, then say `done`.
+    Release {
+        shard: u32,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A shard this member owns.
+#[derive(Clone, Copy, Debug)]
+struct Owned {
+    epoch: u64,
+    since: Instant,
+    /// Being handed back: nothing new is claimed on it.
+    releasing: bool,
+}
+
+/// What the member knows of the fleet now.
+#[derive(Default)]
+struct State {
+    session: Option<Session>,
+    owned: BTreeMap<u32, Owned>,
+    /// The members etcd listed at the latest scan.
+    members: Vec<String>,
+    /// Whether the member is in touch with etcd (for one event per
+    /// change).
+    coordinated: Option<bool>,
+    /// Why it is not, as last seen.
+    trouble: Option<String>,
+}
+
+/// The fleet as this member takes part in it: cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    client: Client,
+    events: Events,
+    /// The shards the config's fleet targets need, and their targets.
+    needed: RwLock<BTreeMap<u32, Vec<String>>>,
+    state: Mutex<State>,
+    /// Where the daemon hears what to start and stop.
+    changes: mpsc::UnboundedSender<Change>,
+}
+
+/// What `GET /api/v1/fleet` and `healer status` show.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct View {
+    /// This member's name.
+    pub member: String,
+    /// Whether it is in touch with etcd and may act on its shards.
+    pub coordinated: bool,
+    /// Why not, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trouble: Option<String>,
+    /// Its lease (hex, as `etcdctl lease list` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    /// Milliseconds until its deadline, if the lease is not renewed.
+    pub lease_left_ms: u64,
+    /// The members etcd lists.
+    pub members: Vec<String>,
+    /// Shards some fleet target needs.
+    pub shards_needed: usize,
+    /// The shards it owns, with their epochs and targets.
+    pub shards: Vec<ShardView>,
+}
+
+/// One owned shard, as shown.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct ShardView {
+    pub shard: u32,
+    pub epoch: u64,
+    pub owned_for_ms: u64,
+    pub targets: Vec<String>,
+}
+
+/// The shards `config`'s fleet targets need, each with its targets.
+pub fn needed_by(config: &Config) -> BTreeMap<u32, Vec<String>> {
+    let mut needed: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for target in config.targets.iter().filter(|t| t.fleet && t.enabled) {
+        needed
+            .entry(shard_of(&target.name))
+            .or_default()
+            .push(target.name.clone());
+    }
+    needed
+}
+
+impl Fleet {
+    /// Joins the fleet `config` names (none without `[fleet]`): the
+    /// member's lease is renewed and its shards taken in the background
+    /// until `shutdown`; the daemon hears what to start and stop.
+    pub async fn start(
+        config: &Config,
+        events: &Events,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Option<(Fleet, mpsc::UnboundedReceiver<Change>)>, String> {
+        let Some(settings) = config.fleet.clone() else {
+            return Ok(None);
+        };
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(CALL_WITHIN)
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
+            .with_keep_alive_while_idle(true);
+        // The channel connects lazily: an etcd down at start is a fleet
+        // not yet joined, not a failed start.
+        let client = Client::connect(&settings.etcd, Some(options))
+            .await
+            .map_err(|err| format!("[fleet] etcd {:?}: {}", settings.etcd, etcd_error(&err)))?;
+        // Unbounded, yet bounded by the shards: each has at most a few
+        // changes waiting.
+        let (changes, heard) = mpsc::unbounded_channel();
+        let fleet = Fleet {
+            inner: Arc::new(Inner {
+                settings,
+                client,
+                events: events.clone(),
+                needed: RwLock::new(needed_by(config)),
+                state: Mutex::new(State::default()),
+                changes,
+            }),
+        };
+        tokio::spawn(fleet.clone().renew(shutdown.clone()));
+        tokio::spawn(fleet.clone().own(shutdown));
+        Ok(Some((fleet, heard)))
+    }
+
+    /// This member's name.
+    pub fn member(&self) -> &str {
+        &self.inner.settings.member
+    }
+
+    /// The targets of `shard` in the config.
+    pub fn targets_of(&self, shard: u32) -> Vec<String> {
+        read(&self.inner.needed)
+            .get(&shard)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A reload's new config: the shards its fleet targets need.
+    pub fn reconfigure(&self, config: &Config) {
+        *write(&self.inner.needed) = needed_by(config);
+    }
+
+    /// What it knows now.
+    pub fn view(&self) -> View {
+        let now = Instant::now();
+        let state = self.state();
+        let needed = read(&self.inner.needed);
+        View {
+            member: self.inner.settings.member.clone(),
+            coordinated: state.coordinated == Some(true),
+            trouble: state.trouble.clone(),
+            lease: state.session.as_ref().map(|s| format!("{:x}", s.lease)),
+            lease_left_ms: state
+                .session
+                .as_ref()
+                .map_or(0, |s| s.left(now).as_millis() as u64),
+            members: state.members.clone(),
+            shards_needed: needed.len(),
+            shards: state
+                .owned
+                .iter()
+                .map(|(&shard, owned)| ShardView {
+                    shard,
+                    epoch: owned.epoch,
+                    owned_for_ms: now.duration_since(owned.since).as_millis() as u64,
+                    targets: needed.get(&shard).cloned().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The fence a target of `shard` owned since `epoch` claims its
+    /// recoveries through.
+    pub fn fence(&self, shard: u32, epoch: u64, target: &str) -> ShardFence {
+        ShardFence::new(self.clone(), shard, epoch, target)
+    }
+
+    /// Leaves the fleet (healer stops): the lease is revoked, so every
+    /// shard it owned is free at once, not after the TTL.
+    pub async fn leave(&self) {
+        let lease = {
+            let mut state = self.state();
+            state.owned.clear();
+            state.session.take().map(|s| s.lease)
+        };
+        if let Some(lease) = lease {
+            let mut client = self.inner.client.clone();
+            let _ = timeout(CALL_WITHIN, client.lease_revoke(lease)).await;
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Whether `shard` is still owned since `epoch`, the session holding,
+    /// and a claim may be made now: `Err` says why not.
+    fn may_claim(&self, shard: u32, epoch: u64) -> Result<(), String> {
+        let now = Instant::now();
+        let state = self.state();
+        match state.owned.get(&shard) {
+            Some(owned) if owned.epoch == epoch && !owned.releasing => {}
+            Some(owned) if owned.releasing => {
+                return Err(format!("shard {shard} is being handed back"))
+            }
+            _ => return Err(format!("this member no longer owns shard {shard}")),
+        }
+        match &state.session {
+            Some(session) if session.may_claim(now) => Ok(()),
+            Some(session) => Err(format!(
+                "the lease has {} left before this member stops acting",
+                HumanDuration(session.left(now))
+            )),
+            None => Err("this member has no lease".to_owned()),
+        }
+    }
+
+    /// Whether `shard` is owned since `epoch` (and not being handed back).
+    fn owns(&self, shard: u32, epoch: u64) -> bool {
+        self.state()
+            .owned
+            .get(&shard)
+            .is_some_and(|owned| owned.epoch == epoch && !owned.releasing)
+    }
+
+    /// Whether the session still holds (an action may start).
+    fn holds(&self) -> bool {
+        self.state()
+            .session
+            .as_ref()
+            .is_some_and(|s| s.holds(Instant::now()))
+    }
+
+    /// Forgets `shard` (its owner key is gone or replaced): the daemon
+    /// stops its targets.
+    fn lose(&self, shard: u32, reason: &str, tell: bool) {
+        let gone = self.state().owned.remove(&shard);
+        if let Some(owned) = gone {
+            self.inner.events.emit(Event::FleetShardLost {
+                member: self.member().to_owned(),
+                shard,
+                epoch: owned.epoch,
+                reason: reason.to_owned(),
+            });
+            if tell {
+                let _ = self.inner.changes.send(Change::Lost { shard });
+            }
+        }
+    }
+
+    /// Says, once per change, whether the member is in touch with etcd.
+    fn coordinated(&self, now: bool, trouble: Option<String>) {
+        let was = {
+            let mut state = self.state();
+            if !now {
+                state.trouble = trouble.clone();
+            } else {
+                state.trouble = None;
+            }
+            std::mem::replace(&mut state.coordinated, Some(now))
+        };
+        if was == Some(now) {
+            return;
+        }
+        let member = self.member().to_owned();
+        match (now, was) {
+            (true, _) => self.inner.events.emit(Event::FleetJoined {
+                member,
+                etcd: self.inner.settings.etcd.clone(),
+                lease: self.inner.settings.lease,
+            }),
+            (false, _) => self.inner.events.emit(Event::FleetCoordinationLost {
+                member,
+                reason: trouble.unwrap_or_else(|| "etcd cannot be reached".to_owned()),
+            }),
+        }
+    }
+
+    /// Renews the lease every fifth of its TTL until `shutdown`; each
+    /// acknowledged renewal moves the deadline to its send time plus the
+    /// TTL granted.
+    async fn renew(self, mut shutdown: watch::Receiver<bool>) {
+        let every = self.inner.settings.lease.0 / 5;
+        let mut keeping: Option<(i64, etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> =
+            None;
+        loop {
+            let lease = self.state().session.as_ref().map(|s| s.lease);
+            let sent = Instant::now();
+            if let Some(lease) = lease {
+                if keeping.as_ref().is_none_or(|(id, _, _)| *id != lease) {
+                    let mut client = self.inner.client.clone();
+                    keeping = match timeout(CALL_WITHIN, client.lease_keep_alive(lease)).await {
+                        Ok(Ok((keeper, stream))) => Some((lease, keeper, stream)),
+                        _ => None,
+                    };
+                }
+                if let Some((_, keeper, stream)) = &mut keeping {
+                    let renewed = timeout(every.max(Duration::from_millis(500)), async {
+                        keeper.keep_alive().await?;
+                        stream.message().await
+                    })
+                    .await;
+                    match renewed {
+                        Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
+                            let ttl = Duration::from_secs(answer.ttl() as u64);
+                            if let Some(session) = self.state().session.as_mut() {
+                                if session.lease == lease {
+                                    session.renewed(sent, ttl);
+                                }
+                            }
+                        }
+                        Ok(Ok(Some(_))) => {
+                            // etcd no longer knows the lease: it expired.
+                            self.expired(lease, "etcd says the lease expired");
+                            keeping = None;
+                        }
+                        _ => keeping = None,
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until((sent + every).into()) => {}
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            }
+        }
+    }
+
+    /// The session of `lease` ended: every shard is dropped.
+    fn expired(&self, lease: i64, reason: &str) {
+        let owned: Vec<u32> = {
+            let mut state = self.state();
+            if state.session.as_ref().is_some_and(|s| s.lease == lease) {
+                state.session = None;
+            }
+            state.owned.keys().copied().collect()
+        };
+        for shard in owned {
+            self.lose(shard, reason, true);
+        }
+    }
+
+    /// Takes, keeps and hands back shards until `shutdown`.
+    async fn own(self, mut shutdown: watch::Receiver<bool>) {
+        let mut last_release = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SCAN_EVERY) => {}
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            }
+            if let Err(trouble) = self.own_once(&mut last_release).await {
+                self.coordinated(false, Some(trouble));
+            }
+        }
+    }
+
+    /// One round: the session, the owners, shards taken, lost and
+    /// handed back. `Err` when etcd could not be asked.
+    async fn own_once(&self, last_release: &mut Instant) -> Result<(), String> {
+        let now = Instant::now();
+        let session = self.state().session.clone();
+        let session = match session {
+            Some(session) if session.holds(now) => session,
+            Some(session) => {
+                // No renewal was acknowledged in time: fail closed.
+                let reason = format!(
+                    "no renewal of the lease was acknowledged within {}: etcd cannot be reached",
+                    HumanDuration(session.ttl)
+                );
+                let owned: Vec<u32> = {
+                    let mut state = self.state();
+                    state.session = None;
+                    state.owned.keys().copied().collect()
+                };
+                for shard in owned {
+                    self.lose(shard, &reason, true);
+                }
+                let mut client = self.inner.client.clone();
+                tokio::spawn(async move {
+                    let _ = timeout(CALL_WITHIN, client.lease_revoke(session.lease)).await;
+                });
+                return Err(reason);
+            }
+            None => self.join().await?,
+        };
+        let (owners, members) = self.scan().await?;
+        self.coordinated(true, None);
+        self.state().members = members.clone();
+        let owned: Vec<(u32, Owned)> = self.state().owned.iter().map(|(s, o)| (*s, *o)).collect();
+        for (shard, mine) in &owned {
+            let still = owners
+                .get(shard)
+                .is_some_and(|(epoch, lease)| *epoch == mine.epoch && *lease == session.lease);
+            if !still {
+                self.lose(
+                    *shard,
+                    "its owner key in etcd is gone or another member's",
+                    true,
+                );
+            }
+        }
+        let needed: Vec<u32> = read(&self.inner.needed).keys().copied().collect();
+        let most = most_to_own(needed.len(), members.len());
+        let held = self.state().owned.len();
+        // Shards no fleet target needs any more are handed back at once.
+        let unneeded: Vec<(u32, Owned)> = owned
+            .iter()
+            .filter(|(shard, _)| !read(&self.inner.needed).contains_key(shard))
+            .copied()
+            .collect();
+        for (shard, mine) in unneeded {
+            self.hand_back(shard, mine, "no fleet target needs it", false)
+                .await;
+        }
+        if held < most && session.may_claim(Instant::now()) {
+            let member = self.member().to_owned();
+            let mut free: Vec<u32> = needed
+                .iter()
+                .copied()
+                .filter(|shard| !owners.contains_key(shard))
+                .collect();
+            free.sort_by_key(|&shard| std::cmp::Reverse(preference(&member, shard)));
+            free.truncate(most - held);
+            let taking = free.into_iter().map(|shard| self.take(shard, session.lease));
+            let taken = futures_util::future::join_all(taking).await;
+            for taken in taken.into_iter().flatten() {
+                let _ = self.inner.changes.send(taken);
+            }
+        } else if held > most && last_release.elapsed() >= RELEASE_EVERY {
+            // The least preferred shard goes, once its loops stopped.
+            let member = self.member().to_owned();
+            let surplus = self
+                .state()
+                .owned
+                .iter()
+                .filter(|(_, owned)| !owned.releasing)
+                .min_by_key(|(shard, _)| preference(&member, **shard))
+                .map(|(shard, owned)| (*shard, *owned));
+            if let Some((shard, mine)) = surplus {
+                *last_release = Instant::now();
+                let reason = format!(
+                    "handed back: {} members share {} shards, at most {most} each",
+                    members.len(),
+                    needed.len()
+                );
+                self.hand_back(shard, mine, &reason, true).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new session: a lease granted and the member key put on it.
+    async fn join(&self) -> Result<Session, String> {
+        let ttl = self.inner.settings.lease.0;
+        let mut client = self.inner.client.clone();
+        let sent = Instant::now();
+        let granted = timeout(
+            CALL_WITHIN,
+            client.lease_grant(ttl.as_secs().max(1) as i64, None),
+        )
+        .await
+        .map_err(|_| format!("etcd did not grant a lease within {}", HumanDuration(CALL_WITHIN)))?
+        .map_err(|err| format!("etcd did not grant a lease: {}", etcd_error(&err)))?;
+        let session = Session::granted(
+            granted.id(),
+            Duration::from_secs(granted.ttl().max(1) as u64),
+            sent,
+        );
+        let about = serde_json::json!({
+            "pid": std::process::id(),
+            "advertise": self.inner.settings.advertise,
+        });
+        let put = timeout(
+            CALL_WITHIN,
+            client.put(
+                keys::member(self.member()),
+                about.to_string(),
+                Some(PutOptions::new().with_lease(session.lease)),
+            ),
+        )
+        .await;
+        match put {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(format!("the member key was not written: {}", etcd_error(&err))),
+            Err(_) => return Err("the member key was not written in time".to_owned()),
+        }
+        self.state().session = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Who owns each shard (its epoch and lease), and the members.
+    async fn scan(&self) -> Result<(HashMap<u32, (u64, i64)>, Vec<String>), String> {
+        let mut client = self.inner.client.clone();
+        let asked = async {
+            let shards = client
+                .get(keys::shards(), Some(GetOptions::new().with_prefix().with_keys_only()))
+                .await?;
+            let members = client
+                .get(keys::members(), Some(GetOptions::new().with_prefix().with_keys_only()))
+                .await?;
+            Ok::<_, etcd_client::Error>((shards, members))
+        };
+        let (shards, members) = timeout(CALL_WITHIN, asked)
+            .await
+            .map_err(|_| format!("etcd did not answer within {}", HumanDuration(CALL_WITHIN)))?
+            .map_err(|err| format!("etcd did not answer: {}", etcd_error(&err)))?;
+        let owners = shards
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let shard = keys::owner_shard(kv.key())?;
+                Some((shard, (kv.create_revision() as u64, kv.lease())))
+            })
+            .collect();
+        let prefix = keys::members();
+        let members = members
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
+        Ok((owners, members))
+    }
+
+    /// Takes `shard` if nobody owns it: its epoch and open issues.
+    async fn take(&self, shard: u32, lease: i64) -> Option<Change> {
+        let mut client = self.inner.client.clone();
+        let owner = keys::owner(shard);
+        let txn = Txn::new()
+            .when([Compare::create_revision(owner.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                owner,
+                self.member(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let answer = timeout(CALL_WITHIN, client.txn(txn)).await.ok()?.ok()?;
+        if !answer.succeeded() {
+            return None;
+        }
+        let epoch = answer.header()?.revision() as u64;
+        // The issues are read after the shard is ours: nobody else writes
+        // them now.
+        let issues = timeout(
+            CALL_WITHIN,
+            client.get(keys::issues(shard), Some(GetOptions::new().with_prefix())),
+        )
+        .await;
+        let saved = match issues {
+            Ok(Ok(issues)) => fence::read_saved(issues.kvs()),
+            _ => {
+                // Without them the shard cannot be carried on: hand it
+                // back for another try.
+                let _ = self.release_key(shard, epoch).await;
+                return None;
+            }
+        };
+        self.state().owned.insert(
+            shard,
+            Owned {
+                epoch,
+                since: Instant::now(),
+                releasing: false,
+            },
+        );
+        let targets = self.targets_of(shard);
+        self.inner.events.emit(Event::FleetShardTaken {
+            member: self.member().to_owned(),
+            shard,
+            epoch,
+            targets,
+            issues: saved.values().map(Vec::len).sum(),
+        });
+        Some(Change::Taken {
+            shard,
+            epoch,
+            saved,
+        })
+    }
+
+    /// Hands `shard` back: no claim on it from now, its targets stopped
+    /// (when `changes` is given, the daemon says when), then its owner
+    /// key deleted.
+    async fn hand_back(
+        &self,
+        shard: u32,
+        mine: Owned,
+        reason: &str,
+        wait: bool,
+    ) {
+        if let Some(owned) = self.state().owned.get_mut(&shard) {
+            owned.releasing = true;
+        }
+        if wait {
+            let (done, stopped) = oneshot::channel();
+            if self.inner.changes.send(Change::Release { shard, done }).is_ok() {
+                let _ = timeout(Duration::from_secs(30), stopped).await;
+            }
+        }
+        let _ = self.release_key(shard, mine.epoch).await;
+        self.lose(shard, reason, false);
+    }
+
+    /// Deletes `shard`'s owner key if it is still the one of `epoch`.
+    async fn release_key(&self, shard: u32, epoch: u64) -> Result<(), String> {
+        let mut client = self.inner.client.clone();
+        let owner = keys::owner(shard);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                owner.clone(),
+                CompareOp::Equal,
+                epoch as i64,
+            )])
+            .and_then([TxnOp::delete(owner, None)]);
+        match timeout(CALL_WITHIN, client.txn(txn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(etcd_error(&err)),
+            Err(_) => Err("etcd did not answer in time".to_owned()),
+        }
+    }
+}
+
+/// An etcd client error on one line.
+fn etcd_error(err: &etcd_client::Error) -> String {
+    crate::one_line::OneLine(&err.to_string()).to_string()
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// What an open issue of a fleet target is, kept in etcd.
+pub(crate) fn issue_record(target: &str, issue: &Issue, member: &str, epoch: u64) -> String {
+    serde_json::json!({ "target": target, "issue": issue, "member": member, "epoch": epoch })
+        .to_string()
+}
