@@ -121,6 +121,10 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
         if let Some(line) = behind_line(daemon) {
             say!("{line}");
         }
+        let fleet = daemon.call("GET", "/api/v1/fleet", None).ok();
+        if let Some(view) = fleet.and_then(|v| serde_json::from_value(v).ok()) {
+            say!("{}", fleet_line(&view));
+        }
     }
     // The worst target's code: CRITICAL outranks UNKNOWN (not checked yet).
     let worst = rows
@@ -129,6 +133,62 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
         .max_by_key(|status| crate::board::rank(*status))
         .unwrap_or(Status::Ok);
     ExitCode::from(worst as u8)
+}
+
+/// `healer fleet`: the fleet as the daemon sees it. Exits 0 while the
+/// member is in touch with etcd, 2 when it is not (it acts on no fleet
+/// target), 4 when the daemon cannot be asked or is in no fleet.
+pub fn fleet(daemon: &Daemon, json: bool) -> ExitCode {
+    let answer = match daemon.call("GET", "/api/v1/fleet", None) {
+        Ok(answer) => answer,
+        Err(err) => {
+            eprintln!("healer: {err}");
+            return ExitCode::from(UNREACHABLE);
+        }
+    };
+    let view: crate::fleet::View = match serde_json::from_value(answer.clone()) {
+        Ok(view) => view,
+        Err(err) => {
+            eprintln!("healer: unexpected answer from /api/v1/fleet: {err}");
+            return ExitCode::from(UNREACHABLE);
+        }
+    };
+    if json {
+        print_json(&answer);
+    } else {
+        say!("{}", fleet_line(&view));
+        for shard in &view.shards {
+            say!(
+                "  shard {:>4}  epoch {:>8}  owned {:>8}  {}",
+                shard.shard,
+                shard.epoch,
+                short(Duration::from_millis(shard.owned_for_ms)),
+                shard.targets.join(", ")
+            );
+        }
+    }
+    ExitCode::from(if view.coordinated { 0 } else { 2 })
+}
+
+/// The fleet in one line, as `healer status` and `healer fleet` say it.
+fn fleet_line(view: &crate::fleet::View) -> String {
+    let targets: usize = view.shards.iter().map(|s| s.targets.len()).sum();
+    let members = view.members.join(", ");
+    match &view.trouble {
+        None if view.coordinated => format!(
+            "fleet: member {} of {} ({members}); owns {} of {} shards ({targets} targets); lease {} left",
+            view.member,
+            view.members.len(),
+            view.shards.len(),
+            view.shards_needed,
+            short(Duration::from_millis(view.lease_left_ms))
+        ),
+        trouble => format!(
+            "fleet: member {} is OUT OF TOUCH with etcd and acts on no fleet target: {}",
+            view.member,
+            crate::one_line::OneLine(trouble.as_deref().unwrap_or("not joined yet"))
+        ),
+    }
 }
 
 /// A line saying healer is behind its checks' schedules, while it is.

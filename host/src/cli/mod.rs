@@ -103,6 +103,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the fleet as the running daemon sees it (`[fleet]`): the
+    /// members etcd lists, the shards this member owns with their epochs
+    /// and targets, its lease's time left, or why it is out of touch.
+    Fleet {
+        /// Print the API's JSON (`GET /api/v1/fleet`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the running daemon knows now, as facts: each target's
     /// `healthy`, `since` and `status`, and what plugins published.
     Facts {
@@ -341,6 +349,13 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::memory::for_a_daemon();
             with_runtime(daemon::run(&cli.options()))
         }
+        Command::Fleet { json } => match operator::Daemon::of(&cli.config) {
+            Ok(daemon) => operator::fleet(&daemon, json),
+            Err(err) => {
+                eprintln!("healer: {err}");
+                ExitCode::from(operator::UNREACHABLE)
+            }
+        },
         Command::Status { json } => match operator::Daemon::of(&cli.config) {
             Ok(daemon) => operator::status(&daemon, json),
             Err(err) => {

@@ -29,8 +29,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
-pub use fleet::{host_name, Fleet, LEASE_AT_LEAST};
 pub use checks::{Check, MAX_CHECKS};
+pub use fleet::{host_name, Fleet, LEASE_AT_LEAST};
 pub use intake::{HostName, Intake, Reflex, Step, Workflow, MIN_TOKEN_CHARS};
 pub use plugins::{
     Account, Capabilities, Isolation, PackagePolicy, PackageSettings, Plugins, Sandbox, Size,
@@ -784,7 +784,13 @@ impl Checker<'_> {
                 self.push(table, format!("target {:?}: confirm asks other members of the fleet, so it needs fleet = true", target.name));
             }
             if target.confirm > 16 {
-                self.push(table, format!("target {:?}: confirm = {} asks too many members; at most 16", target.name, target.confirm));
+                self.push(
+                    table,
+                    format!(
+                        "target {:?}: confirm = {} asks too many members; at most 16",
+                        target.name, target.confirm
+                    ),
+                );
             }
         }
     }

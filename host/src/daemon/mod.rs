@@ -21,9 +21,9 @@ use crate::api::{Api, Plugins, ReloadRequest};
 use crate::board::{Board, CheckTimers};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::fleet::{Change, Fleet};
 use crate::event_log::EventLog;
 use crate::events::{Event, Events, Subscriber};
+use crate::fleet::{Change, Fleet};
 use crate::history::Recent;
 use crate::loading::{load_remembering, Options};
 use crate::log::EventLines;
@@ -186,19 +186,17 @@ async fn heal(
     stop_signals: StopSignals,
 ) -> ExitCode {
     // Fleet targets start when their shards are taken (below).
-    let runners = match engine::build_some(&config, &catalog, saved.issues, saved.pauses, |t| {
-        !t.fleet
-    })
-    .await
-    {
-        Ok(runners) => runners,
-        Err(errors) => {
-            for error in &errors {
-                tracing::error!("{error}");
+    let runners =
+        match engine::build_some(&config, &catalog, saved.issues, saved.pauses, |t| !t.fleet).await
+        {
+            Ok(runners) => runners,
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!("{error}");
+                }
+                return ExitCode::FAILURE;
             }
-            return ExitCode::FAILURE;
-        }
-    };
+        };
     let intake = match listening_intake(&config, &catalog, events, saved.intake, &view).await {
         Ok(intake) => intake,
         Err(errors) => {

@@ -208,7 +208,13 @@ where
         .iter()
         .filter(|t| t.enabled && !t.fleet)
         .collect();
-    let fleet_targets = |c: &Config| c.targets.iter().filter(|t| t.fleet).cloned().collect::<Vec<_>>();
+    let fleet_targets = |c: &Config| {
+        c.targets
+            .iter()
+            .filter(|t| t.fleet)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     let (before, now) = (fleet_targets(&running_now.config), fleet_targets(&config));
     if running_now.config.fleet != config.fleet
         || before.len() != now.len()

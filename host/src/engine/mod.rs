@@ -570,11 +570,10 @@ impl Engine {
             return;
         }
         self.board.leave(name);
-        let gone = self.shared.facts().retract(
-            &format!("target.{name}"),
-            None,
-            Retraction::TargetRemoved,
-        );
+        let gone =
+            self.shared
+                .facts()
+                .retract(&format!("target.{name}"), None, Retraction::TargetRemoved);
         for event in fact_events(gone) {
             self.events.emit(event);
         }

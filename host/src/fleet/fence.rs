@@ -114,11 +114,7 @@ impl ShardFence {
     /// the epoch, the key as last seen.
     fn fenced(&self, kind: &str) -> Vec<Compare> {
         vec![
-            Compare::create_revision(
-                keys::owner(self.shard),
-                CompareOp::Equal,
-                self.epoch as i64,
-            ),
+            Compare::create_revision(keys::owner(self.shard), CompareOp::Equal, self.epoch as i64),
             Compare::mod_revision(
                 self.key(kind),
                 CompareOp::Equal,
@@ -186,14 +182,22 @@ impl ShardFence {
             Some(record) => TxnOp::put(key.clone(), record.clone(), None),
             None => TxnOp::delete(key.clone(), None),
         };
-        let txn = Txn::new().when(self.fenced(kind)).and_then([then]).or_else([
-            TxnOp::get(keys::owner(self.shard), None),
-            TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
-        ]);
+        let txn = Txn::new()
+            .when(self.fenced(kind))
+            .and_then([then])
+            .or_else([
+                TxnOp::get(keys::owner(self.shard), None),
+                TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
+            ]);
         let mut client = self.fleet.inner.client.clone();
         let answer = match timeout(CALL_WITHIN, client.txn(txn)).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(err)) => return Err(format!("etcd refused the write: {}", super::etcd_error(&err))),
+            Ok(Err(err)) => {
+                return Err(format!(
+                    "etcd refused the write: {}",
+                    super::etcd_error(&err)
+                ))
+            }
             Err(_) => {
                 // It may have been applied: the revision is read
                 // again before the next write.

@@ -50,6 +50,12 @@ pub const SCAN_EVERY: Duration = Duration::from_millis(250);
 /// A surplus shard is handed back at most this often.
 pub const RELEASE_EVERY: Duration = Duration::from_secs(2);
 
+/// A member that just joined waits this long before it takes a shard,
+/// so that members starting together see each other first (the first
+/// to join would otherwise take every shard and hand them back one at
+/// a time).
+pub const SETTLE: Duration = Duration::from_secs(1);
+
 /// The longest any one call to etcd may take.
 const CALL_WITHIN: Duration = Duration::from_secs(2);
 
@@ -92,6 +98,8 @@ struct State {
     coordinated: Option<bool>,
     /// Why it is not, as last seen.
     trouble: Option<String>,
+    /// When its current session began.
+    joined_at: Option<Instant>,
 }
 
 /// The fleet as this member takes part in it: cheap to clone.
@@ -357,8 +365,11 @@ impl Fleet {
     /// TTL granted.
     async fn renew(self, mut shutdown: watch::Receiver<bool>) {
         let every = self.inner.settings.lease.0 / 5;
-        let mut keeping: Option<(i64, etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> =
-            None;
+        let mut keeping: Option<(
+            i64,
+            etcd_client::LeaseKeeper,
+            etcd_client::LeaseKeepAliveStream,
+        )> = None;
         loop {
             let lease = self.state().session.as_ref().map(|s| s.lease);
             let sent = Instant::now();
@@ -487,7 +498,11 @@ impl Fleet {
             self.hand_back(shard, mine, "no fleet target needs it", false)
                 .await;
         }
-        if held < most && session.may_claim(Instant::now()) {
+        let settled = self
+            .state()
+            .joined_at
+            .is_some_and(|at| at.elapsed() >= SETTLE);
+        if held < most && settled && session.may_claim(Instant::now()) {
             let member = self.member().to_owned();
             let mut free: Vec<u32> = needed
                 .iter()
@@ -496,7 +511,9 @@ impl Fleet {
                 .collect();
             free.sort_by_key(|&shard| std::cmp::Reverse(preference(&member, shard)));
             free.truncate(most - held);
-            let taking = free.into_iter().map(|shard| self.take(shard, session.lease));
+            let taking = free
+                .into_iter()
+                .map(|shard| self.take(shard, session.lease));
             let taken = futures_util::future::join_all(taking).await;
             for taken in taken.into_iter().flatten() {
                 let _ = self.inner.changes.send(taken);
@@ -534,7 +551,12 @@ impl Fleet {
             client.lease_grant(ttl.as_secs().max(1) as i64, None),
         )
         .await
-        .map_err(|_| format!("etcd did not grant a lease within {}", HumanDuration(CALL_WITHIN)))?
+        .map_err(|_| {
+            format!(
+                "etcd did not grant a lease within {}",
+                HumanDuration(CALL_WITHIN)
+            )
+        })?
         .map_err(|err| format!("etcd did not grant a lease: {}", etcd_error(&err)))?;
         let session = Session::granted(
             granted.id(),
@@ -556,10 +578,17 @@ impl Fleet {
         .await;
         match put {
             Ok(Ok(_)) => {}
-            Ok(Err(err)) => return Err(format!("the member key was not written: {}", etcd_error(&err))),
+            Ok(Err(err)) => {
+                return Err(format!(
+                    "the member key was not written: {}",
+                    etcd_error(&err)
+                ))
+            }
             Err(_) => return Err("the member key was not written in time".to_owned()),
         }
-        self.state().session = Some(session.clone());
+        let mut state = self.state();
+        state.session = Some(session.clone());
+        state.joined_at = Some(Instant::now());
         Ok(session)
     }
 
@@ -568,10 +597,16 @@ impl Fleet {
         let mut client = self.inner.client.clone();
         let asked = async {
             let shards = client
-                .get(keys::shards(), Some(GetOptions::new().with_prefix().with_keys_only()))
+                .get(
+                    keys::shards(),
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                )
                 .await?;
             let members = client
-                .get(keys::members(), Some(GetOptions::new().with_prefix().with_keys_only()))
+                .get(
+                    keys::members(),
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                )
                 .await?;
             Ok::<_, etcd_client::Error>((shards, members))
         };
@@ -654,19 +689,18 @@ impl Fleet {
     /// Hands `shard` back: no claim on it from now, its targets stopped
     /// (when `changes` is given, the daemon says when), then its owner
     /// key deleted.
-    async fn hand_back(
-        &self,
-        shard: u32,
-        mine: Owned,
-        reason: &str,
-        wait: bool,
-    ) {
+    async fn hand_back(&self, shard: u32, mine: Owned, reason: &str, wait: bool) {
         if let Some(owned) = self.state().owned.get_mut(&shard) {
             owned.releasing = true;
         }
         if wait {
             let (done, stopped) = oneshot::channel();
-            if self.inner.changes.send(Change::Release { shard, done }).is_ok() {
+            if self
+                .inner
+                .changes
+                .send(Change::Release { shard, done })
+                .is_ok()
+            {
                 let _ = timeout(Duration::from_secs(30), stopped).await;
             }
         }

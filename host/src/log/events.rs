@@ -613,7 +613,9 @@ fn write(event: &Event) {
             shard,
             epoch,
             reason,
-        } => warn!(member = %member, shard, epoch, reason = %reason, "fleet: shard no longer owned here"),
+        } => {
+            warn!(member = %member, shard, epoch, reason = %reason, "fleet: shard no longer owned here")
+        }
         Event::RecoveryNotClaimed {
             target,
             kind,

@@ -307,6 +307,11 @@ impl Cycle {
         slot: Arc<Slot>,
     ) -> Tracker {
         self.slot = Some(slot);
+        // A fleet target just taken over is checked at once: its last
+        // owner may have died a lease ago.
+        if self.runner.fence.is_some() {
+            self.off_grid = Some(Instant::now());
+        }
         let policy = self.runner.target.policy;
         // Boxed: a channel's slots are allocated 32 at a time. Each push
         // carries its check and when it arrived.
@@ -720,7 +725,12 @@ impl Cycle {
         // A fleet target's owner checks nothing once it may no longer act
         // (its lease's deadline passed, or the shard went): the daemon is
         // stopping this loop.
-        if self.runner.fence.as_ref().is_some_and(|fence| !fence.holds()) {
+        if self
+            .runner
+            .fence
+            .as_ref()
+            .is_some_and(|fence| !fence.holds())
+        {
             return false;
         }
         let mut conclusive = true;

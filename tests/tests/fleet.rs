@@ -1,0 +1,424 @@
+//! A fleet of healers on etcd (`../shared/FLEET.md`, issue 25), tested as
+//! FLEET.md §7 plans it: 3 etcd members and 3 healers, each in its own
+//! network namespace on a bridge the test makes, watching targets served
+//! by one `fleet-service` process that records every check and recovery
+//! on one monotonic clock and refuses a stale fence. Needs root, iproute2,
+//! and Debian's etcd-server and etcd-client (`.ci/run` installs them).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use healer_e2e::*;
+
+const SERVICE: &str = env!("CARGO_BIN_EXE_fleet-service");
+
+/// The lease of every test fleet: etcd's floor with 500 ms elections.
+const TTL: Duration = Duration::from_secs(2);
+
+/// A fleet: its fabric, etcd, the services and three healers.
+struct World {
+    fabric: Fabric,
+    etcd: Etcd,
+    services: Services,
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+    _plugins: tempfile::TempDir,
+    /// Dropped last: the next test's fleet starts once this one is gone.
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// How each test shapes its fleet.
+struct Shape {
+    targets: usize,
+    interval: &'static str,
+    /// Extra lines of each target (after `fleet = true`).
+    extra: &'static str,
+    /// Extra config after the targets (local targets, alerts).
+    tail: fn(&Path) -> String,
+}
+
+impl Default for Shape {
+    fn default() -> Shape {
+        Shape {
+            targets: 30,
+            interval: "500ms",
+            extra: "",
+            tail: |_| String::new(),
+        }
+    }
+}
+
+const HEALERS: [&str; 3] = ["h1", "h2", "h3"];
+
+/// One fleet at a time: three etcd members and three healers each are
+/// what a 2-core machine runs with its timing intact.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn world(shape: Shape) -> World {
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let fabric = Fabric::new(&["e1", "e2", "e3", "h1", "h2", "h3", "svc"]);
+    let mut dir = tempfile::tempdir().expect("temp dir");
+    if std::env::var_os("HEALER_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("kept: {}", dir.path().display());
+    }
+    let etcd = Etcd::start(&fabric, &["e1", "e2", "e3"], dir.path());
+    let services = Services::start(&fabric, "svc", &dir.path().join("svc"), SERVICE);
+    let plugins = plugins_dir_with(&[
+        "healer-plugin-http",
+        "healer-plugin-webhook",
+        "healer-plugin-process",
+        "healer-plugin-command",
+    ]);
+    let etcd_urls: Vec<String> = etcd
+        .urls(&fabric)
+        .iter()
+        .map(|url| format!("{url:?}"))
+        .collect();
+    let members = HEALERS
+        .iter()
+        .map(|node| {
+            let home = dir.path().join(node);
+            std::fs::create_dir_all(&home).expect("member dir");
+            // The API listens on the fabric, beyond loopback: a token.
+            let token = home.join("token");
+            std::fs::write(&token, "fleet-test-token-5f1c0e9a7b3d").expect("token");
+            std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("token mode");
+            let mut config = format!(
+                "[healer]\ninterval = \"{interval}\"\nbackoff = \"200ms\"\nbackoff_max = \"1s\"\ngrace = \"100ms\"\nstable_after = \"1s\"\nmax_attempts = 5\n\
+                 plugins_dir = \"{plugins}\"\nlog_file = \"healer.log\"\nevent_log = \"events.jsonl\"\n\
+                 state_dir = \"state\"\nlog_level = \"info\"\n\
+                 [intake]\nbind = \"{addr}:8000\"\ntoken_file = \"token\"\n\
+                 [fleet]\netcd = [{etcd}]\nmember = \"{node}\"\nlease = \"{ttl}s\"\nadvertise = \"http://{addr}:8000\"\n",
+                interval = shape.interval,
+                plugins = plugins.path().display(),
+                addr = fabric.addr(node),
+                etcd = etcd_urls.join(", "),
+                ttl = TTL.as_secs(),
+            );
+            for i in 0..shape.targets {
+                config.push_str(&format!(
+                    "\n[[target]]\nname = \"t{i}\"\nfleet = true\n{extra}\
+                     monitor = {{ plugin = \"http\", url = \"{svc}/t/t{i}\", timeout = \"400ms\" }}\n\
+                     [[target.diagnose]]\nplugin = \"http\"\n\
+                     [[target.recover]]\nplugin = \"webhook\"\non = [\"http.status_5xx\"]\n\
+                     url = \"{svc}/recover/t{i}\"\ntimeout = \"1s\"\nretries = 0\n",
+                    extra = shape.extra,
+                    svc = services.url,
+                ));
+            }
+            config.push_str(&(shape.tail)(&home));
+            Member::start(&fabric, node, &home, config)
+        })
+        .collect();
+    let world = World {
+        fabric,
+        etcd,
+        services,
+        members,
+        dir,
+        _plugins: plugins,
+        _turn: turn,
+    };
+    world.wait_all_checked(shape.targets, Duration::from_secs(60));
+    world
+}
+
+impl World {
+    /// Waits until every target was checked in the latest second.
+    fn wait_all_checked(&self, targets: usize, limit: Duration) {
+        within("every fleet target is checked", limit, || {
+            let since = monotonic_ns() - 1_000_000_000;
+            let checked: HashSet<String> = self
+                .services
+                .checks()
+                .into_iter()
+                .filter(|(ns, _, _)| *ns > since)
+                .map(|(_, _, name)| name)
+                .collect();
+            checked.len() == targets
+        });
+    }
+
+    /// The member that checked `target` last, and when.
+    fn checker_of(&self, target: &str) -> Option<(String, u128)> {
+        self.services
+            .checks()
+            .into_iter()
+            .rev()
+            .find(|(_, _, name)| name == target)
+            .map(|(ns, peer, _)| (self.fabric.node_of(&peer).unwrap_or("?").to_owned(), ns))
+    }
+
+    fn member(&mut self, node: &str) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.node == node)
+            .expect("a member")
+    }
+
+    /// Every (target, episode, attempt) that reached the service more
+    /// than once.
+    fn duplicates(&self) -> Vec<((String, String, u64), usize)> {
+        let mut seen: BTreeMap<(String, String, u64), usize> = BTreeMap::new();
+        for r in self.services.recoveries() {
+            *seen.entry((r.target, r.episode, r.attempt)).or_default() += 1;
+        }
+        seen.into_iter().filter(|(_, n)| *n > 1).collect()
+    }
+
+    /// The double-owned time of all targets: spans of two members checking
+    /// the same target that overlap.
+    fn double_owned(&self, targets: usize, gap: Duration) -> Duration {
+        let checks = self.services.checks();
+        (0..targets)
+            .map(|i| overlap(&spans(&checks, &format!("t{i}"), gap)))
+            .sum()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[test]
+fn each_fleet_target_is_checked_by_exactly_one_member_at_a_time() {
+    let world = world(Shape {
+        targets: 60,
+        interval: "1s",
+        ..Shape::default()
+    });
+    // The shards settle: every member takes its share, none steals.
+    let quiet_since = |world: &World| {
+        world
+            .members
+            .iter()
+            .flat_map(Member::records)
+            .filter(|r| {
+                matches!(
+                    r.event,
+                    Event::FleetShardTaken { .. } | Event::FleetShardLost { .. }
+                )
+            })
+            .map(|r| r.at)
+            .max()
+    };
+    within(
+        "the shards are settled for 3 s",
+        Duration::from_secs(90),
+        || {
+            quiet_since(&world)
+                .is_some_and(|at| healer::clock::Wall::now().since(at) > Duration::from_secs(3))
+        },
+    );
+    let from = monotonic_ns();
+    std::thread::sleep(Duration::from_secs(10));
+    let to = monotonic_ns();
+    let mut per_target: HashMap<String, Vec<String>> = HashMap::new();
+    for (ns, peer, name) in world.services.checks() {
+        if ns >= from && ns < to {
+            per_target.entry(name).or_default().push(peer);
+        }
+    }
+    assert_eq!(
+        per_target.len(),
+        60,
+        "every target was checked in the window"
+    );
+    let mut by_member: BTreeMap<String, usize> = BTreeMap::new();
+    for (target, checkers) in &per_target {
+        let distinct: HashSet<&String> = checkers.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "{target} was checked by {distinct:?} in the same 10 s"
+        );
+        // One check per interval (10 in 10 s, give or take the grid's
+        // edges), not one per member.
+        assert!(
+            (9..=11).contains(&checkers.len()),
+            "{target}: {} checks in 10 s at 1 s",
+            checkers.len()
+        );
+        *by_member
+            .entry(world.fabric.node_of(&checkers[0]).unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        by_member.len(),
+        3,
+        "every member checks some: {by_member:?}"
+    );
+    eprintln!("targets checked per member: {by_member:?}");
+    // What each member says it owns is what it checks.
+    let mut listed = 0;
+    for member in &world.members {
+        let (_, out) = member.ask(&world.fabric, &["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+        let targets = status.as_array().expect("targets");
+        listed += targets.len();
+        let (ok, out) = member.ask(&world.fabric, &["fleet", "--json"]);
+        assert!(ok, "healer fleet on {}: {out}", member.node);
+        let fleet: serde_json::Value = serde_json::from_str(&out).expect("fleet JSON");
+        assert_eq!(fleet["member"], member.node.as_str());
+        assert_eq!(fleet["members"].as_array().map(Vec::len), Some(3));
+        let shards: usize = fleet["shards"]
+            .as_array()
+            .expect("shards")
+            .iter()
+            .map(|s| s["targets"].as_array().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(shards, targets.len(), "{}: {out}", member.node);
+        assert_eq!(
+            by_member.get(&member.node).copied().unwrap_or(0),
+            targets.len()
+        );
+    }
+    assert_eq!(listed, 60, "each target listed by exactly one member");
+}
+
+#[test]
+fn a_killed_owners_targets_are_taken_over_within_two_leases_and_no_recovery_runs_twice() {
+    let targets = 30;
+    let mut world = world(Shape::default());
+    let mut failovers = Vec::new();
+    let mut downed = HashSet::new();
+    for run in 0..20 {
+        // A target and its owner; three of the owner's targets go down
+        // just before it dies, so recoveries are in flight.
+        let (victim, _) = world
+            .checker_of(&format!("t{}", run % targets))
+            .expect("checked");
+        let theirs: Vec<String> = (0..targets)
+            .map(|i| format!("t{i}"))
+            .filter(|t| world.checker_of(t).is_some_and(|(m, _)| m == victim))
+            .take(3)
+            .collect();
+        for target in &theirs {
+            world.services.take_down(target, &format!("run{run}"));
+            downed.insert((target.clone(), format!("run{run}")));
+        }
+        std::thread::sleep(Duration::from_millis(150 * (run % 4) as u64));
+        let killed_at = monotonic_ns();
+        world.member(&victim).kill();
+        let watched = theirs[0].clone();
+        let services = &world.services;
+        let fabric = &world.fabric;
+        let took = within(
+            "another member checks the killed owner's target",
+            TTL * 4,
+            || {
+                services.checks().iter().any(|(ns, peer, name)| {
+                    *ns > killed_at
+                        && *name == watched
+                        && fabric.node_of(peer) != Some(victim.as_str())
+                })
+            },
+        );
+        failovers.push(took);
+        // Every target of the run is healed by someone.
+        within("the run's targets are recovered", TTL * 5, || {
+            theirs.iter().all(|t| !services.is_down(t))
+        });
+        let World {
+            fabric, members, ..
+        } = &mut world;
+        let member = members
+            .iter_mut()
+            .find(|m| m.node == victim)
+            .expect("member");
+        member.restart(fabric);
+    }
+    failovers.sort();
+    let (p50, max) = (percentile(&failovers, 0.5), failovers[failovers.len() - 1]);
+    eprintln!("failover (kill -9 to the first check by another member), 20 runs: p50 {p50:?}, max {max:?}, all {failovers:?}");
+    assert!(
+        max < TTL * 2,
+        "failover took {max:?}, more than 2x the lease"
+    );
+    assert_eq!(world.duplicates(), vec![], "a recovery ran twice");
+    let recovered = world.services.recoveries();
+    let episodes: HashSet<(String, String)> = recovered
+        .iter()
+        .map(|r| (r.target.clone(), r.episode.clone()))
+        .collect();
+    assert_eq!(episodes, downed, "every episode was recovered");
+    assert!(
+        recovered.iter().all(|r| r.accepted && r.fence > 0),
+        "{recovered:?}"
+    );
+    eprintln!("{} episodes, {} recoveries", downed.len(), recovered.len());
+    assert_eq!(
+        world.double_owned(targets, Duration::from_millis(1_500)),
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn an_owner_stopped_past_its_lease_acts_on_nothing_after_waking() {
+    let targets = 30;
+    let mut world = world(Shape::default());
+    let (sleeper, _) = world.checker_of("t0").expect("checked");
+    let theirs: Vec<String> = (0..targets)
+        .map(|i| format!("t{i}"))
+        .filter(|t| world.checker_of(t).is_some_and(|(m, _)| m == sleeper))
+        .collect();
+    let pid = world.member(&sleeper).pid().expect("running");
+    signal(pid, "STOP");
+    let stopped_at = monotonic_ns();
+    // Down while it sleeps: another member must heal them.
+    for target in theirs.iter().take(3) {
+        world.services.take_down(target, "asleep");
+    }
+    std::thread::sleep(TTL * 2);
+    signal(pid, "CONT");
+    let woke_at = monotonic_ns();
+    std::thread::sleep(Duration::from_secs(3));
+    let address = world.fabric.addr(&sleeper);
+    // Whatever it checks from 1 s after waking on is under shards it
+    // took anew (a member that joins waits SETTLE, 1 s, before taking
+    // any); the double-owned time below covers those.
+    let after: Vec<_> = world
+        .services
+        .checks()
+        .into_iter()
+        .filter(|(ns, peer, name)| {
+            *ns > woke_at
+                && *ns < woke_at + 1_000_000_000
+                && *peer == address
+                && theirs.contains(name)
+        })
+        .collect();
+    assert_eq!(
+        after,
+        vec![],
+        "the stopped owner checked its old targets after waking"
+    );
+    let recovered = world.services.recoveries();
+    assert!(
+        recovered
+            .iter()
+            .all(|r| r.peer != address || r.ns < stopped_at || r.ns > woke_at + 1_000_000_000),
+        "the stopped owner recovered on its old claims after waking: {recovered:?}"
+    );
+    for target in theirs.iter().take(3) {
+        assert!(
+            !world.services.is_down(target),
+            "{target} was healed by another member"
+        );
+    }
+    assert_eq!(world.duplicates(), vec![]);
+    assert_eq!(
+        world.double_owned(targets, Duration::from_millis(1_500)),
+        Duration::ZERO
+    );
+    // It says why it stopped, and joins again.
+    let member = world.member(&sleeper);
+    let said = member
+        .records()
+        .iter()
+        .any(|r| matches!(&r.event, Event::FleetShardLost { .. }));
+    assert!(said, "fleet_shard_lost was said");
+}
