@@ -376,6 +376,17 @@ impl Services {
             .collect()
     }
 
+    /// The alert sinks' deliveries so far: (monotonic ns, body).
+    pub fn alerts(&self) -> Vec<(u128, String)> {
+        let text = std::fs::read_to_string(self.dir.join("alerts.log")).unwrap_or_default();
+        whole_lines(&text)
+            .filter_map(|fields| match fields.as_slice() {
+                [ns, "alert", _peer, body @ ..] => Some((ns.parse().ok()?, body.join(" "))),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every recovery that reached the service.
     pub fn recoveries(&self) -> Vec<Recovered> {
         let text = std::fs::read_to_string(self.dir.join("recoveries.log")).unwrap_or_default();

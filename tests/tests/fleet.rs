@@ -22,7 +22,7 @@ struct World {
     etcd: Etcd,
     services: Services,
     members: Vec<Member>,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     _plugins: tempfile::TempDir,
     /// Dropped last: the next test's fleet starts once this one is gone.
     _turn: std::sync::MutexGuard<'static, ()>,
@@ -34,8 +34,11 @@ struct Shape {
     interval: &'static str,
     /// Extra lines of each target (after `fleet = true`).
     extra: &'static str,
-    /// Extra config after the targets (local targets, alerts).
-    tail: fn(&Path) -> String,
+    /// The members' lease.
+    lease: Duration,
+    /// Extra config after the targets (local targets, alerts), given the
+    /// member's directory and the services' URL.
+    tail: fn(&Path, &str) -> String,
 }
 
 impl Default for Shape {
@@ -44,7 +47,8 @@ impl Default for Shape {
             targets: 30,
             interval: "500ms",
             extra: "",
-            tail: |_| String::new(),
+            lease: TTL,
+            tail: |_, _| String::new(),
         }
     }
 }
@@ -96,7 +100,7 @@ fn world(shape: Shape) -> World {
                 plugins = plugins.path().display(),
                 addr = fabric.addr(node),
                 etcd = etcd_urls.join(", "),
-                ttl = TTL.as_secs(),
+                ttl = shape.lease.as_secs(),
             );
             for i in 0..shape.targets {
                 config.push_str(&format!(
@@ -109,7 +113,7 @@ fn world(shape: Shape) -> World {
                     svc = services.url,
                 ));
             }
-            config.push_str(&(shape.tail)(&home));
+            config.push_str(&(shape.tail)(&home, &services.url));
             Member::start(&fabric, node, &home, config)
         })
         .collect();
@@ -118,7 +122,7 @@ fn world(shape: Shape) -> World {
         etcd,
         services,
         members,
-        dir,
+        _dir: dir,
         _plugins: plugins,
         _turn: turn,
     };
@@ -421,4 +425,189 @@ fn an_owner_stopped_past_its_lease_acts_on_nothing_after_waking() {
         .iter()
         .any(|r| matches!(&r.event, Event::FleetShardLost { .. }));
     assert!(said, "fleet_shard_lost was said");
+}
+
+/// The gaps in the checks of every target between `from` and `to`: the
+/// longest, over all targets (the edges count as checks).
+fn longest_gap(world: &World, targets: usize, from: u128, to: u128) -> Duration {
+    let checks = world.services.checks();
+    (0..targets)
+        .map(|i| {
+            let name = format!("t{i}");
+            let mut times: Vec<u128> = checks
+                .iter()
+                .filter(|(ns, _, n)| *n == name && *ns > from && *ns < to)
+                .map(|(ns, _, _)| *ns)
+                .collect();
+            times.insert(0, from);
+            times.push(to);
+            times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+        })
+        .map(|ns| Duration::from_nanos(ns as u64))
+        .max()
+        .unwrap_or_default()
+}
+
+#[test]
+fn losing_the_etcd_leader_alone_or_with_an_owner_keeps_the_bounds() {
+    let targets = 30;
+    // etcd's own default lease: a new leader extends every lease by its
+    // TTL plus an election timeout (lessor Promote), a fixed cost of
+    // seconds that a 2 s lease cannot absorb within two leases.
+    let ttl = Duration::from_secs(5);
+    let mut world = world(Shape {
+        lease: ttl,
+        ..Shape::default()
+    });
+    // The leader alone: every target goes on being checked, by someone,
+    // with no gap longer than two leases.
+    let leader = world.etcd.leader(&world.fabric);
+    let from = monotonic_ns();
+    world.etcd.kill(&leader);
+    std::thread::sleep(Duration::from_secs(6));
+    let gap = longest_gap(&world, targets, from, monotonic_ns());
+    eprintln!(
+        "etcd leader {leader} killed: the longest gap between two checks of a target: {gap:?}"
+    );
+    assert!(gap < ttl * 2, "a target went unchecked for {gap:?}");
+    world.etcd.restart(&world.fabric, &leader);
+    world.wait_all_checked(targets, Duration::from_secs(30));
+    // The new leader and an owner at once: its targets are taken over.
+    std::thread::sleep(Duration::from_secs(2));
+    let leader = world.etcd.leader(&world.fabric);
+    let (victim, _) = world.checker_of("t0").expect("checked");
+    let theirs: Vec<String> = (0..targets)
+        .map(|i| format!("t{i}"))
+        .filter(|t| world.checker_of(t).is_some_and(|(m, _)| m == victim))
+        .collect();
+    for target in theirs.iter().take(3) {
+        world.services.take_down(target, "leader-and-owner");
+    }
+    let killed_at = monotonic_ns();
+    world.etcd.kill(&leader);
+    world.member(&victim).kill();
+    let services = &world.services;
+    let fabric = &world.fabric;
+    let took = within(
+        "the owner's targets are checked by another member",
+        ttl * 3,
+        || {
+            theirs.iter().all(|t| {
+                services.checks().iter().any(|(ns, peer, name)| {
+                    *ns > killed_at && name == t && fabric.node_of(peer) != Some(victim.as_str())
+                })
+            })
+        },
+    );
+    eprintln!("etcd leader {leader} and owner {victim} killed: all {} of its targets checked by another member after {took:?}", theirs.len());
+    within("the downed targets are recovered", ttl * 2, || {
+        theirs.iter().take(3).all(|t| !services.is_down(t))
+    });
+    assert!(
+        took < ttl * 2,
+        "failover with the leader lost took {took:?}"
+    );
+    assert_eq!(world.duplicates(), vec![]);
+    assert_eq!(
+        world.double_owned(targets, Duration::from_millis(1_500)),
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn without_etcd_no_fleet_target_is_acted_on_local_targets_heal_and_it_resumes() {
+    let targets = 10;
+    let mut world = world(Shape {
+        targets,
+        tail: |home, services| {
+            format!(
+                "{}\n[[alert]]\ntype = \"webhook\"\nurl = \"{services}/alert\"\n",
+                supervised_target(home, 600)
+            )
+        },
+        ..Shape::default()
+    });
+    let h1 = world.members[0].config.with_file_name("service.pid");
+    wait_until("h1's local service runs", Duration::from_secs(20), || {
+        read_pid(&h1)
+    });
+    world.etcd.stop_all();
+    let stopped_at = monotonic_ns();
+    // Down while etcd is: nobody may recover it.
+    world.services.take_down("t0", "no-etcd");
+    std::thread::sleep(TTL * 2);
+    let quiet_from = monotonic_ns();
+    // The local service of h1 dies and is healed all the same.
+    let pid = read_pid(&h1).expect("pid");
+    signal(pid, "KILL");
+    wait_until(
+        "h1 restarts its local service",
+        Duration::from_secs(20),
+        || read_pid(&h1).filter(|new| *new != pid && is_alive(*new)),
+    );
+    std::thread::sleep(TTL);
+    let checked: Vec<_> = world
+        .services
+        .checks()
+        .into_iter()
+        .filter(|(ns, _, _)| *ns > quiet_from)
+        .collect();
+    assert_eq!(checked, vec![], "fleet targets were checked without etcd");
+    let recovered: Vec<Recovered> = world
+        .services
+        .recoveries()
+        .into_iter()
+        .filter(|r| r.ns > stopped_at)
+        .collect();
+    assert_eq!(
+        recovered,
+        vec![],
+        "a fleet target was recovered without etcd"
+    );
+    assert!(world.services.is_down("t0"));
+    for member in &world.members {
+        let said = member.records().iter().any(|r| {
+            matches!(&r.event, Event::FleetCoordinationLost { member: m, .. } if *m == member.node)
+        });
+        assert!(said, "{} said it lost touch with etcd", member.node);
+        let (ok, out) = member.ask(&world.fabric, &["fleet"]);
+        assert!(
+            !ok && out.contains("OUT OF TOUCH"),
+            "{}: {out}",
+            member.node
+        );
+    }
+    let alerts = world.services.alerts();
+    assert!(
+        alerts
+            .iter()
+            .filter(|(_, body)| body.contains("fleet.coordination_lost"))
+            .count()
+            >= 3,
+        "each member's alert: {alerts:?}"
+    );
+    // etcd back: the members join again, take the shards, heal t0.
+    world.etcd.start_all(&world.fabric);
+    let back_at = monotonic_ns();
+    let services = &world.services;
+    within(
+        "fleet targets are checked again",
+        Duration::from_secs(20),
+        || {
+            services
+                .checks()
+                .iter()
+                .filter(|(ns, _, _)| *ns > back_at)
+                .map(|(_, _, n)| n)
+                .collect::<HashSet<_>>()
+                .len()
+                == targets
+        },
+    );
+    within(
+        "t0 is recovered once etcd is back",
+        Duration::from_secs(20),
+        || !services.is_down("t0"),
+    );
+    assert_eq!(world.duplicates(), vec![]);
 }

@@ -17,6 +17,10 @@ use crate::model::{AnomalyState, Suppressed};
 /// The `kind` of an anomaly's alert; its `target` is the anomaly's name.
 pub const ANOMALY: &str = "anomaly";
 
+/// The `kind` of a fleet member's alert that it lost touch with etcd
+/// (FLEET.md's `HealerCoordinationLost`); its `target` is the member.
+pub const COORDINATION_LOST: &str = "fleet.coordination_lost";
+
 /// The most of a summary an alert carries.
 const MAX_SUMMARY: usize = 1024;
 
@@ -115,6 +119,27 @@ impl Notice {
             }),
             Event::AnomalyResolved { anomaly } => Some(Notice::Resolve {
                 key: key(anomaly, ANOMALY),
+                at,
+            }),
+            // Fail closed, and say so: no fleet target is acted on here.
+            Event::FleetCoordinationLost { member, reason } => Some(Notice::Fire {
+                alert: Alert {
+                    key: key(member, COORDINATION_LOST),
+                    severity: "critical".to_owned(),
+                    summary: bounded(&format!(
+                        "fleet member {member} lost touch with etcd: it checks and recovers no fleet target until it is back"
+                    )),
+                    reason: reason.clone(),
+                    attempts: 0,
+                    since: at,
+                    workflow: None,
+                },
+                quiet_for: None,
+                last_report: at,
+                restored: false,
+            }),
+            Event::FleetJoined { member, .. } => Some(Notice::Resolve {
+                key: key(member, COORDINATION_LOST),
                 at,
             }),
             _ => None,

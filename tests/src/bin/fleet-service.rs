@@ -15,6 +15,9 @@
 //!   `NS recover PEER NAME EPISODE ATTEMPT FENCE` in
 //!   `DIR/recoveries.log`, `DIR/down/NAME` removed, 200.
 //!
+//! - `POST /alert`: an alert sink's delivery: `NS alert PEER BODY` (the
+//!   body on one line) in `DIR/alerts.log`.
+//!
 //! NS is CLOCK_MONOTONIC in nanoseconds, the clock every process of the
 //! machine shares; each line is one `write` to a file opened O_APPEND.
 
@@ -29,6 +32,7 @@ struct Service {
     dir: PathBuf,
     checks: Mutex<File>,
     recoveries: Mutex<File>,
+    alerts: Mutex<File>,
     /// The highest claim seen per target.
     fences: Mutex<HashMap<String, u64>>,
 }
@@ -62,6 +66,7 @@ fn main() {
     let service = Arc::new(Service {
         checks: Mutex::new(append("checks.log")),
         recoveries: Mutex::new(append("recoveries.log")),
+        alerts: Mutex::new(append("alerts.log")),
         fences: Mutex::new(HashMap::new()),
         dir: dir.clone(),
     });
@@ -119,6 +124,14 @@ impl Service {
         ) {
             ("GET", Some(name), _) => self.check(&peer, name),
             ("POST", _, Some(name)) => self.recover(&peer, name, fence, &body),
+            ("POST", _, _) if path == "/alert" => {
+                let body = String::from_utf8_lossy(&body).replace(['\n', '\r'], " ");
+                line(
+                    &self.alerts,
+                    format!("{} alert {peer} {body}\n", monotonic_ns()),
+                );
+                200
+            }
             _ => 404,
         };
         let mut stream = stream;
