@@ -103,6 +103,35 @@ impl Fabric {
         command
     }
 
+    /// POSTs JSON `body` to `url` from inside `node` (with Python's
+    /// urllib: the test's own process is on no fabric), with a bearer
+    /// `token` when given: the answer's status and body.
+    pub fn post(&self, node: &str, url: &str, body: &str, token: Option<&str>) -> (u16, String) {
+        const POST: &str = r#"
+import sys, urllib.request, urllib.error
+url, body, token = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
+request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+if token:
+    request.add_header("Authorization", "Bearer " + token)
+try:
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        print(answer.status); print(answer.read().decode())
+except urllib.error.HTTPError as error:
+    print(error.code); print(error.read().decode())
+"#;
+        let output = self
+            .command(node, "python3")
+            .args(["-c", POST, url, body, token.unwrap_or("")])
+            .output()
+            .expect("python3 runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (status, rest) = text.split_once('\n').unwrap_or((&text, ""));
+        (
+            status.trim().parse().unwrap_or(0),
+            rest.to_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    }
+
     /// Cuts `node` off the fabric (packets to and from it dropped
     /// silently), or puts it back.
     pub fn attach(&self, node: &str, attached: bool) {

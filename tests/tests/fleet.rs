@@ -55,13 +55,16 @@ impl Default for Shape {
 
 const HEALERS: [&str; 3] = ["h1", "h2", "h3"];
 
+/// The token of every member's API and intake.
+const TOKEN: &str = "fleet-test-token-5f1c0e9a7b3d";
+
 /// One fleet at a time: three etcd members and three healers each are
 /// what a 2-core machine runs with its timing intact.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn world(shape: Shape) -> World {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let fabric = Fabric::new(&["e1", "e2", "e3", "h1", "h2", "h3", "svc"]);
+    let fabric = Fabric::new(&["e1", "e2", "e3", "h1", "h2", "h3", "svc", "am1", "am2"]);
     let mut dir = tempfile::tempdir().expect("temp dir");
     if std::env::var_os("HEALER_TEST_KEEP").is_some() {
         dir.disable_cleanup(true);
@@ -87,14 +90,14 @@ fn world(shape: Shape) -> World {
             std::fs::create_dir_all(&home).expect("member dir");
             // The API listens on the fabric, beyond loopback: a token.
             let token = home.join("token");
-            std::fs::write(&token, "fleet-test-token-5f1c0e9a7b3d").expect("token");
+            std::fs::write(&token, TOKEN).expect("token");
             std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .expect("token mode");
             let mut config = format!(
                 "[healer]\ninterval = \"{interval}\"\nbackoff = \"200ms\"\nbackoff_max = \"1s\"\ngrace = \"100ms\"\nstable_after = \"1s\"\nmax_attempts = 5\n\
                  plugins_dir = \"{plugins}\"\nlog_file = \"healer.log\"\nevent_log = \"events.jsonl\"\n\
                  state_dir = \"state\"\nlog_level = \"info\"\n\
-                 [intake]\nbind = \"{addr}:8000\"\ntoken_file = \"token\"\n\
+                 [intake]\nbind = \"{addr}:8000\"\ntoken_file = \"token\"\ncooldown = \"1s\"\n\
                  [fleet]\netcd = [{etcd}]\nmember = \"{node}\"\nlease = \"{ttl}s\"\nadvertise = \"http://{addr}:8000\"\n",
                 interval = shape.interval,
                 plugins = plugins.path().display(),
@@ -610,4 +613,172 @@ fn without_etcd_no_fleet_target_is_acted_on_local_targets_heal_and_it_resumes() 
         || !services.is_down("t0"),
     );
     assert_eq!(world.duplicates(), vec![]);
+}
+
+/// Alertmanager 0.25 (Debian's), one of an HA pair on `node`, sending
+/// every alert to all three healers.
+fn alertmanager(world: &World, node: &str, peer: &str) -> Owned {
+    let dir = world._dir.path().join(node);
+    std::fs::create_dir_all(&dir).expect("am dir");
+    let webhooks: String = HEALERS
+        .iter()
+        .map(|h| {
+            format!(
+                "      - url: http://{}:8000/alertmanager\n        send_resolved: true\n        http_config:\n          authorization:\n            credentials: {TOKEN}\n",
+                world.fabric.addr(h)
+            )
+        })
+        .collect();
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: healer\n  group_by: ['alertname']\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: 2s\n\
+             receivers:\n  - name: healer\n    webhook_configs:\n{webhooks}"
+        ),
+    )
+    .expect("am config");
+    let addr = world.fabric.addr(node);
+    let log = std::fs::File::create(dir.join("alertmanager.log")).expect("am log");
+    let child = world
+        .fabric
+        .command(node, "/usr/bin/prometheus-alertmanager")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={addr}:9093"))
+        .arg(format!("--cluster.listen-address={addr}:9094"))
+        .arg(format!("--cluster.peer={}:9094", world.fabric.addr(peer)))
+        // Both send at once, as a pair does across a partition.
+        .arg("--cluster.peer-timeout=50ms")
+        .arg("--cluster.settle-timeout=1s")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("Alertmanager (Debian's prometheus-alertmanager) starts");
+    Owned(child)
+}
+
+#[test]
+fn an_alertmanager_pair_sending_to_every_member_runs_each_workflow_once_per_episode() {
+    let world = world(Shape {
+        targets: 3,
+        tail: |_, services| {
+            ["FleetA", "FleetB"]
+                .iter()
+                .map(|name| {
+                    format!(
+                        "\n[[reflex]]\nmatch = \"{name}\"\nworkflow = \"{name}\"\n\
+                         [workflow.{name}]\nsteps = [{{ plugin = \"webhook\", url = \"{services}/recover/{name}\", retries = 0 }}]\n"
+                    )
+                })
+                .collect()
+        },
+        ..Shape::default()
+    });
+    let _am1 = alertmanager(&world, "am1", "am2");
+    let _am2 = alertmanager(&world, "am2", "am1");
+    let fire = |name: &str, starts_at: &str, ends_at: Option<&str>| {
+        let ends = ends_at.map_or(String::new(), |at| format!(", \"endsAt\": \"{at}\""));
+        let alerts = format!(
+            "[{{\"labels\": {{\"alertname\": \"{name}\", \"instance\": \"remote:9100\"}}, \"startsAt\": \"{starts_at}\"{ends}}}]"
+        );
+        // Prometheus sends every alert to each Alertmanager of the pair.
+        for am in ["am1", "am2"] {
+            let url = format!("http://{}:9093/api/v2/alerts", world.fabric.addr(am));
+            within(
+                "an Alertmanager takes the alert",
+                Duration::from_secs(20),
+                || world.fabric.post("svc", &url, &alerts, None).0 == 200,
+            );
+        }
+    };
+    let runs = |name: &str| -> Vec<Recovered> {
+        world
+            .services
+            .recoveries()
+            .into_iter()
+            .filter(|r| r.target == name)
+            .collect()
+    };
+    fire("FleetA", "2026-12-07T08:00:00Z", None);
+    fire("FleetB", "2026-12-07T08:00:00Z", None);
+    within("both workflows ran", Duration::from_secs(30), || {
+        !runs("FleetA").is_empty() && !runs("FleetB").is_empty()
+    });
+    // Both Alertmanagers deliver to all three, and again every 2 s
+    // (repeat_interval).
+    std::thread::sleep(Duration::from_secs(6));
+    // A replayer sends each payload 3 times to each member.
+    let received = world
+        .members
+        .iter()
+        .flat_map(Member::records)
+        .find_map(|r| match r.event {
+            Event::AlertReceived {
+                alertname,
+                fingerprint,
+                starts_at,
+                ..
+            } if alertname == "FleetA" => Some((fingerprint, starts_at)),
+            _ => None,
+        })
+        .expect("a member received FleetA");
+    let payload = format!(
+        "{{\"version\": \"4\", \"receiver\": \"healer\", \"status\": \"firing\", \"alerts\": [{{\"status\": \"firing\", \"labels\": {{\"alertname\": \"FleetA\", \"instance\": \"remote:9100\"}}, \"startsAt\": \"{}\", \"fingerprint\": \"{}\"}}]}}",
+        received.1, received.0
+    );
+    for _ in 0..3 {
+        for member in HEALERS {
+            let url = format!("http://{}:8000/alertmanager", world.fabric.addr(member));
+            let (status, answer) = world.fabric.post("svc", &url, &payload, Some(TOKEN));
+            assert_eq!(status, 200, "{member}: {answer}");
+            assert!(answer.contains("\"duplicates\":1"), "{member}: {answer}");
+        }
+    }
+    // A new episode of FleetA (resolved, then firing again) runs once more.
+    fire(
+        "FleetA",
+        "2026-12-07T08:00:00Z",
+        Some("2026-12-07T08:00:01Z"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    fire("FleetA", "2026-12-07T08:05:00Z", None);
+    within("the second episode ran", Duration::from_secs(30), || {
+        runs("FleetA").len() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let mut delivered = BTreeMap::new();
+    for member in &world.members {
+        for record in member.records() {
+            if let Event::AlertReceived { duplicate, .. } = record.event {
+                *delivered
+                    .entry((member.node.clone(), duplicate))
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    let (a, b) = (runs("FleetA"), runs("FleetB"));
+    eprintln!(
+        "alerts received (member, duplicate): {delivered:?}; runs: FleetA {}, FleetB {}",
+        a.len(),
+        b.len()
+    );
+    for member in HEALERS {
+        let duplicates = delivered
+            .get(&(member.to_owned(), true))
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            duplicates >= 3,
+            "{member} was sent duplicates: {delivered:?}"
+        );
+    }
+    let episodes: Vec<&str> = a.iter().map(|r| r.episode.as_str()).collect();
+    assert_eq!(
+        episodes,
+        ["2026-12-07T08:00:00Z", "2026-12-07T08:05:00Z"],
+        "FleetA ran once per episode: {a:?}"
+    );
+    assert_eq!(b.len(), 1, "FleetB ran once: {b:?}");
 }

@@ -238,6 +238,10 @@ async fn heal(
             return ExitCode::FAILURE;
         }
     };
+    // Every member serves the intake; the first to be sent a report acts.
+    if let (Some(fleet), Some((intake, _))) = (&fleet, &intake) {
+        intake.join_fleet(fleet.clone());
+    }
     // A worker's end takes back its package's facts at once.
     catalog.when_worker_ends(&engine.when_worker_ends());
     let targets = runners.len();

@@ -21,6 +21,7 @@
 //! The daemon hears of shards taken, lost and to release as [`Change`]s
 //! and starts or stops their targets' loops.
 
+mod dedup;
 pub mod fence;
 mod keys;
 mod session;
@@ -40,6 +41,7 @@ use crate::events::{Event, Events};
 use crate::issues::Issue;
 use healer_plugin_sdk::Duration as HumanDuration;
 
+pub use dedup::{alert_key, anomaly_key, ALERT_KEPT};
 pub use fence::{Saved, ShardFence};
 pub use session::Session;
 pub use shard::{most_to_own, preference, shard_of, SHARDS};
@@ -117,6 +119,8 @@ struct Inner {
     state: Mutex<State>,
     /// Where the daemon hears what to start and stop.
     changes: mpsc::UnboundedSender<Change>,
+    /// The leases of dedup keys.
+    leases: Mutex<dedup::Leases>,
 }
 
 /// What `GET /api/v1/fleet` and `healer status` show.
@@ -196,6 +200,7 @@ impl Fleet {
                 needed: RwLock::new(needed_by(config)),
                 state: Mutex::new(State::default()),
                 changes,
+                leases: Mutex::default(),
             }),
         };
         tokio::spawn(fleet.clone().renew(shutdown.clone()));

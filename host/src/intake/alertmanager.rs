@@ -29,6 +29,53 @@ fn fingerprint_of(labels: &Map<String, Value>) -> String {
         .collect()
 }
 
+/// A firing alert's occurrence: its alertname, its fingerprint as healer
+/// reads it, and `startsAt`; `None` for a resolved alert or one healer
+/// rejects.
+pub(super) fn firing_occurrence(raw: &Value) -> Option<Occurrence> {
+    let alert: Alert = serde_json::from_value(raw.clone()).ok()?;
+    if alert.status == "resolved" || alert.starts_at.len() > MAX_KEY {
+        return None;
+    }
+    let name = alert
+        .labels
+        .get("alertname")
+        .and_then(Value::as_str)?
+        .to_owned();
+    let fingerprint = match alert.fingerprint.as_str() {
+        "" => fingerprint_of(&alert.labels),
+        given if given.len() <= MAX_KEY && given.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            given.to_owned()
+        }
+        _ => return None,
+    };
+    Some(Occurrence {
+        name,
+        fingerprint,
+        starts_at: alert.starts_at,
+    })
+}
+
+/// One firing of one alert.
+pub(super) struct Occurrence {
+    pub name: String,
+    pub fingerprint: String,
+    pub starts_at: String,
+}
+
+impl Intake {
+    /// Records an occurrence another member of the fleet was sent first.
+    pub(super) fn acted_on_elsewhere(&self, occurrence: Occurrence) {
+        self.events.emit(Event::AlertReceived {
+            alertname: occurrence.name,
+            fingerprint: occurrence.fingerprint,
+            starts_at: occurrence.starts_at,
+            duplicate: true,
+            acted_on: false,
+        });
+    }
+}
+
 /// One alert of a group, as far as healer reads it.
 #[derive(Deserialize)]
 struct Alert {

@@ -361,6 +361,23 @@ async fn anomaly(
         },
         Err(response) => return response,
     };
+    if !report.dry_run {
+        match intake.first_in_fleet(&report.name).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let answer = Reply::Duplicate {
+                    anomaly: report.name.clone(),
+                    duplicate: true,
+                    reason: format!(
+                        "another member of the fleet runs {:?} within its cooldown",
+                        report.name
+                    ),
+                };
+                return Json(answer).into_response();
+            }
+            Err(why) => return fleet_cannot_tell(&why),
+        }
+    }
     let answer = intake.report(&report.name, report.details, report.dry_run);
     match answer {
         Reply::Started { .. } => (StatusCode::ACCEPTED, Json(answer)).into_response(),
@@ -389,6 +406,8 @@ pub(super) fn check_name(name: &str) -> Result<(), String> {
 /// are read one by one (`alertmanager.rs`).
 #[derive(Debug, PartialEq)]
 pub struct AlertmanagerPayload {
+    /// The receiver that sent it (part of an alert's fleet-wide key).
+    pub receiver: String,
     pub alerts: Vec<Value>,
     /// `truncatedAlerts`: alerts Alertmanager left out of the group.
     pub truncated: u64,
@@ -402,13 +421,34 @@ pub fn read_alertmanager(body: &[u8]) -> Result<AlertmanagerPayload, BadRequest>
         .get("truncatedAlerts")
         .and_then(Value::as_u64)
         .unwrap_or(0);
+    let receiver = payload
+        .get("receiver")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect();
     match payload.get_mut("alerts").map(Value::take) {
-        Some(Value::Array(alerts)) => Ok(AlertmanagerPayload { alerts, truncated }),
+        Some(Value::Array(alerts)) => Ok(AlertmanagerPayload {
+            receiver,
+            alerts,
+            truncated,
+        }),
         _ => Err(BadRequest::new(
             "`alerts` is missing: this is not an Alertmanager webhook payload",
             Some("alerts"),
         )),
     }
+}
+
+/// A report refused because the fleet cannot tell whether another member
+/// acts on it (etcd unreachable): 503, so its sender tries again.
+fn fleet_cannot_tell(why: &str) -> Response {
+    busy(error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("the fleet cannot tell whether another member acts on this report ({why}); nothing was done, send it again"),
+        None,
+    ))
 }
 
 /// Alertmanager's webhook: see `alertmanager.rs`.
@@ -424,7 +464,31 @@ async fn alertmanager(
         },
         Err(response) => return response,
     };
-    let answer = intake.alertmanager(&payload.alerts, payload.truncated);
+    // In a fleet, an occurrence another member was sent first is a
+    // duplicate here: only the first acts on it.
+    let mut alerts = Vec::with_capacity(payload.alerts.len());
+    let mut elsewhere = 0;
+    for alert in payload.alerts {
+        match super::alertmanager::firing_occurrence(&alert) {
+            Some(seen) => {
+                match intake
+                    .alert_first_in_fleet(&payload.receiver, &seen.fingerprint, &seen.starts_at)
+                    .await
+                {
+                    Ok(true) => alerts.push(alert),
+                    Ok(false) => {
+                        elsewhere += 1;
+                        intake.acted_on_elsewhere(seen);
+                    }
+                    Err(why) => return fleet_cannot_tell(&why),
+                }
+            }
+            None => alerts.push(alert),
+        }
+    }
+    let mut answer = intake.alertmanager(&alerts, payload.truncated);
+    answer.alerts += elsewhere;
+    answer.duplicates += elsewhere;
     // Alertmanager sends the group again after a 5xx; what was acted on
     // is then a duplicate, what was refused is acted on.
     if answer.refused > 0 {

@@ -49,6 +49,9 @@ use storm::{Limits, Storm};
 /// The intake: settings, reflexes, workflows with their step instances.
 pub struct Intake {
     settings: Settings,
+    /// The fleet this member shares its reports with (`[fleet]`): the
+    /// first member to write a report's key acts on it.
+    fleet: std::sync::OnceLock<crate::fleet::Fleet>,
     token: Option<String>,
     reflexes: Vec<Reflex>,
     /// Each reflex's params as events show them (secrets redacted),
@@ -129,6 +132,12 @@ pub enum Reply {
     },
     /// No reflex matches: nothing runs.
     NoReflex { anomaly: String, reason: String },
+    /// Another member of the fleet was sent it first and acts on it.
+    Duplicate {
+        anomaly: String,
+        duplicate: bool,
+        reason: String,
+    },
     /// Too many events wait to be recorded: nothing was done; try again
     /// after a while (HTTP 503 with Retry-After).
     Refused {
@@ -219,6 +228,7 @@ impl Intake {
         let last_run = saved.last_run.unwrap_or(now.millis() / 1000);
         Ok(Arc::new(Intake {
             settings,
+            fleet: std::sync::OnceLock::new(),
             token,
             reflexes: config.reflexes.clone(),
             shown_params: config
@@ -239,6 +249,46 @@ impl Intake {
             refused: AtomicU64::new(0),
             said: Mutex::new(backlog::Said::default()),
         }))
+    }
+
+    /// Shares reports with `fleet` from now on.
+    pub fn join_fleet(&self, fleet: crate::fleet::Fleet) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// Whether this member acts on the report of anomaly `name`: without
+    /// a fleet always; in one, when it is the first member to report the
+    /// name within its cooldown. `Err` when the fleet cannot tell.
+    pub async fn first_in_fleet(&self, name: &str) -> Result<bool, String> {
+        match self.fleet.get() {
+            None => Ok(true),
+            Some(_) if self.reflex_for(name).is_none() => Ok(true),
+            Some(fleet) => {
+                fleet
+                    .first_to_report(
+                        &crate::fleet::anomaly_key(name),
+                        self.settings.cooldown.into(),
+                    )
+                    .await
+            }
+        }
+    }
+
+    /// Whether this member acts on an alert's occurrence (see
+    /// [`Intake::first_in_fleet`]).
+    pub async fn alert_first_in_fleet(
+        &self,
+        receiver: &str,
+        fingerprint: &str,
+        starts_at: &str,
+    ) -> Result<bool, String> {
+        match self.fleet.get() {
+            None => Ok(true),
+            Some(fleet) => {
+                let key = crate::fleet::alert_key(receiver, fingerprint, starts_at);
+                fleet.first_to_report(&key, crate::fleet::ALERT_KEPT).await
+            }
+        }
     }
 
     /// Waits (at most `limit`) for the workflows still running, so their

@@ -13,7 +13,8 @@
 //!   the highest this service has seen for NAME is refused (409, a line
 //!   `NS refused PEER NAME EPISODE ATTEMPT FENCE`); otherwise one line
 //!   `NS recover PEER NAME EPISODE ATTEMPT FENCE` in
-//!   `DIR/recoveries.log`, `DIR/down/NAME` removed, 200.
+//!   `DIR/recoveries.log`, `DIR/down/NAME` removed, 200. A workflow run
+//!   for an alert (no down file) has the alert's `startsAt` for episode.
 //!
 //! - `POST /alert`: an alert sink's delivery: `NS alert PEER BODY` (the
 //!   body on one line) in `DIR/alerts.log`.
@@ -154,11 +155,15 @@ impl Service {
     }
 
     fn recover(&self, peer: &str, name: &str, fence: u64, body: &[u8]) -> u16 {
-        let attempt = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["attempt"].as_u64())
-            .unwrap_or(0);
-        let episode = self.down(name).unwrap_or_else(|| "-".to_owned());
+        let body = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+        let attempt = body["attempt"].as_u64().unwrap_or(0);
+        // A workflow run for an alert: its episode is the alert's startsAt.
+        let episode = self.down(name).unwrap_or_else(|| {
+            body["anomaly"]["details"]["startsAt"]
+                .as_str()
+                .unwrap_or("-")
+                .replace(' ', "_")
+        });
         let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
         let highest = fences.entry(name.to_owned()).or_default();
         let said = format!("{peer} {name} {episode} {attempt} {fence}\n");
