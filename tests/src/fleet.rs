@@ -144,13 +144,14 @@ except urllib.error.HTTPError as error:
         }
     }
 
-    /// From `node`, `to` cannot be reached (a blackhole route), or can
-    /// again.
+    /// From `node`, `to` cannot be reached, or can again: `to`'s address
+    /// is taken by `node`'s own loopback, where nothing listens, so every
+    /// connection is refused there, as by a firewall that rejects.
     pub fn block(&self, node: &str, to: &str, blocked: bool) {
         let ns = self.ns(node);
         let host = format!("{}/32", self.addr(to));
         let verb = if blocked { "add" } else { "del" };
-        ip(&["-n", &ns, "route", verb, "blackhole", &host]);
+        ip(&["-n", &ns, "addr", verb, &host, "dev", "lo"]);
     }
 }
 

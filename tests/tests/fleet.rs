@@ -782,3 +782,69 @@ fn an_alertmanager_pair_sending_to_every_member_runs_each_workflow_once_per_epis
     );
     assert_eq!(b.len(), 1, "FleetB ran once: {b:?}");
 }
+
+#[test]
+fn a_target_unreachable_only_from_its_owner_is_unknown_and_one_unreachable_from_all_is_recovered_once(
+) {
+    let targets = 6;
+    let mut world = world(Shape {
+        targets,
+        extra: "confirm = 2\n",
+        ..Shape::default()
+    });
+    let (owner, _) = world.checker_of("t0").expect("checked");
+    // From the owner's namespace alone the services cannot be reached.
+    world.fabric.block(&owner, "svc", true);
+    let member = world.member(&owner);
+    // The owner's own check says CRITICAL; what it decides is an UNKNOWN
+    // issue naming every member's view.
+    let unknown = |member: &Member| {
+        member.records().into_iter().find_map(|r| match r.event {
+            Event::IssueOpened { target, issue }
+                if target == "t0" && issue.severity == healer_plugin_sdk::Status::Unknown =>
+            {
+                Some(issue.summary)
+            }
+            _ => None,
+        })
+    };
+    let said = wait_until(
+        "the owner says t0 is UNKNOWN",
+        Duration::from_secs(20),
+        || unknown(member),
+    );
+    eprintln!("t0 from {owner} alone: {said}");
+    assert!(said.contains("not confirmed by the fleet"), "{said}");
+    assert!(
+        said.contains(&format!("{owner} (owner) sees CRITICAL")),
+        "{said}"
+    );
+    let others: Vec<&str> = HEALERS.iter().copied().filter(|h| *h != owner).collect();
+    for other in &others {
+        assert!(said.contains(&format!("{other} sees OK")), "{said}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let member = world.member(&owner);
+    let attempted = member
+        .records()
+        .iter()
+        .any(|r| matches!(&r.event, Event::AttemptStarted { target, .. } if target == "t0"));
+    assert!(!attempted, "t0 was recovered on the owner's word alone");
+    world.fabric.block(&owner, "svc", false);
+    // Down for everyone: the owner and both others agree, and it is
+    // recovered once.
+    std::thread::sleep(Duration::from_secs(2));
+    world.services.take_down("t0", "everywhere");
+    let services = &world.services;
+    within("t0 is recovered", Duration::from_secs(20), || {
+        !services.is_down("t0")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let runs: Vec<Recovered> = services
+        .recoveries()
+        .into_iter()
+        .filter(|r| r.target == "t0")
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].episode, "everywhere");
+}

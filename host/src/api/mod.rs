@@ -15,11 +15,13 @@
 
 mod answers;
 mod auth;
+mod confirm;
 mod dashboard;
 mod drawing;
 
 pub use answers::{Done, FileProblem, Health, IssueRow, PackageView, Plugins, Reloaded, TargetRow};
 use auth::{authorize, refuse};
+pub use confirm::{Confirming, NotChecked, AT_ONCE as CONFIRMS_AT_ONCE};
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -66,6 +68,8 @@ pub struct Api {
     pub answer_within: Duration,
     /// The fleet this healer is a member of (`[fleet]`).
     pub fleet: Option<crate::fleet::Fleet>,
+    /// How it checks a fleet target for another member (`confirm = K`).
+    pub confirming: Option<Confirming>,
 }
 
 /// The API's routes, ready to merge into the intake's router.
@@ -79,6 +83,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/targets/{name}/pause", post(pause))
         .route("/api/v1/targets/{name}/resume", post(resume))
         .route("/api/v1/fleet", get(fleet))
+        .route("/api/v1/fleet/confirm", post(confirm_check))
         .route("/api/v1/issues", get(issues))
         .route("/api/v1/issues/{*id}", post(on_issue))
         .route("/api/v1/history", get(history))
@@ -197,6 +202,42 @@ async fn fleet(State(api): State<Arc<Api>>) -> Response {
             StatusCode::NOT_FOUND,
             "this healer is not in a fleet (its config has no [fleet] table)".to_owned(),
         ),
+    }
+}
+
+/// `POST /api/v1/fleet/confirm {"target": NAME}`: another member asks
+/// what this one sees of a fleet target.
+async fn confirm_check(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Response {
+    #[derive(Deserialize)]
+    struct Asked {
+        target: String,
+    }
+    let Some(confirming) = &api.confirming else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "this healer is not in a fleet (its config has no [fleet] table)".to_owned(),
+        );
+    };
+    let asked: Asked = match serde_json::from_slice(&body) {
+        Ok(asked) => asked,
+        Err(err) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"target\": \"NAME\"}}: {err}"),
+            )
+        }
+    };
+    match confirming.check(&asked.target).await {
+        Ok(seen) => Json(seen).into_response(),
+        Err(NotChecked::Unknown(why)) => refuse(StatusCode::NOT_FOUND, why),
+        Err(NotChecked::Busy) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} confirmations are being checked here; ask again",
+                confirm::AT_ONCE
+            ),
+        ),
+        Err(NotChecked::Failed(why)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, why),
     }
 }
 

@@ -99,6 +99,7 @@ async fn listening(token: bool) -> Listener {
         started: std::time::Instant::now(),
         answer_within: intake.request_timeout(),
         fleet: None,
+        confirming: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let address = listener.local_addr().expect("its address");

@@ -241,6 +241,7 @@ async fn heal(
     // Every member serves the intake; the first to be sent a report acts.
     if let (Some(fleet), Some((intake, _))) = (&fleet, &intake) {
         intake.join_fleet(fleet.clone());
+        fleet.use_token(intake.required_token().map(str::to_owned));
     }
     // A worker's end takes back its package's facts at once.
     catalog.when_worker_ends(&engine.when_worker_ends());
@@ -297,6 +298,18 @@ async fn heal(
             started: std::time::Instant::now(),
             answer_within: intake.request_timeout(),
             fleet: fleet.clone(),
+            confirming: fleet.as_ref().map(|fleet| crate::api::Confirming {
+                member: fleet.member().to_owned(),
+                targets: config.targets.iter().filter(|t| t.fleet).cloned().collect(),
+                catalog: Catalog {
+                    dir: catalog.dir.clone(),
+                    packages: catalog.packages.clone(),
+                    ..Catalog::default()
+                },
+                history: config.healer.history,
+                events: events.clone(),
+                slots: Arc::new(tokio::sync::Semaphore::new(crate::api::CONFIRMS_AT_ONCE)),
+            }),
         });
         let serving = tokio::spawn(intake::serve(
             listener,

@@ -97,6 +97,11 @@ impl ShardFence {
         self.fleet.owns(self.shard, self.epoch) && self.fleet.holds()
     }
 
+    /// The fleet it writes to.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
     /// The shard it writes in.
     pub fn shard(&self) -> u32 {
         self.shard

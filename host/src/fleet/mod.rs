@@ -21,6 +21,7 @@
 //! The daemon hears of shards taken, lost and to release as [`Change`]s
 //! and starts or stops their targets' loops.
 
+mod confirm;
 mod dedup;
 pub mod fence;
 mod keys;
@@ -41,6 +42,7 @@ use crate::events::{Event, Events};
 use crate::issues::Issue;
 use healer_plugin_sdk::Duration as HumanDuration;
 
+pub use confirm::{agreed, views, Answer, Seen, ASK_WITHIN};
 pub use dedup::{alert_key, anomaly_key, ALERT_KEPT};
 pub use fence::{Saved, ShardFence};
 pub use session::Session;
@@ -121,6 +123,10 @@ struct Inner {
     changes: mpsc::UnboundedSender<Change>,
     /// The leases of dedup keys.
     leases: Mutex<dedup::Leases>,
+    /// The token other members' APIs require.
+    token: std::sync::OnceLock<Option<String>>,
+    /// The client confirmations are asked with.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 /// What `GET /api/v1/fleet` and `healer status` show.
@@ -201,6 +207,8 @@ impl Fleet {
                 state: Mutex::new(State::default()),
                 changes,
                 leases: Mutex::default(),
+                token: std::sync::OnceLock::new(),
+                http: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(fleet.clone().renew(shutdown.clone()));

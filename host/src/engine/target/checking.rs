@@ -96,6 +96,10 @@ impl Cycle {
                 took,
             }
         };
+        let mut run = run;
+        if track && self.runner.target.confirm > 0 {
+            self.confirm_failure(index, &mut run).await;
+        }
         if track {
             self.track(index, &run);
         }
@@ -105,6 +109,47 @@ impl Cycle {
             self.after_watched_run(index, false);
         }
         run
+    }
+
+    /// A fleet target's run that would open an issue (`confirm = K`) is
+    /// checked by K other members first: unless every one of them sees
+    /// the target fail too, the run is UNKNOWN, naming every view (the
+    /// owner's own network may be what fails), and nothing recovers on it.
+    async fn confirm_failure(&mut self, index: usize, run: &mut Run) {
+        let Some(fence) = self.runner.fence.as_ref() else {
+            return;
+        };
+        let failing = matches!(run.seen.status, Status::Warning | Status::Critical);
+        let new = run
+            .findings
+            .iter()
+            .any(|f| f.severity != Status::Unknown && self.tracker.issue(&f.kind).is_none());
+        if !run.concluded() || !failing || !new {
+            return;
+        }
+        let fleet = fence.fleet().clone();
+        self.promise(crate::fleet::ASK_WITHIN + MACHINERY_SLACK);
+        let answers = fleet.confirm(self.name(), self.runner.target.confirm).await;
+        if crate::fleet::agreed(&answers) {
+            return;
+        }
+        let owner = crate::fleet::Seen {
+            member: fleet.member().to_owned(),
+            status: run.seen.status,
+            summary: run.seen.summary.clone(),
+        };
+        let said = format!(
+            "not confirmed by the fleet: {}",
+            crate::fleet::views(&owner, &answers)
+        );
+        let monitor = &self.runner.target.checks[index].monitor.plugin;
+        run.seen = Observation::unknown(said.clone());
+        run.findings = vec![Finding::new(
+            format!("{monitor}.unknown"),
+            Status::Unknown,
+            said,
+        )];
+        run.checked = false;
     }
 
     /// Runs check `index`'s monitor within its deadline; `false` when the
