@@ -354,7 +354,7 @@ impl Fleet {
             } else {
                 state.trouble = None;
             }
-            std::mem::replace(&mut state.coordinated, Some(now))
+            state.coordinated.replace(now)
         };
         if was == Some(now) {
             return;
@@ -482,7 +482,16 @@ impl Fleet {
             }
             None => self.join().await?,
         };
-        let (owners, members) = self.scan().await?;
+        // A scan that fails while the session holds (an election, a slow
+        // member) is tried again next round: the shards are still ours
+        // until the deadline says otherwise.
+        let (owners, members) = match self.scan().await {
+            Ok(scanned) => scanned,
+            Err(why) => {
+                tracing::debug!(reason = %why, "fleet: etcd not read this round");
+                return Ok(());
+            }
+        };
         self.coordinated(true, None);
         self.state().members = members.clone();
         let owned: Vec<(u32, Owned)> = self.state().owned.iter().map(|(s, o)| (*s, *o)).collect();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::http::AlertmanagerPayload;
 use super::{Intake, Reply};
 use crate::clock::Wall;
 use crate::events::Event;
@@ -32,7 +33,7 @@ fn fingerprint_of(labels: &Map<String, Value>) -> String {
 /// A firing alert's occurrence: its alertname, its fingerprint as healer
 /// reads it, and `startsAt`; `None` for a resolved alert or one healer
 /// rejects.
-pub(super) fn firing_occurrence(raw: &Value) -> Option<Occurrence> {
+fn firing_occurrence(raw: &Value) -> Option<Occurrence> {
     let alert: Alert = serde_json::from_value(raw.clone()).ok()?;
     if alert.status == "resolved" || alert.starts_at.len() > MAX_KEY {
         return None;
@@ -57,15 +58,47 @@ pub(super) fn firing_occurrence(raw: &Value) -> Option<Occurrence> {
 }
 
 /// One firing of one alert.
-pub(super) struct Occurrence {
+struct Occurrence {
     pub name: String,
     pub fingerprint: String,
     pub starts_at: String,
 }
 
 impl Intake {
+    /// Handles one webhook payload: in a fleet, an occurrence another
+    /// member was sent first is a duplicate here (only the first acts on
+    /// it), the rest as [`Intake::alertmanager`] does. `Err` when the
+    /// fleet cannot tell.
+    pub async fn alertmanager_payload(
+        self: &Arc<Self>,
+        payload: AlertmanagerPayload,
+    ) -> Result<AlertmanagerReply, String> {
+        let mut alerts = Vec::with_capacity(payload.alerts.len());
+        let mut elsewhere = 0;
+        for alert in payload.alerts {
+            match firing_occurrence(&alert) {
+                Some(seen) => {
+                    if self
+                        .alert_first_in_fleet(&payload.receiver, &seen.fingerprint, &seen.starts_at)
+                        .await?
+                    {
+                        alerts.push(alert);
+                    } else {
+                        elsewhere += 1;
+                        self.acted_on_elsewhere(seen);
+                    }
+                }
+                None => alerts.push(alert),
+            }
+        }
+        let mut answer = self.alertmanager(&alerts, payload.truncated);
+        answer.alerts += elsewhere;
+        answer.duplicates += elsewhere;
+        Ok(answer)
+    }
+
     /// Records an occurrence another member of the fleet was sent first.
-    pub(super) fn acted_on_elsewhere(&self, occurrence: Occurrence) {
+    fn acted_on_elsewhere(&self, occurrence: Occurrence) {
         self.events.emit(Event::AlertReceived {
             alertname: occurrence.name,
             fingerprint: occurrence.fingerprint,

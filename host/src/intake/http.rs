@@ -464,31 +464,10 @@ async fn alertmanager(
         },
         Err(response) => return response,
     };
-    // In a fleet, an occurrence another member was sent first is a
-    // duplicate here: only the first acts on it.
-    let mut alerts = Vec::with_capacity(payload.alerts.len());
-    let mut elsewhere = 0;
-    for alert in payload.alerts {
-        match super::alertmanager::firing_occurrence(&alert) {
-            Some(seen) => {
-                match intake
-                    .alert_first_in_fleet(&payload.receiver, &seen.fingerprint, &seen.starts_at)
-                    .await
-                {
-                    Ok(true) => alerts.push(alert),
-                    Ok(false) => {
-                        elsewhere += 1;
-                        intake.acted_on_elsewhere(seen);
-                    }
-                    Err(why) => return fleet_cannot_tell(&why),
-                }
-            }
-            None => alerts.push(alert),
-        }
-    }
-    let mut answer = intake.alertmanager(&alerts, payload.truncated);
-    answer.alerts += elsewhere;
-    answer.duplicates += elsewhere;
+    let answer = match intake.alertmanager_payload(payload).await {
+        Ok(answer) => answer,
+        Err(why) => return fleet_cannot_tell(&why),
+    };
     // Alertmanager sends the group again after a 5xx; what was acted on
     // is then a duplicate, what was refused is acted on.
     if answer.refused > 0 {
