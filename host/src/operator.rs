@@ -136,8 +136,8 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
 }
 
 /// `healer fleet`: the fleet as the daemon sees it. Exits 0 while the
-/// member is in touch with etcd, 2 when it is not (it acts on no fleet
-/// target), 4 when the daemon cannot be asked or is in no fleet.
+/// member is in touch with etcd, 3 (UNKNOWN) when it is not (it acts on
+/// no fleet target), 4 when the daemon cannot be asked or is in no fleet.
 pub fn fleet(daemon: &Daemon, json: bool) -> ExitCode {
     let answer = match daemon.call("GET", "/api/v1/fleet", None) {
         Ok(answer) => answer,
@@ -167,7 +167,7 @@ pub fn fleet(daemon: &Daemon, json: bool) -> ExitCode {
             );
         }
     }
-    ExitCode::from(if view.coordinated { 0 } else { 2 })
+    ExitCode::from(if view.coordinated { 0 } else { 3 })
 }
 
 /// The fleet in one line, as `healer status` and `healer fleet` say it.

@@ -417,13 +417,53 @@ impl Services {
             .collect()
     }
 
+    /// Recoveries take `ms` each from now on (none: at once).
+    pub fn slow_recoveries(&self, ms: Option<u64>) {
+        let file = self.dir.join("slow");
+        match ms {
+            Some(ms) => std::fs::write(file, ms.to_string()).expect("slow file"),
+            None => {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+
+    /// The recoveries that began so far (slow ones say so when they
+    /// arrive): (monotonic ns, peer, target).
+    pub fn begun(&self) -> Vec<(u128, String, String)> {
+        let text = std::fs::read_to_string(self.dir.join("recoveries.log")).unwrap_or_default();
+        whole_lines(&text)
+            .filter_map(|fields| match fields.as_slice() {
+                [ns, "begin", peer, name, ..] => {
+                    Some((ns.parse().ok()?, (*peer).to_owned(), (*name).to_owned()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Two recoveries of one target that ran at the same time, if any.
+    pub fn overlapping_recoveries(&self) -> Vec<(Recovered, Recovered)> {
+        let all = self.recoveries();
+        let mut overlapping = Vec::new();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                if a.target == b.target && a.began < b.ns && b.began < a.ns {
+                    overlapping.push((a.clone(), b.clone()));
+                }
+            }
+        }
+        overlapping
+    }
+
     /// Every recovery that reached the service.
     pub fn recoveries(&self) -> Vec<Recovered> {
         let text = std::fs::read_to_string(self.dir.join("recoveries.log")).unwrap_or_default();
         whole_lines(&text)
             .filter_map(|fields| match fields.as_slice() {
-                [ns, verdict, peer, name, episode, attempt, fence] => Some(Recovered {
+                [ns, verdict @ ("recover" | "refused"), peer, name, episode, attempt, fence, began] => Some(Recovered {
                     ns: ns.parse().ok()?,
+                    began: began.parse().ok()?,
                     accepted: *verdict == "recover",
                     peer: (*peer).to_owned(),
                     target: (*name).to_owned(),
@@ -440,7 +480,10 @@ impl Services {
 /// One recovery as the service saw it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recovered {
+    /// When it ended.
     pub ns: u128,
+    /// When it arrived.
+    pub began: u128,
     /// Not refused for a stale fence.
     pub accepted: bool,
     pub peer: String,
@@ -536,12 +579,16 @@ impl Member {
 }
 
 /// The times (monotonic ns) each member checked `target`, grouped into
-/// the spans it was checking it: a gap longer than `gap` ends a span.
+/// the spans it was checking it: a gap longer than three intervals ends
+/// a span, and each check counts for the interval after it (so a lone
+/// stale check still overlaps the new owner's span).
 pub fn spans(
     checks: &[(u128, String, String)],
     target: &str,
-    gap: Duration,
+    interval: Duration,
 ) -> Vec<(String, u128, u128)> {
+    let gap = interval * 3;
+    let lasts = interval.as_nanos();
     let mut by_member: std::collections::BTreeMap<&str, Vec<u128>> = Default::default();
     for (ns, peer, name) in checks {
         if name == target {
@@ -554,12 +601,12 @@ pub fn spans(
         let mut last = times[0];
         for &at in &times[1..] {
             if at - last > gap.as_nanos() {
-                spans.push((member.to_owned(), start, last));
+                spans.push((member.to_owned(), start, last + lasts));
                 start = at;
             }
             last = at;
         }
-        spans.push((member.to_owned(), start, last));
+        spans.push((member.to_owned(), start, last + lasts));
     }
     spans.sort_by_key(|span| span.1);
     spans

@@ -773,10 +773,23 @@ impl Checker<'_> {
         }
     }
 
-    /// `fleet = true` needs a `[fleet]`; `confirm` needs `fleet = true`.
+    /// `fleet = true` needs a `[fleet]`; `confirm` needs `fleet = true`;
+    /// no dependency crosses between a fleet target and anything else
+    /// (the other may be checked on another member, and would hold the
+    /// recovery here for good).
     fn fleet_targets(&mut self, targets: &[Target], fleet: Option<&Fleet>) {
+        let in_fleet: HashSet<&str> = targets
+            .iter()
+            .filter(|t| t.fleet)
+            .map(|t| t.name.as_str())
+            .collect();
         for target in targets {
             let table = target.at;
+            for dependency in &target.depends_on {
+                if target.fleet || in_fleet.contains(dependency.as_str()) {
+                    self.push(table, format!("target {:?}: depends_on {dependency:?} crosses the fleet: a fleet target may be checked on another member, so neither may depend on the other (drop depends_on, or make both local)", target.name));
+                }
+            }
             if target.fleet && fleet.is_none() {
                 self.push(table, format!("target {:?}: fleet = true needs a [fleet] table naming the etcd cluster (etcd = [\"http://HOST:2379\"])", target.name));
             }

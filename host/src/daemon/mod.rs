@@ -11,6 +11,7 @@
 //! process limits healer sets for itself), `reload.rs` (a live reload),
 //! `notify.rs` (systemd's protocol) and `reaper.rs` (orphans reaped).
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -394,6 +395,7 @@ async fn serve_until_stopped(
     mut fleet: Option<(Fleet, tokio::sync::mpsc::UnboundedReceiver<Change>)>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut running = HashMap::new();
     while !*shutdown.borrow_and_update() {
         let shards = async {
             match &mut fleet {
@@ -405,7 +407,8 @@ async fn serve_until_stopped(
             changed = shutdown.changed() => if changed.is_err() { break },
             Some(change) = shards => {
                 if let Some((fleet, _)) = &fleet {
-                    shard_changed(fleet, change, engine, &reloading.current).await;
+                    let state = (&reloading.current, reloading.events);
+                    shard_changed(fleet, change, engine, state, &mut running).await;
                 }
             }
             Some(reply) = reloads.recv() => {
@@ -425,13 +428,26 @@ async fn serve_until_stopped(
 }
 
 /// Starts or stops the targets of a shard taken, lost or handed back.
-async fn shard_changed(fleet: &Fleet, change: Change, engine: &mut Engine, current: &Current) {
+/// `running` is the epoch each shard's loops run under here: a change
+/// about another epoch (one that came late) touches none of them.
+async fn shard_changed(
+    fleet: &Fleet,
+    change: Change,
+    engine: &mut Engine,
+    (current, events): (&Current, &Events),
+    running: &mut HashMap<u32, u64>,
+) {
     match change {
         Change::Taken {
             shard,
             epoch,
             mut saved,
         } => {
+            // Lost again before this was heard: nothing starts.
+            if !fleet.owns(shard, epoch) {
+                return;
+            }
+            stop_shard(fleet, shard, engine, running).await;
             for name in fleet.targets_of(shard) {
                 let Some(target) = current.config.targets.iter().find(|t| t.name == name) else {
                     continue;
@@ -439,27 +455,49 @@ async fn shard_changed(fleet: &Fleet, change: Change, engine: &mut Engine, curre
                 match engine::build_target(target, &current.catalog).await {
                     Ok(mut runner) => {
                         let fence = fleet.fence(shard, epoch, &name);
-                        runner.in_fleet(fence, saved.remove(&name).unwrap_or_default());
-                        // A loop of an older epoch ends first.
-                        engine.hand_over(&name).await;
+                        let saved = saved.remove(&name).unwrap_or_default();
+                        for carried in &saved {
+                            if carried.issue.state == crate::issues::State::Escalated {
+                                events.emit(Event::FleetIssueTakenOver {
+                                    member: fleet.member().to_owned(),
+                                    target: name.clone(),
+                                    issue: carried.issue.clone(),
+                                });
+                            }
+                        }
+                        runner.in_fleet(fence, saved);
                         engine.start(runner);
                     }
                     Err(err) => tracing::error!(shard, "fleet: {err}"),
                 }
             }
+            running.insert(shard, epoch);
         }
-        Change::Lost { shard } => {
-            for name in fleet.targets_of(shard) {
-                engine.hand_over(&name).await;
+        Change::Lost { shard, epoch } => {
+            if running.get(&shard) == Some(&epoch) {
+                stop_shard(fleet, shard, engine, running).await;
             }
         }
-        Change::Release { shard, done } => {
-            for name in fleet.targets_of(shard) {
-                engine.hand_over(&name).await;
+        Change::Release { shard, epoch, done } => {
+            if running.get(&shard) == Some(&epoch) {
+                stop_shard(fleet, shard, engine, running).await;
             }
             let _ = done.send(());
         }
     }
+}
+
+/// Stops every loop of `shard` running here.
+async fn stop_shard(
+    fleet: &Fleet,
+    shard: u32,
+    engine: &mut Engine,
+    running: &mut HashMap<u32, u64>,
+) {
+    for name in fleet.targets_of(shard) {
+        engine.hand_over(&name, fleet.member()).await;
+    }
+    running.remove(&shard);
 }
 
 /// Lets running workflows end, for at most [`FINISH_WITHIN`].

@@ -565,10 +565,14 @@ impl Engine {
     /// Stops a fleet target whose shard this member no longer owns: its
     /// open issues live on in etcd for the next owner (no event drops
     /// them), it leaves the board, and its facts are taken back.
-    pub async fn hand_over(&mut self, name: &str) {
+    pub async fn hand_over(&mut self, name: &str, member: &str) {
         if self.stop(name).await.is_none() {
             return;
         }
+        self.events.emit(Event::FleetTargetHandedOver {
+            member: member.to_owned(),
+            target: name.to_owned(),
+        });
         self.board.leave(name);
         let gone =
             self.shared

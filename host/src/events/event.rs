@@ -478,6 +478,18 @@ pub enum Event {
         epoch: u64,
         reason: String,
     },
+    /// A fleet target stopped here: its shard went to another member (or
+    /// back to the fleet), which carries on its issues. Alert sinks stop
+    /// re-announcing its escalations (the new owner does), resolving
+    /// nothing.
+    FleetTargetHandedOver { member: String, target: String },
+    /// This member took over an escalated issue of a fleet target with
+    /// its shard: alert sinks announce it as the previous owner did.
+    FleetIssueTakenOver {
+        member: String,
+        target: String,
+        issue: Issue,
+    },
     /// A recovery of a fleet target was not claimed, so it did not run.
     RecoveryNotClaimed {
         target: String,
@@ -665,6 +677,8 @@ impl Event {
             Event::FleetShardTaken { .. } => "fleet_shard_taken",
             Event::FleetShardLost { .. } => "fleet_shard_lost",
             Event::RecoveryNotClaimed { .. } => "recovery_not_claimed",
+            Event::FleetTargetHandedOver { .. } => "fleet_target_handed_over",
+            Event::FleetIssueTakenOver { .. } => "fleet_issue_taken_over",
         }
     }
 
@@ -700,7 +714,9 @@ impl Event {
             | Event::RecoveryPaused { target, .. }
             | Event::AlertSent { target, .. }
             | Event::AlertFailed { target, .. }
-            | Event::RecoveryNotClaimed { target, .. } => Some(target),
+            | Event::RecoveryNotClaimed { target, .. }
+            | Event::FleetTargetHandedOver { target, .. }
+            | Event::FleetIssueTakenOver { target, .. } => Some(target),
             Event::NoReflex { anomaly, .. }
             | Event::AnomalySuppressed { anomaly, .. }
             | Event::AnomalyEscalated { anomaly, .. }

@@ -2,10 +2,13 @@
 //! so Alertmanager's HA pair (which delivers at least once, by design)
 //! and a sender that retries may bring the same report to several
 //! members. The first member to write the report's key in etcd, create
-//! only, acts on it; the others answer that it is a duplicate. A key
-//! lives on a lease as long as the report is a duplicate: a week for an
-//! alert's occurrence (receiver, fingerprint, `startsAt`), the intake's
-//! `cooldown` for an anomaly name.
+//! only, acts on it; the others answer that it is a duplicate. The key
+//! is written on the member's own lease first: should the member die (or
+//! refuse the report) before acting, the key goes with its lease and the
+//! sender's next try reaches a member that acts. Once acted on, the key
+//! moves to a lease as long as the report stays a duplicate: a week for
+//! an alert's occurrence (receiver, fingerprint, `startsAt`), the
+//! intake's `cooldown` for an anomaly name.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -49,8 +52,14 @@ impl Fleet {
     /// report it is sent again), kept `keep`. `Err` when etcd cannot be
     /// asked: nobody can tell, so the report is refused (its sender
     /// tries again).
-    pub async fn first_to_report(&self, key: &str, keep: Duration) -> Result<bool, String> {
-        let lease = self.dedup_lease(keep).await?;
+    pub async fn first_to_report(&self, key: &str) -> Result<bool, String> {
+        let lease = self
+            .state()
+            .session
+            .as_ref()
+            .filter(|session| session.holds(std::time::Instant::now()))
+            .map(|session| session.lease)
+            .ok_or_else(|| "this member is not in touch with etcd".to_owned())?;
         let key = keys::dedup(key);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -73,6 +82,25 @@ impl Fleet {
                 if got.kvs().first().is_some_and(|kv| kv.value() == self.member().as_bytes()))
         });
         Ok(ours)
+    }
+
+    /// The report of `key`, which this member acted on, stays a duplicate
+    /// for `keep`, whatever becomes of this member. Best effort: should
+    /// it fail, the key lives as long as this member's lease.
+    pub async fn reported(&self, key: &str, keep: Duration) {
+        let Ok(lease) = self.dedup_lease(keep).await else {
+            return;
+        };
+        let key = keys::dedup(key);
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, self.member())])
+            .and_then([TxnOp::put(
+                key,
+                self.member(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut client = self.inner.client.clone();
+        let _ = timeout(CALL_WITHIN, client.txn(txn)).await;
     }
 
     /// A lease for keys kept `keep`.

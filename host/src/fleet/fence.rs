@@ -33,6 +33,9 @@ pub struct Saved {
     pub issue: Issue,
     /// The revision of its key.
     pub revision: i64,
+    /// A recovery claimed and not known to have ended: who claimed it,
+    /// and how long it may run from when it was read.
+    pub running: Option<(String, Duration)>,
 }
 
 /// The open issues in `kvs` (a shard's `issues/` keys), by target.
@@ -41,6 +44,11 @@ pub(super) fn read_saved(kvs: &[KeyValue]) -> HashMap<String, Vec<Saved>> {
     struct Record {
         target: String,
         issue: Issue,
+        #[serde(default)]
+        member: String,
+        /// Written by a claim: how long its recovery may run.
+        #[serde(default)]
+        running_ms: Option<u64>,
     }
     let mut saved: HashMap<String, Vec<Saved>> = HashMap::new();
     for kv in kvs {
@@ -50,6 +58,9 @@ pub(super) fn read_saved(kvs: &[KeyValue]) -> HashMap<String, Vec<Saved>> {
             saved.entry(record.target).or_default().push(Saved {
                 issue: record.issue,
                 revision: kv.mod_revision(),
+                running: record
+                    .running_ms
+                    .map(|ms| (record.member, Duration::from_millis(ms))),
             });
         }
     }
@@ -67,6 +78,9 @@ pub struct ShardFence {
     revisions: HashMap<String, i64>,
     /// What was last written of each open issue.
     written: HashMap<String, String>,
+    /// Issues whose recovery the previous owner claimed and may still be
+    /// running: no claim before then, and why.
+    held: HashMap<String, (Instant, String)>,
 }
 
 impl ShardFence {
@@ -78,16 +92,29 @@ impl ShardFence {
             target: target.to_owned(),
             revisions: HashMap::new(),
             written: HashMap::new(),
+            held: HashMap::new(),
         }
     }
 
-    /// Carries on from the issues etcd held for the target.
+    /// Carries on from the issues etcd held for the target. A recovery
+    /// the previous owner claimed may still be running (it did not live
+    /// to say it ended): this member claims nothing on that issue until
+    /// it must have ended, counted from now (FLEET.md's claim deadline).
     pub fn carry_on(&mut self, saved: &[Saved]) {
+        let now = Instant::now();
         for saved in saved {
-            self.revisions
-                .insert(saved.issue.kind.clone(), saved.revision);
-            let record = self.record(&saved.issue);
-            self.written.insert(saved.issue.kind.clone(), record);
+            let kind = saved.issue.kind.clone();
+            self.revisions.insert(kind.clone(), saved.revision);
+            let record = self.record(&saved.issue, None);
+            self.written.insert(kind.clone(), record);
+            if let Some((member, runs_for)) = &saved.running {
+                let why = format!(
+                    "{member}'s recovery (attempt {}) may still be running, for {} from the takeover",
+                    saved.issue.attempts,
+                    healer_plugin_sdk::Duration(*runs_for)
+                );
+                self.held.insert(kind, (now + *runs_for, why));
+            }
         }
     }
 
@@ -95,6 +122,12 @@ impl ShardFence {
     /// shard since the same epoch, and its session holds.
     pub fn holds(&self) -> bool {
         self.fleet.owns(self.shard, self.epoch) && self.fleet.holds()
+    }
+
+    /// Whether a recovery step may start now: as for a claim (owned,
+    /// not handed back, more than the margin before the deadline).
+    pub fn may_act(&self) -> bool {
+        self.fleet.may_claim(self.shard, self.epoch).is_ok()
     }
 
     /// The fleet it writes to.
@@ -107,8 +140,14 @@ impl ShardFence {
         self.shard
     }
 
-    fn record(&self, issue: &Issue) -> String {
-        issue_record(&self.target, issue, self.fleet.member(), self.epoch)
+    fn record(&self, issue: &Issue, running: Option<Duration>) -> String {
+        issue_record(
+            &self.target,
+            issue,
+            self.fleet.member(),
+            self.epoch,
+            running,
+        )
     }
 
     fn key(&self, kind: &str) -> String {
@@ -128,19 +167,26 @@ impl ShardFence {
         ]
     }
 
-    /// Claims the recovery `issue` is about to get (its next attempt):
-    /// the fence it runs under, or why it may not run.
-    pub async fn claim(&mut self, issue: &Issue) -> Result<Fence, String> {
+    /// Claims the recovery `issue` is about to get (its next attempt,
+    /// which may run for `runs_for`): the fence it runs under, or why it
+    /// may not run.
+    pub async fn claim(&mut self, issue: &Issue, runs_for: Duration) -> Result<Fence, String> {
         self.fleet.may_claim(self.shard, self.epoch)?;
+        if let Some((until, why)) = self.held.get(&issue.kind) {
+            if Instant::now() < *until {
+                return Err(why.clone());
+            }
+            self.held.remove(&issue.kind);
+        }
         let sent = Instant::now();
         let mut claimed = issue.clone();
         claimed.attempts += 1;
         claimed.state = crate::issues::State::Recovering;
-        let record = self.record(&claimed);
-        let revision = self.write(&issue.kind, Some(record.clone())).await?;
+        let record = self.record(&claimed, Some(runs_for));
+        let revision = self.write(&issue.kind, Some(record)).await?;
         // A pause between the claim and the action (a stopped process, a
         // slow answer) must not carry it past what the claim proves.
-        if sent.elapsed() > ACT_WITHIN || !self.fleet.holds() {
+        if sent.elapsed() > ACT_WITHIN || !self.holds() {
             return Err(format!(
                 "the claim took {} to be answered; a recovery starts within {} of it",
                 healer_plugin_sdk::Duration(sent.elapsed()),
@@ -162,7 +208,7 @@ impl ShardFence {
         let mut seen = Vec::new();
         for issue in open {
             seen.push(issue.kind.clone());
-            let record = self.record(issue);
+            let record = self.record(issue, None);
             if self.written.get(&issue.kind) != Some(&record) {
                 let _ = self.write(&issue.kind, Some(record)).await;
             }
@@ -242,11 +288,11 @@ impl ShardFence {
         if owner != Some(self.epoch) {
             self.fleet.lose(
                 self.shard,
+                self.epoch,
                 &format!(
                     "a write of target {:?} found its owner key gone or newer than epoch {}",
                     self.target, self.epoch
                 ),
-                true,
             );
             return Err(format!(
                 "this member no longer owns shard {} (epoch {})",
@@ -254,9 +300,12 @@ impl ShardFence {
             ));
         }
         // Ours, but the issue's key was not as last seen (a write whose
-        // answer was lost): read, and tried again next time.
+        // answer was lost): read, and tried again next time (a put by
+        // writing it anew, a delete by keeping it as written).
         self.revisions.insert(kind.to_owned(), issue);
-        self.written.remove(kind);
+        if record.is_some() {
+            self.written.remove(kind);
+        }
         Err(format!(
             "the issue's record in etcd changed since this member read it (revision {issue})"
         ))

@@ -29,7 +29,7 @@ mod session;
 mod shard;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
@@ -72,11 +72,14 @@ pub enum Change {
         epoch: u64,
         saved: HashMap<String, Vec<Saved>>,
     },
-    /// This member no longer owns `shard`: stop its targets at once.
-    Lost { shard: u32 },
-    /// `shard` is to be handed back: stop its targets, then say `done`.
+    /// This member no longer owns `shard` since `epoch`: stop the loops
+    /// of that epoch at once.
+    Lost { shard: u32, epoch: u64 },
+    /// `shard` (owned since `epoch`) is to be handed back: stop its
+    /// targets, then say `done`.
     Release {
         shard: u32,
+        epoch: u64,
         done: oneshot::Sender<()>,
     },
 }
@@ -117,7 +120,7 @@ struct Inner {
     client: Client,
     events: Events,
     /// The shards the config's fleet targets need, and their targets.
-    needed: RwLock<BTreeMap<u32, Vec<String>>>,
+    needed: BTreeMap<u32, Vec<String>>,
     state: Mutex<State>,
     /// Where the daemon hears what to start and stop.
     changes: mpsc::UnboundedSender<Change>,
@@ -203,7 +206,7 @@ impl Fleet {
                 settings,
                 client,
                 events: events.clone(),
-                needed: RwLock::new(needed_by(config)),
+                needed: needed_by(config),
                 state: Mutex::new(State::default()),
                 changes,
                 leases: Mutex::default(),
@@ -223,22 +226,14 @@ impl Fleet {
 
     /// The targets of `shard` in the config.
     pub fn targets_of(&self, shard: u32) -> Vec<String> {
-        read(&self.inner.needed)
-            .get(&shard)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// A reload's new config: the shards its fleet targets need.
-    pub fn reconfigure(&self, config: &Config) {
-        *write(&self.inner.needed) = needed_by(config);
+        self.inner.needed.get(&shard).cloned().unwrap_or_default()
     }
 
     /// What it knows now.
     pub fn view(&self) -> View {
         let now = Instant::now();
         let state = self.state();
-        let needed = read(&self.inner.needed);
+        let needed = &self.inner.needed;
         View {
             member: self.inner.settings.member.clone(),
             coordinated: state.coordinated == Some(true),
@@ -313,7 +308,7 @@ impl Fleet {
     }
 
     /// Whether `shard` is owned since `epoch` (and not being handed back).
-    fn owns(&self, shard: u32, epoch: u64) -> bool {
+    pub fn owns(&self, shard: u32, epoch: u64) -> bool {
         self.state()
             .owned
             .get(&shard)
@@ -328,21 +323,31 @@ impl Fleet {
             .is_some_and(|s| s.holds(Instant::now()))
     }
 
-    /// Forgets `shard` (its owner key is gone or replaced): the daemon
-    /// stops its targets.
-    fn lose(&self, shard: u32, reason: &str, tell: bool) {
-        let gone = self.state().owned.remove(&shard);
-        if let Some(owned) = gone {
+    /// Forgets `shard` as owned since `epoch` (its owner key is gone or
+    /// replaced, or it was handed back): the daemon stops that epoch's
+    /// loops. A newer ownership of the shard is left alone.
+    fn lose(&self, shard: u32, epoch: u64, reason: &str) {
+        let gone = {
+            let mut state = self.state();
+            match state.owned.get(&shard) {
+                Some(owned) if owned.epoch == epoch => state.owned.remove(&shard),
+                _ => None,
+            }
+        };
+        if gone.is_some() {
             self.inner.events.emit(Event::FleetShardLost {
                 member: self.member().to_owned(),
                 shard,
-                epoch: owned.epoch,
+                epoch,
                 reason: reason.to_owned(),
             });
-            if tell {
-                let _ = self.inner.changes.send(Change::Lost { shard });
-            }
+            let _ = self.inner.changes.send(Change::Lost { shard, epoch });
         }
+    }
+
+    /// Every shard owned now, with its epoch.
+    fn owned_now(&self) -> Vec<(u32, Owned)> {
+        self.state().owned.iter().map(|(s, o)| (*s, *o)).collect()
     }
 
     /// Says, once per change, whether the member is in touch with etcd.
@@ -425,17 +430,18 @@ impl Fleet {
         }
     }
 
-    /// The session of `lease` ended: every shard is dropped.
+    /// The session of `lease` ended: every shard it owned is dropped (a
+    /// newer session's are not).
     fn expired(&self, lease: i64, reason: &str) {
-        let owned: Vec<u32> = {
+        {
             let mut state = self.state();
-            if state.session.as_ref().is_some_and(|s| s.lease == lease) {
-                state.session = None;
+            if state.session.as_ref().is_none_or(|s| s.lease != lease) {
+                return;
             }
-            state.owned.keys().copied().collect()
-        };
-        for shard in owned {
-            self.lose(shard, reason, true);
+            state.session = None;
+        }
+        for (shard, owned) in self.owned_now() {
+            self.lose(shard, owned.epoch, reason);
         }
     }
 
@@ -466,13 +472,9 @@ impl Fleet {
                     "no renewal of the lease was acknowledged within {}: etcd cannot be reached",
                     HumanDuration(session.ttl)
                 );
-                let owned: Vec<u32> = {
-                    let mut state = self.state();
-                    state.session = None;
-                    state.owned.keys().copied().collect()
-                };
-                for shard in owned {
-                    self.lose(shard, &reason, true);
+                self.state().session = None;
+                for (shard, owned) in self.owned_now() {
+                    self.lose(shard, owned.epoch, &reason);
                 }
                 let mut client = self.inner.client.clone();
                 tokio::spawn(async move {
@@ -494,7 +496,7 @@ impl Fleet {
         };
         self.coordinated(true, None);
         self.state().members = members.clone();
-        let owned: Vec<(u32, Owned)> = self.state().owned.iter().map(|(s, o)| (*s, *o)).collect();
+        let owned = self.owned_now();
         for (shard, mine) in &owned {
             let still = owners
                 .get(shard)
@@ -502,24 +504,22 @@ impl Fleet {
             if !still {
                 self.lose(
                     *shard,
+                    mine.epoch,
                     "its owner key in etcd is gone or another member's",
-                    true,
                 );
             }
         }
-        let needed: Vec<u32> = read(&self.inner.needed).keys().copied().collect();
+        // An owner key on this member's lease that it does not own (a take
+        // whose answer was lost, a hand-back whose delete failed) would
+        // keep the shard from everyone: deleted.
+        for (shard, (epoch, lease)) in &owners {
+            if *lease == session.lease && !owned.iter().any(|(s, _)| s == shard) {
+                let _ = self.release_key(*shard, *epoch).await;
+            }
+        }
+        let needed: Vec<u32> = self.inner.needed.keys().copied().collect();
         let most = most_to_own(needed.len(), members.len());
         let held = self.state().owned.len();
-        // Shards no fleet target needs any more are handed back at once.
-        let unneeded: Vec<(u32, Owned)> = owned
-            .iter()
-            .filter(|(shard, _)| !read(&self.inner.needed).contains_key(shard))
-            .copied()
-            .collect();
-        for (shard, mine) in unneeded {
-            self.hand_back(shard, mine, "no fleet target needs it", false)
-                .await;
-        }
         let settled = self
             .state()
             .joined_at
@@ -557,7 +557,10 @@ impl Fleet {
                     members.len(),
                     needed.len()
                 );
-                self.hand_back(shard, mine, &reason, true).await;
+                // In the background: its loops may take as long as a
+                // recovery to stop, and nothing else waits for that.
+                let fleet = self.clone();
+                tokio::spawn(async move { fleet.hand_back(shard, mine, &reason).await });
             }
         }
         Ok(())
@@ -589,24 +592,31 @@ impl Fleet {
             "pid": std::process::id(),
             "advertise": self.inner.settings.advertise,
         });
-        let put = timeout(
-            CALL_WITHIN,
-            client.put(
-                keys::member(self.member()),
+        // Create-only: two members of one name would both act on what
+        // either was sent first.
+        let key = keys::member(self.member());
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
                 about.to_string(),
                 Some(PutOptions::new().with_lease(session.lease)),
-            ),
-        )
-        .await;
-        match put {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                return Err(format!(
-                    "the member key was not written: {}",
-                    etcd_error(&err)
-                ))
-            }
-            Err(_) => return Err("the member key was not written in time".to_owned()),
+            )]);
+        let refused = match timeout(CALL_WITHIN, client.txn(txn)).await {
+            Ok(Ok(answer)) if answer.succeeded() => None,
+            Ok(Ok(_)) => Some(format!(
+                "another live member is named {:?}: give each healer its own [fleet] member",
+                self.member()
+            )),
+            Ok(Err(err)) => Some(format!(
+                "the member key was not written: {}",
+                etcd_error(&err)
+            )),
+            Err(_) => Some("the member key was not written in time".to_owned()),
+        };
+        if let Some(why) = refused {
+            let _ = timeout(CALL_WITHIN, client.lease_revoke(session.lease)).await;
+            return Err(why);
         }
         let mut state = self.state();
         state.session = Some(session.clone());
@@ -708,26 +718,30 @@ impl Fleet {
         })
     }
 
-    /// Hands `shard` back: no claim on it from now, its targets stopped
-    /// (when `changes` is given, the daemon says when), then its owner
-    /// key deleted.
-    async fn hand_back(&self, shard: u32, mine: Owned, reason: &str, wait: bool) {
-        if let Some(owned) = self.state().owned.get_mut(&shard) {
-            owned.releasing = true;
+    /// Hands `shard` back: no claim on it from now, its loops stopped
+    /// (the daemon says when), then its owner key deleted.
+    async fn hand_back(&self, shard: u32, mine: Owned, reason: &str) {
+        match self.state().owned.get_mut(&shard) {
+            Some(owned) if owned.epoch == mine.epoch => owned.releasing = true,
+            _ => return,
         }
-        if wait {
-            let (done, stopped) = oneshot::channel();
-            if self
-                .inner
-                .changes
-                .send(Change::Release { shard, done })
-                .is_ok()
-            {
-                let _ = timeout(Duration::from_secs(30), stopped).await;
-            }
+        // The key goes only once every loop of the shard stopped: never
+        // while a recovery of it may still run here.
+        let (done, stopped) = oneshot::channel();
+        let epoch = mine.epoch;
+        if self
+            .inner
+            .changes
+            .send(Change::Release { shard, epoch, done })
+            .is_err()
+            || stopped.await.is_err()
+        {
+            return;
         }
-        let _ = self.release_key(shard, mine.epoch).await;
-        self.lose(shard, reason, false);
+        // A delete that fails leaves a key on this lease that the next
+        // round finds and deletes.
+        let _ = self.release_key(shard, epoch).await;
+        self.lose(shard, epoch, reason);
     }
 
     /// Deletes `shard`'s owner key if it is still the one of `epoch`.
@@ -754,16 +768,20 @@ fn etcd_error(err: &etcd_client::Error) -> String {
     crate::one_line::OneLine(&err.to_string()).to_string()
 }
 
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poison| poison.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poison| poison.into_inner())
-}
-
 /// What an open issue of a fleet target is, kept in etcd.
-pub(crate) fn issue_record(target: &str, issue: &Issue, member: &str, epoch: u64) -> String {
-    serde_json::json!({ "target": target, "issue": issue, "member": member, "epoch": epoch })
-        .to_string()
+/// A claim's record also says how long its recovery may run
+/// (`running_ms`); the writes after it do not.
+pub(crate) fn issue_record(
+    target: &str,
+    issue: &Issue,
+    member: &str,
+    epoch: u64,
+    running: Option<Duration>,
+) -> String {
+    let mut record =
+        serde_json::json!({ "target": target, "issue": issue, "member": member, "epoch": epoch });
+    if let Some(running) = running {
+        record["running_ms"] = serde_json::json!(running.as_millis() as u64);
+    }
+    record.to_string()
 }

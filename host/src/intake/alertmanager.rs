@@ -75,23 +75,38 @@ impl Intake {
     ) -> Result<AlertmanagerReply, String> {
         let mut alerts = Vec::with_capacity(payload.alerts.len());
         let mut elsewhere = 0;
+        let mut ours = Vec::new();
         for alert in payload.alerts {
             match firing_occurrence(&alert) {
                 Some(seen) => {
-                    if self
-                        .alert_first_in_fleet(&payload.receiver, &seen.fingerprint, &seen.starts_at)
-                        .await?
-                    {
-                        alerts.push(alert);
-                    } else {
-                        elsewhere += 1;
-                        self.acted_on_elsewhere(seen);
+                    let first = self
+                        .alert_first_in_fleet(
+                            &payload.receiver,
+                            &seen.name,
+                            &seen.fingerprint,
+                            &seen.starts_at,
+                        )
+                        .await?;
+                    match first {
+                        Some(key) => {
+                            ours.push(key);
+                            alerts.push(alert);
+                        }
+                        None => {
+                            elsewhere += 1;
+                            self.acted_on_elsewhere(seen);
+                        }
                     }
                 }
                 None => alerts.push(alert),
             }
         }
         let mut answer = self.alertmanager(&alerts, payload.truncated);
+        // Refused here (recording is behind): the keys stay on this
+        // member's lease, and Alertmanager sends the group again.
+        if answer.refused == 0 {
+            self.alerts_acted_in_fleet(ours);
+        }
         answer.alerts += elsewhere;
         answer.duplicates += elsewhere;
         Ok(answer)

@@ -379,6 +379,9 @@ async fn anomaly(
         }
     }
     let answer = intake.report(&report.name, report.details, report.dry_run);
+    if answer.acted_on() {
+        intake.acted_in_fleet(&report.name);
+    }
     match answer {
         Reply::Started { .. } => (StatusCode::ACCEPTED, Json(answer)).into_response(),
         Reply::Refused { .. } => busy(Json(answer).into_response()),

@@ -258,37 +258,66 @@ impl Intake {
 
     /// Whether this member acts on the report of anomaly `name`: without
     /// a fleet always; in one, when it is the first member to report the
-    /// name within its cooldown. `Err` when the fleet cannot tell.
+    /// name within its cooldown (a name no reflex matches starts nothing
+    /// and is not shared). `Err` when the fleet cannot tell.
     pub async fn first_in_fleet(&self, name: &str) -> Result<bool, String> {
         match self.fleet.get() {
-            None => Ok(true),
-            Some(_) if self.reflex_for(name).is_none() => Ok(true),
-            Some(fleet) => {
+            Some(fleet) if self.reflex_for(name).is_some() => {
                 fleet
-                    .first_to_report(
-                        &crate::fleet::anomaly_key(name),
-                        self.settings.cooldown.into(),
-                    )
+                    .first_to_report(&crate::fleet::anomaly_key(name))
                     .await
             }
+            _ => Ok(true),
         }
     }
 
-    /// Whether this member acts on an alert's occurrence (see
-    /// [`Intake::first_in_fleet`]).
-    pub async fn alert_first_in_fleet(
+    /// The report of anomaly `name` was acted on here: it stays a
+    /// duplicate fleet-wide for its cooldown.
+    pub fn acted_in_fleet(&self, name: &str) {
+        if let Some(fleet) = self.fleet.get().cloned() {
+            let (key, keep) = (
+                crate::fleet::anomaly_key(name),
+                self.settings.cooldown.into(),
+            );
+            tokio::spawn(async move { fleet.reported(&key, keep).await });
+        }
+    }
+
+    /// The fleet-wide key of an alert's occurrence this member acts on
+    /// (`Ok(Some)`), or `Ok(None)` when another member was sent it first.
+    /// Without a fleet, or for an alert no reflex matches, the key is
+    /// empty: nothing to share.
+    async fn alert_first_in_fleet(
         &self,
         receiver: &str,
+        name: &str,
         fingerprint: &str,
         starts_at: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<Option<String>, String> {
         match self.fleet.get() {
-            None => Ok(true),
-            Some(fleet) => {
+            Some(fleet) if self.reflex_for(name).is_some() => {
                 let key = crate::fleet::alert_key(receiver, fingerprint, starts_at);
-                fleet.first_to_report(&key, crate::fleet::ALERT_KEPT).await
+                Ok(fleet.first_to_report(&key).await?.then_some(key))
             }
+            _ => Ok(Some(String::new())),
         }
+    }
+
+    /// The alerts of `keys` were acted on here: each stays a duplicate
+    /// fleet-wide for a week.
+    fn alerts_acted_in_fleet(&self, keys: Vec<String>) {
+        let Some(fleet) = self.fleet.get().cloned() else {
+            return;
+        };
+        let keys: Vec<String> = keys.into_iter().filter(|key| !key.is_empty()).collect();
+        if keys.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for key in keys {
+                fleet.reported(&key, crate::fleet::ALERT_KEPT).await;
+            }
+        });
     }
 
     /// Waits (at most `limit`) for the workflows still running, so their

@@ -616,6 +616,19 @@ fn write(event: &Event) {
         } => {
             warn!(member = %member, shard, epoch, reason = %reason, "fleet: shard no longer owned here")
         }
+        Event::FleetTargetHandedOver { member, target } => info!(
+            member = %member, target = %target,
+            "fleet: target handed over to its shard's next owner"
+        ),
+        Event::FleetIssueTakenOver {
+            member,
+            target,
+            issue,
+        } => info!(
+            member = %member, target = %target, kind = %issue.kind, state = %issue.state.as_str(),
+            attempts = issue.attempts,
+            "fleet: escalated issue taken over with its shard"
+        ),
         Event::RecoveryNotClaimed {
             target,
             kind,

@@ -64,6 +64,10 @@ pub enum Notice {
     Reported { key: Key, at: Wall },
     /// It is over.
     Resolve { key: Key, at: Wall },
+    /// Every alert of `target` is another member's now: no longer
+    /// re-announced here, and not resolved (the fleet target's new owner
+    /// announces it).
+    Forget { target: String },
 }
 
 impl Notice {
@@ -125,7 +129,8 @@ impl Notice {
             Event::FleetCoordinationLost { member, reason } => Some(Notice::Fire {
                 alert: Alert {
                     key: key(member, COORDINATION_LOST),
-                    severity: "critical".to_owned(),
+                    // healer's own machinery, not a target's outage.
+                    severity: "unknown".to_owned(),
                     summary: bounded(&format!(
                         "fleet member {member} lost touch with etcd: it checks and recovers no fleet target until it is back"
                     )),
@@ -137,6 +142,24 @@ impl Notice {
                 quiet_for: None,
                 last_report: at,
                 restored: false,
+            }),
+            Event::FleetTargetHandedOver { target, .. } => Some(Notice::Forget {
+                target: target.clone(),
+            }),
+            Event::FleetIssueTakenOver {
+                member,
+                target,
+                issue,
+            } if issue.state == State::Escalated => Some(Notice::Fire {
+                alert: issue_alert(
+                    target,
+                    issue,
+                    format!("escalated; carried on by fleet member {member}"),
+                    issue.escalated_at.unwrap_or(at),
+                ),
+                quiet_for: None,
+                last_report: at,
+                restored: true,
             }),
             Event::FleetJoined { member, .. } => Some(Notice::Resolve {
                 key: key(member, COORDINATION_LOST),

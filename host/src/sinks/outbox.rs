@@ -129,6 +129,7 @@ impl Outbox {
                     firing.last_report = firing.last_report.max(at);
                 }
             }
+            Notice::Forget { target } => self.firing.retain(|key, _| key.target != target),
             Notice::Resolve { key, at } => {
                 if let Some(firing) = self.firing.remove(&key) {
                     self.push(Delivery {

@@ -12,9 +12,12 @@
 //!   NAME with the fleet's claim as `Idempotency-Key`. A claim lower than
 //!   the highest this service has seen for NAME is refused (409, a line
 //!   `NS refused PEER NAME EPISODE ATTEMPT FENCE`); otherwise one line
-//!   `NS recover PEER NAME EPISODE ATTEMPT FENCE` in
+//!   `NS recover PEER NAME EPISODE ATTEMPT FENCE BEGAN` in
 //!   `DIR/recoveries.log`, `DIR/down/NAME` removed, 200. A workflow run
 //!   for an alert (no down file) has the alert's `startsAt` for episode.
+//!   While `DIR/slow` holds a number of milliseconds, each recovery takes
+//!   that long: a line `NS begin PEER NAME EPISODE ATTEMPT FENCE` when it
+//!   arrives, the verdict when it ends (BEGAN is the begin's NS).
 //!
 //! - `POST /alert`: an alert sink's delivery: `NS alert PEER BODY` (the
 //!   body on one line) in `DIR/alerts.log`.
@@ -155,6 +158,7 @@ impl Service {
     }
 
     fn recover(&self, peer: &str, name: &str, fence: u64, body: &[u8]) -> u16 {
+        let began = monotonic_ns();
         let body = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
         let attempt = body["attempt"].as_u64().unwrap_or(0);
         // A workflow run for an alert: its episode is the alert's startsAt.
@@ -164,20 +168,25 @@ impl Service {
                 .unwrap_or("-")
                 .replace(' ', "_")
         });
+        let said = format!("{peer} {name} {episode} {attempt} {fence}");
+        let slow = std::fs::read_to_string(self.dir.join("slow"))
+            .ok()
+            .and_then(|ms| ms.trim().parse::<u64>().ok());
+        if let Some(ms) = slow {
+            line(&self.recoveries, format!("{began} begin {said}\n"));
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
         let highest = fences.entry(name.to_owned()).or_default();
-        let said = format!("{peer} {name} {episode} {attempt} {fence}\n");
         if fence < *highest {
-            line(
-                &self.recoveries,
-                format!("{} refused {said}", monotonic_ns()),
-            );
+            let now = monotonic_ns();
+            line(&self.recoveries, format!("{now} refused {said} {began}\n"));
             return 409;
         }
         *highest = fence;
         line(
             &self.recoveries,
-            format!("{} recover {said}", monotonic_ns()),
+            format!("{} recover {said} {began}\n", monotonic_ns()),
         );
         let _ = std::fs::remove_file(self.dir.join("down").join(name));
         200

@@ -56,6 +56,9 @@ pub struct Cycle {
     held: BTreeMap<String, Held>,
     /// UNKNOWN issues no recoverer asked for (said once each).
     withheld: HashSet<String>,
+    /// A fleet target's issues whose claim was refused, and the reason
+    /// last said (said again only when it changes).
+    not_claimed: HashMap<String, String>,
     /// Issues whose recoverers' gates hold them, and the reason last said.
     gated: BTreeMap<String, String>,
     /// Issues whose recovery waits for the pause they were told of
@@ -204,6 +207,7 @@ impl Cycle {
             findings: HashMap::new(),
             held: BTreeMap::new(),
             withheld: HashSet::new(),
+            not_claimed: HashMap::new(),
             gated: BTreeMap::new(),
             paused: HashSet::new(),
             learned: BTreeMap::new(),

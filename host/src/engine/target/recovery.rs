@@ -279,7 +279,9 @@ impl Cycle {
         }
         // A fleet target's attempt is claimed first: a member that lost
         // its shard (or was paused past its lease) acts on nothing.
-        let fence = match self.claim(kind).await {
+        let runs_for = std::time::Duration::from(target.policy.recovery_timeout)
+            * u32::try_from(ladder.len()).unwrap_or(u32::MAX);
+        let fence = match self.claim(kind, runs_for).await {
             Ok(fence) => fence,
             Err(()) => return Attempted::No,
         };
@@ -307,7 +309,18 @@ impl Cycle {
             fence,
         };
         let mut recovered = false;
-        for i in ladder {
+        for (rung, i) in ladder.into_iter().enumerate() {
+            // Each further rung of a fleet target's ladder starts only
+            // while this member may still act on what it claimed.
+            if rung > 0 && self.runner.fence.as_ref().is_some_and(|f| !f.may_act()) {
+                self.events.emit(Event::RecoveryNotClaimed {
+                    target: name.clone(),
+                    kind: kind.to_owned(),
+                    reason: "this member may no longer act on its shard: the ladder stops"
+                        .to_owned(),
+                });
+                break;
+            }
             let recoverer = target.recoverers[i].name.clone();
             self.promise(policy.recovery_timeout.into());
             let result = match timeout(
@@ -377,21 +390,31 @@ impl Cycle {
 
     /// The fleet's claim on the next attempt at `kind` (none for a local
     /// target); `Err` when it was refused, said as an event.
-    async fn claim(&mut self, kind: &str) -> Result<Option<healer_plugin_sdk::Fence>, ()> {
+    async fn claim(
+        &mut self,
+        kind: &str,
+        runs_for: std::time::Duration,
+    ) -> Result<Option<healer_plugin_sdk::Fence>, ()> {
         let Some(fence) = self.runner.fence.as_mut() else {
             return Ok(None);
         };
         let Some(issue) = self.tracker.issue(kind) else {
             return Err(());
         };
-        match fence.claim(issue).await {
-            Ok(fence) => Ok(Some(fence)),
+        match fence.claim(issue, runs_for).await {
+            Ok(fence) => {
+                self.not_claimed.remove(kind);
+                Ok(Some(fence))
+            }
             Err(reason) => {
-                self.events.emit(Event::RecoveryNotClaimed {
-                    target: self.runner.target.name.clone(),
-                    kind: kind.to_owned(),
-                    reason,
-                });
+                if self.not_claimed.get(kind) != Some(&reason) {
+                    self.not_claimed.insert(kind.to_owned(), reason.clone());
+                    self.events.emit(Event::RecoveryNotClaimed {
+                        target: self.runner.target.name.clone(),
+                        kind: kind.to_owned(),
+                        reason,
+                    });
+                }
                 Err(())
             }
         }
