@@ -647,7 +647,13 @@ impl Config {
         check.healer(&healer);
         check.store(&raw.store);
         if let Some(fleet) = &raw.fleet {
-            let at = check.source.text().find("[fleet]").unwrap_or(0);
+            // The table's header line (not a comment that names it).
+            let text = check.source.text();
+            let at = text
+                .match_indices("[fleet]")
+                .map(|(at, _)| at)
+                .find(|&at| at == 0 || text[..at].ends_with('\n'))
+                .unwrap_or(0);
             for problem in fleet.problems() {
                 check.error(at, problem);
             }
