@@ -100,19 +100,9 @@ fn print_json(value: &Value) {
 /// worst target's status (0 OK, 1 WARNING, 3 UNKNOWN or not checked yet,
 /// 2 CRITICAL, worst last), or 4 when the daemon cannot be asked.
 pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
-    let answer = match daemon.call("GET", "/api/v1/targets", None) {
-        Ok(answer) => answer,
-        Err(err) => {
-            eprintln!("healer: {err}");
-            return ExitCode::from(UNREACHABLE);
-        }
-    };
-    let rows: Vec<TargetRow> = match serde_json::from_value(answer.clone()) {
-        Ok(rows) => rows,
-        Err(err) => {
-            eprintln!("healer: unexpected answer from /api/v1/targets: {err}");
-            return ExitCode::from(UNREACHABLE);
-        }
+    let (answer, rows): (_, Vec<TargetRow>) = match read_both(daemon, "/api/v1/targets") {
+        Ok(read) => read,
+        Err(code) => return code,
     };
     if json {
         print_json(&answer);
@@ -139,19 +129,9 @@ pub fn status(daemon: &Daemon, json: bool) -> ExitCode {
 /// member is in touch with etcd, 3 (UNKNOWN) when it is not (it acts on
 /// no fleet target), 4 when the daemon cannot be asked or is in no fleet.
 pub fn fleet(daemon: &Daemon, json: bool) -> ExitCode {
-    let answer = match daemon.call("GET", "/api/v1/fleet", None) {
-        Ok(answer) => answer,
-        Err(err) => {
-            eprintln!("healer: {err}");
-            return ExitCode::from(UNREACHABLE);
-        }
-    };
-    let view: crate::fleet::View = match serde_json::from_value(answer.clone()) {
-        Ok(view) => view,
-        Err(err) => {
-            eprintln!("healer: unexpected answer from /api/v1/fleet: {err}");
-            return ExitCode::from(UNREACHABLE);
-        }
+    let (answer, view): (_, crate::fleet::View) = match read_both(daemon, "/api/v1/fleet") {
+        Ok(read) => read,
+        Err(code) => return code,
     };
     if json {
         print_json(&answer);
@@ -168,6 +148,24 @@ pub fn fleet(daemon: &Daemon, json: bool) -> ExitCode {
         }
     }
     ExitCode::from(if view.coordinated { 0 } else { 3 })
+}
+
+/// `GET path` of the daemon, as JSON and as `T` (whose exit code needs
+/// it, with `--json` too); an error is said on stderr and is the exit
+/// code for a daemon that cannot be asked.
+fn read_both<T: serde::de::DeserializeOwned>(
+    daemon: &Daemon,
+    path: &str,
+) -> Result<(serde_json::Value, T), ExitCode> {
+    let answer = daemon.call("GET", path, None).map_err(|err| {
+        eprintln!("healer: {err}");
+        ExitCode::from(UNREACHABLE)
+    })?;
+    let read = serde_json::from_value(answer.clone()).map_err(|err| {
+        eprintln!("healer: unexpected answer from {path}: {err}");
+        ExitCode::from(UNREACHABLE)
+    })?;
+    Ok((answer, read))
 }
 
 /// The fleet in one line, as `healer status` and `healer fleet` say it.

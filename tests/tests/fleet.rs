@@ -159,6 +159,14 @@ impl World {
             .map(|(ns, peer, _)| (self.fabric.node_of(&peer).unwrap_or("?").to_owned(), ns))
     }
 
+    /// The targets (of `t0` to `t{targets-1}`) `member` checked last.
+    fn checked_by(&self, member: &str, targets: usize) -> Vec<String> {
+        (0..targets)
+            .map(|i| format!("t{i}"))
+            .filter(|t| self.checker_of(t).is_some_and(|(m, _)| m == member))
+            .collect()
+    }
+
     fn member(&mut self, node: &str) -> &mut Member {
         self.members
             .iter_mut()
@@ -298,9 +306,9 @@ fn a_killed_owners_targets_are_taken_over_within_two_leases_and_no_recovery_runs
         let (victim, _) = world
             .checker_of(&format!("t{}", run % targets))
             .expect("checked");
-        let theirs: Vec<String> = (0..targets)
-            .map(|i| format!("t{i}"))
-            .filter(|t| world.checker_of(t).is_some_and(|(m, _)| m == victim))
+        let theirs: Vec<String> = world
+            .checked_by(&victim, targets)
+            .into_iter()
             .take(3)
             .collect();
         for target in &theirs {
@@ -369,10 +377,7 @@ fn an_owner_stopped_past_its_lease_acts_on_nothing_after_waking() {
     let targets = 30;
     let mut world = world(Shape::default());
     let (sleeper, _) = world.checker_of("t0").expect("checked");
-    let theirs: Vec<String> = (0..targets)
-        .map(|i| format!("t{i}"))
-        .filter(|t| world.checker_of(t).is_some_and(|(m, _)| m == sleeper))
-        .collect();
+    let theirs = world.checked_by(&sleeper, targets);
     let address = world.fabric.addr(&sleeper);
     // A recovery of its in flight when it stops: slow (4.5 s, under the
     // webhook's 5.5 s and the 6 s recovery_timeout), so it is still
@@ -503,10 +508,7 @@ fn losing_the_etcd_leader_alone_or_with_an_owner_keeps_the_bounds() {
     std::thread::sleep(Duration::from_secs(2));
     let leader = world.etcd.leader(&world.fabric);
     let (victim, _) = world.checker_of("t0").expect("checked");
-    let theirs: Vec<String> = (0..targets)
-        .map(|i| format!("t{i}"))
-        .filter(|t| world.checker_of(t).is_some_and(|(m, _)| m == victim))
-        .collect();
+    let theirs = world.checked_by(&victim, targets);
     for target in theirs.iter().take(3) {
         world.services.take_down(target, "leader-and-owner");
     }

@@ -546,14 +546,7 @@ impl Engine {
     pub async fn remove(&mut self, name: &str, reason: &str) {
         let tracker = self.stop(name).await;
         self.drop_issues(name, tracker, reason);
-        self.board.leave(name);
-        let gone =
-            self.shared
-                .facts()
-                .retract(&format!("target.{name}"), None, Retraction::TargetRemoved);
-        for event in fact_events(gone) {
-            self.events.emit(event);
-        }
+        self.leave(name);
         if write(&self.shared.pauses).remove(name).is_some() {
             self.events.emit(Event::TargetResumed {
                 target: name.to_owned(),
@@ -573,6 +566,11 @@ impl Engine {
             member: member.to_owned(),
             target: name.to_owned(),
         });
+        self.leave(name);
+    }
+
+    /// A stopped target leaves the board, and its facts are taken back.
+    fn leave(&mut self, name: &str) {
         self.board.leave(name);
         let gone =
             self.shared

@@ -32,6 +32,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use healer_e2e::monotonic_ns;
+
 struct Service {
     dir: PathBuf,
     checks: Mutex<File>,
@@ -84,17 +86,6 @@ fn main() {
             let _ = service.answer(stream);
         });
     }
-}
-
-/// CLOCK_MONOTONIC now, in nanoseconds.
-pub fn monotonic_ns() -> u128 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128
 }
 
 impl Service {
