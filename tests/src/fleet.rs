@@ -580,15 +580,13 @@ impl Member {
 
 /// The times (monotonic ns) each member checked `target`, grouped into
 /// the spans it was checking it: a gap longer than three intervals ends
-/// a span, and each check counts for the interval after it (so a lone
-/// stale check still overlaps the new owner's span).
+/// a span.
 pub fn spans(
     checks: &[(u128, String, String)],
     target: &str,
     interval: Duration,
 ) -> Vec<(String, u128, u128)> {
     let gap = interval * 3;
-    let lasts = interval.as_nanos();
     let mut by_member: std::collections::BTreeMap<&str, Vec<u128>> = Default::default();
     for (ns, peer, name) in checks {
         if name == target {
@@ -601,26 +599,28 @@ pub fn spans(
         let mut last = times[0];
         for &at in &times[1..] {
             if at - last > gap.as_nanos() {
-                spans.push((member.to_owned(), start, last + lasts));
+                spans.push((member.to_owned(), start, last));
                 start = at;
             }
             last = at;
         }
-        spans.push((member.to_owned(), start, last + lasts));
+        spans.push((member.to_owned(), start, last));
     }
     spans.sort_by_key(|span| span.1);
     spans
 }
 
 /// How long two members' spans of checking the same target overlap, in
-/// all: the double-owned time, on the one monotonic clock.
+/// all: the double-owned time, on the one monotonic clock. A member's
+/// check inside another's span (a lone stale check is a span of one
+/// point) counts at least a nanosecond, so it is never zero.
 pub fn overlap(spans: &[(String, u128, u128)]) -> Duration {
     let mut total = 0u128;
     for (i, (a, a0, a1)) in spans.iter().enumerate() {
         for (b, b0, b1) in &spans[i + 1..] {
-            if a != b {
-                let (from, to) = ((*a0).max(*b0), (*a1).min(*b1));
-                total += to.saturating_sub(from);
+            let (from, to) = ((*a0).max(*b0), (*a1).min(*b1));
+            if a != b && from <= to {
+                total += (to - from).max(1);
             }
         }
     }
