@@ -350,32 +350,27 @@ impl Fleet {
         self.state().owned.iter().map(|(s, o)| (*s, *o)).collect()
     }
 
-    /// Says, once per change, whether the member is in touch with etcd.
-    fn coordinated(&self, now: bool, trouble: Option<String>) {
+    /// Says, once per change, whether the member is in touch with etcd:
+    /// `trouble` is why not (none: it is).
+    fn coordinated(&self, trouble: Option<String>) {
+        let now = trouble.is_none();
         let was = {
             let mut state = self.state();
-            if !now {
-                state.trouble = trouble.clone();
-            } else {
-                state.trouble = None;
-            }
+            state.trouble.clone_from(&trouble);
             state.coordinated.replace(now)
         };
         if was == Some(now) {
             return;
         }
         let member = self.member().to_owned();
-        match (now, was) {
-            (true, _) => self.inner.events.emit(Event::FleetJoined {
+        self.inner.events.emit(match trouble {
+            None => Event::FleetJoined {
                 member,
                 etcd: self.inner.settings.etcd.clone(),
                 lease: self.inner.settings.lease,
-            }),
-            (false, _) => self.inner.events.emit(Event::FleetCoordinationLost {
-                member,
-                reason: trouble.unwrap_or_else(|| "etcd cannot be reached".to_owned()),
-            }),
-        }
+            },
+            Some(reason) => Event::FleetCoordinationLost { member, reason },
+        });
     }
 
     /// Renews the lease every fifth of its TTL until `shutdown`; each
@@ -454,7 +449,7 @@ impl Fleet {
                 changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
             }
             if let Err(trouble) = self.own_once(&mut last_release).await {
-                self.coordinated(false, Some(trouble));
+                self.coordinated(Some(trouble));
             }
         }
     }
@@ -472,10 +467,7 @@ impl Fleet {
                     "no renewal of the lease was acknowledged within {}: etcd cannot be reached",
                     HumanDuration(session.ttl)
                 );
-                self.state().session = None;
-                for (shard, owned) in self.owned_now() {
-                    self.lose(shard, owned.epoch, &reason);
-                }
+                self.expired(session.lease, &reason);
                 let mut client = self.inner.client.clone();
                 tokio::spawn(async move {
                     let _ = timeout(CALL_WITHIN, client.lease_revoke(session.lease)).await;
@@ -494,7 +486,7 @@ impl Fleet {
                 return Ok(());
             }
         };
-        self.coordinated(true, None);
+        self.coordinated(None);
         self.state().members = members.clone();
         let owned = self.owned_now();
         for (shard, mine) in &owned {
