@@ -135,11 +135,6 @@ impl ShardFence {
         &self.fleet
     }
 
-    /// The shard it writes in.
-    pub fn shard(&self) -> u32 {
-        self.shard
-    }
-
     fn record(&self, issue: &Issue, running: Option<Duration>) -> String {
         issue_record(
             &self.target,

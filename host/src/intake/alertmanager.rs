@@ -43,18 +43,27 @@ fn firing_occurrence(raw: &Value) -> Option<Occurrence> {
         .get("alertname")
         .and_then(Value::as_str)?
         .to_owned();
-    let fingerprint = match alert.fingerprint.as_str() {
-        "" => fingerprint_of(&alert.labels),
-        given if given.len() <= MAX_KEY && given.chars().all(|c| c.is_ascii_alphanumeric()) => {
-            given.to_owned()
-        }
-        _ => return None,
-    };
+    let fingerprint = alert.fingerprint()?;
     Some(Occurrence {
         name,
         fingerprint,
         starts_at: alert.starts_at,
     })
+}
+
+impl Alert {
+    /// Its fingerprint as healer reads it: the one given, or a digest of
+    /// its labels when none is; `None` when the given one is not 1 to
+    /// [`MAX_KEY`] letters and digits.
+    fn fingerprint(&self) -> Option<String> {
+        match self.fingerprint.as_str() {
+            "" => Some(fingerprint_of(&self.labels)),
+            given if given.len() <= MAX_KEY && given.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                Some(given.to_owned())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One firing of one alert.
@@ -218,21 +227,12 @@ impl Intake {
                     .push(reject(message, Some("labels.alertname")));
                 continue;
             }
-            let fingerprint = match alert.fingerprint.as_str() {
-                "" => fingerprint_of(&alert.labels),
-                given
-                    if given.len() <= MAX_KEY
-                        && given.chars().all(|c| c.is_ascii_alphanumeric()) =>
-                {
-                    given.to_owned()
-                }
-                _ => {
-                    answer.results.push(reject(
-                        format!("`fingerprint` must be 1 to {MAX_KEY} letters and digits"),
-                        Some("fingerprint"),
-                    ));
-                    continue;
-                }
+            let Some(fingerprint) = alert.fingerprint() else {
+                answer.results.push(reject(
+                    format!("`fingerprint` must be 1 to {MAX_KEY} letters and digits"),
+                    Some("fingerprint"),
+                ));
+                continue;
             };
             if alert.starts_at.len() > MAX_KEY {
                 answer.results.push(reject(
