@@ -193,15 +193,15 @@ async fn targets(State(api): State<Arc<Api>>) -> Json<Vec<TargetRow>> {
     )
 }
 
+/// What a fleet route answers on a healer that is in none.
+const NOT_IN_A_FLEET: &str = "this healer is not in a fleet (its config has no [fleet] table)";
+
 /// The fleet as this member sees it: members, the shards it owns with
 /// their epochs, its lease's time left.
 async fn fleet(State(api): State<Arc<Api>>) -> Response {
     match &api.fleet {
         Some(fleet) => Json(fleet.view()).into_response(),
-        None => refuse(
-            StatusCode::NOT_FOUND,
-            "this healer is not in a fleet (its config has no [fleet] table)".to_owned(),
-        ),
+        None => refuse(StatusCode::NOT_FOUND, NOT_IN_A_FLEET.to_owned()),
     }
 }
 
@@ -213,10 +213,7 @@ async fn confirm_check(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> 
         target: String,
     }
     let Some(confirming) = &api.confirming else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            "this healer is not in a fleet (its config has no [fleet] table)".to_owned(),
-        );
+        return refuse(StatusCode::NOT_FOUND, NOT_IN_A_FLEET.to_owned());
     };
     let asked: Asked = match serde_json::from_slice(&body) {
         Ok(asked) => asked,
