@@ -209,6 +209,7 @@ async fn heal(
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(reaper::reap_orphans(shutdown.clone()));
+    tokio::spawn(trim_after_large_answers(shutdown.clone()));
     let (reload, reloads) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
     let stopping = events.clone();
     let (starting, hup) = stop_signals;
@@ -357,6 +358,21 @@ async fn heal(
         drain(&intake).await;
     }
     ExitCode::SUCCESS
+}
+
+/// Hands the heap's free pages back once a second after a large answer
+/// was freed (`memory`), until `shutdown`.
+async fn trim_after_large_answers(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                crate::memory::trim_if_asked();
+            }
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+        }
+    }
 }
 
 /// The intake (when the config has one) built from its saved state, and

@@ -47,6 +47,7 @@ fn decode_and_release(
         let mut fresh = bytes::BytesMut::with_capacity(buffer.len().max(FRESH_READ_BUFFER));
         fresh.extend_from_slice(buffer);
         *buffer = fresh;
+        crate::memory::large_answer_freed();
     }
     message
 }
