@@ -18,6 +18,11 @@
 //! Prometheus does), else the Prometheus text format 0.0.4 (curl,
 //! `promtool check metrics`), where a counter's family is named with its
 //! `_total` ([`Format`]).
+//!
+//! A member of a fleet (`[fleet]`) also exports `healer_fleet_*`: whether
+//! it is in touch with etcd, its lease left, the members, the shards
+//! needed, owned (with their epochs) and unowned, and its claims and
+//! reports by result, read from the fleet's view when scraped.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -35,6 +40,7 @@ use prometheus_client::registry::Registry;
 use crate::board::{CheckTimers, LateCount, Lateness, TargetView};
 use crate::config::Config;
 use crate::events::{Event, Record, Role, Subscriber};
+use crate::fleet::{Counts, View as FleetView};
 use crate::issues::State;
 use crate::ledger::Verdict;
 use crate::model::StoreHealth;
@@ -120,6 +126,164 @@ struct StatusLabels {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+/// The series of a fleet member, registered once its config has a
+/// `[fleet]` table. The counters follow the fleet's own counts (each
+/// scrape adds what is new), so they count from the daemon's start.
+#[derive(Default)]
+struct FleetSeries {
+    registered: std::sync::atomic::AtomicBool,
+    in_touch: Gauge,
+    lease_left: Gauge<f64, AtomicU64>,
+    members: Gauge,
+    shards_needed: Gauge,
+    shards_owned: Gauge,
+    shards_unowned: Gauge,
+    shard_epoch: Family<ShardLabel, Gauge>,
+    claims: Family<ResultLabel, Counter>,
+    reports: Family<ResultLabel, Counter>,
+    /// What of the fleet's counts the counters hold already.
+    counted: Mutex<Counts>,
+}
+
+impl FleetSeries {
+    /// Registers the series in `r` (once) with every counter at zero.
+    fn register(&self, r: &mut Registry) {
+        if self
+            .registered
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        r.register(
+            "fleet_in_touch",
+            "1 while this member is in touch with etcd and may act on its shards, 0 otherwise",
+            self.in_touch.clone(),
+        );
+        r.register(
+            "fleet_lease_remaining_seconds",
+            "Seconds until this member stops acting if its lease is not renewed",
+            self.lease_left.clone(),
+        );
+        r.register(
+            "fleet_members",
+            "Members etcd listed at the latest scan",
+            self.members.clone(),
+        );
+        r.register(
+            "fleet_shards_needed",
+            "Shards some fleet target of the config needs",
+            self.shards_needed.clone(),
+        );
+        r.register(
+            "fleet_shards_owned",
+            "Shards this member owns",
+            self.shards_owned.clone(),
+        );
+        r.register(
+            "fleet_shards_unowned",
+            "Shards some fleet target needs that no member owned at the latest scan",
+            self.shards_unowned.clone(),
+        );
+        r.register(
+            "fleet_shard_epoch",
+            "The epoch (etcd revision of its owner key) of each shard this member owns",
+            self.shard_epoch.clone(),
+        );
+        r.register(
+            "fleet_claims",
+            "Recoveries of fleet targets claimed in etcd, by result (claimed, refused)",
+            self.claims.clone(),
+        );
+        r.register(
+            "fleet_reports",
+            "Reports a reflex matched, by what the fleet-wide dedup said (acted, duplicate, unanswered)",
+            self.reports.clone(),
+        );
+        for result in ["claimed", "refused"] {
+            let _ = self.claims.get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            });
+        }
+        for result in ["acted", "duplicate", "unanswered"] {
+            let _ = self.reports.get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            });
+        }
+    }
+
+    /// Sets the gauges and moves the counters to what `view` says.
+    fn read(&self, view: &FleetView) {
+        self.in_touch.set(i64::from(view.coordinated));
+        self.lease_left.set(view.lease_left_ms as f64 / 1000.0);
+        self.members.set(count(view.members.len()));
+        self.shards_needed.set(count(view.shards_needed));
+        self.shards_owned.set(count(view.shards.len()));
+        self.shards_unowned.set(count(view.shards_unowned));
+        self.shard_epoch.clear();
+        for shard in &view.shards {
+            self.shard_epoch
+                .get_or_create(&ShardLabel {
+                    shard: shard.shard.to_string(),
+                })
+                .set(i64::try_from(shard.epoch).unwrap_or(i64::MAX));
+        }
+        let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        let now = view.counts;
+        let add = |family: &Family<ResultLabel, Counter>, result: &str, now: u64, was: u64| {
+            family
+                .get_or_create(&ResultLabel {
+                    result: result.to_owned(),
+                })
+                .inc_by(now.saturating_sub(was));
+        };
+        add(
+            &self.claims,
+            "claimed",
+            now.claims_made,
+            counted.claims_made,
+        );
+        add(
+            &self.claims,
+            "refused",
+            now.claims_refused,
+            counted.claims_refused,
+        );
+        add(
+            &self.reports,
+            "acted",
+            now.reports_acted,
+            counted.reports_acted,
+        );
+        add(
+            &self.reports,
+            "duplicate",
+            now.reports_duplicate,
+            counted.reports_duplicate,
+        );
+        add(
+            &self.reports,
+            "unanswered",
+            now.reports_unanswered,
+            counted.reports_unanswered,
+        );
+        *counted = now;
+    }
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn check_histogram() -> Histogram {
     // 100 µs to ~13 s.
     Histogram::new(exponential_buckets(0.0001, 4.0, 9))
@@ -152,6 +316,7 @@ pub struct Metrics {
     late_counted: Mutex<LateCount>,
     behind: Gauge,
     behind_by: Gauge<f64, AtomicU64>,
+    fleet: FleetSeries,
 }
 
 impl Metrics {
@@ -182,6 +347,7 @@ impl Metrics {
             late_counted: Mutex::default(),
             behind: Gauge::default(),
             behind_by: Gauge::default(),
+            fleet: FleetSeries::default(),
         };
         {
             let mut r = metrics.lock();
@@ -303,9 +469,13 @@ impl Metrics {
     /// loaded packages know: each target's recoveries (both results),
     /// escalations, and plugin errors and timeouts (its monitor and each
     /// diagnoser), each package's worker crashes and quarantines, and each
-    /// anomaly outcome. Called at start and after every applied reload;
-    /// a series already counting keeps its count.
+    /// anomaly outcome; a fleet member's series. Called at start and
+    /// after every applied reload; a series already counting keeps its
+    /// count.
     pub fn start_at_zero(&self, config: &Config, catalog: &Catalog) {
+        if config.fleet.is_some() {
+            self.fleet.register(&mut self.lock());
+        }
         for target in config.targets.iter().filter(|t| t.enabled) {
             let name = &target.name;
             for result in RESULTS {
@@ -361,6 +531,7 @@ impl Metrics {
         store: Option<&dyn StoreHealth>,
         facts: usize,
         lateness: &Lateness,
+        fleet: Option<&FleetView>,
         format: Format,
     ) -> String {
         // One scrape at a time: the gauges are reset and read together.
@@ -421,7 +592,10 @@ impl Metrics {
                 .set(by_state.get(&state).copied().unwrap_or(0));
         }
         self.paused.set(paused);
-        self.facts.set(i64::try_from(facts).unwrap_or(i64::MAX));
+        self.facts.set(count(facts));
+        if let Some(view) = fleet {
+            self.fleet.read(view);
+        }
         if let Some(store) = store {
             self.store_lag.set(store.lag().as_secs_f64());
             self.store_writable.set(i64::from(!store.degraded()));
@@ -638,7 +812,14 @@ argv = ["true"]
     fn a_configured_targets_counters_show_at_zero_before_anything_happens() {
         let metrics = Metrics::new();
         metrics.start_at_zero(&config(TWO_KINDS), &no_packages());
-        let text = metrics.render(&[], None, 0, &Lateness::default(), Format::OpenMetrics);
+        let text = metrics.render(
+            &[],
+            None,
+            0,
+            &Lateness::default(),
+            None,
+            Format::OpenMetrics,
+        );
 
         for line in [
             r#"healer_recoveries_total{target="web",result="recovered"} 0"#,
@@ -666,12 +847,111 @@ argv = ["true"]
         });
         metrics.start_at_zero(&config, &no_packages());
 
-        let text = metrics.render(&[], None, 0, &Lateness::default(), Format::OpenMetrics);
+        let text = metrics.render(
+            &[],
+            None,
+            0,
+            &Lateness::default(),
+            None,
+            Format::OpenMetrics,
+        );
         assert!(
             text.lines().any(|l| l
                 == r#"healer_plugin_errors_total{target="web",role="monitor",plugin="http"} 1"#),
             "{text}"
         );
+    }
+
+    fn fleet_view(claims_made: u64, shards: &[(u32, u64)]) -> FleetView {
+        FleetView {
+            member: "h1".into(),
+            coordinated: true,
+            trouble: None,
+            lease: Some("694d8f2a".into()),
+            lease_left_ms: 4_250,
+            members: vec!["h1".into(), "h2".into()],
+            shards_needed: 5,
+            shards_unowned: 1,
+            counts: Counts {
+                claims_made,
+                claims_refused: 1,
+                reports_acted: 2,
+                reports_duplicate: 7,
+                reports_unanswered: 0,
+            },
+            shards: shards
+                .iter()
+                .map(|&(shard, epoch)| crate::fleet::ShardView {
+                    shard,
+                    epoch,
+                    owned_for_ms: 1_000,
+                    targets: vec![format!("t{shard}")],
+                })
+                .collect(),
+        }
+    }
+
+    const IN_A_FLEET: &str = r#"
+[fleet]
+etcd = ["http://127.0.0.1:2379"]
+member = "h1"
+
+[[target]]
+name = "edge"
+fleet = true
+monitor = { plugin = "http", url = "http://127.0.0.1:1/" }
+"#;
+
+    #[test]
+    fn a_fleet_member_exports_its_shards_lease_claims_and_reports() {
+        let metrics = Metrics::new();
+        metrics.start_at_zero(&config(IN_A_FLEET), &no_packages());
+        let render = |view: &FleetView| {
+            metrics.render(
+                &[],
+                None,
+                0,
+                &Lateness::default(),
+                Some(view),
+                Format::Prometheus,
+            )
+        };
+
+        let text = render(&fleet_view(3, &[(17, 120), (4000, 131)]));
+        for line in [
+            "healer_fleet_in_touch 1",
+            "healer_fleet_lease_remaining_seconds 4.25",
+            "healer_fleet_members 2",
+            "healer_fleet_shards_needed 5",
+            "healer_fleet_shards_owned 2",
+            "healer_fleet_shards_unowned 1",
+            r#"healer_fleet_shard_epoch{shard="17"} 120"#,
+            r#"healer_fleet_shard_epoch{shard="4000"} 131"#,
+            r#"healer_fleet_claims_total{result="claimed"} 3"#,
+            r#"healer_fleet_claims_total{result="refused"} 1"#,
+            r#"healer_fleet_reports_total{result="duplicate"} 7"#,
+            r#"healer_fleet_reports_total{result="unanswered"} 0"#,
+            "# TYPE healer_fleet_claims_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+
+        // A shard handed back leaves the exposition; counters only grow.
+        let text = render(&fleet_view(5, &[(4000, 131)]));
+        assert!(!text.contains(r#"shard="17""#), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l == r#"healer_fleet_claims_total{result="claimed"} 5"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_healer_in_no_fleet_exports_no_fleet_series() {
+        let metrics = Metrics::new();
+        metrics.start_at_zero(&config(TWO_KINDS), &no_packages());
+        let text = metrics.render(&[], None, 0, &Lateness::default(), None, Format::Prometheus);
+        assert!(!text.contains("healer_fleet"), "{text}");
     }
 
     #[test]

@@ -107,10 +107,25 @@ impl Fabric {
     /// urllib: the test's own process is on no fabric), with a bearer
     /// `token` when given: the answer's status and body.
     pub fn post(&self, node: &str, url: &str, body: &str, token: Option<&str>) -> (u16, String) {
-        const POST: &str = r#"
+        self.request(node, url, Some(body), token)
+    }
+
+    /// GETs `url` from inside `node`, as [`Fabric::post`] does.
+    pub fn get(&self, node: &str, url: &str, token: Option<&str>) -> (u16, String) {
+        self.request(node, url, None, token)
+    }
+
+    fn request(
+        &self,
+        node: &str,
+        url: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        const REQUEST: &str = r#"
 import sys, urllib.request, urllib.error
-url, body, token = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
-request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+url, method, body, token = sys.argv[1], sys.argv[2], sys.argv[3].encode(), sys.argv[4]
+request = urllib.request.Request(url, data=body if method == "POST" else None, method=method, headers={"Content-Type": "application/json"})
 if token:
     request.add_header("Authorization", "Bearer " + token)
 try:
@@ -119,9 +134,17 @@ try:
 except urllib.error.HTTPError as error:
     print(error.code); print(error.read().decode())
 "#;
+        let method = if body.is_some() { "POST" } else { "GET" };
         let output = self
             .command(node, "python3")
-            .args(["-c", POST, url, body, token.unwrap_or("")])
+            .args([
+                "-c",
+                REQUEST,
+                url,
+                method,
+                body.unwrap_or(""),
+                token.unwrap_or(""),
+            ])
             .output()
             .expect("python3 runs");
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -542,6 +565,12 @@ impl Member {
             &self.config,
             &["nsenter", &wrapper, "--"],
         ));
+    }
+
+    /// Stops it with SIGTERM, as an operator would (it leaves the fleet:
+    /// its shards are free at once); whether it exited in time.
+    pub fn stop(&mut self) -> bool {
+        self.daemon.take().is_none_or(|mut daemon| daemon.stop())
     }
 
     /// Its pid (`None` while it is not running).

@@ -12,11 +12,17 @@ pub fn run_healer(args: &[&str], limit: Duration) -> Output {
     run_bounded(Command::new(healer_bin()).args(args), limit)
 }
 
-/// Runs a command to completion, killing it after `limit`. Output is read
-/// on threads, so a chatty command cannot stall on a full pipe.
+/// Runs a command to completion with nothing on its stdin, killing it
+/// after `limit`. Output is read on threads, so a chatty command cannot
+/// stall on a full pipe.
 pub fn run_bounded(command: &mut Command, limit: Duration) -> Output {
+    run_bounded_from(command, Stdio::null(), limit)
+}
+
+/// [`run_bounded`] with `stdin` (a file, say) as the command's stdin.
+pub fn run_bounded_from(command: &mut Command, stdin: Stdio, limit: Duration) -> Output {
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -16,19 +16,25 @@ const SERVICE: &str = env!("CARGO_BIN_EXE_fleet-service");
 /// The lease of every test fleet: etcd's floor with 500 ms elections.
 const TTL: Duration = Duration::from_secs(2);
 
+/// How often a member hands back a surplus shard (`fleet::RELEASE_EVERY`).
+const RELEASE_EVERY: Duration = healer::fleet::RELEASE_EVERY;
+
 /// A fleet: its fabric, etcd, the services and three healers.
 struct World {
     fabric: Fabric,
     etcd: Etcd,
     services: Services,
     members: Vec<Member>,
-    _dir: tempfile::TempDir,
-    _plugins: tempfile::TempDir,
+    /// What the members were made of, for one added later.
+    shape: Shape,
+    dir: tempfile::TempDir,
+    plugins: tempfile::TempDir,
     /// Dropped last: the next test's fleet starts once this one is gone.
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 /// How each test shapes its fleet.
+#[derive(Clone, Copy)]
 struct Shape {
     targets: usize,
     interval: &'static str,
@@ -64,7 +70,9 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn world(shape: Shape) -> World {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let fabric = Fabric::new(&["e1", "e2", "e3", "h1", "h2", "h3", "svc", "am1", "am2"]);
+    let fabric = Fabric::new(&[
+        "e1", "e2", "e3", "h1", "h2", "h3", "h4", "svc", "am1", "am2",
+    ]);
     let mut dir = tempfile::tempdir().expect("temp dir");
     if std::env::var_os("HEALER_TEST_KEEP").is_some() {
         dir.disable_cleanup(true);
@@ -78,45 +86,18 @@ fn world(shape: Shape) -> World {
         "healer-plugin-process",
         "healer-plugin-command",
     ]);
-    let etcd_urls: Vec<String> = etcd
-        .urls(&fabric)
-        .iter()
-        .map(|url| format!("{url:?}"))
-        .collect();
     let members = HEALERS
         .iter()
         .map(|node| {
-            let home = dir.path().join(node);
-            std::fs::create_dir_all(&home).expect("member dir");
-            // The API listens on the fabric, beyond loopback: a token.
-            let token = home.join("token");
-            std::fs::write(&token, TOKEN).expect("token");
-            std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .expect("token mode");
-            let mut config = format!(
-                "[healer]\ninterval = \"{interval}\"\nbackoff = \"200ms\"\nbackoff_max = \"1s\"\ngrace = \"100ms\"\nstable_after = \"1s\"\nmax_attempts = 5\nrecovery_timeout = \"6s\"\n\
-                 plugins_dir = \"{plugins}\"\nlog_file = \"healer.log\"\nevent_log = \"events.jsonl\"\n\
-                 state_dir = \"state\"\nlog_level = \"info\"\n\
-                 [intake]\nbind = \"{addr}:8000\"\ntoken_file = \"token\"\ncooldown = \"1s\"\n\
-                 [fleet]\netcd = [{etcd}]\nmember = \"{node}\"\nlease = \"{ttl}s\"\nadvertise = \"http://{addr}:8000\"\n",
-                interval = shape.interval,
-                plugins = plugins.path().display(),
-                addr = fabric.addr(node),
-                etcd = etcd_urls.join(", "),
-                ttl = shape.lease.as_secs(),
+            let (home, config) = member_config(
+                &shape,
+                node,
+                &fabric,
+                &etcd,
+                &services,
+                &plugins,
+                dir.path(),
             );
-            for i in 0..shape.targets {
-                config.push_str(&format!(
-                    "\n[[target]]\nname = \"t{i}\"\nfleet = true\n{extra}\
-                     monitor = {{ plugin = \"http\", url = \"{svc}/t/t{i}\", timeout = \"400ms\" }}\n\
-                     [[target.diagnose]]\nplugin = \"http\"\n\
-                     [[target.recover]]\nplugin = \"webhook\"\non = [\"http.status_5xx\"]\n\
-                     url = \"{svc}/recover/t{i}\"\ntimeout = \"5500ms\"\nretries = 0\n",
-                    extra = shape.extra,
-                    svc = services.url,
-                ));
-            }
-            config.push_str(&(shape.tail)(&home, &services.url));
             Member::start(&fabric, node, &home, config)
         })
         .collect();
@@ -125,15 +106,80 @@ fn world(shape: Shape) -> World {
         etcd,
         services,
         members,
-        _dir: dir,
-        _plugins: plugins,
+        shape,
+        dir,
+        plugins,
         _turn: turn,
     };
     world.wait_all_checked(shape.targets, Duration::from_secs(60));
     world
 }
 
+/// The directory and config of member `node` of a fleet shaped `shape`.
+fn member_config(
+    shape: &Shape,
+    node: &str,
+    fabric: &Fabric,
+    etcd: &Etcd,
+    services: &Services,
+    plugins: &tempfile::TempDir,
+    dir: &Path,
+) -> (std::path::PathBuf, String) {
+    let etcd_urls: Vec<String> = etcd
+        .urls(fabric)
+        .iter()
+        .map(|url| format!("{url:?}"))
+        .collect();
+    let home = dir.join(node);
+    std::fs::create_dir_all(&home).expect("member dir");
+    // The API listens on the fabric, beyond loopback: a token.
+    let token = home.join("token");
+    std::fs::write(&token, TOKEN).expect("token");
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("token mode");
+    let mut config = format!(
+        "[healer]\ninterval = \"{interval}\"\nbackoff = \"200ms\"\nbackoff_max = \"1s\"\ngrace = \"100ms\"\nstable_after = \"1s\"\nmax_attempts = 5\nrecovery_timeout = \"6s\"\n\
+         plugins_dir = \"{plugins}\"\nlog_file = \"healer.log\"\nevent_log = \"events.jsonl\"\n\
+         state_dir = \"state\"\nlog_level = \"info\"\n\
+         [intake]\nbind = \"{addr}:8000\"\ntoken_file = \"token\"\ncooldown = \"1s\"\n\
+         [fleet]\netcd = [{etcd}]\nmember = \"{node}\"\nlease = \"{ttl}s\"\nadvertise = \"http://{addr}:8000\"\n",
+        interval = shape.interval,
+        plugins = plugins.path().display(),
+        addr = fabric.addr(node),
+        etcd = etcd_urls.join(", "),
+        ttl = shape.lease.as_secs(),
+    );
+    for i in 0..shape.targets {
+        config.push_str(&format!(
+            "\n[[target]]\nname = \"t{i}\"\nfleet = true\n{extra}\
+             monitor = {{ plugin = \"http\", url = \"{svc}/t/t{i}\", timeout = \"400ms\" }}\n\
+             [[target.diagnose]]\nplugin = \"http\"\n\
+             [[target.recover]]\nplugin = \"webhook\"\non = [\"http.status_5xx\"]\n\
+             url = \"{svc}/recover/t{i}\"\ntimeout = \"5500ms\"\nretries = 0\n",
+            extra = shape.extra,
+            svc = services.url,
+        ));
+    }
+    config.push_str(&(shape.tail)(&home, &services.url));
+    (home, config)
+}
+
 impl World {
+    /// Starts another member, on `node` of the fabric.
+    fn add_member(&mut self, node: &str) {
+        let (home, config) = member_config(
+            &self.shape,
+            node,
+            &self.fabric,
+            &self.etcd,
+            &self.services,
+            &self.plugins,
+            self.dir.path(),
+        );
+        self.members
+            .push(Member::start(&self.fabric, node, &home, config));
+    }
+
     /// Waits until every target was checked in the latest second.
     fn wait_all_checked(&self, targets: usize, limit: Duration) {
         within("every fleet target is checked", limit, || {
@@ -269,6 +315,7 @@ fn each_fleet_target_is_checked_by_exactly_one_member_at_a_time() {
     eprintln!("targets checked per member: {by_member:?}");
     // What each member says it owns is what it checks.
     let mut listed = 0;
+    let (mut owned_in_all, mut shards_needed) = (0, 0);
     for member in &world.members {
         let (_, out) = member.ask(&world.fabric, &["status", "--json"]);
         let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
@@ -290,8 +337,32 @@ fn each_fleet_target_is_checked_by_exactly_one_member_at_a_time() {
             by_member.get(&member.node).copied().unwrap_or(0),
             targets.len()
         );
+        // And what its metrics say.
+        let url = format!("http://{}:8000/metrics", world.fabric.addr(&member.node));
+        let (status, text) = world.fabric.get(&member.node, &url, Some(TOKEN));
+        assert_eq!(status, 200, "{url}: {text}");
+        let owned = fleet["shards"].as_array().map_or(0, Vec::len);
+        for line in [
+            "healer_fleet_in_touch 1".to_owned(),
+            "healer_fleet_members 3".to_owned(),
+            "healer_fleet_shards_unowned 0".to_owned(),
+            format!("healer_fleet_shards_owned {owned}"),
+            format!("healer_fleet_shards_needed {}", fleet["shards_needed"]),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{}: {line} in:\n{text}",
+                member.node
+            );
+        }
+        owned_in_all += owned;
+        shards_needed = fleet["shards_needed"].as_u64().unwrap_or(0) as usize;
     }
     assert_eq!(listed, 60, "each target listed by exactly one member");
+    assert_eq!(
+        owned_in_all, shards_needed,
+        "each shard owned by one member"
+    );
 }
 
 #[test]
@@ -544,6 +615,228 @@ fn losing_the_etcd_leader_alone_or_with_an_owner_keeps_the_bounds() {
 }
 
 #[test]
+fn an_owner_cut_off_from_etcd_stops_checking_before_another_member_takes_over() {
+    let targets = 30;
+    let mut world = world(Shape::default());
+    let (cut, _) = world.checker_of("t0").expect("checked");
+    let theirs = world.checked_by(&cut, targets);
+    let address = world.fabric.addr(&cut);
+    // It still reaches the services, so every check it makes after the
+    // cut is on the record: it must stop before anyone else begins.
+    for target in theirs.iter().take(2) {
+        world.services.take_down(target, "cut");
+    }
+    let cut_at = monotonic_ns();
+    for node in world.etcd.nodes.clone() {
+        world.fabric.block(&cut, &node, true);
+    }
+    let services = &world.services;
+    let fabric = &world.fabric;
+    let took = within(
+        "another member checks every target of the owner cut off from etcd",
+        TTL * 4,
+        || {
+            theirs.iter().all(|t| {
+                services.checks().iter().any(|(ns, peer, name)| {
+                    *ns > cut_at && name == t && fabric.node_of(peer) != Some(cut.as_str())
+                })
+            })
+        },
+    );
+    std::thread::sleep((TTL * 3).saturating_sub(took));
+    let checks = world.services.checks();
+    let last_by_cut = checks
+        .iter()
+        .filter(|(ns, peer, name)| *ns > cut_at && *peer == address && theirs.contains(name))
+        .map(|(ns, _, _)| *ns)
+        .max();
+    let first_by_others = checks
+        .iter()
+        .filter(|(ns, peer, name)| *ns > cut_at && *peer != address && theirs.contains(name))
+        .map(|(ns, _, _)| *ns)
+        .min()
+        .expect("taken over");
+    let stopped = last_by_cut.map_or(Duration::ZERO, |ns| {
+        Duration::from_nanos((ns - cut_at) as u64)
+    });
+    eprintln!(
+        "owner {cut} cut off from etcd: its last check {stopped:?} after the cut, \
+         the first by another member {:?} after, all {} of its targets {took:?} after",
+        Duration::from_nanos((first_by_others - cut_at) as u64),
+        theirs.len()
+    );
+    assert!(
+        last_by_cut.is_none_or(|last| last < first_by_others),
+        "the owner cut off from etcd checked after another member took over"
+    );
+    assert!(took < TTL * 2, "failover took {took:?}");
+    // It claims nothing while cut off: every recovery is someone else's.
+    let recovered = world.services.recoveries();
+    assert!(
+        recovered
+            .iter()
+            .all(|r| r.peer != address || r.began < cut_at),
+        "the owner cut off from etcd recovered: {recovered:?}"
+    );
+    within("the downed targets are recovered", TTL * 3, || {
+        theirs.iter().take(2).all(|t| !services.is_down(t))
+    });
+    // Back in touch: it joins again and takes its share.
+    let healed = healer::clock::Wall::now();
+    for node in world.etcd.nodes.clone() {
+        world.fabric.block(&cut, &node, false);
+    }
+    let member = world.member(&cut);
+    let said_lost = member
+        .records()
+        .iter()
+        .any(|r| matches!(&r.event, Event::FleetCoordinationLost { .. }));
+    assert!(said_lost, "{cut} said fleet_coordination_lost");
+    within("the member joins again and owns shards", TTL * 5, || {
+        member
+            .records()
+            .iter()
+            .any(|r| r.at >= healed && matches!(&r.event, Event::FleetShardTaken { .. }))
+    });
+    world.wait_all_checked(targets, Duration::from_secs(10));
+    assert_eq!(world.duplicates(), vec![]);
+    assert_eq!(world.services.overlapping_recoveries(), vec![]);
+    assert_eq!(
+        world.double_owned(targets, Duration::from_millis(500)),
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn a_member_added_and_one_removed_leave_no_target_unchecked_or_checked_twice() {
+    let targets = 30;
+    let mut world = world(Shape::default());
+    let from = monotonic_ns();
+    // h4 joins: it takes a share of unowned shards only, as the others
+    // hand back their surplus one every 2 s.
+    world.add_member("h4");
+    let h4 = world.fabric.addr("h4");
+    let services = &world.services;
+    let took = within(
+        "the new member checks targets",
+        Duration::from_secs(30),
+        || {
+            services
+                .checks()
+                .iter()
+                .filter(|(ns, peer, _)| *ns > from && *peer == h4)
+                .map(|(_, _, name)| name)
+                .collect::<HashSet<_>>()
+                .len()
+                >= 2
+        },
+    );
+    // Its share: the others hand back what they hold beyond theirs plus
+    // one (a lazy balance: nothing moves that need not).
+    std::thread::sleep(RELEASE_EVERY * 2);
+    eprintln!(
+        "h4 joined: checks targets after {took:?}, {} of them 4 s later",
+        world.checked_by("h4", targets).len()
+    );
+    // h2 leaves as an operator stops it: its shards are free at once.
+    let (victim, _) = world.checker_of("t0").expect("checked");
+    let victim = if victim == "h4" {
+        "h2".to_owned()
+    } else {
+        victim
+    };
+    let theirs = world.checked_by(&victim, targets);
+    for target in theirs.iter().take(2) {
+        world.services.take_down(target, "leaving");
+    }
+    let stopped_at = monotonic_ns();
+    assert!(world.member(&victim).stop(), "{victim} stopped in time");
+    let services = &world.services;
+    let fabric = &world.fabric;
+    let took = within(
+        "the targets of the member stopped are checked by others",
+        TTL * 4,
+        || {
+            theirs.iter().all(|t| {
+                services.checks().iter().any(|(ns, peer, name)| {
+                    *ns > stopped_at && name == t && fabric.node_of(peer) != Some(victim.as_str())
+                })
+            })
+        },
+    );
+    eprintln!(
+        "{victim} stopped: all {} of its targets checked by others after {took:?}",
+        theirs.len()
+    );
+    within("the downed targets are recovered", TTL * 3, || {
+        theirs.iter().take(2).all(|t| !services.is_down(t))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let gap = longest_gap(&world, targets, from, monotonic_ns());
+    eprintln!(
+        "a member added and one removed: the longest gap between two checks of a target: {gap:?}"
+    );
+    assert!(gap < TTL, "a target went unchecked for {gap:?}");
+    assert_eq!(world.duplicates(), vec![]);
+    assert_eq!(world.services.overlapping_recoveries(), vec![]);
+    assert_eq!(
+        world.double_owned(targets, Duration::from_millis(500)),
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn an_etcd_member_cut_off_the_fabric_is_routed_around_and_nothing_moves() {
+    let targets = 30;
+    let ttl = Duration::from_secs(5);
+    let world = world(Shape {
+        lease: ttl,
+        ..Shape::default()
+    });
+    let leader = world.etcd.leader(&world.fabric);
+    let follower = world
+        .etcd
+        .nodes
+        .iter()
+        .find(|node| **node != leader)
+        .expect("a follower")
+        .clone();
+    let cut_at = healer::clock::Wall::now();
+    let from = monotonic_ns();
+    world.fabric.attach(&follower, false);
+    std::thread::sleep(ttl * 2);
+    let gap = longest_gap(&world, targets, from, monotonic_ns());
+    world.fabric.attach(&follower, true);
+    eprintln!("etcd member {follower} cut off for {:?}: the longest gap between two checks of a target: {gap:?}", ttl * 2);
+    // The healers whose connection went to it ask the others: nobody
+    // loses touch, no shard moves.
+    for member in &world.members {
+        let moved: Vec<_> = member
+            .records()
+            .into_iter()
+            .filter(|r| {
+                r.at >= cut_at
+                    && matches!(
+                        &r.event,
+                        Event::FleetCoordinationLost { .. } | Event::FleetShardLost { .. }
+                    )
+            })
+            .collect();
+        assert_eq!(
+            moved,
+            vec![],
+            "{} while {follower} was cut off",
+            member.node
+        );
+    }
+    assert!(
+        gap < Duration::from_secs(1),
+        "a target went unchecked for {gap:?}"
+    );
+    assert_eq!(world.duplicates(), vec![]);
+}
+
+#[test]
 fn without_etcd_no_fleet_target_is_acted_on_local_targets_heal_and_it_resumes() {
     let targets = 10;
     let mut world = world(Shape {
@@ -644,7 +937,7 @@ fn without_etcd_no_fleet_target_is_acted_on_local_targets_heal_and_it_resumes() 
 /// Alertmanager 0.25 (Debian's), one of an HA pair on `node`, sending
 /// every alert to all three healers.
 fn alertmanager(world: &World, node: &str, peer: &str) -> Owned {
-    let dir = world._dir.path().join(node);
+    let dir = world.dir.path().join(node);
     std::fs::create_dir_all(&dir).expect("am dir");
     let webhooks: String = HEALERS
         .iter()

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use healer_e2e::{
-    escalating_target, fast_config, free_port, get, plugins_dir_with, poll_until, run_bounded,
+    escalating_target, fast_config, free_port, get, plugins_dir_with, poll_until, run_bounded_from,
     try_api, wait_for_port, workspace_root, Daemon, Prometheus, Service,
 };
 
@@ -187,10 +187,9 @@ fn promtool_check(text: &str) -> (bool, String) {
     std::fs::File::create(&scraped)
         .and_then(|mut file| file.write_all(text.as_bytes()))
         .unwrap();
-    let output = run_bounded(
-        Command::new(PROMTOOL)
-            .args(["check", "metrics"])
-            .stdin(Stdio::from(std::fs::File::open(&scraped).unwrap())),
+    let output = run_bounded_from(
+        Command::new(PROMTOOL).args(["check", "metrics"]),
+        Stdio::from(std::fs::File::open(&scraped).unwrap()),
         LIMIT,
     );
     let said = format!(
@@ -262,4 +261,7 @@ fn a_fresh_healer_shows_every_documented_family_at_zero_and_promtool_finds_nothi
     }
     let (clean, said) = promtool_check(&text);
     assert!(clean, "promtool check metrics:\n{said}\non:\n{text}");
+    // promtool reads what it is given: a family with no HELP is found.
+    let (clean, said) = promtool_check("healer_unexplained_total 1\n");
+    assert!(!clean && said.contains("no help text"), "{said}");
 }

@@ -113,6 +113,7 @@ async fn scrape(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
         api.store.as_deref(),
         api.engine.facts_held(),
         &api.board.lateness,
+        api.fleet.as_ref().map(|fleet| fleet.view()).as_ref(),
         format,
     );
     ([(header::CONTENT_TYPE, format.content_type())], text).into_response()

@@ -53,6 +53,17 @@ impl Fleet {
     /// asked: nobody can tell, so the report is refused (its sender
     /// tries again).
     pub async fn first_to_report(&self, key: &str) -> Result<bool, String> {
+        let first = self.ask_first(key).await;
+        let tally = &self.inner.tally;
+        super::Tally::add(match first {
+            Ok(true) => &tally.acted,
+            Ok(false) => &tally.duplicate,
+            Err(_) => &tally.unanswered,
+        });
+        first
+    }
+
+    async fn ask_first(&self, key: &str) -> Result<bool, String> {
         let lease = self
             .state()
             .session

@@ -166,6 +166,16 @@ impl ShardFence {
     /// which may run for `runs_for`): the fence it runs under, or why it
     /// may not run.
     pub async fn claim(&mut self, issue: &Issue, runs_for: Duration) -> Result<Fence, String> {
+        let claimed = self.try_claim(issue, runs_for).await;
+        let tally = &self.fleet.inner.tally;
+        super::Tally::add(match claimed {
+            Ok(_) => &tally.claimed,
+            Err(_) => &tally.refused,
+        });
+        claimed
+    }
+
+    async fn try_claim(&mut self, issue: &Issue, runs_for: Duration) -> Result<Fence, String> {
         self.fleet.may_claim(self.shard, self.epoch)?;
         if let Some((until, why)) = self.held.get(&issue.kind) {
             if Instant::now() < *until {

@@ -29,6 +29,7 @@ mod session;
 mod shard;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,48 @@ struct State {
     trouble: Option<String>,
     /// When its current session began.
     joined_at: Option<Instant>,
+    /// Shards some fleet target needs that had no owner at the latest
+    /// scan.
+    unowned: usize,
+}
+
+/// What this member's claims and reports came to since it started.
+#[derive(Default)]
+struct Tally {
+    claimed: AtomicU64,
+    refused: AtomicU64,
+    acted: AtomicU64,
+    duplicate: AtomicU64,
+    unanswered: AtomicU64,
+}
+
+impl Tally {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> Counts {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Counts {
+            claims_made: read(&self.claimed),
+            claims_refused: read(&self.refused),
+            reports_acted: read(&self.acted),
+            reports_duplicate: read(&self.duplicate),
+            reports_unanswered: read(&self.unanswered),
+        }
+    }
+}
+
+/// How many recoveries this member claimed or was refused, and how many
+/// reports it acted on, found duplicate or could not ask etcd about,
+/// since it started (the `healer_fleet_*_total` counters).
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Counts {
+    pub claims_made: u64,
+    pub claims_refused: u64,
+    pub reports_acted: u64,
+    pub reports_duplicate: u64,
+    pub reports_unanswered: u64,
 }
 
 /// The fleet as this member takes part in it: cheap to clone.
@@ -130,6 +173,8 @@ struct Inner {
     token: std::sync::OnceLock<Option<String>>,
     /// The client confirmations are asked with.
     http: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// Claims and reports counted.
+    tally: Tally,
 }
 
 /// What `GET /api/v1/fleet` and `healer status` show.
@@ -151,6 +196,12 @@ pub struct View {
     pub members: Vec<String>,
     /// Shards some fleet target needs.
     pub shards_needed: usize,
+    /// Of those, the ones no member owned at the latest scan.
+    #[serde(default)]
+    pub shards_unowned: usize,
+    /// Claims and reports since this member started.
+    #[serde(default)]
+    pub counts: Counts,
     /// The shards it owns, with their epochs and targets.
     pub shards: Vec<ShardView>,
 }
@@ -212,6 +263,7 @@ impl Fleet {
                 leases: Mutex::default(),
                 token: std::sync::OnceLock::new(),
                 http: std::sync::OnceLock::new(),
+                tally: Tally::default(),
             }),
         };
         tokio::spawn(fleet.clone().renew(shutdown.clone()));
@@ -245,6 +297,8 @@ impl Fleet {
                 .map_or(0, |s| s.left(now).as_millis() as u64),
             members: state.members.clone(),
             shards_needed: needed.len(),
+            shards_unowned: state.unowned,
+            counts: self.inner.tally.counts(),
             shards: state
                 .owned
                 .iter()
@@ -487,7 +541,16 @@ impl Fleet {
             }
         };
         self.coordinated(None);
-        self.state().members = members.clone();
+        {
+            let mut state = self.state();
+            state.members.clone_from(&members);
+            state.unowned = self
+                .inner
+                .needed
+                .keys()
+                .filter(|shard| !owners.contains_key(shard))
+                .count();
+        }
         let owned = self.owned_now();
         for (shard, mine) in &owned {
             let still = owners
