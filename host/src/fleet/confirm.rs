@@ -67,7 +67,7 @@ impl Fleet {
         struct About {
             advertise: Option<String>,
         }
-        let mut client = self.inner.client.clone();
+        let (_, mut client) = self.inner.etcd.client();
         let got = timeout(
             CALL_WITHIN,
             client.get(

@@ -80,10 +80,12 @@ impl Fleet {
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let mut client = self.inner.client.clone();
+        let (endpoint, mut client) = self.inner.etcd.client();
         let answer = timeout(CALL_WITHIN, client.txn(txn))
             .await
+            .inspect_err(|_| self.inner.etcd.failed(endpoint))
             .map_err(|_| "etcd did not answer in time".to_owned())?
+            .inspect_err(|_| self.inner.etcd.failed(endpoint))
             .map_err(|err| format!("etcd refused the write: {}", etcd_error(&err)))?;
         if answer.succeeded() {
             return Ok(true);
@@ -110,7 +112,7 @@ impl Fleet {
                 self.member(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let mut client = self.inner.client.clone();
+        let (_, mut client) = self.inner.etcd.client();
         let _ = timeout(CALL_WITHIN, client.txn(txn)).await;
     }
 
@@ -126,7 +128,7 @@ impl Fleet {
                 }
             }
         }
-        let mut client = self.inner.client.clone();
+        let (_, mut client) = self.inner.etcd.client();
         let granted = timeout(CALL_WITHIN, client.lease_grant(secs as i64, None))
             .await
             .map_err(|_| "etcd did not grant a lease in time".to_owned())?

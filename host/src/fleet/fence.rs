@@ -245,18 +245,23 @@ impl ShardFence {
                 TxnOp::get(keys::owner(self.shard), None),
                 TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
             ]);
-        let mut client = self.fleet.inner.client.clone();
+        let (endpoint, mut client) = self.fleet.inner.etcd.client();
         let answer = match timeout(CALL_WITHIN, client.txn(txn)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(err)) => {
+                // A connection lost under the write leaves it unknown
+                // whether it was applied: read again, as below.
+                self.fleet.inner.etcd.failed(endpoint);
+                self.revisions.insert(kind.to_owned(), -1);
                 return Err(format!(
                     "etcd refused the write: {}",
                     super::etcd_error(&err)
-                ))
+                ));
             }
             Err(_) => {
                 // It may have been applied: the revision is read
                 // again before the next write.
+                self.fleet.inner.etcd.failed(endpoint);
                 self.revisions.insert(kind.to_owned(), -1);
                 return Err(format!(
                     "etcd did not answer within {}",

@@ -25,6 +25,7 @@ mod confirm;
 mod dedup;
 pub mod fence;
 mod keys;
+mod link;
 mod session;
 mod shard;
 
@@ -33,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::timeout;
@@ -160,7 +161,7 @@ pub struct Fleet {
 
 struct Inner {
     settings: Settings,
-    client: Client,
+    etcd: link::Link,
     events: Events,
     /// The shards the config's fleet targets need, and their targets.
     needed: BTreeMap<u32, Vec<String>>,
@@ -246,7 +247,7 @@ impl Fleet {
             .with_keep_alive_while_idle(true);
         // The channel connects lazily: an etcd down at start is a fleet
         // not yet joined, not a failed start.
-        let client = Client::connect(&settings.etcd, Some(options))
+        let etcd = link::Link::connect(&settings.etcd, &options)
             .await
             .map_err(|err| format!("[fleet] etcd {:?}: {}", settings.etcd, etcd_error(&err)))?;
         // Unbounded, yet bounded by the shards: each has at most a few
@@ -255,7 +256,7 @@ impl Fleet {
         let fleet = Fleet {
             inner: Arc::new(Inner {
                 settings,
-                client,
+                etcd,
                 events: events.clone(),
                 needed: needed_by(config),
                 state: Mutex::new(State::default()),
@@ -327,7 +328,7 @@ impl Fleet {
             state.session.take().map(|s| s.lease)
         };
         if let Some(lease) = lease {
-            let mut client = self.inner.client.clone();
+            let (_, mut client) = self.inner.etcd.client();
             let _ = timeout(CALL_WITHIN, client.lease_revoke(lease)).await;
         }
     }
@@ -432,8 +433,10 @@ impl Fleet {
     /// TTL granted.
     async fn renew(self, mut shutdown: watch::Receiver<bool>) {
         let every = self.inner.settings.lease.0 / 5;
+        // The lease, the endpoint, and the stream renewals go on.
         let mut keeping: Option<(
             i64,
+            usize,
             etcd_client::LeaseKeeper,
             etcd_client::LeaseKeepAliveStream,
         )> = None;
@@ -441,14 +444,17 @@ impl Fleet {
             let lease = self.state().session.as_ref().map(|s| s.lease);
             let sent = Instant::now();
             if let Some(lease) = lease {
-                if keeping.as_ref().is_none_or(|(id, _, _)| *id != lease) {
-                    let mut client = self.inner.client.clone();
+                if keeping.as_ref().is_none_or(|(id, ..)| *id != lease) {
+                    let (endpoint, mut client) = self.inner.etcd.client();
                     keeping = match timeout(CALL_WITHIN, client.lease_keep_alive(lease)).await {
-                        Ok(Ok((keeper, stream))) => Some((lease, keeper, stream)),
-                        _ => None,
+                        Ok(Ok((keeper, stream))) => Some((lease, endpoint, keeper, stream)),
+                        _ => {
+                            self.inner.etcd.failed(endpoint);
+                            None
+                        }
                     };
                 }
-                if let Some((_, keeper, stream)) = &mut keeping {
+                if let Some((_, endpoint, keeper, stream)) = &mut keeping {
                     let renewed = timeout(every.max(Duration::from_millis(500)), async {
                         keeper.keep_alive().await?;
                         stream.message().await
@@ -468,7 +474,10 @@ impl Fleet {
                             self.expired(lease, "etcd says the lease expired");
                             keeping = None;
                         }
-                        _ => keeping = None,
+                        _ => {
+                            self.inner.etcd.failed(*endpoint);
+                            keeping = None;
+                        }
                     }
                 }
             }
@@ -522,7 +531,7 @@ impl Fleet {
                     HumanDuration(session.ttl)
                 );
                 self.expired(session.lease, &reason);
-                let mut client = self.inner.client.clone();
+                let (_, mut client) = self.inner.etcd.client();
                 tokio::spawn(async move {
                     let _ = timeout(CALL_WITHIN, client.lease_revoke(session.lease)).await;
                 });
@@ -624,19 +633,21 @@ impl Fleet {
     /// A new session: a lease granted and the member key put on it.
     async fn join(&self) -> Result<Session, String> {
         let ttl = self.inner.settings.lease.0;
-        let mut client = self.inner.client.clone();
+        let (endpoint, mut client) = self.inner.etcd.client();
         let sent = Instant::now();
         let granted = timeout(
             CALL_WITHIN,
             client.lease_grant(ttl.as_secs().max(1) as i64, None),
         )
         .await
+        .inspect_err(|_| self.inner.etcd.failed(endpoint))
         .map_err(|_| {
             format!(
                 "etcd did not grant a lease within {}",
                 HumanDuration(CALL_WITHIN)
             )
         })?
+        .inspect_err(|_| self.inner.etcd.failed(endpoint))
         .map_err(|err| format!("etcd did not grant a lease: {}", etcd_error(&err)))?;
         let session = Session::granted(
             granted.id(),
@@ -681,7 +692,7 @@ impl Fleet {
 
     /// Who owns each shard (its epoch and lease), and the members.
     async fn scan(&self) -> Result<(HashMap<u32, (u64, i64)>, Vec<String>), String> {
-        let mut client = self.inner.client.clone();
+        let (endpoint, mut client) = self.inner.etcd.client();
         let asked = async {
             let shards = client
                 .get(
@@ -699,7 +710,9 @@ impl Fleet {
         };
         let (shards, members) = timeout(CALL_WITHIN, asked)
             .await
+            .inspect_err(|_| self.inner.etcd.failed(endpoint))
             .map_err(|_| format!("etcd did not answer within {}", HumanDuration(CALL_WITHIN)))?
+            .inspect_err(|_| self.inner.etcd.failed(endpoint))
             .map_err(|err| format!("etcd did not answer: {}", etcd_error(&err)))?;
         let owners = shards
             .kvs()
@@ -720,7 +733,7 @@ impl Fleet {
 
     /// Takes `shard` if nobody owns it: its epoch and open issues.
     async fn take(&self, shard: u32, lease: i64) -> Option<Change> {
-        let mut client = self.inner.client.clone();
+        let (endpoint, mut client) = self.inner.etcd.client();
         let owner = keys::owner(shard);
         let txn = Txn::new()
             .when([Compare::create_revision(owner.clone(), CompareOp::Equal, 0)])
@@ -729,7 +742,10 @@ impl Fleet {
                 self.member(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let answer = timeout(CALL_WITHIN, client.txn(txn)).await.ok()?.ok()?;
+        let Ok(Ok(answer)) = timeout(CALL_WITHIN, client.txn(txn)).await else {
+            self.inner.etcd.failed(endpoint);
+            return None;
+        };
         if !answer.succeeded() {
             return None;
         }
@@ -801,7 +817,7 @@ impl Fleet {
 
     /// Deletes `shard`'s owner key if it is still the one of `epoch`.
     async fn release_key(&self, shard: u32, epoch: u64) -> Result<(), String> {
-        let mut client = self.inner.client.clone();
+        let (_, mut client) = self.inner.etcd.client();
         let owner = keys::owner(shard);
         let txn = Txn::new()
             .when([Compare::create_revision(
