@@ -788,6 +788,11 @@ mod tests {
         Config::parse(std::path::Path::new("healer.toml"), text.to_owned()).expect("a valid config")
     }
 
+    /// The exposition of `metrics` with no target, store or fact.
+    fn render(metrics: &Metrics, fleet: Option<&FleetView>, format: Format) -> String {
+        metrics.render(&[], None, 0, &Lateness::default(), fleet, format)
+    }
+
     fn no_packages() -> Catalog {
         Catalog {
             dir: "plugins".into(),
@@ -812,14 +817,7 @@ argv = ["true"]
     fn a_configured_targets_counters_show_at_zero_before_anything_happens() {
         let metrics = Metrics::new();
         metrics.start_at_zero(&config(TWO_KINDS), &no_packages());
-        let text = metrics.render(
-            &[],
-            None,
-            0,
-            &Lateness::default(),
-            None,
-            Format::OpenMetrics,
-        );
+        let text = render(&metrics, None, Format::OpenMetrics);
 
         for line in [
             r#"healer_recoveries_total{target="web",result="recovered"} 0"#,
@@ -847,14 +845,7 @@ argv = ["true"]
         });
         metrics.start_at_zero(&config, &no_packages());
 
-        let text = metrics.render(
-            &[],
-            None,
-            0,
-            &Lateness::default(),
-            None,
-            Format::OpenMetrics,
-        );
+        let text = render(&metrics, None, Format::OpenMetrics);
         assert!(
             text.lines().any(|l| l
                 == r#"healer_plugin_errors_total{target="web",role="monitor",plugin="http"} 1"#),
@@ -906,18 +897,9 @@ monitor = { plugin = "http", url = "http://127.0.0.1:1/" }
     fn a_fleet_member_exports_its_shards_lease_claims_and_reports() {
         let metrics = Metrics::new();
         metrics.start_at_zero(&config(IN_A_FLEET), &no_packages());
-        let render = |view: &FleetView| {
-            metrics.render(
-                &[],
-                None,
-                0,
-                &Lateness::default(),
-                Some(view),
-                Format::Prometheus,
-            )
-        };
+        let scrape = |view: &FleetView| render(&metrics, Some(view), Format::Prometheus);
 
-        let text = render(&fleet_view(3, &[(17, 120), (4000, 131)]));
+        let text = scrape(&fleet_view(3, &[(17, 120), (4000, 131)]));
         for line in [
             "healer_fleet_in_touch 1",
             "healer_fleet_lease_remaining_seconds 4.25",
@@ -937,7 +919,7 @@ monitor = { plugin = "http", url = "http://127.0.0.1:1/" }
         }
 
         // A shard handed back leaves the exposition; counters only grow.
-        let text = render(&fleet_view(5, &[(4000, 131)]));
+        let text = scrape(&fleet_view(5, &[(4000, 131)]));
         assert!(!text.contains(r#"shard="17""#), "{text}");
         assert!(
             text.lines()
@@ -950,7 +932,7 @@ monitor = { plugin = "http", url = "http://127.0.0.1:1/" }
     fn a_healer_in_no_fleet_exports_no_fleet_series() {
         let metrics = Metrics::new();
         metrics.start_at_zero(&config(TWO_KINDS), &no_packages());
-        let text = metrics.render(&[], None, 0, &Lateness::default(), None, Format::Prometheus);
+        let text = render(&metrics, None, Format::Prometheus);
         assert!(!text.contains("healer_fleet"), "{text}");
     }
 

@@ -230,6 +230,44 @@ impl World {
         seen.into_iter().filter(|(_, n)| *n > 1).collect()
     }
 
+    /// Waits (at most `limit`) until every one of `targets` was checked
+    /// after `since` by a member other than `gone`: how long that took.
+    fn taken_over(
+        &self,
+        what: &str,
+        targets: &[String],
+        gone: &str,
+        since: u128,
+        limit: Duration,
+    ) -> Duration {
+        let started = std::time::Instant::now();
+        within(what, limit, || {
+            let checks = self.services.checks();
+            targets.iter().all(|t| {
+                checks.iter().any(|(ns, peer, name)| {
+                    *ns > since && name == t && self.fabric.node_of(peer) != Some(gone)
+                })
+            })
+        });
+        started.elapsed()
+    }
+
+    /// Nothing happened twice: no (target, episode, attempt) recovered
+    /// twice, no two recoveries of a target at once, and no two members
+    /// checking one of the `targets` at once (at 500 ms).
+    fn assert_nothing_twice(&self, targets: usize) {
+        assert_eq!(self.duplicates(), vec![], "a recovery ran twice");
+        assert_eq!(
+            self.services.overlapping_recoveries(),
+            vec![],
+            "two recoveries of one target ran at once"
+        );
+        assert_eq!(
+            self.double_owned(targets, Duration::from_millis(500)),
+            Duration::ZERO
+        );
+    }
+
     /// The double-owned time of all targets: spans of two members checking
     /// the same target that overlap.
     fn double_owned(&self, targets: usize, interval: Duration) -> Duration {
@@ -586,19 +624,14 @@ fn losing_the_etcd_leader_alone_or_with_an_owner_keeps_the_bounds() {
     let killed_at = monotonic_ns();
     world.etcd.kill(&leader);
     world.member(&victim).kill();
-    let services = &world.services;
-    let fabric = &world.fabric;
-    let took = within(
+    let took = world.taken_over(
         "the owner's targets are checked by another member",
+        &theirs,
+        &victim,
+        killed_at,
         ttl * 3,
-        || {
-            theirs.iter().all(|t| {
-                services.checks().iter().any(|(ns, peer, name)| {
-                    *ns > killed_at && name == t && fabric.node_of(peer) != Some(victim.as_str())
-                })
-            })
-        },
     );
+    let services = &world.services;
     eprintln!("etcd leader {leader} and owner {victim} killed: all {} of its targets checked by another member after {took:?}", theirs.len());
     within("the downed targets are recovered", ttl * 2, || {
         theirs.iter().take(3).all(|t| !services.is_down(t))
@@ -607,11 +640,7 @@ fn losing_the_etcd_leader_alone_or_with_an_owner_keeps_the_bounds() {
         took < ttl * 2,
         "failover with the leader lost took {took:?}"
     );
-    assert_eq!(world.duplicates(), vec![]);
-    assert_eq!(
-        world.double_owned(targets, Duration::from_millis(500)),
-        Duration::ZERO
-    );
+    world.assert_nothing_twice(targets);
 }
 
 #[test]
@@ -630,18 +659,12 @@ fn an_owner_cut_off_from_etcd_stops_checking_before_another_member_takes_over() 
     for node in world.etcd.nodes.clone() {
         world.fabric.block(&cut, &node, true);
     }
-    let services = &world.services;
-    let fabric = &world.fabric;
-    let took = within(
+    let took = world.taken_over(
         "another member checks every target of the owner cut off from etcd",
+        &theirs,
+        &cut,
+        cut_at,
         TTL * 4,
-        || {
-            theirs.iter().all(|t| {
-                services.checks().iter().any(|(ns, peer, name)| {
-                    *ns > cut_at && name == t && fabric.node_of(peer) != Some(cut.as_str())
-                })
-            })
-        },
     );
     std::thread::sleep((TTL * 3).saturating_sub(took));
     let checks = world.services.checks();
@@ -678,6 +701,7 @@ fn an_owner_cut_off_from_etcd_stops_checking_before_another_member_takes_over() 
             .all(|r| r.peer != address || r.began < cut_at),
         "the owner cut off from etcd recovered: {recovered:?}"
     );
+    let services = &world.services;
     within("the downed targets are recovered", TTL * 3, || {
         theirs.iter().take(2).all(|t| !services.is_down(t))
     });
@@ -699,12 +723,7 @@ fn an_owner_cut_off_from_etcd_stops_checking_before_another_member_takes_over() 
             .any(|r| r.at >= healed && matches!(&r.event, Event::FleetShardTaken { .. }))
     });
     world.wait_all_checked(targets, Duration::from_secs(10));
-    assert_eq!(world.duplicates(), vec![]);
-    assert_eq!(world.services.overlapping_recoveries(), vec![]);
-    assert_eq!(
-        world.double_owned(targets, Duration::from_millis(500)),
-        Duration::ZERO
-    );
+    world.assert_nothing_twice(targets);
 }
 
 #[test]
@@ -751,19 +770,14 @@ fn a_member_added_and_one_removed_leave_no_target_unchecked_or_checked_twice() {
     }
     let stopped_at = monotonic_ns();
     assert!(world.member(&victim).stop(), "{victim} stopped in time");
-    let services = &world.services;
-    let fabric = &world.fabric;
-    let took = within(
+    let took = world.taken_over(
         "the targets of the member stopped are checked by others",
+        &theirs,
+        &victim,
+        stopped_at,
         TTL * 4,
-        || {
-            theirs.iter().all(|t| {
-                services.checks().iter().any(|(ns, peer, name)| {
-                    *ns > stopped_at && name == t && fabric.node_of(peer) != Some(victim.as_str())
-                })
-            })
-        },
     );
+    let services = &world.services;
     eprintln!(
         "{victim} stopped: all {} of its targets checked by others after {took:?}",
         theirs.len()
@@ -777,12 +791,7 @@ fn a_member_added_and_one_removed_leave_no_target_unchecked_or_checked_twice() {
         "a member added and one removed: the longest gap between two checks of a target: {gap:?}"
     );
     assert!(gap < TTL, "a target went unchecked for {gap:?}");
-    assert_eq!(world.duplicates(), vec![]);
-    assert_eq!(world.services.overlapping_recoveries(), vec![]);
-    assert_eq!(
-        world.double_owned(targets, Duration::from_millis(500)),
-        Duration::ZERO
-    );
+    world.assert_nothing_twice(targets);
 }
 
 #[test]
