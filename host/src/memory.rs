@@ -13,8 +13,8 @@
 //! answers of 2 MiB (decoded, refused, dropped), 9 MB of free pages were
 //! left in it, found by calling `malloc_trim` by hand (anonymous memory
 //! 13.2 → 4.3 MB). So whoever frees a large answer says so
-//! ([`large_answer_freed`]) and the daemon trims once a second when told
-//! ([`trim_if_asked`], the next two seconds): no trim, and no page
+//! ([`large_answer_freed`]) and the daemon trims ([`trim`], on a blocking
+//! thread) at its next two ticks of a second: no trim, and no page
 //! faulted back in, while answers stay small.
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -41,25 +41,31 @@ pub fn for_a_daemon() {
     }
 }
 
-/// How many of the next calls of [`trim_if_asked`] trim.
+/// How many of the next calls of [`trim_asked`] say yes.
 static TRIMS_ASKED: AtomicU8 = AtomicU8::new(0);
 
 /// Says that a large answer (a worker's frame of more than 256 KiB, say)
-/// was just freed: the next two calls of [`trim_if_asked`] trim (what was
+/// was just freed: the next two calls of [`trim_asked`] say yes (what was
 /// decoded from the answer may be freed only after the first).
 pub fn large_answer_freed() {
     TRIMS_ASKED.store(2, Ordering::Relaxed);
 }
 
+/// Whether this allocator can hand free pages back on demand (glibc).
+pub const CAN_TRIM: bool = cfg!(all(target_os = "linux", target_env = "gnu"));
+
+/// Whether a large answer was freed lately, so that [`trim`] is worth
+/// its while now (each call uses up one of the two it asked for).
+pub fn trim_asked() -> bool {
+    TRIMS_ASKED
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 /// Hands the heap's free pages back to the kernel (glibc's
-/// `malloc_trim`) if a large answer was freed lately: whether it
-/// trimmed.
-pub fn trim_if_asked() -> bool {
-    let asked =
-        TRIMS_ASKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-    if asked.is_err() {
-        return false;
-    }
+/// `malloc_trim`). It takes each arena's lock in turn: the daemon calls
+/// it on a blocking thread, not on one of its runtime's.
+pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: `malloc_trim` walks the allocator's arenas under their
@@ -68,7 +74,6 @@ pub fn trim_if_asked() -> bool {
         // read or written.
         unsafe { libc::malloc_trim(0) };
     }
-    true
 }
 
 #[cfg(test)]
@@ -76,13 +81,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_heap_is_trimmed_twice_after_a_large_answer_was_freed_and_not_otherwise() {
+    fn a_trim_is_asked_twice_after_a_large_answer_was_freed_and_not_otherwise() {
         // Other tests of this binary may say so too: start from none.
-        while trim_if_asked() {}
-        assert!(!trim_if_asked(), "nothing freed since");
+        while trim_asked() {}
+        assert!(!trim_asked(), "nothing freed since");
         large_answer_freed();
-        assert!(trim_if_asked());
-        assert!(trim_if_asked(), "and again, for what was freed after");
-        assert!(!trim_if_asked(), "then no more");
+        assert!(trim_asked());
+        assert!(trim_asked(), "and again, for what was freed after");
+        assert!(!trim_asked(), "then no more");
+        trim();
     }
 }

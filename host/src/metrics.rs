@@ -201,20 +201,20 @@ impl FleetSeries {
         );
         r.register(
             "fleet_claims",
-            "Recoveries of fleet targets claimed in etcd, by result (claimed, refused)",
+            "Claims of fleet targets' recoveries, by result (claimed: etcd accepted; refused: etcd refused or did not answer; held: not sent, the member may not claim now)",
             self.claims.clone(),
         );
         r.register(
             "fleet_reports",
-            "Reports a reflex matched, by what the fleet-wide dedup said (acted, duplicate, unanswered)",
+            "Reports a reflex matched, by what the fleet-wide dedup said (acted: first; resent: first, sent again; duplicate: another member was first; unanswered: etcd could not be asked)",
             self.reports.clone(),
         );
-        for result in ["claimed", "refused"] {
+        for result in ["claimed", "refused", "held"] {
             let _ = self.claims.get_or_create(&ResultLabel {
                 result: result.to_owned(),
             });
         }
-        for result in ["acted", "duplicate", "unanswered"] {
+        for result in ["acted", "resent", "duplicate", "unanswered"] {
             let _ = self.reports.get_or_create(&ResultLabel {
                 result: result.to_owned(),
             });
@@ -237,44 +237,44 @@ impl FleetSeries {
                 })
                 .set(i64::try_from(shard.epoch).unwrap_or(i64::MAX));
         }
+        // Two scrapes may read the fleet's counts in one order and get
+        // here in the other: what is counted only grows.
         let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
-        let now = view.counts;
+        let was = *counted;
+        let now = view.counts.max(was);
         let add = |family: &Family<ResultLabel, Counter>, result: &str, now: u64, was: u64| {
             family
                 .get_or_create(&ResultLabel {
                     result: result.to_owned(),
                 })
-                .inc_by(now.saturating_sub(was));
+                .inc_by(now - was);
         };
-        add(
-            &self.claims,
-            "claimed",
-            now.claims_made,
-            counted.claims_made,
-        );
+        add(&self.claims, "claimed", now.claims_made, was.claims_made);
         add(
             &self.claims,
             "refused",
             now.claims_refused,
-            counted.claims_refused,
+            was.claims_refused,
         );
+        add(&self.claims, "held", now.claims_held, was.claims_held);
+        add(&self.reports, "acted", now.reports_acted, was.reports_acted);
         add(
             &self.reports,
-            "acted",
-            now.reports_acted,
-            counted.reports_acted,
+            "resent",
+            now.reports_resent,
+            was.reports_resent,
         );
         add(
             &self.reports,
             "duplicate",
             now.reports_duplicate,
-            counted.reports_duplicate,
+            was.reports_duplicate,
         );
         add(
             &self.reports,
             "unanswered",
             now.reports_unanswered,
-            counted.reports_unanswered,
+            was.reports_unanswered,
         );
         *counted = now;
     }
@@ -861,6 +861,7 @@ argv = ["true"]
             lease: Some("694d8f2a".into()),
             lease_left_ms: 4_250,
             members: vec!["h1".into(), "h2".into()],
+            etcd: "http://127.0.0.1:2379".into(),
             shards_needed: 5,
             shards_unowned: 1,
             counts: Counts {
@@ -868,7 +869,7 @@ argv = ["true"]
                 claims_refused: 1,
                 reports_acted: 2,
                 reports_duplicate: 7,
-                reports_unanswered: 0,
+                ..Counts::default()
             },
             shards: shards
                 .iter()
@@ -921,11 +922,17 @@ monitor = { plugin = "http", url = "http://127.0.0.1:1/" }
         // A shard handed back leaves the exposition; counters only grow.
         let text = scrape(&fleet_view(5, &[(4000, 131)]));
         assert!(!text.contains(r#"shard="17""#), "{text}");
-        assert!(
+        let claimed = |text: &str| {
             text.lines()
-                .any(|l| l == r#"healer_fleet_claims_total{result="claimed"} 5"#),
-            "{text}"
-        );
+                .find_map(|l| l.strip_prefix(r#"healer_fleet_claims_total{result="claimed"} "#))
+                .map(str::to_owned)
+        };
+        assert_eq!(claimed(&text).as_deref(), Some("5"), "{text}");
+        // Two scrapes that read the counts in one order and render in the
+        // other count nothing twice.
+        let _ = scrape(&fleet_view(4, &[]));
+        let text = scrape(&fleet_view(6, &[]));
+        assert_eq!(claimed(&text).as_deref(), Some("6"), "{text}");
     }
 
     #[test]

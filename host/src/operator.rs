@@ -137,6 +137,9 @@ pub fn fleet(daemon: &Daemon, json: bool) -> ExitCode {
         print_json(&answer);
     } else {
         say!("{}", fleet_line(&view));
+        if !view.etcd.is_empty() {
+            say!("  etcd {}", view.etcd);
+        }
         for shard in &view.shards {
             say!(
                 "  shard {:>4}  epoch {:>8}  owned {:>8}  {}",

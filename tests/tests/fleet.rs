@@ -230,6 +230,32 @@ impl World {
         seen.into_iter().filter(|(_, n)| *n > 1).collect()
     }
 
+    /// Waits until no member has taken or lost a shard for 3 s: every
+    /// member holds its share (a member over it hands one back every 2 s).
+    fn settle(&self) {
+        let quiet_since = || {
+            self.members
+                .iter()
+                .flat_map(Member::records)
+                .filter(|r| {
+                    matches!(
+                        r.event,
+                        Event::FleetShardTaken { .. } | Event::FleetShardLost { .. }
+                    )
+                })
+                .map(|r| r.at)
+                .max()
+        };
+        within(
+            "the shards are settled for 3 s",
+            Duration::from_secs(90),
+            || {
+                quiet_since()
+                    .is_some_and(|at| healer::clock::Wall::now().since(at) > Duration::from_secs(3))
+            },
+        );
+    }
+
     /// Waits (at most `limit`) until every one of `targets` was checked
     /// after `since` by a member other than `gone`: how long that took.
     fn taken_over(
@@ -289,29 +315,7 @@ fn each_fleet_target_is_checked_by_exactly_one_member_at_a_time() {
         interval: "1s",
         ..Shape::default()
     });
-    // The shards settle: every member takes its share, none steals.
-    let quiet_since = |world: &World| {
-        world
-            .members
-            .iter()
-            .flat_map(Member::records)
-            .filter(|r| {
-                matches!(
-                    r.event,
-                    Event::FleetShardTaken { .. } | Event::FleetShardLost { .. }
-                )
-            })
-            .map(|r| r.at)
-            .max()
-    };
-    within(
-        "the shards are settled for 3 s",
-        Duration::from_secs(90),
-        || {
-            quiet_since(&world)
-                .is_some_and(|at| healer::clock::Wall::now().since(at) > Duration::from_secs(3))
-        },
-    );
+    world.settle();
     let from = monotonic_ns();
     std::thread::sleep(Duration::from_secs(10));
     let to = monotonic_ns();
@@ -647,6 +651,7 @@ fn losing_the_etcd_leader_alone_or_with_an_owner_keeps_the_bounds() {
 fn an_owner_cut_off_from_etcd_stops_checking_before_another_member_takes_over() {
     let targets = 30;
     let mut world = world(Shape::default());
+    world.settle();
     let (cut, _) = world.checker_of("t0").expect("checked");
     let theirs = world.checked_by(&cut, targets);
     let address = world.fabric.addr(&cut);
@@ -656,6 +661,7 @@ fn an_owner_cut_off_from_etcd_stops_checking_before_another_member_takes_over() 
         world.services.take_down(target, "cut");
     }
     let cut_at = monotonic_ns();
+    let cut_wall = healer::clock::Wall::now();
     for node in world.etcd.nodes.clone() {
         world.fabric.block(&cut, &node, true);
     }
@@ -714,7 +720,7 @@ fn an_owner_cut_off_from_etcd_stops_checking_before_another_member_takes_over() 
     let said_lost = member
         .records()
         .iter()
-        .any(|r| matches!(&r.event, Event::FleetCoordinationLost { .. }));
+        .any(|r| r.at >= cut_wall && matches!(&r.event, Event::FleetCoordinationLost { .. }));
     assert!(said_lost, "{cut} said fleet_coordination_lost");
     within("the member joins again and owns shards", TTL * 5, || {
         member
@@ -802,23 +808,59 @@ fn an_etcd_member_cut_off_the_fabric_is_routed_around_and_nothing_moves() {
         lease: ttl,
         ..Shape::default()
     });
+    world.settle();
+    // The etcd member h1 talks to (whichever its role), cut off silently:
+    // h1 must find another.
+    let (_, out) = world.members[0].ask(&world.fabric, &["fleet", "--json"]);
+    let fleet: serde_json::Value = serde_json::from_str(&out).expect("fleet JSON");
+    let endpoint = fleet["etcd"]
+        .as_str()
+        .expect("the endpoint in use")
+        .to_owned();
+    let host = endpoint
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    let cut = world
+        .fabric
+        .node_of(host)
+        .expect("an etcd member's address")
+        .to_owned();
     let leader = world.etcd.leader(&world.fabric);
-    let follower = world
-        .etcd
-        .nodes
-        .iter()
-        .find(|node| **node != leader)
-        .expect("a follower")
-        .clone();
     let cut_at = healer::clock::Wall::now();
     let from = monotonic_ns();
-    world.fabric.attach(&follower, false);
-    std::thread::sleep(ttl * 2);
+    world.fabric.attach(&cut, false);
+    // While it is cut off, a target of h1's goes down: its recovery needs
+    // a claim in etcd, so h1 must be talking to another member.
+    std::thread::sleep(ttl);
+    let theirs = world.checked_by("h1", targets);
+    world.services.take_down(&theirs[0], "etcd-cut");
+    let services = &world.services;
+    within("h1's downed target is recovered", ttl, || {
+        !services.is_down(&theirs[0])
+    });
+    std::thread::sleep(ttl.saturating_sub(Duration::from_secs(1)));
     let gap = longest_gap(&world, targets, from, monotonic_ns());
-    world.fabric.attach(&follower, true);
-    eprintln!("etcd member {follower} cut off for {:?}: the longest gap between two checks of a target: {gap:?}", ttl * 2);
-    // The healers whose connection went to it ask the others: nobody
-    // loses touch, no shard moves.
+    let (_, out) = world.members[0].ask(&world.fabric, &["fleet", "--json"]);
+    world.fabric.attach(&cut, true);
+    let fleet: serde_json::Value = serde_json::from_str(&out).expect("fleet JSON");
+    eprintln!(
+        "etcd member {cut} ({}) cut off for 2 leases: h1 moved from {endpoint} to {}; the longest gap between two checks of a target: {gap:?}",
+        if cut == leader { "the leader" } else { "a follower" },
+        fleet["etcd"]
+    );
+    assert_eq!(fleet["coordinated"], true, "h1 in touch: {out}");
+    assert_ne!(fleet["etcd"].as_str(), Some(endpoint.as_str()), "{out}");
+    let recovered = world.services.recoveries();
+    let h1 = world.fabric.addr("h1");
+    assert!(
+        recovered
+            .iter()
+            .any(|r| r.target == theirs[0] && r.episode == "etcd-cut" && r.peer == h1),
+        "h1 claimed and recovered its target: {recovered:?}"
+    );
+    // Nobody lost touch, no shard moved.
     for member in &world.members {
         let moved: Vec<_> = member
             .records()
@@ -831,18 +873,13 @@ fn an_etcd_member_cut_off_the_fabric_is_routed_around_and_nothing_moves() {
                     )
             })
             .collect();
-        assert_eq!(
-            moved,
-            vec![],
-            "{} while {follower} was cut off",
-            member.node
-        );
+        assert_eq!(moved, vec![], "{} while {cut} was cut off", member.node);
     }
     assert!(
         gap < Duration::from_secs(1),
         "a target went unchecked for {gap:?}"
     );
-    assert_eq!(world.duplicates(), vec![]);
+    world.assert_nothing_twice(targets);
 }
 
 #[test]

@@ -209,7 +209,9 @@ async fn heal(
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(reaper::reap_orphans(shutdown.clone()));
-    tokio::spawn(trim_after_large_answers(shutdown.clone()));
+    if crate::memory::CAN_TRIM {
+        tokio::spawn(trim_after_large_answers(shutdown.clone()));
+    }
     let (reload, reloads) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
     let stopping = events.clone();
     let (starting, hup) = stop_signals;
@@ -367,9 +369,9 @@ async fn trim_after_large_answers(mut shutdown: tokio::sync::watch::Receiver<boo
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = every.tick() => {
-                crate::memory::trim_if_asked();
-            }
+            _ = every.tick() => if crate::memory::trim_asked() {
+                let _ = tokio::task::spawn_blocking(crate::memory::trim).await;
+            },
             changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
         }
     }

@@ -46,6 +46,17 @@ fn digest(parts: &[&str]) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
+/// Whether this member was the first to write a report's key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum First {
+    /// Now.
+    Now,
+    /// Before: the report is sent to it again.
+    Before,
+    /// Another member was.
+    Not,
+}
+
 impl Fleet {
     /// Whether this member acts on the report of dedup key `key`: it is
     /// the first in the fleet to write it (or wrote it itself, for a
@@ -56,14 +67,15 @@ impl Fleet {
         let first = self.ask_first(key).await;
         let tally = &self.inner.tally;
         super::Tally::add(match first {
-            Ok(true) => &tally.acted,
-            Ok(false) => &tally.duplicate,
+            Ok(First::Now) => &tally.acted,
+            Ok(First::Before) => &tally.resent,
+            Ok(First::Not) => &tally.duplicate,
             Err(_) => &tally.unanswered,
         });
-        first
+        first.map(|first| first != First::Not)
     }
 
-    async fn ask_first(&self, key: &str) -> Result<bool, String> {
+    async fn ask_first(&self, key: &str) -> Result<First, String> {
         let lease = self
             .state()
             .session
@@ -81,20 +93,19 @@ impl Fleet {
             )])
             .or_else([TxnOp::get(key, None)]);
         let (endpoint, mut client) = self.inner.etcd.client();
-        let answer = timeout(CALL_WITHIN, client.txn(txn))
-            .await
-            .inspect_err(|_| self.inner.etcd.failed(endpoint))
+        let answer = timeout(CALL_WITHIN, client.txn(txn)).await;
+        self.inner.etcd.judge(endpoint, &answer);
+        let answer = answer
             .map_err(|_| "etcd did not answer in time".to_owned())?
-            .inspect_err(|_| self.inner.etcd.failed(endpoint))
             .map_err(|err| format!("etcd refused the write: {}", etcd_error(&err)))?;
         if answer.succeeded() {
-            return Ok(true);
+            return Ok(First::Now);
         }
         let ours = answer.op_responses().into_iter().any(|response| {
             matches!(response, TxnOpResponse::Get(got)
                 if got.kvs().first().is_some_and(|kv| kv.value() == self.member().as_bytes()))
         });
-        Ok(ours)
+        Ok(if ours { First::Before } else { First::Not })
     }
 
     /// The report of `key`, which this member acted on, stays a duplicate

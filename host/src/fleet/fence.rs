@@ -166,7 +166,20 @@ impl ShardFence {
     /// which may run for `runs_for`): the fence it runs under, or why it
     /// may not run.
     pub async fn claim(&mut self, issue: &Issue, runs_for: Duration) -> Result<Fence, String> {
-        let claimed = self.try_claim(issue, runs_for).await;
+        let tally = &self.fleet.inner.tally;
+        // Not sent (`held`): the member may not claim now.
+        if let Err(why) = self.fleet.may_claim(self.shard, self.epoch) {
+            super::Tally::add(&tally.held);
+            return Err(why);
+        }
+        if let Some((until, why)) = self.held.get(&issue.kind) {
+            if Instant::now() < *until {
+                super::Tally::add(&tally.held);
+                return Err(why.clone());
+            }
+            self.held.remove(&issue.kind);
+        }
+        let claimed = self.send_claim(issue, runs_for).await;
         let tally = &self.fleet.inner.tally;
         super::Tally::add(match claimed {
             Ok(_) => &tally.claimed,
@@ -175,14 +188,8 @@ impl ShardFence {
         claimed
     }
 
-    async fn try_claim(&mut self, issue: &Issue, runs_for: Duration) -> Result<Fence, String> {
-        self.fleet.may_claim(self.shard, self.epoch)?;
-        if let Some((until, why)) = self.held.get(&issue.kind) {
-            if Instant::now() < *until {
-                return Err(why.clone());
-            }
-            self.held.remove(&issue.kind);
-        }
+    /// The claim's write, and whether it still holds once answered.
+    async fn send_claim(&mut self, issue: &Issue, runs_for: Duration) -> Result<Fence, String> {
         let sent = Instant::now();
         let mut claimed = issue.clone();
         claimed.attempts += 1;
@@ -246,23 +253,20 @@ impl ShardFence {
                 TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
             ]);
         let (endpoint, mut client) = self.fleet.inner.etcd.client();
-        let answer = match timeout(CALL_WITHIN, client.txn(txn)).await {
+        let answer = timeout(CALL_WITHIN, client.txn(txn)).await;
+        self.fleet.inner.etcd.judge(endpoint, &answer);
+        // A write whose answer was lost may have been applied: the next
+        // write, made on the revision last seen, then finds the key
+        // changed and reads it (below).
+        let answer = match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(err)) => {
-                // A connection lost under the write leaves it unknown
-                // whether it was applied: read again, as below.
-                self.fleet.inner.etcd.failed(endpoint);
-                self.revisions.insert(kind.to_owned(), -1);
                 return Err(format!(
                     "etcd refused the write: {}",
                     super::etcd_error(&err)
-                ));
+                ))
             }
             Err(_) => {
-                // It may have been applied: the issue's revision is read
-                // again before the next write.
-                self.fleet.inner.etcd.failed(endpoint);
-                self.revisions.insert(kind.to_owned(), -1);
                 return Err(format!(
                     "etcd did not answer within {}",
                     healer_plugin_sdk::Duration(CALL_WITHIN)

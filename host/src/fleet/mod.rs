@@ -119,7 +119,9 @@ struct State {
 struct Tally {
     claimed: AtomicU64,
     refused: AtomicU64,
+    held: AtomicU64,
     acted: AtomicU64,
+    resent: AtomicU64,
     duplicate: AtomicU64,
     unanswered: AtomicU64,
 }
@@ -134,23 +136,53 @@ impl Tally {
         Counts {
             claims_made: read(&self.claimed),
             claims_refused: read(&self.refused),
+            claims_held: read(&self.held),
             reports_acted: read(&self.acted),
+            reports_resent: read(&self.resent),
             reports_duplicate: read(&self.duplicate),
             reports_unanswered: read(&self.unanswered),
         }
     }
 }
 
-/// How many recoveries this member claimed or was refused, and how many
-/// reports it acted on, found duplicate or could not ask etcd about,
-/// since it started (the `healer_fleet_*_total` counters).
+/// What this member's claims and reports came to since it started (the
+/// `healer_fleet_*_total` counters).
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Counts {
+    /// Claims etcd accepted.
     pub claims_made: u64,
+    /// Claims etcd refused (the shard's owner key or the issue's record
+    /// not as this member last saw them) or did not answer.
     pub claims_refused: u64,
+    /// Claims not sent: the member may not claim now (the lease's last
+    /// second, a shard being handed back, a previous owner's recovery
+    /// that may still run).
+    pub claims_held: u64,
+    /// Reports this member was the first in the fleet to get.
     pub reports_acted: u64,
+    /// Reports it got again, having been the first.
+    pub reports_resent: u64,
+    /// Reports another member got first.
     pub reports_duplicate: u64,
+    /// Reports it could not ask etcd about (answered 503).
     pub reports_unanswered: u64,
+}
+
+impl Counts {
+    /// Each count the larger of the two: what was counted, whichever of
+    /// two readings came last.
+    pub fn max(self, other: Counts) -> Counts {
+        Counts {
+            claims_made: self.claims_made.max(other.claims_made),
+            claims_refused: self.claims_refused.max(other.claims_refused),
+            claims_held: self.claims_held.max(other.claims_held),
+            reports_acted: self.reports_acted.max(other.reports_acted),
+            reports_resent: self.reports_resent.max(other.reports_resent),
+            reports_duplicate: self.reports_duplicate.max(other.reports_duplicate),
+            reports_unanswered: self.reports_unanswered.max(other.reports_unanswered),
+        }
+    }
 }
 
 /// The fleet as this member takes part in it: cheap to clone.
@@ -193,6 +225,9 @@ pub struct View {
     pub lease: Option<String>,
     /// Milliseconds until its deadline, if the lease is not renewed.
     pub lease_left_ms: u64,
+    /// The etcd endpoint it talks to now.
+    #[serde(default)]
+    pub etcd: String,
     /// The members etcd lists.
     pub members: Vec<String>,
     /// Shards some fleet target needs.
@@ -244,10 +279,13 @@ impl Fleet {
             .with_connect_timeout(Duration::from_secs(1))
             .with_timeout(CALL_WITHIN)
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // An etcd member cut off from its leader says so at once
+            // (unavailable: the link moves on) rather than at the timeout.
+            .with_require_leader(true);
         // The channel connects lazily: an etcd down at start is a fleet
         // not yet joined, not a failed start.
-        let etcd = link::Link::connect(&settings.etcd, &options)
+        let etcd = link::Link::connect(&settings.etcd, &options, &settings.member)
             .await
             .map_err(|err| format!("[fleet] etcd {:?}: {}", settings.etcd, etcd_error(&err)))?;
         // Unbounded, yet bounded by the shards: each has at most a few
@@ -297,6 +335,7 @@ impl Fleet {
                 .as_ref()
                 .map_or(0, |s| s.left(now).as_millis() as u64),
             members: state.members.clone(),
+            etcd: self.inner.etcd.endpoint().to_owned(),
             shards_needed: needed.len(),
             shards_unowned: state.unowned,
             counts: self.inner.tally.counts(),
@@ -433,6 +472,10 @@ impl Fleet {
     /// TTL granted.
     async fn renew(self, mut shutdown: watch::Receiver<bool>) {
         let every = self.inner.settings.lease.0 / 5;
+        // A renewal (or a new stream for them) not answered in this is
+        // given up, and the endpoint with it: a lease of 2 s leaves no
+        // room for a whole call's time.
+        let renew_within = every.max(Duration::from_millis(500));
         // The lease, the endpoint, and the stream renewals go on.
         let mut keeping: Option<(
             i64,
@@ -446,16 +489,21 @@ impl Fleet {
             if let Some(lease) = lease {
                 if keeping.as_ref().is_none_or(|(id, ..)| *id != lease) {
                     let (endpoint, mut client) = self.inner.etcd.client();
-                    keeping = match timeout(CALL_WITHIN, client.lease_keep_alive(lease)).await {
+                    let opened = timeout(renew_within, client.lease_keep_alive(lease)).await;
+                    self.inner.etcd.judge(endpoint, &opened);
+                    keeping = match opened {
                         Ok(Ok((keeper, stream))) => Some((lease, endpoint, keeper, stream)),
-                        _ => {
-                            self.inner.etcd.failed(endpoint);
+                        Ok(Err(etcd_client::Error::LeaseKeepAliveError(why)))
+                            if why == "lease not found" =>
+                        {
+                            self.expired(lease, "etcd says the lease expired");
                             None
                         }
+                        _ => None,
                     };
                 }
                 if let Some((_, endpoint, keeper, stream)) = &mut keeping {
-                    let renewed = timeout(every.max(Duration::from_millis(500)), async {
+                    let renewed = timeout(renew_within, async {
                         keeper.keep_alive().await?;
                         stream.message().await
                     })
@@ -474,8 +522,13 @@ impl Fleet {
                             self.expired(lease, "etcd says the lease expired");
                             keeping = None;
                         }
-                        _ => {
+                        Ok(Ok(None)) => {
+                            // The stream ended: its endpoint went away.
                             self.inner.etcd.failed(*endpoint);
+                            keeping = None;
+                        }
+                        other => {
+                            self.inner.etcd.judge(*endpoint, &other);
                             keeping = None;
                         }
                     }
@@ -639,16 +692,16 @@ impl Fleet {
             CALL_WITHIN,
             client.lease_grant(ttl.as_secs().max(1) as i64, None),
         )
-        .await
-        .inspect_err(|_| self.inner.etcd.failed(endpoint))
-        .map_err(|_| {
-            format!(
-                "etcd did not grant a lease within {}",
-                HumanDuration(CALL_WITHIN)
-            )
-        })?
-        .inspect_err(|_| self.inner.etcd.failed(endpoint))
-        .map_err(|err| format!("etcd did not grant a lease: {}", etcd_error(&err)))?;
+        .await;
+        self.inner.etcd.judge(endpoint, &granted);
+        let granted = granted
+            .map_err(|_| {
+                format!(
+                    "etcd did not grant a lease within {}",
+                    HumanDuration(CALL_WITHIN)
+                )
+            })?
+            .map_err(|err| format!("etcd did not grant a lease: {}", etcd_error(&err)))?;
         let session = Session::granted(
             granted.id(),
             Duration::from_secs(granted.ttl().max(1) as u64),
@@ -668,7 +721,9 @@ impl Fleet {
                 about.to_string(),
                 Some(PutOptions::new().with_lease(session.lease)),
             )]);
-        let refused = match timeout(CALL_WITHIN, client.txn(txn)).await {
+        let written = timeout(CALL_WITHIN, client.txn(txn)).await;
+        self.inner.etcd.judge(endpoint, &written);
+        let refused = match written {
             Ok(Ok(answer)) if answer.succeeded() => None,
             Ok(Ok(_)) => Some(format!(
                 "another live member is named {:?}: give each healer its own [fleet] member",
@@ -708,11 +763,10 @@ impl Fleet {
                 .await?;
             Ok::<_, etcd_client::Error>((shards, members))
         };
-        let (shards, members) = timeout(CALL_WITHIN, asked)
-            .await
-            .inspect_err(|_| self.inner.etcd.failed(endpoint))
+        let asked = timeout(CALL_WITHIN, asked).await;
+        self.inner.etcd.judge(endpoint, &asked);
+        let (shards, members) = asked
             .map_err(|_| format!("etcd did not answer within {}", HumanDuration(CALL_WITHIN)))?
-            .inspect_err(|_| self.inner.etcd.failed(endpoint))
             .map_err(|err| format!("etcd did not answer: {}", etcd_error(&err)))?;
         let owners = shards
             .kvs()
@@ -742,8 +796,9 @@ impl Fleet {
                 self.member(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let Ok(Ok(answer)) = timeout(CALL_WITHIN, client.txn(txn)).await else {
-            self.inner.etcd.failed(endpoint);
+        let answer = timeout(CALL_WITHIN, client.txn(txn)).await;
+        self.inner.etcd.judge(endpoint, &answer);
+        let Ok(Ok(answer)) = answer else {
             return None;
         };
         if !answer.succeeded() {
@@ -757,6 +812,7 @@ impl Fleet {
             client.get(keys::issues(shard), Some(GetOptions::new().with_prefix())),
         )
         .await;
+        self.inner.etcd.judge(endpoint, &issues);
         let saved = match issues {
             Ok(Ok(issues)) => fence::read_saved(issues.kvs()),
             _ => {
@@ -817,7 +873,7 @@ impl Fleet {
 
     /// Deletes `shard`'s owner key if it is still the one of `epoch`.
     async fn release_key(&self, shard: u32, epoch: u64) -> Result<(), String> {
-        let (_, mut client) = self.inner.etcd.client();
+        let (endpoint, mut client) = self.inner.etcd.client();
         let owner = keys::owner(shard);
         let txn = Txn::new()
             .when([Compare::create_revision(
@@ -826,7 +882,9 @@ impl Fleet {
                 epoch as i64,
             )])
             .and_then([TxnOp::delete(owner, None)]);
-        match timeout(CALL_WITHIN, client.txn(txn)).await {
+        let answer = timeout(CALL_WITHIN, client.txn(txn)).await;
+        self.inner.etcd.judge(endpoint, &answer);
+        match answer {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => Err(etcd_error(&err)),
             Err(_) => Err("etcd did not answer in time".to_owned()),
