@@ -590,6 +590,14 @@ impl Member {
         crate::read_records(&self.config.with_file_name("events.jsonl"))
     }
 
+    /// `healer fleet --json` asked from its node: what it says of the
+    /// fleet (it must answer, and be in touch).
+    pub fn fleet(&self, fabric: &Fabric) -> serde_json::Value {
+        let (ok, out) = self.ask(fabric, &["fleet", "--json"]);
+        assert!(ok, "healer fleet on {}: {out}", self.node);
+        serde_json::from_str(&out).unwrap_or_else(|err| panic!("fleet JSON ({err}): {out}"))
+    }
+
     /// `healer status --json` (or another command) asked from its node.
     pub fn ask(&self, fabric: &Fabric, args: &[&str]) -> (bool, String) {
         let output = fabric

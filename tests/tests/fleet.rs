@@ -363,9 +363,7 @@ fn each_fleet_target_is_checked_by_exactly_one_member_at_a_time() {
         let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
         let targets = status.as_array().expect("targets");
         listed += targets.len();
-        let (ok, out) = member.ask(&world.fabric, &["fleet", "--json"]);
-        assert!(ok, "healer fleet on {}: {out}", member.node);
-        let fleet: serde_json::Value = serde_json::from_str(&out).expect("fleet JSON");
+        let fleet = member.fleet(&world.fabric);
         assert_eq!(fleet["member"], member.node.as_str());
         assert_eq!(fleet["members"].as_array().map(Vec::len), Some(3));
         let shards: usize = fleet["shards"]
@@ -374,7 +372,7 @@ fn each_fleet_target_is_checked_by_exactly_one_member_at_a_time() {
             .iter()
             .map(|s| s["targets"].as_array().map_or(0, Vec::len))
             .sum();
-        assert_eq!(shards, targets.len(), "{}: {out}", member.node);
+        assert_eq!(shards, targets.len(), "{}: {fleet}", member.node);
         assert_eq!(
             by_member.get(&member.node).copied().unwrap_or(0),
             targets.len()
@@ -811,8 +809,7 @@ fn an_etcd_member_cut_off_the_fabric_is_routed_around_and_nothing_moves() {
     world.settle();
     // The etcd member h1 talks to (whichever its role), cut off silently:
     // h1 must find another.
-    let (_, out) = world.members[0].ask(&world.fabric, &["fleet", "--json"]);
-    let fleet: serde_json::Value = serde_json::from_str(&out).expect("fleet JSON");
+    let fleet = world.members[0].fleet(&world.fabric);
     let endpoint = fleet["etcd"]
         .as_str()
         .expect("the endpoint in use")
@@ -842,16 +839,15 @@ fn an_etcd_member_cut_off_the_fabric_is_routed_around_and_nothing_moves() {
     });
     std::thread::sleep(ttl.saturating_sub(Duration::from_secs(1)));
     let gap = longest_gap(&world, targets, from, monotonic_ns());
-    let (_, out) = world.members[0].ask(&world.fabric, &["fleet", "--json"]);
+    let fleet = world.members[0].fleet(&world.fabric);
     world.fabric.attach(&cut, true);
-    let fleet: serde_json::Value = serde_json::from_str(&out).expect("fleet JSON");
     eprintln!(
         "etcd member {cut} ({}) cut off for 2 leases: h1 moved from {endpoint} to {}; the longest gap between two checks of a target: {gap:?}",
         if cut == leader { "the leader" } else { "a follower" },
         fleet["etcd"]
     );
-    assert_eq!(fleet["coordinated"], true, "h1 in touch: {out}");
-    assert_ne!(fleet["etcd"].as_str(), Some(endpoint.as_str()), "{out}");
+    assert_eq!(fleet["coordinated"], true, "h1 in touch: {fleet}");
+    assert_ne!(fleet["etcd"].as_str(), Some(endpoint.as_str()), "{fleet}");
     let recovered = world.services.recoveries();
     let h1 = world.fabric.addr("h1");
     assert!(

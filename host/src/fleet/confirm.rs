@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use healer_plugin_sdk::Status;
 use serde::{Deserialize, Serialize};
-use tokio::time::timeout;
 
 use super::{etcd_error, keys, preference, shard_of, Fleet, CALL_WITHIN};
 
@@ -67,17 +66,16 @@ impl Fleet {
         struct About {
             advertise: Option<String>,
         }
-        let (_, mut client) = self.inner.etcd.client();
-        let got = timeout(
-            CALL_WITHIN,
-            client.get(
-                keys::members(),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            ),
-        )
-        .await
-        .map_err(|_| "etcd did not list the members in time".to_owned())?
-        .map_err(|err| format!("etcd did not list the members: {}", etcd_error(&err)))?;
+        let got = self
+            .inner
+            .etcd
+            .call(CALL_WITHIN, |mut client| async move {
+                let all = etcd_client::GetOptions::new().with_prefix();
+                client.get(keys::members(), Some(all)).await
+            })
+            .await
+            .map_err(|_| "etcd did not list the members in time".to_owned())?
+            .map_err(|err| format!("etcd did not list the members: {}", etcd_error(&err)))?;
         let prefix = keys::members();
         Ok(got
             .kvs()

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use sha2::{Digest, Sha256};
-use tokio::time::timeout;
 
 use super::{etcd_error, keys, Fleet, CALL_WITHIN};
 
@@ -65,12 +64,11 @@ impl Fleet {
     /// tries again).
     pub async fn first_to_report(&self, key: &str) -> Result<bool, String> {
         let first = self.ask_first(key).await;
-        let tally = &self.inner.tally;
-        super::Tally::add(match first {
-            Ok(First::Now) => &tally.acted,
-            Ok(First::Before) => &tally.resent,
-            Ok(First::Not) => &tally.duplicate,
-            Err(_) => &tally.unanswered,
+        self.count(match first {
+            Ok(First::Now) => |c| &mut c.reports_acted,
+            Ok(First::Before) => |c| &mut c.reports_resent,
+            Ok(First::Not) => |c| &mut c.reports_duplicate,
+            Err(_) => |c| &mut c.reports_unanswered,
         });
         first.map(|first| first != First::Not)
     }
@@ -92,10 +90,14 @@ impl Fleet {
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let (endpoint, mut client) = self.inner.etcd.client();
-        let answer = timeout(CALL_WITHIN, client.txn(txn)).await;
-        self.inner.etcd.judge(endpoint, &answer);
-        let answer = answer
+        let answer = self
+            .inner
+            .etcd
+            .call(
+                CALL_WITHIN,
+                |mut client| async move { client.txn(txn).await },
+            )
+            .await
             .map_err(|_| "etcd did not answer in time".to_owned())?
             .map_err(|err| format!("etcd refused the write: {}", etcd_error(&err)))?;
         if answer.succeeded() {
@@ -123,8 +125,14 @@ impl Fleet {
                 self.member(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let (_, mut client) = self.inner.etcd.client();
-        let _ = timeout(CALL_WITHIN, client.txn(txn)).await;
+        let _ = self
+            .inner
+            .etcd
+            .call(
+                CALL_WITHIN,
+                |mut client| async move { client.txn(txn).await },
+            )
+            .await;
     }
 
     /// A lease for keys kept `keep`.
@@ -139,8 +147,12 @@ impl Fleet {
                 }
             }
         }
-        let (_, mut client) = self.inner.etcd.client();
-        let granted = timeout(CALL_WITHIN, client.lease_grant(secs as i64, None))
+        let granted = self
+            .inner
+            .etcd
+            .call(CALL_WITHIN, |mut client| async move {
+                client.lease_grant(secs as i64, None).await
+            })
             .await
             .map_err(|_| "etcd did not grant a lease in time".to_owned())?
             .map_err(|err| format!("etcd did not grant a lease: {}", etcd_error(&err)))?;

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 use healer_plugin_sdk::Fence;
 use serde::Deserialize;
-use tokio::time::timeout;
 
 use super::{issue_record, keys, Fleet, CALL_WITHIN};
 use crate::issues::Issue;
@@ -166,24 +165,22 @@ impl ShardFence {
     /// which may run for `runs_for`): the fence it runs under, or why it
     /// may not run.
     pub async fn claim(&mut self, issue: &Issue, runs_for: Duration) -> Result<Fence, String> {
-        let tally = &self.fleet.inner.tally;
         // Not sent (`held`): the member may not claim now.
         if let Err(why) = self.fleet.may_claim(self.shard, self.epoch) {
-            super::Tally::add(&tally.held);
+            self.fleet.count(|c| &mut c.claims_held);
             return Err(why);
         }
         if let Some((until, why)) = self.held.get(&issue.kind) {
             if Instant::now() < *until {
-                super::Tally::add(&tally.held);
+                self.fleet.count(|c| &mut c.claims_held);
                 return Err(why.clone());
             }
             self.held.remove(&issue.kind);
         }
         let claimed = self.send_claim(issue, runs_for).await;
-        let tally = &self.fleet.inner.tally;
-        super::Tally::add(match claimed {
-            Ok(_) => &tally.claimed,
-            Err(_) => &tally.refused,
+        self.fleet.count(match claimed {
+            Ok(_) => |c| &mut c.claims_made,
+            Err(_) => |c| &mut c.claims_refused,
         });
         claimed
     }
@@ -252,9 +249,15 @@ impl ShardFence {
                 TxnOp::get(keys::owner(self.shard), None),
                 TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
             ]);
-        let (endpoint, mut client) = self.fleet.inner.etcd.client();
-        let answer = timeout(CALL_WITHIN, client.txn(txn)).await;
-        self.fleet.inner.etcd.judge(endpoint, &answer);
+        let answer = self
+            .fleet
+            .inner
+            .etcd
+            .call(
+                CALL_WITHIN,
+                |mut client| async move { client.txn(txn).await },
+            )
+            .await;
         // A write whose answer was lost may have been applied: the next
         // write, made on the revision last seen, then finds the key
         // changed and reads it (below).

@@ -56,7 +56,8 @@ impl Link {
     }
 
     /// The client of the endpoint in use, and which it is (for
-    /// [`Link::judge`] and [`Link::failed`]).
+    /// [`Link::judge`] and [`Link::failed`]), for a call [`Link::call`]
+    /// cannot make (a stream kept open across calls).
     pub fn client(&self) -> (usize, Client) {
         let index = self.in_use.load(Ordering::Relaxed) % self.clients.len();
         (index, self.clients[index].clone())
@@ -65,6 +66,23 @@ impl Link {
     /// The URL of the endpoint in use.
     pub fn endpoint(&self) -> &str {
         &self.endpoints[self.in_use.load(Ordering::Relaxed) % self.endpoints.len()]
+    }
+
+    /// Runs `op` on the client in use, for at most `within`, and moves
+    /// on from its endpoint if the call times out or fails for the
+    /// endpoint's fault ([`Link::judge`]).
+    pub async fn call<T, Fut>(
+        &self,
+        within: Duration,
+        op: impl FnOnce(Client) -> Fut,
+    ) -> Result<Result<T, etcd_client::Error>, tokio::time::error::Elapsed>
+    where
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let (index, client) = self.client();
+        let answer = tokio::time::timeout(within, op(client)).await;
+        self.judge(index, &answer);
+        answer
     }
 
     /// Moves on from endpoint `index` if `answer`, a call through it

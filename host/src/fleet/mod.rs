@@ -30,7 +30,6 @@ mod session;
 mod shard;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -112,37 +111,8 @@ struct State {
     /// Shards some fleet target needs that had no owner at the latest
     /// scan.
     unowned: usize,
-}
-
-/// What this member's claims and reports came to since it started.
-#[derive(Default)]
-struct Tally {
-    claimed: AtomicU64,
-    refused: AtomicU64,
-    held: AtomicU64,
-    acted: AtomicU64,
-    resent: AtomicU64,
-    duplicate: AtomicU64,
-    unanswered: AtomicU64,
-}
-
-impl Tally {
-    fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn counts(&self) -> Counts {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        Counts {
-            claims_made: read(&self.claimed),
-            claims_refused: read(&self.refused),
-            claims_held: read(&self.held),
-            reports_acted: read(&self.acted),
-            reports_resent: read(&self.resent),
-            reports_duplicate: read(&self.duplicate),
-            reports_unanswered: read(&self.unanswered),
-        }
-    }
+    /// Its claims and reports since it started.
+    counts: Counts,
 }
 
 /// What this member's claims and reports came to since it started (the
@@ -206,8 +176,6 @@ struct Inner {
     token: std::sync::OnceLock<Option<String>>,
     /// The client confirmations are asked with.
     http: std::sync::OnceLock<Result<reqwest::Client, String>>,
-    /// Claims and reports counted.
-    tally: Tally,
 }
 
 /// What `GET /api/v1/fleet` and `healer status` show.
@@ -302,7 +270,6 @@ impl Fleet {
                 leases: Mutex::default(),
                 token: std::sync::OnceLock::new(),
                 http: std::sync::OnceLock::new(),
-                tally: Tally::default(),
             }),
         };
         tokio::spawn(fleet.clone().renew(shutdown.clone()));
@@ -338,7 +305,7 @@ impl Fleet {
             etcd: self.inner.etcd.endpoint().to_owned(),
             shards_needed: needed.len(),
             shards_unowned: state.unowned,
-            counts: self.inner.tally.counts(),
+            counts: state.counts,
             shards: state
                 .owned
                 .iter()
@@ -367,9 +334,24 @@ impl Fleet {
             state.session.take().map(|s| s.lease)
         };
         if let Some(lease) = lease {
-            let (_, mut client) = self.inner.etcd.client();
-            let _ = timeout(CALL_WITHIN, client.lease_revoke(lease)).await;
+            self.revoke(lease).await;
         }
+    }
+
+    /// Revokes `lease` (best effort): its keys go at once.
+    async fn revoke(&self, lease: i64) {
+        let _ = self
+            .inner
+            .etcd
+            .call(CALL_WITHIN, |mut client| async move {
+                client.lease_revoke(lease).await
+            })
+            .await;
+    }
+
+    /// Counts one claim or report in the count `which` picks.
+    fn count(&self, which: fn(&mut Counts) -> &mut u64) {
+        *which(&mut self.state().counts) += 1;
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -584,10 +566,8 @@ impl Fleet {
                     HumanDuration(session.ttl)
                 );
                 self.expired(session.lease, &reason);
-                let (_, mut client) = self.inner.etcd.client();
-                tokio::spawn(async move {
-                    let _ = timeout(CALL_WITHIN, client.lease_revoke(session.lease)).await;
-                });
+                let fleet = self.clone();
+                tokio::spawn(async move { fleet.revoke(session.lease).await });
                 return Err(reason);
             }
             None => self.join().await?,
@@ -686,15 +666,15 @@ impl Fleet {
     /// A new session: a lease granted and the member key put on it.
     async fn join(&self) -> Result<Session, String> {
         let ttl = self.inner.settings.lease.0;
-        let (endpoint, mut client) = self.inner.etcd.client();
         let sent = Instant::now();
-        let granted = timeout(
-            CALL_WITHIN,
-            client.lease_grant(ttl.as_secs().max(1) as i64, None),
-        )
-        .await;
-        self.inner.etcd.judge(endpoint, &granted);
-        let granted = granted
+        let secs = ttl.as_secs().max(1) as i64;
+        let granted = self
+            .inner
+            .etcd
+            .call(CALL_WITHIN, |mut client| async move {
+                client.lease_grant(secs, None).await
+            })
+            .await
             .map_err(|_| {
                 format!(
                     "etcd did not grant a lease within {}",
@@ -721,8 +701,14 @@ impl Fleet {
                 about.to_string(),
                 Some(PutOptions::new().with_lease(session.lease)),
             )]);
-        let written = timeout(CALL_WITHIN, client.txn(txn)).await;
-        self.inner.etcd.judge(endpoint, &written);
+        let written = self
+            .inner
+            .etcd
+            .call(
+                CALL_WITHIN,
+                |mut client| async move { client.txn(txn).await },
+            )
+            .await;
         let refused = match written {
             Ok(Ok(answer)) if answer.succeeded() => None,
             Ok(Ok(_)) => Some(format!(
@@ -736,7 +722,7 @@ impl Fleet {
             Err(_) => Some("the member key was not written in time".to_owned()),
         };
         if let Some(why) = refused {
-            let _ = timeout(CALL_WITHIN, client.lease_revoke(session.lease)).await;
+            self.revoke(session.lease).await;
             return Err(why);
         }
         let mut state = self.state();
@@ -747,8 +733,7 @@ impl Fleet {
 
     /// Who owns each shard (its epoch and lease), and the members.
     async fn scan(&self) -> Result<(HashMap<u32, (u64, i64)>, Vec<String>), String> {
-        let (endpoint, mut client) = self.inner.etcd.client();
-        let asked = async {
+        let asked = |mut client: etcd_client::Client| async move {
             let shards = client
                 .get(
                     keys::shards(),
@@ -763,9 +748,11 @@ impl Fleet {
                 .await?;
             Ok::<_, etcd_client::Error>((shards, members))
         };
-        let asked = timeout(CALL_WITHIN, asked).await;
-        self.inner.etcd.judge(endpoint, &asked);
-        let (shards, members) = asked
+        let (shards, members) = self
+            .inner
+            .etcd
+            .call(CALL_WITHIN, asked)
+            .await
             .map_err(|_| format!("etcd did not answer within {}", HumanDuration(CALL_WITHIN)))?
             .map_err(|err| format!("etcd did not answer: {}", etcd_error(&err)))?;
         let owners = shards
@@ -787,7 +774,6 @@ impl Fleet {
 
     /// Takes `shard` if nobody owns it: its epoch and open issues.
     async fn take(&self, shard: u32, lease: i64) -> Option<Change> {
-        let (endpoint, mut client) = self.inner.etcd.client();
         let owner = keys::owner(shard);
         let txn = Txn::new()
             .when([Compare::create_revision(owner.clone(), CompareOp::Equal, 0)])
@@ -796,8 +782,14 @@ impl Fleet {
                 self.member(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let answer = timeout(CALL_WITHIN, client.txn(txn)).await;
-        self.inner.etcd.judge(endpoint, &answer);
+        let answer = self
+            .inner
+            .etcd
+            .call(
+                CALL_WITHIN,
+                |mut client| async move { client.txn(txn).await },
+            )
+            .await;
         let Ok(Ok(answer)) = answer else {
             return None;
         };
@@ -807,12 +799,14 @@ impl Fleet {
         let epoch = answer.header()?.revision() as u64;
         // The issues are read after the shard is ours: nobody else writes
         // them now.
-        let issues = timeout(
-            CALL_WITHIN,
-            client.get(keys::issues(shard), Some(GetOptions::new().with_prefix())),
-        )
-        .await;
-        self.inner.etcd.judge(endpoint, &issues);
+        let issues = self
+            .inner
+            .etcd
+            .call(CALL_WITHIN, |mut client| async move {
+                let all = GetOptions::new().with_prefix();
+                client.get(keys::issues(shard), Some(all)).await
+            })
+            .await;
         let saved = match issues {
             Ok(Ok(issues)) => fence::read_saved(issues.kvs()),
             _ => {
@@ -873,7 +867,6 @@ impl Fleet {
 
     /// Deletes `shard`'s owner key if it is still the one of `epoch`.
     async fn release_key(&self, shard: u32, epoch: u64) -> Result<(), String> {
-        let (endpoint, mut client) = self.inner.etcd.client();
         let owner = keys::owner(shard);
         let txn = Txn::new()
             .when([Compare::create_revision(
@@ -882,8 +875,14 @@ impl Fleet {
                 epoch as i64,
             )])
             .and_then([TxnOp::delete(owner, None)]);
-        let answer = timeout(CALL_WITHIN, client.txn(txn)).await;
-        self.inner.etcd.judge(endpoint, &answer);
+        let answer = self
+            .inner
+            .etcd
+            .call(
+                CALL_WITHIN,
+                |mut client| async move { client.txn(txn).await },
+            )
+            .await;
         match answer {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => Err(etcd_error(&err)),
